@@ -1,0 +1,27 @@
+//! Aura's ledger mathematics. Pure: no IO, no clock, no randomness.
+//!
+//! - [`entry`]: an entry and its canonical encoding and hash.
+//! - [`merkle`]: the RFC 9162 Merkle tree over all entries in commit order: roots,
+//!   incremental appends, inclusion and consistency proofs and their verification.
+//! - [`checkpoint`]: the tree head a node signs at the end of every commit batch.
+//! - [`proof`]: self-contained proof documents that can be checked offline with only the
+//!   node's public key.
+//! - [`verify`]: a streaming verifier that checks a whole ledger and names the first bad
+//!   entry and why.
+//! - [`bundle`]: the export file format.
+//!
+//! The formats are specified in docs/ledger.md; the test vectors there are checked by
+//! `tests/vectors.rs`.
+
+pub mod bundle;
+pub mod checkpoint;
+pub mod entry;
+pub mod merkle;
+pub mod proof;
+pub mod verify;
+
+pub use checkpoint::{Checkpoint, SignedCheckpoint};
+pub use entry::{Entry, Kind};
+pub use merkle::Frontier;
+pub use proof::{ConsistencyProof, InclusionProof};
+pub use verify::{Failure, Verifier};

@@ -1,0 +1,327 @@
+//! The streaming verifier: feed it a ledger's entries and checkpoints in order and it
+//! names the first thing that is wrong.
+//!
+//! It checks, for every entry: that it decodes; that its index is its position; that a
+//! stored hash (where the source keeps one) matches the recomputed one; that the agent's
+//! sequence number follows the previous one without a gap; and that `prev` is the hash of
+//! the agent's previous entry. For every checkpoint: that it covers exactly the entries
+//! seen so far; that it grows; that it names the node and carries the node's valid
+//! signature; and that its root is the RFC 9162 root over those entries. At the end:
+//! that every entry is covered by a signed checkpoint.
+//!
+//! Memory grows with the number of agents (one head each), not with the ledger.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use aura_core::encoding::DecodeError;
+use aura_core::hash::Hash;
+use aura_core::{AgentId, NodeId, PublicKey};
+use serde::Serialize;
+
+use crate::checkpoint::{CheckpointError, SignedCheckpoint};
+use crate::entry::{self, Entry};
+use crate::merkle::{self, Frontier};
+
+/// Where verification failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "at", rename_all = "snake_case")]
+pub enum Location {
+    /// The entry at this position of the ledger; agent and seq once it decoded.
+    Entry {
+        position: u64,
+        agent: Option<AgentId>,
+        seq: Option<u64>,
+    },
+    /// The checkpoint that follows `after_entries` entries.
+    Checkpoint {
+        after_entries: u64,
+        tree_size: Option<u64>,
+    },
+    /// The end of the ledger.
+    End { entries: u64 },
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Entry {
+                position,
+                agent: Some(agent),
+                seq: Some(seq),
+            } => {
+                write!(f, "entry #{position} ({agent} seq {seq})")
+            }
+            Location::Entry { position, .. } => write!(f, "entry #{position}"),
+            Location::Checkpoint {
+                after_entries,
+                tree_size: Some(size),
+            } => {
+                write!(
+                    f,
+                    "checkpoint of size {size} (after entry #{})",
+                    after_entries.saturating_sub(1)
+                )
+            }
+            Location::Checkpoint {
+                after_entries,
+                tree_size: None,
+            } => {
+                write!(f, "checkpoint after {after_entries} entries")
+            }
+            Location::End { entries } => write!(f, "end of ledger ({entries} entries)"),
+        }
+    }
+}
+
+/// What was wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Reason {
+    #[error("malformed: {0}")]
+    Malformed(DecodeError),
+    #[error(
+        "its index is {found}, but it is at position {expected} (moved, inserted or a neighbour deleted)"
+    )]
+    WrongIndex { expected: u64, found: u64 },
+    #[error("its content does not match its recorded hash {stored} (recomputed {computed})")]
+    HashMismatch { stored: Hash, computed: Hash },
+    #[error(
+        "sequence number {found} follows {previous} in this agent's stream (expected {expected})"
+    )]
+    SequenceGap {
+        previous: u64,
+        expected: u64,
+        found: u64,
+    },
+    #[error("its prev hash {found} is not the hash of the agent's previous entry {expected}")]
+    BrokenChain { expected: Hash, found: Hash },
+    #[error("first entry of its agent must have prev = 0")]
+    FirstEntryHasPrev,
+    #[error("it covers {found} entries, but {expected} precede it{}", missing_note(*.expected, *.found))]
+    CheckpointSize { expected: u64, found: u64 },
+    #[error("it does not grow the tree (previous checkpoint already had {previous} entries)")]
+    CheckpointNotGrowing { previous: u64 },
+    #[error("root {found} is not the root {expected} of the entries before it")]
+    RootMismatch { expected: Hash, found: Hash },
+    #[error("{0}")]
+    Signature(CheckpointError),
+    #[error("entries from #{first_uncovered} on are not covered by any signed checkpoint")]
+    Uncovered { first_uncovered: u64 },
+    #[error("{0}")]
+    Other(String),
+}
+
+fn missing_note(expected: u64, found: u64) -> String {
+    match found.checked_sub(expected) {
+        Some(1) => format!(" (entry #{expected} is missing)"),
+        Some(n) if n > 1 => format!(" (entries #{expected} to #{} are missing)", found - 1),
+        Some(_) => String::new(),
+        None if expected - found == 1 => {
+            format!(" (entry #{found} comes before a checkpoint that does not cover it)")
+        }
+        None => format!(
+            " (entries #{found} to #{} come before a checkpoint that does not cover them)",
+            expected - 1
+        ),
+    }
+}
+
+/// The first problem found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{location}: {reason}")]
+pub struct Failure {
+    pub location: Location,
+    pub reason: Reason,
+}
+
+/// What a successful verification covered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub node: NodeId,
+    pub entries: u64,
+    pub agents: u64,
+    pub checkpoints: u64,
+    pub root: Hash,
+    pub last_checkpoint: Option<SignedCheckpoint>,
+}
+
+/// Streaming verifier; see the module documentation for what it checks.
+#[derive(Debug)]
+pub struct Verifier {
+    key: PublicKey,
+    node: NodeId,
+    position: u64,
+    heads: HashMap<AgentId, (u64, Hash)>,
+    frontier: Frontier,
+    last_checkpoint: Option<SignedCheckpoint>,
+    checkpoints: u64,
+}
+
+impl Verifier {
+    /// A verifier that trusts checkpoints signed by `key` (the node's public key).
+    pub fn new(key: PublicKey) -> Self {
+        Verifier {
+            node: key.node_id(),
+            key,
+            position: 0,
+            heads: HashMap::new(),
+            frontier: Frontier::new(),
+            last_checkpoint: None,
+            checkpoints: 0,
+        }
+    }
+
+    pub fn entries_seen(&self) -> u64 {
+        self.position
+    }
+
+    /// Checks the next entry. `stored_hash` is the hash the source recorded beside the
+    /// entry, if it keeps one. `completed` hears of each Merkle subtree this entry
+    /// completes, so a store can compare them with the ones it keeps.
+    pub fn entry(
+        &mut self,
+        encoded: &[u8],
+        stored_hash: Option<&Hash>,
+        completed: impl FnMut(merkle::NodeId, Hash),
+    ) -> Result<(), Failure> {
+        let position = self.position;
+        let fail = |agent: Option<AgentId>, seq: Option<u64>, reason: Reason| Failure {
+            location: Location::Entry {
+                position,
+                agent,
+                seq,
+            },
+            reason,
+        };
+        let entry = Entry::decode(encoded).map_err(|e| fail(None, None, Reason::Malformed(e)))?;
+        let (agent, seq) = (Some(entry.agent), Some(entry.seq));
+        let computed = Entry::hash_encoded(encoded);
+        if let Some(stored) = stored_hash
+            && *stored != computed
+        {
+            return Err(fail(
+                agent,
+                seq,
+                Reason::HashMismatch {
+                    stored: *stored,
+                    computed,
+                },
+            ));
+        }
+        if entry.index != position {
+            return Err(fail(
+                agent,
+                seq,
+                Reason::WrongIndex {
+                    expected: position,
+                    found: entry.index,
+                },
+            ));
+        }
+        match self.heads.get(&entry.agent) {
+            None => {
+                if entry.seq != 1 {
+                    return Err(fail(
+                        agent,
+                        seq,
+                        Reason::SequenceGap {
+                            previous: 0,
+                            expected: 1,
+                            found: entry.seq,
+                        },
+                    ));
+                }
+                if entry.prev != Hash::ZERO {
+                    return Err(fail(agent, seq, Reason::FirstEntryHasPrev));
+                }
+            }
+            Some(&(prev_seq, prev_hash)) => {
+                if entry.seq != prev_seq + 1 {
+                    return Err(fail(
+                        agent,
+                        seq,
+                        Reason::SequenceGap {
+                            previous: prev_seq,
+                            expected: prev_seq + 1,
+                            found: entry.seq,
+                        },
+                    ));
+                }
+                if entry.prev != prev_hash {
+                    return Err(fail(
+                        agent,
+                        seq,
+                        Reason::BrokenChain {
+                            expected: prev_hash,
+                            found: entry.prev,
+                        },
+                    ));
+                }
+            }
+        }
+        self.heads.insert(entry.agent, (entry.seq, computed));
+        self.frontier.push(entry::leaf_hash(&computed), completed);
+        self.position += 1;
+        Ok(())
+    }
+
+    /// Checks the next checkpoint, which must cover exactly the entries seen so far.
+    pub fn checkpoint(&mut self, cp: &SignedCheckpoint) -> Result<(), Failure> {
+        let after_entries = self.position;
+        let fail = |reason: Reason| Failure {
+            location: Location::Checkpoint {
+                after_entries,
+                tree_size: Some(cp.checkpoint.tree_size),
+            },
+            reason,
+        };
+        if let Some(prev) = &self.last_checkpoint
+            && cp.checkpoint.tree_size <= prev.checkpoint.tree_size
+        {
+            return Err(fail(Reason::CheckpointNotGrowing {
+                previous: prev.checkpoint.tree_size,
+            }));
+        }
+        if cp.checkpoint.tree_size != self.position {
+            return Err(fail(Reason::CheckpointSize {
+                expected: self.position,
+                found: cp.checkpoint.tree_size,
+            }));
+        }
+        cp.verify(&self.key)
+            .map_err(|e| fail(Reason::Signature(e)))?;
+        let expected = self.frontier.root();
+        if cp.checkpoint.root != expected {
+            return Err(fail(Reason::RootMismatch {
+                expected,
+                found: cp.checkpoint.root,
+            }));
+        }
+        self.last_checkpoint = Some(*cp);
+        self.checkpoints += 1;
+        Ok(())
+    }
+
+    /// Ends verification: every entry must be covered by a checkpoint.
+    pub fn finish(self) -> Result<Summary, Failure> {
+        let covered = self.last_checkpoint.map_or(0, |c| c.checkpoint.tree_size);
+        if covered != self.position {
+            return Err(Failure {
+                location: Location::End {
+                    entries: self.position,
+                },
+                reason: Reason::Uncovered {
+                    first_uncovered: covered,
+                },
+            });
+        }
+        Ok(Summary {
+            node: self.node,
+            entries: self.position,
+            agents: self.heads.len() as u64,
+            checkpoints: self.checkpoints,
+            root: self.frontier.root(),
+            last_checkpoint: self.last_checkpoint,
+        })
+    }
+}
