@@ -175,6 +175,11 @@ impl Verifier {
         self.position
     }
 
+    /// Each agent's last sequence number and entry hash, as seen so far.
+    pub fn heads(&self) -> &HashMap<AgentId, (u64, Hash)> {
+        &self.heads
+    }
+
     /// Checks the next entry. `stored_hash` is the hash the source recorded beside the
     /// entry, if it keeps one. `completed` hears of each Merkle subtree this entry
     /// completes, so a store can compare them with the ones it keeps.

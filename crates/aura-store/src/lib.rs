@@ -1,0 +1,224 @@
+//! Aura's storage.
+//!
+//! [`Store`] is what the rest of Aura writes to and reads from; [`sqlite::SqliteStore`] is
+//! the embedded backend. The trait is shaped so that a PostgreSQL backend can follow:
+//! every method is async, takes owned or borrowed plain values, and promises nothing a
+//! server-backed store could not keep.
+//!
+//! The central promise is [`Store::append`]: a caller's batch is appended atomically,
+//! after the agent's current head, or refused whole; and the caller hears "ok" only once
+//! the entries are durable and covered by a checkpoint the node has signed.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use aura_core::hash::Hash;
+use aura_core::{AgentId, PublicKey, Timestamp};
+use aura_ledger::SignedCheckpoint;
+use aura_ledger::entry::{Entry, Kind};
+use aura_ledger::proof::{ConsistencyProof, InclusionProof};
+use aura_ledger::verify::{Failure, Summary};
+use serde::Serialize;
+
+pub mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+/// The sequence number a new entry must get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seq {
+    /// Whatever follows the agent's head when the batch commits.
+    Next,
+    /// Exactly this number; refused with [`Error::SequenceConflict`] otherwise. Writers
+    /// that read the head and decide on it (the kernel) use this, so that a concurrent
+    /// writer can never slip an entry in between unnoticed.
+    Exactly(u64),
+}
+
+/// An entry to append. The store fills in its index and previous hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEntry {
+    pub agent: AgentId,
+    pub seq: Seq,
+    pub kind: Kind,
+    pub recorded_at: Timestamp,
+    pub body: Vec<u8>,
+}
+
+/// Where an appended entry landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Appended {
+    pub index: u64,
+    pub agent: AgentId,
+    pub seq: u64,
+    pub hash: Hash,
+}
+
+/// The answer to a successful append: every entry's place, and the signed checkpoint that
+/// covers them (it may cover other callers' entries of the same commit too).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendReceipt {
+    pub entries: Vec<Appended>,
+    pub checkpoint: SignedCheckpoint,
+}
+
+/// An entry as stored: decoded, with its encoding and hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEntry {
+    pub entry: Entry,
+    pub encoded: Vec<u8>,
+    pub hash: Hash,
+}
+
+/// How to name an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryRef {
+    Index(u64),
+    AgentSeq(AgentId, u64),
+}
+
+impl fmt::Display for EntryRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EntryRef::Index(i) => write!(f, "#{i}"),
+            EntryRef::AgentSeq(a, s) => write!(f, "{a}:{s}"),
+        }
+    }
+}
+
+/// An agent's stream head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Head {
+    pub agent: AgentId,
+    pub seq: u64,
+    pub hash: Hash,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("sequence conflict for {agent}: the next entry is seq {expected}, not {requested}")]
+    SequenceConflict {
+        agent: AgentId,
+        expected: u64,
+        requested: u64,
+    },
+    #[error("invalid entry: {0}")]
+    InvalidEntry(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("the store was opened read-only")]
+    ReadOnly,
+    #[error("{} is not an Aura store, or it is damaged: {detail}", path.display())]
+    Corrupt {
+        path: std::path::PathBuf,
+        detail: String,
+    },
+    #[error("the store belongs to node key {expected}, not {found}")]
+    WrongNode { expected: String, found: String },
+    #[error("the store is closed")]
+    Closed,
+    #[error(
+        "writes are refused after a commit failed and the store could not reload its state; restart to recover"
+    )]
+    Poisoned,
+    #[error("the store's data is inconsistent: {0}")]
+    Inconsistent(String),
+    #[error("database error")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("{context}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Whether the error is about the request (so retrying the same request cannot help)
+    /// rather than about the store.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            Error::SequenceConflict { .. } | Error::InvalidEntry(_) | Error::NotFound(_)
+        )
+    }
+}
+
+/// The outcome of verifying a whole store.
+#[derive(Debug)]
+pub enum Verification {
+    Ok(Summary),
+    Failed(Failure),
+}
+
+/// What Aura needs from storage.
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug {
+    /// The public key of the node whose ledger this is.
+    fn node_key(&self) -> PublicKey;
+
+    /// Appends a batch atomically; see the crate documentation for the promise.
+    async fn append(&self, batch: Vec<NewEntry>) -> Result<AppendReceipt, Error>;
+
+    /// The number of entries in the ledger.
+    async fn tree_size(&self) -> Result<u64, Error>;
+
+    /// An agent's head, or `None` if it has no entries.
+    async fn head(&self, agent: AgentId) -> Result<Option<Head>, Error>;
+
+    /// Every agent's head, ordered by agent id.
+    async fn heads(&self) -> Result<Vec<Head>, Error>;
+
+    async fn entry(&self, at: EntryRef) -> Result<Option<StoredEntry>, Error>;
+
+    /// Up to `limit` entries from `from_index` on, in ledger order.
+    async fn entries(&self, from_index: u64, limit: usize) -> Result<Vec<StoredEntry>, Error>;
+
+    /// Up to `limit` of an agent's entries from `from_seq` on, in order.
+    async fn agent_entries(
+        &self,
+        agent: AgentId,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEntry>, Error>;
+
+    async fn latest_checkpoint(&self) -> Result<Option<SignedCheckpoint>, Error>;
+
+    /// The checkpoint of exactly `tree_size` entries, if one was signed.
+    async fn checkpoint(&self, tree_size: u64) -> Result<Option<SignedCheckpoint>, Error>;
+
+    /// Up to `limit` checkpoints with a tree size above `after_size`, in order.
+    async fn checkpoints(
+        &self,
+        after_size: u64,
+        limit: usize,
+    ) -> Result<Vec<SignedCheckpoint>, Error>;
+
+    /// Proof that the entry at `index` is in the signed tree of `tree_size` entries (the
+    /// latest checkpoint if `None`).
+    async fn inclusion_proof(
+        &self,
+        index: u64,
+        tree_size: Option<u64>,
+    ) -> Result<InclusionProof, Error>;
+
+    /// Proof that the signed tree of `old` entries is a prefix of the one of `new`
+    /// entries (the latest checkpoint if `None`).
+    async fn consistency_proof(
+        &self,
+        old: u64,
+        new: Option<u64>,
+    ) -> Result<ConsistencyProof, Error>;
+
+    /// Checks the whole store: every entry, chain, checkpoint and signature, and whatever
+    /// the backend keeps beside them. `progress` hears the number of entries checked.
+    async fn verify(&self, progress: Box<dyn Fn(u64) + Send + Sync>)
+    -> Result<Verification, Error>;
+
+    /// Writes the whole ledger as an export bundle (see `aura_ledger::bundle`).
+    async fn export(
+        &self,
+        out: Box<dyn std::io::Write + Send>,
+        progress: Box<dyn Fn(u64) + Send + Sync>,
+    ) -> Result<Summary, Error>;
+}

@@ -1,0 +1,349 @@
+//! The writer thread: group commit.
+//!
+//! Callers send [`Request`]s over a channel. The thread takes the first request, then
+//! everything else already waiting (up to a limit), and commits the group:
+//!
+//! 1. each request is laid out in arrival order against the heads as they stand after
+//!    the requests before it, or refused whole (a sequence conflict, an oversized body),
+//!    which leaves the others untouched;
+//! 2. the accepted entries, the agents' new heads, the Merkle tiles they complete and a
+//!    checkpoint signed over the new root go into one transaction, and `COMMIT` (WAL,
+//!    `synchronous=FULL`) makes them durable with one fsync;
+//! 3. only then does each caller hear its answer.
+//!
+//! If the commit fails, nothing in memory has changed (the group worked on copies), every
+//! accepted caller gets the error, and the thread reloads its state from the database, in
+//! case the failure left it unsure. If even that fails, it refuses all further writes.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use aura_core::AgentId;
+use aura_core::door::Clock;
+use aura_core::hash::Hash;
+use aura_core::keystore::Signer;
+use aura_ledger::Checkpoint;
+use aura_ledger::entry::{self, Entry, MAX_BODY_LEN};
+use rusqlite::{Connection, TransactionBehavior, params};
+use tokio::sync::oneshot;
+
+use super::{State, TILE_LEVELS, load_state};
+use crate::{AppendReceipt, Appended, Error, NewEntry, Seq};
+
+type Reply = oneshot::Sender<Result<AppendReceipt, Error>>;
+
+/// A request's outcome while its group is laid out: the range of rows it owns, or why it
+/// was refused.
+type Layout = Result<(usize, usize), Error>;
+
+pub(crate) struct Request {
+    entries: Vec<NewEntry>,
+    reply: Reply,
+}
+
+/// What the store holds to talk to the writer.
+#[derive(Debug)]
+pub(crate) struct Handle {
+    tx: Option<mpsc::Sender<Request>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Handle {
+    pub(crate) async fn append(&self, entries: Vec<NewEntry>) -> Result<AppendReceipt, Error> {
+        if entries.is_empty() {
+            return Err(Error::InvalidEntry(
+                "an append needs at least one entry".into(),
+            ));
+        }
+        let (reply, rx) = oneshot::channel();
+        let tx = self.tx.as_ref().ok_or(Error::Closed)?;
+        tx.send(Request { entries, reply })
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Closes the queue and waits for the thread to finish what was queued.
+    pub(crate) fn shutdown(mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Writer {
+    conn: Connection,
+    path: PathBuf,
+    signer: Arc<Signer>,
+    clock: Arc<dyn Clock>,
+    state: State,
+    poisoned: bool,
+    max_group_entries: usize,
+}
+
+pub(crate) fn spawn(
+    conn: Connection,
+    path: PathBuf,
+    signer: Arc<Signer>,
+    clock: Arc<dyn Clock>,
+    state: State,
+    max_group_entries: usize,
+) -> Result<Handle, Error> {
+    let (tx, rx) = mpsc::channel::<Request>();
+    let mut writer = Writer {
+        conn,
+        path,
+        signer,
+        clock,
+        state,
+        poisoned: false,
+        max_group_entries,
+    };
+    let thread = std::thread::Builder::new()
+        .name("aura-store-writer".into())
+        .spawn(move || writer.run(&rx))
+        .map_err(|source| Error::Io {
+            context: "cannot start the store's writer thread".into(),
+            source,
+        })?;
+    Ok(Handle {
+        tx: Some(tx),
+        thread: Some(thread),
+    })
+}
+
+/// One entry laid out for the commit.
+struct Row {
+    appended: Appended,
+    raw: Vec<u8>,
+}
+
+impl Writer {
+    fn run(&mut self, rx: &mpsc::Receiver<Request>) {
+        while let Ok(first) = rx.recv() {
+            let mut count = first.entries.len();
+            let mut group = vec![first];
+            while count < self.max_group_entries {
+                match rx.try_recv() {
+                    Ok(r) => {
+                        count += r.entries.len();
+                        group.push(r);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit_group(group);
+        }
+    }
+
+    fn commit_group(&mut self, group: Vec<Request>) {
+        if self.poisoned {
+            for r in group {
+                let _ = r.reply.send(Err(Error::Poisoned));
+            }
+            return;
+        }
+        let mut frontier = self.state.frontier.clone();
+        let mut next = self.state.size;
+        let mut overlay: HashMap<AgentId, (u64, Hash)> = HashMap::new();
+        let mut rows: Vec<Row> = Vec::new();
+        let mut tiles: Vec<(u8, u64, Hash)> = Vec::new();
+        // Per request: the range of `rows` it owns, or why it was refused.
+        let mut outcomes: Vec<(Reply, Layout)> = Vec::with_capacity(group.len());
+
+        for request in group {
+            let saved = (frontier.clone(), next, rows.len(), tiles.len());
+            let mut touched: Vec<(AgentId, Option<(u64, Hash)>)> = Vec::new();
+            let mut refusal = None;
+            for new in request.entries {
+                let head = overlay
+                    .get(&new.agent)
+                    .or_else(|| self.state.heads.get(&new.agent))
+                    .copied();
+                let expected = head.map_or(1, |(s, _)| s + 1);
+                if let Seq::Exactly(requested) = new.seq
+                    && requested != expected
+                {
+                    refusal = Some(Error::SequenceConflict {
+                        agent: new.agent,
+                        expected,
+                        requested,
+                    });
+                    break;
+                }
+                if new.body.len() > MAX_BODY_LEN {
+                    refusal = Some(Error::InvalidEntry(format!(
+                        "a body of {} bytes is over the {MAX_BODY_LEN}-byte limit",
+                        new.body.len()
+                    )));
+                    break;
+                }
+                let e = Entry {
+                    index: next,
+                    agent: new.agent,
+                    seq: expected,
+                    prev: head.map_or(Hash::ZERO, |(_, h)| h),
+                    kind: new.kind,
+                    recorded_at: new.recorded_at,
+                    body: new.body,
+                };
+                let raw = match e.encode() {
+                    Ok(raw) => raw,
+                    Err(err) => {
+                        refusal = Some(Error::InvalidEntry(err.to_string()));
+                        break;
+                    }
+                };
+                let hash = Entry::hash_encoded(&raw);
+                if !touched.iter().any(|(a, _)| *a == e.agent) {
+                    touched.push((e.agent, overlay.get(&e.agent).copied()));
+                }
+                overlay.insert(e.agent, (expected, hash));
+                frontier.push(entry::leaf_hash(&hash), |id, h| {
+                    if id.level % TILE_LEVELS == 0 {
+                        tiles.push((id.level, id.index, h));
+                    }
+                });
+                rows.push(Row {
+                    appended: Appended {
+                        index: next,
+                        agent: e.agent,
+                        seq: expected,
+                        hash,
+                    },
+                    raw,
+                });
+                next += 1;
+            }
+            match refusal {
+                None => outcomes.push((request.reply, Ok((saved.2, rows.len())))),
+                Some(err) => {
+                    // Undo this request's layout; earlier requests keep theirs.
+                    (frontier, next) = (saved.0, saved.1);
+                    rows.truncate(saved.2);
+                    tiles.truncate(saved.3);
+                    for (agent, before) in touched {
+                        match before {
+                            Some(v) => overlay.insert(agent, v),
+                            None => overlay.remove(&agent),
+                        };
+                    }
+                    outcomes.push((request.reply, Err(err)));
+                }
+            }
+        }
+
+        if rows.is_empty() {
+            // Every request was refused (empty requests never reach the writer).
+            for (reply, outcome) in outcomes {
+                let refusal = outcome.err().unwrap_or_else(|| {
+                    Error::InvalidEntry("an append needs at least one entry".into())
+                });
+                let _ = reply.send(Err(refusal));
+            }
+            return;
+        }
+
+        // Checkpoint times never go backwards, even if the wall clock does.
+        let last_time = self
+            .state
+            .last_checkpoint
+            .map(|c| c.checkpoint.time)
+            .unwrap_or_default();
+        let checkpoint = Checkpoint {
+            node: self.signer.public_key().node_id(),
+            tree_size: next,
+            root: frontier.root(),
+            time: self.clock.now().max(last_time),
+        }
+        .sign(&self.signer);
+
+        match self.write(&rows, &overlay, &tiles, &checkpoint.encode(), next) {
+            Ok(()) => {
+                self.state.size = next;
+                self.state.frontier = frontier;
+                self.state.heads.extend(overlay);
+                self.state.last_checkpoint = Some(checkpoint);
+                for (reply, outcome) in outcomes {
+                    let answer = outcome.map(|(from, to)| AppendReceipt {
+                        entries: rows[from..to].iter().map(|r| r.appended).collect(),
+                        checkpoint,
+                    });
+                    let _ = reply.send(answer);
+                }
+            }
+            Err(e) => {
+                let detail = e.to_string();
+                for (reply, outcome) in outcomes {
+                    let answer = match outcome {
+                        Ok(_) => Err(Error::Inconsistent(format!("the commit failed: {detail}"))),
+                        Err(refused) => Err(refused),
+                    };
+                    let _ = reply.send(answer);
+                }
+                // The database may or may not hold the group (a failed fsync leaves that
+                // open); believe only what it says now.
+                match load_state(&self.conn, &self.path) {
+                    Ok(state) => self.state = state,
+                    Err(_) => self.poisoned = true,
+                }
+            }
+        }
+    }
+
+    fn write(
+        &mut self,
+        rows: &[Row],
+        heads: &HashMap<AgentId, (u64, Hash)>,
+        tiles: &[(u8, u64, Hash)],
+        checkpoint: &[u8],
+        tree_size: u64,
+    ) -> Result<(), rusqlite::Error> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO entries (idx, agent, seq, hash, raw) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for r in rows {
+                let a = &r.appended;
+                insert.execute(params![
+                    a.index as i64,
+                    a.agent.as_bytes(),
+                    a.seq as i64,
+                    a.hash.as_bytes(),
+                    r.raw
+                ])?;
+            }
+            let mut head = tx.prepare_cached(
+                "INSERT INTO heads (agent, seq, hash) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (agent) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+            )?;
+            for (agent, (seq, hash)) in heads {
+                head.execute(params![agent.as_bytes(), *seq as i64, hash.as_bytes()])?;
+            }
+            let mut tile = tx.prepare_cached(
+                "INSERT INTO merkle_tiles (level, idx, hash) VALUES (?1, ?2, ?3)",
+            )?;
+            for (level, idx, hash) in tiles {
+                tile.execute(params![i64::from(*level), *idx as i64, hash.as_bytes()])?;
+            }
+            tx.prepare_cached("INSERT INTO checkpoints (tree_size, signed) VALUES (?1, ?2)")?
+                .execute(params![tree_size as i64, checkpoint])?;
+        }
+        tx.commit()
+    }
+}
