@@ -13,11 +13,11 @@ use aura_ledger::entry::Kind;
 use aura_store::sqlite::Options;
 use aura_store::{NewEntry, Seq, SqliteStore};
 
-pub fn signer(seed: u64) -> Arc<Signer> {
+pub(crate) fn signer(seed: u64) -> Arc<Signer> {
     Arc::new(Signer::ephemeral("node", &SeededEntropy::new(seed)).unwrap())
 }
 
-pub fn open(path: &Path, signer: &Arc<Signer>) -> SqliteStore {
+pub(crate) fn open(path: &Path, signer: &Arc<Signer>) -> SqliteStore {
     SqliteStore::open(
         path,
         signer.clone(),
@@ -27,7 +27,7 @@ pub fn open(path: &Path, signer: &Arc<Signer>) -> SqliteStore {
     .unwrap()
 }
 
-pub fn note(agent: AgentId, seq: Seq, body: &str) -> NewEntry {
+pub(crate) fn note(agent: AgentId, seq: Seq, body: &str) -> NewEntry {
     NewEntry {
         agent,
         seq,
@@ -37,7 +37,7 @@ pub fn note(agent: AgentId, seq: Seq, body: &str) -> NewEntry {
     }
 }
 
-pub fn agent(n: u8) -> AgentId {
+pub(crate) fn agent(n: u8) -> AgentId {
     let mut b = [0u8; 16];
     b[15] = n;
     b[0] = 1;

@@ -304,8 +304,11 @@ fn derived_tables_are_checked_too() {
     assert!(f.to_string().contains("stored head"), "{f}");
 }
 
+/// A row as `content` reads it: key, then two byte columns.
+type ContentRow = (i64, Vec<u8>, Vec<u8>);
+
 /// The ledger as a reader sees it: every entry row and every checkpoint.
-fn content(path: &Path) -> Option<Vec<(i64, Vec<u8>, Vec<u8>)>> {
+fn content(path: &Path) -> Option<Vec<ContentRow>> {
     let conn =
         Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
     let mut rows = Vec::new();
