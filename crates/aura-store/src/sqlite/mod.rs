@@ -112,6 +112,7 @@ impl SqliteStore {
     ) -> Result<Self, Error> {
         let path = path.into();
         let lock = lock_store(&path)?;
+        create_private(&path)?;
         let mut conn = open_connection(&path, false, options.cache_kib)?;
         schema::migrate(&mut conn).map_err(|e| migration_error(&path, e))?;
         let node_key = signer.public_key();
@@ -225,12 +226,33 @@ fn stored_key(path: &Path, bytes: &[u8]) -> Result<PublicKey, Error> {
     PublicKey::from_bytes(&arr).map_err(|_| corrupt(path, "its node key is malformed"))
 }
 
+/// Creates an empty database file readable by its owner alone, if there is none. SQLite
+/// gives its WAL and index files the same mode.
+fn create_private(path: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(Error::Io {
+            context: format!("cannot create {}", path.display()),
+            source,
+        }),
+    }
+}
+
 fn lock_store(path: &Path) -> Result<File, Error> {
+    use std::os::unix::fs::OpenOptionsExt as _;
     let lock_path = path.with_extension("lock");
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&lock_path)
         .map_err(|source| Error::Io {
             context: format!("cannot open {}", lock_path.display()),

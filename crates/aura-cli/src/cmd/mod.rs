@@ -1,0 +1,5 @@
+//! One module per command group.
+
+pub(crate) mod init;
+pub(crate) mod key;
+pub(crate) mod ledger;

@@ -1,0 +1,198 @@
+//! `aura`: one binary for Aura's node, ledger, keys and tools.
+//!
+//! Every subcommand prints for people by default and JSON with `--json`; errors are one
+//! line on stderr, then a `hint:` where the user can do something. Exit codes: 0 success,
+//! 1 error, 2 usage, 3 verification failed (the data is bad, not the command).
+
+mod cmd;
+mod home;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::output::Output;
+
+/// Aura: governed, sandboxed, signed and replayable AI agents and models.
+#[derive(Debug, Parser)]
+#[command(name = "aura", version, propagate_version = true, max_term_width = 100)]
+#[command(after_help = "The data directory holds the node's keys and ledger. \
+Start with `aura init`, then see `aura ledger --help`.")]
+struct Cli {
+    /// Data directory [default: ~/.aura]
+    #[arg(
+        long,
+        global = true,
+        env = "AURA_HOME",
+        hide_env_values = true,
+        value_name = "DIR"
+    )]
+    home: Option<PathBuf>,
+
+    /// Print machine-readable JSON instead of text for people
+    #[arg(long, global = true)]
+    json: bool,
+
+    /// Read key passphrases from this file (first line) instead of asking
+    #[arg(long, global = true, value_name = "FILE")]
+    passphrase_file: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the data directory, the node's key and its ledger
+    Init(cmd::init::Args),
+    /// Show and create keys
+    #[command(subcommand)]
+    Key(cmd::key::Command),
+    /// Append to, read, verify, export and prove the signed ledger
+    #[command(subcommand)]
+    Ledger(cmd::ledger::Command),
+}
+
+/// An error that knows what the user could do about it.
+#[derive(Debug)]
+pub(crate) struct Hinted {
+    pub(crate) message: String,
+    pub(crate) hint: String,
+}
+
+impl std::fmt::Display for Hinted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Hinted {}
+
+/// Builds an error with a hint.
+pub(crate) fn hinted(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Hinted {
+        message: message.into(),
+        hint: hint.into(),
+    })
+}
+
+/// Verification found bad data: exit code 3 rather than 1.
+#[derive(Debug)]
+pub(crate) struct VerificationFailed(pub(crate) String);
+
+impl std::fmt::Display for VerificationFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for VerificationFailed {}
+
+/// The hint for an error, from the first error in its chain that has one.
+fn hint_for(err: &anyhow::Error) -> Option<String> {
+    err.chain().find_map(|e| {
+        if let Some(h) = e.downcast_ref::<Hinted>() {
+            return Some(h.hint.clone());
+        }
+        if let Some(k) = e.downcast_ref::<aura_core::keystore::Error>() {
+            return k.hint();
+        }
+        if let Some(s) = e.downcast_ref::<aura_store::Error>() {
+            return home::store_hint(s);
+        }
+        None
+    })
+}
+
+/// Parses the command line; usage errors become one line and a hint, exit code 2.
+fn parse_cli() -> Result<Cli, ExitCode> {
+    use clap::error::ErrorKind;
+    match Cli::try_parse() {
+        Ok(cli) => Ok(cli),
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            Err(ExitCode::SUCCESS)
+        }
+        Err(e) if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            Err(ExitCode::from(2))
+        }
+        Err(e) => {
+            let text = e.render().to_string();
+            let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+            let first = lines.next().unwrap_or("error: invalid arguments");
+            eprintln!("{first}");
+            let tip = lines.find_map(|l| l.strip_prefix("tip: "));
+            let usage = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("Usage: "))
+                .unwrap_or("aura");
+            // "aura ledger [OPTIONS] <COMMAND>" -> "aura ledger --help".
+            let command: Vec<&str> = usage
+                .split_whitespace()
+                .take_while(|w| !w.starts_with(['[', '<', '-']))
+                .collect();
+            match tip {
+                Some(tip) => eprintln!("hint: {tip}"),
+                None => eprintln!("hint: see `{} --help`", command.join(" ")),
+            }
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match parse_cli() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    let out = Output::new(cli.json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(run(cli, &out));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // One line: the message and its causes, each once.
+            let mut line = String::new();
+            for cause in err.chain() {
+                let text = cause.to_string();
+                if !text.is_empty() && !line.contains(&text) {
+                    if !line.is_empty() {
+                        line.push_str(": ");
+                    }
+                    line.push_str(&text);
+                }
+            }
+            eprintln!("error: {line}");
+            if let Some(hint) = hint_for(&err) {
+                eprintln!("hint: {hint}");
+            }
+            if err.chain().any(|e| e.is::<VerificationFailed>()) {
+                ExitCode::from(3)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+async fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
+    let home = home::Home::locate(cli.home, cli.passphrase_file)?;
+    match cli.command {
+        Command::Init(args) => cmd::init::run(&home, out, args).await,
+        Command::Key(c) => cmd::key::run(&home, out, c),
+        Command::Ledger(c) => cmd::ledger::run(&home, out, c).await,
+    }
+}

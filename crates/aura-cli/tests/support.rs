@@ -1,0 +1,162 @@
+//! Runs the real `aura` binary against a throwaway data directory.
+
+#![allow(dead_code, reason = "each test file uses a different subset")]
+#![allow(clippy::unwrap_used, reason = "test helpers fail loudly")]
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+pub(crate) struct Aura {
+    pub(crate) dir: tempfile::TempDir,
+}
+
+#[derive(Debug)]
+pub(crate) struct Out {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+}
+
+impl Out {
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
+    }
+
+    /// Succeeded, or panics with what the command said.
+    pub(crate) fn ok(self) -> Self {
+        assert_eq!(
+            self.code, 0,
+            "stdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// Failed with `code`, printing exactly one `error:` line and at most one `hint:`.
+    pub(crate) fn one_line_error(self, code: i32) -> Self {
+        assert_eq!(
+            self.code, code,
+            "stdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert!(
+            !lines.is_empty() && lines.len() <= 2,
+            "stderr is not one error line and a hint: {:?}",
+            self.stderr
+        );
+        assert!(lines[0].starts_with("error: "), "{:?}", self.stderr);
+        if let Some(h) = lines.get(1) {
+            assert!(h.starts_with("hint: "), "{:?}", self.stderr);
+        }
+        self
+    }
+}
+
+pub(crate) fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_aura")
+}
+
+impl Aura {
+    pub(crate) fn new() -> Self {
+        Aura {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub(crate) fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    pub(crate) fn cmd(&self, args: &[&str]) -> Command {
+        use std::os::unix::process::CommandExt as _;
+        let mut c = Command::new(bin());
+        // A new session has no controlling terminal, so a command that would ask for a
+        // passphrase fails as it would in CI, instead of waiting at the tester's terminal.
+        // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            c.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        c.args(args)
+            .env("AURA_HOME", self.home())
+            .env_remove("AURA_PASSPHRASE")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub(crate) fn run_with(&self, mut c: Command, stdin: Option<&str>) -> Out {
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        if stdin.is_some() {
+            c.stdin(Stdio::piped());
+        }
+        let mut child = c.spawn().unwrap();
+        if let Some(input) = stdin {
+            let mut pipe = child.stdin.take().unwrap();
+            // A command may refuse before reading all of its input.
+            let _ = pipe.write_all(input.as_bytes());
+        }
+        let o = child.wait_with_output().unwrap();
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    pub(crate) fn run(&self, args: &[&str]) -> Out {
+        self.run_with(self.cmd(args), None)
+    }
+
+    pub(crate) fn run_in(&self, args: &[&str], stdin: &str) -> Out {
+        self.run_with(self.cmd(args), Some(stdin))
+    }
+
+    pub(crate) fn init(&self) -> Out {
+        self.run(&["init"]).ok()
+    }
+
+    pub(crate) fn public_key(&self) -> String {
+        self.run(&["--json", "key", "show"]).ok().json()["public_key"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Every file under the data directory with a digest of its content, leaving out
+    /// SQLite's shared-memory index (which readers may touch without changing data).
+    pub(crate) fn snapshot(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        walk(&self.home(), &self.home(), &mut out);
+        out.sort();
+        out
+    }
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries {
+        let e = e.unwrap();
+        let path = e.path();
+        let name = path.strip_prefix(root).unwrap().display().to_string();
+        if path.is_dir() {
+            walk(root, &path, out);
+        } else if !name.ends_with("-shm") {
+            let bytes = std::fs::read(&path).unwrap();
+            let digest = aura_core::hash::Hash::sha256(&bytes).to_hex();
+            out.push((name, digest));
+        }
+    }
+}
+
+/// A JSON line for `aura ledger append`.
+pub(crate) fn note(agent: &str, text: &str) -> String {
+    format!("{{\"agent\":\"{agent}\",\"kind\":\"note\",\"body\":{{\"text\":\"{text}\"}}}}\n")
+}
