@@ -39,6 +39,9 @@ use schema::MigrationError;
 
 const META_NODE_KEY: &str = "node_public_key";
 
+/// WAL pages between automatic checkpoints (SQLite's default is 1000).
+pub const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
+
 /// Tiles are kept at every `TILE_LEVELS`-th level of the tree.
 pub(crate) const TILE_LEVELS: u8 = 8;
 
@@ -297,6 +300,10 @@ fn open_connection(path: &Path, read_only: bool, cache_kib: u32) -> Result<Conne
             }
             conn.pragma_update(None, "synchronous", "FULL")?;
             conn.pragma_update(None, "temp_store", "MEMORY")?;
+            // Checkpoint the WAL every ~40 MB rather than every 4 MB: pages rewritten by
+            // many commits (index tails, heads) are then copied back once, not each time.
+            // Measured +20% durable appends on this machine (docs/PERFORMANCE.md).
+            conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
         }
         // Touch the schema so that a file that is not a database fails here, before
         // anything else happens.

@@ -1,0 +1,51 @@
+//! `aura-bench`: Aura's benchmarks.
+//!
+//! Each benchmark prints a Markdown table with Aura's figure beside its peer's, both
+//! measured in the same run on the same machine, so that docs/PERFORMANCE.md can quote
+//! them as they are. Run with `cargo run --release -p aura-bench -- <benchmark>`.
+
+mod ledger;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "aura-bench", about = "Aura's benchmarks, each beside its peer")]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// Ledger: durable appends (vs raw SQLite), commit latency, verification, proofs
+    Ledger(ledger::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.bench {
+        Bench::Ledger(args) => rt.block_on(ledger::run(args)),
+    }
+}
+
+/// The p-th percentile (0-100) of sorted samples.
+pub(crate) fn percentile(sorted: &[std::time::Duration], p: f64) -> std::time::Duration {
+    if sorted.is_empty() {
+        return std::time::Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// Formats a duration in the unit that suits it.
+pub(crate) fn fmt_duration(d: std::time::Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us < 1000.0 {
+        format!("{us:.1} µs")
+    } else {
+        format!("{:.2} ms", us / 1000.0)
+    }
+}
