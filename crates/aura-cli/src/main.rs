@@ -4,6 +4,7 @@
 //! line on stderr, then a `hint:` where the user can do something. Exit codes: 0 success,
 //! 1 error, 2 usage, 3 verification failed (the data is bad, not the command).
 
+mod client;
 mod cmd;
 mod home;
 mod output;
@@ -53,6 +54,13 @@ enum Command {
     /// Append to, read, verify, export and prove the signed ledger
     #[command(subcommand)]
     Ledger(cmd::ledger::Command),
+    /// Run this node: agents and missions behind the HTTP API
+    Serve(cmd::serve::Args),
+    /// Create agents, message them, read their records (through a running node)
+    Agent(cmd::agent::Args),
+    /// Manage the API keys the node accepts
+    #[command(subcommand)]
+    Apikey(cmd::apikey::Command),
 }
 
 /// An error that knows what the user could do about it.
@@ -194,5 +202,8 @@ async fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
         Command::Init(args) => cmd::init::run(&home, out, args).await,
         Command::Key(c) => cmd::key::run(&home, out, c),
         Command::Ledger(c) => cmd::ledger::run(&home, out, c).await,
+        Command::Serve(args) => cmd::serve::run(&home, out, args).await,
+        Command::Agent(args) => cmd::agent::run(&home, out, args).await,
+        Command::Apikey(c) => cmd::apikey::run(&home, out, c),
     }
 }

@@ -1,5 +1,8 @@
 //! One module per command group.
 
+pub(crate) mod agent;
+pub(crate) mod apikey;
 pub(crate) mod init;
 pub(crate) mod key;
 pub(crate) mod ledger;
+pub(crate) mod serve;
