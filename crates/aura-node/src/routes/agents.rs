@@ -183,8 +183,10 @@ async fn send_message(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<SendMessage>,
 ) -> Result<(StatusCode, Json<Delivered>), ApiError> {
-    require(&caller, &[Role::Operator, Role::Agent])?;
+    // Visibility first: what the caller may not see must not exist for it, whatever its
+    // role, or roles would let ids be probed across namespaces.
     let target = visible_agent(&state, &caller, &id)?;
+    require(&caller, &[Role::Operator, Role::Agent])?;
     let from = match caller.agent {
         Some(a) => Sender::Agent(a),
         None => Sender::Operator(caller.name.clone()),
