@@ -7,17 +7,20 @@ use std::time::Duration;
 
 use aura_core::door::{Clock, Entropy};
 use aura_core::keystore::{KeyName, Keystore, Signer};
-use aura_core::{AgentId, PublicKey, Timestamp};
+use aura_core::{AgentId, MissionId, PublicKey, Timestamp};
 use aura_identity::{
-    Credential, CredentialId, Level, Namespace, Signed, Subject, TrustSet, verify_credential,
+    Approval, Credential, CredentialId, Level, Namespace, OperatorName, Signed, Subject, TrustSet,
+    verify_credential,
 };
+use aura_kernel::{Divergence, Mission, MissionSpec, MissionState, Recorded};
 use aura_ledger::entry::Kind;
 use aura_store::{AppendReceipt, EntryRef, NewEntry, Seq, Store, StoredEntry};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::agent::{self, Inbox};
+use crate::agent::{self, Inbox, Live};
 use crate::events::{EventHub, StreamEvent, body_value};
+use crate::ports::{Policy, Reasoners, Tools};
 
 /// How the engine runs.
 #[derive(Debug, Clone)]
@@ -30,6 +33,8 @@ pub struct Options {
     pub inbox_capacity: usize,
     /// How many stream events a slow subscriber may fall behind before it is told so.
     pub event_capacity: usize,
+    /// Where missions' workspaces live: `<workspaces>/<namespace>/<workspace>`.
+    pub workspaces: PathBuf,
 }
 
 impl Default for Options {
@@ -39,6 +44,7 @@ impl Default for Options {
             credential_validity: Duration::from_secs(365 * 24 * 3600),
             inbox_capacity: 1024,
             event_capacity: 4096,
+            workspaces: std::env::temp_dir().join("aura-workspaces"),
         }
     }
 }
@@ -51,12 +57,21 @@ pub enum Error {
     Invalid(String),
     #[error("{0}")]
     Forbidden(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("the engine is shutting down")]
     Closed,
     #[error("the ledger refused the write")]
     Store(#[from] aura_store::Error),
     #[error("cannot create the agent's key")]
     Keystore(#[from] aura_core::keystore::Error),
+}
+
+impl From<aura_kernel::KernelError> for Error {
+    /// The kernel refused an event: the request that led to it was not acceptable.
+    fn from(e: aura_kernel::KernelError) -> Self {
+        Error::Invalid(e.to_string())
+    }
 }
 
 impl Error {
@@ -66,6 +81,7 @@ impl Error {
             Error::NotFound(_) => "not_found",
             Error::Invalid(_) => "invalid_request",
             Error::Forbidden(_) => "forbidden",
+            Error::Conflict(_) => "conflict",
             Error::Closed => "unavailable",
             Error::Store(e) if e.is_refusal() => "conflict",
             Error::Store(_) | Error::Keystore(_) => "internal",
@@ -117,8 +133,29 @@ struct Created {
 pub(crate) const KIND_CREATED: &str = "agent.created";
 pub(crate) const KIND_MESSAGE: &str = "agent.message";
 
+/// What missions need from outside the engine: policy, tools and reasoners.
+#[derive(Debug, Clone)]
+pub struct Services {
+    pub policy: Arc<dyn Policy>,
+    pub tools: Arc<dyn Tools>,
+    pub reasoners: Arc<dyn Reasoners>,
+}
+
+impl Services {
+    /// What a node has before anything is configured: every mission is refused.
+    pub fn deny_all() -> Services {
+        Services {
+            policy: Arc::new(crate::ports::DenyAll),
+            tools: Arc::new(crate::ports::NoTools),
+            reasoners: Arc::new(crate::ports::NoReasoners),
+        }
+    }
+}
+
 /// What the engine's parts share.
 pub(crate) struct Shared {
+    pub(crate) services: Services,
+    pub(crate) missions: RwLock<BTreeMap<MissionId, Arc<Mission>>>,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) signer: Arc<Signer>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -162,6 +199,24 @@ impl Shared {
         Ok(self.store.append(batch).await?)
     }
 
+    pub(crate) fn agent_info(&self, agent: AgentId) -> Result<AgentInfo, Error> {
+        let agents = self.agents.read().unwrap_or_else(|e| e.into_inner());
+        agents
+            .get(&agent)
+            .map(|(i, _)| i.clone())
+            .ok_or_else(|| Error::NotFound(format!("agent {agent}")))
+    }
+
+    pub(crate) fn agent_namespace(&self, agent: AgentId) -> Option<Namespace> {
+        self.agent_info(agent).ok().map(|i| i.namespace)
+    }
+
+    /// Publishes a mission's new state to readers of the index.
+    pub(crate) fn index_mission(&self, mission: &Mission) {
+        let mut missions = self.missions.write().unwrap_or_else(|e| e.into_inner());
+        missions.insert(mission.id, Arc::new(mission.clone()));
+    }
+
     pub(crate) fn mailbox(&self, agent: AgentId) -> Result<agent::Mailbox, Error> {
         let agents = self.agents.read().unwrap_or_else(|e| e.into_inner());
         agents
@@ -191,8 +246,11 @@ impl Handle {
         clock: Arc<dyn Clock>,
         entropy: Arc<dyn Entropy>,
         trust: TrustSet,
+        services: Services,
     ) -> Result<Handle, Error> {
         let shared = Arc::new(Shared {
+            services,
+            missions: RwLock::new(BTreeMap::new()),
             events: EventHub::new(options.event_capacity),
             store,
             signer,
@@ -223,13 +281,65 @@ impl Handle {
                 Error::Invalid(format!("the record of {} is unreadable: {e}", head.agent))
             })?;
             let info = info_from(head.agent, created, first.entry.recorded_at);
-            handle.spawn_agent(info, head.seq + 1);
+            let live = handle.recover_missions(&info).await?;
+            handle.spawn_agent(info, head.seq + 1, live);
         }
         Ok(handle)
     }
 
-    fn spawn_agent(&self, info: AgentInfo, next_seq: u64) {
-        let mailbox = agent::spawn(self.shared.clone(), info.id, next_seq);
+    /// Replays every mission of an agent from its record. Finished missions go to the index;
+    /// the others are handed back to the agent's actor to carry on. A mission whose record
+    /// no longer replays is left alone (fail closed) and reported by `aura replay`.
+    async fn recover_missions(&self, info: &AgentInfo) -> Result<Vec<Live>, Error> {
+        let mut records: BTreeMap<MissionId, Vec<(u64, Recorded)>> = BTreeMap::new();
+        let mut from = 1;
+        loop {
+            let page = self.shared.store.agent_entries(info.id, from, 1000).await?;
+            for e in &page {
+                if e.entry.kind.as_str().starts_with("mission.")
+                    && let Ok(r) = Recorded::from_body(&e.entry.body)
+                {
+                    records
+                        .entry(r.mission)
+                        .or_default()
+                        .push((e.entry.index, r));
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == 1000 => from = last.entry.seq + 1,
+                _ => break,
+            }
+        }
+        let mut live = Vec::new();
+        for (id, recs) in records {
+            let Ok(mission) = aura_kernel::replay(recs.iter().map(|(i, r)| (*i, r))) else {
+                continue;
+            };
+            self.shared.index_mission(&mission);
+            if !mission.state.is_terminal() {
+                let name = mission
+                    .spec
+                    .workspace
+                    .clone()
+                    .unwrap_or_else(|| id.to_string());
+                let workspace = self
+                    .shared
+                    .options
+                    .workspaces
+                    .join(mission.spec.namespace.as_str())
+                    .join(name);
+                live.push(Live {
+                    mission,
+                    token: None,
+                    workspace,
+                });
+            }
+        }
+        Ok(live)
+    }
+
+    fn spawn_agent(&self, info: AgentInfo, next_seq: u64, missions: Vec<Live>) {
+        let mailbox = agent::spawn(self.shared.clone(), info.id, next_seq, missions);
         self.shared
             .agents
             .write()
@@ -327,7 +437,7 @@ impl Handle {
             .append(id, 1, vec![(kind(KIND_CREATED), body)])
             .await?;
         let info = info_from(id, created, now);
-        self.spawn_agent(info.clone(), 2);
+        self.spawn_agent(info.clone(), 2, Vec::new());
         Ok(info)
     }
 
@@ -367,6 +477,149 @@ impl Handle {
         let (reply, rx) = tokio::sync::oneshot::channel();
         mailbox.send(Inbox::Message { from, body, reply }).await?;
         rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Issues a credential to a person (an operator or approver) for their own key. Their
+    /// approvals count at `level` in `namespace`.
+    pub fn issue_operator_credential(
+        &self,
+        name: &str,
+        key: PublicKey,
+        level: Level,
+        namespace: Namespace,
+    ) -> Result<Signed<Credential>, Error> {
+        let s = &self.shared;
+        let name = OperatorName::new(name).map_err(|e| Error::Invalid(e.to_string()))?;
+        let now = s.clock.now();
+        let credential = Credential {
+            id: CredentialId::generate(s.clock.as_ref(), s.entropy.as_ref()),
+            subject: Subject::Operator(name),
+            key,
+            level,
+            namespace,
+            not_before: now,
+            not_after: now.saturating_add(s.options.credential_validity),
+            issuer: s.signer.public_key(),
+        };
+        Signed::sign(credential, &s.signer)
+            .map_err(|e| Error::Invalid(format!("cannot sign the credential: {e}")))
+    }
+
+    /// Submits a mission for `agent`; answers once it is recorded and judged.
+    pub async fn submit(&self, agent: AgentId, spec: MissionSpec) -> Result<MissionId, Error> {
+        let mailbox = self.shared.mailbox(agent)?;
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        mailbox
+            .send(Inbox::Submit {
+                spec: Box::new(spec),
+                reply,
+            })
+            .await?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// A mission as it stands.
+    pub fn mission(&self, id: MissionId) -> Option<Arc<Mission>> {
+        self.shared
+            .missions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    /// Missions, newest first, filtered by namespace, agent and state.
+    pub fn missions(
+        &self,
+        namespace: Option<&Namespace>,
+        agent: Option<AgentId>,
+        state: Option<MissionState>,
+    ) -> Vec<Arc<Mission>> {
+        let missions = self
+            .shared
+            .missions
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        missions
+            .values()
+            .rev()
+            .filter(|m| namespace.is_none_or(|n| &m.spec.namespace == n))
+            .filter(|m| agent.is_none_or(|a| m.agent == a))
+            .filter(|m| state.is_none_or(|s| m.state == s))
+            .cloned()
+            .collect()
+    }
+
+    /// Answers a mission's escalation with a person's signed approval (or rejection) and
+    /// their credential.
+    pub async fn answer(
+        &self,
+        mission: MissionId,
+        approval: Signed<Approval>,
+        credential: Signed<Credential>,
+    ) -> Result<(), Error> {
+        let agent = self
+            .mission(mission)
+            .ok_or_else(|| Error::NotFound(format!("mission {mission}")))?
+            .agent;
+        let mailbox = self.shared.mailbox(agent)?;
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        mailbox
+            .send(Inbox::Answer {
+                mission,
+                approval: Box::new(approval),
+                credential: Box::new(credential),
+                reply,
+            })
+            .await?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Cancels a mission; its completed steps are undone first.
+    pub async fn cancel(&self, mission: MissionId, by: &str, reason: &str) -> Result<(), Error> {
+        let agent = self
+            .mission(mission)
+            .ok_or_else(|| Error::NotFound(format!("mission {mission}")))?
+            .agent;
+        let mailbox = self.shared.mailbox(agent)?;
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        mailbox
+            .send(Inbox::Cancel {
+                mission,
+                by: by.to_owned(),
+                reason: reason.to_owned(),
+                reply,
+            })
+            .await?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Replays a mission from the ledger, reproducing every state hash.
+    pub async fn replay(&self, mission: MissionId) -> Result<Result<Mission, Divergence>, Error> {
+        let agent = self
+            .mission(mission)
+            .ok_or_else(|| Error::NotFound(format!("mission {mission}")))?
+            .agent;
+        let mut recs = Vec::new();
+        let mut from = 1;
+        loop {
+            let page = self.shared.store.agent_entries(agent, from, 1000).await?;
+            for e in &page {
+                if e.entry.kind.as_str().starts_with("mission.") {
+                    let r = Recorded::from_body(&e.entry.body).map_err(|err| {
+                        Error::Invalid(format!("entry #{} does not decode: {err}", e.entry.index))
+                    })?;
+                    if r.mission == mission {
+                        recs.push((e.entry.index, r));
+                    }
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == 1000 => from = last.entry.seq + 1,
+                _ => break,
+            }
+        }
+        Ok(aura_kernel::replay(recs.iter().map(|(i, r)| (*i, r))))
     }
 
     /// An agent's record, from `from_seq` on.

@@ -12,10 +12,12 @@
 //! The engine is IO at the edge around the pure kernel: it owns the store, the node's
 //! signer, the clock and the randomness, and hands the kernel only recorded values.
 
-pub mod agent;
 pub mod events;
+pub mod ports;
 
+mod agent;
 mod engine;
+mod mission;
 
-pub use engine::{AgentInfo, Error, Handle, NewAgent, Options, Sender, stream_event};
+pub use engine::{AgentInfo, Error, Handle, NewAgent, Options, Sender, Services, stream_event};
 pub use events::{EventHub, StreamEvent};

@@ -55,6 +55,7 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
         Arc::new(SystemClock),
         Arc::new(OsEntropy),
         TrustSet::new(issuers),
+        aura_engine::Services::deny_all(),
     )
     .await?;
     let keys_file = aura_node::ApiKeys::path(home.dir());

@@ -47,6 +47,7 @@ pub(crate) async fn start_with(limits: Limits, with_keys: bool) -> Node {
         Arc::new(SystemClock),
         Arc::new(OsEntropy),
         TrustSet::new([signer.public_key()]),
+        aura_engine::Services::deny_all(),
     )
     .await
     .unwrap();
