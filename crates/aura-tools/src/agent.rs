@@ -58,10 +58,7 @@ impl AgentSend {
 
     fn recipient(args: &SendArgs) -> Result<AgentId, ToolError> {
         args.to.parse::<AgentId>().map_err(|e| {
-            ToolError::new(
-                ErrorKind::InvalidArguments,
-                format!("{}: `to` is not an agent id: {e}", Self::NAME),
-            )
+            ToolError::new(ErrorKind::InvalidArguments, format!("{}: {e}", Self::NAME))
         })
     }
 }

@@ -26,8 +26,9 @@ pub(crate) fn parse<T: DeserializeOwned>(
         .map_err(|e| ToolError::new(ErrorKind::InvalidArguments, format!("{tool}: {e}")))
 }
 
-/// The JSON Schema of `T`: draft 2020-12, everything inlined, without the `$schema` and
-/// `title` keys (a tool's name already says what it is).
+/// The JSON Schema of `T`: draft 2020-12, everything inlined, without the `$schema`,
+/// `title` and top-level `description` keys (the tool's name and description already
+/// say what it is).
 pub fn schema_for<T: JsonSchema>() -> serde_json::Value {
     let generator = SchemaSettings::draft2020_12()
         .with(|s| {
@@ -39,6 +40,7 @@ pub fn schema_for<T: JsonSchema>() -> serde_json::Value {
     if let Some(object) = schema.as_object_mut() {
         object.remove("title");
         object.remove("$schema");
+        object.remove("description");
     }
     schema
 }

@@ -36,10 +36,12 @@ use beneath::{Opened, Workspace, type_name};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Encoding {
-    /// UTF-8 text (the default).
+    // Plain comments rather than doc comments here: with doc comments schemars describes
+    // the variants as a `oneOf`, where a plain `enum` is what reasoners read best.
+    // UTF-8 text (the default).
     #[default]
     Utf8,
-    /// Any bytes, as standard base64.
+    // Any bytes, as standard base64.
     Base64,
 }
 
