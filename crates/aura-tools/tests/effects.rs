@@ -155,3 +155,61 @@ fn descriptors_say_what_policy_needs() {
         "a tool named `fs.read` is already registered"
     );
 }
+
+fn any_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+    use proptest::prelude::*;
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        any::<f64>().prop_map(serde_json::Value::from),
+        "[a-z./\\\\:@\u{0}-\u{7f}é]{0,24}".prop_map(serde_json::Value::from),
+    ];
+    leaf.prop_recursive(4, 32, 6, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+            proptest::collection::btree_map(
+                prop_oneof![
+                    Just("path".to_owned()),
+                    Just("content".to_owned()),
+                    Just("url".to_owned()),
+                    Just("command".to_owned()),
+                    Just("to".to_owned()),
+                    Just("body".to_owned()),
+                    Just("summary".to_owned()),
+                    "[a-z_]{1,8}",
+                ],
+                inner,
+                0..6,
+            )
+            .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+    /// Hostile bytes where a recorded effect should be: an error, never a panic.
+    #[test]
+    fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+        let _ = Effect::from_json(&bytes);
+    }
+
+    /// Arbitrary arguments to every tool: prepared or refused with a message naming the
+    /// tool, never a panic; and a prepared call's target is what a second preparation
+    /// says (the registry relies on that to detect edited preparations).
+    #[test]
+    fn preparing_arbitrary_arguments_never_panics(arguments in any_json()) {
+        let r = builtin();
+        for tool in support::ALL_TOOLS {
+            match r.prepare(&call(tool, arguments.clone())) {
+                Ok(p) => {
+                    let again = r.prepare(&call(tool, arguments.clone())).unwrap();
+                    proptest::prop_assert_eq!(p, again);
+                }
+                Err(e) => proptest::prop_assert!(e.message.starts_with(tool), "{}", e),
+            }
+        }
+    }
+}

@@ -235,6 +235,34 @@ async fn special_files_are_refused_without_blocking() {
     assert!(w.ws("pipe").exists());
 }
 
+/// Device files are refused before they are opened for real work. Creating one needs
+/// root (CI runs as root); without it this test fails rather than skipping silently.
+#[tokio::test]
+async fn device_files_are_refused_needs_root() {
+    let w = World::new();
+    let r = builtin();
+    let ctx = w.ctx();
+    // A character device with the numbers of /dev/null (1, 3).
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        w.ws("null"),
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::from_raw_mode(0o666),
+        rustix::fs::makedev(1, 3),
+    )
+    .expect("creating a device node needs root: run this test as root, as CI does");
+    for (tool, args) in [
+        ("fs.read", json!({"path": "null"})),
+        ("fs.write", json!({"path": "null", "content": "x"})),
+        ("fs.delete", json!({"path": "null"})),
+    ] {
+        let e = run(&r, &ctx, tool, args).await;
+        assert_eq!(kind(&e), Some(ErrorKind::WrongType), "{tool}: {e:?}");
+        assert!(message(&e).contains("character device"), "{}", message(&e));
+    }
+    assert!(w.ws("null").exists());
+}
+
 /// A racing thread swaps a directory inside the workspace with a symbolic link to a
 /// directory outside it, over and over, while file calls go through the directory. Each
 /// call either works on the real directory or is refused; none ever reads or writes

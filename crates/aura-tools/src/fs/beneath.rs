@@ -415,6 +415,8 @@ pub(crate) fn type_name(kind: FileType) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
     use super::*;
 
     #[test]
@@ -441,6 +443,22 @@ mod tests {
         check("...", Ok("..."));
         check("a/.b", Ok("a/.b"));
         assert!(RelPath::parse("t", &"x".repeat(256), 4096).is_err());
+    }
+
+    /// Where the kernel has no openat2, file access fails closed with a clear reason
+    /// instead of falling back to resolving paths in user space.
+    #[test]
+    fn a_missing_openat2_fails_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = Workspace::open("fs.read", dir.path()).unwrap();
+        let e = ws.error(Errno::NOSYS, "a");
+        assert_eq!(e.kind, ErrorKind::Unavailable);
+        assert!(
+            e.message.starts_with("fs.read: this kernel has no openat2"),
+            "{e}"
+        );
+        assert_eq!(ws.error(Errno::XDEV, "a").kind, ErrorKind::Confinement);
+        assert_eq!(ws.error(Errno::LOOP, "a").kind, ErrorKind::Confinement);
     }
 
     #[test]

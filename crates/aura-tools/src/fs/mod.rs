@@ -280,14 +280,13 @@ impl Tool for FsRead {
             }
             bytes.truncate(filled);
             let end = args.offset.saturating_add(filled as u64);
-            let mut truncated = end < size;
+            let truncated = end < size;
             let content = match args.encoding {
                 Encoding::Base64 => STANDARD.encode(&bytes),
                 Encoding::Utf8 => match std::str::from_utf8(&bytes) {
                     Ok(text) => text.to_owned(),
                     // A character cut in two by the limit: stop before it.
                     Err(e) if e.error_len().is_none() && truncated => {
-                        truncated = true;
                         bytes.truncate(e.valid_up_to());
                         String::from_utf8_lossy(&bytes).into_owned()
                     }
