@@ -375,6 +375,80 @@ mod tests {
         assert_eq!(err.kind, ErrorKind::Network, "{err}");
     }
 
+    /// Serves one TLS connection with a fresh self-signed certificate for `localhost`;
+    /// returns the address and the certificate, so a client can be told to trust it.
+    async fn serve_tls_once() -> (SocketAddr, rustls::pki_types::CertificateDer<'static>) {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let cert = certified.cert.der().clone();
+        let key =
+            rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            let Ok(mut tls) = acceptor.accept(socket).await else {
+                return;
+            };
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = tls.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    return;
+                }
+                head.extend_from_slice(&buf[..n]);
+            }
+            let _ = tls
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nsecret")
+                .await;
+            let _ = tls.shutdown().await;
+        });
+        (addr, cert)
+    }
+
+    #[tokio::test]
+    async fn https_verifies_the_server_certificate() {
+        let (addr, cert) = serve_tls_once().await;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let trusting = move || -> Result<Arc<ClientConfig>, ToolError> {
+            let mut config = ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Ok(Arc::new(config))
+        };
+        let url = Url::parse(&format!("https://localhost:{}/x", addr.port())).unwrap();
+        let value = fetch_from(&[addr], &url, Method::Get, "aura", &LIMITS, trusting)
+            .await
+            .unwrap();
+        assert_eq!(value["status"], 200);
+        assert_eq!(value["body"], "secret");
+
+        // The node's own configuration trusts only the public roots: a self-signed
+        // certificate is refused during the handshake and nothing is returned.
+        let (addr, _) = serve_tls_once().await;
+        let url = Url::parse(&format!("https://localhost:{}/x", addr.port())).unwrap();
+        let err = fetch_from(&[addr], &url, Method::Get, "aura", &LIMITS, tls_config)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Network, "{err}");
+        assert!(err.message.contains("TLS handshake"), "{err}");
+    }
+
     #[test]
     fn the_tls_configuration_builds() {
         let config = tls_config().unwrap();
