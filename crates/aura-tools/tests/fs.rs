@@ -204,6 +204,28 @@ async fn symbolic_links_are_refused() {
     assert_eq!(link["type"], "symlink");
 }
 
+/// A hard link to a file outside the workspace (which no cell can make, but a host
+/// might have left) is not written through.
+#[tokio::test]
+async fn files_with_other_hard_links_are_not_rewritten() {
+    let w = World::new();
+    let r = builtin();
+    std::fs::hard_link(w.outside().join("secret"), w.ws("linked")).unwrap();
+    let e = run(
+        &r,
+        &w.ctx(),
+        "fs.write",
+        json!({"path": "linked", "content": "pwned"}),
+    )
+    .await;
+    assert_eq!(kind(&e), Some(ErrorKind::Confinement), "{e:?}");
+    assert!(message(&e).contains("hard links"), "{}", message(&e));
+    assert_eq!(
+        read(&w.outside().join("secret")).unwrap(),
+        b"outside secret"
+    );
+}
+
 /// FIFOs and other special files are refused without blocking.
 #[tokio::test]
 async fn special_files_are_refused_without_blocking() {

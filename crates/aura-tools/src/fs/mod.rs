@@ -432,6 +432,16 @@ fn write_file(
     let (fd, previous) = match ws.open_or_create(&dir, name, &shown) {
         Ok(Opened::Created(fd)) => (fd, None),
         Ok(Opened::Existing(fd, stat)) => {
+            // The file is rewritten in place, which would also change every other name
+            // of the same inode, and those may lie outside the workspace.
+            if stat.st_nlink > 1 {
+                return Err(ToolError::new(
+                    ErrorKind::Confinement,
+                    format!(
+                        "{tool}: `{shown}` has other hard links, which writing it would change too; refusing"
+                    ),
+                ));
+            }
             let previous = read_previous(tool, &fd, &stat, limits.write_bytes, &shown)?;
             (fd, Some(previous))
         }
