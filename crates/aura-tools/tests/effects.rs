@@ -65,6 +65,8 @@ fn other_versions_unknown_fields_and_bad_base64_are_refused() {
         r#"{"v":1,"tool":"t","call_id":"c","outcome":{"status":"failed","kind":"oops","message":""}}"#,
         r#"{"v":1,"tool":"t","call_id":"c","outcome":{"status":"ok","value":1},"compensation":{"type":"restore_file","path":"a","previous":"***"}}"#,
         r#"{"v":1,"tool":"t","call_id":"c","outcome":{"status":"ok","value":1},"compensation":{"type":"format_disk"}}"#,
+        r#"{"v":1,"tool":"t","call_id":"c","outcome":{"status":"ok","value":1,"extra":2}}"#,
+        r#"{"v":1,"tool":"t","call_id":"c","outcome":{"status":"ok","value":1},"compensation":{"type":"command","command":"x","extra":1}}"#,
         "not json",
         "",
     ];
