@@ -350,7 +350,7 @@ async fn a_symlink_swapped_in_during_the_call_cannot_redirect_it() {
             e.is_ok() || kind(&e) == Some(ErrorKind::Confinement),
             "{e:?}"
         );
-        if i >= 400 && worked > 20 && refused > 20 {
+        if i >= 1000 && worked > 20 && refused > 20 {
             break;
         }
     }
