@@ -109,13 +109,18 @@ pub(crate) fn spawn(
     for live in missions {
         actor.resume(live);
     }
-    tokio::spawn(actor.run(rx));
+    let shared = actor.shared.clone();
+    shared.track(tokio::spawn(actor.run(rx)));
     mailbox
 }
 
 impl Actor {
     async fn run(mut self, mut rx: mpsc::Receiver<Inbox>) {
+        let mut stopping = self.shared.stopping.subscribe();
         loop {
+            if *stopping.borrow() {
+                return;
+            }
             // Outside transactions first; then our own queued work; else wait.
             let item = match rx.try_recv() {
                 Ok(item) => Some(item),
@@ -130,9 +135,12 @@ impl Actor {
                 self.perform(work).await;
                 continue;
             }
-            match rx.recv().await {
-                Some(item) => self.handle(item).await,
-                None => return,
+            tokio::select! {
+                item = rx.recv() => match item {
+                    Some(item) => self.handle(item).await,
+                    None => return,
+                },
+                _ = stopping.changed() => return,
             }
         }
     }

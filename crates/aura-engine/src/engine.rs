@@ -155,6 +155,10 @@ impl Services {
 /// What the engine's parts share.
 pub(crate) struct Shared {
     pub(crate) services: Services,
+    /// Set when the engine shuts down; every task watches it.
+    pub(crate) stopping: tokio::sync::watch::Sender<bool>,
+    /// The engine's long-lived tasks (actors, the commit forwarder), awaited on shutdown.
+    pub(crate) tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     pub(crate) missions: RwLock<BTreeMap<MissionId, Arc<Mission>>>,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) signer: Arc<Signer>,
@@ -197,6 +201,13 @@ impl Shared {
             .collect();
         // Subscribers hear of the entries from the store's commit stream, in ledger order.
         Ok(self.store.append(batch).await?)
+    }
+
+    pub(crate) fn track(&self, task: tokio::task::JoinHandle<()>) {
+        self.tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(task);
     }
 
     pub(crate) fn agent_info(&self, agent: AgentId) -> Result<AgentInfo, Error> {
@@ -250,6 +261,8 @@ impl Handle {
     ) -> Result<Handle, Error> {
         let shared = Arc::new(Shared {
             services,
+            stopping: tokio::sync::watch::channel(false).0,
+            tasks: std::sync::Mutex::new(Vec::new()),
             missions: RwLock::new(BTreeMap::new()),
             events: EventHub::new(options.event_capacity),
             store,
@@ -262,7 +275,8 @@ impl Handle {
         });
         let handle = Handle { shared };
         let next = handle.shared.store.tree_size().await?;
-        tokio::spawn(forward_commits(handle.shared.clone(), next));
+        let forwarder = tokio::spawn(forward_commits(handle.shared.clone(), next));
+        handle.shared.track(forwarder);
         for head in handle.shared.store.heads().await? {
             if head.agent.is_node() {
                 continue;
@@ -345,6 +359,23 @@ impl Handle {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(info.id, (info, mailbox));
+    }
+
+    /// Stops every agent and task of the engine after the transaction each is in, and waits
+    /// for them. Afterwards the store is no longer held by the engine and closes when the
+    /// caller drops its own references.
+    pub async fn shutdown(&self) {
+        let _ = self.shared.stopping.send(true);
+        let tasks: Vec<_> =
+            std::mem::take(&mut *self.shared.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in tasks {
+            let _ = t.await;
+        }
+        self.shared
+            .agents
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     pub fn events(&self) -> &EventHub {
@@ -662,8 +693,13 @@ pub fn stream_event(e: &StoredEntry) -> StreamEvent {
 /// commit stream, it reads what it missed from the ledger, so no entry is skipped.
 async fn forward_commits(shared: Arc<Shared>, mut next: u64) {
     let mut rx = shared.store.subscribe();
+    let mut stopping = shared.stopping.subscribe();
     loop {
-        let batch = match rx.recv().await {
+        let received = tokio::select! {
+            r = rx.recv() => r,
+            _ = stopping.changed() => return,
+        };
+        let batch = match received {
             Ok(batch) => batch,
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                 catch_up(&shared, &mut next, u64::MAX).await;

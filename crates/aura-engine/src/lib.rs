@@ -12,6 +12,7 @@
 //! The engine is IO at the edge around the pure kernel: it owns the store, the node's
 //! signer, the clock and the randomness, and hands the kernel only recorded values.
 
+pub mod adapters;
 pub mod events;
 pub mod ports;
 

@@ -68,13 +68,21 @@ impl Actor {
     /// Takes a mission back after a restart, where its record left it.
     pub(crate) fn resume(&mut self, mut live: Live) {
         let id = live.mission.id;
+        // A mission that had started runs (and compensates) under a token; the one it had
+        // lived in the previous process's memory, so it gets a new one.
+        let started = live
+            .mission
+            .history
+            .iter()
+            .any(|c| c.to == MissionState::Running);
+        if started && !live.mission.state.is_terminal() {
+            live.token = Some(self.issue_token(&live.mission));
+        }
         match live.mission.state {
             MissionState::Authorized => self.work.push_back(Work::Start(id)),
-            MissionState::Running => {
-                live.token = Some(self.issue_token(&live.mission));
+            MissionState::Running | MissionState::Compensating => {
                 self.work.push_back(Work::Step(id));
             }
-            MissionState::Compensating => self.work.push_back(Work::Step(id)),
             _ => {}
         }
         if !live.mission.state.is_terminal() {
@@ -403,6 +411,13 @@ impl Actor {
         }
         let permitted: Vec<ToolCall> = step.mission().permitted().cloned().collect();
         let mut outbound = Vec::new();
+        let id = step.mission().id;
+        if !permitted.is_empty() && self.missions.get(&id).is_some_and(|l| l.token.is_none()) {
+            let token = self.issue_token(step.mission());
+            if let Some(live) = self.missions.get_mut(&id) {
+                live.token = Some(token);
+            }
+        }
         for call in permitted {
             let Some(live) = self.missions.get(&step.mission().id) else {
                 return;
@@ -442,11 +457,14 @@ impl Actor {
                 at: self.now(),
             });
         }
-        let id = step.mission().id;
         let running = step.mission().state == MissionState::Running;
-        if self.finish(step).await && running {
-            self.work.push_back(Work::Step(id));
+        // Messages are delivered once their effects are recorded, whatever state the
+        // mission reached (a turn may send and then finish).
+        if self.finish(step).await {
             self.send_outbound(outbound);
+            if running {
+                self.work.push_back(Work::Step(id));
+            }
         }
     }
 

@@ -66,7 +66,7 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
             keys_file,
             limits: config.limits,
         },
-        engine,
+        engine.clone(),
     )
     .await
     .map_err(|e| match e.hint() {
@@ -91,6 +91,7 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
     })?;
     shutdown_signal().await;
     server.shutdown().await;
+    engine.shutdown().await;
     Ok(())
 }
 
