@@ -55,6 +55,37 @@ impl Client {
         })
     }
 
+    /// Opens the event stream as a WebSocket.
+    pub(crate) async fn events(
+        &self,
+        query: &str,
+    ) -> anyhow::Result<
+        tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+    > {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+        let url = format!("{}/v1/events?{query}", self.base.replacen("http", "ws", 1));
+        let mut request = url
+            .into_client_request()
+            .map_err(|e| anyhow::anyhow!("bad node URL: {e}"))?;
+        if let Some(k) = &self.key {
+            let value = format!("Bearer {k}")
+                .parse()
+                .map_err(|_| anyhow::anyhow!("the API key is not a valid header value"))?;
+            request.headers_mut().insert("authorization", value);
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .map_err(|e| {
+                hinted(
+                    format!("cannot open the event stream at {}: {e}", self.base),
+                    "is the node running, and is the key valid?",
+                )
+            })?;
+        Ok(ws)
+    }
+
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let mut r = self.http.request(method, format!("{}{path}", self.base));
         if let Some(k) = &self.key {

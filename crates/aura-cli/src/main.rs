@@ -61,6 +61,18 @@ enum Command {
     /// Manage the API keys the node accepts
     #[command(subcommand)]
     Apikey(cmd::apikey::Command),
+    /// Submit, list, follow and cancel missions (through a running node)
+    Mission(cmd::mission::MissionArgs),
+    /// List the escalations waiting for a person
+    Approvals(cmd::mission::ApprovalsArgs),
+    /// Approve an escalated mission with your signed approval
+    Approve(cmd::mission::AnswerArgs),
+    /// Reject an escalated mission with your signed answer
+    Reject(cmd::mission::AnswerArgs),
+    /// Enroll the people whose signed approvals count
+    Operator(cmd::mission::OperatorArgs),
+    /// Replay a mission (or every mission of an agent) from the ledger, checking every state hash
+    Replay(cmd::mission::ReplayArgs),
 }
 
 /// An error that knows what the user could do about it.
@@ -205,5 +217,15 @@ async fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
         Command::Serve(args) => cmd::serve::run(&home, out, args).await,
         Command::Agent(args) => cmd::agent::run(&home, out, args).await,
         Command::Apikey(c) => cmd::apikey::run(&home, out, c),
+        Command::Mission(args) => cmd::mission::mission(&home, out, args).await,
+        Command::Approvals(args) => cmd::mission::approvals(&home, out, args).await,
+        Command::Approve(args) => {
+            cmd::mission::answer(&home, out, args, aura_identity::Verdict::Approve).await
+        }
+        Command::Reject(args) => {
+            cmd::mission::answer(&home, out, args, aura_identity::Verdict::Reject).await
+        }
+        Command::Operator(args) => cmd::mission::operator(&home, out, args).await,
+        Command::Replay(args) => cmd::mission::replay(&home, out, args).await,
     }
 }

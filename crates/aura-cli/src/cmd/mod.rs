@@ -5,4 +5,5 @@ pub(crate) mod apikey;
 pub(crate) mod init;
 pub(crate) mod key;
 pub(crate) mod ledger;
+pub(crate) mod mission;
 pub(crate) mod serve;

@@ -5,6 +5,7 @@ mod agents;
 mod events;
 mod health;
 mod ledger;
+mod missions;
 
 use std::net::SocketAddr;
 
@@ -49,6 +50,7 @@ pub(crate) fn router(state: AppState) -> axum::Router {
         .merge(agents::routes())
         .merge(ledger::routes())
         .merge(events::routes())
+        .merge(missions::routes())
         .split_for_parts();
     let doc = serde_json::to_value(&api).unwrap_or_default();
     api_router
