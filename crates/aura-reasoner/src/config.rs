@@ -32,7 +32,9 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, Error> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
-        let is_json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        let is_json = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
         let parsed = if is_json {
             Config::from_json(&text)
         } else {
@@ -211,10 +213,14 @@ impl RetryPolicy {
 
     pub fn validate(&self) -> Result<(), Error> {
         if self.max_attempts == 0 {
-            return Err(Error::Config("retry.max_attempts must be at least 1".into()));
+            return Err(Error::Config(
+                "retry.max_attempts must be at least 1".into(),
+            ));
         }
         if !self.multiplier.is_finite() || self.multiplier < 1.0 {
-            return Err(Error::Config("retry.multiplier must be a number of at least 1".into()));
+            return Err(Error::Config(
+                "retry.multiplier must be a number of at least 1".into(),
+            ));
         }
         if !(0.0..=1.0).contains(&self.jitter) {
             return Err(Error::Config("retry.jitter must be between 0 and 1".into()));
@@ -284,9 +290,7 @@ fn check_model(model: &str) -> Result<(), Error> {
 fn check_env_name(name: Option<&str>) -> Result<(), Error> {
     let Some(name) = name else { return Ok(()) };
     let valid = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
         && !name.as_bytes()[0].is_ascii_digit();
     if valid {
         Ok(())
@@ -365,7 +369,9 @@ mod tests {
             "#,
         )
         .unwrap();
-        let Config::OpenAi(c) = c else { panic!("wrong provider") };
+        let Config::OpenAi(c) = c else {
+            panic!("wrong provider")
+        };
         assert_eq!(c.retry.max_attempts, 6);
         assert_eq!(c.retry.initial_interval, Duration::from_millis(250));
         assert_eq!(c.retry.multiplier, 2.0);
@@ -413,7 +419,10 @@ mod tests {
 
     fn check(text: &str, expect: &str) {
         let err = Config::from_toml(text).unwrap_err().to_string();
-        assert!(err.contains(expect), "{text:?}: expected {expect:?} in {err:?}");
+        assert!(
+            err.contains(expect),
+            "{text:?}: expected {expect:?} in {err:?}"
+        );
         assert!(!err.contains('\n'), "multi-line error: {err:?}");
     }
 
@@ -422,33 +431,54 @@ mod tests {
         check(r#"model = "m""#, "provider");
         check(r#"provider = "gemini""#, "gemini");
         check(r#"provider = "openai""#, "base_url");
-        check(r#"provider = "openai"
+        check(
+            r#"provider = "openai"
 base_url = "http://h/v1"
 model = "m"
-api_key = "sk-123""#, "unknown field `api_key`");
-        check(r#"provider = "openai"
+api_key = "sk-123""#,
+            "unknown field `api_key`",
+        );
+        check(
+            r#"provider = "openai"
 base_url = "http://h/v1"
-model = " ""#, "model must not be empty");
-        check(r#"provider = "openai"
+model = " ""#,
+            "model must not be empty",
+        );
+        check(
+            r#"provider = "openai"
 base_url = "http://h/v1"
 model = "m"
-api_key_env = "sk-live-123""#, "must name an environment variable");
-        check(r#"provider = "anthropic"
+api_key_env = "sk-live-123""#,
+            "must name an environment variable",
+        );
+        check(
+            r#"provider = "anthropic"
 model = "m"
 [retry]
-max_attempts = 0"#, "max_attempts");
-        check(r#"provider = "anthropic"
+max_attempts = 0"#,
+            "max_attempts",
+        );
+        check(
+            r#"provider = "anthropic"
 model = "m"
 [retry]
-jitter = 1.5"#, "jitter");
-        check(r#"provider = "anthropic"
+jitter = 1.5"#,
+            "jitter",
+        );
+        check(
+            r#"provider = "anthropic"
 model = "m"
 [timeouts]
-idle = "soon""#, "not a duration");
-        check(r#"provider = "anthropic"
+idle = "soon""#,
+            "not a duration",
+        );
+        check(
+            r#"provider = "anthropic"
 model = "m"
 [timeouts]
-idle = "0s""#, "timeouts.idle");
+idle = "0s""#,
+            "timeouts.idle",
+        );
         check(r#"provider = "scripted""#, "path");
     }
 

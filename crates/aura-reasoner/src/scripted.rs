@@ -14,8 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::wire::{MAX_TOOL_CALLS, emit_turn};
 use crate::{
-    Delta, DeltaSink, Error, Finish, ProviderInfo, Reasoner, Request, Role, ToolCall, Turn,
-    Usage,
+    Delta, DeltaSink, Error, Finish, ProviderInfo, Reasoner, Request, Role, ToolCall, Turn, Usage,
 };
 
 /// The provider name recorded in turns.
@@ -134,13 +133,13 @@ impl Expect {
                 ));
             }
         }
-        if let Some(n) = self.messages {
-            if request.messages.len() != n {
-                return Err((
-                    format!("{n} messages"),
-                    format!("the request holds {}", request.messages.len()),
-                ));
-            }
+        if let Some(n) = self.messages
+            && request.messages.len() != n
+        {
+            return Err((
+                format!("{n} messages"),
+                format!("the request holds {}", request.messages.len()),
+            ));
         }
         Ok(())
     }
@@ -169,7 +168,8 @@ impl Scripted {
         if meta.len() > MAX_SCRIPT_BYTES {
             return Err(bad(format!("it is larger than {MAX_SCRIPT_BYTES} bytes")));
         }
-        let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
         Scripted::parse(path, &text)
     }
 
@@ -217,7 +217,11 @@ fn parse_turns(text: &str) -> Result<Vec<ScriptedTurn>, String> {
                 continue;
             }
             let turn = serde_json::from_str(line).map_err(|e| {
-                format!("line {}: {}", i + 1, e.to_string().split(" at line ").next().unwrap_or_default())
+                format!(
+                    "line {}: {}",
+                    i + 1,
+                    e.to_string().split(" at line ").next().unwrap_or_default()
+                )
             })?;
             turns.push(turn);
         }
@@ -228,13 +232,19 @@ fn parse_turns(text: &str) -> Result<Vec<ScriptedTurn>, String> {
     }
     for (i, turn) in turns.iter().enumerate() {
         if turn.tool_calls.len() > MAX_TOOL_CALLS {
-            return Err(format!("turn {} has more than {MAX_TOOL_CALLS} tool calls", i + 1));
+            return Err(format!(
+                "turn {} has more than {MAX_TOOL_CALLS} tool calls",
+                i + 1
+            ));
         }
         if let Some(call) = turn.tool_calls.iter().find(|c| c.name.is_empty()) {
             return Err(format!(
                 "turn {} has a tool call without a name{}",
                 i + 1,
-                call.id.as_deref().map(|id| format!(" ({id})")).unwrap_or_default()
+                call.id
+                    .as_deref()
+                    .map(|id| format!(" ({id})"))
+                    .unwrap_or_default()
             ));
         }
     }
@@ -344,7 +354,14 @@ mod tests {
 
     #[test]
     fn text_streams_in_word_pieces_that_add_up() {
-        for text in ["", "one", "two words", "  lead and trail  ", "a\n\nb\tc", "héllo wörld"] {
+        for text in [
+            "",
+            "one",
+            "two words",
+            "  lead and trail  ",
+            "a\n\nb\tc",
+            "héllo wörld",
+        ] {
             let got: Vec<&str> = pieces(text).collect();
             assert_eq!(got.concat(), text);
             assert!(got.iter().all(|p| !p.is_empty()));
@@ -353,8 +370,13 @@ mod tests {
     }
 
     fn check(text: &str, expect: &str) {
-        let err = Scripted::parse(Path::new("s.jsonl"), text).unwrap_err().to_string();
-        assert!(err.contains(expect), "{text:?}: expected {expect:?} in {err:?}");
+        let err = Scripted::parse(Path::new("s.jsonl"), text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(expect),
+            "{text:?}: expected {expect:?} in {err:?}"
+        );
         assert!(err.starts_with("invalid script s.jsonl: "), "{err}");
         assert!(!err.contains('\n'), "{err:?}");
     }
@@ -364,14 +386,32 @@ mod tests {
         check("", "holds no turns");
         check("\n  \n", "holds no turns");
         check("[]", "holds no turns");
-        check("{\"content\":\"a\"}\n{\"contnet\":\"b\"}", "line 2: unknown field `contnet`");
+        check(
+            "{\"content\":\"a\"}\n{\"contnet\":\"b\"}",
+            "line 2: unknown field `contnet`",
+        );
         check("{\"content\":\"a\"\n", "line 1: EOF while parsing");
-        check("[{\"content\":1}]", "not a JSON array of turns: invalid type");
-        check("{\"tool_calls\":[{\"arguments\":{}}]}", "missing field `name`");
-        check("{\"tool_calls\":[{\"name\":\"\"}]}", "turn 1 has a tool call without a name");
+        check(
+            "[{\"content\":1}]",
+            "not a JSON array of turns: invalid type",
+        );
+        check(
+            "{\"tool_calls\":[{\"arguments\":{}}]}",
+            "missing field `name`",
+        );
+        check(
+            "{\"tool_calls\":[{\"name\":\"\"}]}",
+            "turn 1 has a tool call without a name",
+        );
         check("{\"finish\":\"done\"}", "line 1: unknown variant `done`");
-        check("{\"expect\":{\"last_tool_result\":\"x\"}}", "unknown field `last_tool_result`");
-        check("{\"usage\":{\"prompt_tokens\":-1,\"completion_tokens\":0}}", "line 1: invalid value");
+        check(
+            "{\"expect\":{\"last_tool_result\":\"x\"}}",
+            "unknown field `last_tool_result`",
+        );
+        check(
+            "{\"usage\":{\"prompt_tokens\":-1,\"completion_tokens\":0}}",
+            "line 1: invalid value",
+        );
         check("not json", "line 1: expected");
     }
 

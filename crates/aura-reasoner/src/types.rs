@@ -154,7 +154,9 @@ impl Request {
         for (i, m) in self.messages.iter().enumerate() {
             match m.role {
                 Role::Tool if m.tool_call_id.as_deref().is_none_or(str::is_empty) => {
-                    return Err(format!("message {i} is a tool result without a tool_call_id"));
+                    return Err(format!(
+                        "message {i} is a tool result without a tool_call_id"
+                    ));
                 }
                 Role::Assistant => {}
                 _ if !m.tool_calls.is_empty() => {

@@ -4,9 +4,9 @@ use async_trait::async_trait;
 use reqwest::Url;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
 
+use super::retrier::{Attempt, Retrier};
 use super::{Http, api_root, endpoint, read_key, secret_header};
 use crate::config::AnthropicConfig;
-use crate::retry::{Attempt, Retrier};
 use crate::wire::anthropic::{self as wire, StreamDecoder};
 use crate::{Context, DeltaSink, Error, ProviderInfo, Reasoner, Request, Turn};
 

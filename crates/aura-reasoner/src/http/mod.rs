@@ -4,6 +4,7 @@
 
 mod anthropic;
 mod openai;
+mod retrier;
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -46,7 +47,9 @@ pub(crate) fn api_root(base_url: &str) -> Result<Url, Error> {
         ));
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(Error::Config("base_url must not have a query or fragment".into()));
+        return Err(Error::Config(
+            "base_url must not have a query or fragment".into(),
+        ));
     }
     if url.path() == "/" || url.path().is_empty() {
         url.set_path("/v1");
@@ -75,7 +78,11 @@ pub(crate) struct Http {
 }
 
 impl Http {
-    pub(crate) fn new(timeouts: &Timeouts, context: &Context, key: Option<Secret>) -> Result<Self, Error> {
+    pub(crate) fn new(
+        timeouts: &Timeouts,
+        context: &Context,
+        key: Option<Secret>,
+    ) -> Result<Self, Error> {
         let client = reqwest::Client::builder()
             .connect_timeout(timeouts.connect)
             // A redirect could carry the key header to another host; providers do not
@@ -108,7 +115,12 @@ impl Http {
         error_message: fn(&[u8]) -> Option<String>,
     ) -> Result<Turn, Error> {
         let first_byte = Instant::now() + self.timeouts.first_byte;
-        let send = self.client.post(url.clone()).headers(headers).body(body).send();
+        let send = self
+            .client
+            .post(url.clone())
+            .headers(headers)
+            .body(body)
+            .send();
         let response = match tokio::time::timeout_at(first_byte, send).await {
             Err(_) => return Err(Error::Timeout(TimeoutKind::FirstByte)),
             Ok(Err(e)) => return Err(self.transport(&e)),
@@ -160,15 +172,14 @@ impl Http {
             .read_all(self, MAX_ERROR_BODY_BYTES)
             .await
             .unwrap_or_default();
-        let text = error_message(&bytes).unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
-        let mut message = excerpt(&text, 300);
-        if let Some(key) = &self.key {
-            if key.expose().len() >= 4 {
-                message = message.replace(key.expose(), "[redacted]");
-            }
-        }
+        let text =
+            error_message(&bytes).unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+        let mut message = self.redact(excerpt(&text, 300));
         if message.is_empty() {
-            message = status.canonical_reason().unwrap_or("no message").to_lowercase();
+            message = status
+                .canonical_reason()
+                .unwrap_or("no message")
+                .to_lowercase();
         }
         if status == StatusCode::TOO_MANY_REQUESTS {
             Error::RateLimited {
@@ -188,13 +199,15 @@ impl Http {
         if e.is_connect() && e.is_timeout() {
             return Error::Timeout(TimeoutKind::Connect);
         }
-        let mut message = chain(e);
-        if let Some(key) = &self.key {
-            if key.expose().len() >= 4 {
-                message = message.replace(key.expose(), "[redacted]");
-            }
+        Error::Transport(self.redact(chain(e)))
+    }
+
+    /// Cuts the key out of text a provider sent back (some echo a wrong key).
+    fn redact(&self, text: String) -> String {
+        match &self.key {
+            Some(key) if !key.expose().is_empty() => text.replace(key.expose(), "[redacted]"),
+            _ => text,
         }
-        Error::Transport(message)
     }
 }
 
@@ -223,7 +236,9 @@ impl Body {
         let mut out = Vec::new();
         while let Some(chunk) = self.next(http).await? {
             if out.len() + chunk.len() > limit {
-                return Err(Error::Protocol(format!("the response is larger than {limit} bytes")));
+                return Err(Error::Protocol(format!(
+                    "the response is larger than {limit} bytes"
+                )));
             }
             out.extend_from_slice(&chunk);
         }
@@ -247,25 +262,29 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 /// How long the provider asks us to wait: `retry-after-ms` (OpenAI's, in
 /// milliseconds), else `Retry-After` in seconds or as an HTTP date.
-pub(crate) fn retry_after(headers: &HeaderMap, clock: &dyn aura_core::door::Clock) -> Option<Duration> {
+pub(crate) fn retry_after(
+    headers: &HeaderMap,
+    clock: &dyn aura_core::door::Clock,
+) -> Option<Duration> {
     fn text(v: &HeaderValue) -> Option<&str> {
         v.to_str().ok().map(str::trim)
     }
-    if let Some(ms) = headers.get("retry-after-ms").and_then(text) {
-        if let Ok(ms) = ms.parse::<f64>() {
-            if ms.is_finite() && ms >= 0.0 {
-                return Duration::try_from_secs_f64(ms / 1000.0).ok();
-            }
-        }
+    if let Some(ms) = headers.get("retry-after-ms").and_then(text)
+        && let Ok(ms) = ms.parse::<f64>()
+        && ms.is_finite()
+        && ms >= 0.0
+    {
+        return Duration::try_from_secs_f64(ms / 1000.0).ok();
     }
     let value = headers.get(RETRY_AFTER).and_then(text)?;
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
-    if let Ok(secs) = value.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 {
-            return Duration::try_from_secs_f64(secs).ok();
-        }
+    if let Ok(secs) = value.parse::<f64>()
+        && secs.is_finite()
+        && secs >= 0.0
+    {
+        return Duration::try_from_secs_f64(secs).ok();
     }
     let when = httpdate::parse_http_date(value).ok()?;
     let now = UNIX_EPOCH + Duration::from_nanos(clock.now().as_nanos());
@@ -288,7 +307,9 @@ pub(crate) fn read_key(context: &Context, env: &str) -> Result<Secret, Error> {
             secret_header(key.expose())?;
             Ok(key)
         }
-        Some(_) => Err(Error::Config(format!("the environment variable {env} is empty"))),
+        Some(_) => Err(Error::Config(format!(
+            "the environment variable {env} is empty"
+        ))),
         None => Err(Error::Config(format!(
             "the environment variable {env} is not set; it should hold the API key"
         ))),
@@ -346,7 +367,10 @@ mod tests {
             retry_after(&h, &clock)
         };
         assert_eq!(at(&[("retry-after", "7")]), Some(Duration::from_secs(7)));
-        assert_eq!(at(&[("retry-after", "1.5")]), Some(Duration::from_millis(1500)));
+        assert_eq!(
+            at(&[("retry-after", "1.5")]),
+            Some(Duration::from_millis(1500))
+        );
         assert_eq!(
             at(&[("retry-after", "3"), ("retry-after-ms", "250")]),
             Some(Duration::from_millis(250))

@@ -5,9 +5,9 @@ use async_trait::async_trait;
 use reqwest::Url;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 
+use super::retrier::{Attempt, Retrier};
 use super::{Http, api_root, endpoint, read_key, secret_header};
 use crate::config::OpenAiConfig;
-use crate::retry::{Attempt, Retrier};
 use crate::wire::openai::{self as wire, BodyOptions, StreamDecoder};
 use crate::{Context, DeltaSink, Error, ProviderInfo, Reasoner, Request, Turn};
 
@@ -84,7 +84,10 @@ impl Attempt for OpenAi {
             }),
         );
         if let Some(key) = self.http.key() {
-            headers.insert(AUTHORIZATION, secret_header(&format!("Bearer {}", key.expose()))?);
+            headers.insert(
+                AUTHORIZATION,
+                secret_header(&format!("Bearer {}", key.expose()))?,
+            );
         }
         let mut emit = |d| emit(d);
         self.http

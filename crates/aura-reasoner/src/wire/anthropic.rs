@@ -161,7 +161,12 @@ impl WireUsage {
         if parts.iter().all(Option::is_none) {
             return None;
         }
-        Some(parts.iter().flatten().fold(0u64, |a, b| a.saturating_add(*b)))
+        Some(
+            parts
+                .iter()
+                .flatten()
+                .fold(0u64, |a, b| a.saturating_add(*b)),
+        )
     }
 }
 
@@ -319,7 +324,11 @@ impl StreamDecoder {
             .iter_mut()
             .find(|(i, _)| *i == index)
             .map(|(_, p)| p)
-            .ok_or_else(|| Error::Protocol(format!("a delta for content block {index}, which never started")))
+            .ok_or_else(|| {
+                Error::Protocol(format!(
+                    "a delta for content block {index}, which never started"
+                ))
+            })
     }
 
     fn usage(&mut self, usage: &WireUsage) {
@@ -352,7 +361,9 @@ impl Decoder for StreamDecoder {
                 content_block,
             } => {
                 if self.parts.iter().any(|(i, _)| *i == index) {
-                    return Err(Error::Protocol(format!("content block {index} started twice")));
+                    return Err(Error::Protocol(format!(
+                        "content block {index} started twice"
+                    )));
                 }
                 let part = match content_block {
                     Block::Text { text } => {
@@ -553,8 +564,16 @@ mod tests {
     #[test]
     fn the_request_body_separates_the_system_prompt_and_merges_tool_results() {
         let calls = vec![
-            ToolCall { id: "tu_1".into(), name: "a".into(), arguments: json!({"x": 1}) },
-            ToolCall { id: "tu_2".into(), name: "b".into(), arguments: json!("{broken") },
+            ToolCall {
+                id: "tu_1".into(),
+                name: "a".into(),
+                arguments: json!({"x": 1}),
+            },
+            ToolCall {
+                id: "tu_2".into(),
+                name: "b".into(),
+                arguments: json!("{broken"),
+            },
         ];
         let mut request = Request::new(vec![
             Message::system("rule one"),
@@ -619,21 +638,34 @@ mod tests {
         (decoder.finish(), deltas)
     }
 
-    fn ev(data: Value) -> String {
-        format!("event: {}\ndata: {data}\n\n", data["type"].as_str().unwrap())
+    fn ev(data: &Value) -> String {
+        format!(
+            "event: {}\ndata: {data}\n\n",
+            data["type"].as_str().unwrap()
+        )
     }
 
     #[test]
     fn malformed_events_are_protocol_errors() {
         for bad in [
-            ev(json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "x"}})),
-            ev(json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use"}})),
+            ev(
+                &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "x"}}),
+            ),
+            ev(
+                &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use"}}),
+            ),
             "data: {\"type\":\"message_start\"\n\n".to_owned(),
             "data: {\"no_type\":1}\n\n".to_owned(),
-            ev(json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}))
-                + &ev(json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
-            ev(json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}))
-                + &ev(json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": "{"}})),
+            ev(
+                &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            ) + &ev(
+                &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            ),
+            ev(
+                &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            ) + &ev(
+                &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": "{"}}),
+            ),
         ] {
             let (turn, _) = decode(&bad);
             assert!(matches!(turn, Err(Error::Protocol(_))), "{bad:?}: {turn:?}");
@@ -643,31 +675,43 @@ mod tests {
     #[test]
     fn error_events_say_whether_to_retry() {
         let (turn, _) = decode(&ev(
-            json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+            &json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
         ));
         let err = turn.unwrap_err();
         assert!(err.is_retryable());
         assert!(err.to_string().contains("overloaded_error"), "{err}");
         let (turn, _) = decode(&ev(
-            json!({"type": "error", "error": {"type": "invalid_request_error", "message": "no"}}),
+            &json!({"type": "error", "error": {"type": "invalid_request_error", "message": "no"}}),
         ));
         assert!(!turn.unwrap_err().is_retryable());
     }
 
     #[test]
     fn unknown_events_and_blocks_are_ignored_and_truncation_is_caught() {
-        let start = ev(json!({"type": "message_start", "message": {"id": "msg_1", "model": "c", "usage": {"input_tokens": 3}}}));
-        let thinking = ev(json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}}))
-            + &ev(json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "hmm"}}))
-            + &ev(json!({"type": "brand_new_event"}));
+        let start = ev(
+            &json!({"type": "message_start", "message": {"id": "msg_1", "model": "c", "usage": {"input_tokens": 3}}}),
+        );
+        let thinking = ev(
+            &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}}),
+        ) + &ev(
+            &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "hmm"}}),
+        ) + &ev(&json!({"type": "brand_new_event"}));
         let (turn, _) = decode(&(start.clone() + &thinking));
         assert!(matches!(turn, Err(Error::Truncated)), "{turn:?}");
-        let end = ev(json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 1}}))
-            + &ev(json!({"type": "message_stop"}));
+        let end = ev(
+            &json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 1}}),
+        ) + &ev(&json!({"type": "message_stop"}));
         let turn = decode(&(start + &thinking + &end)).0.unwrap();
         assert_eq!(turn.content, "");
         assert_eq!(turn.finish, Finish::Stop);
-        assert_eq!(turn.usage, Usage { prompt_tokens: 3, completion_tokens: 1, reported: true });
+        assert_eq!(
+            turn.usage,
+            Usage {
+                prompt_tokens: 3,
+                completion_tokens: 1,
+                reported: true
+            }
+        );
     }
 
     #[test]
@@ -683,7 +727,11 @@ mod tests {
         assert_eq!(turn.tool_calls[0].arguments, json!({"path": "."}));
         assert_eq!(turn.usage.prompt_tokens, 100);
         assert_eq!(turn.response_id.as_deref(), Some("msg_9"));
-        for bad in [&b"{}"[..], b"nope", b"{\"content\":[{\"type\":\"tool_use\"}]}"] {
+        for bad in [
+            &b"{}"[..],
+            b"nope",
+            b"{\"content\":[{\"type\":\"tool_use\"}]}",
+        ] {
             let err = StreamDecoder::new("m").decode_whole(bad).unwrap_err();
             assert!(matches!(err, Error::Protocol(_)), "{err}");
         }
@@ -706,32 +754,38 @@ mod tests {
             }
             out
         }
-        let mut s = ev(json!({"type": "message_start", "message": {
+        let mut s = ev(&json!({"type": "message_start", "message": {
             "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-test",
             "content": [], "usage": {"input_tokens": 11, "output_tokens": 1}}}));
-        s += &ev(json!({"type": "ping"}));
-        s += &ev(json!({"type": "content_block_start", "index": 0,
+        s += &ev(&json!({"type": "ping"}));
+        s += &ev(&json!({"type": "content_block_start", "index": 0,
                         "content_block": {"type": "text", "text": ""}}));
         for p in pieces(text, cuts) {
-            s += &ev(json!({"type": "content_block_delta", "index": 0,
+            s += &ev(&json!({"type": "content_block_delta", "index": 0,
                             "delta": {"type": "text_delta", "text": p}}));
         }
-        s += &ev(json!({"type": "content_block_stop", "index": 0}));
+        s += &ev(&json!({"type": "content_block_stop", "index": 0}));
         for (i, (name, args)) in calls.iter().enumerate() {
             let index = i + 1;
-            s += &ev(json!({"type": "content_block_start", "index": index,
+            s += &ev(&json!({"type": "content_block_start", "index": index,
                             "content_block": {"type": "tool_use", "id": format!("toolu_{i}"),
                                               "name": name, "input": {}}}));
             for p in pieces(args, cuts) {
-                s += &ev(json!({"type": "content_block_delta", "index": index,
+                s += &ev(&json!({"type": "content_block_delta", "index": index,
                                 "delta": {"type": "input_json_delta", "partial_json": p}}));
             }
-            s += &ev(json!({"type": "content_block_stop", "index": index}));
+            s += &ev(&json!({"type": "content_block_stop", "index": index}));
         }
-        let reason = if calls.is_empty() { "end_turn" } else { "tool_use" };
-        s += &ev(json!({"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": null},
-                        "usage": {"output_tokens": 22}}));
-        s += &ev(json!({"type": "message_stop"}));
+        let reason = if calls.is_empty() {
+            "end_turn"
+        } else {
+            "tool_use"
+        };
+        s += &ev(
+            &json!({"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": null},
+                        "usage": {"output_tokens": 22}}),
+        );
+        s += &ev(&json!({"type": "message_stop"}));
         s
     }
 

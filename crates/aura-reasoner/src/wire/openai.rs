@@ -365,16 +365,19 @@ impl StreamDecoder {
             Some(f) => (f.name, f.arguments),
             None => (None, None),
         };
-        if call.name.is_empty() {
-            if let Some(name) = name {
-                call.name = name;
-            }
+        if call.name.is_empty()
+            && let Some(name) = name
+        {
+            call.name = name;
         }
         let arguments = arguments.unwrap_or_default();
         call.arguments.push_str(&arguments);
         if !call.started && !call.name.is_empty() {
             call.started = true;
-            let id = call.id.get_or_insert_with(|| format!("call_{slot}")).clone();
+            let id = call
+                .id
+                .get_or_insert_with(|| format!("call_{slot}"))
+                .clone();
             emit(Delta::ToolCallStarted {
                 id: id.clone(),
                 name: call.name.clone(),
@@ -450,15 +453,20 @@ impl Decoder for StreamDecoder {
             .ok_or_else(|| Error::Protocol("a chat completion without choices".into()))?;
         let message = choice.message.unwrap_or_default();
         let mut tool_calls = Vec::new();
-        for (i, call) in message.tool_calls.unwrap_or_default().into_iter().enumerate() {
+        for (i, call) in message
+            .tool_calls
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
             if i >= MAX_TOOL_CALLS {
                 return Err(Error::Protocol(format!(
                     "the response holds more than {MAX_TOOL_CALLS} tool calls"
                 )));
             }
-            let function = call.function.ok_or_else(|| {
-                Error::Protocol(format!("tool call {i} has no function"))
-            })?;
+            let function = call
+                .function
+                .ok_or_else(|| Error::Protocol(format!("tool call {i} has no function")))?;
             let name = function
                 .name
                 .filter(|n| !n.is_empty())
@@ -471,7 +479,10 @@ impl Decoder for StreamDecoder {
                 Some(other) => other,
             };
             tool_calls.push(ToolCall {
-                id: call.id.filter(|s| !s.is_empty()).unwrap_or_else(|| format!("call_{i}")),
+                id: call
+                    .id
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| format!("call_{i}")),
                 name,
                 arguments,
             });
@@ -699,9 +710,16 @@ mod tests {
         assert_eq!(turn.response_id.as_deref(), Some("c1"));
         assert_eq!(
             turn.usage,
-            Usage { prompt_tokens: 5, completion_tokens: 2, reported: true }
+            Usage {
+                prompt_tokens: 5,
+                completion_tokens: 2,
+                reported: true
+            }
         );
-        assert_eq!(deltas, vec![Delta::Text("Hel".into()), Delta::Text("lo".into())]);
+        assert_eq!(
+            deltas,
+            vec![Delta::Text("Hel".into()), Delta::Text("lo".into())]
+        );
     }
 
     #[test]
@@ -749,9 +767,19 @@ mod tests {
         assert_eq!(turn.finish, Finish::ToolCalls);
         assert_eq!(
             turn.tool_calls,
-            vec![ToolCall { id: "call_0".into(), name: "f".into(), arguments: json!({"a": 1}) }]
+            vec![ToolCall {
+                id: "call_0".into(),
+                name: "f".into(),
+                arguments: json!({"a": 1})
+            }]
         );
-        assert_eq!(deltas[0], Delta::ToolCallStarted { id: "call_0".into(), name: "f".into() });
+        assert_eq!(
+            deltas[0],
+            Delta::ToolCallStarted {
+                id: "call_0".into(),
+                name: "f".into()
+            }
+        );
     }
 
     #[test]
@@ -771,7 +799,13 @@ mod tests {
 
     #[test]
     fn whole_responses_that_are_not_completions_are_refused() {
-        for bad in [&b"not json"[..], b"{}", b"{\"choices\":[]}", b"[]", b"{\"choices\":[{\"message\":{\"content\":3}}]}"] {
+        for bad in [
+            &b"not json"[..],
+            b"{}",
+            b"{\"choices\":[]}",
+            b"[]",
+            b"{\"choices\":[{\"message\":{\"content\":3}}]}",
+        ] {
             let err = StreamDecoder::new("m").decode_whole(bad).unwrap_err();
             assert!(matches!(err, Error::Protocol(_)), "{bad:?}: {err}");
         }
@@ -788,12 +822,7 @@ mod tests {
     }
 
     /// Renders a turn as an OpenAI stream, splitting text and arguments at `cuts`.
-    fn render(
-        text: &str,
-        calls: &[(String, String)],
-        cuts: &[usize],
-        with_index: bool,
-    ) -> String {
+    fn render(text: &str, calls: &[(String, String)], cuts: &[usize], with_index: bool) -> String {
         fn pieces(s: &str, cuts: &[usize]) -> Vec<String> {
             let chars: Vec<char> = s.chars().collect();
             let mut at: Vec<usize> = cuts.iter().map(|c| c % (chars.len() + 1)).collect();
@@ -836,7 +865,11 @@ mod tests {
                 ));
             }
         }
-        let reason = if calls.is_empty() { "stop" } else { "tool_calls" };
+        let reason = if calls.is_empty() {
+            "stop"
+        } else {
+            "tool_calls"
+        };
         s.push_str(&format!(
             "data: {}\n\n",
             json!({"choices": [{"index": 0, "delta": {}, "finish_reason": reason}]})
@@ -852,11 +885,9 @@ mod tests {
             any::<bool>().prop_map(|b| json!(b)),
         ];
         let value = leaf.prop_recursive(3, 16, 4, |inner| {
-            prop::collection::btree_map("[a-z]{1,4}", inner, 0..4)
-                .prop_map(|m| json!(m))
+            prop::collection::btree_map("[a-z]{1,4}", inner, 0..4).prop_map(|m| json!(m))
         });
-        prop::collection::btree_map("[a-z]{1,6}", value, 0..4)
-            .prop_map(|m| json!(m).to_string())
+        prop::collection::btree_map("[a-z]{1,6}", value, 0..4).prop_map(|m| json!(m).to_string())
     }
 
     proptest! {
