@@ -53,6 +53,9 @@ enum Command {
     /// Append to, read, verify, export and prove the signed ledger
     #[command(subcommand)]
     Ledger(cmd::ledger::Command),
+    /// Try a reasoner configuration: send a prompt, see the turn
+    #[command(subcommand)]
+    Reasoner(cmd::reasoner::Command),
 }
 
 /// An error that knows what the user could do about it.
@@ -194,5 +197,6 @@ async fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
         Command::Init(args) => cmd::init::run(&home, out, args).await,
         Command::Key(c) => cmd::key::run(&home, out, c),
         Command::Ledger(c) => cmd::ledger::run(&home, out, c).await,
+        Command::Reasoner(c) => cmd::reasoner::run(out, c).await,
     }
 }

@@ -150,6 +150,37 @@ impl Error {
         }
     }
 
+    /// What the person running Aura could do about the error, where there is something.
+    pub fn hint(&self) -> Option<String> {
+        let hint = match self {
+            Error::Config(_) => "see docs/reasoners.md for the configuration format",
+            Error::Http {
+                status: 401 | 403, ..
+            } => "check the API key in the environment variable named by api_key_env",
+            Error::Http { status: 404, .. } => "check base_url and model in the configuration",
+            Error::RateLimited { .. } => {
+                "wait and try again, or raise retry.max_retry_after in the configuration"
+            }
+            Error::Timeout(_) => {
+                "check that the server is responsive, or raise the limits under [timeouts]"
+            }
+            Error::Transport(_) => "check that the server at base_url is running and reachable",
+            Error::Protocol(_) | Error::Truncated => {
+                "check that base_url points at a server of the configured provider kind"
+            }
+            Error::RetriesExhausted { last, .. } => return last.hint(),
+            Error::Script { .. } => "see docs/reasoners.md for the script format",
+            Error::ScriptExhausted { .. } => {
+                "add turns to the script, or find why the mission took more steps than scripted"
+            }
+            Error::ScriptMismatch { .. } => {
+                "the mission diverged from the script: fix the mission or the script's `expect`"
+            }
+            Error::Http { .. } | Error::InvalidRequest(_) | Error::Stream { .. } => return None,
+        };
+        Some(hint.to_owned())
+    }
+
     /// How many attempts the failed turn made.
     pub fn attempts(&self) -> u32 {
         match self {

@@ -3,3 +3,4 @@
 pub(crate) mod init;
 pub(crate) mod key;
 pub(crate) mod ledger;
+pub(crate) mod reasoner;
