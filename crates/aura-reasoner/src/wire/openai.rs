@@ -92,12 +92,10 @@ fn message(m: &Message) -> Value {
     };
     let mut out = serde_json::Map::new();
     out.insert("role".into(), role.into());
-    // An assistant message that only calls tools has null content, as OpenAI writes it.
-    if m.role == Role::Assistant && m.content.is_empty() && !m.tool_calls.is_empty() {
-        out.insert("content".into(), Value::Null);
-    } else {
-        out.insert("content".into(), m.content.as_str().into());
-    }
+    // Content is always a string, empty when an assistant message only calls tools:
+    // OpenAI writes `null` there, but accepts "", and some compatible servers
+    // (llama-cpp-python's among them) refuse `null`.
+    out.insert("content".into(), m.content.as_str().into());
     if !m.tool_calls.is_empty() {
         let calls = m
             .tool_calls
@@ -640,7 +638,7 @@ mod tests {
                 "messages": [
                     {"role": "system", "content": "be brief"},
                     {"role": "user", "content": "read a"},
-                    {"role": "assistant", "content": null, "tool_calls": [
+                    {"role": "assistant", "content": "", "tool_calls": [
                         {"id": "call_1", "type": "function",
                          "function": {"name": "fs_read", "arguments": "{\"path\":\"a\"}"}}
                     ]},
@@ -657,6 +655,23 @@ mod tests {
                 "stream_options": {"include_usage": true},
             })
         );
+    }
+
+    /// Regression: an assistant message that only called tools was sent with `"content":
+    /// null`, which llama-cpp-python's server refuses (a 500 with a validation error), so
+    /// no mission could send it a tool result.
+    #[test]
+    fn regression_tool_only_assistant_content_is_an_empty_string_not_null() {
+        let call = ToolCall {
+            id: "c".into(),
+            name: "f".into(),
+            arguments: json!({}),
+        };
+        let body = request_body(
+            &Request::new(vec![Message::user("u"), Message::assistant("", vec![call])]),
+            &options(false),
+        );
+        assert_eq!(body["messages"][1]["content"], json!(""));
     }
 
     #[test]
