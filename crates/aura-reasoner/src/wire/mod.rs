@@ -1,6 +1,6 @@
 //! The providers' wire formats, without the network: how a [`Request`](crate::Request)
 //! becomes a request body, and how response bodies and event streams become a
-//! [`Turn`](crate::Turn) and its [`Delta`]s.
+//! [`Turn`] and its [`Delta`]s.
 //!
 //! Everything here is pure, so it is tested (and fuzzed) on bytes alone; the HTTP
 //! providers only move those bytes.
