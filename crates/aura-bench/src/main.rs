@@ -5,6 +5,7 @@
 //! them as they are. Run with `cargo run --release -p aura-bench -- <benchmark>`.
 
 mod ledger;
+mod reasoner;
 
 use clap::{Parser, Subcommand};
 
@@ -19,6 +20,8 @@ struct Cli {
 enum Bench {
     /// Ledger: durable appends (vs raw SQLite), commit latency, verification, proofs
     Ledger(ledger::Args),
+    /// Reasoner: decoding a provider's response stream (vs eventsource-stream)
+    Reasoner(reasoner::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -28,6 +31,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.bench {
         Bench::Ledger(args) => rt.block_on(ledger::run(args)),
+        Bench::Reasoner(args) => reasoner::run(&args, &rt),
     }
 }
 

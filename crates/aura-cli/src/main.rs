@@ -73,6 +73,9 @@ enum Command {
     Operator(cmd::mission::OperatorArgs),
     /// Replay a mission (or every mission of an agent) from the ledger, checking every state hash
     Replay(cmd::mission::ReplayArgs),
+    /// Try a reasoner configuration: send a prompt, see the turn
+    #[command(subcommand)]
+    Reasoner(cmd::reasoner::Command),
 }
 
 /// An error that knows what the user could do about it.
@@ -227,5 +230,6 @@ async fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
         }
         Command::Operator(args) => cmd::mission::operator(&home, out, args).await,
         Command::Replay(args) => cmd::mission::replay(&home, out, args).await,
+        Command::Reasoner(c) => cmd::reasoner::run(out, c).await,
     }
 }

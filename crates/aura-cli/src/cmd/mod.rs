@@ -7,3 +7,4 @@ pub(crate) mod key;
 pub(crate) mod ledger;
 pub(crate) mod mission;
 pub(crate) mod serve;
+pub(crate) mod reasoner;
