@@ -106,7 +106,7 @@ mod tests {
 
     #[test]
     fn reading_stops_one_byte_past_the_limit() {
-        let data = vec![7u8; 100];
+        let data = [7u8; 100];
         let (n, _) = hash_reader(&data[..], 10, &no_progress).unwrap();
         assert_eq!(n, 11);
     }

@@ -852,7 +852,7 @@ fn describe_safetensors(
         })
         .collect();
     refs.sort_by_key(|r| r.digest);
-    let mut all = local.clone();
+    let mut all = local;
     for r in &refs {
         all.extend(r.experts.iter().copied());
     }

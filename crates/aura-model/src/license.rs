@@ -880,7 +880,12 @@ impl Licenses {
         let mut candidates: Vec<SignedLicense> = listed
             .into_iter()
             .filter_map(|l| l.license.ok())
-            .filter(|l| l.license.package == subject.digest)
+            // Licenses naming the package only by name are candidates too, so that a
+            // package whose digest changed (a re-signed manifest) is refused as "not the
+            // licensed package" rather than "no license".
+            .filter(|l| {
+                l.license.package == subject.digest || l.license.package_name == subject.name
+            })
             .collect();
         if candidates.is_empty() {
             return Err(LicenseError::NoLicense {

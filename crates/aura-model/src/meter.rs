@@ -357,30 +357,32 @@ impl Meter {
 
     /// Counts receipts appended to the ledger since the last look.
     pub async fn catch_up(&self, store: &dyn Store) -> Result<(), RecordError> {
-        let from = self.lock().usage.next_seq;
-        let mut fresh = Usage {
-            next_seq: from,
-            ..Usage::default()
-        };
-        fresh.catch_up(store).await.map_err(|e| match e {
-            ScanError::Store(s) => RecordError::Store(s),
-            ScanError::Receipt(r) => RecordError::Invalid(receipt::Invalid(r.to_string())),
-        })?;
-        let mut st = self.lock();
-        // Another caller may have counted some of these already: apply only what lies
-        // beyond what the shared state has seen.
-        if st.usage.next_seq == from {
-            for (id, n) in fresh.used {
-                let u = st.usage.used.entry(id).or_default();
-                *u = u.saturating_add(n);
+        loop {
+            let from = self.lock().usage.next_seq;
+            let mut fresh = Usage {
+                next_seq: from,
+                ..Usage::default()
+            };
+            fresh.catch_up(store).await.map_err(|e| match e {
+                ScanError::Store(s) => RecordError::Store(s),
+                ScanError::Receipt(r) => RecordError::Invalid(receipt::Invalid(r.to_string())),
+            })?;
+            let mut st = self.lock();
+            // Another caller may have counted some of these meanwhile: apply the scan
+            // only if the shared state still stands where it started; if it moved, but
+            // not as far as this scan went, look again from where it stands.
+            if st.usage.next_seq == from {
+                for (id, n) in fresh.used {
+                    let u = st.usage.used.entry(id).or_default();
+                    *u = u.saturating_add(n);
+                }
+                st.usage.receipts += fresh.receipts;
+                st.usage.next_seq = fresh.next_seq;
+                return Ok(());
             }
-            st.usage.receipts += fresh.receipts;
-            st.usage.next_seq = fresh.next_seq;
-        } else if st.usage.next_seq < fresh.next_seq {
-            // Rare: two callers raced. Rescan the difference under a fresh look.
-            drop(st);
-            return Box::pin(self.catch_up(store)).await;
+            if st.usage.next_seq >= fresh.next_seq {
+                return Ok(());
+            }
         }
-        Ok(())
     }
 }

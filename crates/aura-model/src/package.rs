@@ -526,9 +526,10 @@ fn read_manifest(dir: &Path, name: &str) -> Result<(SignedManifest, Stat), Integ
         })
     })?;
     if signed.manifest.name != name {
+        let manifest = signed.manifest.name;
         return Err(fail(Defect::NameMismatch {
             directory: name.to_owned(),
-            manifest: signed.manifest.name.clone(),
+            manifest,
         }));
     }
     Ok((signed, Stat::of(&meta)))

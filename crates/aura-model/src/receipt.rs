@@ -455,6 +455,15 @@ pub fn from_entry(stored: &StoredEntry) -> Result<Option<LedgerReceipt>, Receipt
     if e.agent != AgentId::NODE {
         return Err(ReceiptError::NotNodeStream { index: e.index });
     }
+    // The store keeps each entry's hash beside its bytes; a receipt whose bytes no
+    // longer match was changed in place.
+    if aura_ledger::entry::Entry::hash_encoded(&stored.encoded) != stored.hash {
+        return Err(ReceiptError::Malformed {
+            index: e.index,
+            reason: "its ledger entry no longer matches its recorded hash (the ledger was altered)"
+                .into(),
+        });
+    }
     let signed = SignedReceipt::from_body(&e.body).map_err(|reason| ReceiptError::Malformed {
         index: e.index,
         reason,

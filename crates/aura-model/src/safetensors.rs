@@ -237,7 +237,7 @@ pub fn parse(mut reader: impl Read, file_len: u64) -> Result<Header, Error> {
 
     // The tensors must tile the data: sorted by offset, each starts where the last ended,
     // and the last ends at the end of the file.
-    tensors.sort_by(|a, b| (a.offset, a.length).cmp(&(b.offset, b.length)));
+    tensors.sort_by_key(|t| (t.offset, t.length));
     let mut at = data_offset;
     for t in &tensors {
         if t.offset != at {

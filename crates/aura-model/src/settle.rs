@@ -816,7 +816,7 @@ mod tests {
             } else {
                 prop_assert_eq!(parts.iter().map(|p| u128::from(*p)).sum::<u128>(), u128::from(total));
                 for (p, w) in parts.iter().zip(&weights) {
-                    let floor = u128::from(total) * u128::from(*w) / sum;
+                    let floor = (u128::from(total) * u128::from(*w)).checked_div(sum).unwrap();
                     prop_assert!(u128::from(*p) == floor || u128::from(*p) == floor + 1);
                 }
             }
