@@ -53,6 +53,17 @@ enum Command {
     /// Append to, read, verify, export and prove the signed ledger
     #[command(subcommand)]
     Ledger(cmd::ledger::Command),
+    /// Import, fetch, verify, list and remove signed model packages
+    #[command(subcommand)]
+    Model(cmd::model::Command),
+    /// Issue, install, list and check model licenses
+    #[command(subcommand)]
+    License(cmd::license::Command),
+    /// List and verify inference receipts and settlement statements
+    #[command(subcommand)]
+    Receipts(cmd::receipts::Command),
+    /// Sign statements of what each licensor is owed for a time window
+    Settle(cmd::receipts::SettleArgs),
 }
 
 /// An error that knows what the user could do about it.
@@ -194,5 +205,9 @@ async fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
         Command::Init(args) => cmd::init::run(&home, out, args).await,
         Command::Key(c) => cmd::key::run(&home, out, c),
         Command::Ledger(c) => cmd::ledger::run(&home, out, c).await,
+        Command::Model(c) => cmd::model::run(&home, out, c),
+        Command::License(c) => cmd::license::run(&home, out, c).await,
+        Command::Receipts(c) => cmd::receipts::run(&home, out, c).await,
+        Command::Settle(args) => cmd::receipts::settle(&home, out, args).await,
     }
 }
