@@ -480,3 +480,11 @@ fn pull_smollm2_fetches_verifies_and_licenses_the_real_model_needs_network() {
     a.run(&["model", "verify", "smollm2"]).ok();
     a.run(&["license", "check", "smollm2"]).ok();
 }
+
+#[test]
+fn help_texts() {
+    let a = Aura::new();
+    insta::assert_snapshot!("model_help", a.run(&["model", "--help"]).ok().stdout);
+    insta::assert_snapshot!("license_help", a.run(&["license", "--help"]).ok().stdout);
+    insta::assert_snapshot!("settle_help", a.run(&["settle", "--help"]).ok().stdout);
+}
