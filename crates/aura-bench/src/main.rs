@@ -5,6 +5,7 @@
 //! them as they are. Run with `cargo run --release -p aura-bench -- <benchmark>`.
 
 mod ledger;
+mod model;
 mod reasoner;
 
 use clap::{Parser, Subcommand};
@@ -22,6 +23,8 @@ enum Bench {
     Ledger(ledger::Args),
     /// Reasoner: decoding a provider's response stream (vs eventsource-stream)
     Reasoner(reasoner::Args),
+    /// Model packages: manifest verification GB/s beside sha256sum on the same files
+    ModelVerify(model::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -32,6 +35,7 @@ fn main() -> anyhow::Result<()> {
     match cli.bench {
         Bench::Ledger(args) => rt.block_on(ledger::run(args)),
         Bench::Reasoner(args) => reasoner::run(&args, &rt),
+        Bench::ModelVerify(args) => model::run(&args),
     }
 }
 

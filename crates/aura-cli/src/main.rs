@@ -76,6 +76,17 @@ enum Command {
     /// Try a reasoner configuration: send a prompt, see the turn
     #[command(subcommand)]
     Reasoner(cmd::reasoner::Command),
+    /// Import, fetch, verify, list and remove signed model packages
+    #[command(subcommand)]
+    Model(cmd::model::Command),
+    /// Issue, install, list and check model licenses
+    #[command(subcommand)]
+    License(cmd::license::Command),
+    /// List and verify inference receipts and settlement statements
+    #[command(subcommand)]
+    Receipts(cmd::receipts::Command),
+    /// Sign statements of what each licensor is owed for a time window
+    Settle(cmd::receipts::SettleArgs),
 }
 
 /// An error that knows what the user could do about it.
@@ -231,5 +242,9 @@ async fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
         Command::Operator(args) => cmd::mission::operator(&home, out, args).await,
         Command::Replay(args) => cmd::mission::replay(&home, out, args).await,
         Command::Reasoner(c) => cmd::reasoner::run(out, c).await,
+        Command::Model(c) => cmd::model::run(&home, out, c),
+        Command::License(c) => cmd::license::run(&home, out, c).await,
+        Command::Receipts(c) => cmd::receipts::run(&home, out, c).await,
+        Command::Settle(args) => cmd::receipts::settle(&home, out, args).await,
     }
 }
