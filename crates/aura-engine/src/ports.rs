@@ -120,7 +120,7 @@ pub trait Reasoner: Send + Sync + std::fmt::Debug {
     async fn turn(
         &self,
         request: &ReasonRequest,
-        deltas: &(dyn Fn(&str) + Send + Sync),
+        deltas: &(dyn for<'s> Fn(&'s str) + Send + Sync),
     ) -> Result<Turn, String>;
 }
 

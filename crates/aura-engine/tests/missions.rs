@@ -32,7 +32,7 @@ impl Reasoner for Script {
     async fn turn(
         &self,
         req: &ReasonRequest,
-        deltas: &(dyn Fn(&str) + Send + Sync),
+        deltas: &(dyn for<'s> Fn(&'s str) + Send + Sync),
     ) -> Result<Turn, String> {
         deltas("thinking");
         let n = req.messages.len();

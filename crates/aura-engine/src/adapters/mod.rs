@@ -2,4 +2,5 @@
 //! reasoners. Each converts between the crate's types and the kernel's recorded types,
 //! and nothing else.
 
+pub mod reasoner;
 pub mod tools;
