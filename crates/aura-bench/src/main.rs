@@ -5,6 +5,7 @@
 //! them as they are. Run with `cargo run --release -p aura-bench -- <benchmark>`.
 
 mod ledger;
+mod policy;
 
 use clap::{Parser, Subcommand};
 
@@ -19,6 +20,8 @@ struct Cli {
 enum Bench {
     /// Ledger: durable appends (vs raw SQLite), commit latency, verification, proofs
     Ledger(ledger::Args),
+    /// Policy: decision latency with 200 policies loaded (vs Cedar's own evaluation)
+    Policy(policy::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -28,6 +31,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.bench {
         Bench::Ledger(args) => rt.block_on(ledger::run(args)),
+        Bench::Policy(args) => policy::run(&args),
     }
 }
 

@@ -112,6 +112,9 @@ pub enum Domain {
     /// Reserved for later crates: a signed statement (credential, token, approval, license,
     /// receipt), the message its signer signs.
     Statement,
+    /// A policy request (aura-policy): the digest an approval names to answer an
+    /// escalation of exactly that request.
+    PolicyRequest,
 }
 
 impl Domain {
@@ -123,6 +126,7 @@ impl Domain {
             Domain::KeyId => b"aura/identity/key-id/v1\0",
             Domain::State => b"aura/kernel/state/v1\0",
             Domain::Statement => b"aura/statement/v1\0",
+            Domain::PolicyRequest => b"aura/policy/request/v1\0",
         }
     }
 }
@@ -183,6 +187,7 @@ mod tests {
             Domain::KeyId,
             Domain::State,
             Domain::Statement,
+            Domain::PolicyRequest,
         ];
         for (i, a) in all.iter().enumerate() {
             assert!(a.tag().starts_with(b"aura/"));
