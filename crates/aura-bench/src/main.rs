@@ -6,6 +6,7 @@
 
 mod ledger;
 mod model;
+mod policy;
 mod reasoner;
 
 use clap::{Parser, Subcommand};
@@ -25,6 +26,8 @@ enum Bench {
     Reasoner(reasoner::Args),
     /// Model packages: manifest verification GB/s beside sha256sum on the same files
     ModelVerify(model::Args),
+    /// Policy: decision latency with 200 policies loaded (vs Cedar's own evaluation)
+    Policy(policy::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,6 +39,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Ledger(args) => rt.block_on(ledger::run(args)),
         Bench::Reasoner(args) => reasoner::run(&args, &rt),
         Bench::ModelVerify(args) => model::run(&args),
+        Bench::Policy(args) => policy::run(&args),
     }
 }
 

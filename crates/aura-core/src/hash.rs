@@ -116,6 +116,9 @@ pub enum Domain {
     ModelPackage,
     /// The input or output of one inference request, as recorded in its receipt.
     InferenceIo,
+    /// A policy request (aura-policy): the digest an approval names to answer an
+    /// escalation of exactly that request.
+    PolicyRequest,
 }
 
 impl Domain {
@@ -129,6 +132,7 @@ impl Domain {
             Domain::Statement => b"aura/statement/v1\0",
             Domain::ModelPackage => b"aura/model/package/v1\0",
             Domain::InferenceIo => b"aura/inference/io/v1\0",
+            Domain::PolicyRequest => b"aura/policy/request/v1\0",
         }
     }
 }
@@ -191,6 +195,7 @@ mod tests {
             Domain::Statement,
             Domain::ModelPackage,
             Domain::InferenceIo,
+            Domain::PolicyRequest,
         ];
         for (i, a) in all.iter().enumerate() {
             assert!(a.tag().starts_with(b"aura/"));
