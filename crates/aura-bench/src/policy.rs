@@ -186,6 +186,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     println!("|---|---:|---:|---:|---:|---:|---:|");
     let authorizer = Authorizer::new();
     let mut table = String::new();
+    let mut cpu_table = String::new();
     for (name, req, expected) in &cases {
         let d = decide(&set, req);
         anyhow::ensure!(
@@ -238,6 +239,31 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         sliced.sort_unstable();
         let (a50, a99) = (percentile(&aura, 50.0), percentile(&aura, 99.0));
         let (c50, c99) = (percentile(&cedar, 50.0), percentile(&cedar, 99.0));
+        // Mean CPU time, each in a loop of its own: on a shared machine wall-clock
+        // percentiles include time spent waiting for a CPU, and this does not.
+        let n = (args.iterations / 5).max(1);
+        let aura_cpu = cpu_per_call(n, || {
+            std::hint::black_box(decide(
+                std::hint::black_box(&set),
+                std::hint::black_box(req),
+            ));
+        });
+        let cedar_cpu = cpu_per_call(n, || {
+            std::hint::black_box(authorizer.is_authorized(
+                std::hint::black_box(&parts.request),
+                cedar_set,
+                &parts.entities,
+            ));
+        });
+        if let (Some(a), Some(c)) = (aura_cpu, cedar_cpu) {
+            let _ = writeln!(
+                cpu_table,
+                "| {name} | {} | {} | {:.2} |",
+                fmt_duration(a),
+                fmt_duration(c),
+                ratio(a, c)
+            );
+        }
         let _ = writeln!(
             table,
             "| {name} | {} | {} | {} | {} | {:.2} | {} ({}) |",
@@ -252,7 +278,32 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     }
     print!("{table}");
     println!();
+    if !cpu_table.is_empty() {
+        println!(
+            "| mean CPU time per call (excludes waiting for a CPU) | Aura decide | Cedar is_authorized, all policies | Aura / Cedar |"
+        );
+        println!("|---|---:|---:|---:|");
+        print!("{cpu_table}");
+        println!();
+    }
     Ok(())
+}
+
+/// This thread's CPU time so far, from the scheduler's statistics (Linux).
+fn thread_cpu_time() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let nanos: u64 = text.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(nanos))
+}
+
+/// The mean CPU time of `f` over `n` calls.
+fn cpu_per_call(n: usize, mut f: impl FnMut()) -> Option<Duration> {
+    let start = thread_cpu_time()?;
+    for _ in 0..n {
+        f();
+    }
+    let spent = thread_cpu_time()?.checked_sub(start)?;
+    Some(spent / u32::try_from(n).unwrap_or(u32::MAX))
 }
 
 fn ratio(a: Duration, b: Duration) -> f64 {

@@ -87,6 +87,9 @@ enum Command {
     Receipts(cmd::receipts::Command),
     /// Sign statements of what each licensor is owed for a time window
     Settle(cmd::receipts::SettleArgs),
+    /// Validate policy files and decide hypothetical requests
+    #[command(subcommand)]
+    Policy(cmd::policy::Command),
 }
 
 /// An error that knows what the user could do about it.
@@ -246,5 +249,6 @@ async fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
         Command::License(c) => cmd::license::run(&home, out, c).await,
         Command::Receipts(c) => cmd::receipts::run(&home, out, c).await,
         Command::Settle(args) => cmd::receipts::settle(&home, out, args).await,
+        Command::Policy(c) => cmd::policy::run(&home, out, c),
     }
 }

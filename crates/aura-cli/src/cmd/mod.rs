@@ -8,6 +8,7 @@ pub(crate) mod ledger;
 pub(crate) mod license;
 pub(crate) mod mission;
 pub(crate) mod model;
+pub(crate) mod policy;
 pub(crate) mod reasoner;
 pub(crate) mod receipts;
 pub(crate) mod serve;
