@@ -2,5 +2,6 @@
 //! reasoners. Each converts between the crate's types and the kernel's recorded types,
 //! and nothing else.
 
+pub mod policy;
 pub mod reasoner;
 pub mod tools;
