@@ -1,6 +1,7 @@
 //! The node's configuration: `<home>/aura.toml`. Every setting has a safe default, so a node
 //! runs with no file at all.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -12,6 +13,31 @@ pub struct Config {
     pub http: HttpConfig,
     pub limits: Limits,
     pub trust: TrustConfig,
+    pub missions: MissionsConfig,
+    pub tools: ToolsConfig,
+    /// Reasoners by name: `[reasoners.NAME]` tables, each with a `provider` and that
+    /// provider's settings (docs/reasoners.md). Checked when the node starts.
+    pub reasoners: BTreeMap<String, toml::Table>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MissionsConfig {
+    /// The reasoner missions use when they name none (default: the only one configured).
+    pub default_reasoner: Option<String>,
+    /// Where workspaces live (default `<home>/workspaces`).
+    pub workspaces: Option<PathBuf>,
+}
+
+/// Switches for the built-in tools. Both are off by default: an operator turns on what
+/// agents may reach, and policy must still permit each call.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ToolsConfig {
+    /// Whether `http.fetch` may make requests at all.
+    pub http: bool,
+    /// Whether `cmd.run` may ever give a cell a network.
+    pub command_network: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -111,7 +111,9 @@ impl CmdRun {
                 name: Self::NAME.to_owned(),
                 description: "Run a shell command in a sandboxed cell whose working directory is the mission's workspace; returns exit code, stdout and stderr. Give `compensate` to declare a command that undoes it.".to_owned(),
                 parameters: schema_for::<RunArgs>(),
-                destructive: true,
+                // Not destructive in policy's sense: the command is confined to its cell,
+                // whose only writable place is the workspace; policy's cell rules judge it.
+                destructive: false,
                 compensable: true,
                 needs: Capability::Command,
             },
@@ -195,7 +197,7 @@ impl Tool for CmdRun {
                 command: args.command,
                 network: args.network,
             },
-            destructive: true,
+            destructive: false,
         })
     }
 

@@ -21,10 +21,10 @@
 //! | tool | target | destructive | compensation |
 //! |---|---|---|---|
 //! | `fs.read` | path | no | none |
-//! | `fs.write` | path | yes | restore the previous content, or remove the new file |
+//! | `fs.write` | path | no (the old bytes are kept) | restore the previous content, or remove the new file |
 //! | `fs.list` | path | no | none |
 //! | `fs.delete` | path | yes | recreate the file with the same bytes and mode |
-//! | `cmd.run` | command | yes | a compensating command, if the call declared one |
+//! | `cmd.run` | command | no (confined to its cell) | a compensating command, if the call declared one |
 //! | `http.fetch` | host | no | none |
 //! | `agent.send` | agent | no | none |
 //! | `mission.finish` | mission | no | none |

@@ -112,7 +112,7 @@ async fn the_runner_gets_the_request_within_the_missions_limits() {
             network: false
         }
     );
-    assert!(prepared.destructive);
+    assert!(!prepared.destructive);
     let e = r.execute(&ctx, &prepared).await;
     assert!(e.is_ok(), "{e:?}");
     let v = e.value().unwrap();

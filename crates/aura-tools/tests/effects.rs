@@ -133,10 +133,10 @@ fn descriptors_say_what_policy_needs() {
     let d = |name: &str| r.get(name).unwrap().descriptor().clone();
     for (name, destructive, compensable) in [
         ("fs.read", false, false),
-        ("fs.write", true, true),
+        ("fs.write", false, true),
         ("fs.list", false, false),
         ("fs.delete", true, true),
-        ("cmd.run", true, true),
+        ("cmd.run", false, true),
         ("http.fetch", false, false),
         ("agent.send", false, false),
         ("mission.finish", false, false),

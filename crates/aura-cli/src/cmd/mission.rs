@@ -296,7 +296,6 @@ async fn watch(client: &Client, out: &Output, id: &str) -> anyhow::Result<()> {
         )
     })?;
     let mut ws = client.events(&format!("mission={mission}&from=0")).await?;
-    let mut in_delta = false;
     while let Some(msg) = ws.next().await {
         let msg = msg.map_err(|e| anyhow::anyhow!("the event stream broke: {e}"))?;
         let tokio_tungstenite::tungstenite::Message::Text(text) = msg else {
@@ -305,24 +304,33 @@ async fn watch(client: &Client, out: &Output, id: &str) -> anyhow::Result<()> {
         let event: Value = serde_json::from_str(&text)?;
         if out.is_json() {
             println!("{event}");
-        } else if event["type"] == "delta" {
-            print!("{}", event["text"].as_str().unwrap_or(""));
-            in_delta = true;
-        } else if event["type"] == "entry" {
-            if in_delta {
-                println!();
-                in_delta = false;
-            }
-            if let Some(line) = narrate(&event) {
-                println!("{line}");
-            }
+        } else if event["type"] == "entry"
+            && let Some(line) = narrate(&event)
+        {
+            // Text deltas are not printed for people: they race the recorded entries on
+            // the stream, and each turn's text is shown whole once it is recorded.
+            // `--json` passes them through for programs that want them.
+            println!("{line}");
         }
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
         if event["kind"] == "mission.transition" {
             let to = event["body"]["event"]["to"].as_str().unwrap_or("");
-            if matches!(to, "completed" | "failed" | "cancelled") {
-                return Ok(());
+            let reason = event["body"]["event"]["reason"].as_str().unwrap_or("");
+            match to {
+                "completed" => return Ok(()),
+                "failed" | "cancelled" => {
+                    return Err(hinted(
+                        format!("mission {mission} {to}: {reason}"),
+                        format!("`aura mission show {mission}` shows its whole record"),
+                    ));
+                }
+                "escalated" if !out.is_json() => {
+                    println!(
+                        "   waiting for a person: `aura approvals` lists it; `aura approve {mission} --as NAME` or `aura reject {mission} --as NAME` answers it"
+                    );
+                }
+                _ => {}
             }
         }
     }

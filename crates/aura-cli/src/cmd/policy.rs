@@ -218,7 +218,7 @@ fn refused(e: &aura_policy::LoadError) -> anyhow::Error {
 }
 
 /// The defaults, `<home>/policies/*.cedar` and `extra`, merged.
-fn load(home: &Home, extra: &[PathBuf]) -> anyhow::Result<PolicySet> {
+pub(crate) fn load(home: &Home, extra: &[PathBuf]) -> anyhow::Result<PolicySet> {
     let mut files = home_policy_files(home)?;
     files.extend(extra.iter().map(|p| (p.display().to_string(), p.clone())));
     let mut set = PolicySet::defaults();

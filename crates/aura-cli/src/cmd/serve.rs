@@ -25,6 +25,16 @@ struct Ready {
     node_id: String,
     public_key: String,
     auth: &'static str,
+    policies: usize,
+    tools: Vec<String>,
+    reasoners: Vec<String>,
+    default_reasoner: Option<String>,
+    cells: bool,
+}
+
+/// What only the binary links in: the cell runner and the in-process model.
+fn parts() -> aura_node::services::Parts {
+    aura_node::services::Parts::default()
 }
 
 pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result<()> {
@@ -44,10 +54,19 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
     let (store, signer) = home.open_store_and_signer()?;
     let node_key = signer.public_key();
     issuers.push(node_key);
+    let policies = crate::cmd::policy::load(home, &[])?;
+    let (services, built) = aura_node::services::build(home.dir(), &config, policies, parts())
+        .map_err(|e| hinted(e.message, e.hint))?;
+    let workspaces = match &config.missions.workspaces {
+        Some(dir) if dir.is_relative() => home.dir().join(dir),
+        Some(dir) => dir.clone(),
+        None => home.dir().join("workspaces"),
+    };
     let store: Arc<dyn Store> = Arc::new(store);
     let engine = aura_engine::Handle::start(
         aura_engine::Options {
             keystore: Some(home.keystore().dir().to_owned()),
+            workspaces,
             ..Default::default()
         },
         store,
@@ -55,7 +74,7 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
         Arc::new(SystemClock),
         Arc::new(OsEntropy),
         TrustSet::new(issuers),
-        aura_engine::Services::deny_all(),
+        services,
     )
     .await?;
     let keys_file = aura_node::ApiKeys::path(home.dir());
@@ -82,11 +101,28 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
         } else {
             "api keys"
         },
+        policies: built.policies,
+        tools: built.tools,
+        reasoners: built.reasoners,
+        default_reasoner: built.default_reasoner,
+        cells: built.cells,
     };
     out.line(&ready, || {
+        let reasoner = match &ready.default_reasoner {
+            Some(name) => format!("default reasoner `{name}`"),
+            None if ready.reasoners.is_empty() => {
+                "no reasoner configured: missions are refused (see docs/reasoners.md)".into()
+            }
+            None => format!("reasoners {} (no default)", ready.reasoners.join(", ")),
+        };
         format!(
-            "aura node {} listening on http://{} (auth: {}); stop with Ctrl-C",
-            ready.node_id, ready.listening, ready.auth
+            "aura node {} listening on http://{} (auth: {}); {} policies, {} tools{}; {reasoner}; stop with Ctrl-C",
+            ready.node_id,
+            ready.listening,
+            ready.auth,
+            ready.policies,
+            ready.tools.len(),
+            if ready.cells { "" } else { " (cmd.run off: no cell runner)" },
         )
     })?;
     shutdown_signal().await;

@@ -332,7 +332,7 @@ impl FsWrite {
             descriptor: descriptor::<WriteArgs>(
                 Self::NAME,
                 "Create or replace a file in the mission's workspace with the given content (UTF-8 text, or base64 for bytes). Undone by restoring the previous content.",
-                true,
+                false,
                 true,
             ),
         }
@@ -358,7 +358,9 @@ impl Tool for FsWrite {
         if path.is_root() {
             return Err(root_refused(Self::NAME));
         }
-        Ok(prepared(call, &path, true))
+        // Not destructive: the effect keeps the previous bytes, so compensation restores
+        // an overwritten file exactly. Deleting is what policy treats as destructive.
+        Ok(prepared(call, &path, false))
     }
 
     async fn execute(&self, ctx: &ToolContext, prepared: &Prepared) -> Effect {
