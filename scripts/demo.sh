@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# The main job: build Aura, then show the signed ledger working end to end in a fresh data
-# directory (.demo/home): create a node, append entries, verify, export, prove an entry
-# and check the proof offline, then tamper with the export and watch verification fail.
+# The main job: build Aura, then in a fresh data directory (.demo/home):
+#  1. the signed ledger end to end: append, verify, export, prove an entry and check the
+#     proof offline, tamper with the export and watch verification fail;
+#  2. a node (`aura serve`, embedded SQLite store) running a governed mission end to end:
+#     an agent writes and reads files under the default Cedar policy, its delete is
+#     escalated to a person, approved from the CLI with a signed approval, and the mission
+#     completes; then the mission is replayed from the ledger and the ledger verified.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -58,4 +62,57 @@ if [ "$code" -ne 3 ]; then
 fi
 echo "(exit code $code: tampering detected)"
 
-step "done: the demo node lives in $AURA_HOME"
+step "aura serve: a node on the embedded store, with a scripted reasoner (demo/tidy-notes.jsonl)"
+PORT="${AURA_DEMO_PORT:-18080}"
+export AURA_NODE="http://127.0.0.1:$PORT"
+cat > "$AURA_HOME/aura.toml" <<TOML
+[http]
+listen = "127.0.0.1:$PORT"
+
+[reasoners.demo]
+provider = "scripted"
+path = "$PWD/demo/tidy-notes.jsonl"
+TOML
+"$AURA" serve > .demo/serve.log 2>&1 &
+NODE_PID=$!
+trap 'kill "$NODE_PID" 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+  grep -q listening .demo/serve.log && break
+  kill -0 "$NODE_PID" 2>/dev/null || { cat .demo/serve.log >&2; exit 1; }
+  sleep 0.1
+done
+cat .demo/serve.log
+
+step "aura agent create: an agent at authority L2; the node signs its credential"
+"$AURA" agent create writer --level L2
+AGENT_ID=$("$AURA" --json agent list | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
+
+step "aura mission submit: the agent works until policy escalates its delete"
+"$AURA" mission submit --agent "$AGENT_ID" --timeout 600 \
+  --objective "Write today's notes to notes.md, check them, and remove the stale draft" \
+  --tool fs.write --tool fs.read --tool fs.delete --tool mission.finish
+MISSION=""
+for _ in $(seq 1 100); do
+  MISSION=$("$AURA" --json approvals | python3 -c 'import json,sys; a=json.load(sys.stdin); print(a[0]["mission"] if a else "")')
+  [ -n "$MISSION" ] && break
+  sleep 0.1
+done
+[ -n "$MISSION" ] || { echo "the mission was not escalated" >&2; exit 1; }
+"$AURA" mission show "$MISSION" | sed -n '1,12p'
+
+step "aura approvals, then a person at L3 approves with their own signed approval"
+"$AURA" approvals
+"$AURA" operator enroll alice --level L3
+"$AURA" approve "$MISSION" --as alice --reason "the draft is stale; delete it"
+
+step "aura mission watch: its whole record so far, then it resumes and completes"
+"$AURA" mission watch "$MISSION"
+echo "workspace now holds: $(ls "$AURA_HOME"/workspaces/default/"$MISSION")"
+
+step "aura replay: the mission's record re-run, every state hash reproduced"
+"$AURA" replay "$MISSION"
+
+step "aura ledger verify: the mission's every input, decision and effect, signed"
+"$AURA" ledger verify
+
+step "done: the demo node lives in $AURA_HOME (stopping it)"

@@ -156,6 +156,7 @@ impl From<aura_engine::Error> for ApiError {
             E::NotFound(_) => ApiError::not_found(message),
             E::Invalid(_) => ApiError::bad_request("invalid_request", message),
             E::Forbidden(_) => ApiError::forbidden(message),
+            E::Conflict(_) => ApiError::conflict("conflict", message),
             E::Closed => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "api_error",

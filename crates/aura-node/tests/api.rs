@@ -20,6 +20,37 @@ async fn authorization_matrix() {
     let new_agent = json!({"name": "x", "level": "L1", "namespace": "team-a"});
     let new_agent_b = json!({"name": "x", "level": "L1", "namespace": "team-b"});
     let message = json!({"body": {"hello": 1}});
+    let mission =
+        json!({"agent": a, "objective": "read", "tools": ["fs.read"], "timeout_secs": 600});
+    // Two missions of agent a, held in `escalated` by the test policy: one to read and
+    // answer, one to cancel.
+    let held = n
+        .call(
+            "POST",
+            "/v1/missions",
+            Some("operator"),
+            Some(mission.clone()),
+        )
+        .await;
+    assert_eq!(held.status, 201, "{:?}", held.body);
+    assert_eq!(held.body["state"], "escalated", "{:?}", held.body);
+    let m1 = held.body["id"].as_str().unwrap().to_owned();
+    let request: aura_core::hash::Hash = held.body["escalation"]["request"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let doomed = n
+        .call(
+            "POST",
+            "/v1/missions",
+            Some("operator"),
+            Some(mission.clone()),
+        )
+        .await;
+    let m2 = doomed.body["id"].as_str().unwrap().to_owned();
+    let answer = support::approval(&n, &m1, request);
+    let operator = json!({"name": "carol", "public_key": support::person_key(3).public_key().to_hex(), "level": "L3", "namespace": "team-a"});
     // (method, path, body, [operator, approver_a, agent_a, operator_b, none])
     let table: Vec<(&str, String, Option<Value>, [u16; 5])> = vec![
         ("GET", "/health".into(), None, [200, 200, 200, 200, 200]),
@@ -107,6 +138,55 @@ async fn authorization_matrix() {
             "/v1/ledger/verify".into(),
             None,
             [200, 403, 403, 200, 401],
+        ),
+        (
+            "POST",
+            "/v1/missions".into(),
+            Some(mission.clone()),
+            [201, 403, 201, 404, 401],
+        ),
+        (
+            "GET",
+            "/v1/missions".into(),
+            None,
+            [200, 200, 200, 200, 401],
+        ),
+        (
+            "GET",
+            format!("/v1/missions/{m1}"),
+            None,
+            [200, 200, 200, 404, 401],
+        ),
+        (
+            "GET",
+            format!("/v1/missions/{m1}/replay"),
+            None,
+            [200, 200, 200, 404, 401],
+        ),
+        (
+            "GET",
+            "/v1/approvals".into(),
+            None,
+            [200, 200, 403, 200, 401],
+        ),
+        // The operator's answer is accepted; then the mission is no longer waiting.
+        (
+            "POST",
+            format!("/v1/approvals/{m1}"),
+            Some(answer),
+            [200, 409, 403, 404, 401],
+        ),
+        (
+            "POST",
+            format!("/v1/missions/{m2}/cancel"),
+            Some(json!({"reason": "matrix"})),
+            [200, 403, 409, 404, 401],
+        ),
+        (
+            "POST",
+            "/v1/credentials/operators".into(),
+            Some(operator),
+            [201, 403, 403, 403, 401],
         ),
     ];
     let roles = ["operator", "approver_a", "agent_a", "operator_b", ""];

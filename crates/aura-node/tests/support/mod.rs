@@ -27,8 +27,32 @@ pub(crate) struct Node {
     pub agent_b: AgentId,
 }
 
+/// The node's test policies: the defaults plus one that escalates every mission
+/// declaration to L3, so missions wait in `escalated` and tests see them in a known state.
+const HOLD_MISSIONS: &str = r#"
+@id("test.hold-missions")
+@escalate("L3")
+forbid (principal, action == Aura::Action::"mission.submit", resource)
+unless { context has approval && context.approval.level >= 3 };
+"#;
+
 pub(crate) async fn start_with(limits: Limits, with_keys: bool) -> Node {
     let dir = tempfile::tempdir().unwrap();
+    // Real services, built as `aura serve` builds them: Cedar policy, the built-in tools,
+    // and a scripted reasoner from aura.toml (never reached while missions are held).
+    std::fs::write(
+        dir.path().join("script.jsonl"),
+        r#"{"content": "done", "tool_calls": [{"name": "mission_finish", "arguments": {"summary": "ok"}}]}"#,
+    )
+    .unwrap();
+    let config: aura_node::Config =
+        toml::from_str("[reasoners.script]\nprovider = \"scripted\"\npath = \"script.jsonl\"\n")
+            .unwrap();
+    let policies = aura_policy::PolicySet::defaults()
+        .merge(aura_policy::PolicySet::parse("hold.cedar", HOLD_MISSIONS).unwrap())
+        .unwrap();
+    let (services, _) =
+        aura_node::services::build(dir.path(), &config, policies, Default::default()).unwrap();
     let signer = Arc::new(Signer::ephemeral("node", &SeededEntropy::new(1)).unwrap());
     let store = SqliteStore::open(
         dir.path().join("ledger.db"),
@@ -40,6 +64,7 @@ pub(crate) async fn start_with(limits: Limits, with_keys: bool) -> Node {
     let engine = Handle::start(
         aura_engine::Options {
             keystore: Some(dir.path().join("keys")),
+            workspaces: dir.path().join("workspaces"),
             ..Default::default()
         },
         Arc::new(store),
@@ -47,7 +72,7 @@ pub(crate) async fn start_with(limits: Limits, with_keys: bool) -> Node {
         Arc::new(SystemClock),
         Arc::new(OsEntropy),
         TrustSet::new([signer.public_key()]),
-        aura_engine::Services::deny_all(),
+        services,
     )
     .await
     .unwrap();
@@ -155,4 +180,40 @@ pub(crate) fn assert_error_shape(r: &Resp) {
         "not an error body: {:?}",
         r.body
     );
+}
+
+/// A person's key, made from a seed.
+pub(crate) fn person_key(seed: u64) -> Signer {
+    Signer::ephemeral("person", &SeededEntropy::new(seed)).unwrap()
+}
+
+/// A real signed answer approving `mission`'s escalation of `request`, from a person at L3
+/// in team-a whose credential the node issued: the body of `POST /v1/approvals/{mission}`.
+pub(crate) fn approval(n: &Node, mission: &str, request: aura_core::hash::Hash) -> Value {
+    use aura_identity::{Approval, ApprovalId, Signed, Verdict};
+    let key = person_key(2);
+    let credential = n
+        .engine
+        .issue_operator_credential(
+            "alice",
+            key.public_key(),
+            Level::L3,
+            Namespace::new("team-a").unwrap(),
+        )
+        .unwrap();
+    let now = aura_core::door::Clock::now(&SystemClock);
+    let approval = Approval {
+        id: ApprovalId::from_bytes([7; 16]),
+        mission: mission.parse().unwrap(),
+        request,
+        verdict: Verdict::Approve,
+        reason: "fine".into(),
+        issued_at: now,
+        expires_at: now.saturating_add(std::time::Duration::from_secs(600)),
+        approver: key.public_key(),
+    };
+    serde_json::json!({
+        "approval": Signed::sign(approval, &key).unwrap(),
+        "credential": credential,
+    })
 }
