@@ -1,0 +1,264 @@
+//! Governed missions through the real binaries: `aura serve` as a child process on a
+//! loopback port, driven by the CLI the way an operator would drive it: create an agent,
+//! submit a mission, see policy escalate a delete, answer with a signed approval or
+//! rejection, then replay the record and verify the ledger.
+
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+mod support;
+
+use std::io::{BufRead as _, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use support::Aura;
+
+/// A running `aura serve`, killed when dropped.
+struct Node {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../demo/tidy-notes.jsonl")
+}
+
+/// Initialises a node configured with the demo's scripted reasoner and starts it.
+fn serve(aura: &Aura) -> Node {
+    aura.init();
+    std::fs::write(
+        aura.home().join("aura.toml"),
+        format!(
+            "[reasoners.demo]\nprovider = \"scripted\"\npath = \"{}\"\n",
+            script().display()
+        ),
+    )
+    .unwrap();
+    let mut child = aura
+        .cmd(&["--json", "serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let ready: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    assert_eq!(ready["default_reasoner"], "demo", "{ready}");
+    assert_eq!(ready["policies"].as_u64().unwrap() > 0, true, "{ready}");
+    Node {
+        child,
+        url: format!("http://{}", ready["listening"].as_str().unwrap()),
+    }
+}
+
+/// Runs a command against the node.
+fn at(aura: &Aura, node: &Node, args: &[&str]) -> support::Out {
+    let mut c = aura.cmd(args);
+    c.env("AURA_NODE", &node.url);
+    aura.run_with(c, None)
+}
+
+fn mission_json(aura: &Aura, node: &Node, id: &str) -> serde_json::Value {
+    at(aura, node, &["--json", "mission", "show", id])
+        .ok()
+        .json()
+}
+
+/// Waits until the mission is in `state`, or panics with where it is.
+fn wait_for(aura: &Aura, node: &Node, id: &str, state: &str) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        let m = mission_json(aura, node, id);
+        if m["state"] == state {
+            return m;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "mission {id} never reached {state}: {m}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Creates the agent and submits the demo mission; returns the mission id once it is
+/// escalated on its delete.
+fn escalated_mission(aura: &Aura, node: &Node) -> String {
+    let agent = at(
+        aura,
+        node,
+        &["--json", "agent", "create", "writer", "--level", "L2"],
+    )
+    .ok()
+    .json();
+    let agent = agent["id"].as_str().unwrap().to_owned();
+    let submitted = at(
+        aura,
+        node,
+        &[
+            "--json",
+            "mission",
+            "submit",
+            "--agent",
+            &agent,
+            "--objective",
+            "Write today's notes to notes.md, check them, and remove the stale draft",
+            "--tool",
+            "fs.write",
+            "--tool",
+            "fs.read",
+            "--tool",
+            "fs.delete",
+            "--tool",
+            "mission.finish",
+            "--timeout",
+            "600",
+        ],
+    )
+    .ok()
+    .json();
+    let id = submitted["id"].as_str().unwrap().to_owned();
+    let m = wait_for(aura, node, &id, "escalated");
+    assert_eq!(m["escalation"]["action"], "fs.delete", "{m}");
+    assert_eq!(m["escalation"]["level"], "L3", "{m}");
+    id
+}
+
+fn workspace(aura: &Aura, id: &str) -> PathBuf {
+    aura.home().join("workspaces/default").join(id)
+}
+
+#[test]
+fn an_escalated_delete_runs_after_a_signed_cli_approval_and_the_record_replays() {
+    let aura = Aura::new();
+    let node = serve(&aura);
+    let id = escalated_mission(&aura, &node);
+    // While it waits, both files exist and the delete has not happened.
+    assert!(workspace(&aura, &id).join("draft.md").exists());
+
+    let pending = at(&aura, &node, &["--json", "approvals"]).ok().json();
+    assert_eq!(pending[0]["mission"], id.as_str(), "{pending}");
+
+    // An approver below the required level is refused, and the mission keeps waiting.
+    at(
+        &aura,
+        &node,
+        &["operator", "enroll", "bob", "--level", "L2"],
+    )
+    .ok();
+    at(&aura, &node, &["approve", &id, "--as", "bob"]).one_line_error(1);
+    assert_eq!(mission_json(&aura, &node, &id)["state"], "escalated");
+
+    at(
+        &aura,
+        &node,
+        &["operator", "enroll", "alice", "--level", "L3"],
+    )
+    .ok();
+    at(
+        &aura,
+        &node,
+        &["approve", &id, "--as", "alice", "--reason", "stale draft"],
+    )
+    .ok();
+    let m = wait_for(&aura, &node, &id, "completed");
+    assert!(m["summary"].as_str().unwrap().contains("notes.md"), "{m}");
+    let ws = workspace(&aura, &id);
+    assert!(!ws.join("draft.md").exists());
+    assert!(
+        std::fs::read_to_string(ws.join("notes.md"))
+            .unwrap()
+            .contains("signed ledger")
+    );
+
+    // `watch` on a finished mission prints its whole record and exits 0.
+    let watched = at(&aura, &node, &["mission", "watch", &id]).ok();
+    assert!(
+        watched.stdout.contains("approved by operator alice at L3"),
+        "{}",
+        watched.stdout
+    );
+    assert!(
+        watched.stdout.contains("-> completed"),
+        "{}",
+        watched.stdout
+    );
+
+    let replay = at(&aura, &node, &["--json", "replay", &id]).ok().json();
+    assert_eq!(replay[0]["replay"]["ok"], true, "{replay}");
+    assert_eq!(
+        replay[0]["replay"]["state_hash"], m["state_hash"],
+        "{replay}"
+    );
+    at(&aura, &node, &["ledger", "verify"]).ok();
+}
+
+#[test]
+fn a_rejected_escalation_fails_the_mission_and_undoes_its_writes() {
+    let aura = Aura::new();
+    let node = serve(&aura);
+    let id = escalated_mission(&aura, &node);
+    let ws = workspace(&aura, &id);
+    assert!(ws.join("notes.md").exists() && ws.join("draft.md").exists());
+
+    at(
+        &aura,
+        &node,
+        &["operator", "enroll", "alice", "--level", "L3"],
+    )
+    .ok();
+    at(
+        &aura,
+        &node,
+        &["reject", &id, "--as", "alice", "--reason", "keep the draft"],
+    )
+    .ok();
+    let m = wait_for(&aura, &node, &id, "failed");
+    assert!(
+        m["reason"].as_str().unwrap().contains("keep the draft"),
+        "{m}"
+    );
+    // Both writes were compensated in reverse order: the files the mission created are gone.
+    assert!(!ws.join("notes.md").exists());
+    assert!(!ws.join("draft.md").exists());
+    let watched = at(&aura, &node, &["mission", "watch", &id]).one_line_error(1);
+    assert!(watched.stderr.contains("failed"), "{}", watched.stderr);
+    at(&aura, &node, &["ledger", "verify"]).ok();
+}
+
+#[test]
+fn a_node_with_a_broken_reasoner_or_policy_file_refuses_to_start() {
+    let aura = Aura::new();
+    aura.init();
+    std::fs::write(
+        aura.home().join("aura.toml"),
+        "[reasoners.demo]\nprovider = \"scripted\"\n",
+    )
+    .unwrap();
+    let out = aura
+        .run(&["serve", "--listen", "127.0.0.1:0"])
+        .one_line_error(1);
+    assert!(out.stderr.contains("reasoner `demo`"), "{}", out.stderr);
+
+    std::fs::write(aura.home().join("aura.toml"), "").unwrap();
+    std::fs::create_dir_all(aura.home().join("policies")).unwrap();
+    std::fs::write(
+        aura.home().join("policies/bad.cedar"),
+        "permit (principal, action == Aura::Action::\"no.such.tool\", resource);",
+    )
+    .unwrap();
+    let out = aura
+        .run(&["serve", "--listen", "127.0.0.1:0"])
+        .one_line_error(1);
+    assert!(out.stderr.contains("bad.cedar"), "{}", out.stderr);
+}
