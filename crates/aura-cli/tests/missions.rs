@@ -55,7 +55,7 @@ fn serve(aura: &Aura) -> Node {
     let ready: serde_json::Value =
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
     assert_eq!(ready["default_reasoner"], "demo", "{ready}");
-    assert_eq!(ready["policies"].as_u64().unwrap() > 0, true, "{ready}");
+    assert!(ready["policies"].as_u64().unwrap() > 0, "{ready}");
     Node {
         child,
         url: format!("http://{}", ready["listening"].as_str().unwrap()),
