@@ -62,16 +62,29 @@ if [ "$code" -ne 3 ]; then
 fi
 echo "(exit code $code: tampering detected)"
 
-step "aura serve: a node on the embedded store, with a scripted reasoner (demo/tidy-notes.jsonl)"
 PORT="${AURA_DEMO_PORT:-18080}"
 export AURA_NODE="http://127.0.0.1:$PORT"
+# The reasoner: an OpenAI-compatible endpoint if one is given (AURA_DEMO_OPENAI_BASE_URL,
+# AURA_DEMO_OPENAI_MODEL, and the key in OPENAI_API_KEY), else the scripted provider
+# replaying demo/summarise.jsonl, so the demo is the same on every machine.
+if [ -n "${AURA_DEMO_OPENAI_BASE_URL:-}" ]; then
+  REASONER_TOML="provider = \"openai\"
+base_url = \"$AURA_DEMO_OPENAI_BASE_URL\"
+model = \"${AURA_DEMO_OPENAI_MODEL:-gpt-4o-mini}\"
+api_key_env = \"OPENAI_API_KEY\""
+  REASONER_SAYS="the OpenAI-compatible endpoint at $AURA_DEMO_OPENAI_BASE_URL"
+else
+  REASONER_TOML="provider = \"scripted\"
+path = \"$PWD/demo/summarise.jsonl\""
+  REASONER_SAYS="the scripted provider replaying demo/summarise.jsonl (set AURA_DEMO_OPENAI_BASE_URL to use a model)"
+fi
+step "aura serve: a node on the embedded store; reasoner: $REASONER_SAYS"
 cat > "$AURA_HOME/aura.toml" <<TOML
 [http]
 listen = "127.0.0.1:$PORT"
 
 [reasoners.demo]
-provider = "scripted"
-path = "$PWD/demo/tidy-notes.jsonl"
+$REASONER_TOML
 TOML
 "$AURA" serve > .demo/serve.log 2>&1 &
 NODE_PID=$!
@@ -87,27 +100,37 @@ step "aura agent create: an agent at authority L2; the node signs its credential
 "$AURA" agent create writer --level L2
 AGENT_ID=$("$AURA" --json agent list | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
 
-step "aura mission submit: the agent works until policy escalates its delete"
-"$AURA" mission submit --agent "$AGENT_ID" --timeout 600 \
-  --objective "Write today's notes to notes.md, check them, and remove the stale draft" \
-  --tool fs.write --tool fs.read --tool fs.delete --tool mission.finish
+step "a workspace with a few files: $(ls demo/workspace | tr '\n' ' ')"
+WORKSPACE="$AURA_HOME/workspaces/default/project"
+mkdir -p "$WORKSPACE" && cp demo/workspace/* "$WORKSPACE/"
+
+step "aura mission submit: the agent reads, summarises, and policy escalates its delete"
+"$AURA" mission submit --agent "$AGENT_ID" --timeout 600 --workspace project \
+  --objective "Summarise the plan and the notes into summary.md and clean up stale files" \
+  --tool fs.list --tool fs.read --tool fs.write --tool fs.delete --tool mission.finish
 MISSION=""
-for _ in $(seq 1 100); do
+for _ in $(seq 1 300); do
   MISSION=$("$AURA" --json approvals | python3 -c 'import json,sys; a=json.load(sys.stdin); print(a[0]["mission"] if a else "")')
   [ -n "$MISSION" ] && break
   sleep 0.1
 done
-[ -n "$MISSION" ] || { echo "the mission was not escalated" >&2; exit 1; }
+if [ -z "$MISSION" ]; then
+  echo "the mission did not ask for an approval; here is where it stands:" >&2
+  "$AURA" mission list >&2
+  exit 1
+fi
 "$AURA" mission show "$MISSION" | sed -n '1,12p'
 
 step "aura approvals, then a person at L3 approves with their own signed approval"
 "$AURA" approvals
 "$AURA" operator enroll alice --level L3
-"$AURA" approve "$MISSION" --as alice --reason "the draft is stale; delete it"
+"$AURA" approve "$MISSION" --as alice --reason "the build log is stale; delete it"
 
 step "aura mission watch: its whole record so far, then it resumes and completes"
 "$AURA" mission watch "$MISSION"
-echo "workspace now holds: $(ls "$AURA_HOME"/workspaces/default/"$MISSION")"
+echo "the workspace now holds: $(ls "$WORKSPACE" | tr '\n' ' ')"
+echo "--- summary.md"
+cat "$WORKSPACE/summary.md"
 
 step "aura replay: the mission's record re-run, every state hash reproduced"
 "$AURA" replay "$MISSION"

@@ -28,7 +28,7 @@ impl Drop for Node {
 }
 
 fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../demo/tidy-notes.jsonl")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../demo/summarise.jsonl")
 }
 
 /// Initialises a node configured with the demo's scripted reasoner and starts it.
@@ -91,9 +91,15 @@ fn wait_for(aura: &Aura, node: &Node, id: &str, state: &str) -> serde_json::Valu
     }
 }
 
-/// Creates the agent and submits the demo mission; returns the mission id once it is
-/// escalated on its delete.
+/// Creates the agent, copies the demo's files into the workspace `project` and submits the
+/// demo mission; returns the mission id once it is escalated on its delete.
 fn escalated_mission(aura: &Aura, node: &Node) -> String {
+    let demo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../demo/workspace");
+    let ws = aura.home().join("workspaces/default/project");
+    std::fs::create_dir_all(&ws).unwrap();
+    for name in ["plan.md", "notes.md", "build.log"] {
+        std::fs::copy(demo.join(name), ws.join(name)).unwrap();
+    }
     let agent = at(
         aura,
         node,
@@ -112,11 +118,15 @@ fn escalated_mission(aura: &Aura, node: &Node) -> String {
             "--agent",
             &agent,
             "--objective",
-            "Write today's notes to notes.md, check them, and remove the stale draft",
+            "Summarise the plan and the notes into summary.md and clean up stale files",
+            "--workspace",
+            "project",
             "--tool",
-            "fs.write",
+            "fs.list",
             "--tool",
             "fs.read",
+            "--tool",
+            "fs.write",
             "--tool",
             "fs.delete",
             "--tool",
@@ -134,8 +144,8 @@ fn escalated_mission(aura: &Aura, node: &Node) -> String {
     id
 }
 
-fn workspace(aura: &Aura, id: &str) -> PathBuf {
-    aura.home().join("workspaces/default").join(id)
+fn workspace(aura: &Aura) -> PathBuf {
+    aura.home().join("workspaces/default/project")
 }
 
 #[test]
@@ -143,8 +153,9 @@ fn an_escalated_delete_runs_after_a_signed_cli_approval_and_the_record_replays()
     let aura = Aura::new();
     let node = serve(&aura);
     let id = escalated_mission(&aura, &node);
-    // While it waits, both files exist and the delete has not happened.
-    assert!(workspace(&aura, &id).join("draft.md").exists());
+    // While it waits, the summary is written and the delete has not happened.
+    assert!(workspace(&aura).join("summary.md").exists());
+    assert!(workspace(&aura).join("build.log").exists());
 
     let pending = at(&aura, &node, &["--json", "approvals"]).ok().json();
     assert_eq!(pending[0]["mission"], id.as_str(), "{pending}");
@@ -168,17 +179,18 @@ fn an_escalated_delete_runs_after_a_signed_cli_approval_and_the_record_replays()
     at(
         &aura,
         &node,
-        &["approve", &id, "--as", "alice", "--reason", "stale draft"],
+        &["approve", &id, "--as", "alice", "--reason", "stale log"],
     )
     .ok();
     let m = wait_for(&aura, &node, &id, "completed");
-    assert!(m["summary"].as_str().unwrap().contains("notes.md"), "{m}");
-    let ws = workspace(&aura, &id);
-    assert!(!ws.join("draft.md").exists());
+    assert!(m["summary"].as_str().unwrap().contains("summary.md"), "{m}");
+    let ws = workspace(&aura);
+    assert!(!ws.join("build.log").exists());
+    assert!(ws.join("plan.md").exists() && ws.join("notes.md").exists());
     assert!(
-        std::fs::read_to_string(ws.join("notes.md"))
+        std::fs::read_to_string(ws.join("summary.md"))
             .unwrap()
-            .contains("signed ledger")
+            .contains("governed runtime")
     );
 
     // `watch` on a finished mission prints its whole record and exits 0.
@@ -208,8 +220,8 @@ fn a_rejected_escalation_fails_the_mission_and_undoes_its_writes() {
     let aura = Aura::new();
     let node = serve(&aura);
     let id = escalated_mission(&aura, &node);
-    let ws = workspace(&aura, &id);
-    assert!(ws.join("notes.md").exists() && ws.join("draft.md").exists());
+    let ws = workspace(&aura);
+    assert!(ws.join("summary.md").exists() && ws.join("build.log").exists());
 
     at(
         &aura,
@@ -228,9 +240,21 @@ fn a_rejected_escalation_fails_the_mission_and_undoes_its_writes() {
         m["reason"].as_str().unwrap().contains("keep the draft"),
         "{m}"
     );
-    // Both writes were compensated in reverse order: the files the mission created are gone.
-    assert!(!ws.join("notes.md").exists());
-    assert!(!ws.join("draft.md").exists());
+    // The write was compensated: the summary the mission created is gone; the files it
+    // only read, and the one it was not allowed to delete, are untouched.
+    assert!(!ws.join("summary.md").exists());
+    for name in ["plan.md", "notes.md", "build.log"] {
+        assert_eq!(
+            std::fs::read(ws.join(name)).unwrap(),
+            std::fs::read(
+                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join("../../demo/workspace")
+                    .join(name)
+            )
+            .unwrap(),
+            "{name}"
+        );
+    }
     let watched = at(&aura, &node, &["mission", "watch", &id]).one_line_error(1);
     assert!(watched.stderr.contains("failed"), "{}", watched.stderr);
     at(&aura, &node, &["ledger", "verify"]).ok();
