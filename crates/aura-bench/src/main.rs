@@ -5,6 +5,7 @@
 //! them as they are. Run with `cargo run --release -p aura-bench -- <benchmark>`.
 
 mod ledger;
+mod missions;
 mod model;
 mod policy;
 mod reasoner;
@@ -26,6 +27,8 @@ enum Bench {
     Reasoner(reasoner::Args),
     /// Model packages: manifest verification GB/s beside sha256sum on the same files
     ModelVerify(model::Args),
+    /// Missions: kernel step overhead (vs raw SQLite commits) and 3-step missions/s
+    Missions(missions::Args),
     /// Policy: decision latency with 200 policies loaded (vs Cedar's own evaluation)
     Policy(policy::Args),
 }
@@ -40,6 +43,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Reasoner(args) => reasoner::run(&args, &rt),
         Bench::ModelVerify(args) => model::run(&args),
         Bench::Policy(args) => policy::run(&args),
+        Bench::Missions(args) => rt.block_on(missions::run(args)),
     }
 }
 
