@@ -62,11 +62,21 @@ pub(crate) enum Work {
 #[derive(Debug, Clone)]
 pub(crate) struct Mailbox {
     tx: mpsc::Sender<Inbox>,
+    /// Woken when something that must not wait for a reasoner's turn arrives (a cancel, a
+    /// deadline): the actor drops the turn in flight, unrecorded, and handles it first.
+    pub(crate) interrupt: Arc<tokio::sync::Notify>,
 }
 
 impl Mailbox {
     pub(crate) async fn send(&self, item: Inbox) -> Result<(), Error> {
-        self.tx.send(item).await.map_err(|_| Error::Closed)
+        let urgent = matches!(item, Inbox::Cancel { .. } | Inbox::Deadline { .. });
+        self.tx.send(item).await.map_err(|_| Error::Closed)?;
+        if urgent {
+            // Only a turn being awaited right now is interrupted; nothing is stored for
+            // later, so a later turn is never dropped for a cancel already handled.
+            self.interrupt.notify_waiters();
+        }
+        Ok(())
     }
 }
 
@@ -97,7 +107,10 @@ pub(crate) fn spawn(
     missions: Vec<Live>,
 ) -> Mailbox {
     let (tx, rx) = mpsc::channel(shared.options.inbox_capacity.max(1));
-    let mailbox = Mailbox { tx };
+    let mailbox = Mailbox {
+        tx,
+        interrupt: Arc::new(tokio::sync::Notify::new()),
+    };
     let mut actor = Actor {
         shared,
         agent,

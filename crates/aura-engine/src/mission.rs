@@ -357,7 +357,18 @@ impl Actor {
                 text: text.to_owned(),
             });
         };
-        let turn = match reasoner.turn(&request, &deltas).await {
+        let interrupt = self.mailbox.interrupt.clone();
+        let outcome = tokio::select! {
+            outcome = reasoner.turn(&request, &deltas) => outcome,
+            () = interrupt.notified() => {
+                // A cancel or the deadline arrived: the turn is dropped before anything of
+                // it was recorded, the inbox is handled, and the step runs again if the
+                // mission is still running.
+                self.work.push_front(Work::Step(id));
+                return;
+            }
+        };
+        let turn = match outcome {
             Ok(t) => t,
             Err(e) => {
                 let reason = format!("the reasoner failed: {e}");

@@ -42,6 +42,10 @@ impl Reasoner for Script {
             .unwrap()
             .pop_front()
             .unwrap_or_else(|| vec![("mission.finish", json!({"summary": "done"}))]);
+        // `hang` stands for a provider that never answers (its own timeouts aside).
+        if calls.first().is_some_and(|(name, _)| *name == "hang") {
+            std::future::pending::<()>().await;
+        }
         Ok(Turn {
             content: "ok".into(),
             tool_calls: calls
@@ -354,6 +358,72 @@ async fn cancelling_undoes_completed_writes_in_reverse_order() {
     // Reverse order: the second write was undone first.
     let r = w.engine.replay(id).await.unwrap().unwrap();
     assert_eq!(r.completed.iter().filter(|c| c.compensated).count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_does_not_wait_for_a_reasoner_that_never_answers() {
+    let w = world().await;
+    w.script.0.lock().unwrap().extend([
+        vec![("fs.write", json!({"path": "a.txt", "content": "new"}))],
+        vec![("hang", json!(null))],
+    ]);
+    let id = w
+        .engine
+        .submit(w.agent, spec(&["fs.write", "mission.finish"], "hung", 600))
+        .await
+        .unwrap();
+    for _ in 0..500 {
+        if ws(&w, "hung").join("a.txt").exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The second turn is now in flight and never returns.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        w.engine.cancel(id, "operator", "stuck"),
+    )
+    .await
+    .expect("the cancel was answered")
+    .unwrap();
+    let m = w.engine.mission(id).unwrap();
+    assert_eq!(m.state, MissionState::Cancelled);
+    assert!(
+        !ws(&w, "hung").join("a.txt").exists(),
+        "the write was undone"
+    );
+    // The dropped turn left no trace: one turn recorded, and the record replays.
+    let r = w.engine.replay(id).await.unwrap().unwrap();
+    assert_eq!(r.steps, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_does_not_wait_for_a_reasoner_that_never_answers() {
+    let w = world().await;
+    w.script
+        .0
+        .lock()
+        .unwrap()
+        .push_back(vec![("hang", json!(null))]);
+    let id = w
+        .engine
+        .submit(w.agent, spec(&["mission.finish"], "late", 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        until(&w.engine, id, MissionState::is_terminal).await,
+        MissionState::Failed
+    );
+    assert!(
+        w.engine
+            .mission(id)
+            .unwrap()
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("timed out")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
