@@ -99,11 +99,52 @@ impl ToolError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Outcome {
-    /// The tool did its work; `value` is its result for the reasoner.
-    Ok { value: serde_json::Value },
+    /// The tool did its work; `value` is its result for the reasoner. Its object keys
+    /// are written sorted, so equal values give equal bytes whatever order they were
+    /// built in.
+    Ok {
+        #[serde(serialize_with = "serialize_sorted")]
+        value: serde_json::Value,
+    },
     /// The tool refused or failed; nothing it would have changed was changed, except
     /// where the message says otherwise (a command that ran and then timed out).
     Failed { kind: ErrorKind, message: String },
+}
+
+/// Writes a JSON value with every object's keys in sorted order.
+fn serialize_sorted<S: serde::Serializer>(
+    value: &serde_json::Value,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    SortedKeys(value).serialize(serializer)
+}
+
+/// A JSON value that serialises with sorted object keys, at every depth.
+struct SortedKeys<'a>(&'a serde_json::Value);
+
+impl Serialize for SortedKeys<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self.0 {
+            serde_json::Value::Object(map) => {
+                let mut entries: Vec<_> = map.iter().collect();
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                let mut out = serializer.serialize_map(Some(entries.len()))?;
+                for (key, value) in entries {
+                    out.serialize_entry(key, &SortedKeys(value))?;
+                }
+                out.end()
+            }
+            serde_json::Value::Array(items) => {
+                let mut out = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    out.serialize_element(&SortedKeys(item))?;
+                }
+                out.end()
+            }
+            other => other.serialize(serializer),
+        }
+    }
 }
 
 /// How to undo a completed call. Compensations are idempotent: running one twice leaves
@@ -212,8 +253,9 @@ impl Effect {
         }
     }
 
-    /// The stable JSON form. `serde_json` keeps object keys sorted (the workspace does not
-    /// enable its `preserve_order` feature), so equal effects give equal bytes.
+    /// The stable JSON form: equal effects give equal bytes. Result values are written
+    /// with sorted keys on purpose: a dependency (cedar) turns on `serde_json`'s
+    /// `preserve_order`, so a map's own order is insertion order in this workspace.
     pub fn to_json(&self) -> Vec<u8> {
         // Serialising these plain types cannot fail: every map key is a string.
         serde_json::to_vec(self).unwrap_or_default()
