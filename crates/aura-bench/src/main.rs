@@ -4,6 +4,7 @@
 //! measured in the same run on the same machine, so that docs/PERFORMANCE.md can quote
 //! them as they are. Run with `cargo run --release -p aura-bench -- <benchmark>`.
 
+mod http_peer;
 mod ledger;
 mod missions;
 mod model;
@@ -29,6 +30,8 @@ enum Bench {
     ModelVerify(model::Args),
     /// Missions: kernel step overhead (vs raw SQLite commits) and 3-step missions/s
     Missions(missions::Args),
+    /// The peer server of scripts/bench-http.sh (a minimal authenticated JSON GET)
+    HttpPeer(http_peer::Args),
     /// Policy: decision latency with 200 policies loaded (vs Cedar's own evaluation)
     Policy(policy::Args),
 }
@@ -44,6 +47,7 @@ fn main() -> anyhow::Result<()> {
         Bench::ModelVerify(args) => model::run(&args),
         Bench::Policy(args) => policy::run(&args),
         Bench::Missions(args) => rt.block_on(missions::run(args)),
+        Bench::HttpPeer(args) => rt.block_on(http_peer::run(args)),
     }
 }
 
