@@ -42,9 +42,6 @@ enum Job {
         reply: oneshot::Sender<Result<Spawned, i32>>,
     },
     Userns {
-        wait_fd: RawFd,
-        /// The pipe's other end, which the child must close to ever see end-of-file.
-        close_fd: RawFd,
         reply: oneshot::Sender<Result<Spawned, i32>>,
     },
 }
@@ -113,21 +110,15 @@ fn spawner_loop(rx: mpsc::Receiver<Job>) {
                 }
                 let _ = reply.send(spawned(r, pidfd));
             }
-            Job::Userns {
-                wait_fd,
-                close_fd,
-                reply,
-            } => {
+            Job::Userns { reply } => {
                 let (r, pidfd) = clone_with(libc::CLONE_NEWUSER as u64, libc::SIGCHLD as u64, None);
                 if let Ok(0) = r {
-                    // Wait until the parent has written our id maps and taken a handle on
-                    // the namespace, then leave.
-                    let mut b = [0u8; 1];
-                    // SAFETY: read and _exit are async-signal-safe.
-                    unsafe {
-                        libc::close(close_fd);
-                        libc::read(wait_fd, b.as_mut_ptr().cast(), 1);
-                        libc::_exit(0);
+                    // Wait, doing nothing, until the parent has written our id maps, taken
+                    // a handle on the namespace and killed us. (Not a pipe's end-of-file:
+                    // a concurrent clone elsewhere in the process could hold its write end.)
+                    loop {
+                        // SAFETY: pause is async-signal-safe.
+                        unsafe { libc::pause() };
                     }
                 }
                 let _ = reply.send(spawned(r, pidfd));
@@ -176,19 +167,8 @@ impl Spawner {
     /// `base..base+count`, none of which is the host's root. Returns a descriptor that
     /// keeps the namespace alive.
     pub(crate) async fn user_namespace(&self, base: u32, count: u32) -> Result<OwnedFd> {
-        let (r, w) = pipe()?;
         let (reply, rx) = oneshot::channel();
-        let child = self
-            .submit(
-                Job::Userns {
-                    wait_fd: r.as_raw_fd(),
-                    close_fd: w.as_raw_fd(),
-                    reply,
-                },
-                rx,
-            )
-            .await?;
-        drop(r);
+        let child = Process::new(self.submit(Job::Userns { reply }, rx).await?)?;
         let map = format!("0 {base} {count}\n");
         let proc = format!("/proc/{}", child.pid);
         let result = (|| {
@@ -200,8 +180,8 @@ impl Spawner {
                 .map_err(|e| Error::io("cannot open the cells' user namespace", e))?;
             Ok(OwnedFd::from(ns))
         })();
-        drop(w);
-        let _ = Process::new(child)?.wait().await;
+        child.signal(libc::SIGKILL);
+        let _ = child.wait().await;
         result
     }
 }
