@@ -349,6 +349,7 @@ impl Tree {
                 .collect(),
             leaf,
             enable: self.h.v2_enable(),
+            depth: rel.components().count(),
         };
         let mut made = Vec::new();
         let result = (|| {
@@ -402,8 +403,9 @@ impl Tree {
         }
     }
 
-    /// Sweeps the instances of dead processes named `<prefix><pid>` (ephemeral runtimes
-    /// such as `aura cell run` name themselves so); returns how many were removed.
+    /// Sweeps the instances of dead processes named `<prefix><pid>` or
+    /// `<prefix><pid>-<anything>` (ephemeral runtimes such as `aura cell run` and the
+    /// tests name themselves so); returns how many were removed.
     pub(crate) fn sweep_dead_instances(&self, prefix: &str) -> usize {
         let mut n = 0;
         for root in self.h.roots() {
@@ -412,7 +414,10 @@ impl Tree {
             };
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                let Some(pid) = name.strip_prefix(prefix).and_then(|p| p.parse::<i32>().ok())
+                let Some(pid) = name
+                    .strip_prefix(prefix)
+                    .and_then(|p| p.split('-').next())
+                    .and_then(|p| p.parse::<i32>().ok())
                 else {
                     continue;
                 };
@@ -562,6 +567,8 @@ pub(crate) struct Cgroup {
     /// Whether processes live in `_procs` below the cell's directory.
     leaf: bool,
     enable: String,
+    /// How many cell levels deep this cgroup is (1 for a top-level cell).
+    depth: usize,
 }
 
 /// Resource usage of a cell, from its cgroup.
@@ -701,12 +708,47 @@ impl Cgroup {
     }
 
     /// How many OOM kills the cell has seen.
-    pub(crate) fn oom_kills(&self) -> u64 {
+    fn own_oom_kills(&self) -> u64 {
+        self.oom_kills_at(0)
+    }
+
+    /// OOM kills counted `up` levels above the cell (0: the cell itself).
+    fn oom_kills_at(&self, up: usize) -> u64 {
+        let climb = |p: &Path| {
+            let mut d = p.to_owned();
+            for _ in 0..up {
+                d.pop();
+            }
+            d
+        };
         match self.version {
-            Version::V2 => read_key(&self.dirs[0].join("memory.events"), "oom_kill").unwrap_or(0),
+            Version::V2 => read_key(&climb(&self.dirs[0]).join("memory.events"), "oom_kill").unwrap_or(0),
             Version::V1 => self
-                .ctl("memory", "memory.oom_control")
-                .and_then(|p| read_key(&p, "oom_kill"))
+                .v1
+                .get("memory")
+                .and_then(|d| read_key(&climb(d).join("memory.oom_control"), "oom_kill"))
+                .unwrap_or(0),
+        }
+    }
+
+    /// OOM kills of the cell and of every enclosing cell: a limit on a parent cell kills
+    /// a process of its child, and the kernel counts it at the parent.
+    ///
+    /// On v1 the kernel counts a kill only in the victim's own cgroup, which for a
+    /// long-lived cell is its `_procs` leaf; on v2 counts propagate upwards. Summing the
+    /// leaf, the cell and its ancestors covers both.
+    pub(crate) fn oom_kills(&self) -> u64 {
+        let leaf = if self.leaf { self.leaf_oom_kills() } else { 0 };
+        leaf + (0..self.depth.max(1)).map(|up| self.oom_kills_at(up)).sum::<u64>()
+    }
+
+    fn leaf_oom_kills(&self) -> u64 {
+        match self.version {
+            Version::V2 => read_key(&self.dirs[0].join("_procs/memory.events"), "oom_kill").unwrap_or(0),
+            Version::V1 => self
+                .v1
+                .get("memory")
+                .and_then(|d| read_key(&d.join("_procs/memory.oom_control"), "oom_kill"))
                 .unwrap_or(0),
         }
     }
@@ -720,7 +762,7 @@ impl Cgroup {
                     memory_peak_bytes: read_u64(&d.join("memory.peak")),
                     memory_current_bytes: read_u64(&d.join("memory.current")),
                     pids_current: read_u64(&d.join("pids.current")),
-                    oom_kills: self.oom_kills(),
+                    oom_kills: self.own_oom_kills(),
                 }
             }
             Version::V1 => Usage {
@@ -736,7 +778,7 @@ impl Cgroup {
                     .ctl("memory", "memory.usage_in_bytes")
                     .and_then(|p| read_u64(&p)),
                 pids_current: self.ctl("pids", "pids.current").and_then(|p| read_u64(&p)),
-                oom_kills: self.oom_kills(),
+                oom_kills: self.own_oom_kills(),
             },
         }
     }
@@ -882,6 +924,7 @@ mod tests {
             v1: BTreeMap::new(),
             leaf: true,
             enable: h.v2_enable(),
+            depth: 1,
         };
         fs::create_dir(root.join("cell")).unwrap();
         fs::write(root.join("cell/memory.swap.max"), "max").unwrap();

@@ -712,10 +712,17 @@ struct CapData {
 fn finish(f: &Finish, err: RawFd) -> ! {
     // SAFETY: setns on the runtime's user namespace descriptor.
     try_stage!(err, Stage::UserNamespace, c_ret(unsafe { libc::setns(f.userns_fd, libc::CLONE_NEWUSER) }));
+    // Credentials change through raw system calls: glibc's wrappers would try to change
+    // every thread of what they believe is still a multi-threaded process, taking locks
+    // that another thread of the runtime may have held at the moment of the clone.
     // SAFETY: setgroups with an empty list.
-    try_stage!(err, Stage::Groups, c_ret(unsafe { libc::setgroups(0, std::ptr::null()) }));
+    try_stage!(err, Stage::Groups, sys::check(unsafe {
+        libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>())
+    }).map(drop));
     // SAFETY: integers.
-    try_stage!(err, Stage::Gid, c_ret(unsafe { libc::setresgid(f.gid, f.gid, f.gid) }));
+    try_stage!(err, Stage::Gid, sys::check(unsafe {
+        libc::syscall(libc::SYS_setresgid, f.gid, f.gid, f.gid)
+    }).map(drop));
     for cap in 0..=f.cap_last {
         // SAFETY: integers.
         let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
@@ -728,7 +735,9 @@ fn finish(f: &Finish, err: RawFd) -> ! {
         libc::prctl(libc::PR_SET_SECUREBITS, SECBITS_LOCKED_NOROOT, 0, 0, 0)
     }));
     // SAFETY: integers.
-    try_stage!(err, Stage::Uid, c_ret(unsafe { libc::setresuid(f.uid, f.uid, f.uid) }));
+    try_stage!(err, Stage::Uid, sys::check(unsafe {
+        libc::syscall(libc::SYS_setresuid, f.uid, f.uid, f.uid)
+    }).map(drop));
     let header = CapHeader { version: 0x2008_0522, pid: 0 };
     let data = [CapData { effective: 0, permitted: 0, inheritable: 0 }; 2];
     // SAFETY: capset with a v3 header and two data words.

@@ -220,6 +220,7 @@ pub struct Output {
 #[derive(Debug)]
 pub struct Running {
     pid: i32,
+    cgroup: crate::cgroup::Cgroup,
     output: mpsc::Receiver<Output>,
     stop: Arc<Notify>,
     done: tokio::task::JoinHandle<Result<RunOutcome>>,
@@ -228,6 +229,11 @@ pub struct Running {
 impl Running {
     pub fn pid(&self) -> i32 {
         self.pid
+    }
+
+    /// The cell's resource usage so far, from its cgroup.
+    pub fn usage(&self) -> Usage {
+        self.cgroup.usage()
     }
 
     /// The next chunk of output; `None` once both streams have ended.
@@ -347,6 +353,7 @@ impl Runtime {
         let grace = self.options().stop_grace;
         let timeout = spec.timeout;
         let stop2 = stop.clone();
+        let cgroup_view = cgroup.clone();
         let done = tokio::spawn(async move {
             let pumps = async {
                 tokio::join!(
@@ -398,6 +405,7 @@ impl Runtime {
         });
         Ok(Running {
             pid,
+            cgroup: cgroup_view,
             output: rx,
             stop,
             done,

@@ -31,6 +31,10 @@ use crate::seccomp::{self, SockFilter};
 use crate::spawn::{self, Ended, Process, Spawner, cstring};
 use crate::spec::{CellName, CellSpec, Env, ExecutableName, ExecutableSpec, ID_COUNT};
 
+/// Instance names of short-lived runtimes, `<prefix><pid>[-<n>]`: whichever runtime starts
+/// next removes what such a runtime left if its process is gone.
+pub const EPHEMERAL_PREFIXES: &[&str] = &["cli-", "test-"];
+
 /// The default `PATH` inside a cell.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -424,7 +428,10 @@ impl Runtime {
         // may have left processes and cgroups. Mounts need no clean-up: every mount of a
         // cell lives in the cell's own mount namespace and dies with it.
         let swept = tree.sweep()?;
-        let dead = tree.sweep_dead_instances("cli-");
+        let dead = EPHEMERAL_PREFIXES
+            .iter()
+            .map(|p| tree.sweep_dead_instances(p))
+            .sum::<usize>();
         let logs = opts.state_dir.join("logs");
         if logs.exists() {
             let _ = fs::remove_dir_all(&logs);

@@ -24,7 +24,11 @@ pub fn host_mounts() -> usize {
 }
 
 pub fn options(dir: &Path) -> Options {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let mut opts = Options::new(dir.join("cells"));
+    // `test-<pid>-<n>`: if this process dies mid-test, the next runtime cleans up.
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    opts.instance = Some(format!("test-{}-{n}", std::process::id()));
     opts.stop_grace = Duration::from_millis(500);
     opts.tmp_bytes = 64 << 20;
     opts
