@@ -314,7 +314,7 @@ pub(crate) struct Inner {
     stage: CString,
     cells: Mutex<BTreeMap<CellName, Arc<CellEntry>>>,
     pids: StdMutex<HashMap<i32, Arc<Exe>>>,
-    pub(crate) events: EventLog,
+    pub(crate) events: Arc<EventLog>,
     signals: broadcast::Sender<SignalEvent>,
     run_counter: AtomicU64,
     shut_down: AtomicBool,
@@ -467,7 +467,7 @@ impl Runtime {
                 stage,
                 cells: Mutex::new(BTreeMap::new()),
                 pids: StdMutex::new(HashMap::new()),
-                events: EventLog::new(1_000),
+                events: Arc::new(EventLog::new(1_000)),
                 signals,
                 run_counter: AtomicU64::new(0),
                 shut_down: AtomicBool::new(false),
@@ -864,14 +864,18 @@ impl Runtime {
             logs.close();
         });
         // The exit monitor.
-        let rt = self.clone();
+        // The monitor holds what it reports to, not the runtime: a runtime dropped while
+        // executables run must still be dropped (and clean up).
+        let events = self.inner.events.clone();
+        let signals = self.inner.signals.clone();
+        let clock = self.inner.opts.clock.clone();
         let cgroup = cell.cgroup.clone();
         let (cname, ename, pid) = (cell_name.clone(), exe.name.clone(), exe.pid);
         tokio::spawn(async move {
             let exit = match process.wait().await {
                 Ok(e) => e,
                 Err(e) => {
-                    rt.event(format!("cannot wait for {cname}/{ename}: {e}"));
+                    events.record(clock.now(), format!("cannot wait for {cname}/{ename}: {e}"));
                     return;
                 }
             };
@@ -881,19 +885,19 @@ impl Runtime {
             let _ = status_tx.send(Some(ExitInfo {
                 status,
                 oom_killed,
-                exited_at: rt.now(),
+                exited_at: clock.now(),
                 cpu_time: exit.cpu_time,
                 max_rss_bytes: exit.max_rss,
             }));
             if let ExitStatus::Signaled(signal) = status {
-                let _ = rt.inner.signals.send(SignalEvent {
+                let _ = signals.send(SignalEvent {
                     cell: cname.clone(),
                     executable: ename.clone(),
                     pid,
                     signal,
                 });
             }
-            rt.event(format!(
+            events.record(clock.now(), format!(
                 "executable {ename} (pid {pid}) in cell {cname} {status}{}",
                 if oom_killed { ", out of memory" } else { "" }
             ));
