@@ -4,6 +4,7 @@
 //! measured in the same run on the same machine, so that docs/PERFORMANCE.md can quote
 //! them as they are. Run with `cargo run --release -p aura-bench -- <benchmark>`.
 
+mod cells;
 mod ledger;
 
 use clap::{Parser, Subcommand};
@@ -19,6 +20,8 @@ struct Cli {
 enum Bench {
     /// Ledger: durable appends (vs raw SQLite), commit latency, verification, proofs
     Ledger(ledger::Args),
+    /// Cells: a hardened one-shot cell (vs bubblewrap), executables per second in a cell
+    Cells(cells::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -28,6 +31,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.bench {
         Bench::Ledger(args) => rt.block_on(ledger::run(args)),
+        Bench::Cells(args) => rt.block_on(cells::run(args)),
     }
 }
 

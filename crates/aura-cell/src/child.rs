@@ -766,13 +766,13 @@ fn finish(f: &Finish, err: RawFd) -> ! {
     // close everything else, so that no descriptor of the runtime leaks into the cell.
     let mut tmp = [-1 as RawFd; 8];
     let n = f.fds.len().min(6);
-    for i in 0..n {
+    for (slot, &fd) in tmp.iter_mut().zip(&f.fds[..n]) {
         // SAFETY: fcntl on descriptors the plan owns.
-        let d = unsafe { libc::fcntl(f.fds[i], libc::F_DUPFD_CLOEXEC, 64) };
+        let d = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 64) };
         if d < 0 {
             fail(err, Stage::Descriptors, sys::errno());
         }
-        tmp[i] = d;
+        *slot = d;
     }
     // SAFETY: as above.
     let init_tmp = unsafe { libc::fcntl(f.init_fd, libc::F_DUPFD_CLOEXEC, 64) };

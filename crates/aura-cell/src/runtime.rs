@@ -33,7 +33,7 @@ use crate::spec::{CellName, CellSpec, Env, ExecutableName, ExecutableSpec, ID_CO
 
 /// Instance names of short-lived runtimes, `<prefix><pid>[-<n>]`: whichever runtime starts
 /// next removes what such a runtime left if its process is gone.
-pub const EPHEMERAL_PREFIXES: &[&str] = &["cli-", "test-"];
+pub(crate) const EPHEMERAL_PREFIXES: &[&str] = &["cli-", "test-"];
 
 /// The default `PATH` inside a cell.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

@@ -82,7 +82,7 @@ fn spawned(r: Result<libc::pid_t, i32>, pidfd: RawFd) -> Result<Spawned, i32> {
     })
 }
 
-fn spawner_loop(rx: mpsc::Receiver<Job>) {
+fn spawner_loop(rx: &mpsc::Receiver<Job>) {
     // SAFETY: blocking every signal on this thread only.
     unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
@@ -132,7 +132,7 @@ impl Spawner {
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("aura-cell-spawner".into())
-            .spawn(move || spawner_loop(rx))
+            .spawn(move || spawner_loop(&rx))
             .map_err(|e| Error::io("cannot start the cell spawner thread", e))?;
         Ok(Spawner {
             tx: std::sync::Mutex::new(tx),

@@ -682,37 +682,37 @@ mod tests {
         }
     }
 
-    fn check_limits(l: Limits, ok: bool) {
+    fn check_limits(l: &Limits, ok: bool) {
         assert_eq!(l.validate().is_ok(), ok, "{l:?}");
     }
 
     #[test]
     fn limits_are_range_checked() {
         let d = Limits::default;
-        check_limits(d(), true);
-        check_limits(Limits { cpu_weight: Some(0), ..d() }, false);
-        check_limits(Limits { cpu_weight: Some(10_001), ..d() }, false);
-        check_limits(Limits { cpu_weight: Some(100), ..d() }, true);
+        check_limits(&d(), true);
+        check_limits(&Limits { cpu_weight: Some(0), ..d() }, false);
+        check_limits(&Limits { cpu_weight: Some(10_001), ..d() }, false);
+        check_limits(&Limits { cpu_weight: Some(100), ..d() }, true);
         check_limits(
-            Limits { cpu_max: Some(CpuMax { quota_us: 50_000, period_us: 100_000 }), ..d() },
+            &Limits { cpu_max: Some(CpuMax { quota_us: 50_000, period_us: 100_000 }), ..d() },
             true,
         );
         check_limits(
-            Limits { cpu_max: Some(CpuMax { quota_us: 10, period_us: 100_000 }), ..d() },
+            &Limits { cpu_max: Some(CpuMax { quota_us: 10, period_us: 100_000 }), ..d() },
             false,
         );
         check_limits(
-            Limits { cpu_max: Some(CpuMax { quota_us: 5000, period_us: 10 }), ..d() },
+            &Limits { cpu_max: Some(CpuMax { quota_us: 5000, period_us: 10 }), ..d() },
             false,
         );
-        check_limits(Limits { cpuset_cpus: Some("0-1,3".into()), ..d() }, true);
-        check_limits(Limits { cpuset_cpus: Some("1-0".into()), ..d() }, false);
-        check_limits(Limits { cpuset_cpus: Some("a".into()), ..d() }, false);
-        check_limits(Limits { cpuset_mems: Some("".into()), ..d() }, false);
-        check_limits(Limits { memory_max: Some(1000), ..d() }, false);
-        check_limits(Limits { memory_max: Some(64 << 20), ..d() }, true);
-        check_limits(Limits { pids_max: Some(0), ..d() }, false);
-        check_limits(Limits { pids_max: Some(64), ..d() }, true);
+        check_limits(&Limits { cpuset_cpus: Some("0-1,3".into()), ..d() }, true);
+        check_limits(&Limits { cpuset_cpus: Some("1-0".into()), ..d() }, false);
+        check_limits(&Limits { cpuset_cpus: Some("a".into()), ..d() }, false);
+        check_limits(&Limits { cpuset_mems: Some("".into()), ..d() }, false);
+        check_limits(&Limits { memory_max: Some(1000), ..d() }, false);
+        check_limits(&Limits { memory_max: Some(64 << 20), ..d() }, true);
+        check_limits(&Limits { pids_max: Some(0), ..d() }, false);
+        check_limits(&Limits { pids_max: Some(64), ..d() }, true);
         assert!(Limits::signed("memory max", Some(-1)).is_err());
         assert_eq!(Limits::signed("memory max", Some(5)).unwrap(), Some(5));
     }

@@ -18,8 +18,14 @@ fn exe(name: &str) -> ExecutableName {
 
 async fn output(c: &common::Cells, cell: &CellName, name: &str, cmd: Command) -> (String, i32) {
     let e = exe(name);
-    c.rt.start_executable(cell, ExecutableSpec::new(e.clone(), cmd)).await.unwrap();
-    let info = c.rt.wait(cell, &e, Some(Duration::from_secs(20))).await.unwrap().unwrap();
+    c.rt.start_executable(cell, ExecutableSpec::new(e.clone(), cmd))
+        .await
+        .unwrap();
+    let info =
+        c.rt.wait(cell, &e, Some(Duration::from_secs(20)))
+            .await
+            .unwrap()
+            .unwrap();
     let logs = c.rt.logs(cell, &e).await.unwrap();
     let mut sub = logs.subscribe(true);
     let mut text = String::new();
@@ -50,10 +56,16 @@ async fn root_cve_2019_5736_the_runtime_cannot_be_overwritten_through_proc_self_
 
     // A script whose interpreter is /proc/self/exe runs the in-cell init, which refuses
     // an unknown mode with exit code 2 (the runtime would have printed its own usage).
-    let out = c.rt.run(RunSpec::argv(["/workspace/evil"]).workspace(&ws)).await.unwrap();
+    let out =
+        c.rt.run(RunSpec::argv(["/workspace/evil"]).workspace(&ws))
+            .await
+            .unwrap();
     assert_eq!(out.code(), 2, "{out:?}");
     assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
-    let out = c.rt.run(RunSpec::argv(["/proc/self/exe"]).workspace(&ws)).await.unwrap();
+    let out =
+        c.rt.run(RunSpec::argv(["/proc/self/exe"]).workspace(&ws))
+            .await
+            .unwrap();
     assert_eq!(out.code(), 2, "{out:?}");
 
     // In a long-lived cell, with a process 1 and other executables to aim at.
@@ -61,9 +73,12 @@ async fn root_cve_2019_5736_the_runtime_cannot_be_overwritten_through_proc_self_
     let mut spec = CellSpec::new(cell.clone());
     spec.workspace = Some(ws.clone());
     c.rt.allocate(spec).await.unwrap();
-    c.rt.start_executable(&cell, ExecutableSpec::new(exe("sleeper"), Command::shell("sleep 30")))
-        .await
-        .unwrap();
+    c.rt.start_executable(
+        &cell,
+        ExecutableSpec::new(exe("sleeper"), Command::shell("sleep 30")),
+    )
+    .await
+    .unwrap();
     let (_, code) = output(&c, &cell, "evil", Command::argv(["/workspace/evil"])).await;
     assert_eq!(code, 2);
     let attack = r#"
@@ -75,11 +90,17 @@ async fn root_cve_2019_5736_the_runtime_cannot_be_overwritten_through_proc_self_
         done
     "#;
     let (text, _) = output(&c, &cell, "attack", Command::shell(attack)).await;
-    assert!(!text.contains("WROTE") && !text.contains("APPENDED"), "{text}");
+    assert!(
+        !text.contains("WROTE") && !text.contains("APPENDED"),
+        "{text}"
+    );
     // Process 1 (the init) is not dumpable: its executable is not even visible.
     assert!(text.contains("pid1-exe-hidden"), "{text}");
     let me_str = me.display().to_string();
-    assert!(!text.contains(&me_str), "the runtime's binary is visible in the cell:\n{text}");
+    assert!(
+        !text.contains(&me_str),
+        "the runtime's binary is visible in the cell:\n{text}"
+    );
 
     // From the host: no process of the cell runs the runtime's binary.
     let info = c.rt.inspect(&cell).await.unwrap();
@@ -87,7 +108,10 @@ async fn root_cve_2019_5736_the_runtime_cannot_be_overwritten_through_proc_self_
         if let Ok(target) = std::fs::read_link(format!("/proc/{pid}/exe")) {
             assert_ne!(target, me, "pid {pid} runs the runtime's binary");
             if pid == info.init_pid {
-                assert!(target.display().to_string().contains("aura-cell-init"), "{target:?}");
+                assert!(
+                    target.display().to_string().contains("aura-cell-init"),
+                    "{target:?}"
+                );
             }
         }
     }
@@ -120,17 +144,31 @@ async fn root_cve_2024_21626_no_descriptor_leaks_and_no_cwd_through_proc_self_fd
     for fd in 0..12 {
         let cwd = format!("/proc/self/fd/{fd}");
         // A one-shot run whose working directory is a descriptor: refused or harmless.
-        match c.rt.run(RunSpec::shell("pwd; ls / | head -3").cwd(&cwd)).await {
+        match c
+            .rt
+            .run(RunSpec::shell("pwd; ls / | head -3").cwd(&cwd))
+            .await
+        {
             Err(e) => assert!(e.to_string().contains("working directory"), "{e}"),
             Ok(out) => {
                 let text = out.stdout_text();
-                assert!(!text.contains("/sys/fs/cgroup") && !text.contains("cells"), "{cwd}: {text}");
+                assert!(
+                    !text.contains("/sys/fs/cgroup") && !text.contains("cells"),
+                    "{cwd}: {text}"
+                );
             }
         }
         let mut spec = ExecutableSpec::new(exe(&format!("cwd{fd}")), Command::shell("pwd"));
         spec.cwd = Some(cwd.clone());
         if let Ok(_started) = c.rt.start_executable(&cell, spec).await {
-            let info = c.rt.wait(&cell, &exe(&format!("cwd{fd}")), Some(Duration::from_secs(10))).await.unwrap();
+            let info =
+                c.rt.wait(
+                    &cell,
+                    &exe(&format!("cwd{fd}")),
+                    Some(Duration::from_secs(10)),
+                )
+                .await
+                .unwrap();
             let logs = c.rt.logs(&cell, &exe(&format!("cwd{fd}"))).await.unwrap();
             let lines = logs.history(0);
             panic!("started with cwd {cwd}: {info:?} {lines:?}");
@@ -150,7 +188,14 @@ async fn root_cve_2021_30465_a_symlink_race_cannot_redirect_a_bind_mount() {
     let c = common::cells().await;
     let ws = c.workspace("ws");
     // Targets the cell could have prepared are refused before anything is allocated.
-    for target in ["/workspace/data", "/tmp/data", "/proc/x", "/dev/x", "/etc/x", "/bin/x"] {
+    for target in [
+        "/workspace/data",
+        "/tmp/data",
+        "/proc/x",
+        "/dev/x",
+        "/etc/x",
+        "/bin/x",
+    ] {
         let mut spec = CellSpec::new(CellName::new("bad").unwrap());
         spec.workspace = Some(ws.clone());
         spec.binds.push(Bind {
@@ -206,13 +251,14 @@ async fn root_cve_2021_30465_a_symlink_race_cannot_redirect_a_bind_mount() {
     };
     let (mut mounted, mut refused, mut redirected_by_user) = (0, 0, 0);
     for _ in 0..40 {
-        let spec = RunSpec::shell("cat /data/marker 2>/dev/null || (test -e /data/passwd && echo ETC)")
-            .workspace(&ws)
-            .bind(Bind {
-                source: link.join("data"),
-                target: Some("/data".into()),
-                writable: false,
-            });
+        let spec =
+            RunSpec::shell("cat /data/marker 2>/dev/null || (test -e /data/passwd && echo ETC)")
+                .workspace(&ws)
+                .bind(Bind {
+                    source: link.join("data"),
+                    target: Some("/data".into()),
+                    writable: false,
+                });
         match c.rt.run(spec).await {
             Ok(out) => {
                 let text = out.stdout_text();
@@ -221,24 +267,40 @@ async fn root_cve_2021_30465_a_symlink_race_cannot_redirect_a_bind_mount() {
                 } else {
                     // The host path named by the caller resolved to /etc/data, which
                     // does not exist: the caller's own path, not a redirect by the cell.
-                    assert!(!text.contains("ETC"), "a bind was redirected to the host's /etc");
+                    assert!(
+                        !text.contains("ETC"),
+                        "a bind was redirected to the host's /etc"
+                    );
                     redirected_by_user += 1;
                 }
                 // /tmp is still the cell's private tmpfs despite the workspace's symlinks.
             }
             Err(e) => {
-                assert!(matches!(e.kind(), ErrorKind::InvalidArgument | ErrorKind::Internal), "{e}");
+                assert!(
+                    matches!(e.kind(), ErrorKind::InvalidArgument | ErrorKind::Internal),
+                    "{e}"
+                );
                 refused += 1;
             }
         }
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let flips = flipper.join().unwrap();
-    println!("{flips} flips: {mounted} mounted the real directory, {refused} refused, {redirected_by_user} resolved elsewhere");
+    println!(
+        "{flips} flips: {mounted} mounted the real directory, {refused} refused, {redirected_by_user} resolved elsewhere"
+    );
     assert!(mounted > 0, "the race made every run fail");
     // The cell's /tmp and /proc are its own, not the workspace's symlinks.
-    let out = c.rt.run(RunSpec::shell("echo x > /tmp/mine && stat -c %F /tmp /proc").workspace(&ws)).await.unwrap();
-    assert_eq!(out.stdout_text(), "directory\ndirectory\n", "{}", out.stderr_text());
+    let out =
+        c.rt.run(RunSpec::shell("echo x > /tmp/mine && stat -c %F /tmp /proc").workspace(&ws))
+            .await
+            .unwrap();
+    assert_eq!(
+        out.stdout_text(),
+        "directory\ndirectory\n",
+        "{}",
+        out.stderr_text()
+    );
     assert!(!std::path::Path::new("/mine").exists());
     c.finish().await;
 }
@@ -259,7 +321,10 @@ async fn root_cve_2025_31133_dev_null_cannot_be_swapped_to_unmask_proc() {
         stat -c '%F %t:%T' /dev/null
     "#;
     let (text, _) = output(&c, &cell, "swap", Command::shell(attack)).await;
-    assert!(!text.contains("REMOVED") && !text.contains("LINKED") && !text.contains("MOVED"), "{text}");
+    assert!(
+        !text.contains("REMOVED") && !text.contains("LINKED") && !text.contains("MOVED"),
+        "{text}"
+    );
     assert!(text.contains("character special file 1:3"), "{text}");
     // Executables started afterwards still see every mask in place.
     let check = "stat -c '%t:%T' /proc/keys /proc/timer_list 2>/dev/null; (echo '|/tmp/x' > /proc/sys/kernel/core_pattern) 2>/dev/null && echo UNMASKED";
@@ -268,7 +333,11 @@ async fn root_cve_2025_31133_dev_null_cannot_be_swapped_to_unmask_proc() {
     for line in text.lines() {
         assert_eq!(line, "1:3", "{text}");
     }
-    assert!(!std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap().contains("/tmp/x"));
+    assert!(
+        !std::fs::read_to_string("/proc/sys/kernel/core_pattern")
+            .unwrap()
+            .contains("/tmp/x")
+    );
     c.rt.free(&cell).await.unwrap();
     c.finish().await;
 }

@@ -9,21 +9,21 @@ use std::time::Duration;
 
 use aura_cell::{Bind, Options, RunOutcome, RunSpec, Runtime};
 
-pub struct Cells {
-    pub rt: Runtime,
-    pub dir: tempfile::TempDir,
+pub(crate) struct Cells {
+    pub(crate) rt: Runtime,
+    pub(crate) dir: tempfile::TempDir,
     mounts_before: usize,
 }
 
 /// Mount points in this (the host's) mount namespace.
-pub fn host_mounts() -> usize {
+pub(crate) fn host_mounts() -> usize {
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
         .count()
 }
 
-pub fn options(dir: &Path) -> Options {
+pub(crate) fn options(dir: &Path) -> Options {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let mut opts = Options::new(dir.join("cells"));
     // `test-<pid>-<n>`: if this process dies mid-test, the next runtime cleans up.
@@ -34,7 +34,7 @@ pub fn options(dir: &Path) -> Options {
     opts
 }
 
-pub async fn cells() -> Cells {
+pub(crate) async fn cells() -> Cells {
     let dir = tempfile::tempdir().unwrap();
     let mounts_before = host_mounts();
     let rt = Runtime::start(options(dir.path())).await.unwrap();
@@ -47,20 +47,20 @@ pub async fn cells() -> Cells {
 
 impl Cells {
     /// A fresh directory for a workspace.
-    pub fn workspace(&self, name: &str) -> PathBuf {
+    pub(crate) fn workspace(&self, name: &str) -> PathBuf {
         let p = self.dir.path().join(name);
         std::fs::create_dir_all(&p).unwrap();
         p
     }
 
     /// Runs a shell line and returns the outcome, panicking on set-up errors.
-    pub async fn sh(&self, line: &str) -> RunOutcome {
+    pub(crate) async fn sh(&self, line: &str) -> RunOutcome {
         self.rt.run(RunSpec::shell(line)).await.unwrap()
     }
 
     /// Shuts the runtime down and checks nothing is left: no cgroups (so no processes),
     /// no mounts in the host's namespace.
-    pub async fn finish(self) {
+    pub(crate) async fn finish(self) {
         self.rt.shutdown().await;
         assert!(
             self.rt.leftover_cgroups().is_empty(),
@@ -76,7 +76,7 @@ impl Cells {
 }
 
 /// The probe program, and a bind that makes it visible at /probe.
-pub fn probe_bind() -> (Bind, String) {
+pub(crate) fn probe_bind() -> (Bind, String) {
     let exe = Path::new(env!("CARGO_BIN_EXE_aura-cell-probe"));
     let bind = Bind {
         source: exe.parent().unwrap().to_owned(),
@@ -88,7 +88,10 @@ pub fn probe_bind() -> (Bind, String) {
 }
 
 /// Runs the probe in a one-shot cell and parses its report.
-pub async fn probe(rt: &Runtime, spec: impl FnOnce(RunSpec) -> RunSpec) -> serde_json::Value {
+pub(crate) async fn probe(
+    rt: &Runtime,
+    spec: impl FnOnce(RunSpec) -> RunSpec,
+) -> serde_json::Value {
     let (bind, path) = probe_bind();
     let out = rt
         .run(spec(RunSpec::argv([path]).bind(bind)))
@@ -104,7 +107,7 @@ pub async fn probe(rt: &Runtime, spec: impl FnOnce(RunSpec) -> RunSpec) -> serde
 }
 
 /// Asserts the probe found a fully locked-down process.
-pub fn assert_locked_down(report: &serde_json::Value) {
+pub(crate) fn assert_locked_down(report: &serde_json::Value) {
     let status = &report["status"];
     assert_eq!(status["NoNewPrivs"], "1", "{report}");
     assert_eq!(status["Seccomp"], "2", "{report}");
