@@ -1,7 +1,5 @@
 //! Builds the in-cell init program (`init/main.rs`) with the same compiler, as a tiny
-//! freestanding static binary that the runtime embeds; and, with the `grpc` feature,
-//! generates the gRPC code from `proto/` with a pure-Rust protobuf compiler, so that no
-//! `protoc` needs to be installed.
+//! freestanding static binary that the runtime embeds.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -10,8 +8,6 @@ fn main() {
     println!("cargo:rerun-if-changed=init/main.rs");
     println!("cargo:rerun-if-changed=build.rs");
     build_init();
-    #[cfg(feature = "grpc")]
-    build_protos();
 }
 
 fn build_init() {
@@ -60,24 +56,4 @@ fn build_init() {
         .status()
         .expect("cannot run rustc to build the in-cell init");
     assert!(status.success(), "building the in-cell init failed");
-}
-
-#[cfg(feature = "grpc")]
-fn build_protos() {
-    let files = [
-        "proto/aurae/cells/v0/cells.proto",
-        "proto/aurae/discovery/v0/discovery.proto",
-        "proto/aurae/observe/v0/observe.proto",
-        "proto/grpc/health/v1/health.proto",
-        "proto/aura/cells/v1/cells.proto",
-    ];
-    for f in files {
-        println!("cargo:rerun-if-changed={f}");
-    }
-    let fds = protox::compile(files, ["proto"]).expect("the .proto files compile");
-    tonic_prost_build::configure()
-        .build_server(true)
-        .build_client(true)
-        .compile_fds(fds)
-        .expect("generating the gRPC code");
 }

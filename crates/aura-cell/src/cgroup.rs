@@ -186,7 +186,10 @@ impl Hierarchies {
                 .filter(|c| !v1.contains_key(*c))
                 .collect();
             return Err(Error::Unsupported {
-                what: format!("the cgroup v1 controllers {} are not mounted", missing.join(", ")),
+                what: format!(
+                    "the cgroup v1 controllers {} are not mounted",
+                    missing.join(", ")
+                ),
                 hint: "mount them under /sys/fs/cgroup, or use cgroup v2".into(),
             });
         }
@@ -246,7 +249,9 @@ fn write_ctl(path: &Path, value: &str) -> Result<()> {
             Error::invalid(format!(
                 "the kernel refused `{}` for {}",
                 value.trim(),
-                path.file_name().map(|f| f.to_string_lossy()).unwrap_or_default()
+                path.file_name()
+                    .map(|f| f.to_string_lossy())
+                    .unwrap_or_default()
             ))
         } else {
             Error::io(format!("cannot write {}", path.display()), e)
@@ -274,7 +279,10 @@ fn mkdir(path: &Path) -> Result<bool> {
     match fs::create_dir(path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(Error::io(format!("cannot create cgroup {}", path.display()), e)),
+        Err(e) => Err(Error::io(
+            format!("cannot create cgroup {}", path.display()),
+            e,
+        )),
     }
 }
 
@@ -422,8 +430,7 @@ impl Tree {
                     continue;
                 };
                 // SAFETY: kill with signal 0 only checks whether the process exists.
-                let alive = unsafe { libc::kill(pid, 0) } == 0
-                    || sys_errno() == libc::EPERM;
+                let alive = unsafe { libc::kill(pid, 0) } == 0 || sys_errno() == libc::EPERM;
                 if !alive {
                     let _ = sweep_children(&e.path());
                     if remove_dir_waiting(&e.path(), Duration::from_secs(1)).is_ok() {
@@ -550,7 +557,10 @@ fn remove_dir_waiting(dir: &Path, patience: Duration) -> Result<()> {
                 pause = (pause * 2).min(Duration::from_millis(20));
             }
             Err(e) => {
-                return Err(Error::io(format!("cannot remove cgroup {}", dir.display()), e));
+                return Err(Error::io(
+                    format!("cannot remove cgroup {}", dir.display()),
+                    e,
+                ));
             }
         }
     }
@@ -589,7 +599,13 @@ impl Cgroup {
     fn proc_dirs(&self) -> Vec<PathBuf> {
         self.dirs
             .iter()
-            .map(|d| if self.leaf { d.join("_procs") } else { d.clone() })
+            .map(|d| {
+                if self.leaf {
+                    d.join("_procs")
+                } else {
+                    d.clone()
+                }
+            })
             .collect()
     }
 
@@ -624,7 +640,10 @@ impl Cgroup {
                     write_ctl(&d.join("cpu.weight"), &w.to_string())?;
                 }
                 if let Some(m) = l.cpu_max {
-                    write_ctl(&d.join("cpu.max"), &format!("{} {}", m.quota_us, m.period_us))?;
+                    write_ctl(
+                        &d.join("cpu.max"),
+                        &format!("{} {}", m.quota_us, m.period_us),
+                    )?;
                 }
                 if l.cpuset_cpus.is_some() || l.cpuset_mems.is_some() {
                     if !self.enable.contains("cpuset") {
@@ -722,7 +741,9 @@ impl Cgroup {
             d
         };
         match self.version {
-            Version::V2 => read_key(&climb(&self.dirs[0]).join("memory.events"), "oom_kill").unwrap_or(0),
+            Version::V2 => {
+                read_key(&climb(&self.dirs[0]).join("memory.events"), "oom_kill").unwrap_or(0)
+            }
             Version::V1 => self
                 .v1
                 .get("memory")
@@ -739,12 +760,16 @@ impl Cgroup {
     /// leaf, the cell and its ancestors covers both.
     pub(crate) fn oom_kills(&self) -> u64 {
         let leaf = if self.leaf { self.leaf_oom_kills() } else { 0 };
-        leaf + (0..self.depth.max(1)).map(|up| self.oom_kills_at(up)).sum::<u64>()
+        leaf + (0..self.depth.max(1))
+            .map(|up| self.oom_kills_at(up))
+            .sum::<u64>()
     }
 
     fn leaf_oom_kills(&self) -> u64 {
         match self.version {
-            Version::V2 => read_key(&self.dirs[0].join("_procs/memory.events"), "oom_kill").unwrap_or(0),
+            Version::V2 => {
+                read_key(&self.dirs[0].join("_procs/memory.events"), "oom_kill").unwrap_or(0)
+            }
             Version::V1 => self
                 .v1
                 .get("memory")
@@ -788,7 +813,11 @@ impl Cgroup {
         let dir = match self.version {
             Version::V2 => self.proc_dirs().remove(0),
             Version::V1 => {
-                let base = self.v1.get("pids").cloned().unwrap_or_else(|| self.dirs[0].clone());
+                let base = self
+                    .v1
+                    .get("pids")
+                    .cloned()
+                    .unwrap_or_else(|| self.dirs[0].clone());
                 if self.leaf { base.join("_procs") } else { base }
             }
         };
@@ -861,15 +890,26 @@ mod tests {
     fn a_hybrid_host_with_an_empty_unified_hierarchy_uses_v1() {
         let h = detect(HYBRID, Mode::Auto, "").unwrap();
         assert_eq!(h.version, Version::V1);
-        assert_eq!(h.v1_root("memory").unwrap(), Path::new("/sys/fs/cgroup/memory"));
-        assert_eq!(h.v1_root("cpuacct").unwrap(), Path::new("/sys/fs/cgroup/cpuacct"));
+        assert_eq!(
+            h.v1_root("memory").unwrap(),
+            Path::new("/sys/fs/cgroup/memory")
+        );
+        assert_eq!(
+            h.v1_root("cpuacct").unwrap(),
+            Path::new("/sys/fs/cgroup/cpuacct")
+        );
         assert_eq!(h.roots().len(), 5);
         assert!(detect(HYBRID, Mode::V2, "").is_err());
     }
 
     #[test]
     fn a_pure_v2_host_uses_v2() {
-        let h = detect(PURE_V2, Mode::Auto, "cpuset cpu io memory hugetlb pids rdma misc").unwrap();
+        let h = detect(
+            PURE_V2,
+            Mode::Auto,
+            "cpuset cpu io memory hugetlb pids rdma misc",
+        )
+        .unwrap();
         assert_eq!(h.version, Version::V2);
         assert_eq!(h.roots(), vec![PathBuf::from("/sys/fs/cgroup")]);
         assert_eq!(h.v2_enable(), "+cpu +cpuset +memory +pids");
@@ -930,7 +970,10 @@ mod tests {
         fs::write(root.join("cell/memory.swap.max"), "max").unwrap();
         let limits = Limits {
             cpu_weight: Some(200),
-            cpu_max: Some(crate::spec::CpuMax { quota_us: 50_000, period_us: 100_000 }),
+            cpu_max: Some(crate::spec::CpuMax {
+                quota_us: 50_000,
+                period_us: 100_000,
+            }),
             memory_max: Some(64 << 20),
             memory_low: Some(1 << 20),
             pids_max: Some(32),
@@ -948,13 +991,24 @@ mod tests {
         assert!(cg.v1_procs_files().is_empty());
         // A cpuset limit without the cpuset controller fails closed.
         let err = cg
-            .apply(&Limits { cpuset_cpus: Some("0".into()), ..Limits::default() })
+            .apply(&Limits {
+                cpuset_cpus: Some("0".into()),
+                ..Limits::default()
+            })
             .unwrap_err();
         assert!(matches!(err, Error::Unsupported { .. }));
         // Usage reads the v2 files.
-        fs::write(root.join("cell/cpu.stat"), "usage_usec 1234\nuser_usec 1000\n").unwrap();
+        fs::write(
+            root.join("cell/cpu.stat"),
+            "usage_usec 1234\nuser_usec 1000\n",
+        )
+        .unwrap();
         fs::write(root.join("cell/memory.peak"), "4096\n").unwrap();
-        fs::write(root.join("cell/memory.events"), "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n").unwrap();
+        fs::write(
+            root.join("cell/memory.events"),
+            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
+        )
+        .unwrap();
         let u = cg.usage();
         assert_eq!(u.cpu_time_us, 1234);
         assert_eq!(u.memory_peak_bytes, Some(4096));

@@ -92,13 +92,52 @@ impl Stage {
     pub(crate) fn from_u32(v: u32) -> Option<Stage> {
         use Stage::*;
         const ALL: [Stage; 46] = [
-            Pid, SignalReset, CgroupJoin, CgroupNamespace, MakePrivate, RootTmpfs, EnterRoot,
-            Mkdir, Symlink, WriteFile, DeviceNode, BindSource, BindTarget, BindClone,
-            BindAttributes, BindMove, WorkspaceIdmap, Tmpfs, Proc, DevNull, ProcMask,
-            ProcReadonly, PivotRoot, DetachOldRoot, RootReadonly, Hostname, Loopback,
-            Dumpable, Setns, CloneChild, UserNamespace, Groups, Gid, Bounding, Securebits,
-            Uid, Capabilities, Ambient, NoNewPrivs, Rlimits, ParentDeath, Descriptors, Cwd,
-            Seccomp, ExecInit, Exec,
+            Pid,
+            SignalReset,
+            CgroupJoin,
+            CgroupNamespace,
+            MakePrivate,
+            RootTmpfs,
+            EnterRoot,
+            Mkdir,
+            Symlink,
+            WriteFile,
+            DeviceNode,
+            BindSource,
+            BindTarget,
+            BindClone,
+            BindAttributes,
+            BindMove,
+            WorkspaceIdmap,
+            Tmpfs,
+            Proc,
+            DevNull,
+            ProcMask,
+            ProcReadonly,
+            PivotRoot,
+            DetachOldRoot,
+            RootReadonly,
+            Hostname,
+            Loopback,
+            Dumpable,
+            Setns,
+            CloneChild,
+            UserNamespace,
+            Groups,
+            Gid,
+            Bounding,
+            Securebits,
+            Uid,
+            Capabilities,
+            Ambient,
+            NoNewPrivs,
+            Rlimits,
+            ParentDeath,
+            Descriptors,
+            Cwd,
+            Seccomp,
+            ExecInit,
+            Exec,
         ];
         ALL.into_iter().find(|s| *s as u32 == v)
     }
@@ -163,23 +202,57 @@ impl Stage {
 /// directory, which is the child's working directory while it builds.
 #[derive(Debug)]
 pub(crate) enum Op {
-    Mkdir { path: CString, mode: u32 },
-    Symlink { target: CString, path: CString },
-    File { path: CString, data: Vec<u8> },
+    Mkdir {
+        path: CString,
+        mode: u32,
+    },
+    Symlink {
+        target: CString,
+        path: CString,
+    },
+    File {
+        path: CString,
+        data: Vec<u8>,
+    },
     /// A character device node, `major:minor`, mode 0666.
-    CharDevice { path: CString, major: u32, minor: u32 },
+    CharDevice {
+        path: CString,
+        major: u32,
+        minor: u32,
+    },
     /// A bind mount of a host path (absolute, symlink-free) with mount attributes.
-    Bind { source: CString, target: CString, attr: u64, recursive: bool },
+    Bind {
+        source: CString,
+        target: CString,
+        attr: u64,
+        recursive: bool,
+    },
     /// The workspace: a bind id-mapped through the cell's user namespace.
-    IdmappedBind { source: CString, target: CString, attr: u64 },
-    Tmpfs { target: CString, flags: libc::c_ulong, data: CString },
-    Proc { target: CString },
+    IdmappedBind {
+        source: CString,
+        target: CString,
+        attr: u64,
+    },
+    Tmpfs {
+        target: CString,
+        flags: libc::c_ulong,
+        data: CString,
+    },
+    Proc {
+        target: CString,
+    },
     /// Bind the fresh `dev/null` over a file (skipped if the file does not exist).
-    MaskFile { target: CString },
+    MaskFile {
+        target: CString,
+    },
     /// An empty read-only tmpfs over a directory (skipped if it does not exist).
-    MaskDir { target: CString },
+    MaskDir {
+        target: CString,
+    },
     /// Make a path read-only in place (skipped if it does not exist).
-    Readonly { target: CString },
+    Readonly {
+        target: CString,
+    },
 }
 
 /// What every child does last: enter the cell's user namespace, become the cell's
@@ -205,7 +278,10 @@ pub(crate) struct Finish {
 }
 
 impl Finish {
-    #[allow(clippy::too_many_arguments, reason = "a plain record of the child's inputs")]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "a plain record of the child's inputs"
+    )]
     pub(crate) fn new(
         userns_fd: RawFd,
         uid: u32,
@@ -340,14 +416,30 @@ fn attach_clone(
     let flags = sys::OPEN_TREE_CLONE
         | sys::OPEN_TREE_CLOEXEC
         | libc::AT_EMPTY_PATH as u32
-        | if recursive { libc::AT_RECURSIVE as u32 } else { 0 };
+        | if recursive {
+            libc::AT_RECURSIVE as u32
+        } else {
+            0
+        };
     let tree = sys::open_tree(src_fd, EMPTY, flags).map_err(|e| (Stage::BindClone, e))?;
-    let set_flags = libc::AT_EMPTY_PATH as u32 | if recursive { libc::AT_RECURSIVE as u32 } else { 0 };
+    let set_flags = libc::AT_EMPTY_PATH as u32
+        | if recursive {
+            libc::AT_RECURSIVE as u32
+        } else {
+            0
+        };
     if attr.attr_set != 0 {
         let idmap = attr.attr_set & sys::MOUNT_ATTR_IDMAP != 0;
         if let Err(e) = sys::mount_setattr(tree, EMPTY, set_flags, attr) {
             sys::close(tree);
-            return Err((if idmap { Stage::WorkspaceIdmap } else { Stage::BindAttributes }, e));
+            return Err((
+                if idmap {
+                    Stage::WorkspaceIdmap
+                } else {
+                    Stage::BindAttributes
+                },
+                e,
+            ));
         }
     }
     let t = match open_target(target) {
@@ -450,7 +542,11 @@ fn run_op(op: &Op, devnull: &mut RawFd, userns_fd: RawFd, err: RawFd) -> Result<
                 libc::openat(
                     libc::AT_FDCWD,
                     path.as_ptr(),
-                    libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                    libc::O_WRONLY
+                        | libc::O_CREAT
+                        | libc::O_EXCL
+                        | libc::O_NOFOLLOW
+                        | libc::O_CLOEXEC,
                     0o644,
                 )
             };
@@ -464,18 +560,30 @@ fn run_op(op: &Op, devnull: &mut RawFd, userns_fd: RawFd, err: RawFd) -> Result<
         Op::CharDevice { path, major, minor } => {
             let dev = libc::makedev(*major, *minor);
             // SAFETY: path is NUL-terminated.
-            c_ret(unsafe { libc::mknodat(libc::AT_FDCWD, path.as_ptr(), libc::S_IFCHR | 0o666, dev) })
-                .map_err(|e| (Stage::DeviceNode, e))?;
+            c_ret(unsafe {
+                libc::mknodat(libc::AT_FDCWD, path.as_ptr(), libc::S_IFCHR | 0o666, dev)
+            })
+            .map_err(|e| (Stage::DeviceNode, e))?;
             // mknod applies the umask; the node must be usable by the cell's users.
             // SAFETY: path is NUL-terminated.
             c_ret(unsafe { libc::fchmodat(libc::AT_FDCWD, path.as_ptr(), 0o666, 0) })
                 .map_err(|e| (Stage::DeviceNode, e))
         }
-        Op::Bind { source, target, attr, recursive } => {
+        Op::Bind {
+            source,
+            target,
+            attr,
+            recursive,
+        } => {
             // Sources are canonical host paths; refusing symlinks makes a swapped path
             // component fail instead of redirecting the bind.
-            let src = sys::openat2(libc::AT_FDCWD, source, libc::O_PATH, sys::RESOLVE_NO_SYMLINKS)
-                .map_err(|e| (Stage::BindSource, e))?;
+            let src = sys::openat2(
+                libc::AT_FDCWD,
+                source,
+                libc::O_PATH,
+                sys::RESOLVE_NO_SYMLINKS,
+            )
+            .map_err(|e| (Stage::BindSource, e))?;
             let a = sys::MountAttr {
                 attr_set: *attr,
                 propagation: libc::MS_PRIVATE,
@@ -485,9 +593,18 @@ fn run_op(op: &Op, devnull: &mut RawFd, userns_fd: RawFd, err: RawFd) -> Result<
             sys::close(src);
             r
         }
-        Op::IdmappedBind { source, target, attr } => {
-            let src = sys::openat2(libc::AT_FDCWD, source, libc::O_PATH | libc::O_DIRECTORY, sys::RESOLVE_NO_SYMLINKS)
-                .map_err(|e| (Stage::BindSource, e))?;
+        Op::IdmappedBind {
+            source,
+            target,
+            attr,
+        } => {
+            let src = sys::openat2(
+                libc::AT_FDCWD,
+                source,
+                libc::O_PATH | libc::O_DIRECTORY,
+                sys::RESOLVE_NO_SYMLINKS,
+            )
+            .map_err(|e| (Stage::BindSource, e))?;
             let a = sys::MountAttr {
                 attr_set: *attr | sys::MOUNT_ATTR_IDMAP,
                 propagation: libc::MS_PRIVATE,
@@ -498,9 +615,11 @@ fn run_op(op: &Op, devnull: &mut RawFd, userns_fd: RawFd, err: RawFd) -> Result<
             sys::close(src);
             r
         }
-        Op::Tmpfs { target, flags, data } => {
-            mount_fs(target, c"tmpfs", *flags, Some(data)).map_err(|e| (Stage::Tmpfs, e))
-        }
+        Op::Tmpfs {
+            target,
+            flags,
+            data,
+        } => mount_fs(target, c"tmpfs", *flags, Some(data)).map_err(|e| (Stage::Tmpfs, e)),
         Op::Proc { target } => mount_fs(
             target,
             c"proc",
@@ -546,7 +665,10 @@ fn run_op(op: &Op, devnull: &mut RawFd, userns_fd: RawFd, err: RawFd) -> Result<
                 Err(e) => return Err((Stage::ProcReadonly, e)),
             };
             let a = sys::MountAttr {
-                attr_set: sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV | sys::MOUNT_ATTR_NOEXEC,
+                attr_set: sys::MOUNT_ATTR_RDONLY
+                    | sys::MOUNT_ATTR_NOSUID
+                    | sys::MOUNT_ATTR_NODEV
+                    | sys::MOUNT_ATTR_NOEXEC,
                 propagation: libc::MS_PRIVATE,
                 ..Default::default()
             };
@@ -609,18 +731,46 @@ pub(crate) fn run_fresh(p: &Fresh) -> ! {
     // rooted at the cell's own cgroup.
     try_stage!(err, Stage::CgroupJoin, join_cgroup(&p.cgroup_procs));
     // SAFETY: unshare takes flags.
-    try_stage!(err, Stage::CgroupNamespace, c_ret(unsafe { libc::unshare(libc::CLONE_NEWCGROUP) }));
+    try_stage!(
+        err,
+        Stage::CgroupNamespace,
+        c_ret(unsafe { libc::unshare(libc::CLONE_NEWCGROUP) })
+    );
     // Nothing we mount may propagate back to the host.
     // SAFETY: all pointers are NUL-terminated strings or null.
-    try_stage!(err, Stage::MakePrivate, c_ret(unsafe {
-        libc::mount(std::ptr::null(), c"/".as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null())
-    }));
+    try_stage!(
+        err,
+        Stage::MakePrivate,
+        c_ret(unsafe {
+            libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            )
+        })
+    );
     // SAFETY: as above.
-    try_stage!(err, Stage::RootTmpfs, c_ret(unsafe {
-        libc::mount(c"tmpfs".as_ptr(), p.stage.as_ptr(), c"tmpfs".as_ptr(), libc::MS_NOSUID, p.root_data.as_ptr().cast())
-    }));
+    try_stage!(
+        err,
+        Stage::RootTmpfs,
+        c_ret(unsafe {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                p.stage.as_ptr(),
+                c"tmpfs".as_ptr(),
+                libc::MS_NOSUID,
+                p.root_data.as_ptr().cast(),
+            )
+        })
+    );
     // SAFETY: chdir into the new root; from here on paths are relative to it.
-    try_stage!(err, Stage::EnterRoot, c_ret(unsafe { libc::chdir(p.stage.as_ptr()) }));
+    try_stage!(
+        err,
+        Stage::EnterRoot,
+        c_ret(unsafe { libc::chdir(p.stage.as_ptr()) })
+    );
     let mut devnull = -1;
     for op in &p.ops {
         if let Err((stage, e)) = run_op(op, &mut devnull, p.finish.userns_fd, err) {
@@ -633,21 +783,40 @@ pub(crate) fn run_fresh(p: &Fresh) -> ! {
     // pivot_root(".", "."), then detach the old root that now lies beneath: the host's
     // file system is gone from this mount namespace (no chroot that could be escaped).
     // SAFETY: both paths are ".".
-    try_stage!(err, Stage::PivotRoot, sys::check(unsafe {
-        libc::syscall(libc::SYS_pivot_root, DOT.as_ptr(), DOT.as_ptr())
-    }).map(drop));
+    try_stage!(
+        err,
+        Stage::PivotRoot,
+        sys::check(unsafe { libc::syscall(libc::SYS_pivot_root, DOT.as_ptr(), DOT.as_ptr()) })
+            .map(drop)
+    );
     // SAFETY: "." is NUL-terminated.
-    try_stage!(err, Stage::DetachOldRoot, c_ret(unsafe { libc::umount2(DOT.as_ptr(), libc::MNT_DETACH) }));
+    try_stage!(
+        err,
+        Stage::DetachOldRoot,
+        c_ret(unsafe { libc::umount2(DOT.as_ptr(), libc::MNT_DETACH) })
+    );
     // SAFETY: "/" is NUL-terminated.
-    try_stage!(err, Stage::DetachOldRoot, c_ret(unsafe { libc::chdir(c"/".as_ptr()) }));
+    try_stage!(
+        err,
+        Stage::DetachOldRoot,
+        c_ret(unsafe { libc::chdir(c"/".as_ptr()) })
+    );
     let ro = sys::MountAttr {
         attr_set: sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID,
         ..Default::default()
     };
-    try_stage!(err, Stage::RootReadonly, sys::mount_setattr(libc::AT_FDCWD, c"/", 0, &ro));
+    try_stage!(
+        err,
+        Stage::RootReadonly,
+        sys::mount_setattr(libc::AT_FDCWD, c"/", 0, &ro)
+    );
     let name = p.hostname.as_bytes();
     // SAFETY: name is a live slice.
-    try_stage!(err, Stage::Hostname, c_ret(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) }));
+    try_stage!(
+        err,
+        Stage::Hostname,
+        c_ret(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) })
+    );
     if p.loopback {
         try_stage!(err, Stage::Loopback, loopback_up());
     }
@@ -662,7 +831,11 @@ pub(crate) fn run_join(p: &Join) -> ! {
     // Until the real child executes, it is a copy of the runtime inside the cell's pid
     // namespace; non-dumpable, the cell's processes cannot read or trace it through /proc.
     // SAFETY: prctl with integers.
-    try_stage!(err, Stage::Dumpable, c_ret(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) }));
+    try_stage!(
+        err,
+        Stage::Dumpable,
+        c_ret(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) })
+    );
     try_stage!(err, Stage::CgroupJoin, join_cgroup(&p.cgroup_procs));
     for &(fd, kind) in &p.namespaces {
         // SAFETY: setns on a namespace descriptor the runtime holds.
@@ -711,18 +884,29 @@ struct CapData {
 /// seccomp filter and executes the init. Never returns.
 fn finish(f: &Finish, err: RawFd) -> ! {
     // SAFETY: setns on the runtime's user namespace descriptor.
-    try_stage!(err, Stage::UserNamespace, c_ret(unsafe { libc::setns(f.userns_fd, libc::CLONE_NEWUSER) }));
+    try_stage!(
+        err,
+        Stage::UserNamespace,
+        c_ret(unsafe { libc::setns(f.userns_fd, libc::CLONE_NEWUSER) })
+    );
     // Credentials change through raw system calls: glibc's wrappers would try to change
     // every thread of what they believe is still a multi-threaded process, taking locks
     // that another thread of the runtime may have held at the moment of the clone.
     // SAFETY: setgroups with an empty list.
-    try_stage!(err, Stage::Groups, sys::check(unsafe {
-        libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>())
-    }).map(drop));
+    try_stage!(
+        err,
+        Stage::Groups,
+        sys::check(unsafe {
+            libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>())
+        })
+        .map(drop)
+    );
     // SAFETY: integers.
-    try_stage!(err, Stage::Gid, sys::check(unsafe {
-        libc::syscall(libc::SYS_setresgid, f.gid, f.gid, f.gid)
-    }).map(drop));
+    try_stage!(
+        err,
+        Stage::Gid,
+        sys::check(unsafe { libc::syscall(libc::SYS_setresgid, f.gid, f.gid, f.gid) }).map(drop)
+    );
     for cap in 0..=f.cap_last {
         // SAFETY: integers.
         let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
@@ -731,28 +915,65 @@ fn finish(f: &Finish, err: RawFd) -> ! {
         }
     }
     // SAFETY: integers. With NOROOT locked, even uid 0 gains nothing from execve.
-    try_stage!(err, Stage::Securebits, c_ret(unsafe {
-        libc::prctl(libc::PR_SET_SECUREBITS, SECBITS_LOCKED_NOROOT, 0, 0, 0)
-    }));
+    try_stage!(
+        err,
+        Stage::Securebits,
+        c_ret(unsafe { libc::prctl(libc::PR_SET_SECUREBITS, SECBITS_LOCKED_NOROOT, 0, 0, 0) })
+    );
     // SAFETY: integers.
-    try_stage!(err, Stage::Uid, sys::check(unsafe {
-        libc::syscall(libc::SYS_setresuid, f.uid, f.uid, f.uid)
-    }).map(drop));
-    let header = CapHeader { version: 0x2008_0522, pid: 0 };
-    let data = [CapData { effective: 0, permitted: 0, inheritable: 0 }; 2];
+    try_stage!(
+        err,
+        Stage::Uid,
+        sys::check(unsafe { libc::syscall(libc::SYS_setresuid, f.uid, f.uid, f.uid) }).map(drop)
+    );
+    let header = CapHeader {
+        version: 0x2008_0522,
+        pid: 0,
+    };
+    let data = [CapData {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
     // SAFETY: capset with a v3 header and two data words.
-    try_stage!(err, Stage::Capabilities, sys::check(unsafe {
-        libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr())
-    }).map(drop));
+    try_stage!(
+        err,
+        Stage::Capabilities,
+        sys::check(unsafe {
+            libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr())
+        })
+        .map(drop)
+    );
     // SAFETY: integers.
-    try_stage!(err, Stage::Ambient, c_ret(unsafe {
-        libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0)
-    }));
+    try_stage!(
+        err,
+        Stage::Ambient,
+        c_ret(unsafe {
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+                0,
+                0,
+                0,
+            )
+        })
+    );
     // SAFETY: integers.
-    try_stage!(err, Stage::NoNewPrivs, c_ret(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) }));
-    let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    try_stage!(
+        err,
+        Stage::NoNewPrivs,
+        c_ret(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
+    );
+    let no_core = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: a valid rlimit.
-    try_stage!(err, Stage::Rlimits, c_ret(unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) }));
+    try_stage!(
+        err,
+        Stage::Rlimits,
+        c_ret(unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) })
+    );
     // A session and process group of its own: stopping the process can reach its
     // children, and nothing of the runtime's terminal session reaches the cell.
     // SAFETY: setsid has no arguments; it fails only if we already lead a group.
@@ -760,7 +981,11 @@ fn finish(f: &Finish, err: RawFd) -> ! {
     // If the runtime dies, so does the cell (set after the credential changes, which
     // clear it).
     // SAFETY: integers.
-    try_stage!(err, Stage::ParentDeath, c_ret(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) }));
+    try_stage!(
+        err,
+        Stage::ParentDeath,
+        c_ret(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) })
+    );
 
     // Descriptors: copy everything we keep above any target number, then into place, then
     // close everything else, so that no descriptor of the runtime leaks into the cell.
@@ -792,19 +1017,37 @@ fn finish(f: &Finish, err: RawFd) -> ! {
     if unsafe { libc::dup3(init_tmp, init, libc::O_CLOEXEC) } < 0 {
         fail(err, Stage::Descriptors, sys::errno());
     }
-    try_stage!(err, Stage::Descriptors, sys::close_range(init as u32 + 1, u32::MAX, 0));
+    try_stage!(
+        err,
+        Stage::Descriptors,
+        sys::close_range(init as u32 + 1, u32::MAX, 0)
+    );
 
     // SAFETY: cwd is NUL-terminated.
-    try_stage!(err, Stage::Cwd, c_ret(unsafe { libc::chdir(f.cwd.as_ptr()) }));
+    try_stage!(
+        err,
+        Stage::Cwd,
+        c_ret(unsafe { libc::chdir(f.cwd.as_ptr()) })
+    );
 
     let prog = SockFprog {
         len: f.filter.len() as u16,
         filter: f.filter.as_ptr(),
     };
     // SAFETY: prog points to the filter, which lives as long as the plan.
-    try_stage!(err, Stage::Seccomp, sys::check(unsafe {
-        libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &prog as *const SockFprog)
-    }).map(drop));
+    try_stage!(
+        err,
+        Stage::Seccomp,
+        sys::check(unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                &prog as *const SockFprog,
+            )
+        })
+        .map(drop)
+    );
     // Unblock signals for the program (the spawner thread blocks them all).
     // SAFETY: an empty set.
     let mut empty: libc::sigset_t = unsafe { std::mem::zeroed() };
@@ -837,7 +1080,10 @@ mod tests {
         let s = CStr::from_bytes_until_nul(&p.0).unwrap();
         assert_eq!(s.to_str().unwrap(), "/proc/self/fd/1234");
         let p = FdPath::new(0);
-        assert_eq!(CStr::from_bytes_until_nul(&p.0).unwrap().to_str().unwrap(), "/proc/self/fd/0");
+        assert_eq!(
+            CStr::from_bytes_until_nul(&p.0).unwrap().to_str().unwrap(),
+            "/proc/self/fd/0"
+        );
     }
 
     #[test]

@@ -88,9 +88,9 @@ impl Error {
     pub fn hint(&self) -> Option<String> {
         match self {
             Error::Unsupported { hint, .. } => Some(hint.clone()),
-            Error::Busy(_) => Some(
-                "stop the other aura process, or give this one its own data directory".into(),
-            ),
+            Error::Busy(_) => {
+                Some("stop the other aura process, or give this one its own data directory".into())
+            }
             Error::CellNotFound(_) => Some("list cells with `aura cell list`".into()),
             _ => None,
         }

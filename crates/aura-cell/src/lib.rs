@@ -49,9 +49,8 @@
 //! [`Runtime::allocate`] a [`CellSpec`], [`Runtime::start_executable`]s in it, read their
 //! [`Runtime::logs`] (history, then follow), [`Runtime::stop`] or [`Runtime::wait`] for
 //! them, [`Runtime::inspect`] usage, [`Runtime::list`] the tree, [`Runtime::free`].
-//! With the `grpc` feature, [`grpc::serve`] exposes all this as Aurae's v0 services and
-//! Aura's own v1 service over a Unix socket (and optionally TCP) with mutual TLS; with
-//! the `http` feature, [`http::router`] exposes Aura's API as JSON.
+//! These map one to one onto the Aurae v0 `CellService` (the `.proto` files are in
+//! `proto/`); the gRPC server itself is a later step.
 //!
 //! # Clean-up
 //!
@@ -70,13 +69,6 @@ pub mod seccomp;
 mod spawn;
 pub mod spec;
 mod sys;
-
-#[cfg(feature = "grpc")]
-pub mod grpc;
-#[cfg(feature = "grpc")]
-pub mod pki;
-#[cfg(feature = "http")]
-pub mod http;
 
 pub use cgroup::{Mode as CgroupMode, Usage, Version as CgroupVersion};
 pub use error::{Error, ErrorKind, Result};

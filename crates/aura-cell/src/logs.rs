@@ -468,9 +468,8 @@ mod tests {
     #[tokio::test]
     async fn a_late_subscriber_gets_history_then_follows() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(
-            LogStore::new(Some(dir.path().join("x.log")), LogLimits::default()).unwrap(),
-        );
+        let store =
+            Arc::new(LogStore::new(Some(dir.path().join("x.log")), LogLimits::default()).unwrap());
         store.push(Channel::Stdout, ts(1), "one".into());
         store.push(Channel::Stderr, ts(2), "two".into());
         let mut sub = store.subscribe(true);
@@ -482,7 +481,11 @@ mod tests {
         }
         assert_eq!(
             got,
-            [(1, "one".into()), (2, "two".into()), (3, "three".to_string())]
+            [
+                (1, "one".into()),
+                (2, "two".into()),
+                (3, "three".to_string())
+            ]
         );
         // Without follow: the history only.
         let mut sub = store.subscribe(false);

@@ -39,7 +39,13 @@ const MASKED_FILES: &[&str] = &[
 /// Docker's masked /proc directories.
 const MASKED_DIRS: &[&str] = &["proc/acpi", "proc/asound", "proc/scsi"];
 /// Docker's read-only /proc paths: kernel tunables and triggers.
-const READONLY: &[&str] = &["proc/bus", "proc/fs", "proc/irq", "proc/sys", "proc/sysrq-trigger"];
+const READONLY: &[&str] = &[
+    "proc/bus",
+    "proc/fs",
+    "proc/irq",
+    "proc/sys",
+    "proc/sysrq-trigger",
+];
 
 /// The masked and read-only /proc paths, for tests and documentation.
 pub fn masked_paths() -> impl Iterator<Item = &'static str> {
@@ -112,7 +118,10 @@ pub(crate) struct ResolvedBind {
 /// Resolves a bind's source to a canonical, existing host path.
 pub(crate) fn resolve_bind(b: &crate::spec::Bind) -> Result<ResolvedBind> {
     let source = std::fs::canonicalize(&b.source).map_err(|e| {
-        Error::invalid(format!("bind source {} cannot be used: {e}", b.source.display()))
+        Error::invalid(format!(
+            "bind source {} cannot be used: {e}",
+            b.source.display()
+        ))
     })?;
     let meta = std::fs::metadata(&source)
         .map_err(|e| Error::invalid(format!("bind source {}: {e}", source.display())))?;
@@ -188,7 +197,10 @@ pub(crate) fn plan(base: &Base, cell: &CellFs<'_>) -> Result<Vec<Op>> {
     let mut ops = Vec::new();
     let ro_bind = sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV;
     let mkdir = |ops: &mut Vec<Op>, p: &str| -> Result<()> {
-        ops.push(Op::Mkdir { path: c(p)?, mode: 0o755 });
+        ops.push(Op::Mkdir {
+            path: c(p)?,
+            mode: 0o755,
+        });
         Ok(())
     };
 
@@ -213,14 +225,24 @@ pub(crate) fn plan(base: &Base, cell: &CellFs<'_>) -> Result<Vec<Op>> {
     // /etc, generated.
     mkdir(&mut ops, "etc")?;
     let file = |ops: &mut Vec<Op>, name: &str, data: Vec<u8>| -> Result<()> {
-        ops.push(Op::File { path: c(Path::new("etc").join(name))?, data });
+        ops.push(Op::File {
+            path: c(Path::new("etc").join(name))?,
+            data,
+        });
         Ok(())
     };
-    let home = if cell.workspace.is_some() { "/workspace" } else { "/tmp" };
+    let home = if cell.workspace.is_some() {
+        "/workspace"
+    } else {
+        "/tmp"
+    };
     let mut passwd = format!("root:x:0:0:root:{home}:/bin/sh\n");
     let mut group = String::from("root:x:0:\n");
     if cell.uid != 0 && cell.uid != 65_534 {
-        passwd.push_str(&format!("user:x:{}:{}:user:{home}:/bin/sh\n", cell.uid, cell.gid));
+        passwd.push_str(&format!(
+            "user:x:{}:{}:user:{home}:/bin/sh\n",
+            cell.uid, cell.gid
+        ));
     }
     if cell.gid != 0 && cell.gid != 65_534 {
         group.push_str(&format!("user:x:{}:\n", cell.gid));
@@ -229,7 +251,11 @@ pub(crate) fn plan(base: &Base, cell: &CellFs<'_>) -> Result<Vec<Op>> {
     group.push_str("nogroup:x:65534:\n");
     file(&mut ops, "passwd", passwd.into_bytes())?;
     file(&mut ops, "group", group.into_bytes())?;
-    file(&mut ops, "hostname", format!("{}\n", cell.hostname).into_bytes())?;
+    file(
+        &mut ops,
+        "hostname",
+        format!("{}\n", cell.hostname).into_bytes(),
+    )?;
     file(
         &mut ops,
         "hosts",
@@ -351,9 +377,15 @@ pub(crate) fn plan(base: &Base, cell: &CellFs<'_>) -> Result<Vec<Op>> {
                 continue;
             }
             if last && !b.dir {
-                ops.push(Op::File { path: c(&so_far)?, data: Vec::new() });
+                ops.push(Op::File {
+                    path: c(&so_far)?,
+                    data: Vec::new(),
+                });
             } else {
-                ops.push(Op::Mkdir { path: c(&so_far)?, mode: 0o755 });
+                ops.push(Op::Mkdir {
+                    path: c(&so_far)?,
+                    mode: 0o755,
+                });
             }
         }
         let mut attr = sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV;
@@ -419,7 +451,10 @@ mod tests {
     fn symlinked_system_dirs_are_recreated_not_bound() {
         let ops = cell(&[], false).unwrap();
         let text = format!("{ops:?}");
-        assert!(text.contains(r#"Symlink { target: "usr/bin", path: "bin" }"#), "{text}");
+        assert!(
+            text.contains(r#"Symlink { target: "usr/bin", path: "bin" }"#),
+            "{text}"
+        );
         assert!(text.contains(r#"Bind { source: "/usr", target: "usr""#));
         assert!(!text.contains("resolv.conf"), "no resolver without network");
         assert!(text.contains(r#"IdmappedBind { source: "/srv/ws", target: "workspace""#));
@@ -433,7 +468,9 @@ mod tests {
         assert!(cell(&[bind("/opt/x")], false).is_ok());
         let err = cell(&[bind("/bin/tool")], false).unwrap_err().to_string();
         assert!(err.contains("symlink"), "{err}");
-        let err = cell(&[bind("/usr/local/x")], false).unwrap_err().to_string();
+        let err = cell(&[bind("/usr/local/x")], false)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("read-only"), "{err}");
         assert!(cell(&[bind("/opt/x"), bind("/opt/x/y")], false).is_err());
     }

@@ -252,7 +252,10 @@ impl Running {
         self.output.close();
         match self.done.await {
             Ok(r) => r,
-            Err(e) => Err(Error::io("the run's task failed", std::io::Error::other(e.to_string()))),
+            Err(e) => Err(Error::io(
+                "the run's task failed",
+                std::io::Error::other(e.to_string()),
+            )),
         }
     }
 }
@@ -278,15 +281,30 @@ impl Runtime {
                 use std::os::unix::fs::MetadataExt as _;
                 let m = std::fs::metadata(w)
                     .map_err(|e| Error::invalid(format!("workspace {}: {e}", w.display())))?;
-                if m.uid() < ID_COUNT && m.gid() < ID_COUNT { (m.uid(), m.gid()) } else { (0, 0) }
+                if m.uid() < ID_COUNT && m.gid() < ID_COUNT {
+                    (m.uid(), m.gid())
+                } else {
+                    (0, 0)
+                }
             }
             None => (0, 0),
         };
         let uid = spec.uid.unwrap_or(wuid);
-        let gid = spec.gid.unwrap_or(if spec.uid.is_some() { uid } else { wgid });
-        let home = if workspace.is_some() { "/workspace" } else { "/tmp" };
+        let gid = spec
+            .gid
+            .unwrap_or(if spec.uid.is_some() { uid } else { wgid });
+        let home = if workspace.is_some() {
+            "/workspace"
+        } else {
+            "/tmp"
+        };
         let cwd = spec.cwd.clone().unwrap_or_else(|| {
-            if workspace.is_some() { "/workspace" } else { "/" }.to_owned()
+            if workspace.is_some() {
+                "/workspace"
+            } else {
+                "/"
+            }
+            .to_owned()
         });
         let setup = ProcessSetup {
             argv: spec.command.to_argv(),
@@ -305,10 +323,7 @@ impl Runtime {
                 let (r, w) = spawn::pipe()?;
                 (r, Some(w))
             }
-            None => (
-                self.null_stdio()?.stdin,
-                None,
-            ),
+            None => (self.null_stdio()?.stdin, None),
         };
         let fs_ = CellFs {
             hostname: "cell",
@@ -388,7 +403,12 @@ impl Runtime {
             let oom_killed = exit.ended == Ended::Signaled(libc::SIGKILL) && usage.oom_kills > 0;
             tokio::task::spawn_blocking(move || cgroup.destroy())
                 .await
-                .map_err(|e| Error::io("cgroup clean-up panicked", std::io::Error::other(e.to_string())))??;
+                .map_err(|e| {
+                    Error::io(
+                        "cgroup clean-up panicked",
+                        std::io::Error::other(e.to_string()),
+                    )
+                })??;
             Ok(RunOutcome {
                 status: ExitStatus::from_ended(exit.ended),
                 oom_killed,

@@ -408,16 +408,21 @@ impl Runtime {
             });
         }
         if opts.id_base == 0 || opts.id_base.checked_add(ID_COUNT).is_none() {
-            return Err(Error::invalid("id_base must leave room for 65536 ids and not be 0"));
+            return Err(Error::invalid(
+                "id_base must leave room for 65536 ids and not be 0",
+            ));
         }
         let instance = match &opts.instance {
             Some(i) if valid_instance(i) => i.clone(),
-            Some(i) => return Err(Error::invalid(format!("invalid cell runtime instance `{i}`"))),
+            Some(i) => {
+                return Err(Error::invalid(format!(
+                    "invalid cell runtime instance `{i}`"
+                )));
+            }
             None => instance_for(&opts.state_dir),
         };
-        fs::create_dir_all(&opts.state_dir).map_err(|e| {
-            Error::io(format!("cannot create {}", opts.state_dir.display()), e)
-        })?;
+        fs::create_dir_all(&opts.state_dir)
+            .map_err(|e| Error::io(format!("cannot create {}", opts.state_dir.display()), e))?;
         fs::set_permissions(&opts.state_dir, fs::Permissions::from_mode(0o700))
             .map_err(|e| Error::io(format!("cannot restrict {}", opts.state_dir.display()), e))?;
         let lock = lock_state(&opts.state_dir)?;
@@ -440,7 +445,12 @@ impl Runtime {
         match fs::create_dir(&stage_dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(Error::io(format!("cannot create {}", stage_dir.display()), e)),
+            Err(e) => {
+                return Err(Error::io(
+                    format!("cannot create {}", stage_dir.display()),
+                    e,
+                ));
+            }
         }
         let stage = cstring(stage_dir.as_os_str().as_encoded_bytes())?;
 
@@ -482,7 +492,11 @@ impl Runtime {
                 Version::V1 => "v1",
                 Version::V2 => "v2",
             },
-            if dead > 0 { format!(", {dead} dead `cell run` instances removed") } else { String::new() }
+            if dead > 0 {
+                format!(", {dead} dead `cell run` instances removed")
+            } else {
+                String::new()
+            }
         ));
         Ok(rt)
     }
@@ -617,7 +631,9 @@ impl Runtime {
             err_fd: err_w.as_raw_fd(),
             finish,
         });
-        let mut flags = (libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC) as u64;
+        let mut flags =
+            (libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC)
+                as u64;
         if !fs_.network {
             flags |= libc::CLONE_NEWNET as u64;
         }
@@ -795,14 +811,25 @@ impl Runtime {
             }
         }
         let uid = spec.uid.unwrap_or(cell.default_ids.0);
-        let gid = spec.gid.unwrap_or(if spec.uid.is_some() && spec.gid.is_none() {
-            uid
+        let gid = spec
+            .gid
+            .unwrap_or(if spec.uid.is_some() && spec.gid.is_none() {
+                uid
+            } else {
+                cell.default_ids.1
+            });
+        let home = if cell.workspace.is_some() {
+            "/workspace"
         } else {
-            cell.default_ids.1
-        });
-        let home = if cell.workspace.is_some() { "/workspace" } else { "/tmp" };
+            "/tmp"
+        };
         let cwd = spec.cwd.clone().unwrap_or_else(|| {
-            if cell.workspace.is_some() { "/workspace" } else { "/" }.to_owned()
+            if cell.workspace.is_some() {
+                "/workspace"
+            } else {
+                "/"
+            }
+            .to_owned()
         });
         let setup = ProcessSetup {
             argv: spec.command.to_argv(),
@@ -880,8 +907,8 @@ impl Runtime {
                 }
             };
             let status = ExitStatus::from_ended(exit.ended);
-            let oom_killed = status == ExitStatus::Signaled(libc::SIGKILL)
-                && cgroup.oom_kills() > oom_before;
+            let oom_killed =
+                status == ExitStatus::Signaled(libc::SIGKILL) && cgroup.oom_kills() > oom_before;
             let _ = status_tx.send(Some(ExitInfo {
                 status,
                 oom_killed,
@@ -897,10 +924,13 @@ impl Runtime {
                     signal,
                 });
             }
-            events.record(clock.now(), format!(
-                "executable {ename} (pid {pid}) in cell {cname} {status}{}",
-                if oom_killed { ", out of memory" } else { "" }
-            ));
+            events.record(
+                clock.now(),
+                format!(
+                    "executable {ename} (pid {pid}) in cell {cname} {status}{}",
+                    if oom_killed { ", out of memory" } else { "" }
+                ),
+            );
         });
         {
             let mut exes = cell.exes.lock().unwrap_or_else(|e| e.into_inner());
@@ -913,14 +943,23 @@ impl Runtime {
             "started executable {} (pid {}) in cell {cell_name}",
             exe.name, exe.pid
         ));
-        Ok(Started { pid: exe.pid, uid, gid })
+        Ok(Started {
+            pid: exe.pid,
+            uid,
+            gid,
+        })
     }
 
     fn pids(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Arc<Exe>>> {
         self.inner.pids.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn launch_join(&self, cell: &CellEntry, p: &ProcessSetup, stdio: Stdio) -> Result<Process> {
+    async fn launch_join(
+        &self,
+        cell: &CellEntry,
+        p: &ProcessSetup,
+        stdio: Stdio,
+    ) -> Result<Process> {
         let procs: Vec<fs::File> = cell
             .cgroup
             .v1_procs_files()
@@ -943,7 +982,11 @@ impl Runtime {
         let plan = Box::new(Join {
             cgroup_procs: procs.iter().map(|f| f.as_raw_fd()).collect(),
             cgroup_fd: cell.cgroup_dir.as_ref().map(|d| d.as_raw_fd()),
-            namespaces: cell.namespaces.iter().map(|(f, k)| (f.as_raw_fd(), *k)).collect(),
+            namespaces: cell
+                .namespaces
+                .iter()
+                .map(|(f, k)| (f.as_raw_fd(), *k))
+                .collect(),
             err_fd: err_w.as_raw_fd(),
             finish: self.finish(p, fds, false)?,
         });
@@ -970,10 +1013,12 @@ impl Runtime {
     async fn executable(&self, cell: &CellName, name: &ExecutableName) -> Result<Arc<Exe>> {
         let c = self.cell(cell).await?;
         let exes = c.exes.lock().unwrap_or_else(|e| e.into_inner());
-        exes.get(name).cloned().ok_or_else(|| Error::ExecutableNotFound {
-            cell: cell.to_string(),
-            executable: name.to_string(),
-        })
+        exes.get(name)
+            .cloned()
+            .ok_or_else(|| Error::ExecutableNotFound {
+                cell: cell.to_string(),
+                executable: name.to_string(),
+            })
     }
 
     /// Stops an executable: SIGTERM to it and its process group, then SIGKILL after the
@@ -1006,7 +1051,11 @@ impl Runtime {
         Ok(self.executable(cell, name).await?.logs.clone())
     }
 
-    pub async fn executable_info(&self, cell: &CellName, name: &ExecutableName) -> Result<ExecutableInfo> {
+    pub async fn executable_info(
+        &self,
+        cell: &CellName,
+        name: &ExecutableName,
+    ) -> Result<ExecutableInfo> {
         Ok(self.executable(cell, name).await?.info())
     }
 
@@ -1085,13 +1134,22 @@ impl Runtime {
         }
         // Closing the lifeline ends the init; SIGKILL makes sure. Process 1's death takes
         // every remaining process of the cell's pid namespace with it.
-        entry.lifeline.lock().unwrap_or_else(|e| e.into_inner()).take();
+        entry
+            .lifeline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         entry.init.signal(libc::SIGKILL);
         let _ = entry.init.wait().await;
         let cgroup = entry.cgroup.clone();
         tokio::task::spawn_blocking(move || cgroup.destroy())
             .await
-            .map_err(|e| Error::io("cgroup clean-up panicked", std::io::Error::other(e.to_string())))??;
+            .map_err(|e| {
+                Error::io(
+                    "cgroup clean-up panicked",
+                    std::io::Error::other(e.to_string()),
+                )
+            })??;
         let logs = self.inner.opts.state_dir.join("logs").join(name.as_str());
         let _ = fs::remove_dir_all(logs);
         Ok(())
@@ -1103,7 +1161,11 @@ impl Runtime {
         self.inner.shut_down.store(true, Ordering::SeqCst);
         let top: Vec<CellName> = {
             let cells = self.inner.cells.lock().await;
-            cells.keys().filter(|n| n.parent().is_none()).cloned().collect()
+            cells
+                .keys()
+                .filter(|n| n.parent().is_none())
+                .cloned()
+                .collect()
         };
         for n in top {
             let _ = self.free(&n).await;

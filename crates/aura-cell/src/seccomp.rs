@@ -84,70 +84,198 @@ macro_rules! denied {
 
 // Three legacy x86_64 calls libc does not name; their numbers are fixed in the ABI.
 macro_rules! paste_sys {
-    (mount) => { libc::SYS_mount };
-    (umount2) => { libc::SYS_umount2 };
-    (pivot_root) => { libc::SYS_pivot_root };
-    (chroot) => { libc::SYS_chroot };
-    (open_tree) => { libc::SYS_open_tree };
-    (move_mount) => { libc::SYS_move_mount };
-    (fsopen) => { libc::SYS_fsopen };
-    (fsconfig) => { libc::SYS_fsconfig };
-    (fsmount) => { libc::SYS_fsmount };
-    (fspick) => { libc::SYS_fspick };
-    (mount_setattr) => { libc::SYS_mount_setattr };
-    (unshare) => { libc::SYS_unshare };
-    (setns) => { libc::SYS_setns };
-    (ptrace) => { libc::SYS_ptrace };
-    (process_vm_readv) => { libc::SYS_process_vm_readv };
-    (process_vm_writev) => { libc::SYS_process_vm_writev };
-    (process_madvise) => { libc::SYS_process_madvise };
-    (pidfd_getfd) => { libc::SYS_pidfd_getfd };
-    (kcmp) => { libc::SYS_kcmp };
-    (perf_event_open) => { libc::SYS_perf_event_open };
-    (bpf) => { libc::SYS_bpf };
-    (kexec_load) => { libc::SYS_kexec_load };
-    (kexec_file_load) => { libc::SYS_kexec_file_load };
-    (init_module) => { libc::SYS_init_module };
-    (finit_module) => { libc::SYS_finit_module };
-    (delete_module) => { libc::SYS_delete_module };
-    (reboot) => { libc::SYS_reboot };
-    (swapon) => { libc::SYS_swapon };
-    (swapoff) => { libc::SYS_swapoff };
-    (acct) => { libc::SYS_acct };
-    (syslog) => { libc::SYS_syslog };
-    (quotactl) => { libc::SYS_quotactl };
-    (keyctl) => { libc::SYS_keyctl };
-    (add_key) => { libc::SYS_add_key };
-    (request_key) => { libc::SYS_request_key };
-    (settimeofday) => { libc::SYS_settimeofday };
-    (clock_settime) => { libc::SYS_clock_settime };
-    (clock_adjtime) => { libc::SYS_clock_adjtime };
-    (adjtimex) => { libc::SYS_adjtimex };
-    (open_by_handle_at) => { libc::SYS_open_by_handle_at };
-    (name_to_handle_at) => { libc::SYS_name_to_handle_at };
-    (userfaultfd) => { libc::SYS_userfaultfd };
-    (io_uring_setup) => { libc::SYS_io_uring_setup };
-    (io_uring_enter) => { libc::SYS_io_uring_enter };
-    (io_uring_register) => { libc::SYS_io_uring_register };
-    (fanotify_init) => { libc::SYS_fanotify_init };
-    (mbind) => { libc::SYS_mbind };
-    (set_mempolicy) => { libc::SYS_set_mempolicy };
-    (migrate_pages) => { libc::SYS_migrate_pages };
-    (move_pages) => { libc::SYS_move_pages };
-    (vhangup) => { libc::SYS_vhangup };
-    (sethostname) => { libc::SYS_sethostname };
-    (setdomainname) => { libc::SYS_setdomainname };
-    (lookup_dcookie) => { libc::SYS_lookup_dcookie };
-    (nfsservctl) => { libc::SYS_nfsservctl };
-    (iopl) => { libc::SYS_iopl };
-    (ioperm) => { libc::SYS_ioperm };
-    (uselib) => { libc::SYS_uselib };
-    (_sysctl) => { libc::SYS__sysctl };
-    (create_module) => { 174 };
-    (get_kernel_syms) => { 177 };
-    (query_module) => { 178 };
-    (ustat) => { libc::SYS_ustat };
-    (sysfs) => { libc::SYS_sysfs };
+    (mount) => {
+        libc::SYS_mount
+    };
+    (umount2) => {
+        libc::SYS_umount2
+    };
+    (pivot_root) => {
+        libc::SYS_pivot_root
+    };
+    (chroot) => {
+        libc::SYS_chroot
+    };
+    (open_tree) => {
+        libc::SYS_open_tree
+    };
+    (move_mount) => {
+        libc::SYS_move_mount
+    };
+    (fsopen) => {
+        libc::SYS_fsopen
+    };
+    (fsconfig) => {
+        libc::SYS_fsconfig
+    };
+    (fsmount) => {
+        libc::SYS_fsmount
+    };
+    (fspick) => {
+        libc::SYS_fspick
+    };
+    (mount_setattr) => {
+        libc::SYS_mount_setattr
+    };
+    (unshare) => {
+        libc::SYS_unshare
+    };
+    (setns) => {
+        libc::SYS_setns
+    };
+    (ptrace) => {
+        libc::SYS_ptrace
+    };
+    (process_vm_readv) => {
+        libc::SYS_process_vm_readv
+    };
+    (process_vm_writev) => {
+        libc::SYS_process_vm_writev
+    };
+    (process_madvise) => {
+        libc::SYS_process_madvise
+    };
+    (pidfd_getfd) => {
+        libc::SYS_pidfd_getfd
+    };
+    (kcmp) => {
+        libc::SYS_kcmp
+    };
+    (perf_event_open) => {
+        libc::SYS_perf_event_open
+    };
+    (bpf) => {
+        libc::SYS_bpf
+    };
+    (kexec_load) => {
+        libc::SYS_kexec_load
+    };
+    (kexec_file_load) => {
+        libc::SYS_kexec_file_load
+    };
+    (init_module) => {
+        libc::SYS_init_module
+    };
+    (finit_module) => {
+        libc::SYS_finit_module
+    };
+    (delete_module) => {
+        libc::SYS_delete_module
+    };
+    (reboot) => {
+        libc::SYS_reboot
+    };
+    (swapon) => {
+        libc::SYS_swapon
+    };
+    (swapoff) => {
+        libc::SYS_swapoff
+    };
+    (acct) => {
+        libc::SYS_acct
+    };
+    (syslog) => {
+        libc::SYS_syslog
+    };
+    (quotactl) => {
+        libc::SYS_quotactl
+    };
+    (keyctl) => {
+        libc::SYS_keyctl
+    };
+    (add_key) => {
+        libc::SYS_add_key
+    };
+    (request_key) => {
+        libc::SYS_request_key
+    };
+    (settimeofday) => {
+        libc::SYS_settimeofday
+    };
+    (clock_settime) => {
+        libc::SYS_clock_settime
+    };
+    (clock_adjtime) => {
+        libc::SYS_clock_adjtime
+    };
+    (adjtimex) => {
+        libc::SYS_adjtimex
+    };
+    (open_by_handle_at) => {
+        libc::SYS_open_by_handle_at
+    };
+    (name_to_handle_at) => {
+        libc::SYS_name_to_handle_at
+    };
+    (userfaultfd) => {
+        libc::SYS_userfaultfd
+    };
+    (io_uring_setup) => {
+        libc::SYS_io_uring_setup
+    };
+    (io_uring_enter) => {
+        libc::SYS_io_uring_enter
+    };
+    (io_uring_register) => {
+        libc::SYS_io_uring_register
+    };
+    (fanotify_init) => {
+        libc::SYS_fanotify_init
+    };
+    (mbind) => {
+        libc::SYS_mbind
+    };
+    (set_mempolicy) => {
+        libc::SYS_set_mempolicy
+    };
+    (migrate_pages) => {
+        libc::SYS_migrate_pages
+    };
+    (move_pages) => {
+        libc::SYS_move_pages
+    };
+    (vhangup) => {
+        libc::SYS_vhangup
+    };
+    (sethostname) => {
+        libc::SYS_sethostname
+    };
+    (setdomainname) => {
+        libc::SYS_setdomainname
+    };
+    (lookup_dcookie) => {
+        libc::SYS_lookup_dcookie
+    };
+    (nfsservctl) => {
+        libc::SYS_nfsservctl
+    };
+    (iopl) => {
+        libc::SYS_iopl
+    };
+    (ioperm) => {
+        libc::SYS_ioperm
+    };
+    (uselib) => {
+        libc::SYS_uselib
+    };
+    (_sysctl) => {
+        libc::SYS__sysctl
+    };
+    (create_module) => {
+        174
+    };
+    (get_kernel_syms) => {
+        177
+    };
+    (query_module) => {
+        178
+    };
+    (ustat) => {
+        libc::SYS_ustat
+    };
+    (sysfs) => {
+        libc::SYS_sysfs
+    };
 }
 
 /// The system calls denied on every architecture.
@@ -230,7 +358,12 @@ pub const DENIED_ARCH: &[Denied] = denied![
 ];
 
 fn stmt(code: u16, k: u32) -> SockFilter {
-    SockFilter { code, jt: 0, jf: 0, k }
+    SockFilter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    }
 }
 
 fn jump(code: u16, k: u32, jt: u8, jf: u8) -> SockFilter {
@@ -337,7 +470,12 @@ mod tests {
     #[test]
     fn the_filter_allows_ordinary_calls_and_denies_the_list() {
         let eperm = RET_ERRNO | libc::EPERM as u32;
-        for nr in [libc::SYS_read, libc::SYS_write, libc::SYS_execve, libc::SYS_openat] {
+        for nr in [
+            libc::SYS_read,
+            libc::SYS_write,
+            libc::SYS_execve,
+            libc::SYS_openat,
+        ] {
             check(nr, 0, RET_ALLOW);
         }
         for d in denied() {
@@ -351,7 +489,12 @@ mod tests {
             (libc::CLONE_VM | libc::CLONE_THREAD | libc::CLONE_SIGHAND) as u64,
             RET_ALLOW,
         );
-        for flag in [libc::CLONE_NEWUSER, libc::CLONE_NEWNS, libc::CLONE_NEWNET, libc::CLONE_NEWPID] {
+        for flag in [
+            libc::CLONE_NEWUSER,
+            libc::CLONE_NEWNS,
+            libc::CLONE_NEWNET,
+            libc::CLONE_NEWPID,
+        ] {
             check(libc::SYS_clone, (flag | libc::SIGCHLD) as u64, eperm);
         }
         for v in PERSONALITY_ALLOWED {
@@ -371,7 +514,15 @@ mod tests {
     #[test]
     fn the_list_covers_what_the_issue_names() {
         let names: Vec<&str> = denied().map(|d| d.name).collect();
-        for must in ["mount", "ptrace", "kexec_load", "bpf", "keyctl", "unshare", "setns"] {
+        for must in [
+            "mount",
+            "ptrace",
+            "kexec_load",
+            "bpf",
+            "keyctl",
+            "unshare",
+            "setns",
+        ] {
             assert!(names.contains(&must), "{must} is not denied");
         }
         assert!(program().len() < 4096);

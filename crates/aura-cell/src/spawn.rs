@@ -58,7 +58,11 @@ impl std::fmt::Debug for Job {
     }
 }
 
-fn clone_with(flags: u64, exit_signal: u64, cgroup_fd: Option<RawFd>) -> (Result<libc::pid_t, i32>, RawFd) {
+fn clone_with(
+    flags: u64,
+    exit_signal: u64,
+    cgroup_fd: Option<RawFd>,
+) -> (Result<libc::pid_t, i32>, RawFd) {
     let mut pidfd: RawFd = -1;
     let mut args = sys::CloneArgs {
         flags: flags | sys::CLONE_PIDFD,
@@ -139,7 +143,11 @@ impl Spawner {
         })
     }
 
-    async fn submit(&self, job: Job, rx: oneshot::Receiver<Result<Spawned, i32>>) -> Result<Spawned> {
+    async fn submit(
+        &self,
+        job: Job,
+        rx: oneshot::Receiver<Result<Spawned, i32>>,
+    ) -> Result<Spawned> {
         self.tx
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -153,9 +161,23 @@ impl Spawner {
             })
     }
 
-    pub(crate) async fn fresh(&self, plan: Box<Fresh>, flags: u64, cgroup_fd: Option<RawFd>) -> Result<Spawned> {
+    pub(crate) async fn fresh(
+        &self,
+        plan: Box<Fresh>,
+        flags: u64,
+        cgroup_fd: Option<RawFd>,
+    ) -> Result<Spawned> {
         let (reply, rx) = oneshot::channel();
-        self.submit(Job::Fresh { plan, flags, cgroup_fd, reply }, rx).await
+        self.submit(
+            Job::Fresh {
+                plan,
+                flags,
+                cgroup_fd,
+                reply,
+            },
+            rx,
+        )
+        .await
     }
 
     pub(crate) async fn join(&self, plan: Box<Join>) -> Result<Spawned> {
@@ -191,7 +213,10 @@ pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: fds has room for two descriptors.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(Error::io("cannot create a pipe", std::io::Error::last_os_error()));
+        return Err(Error::io(
+            "cannot create a pipe",
+            std::io::Error::last_os_error(),
+        ));
     }
     // SAFETY: pipe2 returned two new descriptors that we now own.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
@@ -201,8 +226,13 @@ pub(crate) fn set_nonblocking(fd: &OwnedFd) -> Result<()> {
     // SAFETY: fcntl on our descriptor.
     let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
     // SAFETY: as above.
-    if flags < 0 || unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
-        return Err(Error::io("cannot make a pipe non-blocking", std::io::Error::last_os_error()));
+    if flags < 0
+        || unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0
+    {
+        return Err(Error::io(
+            "cannot make a pipe non-blocking",
+            std::io::Error::last_os_error(),
+        ));
     }
     Ok(())
 }
@@ -308,7 +338,10 @@ impl Process {
         let fd = sys::pidfd_open(pid)
             .map_err(|e| Error::io("cannot open a pidfd", std::io::Error::from_raw_os_error(e)))?;
         // SAFETY: pidfd_open returned a new descriptor that we own.
-        Self::new(Spawned { pid, pidfd: unsafe { OwnedFd::from_raw_fd(fd) } })
+        Self::new(Spawned {
+            pid,
+            pidfd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
     }
 
     pub(crate) fn signal(&self, sig: i32) {
@@ -361,25 +394,36 @@ pub(crate) fn init_memfd() -> Result<OwnedFd> {
     const MFD_EXEC: libc::c_uint = 0x10;
     let name = c"aura-cell-init";
     // SAFETY: name is NUL-terminated.
-    let mut fd = unsafe { libc::memfd_create(name.as_ptr(), MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_EXEC) };
+    let mut fd =
+        unsafe { libc::memfd_create(name.as_ptr(), MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_EXEC) };
     if fd < 0 && sys::errno() == libc::EINVAL {
         // Kernels before 6.3 do not know MFD_EXEC; their memfds are executable anyway.
         // SAFETY: as above.
         fd = unsafe { libc::memfd_create(name.as_ptr(), MFD_CLOEXEC | MFD_ALLOW_SEALING) };
     }
     if fd < 0 {
-        return Err(Error::io("cannot create the init memfd", std::io::Error::last_os_error()));
+        return Err(Error::io(
+            "cannot create the init memfd",
+            std::io::Error::last_os_error(),
+        ));
     }
     // SAFETY: memfd_create returned a new descriptor that we own.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    sys::write_all(fd.as_raw_fd(), INIT_BINARY)
-        .map_err(|e| Error::io("cannot write the init memfd", std::io::Error::from_raw_os_error(e)))?;
+    sys::write_all(fd.as_raw_fd(), INIT_BINARY).map_err(|e| {
+        Error::io(
+            "cannot write the init memfd",
+            std::io::Error::from_raw_os_error(e),
+        )
+    })?;
     // SAFETY: fchmod on our descriptor: readable and executable, never writable.
     unsafe { libc::fchmod(fd.as_raw_fd(), 0o555) };
     let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
     // SAFETY: fcntl on our descriptor.
     if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
-        return Err(Error::io("cannot seal the init memfd", std::io::Error::last_os_error()));
+        return Err(Error::io(
+            "cannot seal the init memfd",
+            std::io::Error::last_os_error(),
+        ));
     }
     Ok(fd)
 }
@@ -402,6 +446,10 @@ mod tests {
         let r = sys::write_all(fd.as_raw_fd(), b"x");
         assert_eq!(r, Err(libc::EPERM));
         assert!(INIT_BINARY.starts_with(b"\x7fELF"));
-        assert!(INIT_BINARY.len() < 64 * 1024, "the init grew to {} bytes", INIT_BINARY.len());
+        assert!(
+            INIT_BINARY.len() < 64 * 1024,
+            "the init grew to {} bytes",
+            INIT_BINARY.len()
+        );
     }
 }

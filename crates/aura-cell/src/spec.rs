@@ -66,9 +66,7 @@ impl CellName {
 
     /// The parent cell, for `parent/child`.
     pub fn parent(&self) -> Option<CellName> {
-        self.0
-            .rsplit_once('/')
-            .map(|(p, _)| CellName(p.to_owned()))
+        self.0.rsplit_once('/').map(|(p, _)| CellName(p.to_owned()))
     }
 
     /// The last part: the cell's own name, used as its hostname.
@@ -248,7 +246,10 @@ impl Limits {
                 )));
             }
         }
-        for (what, list) in [("cpuset cpus", &self.cpuset_cpus), ("cpuset mems", &self.cpuset_mems)] {
+        for (what, list) in [
+            ("cpuset cpus", &self.cpuset_cpus),
+            ("cpuset mems", &self.cpuset_mems),
+        ] {
             if let Some(l) = list {
                 validate_id_list(what, l)?;
             }
@@ -612,7 +613,11 @@ impl ExecutableSpec {
     }
 }
 
-pub(crate) fn validate_process(cwd: Option<&str>, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
+pub(crate) fn validate_process(
+    cwd: Option<&str>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+) -> Result<()> {
     if let Some(c) = cwd {
         check_abs_path("working directory", Path::new(c))?;
     }
@@ -690,29 +695,113 @@ mod tests {
     fn limits_are_range_checked() {
         let d = Limits::default;
         check_limits(&d(), true);
-        check_limits(&Limits { cpu_weight: Some(0), ..d() }, false);
-        check_limits(&Limits { cpu_weight: Some(10_001), ..d() }, false);
-        check_limits(&Limits { cpu_weight: Some(100), ..d() }, true);
         check_limits(
-            &Limits { cpu_max: Some(CpuMax { quota_us: 50_000, period_us: 100_000 }), ..d() },
+            &Limits {
+                cpu_weight: Some(0),
+                ..d()
+            },
+            false,
+        );
+        check_limits(
+            &Limits {
+                cpu_weight: Some(10_001),
+                ..d()
+            },
+            false,
+        );
+        check_limits(
+            &Limits {
+                cpu_weight: Some(100),
+                ..d()
+            },
             true,
         );
         check_limits(
-            &Limits { cpu_max: Some(CpuMax { quota_us: 10, period_us: 100_000 }), ..d() },
+            &Limits {
+                cpu_max: Some(CpuMax {
+                    quota_us: 50_000,
+                    period_us: 100_000,
+                }),
+                ..d()
+            },
+            true,
+        );
+        check_limits(
+            &Limits {
+                cpu_max: Some(CpuMax {
+                    quota_us: 10,
+                    period_us: 100_000,
+                }),
+                ..d()
+            },
             false,
         );
         check_limits(
-            &Limits { cpu_max: Some(CpuMax { quota_us: 5000, period_us: 10 }), ..d() },
+            &Limits {
+                cpu_max: Some(CpuMax {
+                    quota_us: 5000,
+                    period_us: 10,
+                }),
+                ..d()
+            },
             false,
         );
-        check_limits(&Limits { cpuset_cpus: Some("0-1,3".into()), ..d() }, true);
-        check_limits(&Limits { cpuset_cpus: Some("1-0".into()), ..d() }, false);
-        check_limits(&Limits { cpuset_cpus: Some("a".into()), ..d() }, false);
-        check_limits(&Limits { cpuset_mems: Some("".into()), ..d() }, false);
-        check_limits(&Limits { memory_max: Some(1000), ..d() }, false);
-        check_limits(&Limits { memory_max: Some(64 << 20), ..d() }, true);
-        check_limits(&Limits { pids_max: Some(0), ..d() }, false);
-        check_limits(&Limits { pids_max: Some(64), ..d() }, true);
+        check_limits(
+            &Limits {
+                cpuset_cpus: Some("0-1,3".into()),
+                ..d()
+            },
+            true,
+        );
+        check_limits(
+            &Limits {
+                cpuset_cpus: Some("1-0".into()),
+                ..d()
+            },
+            false,
+        );
+        check_limits(
+            &Limits {
+                cpuset_cpus: Some("a".into()),
+                ..d()
+            },
+            false,
+        );
+        check_limits(
+            &Limits {
+                cpuset_mems: Some("".into()),
+                ..d()
+            },
+            false,
+        );
+        check_limits(
+            &Limits {
+                memory_max: Some(1000),
+                ..d()
+            },
+            false,
+        );
+        check_limits(
+            &Limits {
+                memory_max: Some(64 << 20),
+                ..d()
+            },
+            true,
+        );
+        check_limits(
+            &Limits {
+                pids_max: Some(0),
+                ..d()
+            },
+            false,
+        );
+        check_limits(
+            &Limits {
+                pids_max: Some(64),
+                ..d()
+            },
+            true,
+        );
         assert!(Limits::signed("memory max", Some(-1)).is_err());
         assert_eq!(Limits::signed("memory max", Some(5)).unwrap(), Some(5));
     }
@@ -740,7 +829,11 @@ mod tests {
         assert!(Command::shell("  ").validate().is_err());
         assert!(Command::argv(Vec::<String>::new()).validate().is_err());
         assert!(Command::argv(["a\0b"]).validate().is_err());
-        assert!(Command::shell("x".repeat(MAX_COMMAND_BYTES + 1)).validate().is_err());
+        assert!(
+            Command::shell("x".repeat(MAX_COMMAND_BYTES + 1))
+                .validate()
+                .is_err()
+        );
         assert_eq!(Command::shell("ls").to_argv(), ["sh", "-c", "ls"]);
         assert!(Env::parse(["A=1", "B="]).is_ok());
         assert!(Env::parse(["A"]).is_err());
@@ -757,7 +850,10 @@ mod tests {
     fn cpus_convert_to_a_quota() {
         assert_eq!(
             CpuMax::cpus(0.5).unwrap(),
-            CpuMax { quota_us: 50_000, period_us: 100_000 }
+            CpuMax {
+                quota_us: 50_000,
+                period_us: 100_000
+            }
         );
         assert!(CpuMax::cpus(0.0).is_err());
         assert!(CpuMax::cpus(f64::NAN).is_err());

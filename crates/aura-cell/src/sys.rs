@@ -261,8 +261,16 @@ pub(crate) fn missing_syscalls() -> Vec<&'static str> {
         ("open_tree (Linux 5.2)", libc::SYS_open_tree, [-1, 0, 0]),
         ("move_mount (Linux 5.2)", libc::SYS_move_mount, [-1, 0, -1]),
         ("openat2 (Linux 5.6)", libc::SYS_openat2, [-1, 0, 0]),
-        ("close_range (Linux 5.9)", libc::SYS_close_range, [u32::MAX as libc::c_long, 0, 0]),
-        ("mount_setattr (Linux 5.12)", libc::SYS_mount_setattr, [-1, 0, 0]),
+        (
+            "close_range (Linux 5.9)",
+            libc::SYS_close_range,
+            [u32::MAX as libc::c_long, 0, 0],
+        ),
+        (
+            "mount_setattr (Linux 5.12)",
+            libc::SYS_mount_setattr,
+            [-1, 0, 0],
+        ),
     ];
     for (name, nr, [a, b, c]) in probes {
         // SAFETY: every probe passes invalid descriptors or sizes, so nothing happens.
