@@ -6,6 +6,9 @@
 
 mod cells;
 mod ledger;
+mod model;
+mod policy;
+mod reasoner;
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +25,12 @@ enum Bench {
     Ledger(ledger::Args),
     /// Cells: a hardened one-shot cell (vs bubblewrap), executables per second in a cell
     Cells(cells::Args),
+    /// Reasoner: decoding a provider's response stream (vs eventsource-stream)
+    Reasoner(reasoner::Args),
+    /// Model packages: manifest verification GB/s beside sha256sum on the same files
+    ModelVerify(model::Args),
+    /// Policy: decision latency with 200 policies loaded (vs Cedar's own evaluation)
+    Policy(policy::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -32,6 +41,9 @@ fn main() -> anyhow::Result<()> {
     match cli.bench {
         Bench::Ledger(args) => rt.block_on(ledger::run(args)),
         Bench::Cells(args) => rt.block_on(cells::run(args)),
+        Bench::Reasoner(args) => reasoner::run(&args, &rt),
+        Bench::ModelVerify(args) => model::run(&args),
+        Bench::Policy(args) => policy::run(&args),
     }
 }
 
