@@ -39,6 +39,9 @@
 //! # Ok(()) }
 //! ```
 //!
+//! The agents' `cmd.run` tool gets this through [`tools::CellRunner`], aura-tools'
+//! `CommandRunner` over a runtime.
+//!
 //! To stream output as it comes, use [`Runtime::spawn`] and [`Running::next_output`].
 //! Errors before the command runs (a bad spec, a command that does not exist, a host
 //! that cannot run cells) are [`Error`]s with an [`ErrorKind`]; a command that runs and
@@ -69,6 +72,7 @@ pub mod seccomp;
 mod spawn;
 pub mod spec;
 mod sys;
+pub mod tools;
 
 pub use cgroup::{Mode as CgroupMode, Usage, Version as CgroupVersion};
 pub use error::{Error, ErrorKind, Result};

@@ -528,8 +528,10 @@ mod tests {
             store.push(Channel::Stdout, ts(i), format!("line {i}"));
         }
         assert!(std::fs::metadata(dir.path().join("x.log")).unwrap().len() <= 100);
-        // The ring still has the newest lines.
-        assert_eq!(store.history(48).len(), 1);
+        // The ring still has the newest lines (sequence numbers start at 1).
+        let seqs: Vec<u64> = store.history(48).iter().map(|l| l.seq).collect();
+        assert_eq!(seqs, [49, 50]);
+        assert_eq!(store.history(49).len(), 1);
     }
 
     #[tokio::test]

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::logs::{Capture, Channel};
 use crate::rootfs::{self, CellFs, ResolvedBind};
 use crate::runtime::{ExitStatus, ProcessSetup, Runtime, Stdio, resolve_workspace};
-use crate::spawn::{self, Ended};
+use crate::spawn;
 use crate::spec::{Bind, Command, CpuMax, Env, ID_COUNT, Limits, validate_process};
 
 /// What to run, and how. Build it with [`RunSpec::shell`] or [`RunSpec::argv`] and the
@@ -41,7 +41,10 @@ pub struct RunSpec {
     pub gid: Option<u32>,
     /// Extra host paths, read-only unless marked writable.
     pub binds: Vec<Bind>,
-    /// After this, the command gets SIGTERM, then SIGKILL after the runtime's grace.
+    /// After this, every process of the cell is killed at once (SIGKILL), so that nothing
+    /// runs past the deadline: a shell at the top, being process 1 of its namespace,
+    /// would ignore SIGTERM and carry on with its script. ([`Running::stop`] is the
+    /// gentle way: SIGTERM, then SIGKILL after the runtime's grace.)
     pub timeout: Option<Duration>,
     /// Bytes of stdout and of stderr kept in the outcome; the rest is counted as
     /// truncated (it is still streamed to a [`Running`]'s reader).
@@ -172,7 +175,9 @@ impl RunSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RunOutcome {
     pub status: ExitStatus,
-    /// The kernel's OOM killer ended it: the cell hit its memory limit.
+    /// The cell hit its memory limit and the kernel's OOM killer killed a process in it:
+    /// the command itself, or one it started (a shell pipeline's stage, a compiler), in
+    /// which case the command usually exits with an error of its own.
     pub oom_killed: bool,
     /// It was stopped because its timeout passed.
     pub timed_out: bool,
@@ -388,7 +393,7 @@ impl Runtime {
                     r = process.wait() => r,
                     () = deadline => {
                         timed_out = true;
-                        terminate(&process, &cgroup, grace).await
+                        kill_now(&process, &cgroup).await
                     }
                     () = stop2.notified() => terminate(&process, &cgroup, grace).await,
                 };
@@ -400,7 +405,8 @@ impl Runtime {
             }
             let exit = exit?;
             let usage = cgroup.usage();
-            let oom_killed = exit.ended == Ended::Signaled(libc::SIGKILL) && usage.oom_kills > 0;
+            // The cgroup is this run's alone, so any OOM kill in it is this run's.
+            let oom_killed = usage.oom_kills > 0;
             tokio::task::spawn_blocking(move || cgroup.destroy())
                 .await
                 .map_err(|e| {
@@ -450,6 +456,14 @@ async fn terminate(
             process.wait().await
         }
     }
+}
+
+/// Kills every process of the run's cell now. Killing process 1 ends its pid namespace;
+/// the cgroup-wide signal also reaches anything that left the namespace's view.
+async fn kill_now(process: &spawn::Process, cgroup: &crate::cgroup::Cgroup) -> Result<spawn::Exit> {
+    process.signal(libc::SIGKILL);
+    cgroup.signal_all(libc::SIGKILL);
+    process.wait().await
 }
 
 /// Reads one output stream to its end: captures up to `limit` bytes and forwards every
