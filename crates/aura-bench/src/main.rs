@@ -4,6 +4,7 @@
 //! measured in the same run on the same machine, so that docs/PERFORMANCE.md can quote
 //! them as they are. Run with `cargo run --release -p aura-bench -- <benchmark>`.
 
+mod cells;
 mod http_peer;
 mod ledger;
 mod missions;
@@ -24,6 +25,8 @@ struct Cli {
 enum Bench {
     /// Ledger: durable appends (vs raw SQLite), commit latency, verification, proofs
     Ledger(ledger::Args),
+    /// Cells: a hardened one-shot cell (vs bubblewrap), executables per second in a cell
+    Cells(cells::Args),
     /// Reasoner: decoding a provider's response stream (vs eventsource-stream)
     Reasoner(reasoner::Args),
     /// Model packages: manifest verification GB/s beside sha256sum on the same files
@@ -43,6 +46,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.bench {
         Bench::Ledger(args) => rt.block_on(ledger::run(args)),
+        Bench::Cells(args) => rt.block_on(cells::run(args)),
         Bench::Reasoner(args) => reasoner::run(&args, &rt),
         Bench::ModelVerify(args) => model::run(&args),
         Bench::Policy(args) => policy::run(&args),

@@ -90,6 +90,9 @@ enum Command {
     /// Validate policy files and decide hypothetical requests
     #[command(subcommand)]
     Policy(cmd::policy::Command),
+    /// Run a command in a hardened cell on this host (no node needed)
+    #[command(subcommand)]
+    Cell(cmd::cell::Command),
 }
 
 /// An error that knows what the user could do about it.
@@ -250,5 +253,6 @@ async fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
         Command::Receipts(c) => cmd::receipts::run(&home, out, c).await,
         Command::Settle(args) => cmd::receipts::settle(&home, out, args).await,
         Command::Policy(c) => cmd::policy::run(&home, out, c),
+        Command::Cell(c) => cmd::cell::run(out, c).await,
     }
 }

@@ -1,0 +1,169 @@
+//! The cell benchmarks (issue: cells). Needs root and bubblewrap (`bwrap`).
+//!
+//! - One-shot: create a fully hardened cell (cgroup, every namespace, root file system,
+//!   masked /proc, seccomp, no capabilities), execute /bin/true in it, wait, free it;
+//!   beside `bwrap --unshare-all --ro-bind / / /bin/true` (Debian's bubblewrap), timed
+//!   the same way (spawn to reaped), alternating the two so that both see the same noise.
+//! - Executables started per second inside one long-lived cell (start /bin/true, wait),
+//!   beside plain fork+exec of /bin/true on the host: the ceiling with no sandbox at all.
+
+use std::time::{Duration, Instant};
+
+use aura_cell::{
+    CellName, CellSpec, Command, ExecutableName, ExecutableSpec, Options, RunSpec, Runtime,
+};
+
+use crate::{fmt_duration, percentile};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// One-shot cells to create (and as many bwrap runs)
+    #[arg(long, default_value_t = 300)]
+    runs: usize,
+    /// Executables to start in the long-lived cell
+    #[arg(long, default_value_t = 500)]
+    executables: usize,
+    /// Executables running at once in the long-lived cell benchmark
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// The bubblewrap binary
+    #[arg(long, default_value = "bwrap")]
+    bwrap: String,
+}
+
+fn summary(mut v: Vec<Duration>) -> (Duration, Duration) {
+    v.sort();
+    (percentile(&v, 50.0), percentile(&v, 99.0))
+}
+
+pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut opts = Options::new(dir.path().join("cells"));
+    opts.instance = Some(format!("cli-{}", std::process::id()));
+    let rt = Runtime::start(opts).await?;
+
+    // Warm up both (page cache, the kernel's namespace caches).
+    for _ in 0..10 {
+        rt.run(RunSpec::argv(["/bin/true"])).await?;
+        bwrap_once(&args.bwrap)?;
+    }
+    let mut aura = Vec::with_capacity(args.runs);
+    let mut peer = Vec::with_capacity(args.runs);
+    for _ in 0..args.runs {
+        let t = Instant::now();
+        let out = rt.run(RunSpec::argv(["/bin/true"])).await?;
+        aura.push(t.elapsed());
+        anyhow::ensure!(
+            out.success(),
+            "/bin/true failed in a cell: {:?}",
+            out.status
+        );
+        peer.push(bwrap_once(&args.bwrap)?);
+    }
+    let (a50, a99) = summary(aura);
+    let (b50, b99) = summary(peer);
+    println!(
+        "| create a hardened cell, exec /bin/true, wait, free ({} runs) | p50 | p99 |",
+        args.runs
+    );
+    println!("|---|---:|---:|");
+    println!(
+        "| Aura one-shot cell | {} | {} |",
+        fmt_duration(a50),
+        fmt_duration(a99)
+    );
+    println!(
+        "| bwrap --unshare-all --ro-bind / / /bin/true | {} | {} |",
+        fmt_duration(b50),
+        fmt_duration(b99)
+    );
+    println!(
+        "| Aura / bwrap | {:.2} | {:.2} |",
+        a50.as_secs_f64() / b50.as_secs_f64(),
+        a99.as_secs_f64() / b99.as_secs_f64()
+    );
+    println!();
+
+    // Executables per second in one long-lived cell.
+    let cell = CellName::new("bench")?;
+    rt.allocate(CellSpec::new(cell.clone())).await?;
+    let start = Instant::now();
+    let mut next = 0usize;
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut latencies = Vec::with_capacity(args.executables);
+    while next < args.executables || !tasks.is_empty() {
+        while next < args.executables && tasks.len() < args.concurrency {
+            let rt = rt.clone();
+            let cell = cell.clone();
+            let name = ExecutableName::new(&format!("e{next}"))?;
+            next += 1;
+            tasks.spawn(async move {
+                let t = Instant::now();
+                rt.start_executable(
+                    &cell,
+                    ExecutableSpec::new(name.clone(), Command::argv(["/bin/true"])),
+                )
+                .await?;
+                let info = rt.wait(&cell, &name, Some(Duration::from_secs(30))).await?;
+                anyhow::ensure!(
+                    info.and_then(|i| i.exit)
+                        .is_some_and(|e| e.status.success()),
+                    "/bin/true failed in the cell"
+                );
+                Ok::<_, anyhow::Error>(t.elapsed())
+            });
+        }
+        if let Some(r) = tasks.join_next().await {
+            latencies.push(r??);
+        }
+    }
+    let elapsed = start.elapsed();
+    let rate = args.executables as f64 / elapsed.as_secs_f64();
+    rt.free(&cell).await?;
+
+    let host_start = Instant::now();
+    let host_runs = args.executables;
+    let mut handles = Vec::new();
+    let per = host_runs.div_ceil(args.concurrency);
+    for _ in 0..args.concurrency {
+        handles.push(std::thread::spawn(move || -> std::io::Result<()> {
+            for _ in 0..per {
+                std::process::Command::new("/bin/true").status()?;
+            }
+            Ok(())
+        }));
+    }
+    for h in handles {
+        h.join()
+            .map_err(|_| anyhow::anyhow!("a host spawner panicked"))??;
+    }
+    let host_rate = (per * args.concurrency) as f64 / host_start.elapsed().as_secs_f64();
+    let (l50, l99) = summary(latencies);
+    println!(
+        "| executables in one long-lived cell ({} x /bin/true, {} at once) | per second | start-to-exit p50 | p99 |",
+        args.executables, args.concurrency
+    );
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| Aura cell (join namespaces, exec via init) | {rate:.0} | {} | {} |",
+        fmt_duration(l50),
+        fmt_duration(l99)
+    );
+    println!("| plain fork+exec on the host (no sandbox) | {host_rate:.0} | | |");
+    println!("| Aura / plain | {:.2} | | |", rate / host_rate);
+    rt.shutdown().await;
+    Ok(())
+}
+
+fn bwrap_once(bwrap: &str) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    let status = std::process::Command::new(bwrap)
+        .args(["--unshare-all", "--ro-bind", "/", "/", "/bin/true"])
+        .status()
+        .map_err(|e| {
+            anyhow::anyhow!("cannot run {bwrap} ({e}); install bubblewrap (scripts/setup-cells.sh)")
+        })?;
+    let d = t.elapsed();
+    anyhow::ensure!(status.success(), "bwrap failed: {status}");
+    Ok(d)
+}
