@@ -206,10 +206,6 @@ impl Model {
                 out.finish = Finish::Length;
                 break;
             }
-            if session.position() >= self.info.context_length {
-                out.finish = Finish::Length;
-                break;
-            }
             sampler.penalize(&mut logits, &context, &mut seen);
             if let Some(m) = constraint.as_mut() {
                 m.mask(&mut logits)?;
@@ -249,6 +245,11 @@ impl Model {
             }
             if constraint_done {
                 out.finish = Finish::Stop;
+                break;
+            }
+            // Stop before feeding a token whose logits nobody would read.
+            if steps >= req.max_tokens || session.position() >= self.info.context_length {
+                out.finish = Finish::Length;
                 break;
             }
             logits = session.feed(&[token])?;
