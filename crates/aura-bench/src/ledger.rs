@@ -331,7 +331,7 @@ fn raw_sqlite(
     Ok(rows as f64 / elapsed.as_secs_f64())
 }
 
-fn cpu_model() -> String {
+pub(crate) fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {

@@ -4,6 +4,7 @@
 //! measured in the same run on the same machine, so that docs/PERFORMANCE.md can quote
 //! them as they are. Run with `cargo run --release -p aura-bench -- <benchmark>`.
 
+mod infer;
 mod ledger;
 
 use clap::{Parser, Subcommand};
@@ -19,15 +20,22 @@ struct Cli {
 enum Bench {
     /// Ledger: durable appends (vs raw SQLite), commit latency, verification, proofs
     Ledger(ledger::Args),
+    /// Inference: SmolLM2 prefill, decode and time to first token vs llama.cpp
+    Infer(infer::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Bench::Infer(args) = cli.bench {
+        // Pure CPU work on the engine's own threads: no async runtime needed.
+        return infer::run(args);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     match cli.bench {
         Bench::Ledger(args) => rt.block_on(ledger::run(args)),
+        Bench::Infer(_) => Ok(()),
     }
 }
 

@@ -106,8 +106,8 @@ pub enum Device {
 /// How to load a model.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LoadOptions {
-    /// Threads for this model's work; None uses rayon's global pool (sized by
-    /// RAYON_NUM_THREADS, or the CPU count). Results do not depend on it.
+    /// Threads for this model's work (a pool of its own); None takes rayon's default
+    /// (RAYON_NUM_THREADS, or the CPU count). Results do not depend on it.
     pub threads: Option<usize>,
     /// Where to run.
     pub device: Device,
@@ -209,17 +209,22 @@ impl Model {
                 return Err(Error::Options(format!("weights can be converted to f32 or q8_0 at load, not {}", f.name())));
             }
         }
-        let pool = match opts.threads {
+        // The model always runs on a pool of its own, so a request's forward pass runs on
+        // a worker thread and its parallel loops do not bounce between the caller and the
+        // pool. Without a thread count, it takes rayon's default (RAYON_NUM_THREADS or
+        // the CPU count).
+        let threads = match opts.threads {
             Some(0) => return Err(Error::Options("threads must be at least 1".into())),
-            Some(n) => Some(std::sync::Arc::new(
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(n)
-                    .thread_name(|i| format!("aura-infer-{i}"))
-                    .build()
-                    .map_err(|e| Error::Options(format!("cannot start {n} threads: {e}")))?,
-            )),
-            None => None,
+            Some(n) => n,
+            None => rayon::current_num_threads(),
         };
+        let pool = Some(std::sync::Arc::new(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|i| format!("aura-infer-{i}"))
+                .build()
+                .map_err(|e| Error::Options(format!("cannot start {threads} threads: {e}")))?,
+        ));
         let loaded = match files {
             ModelFiles::Gguf(path) => load::load_gguf(path, opts.dtype)?,
             ModelFiles::Safetensors { config, tokenizer, tokenizer_config, weights } => {

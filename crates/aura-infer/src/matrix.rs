@@ -121,7 +121,18 @@ impl Matrix {
                 bytes.len()
             )));
         }
-        Ok(Self { rows, cols, format, f32s: Vec::new(), bytes })
+        // Repack each row from ggml's interleaved blocks into the kernels' planar layout.
+        let rb = cols / BLOCK * format.block_bytes();
+        let mut planar = Vec::with_capacity(bytes.len());
+        for row in bytes.chunks_exact(rb.max(1)) {
+            planar.extend_from_slice(&kernels::planar_from_ggml(format.block_bytes(), row));
+        }
+        Ok(Self { rows, cols, format, f32s: Vec::new(), bytes: planar })
+    }
+
+    /// Builds a matrix from rows already in the planar layout (split and permuted rows).
+    fn from_planar(rows: usize, cols: usize, format: Format, bytes: Vec<u8>) -> Self {
+        Self { rows, cols, format, f32s: Vec::new(), bytes }
     }
 
     fn row_bytes(&self) -> usize {
@@ -157,7 +168,7 @@ impl Matrix {
                 ),
                 format => {
                     let rb = self.row_bytes();
-                    Matrix::from_blocks(rows, self.cols, format, self.bytes[p * rows * rb..(p + 1) * rows * rb].to_vec())
+                    Ok(Matrix::from_planar(rows, self.cols, format, self.bytes[p * rows * rb..(p + 1) * rows * rb].to_vec()))
                 }
             })
             .collect()
@@ -220,7 +231,7 @@ impl Matrix {
                 }
             }
         };
-        if self.rows * self.cols * t < 32 * 1024 {
+        if self.rows * self.cols * t < 32 * 1024 || cx.threads() == 1 {
             // Too small to be worth waking other threads.
             by_row.chunks_mut(ROWS_PER_TASK * t).enumerate().for_each(task);
         } else {
@@ -239,25 +250,27 @@ impl Matrix {
     }
 }
 
-/// Dequantizes one row of blocks into `out` (`out.len()` values).
-pub(crate) fn dequantize_row(format: Format, bytes: &[u8], out: &mut [f32]) {
-    let bb = format.block_bytes();
-    for (blk, o) in bytes.chunks_exact(bb).zip(out.chunks_exact_mut(BLOCK)) {
-        let d = kernels::f16_at(blk, 0);
+/// Dequantizes one planar row into `out` (`out.len()` values).
+pub(crate) fn dequantize_row(format: Format, row: &[u8], out: &mut [f32]) {
+    let nb = out.len() / BLOCK;
+    let qs = kernels::qs_bytes(format.block_bytes());
+    for (b, o) in out.chunks_exact_mut(BLOCK).enumerate() {
+        let d = kernels::f16_at(row, nb * qs + 2 * b);
+        let q = &row[b * qs..(b + 1) * qs];
         match format {
             Format::Q4_0 | Format::Q4_1 => {
-                let (qs, m, off) = if format == Format::Q4_1 {
-                    (&blk[4..20], kernels::f16_at(blk, 2), 0.0)
+                let (m, off) = if format == Format::Q4_1 {
+                    (kernels::f16_at(row, nb * (qs + 2) + 2 * b), 0.0)
                 } else {
-                    (&blk[2..18], 0.0, 8.0)
+                    (0.0, 8.0)
                 };
                 for j in 0..16 {
-                    o[j] = (f32::from(qs[j] & 15) - off) * d + m;
-                    o[j + 16] = (f32::from(qs[j] >> 4) - off) * d + m;
+                    o[j] = (f32::from(q[j] & 15) - off) * d + m;
+                    o[j + 16] = (f32::from(q[j] >> 4) - off) * d + m;
                 }
             }
             Format::Q8_0 => {
-                for (v, q) in o.iter_mut().zip(&blk[2..34]) {
+                for (v, q) in o.iter_mut().zip(q) {
                     *v = f32::from(*q as i8) * d;
                 }
             }

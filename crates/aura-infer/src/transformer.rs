@@ -250,6 +250,7 @@ impl Transformer {
         let mut attn = vec![0.0f32; t * qd];
         let mut o = vec![0.0f32; t * c.dim];
         let pos0 = cache.len;
+        let rope = self.rope_table(pos0, t);
         for (li, layer) in self.layers.iter().enumerate() {
             rms_norm(cx, &x, &layer.attn_norm, c.eps, &mut h);
             layer.wq.matmul(cx, &h, t, &mut q);
@@ -258,8 +259,8 @@ impl Transformer {
             add_bias(&mut q, layer.bq.as_deref());
             add_bias(&mut k, layer.bk.as_deref());
             add_bias(&mut v, layer.bv.as_deref());
-            self.rope(&mut q, c.n_head, pos0);
-            self.rope(&mut k, c.n_kv_head, pos0);
+            self.rope(&mut q, c.n_head, &rope);
+            self.rope(&mut k, c.n_kv_head, &rope);
             cache.keys[li].extend_from_slice(&k);
             cache.values[li].extend_from_slice(&v);
             self.attention(cx, &q, &cache.keys[li], &cache.values[li], pos0, t, &mut attn);
@@ -284,19 +285,31 @@ impl Transformer {
         Ok(logits)
     }
 
+    /// cos and sin of every rotary angle for positions `pos0..pos0 + t`, computed once
+    /// per forward pass and shared by all layers and heads.
+    fn rope_table(&self, pos0: usize, t: usize) -> Vec<(f32, f32)> {
+        let mut table = Vec::with_capacity(t * self.inv_freq.len());
+        for ti in 0..t {
+            let pos = (pos0 + ti) as f64;
+            for f in &self.inv_freq {
+                let angle = pos * f;
+                table.push((angle.cos() as f32, angle.sin() as f32));
+            }
+        }
+        table
+    }
+
     /// Rotary position embedding, "half" pairing, on `t` tokens of `heads` heads each.
-    fn rope(&self, xs: &mut [f32], heads: usize, pos0: usize) {
+    fn rope(&self, xs: &mut [f32], heads: usize, table: &[(f32, f32)]) {
         let hd = self.config.head_dim;
         let half = hd / 2;
-        for (ti, tok) in xs.chunks_exact_mut(heads * hd).enumerate() {
-            let pos = (pos0 + ti) as f64;
+        for (tok, angles) in xs.chunks_exact_mut(heads * hd).zip(table.chunks_exact(half)) {
             for head in tok.chunks_exact_mut(hd) {
-                for i in 0..half {
-                    let angle = pos * self.inv_freq[i];
-                    let (sin, cos) = (angle.sin() as f32, angle.cos() as f32);
-                    let (a, b) = (head[i], head[i + half]);
-                    head[i] = a * cos - b * sin;
-                    head[i + half] = a * sin + b * cos;
+                let (lo, hi) = head.split_at_mut(half);
+                for ((a, b), (cos, sin)) in lo.iter_mut().zip(hi.iter_mut()).zip(angles) {
+                    let (x, y) = (*a, *b);
+                    *a = x * cos - y * sin;
+                    *b = x * sin + y * cos;
                 }
             }
         }

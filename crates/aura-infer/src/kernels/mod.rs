@@ -17,6 +17,13 @@
 //!   (no FMA); the lanes are folded as `(g0+g1)+(g2+g3)` over the four groups of 8, then
 //!   the 8-lane tree above.
 //!
+//! # Weight layout
+//!
+//! Quantized rows are stored *planar*, repacked at load time from ggml's interleaved
+//! blocks: first every block's quantized values, then every block's f16 scale, then
+//! (Q4_1) every block's f16 minimum. The bytes and values are ggml's; only their order
+//! changes, so eight blocks' scales are one vector load. [`planar_from_ggml`] converts.
+//!
 //! A dot product is never split across threads: callers parallelise over output rows
 //! only, so the thread count cannot change any result.
 
@@ -163,6 +170,33 @@ impl QuantizedRow {
     }
 }
 
+/// Bytes of quantized values per block (the part before the scales in a planar row).
+pub(crate) fn qs_bytes(block_bytes: usize) -> usize {
+    match block_bytes {
+        Q4_0_BYTES => 16,
+        Q4_1_BYTES => 16,
+        _ => 32,
+    }
+}
+
+/// Repacks one row of ggml blocks (`block_bytes` each: Q4_0, Q4_1 or Q8_0) into the
+/// planar layout the kernels read: all quantized values, then all scales, then (Q4_1)
+/// all minimums.
+pub fn planar_from_ggml(block_bytes: usize, ggml: &[u8]) -> Vec<u8> {
+    let nb = ggml.len() / block_bytes;
+    let qs = qs_bytes(block_bytes);
+    let head = block_bytes - qs; // 2 (scale) or 4 (scale + minimum)
+    let mut out = vec![0u8; ggml.len()];
+    for (b, blk) in ggml.chunks_exact(block_bytes).enumerate() {
+        out[b * qs..(b + 1) * qs].copy_from_slice(&blk[head..]);
+        out[nb * qs + 2 * b..nb * qs + 2 * b + 2].copy_from_slice(&blk[0..2]);
+        if head == 4 {
+            out[nb * (qs + 2) + 2 * b..nb * (qs + 2) + 2 * b + 2].copy_from_slice(&blk[2..4]);
+        }
+    }
+    out
+}
+
 /// Reads a little-endian f16 at `bytes[at..at + 2]` as f32.
 #[inline(always)]
 pub(crate) fn f16_at(bytes: &[u8], at: usize) -> f32 {
@@ -185,7 +219,7 @@ pub(crate) fn hsum32(l: &[f32; 32]) -> f32 {
     hsum8(&eight)
 }
 
-/// Dot product of a Q4_0 weight row (`x.len() / 32` blocks) with a quantized activation.
+/// Dot product of a planar Q4_0 weight row (`x.len() / 32` blocks) with a quantized activation.
 #[inline]
 pub fn dot_q4_0(variant: KernelVariant, w: &[u8], x: &QuantizedRow) -> f32 {
     debug_assert_eq!(w.len(), x.len() / BLOCK * Q4_0_BYTES);
@@ -201,7 +235,7 @@ pub fn dot_q4_0(variant: KernelVariant, w: &[u8], x: &QuantizedRow) -> f32 {
     }
 }
 
-/// Dot product of a Q4_1 weight row with a quantized activation.
+/// Dot product of a planar Q4_1 weight row with a quantized activation.
 #[inline]
 pub fn dot_q4_1(variant: KernelVariant, w: &[u8], x: &QuantizedRow) -> f32 {
     debug_assert_eq!(w.len(), x.len() / BLOCK * Q4_1_BYTES);
@@ -216,7 +250,7 @@ pub fn dot_q4_1(variant: KernelVariant, w: &[u8], x: &QuantizedRow) -> f32 {
     }
 }
 
-/// Dot product of a Q8_0 weight row with a quantized activation.
+/// Dot product of a planar Q8_0 weight row with a quantized activation.
 #[inline]
 pub fn dot_q8_0(variant: KernelVariant, w: &[u8], x: &QuantizedRow) -> f32 {
     debug_assert_eq!(w.len(), x.len() / BLOCK * Q8_0_BYTES);

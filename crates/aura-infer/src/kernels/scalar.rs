@@ -1,7 +1,8 @@
 //! The scalar reference kernels: portable Rust that defines, operation by operation, the
-//! sums every SIMD variant must reproduce bit for bit (see the parent module).
+//! sums every SIMD variant must reproduce bit for bit (see the parent module). Rows are
+//! planar (see the parent module).
 
-use super::{BLOCK, Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES, QuantizedRow, f16_at, hsum8, hsum32};
+use super::{BLOCK, QuantizedRow, f16_at, hsum8, hsum32};
 
 /// The exact integer dot product of one 4-bit block (16 bytes, low nibbles are elements
 /// 0..16, high nibbles 16..32) with 32 activation values, nibbles taken as 0..15.
@@ -20,17 +21,14 @@ fn nibble_dot(qs: &[u8], x: &[i8]) -> i32 {
 /// value = d * q + m) weights against a quantized activation.
 pub fn dot_q4(w: &[u8], x: &QuantizedRow, with_min: bool) -> f32 {
     let nb = x.len() / BLOCK;
-    let bytes = if with_min { Q4_1_BYTES } else { Q4_0_BYTES };
-    let qs_at = if with_min { 4 } else { 2 };
+    let (scales, mins) = (nb * 16, nb * 18);
     let mut lanes = [0.0f32; 8];
     for b in 0..nb {
-        let blk = &w[b * bytes..(b + 1) * bytes];
-        let xs = &x.qs[b * BLOCK..(b + 1) * BLOCK];
-        let raw = nibble_dot(&blk[qs_at..qs_at + 16], xs);
+        let raw = nibble_dot(&w[b * 16..(b + 1) * 16], &x.qs[b * BLOCK..(b + 1) * BLOCK]);
         let lane = &mut lanes[b % 8];
-        let dw = f16_at(blk, 0);
+        let dw = f16_at(w, scales + 2 * b);
         if with_min {
-            let mw = f16_at(blk, 2);
+            let mw = f16_at(w, mins + 2 * b);
             *lane = *lane + raw as f32 * (dw * x.d[b]);
             *lane = *lane + mw * x.s[b];
         } else {
@@ -44,16 +42,15 @@ pub fn dot_q4(w: &[u8], x: &QuantizedRow, with_min: bool) -> f32 {
 /// Q8_0 weights (value = d * q, q signed) against a quantized activation.
 pub fn dot_q8_0(w: &[u8], x: &QuantizedRow) -> f32 {
     let nb = x.len() / BLOCK;
+    let scales = nb * 32;
     let mut lanes = [0.0f32; 8];
     for b in 0..nb {
-        let blk = &w[b * Q8_0_BYTES..(b + 1) * Q8_0_BYTES];
-        let xs = &x.qs[b * BLOCK..(b + 1) * BLOCK];
         let mut isum = 0i32;
         for j in 0..BLOCK {
-            isum += i32::from(blk[2 + j] as i8) * i32::from(xs[j]);
+            isum += i32::from(w[b * 32 + j] as i8) * i32::from(x.qs[b * BLOCK + j]);
         }
         let lane = &mut lanes[b % 8];
-        *lane = *lane + isum as f32 * (f16_at(blk, 0) * x.d[b]);
+        *lane = *lane + isum as f32 * (f16_at(w, scales + 2 * b) * x.d[b]);
     }
     hsum8(&lanes)
 }

@@ -9,17 +9,7 @@ macro_rules! simd_kernels {
     ($features:literal, $q4_block:ident, $q8_block:ident) => {
         use std::arch::x86_64::*;
 
-        use super::{BLOCK, Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES, QuantizedRow, hsum8, hsum32};
-
-        /// Sums the eight `i32` lanes of `v` (integer addition is exact, so any order).
-        #[target_feature(enable = $features)]
-        #[inline]
-        fn hsum_i32(v: __m256i) -> i32 {
-            let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-            let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
-            let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
-            _mm_cvtsi128_si32(s)
-        }
+        use super::{BLOCK, Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES, QuantizedRow, hsum32};
 
         /// Eight vectors of eight partial sums → one vector whose lane `i` is the total of
         /// vector `i`.
@@ -37,116 +27,126 @@ macro_rules! simd_kernels {
             _mm256_add_epi32(lo, hi)
         }
 
-        /// Loads the f16 at byte `off` of eight consecutive blocks `stride` bytes apart.
+        /// Eight f16 at `p` (or `n < 8` of them, zero-padded) as f32.
         #[target_feature(enable = $features)]
         #[inline]
-        unsafe fn gather_f16(w: *const u8, stride: usize, off: usize) -> __m256 {
-            let mut h = [0u16; 8];
-            for (i, v) in h.iter_mut().enumerate() {
-                // SAFETY: the caller guarantees eight whole blocks at `w`.
-                *v = unsafe { std::ptr::read_unaligned(w.add(i * stride + off).cast::<u16>()) };
+        unsafe fn f16x8(p: *const u8, n: usize) -> __m256 {
+            if n == 8 {
+                // SAFETY: the caller guarantees 16 readable bytes.
+                return _mm256_cvtph_ps(unsafe { _mm_loadu_si128(p.cast()) });
             }
-            // SAFETY: `h` holds eight u16.
+            let mut h = [0u8; 16];
+            // SAFETY: the caller guarantees 2n readable bytes; `h` has room for them.
+            unsafe { std::ptr::copy_nonoverlapping(p, h.as_mut_ptr(), 2 * n) };
+            // SAFETY: `h` holds 16 bytes.
             _mm256_cvtph_ps(unsafe { _mm_loadu_si128(h.as_ptr().cast()) })
         }
 
+        /// Eight 32-bit values at `p` (or `n < 8`, zero-padded), as raw integer bits.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn x32x8<T: Copy>(p: *const T, n: usize) -> __m256i {
+            if n == 8 {
+                // SAFETY: the caller guarantees eight readable values.
+                return unsafe { _mm256_loadu_si256(p.cast()) };
+            }
+            let mut h = [0u32; 8];
+            // SAFETY: the caller guarantees n readable 4-byte values.
+            unsafe { std::ptr::copy_nonoverlapping(p.cast::<u32>(), h.as_mut_ptr(), n) };
+            // SAFETY: `h` holds eight u32.
+            unsafe { _mm256_loadu_si256(h.as_ptr().cast()) }
+        }
+
+        /// The fixed 8-lane tree `((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))`.
+        #[target_feature(enable = $features)]
+        #[inline]
+        fn hsum8_ps(v: __m256) -> f32 {
+            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+        }
+
         /// # Safety
-        /// The CPU must support `$features`; `w` must hold `x.len() / 32` blocks.
+        /// The CPU must support `$features`; `w` must be a planar row of `x.len() / 32`
+        /// blocks.
         #[target_feature(enable = $features)]
         pub(super) unsafe fn dot_q4(w: &[u8], x: &QuantizedRow, with_min: bool) -> f32 {
             let nb = x.len() / BLOCK;
             assert!(w.len() >= nb * if with_min { Q4_1_BYTES } else { Q4_0_BYTES });
-            let bytes = if with_min { Q4_1_BYTES } else { Q4_0_BYTES };
-            let qs_at = if with_min { 4 } else { 2 };
+            assert!(x.d.len() >= nb && x.s.len() >= nb && x.qsum.len() >= nb);
             let wp = w.as_ptr();
             let xp = x.qs.as_ptr();
             let mut acc = _mm256_setzero_ps();
-            let groups = nb / 8;
-            for g in 0..groups {
-                let b0 = g * 8;
+            let mut b0 = 0;
+            while b0 < nb {
+                let n = (nb - b0).min(8);
                 let mut parts = [_mm256_setzero_si256(); 8];
-                for (i, p) in parts.iter_mut().enumerate() {
-                    let b = b0 + i;
-                    // SAFETY: block `b` < nb lies inside `w` and `x.qs` (asserted above).
-                    *p = unsafe { $q4_block(wp.add(b * bytes + qs_at), xp.add(b * BLOCK)) };
+                if n == 8 {
+                    for (i, p) in parts.iter_mut().enumerate() {
+                        // SAFETY: block b0 + i < nb lies inside `w` and `x.qs`.
+                        *p = unsafe { $q4_block(wp.add((b0 + i) * 16), xp.add((b0 + i) * BLOCK)) };
+                    }
+                } else {
+                    for (i, p) in parts.iter_mut().enumerate().take(n) {
+                        // SAFETY: as above.
+                        *p = unsafe { $q4_block(wp.add((b0 + i) * 16), xp.add((b0 + i) * BLOCK)) };
+                    }
                 }
                 let mut sums = reduce8(&parts);
+                // Missing blocks of a final partial group contribute +0.0 to their lanes,
+                // which leaves those lanes' bits unchanged (a lane is never -0.0).
+                // SAFETY: n blocks from b0 exist, so n scales, minimums and sums do.
+                let (dw, dx) = unsafe { (f16x8(wp.add(nb * 16 + 2 * b0), n), _mm256_castsi256_ps(x32x8(x.d.as_ptr().add(b0), n))) };
                 if !with_min {
-                    // SAFETY: blocks b0..b0+8 exist, so qsum has eight entries there.
-                    let qsum = unsafe { _mm256_loadu_si256(x.qsum.as_ptr().add(b0).cast()) };
+                    // SAFETY: as above.
+                    let qsum = unsafe { x32x8(x.qsum.as_ptr().add(b0), n) };
                     sums = _mm256_sub_epi32(sums, _mm256_slli_epi32(qsum, 3));
                 }
-                // SAFETY: as above, for the scales of eight whole blocks.
-                let (dw, dx) = unsafe {
-                    (gather_f16(wp.add(b0 * bytes), bytes, 0), _mm256_loadu_ps(x.d.as_ptr().add(b0)))
-                };
                 let t = _mm256_mul_ps(_mm256_cvtepi32_ps(sums), _mm256_mul_ps(dw, dx));
                 acc = _mm256_add_ps(acc, t);
                 if with_min {
                     // SAFETY: as above.
-                    let (mw, sx) = unsafe {
-                        (gather_f16(wp.add(b0 * bytes), bytes, 2), _mm256_loadu_ps(x.s.as_ptr().add(b0)))
-                    };
+                    let (mw, sx) = unsafe { (f16x8(wp.add(nb * 18 + 2 * b0), n), _mm256_castsi256_ps(x32x8(x.s.as_ptr().add(b0), n))) };
                     acc = _mm256_add_ps(acc, _mm256_mul_ps(mw, sx));
                 }
+                b0 += 8;
             }
-            let mut lanes = [0.0f32; 8];
-            // SAFETY: `lanes` holds eight f32.
-            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
-            for b in groups * 8..nb {
-                let blk = &w[b * bytes..(b + 1) * bytes];
-                // SAFETY: block `b` < nb lies inside `w` and `x.qs`.
-                let raw = hsum_i32(unsafe { $q4_block(wp.add(b * bytes + qs_at), xp.add(b * BLOCK)) });
-                let lane = &mut lanes[b % 8];
-                let dw = super::f16_at(blk, 0);
-                if with_min {
-                    let mw = super::f16_at(blk, 2);
-                    *lane = *lane + raw as f32 * (dw * x.d[b]);
-                    *lane = *lane + mw * x.s[b];
-                } else {
-                    let isum = raw - 8 * x.qsum[b];
-                    *lane = *lane + isum as f32 * (dw * x.d[b]);
-                }
-            }
-            hsum8(&lanes)
+            hsum8_ps(acc)
         }
 
         /// # Safety
-        /// The CPU must support `$features`; `w` must hold `x.len() / 32` blocks.
+        /// The CPU must support `$features`; `w` must be a planar row of `x.len() / 32`
+        /// blocks.
         #[target_feature(enable = $features)]
         pub(super) unsafe fn dot_q8_0(w: &[u8], x: &QuantizedRow) -> f32 {
             let nb = x.len() / BLOCK;
-            assert!(w.len() >= nb * Q8_0_BYTES);
+            assert!(w.len() >= nb * Q8_0_BYTES && x.d.len() >= nb);
             let wp = w.as_ptr();
             let xp = x.qs.as_ptr();
             let mut acc = _mm256_setzero_ps();
-            let groups = nb / 8;
-            for g in 0..groups {
-                let b0 = g * 8;
+            let mut b0 = 0;
+            while b0 < nb {
+                let n = (nb - b0).min(8);
                 let mut parts = [_mm256_setzero_si256(); 8];
-                for (i, p) in parts.iter_mut().enumerate() {
-                    let b = b0 + i;
-                    // SAFETY: block `b` < nb lies inside `w` and `x.qs`.
-                    *p = unsafe { $q8_block(wp.add(b * Q8_0_BYTES + 2), xp.add(b * BLOCK)) };
+                if n == 8 {
+                    for (i, p) in parts.iter_mut().enumerate() {
+                        // SAFETY: block b0 + i < nb lies inside `w` and `x.qs`.
+                        *p = unsafe { $q8_block(wp.add((b0 + i) * 32), xp.add((b0 + i) * BLOCK)) };
+                    }
+                } else {
+                    for (i, p) in parts.iter_mut().enumerate().take(n) {
+                        // SAFETY: as above.
+                        *p = unsafe { $q8_block(wp.add((b0 + i) * 32), xp.add((b0 + i) * BLOCK)) };
+                    }
                 }
                 let sums = reduce8(&parts);
-                // SAFETY: eight whole blocks from b0.
-                let (dw, dx) = unsafe {
-                    (gather_f16(wp.add(b0 * Q8_0_BYTES), Q8_0_BYTES, 0), _mm256_loadu_ps(x.d.as_ptr().add(b0)))
-                };
+                // SAFETY: n blocks from b0 exist.
+                let (dw, dx) = unsafe { (f16x8(wp.add(nb * 32 + 2 * b0), n), _mm256_castsi256_ps(x32x8(x.d.as_ptr().add(b0), n))) };
                 let t = _mm256_mul_ps(_mm256_cvtepi32_ps(sums), _mm256_mul_ps(dw, dx));
                 acc = _mm256_add_ps(acc, t);
+                b0 += 8;
             }
-            let mut lanes = [0.0f32; 8];
-            // SAFETY: `lanes` holds eight f32.
-            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
-            for b in groups * 8..nb {
-                // SAFETY: block `b` < nb lies inside `w` and `x.qs`.
-                let isum = hsum_i32(unsafe { $q8_block(wp.add(b * Q8_0_BYTES + 2), xp.add(b * BLOCK)) });
-                let lane = &mut lanes[b % 8];
-                *lane = *lane + isum as f32 * (super::f16_at(w, b * Q8_0_BYTES) * x.d[b]);
-            }
-            hsum8(&lanes)
+            hsum8_ps(acc)
         }
 
         /// # Safety

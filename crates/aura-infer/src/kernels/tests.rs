@@ -74,7 +74,8 @@ fn check_quantized(nb: usize, seed: u64, xs: &[f32]) {
     let formats: [(usize, Dot); 3] =
         [(Q4_0_BYTES, dot_q4_0), (Q4_1_BYTES, dot_q4_1), (Q8_0_BYTES, dot_q8_0)];
     for (bytes, dot) in formats {
-        let w = blocks(nb, bytes, seed);
+        let ggml = blocks(nb, bytes, seed);
+        let w = planar_from_ggml(bytes, &ggml);
         let reference = dot(KernelVariant::Scalar, &w, &x);
         for v in variants() {
             let got = dot(v, &w, &x);
@@ -84,9 +85,9 @@ fn check_quantized(nb: usize, seed: u64, xs: &[f32]) {
                 "{v:?} differs from scalar: format {bytes} bytes, {nb} blocks, seed {seed}"
             );
         }
-        let exact: f64 = dequant(&w, bytes, k).iter().zip(&xq).map(|(a, b)| a * b).sum();
+        let exact: f64 = dequant(&ggml, bytes, k).iter().zip(&xq).map(|(a, b)| a * b).sum();
         let magnitude: f64 =
-            dequant(&w, bytes, k).iter().zip(&xq).map(|(a, b)| (a * b).abs()).sum();
+            dequant(&ggml, bytes, k).iter().zip(&xq).map(|(a, b)| (a * b).abs()).sum();
         assert!(
             (f64::from(reference) - exact).abs() <= 1e-5 * magnitude + 1e-6,
             "reference {reference} far from exact {exact} (format {bytes}, {nb} blocks)"
