@@ -45,13 +45,15 @@ def argmax():
 
 
 prefill, ttft, decode = [], [], []
+prefill_cpu, decode_cpu = [], []
 tokens = []
 for _ in range(cfg["repeats"]):
     L.llama_memory_clear(mem, True)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     feed(cfg["prefill"])
     argmax()
     prefill.append(len(cfg["prefill"]) / (time.perf_counter() - t0))
+    prefill_cpu.append(len(cfg["prefill"]) / (time.process_time() - c0))
 
     L.llama_memory_clear(mem, True)
     t0 = time.perf_counter()
@@ -59,17 +61,20 @@ for _ in range(cfg["repeats"]):
     tok = argmax()
     ttft.append((time.perf_counter() - t0) * 1000.0)
     tokens = [tok]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(cfg["decode"]):
         feed([tok])
         tok = argmax()
         tokens.append(tok)
     decode.append(cfg["decode"] / (time.perf_counter() - t0))
+    decode_cpu.append(cfg["decode"] / (time.process_time() - c0))
 
 print(json.dumps({
     "prefill_tok_s": statistics.median(prefill),
     "ttft_ms": statistics.median(ttft),
     "decode_tok_s": statistics.median(decode),
+    "prefill_tok_cpu_s": statistics.median(prefill_cpu),
+    "decode_tok_cpu_s": statistics.median(decode_cpu),
     "tokens": tokens,
     "noise": {"prefill": [min(prefill), max(prefill)], "decode": [min(decode), max(decode)]},
 }))

@@ -55,7 +55,20 @@ struct Figures {
     prefill_tok_s: f64,
     ttft_ms: f64,
     decode_tok_s: f64,
+    /// Decode tokens per second of process CPU time: steadier than wall time on a busy
+    /// machine, and meaningful at one thread (with more, idle spinning counts too).
+    decode_tok_cpu_s: f64,
+    /// Prefill tokens per second of process CPU time.
+    prefill_tok_cpu_s: f64,
     tokens: Vec<u32>,
+}
+
+/// CPU time consumed by this process so far, all threads.
+fn cpu_seconds() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec into the valid pointer it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
 fn default_cache() -> PathBuf {
@@ -122,6 +135,20 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     println!("\n(ratios are Aura / llama.cpp for throughput and llama.cpp / Aura for TTFT: above 1 means Aura is faster)\n");
+    println!("Per second of CPU time (one thread only: steadier than wall time on a shared machine):\n");
+    println!("| file | prefill tok/CPU-s Aura | llama.cpp | ratio | decode tok/CPU-s Aura | llama.cpp | ratio |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (format, threads, _, a, p) in rows.iter().filter(|r| r.1 == 1) {
+        let _ = threads;
+        let p = p.clone().unwrap_or_default();
+        let ratio = |x: f64, y: f64| if y > 0.0 { format!("{:.2}", x / y) } else { "-".into() };
+        println!(
+            "| {format} | {:.0} | {:.0} | {} | {:.1} | {:.1} | {} |",
+            a.prefill_tok_cpu_s, p.prefill_tok_cpu_s, ratio(a.prefill_tok_cpu_s, p.prefill_tok_cpu_s),
+            a.decode_tok_cpu_s, p.decode_tok_cpu_s, ratio(a.decode_tok_cpu_s, p.decode_tok_cpu_s),
+        );
+    }
+    println!();
     if let Some((_, _, fp, _, _)) = rows.first() {
         println!("Aura runtime fingerprint: {fp}\n");
     }
@@ -210,27 +237,37 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn measure(model: &Model, prefill: &[u32], chat: &[u32], decode: usize, repeats: usize) -> anyhow::Result<Figures> {
     let (mut pre, mut ttft, mut dec) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut pre_cpu, mut dec_cpu) = (Vec::new(), Vec::new());
     let mut tokens = Vec::new();
     for _ in 0..repeats.max(1) {
         let mut s = model.session();
-        let t0 = Instant::now();
+        let (t0, c0) = (Instant::now(), cpu_seconds());
         let logits = s.feed(prefill)?;
         let _ = argmax(&logits);
         pre.push(prefill.len() as f64 / t0.elapsed().as_secs_f64());
+        pre_cpu.push(prefill.len() as f64 / (cpu_seconds() - c0));
 
         let mut s = model.session();
         let t0 = Instant::now();
         let mut tok = argmax(&s.feed(chat)?);
         ttft.push(t0.elapsed().as_secs_f64() * 1000.0);
         tokens = vec![tok];
-        let t0 = Instant::now();
+        let (t0, c0) = (Instant::now(), cpu_seconds());
         for _ in 0..decode {
             tok = argmax(&s.feed(&[tok])?);
             tokens.push(tok);
         }
         dec.push(decode as f64 / t0.elapsed().as_secs_f64());
+        dec_cpu.push(decode as f64 / (cpu_seconds() - c0));
     }
-    Ok(Figures { prefill_tok_s: median(pre), ttft_ms: median(ttft), decode_tok_s: median(dec), tokens })
+    Ok(Figures {
+        prefill_tok_s: median(pre),
+        ttft_ms: median(ttft),
+        decode_tok_s: median(dec),
+        decode_tok_cpu_s: median(dec_cpu),
+        prefill_tok_cpu_s: median(pre_cpu),
+        tokens,
+    })
 }
 
 fn run_peer(python: &Path, script: &Path, model: &Path, threads: usize, prefill: &[u32], chat: &[u32], args: &Args) -> anyhow::Result<Figures> {

@@ -213,20 +213,16 @@ impl Matrix {
                 match self.format {
                     Format::F32 => {
                         let w = &self.f32s[r * self.cols..(r + 1) * self.cols];
-                        for (o, x) in outs.iter_mut().zip(xs.chunks_exact(self.cols)) {
-                            *o = kernels::dot_f32(variant, w, x);
-                        }
+                        kernels::dot_f32_many(variant, w, xs, outs);
                     }
                     format => {
                         let w = &self.bytes[r * rb..(r + 1) * rb];
-                        let dot = match format {
-                            Format::Q4_0 => kernels::dot_q4_0,
-                            Format::Q4_1 => kernels::dot_q4_1,
-                            _ => kernels::dot_q8_0,
+                        let q = match format {
+                            Format::Q4_0 => kernels::QuantFormat::Q4_0,
+                            Format::Q4_1 => kernels::QuantFormat::Q4_1,
+                            _ => kernels::QuantFormat::Q8_0,
                         };
-                        for (o, x) in outs.iter_mut().zip(&quantized) {
-                            *o = dot(variant, w, x);
-                        }
+                        kernels::dot_many(variant, q, w, &quantized, outs);
                     }
                 }
             }

@@ -148,7 +148,7 @@ impl QuantizedRow {
             let mut sum = 0i32;
             for (o, v) in out.iter_mut().zip(block) {
                 // NaN and infinities in the activations saturate rather than wrap.
-                let q = (v * id).round().clamp(-127.0, 127.0) as i8;
+                let q = round_half_away((v * id).clamp(-127.0, 127.0)) as i8;
                 *o = q;
                 sum += i32::from(q);
             }
@@ -195,6 +195,22 @@ pub fn planar_from_ggml(block_bytes: usize, ggml: &[u8]) -> Vec<u8> {
         }
     }
     out
+}
+
+/// `x.round()` (half away from zero) for |x| <= 127 without a libm call (the baseline
+/// x86-64 target has no rounding instruction, and this runs for every activation value).
+/// NaN gives 0.
+#[inline(always)]
+fn round_half_away(x: f32) -> i32 {
+    let t = x as i32; // truncates toward zero; NaN becomes 0
+    let frac = x - t as f32; // exact for |x| < 2^23
+    if frac >= 0.5 {
+        t + 1
+    } else if frac <= -0.5 {
+        t - 1
+    } else {
+        t
+    }
 }
 
 /// Reads a little-endian f16 at `bytes[at..at + 2]` as f32.
@@ -277,6 +293,63 @@ pub fn dot_f32(variant: KernelVariant, a: &[f32], b: &[f32]) -> f32 {
         // SAFETY: see `dot_q4_0`.
         KernelVariant::Avx512 => unsafe { avx512::dot_f32(a, b) },
         _ => scalar::dot_f32(a, b),
+    }
+}
+
+/// Quantized weight formats the kernels run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuantFormat {
+    /// ggml Q4_0.
+    Q4_0,
+    /// ggml Q4_1.
+    Q4_1,
+    /// ggml Q8_0.
+    Q8_0,
+}
+
+/// One planar weight row against many quantized activation rows (tokens):
+/// `out[j] = dot(w, xs[j])`, each value bit-identical to the single-row kernel.
+pub fn dot_many(variant: KernelVariant, format: QuantFormat, w: &[u8], xs: &[QuantizedRow], out: &mut [f32]) {
+    debug_assert_eq!(xs.len(), out.len());
+    let code = match format {
+        QuantFormat::Q4_0 => 0,
+        QuantFormat::Q4_1 => 1,
+        QuantFormat::Q8_0 => 2,
+    };
+    match variant {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: see `dot_q4_0`.
+        KernelVariant::Avx2 => unsafe { avx2::dot_many(code, w, xs, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: see `dot_q4_0`.
+        KernelVariant::Avx512 => unsafe { avx512::dot_many(code, w, xs, out) },
+        _ => {
+            for (x, o) in xs.iter().zip(out) {
+                *o = match format {
+                    QuantFormat::Q8_0 => scalar::dot_q8_0(w, x),
+                    f => scalar::dot_q4(w, x, f == QuantFormat::Q4_1),
+                };
+            }
+        }
+    }
+}
+
+/// One f32 weight row against many activation rows stored one after another in `xs`
+/// (`out.len()` rows of `w.len()` values), each value bit-identical to [`dot_f32`].
+pub fn dot_f32_many(variant: KernelVariant, w: &[f32], xs: &[f32], out: &mut [f32]) {
+    debug_assert_eq!(xs.len(), w.len() * out.len());
+    match variant {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: see `dot_q4_0`.
+        KernelVariant::Avx2 => unsafe { avx2::dot_f32_many(w, xs, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: see `dot_q4_0`.
+        KernelVariant::Avx512 => unsafe { avx512::dot_f32_many(w, xs, out) },
+        _ => {
+            for (x, o) in xs.chunks_exact(w.len().max(1)).zip(out) {
+                *o = scalar::dot_f32(w, x);
+            }
+        }
     }
 }
 

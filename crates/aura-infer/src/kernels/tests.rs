@@ -95,6 +95,43 @@ fn check_quantized(nb: usize, seed: u64, xs: &[f32]) {
     }
 }
 
+/// The many-token kernels equal the one-token kernel for every token.
+fn check_many(nb: usize, tokens: usize, seed: u64, xs: &[f32]) {
+    let k = nb * BLOCK;
+    let rows: Vec<QuantizedRow> = (0..tokens)
+        .map(|j| {
+            let mut q = QuantizedRow::default();
+            q.quantize(&xs[j * k..(j + 1) * k]);
+            q
+        })
+        .collect();
+    for (bytes, format) in [(Q4_0_BYTES, QuantFormat::Q4_0), (Q4_1_BYTES, QuantFormat::Q4_1), (Q8_0_BYTES, QuantFormat::Q8_0)] {
+        let w = planar_from_ggml(bytes, &blocks(nb, bytes, seed));
+        let single: Vec<u32> = rows
+            .iter()
+            .map(|x| match format {
+                QuantFormat::Q4_0 => dot_q4_0(KernelVariant::Scalar, &w, x),
+                QuantFormat::Q4_1 => dot_q4_1(KernelVariant::Scalar, &w, x),
+                QuantFormat::Q8_0 => dot_q8_0(KernelVariant::Scalar, &w, x),
+            }.to_bits())
+            .collect();
+        for v in variants() {
+            let mut out = vec![0.0f32; tokens];
+            dot_many(v, format, &w, &rows, &mut out);
+            let got: Vec<u32> = out.iter().map(|f| f.to_bits()).collect();
+            assert_eq!(got, single, "{v:?} {format:?}, {nb} blocks, {tokens} tokens");
+        }
+    }
+    let w: Vec<f32> = xs[..k].iter().rev().copied().collect();
+    let flat = &xs[..k * tokens];
+    let single: Vec<u32> = flat.chunks_exact(k).map(|x| dot_f32(KernelVariant::Scalar, &w, x).to_bits()).collect();
+    for v in variants() {
+        let mut out = vec![0.0f32; tokens];
+        dot_f32_many(v, &w, flat, &mut out);
+        assert_eq!(out.iter().map(|f| f.to_bits()).collect::<Vec<_>>(), single, "{v:?} f32");
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -105,6 +142,16 @@ proptest! {
         xs in proptest::collection::vec(-8.0f32..8.0, 40 * BLOCK),
     ) {
         check_quantized(nb, seed, &xs);
+    }
+
+    #[test]
+    fn many_token_kernels_match_the_one_token_reference(
+        nb in 1usize..20,
+        tokens in 1usize..10,
+        seed in any::<u64>(),
+        xs in proptest::collection::vec(-8.0f32..8.0, 20 * BLOCK * 10),
+    ) {
+        check_many(nb, tokens, seed, &xs);
     }
 
     #[test]
@@ -141,5 +188,19 @@ fn this_machine_runs_a_simd_variant() {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         assert_ne!(KernelVariant::detect(), KernelVariant::Scalar);
+    }
+}
+
+proptest! {
+    #[test]
+    fn fast_rounding_equals_f32_round(x in -127.0f32..=127.0) {
+        prop_assert_eq!(round_half_away(x), x.round() as i32);
+    }
+}
+
+#[test]
+fn fast_rounding_handles_halves_and_nan() {
+    for (x, want) in [(0.5, 1), (-0.5, -1), (1.5, 2), (-2.5, -3), (0.49999997, 0), (126.5, 127), (f32::NAN, 0)] {
+        assert_eq!(round_half_away(x), want, "{x}");
     }
 }
