@@ -65,32 +65,46 @@ struct Figures {
 
 /// CPU time consumed by this process so far, all threads.
 fn cpu_seconds() -> f64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes one timespec into the valid pointer it is given.
     unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
     ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
 fn default_cache() -> PathBuf {
-    std::env::var_os("AURA_MODEL_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/aura/models")
-    })
+    std::env::var_os("AURA_MODEL_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/aura/models")
+        })
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let cache = args.models.clone().unwrap_or_else(default_cache);
     let shipped = cache.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
     if !shipped.is_file() {
-        bail!("{} is missing\nhint: run scripts/fetch-models.sh", shipped.display());
+        bail!(
+            "{} is missing\nhint: run scripts/fetch-models.sh",
+            shipped.display()
+        );
     }
     let python = args.python.clone().unwrap_or_else(|| {
         std::env::var_os("AURA_BENCH_VENV")
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/aura/bench-venv"))
+            .unwrap_or_else(|| {
+                PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                    .join(".cache/aura/bench-venv")
+            })
             .join("bin/python")
     });
     if !args.no_peer && !python.is_file() {
-        bail!("{} is missing\nhint: run scripts/setup-bench-infer.sh (or pass --no-peer)", python.display());
+        bail!(
+            "{} is missing\nhint: run scripts/setup-bench-infer.sh (or pass --no-peer)",
+            python.display()
+        );
     }
     let peer_script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/llama_cpp_peer.py");
 
@@ -99,53 +113,113 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         "machine: {} cores; {}; load average at start {}\n",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         crate::ledger::cpu_model(),
-        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
 
     let mut rows = Vec::new();
     for format in &args.formats {
         let path = prepare(&shipped, format)?;
         for &threads in &args.threads {
-            let model = Model::load(&ModelFiles::Gguf(path.clone()), &LoadOptions { threads: Some(threads), ..LoadOptions::default() })?;
+            let model = Model::load(
+                &ModelFiles::Gguf(path.clone()),
+                &LoadOptions {
+                    threads: Some(threads),
+                    ..LoadOptions::default()
+                },
+            )?;
             let prefill = prefill_prompt(&model, args.prefill_tokens)?;
             let chat = chat_prompt(&model)?;
             let aura = measure(&model, &prefill, &chat, args.decode_tokens, args.repeats)?;
             let peer = if args.no_peer {
                 None
             } else {
-                Some(run_peer(&python, &peer_script, &path, threads, &prefill, &chat, &args)?)
+                Some(run_peer(
+                    &python,
+                    &peer_script,
+                    &path,
+                    threads,
+                    &prefill,
+                    &chat,
+                    &args,
+                )?)
             };
             eprintln!("{format} x{threads}: aura {aura:?} / llama.cpp {peer:?}");
-            rows.push((format.clone(), threads, model.fingerprint().to_string(), aura, peer));
+            rows.push((
+                format.clone(),
+                threads,
+                model.fingerprint().to_string(),
+                aura,
+                peer,
+            ));
         }
     }
 
-    println!("| file | threads | prefill tok/s Aura | llama.cpp | ratio | decode tok/s Aura | llama.cpp | ratio | TTFT ms Aura | llama.cpp | ratio | same greedy tokens |");
+    println!(
+        "| file | threads | prefill tok/s Aura | llama.cpp | ratio | decode tok/s Aura | llama.cpp | ratio | TTFT ms Aura | llama.cpp | ratio | same greedy tokens |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (format, threads, _, a, p) in &rows {
         let p = p.clone().unwrap_or_default();
-        let ratio = |x: f64, y: f64| if y > 0.0 { format!("{:.2}", x / y) } else { "-".into() };
-        let agree = a.tokens.iter().zip(&p.tokens).take_while(|(x, y)| x == y).count();
+        let ratio = |x: f64, y: f64| {
+            if y > 0.0 {
+                format!("{:.2}", x / y)
+            } else {
+                "-".into()
+            }
+        };
+        let agree = a
+            .tokens
+            .iter()
+            .zip(&p.tokens)
+            .take_while(|(x, y)| x == y)
+            .count();
         println!(
             "| {format} | {threads} | {:.0} | {:.0} | {} | {:.1} | {:.1} | {} | {:.1} | {:.1} | {} | first {agree} of {} |",
-            a.prefill_tok_s, p.prefill_tok_s, ratio(a.prefill_tok_s, p.prefill_tok_s),
-            a.decode_tok_s, p.decode_tok_s, ratio(a.decode_tok_s, p.decode_tok_s),
-            a.ttft_ms, p.ttft_ms, ratio(p.ttft_ms, a.ttft_ms),
+            a.prefill_tok_s,
+            p.prefill_tok_s,
+            ratio(a.prefill_tok_s, p.prefill_tok_s),
+            a.decode_tok_s,
+            p.decode_tok_s,
+            ratio(a.decode_tok_s, p.decode_tok_s),
+            a.ttft_ms,
+            p.ttft_ms,
+            ratio(p.ttft_ms, a.ttft_ms),
             a.tokens.len(),
         );
     }
-    println!("\n(ratios are Aura / llama.cpp for throughput and llama.cpp / Aura for TTFT: above 1 means Aura is faster)\n");
-    println!("Per second of CPU time (one thread only: steadier than wall time on a shared machine):\n");
-    println!("| file | prefill tok/CPU-s Aura | llama.cpp | ratio | decode tok/CPU-s Aura | llama.cpp | ratio |");
+    println!(
+        "\n(ratios are Aura / llama.cpp for throughput and llama.cpp / Aura for TTFT: above 1 means Aura is faster)\n"
+    );
+    println!(
+        "Per second of CPU time (one thread only: steadier than wall time on a shared machine):\n"
+    );
+    println!(
+        "| file | prefill tok/CPU-s Aura | llama.cpp | ratio | decode tok/CPU-s Aura | llama.cpp | ratio |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for (format, threads, _, a, p) in rows.iter().filter(|r| r.1 == 1) {
         let _ = threads;
         let p = p.clone().unwrap_or_default();
-        let ratio = |x: f64, y: f64| if y > 0.0 { format!("{:.2}", x / y) } else { "-".into() };
+        let ratio = |x: f64, y: f64| {
+            if y > 0.0 {
+                format!("{:.2}", x / y)
+            } else {
+                "-".into()
+            }
+        };
         println!(
             "| {format} | {:.0} | {:.0} | {} | {:.1} | {:.1} | {} |",
-            a.prefill_tok_cpu_s, p.prefill_tok_cpu_s, ratio(a.prefill_tok_cpu_s, p.prefill_tok_cpu_s),
-            a.decode_tok_cpu_s, p.decode_tok_cpu_s, ratio(a.decode_tok_cpu_s, p.decode_tok_cpu_s),
+            a.prefill_tok_cpu_s,
+            p.prefill_tok_cpu_s,
+            ratio(a.prefill_tok_cpu_s, p.prefill_tok_cpu_s),
+            a.decode_tok_cpu_s,
+            p.decode_tok_cpu_s,
+            ratio(a.decode_tok_cpu_s, p.decode_tok_cpu_s),
         );
     }
     println!();
@@ -167,7 +241,10 @@ fn prepare(shipped: &Path, format: &str) -> anyhow::Result<PathBuf> {
         "f32" => (GgmlDType::F32, 0u32),
         other => bail!("unknown format {other} (q4_1, q8_0, f32)"),
     };
-    let out = shipped.with_file_name(format!("SmolLM2-135M-Instruct.{}.gguf", format.to_uppercase()));
+    let out = shipped.with_file_name(format!(
+        "SmolLM2-135M-Instruct.{}.gguf",
+        format.to_uppercase()
+    ));
     if out.is_file() {
         return Ok(out);
     }
@@ -181,11 +258,20 @@ fn prepare(shipped: &Path, format: &str) -> anyhow::Result<PathBuf> {
         let t = content.tensor(&mut reader, name, &Device::Cpu)?;
         // Norms stay f32; Q4_1 matrices are dequantized and requantized; in the f32 file
         // everything is f32. The Q8_0 embedding stays as it is in the Q8_0 file.
-        let keep = t.dtype() == GgmlDType::F32 || (target == GgmlDType::Q8_0 && t.dtype() == GgmlDType::Q8_0);
-        let t = if keep { t } else { QTensor::quantize(&t.dequantize(&Device::Cpu)?, target)? };
+        let keep = t.dtype() == GgmlDType::F32
+            || (target == GgmlDType::Q8_0 && t.dtype() == GgmlDType::Q8_0);
+        let t = if keep {
+            t
+        } else {
+            QTensor::quantize(&t.dequantize(&Device::Cpu)?, target)?
+        };
         tensors.push((name.clone(), t));
     }
-    let mut meta: Vec<(String, gguf_file::Value)> = content.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut meta: Vec<(String, gguf_file::Value)> = content
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     meta.sort_by(|a, b| a.0.cmp(&b.0));
     for (k, v) in &mut meta {
         if k == "general.file_type" {
@@ -194,7 +280,8 @@ fn prepare(shipped: &Path, format: &str) -> anyhow::Result<PathBuf> {
     }
     let part = out.with_extension("gguf.part");
     let mut w = std::io::BufWriter::new(std::fs::File::create(&part)?);
-    let meta_refs: Vec<(&str, &gguf_file::Value)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let meta_refs: Vec<(&str, &gguf_file::Value)> =
+        meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
     gguf_file::write(&mut w, &meta_refs, &tensor_refs)?;
     drop(w);
@@ -216,7 +303,11 @@ fn prefill_prompt(model: &Model, n: usize) -> anyhow::Result<Vec<u32>> {
 }
 
 fn chat_prompt(model: &Model) -> anyhow::Result<Vec<u32>> {
-    let text = model.render_chat(&[ChatMessage::new("user", "What is the capital of France?")], &[], true)?;
+    let text = model.render_chat(
+        &[ChatMessage::new("user", "What is the capital of France?")],
+        &[],
+        true,
+    )?;
     Ok(model.tokenizer().encode(&text, true)?)
 }
 
@@ -235,7 +326,13 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn measure(model: &Model, prefill: &[u32], chat: &[u32], decode: usize, repeats: usize) -> anyhow::Result<Figures> {
+fn measure(
+    model: &Model,
+    prefill: &[u32],
+    chat: &[u32],
+    decode: usize,
+    repeats: usize,
+) -> anyhow::Result<Figures> {
     let (mut pre, mut ttft, mut dec) = (Vec::new(), Vec::new(), Vec::new());
     let (mut pre_cpu, mut dec_cpu) = (Vec::new(), Vec::new());
     let mut tokens = Vec::new();
@@ -270,14 +367,32 @@ fn measure(model: &Model, prefill: &[u32], chat: &[u32], decode: usize, repeats:
     })
 }
 
-fn run_peer(python: &Path, script: &Path, model: &Path, threads: usize, prefill: &[u32], chat: &[u32], args: &Args) -> anyhow::Result<Figures> {
+fn run_peer(
+    python: &Path,
+    script: &Path,
+    model: &Path,
+    threads: usize,
+    prefill: &[u32],
+    chat: &[u32],
+    args: &Args,
+) -> anyhow::Result<Figures> {
     let cfg = serde_json::json!({
         "model": model, "threads": threads, "prefill": prefill, "chat": chat,
         "decode": args.decode_tokens, "repeats": args.repeats,
     });
-    let out = Command::new(python).arg(script).arg(cfg.to_string()).output().context("cannot run the llama.cpp peer")?;
+    let out = Command::new(python)
+        .arg(script)
+        .arg(cfg.to_string())
+        .output()
+        .context("cannot run the llama.cpp peer")?;
     if !out.status.success() {
-        bail!("the llama.cpp peer failed: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or_default());
+        bail!(
+            "the llama.cpp peer failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or_default()
+        );
     }
     let line = String::from_utf8_lossy(&out.stdout);
     let line = line.lines().last().unwrap_or_default();
@@ -290,7 +405,13 @@ fn run_peer(python: &Path, script: &Path, model: &Path, threads: usize, prefill:
 /// as many threads as the machine has cores.
 fn concurrency(shipped: &Path, n: usize, decode: usize) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let model = Model::load(&ModelFiles::Gguf(shipped.to_owned()), &LoadOptions { threads: Some(cores), ..LoadOptions::default() })?;
+    let model = Model::load(
+        &ModelFiles::Gguf(shipped.to_owned()),
+        &LoadOptions {
+            threads: Some(cores),
+            ..LoadOptions::default()
+        },
+    )?;
     let chat = chat_prompt(&model)?;
     let one = |model: &Model| -> anyhow::Result<(Duration, Vec<u32>)> {
         let mut s = model.session();
@@ -307,7 +428,13 @@ fn concurrency(shipped: &Path, n: usize, decode: usize) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let results: Vec<anyhow::Result<(Duration, Vec<u32>)>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..n).map(|_| s.spawn(|| one(&model))).collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a request panicked")))).collect()
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a request panicked")))
+            })
+            .collect()
     });
     let wall = t0.elapsed();
     let mut identical = 0;
@@ -318,10 +445,18 @@ fn concurrency(shipped: &Path, n: usize, decode: usize) -> anyhow::Result<()> {
     }
     let single = decode as f64 / alone.as_secs_f64();
     let together = (n * decode) as f64 / wall.as_secs_f64();
-    println!("| Q4_1, {cores} threads | decode tok/s (all requests) | per request | identical to the lone request |");
+    println!(
+        "| Q4_1, {cores} threads | decode tok/s (all requests) | per request | identical to the lone request |"
+    );
     println!("|---|---:|---:|---:|");
     println!("| 1 request | {single:.1} | {single:.1} | - |");
-    println!("| {n} concurrent | {together:.1} | {:.1} | {identical} of {n} |", together / n as f64);
-    println!("\n{n} concurrent / 1: {:.2}x throughput (prefill of each request included in the wall time)\n", together / single);
+    println!(
+        "| {n} concurrent | {together:.1} | {:.1} | {identical} of {n} |",
+        together / n as f64
+    );
+    println!(
+        "\n{n} concurrent / 1: {:.2}x throughput (prefill of each request included in the wall time)\n",
+        together / single
+    );
     Ok(())
 }

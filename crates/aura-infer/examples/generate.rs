@@ -8,8 +8,12 @@ use aura_infer::{ChatMessage, GenerateRequest, LoadOptions, Model, ModelFiles, P
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let path = args.next().ok_or("usage: generate MODEL.gguf PROMPT [MAX_TOKENS]")?;
-    let prompt = args.next().unwrap_or_else(|| "What is the capital of France?".into());
+    let path = args
+        .next()
+        .ok_or("usage: generate MODEL.gguf PROMPT [MAX_TOKENS]")?;
+    let prompt = args
+        .next()
+        .unwrap_or_else(|| "What is the capital of France?".into());
     let max_tokens = args.next().map(|s| s.parse()).transpose()?.unwrap_or(48);
     let start = Instant::now();
     let model = Model::load(&ModelFiles::Gguf(path.into()), &LoadOptions::default())?;
@@ -17,7 +21,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let text = model.render_chat(&[ChatMessage::new("user", prompt)], &[], true)?;
     let ids = model.tokenizer().encode(&text, true)?;
     println!("prompt: {} tokens {:?}", ids.len(), ids);
-    let req = GenerateRequest { prompt: Prompt::Tokens(ids), max_tokens, ..GenerateRequest::default() };
+    let req = GenerateRequest {
+        prompt: Prompt::Tokens(ids),
+        max_tokens,
+        ..GenerateRequest::default()
+    };
     let start = Instant::now();
     let mut first = None;
     let out = model.generate(&req, &mut |ev| {
@@ -26,6 +34,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ControlFlow::Continue(())
     })?;
     let total = start.elapsed();
-    println!("\n---\ntokens: {:?}\nfinish: {:?}, {} tokens, first after {:.2?}, total {:.2?}", out.tokens, out.finish, out.completion_tokens, first.unwrap_or_default(), total);
+    println!(
+        "\n---\ntokens: {:?}\nfinish: {:?}, {} tokens, first after {:.2?}, total {:.2?}",
+        out.tokens,
+        out.finish,
+        out.completion_tokens,
+        first.unwrap_or_default(),
+        total
+    );
     Ok(())
 }

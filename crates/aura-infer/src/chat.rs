@@ -26,7 +26,11 @@ pub struct ChatMessage {
 impl ChatMessage {
     /// A message with a role and text.
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Self { role: role.into(), content: content.into(), ..Self::default() }
+        Self {
+            role: role.into(),
+            content: content.into(),
+            ..Self::default()
+        }
     }
 }
 
@@ -80,16 +84,30 @@ impl ChatTemplate {
     pub(crate) fn new(source: &str, bos: String, eos: String) -> Result<Self> {
         let mut env = minijinja::Environment::new();
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
-        });
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    msg,
+                ))
+            },
+        );
         env.add_template_owned("chat", source.to_owned())
             .map_err(|e| Error::Template(format!("cannot compile the model's template: {e}")))?;
         Ok(Self { env, bos, eos })
     }
 
-    pub(crate) fn render(&self, messages: &[ChatMessage], tools: &[ToolDef], add_generation_prompt: bool) -> Result<String> {
-        let tmpl = self.env.get_template("chat").map_err(|e| Error::Template(e.to_string()))?;
+    pub(crate) fn render(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[ToolDef],
+        add_generation_prompt: bool,
+    ) -> Result<String> {
+        let tmpl = self
+            .env
+            .get_template("chat")
+            .map_err(|e| Error::Template(e.to_string()))?;
         let tools: Vec<serde_json::Value> = tools
             .iter()
             .map(|t| serde_json::json!({"type": "function", "function": t}))
@@ -101,6 +119,7 @@ impl ChatTemplate {
             bos_token => self.bos,
             eos_token => self.eos,
         };
-        tmpl.render(ctx).map_err(|e| Error::Template(format!("rendering failed: {e}")))
+        tmpl.render(ctx)
+            .map_err(|e| Error::Template(format!("rendering failed: {e}")))
     }
 }

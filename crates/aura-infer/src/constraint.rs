@@ -11,7 +11,9 @@ pub(crate) struct Matcher {}
 
 impl Matcher {
     pub(crate) fn new(_model: &Model, _constraint: &Constraint) -> Result<Self> {
-        Err(Error::Constraint("constrained decoding is not available in this build".into()))
+        Err(Error::Constraint(
+            "constrained decoding is not available in this build".into(),
+        ))
     }
 
     /// Sets the logits of disallowed tokens to -inf.

@@ -47,7 +47,13 @@ impl From<candle_core::Error> for Error {
     fn from(e: candle_core::Error) -> Self {
         // candle's errors carry their own context (tensor names, offsets); flatten them
         // to one line so the caller can print it.
-        Self::InvalidModel(e.to_string().lines().next().unwrap_or("candle error").to_owned())
+        Self::InvalidModel(
+            e.to_string()
+                .lines()
+                .next()
+                .unwrap_or("candle error")
+                .to_owned(),
+        )
     }
 }
 

@@ -157,7 +157,9 @@ impl Model {
     ) -> Result<Generation> {
         req.sampling.validate()?;
         if req.stop.iter().any(String::is_empty) {
-            return Err(Error::InvalidRequest("stop sequences must not be empty".into()));
+            return Err(Error::InvalidRequest(
+                "stop sequences must not be empty".into(),
+            ));
         }
         let prompt = match &req.prompt {
             Prompt::Text(t) => self.tokenizer.encode(t, true)?,
@@ -167,7 +169,9 @@ impl Model {
             return Err(Error::InvalidRequest("the prompt is empty".into()));
         }
         if let Some(bad) = prompt.iter().find(|&&t| t as usize >= self.info.vocab_size) {
-            return Err(Error::InvalidRequest(format!("token id {bad} is outside the vocabulary")));
+            return Err(Error::InvalidRequest(format!(
+                "token id {bad} is outside the vocabulary"
+            )));
         }
         if prompt.len() >= self.info.context_length {
             return Err(Error::InvalidRequest(format!(
@@ -231,7 +235,11 @@ impl Model {
             if let (Some(list), Some(lp)) = (out.logprobs.as_mut(), lp.clone()) {
                 list.push(lp);
             }
-            let event = TokenEvent { token: Some(token), text: delta, logprobs: lp };
+            let event = TokenEvent {
+                token: Some(token),
+                text: delta,
+                logprobs: lp,
+            };
             if stopped {
                 let _ = on_token(&event);
                 out.finish = Finish::Stop;
@@ -259,7 +267,11 @@ impl Model {
         if !rest.is_empty() && out.finish != Finish::Cancelled {
             // A cancelled stream's caller has stopped listening; the text is still whole
             // in the result.
-            let _ = on_token(&TokenEvent { token: None, text: rest, logprobs: None });
+            let _ = on_token(&TokenEvent {
+                token: None,
+                text: rest,
+                logprobs: None,
+            });
         }
         out.text = stream.emitted_text().to_owned();
         out.expert_tokens = session.expert_tokens().to_vec();
@@ -281,7 +293,14 @@ impl Model {
             token,
             text: text(token),
             logprob: lp[token as usize],
-            top: top.into_iter().map(|t| TopLogprob { token: t, text: text(t), logprob: lp[t as usize] }).collect(),
+            top: top
+                .into_iter()
+                .map(|t| TopLogprob {
+                    token: t,
+                    text: text(t),
+                    logprob: lp[t as usize],
+                })
+                .collect(),
         }
     }
 }
@@ -295,7 +314,10 @@ struct TextStream<'a> {
 
 impl<'a> TextStream<'a> {
     fn new(stops: &'a [String]) -> Self {
-        Self { stops, emitted: String::new() }
+        Self {
+            stops,
+            emitted: String::new(),
+        }
     }
 
     fn emitted_text(&self) -> &str {
@@ -305,7 +327,12 @@ impl<'a> TextStream<'a> {
     /// Given the full text so far, returns the new text to release and whether a stop
     /// sequence was found.
     fn push(&mut self, full: &str) -> (String, bool) {
-        if let Some(cut) = self.stops.iter().filter_map(|s| full.find(s.as_str())).min() {
+        if let Some(cut) = self
+            .stops
+            .iter()
+            .filter_map(|s| full.find(s.as_str()))
+            .min()
+        {
             return (self.release(full, cut), true);
         }
         let mut safe = full.len();
@@ -325,7 +352,8 @@ impl<'a> TextStream<'a> {
 
     fn release(&mut self, full: &str, upto: usize) -> String {
         let start = self.emitted.len();
-        if upto <= start || !full.is_char_boundary(upto) || !full.starts_with(self.emitted.as_str()) {
+        if upto <= start || !full.is_char_boundary(upto) || !full.starts_with(self.emitted.as_str())
+        {
             return String::new();
         }
         let delta = full[start..upto].to_owned();

@@ -169,7 +169,11 @@ pub struct RuntimeFingerprint {
 
 impl std::fmt::Display for RuntimeFingerprint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{} {} {} {} {}", self.engine, self.version, self.backend, self.device, self.dtype, self.kernel)
+        write!(
+            f,
+            "{}/{} {} {} {} {}",
+            self.engine, self.version, self.backend, self.device, self.dtype, self.kernel
+        )
     }
 }
 
@@ -186,7 +190,10 @@ pub struct Model {
 
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Model").field("info", &self.info).field("fingerprint", &self.fingerprint).finish()
+        f.debug_struct("Model")
+            .field("info", &self.info)
+            .field("fingerprint", &self.fingerprint)
+            .finish()
     }
 }
 
@@ -195,19 +202,27 @@ impl Model {
     pub fn load(files: &ModelFiles, opts: &LoadOptions) -> Result<Model> {
         #[cfg(feature = "cuda")]
         if let Device::Cuda(_) = opts.device {
-            return Err(Error::Options("the cuda device has no kernels in this engine yet; use the cpu".into()));
+            return Err(Error::Options(
+                "the cuda device has no kernels in this engine yet; use the cpu".into(),
+            ));
         }
         let variant = match opts.kernel {
             Some(v) if !v.is_supported() => {
-                return Err(Error::Options(format!("this cpu cannot run the {} kernels", v.name())));
+                return Err(Error::Options(format!(
+                    "this cpu cannot run the {} kernels",
+                    v.name()
+                )));
             }
             Some(v) => v,
             None => KernelVariant::detect(),
         };
-        if let Some(f) = opts.dtype {
-            if !matches!(f, WeightFormat::F32 | WeightFormat::Q8_0) {
-                return Err(Error::Options(format!("weights can be converted to f32 or q8_0 at load, not {}", f.name())));
-            }
+        if let Some(f) = opts.dtype
+            && !matches!(f, WeightFormat::F32 | WeightFormat::Q8_0)
+        {
+            return Err(Error::Options(format!(
+                "weights can be converted to f32 or q8_0 at load, not {}",
+                f.name()
+            )));
         }
         // The model always runs on a pool of its own, so a request's forward pass runs on
         // a worker thread and its parallel loops do not bounce between the caller and the
@@ -227,11 +242,22 @@ impl Model {
         ));
         let loaded = match files {
             ModelFiles::Gguf(path) => load::load_gguf(path, opts.dtype)?,
-            ModelFiles::Safetensors { config, tokenizer, tokenizer_config, weights } => {
+            ModelFiles::Safetensors {
+                config,
+                tokenizer,
+                tokenizer_config,
+                weights,
+            } => {
                 if weights.is_empty() {
                     return Err(Error::model("no weight shards given"));
                 }
-                load::load_safetensors(config, tokenizer, tokenizer_config.as_deref(), weights, opts.dtype)?
+                load::load_safetensors(
+                    config,
+                    tokenizer,
+                    tokenizer_config.as_deref(),
+                    weights,
+                    opts.dtype,
+                )?
             }
         };
         let c = &loaded.transformer.config;
@@ -258,7 +284,11 @@ impl Model {
             weight_bytes: loaded.transformer.size_bytes(),
         };
         let computed = computed_format(&loaded.transformer);
-        let dtype = if computed == loaded.source_dtype { computed } else { format!("{}->{computed}", loaded.source_dtype) };
+        let dtype = if computed == loaded.source_dtype {
+            computed
+        } else {
+            format!("{}->{computed}", loaded.source_dtype)
+        };
         let fingerprint = RuntimeFingerprint {
             engine: "aura-infer".into(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -298,9 +328,16 @@ impl Model {
     }
 
     /// Renders a conversation with the model's own chat template.
-    pub fn render_chat(&self, messages: &[ChatMessage], tools: &[ToolDef], add_generation_prompt: bool) -> Result<String> {
+    pub fn render_chat(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[ToolDef],
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         let template = self.template.as_ref().ok_or_else(|| {
-            Error::Template("the model carries no chat template; send a plain completion prompt".into())
+            Error::Template(
+                "the model carries no chat template; send a plain completion prompt".into(),
+            )
         })?;
         template.render(messages, tools, add_generation_prompt)
     }
@@ -308,14 +345,21 @@ impl Model {
     /// A fresh sequence on this model: feed it tokens, read the next token's logits.
     /// [`Model::generate`] is built on it; tests and benchmarks use it directly.
     pub fn session(&self) -> Session<'_> {
-        Session { model: self, cache: self.transformer.new_cache() }
+        Session {
+            model: self,
+            cache: self.transformer.new_cache(),
+        }
     }
 }
 
 fn computed_format(t: &transformer::Transformer) -> String {
     // The layers' q projection stands for the model's compute format (the embedding may
     // differ, as in SmolLM2's Q4_1 file whose embedding is Q8_0).
-    t.layers.first().map_or(t.embed.format, |l| l.wq.format).name().to_owned()
+    t.layers
+        .first()
+        .map_or(t.embed.format, |l| l.wq.format)
+        .name()
+        .to_owned()
 }
 
 /// One sequence in progress: its KV cache and expert counts.
@@ -331,7 +375,8 @@ impl Session<'_> {
     /// identical logits.
     pub fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
         let m = self.model;
-        m.compute.install(|| m.transformer.forward(&m.compute, tokens, &mut self.cache))
+        m.compute
+            .install(|| m.transformer.forward(&m.compute, tokens, &mut self.cache))
     }
 
     /// Tokens fed so far.

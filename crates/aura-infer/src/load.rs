@@ -27,7 +27,10 @@ pub(crate) struct Loaded {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io { path: path.to_owned(), source }
+    move |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -51,9 +54,13 @@ impl Gguf {
             Some(V::U8(v)) => Some(usize::from(*v)),
             Some(V::U16(v)) => Some(usize::from(*v)),
             Some(V::U32(v)) => Some(*v as usize),
-            Some(V::U64(v)) => Some(usize::try_from(*v).map_err(|_| Error::model(format!("{key} too large")))?),
+            Some(V::U64(v)) => {
+                Some(usize::try_from(*v).map_err(|_| Error::model(format!("{key} too large")))?)
+            }
             Some(V::I32(v)) if *v >= 0 => Some(*v as usize),
-            Some(V::I64(v)) if *v >= 0 => Some(usize::try_from(*v).map_err(|_| Error::model(format!("{key} too large")))?),
+            Some(V::I64(v)) if *v >= 0 => {
+                Some(usize::try_from(*v).map_err(|_| Error::model(format!("{key} too large")))?)
+            }
             Some(_) => return Err(Error::model(format!("{key} is not a non-negative integer"))),
         })
     }
@@ -63,7 +70,8 @@ impl Gguf {
     }
 
     fn required(&self, key: &str) -> Result<usize> {
-        self.arch_usize(key)?.ok_or_else(|| Error::model(format!("gguf lacks {}.{key}", self.arch)))
+        self.arch_usize(key)?
+            .ok_or_else(|| Error::model(format!("gguf lacks {}.{key}", self.arch)))
     }
 
     fn f32(&self, key: &str) -> Result<Option<f32>> {
@@ -111,7 +119,9 @@ impl Gguf {
 
     fn vector(&mut self, name: &str) -> Result<Vec<f32>> {
         let t = self.qtensor(name)?;
-        Ok(t.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?)
+        Ok(t.dequantize(&Device::Cpu)?
+            .flatten_all()?
+            .to_vec1::<f32>()?)
     }
 
     /// A 2-D tensor as a matrix, or a 3-D one (stacked experts) as one matrix per expert.
@@ -125,7 +135,11 @@ impl Gguf {
         };
         let total_rows = parts * rows;
         let m = qtensor_matrix(&t, total_rows, cols, name)?;
-        if parts == 1 { Ok(vec![m]) } else { m.split_rows(parts) }
+        if parts == 1 {
+            Ok(vec![m])
+        } else {
+            m.split_rows(parts)
+        }
     }
 
     fn matrix(&mut self, name: &str) -> Result<Matrix> {
@@ -145,10 +159,16 @@ fn qtensor_matrix(t: &QTensor, rows: usize, cols: usize, name: &str) -> Result<M
         _ => None,
     };
     match format {
-        Some(f) => Matrix::from_blocks(rows, cols, f, t.data()?.into_owned())
+        Some(f) => Matrix::from_blocks(rows, cols, f, &t.data()?)
             .map_err(|e| Error::model(format!("tensor {name}: {e}"))),
         // f32, f16, bf16 and the k-quants run as f32.
-        None => Matrix::from_f32(rows, cols, t.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?),
+        None => Matrix::from_f32(
+            rows,
+            cols,
+            t.dequantize(&Device::Cpu)?
+                .flatten_all()?
+                .to_vec1::<f32>()?,
+        ),
     }
 }
 
@@ -162,9 +182,15 @@ pub(crate) fn load_gguf(path: &Path, dtype: Option<Format>) -> Result<Loaded> {
         _ => return Err(Error::model("gguf lacks general.architecture")),
     };
     if !matches!(arch.as_str(), "llama" | "mistral" | "qwen2" | "mixtral") {
-        return Err(Error::Unsupported(format!("architecture '{arch}' (llama, mistral, qwen2, mixtral run)")));
+        return Err(Error::Unsupported(format!(
+            "architecture '{arch}' (llama, mistral, qwen2, mixtral run)"
+        )));
     }
-    let mut g = Gguf { content, reader, arch: arch.clone() };
+    let mut g = Gguf {
+        content,
+        reader,
+        arch: arch.clone(),
+    };
 
     let tok = GgufTokenizerMeta {
         model: g.string("tokenizer.ggml.model")?.unwrap_or_default(),
@@ -178,19 +204,28 @@ pub(crate) fn load_gguf(path: &Path, dtype: Option<Format>) -> Result<Loaded> {
         bos: g.usize("tokenizer.ggml.bos_token_id")?.map(|v| v as u32),
         eos: {
             let mut eos: Vec<u32> = Vec::new();
-            for key in ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"] {
-                if let Some(id) = g.usize(key)? {
-                    if !eos.contains(&(id as u32)) {
-                        eos.push(id as u32);
-                    }
+            for key in [
+                "tokenizer.ggml.eos_token_id",
+                "tokenizer.ggml.eot_token_id",
+                "tokenizer.ggml.eom_token_id",
+            ] {
+                if let Some(id) = g.usize(key)?
+                    && !eos.contains(&(id as u32))
+                {
+                    eos.push(id as u32);
                 }
             }
             eos
         },
-        add_bos: matches!(g.meta("tokenizer.ggml.add_bos_token"), Some(gguf_file::Value::Bool(true))),
+        add_bos: matches!(
+            g.meta("tokenizer.ggml.add_bos_token"),
+            Some(gguf_file::Value::Bool(true))
+        ),
     };
     if tok.tokens.is_empty() {
-        return Err(Error::model("gguf carries no tokenizer (tokenizer.ggml.tokens)"));
+        return Err(Error::model(
+            "gguf carries no tokenizer (tokenizer.ggml.tokens)",
+        ));
     }
     let tokenizer = Tokenizer::from_gguf(&tok)?;
 
@@ -210,23 +245,34 @@ pub(crate) fn load_gguf(path: &Path, dtype: Option<Format>) -> Result<Loaded> {
         head_dim,
         ffn_dim: g.required("feed_forward_length")?,
         vocab: tok.tokens.len(),
-        eps: g.f32(&format!("{arch}.attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5),
-        rope_theta: g.f32(&format!("{arch}.rope.freq_base"))?.unwrap_or(10_000.0),
+        eps: g
+            .f32(&format!("{arch}.attention.layer_norm_rms_epsilon"))?
+            .unwrap_or(1e-5),
+        rope_theta: g
+            .f32(&format!("{arch}.rope.freq_base"))?
+            .unwrap_or(10_000.0),
         context_length: g.arch_usize("context_length")?.unwrap_or(4096),
         n_expert: g.arch_usize("expert_count")?.unwrap_or(0),
         n_expert_used: g.arch_usize("expert_used_count")?.unwrap_or(0),
     };
     config.validate()?;
-    if let Some(rot) = g.arch_usize("rope.dimension_count")? {
-        if rot != config.head_dim {
-            return Err(Error::Unsupported(format!("partial rotary embedding ({rot} of {} dimensions)", config.head_dim)));
-        }
+    if let Some(rot) = g.arch_usize("rope.dimension_count")?
+        && rot != config.head_dim
+    {
+        return Err(Error::Unsupported(format!(
+            "partial rotary embedding ({rot} of {} dimensions)",
+            config.head_dim
+        )));
     }
 
     let source_dtype = gguf_file_type(&mut g)?;
     let convert = |m: Matrix| convert_matrix(m, dtype);
     let embed = convert(g.matrix("token_embd.weight")?)?;
-    let output = if g.has("output.weight") { Some(convert(g.matrix("output.weight")?)?) } else { None };
+    let output = if g.has("output.weight") {
+        Some(convert(g.matrix("output.weight")?)?)
+    } else {
+        None
+    };
     let norm = g.vector("output_norm.weight")?;
     // llama.cpp's converter interleaves the rotary halves of q and k rows for the
     // `llama` architecture; undo it so every model uses the same (half) pairing.
@@ -237,31 +283,54 @@ pub(crate) fn load_gguf(path: &Path, dtype: Option<Format>) -> Result<Loaded> {
         let mut wq = convert(g.matrix(&p("attn_q.weight"))?)?;
         let mut wk = convert(g.matrix(&p("attn_k.weight"))?)?;
         if unpermute {
-            if wq.rows != config.n_head * config.head_dim || wk.rows != config.n_kv_head * config.head_dim {
-                return Err(Error::model(format!("layer {i} q/k shapes disagree with the head counts")));
+            if wq.rows != config.n_head * config.head_dim
+                || wk.rows != config.n_kv_head * config.head_dim
+            {
+                return Err(Error::model(format!(
+                    "layer {i} q/k shapes disagree with the head counts"
+                )));
             }
             wq.permute_rows(&half_pairing_order(config.n_head, config.head_dim));
             wk.permute_rows(&half_pairing_order(config.n_kv_head, config.head_dim));
         }
         let bias = |g: &mut Gguf, s: &str| -> Result<Option<Vec<f32>>> {
             let name = p(s);
-            if g.has(&name) { g.vector(&name).map(Some) } else { Ok(None) }
+            if g.has(&name) {
+                g.vector(&name).map(Some)
+            } else {
+                Ok(None)
+            }
         };
-        let (bq, bk, bv) = (bias(&mut g, "attn_q.bias")?, bias(&mut g, "attn_k.bias")?, bias(&mut g, "attn_v.bias")?);
+        let (bq, bk, bv) = (
+            bias(&mut g, "attn_q.bias")?,
+            bias(&mut g, "attn_k.bias")?,
+            bias(&mut g, "attn_v.bias")?,
+        );
         let ffn = if config.n_expert > 0 {
             let router = convert(g.matrix(&p("ffn_gate_inp.weight"))?)?;
             let experts = if g.has(&p("ffn_gate_exps.weight")) {
                 let gates = g.matrices(&p("ffn_gate_exps.weight"))?;
                 let ups = g.matrices(&p("ffn_up_exps.weight"))?;
                 let downs = g.matrices(&p("ffn_down_exps.weight"))?;
-                if gates.len() != config.n_expert || ups.len() != config.n_expert || downs.len() != config.n_expert {
-                    return Err(Error::model(format!("layer {i} stacks a wrong number of experts")));
+                if gates.len() != config.n_expert
+                    || ups.len() != config.n_expert
+                    || downs.len() != config.n_expert
+                {
+                    return Err(Error::model(format!(
+                        "layer {i} stacks a wrong number of experts"
+                    )));
                 }
                 gates
                     .into_iter()
                     .zip(ups)
                     .zip(downs)
-                    .map(|((gate, up), down)| Ok(Expert { gate: convert(gate)?, up: convert(up)?, down: convert(down)? }))
+                    .map(|((gate, up), down)| {
+                        Ok(Expert {
+                            gate: convert(gate)?,
+                            up: convert(up)?,
+                            down: convert(down)?,
+                        })
+                    })
                     .collect::<Result<Vec<_>>>()?
             } else {
                 (0..config.n_expert)
@@ -274,7 +343,11 @@ pub(crate) fn load_gguf(path: &Path, dtype: Option<Format>) -> Result<Loaded> {
                     })
                     .collect::<Result<Vec<_>>>()?
             };
-            Ffn::Moe { router, experts, top_k: config.n_expert_used }
+            Ffn::Moe {
+                router,
+                experts,
+                top_k: config.n_expert_used,
+            }
         } else {
             Ffn::Dense {
                 gate: convert(g.matrix(&p("ffn_gate.weight"))?)?,
@@ -300,7 +373,12 @@ pub(crate) fn load_gguf(path: &Path, dtype: Option<Format>) -> Result<Loaded> {
         None => None,
     };
     let transformer = Transformer::new(config, embed, layers, norm, output)?;
-    Ok(Loaded { transformer, tokenizer, template, source_dtype })
+    Ok(Loaded {
+        transformer,
+        tokenizer,
+        template,
+        source_dtype,
+    })
 }
 
 /// The dominant weight format of a GGUF file, named for the fingerprint.
@@ -310,11 +388,15 @@ fn gguf_file_type(g: &mut Gguf) -> Result<String> {
         if name.ends_with("norm.weight") || name.ends_with(".bias") {
             continue;
         }
-        *counts.entry(format!("{:?}", info.ggml_dtype).to_lowercase()).or_default() += info.shape.elem_count();
+        *counts
+            .entry(format!("{:?}", info.ggml_dtype).to_lowercase())
+            .or_default() += info.shape.elem_count();
     }
     let mut v: Vec<_> = counts.into_iter().collect();
     v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    Ok(v.first().map(|(n, _)| n.clone()).unwrap_or_else(|| "none".into()))
+    Ok(v.first()
+        .map(|(n, _)| n.clone())
+        .unwrap_or_else(|| "none".into()))
 }
 
 /// Row order that turns interleaved rotary pairs (2i, 2i+1) into half pairs (i, i + d/2),
@@ -334,7 +416,12 @@ fn half_pairing_order(heads: usize, head_dim: usize) -> Vec<usize> {
 
 /// The inverse of [`half_pairing_order`]'s permutation: what a GGUF writer applies to
 /// Hugging Face q/k rows (used by tests that write GGUF files).
-pub fn interleave_rotary_rows(rows: &[f32], heads: usize, head_dim: usize, cols: usize) -> Vec<f32> {
+pub fn interleave_rotary_rows(
+    rows: &[f32],
+    heads: usize,
+    head_dim: usize,
+    cols: usize,
+) -> Vec<f32> {
     let order = half_pairing_order(heads, head_dim);
     let mut out = vec![0.0; rows.len()];
     // stored row order[r] holds source row r
@@ -362,15 +449,26 @@ fn convert_matrix(m: Matrix, dtype: Option<Format>) -> Result<Matrix> {
                 m.row_into(r, &mut row);
                 bytes.extend(quantize_q8_0(&row));
             }
-            Matrix::from_blocks(m.rows, m.cols, Format::Q8_0, bytes)
+            Matrix::from_blocks(m.rows, m.cols, Format::Q8_0, &bytes)
         }
-        Some(f) => Err(Error::Options(format!("cannot convert {} weights to {}", m.format.name(), f.name()))),
+        Some(f) => Err(Error::Options(format!(
+            "cannot convert {} weights to {}",
+            m.format.name(),
+            f.name()
+        ))),
     }
 }
 
 fn chat_template(src: &str, tokenizer: &Tokenizer) -> Result<ChatTemplate> {
-    let piece = |id: Option<u32>| id.and_then(|i| tokenizer.decode(&[i]).ok()).unwrap_or_default();
-    ChatTemplate::new(src, piece(tokenizer.bos_id()), piece(tokenizer.eos_ids().first().copied()))
+    let piece = |id: Option<u32>| {
+        id.and_then(|i| tokenizer.decode(&[i]).ok())
+            .unwrap_or_default()
+    };
+    ChatTemplate::new(
+        src,
+        piece(tokenizer.bos_id()),
+        piece(tokenizer.eos_ids().first().copied()),
+    )
 }
 
 fn first_line(e: &dyn std::fmt::Display) -> String {
@@ -391,29 +489,47 @@ pub(crate) fn load_safetensors(
         .map_err(|e| Error::model(format!("config.json: {e}")))?;
     let get = |k: &str| cfg.get(k).and_then(Value::as_u64).map(|v| v as usize);
     let need = |k: &str| get(k).ok_or_else(|| Error::model(format!("config.json lacks {k}")));
-    let model_type = cfg.get("model_type").and_then(Value::as_str).unwrap_or("llama").to_owned();
-    if !matches!(model_type.as_str(), "llama" | "mistral" | "qwen2" | "mixtral") {
-        return Err(Error::Unsupported(format!("model_type '{model_type}' (llama, mistral, qwen2, mixtral run)")));
+    let model_type = cfg
+        .get("model_type")
+        .and_then(Value::as_str)
+        .unwrap_or("llama")
+        .to_owned();
+    if !matches!(
+        model_type.as_str(),
+        "llama" | "mistral" | "qwen2" | "mixtral"
+    ) {
+        return Err(Error::Unsupported(format!(
+            "model_type '{model_type}' (llama, mistral, qwen2, mixtral run)"
+        )));
     }
     let n_head = need("num_attention_heads")?;
     let dim = need("hidden_size")?;
     let config = Config {
-        architecture: model_type.clone(),
+        architecture: model_type,
         n_layer: need("num_hidden_layers")?,
         dim,
         n_head,
         n_kv_head: get("num_key_value_heads").unwrap_or(n_head),
-        head_dim: get("head_dim").unwrap_or(if n_head > 0 { dim / n_head } else { 0 }),
+        head_dim: get("head_dim").unwrap_or(dim.checked_div(n_head).unwrap_or(0)),
         ffn_dim: need("intermediate_size")?,
         vocab: need("vocab_size")?,
-        eps: cfg.get("rms_norm_eps").and_then(Value::as_f64).unwrap_or(1e-5) as f32,
-        rope_theta: cfg.get("rope_theta").and_then(Value::as_f64).unwrap_or(10_000.0) as f32,
+        eps: cfg
+            .get("rms_norm_eps")
+            .and_then(Value::as_f64)
+            .unwrap_or(1e-5) as f32,
+        rope_theta: cfg
+            .get("rope_theta")
+            .and_then(Value::as_f64)
+            .unwrap_or(10_000.0) as f32,
         context_length: get("max_position_embeddings").unwrap_or(4096),
         n_expert: get("num_local_experts").unwrap_or(0),
         n_expert_used: get("num_experts_per_tok").unwrap_or(0),
     };
     config.validate()?;
-    let tied = cfg.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(false);
+    let tied = cfg
+        .get("tie_word_embeddings")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
 
     // Merge the shards (experts may live in shards of their own); a tensor in two
     // shards is an error rather than a silent choice.
@@ -426,23 +542,38 @@ pub(crate) fn load_safetensors(
             if matches!(t.dtype(), DType::F32 | DType::F16 | DType::BF16) {
                 source_dtype = format!("{:?}", t.dtype()).to_lowercase();
             } else {
-                return Err(Error::Unsupported(format!("tensor {name} has dtype {:?} (f32, f16, bf16 run)", t.dtype())));
+                return Err(Error::Unsupported(format!(
+                    "tensor {name} has dtype {:?} (f32, f16, bf16 run)",
+                    t.dtype()
+                )));
             }
             if tensors.insert(name.clone(), t).is_some() {
-                return Err(Error::model(format!("tensor {name} appears in more than one shard")));
+                return Err(Error::model(format!(
+                    "tensor {name} appears in more than one shard"
+                )));
             }
         }
     }
     fn take(tensors: &mut HashMap<String, Tensor>, name: &str) -> Result<Tensor> {
-        tensors.remove(name).ok_or_else(|| Error::model(format!("no shard holds tensor {name}")))
+        tensors
+            .remove(name)
+            .ok_or_else(|| Error::model(format!("no shard holds tensor {name}")))
     }
-    let vector = |t: Tensor| -> Result<Vec<f32>> { Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?) };
+    let vector = |t: Tensor| -> Result<Vec<f32>> {
+        Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+    };
     let matrix = |t: Tensor, name: &str| -> Result<Matrix> {
-        let (r, c) = t.dims2().map_err(|_| Error::model(format!("tensor {name} is not a matrix")))?;
+        let (r, c) = t
+            .dims2()
+            .map_err(|_| Error::model(format!("tensor {name} is not a matrix")))?;
         convert_matrix(Matrix::from_f32(r, c, vector(t)?)?, dtype)
     };
     let embed = matrix(take(&mut tensors, "model.embed_tokens.weight")?, "embed")?;
-    let output = if tied { None } else { Some(matrix(take(&mut tensors, "lm_head.weight")?, "lm_head")?) };
+    let output = if tied {
+        None
+    } else {
+        Some(matrix(take(&mut tensors, "lm_head.weight")?, "lm_head")?)
+    };
     let norm = vector(take(&mut tensors, "model.norm.weight")?)?;
     let mut layers = Vec::with_capacity(config.n_layer);
     for i in 0..config.n_layer {
@@ -460,12 +591,24 @@ pub(crate) fn load_safetensors(
             let experts = (0..config.n_expert)
                 .map(|e| {
                     let q = |w: &str| format!("block_sparse_moe.experts.{e}.{w}.weight");
-                    Ok(Expert { gate: m(&q("w1"))?, down: m(&q("w2"))?, up: m(&q("w3"))? })
+                    Ok(Expert {
+                        gate: m(&q("w1"))?,
+                        down: m(&q("w2"))?,
+                        up: m(&q("w3"))?,
+                    })
                 })
                 .collect::<Result<Vec<_>>>()?;
-            Ffn::Moe { router, experts, top_k: config.n_expert_used }
+            Ffn::Moe {
+                router,
+                experts,
+                top_k: config.n_expert_used,
+            }
         } else {
-            Ffn::Dense { gate: m("mlp.gate_proj.weight")?, up: m("mlp.up_proj.weight")?, down: m("mlp.down_proj.weight")? }
+            Ffn::Dense {
+                gate: m("mlp.gate_proj.weight")?,
+                up: m("mlp.up_proj.weight")?,
+                down: m("mlp.down_proj.weight")?,
+            }
         };
         let mut opt = |s: &str| -> Result<Option<Vec<f32>>> {
             match tensors.remove(&p(s)) {
@@ -473,52 +616,91 @@ pub(crate) fn load_safetensors(
                 None => Ok(None),
             }
         };
-        let (bq, bk, bv) = (opt("self_attn.q_proj.bias")?, opt("self_attn.k_proj.bias")?, opt("self_attn.v_proj.bias")?);
+        let (bq, bk, bv) = (
+            opt("self_attn.q_proj.bias")?,
+            opt("self_attn.k_proj.bias")?,
+            opt("self_attn.v_proj.bias")?,
+        );
         let attn_norm = vector(take(&mut tensors, &p("input_layernorm.weight"))?)?;
         let ffn_norm = vector(take(&mut tensors, &p("post_attention_layernorm.weight"))?)?;
-        layers.push(Layer { attn_norm, wq, wk, wv, wo, bq, bk, bv, ffn_norm, ffn });
+        layers.push(Layer {
+            attn_norm,
+            wq,
+            wk,
+            wv,
+            wo,
+            bq,
+            bk,
+            bv,
+            ffn_norm,
+            ffn,
+        });
     }
 
     // Tokenizer and template.
     let tok_bytes = std::fs::read(tokenizer_path).map_err(io(tokenizer_path))?;
-    let tok_json: Value = serde_json::from_slice(&tok_bytes).map_err(|e| Error::Tokenizer(format!("tokenizer.json: {e}")))?;
+    let tok_json: Value = serde_json::from_slice(&tok_bytes)
+        .map_err(|e| Error::Tokenizer(format!("tokenizer.json: {e}")))?;
     let added = crate::tokenizer::added_token_ids(&tok_json);
     let tcfg: Option<Value> = match tokenizer_config {
-        Some(p) => Some(serde_json::from_slice(&std::fs::read(p).map_err(io(p))?).map_err(|e| Error::model(format!("tokenizer_config.json: {e}")))?),
+        Some(p) => Some(
+            serde_json::from_slice(&std::fs::read(p).map_err(io(p))?)
+                .map_err(|e| Error::model(format!("tokenizer_config.json: {e}")))?,
+        ),
         None => None,
     };
     let named = |key: &str| -> Option<u32> {
         let v = tcfg.as_ref()?.get(key)?;
-        let s = v.as_str().or_else(|| v.get("content").and_then(Value::as_str))?;
+        let s = v
+            .as_str()
+            .or_else(|| v.get("content").and_then(Value::as_str))?;
         added.get(s).copied()
     };
     let ids = |key: &str| -> Vec<u32> {
         match cfg.get(key) {
             Some(Value::Number(n)) => n.as_u64().map(|v| vec![v as u32]).unwrap_or_default(),
-            Some(Value::Array(a)) => a.iter().filter_map(Value::as_u64).map(|v| v as u32).collect(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(Value::as_u64)
+                .map(|v| v as u32)
+                .collect(),
             _ => Vec::new(),
         }
     };
     let bos = named("bos_token").or_else(|| ids("bos_token_id").first().copied());
     let mut eos = ids("eos_token_id");
-    if let Some(e) = named("eos_token") {
-        if !eos.contains(&e) {
-            eos.insert(0, e);
-        }
+    if let Some(e) = named("eos_token")
+        && !eos.contains(&e)
+    {
+        eos.insert(0, e);
     }
-    let add_bos = tcfg.as_ref().and_then(|c| c.get("add_bos_token")).and_then(Value::as_bool).unwrap_or(false);
+    let add_bos = tcfg
+        .as_ref()
+        .and_then(|c| c.get("add_bos_token"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let tokenizer = Tokenizer::from_json_bytes(&tok_bytes, bos, eos, add_bos)?;
-    let template_src = tcfg.as_ref().and_then(|c| c.get("chat_template")).and_then(|t| match t {
-        Value::String(s) => Some(s.clone()),
-        Value::Array(list) => list.iter().find_map(|e| {
-            (e.get("name").and_then(Value::as_str) == Some("default")).then(|| e.get("template").and_then(Value::as_str).map(str::to_owned)).flatten()
-        }),
-        _ => None,
-    });
+    let template_src = tcfg
+        .as_ref()
+        .and_then(|c| c.get("chat_template"))
+        .and_then(|t| match t {
+            Value::String(s) => Some(s.clone()),
+            Value::Array(list) => list.iter().find_map(|e| {
+                (e.get("name").and_then(Value::as_str) == Some("default"))
+                    .then(|| e.get("template").and_then(Value::as_str).map(str::to_owned))
+                    .flatten()
+            }),
+            _ => None,
+        });
     let template = match template_src {
         Some(src) => Some(chat_template(&src, &tokenizer)?),
         None => None,
     };
     let transformer = Transformer::new(config, embed, layers, norm, output)?;
-    Ok(Loaded { transformer, tokenizer, template, source_dtype })
+    Ok(Loaded {
+        transformer,
+        tokenizer,
+        template,
+        source_dtype,
+    })
 }

@@ -57,7 +57,13 @@ pub(crate) struct Matrix {
 
 impl std::fmt::Debug for Matrix {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Matrix({}x{} {})", self.rows, self.cols, self.format.name())
+        write!(
+            f,
+            "Matrix({}x{} {})",
+            self.rows,
+            self.cols,
+            self.format.name()
+        )
     }
 }
 
@@ -98,10 +104,21 @@ impl Matrix {
                 data.len()
             )));
         }
-        Ok(Self { rows, cols, format: Format::F32, f32s: data, bytes: Vec::new() })
+        Ok(Self {
+            rows,
+            cols,
+            format: Format::F32,
+            f32s: data,
+            bytes: Vec::new(),
+        })
     }
 
-    pub(crate) fn from_blocks(rows: usize, cols: usize, format: Format, bytes: Vec<u8>) -> Result<Self> {
+    pub(crate) fn from_blocks(
+        rows: usize,
+        cols: usize,
+        format: Format,
+        bytes: &[u8],
+    ) -> Result<Self> {
         if format == Format::F32 {
             return Err(Error::model("f32 matrix given as blocks"));
         }
@@ -127,12 +144,24 @@ impl Matrix {
         for row in bytes.chunks_exact(rb.max(1)) {
             planar.extend_from_slice(&kernels::planar_from_ggml(format.block_bytes(), row));
         }
-        Ok(Self { rows, cols, format, f32s: Vec::new(), bytes: planar })
+        Ok(Self {
+            rows,
+            cols,
+            format,
+            f32s: Vec::new(),
+            bytes: planar,
+        })
     }
 
     /// Builds a matrix from rows already in the planar layout (split and permuted rows).
     fn from_planar(rows: usize, cols: usize, format: Format, bytes: Vec<u8>) -> Self {
-        Self { rows, cols, format, f32s: Vec::new(), bytes }
+        Self {
+            rows,
+            cols,
+            format,
+            f32s: Vec::new(),
+            bytes,
+        }
     }
 
     fn row_bytes(&self) -> usize {
@@ -144,11 +173,19 @@ impl Matrix {
         debug_assert_eq!(order.len(), self.rows);
         if self.format == Format::F32 {
             let old = std::mem::take(&mut self.f32s);
-            self.f32s = order.iter().flat_map(|&r| &old[r * self.cols..(r + 1) * self.cols]).copied().collect();
+            self.f32s = order
+                .iter()
+                .flat_map(|&r| &old[r * self.cols..(r + 1) * self.cols])
+                .copied()
+                .collect();
         } else {
             let rb = self.row_bytes();
             let old = std::mem::take(&mut self.bytes);
-            self.bytes = order.iter().flat_map(|&r| &old[r * rb..(r + 1) * rb]).copied().collect();
+            self.bytes = order
+                .iter()
+                .flat_map(|&r| &old[r * rb..(r + 1) * rb])
+                .copied()
+                .collect();
         }
     }
 
@@ -156,7 +193,10 @@ impl Matrix {
     /// experts stored stacked in one tensor).
     pub(crate) fn split_rows(self, parts: usize) -> Result<Vec<Matrix>> {
         if parts == 0 || !self.rows.is_multiple_of(parts) {
-            return Err(Error::model(format!("cannot split {} rows into {parts} parts", self.rows)));
+            return Err(Error::model(format!(
+                "cannot split {} rows into {parts} parts",
+                self.rows
+            )));
         }
         let rows = self.rows / parts;
         (0..parts)
@@ -168,7 +208,12 @@ impl Matrix {
                 ),
                 format => {
                     let rb = self.row_bytes();
-                    Ok(Matrix::from_planar(rows, self.cols, format, self.bytes[p * rows * rb..(p + 1) * rows * rb].to_vec()))
+                    Ok(Matrix::from_planar(
+                        rows,
+                        self.cols,
+                        format,
+                        self.bytes[p * rows * rb..(p + 1) * rows * rb].to_vec(),
+                    ))
                 }
             })
             .collect()
@@ -229,9 +274,17 @@ impl Matrix {
         };
         if self.rows * self.cols * t < 32 * 1024 || cx.threads() == 1 {
             // Too small to be worth waking other threads.
-            by_row.chunks_mut(ROWS_PER_TASK * t).enumerate().for_each(task);
+            by_row
+                .chunks_mut(ROWS_PER_TASK * t)
+                .enumerate()
+                .for_each(task);
         } else {
-            cx.install(|| by_row.par_chunks_mut(ROWS_PER_TASK * t).enumerate().for_each(task));
+            cx.install(|| {
+                by_row
+                    .par_chunks_mut(ROWS_PER_TASK * t)
+                    .enumerate()
+                    .for_each(task);
+            });
         }
         for r in 0..self.rows {
             for tt in 0..t {

@@ -27,7 +27,13 @@ pub struct Sampling {
 
 impl Default for Sampling {
     fn default() -> Self {
-        Self { temperature: 0.0, top_k: None, top_p: None, repetition_penalty: None, seed: 0 }
+        Self {
+            temperature: 0.0,
+            top_k: None,
+            top_p: None,
+            repetition_penalty: None,
+            seed: 0,
+        }
     }
 }
 
@@ -42,18 +48,18 @@ impl Sampling {
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
             return bad("temperature must be a number >= 0");
         }
-        if let Some(p) = self.top_p {
-            if !(p > 0.0 && p <= 1.0) {
-                return bad("top_p must be in (0, 1]");
-            }
+        if let Some(p) = self.top_p
+            && !(p > 0.0 && p <= 1.0)
+        {
+            return bad("top_p must be in (0, 1]");
         }
         if self.top_k == Some(0) {
             return bad("top_k must be at least 1");
         }
-        if let Some(r) = self.repetition_penalty {
-            if !(r.is_finite() && r > 0.0) {
-                return bad("repetition_penalty must be a number > 0");
-            }
+        if let Some(r) = self.repetition_penalty
+            && !(r.is_finite() && r > 0.0)
+        {
+            return bad("repetition_penalty must be a number > 0");
         }
         Ok(())
     }
@@ -74,7 +80,9 @@ impl Sampler {
     /// Applies the repetition penalty to `logits` in place for every distinct token of
     /// `context`.
     pub(crate) fn penalize(&self, logits: &mut [f32], context: &[u32], seen: &mut Vec<bool>) {
-        let Some(penalty) = self.params.repetition_penalty else { return };
+        let Some(penalty) = self.params.repetition_penalty else {
+            return;
+        };
         if penalty == 1.0 {
             return;
         }
@@ -112,7 +120,10 @@ impl Sampler {
             cands.truncate(k as usize);
         }
         let max = f64::from(cands[0].1);
-        let mut probs: Vec<f64> = cands.iter().map(|(_, l)| ((f64::from(*l) - max) * inv_t).exp()).collect();
+        let mut probs: Vec<f64> = cands
+            .iter()
+            .map(|(_, l)| ((f64::from(*l) - max) * inv_t).exp())
+            .collect();
         let total: f64 = probs.iter().sum();
         for p in &mut probs {
             *p /= total;
@@ -162,9 +173,15 @@ pub(crate) fn argmax(logits: &[f32]) -> Option<u32> {
 /// `log_softmax(logits)[i]` for every i, computed sequentially in f64.
 pub(crate) fn log_softmax(logits: &[f32]) -> Vec<f32> {
     let max = logits.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
-    let sum: f64 = logits.iter().map(|l| (f64::from(*l) - f64::from(max)).exp()).sum();
+    let sum: f64 = logits
+        .iter()
+        .map(|l| (f64::from(*l) - f64::from(max)).exp())
+        .sum();
     let lse = f64::from(max) + sum.ln();
-    logits.iter().map(|l| (f64::from(*l) - lse) as f32).collect()
+    logits
+        .iter()
+        .map(|l| (f64::from(*l) - lse) as f32)
+        .collect()
 }
 
 #[cfg(test)]
@@ -180,20 +197,33 @@ mod tests {
     #[test]
     fn the_same_seed_draws_the_same_tokens() {
         let logits: Vec<f32> = (0..100).map(|i| ((i * 37) % 11) as f32 * 0.3).collect();
-        let params = Sampling { temperature: 0.8, top_k: Some(40), top_p: Some(0.9), seed: 7, ..Sampling::default() };
+        let params = Sampling {
+            temperature: 0.8,
+            top_k: Some(40),
+            top_p: Some(0.9),
+            seed: 7,
+            ..Sampling::default()
+        };
         let draw = |p: &Sampling| {
             let mut s = Sampler::new(p.clone());
-            (0..50).map(|_| s.choose(&logits).unwrap()).collect::<Vec<_>>()
+            (0..50)
+                .map(|_| s.choose(&logits).unwrap())
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(&params), draw(&params));
-        let other = Sampling { seed: 8, ..params.clone() };
+        let other = Sampling { seed: 8, ..params };
         assert_ne!(draw(&params), draw(&other));
     }
 
     #[test]
     fn top_k_one_is_greedy() {
         let logits = [0.1, 2.0, 1.9, -1.0];
-        let mut s = Sampler::new(Sampling { temperature: 5.0, top_k: Some(1), seed: 3, ..Sampling::default() });
+        let mut s = Sampler::new(Sampling {
+            temperature: 5.0,
+            top_k: Some(1),
+            seed: 3,
+            ..Sampling::default()
+        });
         for _ in 0..20 {
             assert_eq!(s.choose(&logits), Some(1));
         }
@@ -202,7 +232,11 @@ mod tests {
     #[test]
     fn masked_tokens_are_never_drawn() {
         let logits = [f32::NEG_INFINITY, 0.0, f32::NEG_INFINITY, 0.0];
-        let mut s = Sampler::new(Sampling { temperature: 1.0, seed: 1, ..Sampling::default() });
+        let mut s = Sampler::new(Sampling {
+            temperature: 1.0,
+            seed: 1,
+            ..Sampling::default()
+        });
         for _ in 0..100 {
             let t = s.choose(&logits).unwrap();
             assert!(t == 1 || t == 3);
@@ -211,7 +245,10 @@ mod tests {
 
     #[test]
     fn repetition_penalty_lowers_seen_tokens() {
-        let s = Sampler::new(Sampling { repetition_penalty: Some(2.0), ..Sampling::default() });
+        let s = Sampler::new(Sampling {
+            repetition_penalty: Some(2.0),
+            ..Sampling::default()
+        });
         let mut logits = vec![4.0, -4.0, 4.0];
         s.penalize(&mut logits, &[0, 1, 0], &mut Vec::new());
         assert_eq!(logits, vec![2.0, -8.0, 4.0]);
@@ -220,11 +257,26 @@ mod tests {
     #[test]
     fn bad_parameters_are_refused() {
         for bad in [
-            Sampling { temperature: -1.0, ..Sampling::default() },
-            Sampling { temperature: f32::NAN, ..Sampling::default() },
-            Sampling { top_p: Some(0.0), ..Sampling::default() },
-            Sampling { top_k: Some(0), ..Sampling::default() },
-            Sampling { repetition_penalty: Some(0.0), ..Sampling::default() },
+            Sampling {
+                temperature: -1.0,
+                ..Sampling::default()
+            },
+            Sampling {
+                temperature: f32::NAN,
+                ..Sampling::default()
+            },
+            Sampling {
+                top_p: Some(0.0),
+                ..Sampling::default()
+            },
+            Sampling {
+                top_k: Some(0),
+                ..Sampling::default()
+            },
+            Sampling {
+                repetition_penalty: Some(0.0),
+                ..Sampling::default()
+            },
         ] {
             assert!(bad.validate().is_err(), "{bad:?}");
         }

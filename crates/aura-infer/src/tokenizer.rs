@@ -32,8 +32,14 @@ impl std::fmt::Debug for Tokenizer {
 
 impl Tokenizer {
     /// Loads a tokenizer.json.
-    pub fn from_json_bytes(bytes: &[u8], bos: Option<u32>, eos: Vec<u32>, add_bos: bool) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| Error::Tokenizer(one_line(&*e)))?;
+    pub fn from_json_bytes(
+        bytes: &[u8],
+        bos: Option<u32>,
+        eos: Vec<u32>,
+        add_bos: bool,
+    ) -> Result<Self> {
+        let inner = tokenizers::Tokenizer::from_bytes(bytes)
+            .map_err(|e| Error::Tokenizer(one_line(&*e)))?;
         Ok(Self::wrap(inner, bos, eos, add_bos))
     }
 
@@ -45,7 +51,14 @@ impl Tokenizer {
                 *p = piece;
             }
         }
-        Self { inner, eos, bos, add_bos, vocab_size, pieces }
+        Self {
+            inner,
+            eos,
+            bos,
+            add_bos,
+            vocab_size,
+            pieces,
+        }
     }
 
     /// Builds the tokenizer a GGUF file describes (`tokenizer.ggml.*`). Supports the
@@ -58,18 +71,18 @@ impl Tokenizer {
                 meta.model
             )));
         }
-        let byte_level = |use_regex: bool| {
-            json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex})
-        };
-        let split = |pattern: &str| {
-            json!({"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false})
-        };
+        let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
+        let split = |pattern: &str| json!({"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false});
         let pre = match meta.pre.as_str() {
             "smollm" => json!({"type": "Sequence", "pretokenizers": [
                 {"type": "Digits", "individual_digits": true}, byte_level(true)]}),
             "gpt2" | "default" | "" => byte_level(true),
             "llama3" | "llama-bpe" | "qwen2" => {
-                let digits = if meta.pre == "qwen2" { r"\p{N}" } else { r"\p{N}{1,3}" };
+                let digits = if meta.pre == "qwen2" {
+                    r"\p{N}"
+                } else {
+                    r"\p{N}{1,3}"
+                };
                 let pattern = format!(
                     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{{L}}\p{{N}}]?\p{{L}}+|{digits}| ?[^\s\p{{L}}\p{{N}}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
                 );
@@ -86,8 +99,10 @@ impl Tokenizer {
             // Types: 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte.
             let ty = meta.types.get(id).copied().unwrap_or(1);
             if ty == 3 || ty == 4 {
-                added.push(json!({"id": id, "content": token, "single_word": false, "lstrip": false,
-                    "rstrip": false, "normalized": false, "special": ty == 3}));
+                added.push(
+                    json!({"id": id, "content": token, "single_word": false, "lstrip": false,
+                    "rstrip": false, "normalized": false, "special": ty == 3}),
+                );
             }
         }
         let doc = json!({
@@ -104,7 +119,8 @@ impl Tokenizer {
                 "vocab": Value::Object(vocab), "merges": meta.merges},
         });
         let bytes = serde_json::to_vec(&doc).map_err(|e| Error::Tokenizer(e.to_string()))?;
-        let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| Error::Tokenizer(one_line(&*e)))?;
+        let inner = tokenizers::Tokenizer::from_bytes(&bytes)
+            .map_err(|e| Error::Tokenizer(one_line(&*e)))?;
         Ok(Self::wrap(inner, meta.bos, meta.eos.clone(), meta.add_bos))
     }
 
@@ -112,14 +128,17 @@ impl Tokenizer {
     /// the model asks for one. Special tokens written in the text (e.g. `<|im_start|>`)
     /// become their ids, as chat templates expect.
     pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
-        let enc = self.inner.encode_fast(text, false).map_err(|e| Error::Tokenizer(one_line(&*e)))?;
+        let enc = self
+            .inner
+            .encode_fast(text, false)
+            .map_err(|e| Error::Tokenizer(one_line(&*e)))?;
         let mut ids = Vec::with_capacity(enc.len() + 1);
-        if add_special && self.add_bos {
-            if let Some(bos) = self.bos {
-                if enc.get_ids().first() != Some(&bos) {
-                    ids.push(bos);
-                }
-            }
+        if add_special
+            && self.add_bos
+            && let Some(bos) = self.bos
+            && enc.get_ids().first() != Some(&bos)
+        {
+            ids.push(bos);
         }
         ids.extend_from_slice(enc.get_ids());
         Ok(ids)
@@ -128,9 +147,13 @@ impl Tokenizer {
     /// Decodes ids to text, special tokens included.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         if let Some(bad) = ids.iter().find(|&&id| id as usize >= self.vocab_size) {
-            return Err(Error::Tokenizer(format!("token id {bad} is outside the vocabulary")));
+            return Err(Error::Tokenizer(format!(
+                "token id {bad} is outside the vocabulary"
+            )));
         }
-        self.inner.decode(ids, false).map_err(|e| Error::Tokenizer(one_line(&*e)))
+        self.inner
+            .decode(ids, false)
+            .map_err(|e| Error::Tokenizer(one_line(&*e)))
     }
 
     /// Number of ids, added tokens included.
@@ -179,7 +202,11 @@ pub(crate) struct GgufTokenizerMeta {
 }
 
 fn one_line(e: &(dyn std::error::Error + Send + Sync)) -> String {
-    e.to_string().lines().next().unwrap_or("tokenizer error").to_owned()
+    e.to_string()
+        .lines()
+        .next()
+        .unwrap_or("tokenizer error")
+        .to_owned()
 }
 
 /// Parses the ids of a tokenizer.json's added tokens by content (used to find EOS ids
@@ -188,7 +215,10 @@ pub(crate) fn added_token_ids(tokenizer_json: &Value) -> HashMap<String, u32> {
     let mut out = HashMap::new();
     if let Some(list) = tokenizer_json.get("added_tokens").and_then(Value::as_array) {
         for t in list {
-            if let (Some(c), Some(id)) = (t.get("content").and_then(Value::as_str), t.get("id").and_then(Value::as_u64)) {
+            if let (Some(c), Some(id)) = (
+                t.get("content").and_then(Value::as_str),
+                t.get("id").and_then(Value::as_u64),
+            ) {
                 out.insert(c.to_owned(), id as u32);
             }
         }

@@ -39,13 +39,19 @@ impl Config {
             return bad(format!("block count {} out of range", self.n_layer));
         }
         if self.n_head == 0 || self.n_kv_head == 0 || !self.n_head.is_multiple_of(self.n_kv_head) {
-            return bad(format!("{} heads cannot share {} kv heads", self.n_head, self.n_kv_head));
+            return bad(format!(
+                "{} heads cannot share {} kv heads",
+                self.n_head, self.n_kv_head
+            ));
         }
         if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) || self.head_dim > 1024 {
             return bad(format!("head dimension {} out of range", self.head_dim));
         }
         if self.dim == 0 || self.dim > 65536 || self.ffn_dim == 0 || self.ffn_dim > 1 << 20 {
-            return bad(format!("dimensions {}/{} out of range", self.dim, self.ffn_dim));
+            return bad(format!(
+                "dimensions {}/{} out of range",
+                self.dim, self.ffn_dim
+            ));
         }
         if self.vocab == 0 || self.vocab > 1 << 24 {
             return bad(format!("vocabulary of {} out of range", self.vocab));
@@ -53,11 +59,19 @@ impl Config {
         if self.context_length == 0 {
             return bad("context length 0".into());
         }
-        if !(self.eps.is_finite() && self.eps > 0.0) || !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+        let positive = |v: f32| v.is_finite() && v > 0.0;
+        if !positive(self.eps) || !positive(self.rope_theta) {
             return bad("norm epsilon or rope base not a positive number".into());
         }
-        if self.n_expert > 0 && (self.n_expert_used == 0 || self.n_expert_used > self.n_expert || self.n_expert > 1024) {
-            return bad(format!("{} of {} experts per token", self.n_expert_used, self.n_expert));
+        if self.n_expert > 0
+            && (self.n_expert_used == 0
+                || self.n_expert_used > self.n_expert
+                || self.n_expert > 1024)
+        {
+            return bad(format!(
+                "{} of {} experts per token",
+                self.n_expert_used, self.n_expert
+            ));
         }
         Ok(())
     }
@@ -66,8 +80,16 @@ impl Config {
 /// A feed-forward block: dense SwiGLU, or a router over SwiGLU experts.
 #[derive(Debug)]
 pub(crate) enum Ffn {
-    Dense { gate: Matrix, up: Matrix, down: Matrix },
-    Moe { router: Matrix, experts: Vec<Expert>, top_k: usize },
+    Dense {
+        gate: Matrix,
+        up: Matrix,
+        down: Matrix,
+    },
+    Moe {
+        router: Matrix,
+        experts: Vec<Expert>,
+        top_k: usize,
+    },
 }
 
 /// One expert's SwiGLU weights.
@@ -142,7 +164,10 @@ impl Transformer {
         };
         let vec_len = |v: &[f32], n: usize, what: &str| {
             if v.len() != n {
-                Err(Error::model(format!("{what} has {} values, expected {n}", v.len())))
+                Err(Error::model(format!(
+                    "{what} has {} values, expected {n}",
+                    v.len()
+                )))
             } else {
                 Ok(())
             }
@@ -153,7 +178,11 @@ impl Transformer {
         }
         vec_len(&norm, c.dim, "output norm")?;
         if layers.len() != c.n_layer {
-            return Err(Error::model(format!("{} layers, expected {}", layers.len(), c.n_layer)));
+            return Err(Error::model(format!(
+                "{} layers, expected {}",
+                layers.len(),
+                c.n_layer
+            )));
         }
         let (q, kv) = (c.n_head * c.head_dim, c.n_kv_head * c.head_dim);
         for (i, l) in layers.iter().enumerate() {
@@ -164,7 +193,11 @@ impl Transformer {
             check(&l.wk, kv, c.dim, &name("k"))?;
             check(&l.wv, kv, c.dim, &name("v"))?;
             check(&l.wo, c.dim, q, &name("output"))?;
-            for (b, n, w) in [(&l.bq, q, "q bias"), (&l.bk, kv, "k bias"), (&l.bv, kv, "v bias")] {
+            for (b, n, w) in [
+                (&l.bq, q, "q bias"),
+                (&l.bk, kv, "k bias"),
+                (&l.bv, kv, "v bias"),
+            ] {
                 if let Some(b) = b {
                     vec_len(b, n, &name(w))?;
                 }
@@ -175,15 +208,29 @@ impl Transformer {
                     check(up, c.ffn_dim, c.dim, &name("ffn up"))?;
                     check(down, c.dim, c.ffn_dim, &name("ffn down"))?;
                 }
-                Ffn::Moe { router, experts, top_k } => {
+                Ffn::Moe {
+                    router,
+                    experts,
+                    top_k,
+                } => {
                     if experts.len() != c.n_expert || *top_k != c.n_expert_used {
                         return Err(Error::model(name("expert count disagrees with the config")));
                     }
                     check(router, c.n_expert, c.dim, &name("router"))?;
                     for (e, x) in experts.iter().enumerate() {
-                        check(&x.gate, c.ffn_dim, c.dim, &name(&format!("expert {e} gate")))?;
+                        check(
+                            &x.gate,
+                            c.ffn_dim,
+                            c.dim,
+                            &name(&format!("expert {e} gate")),
+                        )?;
                         check(&x.up, c.ffn_dim, c.dim, &name(&format!("expert {e} up")))?;
-                        check(&x.down, c.dim, c.ffn_dim, &name(&format!("expert {e} down")))?;
+                        check(
+                            &x.down,
+                            c.dim,
+                            c.ffn_dim,
+                            &name(&format!("expert {e} down")),
+                        )?;
                     }
                 }
             }
@@ -192,7 +239,14 @@ impl Transformer {
         let inv_freq = (0..half)
             .map(|i| f64::from(c.rope_theta).powf(-(2.0 * i as f64) / c.head_dim as f64))
             .collect();
-        Ok(Self { config, embed, layers, norm, output, inv_freq })
+        Ok(Self {
+            config,
+            embed,
+            layers,
+            norm,
+            output,
+            inv_freq,
+        })
     }
 
     pub(crate) fn new_cache(&self) -> KvCache {
@@ -210,10 +264,17 @@ impl Transformer {
         for l in &self.layers {
             n += l.wq.size_bytes() + l.wk.size_bytes() + l.wv.size_bytes() + l.wo.size_bytes();
             n += match &l.ffn {
-                Ffn::Dense { gate, up, down } => gate.size_bytes() + up.size_bytes() + down.size_bytes(),
-                Ffn::Moe { router, experts, .. } => {
+                Ffn::Dense { gate, up, down } => {
+                    gate.size_bytes() + up.size_bytes() + down.size_bytes()
+                }
+                Ffn::Moe {
+                    router, experts, ..
+                } => {
                     router.size_bytes()
-                        + experts.iter().map(|e| e.gate.size_bytes() + e.up.size_bytes() + e.down.size_bytes()).sum::<usize>()
+                        + experts
+                            .iter()
+                            .map(|e| e.gate.size_bytes() + e.up.size_bytes() + e.down.size_bytes())
+                            .sum::<usize>()
                 }
             };
         }
@@ -222,7 +283,12 @@ impl Transformer {
 
     /// Runs `tokens` (at positions `cache.len..`) through the model, extends the cache,
     /// and returns the logits of the last token.
-    pub(crate) fn forward(&self, cx: &Compute, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
+    pub(crate) fn forward(
+        &self,
+        cx: &Compute,
+        tokens: &[u32],
+        cache: &mut KvCache,
+    ) -> Result<Vec<f32>> {
         let c = &self.config;
         let t = tokens.len();
         if t == 0 {
@@ -238,7 +304,10 @@ impl Transformer {
         let mut x = vec![0.0f32; t * c.dim];
         for (row, &tok) in x.chunks_exact_mut(c.dim).zip(tokens) {
             if tok as usize >= c.vocab {
-                return Err(Error::InvalidRequest(format!("token id {tok} is outside the vocabulary of {}", c.vocab)));
+                return Err(Error::InvalidRequest(format!(
+                    "token id {tok} is outside the vocabulary of {}",
+                    c.vocab
+                )));
             }
             self.embed.row_into(tok as usize, row);
         }
@@ -263,14 +332,35 @@ impl Transformer {
             self.rope(&mut k, c.n_kv_head, &rope);
             cache.keys[li].extend_from_slice(&k);
             cache.values[li].extend_from_slice(&v);
-            self.attention(cx, &q, &cache.keys[li], &cache.values[li], pos0, t, &mut attn);
+            self.attention(
+                cx,
+                &q,
+                &cache.keys[li],
+                &cache.values[li],
+                pos0,
+                t,
+                &mut attn,
+            );
             layer.wo.matmul(cx, &attn, t, &mut o);
             add_in_place(&mut x, &o);
             rms_norm(cx, &x, &layer.ffn_norm, c.eps, &mut h);
             match &layer.ffn {
                 Ffn::Dense { gate, up, down } => swiglu(cx, gate, up, down, &h, t, &mut o),
-                Ffn::Moe { router, experts, top_k } => {
-                    self.moe(cx, router, experts, *top_k, &h, t, &mut o, &mut cache.expert_tokens);
+                Ffn::Moe {
+                    router,
+                    experts,
+                    top_k,
+                } => {
+                    self.moe(
+                        cx,
+                        router,
+                        experts,
+                        *top_k,
+                        &h,
+                        t,
+                        &mut o,
+                        &mut cache.expert_tokens,
+                    );
                 }
             }
             add_in_place(&mut x, &o);
@@ -281,7 +371,10 @@ impl Transformer {
         let mut normed = vec![0.0f32; c.dim];
         rms_norm(cx, last, &self.norm, c.eps, &mut normed);
         let mut logits = vec![0.0f32; c.vocab];
-        self.output.as_ref().unwrap_or(&self.embed).matmul(cx, &normed, 1, &mut logits);
+        self.output
+            .as_ref()
+            .unwrap_or(&self.embed)
+            .matmul(cx, &normed, 1, &mut logits);
         Ok(logits)
     }
 
@@ -303,7 +396,10 @@ impl Transformer {
     fn rope(&self, xs: &mut [f32], heads: usize, table: &[(f32, f32)]) {
         let hd = self.config.head_dim;
         let half = hd / 2;
-        for (tok, angles) in xs.chunks_exact_mut(heads * hd).zip(table.chunks_exact(half)) {
+        for (tok, angles) in xs
+            .chunks_exact_mut(heads * hd)
+            .zip(table.chunks_exact(half))
+        {
             for head in tok.chunks_exact_mut(hd) {
                 let (lo, hi) = head.split_at_mut(half);
                 for ((a, b), (cos, sin)) in lo.iter_mut().zip(hi.iter_mut()).zip(angles) {
@@ -317,8 +413,20 @@ impl Transformer {
 
     /// Causal attention of `t` new queries (positions `pos0..pos0 + t`) over the cache,
     /// parallel over (token, head) pairs; each pair is one sequential computation.
-    #[allow(clippy::too_many_arguments, reason = "the attention inputs are all distinct")]
-    fn attention(&self, cx: &Compute, q: &[f32], keys: &[f32], values: &[f32], pos0: usize, t: usize, out: &mut [f32]) {
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the attention inputs are all distinct"
+    )]
+    fn attention(
+        &self,
+        cx: &Compute,
+        q: &[f32],
+        keys: &[f32],
+        values: &[f32],
+        pos0: usize,
+        t: usize,
+        out: &mut [f32],
+    ) {
         let c = &self.config;
         let hd = c.head_dim;
         let group = c.n_head / c.n_kv_head;
@@ -358,8 +466,21 @@ impl Transformer {
 
     /// The mixture-of-experts block: per token the router's `top_k` experts (ties to the
     /// lower index), weighted by the softmax of their router logits, summed in rank order.
-    #[allow(clippy::too_many_arguments, reason = "the block's inputs are all distinct")]
-    fn moe(&self, cx: &Compute, router: &Matrix, experts: &[Expert], top_k: usize, h: &[f32], t: usize, out: &mut [f32], counts: &mut [u64]) {
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the block's inputs are all distinct"
+    )]
+    fn moe(
+        &self,
+        cx: &Compute,
+        router: &Matrix,
+        experts: &[Expert],
+        top_k: usize,
+        h: &[f32],
+        t: usize,
+        out: &mut [f32],
+        counts: &mut [u64],
+    ) {
         let c = &self.config;
         let ne = experts.len();
         let mut logits = vec![0.0f32; t * ne];
@@ -373,7 +494,13 @@ impl Transformer {
             let max = row[order[0]];
             let exps: Vec<f32> = order.iter().map(|&e| (row[e] - max).exp()).collect();
             let sum: f32 = exps.iter().sum();
-            choices.push(order.iter().zip(&exps).map(|(&e, x)| (e, x / sum)).collect());
+            choices.push(
+                order
+                    .iter()
+                    .zip(&exps)
+                    .map(|(&e, x)| (e, x / sum))
+                    .collect(),
+            );
         }
         // results[token][rank] = the expert's output for that token.
         let mut results = vec![vec![Vec::<f32>::new(); top_k]; t];
@@ -388,9 +515,21 @@ impl Transformer {
                 continue;
             }
             counts[e] += picked.len() as u64;
-            let xs: Vec<f32> = picked.iter().flat_map(|(ti, _)| &h[ti * c.dim..(ti + 1) * c.dim]).copied().collect();
+            let xs: Vec<f32> = picked
+                .iter()
+                .flat_map(|(ti, _)| &h[ti * c.dim..(ti + 1) * c.dim])
+                .copied()
+                .collect();
             let mut ys = vec![0.0f32; picked.len() * c.dim];
-            swiglu(cx, &expert.gate, &expert.up, &expert.down, &xs, picked.len(), &mut ys);
+            swiglu(
+                cx,
+                &expert.gate,
+                &expert.up,
+                &expert.down,
+                &xs,
+                picked.len(),
+                &mut ys,
+            );
             for ((ti, rank), y) in picked.iter().zip(ys.chunks_exact(c.dim)) {
                 results[*ti][*rank] = y.to_vec();
             }
@@ -433,7 +572,15 @@ fn add_in_place(x: &mut [f32], y: &[f32]) {
 }
 
 /// `out = down(silu(gate(h)) * up(h))` for `t` tokens.
-fn swiglu(cx: &Compute, gate: &Matrix, up: &Matrix, down: &Matrix, h: &[f32], t: usize, out: &mut [f32]) {
+fn swiglu(
+    cx: &Compute,
+    gate: &Matrix,
+    up: &Matrix,
+    down: &Matrix,
+    h: &[f32],
+    t: usize,
+    out: &mut [f32],
+) {
     let mut g = vec![0.0f32; t * gate.rows];
     let mut u = vec![0.0f32; t * up.rows];
     gate.matmul(cx, h, t, &mut g);

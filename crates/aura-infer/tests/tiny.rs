@@ -29,7 +29,8 @@ const TOP_K: usize = 2;
 
 /// GPT-2's byte-to-character mapping for byte-level BPE vocabularies.
 fn byte_chars() -> Vec<char> {
-    let printable = |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+    let printable =
+        |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
     let mut next = 256;
     (0u32..256)
         .map(|b| {
@@ -74,8 +75,20 @@ fn weights(moe: bool, seed: u64) -> Weights {
         let n = shape.iter().product();
         w.push((name, shape, r.vec(n, scale)));
     };
-    add(&mut w, "model.embed_tokens.weight".into(), vec![VOCAB, DIM], 1.0, &mut r);
-    add(&mut w, "lm_head.weight".into(), vec![VOCAB, DIM], 0.2, &mut r);
+    add(
+        &mut w,
+        "model.embed_tokens.weight".into(),
+        vec![VOCAB, DIM],
+        1.0,
+        &mut r,
+    );
+    add(
+        &mut w,
+        "lm_head.weight".into(),
+        vec![VOCAB, DIM],
+        0.2,
+        &mut r,
+    );
     for i in 0..LAYERS {
         let p = |s: &str| format!("model.layers.{i}.{s}");
         let norm = |name: String, r: &mut Rng| {
@@ -86,12 +99,42 @@ fn weights(moe: bool, seed: u64) -> Weights {
         let b = norm(p("post_attention_layernorm.weight"), &mut r);
         w.push(a);
         w.push(b);
-        add(&mut w, p("self_attn.q_proj.weight"), vec![HEADS * HEAD_DIM, DIM], 0.15, &mut r);
-        add(&mut w, p("self_attn.k_proj.weight"), vec![KV_HEADS * HEAD_DIM, DIM], 0.15, &mut r);
-        add(&mut w, p("self_attn.v_proj.weight"), vec![KV_HEADS * HEAD_DIM, DIM], 0.15, &mut r);
-        add(&mut w, p("self_attn.o_proj.weight"), vec![DIM, HEADS * HEAD_DIM], 0.15, &mut r);
+        add(
+            &mut w,
+            p("self_attn.q_proj.weight"),
+            vec![HEADS * HEAD_DIM, DIM],
+            0.15,
+            &mut r,
+        );
+        add(
+            &mut w,
+            p("self_attn.k_proj.weight"),
+            vec![KV_HEADS * HEAD_DIM, DIM],
+            0.15,
+            &mut r,
+        );
+        add(
+            &mut w,
+            p("self_attn.v_proj.weight"),
+            vec![KV_HEADS * HEAD_DIM, DIM],
+            0.15,
+            &mut r,
+        );
+        add(
+            &mut w,
+            p("self_attn.o_proj.weight"),
+            vec![DIM, HEADS * HEAD_DIM],
+            0.15,
+            &mut r,
+        );
         if moe {
-            add(&mut w, p("block_sparse_moe.gate.weight"), vec![EXPERTS, DIM], 0.5, &mut r);
+            add(
+                &mut w,
+                p("block_sparse_moe.gate.weight"),
+                vec![EXPERTS, DIM],
+                0.5,
+                &mut r,
+            );
             for e in 0..EXPERTS {
                 let q = |x: &str| p(&format!("block_sparse_moe.experts.{e}.{x}.weight"));
                 add(&mut w, q("w1"), vec![FFN, DIM], 0.15, &mut r);
@@ -99,9 +142,27 @@ fn weights(moe: bool, seed: u64) -> Weights {
                 add(&mut w, q("w3"), vec![FFN, DIM], 0.15, &mut r);
             }
         } else {
-            add(&mut w, p("mlp.gate_proj.weight"), vec![FFN, DIM], 0.15, &mut r);
-            add(&mut w, p("mlp.up_proj.weight"), vec![FFN, DIM], 0.15, &mut r);
-            add(&mut w, p("mlp.down_proj.weight"), vec![DIM, FFN], 0.15, &mut r);
+            add(
+                &mut w,
+                p("mlp.gate_proj.weight"),
+                vec![FFN, DIM],
+                0.15,
+                &mut r,
+            );
+            add(
+                &mut w,
+                p("mlp.up_proj.weight"),
+                vec![FFN, DIM],
+                0.15,
+                &mut r,
+            );
+            add(
+                &mut w,
+                p("mlp.down_proj.weight"),
+                vec![DIM, FFN],
+                0.15,
+                &mut r,
+            );
         }
     }
     let v: Vec<f32> = r.vec(DIM, 0.2).into_iter().map(|x| 1.0 + x).collect();
@@ -114,8 +175,11 @@ fn tensor(shape: &[usize], values: &[f32]) -> Tensor {
 }
 
 fn tokenizer_json() -> serde_json::Value {
-    let vocab: serde_json::Map<String, serde_json::Value> =
-        vocab().into_iter().enumerate().map(|(i, t)| (t, json!(i))).collect();
+    let vocab: serde_json::Map<String, serde_json::Value> = vocab()
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| (t, json!(i)))
+        .collect();
     json!({
         "version": "1.0", "truncation": null, "padding": null,
         "added_tokens": [
@@ -154,7 +218,10 @@ fn write_safetensors(dir: &Path, moe: bool, w: &Weights) -> ModelFiles {
             Some(rest) => format!("expert-{}", rest.split('.').next().unwrap()),
             None => "shared".to_owned(),
         };
-        shards.entry(shard).or_default().insert(name.clone(), tensor(shape, values));
+        shards
+            .entry(shard)
+            .or_default()
+            .insert(name.clone(), tensor(shape, values));
     }
     let mut names: Vec<_> = shards.keys().cloned().collect();
     names.sort();
@@ -178,7 +245,8 @@ fn write_safetensors(dir: &Path, moe: bool, w: &Weights) -> ModelFiles {
 /// interleaved for rotary pairs, experts stacked in one 3-D tensor per layer).
 fn write_gguf(path: &Path, moe: bool, w: &Weights, dtype: GgmlDType) -> ModelFiles {
     use gguf_file::Value as V;
-    let by_name: HashMap<&str, (&Vec<usize>, &Vec<f32>)> = w.iter().map(|(n, s, v)| (n.as_str(), (s, v))).collect();
+    let by_name: HashMap<&str, (&Vec<usize>, &Vec<f32>)> =
+        w.iter().map(|(n, s, v)| (n.as_str(), (s, v))).collect();
     let get = |n: &str| by_name[n];
     let mut tensors: Vec<(String, QTensor)> = Vec::new();
     let mut put = |name: String, shape: &[usize], values: &[f32], quantize: bool| {
@@ -200,9 +268,19 @@ fn write_gguf(path: &Path, moe: bool, w: &Weights, dtype: GgmlDType) -> ModelFil
         let (s, v) = get(&hf("post_attention_layernorm.weight"));
         put(gg("ffn_norm.weight"), s, v, false);
         let (s, v) = get(&hf("self_attn.q_proj.weight"));
-        put(gg("attn_q.weight"), s, &aura_infer::interleave_rotary_rows(v, HEADS, HEAD_DIM, DIM), true);
+        put(
+            gg("attn_q.weight"),
+            s,
+            &aura_infer::interleave_rotary_rows(v, HEADS, HEAD_DIM, DIM),
+            true,
+        );
         let (s, v) = get(&hf("self_attn.k_proj.weight"));
-        put(gg("attn_k.weight"), s, &aura_infer::interleave_rotary_rows(v, KV_HEADS, HEAD_DIM, DIM), true);
+        put(
+            gg("attn_k.weight"),
+            s,
+            &aura_infer::interleave_rotary_rows(v, KV_HEADS, HEAD_DIM, DIM),
+            true,
+        );
         let (s, v) = get(&hf("self_attn.v_proj.weight"));
         put(gg("attn_v.weight"), s, v, true);
         let (s, v) = get(&hf("self_attn.o_proj.weight"));
@@ -210,11 +288,26 @@ fn write_gguf(path: &Path, moe: bool, w: &Weights, dtype: GgmlDType) -> ModelFil
         if moe {
             let (s, v) = get(&hf("block_sparse_moe.gate.weight"));
             put(gg("ffn_gate_inp.weight"), s, v, false);
-            for (hf_name, gg_name, rows, cols) in [("w1", "ffn_gate_exps", FFN, DIM), ("w3", "ffn_up_exps", FFN, DIM), ("w2", "ffn_down_exps", DIM, FFN)] {
+            for (hf_name, gg_name, rows, cols) in [
+                ("w1", "ffn_gate_exps", FFN, DIM),
+                ("w3", "ffn_up_exps", FFN, DIM),
+                ("w2", "ffn_down_exps", DIM, FFN),
+            ] {
                 let stacked: Vec<f32> = (0..EXPERTS)
-                    .flat_map(|e| get(&hf(&format!("block_sparse_moe.experts.{e}.{hf_name}.weight"))).1.clone())
+                    .flat_map(|e| {
+                        get(&hf(&format!(
+                            "block_sparse_moe.experts.{e}.{hf_name}.weight"
+                        )))
+                        .1
+                        .clone()
+                    })
                     .collect();
-                put(gg(&format!("{gg_name}.weight")), &[EXPERTS, rows, cols], &stacked, true);
+                put(
+                    gg(&format!("{gg_name}.weight")),
+                    &[EXPERTS, rows, cols],
+                    &stacked,
+                    true,
+                );
             }
         } else {
             let (s, v) = get(&hf("mlp.gate_proj.weight"));
@@ -268,28 +361,46 @@ fn digest(model: &Model, prompt: &[u32], steps: usize) -> (String, Vec<u64>) {
         for l in &logits {
             h.update(l.to_le_bytes());
         }
-        let next = (0..logits.len()).max_by(|&a, &b| logits[a].total_cmp(&logits[b]).then(b.cmp(&a))).unwrap();
+        let next = (0..logits.len())
+            .max_by(|&a, &b| logits[a].total_cmp(&logits[b]).then(b.cmp(&a)))
+            .unwrap();
         logits = session.feed(&[next as u32]).unwrap();
     }
     (hex::encode(h.finalize()), session.expert_tokens().to_vec())
 }
 
 fn prompt(model: &Model) -> Vec<u32> {
-    model.tokenizer().encode("The quick brown fox jumps over the lazy dog. 0123456789", false).unwrap()
+    model
+        .tokenizer()
+        .encode(
+            "The quick brown fox jumps over the lazy dog. 0123456789",
+            false,
+        )
+        .unwrap()
 }
 
 fn generate(model: &Model, seed: u64, max_tokens: u32) -> aura_infer::Generation {
     let req = GenerateRequest {
         prompt: Prompt::Text("Once upon a time".into()),
-        sampling: Sampling { temperature: 1.0, top_p: Some(0.9), seed, ..Sampling::default() },
+        sampling: Sampling {
+            temperature: 1.0,
+            top_p: Some(0.9),
+            seed,
+            ..Sampling::default()
+        },
         max_tokens,
         ..GenerateRequest::default()
     };
-    model.generate(&req, &mut |_| ControlFlow::Continue(())).unwrap()
+    model
+        .generate(&req, &mut |_| ControlFlow::Continue(()))
+        .unwrap()
 }
 
 fn with_threads(n: usize) -> LoadOptions {
-    LoadOptions { threads: Some(n), ..LoadOptions::default() }
+    LoadOptions {
+        threads: Some(n),
+        ..LoadOptions::default()
+    }
 }
 
 #[test]
@@ -305,39 +416,77 @@ fn a_tiny_llama_from_safetensors_and_gguf_gives_the_same_logits_at_any_thread_co
     let (want, experts) = digest(&reference, &p, 8);
     assert!(experts.is_empty());
     for n in [1, 2, 4] {
-        assert_eq!(digest(&Model::load(&st, &with_threads(n)).unwrap(), &p, 8).0, want, "safetensors, {n} threads");
-        assert_eq!(digest(&Model::load(&gg, &with_threads(n)).unwrap(), &p, 8).0, want, "gguf, {n} threads");
+        assert_eq!(
+            digest(&Model::load(&st, &with_threads(n)).unwrap(), &p, 8).0,
+            want,
+            "safetensors, {n} threads"
+        );
+        assert_eq!(
+            digest(&Model::load(&gg, &with_threads(n)).unwrap(), &p, 8).0,
+            want,
+            "gguf, {n} threads"
+        );
     }
     // Other seeds give other weights and so other logits: the digest is not trivially
     // constant.
     let other_dir = tempfile::tempdir().unwrap();
     let other = write_safetensors(other_dir.path(), false, &weights(false, 12));
-    assert_ne!(digest(&Model::load(&other, &with_threads(1)).unwrap(), &p, 8).0, want);
+    assert_ne!(
+        digest(&Model::load(&other, &with_threads(1)).unwrap(), &p, 8).0,
+        want
+    );
 }
 
 #[test]
 fn a_tiny_llama_generates_from_quantized_gguf() {
     let dir = tempfile::tempdir().unwrap();
     let w = weights(false, 21);
-    let f32_model = Model::load(&write_gguf(&dir.path().join("f32.gguf"), false, &w, GgmlDType::F32), &LoadOptions::default()).unwrap();
+    let f32_model = Model::load(
+        &write_gguf(&dir.path().join("f32.gguf"), false, &w, GgmlDType::F32),
+        &LoadOptions::default(),
+    )
+    .unwrap();
     let reference = digest(&f32_model, &prompt(&f32_model), 1);
-    for (dtype, name) in [(GgmlDType::Q8_0, "q8_0"), (GgmlDType::Q4_1, "q4_1"), (GgmlDType::Q4_0, "q4_0")] {
-        let m = Model::load(&write_gguf(&dir.path().join(format!("{name}.gguf")), false, &w, dtype), &LoadOptions::default()).unwrap();
+    for (dtype, name) in [
+        (GgmlDType::Q8_0, "q8_0"),
+        (GgmlDType::Q4_1, "q4_1"),
+        (GgmlDType::Q4_0, "q4_0"),
+    ] {
+        let m = Model::load(
+            &write_gguf(&dir.path().join(format!("{name}.gguf")), false, &w, dtype),
+            &LoadOptions::default(),
+        )
+        .unwrap();
         assert_eq!(m.fingerprint().dtype, name);
         let out = generate(&m, 5, 16);
-        assert_eq!(out.completion_tokens as usize, out.tokens.len() + usize::from(out.finish == aura_infer::Finish::Stop));
+        assert_eq!(
+            out.completion_tokens as usize,
+            out.tokens.len() + usize::from(out.finish == aura_infer::Finish::Stop)
+        );
         assert_eq!(out.text, m.tokenizer().decode(&out.tokens).unwrap());
         // Quantized logits are close to, not equal to, the f32 ones.
         assert_ne!(digest(&m, &prompt(&m), 1).0, reference.0);
         assert_eq!(generate(&m, 5, 16), out, "{name}: same seed, same output");
-        let text = m.render_chat(&[aura_infer::ChatMessage::new("user", "  hi ")], &[], true).unwrap();
+        let text = m
+            .render_chat(&[aura_infer::ChatMessage::new("user", "  hi ")], &[], true)
+            .unwrap();
         assert_eq!(text, "<s>user: hi\n<s>assistant:");
     }
     // Converting safetensors weights to Q8_0 at load time runs the Q8_0 kernels.
     let st = write_safetensors(dir.path(), false, &w);
-    let q = Model::load(&st, &LoadOptions { dtype: Some(aura_infer::WeightFormat::Q8_0), ..LoadOptions::default() }).unwrap();
+    let q = Model::load(
+        &st,
+        &LoadOptions {
+            dtype: Some(aura_infer::WeightFormat::Q8_0),
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap();
     assert_eq!(q.fingerprint().dtype, "f32->q8_0");
-    assert!(!generate(&q, 1, 4).tokens.is_empty() || generate(&q, 1, 4).finish == aura_infer::Finish::Stop);
+    assert!(
+        !generate(&q, 1, 4).tokens.is_empty()
+            || generate(&q, 1, 4).finish == aura_infer::Finish::Stop
+    );
 }
 
 #[test]
@@ -345,11 +494,23 @@ fn a_tiny_mixtral_assembled_from_expert_shards_counts_tokens_per_expert() {
     let dir = tempfile::tempdir().unwrap();
     let w = weights(true, 31);
     let st = write_safetensors(dir.path(), true, &w);
-    let ModelFiles::Safetensors { weights: shards, .. } = &st else { unreachable!() };
-    assert_eq!(shards.len(), EXPERTS + 1, "one shard per expert plus the shared one");
+    let ModelFiles::Safetensors {
+        weights: shards, ..
+    } = &st
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        shards.len(),
+        EXPERTS + 1,
+        "one shard per expert plus the shared one"
+    );
     let gg = write_gguf(&dir.path().join("moe.gguf"), true, &w, GgmlDType::F32);
     let m = Model::load(&st, &with_threads(1)).unwrap();
-    assert_eq!((m.info().experts, m.info().experts_per_token), (EXPERTS, TOP_K));
+    assert_eq!(
+        (m.info().experts, m.info().experts_per_token),
+        (EXPERTS, TOP_K)
+    );
     let p = prompt(&m);
     let steps = 6;
     let (want, experts) = digest(&m, &p, steps);
@@ -357,41 +518,78 @@ fn a_tiny_mixtral_assembled_from_expert_shards_counts_tokens_per_expert() {
     let fed = (p.len() + steps) as u64;
     assert_eq!(experts.iter().sum::<u64>(), fed * (TOP_K * LAYERS) as u64);
     assert_eq!(experts.len(), EXPERTS);
-    assert!(experts.iter().filter(|&&n| n > 0).count() >= 2, "routing spread: {experts:?}");
+    assert!(
+        experts.iter().filter(|&&n| n > 0).count() >= 2,
+        "routing spread: {experts:?}"
+    );
     for n in [2, 4] {
-        assert_eq!(digest(&Model::load(&st, &with_threads(n)).unwrap(), &p, steps), (want.clone(), experts.clone()));
+        assert_eq!(
+            digest(&Model::load(&st, &with_threads(n)).unwrap(), &p, steps),
+            (want.clone(), experts.clone())
+        );
     }
-    assert_eq!(digest(&Model::load(&gg, &with_threads(2)).unwrap(), &p, steps), (want, experts));
+    assert_eq!(
+        digest(&Model::load(&gg, &with_threads(2)).unwrap(), &p, steps),
+        (want, experts)
+    );
     let out = generate(&m, 9, 8);
-    assert_eq!(out.expert_tokens.iter().sum::<u64>(), (out.prompt_tokens as u64 + out.completion_tokens as u64 - 1) * (TOP_K * LAYERS) as u64);
-    let q = Model::load(&write_gguf(&dir.path().join("moe-q8.gguf"), true, &w, GgmlDType::Q8_0), &LoadOptions::default()).unwrap();
+    assert_eq!(
+        out.expert_tokens.iter().sum::<u64>(),
+        (out.prompt_tokens as u64 + out.completion_tokens as u64 - 1) * (TOP_K * LAYERS) as u64
+    );
+    let q = Model::load(
+        &write_gguf(&dir.path().join("moe-q8.gguf"), true, &w, GgmlDType::Q8_0),
+        &LoadOptions::default(),
+    )
+    .unwrap();
     assert_eq!(generate(&q, 9, 8), generate(&q, 9, 8));
 }
 
 fn load_err(files: &ModelFiles) -> String {
-    Model::load(files, &LoadOptions::default()).unwrap_err().to_string()
+    Model::load(files, &LoadOptions::default())
+        .unwrap_err()
+        .to_string()
 }
 
 #[test]
 fn incomplete_or_conflicting_shards_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let st = write_safetensors(dir.path(), true, &weights(true, 41));
-    let ModelFiles::Safetensors { config, tokenizer, weights, .. } = st else { unreachable!() };
+    let ModelFiles::Safetensors {
+        config,
+        tokenizer,
+        weights,
+        ..
+    } = st
+    else {
+        unreachable!()
+    };
     let files = |weights: Vec<PathBuf>| ModelFiles::Safetensors {
         config: config.clone(),
         tokenizer: tokenizer.clone(),
         tokenizer_config: None,
         weights,
     };
-    let missing: Vec<PathBuf> = weights.iter().filter(|p| !p.ends_with("expert-2.safetensors")).cloned().collect();
+    let missing: Vec<PathBuf> = weights
+        .iter()
+        .filter(|p| !p.ends_with("expert-2.safetensors"))
+        .cloned()
+        .collect();
     let err = load_err(&files(missing));
-    assert!(err.contains("no shard holds tensor") && err.contains("experts.2"), "{err}");
+    assert!(
+        err.contains("no shard holds tensor") && err.contains("experts.2"),
+        "{err}"
+    );
     let mut twice = weights.clone();
     twice.push(weights[0].clone());
     assert!(load_err(&files(twice)).contains("more than one shard"));
     assert!(load_err(&files(vec![])).contains("no weight shards"));
     let absent = files(vec![dir.path().join("absent.safetensors")]);
-    assert!(load_err(&absent).starts_with("invalid model"), "{}", load_err(&absent));
+    assert!(
+        load_err(&absent).starts_with("invalid model"),
+        "{}",
+        load_err(&absent)
+    );
 }
 
 #[test]
@@ -420,7 +618,9 @@ fn damaged_gguf_files_are_refused_without_panicking() {
         std::fs::write(&bad, bytes).unwrap();
         // A flip inside tensor data still loads (the package layer's hashes catch it);
         // anything else must be an error, never a panic.
-        let result = std::panic::catch_unwind(|| Model::load(&ModelFiles::Gguf(bad.clone()), &LoadOptions::default()));
+        let result = std::panic::catch_unwind(|| {
+            Model::load(&ModelFiles::Gguf(bad.clone()), &LoadOptions::default())
+        });
         assert!(result.is_ok(), "case {i} panicked");
     }
     assert!(load_err(&ModelFiles::Gguf(dir.path().join("absent.gguf"))).contains("cannot read"));

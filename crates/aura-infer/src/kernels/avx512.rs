@@ -7,7 +7,10 @@
 /// Eight i32 partial sums of 32 unsigned bytes of `w` times 32 signed bytes of `x`.
 #[target_feature(enable = "avx2,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
 #[inline]
-fn dot_u8_i8(w: std::arch::x86_64::__m256i, x: std::arch::x86_64::__m256i) -> std::arch::x86_64::__m256i {
+fn dot_u8_i8(
+    w: std::arch::x86_64::__m256i,
+    x: std::arch::x86_64::__m256i,
+) -> std::arch::x86_64::__m256i {
     use std::arch::x86_64::*;
     _mm256_dpbusd_epi32(_mm256_setzero_si256(), w, x)
 }

@@ -309,7 +309,13 @@ pub enum QuantFormat {
 
 /// One planar weight row against many quantized activation rows (tokens):
 /// `out[j] = dot(w, xs[j])`, each value bit-identical to the single-row kernel.
-pub fn dot_many(variant: KernelVariant, format: QuantFormat, w: &[u8], xs: &[QuantizedRow], out: &mut [f32]) {
+pub fn dot_many(
+    variant: KernelVariant,
+    format: QuantFormat,
+    w: &[u8],
+    xs: &[QuantizedRow],
+    out: &mut [f32],
+) {
     debug_assert_eq!(xs.len(), out.len());
     let code = match format {
         QuantFormat::Q4_0 => 0,

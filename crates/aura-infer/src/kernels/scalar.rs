@@ -29,11 +29,11 @@ pub fn dot_q4(w: &[u8], x: &QuantizedRow, with_min: bool) -> f32 {
         let dw = f16_at(w, scales + 2 * b);
         if with_min {
             let mw = f16_at(w, mins + 2 * b);
-            *lane = *lane + raw as f32 * (dw * x.d[b]);
-            *lane = *lane + mw * x.s[b];
+            *lane += raw as f32 * (dw * x.d[b]);
+            *lane += mw * x.s[b];
         } else {
             let isum = raw - 8 * x.qsum[b];
-            *lane = *lane + isum as f32 * (dw * x.d[b]);
+            *lane += isum as f32 * (dw * x.d[b]);
         }
     }
     hsum8(&lanes)
@@ -50,7 +50,7 @@ pub fn dot_q8_0(w: &[u8], x: &QuantizedRow) -> f32 {
             isum += i32::from(w[b * 32 + j] as i8) * i32::from(x.qs[b * BLOCK + j]);
         }
         let lane = &mut lanes[b % 8];
-        *lane = *lane + isum as f32 * (f16_at(w, scales + 2 * b) * x.d[b]);
+        *lane += isum as f32 * (f16_at(w, scales + 2 * b) * x.d[b]);
     }
     hsum8(&lanes)
 }
@@ -60,7 +60,7 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     let mut lanes = [0.0f32; 32];
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
         let lane = &mut lanes[i % 32];
-        *lane = *lane + x * y;
+        *lane += x * y;
     }
     hsum32(&lanes)
 }

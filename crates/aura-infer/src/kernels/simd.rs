@@ -120,10 +120,14 @@ macro_rules! simd_kernels {
                     let qsum = unsafe { x32x8::<_, FULL>(x.qsum.as_ptr().add(b0), n) };
                     sums = _mm256_sub_epi32(sums, _mm256_slli_epi32(qsum, 3));
                 }
-                let mut a = _mm256_add_ps(acc[j], _mm256_mul_ps(_mm256_cvtepi32_ps(sums), _mm256_mul_ps(dw, dx)));
+                let mut a = _mm256_add_ps(
+                    acc[j],
+                    _mm256_mul_ps(_mm256_cvtepi32_ps(sums), _mm256_mul_ps(dw, dx)),
+                );
                 if MIN {
                     // SAFETY: as above.
-                    let sx = unsafe { _mm256_castsi256_ps(x32x8::<_, FULL>(x.s.as_ptr().add(b0), n)) };
+                    let sx =
+                        unsafe { _mm256_castsi256_ps(x32x8::<_, FULL>(x.s.as_ptr().add(b0), n)) };
                     a = _mm256_add_ps(a, _mm256_mul_ps(mw, sx));
                 }
                 acc[j] = a;
@@ -139,11 +143,19 @@ macro_rules! simd_kernels {
         /// The CPU must support `$features`.
         #[target_feature(enable = $features)]
         #[inline]
-        unsafe fn dot_q4_n<const N: usize, const MIN: bool>(w: &[u8], xs: [&QuantizedRow; N]) -> [f32; N] {
+        unsafe fn dot_q4_n<const N: usize, const MIN: bool>(
+            w: &[u8],
+            xs: [&QuantizedRow; N],
+        ) -> [f32; N] {
             let nb = xs[0].len() / BLOCK;
             assert!(w.len() >= nb * if MIN { Q4_1_BYTES } else { Q4_0_BYTES });
             for x in xs {
-                assert!(x.len() == nb * BLOCK && x.d.len() >= nb && x.s.len() >= nb && x.qsum.len() >= nb);
+                assert!(
+                    x.len() == nb * BLOCK
+                        && x.d.len() >= nb
+                        && x.s.len() >= nb
+                        && x.qsum.len() >= nb
+                );
             }
             let wp = w.as_ptr();
             let mut acc = [_mm256_setzero_ps(); N];
@@ -204,7 +216,10 @@ macro_rules! simd_kernels {
                 let sums = reduce8(&parts);
                 // SAFETY: n blocks from b0 exist in the activation's arrays.
                 let dx = unsafe { _mm256_castsi256_ps(x32x8::<_, FULL>(x.d.as_ptr().add(b0), n)) };
-                acc[j] = _mm256_add_ps(acc[j], _mm256_mul_ps(_mm256_cvtepi32_ps(sums), _mm256_mul_ps(dw, dx)));
+                acc[j] = _mm256_add_ps(
+                    acc[j],
+                    _mm256_mul_ps(_mm256_cvtepi32_ps(sums), _mm256_mul_ps(dw, dx)),
+                );
             }
         }
 
@@ -246,7 +261,13 @@ macro_rules! simd_kernels {
         #[target_feature(enable = $features)]
         pub(super) unsafe fn dot_q4(w: &[u8], x: &QuantizedRow, with_min: bool) -> f32 {
             // SAFETY: the caller guarantees the features.
-            unsafe { if with_min { dot_q4_n::<1, true>(w, [x])[0] } else { dot_q4_n::<1, false>(w, [x])[0] } }
+            unsafe {
+                if with_min {
+                    dot_q4_n::<1, true>(w, [x])[0]
+                } else {
+                    dot_q4_n::<1, false>(w, [x])[0]
+                }
+            }
         }
 
         /// # Safety
@@ -329,7 +350,7 @@ macro_rules! simd_kernels {
                 }
                 for j in full..n {
                     let lane = &mut lanes[j % 32];
-                    *lane = *lane + w[j] * x[j];
+                    *lane += w[j] * x[j];
                 }
                 *o = hsum32(&lanes);
             }
@@ -369,7 +390,10 @@ macro_rules! simd_kernels {
                 for (g, lane) in acc.iter_mut().enumerate() {
                     // SAFETY: i + 8g + 8 <= full <= n.
                     let (x, y) = unsafe {
-                        (_mm256_loadu_ps(ap.add(i + 8 * g)), _mm256_loadu_ps(bp.add(i + 8 * g)))
+                        (
+                            _mm256_loadu_ps(ap.add(i + 8 * g)),
+                            _mm256_loadu_ps(bp.add(i + 8 * g)),
+                        )
                     };
                     *lane = _mm256_add_ps(*lane, _mm256_mul_ps(x, y));
                 }
@@ -382,7 +406,7 @@ macro_rules! simd_kernels {
             }
             for j in full..n {
                 let lane = &mut lanes[j % 32];
-                *lane = *lane + a[j] * b[j];
+                *lane += a[j] * b[j];
             }
             hsum32(&lanes)
         }

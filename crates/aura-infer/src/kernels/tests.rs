@@ -8,10 +8,14 @@ use proptest::prelude::*;
 use super::*;
 
 fn variants() -> Vec<KernelVariant> {
-    [KernelVariant::Scalar, KernelVariant::Avx2, KernelVariant::Avx512]
-        .into_iter()
-        .filter(|v| v.is_supported())
-        .collect()
+    [
+        KernelVariant::Scalar,
+        KernelVariant::Avx2,
+        KernelVariant::Avx512,
+    ]
+    .into_iter()
+    .filter(|v| v.is_supported())
+    .collect()
 }
 
 /// Random quantized weight blocks: scales are finite f16 in a realistic range.
@@ -64,15 +68,17 @@ fn check_quantized(nb: usize, seed: u64, xs: &[f32]) {
     let k = nb * BLOCK;
     let mut x = QuantizedRow::default();
     x.quantize(&xs[..k]);
-    let xq: Vec<f64> = x
-        .qs
-        .iter()
-        .enumerate()
-        .map(|(i, q)| f64::from(*q) * f64::from(x.d[i / BLOCK]))
-        .collect();
+    let xq: Vec<f64> =
+        x.qs.iter()
+            .enumerate()
+            .map(|(i, q)| f64::from(*q) * f64::from(x.d[i / BLOCK]))
+            .collect();
     type Dot = fn(KernelVariant, &[u8], &QuantizedRow) -> f32;
-    let formats: [(usize, Dot); 3] =
-        [(Q4_0_BYTES, dot_q4_0), (Q4_1_BYTES, dot_q4_1), (Q8_0_BYTES, dot_q8_0)];
+    let formats: [(usize, Dot); 3] = [
+        (Q4_0_BYTES, dot_q4_0),
+        (Q4_1_BYTES, dot_q4_1),
+        (Q8_0_BYTES, dot_q8_0),
+    ];
     for (bytes, dot) in formats {
         let ggml = blocks(nb, bytes, seed);
         let w = planar_from_ggml(bytes, &ggml);
@@ -85,9 +91,16 @@ fn check_quantized(nb: usize, seed: u64, xs: &[f32]) {
                 "{v:?} differs from scalar: format {bytes} bytes, {nb} blocks, seed {seed}"
             );
         }
-        let exact: f64 = dequant(&ggml, bytes, k).iter().zip(&xq).map(|(a, b)| a * b).sum();
-        let magnitude: f64 =
-            dequant(&ggml, bytes, k).iter().zip(&xq).map(|(a, b)| (a * b).abs()).sum();
+        let exact: f64 = dequant(&ggml, bytes, k)
+            .iter()
+            .zip(&xq)
+            .map(|(a, b)| a * b)
+            .sum();
+        let magnitude: f64 = dequant(&ggml, bytes, k)
+            .iter()
+            .zip(&xq)
+            .map(|(a, b)| (a * b).abs())
+            .sum();
         assert!(
             (f64::from(reference) - exact).abs() <= 1e-5 * magnitude + 1e-6,
             "reference {reference} far from exact {exact} (format {bytes}, {nb} blocks)"
@@ -105,30 +118,47 @@ fn check_many(nb: usize, tokens: usize, seed: u64, xs: &[f32]) {
             q
         })
         .collect();
-    for (bytes, format) in [(Q4_0_BYTES, QuantFormat::Q4_0), (Q4_1_BYTES, QuantFormat::Q4_1), (Q8_0_BYTES, QuantFormat::Q8_0)] {
+    for (bytes, format) in [
+        (Q4_0_BYTES, QuantFormat::Q4_0),
+        (Q4_1_BYTES, QuantFormat::Q4_1),
+        (Q8_0_BYTES, QuantFormat::Q8_0),
+    ] {
         let w = planar_from_ggml(bytes, &blocks(nb, bytes, seed));
         let single: Vec<u32> = rows
             .iter()
-            .map(|x| match format {
-                QuantFormat::Q4_0 => dot_q4_0(KernelVariant::Scalar, &w, x),
-                QuantFormat::Q4_1 => dot_q4_1(KernelVariant::Scalar, &w, x),
-                QuantFormat::Q8_0 => dot_q8_0(KernelVariant::Scalar, &w, x),
-            }.to_bits())
+            .map(|x| {
+                match format {
+                    QuantFormat::Q4_0 => dot_q4_0(KernelVariant::Scalar, &w, x),
+                    QuantFormat::Q4_1 => dot_q4_1(KernelVariant::Scalar, &w, x),
+                    QuantFormat::Q8_0 => dot_q8_0(KernelVariant::Scalar, &w, x),
+                }
+                .to_bits()
+            })
             .collect();
         for v in variants() {
             let mut out = vec![0.0f32; tokens];
             dot_many(v, format, &w, &rows, &mut out);
             let got: Vec<u32> = out.iter().map(|f| f.to_bits()).collect();
-            assert_eq!(got, single, "{v:?} {format:?}, {nb} blocks, {tokens} tokens");
+            assert_eq!(
+                got, single,
+                "{v:?} {format:?}, {nb} blocks, {tokens} tokens"
+            );
         }
     }
     let w: Vec<f32> = xs[..k].iter().rev().copied().collect();
     let flat = &xs[..k * tokens];
-    let single: Vec<u32> = flat.chunks_exact(k).map(|x| dot_f32(KernelVariant::Scalar, &w, x).to_bits()).collect();
+    let single: Vec<u32> = flat
+        .chunks_exact(k)
+        .map(|x| dot_f32(KernelVariant::Scalar, &w, x).to_bits())
+        .collect();
     for v in variants() {
         let mut out = vec![0.0f32; tokens];
         dot_f32_many(v, &w, flat, &mut out);
-        assert_eq!(out.iter().map(|f| f.to_bits()).collect::<Vec<_>>(), single, "{v:?} f32");
+        assert_eq!(
+            out.iter().map(|f| f.to_bits()).collect::<Vec<_>>(),
+            single,
+            "{v:?} f32"
+        );
     }
 }
 
@@ -200,7 +230,15 @@ proptest! {
 
 #[test]
 fn fast_rounding_handles_halves_and_nan() {
-    for (x, want) in [(0.5, 1), (-0.5, -1), (1.5, 2), (-2.5, -3), (0.49999997, 0), (126.5, 127), (f32::NAN, 0)] {
+    for (x, want) in [
+        (0.5, 1),
+        (-0.5, -1),
+        (1.5, 2),
+        (-2.5, -3),
+        (0.49999997, 0),
+        (126.5, 127),
+        (f32::NAN, 0),
+    ] {
         assert_eq!(round_half_away(x), want, "{x}");
     }
 }
