@@ -82,7 +82,7 @@ fn default_cache() -> PathBuf {
         })
 }
 
-pub(crate) fn run(args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     let cache = args.models.clone().unwrap_or_else(default_cache);
     let shipped = cache.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
     if !shipped.is_file() {

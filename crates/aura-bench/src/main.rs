@@ -28,7 +28,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Bench::Infer(args) = cli.bench {
         // Pure CPU work on the engine's own threads: no async runtime needed.
-        return infer::run(args);
+        return infer::run(&args);
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
