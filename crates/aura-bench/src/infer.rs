@@ -145,7 +145,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
                     threads,
                     &prefill,
                     &chat,
-                    &args,
+                    args,
                 )?)
             };
             eprintln!("{format} x{threads}: aura {aura:?} / llama.cpp {peer:?}");
