@@ -186,6 +186,8 @@ pub struct Model {
     compute: Compute,
     info: ModelInfo,
     fingerprint: RuntimeFingerprint,
+    /// Each token's text, built on first use by constrained decoding.
+    token_texts: std::sync::OnceLock<std::sync::Arc<Vec<Option<String>>>>,
 }
 
 impl std::fmt::Debug for Model {
@@ -304,7 +306,31 @@ impl Model {
             compute: Compute { variant, pool },
             info,
             fingerprint,
+            token_texts: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Each token's text on its own, None for special tokens and for tokens that are not
+    /// whole UTF-8 text by themselves (built once, then shared).
+    pub(crate) fn token_texts(&self) -> std::sync::Arc<Vec<Option<String>>> {
+        self.token_texts
+            .get_or_init(|| {
+                let special = self.tokenizer.special_ids();
+                std::sync::Arc::new(
+                    (0..self.info.vocab_size as u32)
+                        .map(|id| {
+                            if special.contains(&id) {
+                                return None;
+                            }
+                            self.tokenizer
+                                .decode(&[id])
+                                .ok()
+                                .filter(|t| !t.contains('\u{FFFD}'))
+                        })
+                        .collect(),
+                )
+            })
+            .clone()
     }
 
     /// What the model is.

@@ -182,6 +182,20 @@ impl Tokenizer {
         self.inner.token_to_id(piece)
     }
 
+    /// Ids of special (control) tokens, which constrained decoding never emits.
+    pub fn special_ids(&self) -> std::collections::HashSet<u32> {
+        let mut ids: std::collections::HashSet<u32> = self
+            .inner
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter(|(_, t)| t.special)
+            .map(|(id, _)| id)
+            .collect();
+        ids.extend(self.eos.iter().copied());
+        ids.extend(self.bos);
+        ids
+    }
+
     /// The underlying `tokenizers` tokenizer (for grammar engines that build a token trie).
     pub fn hf(&self) -> &tokenizers::Tokenizer {
         &self.inner

@@ -420,3 +420,53 @@ fn bad_requests_get_clear_errors() {
         assert!(err.contains(want), "{err:?} should mention {want:?}");
     }
 }
+
+#[test]
+fn json_object_constraint_yields_a_parseable_object() {
+    let model = shared();
+    let prompt = chat_prompt(
+        model,
+        "Describe a cat as a JSON object with its name and age.",
+    );
+    for seed in [1, 2] {
+        let req = GenerateRequest {
+            prompt: Prompt::Tokens(prompt.clone()),
+            sampling: Sampling {
+                temperature: 0.7,
+                seed,
+                ..Sampling::default()
+            },
+            max_tokens: 96,
+            constraint: Some(aura_infer::Constraint::JsonObject),
+            ..GenerateRequest::default()
+        };
+        let out = model
+            .generate(&req, &mut |_| ControlFlow::Continue(()))
+            .unwrap();
+        if out.finish == Finish::Stop {
+            let v: serde_json::Value =
+                serde_json::from_str(&out.text).unwrap_or_else(|e| panic!("{e}: {}", out.text));
+            assert!(v.is_object(), "{}", out.text);
+        } else {
+            // Cut by max_tokens: still a prefix of an object.
+            assert!(out.text.starts_with('{'), "{}", out.text);
+        }
+        assert_eq!(
+            model
+                .generate(&req, &mut |_| ControlFlow::Continue(()))
+                .unwrap(),
+            out
+        );
+    }
+    let schema = GenerateRequest {
+        prompt: Prompt::Tokens(prompt),
+        constraint: Some(aura_infer::Constraint::JsonSchema(
+            serde_json::json!({"type": "object"}),
+        )),
+        ..GenerateRequest::default()
+    };
+    let err = model
+        .generate(&schema, &mut |_| ControlFlow::Continue(()))
+        .unwrap_err();
+    assert!(err.to_string().contains("not supported"), "{err}");
+}
