@@ -44,6 +44,7 @@
 
 mod chat;
 mod constraint;
+mod embed;
 mod error;
 mod generate;
 pub mod kernels;
@@ -58,6 +59,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use chat::{ChatMessage, ToolCall, ToolCallFunction, ToolDef};
+pub use embed::{DEFAULT_MAX_TOKENS as EMBEDDING_MAX_TOKENS, EmbeddingModel, Embeddings};
 pub use error::{Error, Result};
 pub use generate::{
     Constraint, Finish, GenerateRequest, Generation, Prompt, TokenEvent, TokenLogprobs, TopLogprob,

@@ -43,7 +43,16 @@ impl Tokenizer {
         Ok(Self::wrap(inner, bos, eos, add_bos))
     }
 
-    fn wrap(inner: tokenizers::Tokenizer, bos: Option<u32>, eos: Vec<u32>, add_bos: bool) -> Self {
+    fn wrap(
+        mut inner: tokenizers::Tokenizer,
+        bos: Option<u32>,
+        eos: Vec<u32>,
+        add_bos: bool,
+    ) -> Self {
+        // Requests are never padded, and truncation is the caller's decision: a
+        // tokenizer.json's own settings for either (MiniLM's pads to 128) are dropped.
+        inner.with_padding(None);
+        let _ = inner.with_truncation(None);
         let vocab_size = inner.get_vocab_size(true);
         let mut pieces = vec![String::new(); vocab_size];
         for (piece, id) in inner.get_vocab(true) {
