@@ -6,6 +6,9 @@
 
 mod infer;
 mod ledger;
+mod model;
+mod policy;
+mod reasoner;
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +25,12 @@ enum Bench {
     Ledger(ledger::Args),
     /// Inference: SmolLM2 prefill, decode and time to first token vs llama.cpp
     Infer(infer::Args),
+    /// Reasoner: decoding a provider's response stream (vs eventsource-stream)
+    Reasoner(reasoner::Args),
+    /// Model packages: manifest verification GB/s beside sha256sum on the same files
+    ModelVerify(model::Args),
+    /// Policy: decision latency with 200 policies loaded (vs Cedar's own evaluation)
+    Policy(policy::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,6 +45,9 @@ fn main() -> anyhow::Result<()> {
     match cli.bench {
         Bench::Ledger(args) => rt.block_on(ledger::run(args)),
         Bench::Infer(_) => Ok(()),
+        Bench::Reasoner(args) => reasoner::run(&args, &rt),
+        Bench::ModelVerify(args) => model::run(&args),
+        Bench::Policy(args) => policy::run(&args),
     }
 }
 

@@ -161,11 +161,22 @@ impl Home {
 
     /// Opens the ledger for writing, as this node.
     pub(crate) fn open_store(&self) -> anyhow::Result<SqliteStore> {
+        Ok(self.open_store_and_signer()?.0)
+    }
+
+    /// Opens the ledger for writing and returns the node's signer with it, for the node.
+    pub(crate) fn open_store_and_signer(&self) -> anyhow::Result<(SqliteStore, Arc<Signer>)> {
         self.require_init()?;
         let signer = Arc::new(self.signer(&KeyName::node())?);
         let path = self.ledger_path();
-        SqliteStore::open(&path, signer, Arc::new(SystemClock), Options::default())
-            .with_context(|| format!("cannot open the ledger {}", path.display()))
+        let store = SqliteStore::open(
+            &path,
+            signer.clone(),
+            Arc::new(SystemClock),
+            Options::default(),
+        )
+        .with_context(|| format!("cannot open the ledger {}", path.display()))?;
+        Ok((store, signer))
     }
 
     /// Opens the ledger for reading only: needs no passphrase and changes nothing.

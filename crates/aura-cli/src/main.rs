@@ -4,6 +4,7 @@
 //! line on stderr, then a `hint:` where the user can do something. Exit codes: 0 success,
 //! 1 error, 2 usage, 3 verification failed (the data is bad, not the command).
 
+mod client;
 mod cmd;
 mod home;
 mod output;
@@ -53,6 +54,42 @@ enum Command {
     /// Append to, read, verify, export and prove the signed ledger
     #[command(subcommand)]
     Ledger(cmd::ledger::Command),
+    /// Run this node: agents and missions behind the HTTP API
+    Serve(cmd::serve::Args),
+    /// Create agents, message them, read their records (through a running node)
+    Agent(cmd::agent::Args),
+    /// Manage the API keys the node accepts
+    #[command(subcommand)]
+    Apikey(cmd::apikey::Command),
+    /// Submit, list, follow and cancel missions (through a running node)
+    Mission(cmd::mission::MissionArgs),
+    /// List the escalations waiting for a person
+    Approvals(cmd::mission::ApprovalsArgs),
+    /// Approve an escalated mission with your signed approval
+    Approve(cmd::mission::AnswerArgs),
+    /// Reject an escalated mission with your signed answer
+    Reject(cmd::mission::AnswerArgs),
+    /// Enroll the people whose signed approvals count
+    Operator(cmd::mission::OperatorArgs),
+    /// Replay a mission (or every mission of an agent) from the ledger, checking every state hash
+    Replay(cmd::mission::ReplayArgs),
+    /// Try a reasoner configuration: send a prompt, see the turn
+    #[command(subcommand)]
+    Reasoner(cmd::reasoner::Command),
+    /// Import, fetch, verify, list and remove signed model packages
+    #[command(subcommand)]
+    Model(cmd::model::Command),
+    /// Issue, install, list and check model licenses
+    #[command(subcommand)]
+    License(cmd::license::Command),
+    /// List and verify inference receipts and settlement statements
+    #[command(subcommand)]
+    Receipts(cmd::receipts::Command),
+    /// Sign statements of what each licensor is owed for a time window
+    Settle(cmd::receipts::SettleArgs),
+    /// Validate policy files and decide hypothetical requests
+    #[command(subcommand)]
+    Policy(cmd::policy::Command),
 }
 
 /// An error that knows what the user could do about it.
@@ -194,5 +231,24 @@ async fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
         Command::Init(args) => cmd::init::run(&home, out, args).await,
         Command::Key(c) => cmd::key::run(&home, out, c),
         Command::Ledger(c) => cmd::ledger::run(&home, out, c).await,
+        Command::Serve(args) => cmd::serve::run(&home, out, args).await,
+        Command::Agent(args) => cmd::agent::run(&home, out, args).await,
+        Command::Apikey(c) => cmd::apikey::run(&home, out, c),
+        Command::Mission(args) => cmd::mission::mission(&home, out, args).await,
+        Command::Approvals(args) => cmd::mission::approvals(&home, out, args).await,
+        Command::Approve(args) => {
+            cmd::mission::answer(&home, out, args, aura_identity::Verdict::Approve).await
+        }
+        Command::Reject(args) => {
+            cmd::mission::answer(&home, out, args, aura_identity::Verdict::Reject).await
+        }
+        Command::Operator(args) => cmd::mission::operator(&home, out, args).await,
+        Command::Replay(args) => cmd::mission::replay(&home, out, args).await,
+        Command::Reasoner(c) => cmd::reasoner::run(out, c).await,
+        Command::Model(c) => cmd::model::run(&home, out, c),
+        Command::License(c) => cmd::license::run(&home, out, c).await,
+        Command::Receipts(c) => cmd::receipts::run(&home, out, c).await,
+        Command::Settle(args) => cmd::receipts::settle(&home, out, args).await,
+        Command::Policy(c) => cmd::policy::run(&home, out, c),
     }
 }

@@ -112,6 +112,13 @@ pub enum Domain {
     /// Reserved for later crates: a signed statement (credential, token, approval, license,
     /// receipt), the message its signer signs.
     Statement,
+    /// A model package's digest: the canonical encoding of its manifest (aura-model).
+    ModelPackage,
+    /// The input or output of one inference request, as recorded in its receipt.
+    InferenceIo,
+    /// A policy request (aura-policy): the digest an approval names to answer an
+    /// escalation of exactly that request.
+    PolicyRequest,
 }
 
 impl Domain {
@@ -123,6 +130,9 @@ impl Domain {
             Domain::KeyId => b"aura/identity/key-id/v1\0",
             Domain::State => b"aura/kernel/state/v1\0",
             Domain::Statement => b"aura/statement/v1\0",
+            Domain::ModelPackage => b"aura/model/package/v1\0",
+            Domain::InferenceIo => b"aura/inference/io/v1\0",
+            Domain::PolicyRequest => b"aura/policy/request/v1\0",
         }
     }
 }
@@ -183,6 +193,9 @@ mod tests {
             Domain::KeyId,
             Domain::State,
             Domain::Statement,
+            Domain::ModelPackage,
+            Domain::InferenceIo,
+            Domain::PolicyRequest,
         ];
         for (i, a) in all.iter().enumerate() {
             assert!(a.tag().starts_with(b"aura/"));

@@ -144,6 +144,13 @@ impl Error {
     }
 }
 
+/// One commit, as the store announces it to subscribers, in commit order.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub entries: Vec<StoredEntry>,
+    pub checkpoint: SignedCheckpoint,
+}
+
 /// The outcome of verifying a whole store.
 #[derive(Debug)]
 pub enum Verification {
@@ -156,6 +163,10 @@ pub enum Verification {
 pub trait Store: Send + Sync + fmt::Debug {
     /// The public key of the node whose ledger this is.
     fn node_key(&self) -> PublicKey;
+
+    /// Every commit from now on, in commit order, once durable. A subscriber that falls
+    /// behind gets `RecvError::Lagged` and can catch up by reading the ledger.
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<std::sync::Arc<Committed>>;
 
     /// Appends a batch atomically; see the crate documentation for the promise.
     async fn append(&self, batch: Vec<NewEntry>) -> Result<AppendReceipt, Error>;

@@ -1,5 +1,14 @@
 //! One module per command group.
 
+pub(crate) mod agent;
+pub(crate) mod apikey;
 pub(crate) mod init;
 pub(crate) mod key;
 pub(crate) mod ledger;
+pub(crate) mod license;
+pub(crate) mod mission;
+pub(crate) mod model;
+pub(crate) mod policy;
+pub(crate) mod reasoner;
+pub(crate) mod receipts;
+pub(crate) mod serve;

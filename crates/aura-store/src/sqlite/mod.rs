@@ -39,6 +39,9 @@ use schema::MigrationError;
 
 const META_NODE_KEY: &str = "node_public_key";
 
+/// Commits a slow subscriber may fall behind before it is told it lagged.
+const COMMIT_BACKLOG: usize = 4096;
+
 /// WAL pages between automatic checkpoints (SQLite's default is 1000).
 pub const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
 
@@ -76,6 +79,7 @@ struct Inner {
     node_key: PublicKey,
     readers: Mutex<Vec<Connection>>,
     writer: Option<writer::Handle>,
+    commits: tokio::sync::broadcast::Sender<Arc<crate::Committed>>,
     options: Options,
     // Held for the life of a writable store; the OS releases it if the process dies.
     _lock: Option<File>,
@@ -132,7 +136,9 @@ impl SqliteStore {
             }
         }
         let state = load_state(&conn, &path)?;
+        let (commits, _) = tokio::sync::broadcast::channel(COMMIT_BACKLOG);
         let writer = writer::spawn(
+            commits.clone(),
             conn,
             path.clone(),
             signer,
@@ -146,6 +152,7 @@ impl SqliteStore {
                 node_key,
                 readers: Mutex::new(Vec::new()),
                 writer: Some(writer),
+                commits,
                 options,
                 _lock: Some(lock),
             }),
@@ -170,6 +177,7 @@ impl SqliteStore {
                 node_key,
                 readers: Mutex::new(vec![conn]),
                 writer: None,
+                commits: tokio::sync::broadcast::channel(1).0,
                 options,
                 _lock: None,
             }),
@@ -779,6 +787,10 @@ fn verify_store(
 impl Store for SqliteStore {
     fn node_key(&self) -> PublicKey {
         self.inner.node_key
+    }
+
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<crate::Committed>> {
+        self.inner.commits.subscribe()
     }
 
     async fn append(&self, batch: Vec<NewEntry>) -> Result<AppendReceipt, Error> {

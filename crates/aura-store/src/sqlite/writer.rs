@@ -31,7 +31,7 @@ use rusqlite::{Connection, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
 use super::{State, TILE_LEVELS, load_state};
-use crate::{AppendReceipt, Appended, Error, NewEntry, Seq};
+use crate::{AppendReceipt, Appended, Committed, Error, NewEntry, Seq, StoredEntry};
 
 type Reply = oneshot::Sender<Result<AppendReceipt, Error>>;
 
@@ -84,6 +84,7 @@ impl Drop for Handle {
 }
 
 struct Writer {
+    commits: tokio::sync::broadcast::Sender<Arc<Committed>>,
     conn: Connection,
     path: PathBuf,
     signer: Arc<Signer>,
@@ -94,6 +95,7 @@ struct Writer {
 }
 
 pub(crate) fn spawn(
+    commits: tokio::sync::broadcast::Sender<Arc<Committed>>,
     conn: Connection,
     path: PathBuf,
     signer: Arc<Signer>,
@@ -103,6 +105,7 @@ pub(crate) fn spawn(
 ) -> Result<Handle, Error> {
     let (tx, rx) = mpsc::channel::<Request>();
     let mut writer = Writer {
+        commits,
         conn,
         path,
         signer,
@@ -127,6 +130,7 @@ pub(crate) fn spawn(
 /// One entry laid out for the commit.
 struct Row {
     appended: Appended,
+    entry: Entry,
     raw: Vec<u8>,
 }
 
@@ -223,6 +227,7 @@ impl Writer {
                         seq: expected,
                         hash,
                     },
+                    entry: e,
                     raw,
                 });
                 next += 1;
@@ -276,6 +281,20 @@ impl Writer {
                 self.state.frontier = frontier;
                 self.state.heads.extend(overlay);
                 self.state.last_checkpoint = Some(checkpoint);
+                if self.commits.receiver_count() > 0 {
+                    let entries = rows
+                        .iter()
+                        .map(|r| StoredEntry {
+                            entry: r.entry.clone(),
+                            encoded: r.raw.clone(),
+                            hash: r.appended.hash,
+                        })
+                        .collect();
+                    let _ = self.commits.send(Arc::new(Committed {
+                        entries,
+                        checkpoint,
+                    }));
+                }
                 for (reply, outcome) in outcomes {
                     let answer = outcome.map(|(from, to)| AppendReceipt {
                         entries: rows[from..to].iter().map(|r| r.appended).collect(),

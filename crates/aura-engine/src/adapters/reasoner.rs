@@ -1,0 +1,257 @@
+//! [`Reasoner`] over `aura-reasoner`'s providers, and the node's set of configured
+//! reasoners.
+//!
+//! Tool names: Aura's tools are named with dots (`fs.read`), but OpenAI and Anthropic accept
+//! only `[a-zA-Z0-9_-]` in function names. Each request maps every offered tool to a wire
+//! name (dots become underscores, with a suffix if that collides), and the calls in the
+//! answer are mapped back. A name the model invents that maps to nothing is passed through
+//! as written, and the kernel refuses it as not among the mission's tools.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aura_kernel::{Message, Role, ToolCall, Turn};
+use aura_reasoner as r;
+
+use crate::ports::{ReasonRequest, Reasoner, Reasoners, ToolSpec};
+
+/// Maps Aura's tool names to names every provider accepts, and back.
+#[derive(Debug, Default)]
+struct WireNames {
+    to_wire: BTreeMap<String, String>,
+    from_wire: BTreeMap<String, String>,
+}
+
+impl WireNames {
+    fn new(tools: &[ToolSpec]) -> Self {
+        let mut names = WireNames::default();
+        for t in tools {
+            let base: String = t
+                .name
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            let mut wire = base.clone();
+            let mut n = 2;
+            while names.from_wire.contains_key(&wire) {
+                wire = format!("{base}_{n}");
+                n += 1;
+            }
+            names.to_wire.insert(t.name.clone(), wire.clone());
+            names.from_wire.insert(wire, t.name.clone());
+        }
+        names
+    }
+
+    fn wire(&self, name: &str) -> String {
+        self.to_wire
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| name.to_owned())
+    }
+
+    fn aura(&self, wire: &str) -> String {
+        self.from_wire
+            .get(wire)
+            .cloned()
+            .unwrap_or_else(|| wire.to_owned())
+    }
+}
+
+fn message(m: &Message, names: &WireNames) -> r::Message {
+    r::Message {
+        role: match m.role {
+            Role::System => r::Role::System,
+            Role::User => r::Role::User,
+            Role::Assistant => r::Role::Assistant,
+            Role::Tool => r::Role::Tool,
+        },
+        content: m.content.clone(),
+        tool_calls: m
+            .tool_calls
+            .iter()
+            .map(|c| r::ToolCall {
+                id: c.id.clone(),
+                name: names.wire(&c.name),
+                arguments: c.arguments.clone(),
+            })
+            .collect(),
+        tool_call_id: m.tool_call_id.clone(),
+        name: None,
+    }
+}
+
+fn finish(f: &r::Finish) -> String {
+    match f {
+        r::Finish::Stop => "stop".into(),
+        r::Finish::Length => "length".into(),
+        r::Finish::ToolCalls => "tool_calls".into(),
+        r::Finish::ContentFilter => "content_filter".into(),
+        r::Finish::Other(o) => o.clone(),
+    }
+}
+
+/// One configured provider.
+#[derive(Debug, Clone)]
+pub struct ProviderReasoner {
+    inner: Arc<dyn r::Reasoner>,
+}
+
+impl ProviderReasoner {
+    pub fn new(inner: Arc<dyn r::Reasoner>) -> Self {
+        ProviderReasoner { inner }
+    }
+}
+
+#[async_trait]
+impl Reasoner for ProviderReasoner {
+    async fn turn(
+        &self,
+        req: &ReasonRequest,
+        deltas: &(dyn for<'s> Fn(&'s str) + Send + Sync),
+    ) -> Result<Turn, String> {
+        let names = WireNames::new(&req.tools);
+        let request = r::Request {
+            messages: req.messages.iter().map(|m| message(m, &names)).collect(),
+            tools: req
+                .tools
+                .iter()
+                .map(|t| r::ToolSpec {
+                    name: names.wire(&t.name),
+                    description: t.description.clone(),
+                    parameters: t.parameters.clone(),
+                })
+                .collect(),
+            tool_choice: r::ToolChoice::Auto,
+            max_tokens: None,
+            temperature: None,
+            seed: Some(req.seed),
+            stop: Vec::new(),
+        };
+        let sink = |d: r::Delta| match d {
+            r::Delta::Text(t) => deltas(&t),
+            r::Delta::Reset { attempt } => deltas(&format!(
+                "\n[the provider is retrying: attempt {attempt}]\n"
+            )),
+            _ => {}
+        };
+        let turn = self
+            .inner
+            .turn(&request, Some(&sink))
+            .await
+            .map_err(|e| crate_error_line(&e))?;
+        Ok(Turn {
+            content: turn.content,
+            tool_calls: turn
+                .tool_calls
+                .into_iter()
+                .map(|c| ToolCall {
+                    id: c.id,
+                    name: names.aura(&c.name),
+                    arguments: c.arguments,
+                })
+                .collect(),
+            finish: finish(&turn.finish),
+            prompt_tokens: turn.usage.prompt_tokens,
+            completion_tokens: turn.usage.completion_tokens,
+            provider: turn.provider,
+            model: turn.model,
+        })
+    }
+}
+
+fn crate_error_line(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = s.source();
+    }
+    line
+}
+
+/// The reasoners a node has configured, by name, and which one is the default.
+#[derive(Debug, Clone, Default)]
+pub struct Configured {
+    reasoners: BTreeMap<String, (Arc<dyn Reasoner>, String)>,
+    default: Option<String>,
+}
+
+impl Configured {
+    pub fn new() -> Self {
+        Configured::default()
+    }
+
+    /// Adds a reasoner under `name`, described for people by `description`.
+    pub fn add(&mut self, name: &str, reasoner: Arc<dyn Reasoner>, description: String) {
+        self.reasoners
+            .insert(name.to_owned(), (reasoner, description));
+    }
+
+    /// Makes `name` the default; it must have been added.
+    pub fn set_default(&mut self, name: &str) -> bool {
+        let known = self.reasoners.contains_key(name);
+        if known {
+            self.default = Some(name.to_owned());
+        }
+        known
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.reasoners.keys().cloned().collect()
+    }
+}
+
+impl Reasoners for Configured {
+    fn get(&self, name: &str) -> Option<Arc<dyn Reasoner>> {
+        let name = if name.is_empty() {
+            self.default.as_deref()?
+        } else {
+            name
+        };
+        self.reasoners.get(name).map(|(r, _)| r.clone())
+    }
+
+    fn describe_default(&self) -> String {
+        match self
+            .default
+            .as_ref()
+            .and_then(|d| self.reasoners.get(d).map(|(_, desc)| (d, desc)))
+        {
+            Some((name, desc)) => format!("{name} ({desc})"),
+            None => "none configured".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_names_map_to_wire_names_and_back() {
+        let spec = |n: &str| ToolSpec {
+            name: n.into(),
+            description: String::new(),
+            parameters: serde_json::json!({}),
+        };
+        let names = WireNames::new(&[spec("fs.read"), spec("fs_read"), spec("mission.finish")]);
+        assert_eq!(names.wire("fs.read"), "fs_read");
+        assert_eq!(names.wire("fs_read"), "fs_read_2");
+        assert_eq!(names.aura("fs_read"), "fs.read");
+        assert_eq!(names.aura("fs_read_2"), "fs_read");
+        assert_eq!(names.aura("mission_finish"), "mission.finish");
+        assert_eq!(names.aura("made_up"), "made_up");
+    }
+}

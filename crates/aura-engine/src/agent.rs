@@ -1,0 +1,248 @@
+//! Agents as actors: one task per agent owns its ledger stream and handles its inbox one
+//! transaction at a time. This is what makes "one writer per agent" true: nothing else
+//! appends to an agent's stream once its actor runs.
+//!
+//! Besides what others send (messages, missions, approvals, cancellations, timers), the
+//! actor keeps its own queue of work: the next step of each running mission. It takes
+//! outside transactions first, so a long mission cannot starve a cancellation.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use aura_core::{AgentId, MissionId};
+use aura_identity::{Approval, Credential, ExecutionToken, Signed};
+use aura_kernel::{Mission, MissionSpec, Recorded};
+use aura_ledger::entry::Kind;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::engine::{Error, KIND_MESSAGE, Sender, Shared};
+
+/// A transaction for an agent.
+#[derive(Debug)]
+pub(crate) enum Inbox {
+    /// A message from another agent or a person. Answered with its ledger index.
+    Message {
+        from: Sender,
+        body: Value,
+        reply: oneshot::Sender<Result<u64, Error>>,
+    },
+    /// A new mission for this agent.
+    Submit {
+        spec: Box<MissionSpec>,
+        reply: oneshot::Sender<Result<MissionId, Error>>,
+    },
+    /// A person's signed answer to an escalation.
+    Answer {
+        mission: MissionId,
+        approval: Box<Signed<Approval>>,
+        credential: Box<Signed<Credential>>,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    /// Stop a mission.
+    Cancel {
+        mission: MissionId,
+        by: String,
+        reason: String,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    /// A mission's deadline passed.
+    Deadline { mission: MissionId },
+}
+
+/// Work the actor gives itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Work {
+    Start(MissionId),
+    Step(MissionId),
+}
+
+/// The sending side of an agent's inbox.
+#[derive(Debug, Clone)]
+pub(crate) struct Mailbox {
+    tx: mpsc::Sender<Inbox>,
+}
+
+impl Mailbox {
+    pub(crate) async fn send(&self, item: Inbox) -> Result<(), Error> {
+        self.tx.send(item).await.map_err(|_| Error::Closed)
+    }
+}
+
+/// What the actor keeps about one of its missions besides the kernel's state.
+#[derive(Debug, Clone)]
+pub(crate) struct Live {
+    pub(crate) mission: Mission,
+    pub(crate) token: Option<Signed<ExecutionToken>>,
+    pub(crate) workspace: PathBuf,
+}
+
+/// One agent's actor.
+pub(crate) struct Actor {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) agent: AgentId,
+    pub(crate) next_seq: u64,
+    pub(crate) missions: HashMap<MissionId, Live>,
+    pub(crate) work: VecDeque<Work>,
+    pub(crate) mailbox: Mailbox,
+}
+
+/// Starts an agent's actor; `next_seq` is the sequence number its next entry gets, and
+/// `missions` the non-terminal missions recovered from its record.
+pub(crate) fn spawn(
+    shared: Arc<Shared>,
+    agent: AgentId,
+    next_seq: u64,
+    missions: Vec<Live>,
+) -> Mailbox {
+    let (tx, rx) = mpsc::channel(shared.options.inbox_capacity.max(1));
+    let mailbox = Mailbox { tx };
+    let mut actor = Actor {
+        shared,
+        agent,
+        next_seq,
+        missions: HashMap::new(),
+        work: VecDeque::new(),
+        mailbox: mailbox.clone(),
+    };
+    for live in missions {
+        actor.resume(live);
+    }
+    let shared = actor.shared.clone();
+    shared.track(tokio::spawn(actor.run(rx)));
+    mailbox
+}
+
+impl Actor {
+    async fn run(mut self, mut rx: mpsc::Receiver<Inbox>) {
+        let mut stopping = self.shared.stopping.subscribe();
+        loop {
+            if *stopping.borrow() {
+                return;
+            }
+            // Outside transactions first; then our own queued work; else wait.
+            let item = match rx.try_recv() {
+                Ok(item) => Some(item),
+                Err(mpsc::error::TryRecvError::Disconnected) => return,
+                Err(mpsc::error::TryRecvError::Empty) => None,
+            };
+            if let Some(item) = item {
+                self.handle(item).await;
+                continue;
+            }
+            if let Some(work) = self.work.pop_front() {
+                self.perform(work).await;
+                continue;
+            }
+            tokio::select! {
+                item = rx.recv() => match item {
+                    Some(item) => self.handle(item).await,
+                    None => return,
+                },
+                _ = stopping.changed() => return,
+            }
+        }
+    }
+
+    async fn handle(&mut self, item: Inbox) {
+        match item {
+            Inbox::Message { from, body, reply } => {
+                let outcome = self.message(from, body).await;
+                let _ = reply.send(outcome);
+            }
+            Inbox::Submit { spec, reply } => {
+                let outcome = self.submit(*spec).await;
+                let _ = reply.send(outcome);
+            }
+            Inbox::Answer {
+                mission,
+                approval,
+                credential,
+                reply,
+            } => {
+                let outcome = self.answer(mission, *approval, *credential).await;
+                let _ = reply.send(outcome);
+            }
+            Inbox::Cancel {
+                mission,
+                by,
+                reason,
+                reply,
+            } => {
+                let outcome = self.cancel(mission, &by, &reason).await;
+                let _ = reply.send(outcome);
+            }
+            Inbox::Deadline { mission } => self.deadline(mission).await,
+        }
+    }
+
+    async fn perform(&mut self, work: Work) {
+        match work {
+            Work::Start(m) => self.start(m).await,
+            Work::Step(m) => self.step(m).await,
+        }
+    }
+
+    /// Appends entries to this agent's stream, keeping `next_seq` true whatever happens.
+    pub(crate) async fn append(
+        &mut self,
+        entries: Vec<(Kind, Vec<u8>)>,
+    ) -> Result<aura_store::AppendReceipt, Error> {
+        let n = entries.len() as u64;
+        match self.shared.append(self.agent, self.next_seq, entries).await {
+            Ok(r) => {
+                self.next_seq += n;
+                Ok(r)
+            }
+            Err(e) => {
+                // A failed append leaves the stream as it was; but if the store was unsure
+                // (a failed fsync), re-read the head rather than trust memory.
+                if let Ok(Some(head)) = self.shared.store.head(self.agent).await {
+                    self.next_seq = head.seq + 1;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Records a mission step's events; on success the mission's new state is published.
+    pub(crate) async fn commit(
+        &mut self,
+        mission: Mission,
+        recorded: Vec<Recorded>,
+    ) -> Result<(), Error> {
+        if recorded.is_empty() {
+            return Ok(());
+        }
+        let entries = recorded
+            .iter()
+            .map(|r| {
+                (
+                    Kind::new(r.event.kind())
+                        .unwrap_or_else(|_| unreachable!("kernel kinds are valid")),
+                    r.to_body(),
+                )
+            })
+            .collect();
+        self.append(entries).await?;
+        self.shared.index_mission(&mission);
+        if let Some(live) = self.missions.get_mut(&mission.id) {
+            live.mission = mission;
+        }
+        Ok(())
+    }
+
+    async fn message(&mut self, from: Sender, body: Value) -> Result<u64, Error> {
+        let entry = json!({ "from": from, "body": body });
+        let kind = Kind::new(KIND_MESSAGE).unwrap_or_else(|_| unreachable!("valid kind"));
+        let receipt = self
+            .append(vec![(kind, entry.to_string().into_bytes())])
+            .await?;
+        // A running mission hears the message in its next step.
+        if let Sender::Agent(from) = from {
+            self.deliver_to_running(from, body).await;
+        }
+        Ok(receipt.entries[0].index)
+    }
+}

@@ -1,0 +1,754 @@
+//! The engine's shared state and the [`Handle`] that others hold.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use aura_core::door::{Clock, Entropy};
+use aura_core::keystore::{KeyName, Keystore, Signer};
+use aura_core::{AgentId, MissionId, PublicKey, Timestamp};
+use aura_identity::{
+    Approval, Credential, CredentialId, Level, Namespace, OperatorName, Signed, Subject, TrustSet,
+    verify_credential,
+};
+use aura_kernel::{Divergence, Mission, MissionSpec, MissionState, Recorded};
+use aura_ledger::entry::Kind;
+use aura_store::{AppendReceipt, EntryRef, NewEntry, Seq, Store, StoredEntry};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::agent::{self, Inbox, Live};
+use crate::events::{EventHub, StreamEvent, body_value};
+use crate::ports::{Policy, Reasoners, Tools};
+
+/// How the engine runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where agent keys are kept when the engine makes them (usually `<home>/keys`).
+    pub keystore: Option<PathBuf>,
+    /// How long a credential the node issues is valid.
+    pub credential_validity: Duration,
+    /// Each agent's inbox capacity; senders wait when it is full.
+    pub inbox_capacity: usize,
+    /// How many stream events a slow subscriber may fall behind before it is told so.
+    pub event_capacity: usize,
+    /// Where missions' workspaces live: `<workspaces>/<namespace>/<workspace>`.
+    pub workspaces: PathBuf,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            keystore: None,
+            credential_validity: Duration::from_secs(365 * 24 * 3600),
+            inbox_capacity: 1024,
+            event_capacity: 4096,
+            workspaces: std::env::temp_dir().join("aura-workspaces"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the engine is shutting down")]
+    Closed,
+    #[error("the ledger refused the write")]
+    Store(#[from] aura_store::Error),
+    #[error("cannot create the agent's key")]
+    Keystore(#[from] aura_core::keystore::Error),
+}
+
+impl From<aura_kernel::KernelError> for Error {
+    /// The kernel refused an event: the request that led to it was not acceptable.
+    fn from(e: aura_kernel::KernelError) -> Self {
+        Error::Invalid(e.to_string())
+    }
+}
+
+impl Error {
+    /// A short machine-readable code for API errors.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::NotFound(_) => "not_found",
+            Error::Invalid(_) => "invalid_request",
+            Error::Forbidden(_) => "forbidden",
+            Error::Conflict(_) => "conflict",
+            Error::Closed => "unavailable",
+            Error::Store(e) if e.is_refusal() => "conflict",
+            Error::Store(_) | Error::Keystore(_) => "internal",
+        }
+    }
+}
+
+/// Who sent a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "id", rename_all = "snake_case")]
+pub enum Sender {
+    Agent(AgentId),
+    Operator(String),
+}
+
+/// A new agent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewAgent {
+    /// A name for people; not unique, not an identity.
+    pub name: String,
+    pub level: Level,
+    pub namespace: Namespace,
+    /// The agent's own public key, if it holds one; otherwise the node makes a key for it.
+    #[serde(default)]
+    pub public_key: Option<PublicKey>,
+}
+
+/// What the engine knows about an agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AgentInfo {
+    pub id: AgentId,
+    pub name: String,
+    pub namespace: Namespace,
+    pub level: Level,
+    pub public_key: PublicKey,
+    pub credential: Signed<Credential>,
+    pub created_at: Timestamp,
+}
+
+/// The first entry of every agent's stream.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Created {
+    name: String,
+    credential: Signed<Credential>,
+}
+
+pub(crate) const KIND_CREATED: &str = "agent.created";
+pub(crate) const KIND_MESSAGE: &str = "agent.message";
+
+/// What missions need from outside the engine: policy, tools and reasoners.
+#[derive(Debug, Clone)]
+pub struct Services {
+    pub policy: Arc<dyn Policy>,
+    pub tools: Arc<dyn Tools>,
+    pub reasoners: Arc<dyn Reasoners>,
+}
+
+impl Services {
+    /// What a node has before anything is configured: every mission is refused.
+    pub fn deny_all() -> Services {
+        Services {
+            policy: Arc::new(crate::ports::DenyAll),
+            tools: Arc::new(crate::ports::NoTools),
+            reasoners: Arc::new(crate::ports::NoReasoners),
+        }
+    }
+}
+
+/// What the engine's parts share.
+pub(crate) struct Shared {
+    pub(crate) services: Services,
+    /// Set when the engine shuts down; every task watches it.
+    pub(crate) stopping: tokio::sync::watch::Sender<bool>,
+    /// The engine's long-lived tasks (actors, the commit forwarder), awaited on shutdown.
+    pub(crate) tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    pub(crate) missions: RwLock<BTreeMap<MissionId, Arc<Mission>>>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) signer: Arc<Signer>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) entropy: Arc<dyn Entropy>,
+    pub(crate) trust: TrustSet,
+    pub(crate) events: EventHub,
+    pub(crate) options: Options,
+    pub(crate) agents: RwLock<BTreeMap<AgentId, (AgentInfo, agent::Mailbox)>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// Appends `entries` to `agent`'s stream starting at exactly `first_seq`, and publishes
+    /// them once durable.
+    pub(crate) async fn append(
+        &self,
+        agent: AgentId,
+        first_seq: u64,
+        entries: Vec<(Kind, Vec<u8>)>,
+    ) -> Result<AppendReceipt, Error> {
+        let now = self.clock.now();
+        let batch: Vec<NewEntry> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, (kind, body))| NewEntry {
+                agent,
+                seq: Seq::Exactly(first_seq + i as u64),
+                kind: kind.clone(),
+                recorded_at: now,
+                body: body.clone(),
+            })
+            .collect();
+        // Subscribers hear of the entries from the store's commit stream, in ledger order.
+        Ok(self.store.append(batch).await?)
+    }
+
+    pub(crate) fn track(&self, task: tokio::task::JoinHandle<()>) {
+        self.tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(task);
+    }
+
+    pub(crate) fn agent_info(&self, agent: AgentId) -> Result<AgentInfo, Error> {
+        let agents = self.agents.read().unwrap_or_else(|e| e.into_inner());
+        agents
+            .get(&agent)
+            .map(|(i, _)| i.clone())
+            .ok_or_else(|| Error::NotFound(format!("agent {agent}")))
+    }
+
+    pub(crate) fn agent_namespace(&self, agent: AgentId) -> Option<Namespace> {
+        self.agent_info(agent).ok().map(|i| i.namespace)
+    }
+
+    /// Publishes a mission's new state to readers of the index.
+    pub(crate) fn index_mission(&self, mission: &Mission) {
+        let mut missions = self.missions.write().unwrap_or_else(|e| e.into_inner());
+        missions.insert(mission.id, Arc::new(mission.clone()));
+    }
+
+    pub(crate) fn mailbox(&self, agent: AgentId) -> Result<agent::Mailbox, Error> {
+        let agents = self.agents.read().unwrap_or_else(|e| e.into_inner());
+        agents
+            .get(&agent)
+            .map(|(_, m)| m.clone())
+            .ok_or_else(|| Error::NotFound(format!("agent {agent}")))
+    }
+}
+
+/// What others hold to use the engine. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+fn kind(k: &str) -> Kind {
+    Kind::new(k).unwrap_or_else(|_| unreachable!("engine kinds are valid"))
+}
+
+impl Handle {
+    /// Starts the engine over `store`: every agent recorded in the ledger gets its actor
+    /// back, resuming its stream where it ended.
+    pub async fn start(
+        options: Options,
+        store: Arc<dyn Store>,
+        signer: Arc<Signer>,
+        clock: Arc<dyn Clock>,
+        entropy: Arc<dyn Entropy>,
+        trust: TrustSet,
+        services: Services,
+    ) -> Result<Handle, Error> {
+        let shared = Arc::new(Shared {
+            services,
+            stopping: tokio::sync::watch::channel(false).0,
+            tasks: std::sync::Mutex::new(Vec::new()),
+            missions: RwLock::new(BTreeMap::new()),
+            events: EventHub::new(options.event_capacity),
+            store,
+            signer,
+            clock,
+            entropy,
+            trust,
+            options,
+            agents: RwLock::new(BTreeMap::new()),
+        });
+        let handle = Handle { shared };
+        let next = handle.shared.store.tree_size().await?;
+        let forwarder = tokio::spawn(forward_commits(handle.shared.clone(), next));
+        handle.shared.track(forwarder);
+        for head in handle.shared.store.heads().await? {
+            if head.agent.is_node() {
+                continue;
+            }
+            let first = handle
+                .shared
+                .store
+                .entry(EntryRef::AgentSeq(head.agent, 1))
+                .await?;
+            let Some(first) = first.filter(|e| e.entry.kind.as_str() == KIND_CREATED) else {
+                // Streams that do not start with agent.created are written by other tools
+                // (`aura ledger append`); they are not agents the engine runs.
+                continue;
+            };
+            let created: Created = serde_json::from_slice(&first.entry.body).map_err(|e| {
+                Error::Invalid(format!("the record of {} is unreadable: {e}", head.agent))
+            })?;
+            let info = info_from(head.agent, created, first.entry.recorded_at);
+            let live = handle.recover_missions(&info).await?;
+            handle.spawn_agent(info, head.seq + 1, live);
+        }
+        Ok(handle)
+    }
+
+    /// Replays every mission of an agent from its record. Finished missions go to the index;
+    /// the others are handed back to the agent's actor to carry on. A mission whose record
+    /// no longer replays is left alone (fail closed) and reported by `aura replay`.
+    async fn recover_missions(&self, info: &AgentInfo) -> Result<Vec<Live>, Error> {
+        let mut records: BTreeMap<MissionId, Vec<(u64, Recorded)>> = BTreeMap::new();
+        let mut from = 1;
+        loop {
+            let page = self.shared.store.agent_entries(info.id, from, 1000).await?;
+            for e in &page {
+                if e.entry.kind.as_str().starts_with("mission.")
+                    && let Ok(r) = Recorded::from_body(&e.entry.body)
+                {
+                    records
+                        .entry(r.mission)
+                        .or_default()
+                        .push((e.entry.index, r));
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == 1000 => from = last.entry.seq + 1,
+                _ => break,
+            }
+        }
+        let mut live = Vec::new();
+        for (id, recs) in records {
+            let Ok(mission) = aura_kernel::replay(recs.iter().map(|(i, r)| (*i, r))) else {
+                continue;
+            };
+            self.shared.index_mission(&mission);
+            if !mission.state.is_terminal() {
+                let name = mission
+                    .spec
+                    .workspace
+                    .clone()
+                    .unwrap_or_else(|| id.to_string());
+                let workspace = self
+                    .shared
+                    .options
+                    .workspaces
+                    .join(mission.spec.namespace.as_str())
+                    .join(name);
+                live.push(Live {
+                    mission,
+                    token: None,
+                    workspace,
+                });
+            }
+        }
+        Ok(live)
+    }
+
+    fn spawn_agent(&self, info: AgentInfo, next_seq: u64, missions: Vec<Live>) {
+        let mailbox = agent::spawn(self.shared.clone(), info.id, next_seq, missions);
+        self.shared
+            .agents
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(info.id, (info, mailbox));
+    }
+
+    /// Stops every agent and task of the engine after the transaction each is in, and waits
+    /// for them. Afterwards the store is no longer held by the engine and closes when the
+    /// caller drops its own references.
+    pub async fn shutdown(&self) {
+        let _ = self.shared.stopping.send(true);
+        let tasks: Vec<_> =
+            std::mem::take(&mut *self.shared.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in tasks {
+            let _ = t.await;
+        }
+        self.shared
+            .agents
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    pub fn events(&self) -> &EventHub {
+        &self.shared.events
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.shared.store
+    }
+
+    pub fn node_key(&self) -> PublicKey {
+        self.shared.signer.public_key()
+    }
+
+    pub fn trust(&self) -> &TrustSet {
+        &self.shared.trust
+    }
+
+    /// Creates an agent with a credential the node issues, recorded as the first entry of
+    /// its stream.
+    pub async fn create_agent(&self, new: NewAgent) -> Result<AgentInfo, Error> {
+        let name = new.name.trim();
+        if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+            return Err(Error::Invalid(
+                "an agent name is 1-128 printable characters".into(),
+            ));
+        }
+        let s = &self.shared;
+        let id = AgentId::generate(s.clock.as_ref(), s.entropy.as_ref());
+        let key = match new.public_key {
+            Some(k) => k,
+            None => {
+                let dir = s.options.keystore.clone().ok_or_else(|| {
+                    Error::Invalid(
+                        "give the agent's public key: this node keeps no agent keys".into(),
+                    )
+                })?;
+                let key_name = KeyName::new(&format!("agent-{}", &id.to_string()[6..]))?;
+                Keystore::new(dir).create(&key_name, None, s.entropy.as_ref())?
+            }
+        };
+        let now = s.clock.now();
+        let credential = Credential {
+            id: CredentialId::generate(s.clock.as_ref(), s.entropy.as_ref()),
+            subject: Subject::Agent(id),
+            key,
+            level: new.level,
+            namespace: new.namespace,
+            not_before: now,
+            not_after: now.saturating_add(s.options.credential_validity),
+            issuer: s.signer.public_key(),
+        };
+        let credential = Signed::sign(credential, &s.signer)
+            .map_err(|e| Error::Invalid(format!("cannot sign the credential: {e}")))?;
+        self.register(id, name.to_owned(), credential, now).await
+    }
+
+    /// Registers an agent whose credential an issuer the node trusts (an organisation key)
+    /// has already signed.
+    pub async fn register_agent(
+        &self,
+        name: &str,
+        credential: Signed<Credential>,
+    ) -> Result<AgentInfo, Error> {
+        let now = self.shared.clock.now();
+        verify_credential(&credential, &self.shared.trust, now)
+            .map_err(|e| Error::Forbidden(format!("the credential does not hold: {e}")))?;
+        let Subject::Agent(id) = credential.statement.subject.clone() else {
+            return Err(Error::Invalid(
+                "the credential is for a person, not an agent".into(),
+            ));
+        };
+        if self.agent(id).is_some() {
+            return Err(Error::Invalid(format!("{id} already exists")));
+        }
+        self.register(id, name.to_owned(), credential, now).await
+    }
+
+    async fn register(
+        &self,
+        id: AgentId,
+        name: String,
+        credential: Signed<Credential>,
+        now: Timestamp,
+    ) -> Result<AgentInfo, Error> {
+        let created = Created { name, credential };
+        let body = serde_json::to_vec(&created).map_err(|e| Error::Invalid(e.to_string()))?;
+        // The stream is new and no actor runs for it yet, so this is its only writer.
+        self.shared
+            .append(id, 1, vec![(kind(KIND_CREATED), body)])
+            .await?;
+        let info = info_from(id, created, now);
+        self.spawn_agent(info.clone(), 2, Vec::new());
+        Ok(info)
+    }
+
+    /// Every agent, optionally only those of one namespace.
+    pub fn agents(&self, namespace: Option<&Namespace>) -> Vec<AgentInfo> {
+        let agents = self.shared.agents.read().unwrap_or_else(|e| e.into_inner());
+        agents
+            .values()
+            .map(|(i, _)| i)
+            .filter(|i| namespace.is_none_or(|n| &i.namespace == n))
+            .cloned()
+            .collect()
+    }
+
+    pub fn agent(&self, id: AgentId) -> Option<AgentInfo> {
+        let agents = self.shared.agents.read().unwrap_or_else(|e| e.into_inner());
+        agents.get(&id).map(|(i, _)| i.clone())
+    }
+
+    /// Delivers a message into an agent's inbox; answers once it is recorded in the
+    /// agent's stream.
+    pub async fn send(&self, to: AgentId, from: Sender, body: Value) -> Result<u64, Error> {
+        if let Sender::Agent(a) = &from {
+            let sender = self
+                .agent(*a)
+                .ok_or_else(|| Error::NotFound(format!("agent {a}")))?;
+            let target = self
+                .agent(to)
+                .ok_or_else(|| Error::NotFound(format!("agent {to}")))?;
+            if sender.namespace != target.namespace {
+                return Err(Error::Forbidden(
+                    "agents may only message agents of their own namespace".into(),
+                ));
+            }
+        }
+        let mailbox = self.shared.mailbox(to)?;
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        mailbox.send(Inbox::Message { from, body, reply }).await?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Issues a credential to a person (an operator or approver) for their own key. Their
+    /// approvals count at `level` in `namespace`.
+    pub fn issue_operator_credential(
+        &self,
+        name: &str,
+        key: PublicKey,
+        level: Level,
+        namespace: Namespace,
+    ) -> Result<Signed<Credential>, Error> {
+        let s = &self.shared;
+        let name = OperatorName::new(name).map_err(|e| Error::Invalid(e.to_string()))?;
+        let now = s.clock.now();
+        let credential = Credential {
+            id: CredentialId::generate(s.clock.as_ref(), s.entropy.as_ref()),
+            subject: Subject::Operator(name),
+            key,
+            level,
+            namespace,
+            not_before: now,
+            not_after: now.saturating_add(s.options.credential_validity),
+            issuer: s.signer.public_key(),
+        };
+        Signed::sign(credential, &s.signer)
+            .map_err(|e| Error::Invalid(format!("cannot sign the credential: {e}")))
+    }
+
+    /// Submits a mission for `agent`; answers once it is recorded and judged.
+    pub async fn submit(&self, agent: AgentId, spec: MissionSpec) -> Result<MissionId, Error> {
+        let mailbox = self.shared.mailbox(agent)?;
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        mailbox
+            .send(Inbox::Submit {
+                spec: Box::new(spec),
+                reply,
+            })
+            .await?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// A mission as it stands.
+    pub fn mission(&self, id: MissionId) -> Option<Arc<Mission>> {
+        self.shared
+            .missions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    /// Missions, newest first, filtered by namespace, agent and state.
+    pub fn missions(
+        &self,
+        namespace: Option<&Namespace>,
+        agent: Option<AgentId>,
+        state: Option<MissionState>,
+    ) -> Vec<Arc<Mission>> {
+        let missions = self
+            .shared
+            .missions
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        missions
+            .values()
+            .rev()
+            .filter(|m| namespace.is_none_or(|n| &m.spec.namespace == n))
+            .filter(|m| agent.is_none_or(|a| m.agent == a))
+            .filter(|m| state.is_none_or(|s| m.state == s))
+            .cloned()
+            .collect()
+    }
+
+    /// Answers a mission's escalation with a person's signed approval (or rejection) and
+    /// their credential.
+    pub async fn answer(
+        &self,
+        mission: MissionId,
+        approval: Signed<Approval>,
+        credential: Signed<Credential>,
+    ) -> Result<(), Error> {
+        let agent = self
+            .mission(mission)
+            .ok_or_else(|| Error::NotFound(format!("mission {mission}")))?
+            .agent;
+        let mailbox = self.shared.mailbox(agent)?;
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        mailbox
+            .send(Inbox::Answer {
+                mission,
+                approval: Box::new(approval),
+                credential: Box::new(credential),
+                reply,
+            })
+            .await?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Cancels a mission; its completed steps are undone first.
+    pub async fn cancel(&self, mission: MissionId, by: &str, reason: &str) -> Result<(), Error> {
+        let agent = self
+            .mission(mission)
+            .ok_or_else(|| Error::NotFound(format!("mission {mission}")))?
+            .agent;
+        let mailbox = self.shared.mailbox(agent)?;
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        mailbox
+            .send(Inbox::Cancel {
+                mission,
+                by: by.to_owned(),
+                reason: reason.to_owned(),
+                reply,
+            })
+            .await?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Replays a mission from the ledger, reproducing every state hash.
+    pub async fn replay(&self, mission: MissionId) -> Result<Result<Mission, Divergence>, Error> {
+        let agent = self
+            .mission(mission)
+            .ok_or_else(|| Error::NotFound(format!("mission {mission}")))?
+            .agent;
+        let mut recs = Vec::new();
+        let mut from = 1;
+        loop {
+            let page = self.shared.store.agent_entries(agent, from, 1000).await?;
+            for e in &page {
+                if e.entry.kind.as_str().starts_with("mission.") {
+                    let r = Recorded::from_body(&e.entry.body).map_err(|err| {
+                        Error::Invalid(format!("entry #{} does not decode: {err}", e.entry.index))
+                    })?;
+                    if r.mission == mission {
+                        recs.push((e.entry.index, r));
+                    }
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == 1000 => from = last.entry.seq + 1,
+                _ => break,
+            }
+        }
+        Ok(aura_kernel::replay(recs.iter().map(|(i, r)| (*i, r))))
+    }
+
+    /// An agent's record, from `from_seq` on.
+    pub async fn record(
+        &self,
+        agent: AgentId,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEntry>, Error> {
+        if self.agent(agent).is_none() {
+            return Err(Error::NotFound(format!("agent {agent}")));
+        }
+        Ok(self
+            .shared
+            .store
+            .agent_entries(agent, from_seq.max(1), limit)
+            .await?)
+    }
+}
+
+/// Turns a stored entry into a stream event.
+pub fn stream_event(e: &StoredEntry) -> StreamEvent {
+    let body = body_value(&e.entry.body);
+    let mission = body
+        .get("mission")
+        .and_then(|m| m.as_str())
+        .and_then(|m| m.parse().ok());
+    StreamEvent::Entry {
+        seq: e.entry.index,
+        agent: e.entry.agent,
+        agent_seq: e.entry.seq,
+        kind: e.entry.kind.to_string(),
+        mission,
+        recorded_at: e.entry.recorded_at,
+        body,
+    }
+}
+
+/// Publishes every commit to the hub in ledger order. If it ever falls behind the store's
+/// commit stream, it reads what it missed from the ledger, so no entry is skipped.
+async fn forward_commits(shared: Arc<Shared>, mut next: u64) {
+    let mut rx = shared.store.subscribe();
+    let mut stopping = shared.stopping.subscribe();
+    loop {
+        let received = tokio::select! {
+            r = rx.recv() => r,
+            _ = stopping.changed() => return,
+        };
+        let batch = match received {
+            Ok(batch) => batch,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                catch_up(&shared, &mut next, u64::MAX).await;
+                continue;
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        let Some(first) = batch.entries.first().map(|e| e.entry.index) else {
+            continue;
+        };
+        if first > next {
+            catch_up(&shared, &mut next, first).await;
+        }
+        for e in &batch.entries {
+            if e.entry.index == next {
+                shared.events.publish(stream_event(e));
+                next += 1;
+            }
+        }
+    }
+}
+
+async fn catch_up(shared: &Shared, next: &mut u64, until: u64) {
+    while *next < until {
+        let Ok(entries) = shared.store.entries(*next, 1000).await else {
+            return;
+        };
+        if entries.is_empty() {
+            return;
+        }
+        for e in entries.iter().take_while(|e| e.entry.index < until) {
+            shared.events.publish(stream_event(e));
+            *next = e.entry.index + 1;
+        }
+        if entries.last().is_some_and(|e| e.entry.index + 1 >= until) {
+            return;
+        }
+    }
+}
+
+fn info_from(id: AgentId, created: Created, at: Timestamp) -> AgentInfo {
+    let c = &created.credential.statement;
+    AgentInfo {
+        id,
+        name: created.name,
+        namespace: c.namespace.clone(),
+        level: c.level,
+        public_key: c.key,
+        created_at: at,
+        credential: created.credential,
+    }
+}

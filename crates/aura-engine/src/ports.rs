@@ -1,0 +1,202 @@
+//! The engine's ports: what it needs from policy, tools and reasoners, in its own terms.
+//!
+//! The mission driver talks only to these traits. Adapters in [`crate::adapters`] implement
+//! them over `aura-policy`, `aura-tools` and `aura-reasoner`; tests may implement them with
+//! doubles. Keeping the driver on ports keeps the recorded formats (the kernel's types) the
+//! same whatever those crates do inside.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aura_core::{AgentId, MissionId, Timestamp};
+use aura_identity::{ExecutionToken, Level, Namespace, Signed, TrustSet, VerifiedApproval};
+use aura_kernel::{Decision, Effect, Message, ToolCall, Turn};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// What a proposed call would touch, as policy sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Target {
+    Path {
+        path: String,
+    },
+    Command {
+        command: String,
+        network: bool,
+    },
+    Host {
+        host: String,
+        port: u16,
+        scheme: String,
+    },
+    Agent {
+        agent: AgentId,
+    },
+    Mission,
+}
+
+/// A proposed call after its arguments were checked.
+#[derive(Debug, Clone)]
+pub struct Proposal {
+    pub call: ToolCall,
+    pub target: Target,
+    pub destructive: bool,
+}
+
+/// A question for policy.
+#[derive(Debug, Clone)]
+pub struct Query {
+    pub agent: AgentId,
+    pub level: Level,
+    pub namespace: Namespace,
+    pub action: String,
+    /// `None` for the mission's declaration (`mission.submit`).
+    pub target: Option<Target>,
+    /// For an agent target: the target's namespace, if the agent exists.
+    pub target_namespace: Option<Namespace>,
+    pub destructive: bool,
+    pub mission: MissionId,
+    pub approval: Option<VerifiedApproval>,
+}
+
+pub trait Policy: Send + Sync + std::fmt::Debug {
+    /// Decides, purely. Any error inside must come back as a deny.
+    fn decide(&self, query: &Query) -> Decision;
+}
+
+/// A tool as the reasoner is told about it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToolSpec {
+    pub name: String,
+    pub description: String,
+    pub parameters: Value,
+}
+
+/// What executing a call needs.
+#[derive(Debug, Clone)]
+pub struct ExecContext {
+    pub mission: MissionId,
+    pub agent: AgentId,
+    pub namespace: Namespace,
+    pub workspace: PathBuf,
+    pub token: Option<Signed<ExecutionToken>>,
+    pub trust: TrustSet,
+    pub now: Timestamp,
+    pub mission_active: bool,
+    /// Hosts `http.fetch` may reach (the mission's declaration; policy decides too).
+    pub network: Vec<String>,
+}
+
+#[async_trait]
+pub trait Tools: Send + Sync + std::fmt::Debug {
+    /// Specs of the named tools that exist, for the reasoner.
+    fn specs(&self, names: &[String]) -> Vec<ToolSpec>;
+    /// Checks a call's arguments and says what it touches; `Err` is a reason to refuse it.
+    fn prepare(&self, call: &ToolCall) -> Result<Proposal, String>;
+    /// Runs a permitted call. Never panics; failures come back as failed effects.
+    async fn execute(&self, ctx: &ExecContext, proposal: &Proposal) -> Effect;
+    /// Undoes a completed call from its recorded compensation.
+    async fn compensate(
+        &self,
+        ctx: &ExecContext,
+        tool: &str,
+        compensation: &Value,
+    ) -> Result<(), String>;
+}
+
+/// What a reasoner is asked.
+#[derive(Debug, Clone)]
+pub struct ReasonRequest {
+    pub messages: Vec<Message>,
+    pub tools: Vec<ToolSpec>,
+    pub seed: u64,
+}
+
+#[async_trait]
+pub trait Reasoner: Send + Sync + std::fmt::Debug {
+    /// One turn; `deltas` hears text as it is produced.
+    async fn turn(
+        &self,
+        request: &ReasonRequest,
+        deltas: &(dyn for<'s> Fn(&'s str) + Send + Sync),
+    ) -> Result<Turn, String>;
+}
+
+/// The reasoners a node has configured, by name.
+pub trait Reasoners: Send + Sync + std::fmt::Debug {
+    /// The reasoner called `name`; the empty name is the node's default.
+    fn get(&self, name: &str) -> Option<Arc<dyn Reasoner>>;
+    /// What the default is, for people ("scripted demo", "openai gpt-4o", ...).
+    fn describe_default(&self) -> String;
+}
+
+/// A policy that denies everything: what a node has before any is configured.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DenyAll;
+
+impl Policy for DenyAll {
+    fn decide(&self, query: &Query) -> Decision {
+        Decision {
+            action: query.action.clone(),
+            resource: Value::Null,
+            destructive: query.destructive,
+            outcome: aura_kernel::Outcome::Deny,
+            deciding: Vec::new(),
+            errors: vec!["no policy is configured on this node".into()],
+            request: aura_core::hash::Hash::ZERO,
+        }
+    }
+}
+
+/// No tools at all.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoTools;
+
+#[async_trait]
+impl Tools for NoTools {
+    fn specs(&self, _names: &[String]) -> Vec<ToolSpec> {
+        Vec::new()
+    }
+
+    fn prepare(&self, call: &ToolCall) -> Result<Proposal, String> {
+        Err(format!("there is no tool `{}` on this node", call.name))
+    }
+
+    async fn execute(&self, _ctx: &ExecContext, proposal: &Proposal) -> Effect {
+        Effect {
+            call_id: proposal.call.id.clone(),
+            tool: proposal.call.name.clone(),
+            ok: false,
+            output: Value::Null,
+            error: Some("there are no tools on this node".into()),
+            compensation: None,
+            message: None,
+            finish: None,
+        }
+    }
+
+    async fn compensate(
+        &self,
+        _ctx: &ExecContext,
+        tool: &str,
+        _compensation: &Value,
+    ) -> Result<(), String> {
+        Err(format!("there is no tool `{tool}` on this node"))
+    }
+}
+
+/// No reasoners at all.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoReasoners;
+
+impl Reasoners for NoReasoners {
+    fn get(&self, _name: &str) -> Option<Arc<dyn Reasoner>> {
+        None
+    }
+
+    fn describe_default(&self) -> String {
+        "none configured".into()
+    }
+}

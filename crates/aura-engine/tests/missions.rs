@@ -1,0 +1,513 @@
+//! Missions driven end to end through the engine, with the real tool registry working in
+//! real workspaces. The reasoner and the policy here are doubles defined in this test:
+//! a script of turns and a small rule table.
+
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aura_core::door::{OsEntropy, SeededEntropy, SystemClock};
+use aura_core::hash::Hash;
+use aura_core::keystore::Signer;
+use aura_core::{AgentId, MissionId, Timestamp};
+use aura_engine::adapters::tools::RegistryTools;
+use aura_engine::ports::{Policy, Query, ReasonRequest, Reasoner, Reasoners};
+use aura_engine::{Handle, NewAgent, Options, Services};
+use aura_identity::{Approval, ApprovalId, Level, Namespace, Signed, TrustSet, Verdict};
+use aura_kernel::{
+    Authority, Budget, Decision, MissionSpec, MissionState, Outcome, ToolCall, Turn,
+};
+use aura_store::SqliteStore;
+use serde_json::json;
+
+/// Replays a fixed list of turns, then declares the mission finished.
+#[derive(Debug, Default)]
+struct Script(Mutex<VecDeque<Vec<(&'static str, serde_json::Value)>>>);
+
+#[async_trait]
+impl Reasoner for Script {
+    async fn turn(
+        &self,
+        req: &ReasonRequest,
+        deltas: &(dyn for<'s> Fn(&'s str) + Send + Sync),
+    ) -> Result<Turn, String> {
+        deltas("thinking");
+        let n = req.messages.len();
+        let calls = self
+            .0
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or_else(|| vec![("mission.finish", json!({"summary": "done"}))]);
+        Ok(Turn {
+            content: "ok".into(),
+            tool_calls: calls
+                .into_iter()
+                .enumerate()
+                .map(|(i, (name, arguments))| ToolCall {
+                    id: format!("c{n}-{i}"),
+                    name: name.into(),
+                    arguments,
+                })
+                .collect(),
+            finish: "tool_calls".into(),
+            prompt_tokens: 10,
+            completion_tokens: 5,
+            provider: "test".into(),
+            model: "script".into(),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct OneReasoner(Arc<Script>);
+
+impl Reasoners for OneReasoner {
+    fn get(&self, name: &str) -> Option<Arc<dyn Reasoner>> {
+        (name.is_empty()).then(|| self.0.clone() as Arc<dyn Reasoner>)
+    }
+    fn describe_default(&self) -> String {
+        "test script".into()
+    }
+}
+
+/// Permits everything at L1 and up, except deletes, which escalate to L3 unless approved.
+#[derive(Debug)]
+struct Rules;
+
+impl Policy for Rules {
+    fn decide(&self, q: &Query) -> Decision {
+        let outcome = match (&q.action[..], &q.approval) {
+            ("fs.delete", Some(a)) if a.level >= Level::L3 => Outcome::Permit,
+            ("fs.delete", _) => Outcome::Escalate { level: Level::L3 },
+            _ => Outcome::Permit,
+        };
+        let target = q
+            .target
+            .as_ref()
+            .map(|t| serde_json::to_value(t).unwrap())
+            .unwrap_or_default();
+        Decision {
+            action: q.action.clone(),
+            resource: target.clone(),
+            destructive: q.destructive,
+            outcome,
+            deciding: vec!["test-rule".into()],
+            errors: vec![],
+            request: Hash::sha256(format!("{}{}{target}", q.mission, q.action).as_bytes()),
+        }
+    }
+}
+
+struct World {
+    dir: tempfile::TempDir,
+    signer: Arc<Signer>,
+    engine: Handle,
+    script: Arc<Script>,
+    agent: AgentId,
+}
+
+async fn open_engine(dir: &std::path::Path, signer: &Arc<Signer>, script: Arc<Script>) -> Handle {
+    let store = SqliteStore::open(
+        dir.join("ledger.db"),
+        signer.clone(),
+        Arc::new(SystemClock),
+        Default::default(),
+    )
+    .unwrap();
+    let registry = aura_tools::Registry::builtin(aura_tools::BuiltinOptions::default());
+    Handle::start(
+        Options {
+            keystore: Some(dir.join("keys")),
+            workspaces: dir.join("workspaces"),
+            ..Default::default()
+        },
+        Arc::new(store),
+        signer.clone(),
+        Arc::new(SystemClock),
+        Arc::new(OsEntropy),
+        TrustSet::new([signer.public_key()]),
+        Services {
+            policy: Arc::new(Rules),
+            tools: Arc::new(RegistryTools::new(
+                Arc::new(registry),
+                aura_tools::Limits::default(),
+                false,
+            )),
+            reasoners: Arc::new(OneReasoner(script)),
+        },
+    )
+    .await
+    .unwrap()
+}
+
+async fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = Arc::new(Signer::ephemeral("node", &SeededEntropy::new(1)).unwrap());
+    let script = Arc::new(Script::default());
+    let engine = open_engine(dir.path(), &signer, script.clone()).await;
+    let agent = engine
+        .create_agent(NewAgent {
+            name: "w".into(),
+            level: Level::L2,
+            namespace: Namespace::new("default").unwrap(),
+            public_key: None,
+        })
+        .await
+        .unwrap()
+        .id;
+    World {
+        dir,
+        signer,
+        engine,
+        script,
+        agent,
+    }
+}
+
+fn spec(tools: &[&str], workspace: &str, timeout: u64) -> MissionSpec {
+    MissionSpec {
+        objective: "tidy the workspace".into(),
+        tools: tools.iter().map(|t| (*t).to_owned()).collect(),
+        authority: Authority {
+            credential: None,
+            level: Level::L2,
+        },
+        timeout_secs: timeout,
+        namespace: Namespace::new("default").unwrap(),
+        budget: Budget {
+            max_steps: 10,
+            max_tokens: 10_000,
+        },
+        reasoner: String::new(),
+        network: vec![],
+        workspace: Some(workspace.into()),
+    }
+}
+
+async fn until(
+    engine: &Handle,
+    id: MissionId,
+    pred: impl Fn(MissionState) -> bool,
+) -> MissionState {
+    for _ in 0..500 {
+        if let Some(m) = engine.mission(id)
+            && pred(m.state)
+        {
+            return m.state;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "mission {id} did not get there: {:?}",
+        engine.mission(id).map(|m| m.state)
+    );
+}
+
+fn ws(w: &World, name: &str) -> std::path::PathBuf {
+    w.dir.path().join("workspaces/default").join(name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mission_reads_writes_and_completes() {
+    let w = world().await;
+    std::fs::create_dir_all(ws(&w, "one")).unwrap();
+    std::fs::write(ws(&w, "one").join("notes.md"), "hello").unwrap();
+    w.script.0.lock().unwrap().extend([
+        vec![("fs.read", json!({"path": "notes.md"}))],
+        vec![(
+            "fs.write",
+            json!({"path": "summary.md", "content": "notes say hello"}),
+        )],
+    ]);
+    let id = w
+        .engine
+        .submit(
+            w.agent,
+            spec(&["fs.read", "fs.write", "mission.finish"], "one", 60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        until(&w.engine, id, MissionState::is_terminal).await,
+        MissionState::Completed
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws(&w, "one").join("summary.md")).unwrap(),
+        "notes say hello"
+    );
+    let m = w.engine.mission(id).unwrap();
+    assert_eq!(m.summary.as_deref(), Some("done"));
+    // Replay from the ledger reproduces the mission exactly.
+    assert_eq!(w.engine.replay(id).await.unwrap().unwrap(), *m);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_escalated_delete_waits_for_a_sufficient_approval() {
+    let w = world().await;
+    std::fs::create_dir_all(ws(&w, "two")).unwrap();
+    std::fs::write(ws(&w, "two").join("old.log"), "x").unwrap();
+    w.script
+        .0
+        .lock()
+        .unwrap()
+        .push_back(vec![("fs.delete", json!({"path": "old.log"}))]);
+    let id = w
+        .engine
+        .submit(w.agent, spec(&["fs.delete", "mission.finish"], "two", 60))
+        .await
+        .unwrap();
+    assert_eq!(
+        until(&w.engine, id, |s| s == MissionState::Escalated).await,
+        MissionState::Escalated
+    );
+    assert!(
+        ws(&w, "two").join("old.log").exists(),
+        "nothing runs while escalated"
+    );
+    let esc = w.engine.mission(id).unwrap().escalation.clone().unwrap();
+    assert_eq!(esc.level, Level::L3);
+
+    let e = SeededEntropy::new(5);
+    let sign = |level: Level, key: &Signer| {
+        let cred = w
+            .engine
+            .issue_operator_credential(
+                "alice",
+                key.public_key(),
+                level,
+                Namespace::new("default").unwrap(),
+            )
+            .unwrap();
+        let now = aura_core::door::Clock::now(&SystemClock);
+        let approval = Approval {
+            id: ApprovalId::from_bytes([7; 16]),
+            mission: id,
+            request: esc.request,
+            verdict: Verdict::Approve,
+            reason: "fine".into(),
+            issued_at: now,
+            expires_at: now.saturating_add(Duration::from_secs(60)),
+            approver: key.public_key(),
+        };
+        (Signed::sign(approval, key).unwrap(), cred)
+    };
+    let low_key = Signer::ephemeral("bob", &e).unwrap();
+    let (approval, cred) = sign(Level::L2, &low_key);
+    let err = w.engine.answer(id, approval, cred).await.unwrap_err();
+    assert!(err.to_string().contains("level L2"), "{err}");
+    assert_eq!(w.engine.mission(id).unwrap().state, MissionState::Escalated);
+
+    let key = Signer::ephemeral("alice", &e).unwrap();
+    let (approval, cred) = sign(Level::L3, &key);
+    w.engine.answer(id, approval, cred).await.unwrap();
+    assert_eq!(
+        until(&w.engine, id, MissionState::is_terminal).await,
+        MissionState::Completed
+    );
+    assert!(!ws(&w, "two").join("old.log").exists());
+    w.engine.replay(id).await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_undoes_completed_writes_in_reverse_order() {
+    let w = world().await;
+    std::fs::create_dir_all(ws(&w, "three")).unwrap();
+    std::fs::write(ws(&w, "three").join("a.txt"), "original a").unwrap();
+    // Two writes, then a delete that escalates and so holds the mission still.
+    w.script.0.lock().unwrap().extend([
+        vec![("fs.write", json!({"path": "a.txt", "content": "changed a"}))],
+        vec![(
+            "fs.write",
+            json!({"path": "b/new.txt", "content": "brand new"}),
+        )],
+        vec![("fs.delete", json!({"path": "a.txt"}))],
+    ]);
+    let id = w
+        .engine
+        .submit(
+            w.agent,
+            spec(&["fs.write", "fs.delete", "mission.finish"], "three", 60),
+        )
+        .await
+        .unwrap();
+    until(&w.engine, id, |s| s == MissionState::Escalated).await;
+    assert_eq!(
+        std::fs::read_to_string(ws(&w, "three").join("a.txt")).unwrap(),
+        "changed a"
+    );
+    w.engine
+        .cancel(id, "operator", "wrong workspace")
+        .await
+        .unwrap();
+    let m = w.engine.mission(id).unwrap();
+    assert_eq!(m.state, MissionState::Cancelled);
+    assert_eq!(
+        std::fs::read_to_string(ws(&w, "three").join("a.txt")).unwrap(),
+        "original a"
+    );
+    assert!(!ws(&w, "three").join("b/new.txt").exists());
+    assert!(m.history.iter().any(|c| c.to == MissionState::Compensating));
+    // Reverse order: the second write was undone first.
+    let r = w.engine.replay(id).await.unwrap().unwrap();
+    assert_eq!(r.completed.iter().filter(|c| c.compensated).count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mission_past_its_deadline_fails() {
+    let w = world().await;
+    // The delete escalates; nobody answers; the deadline passes.
+    w.script
+        .0
+        .lock()
+        .unwrap()
+        .push_back(vec![("fs.delete", json!({"path": "x"}))]);
+    let id = w
+        .engine
+        .submit(w.agent, spec(&["fs.delete", "mission.finish"], "four", 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        until(&w.engine, id, MissionState::is_terminal).await,
+        MissionState::Failed
+    );
+    assert!(
+        w.engine
+            .mission(id)
+            .unwrap()
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("timed out")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mission_that_never_finishes_runs_out_of_budget() {
+    let w = world().await;
+    w.script
+        .0
+        .lock()
+        .unwrap()
+        .extend((0..20).map(|_| vec![("fs.list", json!({"path": "."}))]));
+    let id = w
+        .engine
+        .submit(w.agent, spec(&["fs.list", "mission.finish"], "five", 60))
+        .await
+        .unwrap();
+    assert_eq!(
+        until(&w.engine, id, MissionState::is_terminal).await,
+        MissionState::Failed
+    );
+    assert!(
+        w.engine
+            .mission(id)
+            .unwrap()
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("budget")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_declarations_are_refused_before_anything_is_recorded() {
+    let w = world().await;
+    let before = w.engine.store().tree_size().await.unwrap();
+    let mut s = spec(&["fs.read"], "x", 60);
+    s.namespace = Namespace::new("elsewhere").unwrap();
+    assert!(w.engine.submit(w.agent, s).await.is_err());
+    let mut s = spec(&["fs.read"], "x", 60);
+    s.authority.level = Level::L4;
+    assert!(w.engine.submit(w.agent, s).await.is_err());
+    assert!(
+        w.engine
+            .submit(w.agent, spec(&["no.such.tool"], "x", 60))
+            .await
+            .is_err()
+    );
+    let mut s = spec(&["fs.read"], "x", 60);
+    s.reasoner = "missing".into();
+    assert!(w.engine.submit(w.agent, s).await.is_err());
+    assert!(
+        w.engine
+            .submit(w.agent, spec(&["fs.read"], "../escape", 60))
+            .await
+            .is_err()
+    );
+    assert_eq!(w.engine.store().tree_size().await.unwrap(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_escalated_mission_survives_a_restart_and_resumes_when_approved() {
+    let w = world().await;
+    w.script
+        .0
+        .lock()
+        .unwrap()
+        .push_back(vec![("fs.delete", json!({"path": "gone.txt"}))]);
+    std::fs::create_dir_all(ws(&w, "six")).unwrap();
+    std::fs::write(ws(&w, "six").join("gone.txt"), "bye").unwrap();
+    let id = w
+        .engine
+        .submit(w.agent, spec(&["fs.delete", "mission.finish"], "six", 600))
+        .await
+        .unwrap();
+    until(&w.engine, id, |s| s == MissionState::Escalated).await;
+    let request = w
+        .engine
+        .mission(id)
+        .unwrap()
+        .escalation
+        .clone()
+        .unwrap()
+        .request;
+    // A new engine over the same ledger: the store's lock must be free first.
+    let World {
+        dir,
+        signer,
+        engine,
+        script,
+        ..
+    } = w;
+    engine.shutdown().await;
+    drop(engine);
+    let engine = open_engine(dir.path(), &signer, script).await;
+    let m = engine.mission(id).unwrap();
+    assert_eq!(m.state, MissionState::Escalated);
+    let key = Signer::ephemeral("alice", &SeededEntropy::new(8)).unwrap();
+    let cred = engine
+        .issue_operator_credential(
+            "alice",
+            key.public_key(),
+            Level::L3,
+            Namespace::new("default").unwrap(),
+        )
+        .unwrap();
+    let now = Timestamp::from_nanos(aura_core::door::Clock::now(&SystemClock).as_nanos());
+    let approval = Approval {
+        id: ApprovalId::from_bytes([1; 16]),
+        mission: id,
+        request,
+        verdict: Verdict::Approve,
+        reason: "later".into(),
+        issued_at: now,
+        expires_at: now.saturating_add(Duration::from_secs(60)),
+        approver: key.public_key(),
+    };
+    engine
+        .answer(id, Signed::sign(approval, &key).unwrap(), cred)
+        .await
+        .unwrap();
+    let end = until(&engine, id, MissionState::is_terminal).await;
+    assert_eq!(
+        end,
+        MissionState::Completed,
+        "{:?}",
+        engine.mission(id).unwrap().reason
+    );
+    assert!(!dir.path().join("workspaces/default/six/gone.txt").exists());
+}

@@ -1,0 +1,668 @@
+//! A mission's state, and the pure function that moves it: [`Mission::apply`].
+//!
+//! `apply` is the kernel's only way to change a mission. It checks that the event makes
+//! sense in the current state (a turn only while running, an effect only for a permitted
+//! call, a transition only along the table, compensations only in reverse order...) and
+//! refuses it otherwise, leaving the mission as it was. After each event the mission's
+//! **state hash** is `H(State tag, previous hash, event kind, event, state summary)`: it
+//! chains every event and commits to everything the kernel derived from them, so a replay
+//! that derives anything differently diverges at once.
+
+use aura_core::hash::{Domain, Hash, TaggedHasher};
+use aura_core::{AgentId, MissionId, Timestamp};
+use aura_identity::Level;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::record::{Decision, Effect, Event, Message, MissionSpec, Outcome, Role, ToolCall};
+use crate::state::{IllegalTransition, MissionState, check_transition};
+
+/// Why an event was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KernelError {
+    #[error(transparent)]
+    Illegal(#[from] IllegalTransition),
+    #[error("{event} is not possible while the mission is {state}")]
+    WrongState {
+        event: &'static str,
+        state: MissionState,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("event for mission {found} applied to mission {expected}")]
+    WrongMission {
+        expected: MissionId,
+        found: MissionId,
+    },
+}
+
+fn invalid(msg: impl Into<String>) -> KernelError {
+    KernelError::Invalid(msg.into())
+}
+
+/// A proposed tool call of the latest turn and, once decided, policy's decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallState {
+    pub call: ToolCall,
+    pub decision: Option<Decision>,
+}
+
+/// A request waiting for a person.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Escalation {
+    /// The escalated tool call, or `None` for the mission's declaration itself.
+    pub call_id: Option<String>,
+    pub action: String,
+    pub request: Hash,
+    pub level: Level,
+    /// Set once a sufficient approval arrived: the request is then decided again.
+    pub approved_by: Option<String>,
+}
+
+/// A call that completed, and what undoing it takes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Completed {
+    pub call_id: String,
+    pub tool: String,
+    pub compensation: Option<Value>,
+    pub compensated: bool,
+    /// Why undoing it failed, if it did.
+    pub compensation_error: Option<String>,
+}
+
+/// One change of state, for the mission's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub from: MissionState,
+    pub to: MissionState,
+    pub reason: String,
+    pub at: Timestamp,
+}
+
+/// A mission and everything the kernel knows about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mission {
+    pub id: MissionId,
+    pub agent: AgentId,
+    pub spec: MissionSpec,
+    pub state: MissionState,
+    pub submitted_at: Timestamp,
+    pub deadline: Timestamp,
+    /// Reasoner turns taken.
+    pub steps: u32,
+    pub tokens: u64,
+    pub conversation: Vec<Message>,
+    pub conversation_digest: Hash,
+    /// The latest turn's calls not yet resolved (denied or effected).
+    pub calls: Vec<CallState>,
+    pub judged: Option<Decision>,
+    pub escalation: Option<Escalation>,
+    pub completed: Vec<Completed>,
+    pub summary: Option<String>,
+    pub reason: Option<String>,
+    pub cancel_requested: bool,
+    pub timed_out: bool,
+    pub history: Vec<Change>,
+    pub events: u64,
+    pub state_hash: Hash,
+}
+
+/// What the state hash commits to besides the events: everything derived, but the
+/// conversation only by its digest so that hashing stays proportional to the event.
+#[derive(Serialize)]
+struct Summary<'a> {
+    state: MissionState,
+    steps: u32,
+    tokens: u64,
+    conversation: &'a Hash,
+    calls: &'a [CallState],
+    judged: &'a Option<Decision>,
+    escalation: &'a Option<Escalation>,
+    completed: &'a [Completed],
+    summary: &'a Option<String>,
+    reason: &'a Option<String>,
+    cancel_requested: bool,
+    timed_out: bool,
+    deadline: Timestamp,
+    events: u64,
+}
+
+fn json(value: &impl Serialize) -> Vec<u8> {
+    // These types serialise infallibly: string keys only, no floats.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+impl Mission {
+    /// A mission from its `Submitted` event.
+    pub fn submitted(event: &Event) -> Result<Mission, KernelError> {
+        let Event::Submitted {
+            mission,
+            agent,
+            spec,
+            at,
+        } = event
+        else {
+            return Err(invalid("a mission's first event must be `submitted`"));
+        };
+        validate_spec(spec)?;
+        let mut m = Mission {
+            id: *mission,
+            agent: *agent,
+            spec: spec.clone(),
+            state: MissionState::Submitted,
+            submitted_at: *at,
+            deadline: at.saturating_add(spec.timeout()),
+            steps: 0,
+            tokens: 0,
+            conversation: Vec::new(),
+            conversation_digest: Hash::ZERO,
+            calls: Vec::new(),
+            judged: None,
+            escalation: None,
+            completed: Vec::new(),
+            summary: None,
+            reason: None,
+            cancel_requested: false,
+            timed_out: false,
+            history: Vec::new(),
+            events: 0,
+            state_hash: Hash::ZERO,
+        };
+        m.seal(event);
+        Ok(m)
+    }
+
+    /// Applies one event, or refuses it and leaves the mission unchanged.
+    pub fn apply(&self, event: &Event) -> Result<Mission, KernelError> {
+        let mut m = self.clone();
+        m.apply_in_place(event)?;
+        m.seal(event);
+        Ok(m)
+    }
+
+    /// Whether completed calls remain to be undone.
+    pub fn has_compensations(&self) -> bool {
+        self.completed
+            .iter()
+            .any(|c| c.compensation.is_some() && !c.compensated && c.compensation_error.is_none())
+    }
+
+    /// The next call to undo: the latest completed one not yet undone (reverse order).
+    pub fn next_compensation(&self) -> Option<&Completed> {
+        self.completed
+            .iter()
+            .rev()
+            .find(|c| c.compensation.is_some() && !c.compensated && c.compensation_error.is_none())
+    }
+
+    /// Calls policy has not decided yet, in the reasoner's order.
+    pub fn undecided(&self) -> impl Iterator<Item = &ToolCall> {
+        self.calls
+            .iter()
+            .filter(|c| c.decision.is_none())
+            .map(|c| &c.call)
+    }
+
+    /// Calls permitted and not yet run, in order.
+    pub fn permitted(&self) -> impl Iterator<Item = &ToolCall> {
+        self.calls
+            .iter()
+            .filter(|c| {
+                matches!(
+                    c.decision.as_ref().map(|d| d.outcome),
+                    Some(Outcome::Permit)
+                )
+            })
+            .map(|c| &c.call)
+    }
+
+    pub fn budget_exhausted(&self) -> bool {
+        self.steps >= self.spec.budget.max_steps || self.tokens >= self.spec.budget.max_tokens
+    }
+
+    pub fn deadline_passed(&self, now: Timestamp) -> bool {
+        now >= self.deadline
+    }
+
+    /// What the reasoner sees: a system message framing the mission, the objective, and
+    /// the conversation so far.
+    pub fn context(&self) -> Vec<Message> {
+        let mut out = Vec::with_capacity(self.conversation.len() + 2);
+        out.push(Message {
+            role: Role::System,
+            content: format!(
+                "You are agent {agent}, carrying out mission {id} in namespace `{ns}` under authority {level}. \
+                 Use only the tools offered. Every call is checked against policy and recorded; a denied call \
+                 comes back as an error you should work around. When the objective is reached, call \
+                 `mission.finish` with a short summary of what you did.",
+                agent = self.agent,
+                id = self.id,
+                ns = self.spec.namespace,
+                level = self.spec.authority.level,
+            ),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        });
+        out.push(Message {
+            role: Role::User,
+            content: format!("Objective: {}", self.spec.objective),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        });
+        out.extend(self.conversation.iter().cloned());
+        out
+    }
+
+    fn push_message(&mut self, message: Message) {
+        let mut h = TaggedHasher::new(Domain::State);
+        h.update(b"message");
+        h.update(&self.conversation_digest.0);
+        h.update(&json(&message));
+        self.conversation_digest = h.finish();
+        self.conversation.push(message);
+    }
+
+    fn seal(&mut self, event: &Event) {
+        self.events += 1;
+        let summary = Summary {
+            state: self.state,
+            steps: self.steps,
+            tokens: self.tokens,
+            conversation: &self.conversation_digest,
+            calls: &self.calls,
+            judged: &self.judged,
+            escalation: &self.escalation,
+            completed: &self.completed,
+            summary: &self.summary,
+            reason: &self.reason,
+            cancel_requested: self.cancel_requested,
+            timed_out: self.timed_out,
+            deadline: self.deadline,
+            events: self.events,
+        };
+        let mut h = TaggedHasher::new(Domain::State);
+        h.update(&self.state_hash.0);
+        h.update(event.kind().as_bytes());
+        h.update(&[0]);
+        h.update(&json(event));
+        h.update(&[0]);
+        h.update(&json(&summary));
+        self.state_hash = h.finish();
+    }
+
+    fn require(&self, event: &'static str, allowed: &[MissionState]) -> Result<(), KernelError> {
+        if allowed.contains(&self.state) {
+            Ok(())
+        } else {
+            Err(KernelError::WrongState {
+                event,
+                state: self.state,
+            })
+        }
+    }
+
+    fn apply_in_place(&mut self, event: &Event) -> Result<(), KernelError> {
+        use MissionState::*;
+        match event {
+            Event::Submitted { .. } => return Err(invalid("the mission was already submitted")),
+            Event::Judged { decision } => {
+                self.require("a judgement", &[Submitted])?;
+                if self.judged.is_some() {
+                    return Err(invalid("the declaration was already judged"));
+                }
+                if let Outcome::Escalate { level } = decision.outcome {
+                    self.escalation = Some(Escalation {
+                        call_id: None,
+                        action: decision.action.clone(),
+                        request: decision.request,
+                        level,
+                        approved_by: None,
+                    });
+                }
+                self.judged = Some(decision.clone());
+            }
+            Event::Transition { to, reason, at } => self.transition(*to, reason, *at)?,
+            Event::Turn { turn, .. } => {
+                self.require("a reasoner turn", &[Running])?;
+                if !self.calls.is_empty() {
+                    return Err(invalid("the previous turn's calls are not all resolved"));
+                }
+                let mut ids: Vec<&str> = turn.tool_calls.iter().map(|c| c.id.as_str()).collect();
+                ids.sort_unstable();
+                if ids.windows(2).any(|w| w[0] == w[1]) || ids.iter().any(|id| id.is_empty()) {
+                    return Err(invalid("the turn's tool call ids are empty or repeated"));
+                }
+                self.steps += 1;
+                self.tokens = self
+                    .tokens
+                    .saturating_add(turn.prompt_tokens)
+                    .saturating_add(turn.completion_tokens);
+                self.calls = turn
+                    .tool_calls
+                    .iter()
+                    .map(|c| CallState {
+                        call: c.clone(),
+                        decision: None,
+                    })
+                    .collect();
+                self.push_message(Message {
+                    role: Role::Assistant,
+                    content: turn.content.clone(),
+                    tool_calls: turn.tool_calls.clone(),
+                    tool_call_id: None,
+                });
+            }
+            Event::Decided { call_id, decision } => {
+                self.require("a decision", &[Running, Escalated])?;
+                let approved = self.escalation.as_ref().is_some_and(|e| {
+                    e.call_id.as_deref() == Some(call_id.as_str()) && e.approved_by.is_some()
+                });
+                let Some(slot) = self.calls.iter_mut().find(|c| &c.call.id == call_id) else {
+                    return Err(invalid(format!("there is no call `{call_id}` to decide")));
+                };
+                match &slot.decision {
+                    None => {}
+                    Some(d) if approved && matches!(d.outcome, Outcome::Escalate { .. }) => {}
+                    Some(_) => {
+                        return Err(invalid(format!("call `{call_id}` was already decided")));
+                    }
+                }
+                if decision.action != slot.call.name {
+                    return Err(invalid(format!(
+                        "the decision is about `{}`, the call is `{}`",
+                        decision.action, slot.call.name
+                    )));
+                }
+                slot.decision = Some(decision.clone());
+                match decision.outcome {
+                    Outcome::Permit => {
+                        if approved {
+                            self.escalation = None;
+                        }
+                    }
+                    Outcome::Deny => {
+                        if approved {
+                            self.escalation = None;
+                        }
+                        self.calls.retain(|c| &c.call.id != call_id);
+                        let content = serde_json::json!({
+                            "error": "denied by policy",
+                            "policies": decision.deciding,
+                        })
+                        .to_string();
+                        self.push_message(Message {
+                            role: Role::Tool,
+                            content,
+                            tool_calls: Vec::new(),
+                            tool_call_id: Some(call_id.clone()),
+                        });
+                    }
+                    Outcome::Escalate { level } => {
+                        if self
+                            .escalation
+                            .as_ref()
+                            .is_some_and(|e| e.approved_by.is_none())
+                        {
+                            return Err(invalid("another request is already waiting for approval"));
+                        }
+                        self.escalation = Some(Escalation {
+                            call_id: Some(call_id.clone()),
+                            action: decision.action.clone(),
+                            request: decision.request,
+                            level,
+                            approved_by: None,
+                        });
+                    }
+                }
+            }
+            Event::Effect { effect, .. } => {
+                self.require("an effect", &[Running])?;
+                self.record_effect(effect)?;
+            }
+            Event::Approved {
+                approver, level, ..
+            } => {
+                self.require("an approval", &[Escalated])?;
+                let Some(esc) = self.escalation.as_mut() else {
+                    return Err(invalid("nothing is waiting for approval"));
+                };
+                if esc.approved_by.is_some() {
+                    return Err(invalid("the escalation was already approved"));
+                }
+                if *level < esc.level {
+                    return Err(invalid(format!(
+                        "an approval at {level} cannot answer an escalation to {}",
+                        esc.level
+                    )));
+                }
+                esc.approved_by = Some(approver.clone());
+                if esc.call_id.is_none() {
+                    // At submission there is nothing to decide again: the approval is the
+                    // permission to start.
+                    self.escalation = None;
+                }
+            }
+            Event::Rejected {
+                approver, reason, ..
+            } => {
+                self.require("a rejection", &[Escalated])?;
+                if self.escalation.take().is_none() {
+                    return Err(invalid("nothing is waiting for approval"));
+                }
+                self.reason = Some(format!("rejected by {approver}: {reason}"));
+            }
+            Event::Message { from, body, .. } => {
+                self.require("a message", &[Authorized, Running, Escalated])?;
+                self.push_message(Message {
+                    role: Role::User,
+                    content: format!("Message from agent {from}: {body}"),
+                    tool_calls: Vec::new(),
+                    tool_call_id: None,
+                });
+            }
+            Event::CancelRequested { by, reason, .. } => {
+                if self.state.is_terminal() {
+                    return Err(KernelError::WrongState {
+                        event: "a cancellation",
+                        state: self.state,
+                    });
+                }
+                self.cancel_requested = true;
+                self.reason = Some(format!("cancelled by {by}: {reason}"));
+            }
+            Event::TimedOut { .. } => {
+                if self.state.is_terminal() {
+                    return Err(KernelError::WrongState {
+                        event: "a timeout",
+                        state: self.state,
+                    });
+                }
+                self.timed_out = true;
+                self.reason = Some(format!("timed out after {} s", self.spec.timeout_secs));
+            }
+            Event::Compensated {
+                call_id, ok, error, ..
+            } => {
+                self.require("a compensation", &[Compensating])?;
+                let next = self.next_compensation().map(|c| c.call_id.clone());
+                if next.as_deref() != Some(call_id.as_str()) {
+                    return Err(invalid(format!(
+                        "compensations run in reverse order: the next is {}, not `{call_id}`",
+                        next.map_or_else(|| "none".to_owned(), |n| format!("`{n}`"))
+                    )));
+                }
+                if let Some(c) = self
+                    .completed
+                    .iter_mut()
+                    .rev()
+                    .find(|c| &c.call_id == call_id)
+                {
+                    if *ok {
+                        c.compensated = true;
+                    } else {
+                        c.compensation_error =
+                            Some(error.clone().unwrap_or_else(|| "unknown error".into()));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn record_effect(&mut self, effect: &Effect) -> Result<(), KernelError> {
+        let Some(pos) = self.calls.iter().position(|c| c.call.id == effect.call_id) else {
+            return Err(invalid(format!(
+                "there is no call `{}` to record an effect for",
+                effect.call_id
+            )));
+        };
+        let slot = &self.calls[pos];
+        if !matches!(
+            slot.decision.as_ref().map(|d| d.outcome),
+            Some(Outcome::Permit)
+        ) {
+            return Err(invalid(format!(
+                "call `{}` was not permitted",
+                effect.call_id
+            )));
+        }
+        if slot.call.name != effect.tool {
+            return Err(invalid(format!(
+                "the effect is of `{}`, the call was `{}`",
+                effect.tool, slot.call.name
+            )));
+        }
+        self.calls.remove(pos);
+        let content = if effect.ok {
+            effect.output.to_string()
+        } else {
+            serde_json::json!({ "error": effect.error.clone().unwrap_or_default(), "output": effect.output }).to_string()
+        };
+        self.push_message(Message {
+            role: Role::Tool,
+            content,
+            tool_calls: Vec::new(),
+            tool_call_id: Some(effect.call_id.clone()),
+        });
+        if effect.ok {
+            self.completed.push(Completed {
+                call_id: effect.call_id.clone(),
+                tool: effect.tool.clone(),
+                compensation: effect.compensation.clone(),
+                compensated: false,
+                compensation_error: None,
+            });
+            if let Some(summary) = &effect.finish {
+                self.summary = Some(summary.clone());
+            }
+        }
+        Ok(())
+    }
+
+    fn transition(
+        &mut self,
+        to: MissionState,
+        reason: &str,
+        at: Timestamp,
+    ) -> Result<(), KernelError> {
+        use MissionState::*;
+        let from = self.state;
+        check_transition(from, to, self.has_compensations())?;
+        let guard = |ok: bool, why: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(invalid(format!("cannot move to {to}: {why}")))
+            }
+        };
+        match to {
+            Authorized => {
+                let permitted = matches!(
+                    self.judged.as_ref().map(|d| d.outcome),
+                    Some(Outcome::Permit)
+                );
+                guard(
+                    permitted || (from == Escalated && self.escalation.is_none()),
+                    "the declaration is not permitted",
+                )?;
+            }
+            Running => {
+                guard(
+                    self.escalation
+                        .as_ref()
+                        .is_none_or(|e| e.approved_by.is_some()),
+                    "an approval is still awaited",
+                )?;
+            }
+            Escalated => guard(
+                self.escalation
+                    .as_ref()
+                    .is_some_and(|e| e.approved_by.is_none()),
+                "nothing needs approval",
+            )?,
+            Completed => {
+                guard(
+                    self.summary.is_some(),
+                    "the objective was not declared reached (mission.finish)",
+                )?;
+                guard(self.calls.is_empty(), "calls are still unresolved")?;
+            }
+            Compensating | Failed | Cancelled => {}
+            Submitted => return Err(IllegalTransition::NotInTable { from, to }.into()),
+        }
+        if to == Failed && self.reason.is_none() {
+            self.reason = Some(reason.to_owned());
+        }
+        if matches!(to, Failed | Cancelled | Compensating) {
+            // Unresolved calls will never run now.
+            self.calls.clear();
+        }
+        self.history.push(Change {
+            from,
+            to,
+            reason: reason.to_owned(),
+            at,
+        });
+        self.state = to;
+        Ok(())
+    }
+}
+
+fn validate_spec(spec: &MissionSpec) -> Result<(), KernelError> {
+    if spec.objective.trim().is_empty() {
+        return Err(invalid("a mission needs an objective"));
+    }
+    if spec.objective.len() > 64 * 1024 {
+        return Err(invalid("the objective is longer than 64 KiB"));
+    }
+    if spec.tools.is_empty() {
+        return Err(invalid("a mission needs at least one tool"));
+    }
+    if spec.tools.len() > aura_identity::MAX_TOOLS
+        || spec
+            .tools
+            .iter()
+            .any(|t| t.is_empty() || t.len() > aura_identity::MAX_TOOL_NAME)
+    {
+        return Err(invalid("the mission's tool list is out of bounds"));
+    }
+    if let Some(w) = &spec.workspace
+        && !is_workspace_name(w)
+    {
+        return Err(invalid("a workspace name is 1-63 of a-z, 0-9, '-' and '_'"));
+    }
+    if spec.timeout_secs == 0 {
+        return Err(invalid("a mission needs a timeout of at least one second"));
+    }
+    Ok(())
+}
+
+/// Workspace names are single path components, so that a name can never reach outside
+/// its namespace's workspace directory.
+pub fn is_workspace_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}

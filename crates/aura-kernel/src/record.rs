@@ -1,0 +1,267 @@
+//! What the kernel records: mission declarations, reasoner turns, policy decisions, tool
+//! effects, approvals and transitions, as ledger entries of the agent's stream.
+//!
+//! These are the ledger's boundary types for missions, versioned by their entry kinds
+//! (`mission.*`, see docs/missions.md). Other crates' types (reasoner turns, policy
+//! decisions, tool effects) are converted into them by the node, so that the recorded
+//! form never changes because a provider's or a tool's internals did.
+
+use std::time::Duration;
+
+use aura_core::hash::Hash;
+use aura_core::{AgentId, MissionId, Timestamp};
+use aura_identity::{CredentialId, Level, Namespace};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A mission declaration: the four required fields (objective, tools, authority, timeout)
+/// and the optional ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MissionSpec {
+    pub objective: String,
+    /// The only tools the mission may use.
+    pub tools: Vec<String>,
+    /// The authority it acts under: the agent's credential, and the level it claims (never
+    /// above the credential's).
+    pub authority: Authority,
+    /// Seconds from submission until the mission times out.
+    pub timeout_secs: u64,
+    pub namespace: Namespace,
+    #[serde(default)]
+    pub budget: Budget,
+    /// The configured reasoner to use; empty for the node's default.
+    #[serde(default)]
+    pub reasoner: String,
+    /// Hosts `http.fetch` may reach, if policy also allows.
+    #[serde(default)]
+    pub network: Vec<String>,
+    /// The workspace (a directory of the mission's namespace) its file tools work in;
+    /// `None` gives the mission a fresh one of its own.
+    #[serde(default)]
+    pub workspace: Option<String>,
+}
+
+impl MissionSpec {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Authority {
+    pub credential: Option<CredentialId>,
+    pub level: Level,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    /// Reasoner turns.
+    pub max_steps: u32,
+    /// Prompt plus completion tokens.
+    pub max_tokens: u64,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            max_steps: 32,
+            max_tokens: 200_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+    Tool,
+}
+
+/// A tool call the reasoner proposed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments: Value,
+}
+
+/// A message of a mission's conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: Role,
+    pub content: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+}
+
+/// A reasoner's turn, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Turn {
+    pub content: String,
+    pub tool_calls: Vec<ToolCall>,
+    pub finish: String,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub provider: String,
+    pub model: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    Permit,
+    Deny,
+    Escalate { level: Level },
+}
+
+/// A policy decision, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    /// The action asked about: a tool name, or `mission.submit`.
+    pub action: String,
+    /// The resource, as policy saw it.
+    pub resource: Value,
+    pub destructive: bool,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    /// Ids of the policies that decided.
+    pub deciding: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+    /// The digest an approval must name to answer an escalation of this request.
+    pub request: Hash,
+}
+
+/// A message one agent sends another (the node delivers it to the target's inbox).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outbound {
+    pub to: AgentId,
+    pub body: Value,
+}
+
+/// A tool's effect, as recorded. `compensation` is what undoing it takes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Effect {
+    pub call_id: String,
+    pub tool: String,
+    pub ok: bool,
+    pub output: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compensation: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<Outbound>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish: Option<String>,
+}
+
+/// One recorded mission event. Each is one ledger entry of kind `mission.<name>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// The mission was declared.
+    Submitted {
+        mission: MissionId,
+        agent: AgentId,
+        spec: MissionSpec,
+        at: Timestamp,
+    },
+    /// Policy judged the declaration (`mission.submit`).
+    Judged { decision: Decision },
+    /// The mission moved to another state.
+    Transition {
+        to: crate::MissionState,
+        reason: String,
+        at: Timestamp,
+    },
+    /// The reasoner answered.
+    Turn { turn: Turn, at: Timestamp },
+    /// Policy decided about one proposed tool call.
+    Decided { call_id: String, decision: Decision },
+    /// A permitted tool call ran.
+    Effect { effect: Effect, at: Timestamp },
+    /// A person approved the escalated request; the request is then decided again.
+    Approved {
+        approval: Value,
+        approver: String,
+        level: Level,
+        at: Timestamp,
+    },
+    /// A person rejected it.
+    Rejected {
+        approval: Value,
+        approver: String,
+        reason: String,
+        at: Timestamp,
+    },
+    /// Another agent's message reached the mission.
+    Message {
+        from: AgentId,
+        body: Value,
+        at: Timestamp,
+    },
+    /// Someone asked for the mission to stop.
+    CancelRequested {
+        by: String,
+        reason: String,
+        at: Timestamp,
+    },
+    /// The mission's time ran out.
+    TimedOut { at: Timestamp },
+    /// A completed call was undone (or could not be).
+    Compensated {
+        call_id: String,
+        ok: bool,
+        error: Option<String>,
+        at: Timestamp,
+    },
+}
+
+impl Event {
+    /// The ledger entry kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Submitted { .. } => "mission.submitted",
+            Event::Judged { .. } => "mission.judged",
+            Event::Transition { .. } => "mission.transition",
+            Event::Turn { .. } => "mission.turn",
+            Event::Decided { .. } => "mission.decided",
+            Event::Effect { .. } => "mission.effect",
+            Event::Approved { .. } => "mission.approved",
+            Event::Rejected { .. } => "mission.rejected",
+            Event::Message { .. } => "mission.message",
+            Event::CancelRequested { .. } => "mission.cancel_requested",
+            Event::TimedOut { .. } => "mission.timed_out",
+            Event::Compensated { .. } => "mission.compensated",
+        }
+    }
+}
+
+/// The body of a mission entry: the event and the mission's state hash after it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recorded {
+    pub mission: MissionId,
+    pub event: Event,
+    pub state_hash: Hash,
+}
+
+impl Recorded {
+    /// The canonical body: JSON with a fixed field order and sorted object keys.
+    pub fn to_body(&self) -> Vec<u8> {
+        // Serialising these types cannot fail: no maps with non-string keys, no floats.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn from_body(body: &[u8]) -> Result<Recorded, serde_json::Error> {
+        serde_json::from_slice(body)
+    }
+}

@@ -1,0 +1,532 @@
+//! The kernel: random missions driven through every path reproduce every state hash on
+//! replay; tampering with a record names the divergent entry; refused events leave no
+//! trace; the escalation, rejection, cancellation and timeout paths end where DESIGN.md
+//! says.
+
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+use aura_core::door::{Entropy as _, SeededEntropy};
+use aura_core::hash::Hash;
+use aura_core::{AgentId, MissionId, Timestamp};
+use aura_identity::{Level, Namespace};
+use aura_kernel::*;
+use proptest::prelude::*;
+use serde_json::json;
+
+fn t(secs: u64) -> Timestamp {
+    Timestamp::from_secs(1_800_000_000 + secs)
+}
+
+fn spec(tools: &[&str]) -> MissionSpec {
+    MissionSpec {
+        objective: "summarise the workspace".into(),
+        tools: tools.iter().map(|s| (*s).to_owned()).collect(),
+        authority: Authority {
+            credential: None,
+            level: Level::L2,
+        },
+        timeout_secs: 600,
+        namespace: Namespace::new("default").unwrap(),
+        budget: Budget {
+            max_steps: 50,
+            max_tokens: 1_000_000,
+        },
+        reasoner: String::new(),
+        network: Vec::new(),
+        workspace: None,
+    }
+}
+
+fn decision(action: &str, outcome: Outcome) -> Decision {
+    Decision {
+        action: action.into(),
+        resource: json!({"path": "notes.md"}),
+        destructive: action == "fs.delete",
+        outcome,
+        deciding: vec!["default-policy".into()],
+        errors: Vec::new(),
+        request: Hash::sha256(action.as_bytes()),
+    }
+}
+
+fn turn(calls: Vec<ToolCall>, content: &str) -> Event {
+    Event::Turn {
+        turn: Turn {
+            content: content.into(),
+            tool_calls: calls,
+            finish: "tool_calls".into(),
+            prompt_tokens: 100,
+            completion_tokens: 20,
+            provider: "scripted".into(),
+            model: "test".into(),
+        },
+        at: t(1),
+    }
+}
+
+fn call(id: &str, name: &str) -> ToolCall {
+    ToolCall {
+        id: id.into(),
+        name: name.into(),
+        arguments: json!({"path": "notes.md"}),
+    }
+}
+
+fn effect(id: &str, name: &str, ok: bool, compensable: bool, finish: Option<&str>) -> Event {
+    Event::Effect {
+        effect: Effect {
+            call_id: id.into(),
+            tool: name.into(),
+            ok,
+            output: json!({"bytes": 12}),
+            error: (!ok).then(|| "disk full".to_owned()),
+            compensation: compensable.then(|| json!({"restore": "notes.md", "previous": null})),
+            message: None,
+            finish: finish.map(str::to_owned),
+        },
+        at: t(2),
+    }
+}
+
+fn transition(to: MissionState) -> Event {
+    Event::Transition {
+        to,
+        reason: format!("to {to}"),
+        at: t(3),
+    }
+}
+
+fn submit() -> Step {
+    Step::submit(Event::Submitted {
+        mission: MissionId::from_bytes([1; 16]),
+        agent: AgentId::from_bytes([2; 16]),
+        spec: spec(&["fs.read", "fs.write", "fs.delete", "mission.finish"]),
+        at: t(0),
+    })
+    .unwrap()
+}
+
+/// Drives a mission to Running.
+fn running() -> Step {
+    let mut s = submit();
+    s.push(Event::Judged {
+        decision: decision("mission.submit", Outcome::Permit),
+    })
+    .unwrap();
+    s.push(transition(MissionState::Authorized)).unwrap();
+    s.push(transition(MissionState::Running)).unwrap();
+    s
+}
+
+#[test]
+fn the_happy_path_completes() {
+    let mut s = running();
+    s.push(turn(
+        vec![call("c1", "fs.read"), call("c2", "fs.write")],
+        "reading",
+    ))
+    .unwrap();
+    s.push(Event::Decided {
+        call_id: "c1".into(),
+        decision: decision("fs.read", Outcome::Permit),
+    })
+    .unwrap();
+    s.push(Event::Decided {
+        call_id: "c2".into(),
+        decision: decision("fs.write", Outcome::Permit),
+    })
+    .unwrap();
+    assert_eq!(s.mission().permitted().count(), 2);
+    s.push(effect("c1", "fs.read", true, false, None)).unwrap();
+    s.push(effect("c2", "fs.write", true, true, None)).unwrap();
+    s.push(turn(vec![call("c3", "mission.finish")], "done"))
+        .unwrap();
+    s.push(Event::Decided {
+        call_id: "c3".into(),
+        decision: decision("mission.finish", Outcome::Permit),
+    })
+    .unwrap();
+    s.push(effect(
+        "c3",
+        "mission.finish",
+        true,
+        false,
+        Some("wrote a summary"),
+    ))
+    .unwrap();
+    s.push(transition(MissionState::Completed)).unwrap();
+    let (m, records) = s.finish();
+    assert_eq!(m.state, MissionState::Completed);
+    assert_eq!(m.summary.as_deref(), Some("wrote a summary"));
+    let replayed = replay(records.iter().enumerate().map(|(i, r)| (i as u64, r))).unwrap();
+    assert_eq!(replayed, m);
+}
+
+#[test]
+fn illegal_events_are_refused_and_leave_no_trace() {
+    let mut s = running();
+    let before = s.mission().clone();
+    let recorded_before = s.clone().finish().1.len();
+    let refused = [
+        transition(MissionState::Submitted),
+        transition(MissionState::Authorized),
+        transition(MissionState::Completed), // no mission.finish yet
+        transition(MissionState::Escalated), // nothing to approve
+        effect("nope", "fs.read", true, false, None),
+        Event::Decided {
+            call_id: "nope".into(),
+            decision: decision("fs.read", Outcome::Permit),
+        },
+        Event::Compensated {
+            call_id: "x".into(),
+            ok: true,
+            error: None,
+            at: t(9),
+        },
+        Event::Approved {
+            approval: json!({}),
+            approver: "alice".into(),
+            level: Level::L4,
+            at: t(9),
+        },
+    ];
+    for e in refused {
+        assert!(s.push(e.clone()).is_err(), "{e:?} was accepted");
+        assert_eq!(s.mission(), &before);
+    }
+    assert_eq!(s.finish().1.len(), recorded_before);
+}
+
+#[test]
+fn a_call_without_permission_cannot_have_an_effect() {
+    let mut s = running();
+    s.push(turn(vec![call("c1", "fs.delete")], "")).unwrap();
+    assert!(s.push(effect("c1", "fs.delete", true, true, None)).is_err());
+    s.push(Event::Decided {
+        call_id: "c1".into(),
+        decision: decision("fs.delete", Outcome::Deny),
+    })
+    .unwrap();
+    assert!(s.push(effect("c1", "fs.delete", true, true, None)).is_err());
+    // The denial went back to the reasoner as a tool message.
+    assert!(
+        s.mission()
+            .conversation
+            .last()
+            .unwrap()
+            .content
+            .contains("denied by policy")
+    );
+}
+
+#[test]
+fn an_escalated_step_waits_for_approval_then_runs() {
+    let mut s = running();
+    s.push(turn(vec![call("c1", "fs.delete")], "cleaning up"))
+        .unwrap();
+    s.push(Event::Decided {
+        call_id: "c1".into(),
+        decision: decision("fs.delete", Outcome::Escalate { level: Level::L3 }),
+    })
+    .unwrap();
+    s.push(transition(MissionState::Escalated)).unwrap();
+    // Too low an approval is refused by the kernel even if the node let it through.
+    assert!(
+        s.push(Event::Approved {
+            approval: json!({}),
+            approver: "bob".into(),
+            level: Level::L2,
+            at: t(5)
+        })
+        .is_err()
+    );
+    // No effect while escalated.
+    assert!(s.push(effect("c1", "fs.delete", true, true, None)).is_err());
+    s.push(Event::Approved {
+        approval: json!({}),
+        approver: "alice".into(),
+        level: Level::L3,
+        at: t(5),
+    })
+    .unwrap();
+    s.push(Event::Decided {
+        call_id: "c1".into(),
+        decision: decision("fs.delete", Outcome::Permit),
+    })
+    .unwrap();
+    s.push(transition(MissionState::Running)).unwrap();
+    s.push(effect("c1", "fs.delete", true, true, None)).unwrap();
+    assert_eq!(s.mission().state, MissionState::Running);
+    assert!(s.mission().escalation.is_none());
+}
+
+#[test]
+fn rejection_and_cancellation_compensate_in_reverse_order() {
+    let mut s = running();
+    s.push(turn(vec![call("a", "fs.write"), call("b", "fs.write")], ""))
+        .unwrap();
+    for id in ["a", "b"] {
+        s.push(Event::Decided {
+            call_id: id.into(),
+            decision: decision("fs.write", Outcome::Permit),
+        })
+        .unwrap();
+        s.push(effect(id, "fs.write", true, true, None)).unwrap();
+    }
+    s.push(Event::CancelRequested {
+        by: "operator".into(),
+        reason: "wrong target".into(),
+        at: t(4),
+    })
+    .unwrap();
+    // With compensations pending, Cancelled must go through Compensating.
+    assert!(matches!(
+        s.push(transition(MissionState::Cancelled)),
+        Err(KernelError::Illegal(
+            IllegalTransition::MustCompensate { .. }
+        ))
+    ));
+    s.push(transition(MissionState::Compensating)).unwrap();
+    assert_eq!(s.mission().next_compensation().unwrap().call_id, "b");
+    assert!(
+        s.push(Event::Compensated {
+            call_id: "a".into(),
+            ok: true,
+            error: None,
+            at: t(5)
+        })
+        .is_err()
+    );
+    s.push(Event::Compensated {
+        call_id: "b".into(),
+        ok: true,
+        error: None,
+        at: t(5),
+    })
+    .unwrap();
+    s.push(Event::Compensated {
+        call_id: "a".into(),
+        ok: true,
+        error: None,
+        at: t(5),
+    })
+    .unwrap();
+    s.push(transition(MissionState::Cancelled)).unwrap();
+    assert_eq!(s.mission().state, MissionState::Cancelled);
+}
+
+#[test]
+fn a_timeout_without_compensations_fails_directly() {
+    let mut s = running();
+    s.push(Event::TimedOut { at: t(601) }).unwrap();
+    s.push(transition(MissionState::Failed)).unwrap();
+    assert!(s.mission().reason.as_deref().unwrap().contains("timed out"));
+}
+
+/// A random mission, driven the way the node drives one, with a seeded RNG.
+fn simulate(seed: u64) -> (Mission, Vec<Recorded>) {
+    let rng = SeededEntropy::new(seed);
+    let pick = |n: u64| rng.u64() % n;
+    let mut s = submit();
+    let judged = match pick(10) {
+        0 => Outcome::Deny,
+        1 => Outcome::Escalate { level: Level::L3 },
+        _ => Outcome::Permit,
+    };
+    s.push(Event::Judged {
+        decision: decision("mission.submit", judged),
+    })
+    .unwrap();
+    match judged {
+        Outcome::Deny => {
+            s.push(transition(MissionState::Failed)).unwrap();
+            return s.finish();
+        }
+        Outcome::Escalate { .. } => {
+            s.push(transition(MissionState::Escalated)).unwrap();
+            s.push(Event::Approved {
+                approval: json!({"seed": seed}),
+                approver: "alice".into(),
+                level: Level::L3,
+                at: t(1),
+            })
+            .unwrap();
+            s.push(transition(MissionState::Authorized)).unwrap();
+        }
+        Outcome::Permit => {
+            s.push(transition(MissionState::Authorized)).unwrap();
+        }
+    }
+    s.push(transition(MissionState::Running)).unwrap();
+    let tools = ["fs.read", "fs.write", "fs.delete"];
+    let mut n = 0;
+    for _ in 0..(1 + pick(8)) {
+        let calls: Vec<ToolCall> = (0..pick(4))
+            .map(|_| {
+                n += 1;
+                call(&format!("c{n}"), tools[pick(3) as usize])
+            })
+            .collect();
+        s.push(turn(
+            calls.clone(),
+            &format!("turn with {} calls", calls.len()),
+        ))
+        .unwrap();
+        for c in &calls {
+            let outcome = match pick(8) {
+                0 => Outcome::Deny,
+                1 => Outcome::Escalate { level: Level::L3 },
+                _ => Outcome::Permit,
+            };
+            s.push(Event::Decided {
+                call_id: c.id.clone(),
+                decision: decision(&c.name, outcome),
+            })
+            .unwrap();
+            if let Outcome::Escalate { .. } = outcome {
+                s.push(transition(MissionState::Escalated)).unwrap();
+                if pick(4) == 0 {
+                    s.push(Event::Rejected {
+                        approval: json!({}),
+                        approver: "alice".into(),
+                        reason: "no".into(),
+                        at: t(9),
+                    })
+                    .unwrap();
+                    return wind_down(s, MissionState::Failed);
+                }
+                s.push(Event::Approved {
+                    approval: json!({}),
+                    approver: "alice".into(),
+                    level: Level::L4,
+                    at: t(9),
+                })
+                .unwrap();
+                s.push(Event::Decided {
+                    call_id: c.id.clone(),
+                    decision: decision(&c.name, Outcome::Permit),
+                })
+                .unwrap();
+                s.push(transition(MissionState::Running)).unwrap();
+            }
+        }
+        let permitted: Vec<ToolCall> = s.mission().permitted().cloned().collect();
+        for c in permitted {
+            s.push(effect(
+                &c.id,
+                &c.name,
+                pick(6) != 0,
+                c.name != "fs.read",
+                None,
+            ))
+            .unwrap();
+        }
+        if pick(10) == 0 {
+            s.push(Event::CancelRequested {
+                by: "op".into(),
+                reason: "stop".into(),
+                at: t(10),
+            })
+            .unwrap();
+            return wind_down(s, MissionState::Cancelled);
+        }
+        if pick(12) == 0 {
+            s.push(Event::TimedOut { at: t(700) }).unwrap();
+            return wind_down(s, MissionState::Failed);
+        }
+    }
+    n += 1;
+    let id = format!("c{n}");
+    s.push(turn(vec![call(&id, "mission.finish")], "done"))
+        .unwrap();
+    s.push(Event::Decided {
+        call_id: id.clone(),
+        decision: decision("mission.finish", Outcome::Permit),
+    })
+    .unwrap();
+    s.push(effect(&id, "mission.finish", true, false, Some("summary")))
+        .unwrap();
+    s.push(transition(MissionState::Completed)).unwrap();
+    s.finish()
+}
+
+/// Ends a mission in `end`, compensating first where needed.
+fn wind_down(mut s: Step, end: MissionState) -> (Mission, Vec<Recorded>) {
+    if s.mission().has_compensations() {
+        s.push(transition(MissionState::Compensating)).unwrap();
+        while let Some(c) = s.mission().next_compensation().cloned() {
+            s.push(Event::Compensated {
+                call_id: c.call_id,
+                ok: true,
+                error: None,
+                at: t(20),
+            })
+            .unwrap();
+        }
+    }
+    s.push(transition(end)).unwrap();
+    s.finish()
+}
+
+fn indexed(records: &[Recorded]) -> impl Iterator<Item = (u64, &Recorded)> {
+    records.iter().enumerate().map(|(i, r)| (i as u64, r))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    #[test]
+    fn replay_reproduces_every_state_hash(seed in any::<u64>()) {
+        let (mission, records) = simulate(seed);
+        prop_assert!(mission.state.is_terminal());
+        // Through the ledger body encoding, too.
+        let decoded: Vec<Recorded> = records.iter().map(|r| Recorded::from_body(&r.to_body()).unwrap()).collect();
+        prop_assert_eq!(&decoded, &records);
+        let replayed = replay(indexed(&decoded)).unwrap();
+        prop_assert_eq!(replayed, mission);
+    }
+
+    #[test]
+    fn a_tampered_record_names_the_divergent_entry(seed in any::<u64>(), which in any::<prop::sample::Index>(), how in 0u8..4) {
+        let (_, mut records) = simulate(seed);
+        let i = which.index(records.len());
+        let mut changed = true;
+        match how {
+            // Change a recorded timestamp or text inside the event, keeping its hash.
+            0 => match &mut records[i].event {
+                Event::Transition { reason, .. } => reason.push('!'),
+                Event::Turn { turn, .. } => turn.completion_tokens += 1,
+                Event::Effect { effect, .. } => effect.output = json!({"bytes": 13}),
+                Event::Decided { decision, .. } => decision.deciding.push("extra".into()),
+                Event::Approved { approver, .. } | Event::Rejected { approver, .. } => approver.push('x'),
+                Event::Submitted { spec, .. } => spec.objective.push('.'),
+                Event::Judged { decision } => decision.errors.push("e".into()),
+                Event::CancelRequested { reason, .. } => reason.push('?'),
+                Event::TimedOut { at } | Event::Message { at, .. } | Event::Compensated { at, .. } => {
+                    *at = Timestamp::from_nanos(at.as_nanos() + 1);
+                }
+            },
+            // Change a recorded hash.
+            1 => records[i].state_hash.0[0] ^= 1,
+            // Drop an entry.
+            2 => { records.remove(i); }
+            // Swap with the next entry.
+            _ => {
+                if i + 1 < records.len() && records[i] != records[i + 1] {
+                    records.swap(i, i + 1);
+                } else {
+                    changed = false;
+                }
+            }
+        }
+        prop_assume!(changed && !records.is_empty());
+        match replay(indexed(&records)) {
+            Ok(_) if how == 2 && i == records.len() => {} // dropping the last entry leaves a valid prefix
+            Ok(_) => prop_assert!(false, "tampering at entry {} ({}) went unnoticed", i, how),
+            Err(Divergence::HashMismatch { entry, .. } | Divergence::Refused { entry, .. }) => {
+                prop_assert_eq!(entry, i as u64);
+            }
+            Err(other) => prop_assert!(false, "unexpected divergence {}", other),
+        }
+    }
+}

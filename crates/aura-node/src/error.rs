@@ -1,0 +1,206 @@
+//! API errors: one JSON shape for every failure, `{"error":{"message","type","code"}}`,
+//! with the HTTP status that fits. The `type` values follow OpenAI's, so one client-side
+//! handler serves Aura's own API and its OpenAI-compatible one.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub code: String,
+    pub message: String,
+    pub retry_after: Option<u64>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// One lowercase line saying what went wrong.
+    message: String,
+    /// `invalid_request_error`, `authentication_error`, `permission_error`,
+    /// `not_found_error`, `conflict_error`, `rate_limit_error` or `api_error`.
+    #[serde(rename = "type")]
+    kind: &'static str,
+    /// A stable machine-readable code.
+    code: String,
+}
+
+impl ApiError {
+    pub fn new(
+        status: StatusCode,
+        kind: &'static str,
+        code: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        ApiError {
+            status,
+            kind,
+            code: code.into(),
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            code,
+            message,
+        )
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "invalid_api_key",
+            message,
+        )
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "permission_error",
+            "forbidden",
+            message,
+        )
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found_error",
+            "not_found",
+            message,
+        )
+    }
+
+    pub fn conflict(code: &str, message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::CONFLICT, "conflict_error", code, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "api_error",
+            "internal",
+            message,
+        )
+    }
+
+    pub fn rate_limited(retry_after: u64) -> Self {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            "rate_limited",
+            "too many requests",
+        );
+        e.retry_after = Some(retry_after);
+        e
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                message: self.message,
+                kind: self.kind,
+                code: self.code,
+            },
+        };
+        let mut resp = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        match &r {
+            JsonRejection::BytesRejection(_) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "invalid_request_error",
+                    "body_too_large",
+                    "the request body is larger than this node accepts",
+                )
+            }
+            JsonRejection::MissingJsonContentType(_) => {
+                ApiError::bad_request("invalid_content_type", "send the body as application/json")
+            }
+            _ => ApiError::bad_request("invalid_json", r.body_text().to_lowercase()),
+        }
+    }
+}
+
+impl From<aura_engine::Error> for ApiError {
+    fn from(e: aura_engine::Error) -> Self {
+        use aura_engine::Error as E;
+        let message = error_line(&e);
+        match &e {
+            E::NotFound(_) => ApiError::not_found(message),
+            E::Invalid(_) => ApiError::bad_request("invalid_request", message),
+            E::Forbidden(_) => ApiError::forbidden(message),
+            E::Closed => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "api_error",
+                "unavailable",
+                message,
+            ),
+            E::Store(s) if s.is_refusal() => ApiError::conflict("conflict", message),
+            _ => ApiError::internal(message),
+        }
+    }
+}
+
+impl From<aura_store::Error> for ApiError {
+    fn from(e: aura_store::Error) -> Self {
+        let message = error_line(&e);
+        match e {
+            aura_store::Error::NotFound(_) => ApiError::not_found(message),
+            e if e.is_refusal() => ApiError::conflict("conflict", message),
+            _ => ApiError::internal(message),
+        }
+    }
+}
+
+/// An error and its causes on one line.
+pub fn error_line(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = s.source();
+    }
+    line
+}
+
+/// A JSON body extractor whose failures are [`ApiError`]s.
+#[derive(Debug, Clone, Copy, Default, axum::extract::FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+impl<T: Serialize> IntoResponse for ApiJson<T> {
+    fn into_response(self) -> Response {
+        Json(self.0).into_response()
+    }
+}

@@ -1,0 +1,237 @@
+//! Aura's node surfaces: the HTTP API (axum) with its OpenAPI document at `/openapi.json`,
+//! the WebSocket event stream, API keys and roles, and request limits.
+//!
+//! The node does no agent work itself: it authenticates and authorises callers, checks
+//! input, and calls the engine ([`aura_engine::Handle`]). Every route is registered through
+//! `utoipa-axum`, so the OpenAPI document cannot miss one.
+//!
+//! Security by default: without API keys the node listens on loopback only and refuses any
+//! other address; with keys every route but `/health` and `/openapi.json` needs one.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+
+mod rate;
+mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use aura_engine::Handle;
+use axum::extract::FromRequestParts;
+use axum::http::header;
+use axum::http::request::Parts;
+use tokio::net::TcpListener;
+
+pub use auth::{ApiKeys, Caller, Role};
+pub use config::{Config, Limits};
+pub use error::ApiError;
+
+/// What the node needs to serve.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub listen: SocketAddr,
+    /// The API key file (`<home>/api-keys.json`); re-read when it changes.
+    pub keys_file: std::path::PathBuf,
+    pub limits: Limits,
+}
+
+/// Shared by every request.
+#[derive(Debug, Clone)]
+pub(crate) struct AppState {
+    pub(crate) engine: Handle,
+    pub(crate) keys: Arc<KeyCache>,
+    pub(crate) limits: Limits,
+    pub(crate) rate: Arc<rate::RateLimiter>,
+}
+
+/// The API keys, re-read from their file when it changes (at most once a second).
+///
+/// Whether the node runs without keys is decided once, at start: a node started with keys
+/// never falls back to the keyless mode if its key file is later emptied or removed. It then
+/// refuses every request instead, failing closed.
+#[derive(Debug)]
+pub(crate) struct KeyCache {
+    path: std::path::PathBuf,
+    open: bool,
+    current: std::sync::RwLock<(
+        Option<std::time::SystemTime>,
+        std::time::Instant,
+        Arc<ApiKeys>,
+    )>,
+}
+
+impl KeyCache {
+    fn load(path: std::path::PathBuf) -> Result<KeyCache, auth::KeyError> {
+        let keys = ApiKeys::load(&path)?;
+        let mtime = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+        Ok(KeyCache {
+            open: keys.is_empty(),
+            current: std::sync::RwLock::new((mtime, std::time::Instant::now(), Arc::new(keys))),
+            path,
+        })
+    }
+
+    /// Whether the node runs without keys (then on loopback only).
+    pub(crate) fn is_open(&self) -> bool {
+        self.open
+    }
+
+    pub(crate) fn keys(&self) -> Arc<ApiKeys> {
+        {
+            let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+            if current.1.elapsed() < std::time::Duration::from_secs(1) {
+                return current.2.clone();
+            }
+        }
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        current.1 = std::time::Instant::now();
+        let mtime = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok();
+        if mtime != current.0 {
+            // A file that cannot be read now means no valid keys: fail closed.
+            current.2 = Arc::new(ApiKeys::load(&self.path).unwrap_or_default());
+            current.0 = mtime;
+        }
+        current.2.clone()
+    }
+}
+
+impl AppState {
+    /// Whether `caller` may see things of namespace `ns`: its key must allow the namespace,
+    /// and an agent key sees only its own agent's namespace.
+    pub(crate) fn may_see(&self, caller: &Caller, ns: &aura_identity::Namespace) -> bool {
+        if !caller.may_use_namespace(ns) {
+            return false;
+        }
+        match (caller.role, caller.agent) {
+            (Role::Agent, Some(own)) => self.engine.agent(own).is_some_and(|a| &a.namespace == ns),
+            (Role::Agent, None) => false,
+            _ => true,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("refusing to listen on {0} without API keys")]
+    NotLoopback(SocketAddr),
+    #[error(transparent)]
+    Keys(#[from] auth::KeyError),
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ServeError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            ServeError::NotLoopback(_) => Some(
+                "create a key with `aura apikey create NAME --role operator`, or listen on 127.0.0.1".into(),
+            ),
+            ServeError::Bind { .. } => Some("is another node running? choose another address with --listen".into()),
+            ServeError::Keys(_) => Some("fix or remove the API key file (`aura apikey list` shows what it holds)".into()),
+        }
+    }
+}
+
+/// A running HTTP server.
+#[derive(Debug)]
+pub struct Server {
+    pub addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// Stops accepting, lets requests in flight finish, and waits.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = self.task.await;
+    }
+
+    /// Waits until the server stops (it stops only on `shutdown` or an error).
+    pub async fn wait(self) -> std::io::Result<()> {
+        self.task.await.unwrap_or(Ok(()))
+    }
+}
+
+/// Builds the router: every route, with its OpenAPI description.
+pub(crate) fn router(state: AppState) -> axum::Router {
+    routes::router(state)
+}
+
+/// Starts serving `engine` over HTTP.
+pub async fn serve(options: Options, engine: Handle) -> Result<Server, ServeError> {
+    let keys = KeyCache::load(options.keys_file)?;
+    if keys.is_open() && !options.listen.ip().is_loopback() {
+        return Err(ServeError::NotLoopback(options.listen));
+    }
+    let state = AppState {
+        engine,
+        keys: Arc::new(keys),
+        rate: Arc::new(rate::RateLimiter::new(
+            options.limits.requests_per_second,
+            options.limits.burst,
+        )),
+        limits: options.limits,
+    };
+    let app = router(state);
+    let listener = TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: options.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: options.listen,
+        source,
+    })?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = rx.await;
+        })
+        .await
+    });
+    Ok(Server {
+        addr,
+        shutdown: Some(tx),
+        task,
+    })
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
+        if state.keys.is_open() {
+            return Ok(Caller::local_operator());
+        }
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let Some(token) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
+            return Err(ApiError::unauthorized(
+                "this node needs an API key: send `Authorization: Bearer <key>`",
+            ));
+        };
+        state
+            .keys
+            .keys()
+            .authenticate(token.trim())
+            .ok_or_else(|| ApiError::unauthorized("the API key is not valid"))
+    }
+}

@@ -1,0 +1,464 @@
+//! `/v1/missions`, `/v1/approvals` and `/v1/credentials/operators`: submit and follow
+//! missions, answer escalations with signed approvals, enroll the people who approve.
+
+use std::sync::Arc;
+
+use aura_core::{AgentId, MissionId, PublicKey, Timestamp};
+use aura_identity::{Approval, Credential, Level, Namespace, Signed};
+use aura_kernel::{Authority, Budget, Change, Message, Mission, MissionSpec, MissionState};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::agents::{require, visible_agent};
+use crate::AppState;
+use crate::auth::{Caller, Role};
+use crate::error::{ApiError, ApiJson};
+
+/// A mission declaration.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SubmitMission {
+    /// The agent that carries it out (an agent key may only name its own agent).
+    #[schema(value_type = String)]
+    agent: AgentId,
+    objective: String,
+    /// The only tools the mission may use.
+    tools: Vec<String>,
+    /// The authority it acts under (default: the agent's credential level).
+    #[schema(value_type = Option<String>)]
+    level: Option<Level>,
+    /// Seconds until it times out.
+    timeout_secs: u64,
+    #[serde(default)]
+    max_steps: Option<u32>,
+    #[serde(default)]
+    max_tokens: Option<u64>,
+    /// A configured reasoner (default: the node's).
+    #[serde(default)]
+    reasoner: Option<String>,
+    /// Hosts `http.fetch` may reach, if policy also allows.
+    #[serde(default)]
+    network: Vec<String>,
+    /// A named workspace of the namespace (default: a fresh one).
+    #[serde(default)]
+    workspace: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct EscalationView {
+    action: String,
+    #[schema(value_type = String)]
+    level: Level,
+    /// The request digest an approval must sign.
+    request: String,
+    call_id: Option<String>,
+    /// The proposed call's arguments, so the approver sees what they approve.
+    #[schema(value_type = Option<Object>)]
+    arguments: Option<serde_json::Value>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct MissionView {
+    #[schema(value_type = String)]
+    id: MissionId,
+    #[schema(value_type = String)]
+    agent: AgentId,
+    #[schema(value_type = String)]
+    namespace: Namespace,
+    #[schema(value_type = String)]
+    state: MissionState,
+    objective: String,
+    tools: Vec<String>,
+    #[schema(value_type = String)]
+    level: Level,
+    reasoner: String,
+    workspace: Option<String>,
+    #[schema(value_type = String)]
+    submitted_at: Timestamp,
+    #[schema(value_type = String)]
+    deadline: Timestamp,
+    steps: u32,
+    tokens: u64,
+    summary: Option<String>,
+    reason: Option<String>,
+    escalation: Option<EscalationView>,
+    /// Every state change: from, to, reason, at.
+    #[schema(value_type = Vec<Object>)]
+    history: Vec<Change>,
+    state_hash: String,
+    /// The conversation, with `?detail=full`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    conversation: Option<Vec<Message>>,
+}
+
+fn view(m: &Mission, full: bool) -> MissionView {
+    let escalation = m
+        .escalation
+        .as_ref()
+        .filter(|e| e.approved_by.is_none())
+        .map(|e| {
+            let arguments = e
+                .call_id
+                .as_ref()
+                .and_then(|id| m.calls.iter().find(|c| &c.call.id == id))
+                .map(|c| c.call.arguments.clone());
+            EscalationView {
+                action: e.action.clone(),
+                level: e.level,
+                request: e.request.to_hex(),
+                call_id: e.call_id.clone(),
+                arguments,
+            }
+        });
+    MissionView {
+        id: m.id,
+        agent: m.agent,
+        namespace: m.spec.namespace.clone(),
+        state: m.state,
+        objective: m.spec.objective.clone(),
+        tools: m.spec.tools.clone(),
+        level: m.spec.authority.level,
+        reasoner: m.spec.reasoner.clone(),
+        workspace: m.spec.workspace.clone(),
+        submitted_at: m.submitted_at,
+        deadline: m.deadline,
+        steps: m.steps,
+        tokens: m.tokens,
+        summary: m.summary.clone(),
+        reason: m.reason.clone(),
+        escalation,
+        history: m.history.clone(),
+        state_hash: m.state_hash.to_hex(),
+        conversation: full.then(|| m.conversation.clone()),
+    }
+}
+
+/// Submits a mission; answers once it is recorded and judged by policy.
+#[utoipa::path(post, path = "/v1/missions", tag = "missions", request_body = SubmitMission,
+    responses((status = 201, body = MissionView), (status = 400, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+async fn submit(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<SubmitMission>,
+) -> Result<(StatusCode, Json<MissionView>), ApiError> {
+    let agent = visible_agent(&state, &caller, &req.agent.to_string())?;
+    require(&caller, &[Role::Operator, Role::Agent])?;
+    if caller.role == Role::Agent && caller.agent != Some(agent.id) {
+        return Err(ApiError::forbidden(
+            "an agent key may submit missions only for its own agent",
+        ));
+    }
+    let spec = MissionSpec {
+        objective: req.objective,
+        tools: req.tools,
+        authority: Authority {
+            credential: Some(agent.credential.statement.id),
+            level: req.level.unwrap_or(agent.level),
+        },
+        timeout_secs: req.timeout_secs,
+        namespace: agent.namespace.clone(),
+        budget: Budget {
+            max_steps: req.max_steps.unwrap_or(Budget::default().max_steps),
+            max_tokens: req.max_tokens.unwrap_or(Budget::default().max_tokens),
+        },
+        reasoner: req.reasoner.unwrap_or_default(),
+        network: req.network,
+        workspace: req.workspace,
+    };
+    let id = state.engine.submit(agent.id, spec).await?;
+    let mission = state
+        .engine
+        .mission(id)
+        .ok_or_else(|| ApiError::internal("the mission vanished"))?;
+    Ok((StatusCode::CREATED, Json(view(&mission, false))))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListMissions {
+    /// Only missions in this state.
+    state: Option<String>,
+    agent: Option<String>,
+    namespace: Option<String>,
+    /// At most this many (newest first; 1-1000, default 100).
+    limit: Option<usize>,
+}
+
+/// Lists missions the caller may see, newest first.
+#[utoipa::path(get, path = "/v1/missions", tag = "missions", params(ListMissions),
+    responses((status = 200, body = Vec<MissionView>), (status = 400, body = crate::error::ErrorBody)), security(("bearer" = [])))]
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ListMissions>,
+) -> Result<Json<Vec<MissionView>>, ApiError> {
+    let want_state = q
+        .state
+        .map(|s| {
+            s.parse::<MissionState>()
+                .map_err(|e| ApiError::bad_request("invalid_state", e.to_string()))
+        })
+        .transpose()?;
+    let agent = q
+        .agent
+        .map(|a| {
+            a.parse::<AgentId>()
+                .map_err(|_| ApiError::bad_request("invalid_agent", "`agent` is not an agent id"))
+        })
+        .transpose()?;
+    let ns = q
+        .namespace
+        .map(|n| {
+            Namespace::new(&n)
+                .map_err(|e| ApiError::bad_request("invalid_namespace", e.to_string()))
+        })
+        .transpose()?;
+    let limit = super::page(q.limit);
+    let out = state
+        .engine
+        .missions(ns.as_ref(), agent, want_state)
+        .iter()
+        .filter(|m| visible_mission(&state, &caller, m))
+        .take(limit)
+        .map(|m| view(m, false))
+        .collect();
+    Ok(Json(out))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct Detail {
+    /// `full` includes the conversation.
+    detail: Option<String>,
+}
+
+/// Reads a mission, with its state history.
+#[utoipa::path(get, path = "/v1/missions/{id}", tag = "missions", params(("id" = String, Path, description = "mission id"), Detail),
+    responses((status = 200, body = MissionView), (status = 404, body = crate::error::ErrorBody)), security(("bearer" = [])))]
+async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<Detail>,
+) -> Result<Json<MissionView>, ApiError> {
+    let m = find(&state, &caller, &id)?;
+    Ok(Json(view(&m, q.detail.as_deref() == Some("full"))))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Cancel {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Cancels a mission: its completed steps are undone, in reverse order, first.
+#[utoipa::path(post, path = "/v1/missions/{id}/cancel", tag = "missions", request_body = Cancel,
+    params(("id" = String, Path, description = "mission id")),
+    responses((status = 200, body = MissionView), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<Cancel>,
+) -> Result<Json<MissionView>, ApiError> {
+    let m = find(&state, &caller, &id)?;
+    require(&caller, &[Role::Operator, Role::Agent])?;
+    if caller.role == Role::Agent && caller.agent != Some(m.agent) {
+        return Err(ApiError::forbidden(
+            "an agent key may cancel only its own agent's missions",
+        ));
+    }
+    let reason = req
+        .reason
+        .unwrap_or_else(|| "cancelled through the API".into());
+    state.engine.cancel(m.id, &caller.name, &reason).await?;
+    let m = state
+        .engine
+        .mission(m.id)
+        .ok_or_else(|| ApiError::internal("the mission vanished"))?;
+    Ok(Json(view(&m, false)))
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ReplayView {
+    /// Whether replaying the record reproduced every state hash.
+    ok: bool,
+    #[schema(value_type = String)]
+    state: Option<MissionState>,
+    state_hash: Option<String>,
+    /// Where it diverged, if it did.
+    divergence: Option<String>,
+}
+
+/// Replays a mission from its record in the ledger, reproducing every state hash.
+#[utoipa::path(get, path = "/v1/missions/{id}/replay", tag = "missions", params(("id" = String, Path, description = "mission id")),
+    responses((status = 200, body = ReplayView), (status = 404, body = crate::error::ErrorBody)), security(("bearer" = [])))]
+async fn replay(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ReplayView>, ApiError> {
+    let m = find(&state, &caller, &id)?;
+    Ok(Json(match state.engine.replay(m.id).await? {
+        Ok(r) => ReplayView {
+            ok: true,
+            state: Some(r.state),
+            state_hash: Some(r.state_hash.to_hex()),
+            divergence: None,
+        },
+        Err(d) => ReplayView {
+            ok: false,
+            state: None,
+            state_hash: None,
+            divergence: Some(d.to_string()),
+        },
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PendingApproval {
+    #[schema(value_type = String)]
+    mission: MissionId,
+    #[schema(value_type = String)]
+    agent: AgentId,
+    #[schema(value_type = String)]
+    namespace: Namespace,
+    objective: String,
+    escalation: EscalationView,
+}
+
+/// Lists escalations waiting for a person, in the caller's namespaces.
+#[utoipa::path(get, path = "/v1/approvals", tag = "approvals",
+    responses((status = 200, body = Vec<PendingApproval>), (status = 403, body = crate::error::ErrorBody)), security(("bearer" = [])))]
+async fn pending(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<PendingApproval>>, ApiError> {
+    require(&caller, &[Role::Operator, Role::Approver])?;
+    let out = state
+        .engine
+        .missions(None, None, Some(MissionState::Escalated))
+        .iter()
+        .filter(|m| visible_mission(&state, &caller, m))
+        .filter_map(|m| {
+            let v = view(m, false);
+            v.escalation.map(|escalation| PendingApproval {
+                mission: m.id,
+                agent: m.agent,
+                namespace: m.spec.namespace.clone(),
+                objective: m.spec.objective.clone(),
+                escalation,
+            })
+        })
+        .collect();
+    Ok(Json(out))
+}
+
+/// A person's signed answer: the approval (its verdict approves or rejects) and the
+/// credential that makes their key count.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Answer {
+    #[schema(value_type = Object)]
+    approval: Signed<Approval>,
+    #[schema(value_type = Object)]
+    credential: Signed<Credential>,
+}
+
+/// Answers a mission's escalation. The approval is checked (signature, the approver's
+/// credential and level, the request it names, expiry) before it counts; an approved
+/// request is then decided again with the approval in its context.
+#[utoipa::path(post, path = "/v1/approvals/{mission}", tag = "approvals", request_body = Answer,
+    params(("mission" = String, Path, description = "mission id")),
+    responses((status = 200, body = MissionView), (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+async fn answer(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(mission): Path<String>,
+    ApiJson(req): ApiJson<Answer>,
+) -> Result<Json<MissionView>, ApiError> {
+    let m = find(&state, &caller, &mission)?;
+    require(&caller, &[Role::Operator, Role::Approver])?;
+    state
+        .engine
+        .answer(m.id, req.approval, req.credential)
+        .await?;
+    let m = state
+        .engine
+        .mission(m.id)
+        .ok_or_else(|| ApiError::internal("the mission vanished"))?;
+    Ok(Json(view(&m, false)))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EnrollOperator {
+    /// The person's name, like `alice@example.com`.
+    name: String,
+    /// Their own public key (hex); their approvals are signed with it.
+    #[schema(value_type = String)]
+    public_key: PublicKey,
+    #[schema(value_type = String)]
+    level: Level,
+    #[schema(value_type = String)]
+    namespace: Namespace,
+}
+
+/// Issues a credential to a person, so their signed approvals count at a level.
+#[utoipa::path(post, path = "/v1/credentials/operators", tag = "approvals", request_body = EnrollOperator,
+    responses((status = 201, body = Object), (status = 403, body = crate::error::ErrorBody)), security(("bearer" = [])))]
+async fn enroll(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<EnrollOperator>,
+) -> Result<(StatusCode, Json<Signed<Credential>>), ApiError> {
+    require(&caller, &[Role::Operator])?;
+    if !caller.may_use_namespace(&req.namespace) {
+        return Err(ApiError::forbidden(
+            "this key may not act in that namespace",
+        ));
+    }
+    let cred = state.engine.issue_operator_credential(
+        &req.name,
+        req.public_key,
+        req.level,
+        req.namespace,
+    )?;
+    Ok((StatusCode::CREATED, Json(cred)))
+}
+
+fn visible_mission(state: &AppState, caller: &Caller, m: &Mission) -> bool {
+    state.may_see(caller, &m.spec.namespace)
+}
+
+/// The mission named by `id`, if the caller may see it; otherwise "not found".
+fn find(state: &AppState, caller: &Caller, id: &str) -> Result<Arc<Mission>, ApiError> {
+    let not_found = || ApiError::not_found(format!("no mission `{id}`"));
+    let id: MissionId = id.parse().map_err(|_| not_found())?;
+    let m = state.engine.mission(id).ok_or_else(not_found)?;
+    if !visible_mission(state, caller, &m) {
+        return Err(not_found());
+    }
+    Ok(m)
+}
+
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(submit, list))
+        .routes(routes!(get))
+        .routes(routes!(cancel))
+        .routes(routes!(replay))
+        .routes(routes!(pending))
+        .routes(routes!(answer))
+        .routes(routes!(enroll))
+}

@@ -1,0 +1,470 @@
+//! The HTTP API through real sockets: who may call what, how bad input is answered, limits,
+//! many agents messaging at once, and the resumable event stream.
+
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+mod support;
+
+use futures_util::StreamExt as _;
+use serde_json::{Value, json};
+use support::{assert_error_shape, start, start_with};
+
+/// Every endpoint × every role: the status each caller gets. Agent-scoped and
+/// namespace-scoped keys see only their namespace; what they may not see does not exist
+/// for them (404), what they may see but not do is forbidden (403).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_matrix() {
+    let n = start().await;
+    let a = n.agent_a.to_string();
+    let b = n.agent_b.to_string();
+    let new_agent = json!({"name": "x", "level": "L1", "namespace": "team-a"});
+    let new_agent_b = json!({"name": "x", "level": "L1", "namespace": "team-b"});
+    let message = json!({"body": {"hello": 1}});
+    // (method, path, body, [operator, approver_a, agent_a, operator_b, none])
+    let table: Vec<(&str, String, Option<Value>, [u16; 5])> = vec![
+        ("GET", "/health".into(), None, [200, 200, 200, 200, 200]),
+        (
+            "GET",
+            "/openapi.json".into(),
+            None,
+            [200, 200, 200, 200, 200],
+        ),
+        (
+            "POST",
+            "/v1/agents".into(),
+            Some(new_agent.clone()),
+            [201, 403, 403, 403, 401],
+        ),
+        (
+            "POST",
+            "/v1/agents".into(),
+            Some(new_agent_b),
+            [201, 403, 403, 201, 401],
+        ),
+        ("GET", "/v1/agents".into(), None, [200, 200, 200, 200, 401]),
+        (
+            "GET",
+            format!("/v1/agents/{a}"),
+            None,
+            [200, 200, 200, 404, 401],
+        ),
+        (
+            "GET",
+            format!("/v1/agents/{b}"),
+            None,
+            [200, 404, 404, 200, 401],
+        ),
+        (
+            "POST",
+            format!("/v1/agents/{a}/messages"),
+            Some(message.clone()),
+            [201, 403, 201, 404, 401],
+        ),
+        (
+            "POST",
+            format!("/v1/agents/{b}/messages"),
+            Some(message.clone()),
+            [201, 404, 404, 201, 401],
+        ),
+        (
+            "GET",
+            format!("/v1/agents/{a}/record"),
+            None,
+            [200, 200, 200, 404, 401],
+        ),
+        (
+            "GET",
+            format!("/v1/agents/{b}/record"),
+            None,
+            [200, 404, 404, 200, 401],
+        ),
+        (
+            "GET",
+            "/v1/ledger/checkpoint".into(),
+            None,
+            [200, 200, 200, 200, 401],
+        ),
+        (
+            "GET",
+            format!("/v1/ledger/proof/inclusion?agent={a}&seq=1"),
+            None,
+            [200, 200, 200, 404, 401],
+        ),
+        (
+            "GET",
+            format!("/v1/ledger/proof/inclusion?agent={b}&seq=1"),
+            None,
+            [200, 404, 404, 200, 401],
+        ),
+        (
+            "GET",
+            "/v1/ledger/proof/consistency?old=1".into(),
+            None,
+            [200, 200, 200, 200, 401],
+        ),
+        (
+            "POST",
+            "/v1/ledger/verify".into(),
+            None,
+            [200, 403, 403, 200, 401],
+        ),
+    ];
+    let roles = ["operator", "approver_a", "agent_a", "operator_b", ""];
+    for (method, path, body, expected) in &table {
+        for (role, want) in roles.iter().zip(expected) {
+            let key = (!role.is_empty()).then_some(*role);
+            let r = n.call(method, path, key, body.clone()).await;
+            assert_eq!(r.status, *want, "{method} {path} as {role:?}: {:?}", r.body);
+            if r.status >= 400 {
+                assert_error_shape(&r);
+            }
+        }
+    }
+    // The table covers every route the node documents (the event stream is a WebSocket,
+    // tested below).
+    let doc = n.call("GET", "/openapi.json", None, None).await.body;
+    for path in doc["paths"].as_object().unwrap().keys() {
+        let covered = path == "/v1/events"
+            || table.iter().any(|(_, p, _, _)| {
+                let p = p.split('?').next().unwrap();
+                p == path || path.contains('{') && p.starts_with(&path[..path.find('{').unwrap()])
+            });
+        assert!(covered, "{path} is not in the authorization table");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_key_is_refused() {
+    let n = start().await;
+    for key in ["aura_nope_nope", "Bearer", "not-a-key"] {
+        let r = n.call("GET", "/v1/agents", Some(key), None).await;
+        assert_eq!(r.status, 401);
+        assert_error_shape(&r);
+    }
+    // A real key id with a wrong secret.
+    let op = n.keys["operator"].clone();
+    let forged = format!("{}x", &op[..op.len() - 1]);
+    assert_eq!(
+        n.call("GET", "/v1/agents", Some(&forged), None)
+            .await
+            .status,
+        401
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_json_errors_and_changes_nothing() {
+    let n = start_with(
+        aura_node::Limits {
+            body_bytes: 4096,
+            ..Default::default()
+        },
+        true,
+    )
+    .await;
+    let size_before = n.call("GET", "/health", None, None).await.body["tree_size"].clone();
+    let op = n.keys["operator"].clone();
+    let raw = |body: &'static str, ctype: &'static str| {
+        n.http
+            .post(format!("{}/v1/agents", n.url))
+            .bearer_auth(&op)
+            .header("content-type", ctype)
+            .body(body)
+    };
+    for (body, ctype, status) in [
+        ("{not json", "application/json", 400),
+        (
+            r#"{"name":"x","level":"L1","namespace":"team-a","admin":true}"#,
+            "application/json",
+            400,
+        ),
+        (
+            r#"{"name":"x","level":"L9","namespace":"team-a"}"#,
+            "application/json",
+            400,
+        ),
+        (
+            r#"{"name":"x","level":"L1","namespace":"Team A"}"#,
+            "application/json",
+            400,
+        ),
+        (r#"{"name":"x","level":"L1"}"#, "application/json", 400),
+        (
+            r#"{"name":"","level":"L1","namespace":"team-a"}"#,
+            "application/json",
+            400,
+        ),
+        (
+            r#"{"name":"x","level":"L1","namespace":"team-a"}"#,
+            "text/plain",
+            400,
+        ),
+    ] {
+        let resp = raw(body, ctype).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{body}");
+        let v: Value = resp.json().await.unwrap();
+        assert!(v["error"]["message"].is_string(), "{v}");
+    }
+    let big = format!(r#"{{"body":"{}"}}"#, "x".repeat(10_000));
+    let resp = n
+        .http
+        .post(format!("{}/v1/agents/{}/messages", n.url, n.agent_a))
+        .bearer_auth(&op)
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 413);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "body_too_large");
+    for path in [
+        "/v1/agents/nope",
+        "/v1/agents/agent_00000000000000000000000000/record",
+        "/v1/nothing",
+    ] {
+        let r = n.call("GET", path, Some("operator"), None).await;
+        assert_eq!(r.status, 404, "{path}");
+        assert_error_shape(&r);
+    }
+    assert_eq!(
+        n.call("GET", "/health", None, None).await.body["tree_size"],
+        size_before
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_over_their_rate_are_told_when_to_come_back() {
+    let n = start_with(
+        aura_node::Limits {
+            requests_per_second: 1,
+            burst: 5,
+            ..Default::default()
+        },
+        true,
+    )
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        let resp = n
+            .http
+            .get(format!("{}/v1/agents", n.url))
+            .bearer_auth(&n.keys["operator"])
+            .send()
+            .await
+            .unwrap();
+        statuses.push((
+            resp.status().as_u16(),
+            resp.headers().get("retry-after").cloned(),
+        ));
+    }
+    assert!(statuses[..5].iter().all(|(s, _)| *s == 200), "{statuses:?}");
+    let (status, retry) = &statuses[7];
+    assert_eq!(*status, 429);
+    assert!(retry.is_some());
+    // Another key has its own bucket.
+    assert_eq!(
+        n.call("GET", "/v1/agents", Some("operator_b"), None)
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_keys_only_loopback_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start_with(aura_node::Limits::default(), false).await;
+    assert_eq!(n.call("GET", "/v1/agents", None, None).await.status, 200);
+    let err = aura_node::serve(
+        aura_node::Options {
+            listen: "0.0.0.0:0".parse().unwrap(),
+            keys_file: dir.path().join("none.json"),
+            limits: Default::default(),
+        },
+        n.engine.clone(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, aura_node::ServeError::NotLoopback(_)),
+        "{err}"
+    );
+}
+
+/// 100 agents × 20 messages through the HTTP API at once: every message recorded, each
+/// agent's record gap-free and in the order it was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_agents_twenty_messages_each() {
+    let n = std::sync::Arc::new(
+        start_with(
+            aura_node::Limits {
+                requests_per_second: 100_000,
+                burst: 100_000,
+                ..Default::default()
+            },
+            true,
+        )
+        .await,
+    );
+    let mut ids = Vec::new();
+    for i in 0..100 {
+        let r = n
+            .call(
+                "POST",
+                "/v1/agents",
+                Some("operator"),
+                Some(json!({"name": format!("agent-{i}"), "level": "L1", "namespace": "team-a"})),
+            )
+            .await;
+        assert_eq!(r.status, 201);
+        ids.push(r.body["id"].as_str().unwrap().to_owned());
+    }
+    let mut tasks = Vec::new();
+    for id in ids.clone() {
+        let n = n.clone();
+        tasks.push(tokio::spawn(async move {
+            for k in 0..20 {
+                let r = n
+                    .call(
+                        "POST",
+                        &format!("/v1/agents/{id}/messages"),
+                        Some("operator"),
+                        Some(json!({"body": {"k": k}})),
+                    )
+                    .await;
+                assert_eq!(r.status, 201, "{:?}", r.body);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for id in ids {
+        let r = n
+            .call(
+                "GET",
+                &format!("/v1/agents/{id}/record?limit=1000"),
+                Some("operator"),
+                None,
+            )
+            .await;
+        let entries = r.body["entries"].as_array().unwrap();
+        assert_eq!(entries.len(), 21, "agent.created + 20 messages");
+        for (i, e) in entries.iter().enumerate() {
+            assert_eq!(e["seq"], i as u64 + 1, "gap in {id}");
+        }
+        let ks: Vec<u64> = entries[1..]
+            .iter()
+            .map(|e| e["body"]["body"]["k"].as_u64().unwrap())
+            .collect();
+        assert_eq!(ks, (0..20).collect::<Vec<u64>>(), "{id} out of order");
+    }
+    assert_eq!(
+        n.call("POST", "/v1/ledger/verify", Some("operator"), None)
+            .await
+            .body["ok"],
+        true
+    );
+}
+
+async fn next_entries(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    count: usize,
+) -> Vec<Value> {
+    let mut out = Vec::new();
+    while out.len() < count {
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            if v["type"] == "entry" {
+                out.push(v);
+            }
+        }
+    }
+    out
+}
+
+fn ws_request(
+    url: String,
+    key: &str,
+) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    req
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_resumes_from_any_sequence_number() {
+    let n = start().await;
+    for k in 0..5 {
+        n.call(
+            "POST",
+            &format!("/v1/agents/{}/messages", n.agent_a),
+            Some("operator"),
+            Some(json!({"body": k})),
+        )
+        .await;
+    }
+    // From the start: every entry, in ledger order.
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_request(
+        n.ws_url("/v1/events?from=0"),
+        &n.keys["operator"],
+    ))
+    .await
+    .unwrap();
+    let first = next_entries(&mut ws, 7).await;
+    let seqs: Vec<u64> = first.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (0..7).collect::<Vec<u64>>());
+    // Live: a new message arrives next.
+    n.call(
+        "POST",
+        &format!("/v1/agents/{}/messages", n.agent_a),
+        Some("operator"),
+        Some(json!({"body": "live"})),
+    )
+    .await;
+    let live = next_entries(&mut ws, 1).await;
+    assert_eq!(live[0]["seq"], 7);
+    assert_eq!(live[0]["body"]["body"], "live");
+    // Resuming from the middle gives exactly the rest.
+    let (mut ws2, _) = tokio_tungstenite::connect_async(ws_request(
+        n.ws_url("/v1/events?from=4"),
+        &n.keys["operator"],
+    ))
+    .await
+    .unwrap();
+    let rest = next_entries(&mut ws2, 4).await;
+    assert_eq!(
+        rest.iter()
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![4, 5, 6, 7]
+    );
+    // An agent key sees only its own namespace: agent b's creation (seq 1) is not sent.
+    let (mut ws3, _) = tokio_tungstenite::connect_async(ws_request(
+        n.ws_url("/v1/events?from=0"),
+        &n.keys["agent_a"],
+    ))
+    .await
+    .unwrap();
+    let visible = next_entries(&mut ws3, 7).await;
+    assert!(
+        visible.iter().all(|e| e["agent"] == n.agent_a.to_string()),
+        "{visible:?}"
+    );
+    // Without a key: refused before the upgrade.
+    assert!(
+        tokio_tungstenite::connect_async(n.ws_url("/v1/events"))
+            .await
+            .is_err()
+    );
+}

@@ -1,0 +1,81 @@
+//! What a tool is and what a call to it asks for: descriptors, calls, and the prepared
+//! form policy judges before anything runs.
+
+use aura_core::AgentId;
+use serde::{Deserialize, Serialize};
+
+/// What a tool needs from the node to do its work. Policy and the node use it to decide
+/// which missions may be offered the tool at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Capability {
+    /// Files in the mission's workspace.
+    Workspace,
+    /// Running a command (always inside a cell).
+    Command,
+    /// Reaching hosts on the network.
+    Network,
+    /// Sending messages to other agents.
+    Messaging,
+    /// The mission's own lifecycle (declaring it finished).
+    Lifecycle,
+}
+
+/// A tool as the reasoner and policy see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolDescriptor {
+    /// The tool's name, e.g. `fs.write`; also the Cedar action.
+    pub name: String,
+    /// One or two sentences for the reasoner.
+    pub description: String,
+    /// A JSON Schema (2020-12) of the arguments object. It accepts exactly what the tool's
+    /// argument parser accepts.
+    pub parameters: serde_json::Value,
+    /// Whether a call may change or remove something that existed before it.
+    pub destructive: bool,
+    /// Whether a call's effect can carry a [`crate::Compensation`] that undoes it.
+    pub compensable: bool,
+    pub needs: Capability,
+}
+
+/// What a call touches, as policy sees it. The node turns it into aura-policy's resource.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Target {
+    /// A file or directory, normalised and relative to the workspace (`.` is the
+    /// workspace itself).
+    Path { path: String },
+    /// A shell command run in a cell; `network` says whether the call asks for network
+    /// access (which the mission's grant must also allow).
+    Command { command: String, network: bool },
+    /// A host reached over the network.
+    Host {
+        host: String,
+        port: u16,
+        scheme: String,
+    },
+    /// Another agent, addressed by a message.
+    Agent { agent: AgentId },
+    /// The calling mission itself.
+    Mission,
+}
+
+/// A call the reasoner proposed: an id it chose (unique within its step), the tool's name
+/// and the arguments as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Call {
+    pub id: String,
+    pub tool: String,
+    pub arguments: serde_json::Value,
+}
+
+/// A call whose arguments have been validated and whose target is known; nothing has been
+/// done yet. This is what policy judges.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Prepared {
+    pub call: Call,
+    pub target: Target,
+    pub destructive: bool,
+}

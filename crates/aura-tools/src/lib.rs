@@ -1,0 +1,66 @@
+//! Aura's tools: what a governed agent can do, and the record of what it did.
+//!
+//! The kernel uses this crate in three moves:
+//!
+//! 1. **Prepare.** [`Registry::prepare`] validates a proposed [`Call`]'s arguments against
+//!    the tool's schema and reports its [`Target`] (the file, command, host, agent or
+//!    mission it touches) and whether it is destructive. No IO. Policy judges this
+//!    [`Prepared`] call.
+//! 2. **Execute.** [`Registry::execute`] runs a permitted call under a [`ToolContext`]. It
+//!    first checks the mission's execution token ([`authorize`]): missing, expired, for
+//!    another mission, agent or namespace, out of scope, or presented after the mission
+//!    ended, and the tool never runs. Whatever happens comes back as an [`Effect`], a plain
+//!    serialisable value the kernel records in the ledger and reuses on replay instead of
+//!    running the tool again.
+//! 3. **Compensate.** A failing mission undoes its completed steps in reverse order with
+//!    [`Registry::compensate`], from the [`Compensation`] each effect recorded
+//!    (`fs.write` and `fs.delete` record the previous content, byte for byte).
+//!
+//! The built-in tools ([`Registry::builtin`]):
+//!
+//! | tool | target | destructive | compensation |
+//! |---|---|---|---|
+//! | `fs.read` | path | no | none |
+//! | `fs.write` | path | yes | restore the previous content, or remove the new file |
+//! | `fs.list` | path | no | none |
+//! | `fs.delete` | path | yes | recreate the file with the same bytes and mode |
+//! | `cmd.run` | command | yes | a compensating command, if the call declared one |
+//! | `http.fetch` | host | no | none |
+//! | `agent.send` | agent | no | none |
+//! | `mission.finish` | mission | no | none |
+//!
+//! File tools resolve every path with `openat2(2)` beneath the workspace (no `..`, no
+//! absolute paths, no symbolic links, a swapped-in link cannot redirect them); `cmd.run`
+//! only ever runs through a [`CommandRunner`] (the cell) and refuses without one;
+//! `http.fetch` is off unless the node enables it and the mission's [`NetworkGrant`] lists
+//! the host, and connects only to vetted public addresses. docs/tools.md describes each
+//! tool's arguments and limits, and how to add a tool.
+
+mod agent;
+mod args;
+mod call;
+mod cmd;
+mod context;
+mod effect;
+mod fs;
+pub mod http;
+mod registry;
+
+pub use agent::{AgentSend, FinishArgs, MissionFinish, SendArgs};
+pub use args::schema_for;
+pub use call::{Call, Capability, Prepared, Target, ToolDescriptor};
+pub use cmd::{
+    CmdRun, CommandOutput, CommandRequest, CommandRunner, MAX_COMMAND_BYTES, MAX_ENV, RunArgs,
+};
+pub use context::{CellLimits, Limits, NetworkGrant, ToolContext};
+pub use effect::{
+    Compensation, EFFECT_VERSION, Effect, EffectVersion, ErrorKind, OutboundMessage, Outcome,
+    ToolError,
+};
+pub use fs::{
+    DeleteArgs, Encoding, FsDelete, FsList, FsRead, FsWrite, ListArgs, ReadArgs, WriteArgs,
+};
+pub use http::{FetchArgs, HttpFetch, HttpOptions, Method};
+pub use registry::{
+    BuiltinOptions, RegisterError, Registry, Tool, Unauthorized, authorize, authorize_compensation,
+};
