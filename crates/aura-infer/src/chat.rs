@@ -72,6 +72,10 @@ pub(crate) struct ChatTemplate {
     env: minijinja::Environment<'static>,
     bos: String,
     eos: String,
+    /// Whether the template reads the `tools` variable at all. Templates that do not
+    /// (SmolLM2's plain ChatML) drop tool descriptions silently, so callers describe the
+    /// tools in the system message themselves.
+    handles_tools: bool,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -95,7 +99,17 @@ impl ChatTemplate {
         );
         env.add_template_owned("chat", source.to_owned())
             .map_err(|e| Error::Template(format!("cannot compile the model's template: {e}")))?;
-        Ok(Self { env, bos, eos })
+        let handles_tools = source.contains("tools");
+        Ok(Self {
+            env,
+            bos,
+            eos,
+            handles_tools,
+        })
+    }
+
+    pub(crate) fn handles_tools(&self) -> bool {
+        self.handles_tools
     }
 
     pub(crate) fn render(

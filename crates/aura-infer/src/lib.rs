@@ -50,6 +50,7 @@ mod generate;
 pub mod kernels;
 mod load;
 mod matrix;
+pub mod reasoner;
 mod sampling;
 mod tokenizer;
 mod transformer;
@@ -368,6 +369,14 @@ impl Model {
             )
         })?;
         template.render(messages, tools, add_generation_prompt)
+    }
+
+    /// Whether the model's chat template renders tool descriptions (it mentions `tools`).
+    /// When it does not, [`Model::render_chat`] ignores the tools it is given.
+    pub fn chat_template_handles_tools(&self) -> bool {
+        self.template
+            .as_ref()
+            .is_some_and(chat::ChatTemplate::handles_tools)
     }
 
     /// A fresh sequence on this model: feed it tokens, read the next token's logits.
