@@ -37,8 +37,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use aura_reasoner::{
-    Delta, DeltaSink, Error, Finish, Message, ProviderInfo, Reasoner, Request, Role, ToolCall,
-    ToolChoice, ToolSpec, Turn, Usage,
+    Delta, DeltaSink, Error, Finish, LocalConfig, LocalModels, Message, ProviderInfo, Reasoner,
+    Request, Role, ToolCall, ToolChoice, ToolSpec, Turn, Usage,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -70,6 +70,25 @@ pub struct LocalOptions {
     /// The token limit of a turn when the request sets none ([`DEFAULT_MAX_TOKENS`] when
     /// unset).
     pub max_tokens: Option<u32>,
+}
+
+/// Opens `provider = "local"` configs for [`aura_reasoner::build`]: register it with
+/// `Context::system().with_local(Arc::new(LocalOpener))`. Each config loads its model.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LocalOpener;
+
+impl LocalModels for LocalOpener {
+    fn open(&self, config: &LocalConfig) -> Result<Arc<dyn Reasoner>, Error> {
+        LocalReasoner::open(
+            &config.model,
+            &LocalOptions {
+                name: config.name.clone(),
+                threads: config.threads,
+                dtype: None,
+                max_tokens: config.max_tokens,
+            },
+        )
+    }
 }
 
 /// A reasoner answering with a model loaded in this process.

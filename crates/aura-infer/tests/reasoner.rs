@@ -309,3 +309,24 @@ async fn dropping_a_turn_midway_neither_panics_nor_blocks_the_next() {
     // tokens; the 135M model is sure of something other than Paris).
     assert!(turn.content.starts_with("L'Étoile, la"), "{}", turn.content);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_config_builds_through_the_registered_opener_and_only_through_it() {
+    let config = aura_reasoner::Config::from_toml(&format!(
+        "provider = \"local\"\nmodel = {:?}\nname = \"smol\"\nmax_tokens = 3\n",
+        smollm2_path().display().to_string()
+    ))
+    .unwrap();
+    let err = aura_reasoner::build(&config, &aura_reasoner::Context::system()).unwrap_err();
+    assert!(err.to_string().contains("cannot run local models"), "{err}");
+    let context =
+        aura_reasoner::Context::system().with_local(Arc::new(aura_infer::reasoner::LocalOpener));
+    let r = aura_reasoner::build(&config, &context).unwrap();
+    assert_eq!(r.describe().model, "smol");
+    let turn = r
+        .turn(&Request::new(vec![Message::user("Hi")]), None)
+        .await
+        .unwrap();
+    assert!(turn.usage.completion_tokens <= 3);
+    assert_eq!(turn.model, "smol");
+}
