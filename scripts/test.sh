@@ -9,5 +9,9 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 
+# The inference tests run the real SmolLM2 and MiniLM; fetch them first (a no-op when the
+# cache already holds them with the right digests).
+./scripts/fetch-models.sh
+
 cargo nextest run --workspace --profile ci "$@"
 cargo test --workspace --doc --quiet

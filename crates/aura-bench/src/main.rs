@@ -6,6 +6,7 @@
 
 mod cells;
 mod http_peer;
+mod infer;
 mod ledger;
 mod missions;
 mod model;
@@ -27,6 +28,8 @@ enum Bench {
     Ledger(ledger::Args),
     /// Cells: a hardened one-shot cell (vs bubblewrap), executables per second in a cell
     Cells(cells::Args),
+    /// Inference: SmolLM2 prefill, decode and time to first token vs llama.cpp
+    Infer(infer::Args),
     /// Reasoner: decoding a provider's response stream (vs eventsource-stream)
     Reasoner(reasoner::Args),
     /// Model packages: manifest verification GB/s beside sha256sum on the same files
@@ -41,12 +44,17 @@ enum Bench {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Bench::Infer(args) = cli.bench {
+        // Pure CPU work on the engine's own threads: no async runtime needed.
+        return infer::run(&args);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     match cli.bench {
         Bench::Ledger(args) => rt.block_on(ledger::run(args)),
         Bench::Cells(args) => rt.block_on(cells::run(args)),
+        Bench::Infer(_) => Ok(()),
         Bench::Reasoner(args) => reasoner::run(&args, &rt),
         Bench::ModelVerify(args) => model::run(&args),
         Bench::Policy(args) => policy::run(&args),

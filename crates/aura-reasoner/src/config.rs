@@ -25,6 +25,10 @@ pub enum Config {
     Anthropic(AnthropicConfig),
     /// Replays a file of turns, for tests and reproducible demos.
     Scripted(ScriptedConfig),
+    /// A model running in this process (crate `aura-infer`), opened through the
+    /// [`LocalModels`](crate::LocalModels) the program registers in its
+    /// [`Context`](crate::Context).
+    Local(LocalConfig),
 }
 
 impl Config {
@@ -90,6 +94,23 @@ impl Config {
                 c.timeouts.validate()
             }
             Config::Scripted(_) => Ok(()),
+            Config::Local(c) => {
+                if c.model.as_os_str().is_empty() {
+                    return Err(Error::Config(
+                        "model must be the path of a GGUF file or a model directory".into(),
+                    ));
+                }
+                if let Some(name) = &c.name {
+                    check_model(name)?;
+                }
+                if c.threads == Some(0) {
+                    return Err(Error::Config("threads must be at least 1".into()));
+                }
+                if c.max_tokens == Some(0) {
+                    return Err(Error::Config("max_tokens must be at least 1".into()));
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -165,6 +186,23 @@ pub struct AnthropicConfig {
 #[serde(deny_unknown_fields)]
 pub struct ScriptedConfig {
     pub path: PathBuf,
+}
+
+/// The in-process model: a GGUF file, or a directory with `config.json`,
+/// `tokenizer.json` and safetensors shards.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalConfig {
+    pub model: PathBuf,
+    /// The model's name in turns; the file or directory name when unset.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Threads for the model's work (results do not depend on it); all cores when unset.
+    #[serde(default)]
+    pub threads: Option<usize>,
+    /// The token limit when the request sets none; the engine's default (512) if unset.
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
 }
 
 /// When and how often to try a failed request again.
@@ -350,6 +388,28 @@ mod human_duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_configs_parse_and_bad_values_are_refused() {
+        let c = Config::from_toml("provider = \"local\"\nmodel = \"models/smol.gguf\"\n").unwrap();
+        let Config::Local(c) = c else {
+            panic!("wrong provider")
+        };
+        assert_eq!(c.model, Path::new("models/smol.gguf"));
+        assert_eq!((c.name, c.threads, c.max_tokens), (None, None, None));
+        for bad in [
+            "provider = \"local\"\nmodel = \"\"\n",
+            "provider = \"local\"\nmodel = \"m.gguf\"\nthreads = 0\n",
+            "provider = \"local\"\nmodel = \"m.gguf\"\nmax_tokens = 0\n",
+            "provider = \"local\"\nmodel = \"m.gguf\"\nbase_url = \"http://x\"\n",
+            "provider = \"local\"\n",
+        ] {
+            assert!(
+                matches!(Config::from_toml(bad), Err(Error::Config(_))),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn toml_with_sections_parses() {

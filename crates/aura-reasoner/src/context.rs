@@ -16,6 +16,8 @@ use async_trait::async_trait;
 use aura_core::door::{Clock, Entropy, OsEntropy, SystemClock};
 use zeroize::Zeroizing;
 
+use crate::{Error, LocalConfig, Reasoner};
+
 /// Waits between attempts.
 #[async_trait]
 pub trait Sleep: Send + Sync + fmt::Debug {
@@ -98,6 +100,14 @@ impl Secrets for SecretMap {
     }
 }
 
+/// Opens in-process models for `provider = "local"` configs. This crate cannot load a
+/// model itself: the engine (`aura-infer`) is a heavy crate that depends on this one. A
+/// program that links the engine registers its opener with [`Context::with_local`]
+/// (`aura_infer::reasoner::LocalOpener`); without one, local configs are refused.
+pub trait LocalModels: Send + Sync + fmt::Debug {
+    fn open(&self, config: &LocalConfig) -> Result<Arc<dyn Reasoner>, Error>;
+}
+
 /// Everything a reasoner takes from the world besides its config.
 #[derive(Debug, Clone)]
 pub struct Context {
@@ -105,6 +115,8 @@ pub struct Context {
     pub entropy: Arc<dyn Entropy>,
     pub sleep: Arc<dyn Sleep>,
     pub secrets: Arc<dyn Secrets>,
+    /// What opens `local` configs, if this program can run models.
+    pub local: Option<Arc<dyn LocalModels>>,
 }
 
 impl Context {
@@ -116,7 +128,13 @@ impl Context {
             entropy: Arc::new(OsEntropy),
             sleep: Arc::new(TokioSleep),
             secrets: Arc::new(ProcessEnv),
+            local: None,
         }
+    }
+
+    pub fn with_local(mut self, local: Arc<dyn LocalModels>) -> Self {
+        self.local = Some(local);
+        self
     }
 
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {

@@ -35,11 +35,13 @@
 //! through [`Context::secrets`]; they are never stored in a config, recorded, logged or
 //! shown by `Debug` or [`Reasoner::describe`].
 //!
-//! **The in-process model** (crate `aura-infer`) will plug in as `Config::Local`: its
-//! provider runs generation on a blocking thread (`tokio::task::spawn_blocking`) and
-//! forwards tokens over a channel to the async `turn`, which calls the delta sink. The
-//! sink is borrowed for the call only, and `turn` is cancelled by dropping its future,
-//! so the blocking side should stop when its channel closes.
+//! **The in-process model** (crate `aura-infer`, `aura_infer::reasoner::LocalReasoner`)
+//! is `Config::Local`. This crate cannot depend on the engine (it depends on this one),
+//! so [`build`] opens local configs through the [`LocalModels`] opener registered in the
+//! [`Context`] (`Context::system().with_local(Arc::new(aura_infer::reasoner::LocalOpener))`)
+//! and refuses them where none is. The local provider runs generation on a blocking
+//! thread and forwards text over a channel to the async `turn`, which calls the delta
+//! sink; dropping the `turn` future closes the channel and stops generation.
 //!
 //! Without the default `http` feature the crate holds only the vocabulary, the wire
 //! decoders and the scripted provider: what the pure kernel and the fuzz targets need.
@@ -62,9 +64,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use config::{
-    AnthropicConfig, Config, MaxTokensField, OpenAiConfig, RetryPolicy, ScriptedConfig, Timeouts,
+    AnthropicConfig, Config, LocalConfig, MaxTokensField, OpenAiConfig, RetryPolicy,
+    ScriptedConfig, Timeouts,
 };
-pub use context::{Context, ProcessEnv, Secret, SecretMap, Secrets, Sleep, TokioSleep};
+pub use context::{
+    Context, LocalModels, ProcessEnv, Secret, SecretMap, Secrets, Sleep, TokioSleep,
+};
 pub use error::{Error, TimeoutKind};
 #[cfg(feature = "http")]
 pub use http::{Anthropic, OpenAi};
@@ -107,5 +112,11 @@ pub fn build(config: &Config, context: &Context) -> Result<Arc<dyn Reasoner>, Er
             ))
         }
         Config::Scripted(c) => Ok(Arc::new(Scripted::load(&c.path)?)),
+        Config::Local(c) => match &context.local {
+            Some(local) => local.open(c),
+            None => Err(Error::Config(
+                "this program cannot run local models (no model engine is linked in)".into(),
+            )),
+        },
     }
 }
