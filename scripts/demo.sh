@@ -2,10 +2,13 @@
 # The main job: build Aura, then in a fresh data directory (.demo/home):
 #  1. the signed ledger end to end: append, verify, export, prove an entry and check the
 #     proof offline, tamper with the export and watch verification fail;
-#  2. a node (`aura serve`, embedded SQLite store) running a governed mission end to end:
-#     an agent writes and reads files under the default Cedar policy, its delete is
-#     escalated to a person, approved from the CLI with a signed approval, and the mission
-#     completes; then the mission is replayed from the ledger and the ledger verified.
+#  2. a node (`aura serve`, embedded SQLite store) with the default local model (SmolLM2,
+#     pulled as a signed package): a mission on that model, governed and replayed;
+#  3. a governed mission end to end on a reasoner that can finish it (an OpenAI-compatible
+#     endpoint if given, else a scripted one): an agent reads and writes files under the
+#     default Cedar policy, its delete is escalated to a person, approved from the CLI
+#     with a signed approval, and the mission completes; then the mission is replayed from
+#     the ledger and the ledger verified.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -78,10 +81,21 @@ else
 path = \"$PWD/demo/summarise.jsonl\""
   REASONER_SAYS="the scripted provider replaying demo/summarise.jsonl (set AURA_DEMO_OPENAI_BASE_URL to use a model)"
 fi
-step "aura serve: a node on the embedded store; reasoner: $REASONER_SAYS"
+step "aura model pull smollm2: the default local model, as a signed, hash-verified package"
+"$AURA" model pull smollm2
+
+step "aura serve: a node on the embedded store; local model smollm2 by default, and $REASONER_SAYS"
 cat > "$AURA_HOME/aura.toml" <<TOML
 [http]
 listen = "127.0.0.1:$PORT"
+
+[missions]
+default_reasoner = "local"
+
+[reasoners.local]
+provider = "local"
+model = "smollm2"
+max_tokens = 256
 
 [reasoners.demo]
 $REASONER_TOML
@@ -89,7 +103,7 @@ TOML
 "$AURA" serve > .demo/serve.log 2>&1 &
 NODE_PID=$!
 trap 'kill "$NODE_PID" 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
+for _ in $(seq 1 600); do
   grep -q listening .demo/serve.log && break
   kill -0 "$NODE_PID" 2>/dev/null || { cat .demo/serve.log >&2; exit 1; }
   sleep 0.1
@@ -104,10 +118,22 @@ step "a workspace with a few files: $(ls demo/workspace | tr '\n' ' ')"
 WORKSPACE="$AURA_HOME/workspaces/default/project"
 mkdir -p "$WORKSPACE" && cp demo/workspace/* "$WORKSPACE/"
 
-step "aura mission submit: the agent reads, summarises, and policy escalates its delete"
+step "a mission on the local model (SmolLM2-135M, in this process, deterministic)"
+# A 135M model is too small to carry a task through; what it does is still governed
+# (every call checked by policy, run by the tools, recorded and signed) and replayable.
+LOCAL_MISSION=$("$AURA" --json mission submit --agent "$AGENT_ID" --timeout 300 --max-steps 4 \
+  --workspace project --objective "Read plan.md and write a one-line summary of it to summary.md" \
+  --tool fs.read --tool fs.write --tool mission.finish \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+"$AURA" mission watch "$LOCAL_MISSION" || true
+"$AURA" replay "$LOCAL_MISSION"
+rm -f "$WORKSPACE/summary.md"
+
+step "aura mission submit: the agent reads, summarises, and policy escalates its delete ($REASONER_SAYS)"
 "$AURA" mission submit --agent "$AGENT_ID" --timeout 600 --workspace project \
   --objective "Summarise the plan and the notes into summary.md and clean up stale files" \
-  --tool fs.list --tool fs.read --tool fs.write --tool fs.delete --tool mission.finish
+  --tool fs.list --tool fs.read --tool fs.write --tool fs.delete --tool mission.finish \
+  --reasoner demo
 MISSION=""
 for _ in $(seq 1 300); do
   MISSION=$("$AURA" --json approvals | python3 -c 'import json,sys; a=json.load(sys.stdin); print(a[0]["mission"] if a else "")')

@@ -7,6 +7,7 @@
 mod client;
 mod cmd;
 mod home;
+mod local;
 mod output;
 
 use std::path::PathBuf;

@@ -382,6 +382,14 @@ impl Actor {
             let reason = format!("the reasoner's turn was refused: {e}");
             return self.end(step, MissionState::Failed, Some(reason)).await;
         }
+        let idle = idle_turns(&step.mission().conversation);
+        if idle >= MAX_IDLE_TURNS {
+            let reason = format!(
+                "the reasoner answered {idle} times in a row without calling a tool \
+                 (a mission ends with `mission.finish`)"
+            );
+            return self.end(step, MissionState::Failed, Some(reason)).await;
+        }
         self.advance(step, None).await;
     }
 
@@ -780,4 +788,17 @@ impl Actor {
             }
         }
     }
+}
+
+/// Turns in a row without a tool call after which a mission fails: a reasoner that only
+/// talks makes no progress, and asking it again would spend the budget on nothing.
+const MAX_IDLE_TURNS: usize = 3;
+
+/// How many of the conversation's last messages are the reasoner's turns without a call.
+fn idle_turns(conversation: &[aura_kernel::Message]) -> usize {
+    conversation
+        .iter()
+        .rev()
+        .take_while(|m| m.role == aura_kernel::Role::Assistant && m.tool_calls.is_empty())
+        .count()
 }

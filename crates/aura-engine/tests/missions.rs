@@ -581,3 +581,39 @@ async fn an_escalated_mission_survives_a_restart_and_resumes_when_approved() {
     );
     assert!(!dir.path().join("workspaces/default/six/gone.txt").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reasoner_that_only_talks_fails_the_mission_after_three_turns() {
+    let w = world().await;
+    // One turn with a call between idle turns resets the count; then three in a row.
+    w.script.0.lock().unwrap().extend([
+        vec![],
+        vec![],
+        vec![("fs.list", json!({"path": "."}))],
+        vec![],
+        vec![],
+        vec![],
+        vec![("fs.list", json!({"path": "."}))],
+    ]);
+    let id = w
+        .engine
+        .submit(w.agent, spec(&["fs.list", "mission.finish"], "five", 60))
+        .await
+        .unwrap();
+    assert_eq!(
+        until(&w.engine, id, MissionState::is_terminal).await,
+        MissionState::Failed
+    );
+    let mission = w.engine.mission(id).unwrap();
+    assert!(
+        mission
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("3 times in a row without calling a tool"),
+        "{:?}",
+        mission.reason
+    );
+    // The last scripted turn was never asked for.
+    assert_eq!(w.script.0.lock().unwrap().len(), 1);
+}

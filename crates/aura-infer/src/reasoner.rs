@@ -195,13 +195,7 @@ impl LocalReasoner {
             ToolChoice::Required if offered.len() == 1 => Some(offered[0].name.clone()),
             _ => None,
         };
-        let prefill = match &forced {
-            Some(name) => format!(
-                "{{\"name\": {}, \"arguments\": ",
-                Value::from(name.as_str())
-            ),
-            None => String::new(),
-        };
+        let prefill = forced.as_deref().map(call_opening).unwrap_or_default();
         prompt.push_str(&prefill);
         let generate = GenerateRequest {
             prompt: Prompt::Text(prompt.clone()),
@@ -219,6 +213,7 @@ impl LocalReasoner {
             prompt,
             generate,
             tools: offered.iter().map(|t| t.name.clone()).collect(),
+            must_call,
             forced,
             prefill,
         })
@@ -231,10 +226,75 @@ struct Plan {
     generate: GenerateRequest,
     /// The names of the tools the model may call (none when calls are off).
     tools: Vec<String>,
+    /// Whether the answer must be a call.
+    must_call: bool,
     /// The one tool the model must call, if there is one.
     forced: Option<String>,
     /// The beginning of the answer written for the model (empty unless `forced`).
     prefill: String,
+}
+
+impl Plan {
+    /// Begins the answer with a call of `name`, leaving the model its arguments.
+    fn begin_call(&mut self, name: String) {
+        let prefill = call_opening(&name);
+        self.prompt.push_str(&prefill);
+        self.generate.prompt = Prompt::Text(self.prompt.clone());
+        self.prefill = prefill;
+        self.forced = Some(name);
+    }
+}
+
+/// The beginning of a call's JSON object, up to its arguments.
+fn call_opening(name: &str) -> String {
+    format!("{{\"name\": {}, \"arguments\": ", Value::from(name))
+}
+
+/// Which of `names` the model would write after `opening` (which ends inside the call's
+/// `"name": "`): decoded greedily, token by token, over only the tokens that continue some
+/// offered name and its closing quote. Ties go to the lower token id, so the choice is as
+/// deterministic as generation.
+fn choose_tool(model: &Model, opening: &str, names: &[String]) -> crate::Result<String> {
+    let tokenizer = model.tokenizer();
+    let mut alive: Vec<(String, Vec<u32>)> = Vec::with_capacity(names.len());
+    for name in names {
+        alive.push((name.clone(), tokenizer.encode(&format!("{name}\""), false)?));
+    }
+    let mut session = model.session();
+    let mut logits = session.feed(&tokenizer.encode(opening, true)?)?;
+    let mut position = 0;
+    loop {
+        alive.retain(|(_, ids)| ids.len() > position);
+        match alive.len() {
+            0 => return Err(crate::Error::InvalidRequest("no tool to choose".into())),
+            1 => return Ok(alive.swap_remove(0).0),
+            _ => {}
+        }
+        let mut best: Option<(f32, u32)> = None;
+        for (_, ids) in &alive {
+            let id = ids[position];
+            let score = logits
+                .get(id as usize)
+                .copied()
+                .unwrap_or(f32::NEG_INFINITY);
+            let better = match best {
+                None => true,
+                Some((s, b)) => score > s || (score == s && id < b),
+            };
+            if better {
+                best = Some((score, id));
+            }
+        }
+        let Some((_, token)) = best else {
+            return Err(crate::Error::InvalidRequest("no tool to choose".into()));
+        };
+        alive.retain(|(_, ids)| ids[position] == token);
+        if alive.len() == 1 {
+            return Ok(alive.swap_remove(0).0);
+        }
+        logits = session.feed(&[token])?;
+        position += 1;
+    }
 }
 
 #[async_trait]
@@ -248,7 +308,23 @@ impl Reasoner for LocalReasoner {
     }
 
     async fn turn(&self, request: &Request, deltas: Option<&DeltaSink<'_>>) -> Result<Turn, Error> {
-        let plan = self.plan(request)?;
+        let mut plan = self.plan(request)?;
+        if plan.must_call && plan.forced.is_none() {
+            // Several tools and one must be called: the model picks the name among the
+            // offered ones only, then writes the arguments of the call begun for it.
+            let model = Arc::clone(&self.model);
+            let opening = format!("{}{{\"name\": \"", plan.prompt);
+            let names = plan.tools.clone();
+            let chosen = tokio::task::spawn_blocking(move || choose_tool(&model, &opening, &names))
+                .await
+                .map_err(|e| Error::Stream {
+                    kind: "local".into(),
+                    message: format!("the tool-choosing thread failed: {e}"),
+                    retryable: false,
+                })?
+                .map_err(|e| engine_error(&e))?;
+            plan.begin_call(chosen);
+        }
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         let model = Arc::clone(&self.model);
         let generate = plan.generate.clone();

@@ -330,3 +330,57 @@ async fn a_local_config_builds_through_the_registered_opener_and_only_through_it
     assert!(turn.usage.completion_tokens <= 3);
     assert_eq!(turn.model, "smol");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_required_call_among_several_tools_names_an_offered_tool() {
+    let r = reasoner();
+    let write = ToolSpec {
+        name: "fs.write".into(),
+        description: "Write text to a file in the workspace.".into(),
+        parameters: json!({
+            "type": "object",
+            "properties": {"path": {"type": "string"}, "content": {"type": "string"}},
+            "required": ["path", "content"]
+        }),
+    };
+    let finish = ToolSpec {
+        name: "mission.finish".into(),
+        description: "Declare the objective reached, with a short summary.".into(),
+        parameters: json!({
+            "type": "object",
+            "properties": {"summary": {"type": "string"}},
+            "required": ["summary"]
+        }),
+    };
+    let request = Request {
+        tools: vec![read_tool(), write, finish],
+        tool_choice: ToolChoice::Required,
+        max_tokens: Some(48),
+        ..Request::new(vec![
+            Message::system("You are an agent working in a repository."),
+            Message::user("Read plan.md and summarise it."),
+        ])
+    };
+    let (turn, _) = turn(&r, &request).await;
+    assert_eq!(turn, r.turn(&request, None).await.unwrap());
+    let offered = ["fs.read", "fs.write", "mission.finish"];
+    match turn.tool_calls.as_slice() {
+        [call] => {
+            assert!(offered.contains(&call.name.as_str()), "{turn:?}");
+            assert!(call.arguments.is_object());
+            assert_eq!(turn.finish, Finish::ToolCalls);
+        }
+        [] => {
+            // Only a token limit can leave the begun call unfinished.
+            assert_eq!(turn.finish, Finish::Length, "{turn:?}");
+            assert!(
+                offered.iter().any(|n| turn
+                    .content
+                    .starts_with(&format!(r#"{{"name": "{n}", "arguments": {{"#))),
+                "{turn:?}"
+            );
+        }
+        _ => panic!("one call was begun, yet several came back: {turn:?}"),
+    }
+    eprintln!("{turn:?}");
+}

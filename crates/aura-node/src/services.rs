@@ -15,18 +15,14 @@ use aura_tools::{BuiltinOptions, CommandRunner, HttpOptions, Registry};
 
 use crate::config::Config;
 
-/// Builds a reasoner this crate cannot build itself (the `local` provider runs a model
-/// in-process, which the binary links in). Given the reasoner's table from `aura.toml`.
-pub type LocalFactory =
-    dyn Fn(&toml::Table) -> Result<Arc<dyn aura_reasoner::Reasoner>, String> + Send + Sync;
-
 /// What only the binary can provide.
 #[derive(Default)]
 pub struct Parts {
     /// Runs `cmd.run` in a cell; without one `cmd.run` refuses every call.
     pub command_runner: Option<Arc<dyn CommandRunner>>,
-    /// Builds `provider = "local"` reasoners.
-    pub local: Option<Box<LocalFactory>>,
+    /// Opens `provider = "local"` reasoners (models run in-process, which the binary
+    /// links in); without it they are refused.
+    pub local: Option<Arc<dyn aura_reasoner::LocalModels>>,
     /// Reasoners added by name besides the configured ones (tests, embedders).
     pub extra_reasoners: Vec<(String, Arc<dyn aura_reasoner::Reasoner>)>,
 }
@@ -67,8 +63,8 @@ pub struct Summary {
     pub cells: bool,
 }
 
-/// Builds the engine's services. Relative paths in reasoner tables (a script's `path`, a
-/// local model's `model`) are read against `home`.
+/// Builds the engine's services. A relative `path` in a reasoner table (a scripted
+/// reasoner's script) is read against `home`; a local model is named by its package.
 pub fn build(
     home: &Path,
     config: &Config,
@@ -100,7 +96,7 @@ pub fn build(
     let mut reasoners = Configured::new();
     let mut names = Vec::new();
     for (name, table) in &config.reasoners {
-        let reasoner = build_reasoner(home, name, table, parts.local.as_deref())?;
+        let reasoner = build_reasoner(home, name, table, parts.local.clone())?;
         let info = reasoner.describe();
         let description = format!("{} {}", info.provider, info.model);
         reasoners.add(name, Arc::new(ProviderReasoner::new(reasoner)), description);
@@ -151,20 +147,11 @@ fn build_reasoner(
     home: &Path,
     name: &str,
     table: &toml::Table,
-    local: Option<&LocalFactory>,
+    local: Option<Arc<dyn aura_reasoner::LocalModels>>,
 ) -> Result<Arc<dyn aura_reasoner::Reasoner>, ServicesError> {
     let hint = "see docs/reasoners.md for each provider's settings";
     let mut table = table.clone();
-    if table.get("provider").and_then(|p| p.as_str()) == Some("local") {
-        resolve(home, &mut table, "model");
-        let Some(local) = local else {
-            return Err(refuse(
-                format!("reasoner `{name}`: this build has no local models"),
-                hint,
-            ));
-        };
-        return local(&table).map_err(|e| refuse(format!("reasoner `{name}`: {e}"), hint));
-    }
+    // A local model is named by its installed package, not by a path: nothing to resolve.
     resolve(home, &mut table, "path");
     let config: aura_reasoner::Config =
         toml::Value::Table(table)
@@ -178,7 +165,11 @@ fn build_reasoner(
                     hint,
                 )
             })?;
-    aura_reasoner::build(&config, &aura_reasoner::Context::system())
+    let mut context = aura_reasoner::Context::system();
+    if let Some(local) = local {
+        context = context.with_local(local);
+    }
+    aura_reasoner::build(&config, &context)
         .map_err(|e| refuse(format!("reasoner `{name}`: {e}"), hint))
 }
 

@@ -8,8 +8,12 @@ use aura_identity::TrustSet;
 use aura_store::Store;
 use serde::Serialize;
 
+use aura_cell::tools::CellRunner;
+use aura_cell::{Options as CellOptions, Runtime};
+
 use crate::hinted;
 use crate::home::Home;
+use crate::local::{DEFAULT_MODEL, PackagedModels};
 use crate::output::Output;
 
 #[derive(Debug, clap::Args)]
@@ -32,15 +36,57 @@ struct Ready {
     cells: bool,
 }
 
-/// What only the binary links in: the cell runner and the in-process model.
-fn parts() -> aura_node::services::Parts {
-    aura_node::services::Parts::default()
+/// What only the binary links in: the cell runner and the in-process models. Cells need
+/// root; without them the node still runs, with `cmd.run` refusing every call. Returns
+/// why cells are off, if they are, to say once the node is up.
+async fn parts(
+    home: &Home,
+    node: aura_core::NodeId,
+) -> (aura_node::services::Parts, Option<Runtime>, Option<String>) {
+    let mut parts = aura_node::services::Parts {
+        local: Some(Arc::new(PackagedModels::new(home.dir(), node))),
+        ..Default::default()
+    };
+    match Runtime::start(CellOptions::new(home.dir().join("cells"))).await {
+        Ok(cells) => {
+            parts.command_runner = Some(Arc::new(CellRunner::new(cells.clone())));
+            (parts, Some(cells), None)
+        }
+        Err(e) => (
+            parts,
+            None,
+            Some(format!(
+                "note: cmd.run is off: cells cannot start here: {e}"
+            )),
+        ),
+    }
+}
+
+/// With no reasoner in `aura.toml`, the node runs the default local model if it is
+/// installed, so a fresh node that pulled it can run missions at once.
+fn with_default_reasoner(
+    mut config: aura_node::Config,
+    models: &PackagedModels,
+) -> aura_node::Config {
+    if config.reasoners.is_empty() && models.is_installed(DEFAULT_MODEL) {
+        let mut table = toml::Table::new();
+        table.insert("provider".into(), "local".into());
+        table.insert("model".into(), DEFAULT_MODEL.into());
+        // A small model left to run on repeats itself; a turn is a call, not an essay.
+        table.insert("max_tokens".into(), toml::Value::Integer(256));
+        config.reasoners.insert(DEFAULT_MODEL.to_owned(), table);
+    }
+    config
 }
 
 pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result<()> {
     home.require_init()?;
     let config_path = aura_node::Config::path(home.dir());
     let config = aura_node::Config::load(&config_path)?;
+    let (store, signer) = home.open_store_and_signer()?;
+    let node_key = signer.public_key();
+    let config =
+        with_default_reasoner(config, &PackagedModels::new(home.dir(), node_key.node_id()));
     let listen = args.listen.unwrap_or(config.http.listen);
     let mut issuers = Vec::new();
     for hex in &config.trust.issuers {
@@ -51,12 +97,19 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
             )
         })?);
     }
-    let (store, signer) = home.open_store_and_signer()?;
-    let node_key = signer.public_key();
     issuers.push(node_key);
     let policies = crate::cmd::policy::load(home, &[])?;
-    let (services, built) = aura_node::services::build(home.dir(), &config, policies, parts())
-        .map_err(|e| hinted(e.message, e.hint))?;
+    let (parts, cells, cells_note) = parts(home, node_key.node_id()).await;
+    let built = aura_node::services::build(home.dir(), &config, policies, parts);
+    let (services, built) = match built {
+        Ok(built) => built,
+        Err(e) => {
+            if let Some(cells) = cells {
+                cells.shutdown().await;
+            }
+            return Err(hinted(e.message, e.hint));
+        }
+    };
     let workspaces = match &config.missions.workspaces {
         Some(dir) if dir.is_relative() => home.dir().join(dir),
         Some(dir) => dir.clone(),
@@ -107,6 +160,9 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
         default_reasoner: built.default_reasoner,
         cells: built.cells,
     };
+    if let Some(note) = cells_note {
+        eprintln!("{note}");
+    }
     out.line(&ready, || {
         let reasoner = match &ready.default_reasoner {
             Some(name) => format!("default reasoner `{name}`"),
@@ -128,6 +184,9 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
     shutdown_signal().await;
     server.shutdown().await;
     engine.shutdown().await;
+    if let Some(cells) = cells {
+        cells.shutdown().await;
+    }
     Ok(())
 }
 

@@ -129,7 +129,14 @@ impl Reasoner for ProviderReasoner {
                     parameters: t.parameters.clone(),
                 })
                 .collect(),
-            tool_choice: r::ToolChoice::Auto,
+            // A mission acts only through tools and ends only through `mission.finish`,
+            // so every turn must call one; a reasoner left to choose (small local models
+            // especially) tends to answer in prose and make no progress.
+            tool_choice: if req.tools.is_empty() {
+                r::ToolChoice::Auto
+            } else {
+                r::ToolChoice::Required
+            },
             max_tokens: None,
             temperature: None,
             seed: Some(req.seed),
@@ -253,5 +260,67 @@ mod tests {
         assert_eq!(names.aura("fs_read_2"), "fs_read");
         assert_eq!(names.aura("mission_finish"), "mission.finish");
         assert_eq!(names.aura("made_up"), "made_up");
+    }
+
+    /// Answers every turn with nothing and remembers the tool choice it was asked with.
+    #[derive(Debug, Default)]
+    struct Recorder(std::sync::Mutex<Vec<r::ToolChoice>>);
+
+    #[async_trait]
+    impl r::Reasoner for Recorder {
+        fn describe(&self) -> r::ProviderInfo {
+            r::ProviderInfo {
+                provider: "test".into(),
+                model: "recorder".into(),
+                base_url: None,
+            }
+        }
+
+        async fn turn(
+            &self,
+            request: &r::Request,
+            _deltas: Option<&r::DeltaSink<'_>>,
+        ) -> Result<r::Turn, r::Error> {
+            self.0
+                .lock()
+                .map_err(|_| r::Error::Config("poisoned".into()))?
+                .push(request.tool_choice.clone());
+            Ok(r::Turn {
+                content: String::new(),
+                tool_calls: Vec::new(),
+                finish: r::Finish::Stop,
+                usage: r::Usage::default(),
+                provider: "test".into(),
+                model: "recorder".into(),
+                response_id: None,
+                attempts: 1,
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_turn_with_tools_must_call_one() {
+        let recorder = Arc::new(Recorder::default());
+        let reasoner = ProviderReasoner::new(recorder.clone());
+        let request = |tools: Vec<ToolSpec>| ReasonRequest {
+            messages: vec![Message {
+                role: Role::User,
+                content: "go".into(),
+                tool_calls: Vec::new(),
+                tool_call_id: None,
+            }],
+            tools,
+            seed: 1,
+        };
+        let finish = ToolSpec {
+            name: "mission.finish".into(),
+            description: String::new(),
+            parameters: serde_json::json!({"type": "object"}),
+        };
+        let quiet = |_: &str| {};
+        assert!(reasoner.turn(&request(vec![finish]), &quiet).await.is_ok());
+        assert!(reasoner.turn(&request(vec![]), &quiet).await.is_ok());
+        let seen = recorder.0.lock().map(|v| v.clone()).unwrap_or_default();
+        assert_eq!(seen, vec![r::ToolChoice::Required, r::ToolChoice::Auto]);
     }
 }
