@@ -5,6 +5,7 @@
 //! them as they are. Run with `cargo run --release -p aura-bench -- <benchmark>`.
 
 mod cells;
+mod http_load;
 mod http_peer;
 mod infer;
 mod ledger;
@@ -38,6 +39,8 @@ enum Bench {
     Missions(missions::Args),
     /// The peer server of scripts/bench-http.sh (a minimal authenticated JSON GET)
     HttpPeer(http_peer::Args),
+    /// An open-loop load generator at a fixed rate (scripts/bench-http.sh drives it)
+    HttpLoad(http_load::Args),
     /// Policy: decision latency with 200 policies loaded (vs Cedar's own evaluation)
     Policy(policy::Args),
 }
@@ -60,6 +63,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Policy(args) => policy::run(&args),
         Bench::Missions(args) => rt.block_on(missions::run(args)),
         Bench::HttpPeer(args) => rt.block_on(http_peer::run(args)),
+        Bench::HttpLoad(args) => rt.block_on(http_load::run(args)),
     }
 }
 
