@@ -330,6 +330,18 @@ impl Matcher {
                 state: JsonState::new(),
                 texts: model.token_texts(),
             }),
+            Constraint::JsonObjectAfter(prefix) => {
+                let mut state = JsonState::new();
+                if !prefix.chars().all(|c| state.feed(c)) || state.is_complete() {
+                    return Err(Error::Constraint(format!(
+                        "`{prefix}` does not begin an unfinished JSON object"
+                    )));
+                }
+                Ok(Self {
+                    state,
+                    texts: model.token_texts(),
+                })
+            }
             Constraint::JsonSchema(_) => Err(Error::Constraint(
                 "json_schema constraints are not supported by this engine yet; use json_object"
                     .into(),

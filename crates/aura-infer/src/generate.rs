@@ -35,6 +35,10 @@ impl Default for Prompt {
 pub enum Constraint {
     /// Any JSON object.
     JsonObject,
+    /// The rest of a JSON object whose beginning (this text) is already written: the
+    /// output plus this prefix is one JSON object. A prefix that cannot begin one is an
+    /// error.
+    JsonObjectAfter(String),
     /// A JSON value matching the schema.
     JsonSchema(serde_json::Value),
     /// One call of one of the tools: `{"name": ..., "arguments": {...}}` with the

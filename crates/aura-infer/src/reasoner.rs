@@ -195,7 +195,14 @@ impl LocalReasoner {
             ToolChoice::Required if offered.len() == 1 => Some(offered[0].name.clone()),
             _ => None,
         };
-        let prefill = forced.as_deref().map(call_opening).unwrap_or_default();
+        let arguments = forced
+            .as_deref()
+            .map(|name| arguments_opening(offered, name))
+            .unwrap_or_default();
+        let prefill = match forced.as_deref() {
+            Some(name) => format!("{}{arguments}", call_opening(name)),
+            None => String::new(),
+        };
         prompt.push_str(&prefill);
         let generate = GenerateRequest {
             prompt: Prompt::Text(prompt.clone()),
@@ -206,16 +213,18 @@ impl LocalReasoner {
             },
             max_tokens: request.max_tokens.unwrap_or(self.max_tokens).max(1),
             stop: request.stop.clone(),
-            constraint: must_call.then_some(Constraint::JsonObject),
+            constraint: must_call.then(|| arguments_constraint(&arguments)),
             logprobs: None,
         };
         Ok(Plan {
             prompt,
             generate,
             tools: offered.iter().map(|t| t.name.clone()).collect(),
+            offered: offered.to_vec(),
             must_call,
             forced,
             prefill,
+            arguments,
         })
     }
 }
@@ -226,22 +235,71 @@ struct Plan {
     generate: GenerateRequest,
     /// The names of the tools the model may call (none when calls are off).
     tools: Vec<String>,
+    /// Those tools in full.
+    offered: Vec<ToolSpec>,
     /// Whether the answer must be a call.
     must_call: bool,
     /// The one tool the model must call, if there is one.
     forced: Option<String>,
     /// The beginning of the answer written for the model (empty unless `forced`).
     prefill: String,
+    /// The part of `prefill` that begins the arguments object.
+    arguments: String,
 }
 
 impl Plan {
     /// Begins the answer with a call of `name`, leaving the model its arguments.
     fn begin_call(&mut self, name: String) {
-        let prefill = call_opening(&name);
+        let arguments = arguments_opening(&self.offered, &name);
+        let prefill = format!("{}{arguments}", call_opening(&name));
         self.prompt.push_str(&prefill);
         self.generate.prompt = Prompt::Text(self.prompt.clone());
+        self.generate.constraint = Some(arguments_constraint(&arguments));
         self.prefill = prefill;
+        self.arguments = arguments;
         self.forced = Some(name);
+    }
+}
+
+/// The beginning of a begun call's arguments: the object and its first required property
+/// (and the opening quote when that property is a string), so that a small model writes
+/// a value rather than echoing the schema back. Empty when the schema requires nothing.
+fn arguments_opening(offered: &[ToolSpec], name: &str) -> String {
+    let Some(schema) = offered
+        .iter()
+        .find(|t| t.name == name)
+        .map(|t| &t.parameters)
+    else {
+        return String::new();
+    };
+    let Some(first) = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .and_then(|r| r.first())
+        .and_then(Value::as_str)
+    else {
+        return String::new();
+    };
+    let is_string = schema
+        .pointer(&format!(
+            "/properties/{}/type",
+            first.replace('~', "~0").replace('/', "~1")
+        ))
+        .and_then(Value::as_str)
+        == Some("string");
+    format!(
+        "{{{}: {}",
+        Value::from(first),
+        if is_string { "\"" } else { "" }
+    )
+}
+
+/// The constraint on what follows a begun call: the rest of its arguments object.
+fn arguments_constraint(arguments: &str) -> Constraint {
+    if arguments.is_empty() {
+        Constraint::JsonObject
+    } else {
+        Constraint::JsonObjectAfter(arguments.to_owned())
     }
 }
 
@@ -361,7 +419,10 @@ impl Reasoner for LocalReasoner {
         let parsed = match &plan.forced {
             _ if plan.tools.is_empty() => None,
             // The model wrote only the arguments of the call begun for it.
-            Some(name) => match serde_json::from_str::<Value>(&generation.text) {
+            Some(name) => match serde_json::from_str::<Value>(&format!(
+                "{}{}",
+                plan.arguments, generation.text
+            )) {
                 Ok(arguments @ Value::Object(_)) => Some(Parsed {
                     content: String::new(),
                     calls: vec![(name.clone(), arguments)],
