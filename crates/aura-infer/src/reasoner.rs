@@ -834,6 +834,36 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    #[test]
+    fn a_begun_call_begins_its_first_required_argument() {
+        let tool = |name: &str, parameters: Value| ToolSpec {
+            name: name.into(),
+            description: String::new(),
+            parameters,
+        };
+        let offered = vec![
+            tool(
+                "fs.read",
+                json!({"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}),
+            ),
+            tool(
+                "wait",
+                json!({"type": "object", "properties": {"s/e\"c": {"type": "integer"}}, "required": ["s/e\"c"]}),
+            ),
+            tool("ping", json!({"type": "object", "properties": {}})),
+        ];
+        assert_eq!(arguments_opening(&offered, "fs.read"), r#"{"path": ""#);
+        // Not a string: no quote; the key is written as JSON, escapes and all.
+        assert_eq!(arguments_opening(&offered, "wait"), r#"{"s/e\"c": "#);
+        assert_eq!(arguments_opening(&offered, "ping"), "");
+        assert_eq!(arguments_opening(&offered, "unknown"), "");
+        assert_eq!(arguments_constraint(""), Constraint::JsonObject);
+        assert_eq!(
+            arguments_constraint(r#"{"path": ""#),
+            Constraint::JsonObjectAfter(r#"{"path": ""#.into())
+        );
+    }
+
     fn tools() -> Vec<String> {
         vec!["fs.read".to_owned(), "mission.finish".to_owned()]
     }
