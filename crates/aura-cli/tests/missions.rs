@@ -396,3 +396,46 @@ fn a_node_runs_missions_on_the_pulled_default_model_needs_network() {
     assert_eq!(tokens, m["tokens"].as_u64().unwrap(), "{receipts:?}");
     aura.run(&["receipts", "verify"]).ok();
 }
+
+/// Licenses are checked on every turn, not only at start-up: with the node's license
+/// gone, the next turn is refused and the mission fails saying why, with no receipt.
+#[test]
+fn a_turn_without_a_license_fails_the_mission_needs_network() {
+    let aura = Aura::new();
+    aura.init();
+    aura.run(&["model", "pull", "smollm2"]).ok();
+    let node = start(&aura, "", "smollm2");
+    for license in std::fs::read_dir(aura.home().join("licenses")).unwrap() {
+        std::fs::remove_file(license.unwrap().path()).unwrap();
+    }
+    let agent = at(&aura, &node, &["--json", "agent", "create", "reader"])
+        .ok()
+        .json();
+    let agent = agent["id"].as_str().unwrap().to_owned();
+    let submitted = at(
+        &aura,
+        &node,
+        &[
+            "--json",
+            "mission",
+            "submit",
+            "--agent",
+            &agent,
+            "--objective",
+            "Say hello",
+            "--tool",
+            "mission.finish",
+            "--timeout",
+            "600",
+        ],
+    )
+    .ok()
+    .json();
+    let id = submitted["id"].as_str().unwrap().to_owned();
+    let m = wait_for(&aura, &node, &id, "failed");
+    let reason = m["reason"].as_str().unwrap();
+    assert!(reason.contains("no license"), "{m}");
+    drop(node);
+    let receipts = aura.run(&["--json", "receipts", "list"]).ok().json();
+    assert_eq!(receipts.as_array().unwrap().len(), 0, "{receipts}");
+}
