@@ -795,7 +795,7 @@ impl Actor {
 const MAX_IDLE_TURNS: usize = 3;
 
 /// How many of the conversation's last messages are the reasoner's turns without a call.
-fn idle_turns(conversation: &[aura_kernel::Message]) -> usize {
+fn idle_turns(conversation: &[std::sync::Arc<aura_kernel::Message>]) -> usize {
     conversation
         .iter()
         .rev()

@@ -91,7 +91,9 @@ pub struct Mission {
     /// Reasoner turns taken.
     pub steps: u32,
     pub tokens: u64,
-    pub conversation: Vec<Message>,
+    /// Shared, so that copying a mission (every event applies to a copy) does not copy
+    /// its conversation.
+    pub conversation: Vec<std::sync::Arc<Message>>,
     pub conversation_digest: Hash,
     /// The latest turn's calls not yet resolved (denied or effected).
     pub calls: Vec<CallState>,
@@ -249,7 +251,7 @@ impl Mission {
             tool_calls: Vec::new(),
             tool_call_id: None,
         });
-        out.extend(self.conversation.iter().cloned());
+        out.extend(self.conversation.iter().map(|m| Message::clone(m)));
         out
     }
 
@@ -259,7 +261,7 @@ impl Mission {
         h.update(&self.conversation_digest.0);
         h.update(&json(&message));
         self.conversation_digest = h.finish();
-        self.conversation.push(message);
+        self.conversation.push(std::sync::Arc::new(message));
     }
 
     fn seal(&mut self, event: &Event) {

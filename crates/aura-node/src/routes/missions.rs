@@ -135,7 +135,7 @@ fn view(m: &Mission, full: bool) -> MissionView {
         escalation,
         history: m.history.clone(),
         state_hash: m.state_hash.to_hex(),
-        conversation: full.then(|| m.conversation.clone()),
+        conversation: full.then(|| m.conversation.iter().map(|c| Message::clone(c)).collect()),
     }
 }
 
