@@ -57,6 +57,8 @@ enum Command {
     Ledger(cmd::ledger::Command),
     /// Run this node: agents and missions behind the HTTP API
     Serve(cmd::serve::Args),
+    /// Talk to an installed model in this process; every answer leaves a signed receipt
+    Chat(cmd::chat::Args),
     /// Create agents, message them, read their records (through a running node)
     Agent(cmd::agent::Args),
     /// Manage the API keys the node accepts
@@ -236,6 +238,7 @@ async fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
         Command::Key(c) => cmd::key::run(&home, out, c),
         Command::Ledger(c) => cmd::ledger::run(&home, out, c).await,
         Command::Serve(args) => cmd::serve::run(&home, out, args).await,
+        Command::Chat(args) => cmd::chat::run(&home, out, args).await,
         Command::Agent(args) => cmd::agent::run(&home, out, args).await,
         Command::Apikey(c) => cmd::apikey::run(&home, out, c),
         Command::Mission(args) => cmd::mission::mission(&home, out, args).await,

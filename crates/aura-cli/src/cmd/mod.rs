@@ -3,6 +3,7 @@
 pub(crate) mod agent;
 pub(crate) mod apikey;
 pub(crate) mod cell;
+pub(crate) mod chat;
 pub(crate) mod init;
 pub(crate) mod key;
 pub(crate) mod ledger;
