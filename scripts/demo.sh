@@ -127,6 +127,9 @@ LOCAL_MISSION=$("$AURA" --json mission submit --agent "$AGENT_ID" --timeout 300 
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 "$AURA" mission watch "$LOCAL_MISSION" || true
 "$AURA" replay "$LOCAL_MISSION"
+
+step "aura receipts list: each turn of the local model left a usage receipt, signed by the node"
+"$AURA" receipts list
 rm -f "$WORKSPACE/summary.md"
 
 step "aura mission submit: the agent reads, summarises, and policy escalates its delete ($REASONER_SAYS)"
