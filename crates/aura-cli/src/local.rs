@@ -5,7 +5,7 @@
 //! refused with the reason; a model file given by path is refused too, because the node
 //! only runs what it can prove it ran.
 //!
-//! With [`Metering`], every turn is authorised against the license's allowance first and
+//! Every turn is authorised against the license's allowance first and
 //! leaves a signed usage receipt in the ledger after (`aura receipts` lists them, `aura
 //! settle` prices them): a turn whose receipt cannot be recorded fails, so no usage goes
 //! unaccounted.
@@ -18,7 +18,7 @@ use aura_core::door::{Clock, OsEntropy, SystemClock};
 use aura_core::keystore::Signer;
 use aura_infer::reasoner::LocalReasoner;
 use aura_infer::{LoadOptions, Model};
-use aura_model::license::{Request as LicenseRequest, Subject, Uses};
+use aura_model::Uses;
 use aura_model::{Meter, Outcome, Verified, io_hash};
 use aura_reasoner::{
     DeltaSink, Error, LocalConfig, LocalModels, ProviderInfo, Reasoner, Request, Turn,
@@ -33,17 +33,24 @@ pub(crate) const DEFAULT_MODEL: &str = "smollm2";
 #[derive(Debug)]
 pub(crate) struct PackagedModels {
     registry: aura_model::Registry,
-    node: NodeId,
-    metering: Option<Metering>,
+    metering: Metering,
+}
+
+/// Whether a package by this name is installed in `home` (verification happens on open).
+pub(crate) fn is_installed(home: &std::path::Path, name: &str) -> bool {
+    aura_model::Registry::new(home)
+        .packages()
+        .resolve(name)
+        .is_ok()
 }
 
 /// What recording a receipt per turn takes: the ledger, the node's key and the allowance
 /// meter (opened from the receipts already in the ledger).
 #[derive(Clone)]
 pub(crate) struct Metering {
-    pub(crate) store: Arc<dyn Store>,
-    pub(crate) signer: Arc<Signer>,
-    pub(crate) meter: Arc<Meter>,
+    store: Arc<dyn Store>,
+    signer: Arc<Signer>,
+    meter: Arc<Meter>,
 }
 
 impl std::fmt::Debug for Metering {
@@ -52,24 +59,32 @@ impl std::fmt::Debug for Metering {
     }
 }
 
+impl Metering {
+    /// Opens the meter over `store`, counting every receipt already in the ledger.
+    pub(crate) async fn open(store: Arc<dyn Store>, signer: Arc<Signer>) -> anyhow::Result<Self> {
+        let meter = Meter::open(&*store)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read the usage receipts in the ledger: {e}"))?;
+        Ok(Metering {
+            store,
+            signer,
+            meter,
+        })
+    }
+
+    /// The node whose licenses count and whose key signs the receipts.
+    fn node(&self) -> NodeId {
+        self.signer.public_key().node_id()
+    }
+}
+
 impl PackagedModels {
-    pub(crate) fn new(home: &std::path::Path, node: NodeId) -> Self {
+    /// Every turn of the models opened here is licensed and leaves a signed receipt.
+    pub(crate) fn new(home: &std::path::Path, metering: Metering) -> Self {
         PackagedModels {
             registry: aura_model::Registry::new(home),
-            node,
-            metering: None,
+            metering,
         }
-    }
-
-    /// Every turn of the models opened from now on leaves a signed receipt.
-    pub(crate) fn with_metering(mut self, metering: Metering) -> Self {
-        self.metering = Some(metering);
-        self
-    }
-
-    /// Whether a package by this name is installed (verification happens on open).
-    pub(crate) fn is_installed(&self, name: &str) -> bool {
-        self.registry.packages().resolve(name).is_ok()
     }
 }
 
@@ -89,23 +104,20 @@ impl LocalModels for PackagedModels {
             .load(reference, None, &aura_model::no_progress)
             .map_err(|e| Error::Config(format!("model `{reference}`: {e}")))?;
         let licenses = self.registry.licenses();
-        let request = LicenseRequest {
-            node: self.node,
-            now: SystemClock.now(),
-            uses: Uses::INFERENCE,
-            tokens: 0,
-        };
-        let packages = std::iter::once(verified.model()).chain(verified.packs());
-        for package in packages {
-            let subject = Subject {
-                digest: package.digest(),
-                owner: package.manifest().publisher,
-                name: package.name(),
-            };
-            licenses
-                .find(&subject, &request, &|_| 0)
-                .map_err(|e| Error::Config(format!("model `{reference}`: {e}")))?;
-        }
+        let node = self.metering.node();
+        // Refused now rather than at the first turn; the zero-token reservation is
+        // released at once.
+        self.metering
+            .meter
+            .authorize(
+                &verified,
+                licenses,
+                node,
+                SystemClock.now(),
+                Uses::INFERENCE,
+                0,
+            )
+            .map_err(|e| Error::Config(format!("model `{reference}`: {e}")))?;
         let files = engine_files(verified.files());
         let model = Model::load(
             &files,
@@ -130,24 +142,21 @@ impl LocalModels for PackagedModels {
                 .max_tokens
                 .unwrap_or(aura_infer::reasoner::DEFAULT_MAX_TOKENS),
         );
-        Ok(match &self.metering {
-            None => Arc::new(reasoner),
-            Some(metering) => Arc::new(MeteredReasoner {
-                inner: reasoner,
-                verified,
-                licenses: licenses.clone(),
-                node: self.node,
-                metering: metering.clone(),
-                max_tokens,
-                runtime: aura_model::Runtime {
-                    version: format!("{} {}", fingerprint.engine, fingerprint.version),
-                    backend: fingerprint.backend,
-                    device: fingerprint.device,
-                    dtype: fingerprint.dtype,
-                    kernel: fingerprint.kernel,
-                },
-            }),
-        })
+        Ok(Arc::new(MeteredReasoner {
+            inner: reasoner,
+            verified,
+            licenses: licenses.clone(),
+            node,
+            metering: self.metering.clone(),
+            max_tokens,
+            runtime: aura_model::Runtime {
+                version: format!("{} {}", fingerprint.engine, fingerprint.version),
+                backend: fingerprint.backend,
+                device: fingerprint.device,
+                dtype: fingerprint.dtype,
+                kernel: fingerprint.kernel,
+            },
+        }))
     }
 }
 

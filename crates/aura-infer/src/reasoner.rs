@@ -375,11 +375,7 @@ impl Reasoner for LocalReasoner {
             let names = plan.tools.clone();
             let chosen = tokio::task::spawn_blocking(move || choose_tool(&model, &opening, &names))
                 .await
-                .map_err(|e| Error::Stream {
-                    kind: "local".into(),
-                    message: format!("the tool-choosing thread failed: {e}"),
-                    retryable: false,
-                })?
+                .map_err(|e| thread_failed("tool-choosing", &e))?
                 .map_err(|e| engine_error(&e))?;
             plan.begin_call(chosen);
         }
@@ -409,11 +405,7 @@ impl Reasoner for LocalReasoner {
         }
         let generation = worker
             .await
-            .map_err(|e| Error::Stream {
-                kind: "local".into(),
-                message: format!("the generating thread failed: {e}"),
-                retryable: false,
-            })?
+            .map_err(|e| thread_failed("generating", &e))?
             .map_err(|e| engine_error(&e))?;
 
         let parsed = match &plan.forced {
@@ -539,6 +531,15 @@ fn model_files(path: &Path) -> Result<ModelFiles, Error> {
 
 /// Engine failures during a turn come from the request (too long for the context, a
 /// constraint the model cannot meet, bad sampling values); nothing is worth retrying.
+/// A blocking thread of the turn panicked or was cancelled.
+fn thread_failed(what: &str, e: &tokio::task::JoinError) -> Error {
+    Error::Stream {
+        kind: "local".into(),
+        message: format!("the {what} thread failed: {e}"),
+        retryable: false,
+    }
+}
+
 fn engine_error(e: &crate::Error) -> Error {
     Error::InvalidRequest(format!("the local model refused the request: {e}"))
 }

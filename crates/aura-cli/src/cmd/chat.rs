@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::hinted;
 use crate::home::Home;
-use crate::local::{DEFAULT_MODEL, Metering, PackagedModels};
+use crate::local::{DEFAULT_MODEL, Metering, PackagedModels, is_installed};
 use crate::output::Output;
 
 #[derive(Debug, clap::Args)]
@@ -56,18 +56,7 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
             "use a value from 0 (greedy) to 2",
         ));
     }
-    let (store, signer) = home.open_store_and_signer()?;
-    let store: Arc<dyn Store> = Arc::new(store);
-    let meter = aura_model::Meter::open(&*store)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot read the usage receipts in the ledger: {e}"))?;
-    let node = signer.public_key().node_id();
-    let models = PackagedModels::new(home.dir(), node).with_metering(Metering {
-        store,
-        signer,
-        meter,
-    });
-    if !models.is_installed(&args.model) {
+    if !is_installed(home.dir(), &args.model) {
         return Err(hinted(
             format!("no model package `{}` is installed", args.model),
             if args.model == DEFAULT_MODEL {
@@ -77,6 +66,9 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
             },
         ));
     }
+    let (store, signer) = home.open_store_and_signer()?;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let models = PackagedModels::new(home.dir(), Metering::open(store, signer).await?);
     let reasoner = models
         .open(&LocalConfig {
             model: args.model.clone().into(),

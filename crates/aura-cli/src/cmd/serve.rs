@@ -13,7 +13,7 @@ use aura_cell::{Options as CellOptions, Runtime};
 
 use crate::hinted;
 use crate::home::Home;
-use crate::local::{DEFAULT_MODEL, Metering, PackagedModels};
+use crate::local::{DEFAULT_MODEL, Metering, PackagedModels, is_installed};
 use crate::output::Output;
 
 #[derive(Debug, clap::Args)]
@@ -41,10 +41,9 @@ struct Ready {
 /// why cells are off, if they are, to say once the node is up.
 async fn parts(
     home: &Home,
-    node: aura_core::NodeId,
     metering: Metering,
 ) -> (aura_node::services::Parts, Option<Runtime>, Option<String>) {
-    let models = PackagedModels::new(home.dir(), node).with_metering(metering);
+    let models = PackagedModels::new(home.dir(), metering);
     let mut parts = aura_node::services::Parts {
         local: Some(Arc::new(models)),
         ..Default::default()
@@ -66,11 +65,8 @@ async fn parts(
 
 /// With no reasoner in `aura.toml`, the node runs the default local model if it is
 /// installed, so a fresh node that pulled it can run missions at once.
-fn with_default_reasoner(
-    mut config: aura_node::Config,
-    models: &PackagedModels,
-) -> aura_node::Config {
-    if config.reasoners.is_empty() && models.is_installed(DEFAULT_MODEL) {
+fn with_default_reasoner(mut config: aura_node::Config, home: &Home) -> aura_node::Config {
+    if config.reasoners.is_empty() && is_installed(home.dir(), DEFAULT_MODEL) {
         let mut table = toml::Table::new();
         table.insert("provider".into(), "local".into());
         table.insert("model".into(), DEFAULT_MODEL.into());
@@ -87,8 +83,7 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
     let config = aura_node::Config::load(&config_path)?;
     let (store, signer) = home.open_store_and_signer()?;
     let node_key = signer.public_key();
-    let config =
-        with_default_reasoner(config, &PackagedModels::new(home.dir(), node_key.node_id()));
+    let config = with_default_reasoner(config, home);
     let listen = args.listen.unwrap_or(config.http.listen);
     let mut issuers = Vec::new();
     for hex in &config.trust.issuers {
@@ -102,16 +97,8 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
     issuers.push(node_key);
     let policies = crate::cmd::policy::load(home, &[])?;
     let store: Arc<dyn Store> = Arc::new(store);
-    // Allowances count every receipt already in the ledger.
-    let meter = aura_model::Meter::open(&*store)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot read the usage receipts in the ledger: {e}"))?;
-    let metering = Metering {
-        store: store.clone(),
-        signer: signer.clone(),
-        meter,
-    };
-    let (parts, cells, cells_note) = parts(home, node_key.node_id(), metering).await;
+    let metering = Metering::open(store.clone(), signer.clone()).await?;
+    let (parts, cells, cells_note) = parts(home, metering).await;
     let built = aura_node::services::build(home.dir(), &config, policies, parts);
     let (services, built) = match built {
         Ok(built) => built,
