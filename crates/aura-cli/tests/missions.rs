@@ -93,29 +93,52 @@ fn wait_for(aura: &Aura, node: &Node, id: &str, state: &str) -> serde_json::Valu
     }
 }
 
+/// Creates an agent through the node (extra flags such as `--level L2`); returns its id.
+fn create_agent(aura: &Aura, node: &Node, name: &str, extra: &[&str]) -> String {
+    let mut args = vec!["--json", "agent", "create", name];
+    args.extend_from_slice(extra);
+    let agent = at(aura, node, &args).ok().json();
+    agent["id"].as_str().unwrap().to_owned()
+}
+
+/// Submits a mission with a 600 s timeout and the given tools and other flags; returns its
+/// id.
+fn submit(aura: &Aura, node: &Node, agent: &str, objective: &str, flags: &[&str]) -> String {
+    let mut args = vec![
+        "--json",
+        "mission",
+        "submit",
+        "--agent",
+        agent,
+        "--objective",
+        objective,
+        "--timeout",
+        "600",
+    ];
+    args.extend_from_slice(flags);
+    let submitted = at(aura, node, &args).ok().json();
+    submitted["id"].as_str().unwrap().to_owned()
+}
+
+/// A node initialised in `aura`, SmolLM2 pulled (pip, network on first run) and no
+/// reasoner configured, so SmolLM2 is its default.
+fn node_on_pulled_smollm2(aura: &Aura) -> Node {
+    aura.init();
+    aura.run(&["model", "pull", "smollm2"]).ok();
+    start(aura, "", "smollm2")
+}
+
 /// Creates the agent, copies the demo's files into the workspace `project` and submits the
 /// demo mission; returns the mission id once it is escalated on its delete.
 fn escalated_mission(aura: &Aura, node: &Node) -> String {
     copy_demo_workspace(aura);
-    let agent = at(
+    let agent = create_agent(aura, node, "writer", &["--level", "L2"]);
+    let id = submit(
         aura,
         node,
-        &["--json", "agent", "create", "writer", "--level", "L2"],
-    )
-    .ok()
-    .json();
-    let agent = agent["id"].as_str().unwrap().to_owned();
-    let submitted = at(
-        aura,
-        node,
+        &agent,
+        "Summarise the plan and the notes into summary.md and clean up stale files",
         &[
-            "--json",
-            "mission",
-            "submit",
-            "--agent",
-            &agent,
-            "--objective",
-            "Summarise the plan and the notes into summary.md and clean up stale files",
             "--workspace",
             "project",
             "--tool",
@@ -128,13 +151,8 @@ fn escalated_mission(aura: &Aura, node: &Node) -> String {
             "fs.delete",
             "--tool",
             "mission.finish",
-            "--timeout",
-            "600",
         ],
-    )
-    .ok()
-    .json();
-    let id = submitted["id"].as_str().unwrap().to_owned();
+    );
     let m = wait_for(aura, node, &id, "escalated");
     assert_eq!(m["escalation"]["action"], "fs.delete", "{m}");
     assert_eq!(m["escalation"]["level"], "L3", "{m}");
@@ -329,25 +347,15 @@ fn a_node_runs_local_models_only_from_installed_packages() {
 #[test]
 fn a_node_runs_missions_on_the_pulled_default_model_needs_network() {
     let aura = Aura::new();
-    aura.init();
-    aura.run(&["model", "pull", "smollm2"]).ok();
-    let node = start(&aura, "", "smollm2");
+    let node = node_on_pulled_smollm2(&aura);
     copy_demo_workspace(&aura);
-    let agent = at(&aura, &node, &["--json", "agent", "create", "reader"])
-        .ok()
-        .json();
-    let agent = agent["id"].as_str().unwrap().to_owned();
-    let submitted = at(
+    let agent = create_agent(&aura, &node, "reader", &[]);
+    let id = submit(
         &aura,
         &node,
+        &agent,
+        "Read plan.md and say what it is about",
         &[
-            "--json",
-            "mission",
-            "submit",
-            "--agent",
-            &agent,
-            "--objective",
-            "Read plan.md and say what it is about",
             "--workspace",
             "project",
             "--tool",
@@ -356,13 +364,8 @@ fn a_node_runs_missions_on_the_pulled_default_model_needs_network() {
             "mission.finish",
             "--max-steps",
             "2",
-            "--timeout",
-            "600",
         ],
-    )
-    .ok()
-    .json();
-    let id = submitted["id"].as_str().unwrap().to_owned();
+    );
     let start = Instant::now();
     let m = loop {
         let m = mission_json(&aura, &node, &id);
@@ -402,36 +405,18 @@ fn a_node_runs_missions_on_the_pulled_default_model_needs_network() {
 #[test]
 fn a_turn_without_a_license_fails_the_mission_needs_network() {
     let aura = Aura::new();
-    aura.init();
-    aura.run(&["model", "pull", "smollm2"]).ok();
-    let node = start(&aura, "", "smollm2");
+    let node = node_on_pulled_smollm2(&aura);
     for license in std::fs::read_dir(aura.home().join("licenses")).unwrap() {
         std::fs::remove_file(license.unwrap().path()).unwrap();
     }
-    let agent = at(&aura, &node, &["--json", "agent", "create", "reader"])
-        .ok()
-        .json();
-    let agent = agent["id"].as_str().unwrap().to_owned();
-    let submitted = at(
+    let agent = create_agent(&aura, &node, "reader", &[]);
+    let id = submit(
         &aura,
         &node,
-        &[
-            "--json",
-            "mission",
-            "submit",
-            "--agent",
-            &agent,
-            "--objective",
-            "Say hello",
-            "--tool",
-            "mission.finish",
-            "--timeout",
-            "600",
-        ],
-    )
-    .ok()
-    .json();
-    let id = submitted["id"].as_str().unwrap().to_owned();
+        &agent,
+        "Say hello",
+        &["--tool", "mission.finish"],
+    );
     let m = wait_for(&aura, &node, &id, "failed");
     let reason = m["reason"].as_str().unwrap();
     assert!(reason.contains("no license"), "{m}");

@@ -211,6 +211,11 @@ async fn until(
     );
 }
 
+/// Why the mission ended (it must have a reason).
+fn reason(w: &World, id: MissionId) -> String {
+    w.engine.mission(id).unwrap().reason.clone().unwrap()
+}
+
 fn ws(w: &World, name: &str) -> std::path::PathBuf {
     w.dir.path().join("workspaces/default").join(name)
 }
@@ -415,15 +420,7 @@ async fn a_deadline_does_not_wait_for_a_reasoner_that_never_answers() {
         until(&w.engine, id, MissionState::is_terminal).await,
         MissionState::Failed
     );
-    assert!(
-        w.engine
-            .mission(id)
-            .unwrap()
-            .reason
-            .as_deref()
-            .unwrap()
-            .contains("timed out")
-    );
+    assert!(reason(&w, id).contains("timed out"), "{:?}", reason(&w, id));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -444,15 +441,7 @@ async fn a_mission_past_its_deadline_fails() {
         until(&w.engine, id, MissionState::is_terminal).await,
         MissionState::Failed
     );
-    assert!(
-        w.engine
-            .mission(id)
-            .unwrap()
-            .reason
-            .as_deref()
-            .unwrap()
-            .contains("timed out")
-    );
+    assert!(reason(&w, id).contains("timed out"), "{:?}", reason(&w, id));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -472,15 +461,7 @@ async fn a_mission_that_never_finishes_runs_out_of_budget() {
         until(&w.engine, id, MissionState::is_terminal).await,
         MissionState::Failed
     );
-    assert!(
-        w.engine
-            .mission(id)
-            .unwrap()
-            .reason
-            .as_deref()
-            .unwrap()
-            .contains("budget")
-    );
+    assert!(reason(&w, id).contains("budget"), "{:?}", reason(&w, id));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -604,15 +585,10 @@ async fn a_reasoner_that_only_talks_fails_the_mission_after_three_turns() {
         until(&w.engine, id, MissionState::is_terminal).await,
         MissionState::Failed
     );
-    let mission = w.engine.mission(id).unwrap();
+    let why = reason(&w, id);
     assert!(
-        mission
-            .reason
-            .as_deref()
-            .unwrap()
-            .contains("3 times in a row without calling a tool"),
-        "{:?}",
-        mission.reason
+        why.contains("3 times in a row without calling a tool"),
+        "{why}"
     );
     // The last scripted turn was never asked for.
     assert_eq!(w.script.0.lock().unwrap().len(), 1);
