@@ -7,7 +7,6 @@
 mod client;
 mod cmd;
 mod home;
-mod local;
 mod output;
 
 use std::path::PathBuf;

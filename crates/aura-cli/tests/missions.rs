@@ -7,25 +7,10 @@
 
 mod support;
 
-use std::io::{BufRead as _, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use support::Aura;
-
-/// A running `aura serve`, killed when dropped.
-struct Node {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::{Aura, Node, start};
 
 fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../demo/summarise.jsonl")
@@ -39,29 +24,6 @@ fn serve(aura: &Aura) -> Node {
         script().display()
     );
     start(aura, &config, "demo")
-}
-
-/// Starts an initialised node with this `aura.toml`, checking its default reasoner.
-fn start(aura: &Aura, config: &str, default_reasoner: &str) -> Node {
-    std::fs::write(aura.home().join("aura.toml"), config).unwrap();
-    let mut child = aura
-        .cmd(&["--json", "serve", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let ready: serde_json::Value =
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
-    assert_eq!(ready["default_reasoner"], default_reasoner, "{ready}");
-    assert!(ready["policies"].as_u64().unwrap() > 0, "{ready}");
-    Node {
-        child,
-        url: format!("http://{}", ready["listening"].as_str().unwrap()),
-    }
 }
 
 /// Runs a command against the node.

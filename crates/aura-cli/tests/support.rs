@@ -4,8 +4,9 @@
 #![allow(clippy::unwrap_used, reason = "test helpers fail loudly")]
 
 use std::io::Write as _;
+use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 pub(crate) struct Aura {
     pub(crate) dir: tempfile::TempDir,
@@ -159,4 +160,40 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) {
 /// A JSON line for `aura ledger append`.
 pub(crate) fn note(agent: &str, text: &str) -> String {
     format!("{{\"agent\":\"{agent}\",\"kind\":\"note\",\"body\":{{\"text\":\"{text}\"}}}}\n")
+}
+
+/// A running `aura serve`, killed when dropped.
+pub(crate) struct Node {
+    pub(crate) child: Child,
+    pub(crate) url: String,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts an initialised node with this `aura.toml`, checking its default reasoner.
+pub(crate) fn start(aura: &Aura, config: &str, default_reasoner: &str) -> Node {
+    std::fs::write(aura.home().join("aura.toml"), config).unwrap();
+    let mut child = aura
+        .cmd(&["--json", "serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let ready: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    assert_eq!(ready["default_reasoner"], default_reasoner, "{ready}");
+    assert!(ready["policies"].as_u64().unwrap() > 0, "{ready}");
+    Node {
+        child,
+        url: format!("http://{}", ready["listening"].as_str().unwrap()),
+    }
 }

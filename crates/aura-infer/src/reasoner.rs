@@ -156,13 +156,18 @@ impl LocalReasoner {
         })
     }
 
+    /// The token limit of a turn whose request sets none.
+    pub fn max_tokens(&self) -> u32 {
+        self.max_tokens
+    }
+
     /// The model this reasoner runs.
     pub fn model(&self) -> &Arc<Model> {
         &self.model
     }
 
     /// What the engine will be asked: the rendered prompt and the generation request.
-    fn plan(&self, request: &Request) -> Result<Plan, Error> {
+    fn plan(&self, request: &Request, options: &ChatOptions) -> Result<Plan, Error> {
         request.validate().map_err(Error::InvalidRequest)?;
         let offered: &[ToolSpec] = match request.tool_choice {
             ToolChoice::None => &[],
@@ -209,12 +214,20 @@ impl LocalReasoner {
             sampling: Sampling {
                 temperature: request.temperature.unwrap_or(0.0),
                 seed: request.seed.unwrap_or(0),
-                ..Sampling::greedy()
+                top_p: options.top_p,
+                top_k: options.top_k,
+                repetition_penalty: options.repetition_penalty,
             },
             max_tokens: request.max_tokens.unwrap_or(self.max_tokens).max(1),
             stop: request.stop.clone(),
-            constraint: must_call.then(|| arguments_constraint(&arguments)),
-            logprobs: None,
+            // A required call constrains the answer to the call; otherwise the requested
+            // format does (a call written as a JSON object still satisfies it).
+            constraint: if must_call {
+                Some(arguments_constraint(&arguments))
+            } else {
+                options.format.clone()
+            },
+            logprobs: options.logprobs,
         };
         Ok(Plan {
             prompt,
@@ -227,6 +240,36 @@ impl LocalReasoner {
             arguments,
         })
     }
+}
+
+/// What a chat request may ask of the local engine beyond a reasoner [`Request`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ChatOptions {
+    /// Nucleus sampling: keep the most likely tokens whose probability reaches this.
+    pub top_p: Option<f32>,
+    /// Keep only this many most likely tokens.
+    pub top_k: Option<u32>,
+    /// Penalise tokens already in the context (1 leaves them unchanged).
+    pub repetition_penalty: Option<f32>,
+    /// Constrain an answer that is not a required tool call to this format
+    /// ([`Constraint::JsonObject`] or [`Constraint::JsonSchema`]).
+    pub format: Option<Constraint>,
+    /// Return each generated token's log-probability and this many alternatives.
+    pub logprobs: Option<u8>,
+}
+
+/// A chat answer: the turn, and what the engine measured while writing it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChatOutcome {
+    /// The answer, as a reasoner turn.
+    pub turn: Turn,
+    /// Per generated token, when asked for.
+    pub logprobs: Option<Vec<crate::TokenLogprobs>>,
+    /// Per expert: tokens it served (empty for dense models).
+    pub expert_tokens: Vec<u64>,
+    /// The prompt the model read (the rendered conversation plus any answer begun for
+    /// it), for hashing into receipts.
+    pub prompt: String,
 }
 
 /// One turn's inputs to the engine and to the output parser.
@@ -355,18 +398,18 @@ fn choose_tool(model: &Model, opening: &str, names: &[String]) -> crate::Result<
     }
 }
 
-#[async_trait]
-impl Reasoner for LocalReasoner {
-    fn describe(&self) -> ProviderInfo {
-        ProviderInfo {
-            provider: PROVIDER.to_owned(),
-            model: self.name.clone(),
-            base_url: None,
-        }
-    }
-
-    async fn turn(&self, request: &Request, deltas: Option<&DeltaSink<'_>>) -> Result<Turn, Error> {
-        let mut plan = self.plan(request)?;
+impl LocalReasoner {
+    /// Answers a conversation as [`Reasoner::turn`] does, with what only the local engine
+    /// offers besides: nucleus and top-k sampling, a repetition penalty, an output format
+    /// constraint, log-probabilities, and the per-expert token counts that receipts
+    /// carry. The OpenAI-compatible API is served through this.
+    pub async fn chat(
+        &self,
+        request: &Request,
+        options: &ChatOptions,
+        deltas: Option<&DeltaSink<'_>>,
+    ) -> Result<ChatOutcome, Error> {
+        let mut plan = self.plan(request, options)?;
         if plan.must_call && plan.forced.is_none() {
             // Several tools and one must be called: the model picks the name among the
             // offered ones only, then writes the arguments of the call begun for it.
@@ -481,7 +524,30 @@ impl Reasoner for LocalReasoner {
                 }
             }
         }
-        Ok(turn)
+        Ok(ChatOutcome {
+            turn,
+            logprobs: generation.logprobs,
+            expert_tokens: generation.expert_tokens,
+            prompt: plan.prompt,
+        })
+    }
+}
+
+#[async_trait]
+impl Reasoner for LocalReasoner {
+    fn describe(&self) -> ProviderInfo {
+        ProviderInfo {
+            provider: PROVIDER.to_owned(),
+            model: self.name.clone(),
+            base_url: None,
+        }
+    }
+
+    async fn turn(&self, request: &Request, deltas: Option<&DeltaSink<'_>>) -> Result<Turn, Error> {
+        Ok(self
+            .chat(request, &ChatOptions::default(), deltas)
+            .await?
+            .turn)
     }
 }
 

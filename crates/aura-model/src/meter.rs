@@ -314,13 +314,30 @@ impl Meter {
         &self,
         store: &dyn Store,
         node_key: &Signer,
-        mut auth: Authorization,
+        auth: Authorization,
         outcome: Outcome,
         clock: &dyn Clock,
         entropy: &dyn Entropy,
     ) -> Result<(SignedReceipt, Recorded), RecordError> {
+        let id = ReceiptId::generate(clock, entropy);
+        self.record_as(store, node_key, id, auth, outcome, clock)
+            .await
+    }
+
+    /// [`Meter::record`] under an id chosen beforehand: a streamed response names its
+    /// receipt in its headers, before the request has completed. The id must be fresh
+    /// (from [`ReceiptId::generate`]).
+    pub async fn record_as(
+        &self,
+        store: &dyn Store,
+        node_key: &Signer,
+        id: ReceiptId,
+        mut auth: Authorization,
+        outcome: Outcome,
+        clock: &dyn Clock,
+    ) -> Result<(SignedReceipt, Recorded), RecordError> {
         let receipt = Receipt {
-            id: ReceiptId::generate(clock, entropy),
+            id,
             node: auth.node,
             package: auth.package,
             package_name: auth.package_name.clone(),

@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod models;
 pub mod services;
 
 mod rate;
@@ -36,6 +37,9 @@ pub struct Options {
     /// The API key file (`<home>/api-keys.json`); re-read when it changes.
     pub keys_file: std::path::PathBuf,
     pub limits: Limits,
+    /// The models served over the OpenAI-compatible API; without a host those routes
+    /// answer 503.
+    pub models: Option<Arc<models::ModelHost>>,
 }
 
 /// Shared by every request.
@@ -45,6 +49,7 @@ pub(crate) struct AppState {
     pub(crate) keys: Arc<KeyCache>,
     pub(crate) limits: Limits,
     pub(crate) rate: Arc<rate::RateLimiter>,
+    pub(crate) models: Option<Arc<models::ModelHost>>,
 }
 
 /// The API keys, re-read from their file when it changes (at most once a second).
@@ -183,6 +188,7 @@ pub async fn serve(options: Options, engine: Handle) -> Result<Server, ServeErro
             options.limits.burst,
         )),
         limits: options.limits,
+        models: options.models,
     };
     let app = router(state);
     let listener = TcpListener::bind(options.listen)

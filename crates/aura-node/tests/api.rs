@@ -188,6 +188,33 @@ async fn authorization_matrix() {
             Some(operator),
             [201, 403, 403, 403, 401],
         ),
+        // Inference is for operators and agents; this node has no model host, so those
+        // who may ask are told it serves no models.
+        ("GET", "/v1/models".into(), None, [503, 403, 503, 503, 401]),
+        (
+            "GET",
+            "/v1/models/smollm2".into(),
+            None,
+            [503, 403, 503, 503, 401],
+        ),
+        (
+            "POST",
+            "/v1/chat/completions".into(),
+            Some(json!({"model": "smollm2", "messages": [{"role": "user", "content": "hi"}]})),
+            [503, 403, 503, 503, 401],
+        ),
+        (
+            "POST",
+            "/v1/completions".into(),
+            Some(json!({"model": "smollm2", "prompt": "hi"})),
+            [503, 403, 503, 503, 401],
+        ),
+        (
+            "POST",
+            "/v1/embeddings".into(),
+            Some(json!({"model": "minilm", "input": "hi"})),
+            [503, 403, 503, 503, 401],
+        ),
     ];
     let roles = ["operator", "approver_a", "agent_a", "operator_b", ""];
     for (method, path, body, expected) in &table {
@@ -361,6 +388,7 @@ async fn without_keys_only_loopback_is_served() {
             listen: "0.0.0.0:0".parse().unwrap(),
             keys_file: dir.path().join("none.json"),
             limits: Default::default(),
+            models: None,
         },
         n.engine.clone(),
     )

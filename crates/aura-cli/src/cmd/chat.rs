@@ -9,14 +9,14 @@
 use std::io::{BufRead as _, Write as _};
 use std::sync::Arc;
 
-use aura_reasoner::{Delta, Finish, LocalConfig, LocalModels as _, Message, Request};
+use aura_reasoner::{Delta, Finish, LocalConfig, Message, Request};
 use aura_store::Store;
 use serde::Serialize;
 
 use crate::hinted;
 use crate::home::Home;
-use crate::local::{DEFAULT_MODEL, Metering, PackagedModels, is_installed};
 use crate::output::Output;
+use aura_node::models::{DEFAULT_MODEL, Metering, ModelHost, is_installed};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -68,7 +68,10 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
     }
     let (store, signer) = home.open_store_and_signer()?;
     let store: Arc<dyn Store> = Arc::new(store);
-    let models = PackagedModels::new(home.dir(), Metering::open(store, signer).await?);
+    let metering = Metering::open(store, signer)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let models = Arc::new(ModelHost::new(home.dir(), metering, args.threads)).reasoners();
     let reasoner = models
         .open(&LocalConfig {
             model: args.model.clone().into(),

@@ -13,8 +13,8 @@ use aura_cell::{Options as CellOptions, Runtime};
 
 use crate::hinted;
 use crate::home::Home;
-use crate::local::{DEFAULT_MODEL, Metering, PackagedModels, is_installed};
 use crate::output::Output;
+use aura_node::models::{DEFAULT_MODEL, Metering, ModelHost, is_installed};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -41,11 +41,10 @@ struct Ready {
 /// why cells are off, if they are, to say once the node is up.
 async fn parts(
     home: &Home,
-    metering: Metering,
+    models: &Arc<ModelHost>,
 ) -> (aura_node::services::Parts, Option<Runtime>, Option<String>) {
-    let models = PackagedModels::new(home.dir(), metering);
     let mut parts = aura_node::services::Parts {
-        local: Some(Arc::new(models)),
+        local: Some(models.reasoners()),
         ..Default::default()
     };
     match Runtime::start(CellOptions::new(home.dir().join("cells"))).await {
@@ -97,8 +96,13 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
     issuers.push(node_key);
     let policies = crate::cmd::policy::load(home, &[])?;
     let store: Arc<dyn Store> = Arc::new(store);
-    let metering = Metering::open(store.clone(), signer.clone()).await?;
-    let (parts, cells, cells_note) = parts(home, metering).await;
+    let metering = Metering::open(store.clone(), signer.clone())
+        .await
+        .map_err(anyhow::Error::msg)?;
+    // One host serves the missions' local reasoners and the OpenAI-compatible API, so a
+    // model is loaded once.
+    let models = Arc::new(ModelHost::new(home.dir(), metering, None));
+    let (parts, cells, cells_note) = parts(home, &models).await;
     let built = aura_node::services::build(home.dir(), &config, policies, parts);
     let (services, built) = match built {
         Ok(built) => built,
@@ -135,6 +139,7 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
             listen,
             keys_file,
             limits: config.limits,
+            models: Some(models),
         },
         engine.clone(),
     )

@@ -6,6 +6,7 @@ mod events;
 mod health;
 mod ledger;
 mod missions;
+mod openai;
 
 use std::net::SocketAddr;
 
@@ -51,6 +52,7 @@ pub(crate) fn router(state: AppState) -> axum::Router {
         .merge(ledger::routes())
         .merge(events::routes())
         .merge(missions::routes())
+        .merge(openai::routes())
         .split_for_parts();
     let doc = serde_json::to_value(&api).unwrap_or_default();
     api_router

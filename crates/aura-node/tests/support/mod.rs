@@ -115,6 +115,7 @@ pub(crate) async fn start_with(limits: Limits, with_keys: bool) -> Node {
             listen: "127.0.0.1:0".parse().unwrap(),
             keys_file,
             limits,
+            models: None,
         },
         engine.clone(),
     )

@@ -1,0 +1,755 @@
+//! The models a node serves, in this process, from installed packages only: to missions
+//! (the `provider = "local"` reasoners) and to the OpenAI-compatible API alike, from one
+//! loaded copy per package.
+//!
+//! - **Verified before loaded.** Every file of a package (and of the expert packs it
+//!   needs) is hashed and checked against its signed manifest, and this node must hold a
+//!   license from the publisher that allows the use now; anything less is refused with
+//!   the reason. A model given by path is refused: the node only runs what it can prove
+//!   it ran.
+//! - **Metered.** Every request is authorised against its license's allowance first (a
+//!   reservation bounded by the prompt's bytes plus the token limit) and leaves a signed
+//!   usage receipt in the ledger after. A request whose receipt cannot be recorded fails,
+//!   so no usage goes unaccounted.
+//! - **Current.** Each request re-reads the package's signed manifest (cheap) and
+//!   reloads the model if the installed package changed, or refuses if it was removed.
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use aura_core::NodeId;
+use aura_core::door::{Clock, OsEntropy, SystemClock};
+use aura_core::hash::Hash;
+use aura_core::keystore::Signer;
+use aura_infer::reasoner::{ChatOptions, ChatOutcome, LocalReasoner};
+use aura_infer::{
+    EmbeddingModel, Embeddings, GenerateRequest, Generation, LoadOptions, Model, Prompt, TokenEvent,
+};
+use aura_model::{Authorization, Meter, Outcome, ReceiptId, Uses, Verified, io_hash};
+use aura_reasoner::{
+    DeltaSink, Error as ReasonerError, LocalConfig, LocalModels, ProviderInfo, Reasoner, Request,
+    Turn,
+};
+use aura_store::Store;
+
+/// The package the node runs when `aura.toml` names no reasoner and it is installed
+/// (`aura model pull smollm2`).
+pub const DEFAULT_MODEL: &str = "smollm2";
+
+/// Architectures served as text encoders (`/v1/embeddings`) rather than generators.
+const ENCODER_ARCHITECTURES: &[&str] = &["bert"];
+
+/// Whether a package by this name is installed in `home` (verification happens on
+/// open).
+pub fn is_installed(home: &Path, name: &str) -> bool {
+    aura_model::Registry::new(home)
+        .packages()
+        .resolve(name)
+        .is_ok()
+}
+
+/// Why a model request was refused, with the HTTP status and stable code an API answers
+/// with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ModelError {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ModelError {
+    fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        ModelError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A request the engine cannot run as asked.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        ModelError::new(400, "invalid_request", message)
+    }
+
+    fn internal(message: impl Into<String>) -> Self {
+        ModelError::new(500, "model_error", message)
+    }
+}
+
+impl From<aura_model::package::Error> for ModelError {
+    fn from(e: aura_model::package::Error) -> Self {
+        ModelError::new(e.http_status(), e.code(), e.to_string())
+    }
+}
+
+/// What recording a receipt per request takes: the ledger, the node's key and the
+/// allowance meter (opened from the receipts already in the ledger).
+#[derive(Clone)]
+pub struct Metering {
+    store: Arc<dyn Store>,
+    signer: Arc<Signer>,
+    meter: Arc<Meter>,
+}
+
+impl std::fmt::Debug for Metering {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metering").finish_non_exhaustive()
+    }
+}
+
+impl Metering {
+    /// Opens the meter over `store`, counting every receipt already in the ledger.
+    pub async fn open(store: Arc<dyn Store>, signer: Arc<Signer>) -> Result<Self, String> {
+        let meter = Meter::open(&*store)
+            .await
+            .map_err(|e| format!("cannot read the usage receipts in the ledger: {e}"))?;
+        Ok(Metering {
+            store,
+            signer,
+            meter,
+        })
+    }
+
+    /// The node whose licenses count and whose key signs the receipts.
+    fn node(&self) -> NodeId {
+        self.signer.public_key().node_id()
+    }
+}
+
+/// What a loaded package runs as.
+#[derive(Debug)]
+pub enum Engine {
+    /// A text generator (chat and completions).
+    Generator(LocalReasoner),
+    /// A text encoder (embeddings).
+    Encoder(Arc<EmbeddingModel>),
+}
+
+/// One loaded package.
+#[derive(Debug)]
+pub struct Served {
+    name: String,
+    verified: Verified,
+    engine: Engine,
+    runtime: aura_model::Runtime,
+}
+
+impl Served {
+    /// The package's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The signed package digest receipts name.
+    pub fn digest(&self) -> Hash {
+        self.verified.digest()
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The generator, or why this package is not one.
+    pub fn generator(&self) -> Result<&LocalReasoner, ModelError> {
+        match &self.engine {
+            Engine::Generator(g) => Ok(g),
+            Engine::Encoder(_) => Err(ModelError::new(
+                400,
+                "model_not_generative",
+                format!(
+                    "model `{}` is a text encoder; use it with /v1/embeddings",
+                    self.name
+                ),
+            )),
+        }
+    }
+
+    /// The encoder, or why this package is not one.
+    pub fn encoder(&self) -> Result<&Arc<EmbeddingModel>, ModelError> {
+        match &self.engine {
+            Engine::Encoder(e) => Ok(e),
+            Engine::Generator(_) => Err(ModelError::new(
+                400,
+                "model_not_encoder",
+                format!(
+                    "model `{}` generates text; /v1/embeddings needs a text encoder such as all-MiniLM-L6-v2",
+                    self.name
+                ),
+            )),
+        }
+    }
+
+    /// The runtime fingerprint receipts carry.
+    pub fn runtime(&self) -> &aura_model::Runtime {
+        &self.runtime
+    }
+}
+
+/// One line of [`ModelHost::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelCard {
+    pub name: String,
+    pub digest: Hash,
+    pub architecture: String,
+    /// Whether it generates text (else it encodes it).
+    pub generator: bool,
+    pub created_at: aura_core::Timestamp,
+    /// The publisher's public key, hex.
+    pub publisher: String,
+}
+
+/// A request authorised against a license: what [`ModelHost::record`] settles.
+#[derive(Debug)]
+pub struct Admitted {
+    served: Arc<Served>,
+    auth: Authorization,
+}
+
+impl Admitted {
+    pub fn served(&self) -> &Arc<Served> {
+        &self.served
+    }
+}
+
+/// What a completed request measured, for its receipt.
+#[derive(Debug, Clone, Default)]
+pub struct Measured {
+    /// The request as the engine read it (hashed into the receipt).
+    pub input: Vec<u8>,
+    /// The answer as the caller received it (hashed into the receipt).
+    pub output: Vec<u8>,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub expert_tokens: Vec<u64>,
+}
+
+/// The models of one data directory, loaded on first use and shared.
+pub struct ModelHost {
+    registry: aura_model::Registry,
+    metering: Metering,
+    threads: Option<usize>,
+    loaded: Mutex<BTreeMap<String, Arc<Served>>>,
+    /// Held while a model loads, so two first requests load it once.
+    loading: Mutex<()>,
+}
+
+impl std::fmt::Debug for ModelHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let loaded: Vec<String> = self
+            .loaded
+            .lock()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        f.debug_struct("ModelHost")
+            .field("root", &self.registry.packages().root())
+            .field("loaded", &loaded)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ModelHost {
+    /// Serves the packages installed in `home`, metered by `metering`; models run on
+    /// `threads` threads (all cores when `None`; results do not depend on it).
+    pub fn new(home: &Path, metering: Metering, threads: Option<usize>) -> Self {
+        ModelHost {
+            registry: aura_model::Registry::new(home),
+            metering,
+            threads,
+            loaded: Mutex::new(BTreeMap::new()),
+            loading: Mutex::new(()),
+        }
+    }
+
+    /// The installed packages that are models, by name. Damaged packages are left out
+    /// (`aura model list` shows them with the reason).
+    pub fn list(&self) -> Result<Vec<ModelCard>, ModelError> {
+        let listed = self.registry.packages().list()?;
+        Ok(listed
+            .into_iter()
+            .filter_map(|l| l.package.ok())
+            .filter(|p| p.manifest().kind == aura_model::manifest::PackageKind::Model)
+            .map(|p| {
+                let m = p.manifest();
+                ModelCard {
+                    name: p.name.clone(),
+                    digest: p.digest(),
+                    generator: !ENCODER_ARCHITECTURES.contains(&m.architecture.as_str()),
+                    architecture: m.architecture.clone(),
+                    created_at: m.created_at,
+                    publisher: m.publisher.to_string(),
+                }
+            })
+            .collect())
+    }
+
+    /// The model named `name`, loaded (and verified and license-checked) on first use,
+    /// reloaded if its installed package changed since. Blocks while it loads: call it
+    /// from a blocking thread in async code ([`ModelHost::open`]).
+    pub fn open_blocking(&self, name: &str) -> Result<Arc<Served>, ModelError> {
+        if name.is_empty() || name.contains('/') {
+            return Err(ModelError::new(
+                404,
+                "model_not_found",
+                format!(
+                    "model `{name}` is not an installed package; a node runs installed packages only \
+                     (see `aura model list`, or import the file with `aura model import`)"
+                ),
+            ));
+        }
+        // The manifest is small and its signature cheap: read it every time, so a
+        // removed or replaced package is never served from memory.
+        let installed = self.registry.packages().resolve(name)?;
+        let current = |host: &Self| {
+            host.loaded
+                .lock()
+                .ok()
+                .and_then(|m| m.get(name).cloned())
+                .filter(|s| s.verified.model().digest() == installed.digest())
+        };
+        if let Some(served) = current(self) {
+            self.check_license(&served)?;
+            return Ok(served);
+        }
+        let _loading = self.loading.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(served) = current(self) {
+            self.check_license(&served)?;
+            return Ok(served);
+        }
+        let served = Arc::new(self.load(name)?);
+        if let Ok(mut loaded) = self.loaded.lock() {
+            loaded.insert(name.to_owned(), served.clone());
+        }
+        Ok(served)
+    }
+
+    /// [`ModelHost::open_blocking`] on a blocking thread.
+    pub async fn open(self: &Arc<Self>, name: &str) -> Result<Arc<Served>, ModelError> {
+        let host = self.clone();
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || host.open_blocking(&name))
+            .await
+            .map_err(|e| ModelError::internal(format!("the loading thread failed: {e}")))?
+    }
+
+    fn uses(served: &Served) -> Uses {
+        match served.engine {
+            Engine::Generator(_) => Uses::INFERENCE,
+            Engine::Encoder(_) => Uses::EMBEDDINGS,
+        }
+    }
+
+    /// Refuses now, rather than at the first request, a model this node may not run.
+    fn check_license(&self, served: &Served) -> Result<(), ModelError> {
+        // A zero-token reservation, released at once.
+        self.authorize_tokens(served, Self::uses(served), 0)
+            .map(drop)
+    }
+
+    fn authorize_tokens(
+        &self,
+        served: &Served,
+        uses: Uses,
+        tokens: u64,
+    ) -> Result<Authorization, ModelError> {
+        self.metering
+            .meter
+            .authorize(
+                &served.verified,
+                self.registry.licenses(),
+                self.metering.node(),
+                SystemClock.now(),
+                uses,
+                tokens,
+            )
+            .map_err(|e| {
+                ModelError::new(
+                    e.http_status(),
+                    e.code(),
+                    format!("model `{}`: {e}", served.name),
+                )
+            })
+    }
+
+    /// Authorises a request of at most `bound` tokens on `served` against its license.
+    pub fn admit(&self, served: &Arc<Served>, bound: u64) -> Result<Admitted, ModelError> {
+        let auth = self.authorize_tokens(served, Self::uses(served), bound)?;
+        Ok(Admitted {
+            served: served.clone(),
+            auth,
+        })
+    }
+
+    /// Signs the completed request's receipt (under `id` when one was promised, as in a
+    /// streamed response's headers), appends it to the ledger and counts it.
+    pub async fn record(
+        &self,
+        admitted: Admitted,
+        measured: Measured,
+        id: Option<ReceiptId>,
+    ) -> Result<ReceiptId, ModelError> {
+        let outcome = Outcome {
+            input_hash: io_hash(&measured.input),
+            output_hash: io_hash(&measured.output),
+            prompt_tokens: measured.prompt_tokens,
+            completion_tokens: measured.completion_tokens,
+            expert_tokens: measured.expert_tokens,
+            runtime: admitted.served.runtime.clone(),
+        };
+        let id = id.unwrap_or_else(|| ReceiptId::generate(&SystemClock, &OsEntropy));
+        let (signed, _) = self
+            .metering
+            .meter
+            .record_as(
+                &*self.metering.store,
+                &self.metering.signer,
+                id,
+                admitted.auth,
+                outcome,
+                &SystemClock,
+            )
+            .await
+            .map_err(|e| {
+                ModelError::internal(format!("the usage receipt could not be recorded: {e}"))
+            })?;
+        Ok(signed.receipt.id)
+    }
+
+    /// A fresh receipt id, to promise before the request completes.
+    pub fn new_receipt_id() -> ReceiptId {
+        ReceiptId::generate(&SystemClock, &OsEntropy)
+    }
+
+    fn load(&self, name: &str) -> Result<Served, ModelError> {
+        let verified = self
+            .registry
+            .packages()
+            .load(name, None, &aura_model::no_progress)?;
+        let architecture = verified.model().manifest().architecture.clone();
+        let encoder = ENCODER_ARCHITECTURES.contains(&architecture.as_str());
+        let uses = if encoder {
+            Uses::EMBEDDINGS
+        } else {
+            Uses::INFERENCE
+        };
+        // The license first: an unlicensed model is never loaded.
+        self.metering
+            .meter
+            .authorize(
+                &verified,
+                self.registry.licenses(),
+                self.metering.node(),
+                SystemClock.now(),
+                uses,
+                0,
+            )
+            .map_err(|e| {
+                ModelError::new(e.http_status(), e.code(), format!("model `{name}`: {e}"))
+            })?;
+        let files = engine_files(verified.files());
+        let options = LoadOptions {
+            threads: self.threads,
+            ..LoadOptions::default()
+        };
+        let cannot = |e: aura_infer::Error| {
+            ModelError::new(
+                409,
+                "model_not_loadable",
+                format!("model `{name}` cannot be loaded: {e}"),
+            )
+        };
+        let (engine, fingerprint) = if encoder {
+            let model = EmbeddingModel::load(&files, &options).map_err(cannot)?;
+            let fingerprint = model.fingerprint();
+            (Engine::Encoder(Arc::new(model)), fingerprint)
+        } else {
+            let model = Model::load(&files, &options).map_err(cannot)?;
+            let fingerprint = model.fingerprint();
+            (
+                Engine::Generator(LocalReasoner::new(Arc::new(model), name)),
+                fingerprint,
+            )
+        };
+        Ok(Served {
+            name: name.to_owned(),
+            verified,
+            engine,
+            runtime: aura_model::Runtime {
+                version: format!("{} {}", fingerprint.engine, fingerprint.version),
+                backend: fingerprint.backend,
+                device: fingerprint.device,
+                dtype: fingerprint.dtype,
+                kernel: fingerprint.kernel,
+            },
+        })
+    }
+
+    /// Answers a chat request on a generator, metered: authorised before, a receipt
+    /// after. The receipt's input is the request as the reasoner read it and its output
+    /// the answer.
+    pub async fn chat(
+        &self,
+        served: &Arc<Served>,
+        request: &Request,
+        options: &ChatOptions,
+        deltas: Option<&DeltaSink<'_>>,
+        receipt: Option<ReceiptId>,
+    ) -> Result<(ChatOutcome, ReceiptId), ChatError> {
+        let generator = served.generator()?;
+        let input = serde_json::to_vec(&(request, chat_options_json(options)))
+            .map_err(|e| ModelError::invalid(format!("cannot encode the request: {e}")))?;
+        // An upper bound on the tokens the request counts: a prompt has no more tokens
+        // than bytes, and generation stops at the limit.
+        let limit = request
+            .max_tokens
+            .map_or(u64::from(generator.max_tokens()), u64::from);
+        let admitted = self.admit(served, (input.len() as u64).saturating_add(limit))?;
+        let outcome = generator
+            .chat(request, options, deltas)
+            .await
+            .map_err(ChatError::Reasoner)?;
+        let output = serde_json::to_vec(&outcome.turn)
+            .map_err(|e| ModelError::internal(format!("cannot encode the turn: {e}")))?;
+        let id = self
+            .record(
+                admitted,
+                Measured {
+                    input,
+                    output,
+                    prompt_tokens: outcome.turn.usage.prompt_tokens,
+                    completion_tokens: outcome.turn.usage.completion_tokens,
+                    expert_tokens: outcome.expert_tokens.clone(),
+                },
+                receipt,
+            )
+            .await?;
+        Ok((outcome, id))
+    }
+
+    /// Continues a prompt on a generator, metered, sending each step to `events` as it
+    /// comes; a closed `events` channel (the caller went away) cancels the generation.
+    pub async fn complete(
+        &self,
+        served: &Arc<Served>,
+        request: GenerateRequest,
+        events: Option<tokio::sync::mpsc::UnboundedSender<TokenEvent>>,
+        receipt: Option<ReceiptId>,
+    ) -> Result<(Generation, ReceiptId), ModelError> {
+        let model = served.generator()?.model().clone();
+        let input = serde_json::to_vec(&request)
+            .map_err(|e| ModelError::invalid(format!("cannot encode the request: {e}")))?;
+        let prompt_bound = match &request.prompt {
+            Prompt::Text(t) => t.len() as u64,
+            Prompt::Tokens(t) => t.len() as u64,
+        };
+        let admitted = self.admit(
+            served,
+            prompt_bound.saturating_add(u64::from(request.max_tokens)),
+        )?;
+        let generation = tokio::task::spawn_blocking(move || {
+            model.generate(&request, &mut |event| match &events {
+                Some(tx) if tx.send(event.clone()).is_err() => ControlFlow::Break(()),
+                _ => ControlFlow::Continue(()),
+            })
+        })
+        .await
+        .map_err(|e| ModelError::internal(format!("the generating thread failed: {e}")))?
+        .map_err(|e| ModelError::invalid(e.to_string()))?;
+        if generation.finish == aura_infer::Finish::Cancelled {
+            // Nobody received the answer; the reservation is released unrecorded.
+            return Err(ModelError::new(499, "cancelled", "the caller went away"));
+        }
+        let output = serde_json::to_vec(&(&generation.tokens, &generation.text))
+            .map_err(|e| ModelError::internal(format!("cannot encode the answer: {e}")))?;
+        let id = self
+            .record(
+                admitted,
+                Measured {
+                    input,
+                    output,
+                    prompt_tokens: u64::from(generation.prompt_tokens),
+                    completion_tokens: u64::from(generation.completion_tokens),
+                    expert_tokens: generation.expert_tokens.clone(),
+                },
+                receipt,
+            )
+            .await?;
+        Ok((generation, id))
+    }
+
+    /// Embeds `texts` on an encoder, metered.
+    pub async fn embed(
+        &self,
+        served: &Arc<Served>,
+        texts: Vec<String>,
+    ) -> Result<(Embeddings, ReceiptId), ModelError> {
+        let encoder = served.encoder()?.clone();
+        let input = serde_json::to_vec(&texts)
+            .map_err(|e| ModelError::invalid(format!("cannot encode the input: {e}")))?;
+        let bound = texts.iter().map(|t| t.len() as u64 + 2).sum::<u64>();
+        let admitted = self.admit(served, bound)?;
+        let embeddings = tokio::task::spawn_blocking(move || encoder.embed(&texts))
+            .await
+            .map_err(|e| ModelError::internal(format!("the embedding thread failed: {e}")))?
+            .map_err(|e| ModelError::invalid(e.to_string()))?;
+        let mut output = Vec::with_capacity(embeddings.vectors.len() * 4 * 384);
+        for v in &embeddings.vectors {
+            for x in v {
+                output.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+        let id = self
+            .record(
+                admitted,
+                Measured {
+                    input,
+                    output,
+                    prompt_tokens: embeddings.token_counts.iter().map(|&n| u64::from(n)).sum(),
+                    completion_tokens: 0,
+                    expert_tokens: Vec::new(),
+                },
+                None,
+            )
+            .await?;
+        Ok((embeddings, id))
+    }
+}
+
+/// The options a receipt's input hash covers (the engine-only ones; the rest are in the
+/// request).
+fn chat_options_json(options: &ChatOptions) -> serde_json::Value {
+    serde_json::json!({
+        "top_p": options.top_p,
+        "top_k": options.top_k,
+        "repetition_penalty": options.repetition_penalty,
+        "format": options.format,
+        "logprobs": options.logprobs,
+    })
+}
+
+/// Why a chat request failed: refused by the host (license, package) or by the model.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    #[error(transparent)]
+    Host(#[from] ModelError),
+    #[error(transparent)]
+    Reasoner(ReasonerError),
+}
+
+impl ModelHost {
+    /// Opens the node's `provider = "local"` reasoners on this host's models.
+    pub fn reasoners(self: &Arc<Self>) -> Arc<dyn LocalModels> {
+        Arc::new(Reasoners(self.clone()))
+    }
+}
+
+/// [`LocalModels`] over a [`ModelHost`].
+#[derive(Debug)]
+struct Reasoners(Arc<ModelHost>);
+
+impl LocalModels for Reasoners {
+    fn open(&self, config: &LocalConfig) -> Result<Arc<dyn Reasoner>, ReasonerError> {
+        let reference = config.model.to_str().unwrap_or_default();
+        let served = self
+            .0
+            .open_blocking(reference)
+            .map_err(|e| ReasonerError::Config(e.message))?;
+        served
+            .generator()
+            .map_err(|e| ReasonerError::Config(e.message))?;
+        Ok(Arc::new(MeteredReasoner {
+            host: self.0.clone(),
+            served,
+            name: config.name.clone(),
+            max_tokens: config.max_tokens,
+        }))
+    }
+}
+
+/// A mission's local reasoner: every turn licensed, and leaving a signed receipt.
+struct MeteredReasoner {
+    host: Arc<ModelHost>,
+    served: Arc<Served>,
+    /// The name turns carry, when configured (else the package's).
+    name: Option<String>,
+    /// The configured token limit of a turn whose request sets none.
+    max_tokens: Option<u32>,
+}
+
+impl std::fmt::Debug for MeteredReasoner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeteredReasoner")
+            .field("model", &self.served.name)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Reasoner for MeteredReasoner {
+    fn describe(&self) -> ProviderInfo {
+        ProviderInfo {
+            provider: aura_infer::reasoner::PROVIDER.to_owned(),
+            model: self
+                .name
+                .clone()
+                .unwrap_or_else(|| self.served.name.clone()),
+            base_url: None,
+        }
+    }
+
+    async fn turn(
+        &self,
+        request: &Request,
+        deltas: Option<&DeltaSink<'_>>,
+    ) -> Result<Turn, ReasonerError> {
+        let mut request = request.clone();
+        if request.max_tokens.is_none() {
+            request.max_tokens = self.max_tokens;
+        }
+        let (outcome, _) = self
+            .host
+            .chat(
+                &self.served,
+                &request,
+                &ChatOptions::default(),
+                deltas,
+                None,
+            )
+            .await
+            .map_err(|e| match e {
+                ChatError::Reasoner(e) => e,
+                ChatError::Host(e) if e.status == 500 => ReasonerError::Stream {
+                    kind: "local".into(),
+                    message: e.message,
+                    retryable: false,
+                },
+                ChatError::Host(e) => ReasonerError::Config(e.message),
+            })?;
+        let mut turn = outcome.turn;
+        if let Some(name) = &self.name {
+            turn.model.clone_from(name);
+        }
+        Ok(turn)
+    }
+}
+
+/// The verified files, as the engine takes them.
+fn engine_files(files: &aura_model::ModelFiles) -> aura_infer::ModelFiles {
+    match files {
+        aura_model::ModelFiles::Gguf(path) => aura_infer::ModelFiles::Gguf(path.clone()),
+        aura_model::ModelFiles::Safetensors {
+            config,
+            tokenizer,
+            weights,
+        } => aura_infer::ModelFiles::Safetensors {
+            config: config.clone(),
+            tokenizer: tokenizer.clone(),
+            // Packages do not carry tokenizer_config.json: only verified files are read.
+            tokenizer_config: None,
+            weights: weights.clone(),
+        },
+    }
+}

@@ -1,0 +1,1191 @@
+//! The OpenAI-compatible API over the node's installed models: `GET /v1/models`,
+//! `POST /v1/chat/completions`, `POST /v1/completions` and `POST /v1/embeddings`, in
+//! OpenAI's wire format, so the official SDKs and the tools built on them work unchanged.
+//!
+//! What differs, on purpose:
+//! - Every completed request leaves a signed usage receipt in the ledger; its id is in the
+//!   `x-aura-receipt` header (for a stream, the id the receipt will carry when the stream
+//!   completes; the last chunk arrives only once it is durable) and in the response `id`.
+//! - Greedy decoding is the default (`temperature` 0), so identical requests give
+//!   identical answers; with a temperature, `seed` (0 when unset) makes them repeatable.
+//! - `n` must be 1; `presence_penalty` and `frequency_penalty` are refused unless 0 (Aura
+//!   offers `repetition_penalty` and `top_k` as extensions instead): a parameter the
+//!   engine cannot honour is an error, never silently ignored.
+//! - In a stream, log-probabilities come with the final chunk.
+//! - `system_fingerprint` is the engine's runtime fingerprint (version, backend, device,
+//!   weight format, kernel): the same fingerprint, package, input and seed give the same
+//!   tokens.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use aura_infer::reasoner::{ChatOptions, ChatOutcome};
+use aura_infer::{Constraint, GenerateRequest, Prompt, Sampling, TokenEvent, TokenLogprobs};
+use aura_model::ReceiptId;
+use aura_reasoner::{Delta, Finish, Message, Role, ToolCall, ToolChoice, ToolSpec};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::AppState;
+use crate::auth::{Caller, Role as KeyRole};
+use crate::error::{ApiError, ApiJson};
+use crate::models::{ChatError, ModelCard, ModelError, ModelHost, Served};
+use crate::routes::agents::require;
+
+/// The header naming a response's usage receipt.
+pub(crate) const RECEIPT_HEADER: &str = "x-aura-receipt";
+
+/// Most inputs in one embeddings request (OpenAI's limit).
+const MAX_EMBEDDING_INPUTS: usize = 2048;
+/// Most alternatives per token in `top_logprobs` (OpenAI's limit).
+const MAX_TOP_LOGPROBS: u8 = 20;
+/// Most stop sequences (OpenAI's limit).
+const MAX_STOP: usize = 4;
+/// Default `max_tokens` of `/v1/completions`, as OpenAI's.
+const COMPLETIONS_DEFAULT_MAX_TOKENS: u32 = 16;
+
+fn host(state: &AppState) -> Result<&Arc<ModelHost>, ApiError> {
+    state.models.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "api_error",
+            "models_off",
+            "this node serves no models (it was started without its model host)",
+        )
+    })
+}
+
+fn caller_may_infer(caller: &Caller) -> Result<(), ApiError> {
+    require(caller, &[KeyRole::Operator, KeyRole::Agent])
+}
+
+impl From<ModelError> for ApiError {
+    fn from(e: ModelError) -> Self {
+        let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let kind = match e.status {
+            400 | 404 => "invalid_request_error",
+            401 => "authentication_error",
+            402 | 403 => "permission_error",
+            409 => "conflict_error",
+            429 => "rate_limit_error",
+            _ => "api_error",
+        };
+        ApiError::new(status, kind, e.code, e.message)
+    }
+}
+
+fn invalid(param: &str, message: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request("invalid_request", format!("{param}: {message}"))
+}
+
+fn unix_now() -> u64 {
+    use aura_core::door::Clock as _;
+    aura_core::door::SystemClock.now().as_secs()
+}
+
+// ---------------------------------------------------------------------------------------
+// Models
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ModelObject {
+    id: String,
+    object: &'static str,
+    created: u64,
+    owned_by: String,
+    /// The signed package digest (an Aura extension).
+    digest: String,
+    architecture: String,
+    /// `chat` for a generator, `embedding` for a text encoder (an Aura extension).
+    kind: &'static str,
+}
+
+impl From<ModelCard> for ModelObject {
+    fn from(c: ModelCard) -> Self {
+        ModelObject {
+            id: c.name,
+            object: "model",
+            created: c.created_at.as_secs(),
+            owned_by: c.publisher,
+            digest: c.digest.to_hex(),
+            architecture: c.architecture,
+            kind: if c.generator { "chat" } else { "embedding" },
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ModelList {
+    object: &'static str,
+    data: Vec<ModelObject>,
+}
+
+/// Lists the installed model packages (damaged ones are left out; `aura model list` shows
+/// them with the reason).
+#[utoipa::path(get, path = "/v1/models", tag = "openai",
+    responses((status = 200, body = ModelList), (status = 401, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+async fn list_models(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<ModelList>, ApiError> {
+    caller_may_infer(&caller)?;
+    let cards = host(&state)?.list()?;
+    Ok(Json(ModelList {
+        object: "list",
+        data: cards.into_iter().map(ModelObject::from).collect(),
+    }))
+}
+
+/// One installed model package.
+#[utoipa::path(get, path = "/v1/models/{model}", tag = "openai",
+    params(("model" = String, Path, description = "The package name")),
+    responses((status = 200, body = ModelObject), (status = 404, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+async fn get_model(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(model): Path<String>,
+) -> Result<Json<ModelObject>, ApiError> {
+    caller_may_infer(&caller)?;
+    host(&state)?
+        .list()?
+        .into_iter()
+        .find(|c| c.name == model)
+        .map(|c| Json(ModelObject::from(c)))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "model_not_found",
+                format!("the model `{model}` does not exist; `GET /v1/models` lists them"),
+            )
+        })
+}
+
+// ---------------------------------------------------------------------------------------
+// Shared request parts
+
+/// A string or a list of strings (`stop`, `input`, `prompt`).
+#[derive(Deserialize, Clone, Debug)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// The sampling parameters every generation endpoint shares.
+#[derive(Deserialize, Default, Debug)]
+struct SamplingParams {
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    seed: Option<i64>,
+    presence_penalty: Option<f32>,
+    frequency_penalty: Option<f32>,
+    n: Option<u32>,
+    stop: Option<OneOrMany>,
+    /// Aura extension.
+    top_k: Option<u32>,
+    /// Aura extension.
+    repetition_penalty: Option<f32>,
+}
+
+impl SamplingParams {
+    fn check(&self) -> Result<(), ApiError> {
+        if let Some(t) = self.temperature
+            && !(t.is_finite() && (0.0..=2.0).contains(&t))
+        {
+            return Err(invalid("temperature", "must be between 0 and 2"));
+        }
+        if let Some(p) = self.top_p
+            && !(p > 0.0 && p <= 1.0)
+        {
+            return Err(invalid("top_p", "must be greater than 0 and at most 1"));
+        }
+        for (name, v) in [
+            ("presence_penalty", self.presence_penalty),
+            ("frequency_penalty", self.frequency_penalty),
+        ] {
+            if v.is_some_and(|v| v != 0.0) {
+                return Err(invalid(
+                    name,
+                    "is not supported by this engine; use `repetition_penalty` (an Aura extension) instead",
+                ));
+            }
+        }
+        if self.n.is_some_and(|n| n != 1) {
+            return Err(invalid(
+                "n",
+                "only one choice per request is supported; send several requests (with different seeds)",
+            ));
+        }
+        if self.top_k == Some(0) {
+            return Err(invalid("top_k", "must be at least 1"));
+        }
+        if let Some(r) = self.repetition_penalty
+            && !(r.is_finite() && r > 0.0)
+        {
+            return Err(invalid("repetition_penalty", "must be a number above 0"));
+        }
+        Ok(())
+    }
+
+    fn stop(&self) -> Result<Vec<String>, ApiError> {
+        let stop = self
+            .stop
+            .clone()
+            .map(OneOrMany::into_vec)
+            .unwrap_or_default();
+        if stop.len() > MAX_STOP {
+            return Err(invalid("stop", format!("at most {MAX_STOP} sequences")));
+        }
+        if stop.iter().any(String::is_empty) {
+            return Err(invalid("stop", "a stop sequence is empty"));
+        }
+        Ok(stop)
+    }
+
+    /// OpenAI's seed is a signed integer; its bits seed the engine's stream.
+    fn seed(&self) -> u64 {
+        self.seed.map_or(0, |s| s as u64)
+    }
+}
+
+fn max_tokens(values: &[(&str, Option<u32>)]) -> Result<Option<u32>, ApiError> {
+    let mut chosen = None;
+    for (name, v) in values {
+        if let Some(n) = v {
+            if *n == 0 {
+                return Err(invalid(name, "must be at least 1"));
+            }
+            chosen = chosen.or(Some(*n));
+        }
+    }
+    Ok(chosen)
+}
+
+fn finish_reason(finish: &Finish) -> &'static str {
+    match finish {
+        Finish::Stop | Finish::Other(_) => "stop",
+        Finish::Length => "length",
+        Finish::ToolCalls => "tool_calls",
+        Finish::ContentFilter => "content_filter",
+    }
+}
+
+fn generation_finish(finish: aura_infer::Finish) -> &'static str {
+    match finish {
+        aura_infer::Finish::Length => "length",
+        aura_infer::Finish::Stop | aura_infer::Finish::Cancelled => "stop",
+    }
+}
+
+fn fingerprint(served: &Served) -> String {
+    let r = served.runtime();
+    format!(
+        "fp_aura_{}_{}_{}_{}",
+        r.version.replace(' ', "-"),
+        r.device,
+        r.dtype,
+        r.kernel
+    )
+}
+
+fn with_receipt(mut response: Response, id: &ReceiptId) -> Response {
+    if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(RECEIPT_HEADER), value);
+    }
+    response
+}
+
+/// An SSE response whose events come from `rx`, ending with `[DONE]`.
+fn sse(rx: tokio::sync::mpsc::Receiver<Event>, receipt: &ReceiptId) -> Response {
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
+    });
+    with_receipt(
+        Sse::new(stream)
+            .keep_alive(KeepAlive::default())
+            .into_response(),
+        receipt,
+    )
+}
+
+fn data(value: &Value) -> Event {
+    Event::default().data(value.to_string())
+}
+
+/// The events that close a stream: the chunk with the finish reason, and the usage, in
+/// that chunk or, when the caller asked for `stream_options.include_usage`, in a chunk of
+/// its own with no choices (OpenAI's form).
+fn closing(mut last: Value, usage: Value, separate: bool) -> Vec<Event> {
+    if separate {
+        let mut usage_chunk = last.clone();
+        usage_chunk["choices"] = json!([]);
+        usage_chunk["usage"] = usage;
+        vec![data(&last), data(&usage_chunk)]
+    } else {
+        last["usage"] = usage;
+        vec![data(&last)]
+    }
+}
+
+/// The error event that ends a failed stream (the SDKs raise it as an API error).
+fn error_event(e: &ApiError) -> Event {
+    data(&json!({"error": {"message": e.message, "type": e.kind, "code": e.code}}))
+}
+
+fn logprob_entry(token: &str, logprob: f32) -> Value {
+    json!({"token": token, "logprob": logprob, "bytes": token.as_bytes()})
+}
+
+/// Log-probabilities in the chat format: `{"content": [{token, logprob, bytes, top_logprobs}]}`.
+fn chat_logprobs(logprobs: &[TokenLogprobs], top: u8) -> Value {
+    let content: Vec<Value> = logprobs
+        .iter()
+        .map(|t| {
+            let mut entry = logprob_entry(&t.text, t.logprob);
+            entry["top_logprobs"] = t
+                .top
+                .iter()
+                .take(usize::from(top))
+                .map(|a| logprob_entry(&a.text, a.logprob))
+                .collect();
+            entry
+        })
+        .collect();
+    json!({"content": content, "refusal": null})
+}
+
+// ---------------------------------------------------------------------------------------
+// Chat completions
+
+/// `messages[].content`: text, or a list of parts of which only text parts are read.
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+enum Content {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Deserialize, Debug)]
+struct ContentPart {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+#[derive(Deserialize, Debug)]
+struct InToolCall {
+    id: String,
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    function: InFunctionCall,
+}
+
+#[derive(Deserialize, Debug)]
+struct InFunctionCall {
+    name: String,
+    #[serde(default)]
+    arguments: String,
+}
+
+#[derive(Deserialize, Debug)]
+struct InMessage {
+    role: String,
+    #[serde(default)]
+    content: Option<Content>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<InToolCall>>,
+    #[serde(default)]
+    tool_call_id: Option<String>,
+}
+
+#[derive(Deserialize, Debug)]
+struct InTool {
+    #[serde(rename = "type")]
+    kind: String,
+    function: InFunction,
+}
+
+#[derive(Deserialize, Debug)]
+struct InFunction {
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    parameters: Option<Value>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
+
+/// A chat completion request, as OpenAI's API takes it.
+#[derive(Deserialize, Debug)]
+pub(crate) struct ChatCompletionRequest {
+    model: String,
+    messages: Vec<InMessage>,
+    #[serde(default)]
+    tools: Option<Vec<InTool>>,
+    #[serde(default)]
+    tool_choice: Option<Value>,
+    #[serde(default)]
+    response_format: Option<Value>,
+    #[serde(default)]
+    max_tokens: Option<u32>,
+    #[serde(default)]
+    max_completion_tokens: Option<u32>,
+    #[serde(default)]
+    logprobs: Option<bool>,
+    #[serde(default)]
+    top_logprobs: Option<u8>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+    #[serde(flatten)]
+    sampling: SamplingParams,
+}
+
+/// The conversation as the reasoner takes it.
+fn messages(input: Vec<InMessage>) -> Result<Vec<Message>, ApiError> {
+    if input.is_empty() {
+        return Err(invalid("messages", "must hold at least one message"));
+    }
+    input
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let role = match m.role.as_str() {
+                "system" | "developer" => Role::System,
+                "user" => Role::User,
+                "assistant" => Role::Assistant,
+                "tool" => Role::Tool,
+                other => {
+                    return Err(invalid(
+                        &format!("messages[{i}].role"),
+                        format!("`{other}` is not one of system, developer, user, assistant, tool"),
+                    ));
+                }
+            };
+            let content = match m.content {
+                None => String::new(),
+                Some(Content::Text(t)) => t,
+                Some(Content::Parts(parts)) => {
+                    let mut text = String::new();
+                    for (j, p) in parts.into_iter().enumerate() {
+                        match (p.kind.as_str(), p.text) {
+                            ("text", Some(t)) => text.push_str(&t),
+                            (kind, _) => {
+                                return Err(invalid(
+                                    &format!("messages[{i}].content[{j}]"),
+                                    format!("a `{kind}` part is not supported; this model reads text parts only"),
+                                ));
+                            }
+                        }
+                    }
+                    text
+                }
+            };
+            let tool_calls = m
+                .tool_calls
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| {
+                    if c.kind.as_deref().is_some_and(|k| k != "function") {
+                        return Err(invalid(
+                            &format!("messages[{i}].tool_calls"),
+                            "only `function` calls are supported",
+                        ));
+                    }
+                    // Arguments that do not parse stay the text they were (the reasoner's
+                    // convention): nothing the caller sent is lost.
+                    let arguments = serde_json::from_str(&c.function.arguments)
+                        .unwrap_or(Value::String(c.function.arguments));
+                    Ok(ToolCall {
+                        id: c.id,
+                        name: c.function.name,
+                        arguments,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Message {
+                role,
+                content,
+                tool_calls,
+                tool_call_id: m.tool_call_id,
+                name: m.name,
+            })
+        })
+        .collect()
+}
+
+fn tools(input: Option<Vec<InTool>>) -> Result<Vec<ToolSpec>, ApiError> {
+    input
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            if t.kind != "function" {
+                return Err(invalid(
+                    &format!("tools[{i}].type"),
+                    format!("`{}` is not supported; only `function` tools are", t.kind),
+                ));
+            }
+            let parameters = t
+                .function
+                .parameters
+                .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+            if !parameters.is_object() {
+                return Err(invalid(
+                    &format!("tools[{i}].function.parameters"),
+                    "must be a JSON Schema object",
+                ));
+            }
+            Ok(ToolSpec {
+                name: t.function.name,
+                description: t.function.description.unwrap_or_default(),
+                parameters,
+            })
+        })
+        .collect()
+}
+
+fn tool_choice(value: Option<Value>) -> Result<ToolChoice, ApiError> {
+    match value {
+        None => Ok(ToolChoice::Auto),
+        Some(Value::String(s)) => match s.as_str() {
+            "auto" => Ok(ToolChoice::Auto),
+            "none" => Ok(ToolChoice::None),
+            "required" => Ok(ToolChoice::Required),
+            other => Err(invalid(
+                "tool_choice",
+                format!("`{other}` is not auto, none, required or a named function"),
+            )),
+        },
+        Some(v) => v
+            .pointer("/function/name")
+            .and_then(Value::as_str)
+            .filter(|_| v.get("type").and_then(Value::as_str) == Some("function"))
+            .map(|name| ToolChoice::Tool(name.to_owned()))
+            .ok_or_else(|| {
+                invalid(
+                    "tool_choice",
+                    "must be a string or {\"type\": \"function\", \"function\": {\"name\": ...}}",
+                )
+            }),
+    }
+}
+
+fn response_format(value: Option<Value>) -> Result<Option<Constraint>, ApiError> {
+    let Some(v) = value else {
+        return Ok(None);
+    };
+    match v.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(Constraint::JsonObject)),
+        Some("json_schema") => {
+            let schema = v
+                .pointer("/json_schema/schema")
+                .cloned()
+                .ok_or_else(|| invalid("response_format", "json_schema needs a `schema`"))?;
+            if !schema.is_object() {
+                return Err(invalid(
+                    "response_format.json_schema.schema",
+                    "must be a JSON Schema object",
+                ));
+            }
+            Ok(Some(Constraint::JsonSchema(schema)))
+        }
+        _ => Err(invalid(
+            "response_format",
+            "`type` must be text, json_object or json_schema",
+        )),
+    }
+}
+
+/// What a chat request becomes: the reasoner's request and the engine options.
+struct ChatPlan {
+    model: String,
+    request: aura_reasoner::Request,
+    options: ChatOptions,
+    stream: bool,
+    include_usage: bool,
+    top_logprobs: u8,
+}
+
+fn plan_chat(req: ChatCompletionRequest) -> Result<ChatPlan, ApiError> {
+    req.sampling.check()?;
+    let max = max_tokens(&[
+        ("max_completion_tokens", req.max_completion_tokens),
+        ("max_tokens", req.max_tokens),
+    ])?;
+    let wants_logprobs = req.logprobs.unwrap_or(false);
+    let top = req.top_logprobs.unwrap_or(0);
+    if top > MAX_TOP_LOGPROBS {
+        return Err(invalid(
+            "top_logprobs",
+            format!("must be at most {MAX_TOP_LOGPROBS}"),
+        ));
+    }
+    if top > 0 && !wants_logprobs {
+        return Err(invalid("top_logprobs", "needs `logprobs: true`"));
+    }
+    let request = aura_reasoner::Request {
+        messages: messages(req.messages)?,
+        tools: tools(req.tools)?,
+        tool_choice: tool_choice(req.tool_choice)?,
+        max_tokens: max,
+        temperature: req.sampling.temperature,
+        seed: Some(req.sampling.seed()),
+        stop: req.sampling.stop()?,
+    };
+    request
+        .validate()
+        .map_err(|m| ApiError::bad_request("invalid_request", m))?;
+    Ok(ChatPlan {
+        model: req.model,
+        options: ChatOptions {
+            top_p: req.sampling.top_p,
+            top_k: req.sampling.top_k,
+            repetition_penalty: req.sampling.repetition_penalty,
+            format: response_format(req.response_format)?,
+            logprobs: wants_logprobs.then_some(top),
+        },
+        request,
+        stream: req.stream.unwrap_or(false),
+        include_usage: req.stream_options.is_some_and(|o| o.include_usage),
+        top_logprobs: top,
+    })
+}
+
+fn chat_error(e: ChatError) -> ApiError {
+    match e {
+        ChatError::Host(e) => e.into(),
+        ChatError::Reasoner(e) => ApiError::bad_request("invalid_request", e.to_string()),
+    }
+}
+
+fn usage_json(prompt: u64, completion: u64) -> Value {
+    json!({
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    })
+}
+
+fn tool_calls_json(calls: &[ToolCall]) -> Value {
+    calls
+        .iter()
+        .map(|c| {
+            json!({
+                "id": c.id,
+                "type": "function",
+                "function": {
+                    "name": c.name,
+                    "arguments": match &c.arguments {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    },
+                },
+            })
+        })
+        .collect()
+}
+
+/// Answers a conversation: text, or calls of the offered tools. With `stream`, the
+/// answer comes as server-sent `chat.completion.chunk` events, usage in the last chunk.
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "openai",
+    request_body(content = Object, description = "OpenAI's chat completion request; Aura adds `top_k` and `repetition_penalty`"),
+    responses((status = 200, description = "A `chat.completion` object, or an SSE stream of `chat.completion.chunk` objects", headers(("x-aura-receipt" = String, description = "The usage receipt's id"))),
+        (status = 400, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody),
+        (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+async fn chat_completions(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<ChatCompletionRequest>,
+) -> Result<Response, ApiError> {
+    caller_may_infer(&caller)?;
+    let host = host(&state)?.clone();
+    let plan = plan_chat(req)?;
+    let served = host.open(&plan.model).await?;
+    served.generator()?;
+    if plan.stream {
+        return Ok(stream_chat(host, served, plan));
+    }
+    let (outcome, receipt) = host
+        .chat(&served, &plan.request, &plan.options, None, None)
+        .await
+        .map_err(chat_error)?;
+    let body = chat_completion_json(&served, &outcome, &receipt, plan.top_logprobs);
+    Ok(with_receipt(Json(body).into_response(), &receipt))
+}
+
+fn chat_completion_json(
+    served: &Served,
+    outcome: &ChatOutcome,
+    receipt: &ReceiptId,
+    top_logprobs: u8,
+) -> Value {
+    let turn = &outcome.turn;
+    let content = if turn.content.is_empty() && !turn.tool_calls.is_empty() {
+        Value::Null
+    } else {
+        Value::String(turn.content.clone())
+    };
+    let mut message = json!({"role": "assistant", "content": content, "refusal": null});
+    if !turn.tool_calls.is_empty() {
+        message["tool_calls"] = tool_calls_json(&turn.tool_calls);
+    }
+    json!({
+        "id": format!("chatcmpl-{receipt}"),
+        "object": "chat.completion",
+        "created": unix_now(),
+        "model": served.name(),
+        "system_fingerprint": fingerprint(served),
+        "choices": [{
+            "index": 0,
+            "message": message,
+            "logprobs": outcome.logprobs.as_deref().map(|l| chat_logprobs(l, top_logprobs)),
+            "finish_reason": finish_reason(&turn.finish),
+        }],
+        "usage": usage_json(turn.usage.prompt_tokens, turn.usage.completion_tokens),
+    })
+}
+
+fn stream_chat(host: Arc<ModelHost>, served: Arc<Served>, plan: ChatPlan) -> Response {
+    let receipt = ModelHost::new_receipt_id();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(256);
+    let id = format!("chatcmpl-{receipt}");
+    let created = unix_now();
+    let chunk = {
+        let model = served.name().to_owned();
+        let fp = fingerprint(&served);
+        move |delta: Value, finish: Option<&str>| {
+            json!({
+                "id": id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "system_fingerprint": fp,
+                "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+            })
+        }
+    };
+    tokio::spawn(async move {
+        let _ = tx
+            .send(data(&chunk(
+                json!({"role": "assistant", "content": ""}),
+                None,
+            )))
+            .await;
+        // Deltas arrive on the engine's thread; they go out in order through this channel.
+        let (dtx, mut drx) = tokio::sync::mpsc::unbounded_channel::<Delta>();
+        let sink = move |d: Delta| {
+            let _ = dtx.send(d);
+        };
+        let forward = {
+            let tx = tx.clone();
+            let chunk = chunk.clone();
+            async move {
+                let mut calls: Vec<String> = Vec::new();
+                while let Some(d) = drx.recv().await {
+                    let delta = match d {
+                        Delta::Text(t) => json!({"content": t}),
+                        Delta::ToolCallStarted { id, name } => {
+                            calls.push(id.clone());
+                            json!({"tool_calls": [{"index": calls.len() - 1, "id": id, "type": "function",
+                                                    "function": {"name": name, "arguments": ""}}]})
+                        }
+                        Delta::ToolCallArguments { id, fragment } => {
+                            let index = calls.iter().position(|c| *c == id).unwrap_or(0);
+                            json!({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
+                        }
+                        Delta::Reset { .. } => continue,
+                    };
+                    if tx.send(data(&chunk(delta, None))).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        };
+        let top_logprobs = plan.top_logprobs;
+        let include_usage = plan.include_usage;
+        let closed = tx.clone();
+        let run = async move {
+            let result = {
+                let work = host.chat(
+                    &served,
+                    &plan.request,
+                    &plan.options,
+                    Some(&sink),
+                    Some(receipt),
+                );
+                // A caller that goes away drops the stream: stop generating (no receipt
+                // then, as nothing was delivered).
+                tokio::select! {
+                    r = work => Some(r),
+                    () = closed.closed() => None,
+                }
+            };
+            // The last delta is in the channel; closing it ends the forwarding.
+            drop(sink);
+            result
+        };
+        let (result, ()) = tokio::join!(run, forward);
+        let Some(result) = result else { return };
+        let last = match result {
+            Ok((outcome, _)) => {
+                let turn = &outcome.turn;
+                let mut last = chunk(json!({}), Some(finish_reason(&turn.finish)));
+                if let Some(l) = &outcome.logprobs {
+                    last["choices"][0]["logprobs"] = chat_logprobs(l, top_logprobs);
+                }
+                closing(
+                    last,
+                    usage_json(turn.usage.prompt_tokens, turn.usage.completion_tokens),
+                    include_usage,
+                )
+            }
+            Err(e) => vec![error_event(&chat_error(e))],
+        };
+        for event in last {
+            let _ = tx.send(event).await;
+        }
+        let _ = tx.send(Event::default().data("[DONE]")).await;
+    });
+    sse(rx, &receipt)
+}
+
+// ---------------------------------------------------------------------------------------
+// Completions
+
+/// A text completion request, as OpenAI's legacy API takes it.
+#[derive(Deserialize, Debug)]
+pub(crate) struct CompletionRequest {
+    model: String,
+    prompt: Value,
+    #[serde(default)]
+    max_tokens: Option<u32>,
+    #[serde(default)]
+    logprobs: Option<u8>,
+    #[serde(default)]
+    echo: Option<bool>,
+    #[serde(default)]
+    suffix: Option<String>,
+    #[serde(default)]
+    best_of: Option<u32>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+    #[serde(flatten)]
+    sampling: SamplingParams,
+}
+
+fn completion_prompt(prompt: &Value) -> Result<Prompt, ApiError> {
+    let one = |v: &Value| -> Option<Prompt> {
+        match v {
+            Value::String(s) => Some(Prompt::Text(s.clone())),
+            Value::Array(ids) if !ids.is_empty() => ids
+                .iter()
+                .map(|i| i.as_u64().and_then(|i| u32::try_from(i).ok()))
+                .collect::<Option<Vec<u32>>>()
+                .map(Prompt::Tokens),
+            _ => None,
+        }
+    };
+    match prompt {
+        Value::Array(items) if items.len() == 1 => one(&items[0]),
+        Value::Array(items) if items.iter().all(Value::is_string) && items.len() > 1 => {
+            return Err(invalid(
+                "prompt",
+                "only one prompt per request is supported; send several requests",
+            ));
+        }
+        other => one(other),
+    }
+    .ok_or_else(|| invalid("prompt", "must be a string or a list of token ids"))
+}
+
+fn completion_logprobs(logprobs: &[TokenLogprobs], top: u8, start: usize) -> Value {
+    let mut offset = start;
+    let mut offsets = Vec::with_capacity(logprobs.len());
+    for t in logprobs {
+        offsets.push(offset);
+        offset += t.text.len();
+    }
+    json!({
+        "tokens": logprobs.iter().map(|t| t.text.clone()).collect::<Vec<_>>(),
+        "token_logprobs": logprobs.iter().map(|t| t.logprob).collect::<Vec<_>>(),
+        "top_logprobs": logprobs.iter().map(|t| {
+            t.top.iter().take(usize::from(top)).map(|a| (a.text.clone(), json!(a.logprob))).collect::<serde_json::Map<_, _>>()
+        }).collect::<Vec<_>>(),
+        "text_offset": offsets,
+    })
+}
+
+/// Continues a prompt (no chat template). With `stream`, the text comes as server-sent
+/// `text_completion` events, usage in the last one.
+#[utoipa::path(post, path = "/v1/completions", tag = "openai",
+    request_body(content = Object, description = "OpenAI's (legacy) completion request; one prompt per request"),
+    responses((status = 200, description = "A `text_completion` object, or an SSE stream of them", headers(("x-aura-receipt" = String, description = "The usage receipt's id"))),
+        (status = 400, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody),
+        (status = 404, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+async fn completions(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<CompletionRequest>,
+) -> Result<Response, ApiError> {
+    caller_may_infer(&caller)?;
+    let host = host(&state)?.clone();
+    req.sampling.check()?;
+    if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
+        return Err(invalid("suffix", "is not supported"));
+    }
+    if req.best_of.is_some_and(|n| n != 1) {
+        return Err(invalid("best_of", "only 1 is supported"));
+    }
+    let top = req.logprobs.unwrap_or(0);
+    if top > 5 {
+        return Err(invalid("logprobs", "must be at most 5"));
+    }
+    let prompt = completion_prompt(&req.prompt)?;
+    let echo = req.echo.unwrap_or(false);
+    let max =
+        max_tokens(&[("max_tokens", req.max_tokens)])?.unwrap_or(COMPLETIONS_DEFAULT_MAX_TOKENS);
+    let request = GenerateRequest {
+        prompt: prompt.clone(),
+        sampling: Sampling {
+            temperature: req.sampling.temperature.unwrap_or(0.0),
+            top_k: req.sampling.top_k,
+            top_p: req.sampling.top_p,
+            repetition_penalty: req.sampling.repetition_penalty,
+            seed: req.sampling.seed(),
+        },
+        max_tokens: max,
+        stop: req.sampling.stop()?,
+        constraint: None,
+        logprobs: req.logprobs.map(|_| top),
+    };
+    let served = host.open(&req.model).await?;
+    let tokenizer_text = |p: &Prompt| -> Result<String, ApiError> {
+        match p {
+            Prompt::Text(t) => Ok(t.clone()),
+            Prompt::Tokens(ids) => served
+                .generator()?
+                .model()
+                .tokenizer()
+                .decode(ids)
+                .map_err(|e| invalid("prompt", e)),
+        }
+    };
+    let echoed = if echo {
+        tokenizer_text(&prompt)?
+    } else {
+        String::new()
+    };
+    let id_of = |r: &ReceiptId| format!("cmpl-{r}");
+    let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
+    if req.stream.unwrap_or(false) {
+        let receipt = ModelHost::new_receipt_id();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Event>(256);
+        let id = id_of(&receipt);
+        let model = served.name().to_owned();
+        let created = unix_now();
+        let chunk = move |text: &str, finish: Option<&str>| {
+            json!({
+                "id": id, "object": "text_completion", "created": created, "model": model,
+                "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish}],
+            })
+        };
+        tokio::spawn(async move {
+            if !echoed.is_empty() {
+                let _ = tx.send(data(&chunk(&echoed, None))).await;
+            }
+            let (etx, mut erx) = tokio::sync::mpsc::unbounded_channel::<TokenEvent>();
+            let forward = {
+                let tx = tx.clone();
+                let chunk = chunk.clone();
+                async move {
+                    while let Some(e) = erx.recv().await {
+                        if e.text.is_empty() {
+                            continue;
+                        }
+                        if tx.send(data(&chunk(&e.text, None))).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            };
+            let work = host.complete(&served, request, Some(etx), Some(receipt));
+            let (result, ()) = tokio::join!(work, forward);
+            let last = match result {
+                Ok((g, _)) => {
+                    let mut last = chunk("", Some(generation_finish(g.finish)));
+                    if let Some(l) = &g.logprobs {
+                        last["choices"][0]["logprobs"] = completion_logprobs(l, top, echoed.len());
+                    }
+                    closing(
+                        last,
+                        usage_json(u64::from(g.prompt_tokens), u64::from(g.completion_tokens)),
+                        include_usage,
+                    )
+                }
+                Err(e) if e.status == 499 => return,
+                Err(e) => vec![error_event(&e.into())],
+            };
+            for event in last {
+                let _ = tx.send(event).await;
+            }
+            let _ = tx.send(Event::default().data("[DONE]")).await;
+        });
+        return Ok(sse(rx, &receipt));
+    }
+    let (generation, receipt) = host.complete(&served, request, None, None).await?;
+    let body = json!({
+        "id": id_of(&receipt),
+        "object": "text_completion",
+        "created": unix_now(),
+        "model": served.name(),
+        "system_fingerprint": fingerprint(&served),
+        "choices": [{
+            "index": 0,
+            "text": format!("{echoed}{}", generation.text),
+            "logprobs": generation.logprobs.as_deref().map(|l| completion_logprobs(l, top, echoed.len())),
+            "finish_reason": generation_finish(generation.finish),
+        }],
+        "usage": usage_json(u64::from(generation.prompt_tokens), u64::from(generation.completion_tokens)),
+    });
+    Ok(with_receipt(Json(body).into_response(), &receipt))
+}
+
+// ---------------------------------------------------------------------------------------
+// Embeddings
+
+/// An embeddings request, as OpenAI's API takes it.
+#[derive(Deserialize, Debug)]
+pub(crate) struct EmbeddingsRequest {
+    model: String,
+    input: Value,
+    #[serde(default)]
+    encoding_format: Option<String>,
+    #[serde(default)]
+    dimensions: Option<usize>,
+}
+
+/// Embeds text with a text encoder (such as all-MiniLM-L6-v2): one unit-length vector
+/// per input, as floats or (`encoding_format: base64`) little-endian f32 bytes.
+#[utoipa::path(post, path = "/v1/embeddings", tag = "openai",
+    request_body(content = Object, description = "OpenAI's embeddings request; text input only"),
+    responses((status = 200, description = "A list of `embedding` objects", headers(("x-aura-receipt" = String, description = "The usage receipt's id"))),
+        (status = 400, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody),
+        (status = 404, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+async fn embeddings(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<EmbeddingsRequest>,
+) -> Result<Response, ApiError> {
+    caller_may_infer(&caller)?;
+    let host = host(&state)?.clone();
+    let base64 = match req.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(invalid(
+                "encoding_format",
+                format!("`{other}` is not float or base64"),
+            ));
+        }
+    };
+    let texts = match req.input {
+        Value::String(s) => vec![s],
+        Value::Array(items) if items.iter().all(Value::is_string) => items
+            .into_iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        _ => {
+            return Err(invalid(
+                "input",
+                "must be a string or a list of strings (token ids are not accepted: this node's encoders read text)",
+            ));
+        }
+    };
+    if texts.is_empty() || texts.len() > MAX_EMBEDDING_INPUTS {
+        return Err(invalid(
+            "input",
+            format!("must hold 1 to {MAX_EMBEDDING_INPUTS} texts"),
+        ));
+    }
+    if texts.iter().any(String::is_empty) {
+        return Err(invalid("input", "an input is empty"));
+    }
+    let served = host.open(&req.model).await?;
+    let dimension = served.encoder()?.dimension();
+    if req.dimensions.is_some_and(|d| d != dimension) {
+        return Err(invalid(
+            "dimensions",
+            format!("this model's embeddings have {dimension} dimensions and cannot be shortened"),
+        ));
+    }
+    let (embeddings, receipt) = host.embed(&served, texts).await?;
+    let data: Vec<Value> = embeddings
+        .vectors
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let embedding = if base64 {
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(v)
+            };
+            json!({"object": "embedding", "index": i, "embedding": embedding})
+        })
+        .collect();
+    let tokens: u64 = embeddings.token_counts.iter().map(|&n| u64::from(n)).sum();
+    let body = json!({
+        "object": "list",
+        "data": data,
+        "model": served.name(),
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    });
+    Ok(with_receipt(Json(body).into_response(), &receipt))
+}
+
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_models))
+        .routes(routes!(get_model))
+        .routes(routes!(chat_completions))
+        .routes(routes!(completions))
+        .routes(routes!(embeddings))
+}
