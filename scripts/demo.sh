@@ -128,7 +128,20 @@ LOCAL_MISSION=$("$AURA" --json mission submit --agent "$AGENT_ID" --timeout 300 
 "$AURA" mission watch "$LOCAL_MISSION" || true
 "$AURA" replay "$LOCAL_MISSION"
 
-step "aura receipts list: each turn of the local model left a usage receipt, signed by the node"
+step "the same model over the OpenAI-compatible API (any OpenAI SDK works against $AURA_NODE/v1)"
+python3 - "$AURA_NODE" <<'PY'
+import json, sys, urllib.request
+body = {"model": "smollm2", "max_tokens": 24, "messages": [{"role": "user", "content": "What is a ledger?"}]}
+req = urllib.request.Request(sys.argv[1] + "/v1/chat/completions", data=json.dumps(body).encode(),
+                             headers={"content-type": "application/json"})
+with urllib.request.urlopen(req) as resp:
+    answer = json.load(resp)
+    print("answer: ", answer["choices"][0]["message"]["content"])
+    print("usage:  ", answer["usage"])
+    print("receipt:", resp.headers["x-aura-receipt"])
+PY
+
+step "aura receipts list: each turn of the local model, and the API request, left a usage receipt signed by the node"
 "$AURA" receipts list
 rm -f "$WORKSPACE/summary.md"
 
