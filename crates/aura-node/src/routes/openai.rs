@@ -1189,3 +1189,166 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(completions))
         .routes(routes!(embeddings))
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Any JSON, biased towards the shapes and keys these requests use.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| json!(f)),
+            "[a-z_ ]{0,8}".prop_map(Value::String),
+            prop_oneof![
+                Just("function"),
+                Just("json_schema"),
+                Just("json_object"),
+                Just("required"),
+                Just("user"),
+                Just("tool"),
+                Just("assistant"),
+                Just("text"),
+            ]
+            .prop_map(|s| Value::String(s.to_owned())),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            let key = prop_oneof![
+                Just("role"),
+                Just("content"),
+                Just("type"),
+                Just("function"),
+                Just("name"),
+                Just("parameters"),
+                Just("arguments"),
+                Just("schema"),
+                Just("json_schema"),
+                Just("tool_calls"),
+                Just("tool_call_id"),
+                Just("id"),
+                Just("text"),
+                Just("x"),
+            ]
+            .prop_map(str::to_owned);
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(key, inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn chat_request() -> impl Strategy<Value = Value> {
+        let message = (
+            prop_oneof![
+                Just("system"),
+                Just("user"),
+                Just("assistant"),
+                Just("tool"),
+                Just("wizard")
+            ],
+            prop_oneof!["[a-z ]{0,12}".prop_map(Value::String), json_value()],
+            prop::option::of(json_value()),
+            prop::option::of("[a-z0-9]{0,4}"),
+        )
+            .prop_map(|(role, content, calls, id)| {
+                let mut m = json!({"role": role, "content": content});
+                if let Some(calls) = calls {
+                    m["tool_calls"] = calls;
+                }
+                if let Some(id) = id {
+                    m["tool_call_id"] = Value::String(id);
+                }
+                m
+            });
+        (
+            prop::collection::vec(message, 0..4),
+            prop::option::of(json_value()),
+            prop::option::of(json_value()),
+            prop::option::of(json_value()),
+            prop::option::of(json_value()),
+            prop::option::of(json_value()),
+        )
+            .prop_map(|(messages, tools, choice, format, stop, top)| {
+                let mut body = json!({"model": "m", "messages": messages});
+                for (k, v) in [
+                    ("tools", tools),
+                    ("tool_choice", choice),
+                    ("response_format", format),
+                    ("stop", stop),
+                    ("top_logprobs", top),
+                ] {
+                    if let Some(v) = v {
+                        body[k] = v;
+                    }
+                }
+                body
+            })
+    }
+
+    proptest! {
+        /// Whatever a caller sends, planning a chat request either succeeds with a
+        /// request the reasoner accepts, or refuses with a client error; it never panics.
+        #[test]
+        fn any_chat_body_is_planned_or_refused(body in chat_request()) {
+            if let Ok(req) = serde_json::from_value::<ChatCompletionRequest>(body) {
+                match plan_chat(req) {
+                    Ok(plan) => prop_assert!(plan.request.validate().is_ok()),
+                    Err(e) => prop_assert_eq!(e.status, StatusCode::BAD_REQUEST),
+                }
+            }
+        }
+
+        /// The same for a completion's prompt.
+        #[test]
+        fn any_prompt_is_read_or_refused(prompt in json_value()) {
+            if let Err(e) = completion_prompt(&prompt) {
+                prop_assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            }
+        }
+    }
+
+    #[test]
+    fn chat_bodies_map_onto_the_reasoner_request() {
+        let req: ChatCompletionRequest = serde_json::from_value(json!({
+            "model": "smollm2",
+            "messages": [
+                {"role": "developer", "content": [{"type": "text", "text": "Be brief."}]},
+                {"role": "user", "content": "Weather?"},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "w", "arguments": "{\"city\": \"Oslo\"}"}}
+                ]},
+                {"role": "tool", "tool_call_id": "c1", "content": "rain"}
+            ],
+            "tools": [{"type": "function", "function": {"name": "w", "parameters": {"type": "object"}}}],
+            "tool_choice": {"type": "function", "function": {"name": "w"}},
+            "response_format": {"type": "json_object"},
+            "max_completion_tokens": 9, "max_tokens": 20,
+            "seed": -1, "top_p": 0.5, "stop": "END",
+            "logprobs": true, "top_logprobs": 2, "stream": true
+        }))
+        .unwrap();
+        let plan = plan_chat(req).unwrap();
+        let r = &plan.request;
+        assert_eq!(r.messages[0].role, Role::System);
+        assert_eq!(r.messages[0].content, "Be brief.");
+        assert_eq!(
+            r.messages[2].tool_calls[0].arguments,
+            json!({"city": "Oslo"})
+        );
+        assert_eq!(r.messages[3].tool_call_id.as_deref(), Some("c1"));
+        assert_eq!(r.tool_choice, ToolChoice::Tool("w".into()));
+        // max_completion_tokens wins over the deprecated max_tokens.
+        assert_eq!(r.max_tokens, Some(9));
+        assert_eq!(r.seed, Some(u64::MAX));
+        assert_eq!(r.stop, vec!["END".to_owned()]);
+        assert_eq!(plan.options.top_p, Some(0.5));
+        assert_eq!(plan.options.format, Some(Constraint::JsonObject));
+        assert_eq!(plan.options.logprobs, Some(2));
+        assert!(plan.stream);
+    }
+}
