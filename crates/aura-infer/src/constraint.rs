@@ -1,52 +1,1230 @@
-//! Constrained decoding, as a mask over tokens at every step: the output must be a JSON
-//! object ([`Constraint::JsonObject`]).
+//! Constrained decoding, as a mask over tokens at every step: the output must be one JSON
+//! value valid against a JSON schema ([`Constraint::JsonSchema`], and
+//! [`Constraint::JsonSchemaAfter`] when its beginning is already written), any JSON object
+//! ([`Constraint::JsonObject`], [`Constraint::JsonObjectAfter`]), or a call of one of a
+//! list of tools ([`Constraint::ToolCall`]).
 //!
-//! A character-level JSON recogniser (a pushdown automaton whose stack is a bit set, so a
-//! state is a small `Copy` value) is run over each candidate token's text; tokens that
-//! would make the output anything but a prefix of a JSON object are masked, special tokens
-//! always are, and generation ends as soon as the object closes. The mask is a pure
-//! function of the state, so constrained decoding is as deterministic as the rest.
+//! # How
 //!
-//! JSON-schema and tool-call constraints need a schema-driven grammar (llguidance or an
-//! equivalent) that this version does not have; such requests are refused with a clear
-//! error rather than answered unconstrained.
+//! A schema is compiled once into a table of nodes (object, array, string, number,
+//! literal, union); "any JSON object" is just the schema `{"type": "object"}`. A
+//! character-level recogniser runs over the output: its state is a short list of paths,
+//! one per way the text so far can still be read (a union opens one path per alternative
+//! that accepts the next character; identical paths merge), and each path is a stack of
+//! open containers (node, which listed keys were seen, how many items were written)
+//! shared between copies, plus a small `Copy` lexical mode (inside a key matched against
+//! the allowed names, inside a string counting characters, inside a number or a literal).
+//!
+//! At each step the vocabulary, sorted by text, is walked once: a token shares the states
+//! of its common prefix with the one before it, so each distinct prefix is fed once, and
+//! when a prefix dies every token that begins with it is masked without being looked at.
+//! Special tokens are always masked, except the end-of-sequence token where the value may
+//! end there (a top-level number); generation ends as soon as nothing more can be
+//! written. The mask is a pure function of the state (the tables are sorted, nothing
+//! iterates a hash map), so constrained decoding is as deterministic as the rest.
+//!
+//! # The schema subset
+//!
+//! Enforced: `type` (one or a list), `properties`, `required`, `additionalProperties`
+//! (`false`, `true` or a schema), `items` (a schema or `false`), `prefixItems`,
+//! `minItems`, `maxItems`, `minLength`, `maxLength` (in code points), `enum`, `const`,
+//! `anyOf` and `oneOf` (both as alternatives: `oneOf`'s exclusivity is not checked),
+//! `allOf` with one schema, and `$ref` to a JSON pointer in the same document (`#`,
+//! `#/$defs/..`, `#/definitions/..`), recursive ones included. Choices worth knowing:
+//!
+//! - An object schema with `properties` but no `additionalProperties` allows only the
+//!   listed keys (as OpenAI's strict mode requires anyway): a constrained model should not
+//!   invent keys. Without `properties`, any keys are allowed. A required key that is not
+//!   listed takes the `additionalProperties` schema.
+//! - A schema without `type` takes its type from its keywords (`properties` means an
+//!   object, `items` an array, `minLength` a string); with none of those it allows any
+//!   value.
+//! - Keys may not repeat, and must all be written before `}`; repeats of keys that are
+//!   not listed (allowed by `additionalProperties`) are not detected. Keys are matched
+//!   as serde_json writes them: a listed name with an escape must use that escape, and an
+//!   unlisted key in an object with listed ones may not use `\u` or `\/` escapes, so that
+//!   it can never be a listed name in disguise.
+//! - `enum` and `const` values must be written as serde_json writes them (compact).
+//! - Integers have no fraction or exponent (`1.0` is refused).
+//!
+//! Not enforced, and documented as such: `pattern` and `format` (a regular-expression
+//! engine is out of this crate's budget); annotations (`title`, `description`, `default`,
+//! `examples`, ..) are ignored. Every other keyword (`minimum`, `maximum`, `multipleOf`,
+//! `uniqueItems`, `not`, `if`, `patternProperties`, ..) is refused with an error rather
+//! than silently dropped. Limits: 64 levels of nesting, 128 listed properties per object,
+//! 64 live paths (further alternatives are dropped, which can only refuse text, never
+//! admit invalid text), and unions nested 16 deep when choosing how a value begins.
+//! Whitespace between tokens is limited to two characters in a row so that a small model
+//! cannot wander off into blank space; the value must begin at once.
 
+use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::sync::Arc;
 
+use serde_json::{Map, Value};
+
+use crate::chat::ToolDef;
 use crate::error::{Error, Result};
 use crate::{Constraint, Model};
 
-/// Deepest nesting accepted (the stack is a 64-bit set).
-const MAX_DEPTH: u8 = 64;
+/// Deepest nesting of containers accepted.
+const MAX_DEPTH: usize = 64;
 /// Whitespace characters allowed in a row: enough for formatting, few enough that a
 /// small model cannot wander off into blank space.
 const MAX_WHITESPACE_RUN: u8 = 2;
+/// Live paths kept at once: unions that overlap for a long stretch cannot blow up.
+const MAX_PATHS: usize = 64;
+/// How deep unions are expanded when a value begins, which bounds left-recursive `$ref`s.
+const MAX_UNION_DEPTH: u8 = 16;
+/// Nodes in one compiled schema.
+const MAX_NODES: usize = 4096;
+/// Listed properties per object (the set of seen keys is a 128-bit set).
+const MAX_PROPERTIES: usize = 128;
 
+/// Keywords that do not change which values are valid, or that are documented as not
+/// enforced (`pattern`, `format`).
+const IGNORED: &[&str] = &[
+    "title",
+    "description",
+    "default",
+    "examples",
+    "$schema",
+    "$id",
+    "$comment",
+    "deprecated",
+    "readOnly",
+    "writeOnly",
+    "$defs",
+    "definitions",
+    "pattern",
+    "format",
+];
+
+/// Keywords that are enforced.
+const ENFORCED: &[&str] = &[
+    "type",
+    "properties",
+    "required",
+    "additionalProperties",
+    "items",
+    "prefixItems",
+    "minItems",
+    "maxItems",
+    "minLength",
+    "maxLength",
+    "enum",
+    "const",
+    "anyOf",
+    "oneOf",
+    "allOf",
+    "$ref",
+];
+
+type NodeId = u32;
+
+/// Any JSON value.
+const ANY: NodeId = 0;
+/// Any JSON object.
+const ANY_OBJECT: NodeId = 1;
+const ANY_ARRAY: NodeId = 2;
+const ANY_STRING: NodeId = 3;
+const ANY_NUMBER: NodeId = 4;
+const BOOLEAN: NodeId = 5;
+const NULL: NodeId = 6;
+
+/// One compiled schema.
+#[derive(Debug)]
+enum Node {
+    /// Keys from `props` (sorted by text) or, when `additional` is set, any others.
+    Object {
+        props: Vec<Prop>,
+        /// Bit i: `props[i]` is required.
+        required: u128,
+        additional: Option<NodeId>,
+    },
+    /// Item i is `prefix[i]`, then `items`; None: no more items.
+    Array {
+        prefix: Vec<NodeId>,
+        items: Option<NodeId>,
+        min: u32,
+        max: u32,
+    },
+    /// Length bounds in code points.
+    String {
+        min: u32,
+        max: u32,
+    },
+    Number {
+        integer: bool,
+    },
+    /// One of these texts exactly (sorted, distinct): `enum`, `const`, booleans, null.
+    Literal(Vec<String>),
+    /// Any of these.
+    Union(Vec<NodeId>),
+}
+
+impl Node {
+    /// The schema of array item `i`.
+    fn item(&self, i: u32) -> Option<NodeId> {
+        match self {
+            Node::Array { prefix, items, .. } => prefix.get(i as usize).copied().or(*items),
+            _ => None,
+        }
+    }
+}
+
+/// A listed property.
+#[derive(Debug)]
+struct Prop {
+    /// The key as written after its opening quote: serde_json's escaping of the name,
+    /// then the closing quote.
+    text: String,
+    node: NodeId,
+}
+
+/// A compiled schema.
+#[derive(Debug)]
+pub(crate) struct Schema {
+    nodes: Vec<Node>,
+    root: NodeId,
+}
+
+fn bit(i: usize) -> u128 {
+    1u128 << i
+}
+
+/// The range of `lo..hi` (texts sorted, all sharing their first `len` bytes) whose next
+/// bytes are `bytes`; contiguous because the texts are sorted.
+fn narrow<'a>(
+    text: impl Fn(usize) -> &'a [u8],
+    lo: usize,
+    hi: usize,
+    len: usize,
+    bytes: &[u8],
+) -> (usize, usize) {
+    let matches = |i: usize| text(i).get(len..).is_some_and(|t| t.starts_with(bytes));
+    let Some(first) = (lo..hi).find(|&i| matches(i)) else {
+        return (lo, lo);
+    };
+    let end = (first..hi).find(|&i| !matches(i)).unwrap_or(hi);
+    (first, end)
+}
+
+/// Builds the node table.
+struct Compiler<'a> {
+    nodes: Vec<Node>,
+    /// Documents `$ref`s resolve in (a schema, or each tool's parameters).
+    roots: Vec<&'a Value>,
+    /// `(document, pointer)` to its node, so each definition is compiled once and
+    /// recursive references close into cycles.
+    refs: BTreeMap<(usize, String), NodeId>,
+}
+
+fn unsupported(at: &str, what: impl std::fmt::Display) -> Error {
+    Error::Constraint(format!("schema at {at}: {what}"))
+}
+
+impl<'a> Compiler<'a> {
+    fn new(roots: Vec<&'a Value>) -> Self {
+        let literal =
+            |texts: &[&str]| Node::Literal(texts.iter().map(|t| (*t).to_owned()).collect());
+        Self {
+            nodes: vec![
+                Node::Union(vec![
+                    ANY_OBJECT, ANY_ARRAY, ANY_STRING, ANY_NUMBER, BOOLEAN, NULL,
+                ]),
+                Node::Object {
+                    props: Vec::new(),
+                    required: 0,
+                    additional: Some(ANY),
+                },
+                Node::Array {
+                    prefix: Vec::new(),
+                    items: Some(ANY),
+                    min: 0,
+                    max: u32::MAX,
+                },
+                Node::String {
+                    min: 0,
+                    max: u32::MAX,
+                },
+                Node::Number { integer: false },
+                literal(&["false", "true"]),
+                literal(&["null"]),
+            ],
+            roots,
+            refs: BTreeMap::new(),
+        }
+    }
+
+    fn push(&mut self, node: Node) -> Result<NodeId> {
+        if self.nodes.len() >= MAX_NODES {
+            return Err(Error::Constraint(format!(
+                "the schema is too large (more than {MAX_NODES} nodes)"
+            )));
+        }
+        self.nodes.push(node);
+        Ok((self.nodes.len() - 1) as NodeId)
+    }
+
+    fn finish(self, root: NodeId) -> Schema {
+        Schema {
+            nodes: self.nodes,
+            root,
+        }
+    }
+
+    fn compile(&mut self, doc: usize, schema: &Value, at: &str) -> Result<NodeId> {
+        match schema {
+            Value::Bool(true) => Ok(ANY),
+            Value::Bool(false) => Err(unsupported(at, "`false` allows no value")),
+            Value::Object(map) => self.object_schema(doc, map, at),
+            _ => Err(unsupported(at, "a schema must be an object or a boolean")),
+        }
+    }
+
+    fn object_schema(&mut self, doc: usize, map: &Map<String, Value>, at: &str) -> Result<NodeId> {
+        let mut validating = Vec::new();
+        for key in map.keys() {
+            if ENFORCED.contains(&key.as_str()) {
+                validating.push(key.as_str());
+            } else if !IGNORED.contains(&key.as_str()) {
+                return Err(unsupported(
+                    at,
+                    format!("keyword `{key}` is not supported by constrained decoding"),
+                ));
+            }
+        }
+        let alone = |keyword: &str| -> Result<()> {
+            match validating.iter().find(|k| **k != keyword) {
+                Some(other) => Err(unsupported(
+                    at,
+                    format!("`{keyword}` beside `{other}` is not supported"),
+                )),
+                None => Ok(()),
+            }
+        };
+        if let Some(target) = map.get("$ref") {
+            alone("$ref")?;
+            return self.reference(doc, target, at);
+        }
+        for keyword in ["anyOf", "oneOf", "allOf"] {
+            let Some(list) = map.get(keyword) else {
+                continue;
+            };
+            alone(keyword)?;
+            let list = list
+                .as_array()
+                .filter(|l| !l.is_empty())
+                .ok_or_else(|| unsupported(at, format!("`{keyword}` must be a non-empty array")))?;
+            if keyword == "allOf" {
+                if list.len() > 1 {
+                    return Err(unsupported(
+                        at,
+                        "`allOf` with more than one schema is not supported",
+                    ));
+                }
+                return self.compile(doc, &list[0], &format!("{at}/allOf/0"));
+            }
+            let mut alternatives = Vec::with_capacity(list.len());
+            for (i, s) in list.iter().enumerate() {
+                alternatives.push(self.compile(doc, s, &format!("{at}/{keyword}/{i}"))?);
+            }
+            return self.push(Node::Union(alternatives));
+        }
+        let types = Self::types(map, at)?;
+        if map.contains_key("enum") || map.contains_key("const") {
+            return self.literal(map, types.as_deref(), at);
+        }
+        let types = match types {
+            Some(t) => t,
+            None => {
+                // No `type`: the keywords say which type is meant; a constrained model
+                // gains nothing from the other types being allowed too.
+                let mut inferred = Vec::new();
+                let has = |keys: &[&str]| keys.iter().any(|k| map.contains_key(*k));
+                if has(&["properties", "required", "additionalProperties"]) {
+                    inferred.push("object");
+                }
+                if has(&["items", "prefixItems", "minItems", "maxItems"]) {
+                    inferred.push("array");
+                }
+                if has(&["minLength", "maxLength"]) {
+                    inferred.push("string");
+                }
+                if inferred.is_empty() {
+                    return Ok(ANY);
+                }
+                inferred.into_iter().map(str::to_owned).collect()
+            }
+        };
+        let mut alternatives = Vec::with_capacity(types.len());
+        for t in &types {
+            let node = match t.as_str() {
+                "object" => self.object(doc, map, at)?,
+                "array" => self.array(doc, map, at)?,
+                "string" => {
+                    let min = Self::count(map, "minLength", at)?.unwrap_or(0);
+                    let max = Self::count(map, "maxLength", at)?.unwrap_or(u32::MAX);
+                    if min > max {
+                        return Err(unsupported(at, "`minLength` is above `maxLength`"));
+                    }
+                    if (min, max) == (0, u32::MAX) {
+                        ANY_STRING
+                    } else {
+                        self.push(Node::String { min, max })?
+                    }
+                }
+                "number" => ANY_NUMBER,
+                "integer" => self.push(Node::Number { integer: true })?,
+                "boolean" => BOOLEAN,
+                "null" => NULL,
+                other => return Err(unsupported(at, format!("unknown type `{other}`"))),
+            };
+            alternatives.push(node);
+        }
+        match alternatives.as_slice() {
+            [one] => Ok(*one),
+            _ => self.push(Node::Union(alternatives)),
+        }
+    }
+
+    /// The `type` keyword's types, deduplicated in order; None without one.
+    fn types(map: &Map<String, Value>, at: &str) -> Result<Option<Vec<String>>> {
+        let list = match map.get("type") {
+            None => return Ok(None),
+            Some(Value::String(t)) => vec![t.clone()],
+            Some(Value::Array(list)) if !list.is_empty() => {
+                let mut out: Vec<String> = Vec::new();
+                for t in list {
+                    let t = t
+                        .as_str()
+                        .ok_or_else(|| unsupported(at, "`type` must list strings"))?;
+                    if !out.iter().any(|o| o == t) {
+                        out.push(t.to_owned());
+                    }
+                }
+                out
+            }
+            Some(_) => {
+                return Err(unsupported(
+                    at,
+                    "`type` must be a string or a non-empty array",
+                ));
+            }
+        };
+        Ok(Some(list))
+    }
+
+    /// A count keyword (`minItems`, `maxLength`, ..).
+    fn count(map: &Map<String, Value>, keyword: &str, at: &str) -> Result<Option<u32>> {
+        map.get(keyword)
+            .map(|v| {
+                v.as_u64()
+                    .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+                    .ok_or_else(|| {
+                        unsupported(at, format!("`{keyword}` must be a non-negative integer"))
+                    })
+            })
+            .transpose()
+    }
+
+    fn literal(
+        &mut self,
+        map: &Map<String, Value>,
+        types: Option<&[String]>,
+        at: &str,
+    ) -> Result<NodeId> {
+        if let Some(other) = map.keys().find(|k| {
+            ENFORCED.contains(&k.as_str()) && !["type", "enum", "const"].contains(&k.as_str())
+        }) {
+            return Err(unsupported(
+                at,
+                format!("`{other}` beside `enum` or `const` is not supported"),
+            ));
+        }
+        let mut values: Vec<&Value> = match map.get("enum") {
+            Some(Value::Array(list)) => list.iter().collect(),
+            Some(_) => return Err(unsupported(at, "`enum` must be an array")),
+            None => Vec::new(),
+        };
+        if let Some(c) = map.get("const") {
+            if map.contains_key("enum") {
+                values.retain(|v| *v == c);
+            } else {
+                values.push(c);
+            }
+        }
+        let of_type = |v: &Value, t: &str| match t {
+            "object" => v.is_object(),
+            "array" => v.is_array(),
+            "string" => v.is_string(),
+            "number" => v.is_number(),
+            "integer" => v.is_i64() || v.is_u64(),
+            "boolean" => v.is_boolean(),
+            "null" => v.is_null(),
+            _ => false,
+        };
+        if let Some(types) = types {
+            values.retain(|v| types.iter().any(|t| of_type(v, t)));
+        }
+        let mut texts = Vec::with_capacity(values.len());
+        for v in values {
+            let text = serde_json::to_string(v)
+                .map_err(|e| unsupported(at, format!("cannot write an `enum` value: {e}")))?;
+            if text.len() > usize::from(u16::MAX) {
+                return Err(unsupported(at, "an `enum` value is too long"));
+            }
+            texts.push(text);
+        }
+        texts.sort();
+        texts.dedup();
+        if texts.is_empty() {
+            return Err(unsupported(at, "no value of `enum`/`const` is allowed"));
+        }
+        self.push(Node::Literal(texts))
+    }
+
+    fn object(&mut self, doc: usize, map: &Map<String, Value>, at: &str) -> Result<NodeId> {
+        let listed = match map.get("properties") {
+            None => None,
+            Some(Value::Object(p)) => Some(p),
+            Some(_) => return Err(unsupported(at, "`properties` must be an object")),
+        };
+        let additional = match map.get("additionalProperties") {
+            // Unlisted keys are allowed only where nothing is listed: see the module docs.
+            None => listed.is_none().then_some(ANY),
+            Some(Value::Bool(false)) => None,
+            Some(Value::Bool(true)) => Some(ANY),
+            Some(s) => Some(self.compile(doc, s, &format!("{at}/additionalProperties"))?),
+        };
+        let mut props: Vec<(String, NodeId)> = Vec::new();
+        for (name, s) in listed.into_iter().flatten() {
+            let node = self.compile(doc, s, &format!("{at}/properties/{name}"))?;
+            props.push((name.clone(), node));
+        }
+        let required: Vec<&str> = match map.get("required") {
+            None => Vec::new(),
+            Some(Value::Array(r)) => r
+                .iter()
+                .map(|n| {
+                    n.as_str()
+                        .ok_or_else(|| unsupported(at, "`required` must list strings"))
+                })
+                .collect::<Result<_>>()?,
+            Some(_) => return Err(unsupported(at, "`required` must be an array")),
+        };
+        for name in &required {
+            if props.iter().any(|(n, _)| n == name) {
+                continue;
+            }
+            match additional {
+                Some(node) => props.push(((*name).to_owned(), node)),
+                None => {
+                    return Err(unsupported(
+                        at,
+                        format!("required property `{name}` is not allowed by the schema"),
+                    ));
+                }
+            }
+        }
+        if props.len() > MAX_PROPERTIES {
+            return Err(unsupported(
+                at,
+                format!("more than {MAX_PROPERTIES} properties"),
+            ));
+        }
+        let mut props: Vec<Prop> = props
+            .into_iter()
+            .map(|(name, node)| {
+                // serde_json's escaping without the opening quote: how the key is written.
+                let text = Value::from(name).to_string()[1..].to_owned();
+                Prop { text, node }
+            })
+            .collect();
+        props.sort_by(|a, b| a.text.cmp(&b.text));
+        if props.iter().any(|p| p.text.len() > usize::from(u16::MAX)) {
+            return Err(unsupported(at, "a property name is too long"));
+        }
+        let required = props
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| {
+                required
+                    .iter()
+                    .any(|r| Value::from(*r).to_string()[1..] == p.text)
+            })
+            .fold(0, |acc, (i, _)| acc | bit(i));
+        if props.is_empty() && additional == Some(ANY) && required == 0 {
+            return Ok(ANY_OBJECT);
+        }
+        self.push(Node::Object {
+            props,
+            required,
+            additional,
+        })
+    }
+
+    fn array(&mut self, doc: usize, map: &Map<String, Value>, at: &str) -> Result<NodeId> {
+        let mut prefix = Vec::new();
+        match map.get("prefixItems") {
+            None => {}
+            Some(Value::Array(list)) => {
+                for (i, s) in list.iter().enumerate() {
+                    prefix.push(self.compile(doc, s, &format!("{at}/prefixItems/{i}"))?);
+                }
+            }
+            Some(_) => return Err(unsupported(at, "`prefixItems` must be an array")),
+        }
+        let items = match map.get("items") {
+            None | Some(Value::Bool(true)) => Some(ANY),
+            Some(Value::Bool(false)) => None,
+            Some(Value::Array(_)) => {
+                return Err(unsupported(
+                    at,
+                    "`items` as an array is not supported; use `prefixItems`",
+                ));
+            }
+            Some(s) => Some(self.compile(doc, s, &format!("{at}/items"))?),
+        };
+        let min = Self::count(map, "minItems", at)?.unwrap_or(0);
+        let max = Self::count(map, "maxItems", at)?.unwrap_or(u32::MAX);
+        if min > max {
+            return Err(unsupported(at, "`minItems` is above `maxItems`"));
+        }
+        if items.is_none() && min as usize > prefix.len() {
+            return Err(unsupported(
+                at,
+                "`minItems` asks for more items than the schema allows",
+            ));
+        }
+        if prefix.is_empty() && items == Some(ANY) && (min, max) == (0, u32::MAX) {
+            return Ok(ANY_ARRAY);
+        }
+        self.push(Node::Array {
+            prefix,
+            items,
+            min,
+            max,
+        })
+    }
+
+    fn reference(&mut self, doc: usize, target: &Value, at: &str) -> Result<NodeId> {
+        let pointer = target
+            .as_str()
+            .and_then(|t| t.strip_prefix('#'))
+            .ok_or_else(|| {
+                unsupported(
+                    at,
+                    "only `$ref`s within the schema (`#/$defs/..`) are supported",
+                )
+            })?;
+        if let Some(&node) = self.refs.get(&(doc, pointer.to_owned())) {
+            return Ok(node);
+        }
+        let resolved = self.roots[doc]
+            .pointer(pointer)
+            .ok_or_else(|| unsupported(at, format!("`$ref` `#{pointer}` does not resolve")))?;
+        // Reserve the node first, so that a reference back to it closes a cycle rather
+        // than compiling forever.
+        let node = self.push(Node::Union(Vec::new()))?;
+        self.refs.insert((doc, pointer.to_owned()), node);
+        let body = self.compile(doc, resolved, &format!("#{pointer}"))?;
+        self.nodes[node as usize] = Node::Union(vec![body]);
+        Ok(node)
+    }
+}
+
+impl Schema {
+    /// Compiles a JSON schema.
+    pub(crate) fn compile(schema: &Value) -> Result<Self> {
+        let mut c = Compiler::new(vec![schema]);
+        let root = c.compile(0, schema, "#")?;
+        Ok(c.finish(root))
+    }
+
+    /// Any JSON object.
+    pub(crate) fn any_object() -> Self {
+        Compiler::new(Vec::new()).finish(ANY_OBJECT)
+    }
+
+    /// `{"name": <a tool's name>, "arguments": <valid against its parameters>}`.
+    pub(crate) fn tool_call(tools: &[ToolDef]) -> Result<Self> {
+        if tools.is_empty() {
+            return Err(Error::Constraint(
+                "a tool call needs at least one tool".into(),
+            ));
+        }
+        let mut c = Compiler::new(tools.iter().map(|t| &t.parameters).collect());
+        let mut calls = Vec::with_capacity(tools.len());
+        for (i, tool) in tools.iter().enumerate() {
+            if tools[..i].iter().any(|t| t.name == tool.name) {
+                return Err(Error::Constraint(format!(
+                    "the tool `{}` is listed twice",
+                    tool.name
+                )));
+            }
+            let arguments = match &tool.parameters {
+                // No schema: any object, as OpenAI's function calling reads it.
+                Value::Null => ANY_OBJECT,
+                p => c.compile(i, p, &format!("tool `{}` parameters #", tool.name))?,
+            };
+            let name = c.push(Node::Literal(vec![
+                Value::from(tool.name.as_str()).to_string(),
+            ]))?;
+            // Sorted by text: `arguments"` before `name"`.
+            let props = vec![
+                Prop {
+                    text: "arguments\"".into(),
+                    node: arguments,
+                },
+                Prop {
+                    text: "name\"".into(),
+                    node: name,
+                },
+            ];
+            calls.push(c.push(Node::Object {
+                props,
+                required: 0b11,
+                additional: None,
+            })?);
+        }
+        let root = match calls.as_slice() {
+            [one] => *one,
+            _ => c.push(Node::Union(calls))?,
+        };
+        Ok(c.finish(root))
+    }
+
+    fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[id as usize]
+    }
+
+    /// The paths before anything is written.
+    fn initial(&self) -> Vec<Path> {
+        vec![Path {
+            frames: Rc::default(),
+            mode: Mode::Value(self.root),
+            ws: 0,
+        }]
+    }
+
+    /// Feeds `c` to every path in `paths`, writing the survivors to `out`.
+    fn step(&self, paths: &[Path], c: char, out: &mut Vec<Path>) {
+        out.clear();
+        for p in paths {
+            self.feed(p, c, out);
+        }
+    }
+
+    fn feed(&self, p: &Path, c: char, out: &mut Vec<Path>) {
+        let ws = matches!(c, ' ' | '\t' | '\n' | '\r');
+        match p.mode {
+            Mode::Done => {}
+            Mode::Str { node, lex } => {
+                let (min, max) = match self.node(node) {
+                    Node::String { min, max } => (*min, *max),
+                    _ => (0, u32::MAX),
+                };
+                match lex.feed(c, max) {
+                    StrStep::Reject => {}
+                    StrStep::More(lex) => emit(out, p.with(Mode::Str { node, lex })),
+                    StrStep::Closed if lex.count >= min => emit(out, p.value_done()),
+                    StrStep::Closed => {}
+                }
+            }
+            Mode::Key {
+                lo,
+                hi,
+                len,
+                lex,
+                free,
+            } => self.key(p, (lo, hi, len), lex, free, c, out),
+            Mode::Num(num) => match num.next(c) {
+                Some(num) => emit(out, p.with(Mode::Num(num))),
+                // The number ended; the character belongs to what follows it.
+                None if num.part.can_end() => self.feed(&p.value_done(), c, out),
+                None => {}
+            },
+            Mode::Lit { node, lo, hi, len } => {
+                let Node::Literal(texts) = self.node(node) else {
+                    return;
+                };
+                let (lo, hi, len) = (usize::from(lo), usize::from(hi), usize::from(len));
+                if !self.literal(p, node, (lo, hi, len), c, out) && texts[lo].len() == len {
+                    // The literal was complete (a number that might have gone on).
+                    self.feed(&p.value_done(), c, out);
+                }
+            }
+            _ if ws => {
+                if !p.frames.is_empty() && p.ws < MAX_WHITESPACE_RUN {
+                    let mut next = p.clone();
+                    next.ws += 1;
+                    emit(out, next);
+                }
+            }
+            Mode::Value(node) => self.start(node, p, c, out, 0),
+            Mode::ObjFirst | Mode::ObjNext => {
+                let Some(&Frame::Object { node, seen }) = p.frames.last() else {
+                    return;
+                };
+                let Node::Object {
+                    props,
+                    required,
+                    additional,
+                } = self.node(node)
+                else {
+                    return;
+                };
+                match c {
+                    '}' if p.mode == Mode::ObjFirst && required & !seen == 0 => {
+                        emit(out, p.close());
+                    }
+                    '"' if additional.is_some() || (0..props.len()).any(|i| seen & bit(i) == 0) => {
+                        emit(
+                            out,
+                            p.with(Mode::Key {
+                                lo: 0,
+                                hi: props.len() as u16,
+                                len: 0,
+                                lex: StrLex::default(),
+                                free: additional.is_some(),
+                            }),
+                        );
+                    }
+                    _ => {}
+                }
+            }
+            Mode::Colon(node) => {
+                if c == ':' {
+                    emit(out, p.with(Mode::Value(node)));
+                }
+            }
+            Mode::ArrFirst => {
+                let Some(&Frame::Array { node, .. }) = p.frames.last() else {
+                    return;
+                };
+                let array = self.node(node);
+                let Node::Array { min, .. } = array else {
+                    return;
+                };
+                if c == ']' {
+                    if *min == 0 {
+                        emit(out, p.close());
+                    }
+                } else if let Some(item) = array.item(0) {
+                    let next = p.with_top(Frame::Array { node, count: 1 }, Mode::Value(item));
+                    self.start(item, &next, c, out, 0);
+                }
+            }
+            Mode::After => match p.frames.last() {
+                Some(&Frame::Object { node, seen }) => {
+                    let Node::Object {
+                        props,
+                        required,
+                        additional,
+                    } = self.node(node)
+                    else {
+                        return;
+                    };
+                    match c {
+                        ',' if additional.is_some()
+                            || (0..props.len()).any(|i| seen & bit(i) == 0) =>
+                        {
+                            emit(out, p.with(Mode::ObjNext));
+                        }
+                        '}' if required & !seen == 0 => emit(out, p.close()),
+                        _ => {}
+                    }
+                }
+                Some(&Frame::Array { node, count }) => {
+                    let array = self.node(node);
+                    let Node::Array { min, max, .. } = array else {
+                        return;
+                    };
+                    match c {
+                        ',' if count < *max => {
+                            if let Some(item) = array.item(count) {
+                                emit(
+                                    out,
+                                    p.with_top(
+                                        Frame::Array {
+                                            node,
+                                            count: count + 1,
+                                        },
+                                        Mode::Value(item),
+                                    ),
+                                );
+                            }
+                        }
+                        ']' if count >= *min => emit(out, p.close()),
+                        _ => {}
+                    }
+                }
+                None => {}
+            },
+        }
+    }
+
+    /// A value of `node` begins with `c`: every alternative of a union that accepts it
+    /// opens a path.
+    fn start(&self, node: NodeId, p: &Path, c: char, out: &mut Vec<Path>, depth: u8) {
+        match self.node(node) {
+            Node::Union(alternatives) => {
+                if depth < MAX_UNION_DEPTH {
+                    for &a in alternatives {
+                        self.start(a, p, c, out, depth + 1);
+                    }
+                }
+            }
+            Node::Object { .. } => {
+                if c == '{' && p.frames.len() < MAX_DEPTH {
+                    emit(out, p.push(Frame::Object { node, seen: 0 }, Mode::ObjFirst));
+                }
+            }
+            Node::Array { .. } => {
+                if c == '[' && p.frames.len() < MAX_DEPTH {
+                    emit(out, p.push(Frame::Array { node, count: 0 }, Mode::ArrFirst));
+                }
+            }
+            Node::String { .. } => {
+                if c == '"' {
+                    emit(
+                        out,
+                        p.with(Mode::Str {
+                            node,
+                            lex: StrLex::default(),
+                        }),
+                    );
+                }
+            }
+            &Node::Number { integer } => {
+                let (part, digits) = match c {
+                    '-' => (NumPart::Minus, 0),
+                    '0' => (NumPart::Zero, 1),
+                    '1'..='9' => (NumPart::Int, 1),
+                    _ => return,
+                };
+                emit(
+                    out,
+                    p.with(Mode::Num(NumLex {
+                        integer,
+                        part,
+                        digits,
+                        exp: 0,
+                        exp_negative: false,
+                    })),
+                );
+            }
+            Node::Literal(texts) => {
+                self.literal(p, node, (0, texts.len(), 0), c, out);
+            }
+        }
+    }
+
+    /// Continues a literal with `c`; false if no text of it goes on that way.
+    fn literal(
+        &self,
+        p: &Path,
+        node: NodeId,
+        (lo, hi, len): (usize, usize, usize),
+        c: char,
+        out: &mut Vec<Path>,
+    ) -> bool {
+        let Node::Literal(texts) = self.node(node) else {
+            return false;
+        };
+        let mut buf = [0; 4];
+        let bytes = c.encode_utf8(&mut buf).as_bytes();
+        let (lo, hi) = narrow(|i| texts[i].as_bytes(), lo, hi, len, bytes);
+        if lo == hi {
+            return false;
+        }
+        let len = len + bytes.len();
+        if hi - lo == 1 && texts[lo].len() == len {
+            // Nothing can follow: end now, so that generation stops as soon as it can.
+            emit(out, p.value_done());
+        } else {
+            emit(
+                out,
+                p.with(Mode::Lit {
+                    node,
+                    lo: lo as u16,
+                    hi: hi as u16,
+                    len: len as u16,
+                }),
+            );
+        }
+        true
+    }
+
+    /// Inside a key: `c` narrows the listed names it can still be, or (where unlisted
+    /// keys are allowed) continues a free one.
+    fn key(
+        &self,
+        p: &Path,
+        (lo, hi, len): (u16, u16, u16),
+        lex: StrLex,
+        free: bool,
+        c: char,
+        out: &mut Vec<Path>,
+    ) {
+        let Some(&Frame::Object { node, seen }) = p.frames.last() else {
+            return;
+        };
+        let Node::Object {
+            props, additional, ..
+        } = self.node(node)
+        else {
+            return;
+        };
+        let mut buf = [0; 4];
+        let bytes = c.encode_utf8(&mut buf).as_bytes();
+        let len = usize::from(len);
+        let (lo, hi) = narrow(
+            |i| props[i].text.as_bytes(),
+            usize::from(lo),
+            usize::from(hi),
+            len,
+            bytes,
+        );
+        let len = len + bytes.len();
+        if c == '"' && lex.esc == 0 && !lex.high {
+            // The key ends. A listed name's text ends with this quote and nothing else in
+            // the range can (names are distinct), so an exact match is the first one.
+            if lo < hi && props[lo].text.len() == len {
+                if seen & bit(lo) == 0 {
+                    emit(
+                        out,
+                        p.with_top(
+                            Frame::Object {
+                                node,
+                                seen: seen | bit(lo),
+                            },
+                            Mode::Colon(props[lo].node),
+                        ),
+                    );
+                }
+                // Otherwise it repeats a key: refused.
+            } else if let (true, Some(a)) = (free, additional) {
+                emit(out, p.with(Mode::Colon(*a)));
+            }
+            return;
+        }
+        // An unlisted key must be written as serde_json would write it, so that it can
+        // never spell a listed name with other escapes (which would hide a repeat).
+        let free = free && !(lex.esc == 1 && matches!(c, 'u' | '/') && !props.is_empty());
+        if !free && !(lo..hi).any(|i| seen & bit(i) == 0) {
+            return;
+        }
+        if let StrStep::More(lex) = lex.feed(c, u32::MAX) {
+            emit(
+                out,
+                p.with(Mode::Key {
+                    lo: lo as u16,
+                    hi: hi as u16,
+                    len: len as u16,
+                    lex,
+                    free,
+                }),
+            );
+        }
+    }
+}
+
+/// Adds a path unless an identical one is there (unions that converge merge, so the
+/// paths through an array of unions do not multiply item by item).
+fn emit(out: &mut Vec<Path>, p: Path) {
+    if out.len() < MAX_PATHS && !out.contains(&p) {
+        out.push(p);
+    }
+}
+
+/// An open container.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Lex {
-    /// Before the top-level object.
-    Start,
-    /// Expecting a value (after `:` or `,` in an array).
-    Value,
+enum Frame {
+    /// `seen`: which listed keys were written (bit i: `props[i]`).
+    Object { node: NodeId, seen: u128 },
+    /// `count`: items begun.
+    Array { node: NodeId, count: u32 },
+}
+
+/// Where in the text a path is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// A value of this node is expected.
+    Value(NodeId),
     /// After `{`: a key or `}`.
-    KeyOrEnd,
+    ObjFirst,
     /// After `,` in an object: a key.
-    Key,
-    /// After a key: `:`.
-    Colon,
-    /// After a value inside a container: `,` or the closing bracket.
-    CommaOrEnd,
-    /// After `[`: a value or `]`.
-    ValueOrEnd,
-    /// Inside a string; `escape` counts what an escape still needs (1: the character
-    /// after `\`, 2..=5: hex digits of `\u`).
-    Str { key: bool, escape: u8 },
-    /// Inside a number.
-    Num(NumPart),
-    /// Inside `true`, `false` or `null`: which word and how many letters matched.
-    Word { word: u8, matched: u8 },
-    /// The top-level object closed.
+    ObjNext,
+    /// Inside a key: `lo..hi` are the listed names it can still be, `len` bytes of their
+    /// text matched; `free`: it may still be an unlisted key.
+    Key {
+        lo: u16,
+        hi: u16,
+        len: u16,
+        lex: StrLex,
+        free: bool,
+    },
+    /// After a key: `:`, then a value of this node.
+    Colon(NodeId),
+    /// After `[`: an item or `]`.
+    ArrFirst,
+    /// A value inside a container ended: `,` or the closing bracket.
+    After,
+    /// Inside a string value of a `String` node.
+    Str {
+        node: NodeId,
+        lex: StrLex,
+    },
+    Num(NumLex),
+    /// Inside a literal: `lo..hi` are the texts it can still be, `len` bytes matched.
+    Lit {
+        node: NodeId,
+        lo: u16,
+        hi: u16,
+        len: u16,
+    },
+    /// The top-level value ended.
     Done,
+}
+
+/// One reading of the text so far.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Path {
+    /// Open containers, outermost first; shared between copies until one changes.
+    frames: Rc<Vec<Frame>>,
+    mode: Mode,
+    /// Whitespace characters just written.
+    ws: u8,
+}
+
+impl Path {
+    fn with(&self, mode: Mode) -> Path {
+        Path {
+            frames: Rc::clone(&self.frames),
+            mode,
+            ws: 0,
+        }
+    }
+
+    fn with_top(&self, top: Frame, mode: Mode) -> Path {
+        let mut next = self.with(mode);
+        if let Some(last) = Rc::make_mut(&mut next.frames).last_mut() {
+            *last = top;
+        }
+        next
+    }
+
+    fn push(&self, frame: Frame, mode: Mode) -> Path {
+        let mut next = self.with(mode);
+        Rc::make_mut(&mut next.frames).push(frame);
+        next
+    }
+
+    fn close(&self) -> Path {
+        let mut next = self.with(Mode::After);
+        Rc::make_mut(&mut next.frames).pop();
+        next.value_done()
+    }
+
+    /// A value just ended.
+    fn value_done(&self) -> Path {
+        self.with(if self.frames.is_empty() {
+            Mode::Done
+        } else {
+            Mode::After
+        })
+    }
+
+    /// Whether the output may end here: the value is complete, or is a number or literal
+    /// at the top level that could end or go on.
+    fn can_end(&self, schema: &Schema) -> bool {
+        match self.mode {
+            Mode::Done => true,
+            Mode::Num(num) => self.frames.is_empty() && num.part.can_end(),
+            Mode::Lit { node, lo, len, .. } => {
+                self.frames.is_empty()
+                    && matches!(schema.node(node), Node::Literal(t) if t[usize::from(lo)].len() == usize::from(len))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The lexical state inside a string.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct StrLex {
+    /// Code points so far.
+    count: u32,
+    /// What an escape still needs: 0 none, 1 the character after `\`, 2..=5 hex digits.
+    esc: u8,
+    /// The hex digits of a `\u` escape so far.
+    acc: u16,
+    /// A high surrogate escape was just written: its low half must follow.
+    high: bool,
+}
+
+enum StrStep {
+    Reject,
+    More(StrLex),
+    Closed,
+}
+
+impl StrLex {
+    /// Feeds one character of a string of at most `max` code points.
+    fn feed(self, c: char, max: u32) -> StrStep {
+        let mut l = self;
+        match l.esc {
+            0 if l.high => {
+                if c != '\\' {
+                    return StrStep::Reject;
+                }
+                l.esc = 1;
+            }
+            0 => match c {
+                '"' => return StrStep::Closed,
+                c if (c as u32) < 0x20 || l.count >= max => return StrStep::Reject,
+                '\\' => l.esc = 1,
+                _ => l.count += 1,
+            },
+            1 => match c {
+                'u' => {
+                    l.esc = 5;
+                    l.acc = 0;
+                }
+                '"' | '\\' | '/' | 'b' | 'f' | 'n' | 'r' | 't' if !l.high => {
+                    l.esc = 0;
+                    l.count += 1;
+                }
+                _ => return StrStep::Reject,
+            },
+            n => {
+                let Some(d) = c.to_digit(16) else {
+                    return StrStep::Reject;
+                };
+                l.acc = (l.acc << 4) | d as u16;
+                l.esc = n - 1;
+                // After two digits the escape's high byte is known: a low surrogate must
+                // follow a high one and nothing else, or serde_json would refuse the text.
+                if n == 4 && (0xDC..=0xDF).contains(&l.acc) != l.high {
+                    return StrStep::Reject;
+                }
+                if n == 2 {
+                    l.esc = 0;
+                    if l.high {
+                        // The pair is one code point, counted with its high half.
+                        l.high = false;
+                    } else {
+                        l.count += 1;
+                        l.high = (0xD8..=0xDB).contains(&(l.acc >> 8));
+                    }
+                }
+            }
+        }
+        StrStep::More(l)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,302 +1245,245 @@ impl NumPart {
     }
 }
 
-const WORDS: [&[u8]; 3] = [b"true", b"false", b"null"];
+/// serde_json refuses numbers beyond the range of `f64` (up to 1.8e308), so integer
+/// digits plus a positive exponent stay within 308: every such number is below 1e308.
+const MAX_MAGNITUDE: u16 = 308;
 
-/// The recogniser's state.
+/// The lexical state inside a number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct JsonState {
-    lex: Lex,
-    /// Bit i set: container at depth i is an object (else an array).
-    stack: u64,
-    depth: u8,
-    whitespace: u8,
+struct NumLex {
+    /// No fraction or exponent allowed.
+    integer: bool,
+    part: NumPart,
+    /// Digits before the point.
+    digits: u16,
+    /// The exponent's value so far (saturating), and its sign.
+    exp: u16,
+    exp_negative: bool,
 }
 
-impl JsonState {
-    pub(crate) fn new() -> Self {
-        Self {
-            lex: Lex::Start,
-            stack: 0,
-            depth: 0,
-            whitespace: 0,
-        }
-    }
-
-    pub(crate) fn is_complete(&self) -> bool {
-        self.lex == Lex::Done
-    }
-
-    fn in_object(&self) -> bool {
-        self.depth > 0 && self.stack & (1 << (self.depth - 1)) != 0
-    }
-
-    fn push(&mut self, object: bool) -> bool {
-        if self.depth >= MAX_DEPTH {
-            return false;
-        }
-        if object {
-            self.stack |= 1 << self.depth;
-        } else {
-            self.stack &= !(1 << self.depth);
-        }
-        self.depth += 1;
-        self.lex = if object {
-            Lex::KeyOrEnd
-        } else {
-            Lex::ValueOrEnd
-        };
-        true
-    }
-
-    /// A value just ended.
-    fn value_done(&mut self) {
-        self.lex = if self.depth == 0 {
-            Lex::Done
-        } else {
-            Lex::CommaOrEnd
-        };
-    }
-
-    fn close(&mut self, object: bool) -> bool {
-        if self.depth == 0 || self.in_object() != object {
-            return false;
-        }
-        self.depth -= 1;
-        self.value_done();
-        true
-    }
-
-    fn start_value(&mut self, c: char) -> bool {
-        match c {
-            '{' => self.push(true),
-            '[' => self.push(false),
-            '"' => {
-                self.lex = Lex::Str {
-                    key: false,
-                    escape: 0,
-                };
-                true
-            }
-            '-' => {
-                self.lex = Lex::Num(NumPart::Minus);
-                true
-            }
-            '0' => {
-                self.lex = Lex::Num(NumPart::Zero);
-                true
-            }
-            '1'..='9' => {
-                self.lex = Lex::Num(NumPart::Int);
-                true
-            }
-            't' | 'f' | 'n' => {
-                let word = match c {
-                    't' => 0,
-                    'f' => 1,
-                    _ => 2,
-                };
-                self.lex = Lex::Word { word, matched: 1 };
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// Feeds one character; false if the text so far can no longer be a JSON object.
-    pub(crate) fn feed(&mut self, c: char) -> bool {
-        let is_ws = matches!(c, ' ' | '\t' | '\n' | '\r');
-        let structural = !matches!(self.lex, Lex::Str { .. } | Lex::Num(_) | Lex::Word { .. });
-        if is_ws && structural {
-            if matches!(self.lex, Lex::Start | Lex::Done) {
-                return false;
-            }
-            self.whitespace += 1;
-            return self.whitespace <= MAX_WHITESPACE_RUN;
-        }
-        self.whitespace = 0;
-        match self.lex {
-            Lex::Done => false,
-            Lex::Start => c == '{' && self.push(true),
-            Lex::Value => self.start_value(c),
-            Lex::ValueOrEnd => {
-                if c == ']' {
-                    self.close(false)
-                } else {
-                    self.start_value(c)
-                }
-            }
-            Lex::KeyOrEnd | Lex::Key => {
-                if c == '"' {
-                    self.lex = Lex::Str {
-                        key: true,
-                        escape: 0,
-                    };
-                    true
-                } else {
-                    c == '}' && self.lex == Lex::KeyOrEnd && self.close(true)
-                }
-            }
-            Lex::Colon => {
-                if c == ':' {
-                    self.lex = Lex::Value;
-                    true
-                } else {
-                    false
-                }
-            }
-            Lex::CommaOrEnd => match c {
-                ',' => {
-                    self.lex = if self.in_object() {
-                        Lex::Key
-                    } else {
-                        Lex::Value
-                    };
-                    true
-                }
-                '}' => self.close(true),
-                ']' => self.close(false),
-                _ => false,
-            },
-            Lex::Str { key, escape } => self.string(c, key, escape),
-            Lex::Num(part) => self.number(c, part),
-            Lex::Word { word, matched } => {
-                let w = WORDS[usize::from(word)];
-                if w.get(usize::from(matched)) == Some(&(c as u8)) && c.is_ascii() {
-                    if usize::from(matched) + 1 == w.len() {
-                        self.value_done();
-                    } else {
-                        self.lex = Lex::Word {
-                            word,
-                            matched: matched + 1,
-                        };
-                    }
-                    true
-                } else {
-                    false
-                }
-            }
-        }
-    }
-
-    fn string(&mut self, c: char, key: bool, escape: u8) -> bool {
-        match escape {
-            0 => match c {
-                '"' => {
-                    if key {
-                        self.lex = Lex::Colon;
-                    } else {
-                        self.value_done();
-                    }
-                    true
-                }
-                '\\' => {
-                    self.lex = Lex::Str { key, escape: 1 };
-                    true
-                }
-                c if (c as u32) < 0x20 => false,
-                _ => true,
-            },
-            1 => {
-                let next = match c {
-                    '"' | '\\' | '/' | 'b' | 'f' | 'n' | 'r' | 't' => 0,
-                    'u' => 5,
-                    _ => return false,
-                };
-                self.lex = Lex::Str {
-                    key,
-                    escape: if next == 5 { 5 } else { 0 },
-                };
-                true
-            }
-            n => {
-                if !c.is_ascii_hexdigit() {
-                    return false;
-                }
-                self.lex = Lex::Str {
-                    key,
-                    escape: if n == 2 { 0 } else { n - 1 },
-                };
-                true
-            }
-        }
-    }
-
-    fn number(&mut self, c: char, part: NumPart) -> bool {
+impl NumLex {
+    fn next(self, c: char) -> Option<Self> {
         use NumPart::*;
-        let next = match (part, c) {
-            (Minus, '0') => Some(Zero),
-            (Minus, '1'..='9') | (Int, '0'..='9') => Some(Int),
-            (Zero | Int, '.') => Some(Dot),
-            (Dot | Frac, '0'..='9') => Some(Frac),
-            (Zero | Int | Frac, 'e' | 'E') => Some(E),
-            (E, '+' | '-') => Some(ESign),
-            (E | ESign | Exp, '0'..='9') => Some(Exp),
-            _ => None,
+        let mut n = self;
+        n.part = match (self.part, c) {
+            (Minus, '0') => Zero,
+            (Minus, '1'..='9') | (Int, '0'..='9') => Int,
+            (Zero | Int, '.') if !self.integer => Dot,
+            (Dot | Frac, '0'..='9') => Frac,
+            (Zero | Int | Frac, 'e' | 'E') if !self.integer => E,
+            (E, '+') => ESign,
+            (E, '-') => {
+                n.exp_negative = true;
+                ESign
+            }
+            (E | ESign | Exp, '0'..='9') => Exp,
+            _ => return None,
         };
-        match next {
-            Some(p) => {
-                self.lex = Lex::Num(p);
-                true
-            }
-            // The number ended; the character belongs to what follows it.
-            None if part.can_end() => {
-                self.value_done();
-                self.feed(c)
-            }
-            None => false,
+        let digit = c.to_digit(10).unwrap_or(0) as u16;
+        match n.part {
+            Zero | Int => n.digits = n.digits.saturating_add(1),
+            Exp => n.exp = n.exp.saturating_mul(10).saturating_add(digit),
+            _ => {}
+        }
+        // A negative exponent only underflows, which serde_json reads as zero.
+        let magnitude = n
+            .digits
+            .saturating_add(if n.exp_negative { 0 } else { n.exp });
+        (magnitude <= MAX_MAGNITUDE).then_some(n)
+    }
+}
+
+/// A schema and the paths through the text so far.
+#[derive(Debug)]
+pub(crate) struct Recogniser {
+    schema: Schema,
+    paths: Vec<Path>,
+    scratch: Vec<Path>,
+}
+
+impl Recogniser {
+    pub(crate) fn new(schema: Schema) -> Self {
+        Self {
+            paths: schema.initial(),
+            schema,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Feeds one character; false (and the state unchanged) if the text can no longer be
+    /// the beginning of a valid value.
+    pub(crate) fn feed(&mut self, c: char) -> bool {
+        self.schema.step(&self.paths, c, &mut self.scratch);
+        if self.scratch.is_empty() {
+            return false;
+        }
+        std::mem::swap(&mut self.paths, &mut self.scratch);
+        true
+    }
+
+    /// Whether nothing more can be written: the value is complete.
+    pub(crate) fn is_complete(&self) -> bool {
+        self.paths.iter().all(|p| p.mode == Mode::Done)
+    }
+
+    /// Whether the output may end here.
+    pub(crate) fn can_end(&self) -> bool {
+        self.paths.iter().any(|p| p.can_end(&self.schema))
+    }
+}
+
+/// The vocabulary as constrained decoding walks it, built once per model.
+#[derive(Debug)]
+pub(crate) struct Vocab {
+    /// Each token's text, or None for tokens never allowed (special tokens, tokens that
+    /// are not whole UTF-8 text on their own).
+    texts: Vec<Option<String>>,
+    /// The allowed tokens sorted by text (ties by id), each with the number of characters
+    /// it shares with the one before.
+    sorted: Vec<(u32, usize)>,
+    /// The most characters in one token.
+    longest: usize,
+}
+
+impl Vocab {
+    pub(crate) fn new(texts: Vec<Option<String>>) -> Self {
+        let text = |id: u32| texts[id as usize].as_deref().unwrap_or_default();
+        let mut ids: Vec<u32> = (0..texts.len() as u32)
+            .filter(|&id| !text(id).is_empty())
+            .collect();
+        ids.sort_by(|&a, &b| text(a).cmp(text(b)).then(a.cmp(&b)));
+        let mut sorted = Vec::with_capacity(ids.len());
+        let mut longest = 0;
+        let mut previous = "";
+        for id in ids {
+            let t = text(id);
+            let shared = t
+                .chars()
+                .zip(previous.chars())
+                .take_while(|(a, b)| a == b)
+                .count();
+            sorted.push((id, shared));
+            longest = longest.max(t.chars().count());
+            previous = t;
+        }
+        Self {
+            texts,
+            sorted,
+            longest,
         }
     }
 }
 
 /// The per-request state of a constraint.
 pub(crate) struct Matcher {
-    state: JsonState,
-    /// Each token's text, or None for tokens never allowed (special tokens, tokens that
-    /// are not whole UTF-8 text on their own).
-    texts: Arc<Vec<Option<String>>>,
+    rec: Recogniser,
+    vocab: Arc<Vocab>,
+    eos: Vec<u32>,
+    /// Paths after each character of the token being checked (reused between steps).
+    levels: Vec<Vec<Path>>,
+    allowed: Vec<bool>,
 }
 
 impl Matcher {
     pub(crate) fn new(model: &Model, constraint: &Constraint) -> Result<Self> {
-        match constraint {
-            Constraint::JsonObject => Ok(Self {
-                state: JsonState::new(),
-                texts: model.token_texts(),
-            }),
-            Constraint::JsonObjectAfter(prefix) => {
-                let mut state = JsonState::new();
-                if !prefix.chars().all(|c| state.feed(c)) || state.is_complete() {
-                    return Err(Error::Constraint(format!(
-                        "`{prefix}` does not begin an unfinished JSON object"
-                    )));
-                }
-                Ok(Self {
-                    state,
-                    texts: model.token_texts(),
-                })
+        let (schema, prefix) = match constraint {
+            Constraint::JsonObject => (Schema::any_object(), None),
+            Constraint::JsonObjectAfter(prefix) => (Schema::any_object(), Some(prefix)),
+            Constraint::JsonSchema(schema) => (Schema::compile(schema)?, None),
+            Constraint::JsonSchemaAfter { schema, prefix } => {
+                (Schema::compile(schema)?, Some(prefix))
             }
-            Constraint::JsonSchema(_) => Err(Error::Constraint(
-                "json_schema constraints are not supported by this engine yet; use json_object"
-                    .into(),
-            )),
-            Constraint::ToolCall { .. } => Err(Error::Constraint(
-                "tool-call constraints are not supported by this engine yet".into(),
-            )),
+            Constraint::ToolCall { tools, required } => {
+                if !required {
+                    return Err(Error::Constraint(
+                        "tool-call constraints that allow plain text (`required: false`) are \
+                         not supported; require a call or leave the output unconstrained"
+                            .into(),
+                    ));
+                }
+                (Schema::tool_call(tools)?, None)
+            }
+        };
+        let mut rec = Recogniser::new(schema);
+        if let Some(prefix) = prefix
+            && (!prefix.chars().all(|c| rec.feed(c)) || rec.is_complete())
+        {
+            let what = match constraint {
+                Constraint::JsonObjectAfter(_) => "an unfinished JSON object",
+                _ => "an unfinished JSON value valid against the schema",
+            };
+            return Err(Error::Constraint(format!(
+                "`{prefix}` does not begin {what}"
+            )));
+        }
+        Ok(Self::with_vocab(
+            rec,
+            model.constraint_vocab(),
+            model.tokenizer().eos_ids().to_vec(),
+        ))
+    }
+
+    fn with_vocab(rec: Recogniser, vocab: Arc<Vocab>, eos: Vec<u32>) -> Self {
+        Self {
+            levels: vec![Vec::new(); vocab.longest + 1],
+            allowed: Vec::new(),
+            rec,
+            vocab,
+            eos,
+        }
+    }
+
+    /// Marks in `self.allowed` the tokens that keep the output valid.
+    fn allowed_tokens(&mut self) {
+        let Self {
+            rec,
+            vocab,
+            levels,
+            allowed,
+            ..
+        } = self;
+        allowed.clear();
+        allowed.resize(vocab.texts.len(), false);
+        levels[0].clone_from(&rec.paths);
+        // `levels[i]` holds the paths after the first i characters of the current token,
+        // valid for i <= `known`; `dead`: the previous token's first `dead + 1`
+        // characters lead nowhere, so neither does any token that shares them.
+        let mut known = 0;
+        let mut dead: Option<usize> = None;
+        for &(id, shared) in &vocab.sorted {
+            if let Some(d) = dead {
+                if shared > d {
+                    continue;
+                }
+                dead = None;
+            }
+            known = known.min(shared);
+            let text = vocab.texts[id as usize].as_deref().unwrap_or_default();
+            let mut ok = true;
+            for (i, c) in text.chars().enumerate().skip(known) {
+                let (done, rest) = levels.split_at_mut(i + 1);
+                rec.schema.step(&done[i], c, &mut rest[0]);
+                if rest[0].is_empty() {
+                    dead = Some(i);
+                    known = i;
+                    ok = false;
+                    break;
+                }
+                known = i + 1;
+            }
+            allowed[id as usize] = ok;
         }
     }
 
     /// Sets the logits of disallowed tokens to -inf.
     pub(crate) fn mask(&mut self, logits: &mut [f32]) -> Result<()> {
+        self.allowed_tokens();
+        let eos_ok = self.rec.can_end() && !self.rec.is_complete();
         let mut any = false;
         for (id, l) in logits.iter_mut().enumerate() {
-            let ok = match self.texts.get(id).and_then(Option::as_ref) {
-                Some(text) if !text.is_empty() => {
-                    let mut s = self.state;
-                    text.chars().all(|c| s.feed(c))
-                }
-                _ => false,
-            };
+            let ok = self.allowed.get(id).copied().unwrap_or(false)
+                || (eos_ok && self.eos.contains(&(id as u32)));
             if ok {
                 any |= *l > f32::NEG_INFINITY;
             } else {
@@ -380,72 +1501,30 @@ impl Matcher {
 
     /// Accepts a token; returns true when the constrained output is complete.
     pub(crate) fn advance(&mut self, token: u32) -> Result<bool> {
+        if self.eos.contains(&token) && self.rec.can_end() {
+            return Ok(true);
+        }
         let text = self
+            .vocab
             .texts
             .get(token as usize)
             .and_then(Option::as_ref)
             .ok_or_else(|| Error::Constraint(format!("token {token} is not allowed")))?;
         for c in text.chars() {
-            if !self.state.feed(c) {
+            if !self.rec.feed(c) {
                 return Err(Error::Constraint(format!(
                     "token {token} breaks the JSON output"
                 )));
             }
         }
-        Ok(self.state.is_complete())
+        Ok(self.rec.is_complete())
     }
 
     /// Whether ending now would leave the output incomplete.
     pub(crate) fn forbids_stop(&self) -> bool {
-        !self.state.is_complete()
+        !self.rec.can_end()
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::JsonState;
-
-    fn accepts(text: &str) -> (bool, bool) {
-        let mut s = JsonState::new();
-        let ok = text.chars().all(|c| s.feed(c));
-        (ok, s.is_complete())
-    }
-
-    #[test]
-    fn recognises_json_objects_and_their_prefixes() {
-        // (text, is a valid prefix, is complete)
-        let cases = [
-            (r#"{}"#, true, true),
-            (r#"{"a": 1}"#, true, true),
-            (
-                r#"{"a": [1, 2.5, -3e+2, true, false, null, "x\n\u00e9"], "b": {"c": {}}}"#,
-                true,
-                true,
-            ),
-            (r#"{"a": "#, true, false),
-            (r#"{"a": 12"#, true, false),
-            (r#"{"a": tr"#, true, false),
-            (r#"{"a"}"#, false, false),
-            (r#"{"a": 01}"#, false, false),
-            (r#"{"a": 1,}"#, false, false),
-            (r#"[1]"#, false, false),
-            (r#" {}"#, false, false),
-            (r#"{} "#, false, true),
-            (r#"{"a": "x" }"#, true, true),
-            (r#"{"a":   1}"#, false, false),
-            (r#"{"a": "\q"}"#, false, false),
-            (r#"{"a": [}"#, false, false),
-            ("{\"a\": \"tab\there\"}", false, false),
-            (r#"{"é": "ünïcode"}"#, true, true),
-        ];
-        for (text, ok, done) in cases {
-            assert_eq!(accepts(text), (ok, done), "{text}");
-        }
-    }
-
-    #[test]
-    fn nesting_is_bounded() {
-        let deep = format!("{{\"a\": {}", "[".repeat(70));
-        assert!(!accepts(&deep).0);
-    }
-}
+mod tests;
