@@ -1138,6 +1138,25 @@ impl Path {
         })
     }
 
+    /// How many characters of plain text (no quote, backslash or control character) this
+    /// path can take as they are: inside a string, up to its length bound; inside a key
+    /// that may be unlisted, any number. None elsewhere.
+    fn room(&self, schema: &Schema) -> Option<u32> {
+        match self.mode {
+            Mode::Str { node, lex } if lex.esc == 0 && !lex.high => {
+                let max = match schema.node(node) {
+                    Node::String { max, .. } => *max,
+                    _ => u32::MAX,
+                };
+                Some(max.saturating_sub(lex.count))
+            }
+            Mode::Key {
+                lex, free: true, ..
+            } if lex.esc == 0 && !lex.high => Some(u32::MAX),
+            _ => None,
+        }
+    }
+
     /// Whether the output may end here: the value is complete, or is a number or literal
     /// at the top level that could end or go on.
     fn can_end(&self, schema: &Schema) -> bool {
@@ -1339,9 +1358,8 @@ pub(crate) struct Vocab {
     /// Each token's text, or None for tokens never allowed (special tokens, tokens that
     /// are not whole UTF-8 text on their own).
     texts: Vec<Option<String>>,
-    /// The allowed tokens sorted by text (ties by id), each with the number of characters
-    /// it shares with the one before.
-    sorted: Vec<(u32, usize)>,
+    /// The allowed tokens sorted by text (ties by id).
+    sorted: Vec<Entry>,
     /// The most characters in one token.
     longest: usize,
 }
@@ -1363,8 +1381,16 @@ impl Vocab {
                 .zip(previous.chars())
                 .take_while(|(a, b)| a == b)
                 .count();
-            sorted.push((id, shared));
-            longest = longest.max(t.chars().count());
+            let chars = t.chars().count();
+            let plain = !t
+                .chars()
+                .any(|c| c == '"' || c == '\\' || (c as u32) < 0x20);
+            sorted.push(Entry {
+                id,
+                shared,
+                plain: plain.then(|| u32::try_from(chars).unwrap_or(u32::MAX)),
+            });
+            longest = longest.max(chars);
             previous = t;
         }
         Self {
@@ -1373,6 +1399,17 @@ impl Vocab {
             longest,
         }
     }
+}
+
+/// A token in the sorted vocabulary.
+#[derive(Debug)]
+struct Entry {
+    id: u32,
+    /// Characters shared with the token before.
+    shared: usize,
+    /// Its length in characters if it is plain string content (no quote, backslash or
+    /// control character), which a string absorbs without changing mode.
+    plain: Option<u32>,
 }
 
 /// The per-request state of a constraint.
@@ -1451,7 +1488,11 @@ impl Matcher {
         // characters lead nowhere, so neither does any token that shares them.
         let mut known = 0;
         let mut dead: Option<usize> = None;
-        for &(id, shared) in &vocab.sorted {
+        // Inside a string most tokens are plain text, which a path inside a string (with
+        // room for it) or inside a free key takes as it is: those need no walk. This is
+        // exact, and turns the common case from a walk of the vocabulary into a scan.
+        let room = rec.paths.iter().filter_map(|p| p.room(&rec.schema)).max();
+        for &Entry { id, shared, plain } in &vocab.sorted {
             if let Some(d) = dead {
                 if shared > d {
                     continue;
@@ -1459,6 +1500,12 @@ impl Matcher {
                 dead = None;
             }
             known = known.min(shared);
+            if let (Some(n), Some(room)) = (plain, room)
+                && n <= room
+            {
+                allowed[id as usize] = true;
+                continue;
+            }
             let text = vocab.texts[id as usize].as_deref().unwrap_or_default();
             let mut ok = true;
             for (i, c) in text.chars().enumerate().skip(known) {
