@@ -640,19 +640,9 @@ proptest! {
     #[test]
     fn damaged_documents_are_accepted_only_if_still_valid(
         doc in report_doc(),
-        kind in 0..3u8,
-        at in any::<prop::sample::Index>(),
-        c in prop::sample::select(r#"{}[]",:.-+ 0123456789eEtrufalsn\\abcdyz"#.chars().collect::<Vec<_>>()),
+        damage in damage(),
     ) {
-        let mut chars: Vec<char> = doc.chars().collect();
-        let i = at.index(chars.len() + 1);
-        match kind {
-            0 if i < chars.len() => { chars.remove(i); }
-            1 => chars.insert(i, c),
-            _ if i < chars.len() => chars[i] = c,
-            _ => chars.push(c),
-        }
-        let text: String = chars.into_iter().collect();
+        let text = damage.apply(&doc);
         let s = report();
         if accepts_whole(schema(&s), &text) {
             let v: Value = serde_json::from_str(&text)
@@ -664,6 +654,84 @@ proptest! {
             prop_assert!(v.is_ok_and(|v| v.is_object()), "{}", text);
         }
     }
+
+    /// No dead ends: whatever part of a (damaged) document is accepted can be completed,
+    /// so a model steered by the mask always has a token to write.
+    #[test]
+    fn every_accepted_prefix_can_be_completed(doc in report_doc(), damage in damage()) {
+        let text = damage.apply(&doc);
+        for s in [schema(&report()), Schema::any_object()] {
+            let mut r = Recogniser::new(s);
+            let accepted: String = text.chars().take_while(|&c| r.feed(c)).collect();
+            let mut budget = 20_000;
+            prop_assert!(
+                completable(&r.schema, &r.paths, 200, &mut budget),
+                "{:?} cannot be completed",
+                accepted
+            );
+        }
+    }
+}
+
+/// One character deleted, inserted or replaced.
+#[derive(Clone, Debug)]
+struct Damage {
+    kind: u8,
+    at: prop::sample::Index,
+    c: char,
+}
+
+impl Damage {
+    fn apply(&self, doc: &str) -> String {
+        let mut chars: Vec<char> = doc.chars().collect();
+        let i = self.at.index(chars.len() + 1);
+        match self.kind {
+            0 if i < chars.len() => {
+                chars.remove(i);
+            }
+            1 => chars.insert(i, self.c),
+            _ if i < chars.len() => chars[i] = self.c,
+            _ => chars.push(self.c),
+        }
+        chars.into_iter().collect()
+    }
+}
+
+fn damage() -> impl Strategy<Value = Damage> {
+    let chars: Vec<char> = r#"{}[]",:.-+ 0123456789eEtrufalsn\abcdyz"#.chars().collect();
+    (
+        0..3u8,
+        any::<prop::sample::Index>(),
+        prop::sample::select(chars),
+    )
+        .prop_map(|(kind, at, c)| Damage { kind, at, c })
+}
+
+/// Characters a completion is searched over, closing ones first so that the search
+/// usually goes straight to an end.
+const COMPLETIONS: &str = "\"}],:0[{ntrufalsecityempraugwhxoCF\\d";
+
+/// Whether some text of at most `depth` characters completes the value from `paths`
+/// (a depth-first search, `budget` characters fed at most).
+fn completable(schema: &Schema, paths: &[super::Path], depth: usize, budget: &mut usize) -> bool {
+    if paths.iter().any(|p| p.can_end(schema)) {
+        return true;
+    }
+    if depth == 0 {
+        return false;
+    }
+    let mut out = Vec::new();
+    for c in COMPLETIONS.chars() {
+        if *budget == 0 {
+            return false;
+        }
+        *budget -= 1;
+        schema.step(paths, c, &mut out);
+        if !out.is_empty() && completable(schema, &out, depth - 1, budget) {
+            return true;
+        }
+    }
+    false
 }
 
 /// Whether `text` can follow the recogniser's state (checked on its own).
@@ -752,4 +820,39 @@ proptest! {
             prop_assert!(m.rec.feed(c));
         }
     }
+}
+
+#[test]
+fn the_end_of_sequence_token_is_allowed_only_where_the_value_may_end() {
+    // Token 0 is the end-of-sequence token (special: no text).
+    let texts = ["1", "2", "}", "{", "\""]
+        .iter()
+        .map(|t| Some((*t).to_owned()));
+    let texts: Vec<Option<String>> = std::iter::once(None).chain(texts).collect();
+    let vocab = Arc::new(Vocab::new(texts));
+    let allowed = |m: &mut Matcher| {
+        let mut logits = vec![0.0; 6];
+        m.mask(&mut logits).unwrap();
+        (0..6)
+            .filter(|&i| logits[i] > f32::NEG_INFINITY)
+            .collect::<Vec<_>>()
+    };
+    let integer = Recogniser::new(schema(&json!({"type": "integer"})));
+    let mut m = Matcher::with_vocab(integer, Arc::clone(&vocab), vec![0]);
+    assert_eq!(allowed(&mut m), [1, 2]);
+    assert!(m.forbids_stop());
+    assert!(!m.advance(1).unwrap());
+    // "1" may end or go on: the end-of-sequence token is allowed and ends it.
+    assert_eq!(allowed(&mut m), [0, 1, 2]);
+    assert!(!m.forbids_stop());
+    assert!(m.advance(0).unwrap());
+
+    // An object ends with its `}`; the end-of-sequence token is never needed.
+    let object = Recogniser::new(Schema::any_object());
+    let mut m = Matcher::with_vocab(object, vocab, vec![0]);
+    assert_eq!(allowed(&mut m), [4]);
+    assert!(m.advance(0).is_err());
+    assert!(!m.advance(4).unwrap());
+    assert_eq!(allowed(&mut m), [3, 5]);
+    assert!(m.advance(3).unwrap());
 }
