@@ -30,7 +30,8 @@
 //!
 //! Enforced: `type` (one or a list), `properties`, `required`, `additionalProperties`
 //! (`false`, `true` or a schema), `items` (a schema or `false`), `prefixItems`,
-//! `minItems`, `maxItems`, `minLength`, `maxLength` (in code points), `enum`, `const`,
+//! `minItems`, `maxItems`, `minLength`, `maxLength` (in code points), `minimum`,
+//! `maximum`, `exclusiveMinimum` and `exclusiveMaximum` on integers, `enum`, `const`,
 //! `anyOf` and `oneOf` (both as alternatives: `oneOf`'s exclusivity is not checked),
 //! `allOf` with one schema, and `$ref` to a JSON pointer in the same document (`#`,
 //! `#/$defs/..`, `#/definitions/..`), recursive ones included. Choices worth knowing:
@@ -48,6 +49,10 @@
 //!   unlisted key in an object with listed ones may not use `\u` or `\/` escapes, so that
 //!   it can never be a listed name in disguise.
 //! - `enum` and `const` values must be written as serde_json writes them (compact).
+//! - A bounded integer's digits are allowed only while some way of going on ends within
+//!   the bounds (so `3` is refused at once for `10..=20`), and its magnitude stays below
+//!   `u64::MAX` unless that side is open. Bounds on non-integer numbers are refused
+//!   (schemars writes them only for integers: `"minimum": 0` for unsigned ones).
 //! - Integers have no fraction or exponent (`1.0` is refused). Numbers stay below 1e308
 //!   (integer digits plus exponent at most 308), since serde_json refuses numbers beyond
 //!   `f64`'s range; strings refuse lone surrogate escapes, which serde_json refuses too.
@@ -57,7 +62,7 @@
 //!
 //! Not enforced, and documented as such: `pattern` and `format` (a regular-expression
 //! engine is out of this crate's budget); annotations (`title`, `description`, `default`,
-//! `examples`, ..) are ignored. Every other keyword (`minimum`, `maximum`, `multipleOf`,
+//! `examples`, ..) are ignored. Every other keyword (`multipleOf`,
 //! `uniqueItems`, `not`, `if`, `patternProperties`, ..) is refused with an error rather
 //! than silently dropped. Limits: 64 levels of nesting, 128 listed properties per object,
 //! 64 live paths (further alternatives are dropped, which can only refuse text, never
@@ -133,7 +138,14 @@ const ENFORCED: &[&str] = &[
     "oneOf",
     "allOf",
     "$ref",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
 ];
+
+/// The bound keywords, enforced on integers.
+const BOUNDS: &[&str] = &["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"];
 
 type NodeId = u32;
 
@@ -165,12 +177,12 @@ enum Node {
         max: u32,
     },
     /// Length bounds in code points.
-    String {
-        min: u32,
-        max: u32,
-    },
+    String { min: u32, max: u32 },
+    /// `bounds`: the inclusive range of an integer with `minimum`, `maximum` or their
+    /// exclusive forms.
     Number {
         integer: bool,
+        bounds: Option<(i128, i128)>,
     },
     /// One of these texts exactly (sorted, distinct): `enum`, `const`, booleans, null.
     Literal(Vec<String>),
@@ -263,7 +275,10 @@ impl<'a> Compiler<'a> {
                     min: 0,
                     max: u32::MAX,
                 },
-                Node::Number { integer: false },
+                Node::Number {
+                    integer: false,
+                    bounds: None,
+                },
                 literal(&["false", "true"]),
                 literal(&["null"]),
             ],
@@ -367,6 +382,10 @@ impl<'a> Compiler<'a> {
                 if has(&["minLength", "maxLength"]) {
                     inferred.push("string");
                 }
+                if has(BOUNDS) {
+                    // Refused below, with a reason: bounds are enforced on integers only.
+                    inferred.push("number");
+                }
                 if inferred.is_empty() {
                     return Ok(ANY);
                 }
@@ -390,8 +409,22 @@ impl<'a> Compiler<'a> {
                         self.push(Node::String { min, max })?
                     }
                 }
-                "number" => ANY_NUMBER,
-                "integer" => self.push(Node::Number { integer: true })?,
+                "number" => {
+                    if let Some(k) = BOUNDS.iter().find(|k| map.contains_key(**k)) {
+                        return Err(unsupported(
+                            at,
+                            format!("`{k}` is supported on integers only, not on numbers"),
+                        ));
+                    }
+                    ANY_NUMBER
+                }
+                "integer" => {
+                    let bounds = Self::bounds(map, at)?;
+                    self.push(Node::Number {
+                        integer: true,
+                        bounds,
+                    })?
+                }
                 "boolean" => BOOLEAN,
                 "null" => NULL,
                 other => return Err(unsupported(at, format!("unknown type `{other}`"))),
@@ -429,6 +462,49 @@ impl<'a> Compiler<'a> {
             }
         };
         Ok(Some(list))
+    }
+
+    /// An integer's inclusive range from `minimum`, `maximum` and their exclusive forms;
+    /// None without any.
+    fn bounds(map: &Map<String, Value>, at: &str) -> Result<Option<(i128, i128)>> {
+        // (floor, ceiling) of a bound, exact for integers (f64 is not, past 2^53).
+        let value = |k: &str| -> Result<Option<(i128, i128)>> {
+            let Some(v) = map.get(k) else {
+                return Ok(None);
+            };
+            if let Some(i) = v.as_i64() {
+                return Ok(Some((i128::from(i), i128::from(i))));
+            }
+            if let Some(u) = v.as_u64() {
+                return Ok(Some((i128::from(u), i128::from(u))));
+            }
+            // Float to int casts saturate, so huge bounds become the widest ones.
+            v.as_f64()
+                .map(|f| Some((f.floor() as i128, f.ceil() as i128)))
+                .ok_or_else(|| unsupported(at, format!("`{k}` must be a number")))
+        };
+        let (mut lo, mut hi) = (i128::MIN, i128::MAX);
+        let mut any = false;
+        if let Some((_, ceil)) = value("minimum")? {
+            lo = lo.max(ceil);
+            any = true;
+        }
+        if let Some((floor, _)) = value("exclusiveMinimum")? {
+            lo = lo.max(floor.saturating_add(1));
+            any = true;
+        }
+        if let Some((floor, _)) = value("maximum")? {
+            hi = hi.min(floor);
+            any = true;
+        }
+        if let Some((_, ceil)) = value("exclusiveMaximum")? {
+            hi = hi.min(ceil.saturating_sub(1));
+            any = true;
+        }
+        if lo > hi {
+            return Err(unsupported(at, "no integer is within the bounds"));
+        }
+        Ok(any.then_some((lo, hi)))
     }
 
     /// A count keyword (`minItems`, `maxLength`, ..).
@@ -760,9 +836,10 @@ impl Schema {
                 free,
             } => self.key(p, (lo, hi, len), lex, free, c, out),
             Mode::Num(num) => match num.next(c) {
-                Some(num) => emit(out, p.with(Mode::Num(num))),
+                Some(num) if self.reachable(num) => emit(out, p.with(Mode::Num(num))),
+                Some(_) => {}
                 // The number ended; the character belongs to what follows it.
-                None if num.part.can_end() => self.feed(&p.value_done(), c, out),
+                None if self.can_end(num) => self.feed(&p.value_done(), c, out),
                 None => {}
             },
             Mode::Lit { node, lo, hi, len } => {
@@ -917,23 +994,20 @@ impl Schema {
                     );
                 }
             }
-            &Node::Number { integer } => {
-                let (part, digits) = match c {
-                    '-' => (NumPart::Minus, 0),
-                    '0' => (NumPart::Zero, 1),
-                    '1'..='9' => (NumPart::Int, 1),
-                    _ => return,
+            &Node::Number { integer, .. } => {
+                let start = NumLex {
+                    node,
+                    integer,
+                    part: NumPart::Start,
+                    negative: false,
+                    magnitude: 0,
+                    digits: 0,
+                    exp: 0,
+                    exp_negative: false,
                 };
-                emit(
-                    out,
-                    p.with(Mode::Num(NumLex {
-                        integer,
-                        part,
-                        digits,
-                        exp: 0,
-                        exp_negative: false,
-                    })),
-                );
+                if let Some(num) = start.next(c).filter(|n| self.reachable(*n)) {
+                    emit(out, p.with(Mode::Num(num)));
+                }
             }
             Node::Literal(texts) => {
                 self.literal(p, node, (0, texts.len(), 0), c, out);
@@ -1183,7 +1257,7 @@ impl Path {
     fn can_end(&self, schema: &Schema) -> bool {
         match self.mode {
             Mode::Done => true,
-            Mode::Num(num) => self.frames.is_empty() && num.part.can_end(),
+            Mode::Num(num) => self.frames.is_empty() && schema.can_end(num),
             Mode::Lit { node, lo, len, .. } => {
                 self.frames.is_empty()
                     && matches!(schema.node(node), Node::Literal(t) if t[usize::from(lo)].len() == usize::from(len))
@@ -1269,6 +1343,8 @@ impl StrLex {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum NumPart {
+    /// Before the first character.
+    Start,
     Minus,
     Zero,
     Int,
@@ -1292,9 +1368,14 @@ const MAX_MAGNITUDE: u16 = 308;
 /// The lexical state inside a number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct NumLex {
+    /// The `Number` node.
+    node: NodeId,
     /// No fraction or exponent allowed.
     integer: bool,
     part: NumPart,
+    negative: bool,
+    /// The integer part's value (`u64::MAX` once it is that much or more).
+    magnitude: u64,
     /// Digits before the point.
     digits: u16,
     /// The exponent's value so far (saturating), and its sign.
@@ -1307,7 +1388,12 @@ impl NumLex {
         use NumPart::*;
         let mut n = self;
         n.part = match (self.part, c) {
-            (Minus, '0') => Zero,
+            (Start, '-') => {
+                n.negative = true;
+                Minus
+            }
+            (Start | Minus, '0') => Zero,
+            (Start, '1'..='9') => Int,
             (Minus, '1'..='9') | (Int, '0'..='9') => Int,
             (Zero | Int, '.') if !self.integer => Dot,
             (Dot | Frac, '0'..='9') => Frac,
@@ -1322,7 +1408,13 @@ impl NumLex {
         };
         let digit = c.to_digit(10).unwrap_or(0) as u16;
         match n.part {
-            Zero | Int => n.digits = n.digits.saturating_add(1),
+            Zero | Int => {
+                n.digits = n.digits.saturating_add(1);
+                n.magnitude = n
+                    .magnitude
+                    .saturating_mul(10)
+                    .saturating_add(u64::from(digit));
+            }
             Exp => n.exp = n.exp.saturating_mul(10).saturating_add(digit),
             _ => {}
         }
@@ -1331,6 +1423,79 @@ impl NumLex {
             .digits
             .saturating_add(if n.exp_negative { 0 } else { n.exp });
         (magnitude <= MAX_MAGNITUDE).then_some(n)
+    }
+}
+
+impl Schema {
+    fn bounds(&self, num: NumLex) -> Option<(i128, i128)> {
+        match self.node(num.node) {
+            Node::Number { bounds, .. } => *bounds,
+            _ => None,
+        }
+    }
+
+    /// The integer part's value, or None past `u64::MAX` (beyond any bound but
+    /// `i128::MAX`, the open one).
+    fn value(num: NumLex) -> Option<i128> {
+        (num.magnitude != u64::MAX).then(|| {
+            let m = i128::from(num.magnitude);
+            if num.negative { -m } else { m }
+        })
+    }
+
+    /// Whether the number may end here, within its bounds.
+    fn can_end(&self, num: NumLex) -> bool {
+        num.part.can_end()
+            && self
+                .bounds(num)
+                .is_none_or(|(lo, hi)| match Self::value(num) {
+                    Some(v) => lo <= v && v <= hi,
+                    None if num.negative => lo == i128::MIN,
+                    None => hi == i128::MAX,
+                })
+    }
+
+    /// Whether some way of going on ends within the number's bounds, so that a bounded
+    /// integer never leads into a dead end. (Bounded numbers are integers: no point or
+    /// exponent can follow.)
+    fn reachable(&self, num: NumLex) -> bool {
+        let Some((lo, hi)) = self.bounds(num) else {
+            return true;
+        };
+        match num.part {
+            // `-0` is zero; any negative integer can follow.
+            NumPart::Minus => lo <= 0,
+            NumPart::Int => {
+                let Some(m) = Self::value(num).map(i128::abs) else {
+                    // Past u64::MAX: fine only where that side is open.
+                    return if num.negative {
+                        lo == i128::MIN
+                    } else {
+                        hi == i128::MAX
+                    };
+                };
+                // With j more digits the value is in [m * 10^j, (m + 1) * 10^j - 1]; those
+                // ranges only move away from zero, so stop once one is past the bound.
+                let (mut a, mut b) = (m, m);
+                loop {
+                    let (x, y) = if num.negative { (-b, -a) } else { (a, b) };
+                    if x.max(lo) <= y.min(hi) {
+                        return true;
+                    }
+                    if (!num.negative && a > hi) || (num.negative && -a < lo) {
+                        return false;
+                    }
+                    match (
+                        a.checked_mul(10),
+                        b.checked_mul(10).and_then(|b| b.checked_add(9)),
+                    ) {
+                        (Some(na), Some(nb)) => (a, b) = (na, nb),
+                        _ => return false,
+                    }
+                }
+            }
+            _ => self.can_end(num),
+        }
     }
 }
 

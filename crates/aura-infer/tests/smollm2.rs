@@ -462,7 +462,7 @@ fn json_object_constraint_yields_a_parseable_object() {
     let schema = GenerateRequest {
         prompt: Prompt::Tokens(prompt),
         constraint: Some(aura_infer::Constraint::JsonSchema(
-            serde_json::json!({"type": "integer", "minimum": 0}),
+            serde_json::json!({"type": "integer", "multipleOf": 2}),
         )),
         ..GenerateRequest::default()
     };
@@ -471,7 +471,7 @@ fn json_object_constraint_yields_a_parseable_object() {
         .unwrap_err();
     assert!(
         err.to_string()
-            .contains("keyword `minimum` is not supported"),
+            .contains("keyword `multipleOf` is not supported"),
         "{err}"
     );
 }

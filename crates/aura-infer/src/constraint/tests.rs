@@ -300,6 +300,105 @@ fn literals_unions_and_scalars() {
 }
 
 #[test]
+fn bounded_integers_allow_only_digits_that_can_end_in_range() {
+    use Want::*;
+    check(
+        &json!({"type": "integer", "minimum": 10, "maximum": 20}),
+        &[
+            ("15", Ends),
+            ("20", Ends),
+            // "1" and "2" can still become 1x and 20; "3" cannot become anything in range.
+            ("1", Open),
+            ("2", Open),
+            ("2⟨1", Refused),
+            ("⟨3", Refused),
+            ("⟨0", Refused),
+            ("⟨-", Refused),
+            ("1⟨.5", Refused),
+        ],
+    );
+    check(
+        &json!({"type": "integer", "exclusiveMinimum": -3, "exclusiveMaximum": 0}),
+        &[
+            ("-2", Ends),
+            ("-⟨3", Refused),
+            ("⟨0", Refused),
+            ("-1⟨0", Refused),
+        ],
+    );
+    // What schemars writes for an `Option<u8>`; `-0` is zero.
+    let byte =
+        json!({"type": ["integer", "null"], "format": "uint8", "minimum": 0, "maximum": 255});
+    check(
+        &byte,
+        &[
+            ("255", Ends),
+            ("25⟨6", Refused),
+            ("null", Done),
+            ("-0", Ends),
+            ("-⟨1", Refused),
+        ],
+    );
+    // Fractional bounds; a bounded integer's magnitude stays within u64 unless that side
+    // is open.
+    check(
+        &json!({"type": "integer", "minimum": 1.5, "maximum": 1e30}),
+        &[
+            ("2", Ends),
+            ("1", Open),
+            ("18446744073709551614", Ends),
+            ("1844674407370955161⟨5", Refused),
+        ],
+    );
+    check(
+        &json!({"type": "integer", "minimum": 0}),
+        &[("99999999999999999999999", Ends)],
+    );
+    // Inside an object, a number out of range cannot end.
+    check(
+        &json!({"properties": {"n": {"type": "integer", "maximum": 5}}}),
+        &[
+            (r#"{"n": 5}"#, Done),
+            (r#"{"n": -7}"#, Done),
+            (r#"{"n": ⟨6}"#, Refused),
+        ],
+    );
+}
+
+/// The keywords schemars writes for aura-tools' built-ins (aura-tools' tests/schemas.rs
+/// pins them) all compile: here `cmd.run`'s arguments as schemars writes them.
+#[test]
+fn tool_schemas_as_schemars_writes_them_are_enforced() {
+    use Want::*;
+    let run_args = json!({
+        "type": "object",
+        "properties": {
+            "command": {"description": "The shell command.", "type": "string"},
+            "network": {"type": "boolean", "default": false},
+            "timeout_secs": {"type": ["integer", "null"], "format": "uint64", "minimum": 0, "default": null},
+            "env": {"type": "object", "additionalProperties": {"type": "string"}, "default": {}},
+            "method": {"oneOf": [{"const": "GET", "description": "Read."}, {"const": "HEAD"}]},
+            "body": true
+        },
+        "additionalProperties": false,
+        "required": ["command"]
+    });
+    check(
+        &run_args,
+        &[
+            (
+                r#"{"command": "ls", "timeout_secs": 30, "env": {"A": "b"}, "method": "HEAD", "body": [1]}"#,
+                Done,
+            ),
+            (r#"{"command": "ls", "timeout_secs": null}"#, Done),
+            (r#"{"command": "ls", "timeout_secs": -⟨5}"#, Refused),
+            (r#"{"command": "ls", "env": {"A": ⟨1}}"#, Refused),
+            (r#"{"command": "ls", "method": "⟨POST"}"#, Refused),
+        ],
+    );
+}
+
+#[test]
 fn numbers_stay_within_what_serde_json_reads() {
     let nines = "9".repeat(308);
     let fine = [
@@ -373,8 +472,17 @@ fn references_resolve_recursively() {
 fn unsupported_or_invalid_schemas_are_refused_with_a_reason() {
     for (s, want) in [
         (
-            json!({"type": "integer", "minimum": 0}),
-            "keyword `minimum` is not supported",
+            json!({"type": "integer", "multipleOf": 2}),
+            "keyword `multipleOf` is not supported",
+        ),
+        (
+            json!({"type": "number", "minimum": 0}),
+            "`minimum` is supported on integers only",
+        ),
+        (json!({"exclusiveMaximum": 1}), "on integers only"),
+        (
+            json!({"type": "integer", "minimum": 5, "exclusiveMaximum": 5}),
+            "no integer is within the bounds",
         ),
         (json!({"not": {}}), "keyword `not` is not supported"),
         (
@@ -548,6 +656,11 @@ fn valid(s: &Value, v: &Value, root: &Value) -> bool {
                     .iter()
                     .all(|x| s.get("items").is_none_or(|i| valid(i, x, root)))
         }
+        Value::Number(n) => {
+            let n = n.as_f64().unwrap_or(f64::NAN);
+            let bound = |k: &str| s.get(k).and_then(Value::as_f64);
+            bound("minimum").is_none_or(|m| n >= m) && bound("maximum").is_none_or(|m| n <= m)
+        }
         Value::String(t) => {
             let n = t.chars().count();
             count("minLength").is_none_or(|m| n >= m) && count("maxLength").is_none_or(|m| n <= m)
@@ -566,7 +679,8 @@ fn report() -> Value {
             "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 3},
             "note": {"type": ["string", "null"]},
             "where": {"$ref": "#/$defs/point"},
-            "extra": {"anyOf": [{"type": "number"}, {"type": "boolean"}]}
+            "extra": {"anyOf": [{"type": "number"}, {"type": "boolean"}]},
+            "humidity": {"type": "integer", "minimum": 0, "maximum": 100}
         },
         "required": ["city", "temperature", "unit"],
         "additionalProperties": false,
@@ -595,8 +709,9 @@ prop_compose! {
             (-1e6f64..1e6).prop_map(Value::from),
             any::<i32>().prop_map(Value::from),
         ]),
+        humidity in option::of(0..=100u8),
         spaced in any::<bool>(),
-        order in Just((0..7).collect::<Vec<usize>>()).prop_shuffle(),
+        order in Just((0..8).collect::<Vec<usize>>()).prop_shuffle(),
     ) -> String {
         let entries = [
             Some(("city", json!(city))),
@@ -606,6 +721,7 @@ prop_compose! {
             note.map(|n| ("note", json!(n))),
             place.map(|(lat, lon)| ("where", json!({"lat": lat, "lon": lon}))),
             extra.map(|x| ("extra", x)),
+            humidity.map(|h| ("humidity", json!(h))),
         ];
         let (comma, colon) = if spaced { (", ", ": ") } else { (",", ":") };
         let body: Vec<String> = order
