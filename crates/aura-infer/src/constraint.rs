@@ -1598,6 +1598,41 @@ struct Entry {
     plain: Option<u32>,
 }
 
+/// The recogniser for a constraint, its prefix (if any) already read: the schema or tool
+/// list compiled, so every error a constraint can have is found here, before a model is
+/// involved.
+pub(crate) fn recogniser(constraint: &Constraint) -> Result<Recogniser> {
+    let (schema, prefix) = match constraint {
+        Constraint::JsonObject => (Schema::any_object(), None),
+        Constraint::JsonObjectAfter(prefix) => (Schema::any_object(), Some(prefix)),
+        Constraint::JsonSchema(schema) => (Schema::compile(schema)?, None),
+        Constraint::JsonSchemaAfter { schema, prefix } => (Schema::compile(schema)?, Some(prefix)),
+        Constraint::ToolCall { tools, required } => {
+            if !required {
+                return Err(Error::Constraint(
+                    "tool-call constraints that allow plain text (`required: false`) are \
+                         not supported; require a call or leave the output unconstrained"
+                        .into(),
+                ));
+            }
+            (Schema::tool_call(tools)?, None)
+        }
+    };
+    let mut rec = Recogniser::new(schema);
+    if let Some(prefix) = prefix
+        && (!prefix.chars().all(|c| rec.feed(c)) || rec.is_complete())
+    {
+        let what = match constraint {
+            Constraint::JsonObjectAfter(_) => "an unfinished JSON object",
+            _ => "an unfinished JSON value valid against the schema",
+        };
+        return Err(Error::Constraint(format!(
+            "`{prefix}` does not begin {what}"
+        )));
+    }
+    Ok(rec)
+}
+
 /// The per-request state of a constraint.
 pub(crate) struct Matcher {
     rec: Recogniser,
@@ -1610,38 +1645,8 @@ pub(crate) struct Matcher {
 
 impl Matcher {
     pub(crate) fn new(model: &Model, constraint: &Constraint) -> Result<Self> {
-        let (schema, prefix) = match constraint {
-            Constraint::JsonObject => (Schema::any_object(), None),
-            Constraint::JsonObjectAfter(prefix) => (Schema::any_object(), Some(prefix)),
-            Constraint::JsonSchema(schema) => (Schema::compile(schema)?, None),
-            Constraint::JsonSchemaAfter { schema, prefix } => {
-                (Schema::compile(schema)?, Some(prefix))
-            }
-            Constraint::ToolCall { tools, required } => {
-                if !required {
-                    return Err(Error::Constraint(
-                        "tool-call constraints that allow plain text (`required: false`) are \
-                         not supported; require a call or leave the output unconstrained"
-                            .into(),
-                    ));
-                }
-                (Schema::tool_call(tools)?, None)
-            }
-        };
-        let mut rec = Recogniser::new(schema);
-        if let Some(prefix) = prefix
-            && (!prefix.chars().all(|c| rec.feed(c)) || rec.is_complete())
-        {
-            let what = match constraint {
-                Constraint::JsonObjectAfter(_) => "an unfinished JSON object",
-                _ => "an unfinished JSON value valid against the schema",
-            };
-            return Err(Error::Constraint(format!(
-                "`{prefix}` does not begin {what}"
-            )));
-        }
         Ok(Self::with_vocab(
-            rec,
+            recogniser(constraint)?,
             model.constraint_vocab(),
             model.tokenizer().eos_ids().to_vec(),
         ))

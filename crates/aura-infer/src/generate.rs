@@ -66,6 +66,15 @@ pub enum Constraint {
     },
 }
 
+impl Constraint {
+    /// Checks the constraint without a model: compiles its schema or tools and reads its
+    /// prefix, giving the error [`Model::generate`] would give, so that an API can refuse
+    /// a request before it is queued.
+    pub fn check(&self) -> Result<()> {
+        crate::constraint::recogniser(self).map(drop)
+    }
+}
+
 /// A generation request.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GenerateRequest {

@@ -972,3 +972,59 @@ fn the_end_of_sequence_token_is_allowed_only_where_the_value_may_end() {
     assert_eq!(allowed(&mut m), [3, 5]);
     assert!(m.advance(3).unwrap());
 }
+
+#[test]
+fn constraints_are_checked_without_a_model() {
+    use crate::Constraint;
+    let weather = weather();
+    let fine = [
+        Constraint::JsonObject,
+        Constraint::JsonObjectAfter(r#"{"a": "#.into()),
+        Constraint::JsonSchema(weather.clone()),
+        Constraint::JsonSchemaAfter {
+            schema: weather.clone(),
+            prefix: r#"{"city": ""#.into(),
+        },
+        Constraint::ToolCall {
+            tools: vec![tool("t", Value::Null)],
+            required: true,
+        },
+    ];
+    for c in fine {
+        assert!(c.check().is_ok(), "{c:?}");
+    }
+    for (c, want) in [
+        (
+            Constraint::JsonObjectAfter("[".into()),
+            "`[` does not begin an unfinished JSON object",
+        ),
+        (
+            Constraint::JsonSchemaAfter {
+                schema: weather.clone(),
+                prefix: r#"{"town"#.into(),
+            },
+            "does not begin an unfinished JSON value valid against the schema",
+        ),
+        (
+            Constraint::JsonSchemaAfter {
+                schema: weather,
+                prefix: r#"{"city": "a", "temperature": 1, "unit": "C"}"#.into(),
+            },
+            "does not begin an unfinished",
+        ),
+        (
+            Constraint::JsonSchema(json!({"not": {}})),
+            "keyword `not` is not supported",
+        ),
+        (
+            Constraint::ToolCall {
+                tools: vec![tool("t", Value::Null)],
+                required: false,
+            },
+            "`required: false`",
+        ),
+    ] {
+        let err = c.check().unwrap_err().to_string();
+        assert!(err.contains(want), "{c:?}: {err:?} should say {want:?}");
+    }
+}
