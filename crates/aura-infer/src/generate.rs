@@ -30,7 +30,11 @@ impl Default for Prompt {
     }
 }
 
-/// A constraint on the output, applied as a mask over tokens at every step.
+/// A constraint on the output, applied as a mask over tokens at every step; generation
+/// ends as soon as the value is complete. Schemas are compiled when the request starts:
+/// an invalid schema, or one using a keyword constrained decoding does not enforce, is an
+/// [`Error::Constraint`](crate::Error::Constraint) then (see the constraint module's docs
+/// for the supported subset; `pattern` and `format` are accepted but not enforced).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Constraint {
     /// Any JSON object.
@@ -39,17 +43,36 @@ pub enum Constraint {
     /// output plus this prefix is one JSON object. A prefix that cannot begin one is an
     /// error.
     JsonObjectAfter(String),
-    /// A JSON value matching the schema.
+    /// One JSON value valid against the schema (OpenAI's structured-output subset).
     JsonSchema(serde_json::Value),
-    /// One call of one of the tools: `{"name": ..., "arguments": {...}}` with the
-    /// arguments matching that tool's schema. With `required == false` the model may
-    /// instead answer in plain text.
+    /// The rest of a value whose beginning is already written: `prefix` plus the output
+    /// is one JSON value valid against `schema`. A prefix that cannot begin one, or that
+    /// is already complete, is an error.
+    JsonSchemaAfter {
+        /// The JSON schema.
+        schema: serde_json::Value,
+        /// The text already written.
+        prefix: String,
+    },
+    /// One call of one of the tools: `{"name": ..., "arguments": {...}}` with the name one
+    /// of the tools' and the arguments valid against that tool's parameters schema (a
+    /// null schema allows any object). `required == false`, where the model may instead
+    /// answer in plain text, is refused with an error.
     ToolCall {
         /// The tools.
         tools: Vec<ToolDef>,
         /// Whether a call is required.
         required: bool,
     },
+}
+
+impl Constraint {
+    /// Checks the constraint without a model: compiles its schema or tools and reads its
+    /// prefix, giving the error [`Model::generate`] would give, so that an API can refuse
+    /// a request before it is queued.
+    pub fn check(&self) -> Result<()> {
+        crate::constraint::recogniser(self).map(drop)
+    }
 }
 
 /// A generation request.

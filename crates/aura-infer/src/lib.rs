@@ -189,8 +189,8 @@ pub struct Model {
     compute: Compute,
     info: ModelInfo,
     fingerprint: RuntimeFingerprint,
-    /// Each token's text, built on first use by constrained decoding.
-    token_texts: std::sync::OnceLock<std::sync::Arc<Vec<Option<String>>>>,
+    /// The vocabulary as constrained decoding walks it, built on first use.
+    constraint_vocab: std::sync::OnceLock<std::sync::Arc<constraint::Vocab>>,
 }
 
 impl std::fmt::Debug for Model {
@@ -309,17 +309,18 @@ impl Model {
             compute: Compute { variant, pool },
             info,
             fingerprint,
-            token_texts: std::sync::OnceLock::new(),
+            constraint_vocab: std::sync::OnceLock::new(),
         })
     }
 
-    /// Each token's text on its own, None for special tokens and for tokens that are not
-    /// whole UTF-8 text by themselves (built once, then shared).
-    pub(crate) fn token_texts(&self) -> std::sync::Arc<Vec<Option<String>>> {
-        self.token_texts
+    /// Each token's text on its own (None for special tokens and for tokens that are not
+    /// whole UTF-8 text by themselves), sorted for constrained decoding; built once, then
+    /// shared.
+    pub(crate) fn constraint_vocab(&self) -> std::sync::Arc<constraint::Vocab> {
+        self.constraint_vocab
             .get_or_init(|| {
                 let special = self.tokenizer.special_ids();
-                std::sync::Arc::new(
+                std::sync::Arc::new(constraint::Vocab::new(
                     (0..self.info.vocab_size as u32)
                         .map(|id| {
                             if special.contains(&id) {
@@ -331,7 +332,7 @@ impl Model {
                                 .filter(|t| !t.contains('\u{FFFD}'))
                         })
                         .collect(),
-                )
+                ))
             })
             .clone()
     }

@@ -458,15 +458,199 @@ fn json_object_constraint_yields_a_parseable_object() {
             out
         );
     }
+    // A schema keyword the constraint cannot enforce is refused, not ignored.
     let schema = GenerateRequest {
         prompt: Prompt::Tokens(prompt),
         constraint: Some(aura_infer::Constraint::JsonSchema(
-            serde_json::json!({"type": "object"}),
+            serde_json::json!({"type": "integer", "multipleOf": 2}),
         )),
         ..GenerateRequest::default()
     };
     let err = model
         .generate(&schema, &mut |_| ControlFlow::Continue(()))
         .unwrap_err();
-    assert!(err.to_string().contains("not supported"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("keyword `multipleOf` is not supported"),
+        "{err}"
+    );
+}
+
+fn weather_schema() -> serde_json::Value {
+    serde_json::json!({
+        "type": "object",
+        "properties": {
+            "city": {"type": "string", "maxLength": 40},
+            "temperature": {"type": "integer"},
+            "unit": {"enum": ["C", "F"]}
+        },
+        "required": ["city", "temperature", "unit"],
+        "additionalProperties": false
+    })
+}
+
+/// Whether `v` is valid against `weather_schema()`.
+fn is_weather(v: &serde_json::Value) -> bool {
+    let Some(o) = v.as_object() else {
+        return false;
+    };
+    o.len() == 3
+        && o["city"].as_str().is_some_and(|c| c.chars().count() <= 40)
+        && (o["temperature"].is_i64() || o["temperature"].is_u64())
+        && matches!(o["unit"].as_str(), Some("C" | "F"))
+}
+
+fn constrained(
+    model: &Model,
+    prompt: &[u32],
+    sampling: Sampling,
+    constraint: aura_infer::Constraint,
+) -> aura_infer::Generation {
+    let req = GenerateRequest {
+        prompt: Prompt::Tokens(prompt.to_vec()),
+        sampling,
+        max_tokens: 96,
+        constraint: Some(constraint),
+        ..GenerateRequest::default()
+    };
+    let out = model
+        .generate(&req, &mut |_| ControlFlow::Continue(()))
+        .unwrap();
+    // Determinism: the same request gives the same output.
+    assert_eq!(
+        model
+            .generate(&req, &mut |_| ControlFlow::Continue(()))
+            .unwrap(),
+        out
+    );
+    out
+}
+
+#[test]
+fn json_schema_constraint_yields_a_valid_value() {
+    let model = shared();
+    let prompt = chat_prompt(
+        model,
+        "What is the weather in Paris? Answer in JSON with the city, the temperature and its unit.",
+    );
+    for sampling in [Sampling::greedy(), sampled(7)] {
+        let out = constrained(
+            model,
+            &prompt,
+            sampling,
+            aura_infer::Constraint::JsonSchema(weather_schema()),
+        );
+        assert_eq!(out.finish, Finish::Stop, "{}", out.text);
+        let v: serde_json::Value =
+            serde_json::from_str(&out.text).unwrap_or_else(|e| panic!("{e}: {}", out.text));
+        assert!(is_weather(&v), "{}", out.text);
+    }
+}
+
+#[test]
+fn json_schema_after_a_prefix_completes_a_valid_value() {
+    let model = shared();
+    let prefix = r#"{"city": ""#;
+    let text = model
+        .render_chat(
+            &[ChatMessage::new(
+                "user",
+                "What is the weather in Oslo? Answer in JSON.",
+            )],
+            &[],
+            true,
+        )
+        .unwrap();
+    let prompt = model
+        .tokenizer()
+        .encode(&format!("{text}{prefix}"), true)
+        .unwrap();
+    let out = constrained(
+        model,
+        &prompt,
+        Sampling::greedy(),
+        aura_infer::Constraint::JsonSchemaAfter {
+            schema: weather_schema(),
+            prefix: prefix.into(),
+        },
+    );
+    assert_eq!(out.finish, Finish::Stop, "{}", out.text);
+    let whole = format!("{prefix}{}", out.text);
+    let v: serde_json::Value =
+        serde_json::from_str(&whole).unwrap_or_else(|e| panic!("{e}: {whole}"));
+    assert!(is_weather(&v), "{whole}");
+
+    // A prefix that cannot begin a valid value is refused before generating.
+    let req = GenerateRequest {
+        prompt: Prompt::Tokens(prompt),
+        constraint: Some(aura_infer::Constraint::JsonSchemaAfter {
+            schema: weather_schema(),
+            prefix: r#"{"town": "#.into(),
+        }),
+        ..GenerateRequest::default()
+    };
+    let err = model
+        .generate(&req, &mut |_| ControlFlow::Continue(()))
+        .unwrap_err();
+    assert!(err.to_string().contains("does not begin"), "{err}");
+}
+
+#[test]
+fn tool_call_constraint_names_a_tool_with_valid_arguments() {
+    let model = shared();
+    let tools = vec![
+        aura_infer::ToolDef {
+            name: "get_weather".into(),
+            description: "The weather in a city.".into(),
+            parameters: serde_json::json!({
+                "type": "object",
+                "properties": {"city": {"type": "string", "maxLength": 40}},
+                "required": ["city"]
+            }),
+        },
+        aura_infer::ToolDef {
+            name: "add".into(),
+            description: "Adds two integers.".into(),
+            parameters: serde_json::json!({
+                "type": "object",
+                "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+                "required": ["a", "b"]
+            }),
+        },
+    ];
+    let prompt = chat_prompt(
+        model,
+        "What is the weather in Rome? Call a tool as JSON: {\"name\": ..., \"arguments\": ...}",
+    );
+    let out = constrained(
+        model,
+        &prompt,
+        Sampling::greedy(),
+        aura_infer::Constraint::ToolCall {
+            tools: tools.clone(),
+            required: true,
+        },
+    );
+    assert_eq!(out.finish, Finish::Stop, "{}", out.text);
+    let v: serde_json::Value =
+        serde_json::from_str(&out.text).unwrap_or_else(|e| panic!("{e}: {}", out.text));
+    let args = &v["arguments"];
+    match v["name"].as_str() {
+        Some("get_weather") => assert!(args["city"].is_string(), "{}", out.text),
+        Some("add") => assert!(args["a"].is_i64() && args["b"].is_i64(), "{}", out.text),
+        _ => panic!("no tool named: {}", out.text),
+    }
+
+    let optional = GenerateRequest {
+        prompt: Prompt::Tokens(prompt),
+        constraint: Some(aura_infer::Constraint::ToolCall {
+            tools,
+            required: false,
+        }),
+        ..GenerateRequest::default()
+    };
+    let err = model
+        .generate(&optional, &mut |_| ControlFlow::Continue(()))
+        .unwrap_err();
+    assert!(err.to_string().contains("`required: false`"), "{err}");
 }
