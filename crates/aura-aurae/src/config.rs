@@ -59,7 +59,7 @@ impl GrpcConfig {
         format!(
             "# The node's gRPC surfaces (Aurae v0 cells, observe, discovery; Aura's cells v1; health).\n\
              # Every connection is TLS with a client certificate issued by this directory's CA.\n\
-             socket = {}\n\
+             # socket = {}   # the default: <home>/aurae.sock\n\
              # listen = \"127.0.0.1:8443\"   # also serve on TCP (same mTLS)\n\
              \n\
              # Client certificate identity (CN or DNS SAN) = \"admin\" (everything) or \"observer\"\n\
@@ -139,7 +139,7 @@ mod tests {
         let socket = Path::new("/var/lib/aura/aurae.sock");
         std::fs::write(&path, GrpcConfig::template(socket)).unwrap_or_else(|e| panic!("{e}"));
         let c = GrpcConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(c.socket.as_deref(), Some(socket));
+        assert_eq!(c.socket, None, "the default follows the data directory");
         assert_eq!(c.roles, default_roles());
 
         GrpcConfig::set_role(&path, "ci.runner", Role::Observer).unwrap_or_else(|e| panic!("{e}"));

@@ -63,7 +63,7 @@ pub(crate) async fn node() -> Node {
     pki.issue_client("expired", Some(Role::Admin), past, &socket)
         .unwrap();
     let rt = Runtime::start(runtime_options(dir.path())).await.unwrap();
-    let mut opts = Options::from_pki(&pki, PathBuf::from("/unused")).unwrap();
+    let mut opts = Options::from_pki(&pki, socket.clone()).unwrap();
     opts.listen = Some("127.0.0.1:0".parse().unwrap());
     let server = aura_aurae::serve(rt.clone(), opts).await.unwrap();
     assert_eq!(server.socket(), socket);
