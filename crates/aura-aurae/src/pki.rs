@@ -336,6 +336,63 @@ pub(crate) fn write_new(path: &Path, contents: &str, mode: u32) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aura_core::door::{Clock as _, SystemClock};
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+
+    fn der(path: &Path) -> Vec<u8> {
+        CertificateDer::from_pem_file(path)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .to_vec()
+    }
+
+    #[test]
+    fn certificates_carry_the_names_authorisation_reads() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let pki = Pki::new(dir.path().join("pki"));
+        let validity = Validity::days(SystemClock.now(), 1);
+        let socket = dir.path().join("aurae.sock");
+        pki.init(&InitOptions {
+            sans: vec!["node.example".into(), "localhost".into()],
+            validity,
+            socket: socket.clone(),
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            crate::auth::identities(&der(&pki.server_crt())),
+            ["Aura node", AURAE_SERVER_NAME, "localhost", "node.example"]
+        );
+        let files = pki
+            .issue_client("ci.runner", Some(Role::Observer), validity, &socket)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            crate::auth::identities(&der(&files.crt)),
+            ["ci.runner", "ci.runner"]
+        );
+        let mode = |p: &Path| {
+            use std::os::unix::fs::PermissionsExt as _;
+            fs::metadata(p).map(|m| m.permissions().mode() & 0o777).ok()
+        };
+        assert_eq!(mode(&pki.ca_key()), Some(0o600));
+        assert_eq!(mode(&files.key), Some(0o600));
+        assert_eq!(mode(pki.dir()), Some(0o700));
+        // Nothing is overwritten: not the CA, not a client.
+        assert!(matches!(
+            pki.issue_client("ci.runner", None, validity, &socket),
+            Err(Error::Exists { .. })
+        ));
+        assert!(matches!(
+            pki.init(&InitOptions {
+                sans: Vec::new(),
+                validity,
+                socket
+            }),
+            Err(Error::Exists { .. })
+        ));
+        let config = pki.config().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.roles.get("ci.runner"), Some(&Role::Observer));
+        assert_eq!(config.roles.get(DEFAULT_CLIENT), Some(&Role::Admin));
+    }
 
     #[test]
     fn client_names() {

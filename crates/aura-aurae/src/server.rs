@@ -24,6 +24,9 @@ use crate::proto;
 
 /// A client gets this long to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// At most this many handshakes at once; past it, accepting waits (a flood of silent
+/// connections on the TCP listener cannot pile up without bound).
+const MAX_HANDSHAKES: usize = 128;
 /// At shutdown, connections get this long to finish what they are doing.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -221,7 +224,13 @@ async fn accept<L: Listen>(
     tx: mpsc::Sender<std::io::Result<Tls<L::Io>>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     loop {
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => s,
+            () = down(&mut shutdown) => return,
+        };
+        let Ok(slot) = slot else { return };
         let conn = tokio::select! {
             c = listener.next() => c,
             () = down(&mut shutdown) => return,
@@ -235,9 +244,9 @@ async fn accept<L: Listen>(
         tokio::spawn(async move {
             // A plaintext client, one without a certificate, with one from another CA or
             // an expired one, all end here: the handshake fails and the connection drops.
-            if let Ok(Ok(tls)) =
-                tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(conn)).await
-            {
+            let shaken = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(conn)).await;
+            drop(slot);
+            if let Ok(Ok(tls)) = shaken {
                 let _ = tx.send(Ok(tls)).await;
             }
         });
