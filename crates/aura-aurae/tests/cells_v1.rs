@@ -230,3 +230,76 @@ async fn root_aura_cells_report_exits_usage_and_logs() {
         .unwrap();
     node.finish().await;
 }
+
+/// A subscriber that joins late gets the history, then the lines written after it joined,
+/// on both Aura's `Logs` and Aurae's `GetSubProcessStream`.
+#[tokio::test(flavor = "multi_thread")]
+async fn root_logs_send_history_then_follow_live_lines() {
+    use aura_aurae::proto::aurae::observe::v0 as observe;
+
+    let node = common::node().await;
+    let channel = node.admin().await;
+    let mut cells = CellsClient::new(channel.clone());
+    let mut observe = observe::observe_service_client::ObserveServiceClient::new(channel);
+    let workspace = node.dir.path().join("ws");
+    std::fs::create_dir(&workspace).unwrap();
+    cells
+        .allocate(pb::AllocateRequest {
+            spec: Some(pb::CellSpec {
+                name: "talker".into(),
+                workspace: Some(workspace.to_string_lossy().into_owned()),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    // The second line waits for a file the test makes after subscribing.
+    let started = cells
+        .start(pb::StartRequest {
+            cell: "talker".into(),
+            executable: Some(exe(
+                "t",
+                shell("echo before; while [ ! -e /workspace/go ]; do sleep 0.02; done; echo after; exec sleep 60"),
+            )),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut aura = cells
+        .logs(pb::LogsRequest {
+            cell: "talker".into(),
+            executable: "t".into(),
+            follow: true,
+            channel: pb::Channel::Stdout.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(aura.message().await.unwrap().unwrap().line, "before");
+    let mut aurae = observe
+        .get_sub_process_stream(observe::GetSubProcessStreamRequest {
+            channel_type: observe::LogChannelType::Stdout.into(),
+            process_id: started.pid,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = aurae.message().await.unwrap().unwrap().item.unwrap();
+    assert_eq!(first.line, "before");
+
+    std::fs::write(workspace.join("go"), "").unwrap();
+    assert_eq!(aura.message().await.unwrap().unwrap().line, "after");
+    let second = aurae.message().await.unwrap().unwrap().item.unwrap();
+    assert_eq!(second.line, "after");
+
+    cells
+        .free(pb::FreeRequest {
+            name: "talker".into(),
+        })
+        .await
+        .unwrap();
+    // The executable is gone, so both follows end.
+    assert!(aura.message().await.unwrap().is_none());
+    assert!(aurae.message().await.unwrap().is_none());
+    node.finish().await;
+}
