@@ -184,12 +184,15 @@ fn client(home: &Home, out: &Output, args: &ClientArgs) -> anyhow::Result<()> {
         config: files.config,
     };
     out.print(&issued, || {
-        format!(
-            "client `{}` ({}): {}\n\
-             a running node picks up the role when it restarts",
+        let mut text = format!(
+            "client `{}` ({}): {}",
             issued.name,
             issued.role,
             issued.config.display()
-        )
+        );
+        if set.is_some() {
+            text.push_str("\na running node picks up the new role when it restarts");
+        }
+        text
     })
 }
