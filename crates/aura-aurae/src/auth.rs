@@ -145,7 +145,11 @@ impl Roles {
 
 /// The tower layer that runs [`Roles::check`] before any service sees a request.
 #[derive(Debug, Clone)]
-pub struct AuthorizeLayer(pub Roles);
+pub struct AuthorizeLayer {
+    pub roles: Roles,
+    /// Where refusals are recorded (the runtime's own log), if anywhere.
+    pub events: Option<aura_cell::Runtime>,
+}
 
 impl<S> tower::Layer<S> for AuthorizeLayer {
     type Service = Authorize<S>;
@@ -153,7 +157,7 @@ impl<S> tower::Layer<S> for AuthorizeLayer {
     fn layer(&self, inner: S) -> Authorize<S> {
         Authorize {
             inner,
-            roles: self.0.clone(),
+            layer: self.clone(),
         }
     }
 }
@@ -161,7 +165,7 @@ impl<S> tower::Layer<S> for AuthorizeLayer {
 #[derive(Debug, Clone)]
 pub struct Authorize<S> {
     inner: S,
-    roles: Roles,
+    layer: AuthorizeLayer,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -180,9 +184,18 @@ where
     }
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        match self.roles.check(&req) {
+        match self.layer.roles.check(&req) {
             Ok(()) => Box::pin(self.inner.call(req)),
-            Err(status) => Box::pin(async move { Ok(status.into_http()) }),
+            Err(status) => {
+                if let Some(rt) = &self.layer.events {
+                    rt.event(format!(
+                        "grpc: refused {}: {}",
+                        req.uri().path(),
+                        status.message()
+                    ));
+                }
+                Box::pin(async move { Ok(status.into_http()) })
+            }
         }
     }
 }

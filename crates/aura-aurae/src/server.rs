@@ -134,11 +134,13 @@ pub async fn serve(rt: Runtime, opts: Options) -> Result<Server> {
     let unix = bind_unix(&opts.socket)?;
     let mut tasks = Vec::new();
     let (tx, rx) = mpsc::channel(16);
+    let events = shared.rt.clone();
     tasks.push(tokio::spawn(accept(
         unix,
         acceptor.clone(),
         tx,
         shared.shutdown.clone(),
+        events.clone(),
     )));
     tasks.push(tokio::spawn(run(shared.clone(), opts.roles.clone(), rx)));
     let mut tcp = None;
@@ -153,6 +155,7 @@ pub async fn serve(rt: Runtime, opts: Options) -> Result<Server> {
             acceptor,
             tx,
             shared.shutdown.clone(),
+            events,
         )));
         tasks.push(tokio::spawn(run(shared.clone(), opts.roles, rx)));
     }
@@ -223,6 +226,7 @@ async fn accept<L: Listen>(
     acceptor: TlsAcceptor,
     tx: mpsc::Sender<std::io::Result<Tls<L::Io>>>,
     mut shutdown: watch::Receiver<bool>,
+    events: Runtime,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     loop {
@@ -240,14 +244,22 @@ async fn accept<L: Listen>(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let (acceptor, tx) = (acceptor.clone(), tx.clone());
+        let (acceptor, tx, events) = (acceptor.clone(), tx.clone(), events.clone());
         tokio::spawn(async move {
             // A plaintext client, one without a certificate, with one from another CA or
             // an expired one, all end here: the handshake fails and the connection drops.
             let shaken = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(conn)).await;
             drop(slot);
-            if let Ok(Ok(tls)) = shaken {
-                let _ = tx.send(Ok(tls)).await;
+            match shaken {
+                Ok(Ok(tls)) => {
+                    let _ = tx.send(Ok(tls)).await;
+                }
+                // Recorded in the runtime's own log (Aurae's daemon log stream), so an
+                // operator can see who was turned away and why.
+                Ok(Err(e)) => events.event(format!("grpc: refused a connection: {e}")),
+                Err(_) => {
+                    events.event("grpc: refused a connection: no TLS handshake in time".into());
+                }
             }
         });
     }
@@ -261,7 +273,10 @@ where
 {
     let mut down = shared.shutdown.clone();
     let router = tonic::transport::Server::builder()
-        .layer(AuthorizeLayer(roles))
+        .layer(AuthorizeLayer {
+            roles,
+            events: Some(shared.rt.clone()),
+        })
         .add_service(
             proto::aurae::cells::v0::cell_service_server::CellServiceServer::new(CellService(
                 shared.clone(),

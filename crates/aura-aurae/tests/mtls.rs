@@ -145,6 +145,32 @@ async fn root_only_known_clients_with_valid_certificates_get_in() {
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     assert!(node.rt.list().await.is_empty());
+
+    // Every refusal is in the runtime's own log (Aurae's daemon log stream); a refused
+    // handshake is recorded by the server's task, perhaps just after the client gave up.
+    let log = || -> Vec<String> {
+        let (log, _) = node.rt.events().subscribe();
+        log.into_iter().map(|e| e.line).collect()
+    };
+    common::eventually("four refused handshakes in the log", || {
+        let n = log()
+            .iter()
+            .filter(|l| l.starts_with("grpc: refused a connection"))
+            .count();
+        async move { n >= 4 }
+    })
+    .await;
+    let log = log();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("refused /grpc.health.v1.Health/Check") && l.contains("stranger")),
+        "{log:#?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.contains("refused /aurae.cells.v0.CellService/Allocate")),
+        "{log:#?}"
+    );
     node.finish().await;
 }
 
