@@ -53,7 +53,7 @@
 //! [`Runtime::logs`] (history, then follow), [`Runtime::stop`] or [`Runtime::wait`] for
 //! them, [`Runtime::inspect`] usage, [`Runtime::list`] the tree, [`Runtime::free`].
 //! These map one to one onto the Aurae v0 `CellService` (the `.proto` files are in
-//! `proto/`); the gRPC server itself is a later step.
+//! `proto/`); the aura-aurae crate serves them over gRPC with mTLS.
 //!
 //! # Clean-up
 //!

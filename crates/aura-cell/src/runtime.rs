@@ -517,7 +517,9 @@ impl Runtime {
         self.inner.opts.clock.now()
     }
 
-    pub(crate) fn event(&self, line: String) {
+    /// Adds a line to the runtime's own log ([`Runtime::events`]); the surfaces that serve
+    /// the runtime use it to record whom they refused.
+    pub fn event(&self, line: String) {
         self.inner.events.record(self.now(), line);
     }
 

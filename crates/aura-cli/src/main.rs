@@ -92,9 +92,12 @@ enum Command {
     /// Validate policy files and decide hypothetical requests
     #[command(subcommand)]
     Policy(cmd::policy::Command),
-    /// Run a command in a hardened cell on this host (no node needed)
+    /// Run a command in a hardened cell here, or manage a running node's cells
     #[command(subcommand)]
     Cell(cmd::cell::Command),
+    /// Make the certificates of the node's gRPC cell API (mTLS)
+    #[command(subcommand)]
+    Pki(cmd::pki::Command),
 }
 
 /// An error that knows what the user could do about it.
@@ -256,6 +259,7 @@ async fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
         Command::Receipts(c) => cmd::receipts::run(&home, out, c).await,
         Command::Settle(args) => cmd::receipts::settle(&home, out, args).await,
         Command::Policy(c) => cmd::policy::run(&home, out, c),
-        Command::Cell(c) => cmd::cell::run(out, c).await,
+        Command::Cell(c) => cmd::cell::run(&home, out, c).await,
+        Command::Pki(c) => cmd::pki::run(&home, out, c),
     }
 }

@@ -1,4 +1,6 @@
-//! `aura cell`: run a command in a hardened cell on this host, without a node.
+//! `aura cell`: run a command in a hardened cell on this host without a node (`run`), or
+//! manage long-lived cells on a running node over its gRPC socket (`allocate`, `start`,
+//! `stop`, `free`, `list`, `logs`; see `cell_node.rs`).
 //!
 //! `aura cell run` starts a private cell runtime (its state in a temporary directory, its
 //! cgroups under `aura/cli-<pid>`, which a later run sweeps if this one is killed), runs
@@ -13,6 +15,7 @@ use aura_cell::{Channel, Env, ExitStatus, Options, RunOutcome, RunSpec, Runtime}
 use serde::Serialize;
 
 use crate::hinted;
+use crate::home::Home;
 use crate::output::Output;
 
 /// Output kept for the `--json` summary, per stream.
@@ -33,6 +36,30 @@ Examples:
   sudo aura cell run --timeout 10 --json -- sh -c 'echo hi; exit 3'"
     )]
     Run(RunArgs),
+    /// Allocate a long-lived cell on the running node
+    #[command(
+        after_help = "Talks to the node started with `aura serve` over its gRPC socket \
+(mTLS), as the client in <home>/pki/clients/admin.toml unless --client-config names another \
+Aurae-format client config.
+
+Examples:
+  aura cell allocate web --memory 512M --pids 128
+  aura cell allocate web/api --cpus 0.5"
+    )]
+    Allocate(super::cell_node::AllocateArgs),
+    /// Start an executable in a cell on the running node
+    #[command(after_help = "Examples:
+  aura cell start web server -- python3 -m http.server 8000
+  aura cell start web job -e MODE=fast -- sh -c 'make test'")]
+    Start(super::cell_node::StartArgs),
+    /// Stop an executable (SIGTERM, then SIGKILL after the grace period)
+    Stop(super::cell_node::StopArgs),
+    /// Free a cell: stop its executables, remove it and its children
+    Free(super::cell_node::FreeArgs),
+    /// List the node's cells as a tree, with their executables and usage
+    List(super::cell_node::ListArgs),
+    /// Print an executable's output: everything so far, then with --follow new lines
+    Logs(super::cell_node::LogsArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -63,8 +90,15 @@ pub(crate) struct RunArgs {
     command: Vec<String>,
 }
 
-pub(crate) async fn run(out: &Output, command: Command) -> anyhow::Result<()> {
+pub(crate) async fn run(home: &Home, out: &Output, command: Command) -> anyhow::Result<()> {
+    use super::cell_node as node;
     match command {
+        Command::Allocate(args) => node::allocate(home, out, args).await,
+        Command::Start(args) => node::start(home, out, args).await,
+        Command::Stop(args) => node::stop(home, out, args).await,
+        Command::Free(args) => node::free(home, out, args).await,
+        Command::List(args) => node::list(home, out, args).await,
+        Command::Logs(args) => node::logs(home, out, args).await,
         Command::Run(args) => {
             let code = run_one(out, args).await?;
             if code != 0 {
@@ -234,7 +268,7 @@ fn cell_error(e: &aura_cell::Error) -> anyhow::Error {
 }
 
 /// `512M` and the like: bytes with an optional K, M or G (powers of 1024).
-fn parse_bytes(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_bytes(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let (digits, shift) = match t.char_indices().last() {
         Some((i, 'k' | 'K')) => (&t[..i], 10),
@@ -250,7 +284,7 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
 }
 
 /// Seconds, whole or not: `10`, `0.5`.
-fn parse_seconds(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_seconds(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
         .trim()
         .parse()

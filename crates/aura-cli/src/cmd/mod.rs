@@ -3,6 +3,7 @@
 pub(crate) mod agent;
 pub(crate) mod apikey;
 pub(crate) mod cell;
+pub(crate) mod cell_node;
 pub(crate) mod chat;
 pub(crate) mod init;
 pub(crate) mod key;
@@ -10,6 +11,7 @@ pub(crate) mod ledger;
 pub(crate) mod license;
 pub(crate) mod mission;
 pub(crate) mod model;
+pub(crate) mod pki;
 pub(crate) mod policy;
 pub(crate) mod reasoner;
 pub(crate) mod receipts;

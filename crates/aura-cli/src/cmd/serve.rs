@@ -1,4 +1,6 @@
-//! `aura serve`: run this node: its engine (agents and missions) behind the HTTP API.
+//! `aura serve`: run this node: its engine (agents and missions) behind the HTTP API, and,
+//! when the cell runtime runs (root) and `aura pki init` has made `<home>/pki`, the gRPC
+//! cell API (Aurae v0 and Aura's own) on `<home>/aurae.sock` with mTLS.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,6 +36,9 @@ struct Ready {
     reasoners: Vec<String>,
     default_reasoner: Option<String>,
     cells: bool,
+    /// The gRPC cell API's Unix socket, when it is served.
+    grpc_socket: Option<String>,
+    grpc_tcp: Option<String>,
 }
 
 /// What only the binary links in: the cell runner and the in-process models. Cells need
@@ -148,6 +153,18 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
         Some(h) => hinted(e.to_string(), h),
         None => e.into(),
     })?;
+    let (grpc, grpc_note) = match &cells {
+        Some(runtime) => match grpc(home, runtime).await {
+            Ok(served) => served,
+            Err(e) => {
+                server.shutdown().await;
+                engine.shutdown().await;
+                runtime.shutdown().await;
+                return Err(e);
+            }
+        },
+        None => (None, None),
+    };
     let ready = Ready {
         listening: server.addr.to_string(),
         node_id: node_key.node_id().to_string(),
@@ -162,8 +179,13 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
         reasoners: built.reasoners,
         default_reasoner: built.default_reasoner,
         cells: built.cells,
+        grpc_socket: grpc.as_ref().map(|g| g.socket().display().to_string()),
+        grpc_tcp: grpc
+            .as_ref()
+            .and_then(|g| g.tcp_addr())
+            .map(|a| a.to_string()),
     };
-    if let Some(note) = cells_note {
+    for note in [cells_note, grpc_note].into_iter().flatten() {
         eprintln!("{note}");
     }
     out.line(&ready, || {
@@ -174,8 +196,13 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
             }
             None => format!("reasoners {} (no default)", ready.reasoners.join(", ")),
         };
+        let grpc = match (&ready.grpc_socket, &ready.grpc_tcp) {
+            (Some(socket), Some(tcp)) => format!(", gRPC cells on unix:{socket} and {tcp} (mTLS)"),
+            (Some(socket), None) => format!(", gRPC cells on unix:{socket} (mTLS)"),
+            _ => String::new(),
+        };
         format!(
-            "aura node {} listening on http://{} (auth: {}); {} policies, {} tools{}; {reasoner}; stop with Ctrl-C",
+            "aura node {} listening on http://{}{grpc} (auth: {}); {} policies, {} tools{}; {reasoner}; stop with Ctrl-C",
             ready.node_id,
             ready.listening,
             ready.auth,
@@ -185,12 +212,40 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
         )
     })?;
     shutdown_signal().await;
+    if let Some(grpc) = grpc {
+        grpc.shutdown().await;
+    }
     server.shutdown().await;
     engine.shutdown().await;
     if let Some(cells) = cells {
         cells.shutdown().await;
     }
     Ok(())
+}
+
+/// The gRPC cell API, served when `aura pki init` has made the certificates; a note when
+/// it is not. A PKI that is there but broken is an error: the operator asked for it.
+async fn grpc(
+    home: &Home,
+    cells: &Runtime,
+) -> anyhow::Result<(Option<aura_aurae::Server>, Option<String>)> {
+    let pki = crate::cmd::pki::pki(home);
+    if !pki.exists() {
+        return Ok((
+            None,
+            Some("note: the gRPC cell API is off: run `aura pki init` to serve it".into()),
+        ));
+    }
+    let to_error = |e: aura_aurae::Error| match e.hint() {
+        Some(h) => hinted(e.to_string(), h),
+        None => anyhow::Error::new(e),
+    };
+    let options = aura_aurae::Options::from_pki(&pki, crate::cmd::pki::default_socket(home))
+        .map_err(to_error)?;
+    let server = aura_aurae::serve(cells.clone(), options)
+        .await
+        .map_err(to_error)?;
+    Ok((Some(server), None))
 }
 
 /// Waits for Ctrl-C or SIGTERM.
