@@ -98,7 +98,7 @@ fn the_official_python_sdk_drives_models_chat_tools_completions_and_embeddings()
         .iter()
         .map(|r| r.as_str().unwrap().to_owned())
         .collect();
-    assert!(named.len() >= 11, "{facts}");
+    assert!(named.len() >= 12, "{facts}");
     let mut in_ledger = receipts(&aura);
     in_ledger.sort();
     named.sort();

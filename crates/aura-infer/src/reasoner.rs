@@ -16,11 +16,12 @@
 //!   that is only such a JSON object (optionally in a code fence). When the request
 //!   requires a call of one tool (a named tool, or `required` with one tool offered), the
 //!   answer is begun for the model (`{"name": "<tool>", "arguments": `) and decoding is
-//!   constrained to a JSON object, so the model writes only the arguments; with several
-//!   tools required, the whole answer is constrained to a JSON object. The engine cannot
-//!   yet constrain output to the tools' schemas: validating arguments is the kernel's
-//!   job. Output that names no offered tool is returned as text: a small model's confused
-//!   answer is the kernel's to judge, never a panic.
+//!   constrained to the rest of an object valid against that tool's parameter schema, so
+//!   the model writes only the arguments, and valid ones; with several tools required, the
+//!   model first picks the tool among the offered names. (A schema with keywords the
+//!   constrained decoder cannot enforce falls back to any JSON object.) Validating
+//!   arguments stays the kernel's job. Output that names no offered tool is returned as
+//!   text: a small model's confused answer is the kernel's to judge, never a panic.
 //! - **Streaming.** Text deltas are sent as the model writes them, except that text which
 //!   may be a tool call (from a `<tool_call>` tag, or an answer opening with `{`, `[` or a
 //!   code fence) is held back until the end; it then becomes `ToolCallStarted` and
@@ -223,7 +224,11 @@ impl LocalReasoner {
             // A required call constrains the answer to the call; otherwise the requested
             // format does (a call written as a JSON object still satisfies it).
             constraint: if must_call {
-                Some(arguments_constraint(&arguments))
+                Some(arguments_constraint(
+                    offered,
+                    forced.as_deref().unwrap_or_default(),
+                    &arguments,
+                ))
             } else {
                 options.format.clone()
             },
@@ -297,7 +302,7 @@ impl Plan {
         let prefill = format!("{}{arguments}", call_opening(&name));
         self.prompt.push_str(&prefill);
         self.generate.prompt = Prompt::Text(self.prompt.clone());
-        self.generate.constraint = Some(arguments_constraint(&arguments));
+        self.generate.constraint = Some(arguments_constraint(&self.offered, &name, &arguments));
         self.prefill = prefill;
         self.arguments = arguments;
         self.forced = Some(name);
@@ -337,12 +342,29 @@ fn arguments_opening(offered: &[ToolSpec], name: &str) -> String {
     )
 }
 
-/// The constraint on what follows a begun call: the rest of its arguments object.
-fn arguments_constraint(arguments: &str) -> Constraint {
-    if arguments.is_empty() {
-        Constraint::JsonObject
-    } else {
-        Constraint::JsonObjectAfter(arguments.to_owned())
+/// The constraint on what follows a begun call of `name`: the rest of its arguments,
+/// valid against the tool's parameter schema. A schema the constrained decoder cannot
+/// enforce (a keyword it does not support) falls back to any JSON object: the call is
+/// still well formed, and the kernel validates arguments against the full schema anyway.
+fn arguments_constraint(offered: &[ToolSpec], name: &str, arguments: &str) -> Constraint {
+    let schema = offered
+        .iter()
+        .find(|t| t.name == name)
+        .map(|t| t.parameters.clone());
+    let constrained = schema.map(|schema| {
+        if arguments.is_empty() {
+            Constraint::JsonSchema(schema)
+        } else {
+            Constraint::JsonSchemaAfter {
+                schema,
+                prefix: arguments.to_owned(),
+            }
+        }
+    });
+    match constrained {
+        Some(c) if c.check().is_ok() => c,
+        _ if arguments.is_empty() => Constraint::JsonObject,
+        _ => Constraint::JsonObjectAfter(arguments.to_owned()),
     }
 }
 
@@ -924,10 +946,30 @@ mod tests {
         assert_eq!(arguments_opening(&offered, "wait"), r#"{"s/e\"c": "#);
         assert_eq!(arguments_opening(&offered, "ping"), "");
         assert_eq!(arguments_opening(&offered, "unknown"), "");
-        assert_eq!(arguments_constraint(""), Constraint::JsonObject);
+        // The rest of the arguments must match the tool's schema.
         assert_eq!(
-            arguments_constraint(r#"{"path": ""#),
-            Constraint::JsonObjectAfter(r#"{"path": ""#.into())
+            arguments_constraint(&offered, "fs.read", r#"{"path": ""#),
+            Constraint::JsonSchemaAfter {
+                schema: offered[0].parameters.clone(),
+                prefix: r#"{"path": ""#.into()
+            }
+        );
+        assert_eq!(
+            arguments_constraint(&offered, "ping", ""),
+            Constraint::JsonSchema(offered[2].parameters.clone())
+        );
+        // A schema the decoder cannot enforce still gets a JSON object.
+        let unusual = vec![tool(
+            "tags",
+            json!({"type": "object", "properties": {"t": {"type": "array", "uniqueItems": true}}}),
+        )];
+        assert_eq!(
+            arguments_constraint(&unusual, "tags", ""),
+            Constraint::JsonObject
+        );
+        assert_eq!(
+            arguments_constraint(&unusual, "tags", r#"{"t": "#),
+            Constraint::JsonObjectAfter(r#"{"t": "#.into())
         );
     }
 

@@ -620,7 +620,13 @@ fn response_format(value: Option<Value>) -> Result<Option<Constraint>, ApiError>
                     "must be a JSON Schema object",
                 ));
             }
-            Ok(Some(Constraint::JsonSchema(schema)))
+            let constraint = Constraint::JsonSchema(schema);
+            // A schema the decoder cannot enforce is refused now, with the reason, rather
+            // than answered unconstrained.
+            constraint
+                .check()
+                .map_err(|e| invalid("response_format.json_schema.schema", e))?;
+            Ok(Some(constraint))
         }
         _ => Err(invalid(
             "response_format",
