@@ -290,6 +290,13 @@ impl ModelHost {
     /// reloaded if its installed package changed since. Blocks while it loads: call it
     /// from a blocking thread in async code ([`ModelHost::open`]).
     pub fn open_blocking(&self, name: &str) -> Result<Arc<Served>, ModelError> {
+        self.open_with(name, self.threads)
+    }
+
+    /// [`ModelHost::open_blocking`], loading on `threads` threads if this call loads the
+    /// model (a reasoner's configured `threads`); a model already loaded is shared as it is,
+    /// since results do not depend on the thread count.
+    fn open_with(&self, name: &str, threads: Option<usize>) -> Result<Arc<Served>, ModelError> {
         if name.is_empty() || name.contains('/') {
             return Err(ModelError::new(
                 404,
@@ -319,7 +326,7 @@ impl ModelHost {
             self.check_license(&served)?;
             return Ok(served);
         }
-        let served = Arc::new(self.load(name)?);
+        let served = Arc::new(self.load(name, threads)?);
         if let Ok(mut loaded) = self.loaded.lock() {
             loaded.insert(name.to_owned(), served.clone());
         }
@@ -423,7 +430,7 @@ impl ModelHost {
         ReceiptId::generate(&SystemClock, &OsEntropy)
     }
 
-    fn load(&self, name: &str) -> Result<Served, ModelError> {
+    fn load(&self, name: &str, threads: Option<usize>) -> Result<Served, ModelError> {
         let verified = self
             .registry
             .packages()
@@ -451,7 +458,7 @@ impl ModelHost {
             })?;
         let files = engine_files(verified.files());
         let options = LoadOptions {
-            threads: self.threads,
+            threads,
             ..LoadOptions::default()
         };
         let cannot = |e: aura_infer::Error| {
@@ -655,7 +662,7 @@ impl LocalModels for Reasoners {
         let reference = config.model.to_str().unwrap_or_default();
         let served = self
             .0
-            .open_blocking(reference)
+            .open_with(reference, config.threads.or(self.0.threads))
             .map_err(|e| ReasonerError::Config(e.message))?;
         served
             .generator()
