@@ -346,3 +346,50 @@ async fn a_tampered_or_unlicensed_model_is_refused_and_nothing_is_recorded() {
     assert_eq!(receipt, None);
     assert!(receipts(&aura).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_stream_stops_and_leaves_no_receipt() {
+    let aura = Aura::new();
+    let (node, key) = node_with_models(&aura);
+    let mut resp = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", node.url))
+        .bearer_auth(&key)
+        .json(&json!({
+            "model": "smollm2",
+            "messages": [{"role": "user", "content": "Tell me a very long story."}],
+            // Short enough that, were the generation not stopped, it would finish (and
+            // leave its receipt) well within the wait below.
+            "max_tokens": 120,
+            "stream": true,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let promised = resp
+        .headers()
+        .get("x-aura-receipt")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    // Read the first chunk, then hang up.
+    let first = resp.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).starts_with("data: "));
+    drop(resp);
+    // The node notices at its next token, stops, and records nothing; it keeps serving.
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(12) {
+        assert!(
+            !receipts(&aura).contains(&promised),
+            "the abandoned stream was recorded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let (status, answer, receipt) =
+        post(&node, &key, "/v1/chat/completions", question(&json!({}))).await;
+    assert_eq!(status, 200, "{answer}");
+    let in_ledger = receipts(&aura);
+    assert!(!in_ledger.contains(&promised), "{in_ledger:?}");
+    assert_eq!(in_ledger, vec![receipt.unwrap()]);
+}
