@@ -7,42 +7,9 @@
 
 mod support;
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use support::Aura;
-
-/// A running `aura serve`, stopped with SIGTERM (so it frees its cells) when dropped.
-struct Node {
-    child: Child,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let pid = i32::try_from(self.child.id()).unwrap();
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(aura: &Aura) -> (Node, serde_json::Value) {
-    let mut child = aura
-        .cmd(&["--json", "serve", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let ready = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
-    (Node { child }, ready)
-}
+use support::{Aura, serve};
 
 #[test]
 fn root_cells_on_a_node_through_the_grpc_socket() {

@@ -162,7 +162,8 @@ pub(crate) fn note(agent: &str, text: &str) -> String {
     format!("{{\"agent\":\"{agent}\",\"kind\":\"note\",\"body\":{{\"text\":\"{text}\"}}}}\n")
 }
 
-/// A running `aura serve`, killed when dropped.
+/// A running `aura serve`, stopped with SIGTERM (so it frees its cells and closes its
+/// sockets) when dropped, and killed if it has not stopped within ten seconds.
 pub(crate) struct Node {
     pub(crate) child: Child,
     pub(crate) url: String,
@@ -170,14 +171,26 @@ pub(crate) struct Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        let pid = i32::try_from(self.child.id()).unwrap();
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-/// Starts an initialised node with this `aura.toml`, checking its default reasoner.
-pub(crate) fn start(aura: &Aura, config: &str, default_reasoner: &str) -> Node {
-    std::fs::write(aura.home().join("aura.toml"), config).unwrap();
+/// Starts `aura serve` on an initialised data directory, on a free loopback port; returns
+/// it with its start-up line (`--json`).
+pub(crate) fn serve(aura: &Aura) -> (Node, serde_json::Value) {
     let mut child = aura
         .cmd(&["--json", "serve", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
@@ -190,10 +203,15 @@ pub(crate) fn start(aura: &Aura, config: &str, default_reasoner: &str) -> Node {
         .unwrap();
     let ready: serde_json::Value =
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    let url = format!("http://{}", ready["listening"].as_str().unwrap());
+    (Node { child, url }, ready)
+}
+
+/// Starts an initialised node with this `aura.toml`, checking its default reasoner.
+pub(crate) fn start(aura: &Aura, config: &str, default_reasoner: &str) -> Node {
+    std::fs::write(aura.home().join("aura.toml"), config).unwrap();
+    let (node, ready) = serve(aura);
     assert_eq!(ready["default_reasoner"], default_reasoner, "{ready}");
     assert!(ready["policies"].as_u64().unwrap() > 0, "{ready}");
-    Node {
-        child,
-        url: format!("http://{}", ready["listening"].as_str().unwrap()),
-    }
+    node
 }
