@@ -25,6 +25,7 @@ pub mod auth;
 mod cells;
 pub mod client;
 pub mod config;
+mod inference;
 pub mod pki;
 mod server;
 pub mod tls;
@@ -34,6 +35,7 @@ pub use auth::{Role, Roles};
 pub use cells::Cells;
 pub use client::{ClientConfig, Target};
 pub use config::GrpcConfig;
+pub use inference::{Inference, RECEIPT_HEADER};
 pub use pki::{Error, Pki, Result, Validity};
 pub use server::{Options, Server, serve};
 
@@ -67,6 +69,11 @@ pub mod proto {
         pub mod cells {
             pub mod v1 {
                 tonic::include_proto!("aura.cells.v1");
+            }
+        }
+        pub mod inference {
+            pub mod v1 {
+                tonic::include_proto!("aura.inference.v1");
             }
         }
     }
