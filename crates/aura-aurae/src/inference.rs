@@ -518,3 +518,307 @@ async fn stream_complete(
     };
     let _ = tx.send(last).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use aura_reasoner::Role;
+    use serde_json::json;
+
+    use super::*;
+
+    fn user(text: &str) -> pb::Message {
+        pb::Message {
+            role: "user".into(),
+            content: text.into(),
+            ..Default::default()
+        }
+    }
+
+    fn chat(edit: impl FnOnce(&mut pb::ChatRequest)) -> Result<(requests::ChatPlan, u8), Status> {
+        let mut req = pb::ChatRequest {
+            model: "m".into(),
+            messages: vec![user("hi")],
+            ..Default::default()
+        };
+        edit(&mut req);
+        plan_chat(req)
+    }
+
+    #[test]
+    fn every_chat_field_maps_onto_the_reasoner_request() {
+        let (plan, top) = chat(|r| {
+            r.messages = vec![
+                pb::Message {
+                    role: "developer".into(),
+                    content: "Be brief.".into(),
+                    ..Default::default()
+                },
+                user("Weather?"),
+                pb::Message {
+                    role: "assistant".into(),
+                    tool_calls: vec![pb::ToolCall {
+                        id: "c1".into(),
+                        name: "w".into(),
+                        arguments: r#"{"city": "Oslo"}"#.into(),
+                    }],
+                    ..Default::default()
+                },
+                pb::Message {
+                    role: "tool".into(),
+                    content: "rain".into(),
+                    tool_call_id: Some("c1".into()),
+                    name: Some("w".into()),
+                    ..Default::default()
+                },
+            ];
+            r.tools = vec![pb::Tool {
+                name: "w".into(),
+                description: "weather".into(),
+                parameters: json!({"type": "object"}).to_string(),
+            }];
+            r.tool_choice = Some(pb::ToolChoice {
+                choice: Some(pb::tool_choice::Choice::Function("w".into())),
+            });
+            r.response_format = Some(pb::ResponseFormat {
+                r#type: pb::response_format::Type::JsonObject as i32,
+                schema: String::new(),
+            });
+            r.max_tokens = Some(9);
+            r.sampling = Some(pb::Sampling {
+                temperature: Some(0.5),
+                top_p: Some(0.9),
+                top_k: Some(4),
+                repetition_penalty: Some(1.1),
+                seed: Some(7),
+                stop: vec!["END".into()],
+            });
+            r.logprobs = true;
+            r.top_logprobs = 2;
+        })
+        .unwrap();
+        let r = &plan.request;
+        assert_eq!(r.messages[0].role, Role::System);
+        assert_eq!(
+            r.messages[2].tool_calls[0].arguments,
+            json!({"city": "Oslo"})
+        );
+        assert_eq!(r.messages[3].tool_call_id.as_deref(), Some("c1"));
+        assert_eq!(r.messages[3].name.as_deref(), Some("w"));
+        assert_eq!(r.tools[0].description, "weather");
+        assert_eq!(r.tool_choice, ToolChoice::Tool("w".into()));
+        assert_eq!(
+            (r.max_tokens, r.temperature, r.seed),
+            (Some(9), Some(0.5), Some(7))
+        );
+        assert_eq!(r.stop, ["END"]);
+        let o = &plan.options;
+        assert_eq!(
+            (o.top_p, o.top_k, o.repetition_penalty),
+            (Some(0.9), Some(4), Some(1.1))
+        );
+        assert_eq!(o.format, Some(Constraint::JsonObject));
+        assert_eq!((o.logprobs, top), (Some(2), 2));
+
+        // The defaults: auto, text, greedy with seed 0, no parameters an empty object.
+        let (plan, _) = chat(|r| {
+            r.tools = vec![pb::Tool {
+                name: "t".into(),
+                ..Default::default()
+            }];
+        })
+        .unwrap();
+        assert_eq!(plan.request.tool_choice, ToolChoice::Auto);
+        assert_eq!(plan.request.seed, Some(0));
+        assert_eq!(plan.request.temperature, None);
+        assert_eq!(plan.options.format, None);
+        assert_eq!(plan.options.logprobs, None);
+        assert_eq!(
+            plan.request.tools[0].parameters,
+            json!({"type": "object", "properties": {}})
+        );
+    }
+
+    /// Each bad request, refused with INVALID_ARGUMENT naming the field.
+    #[test]
+    fn bad_chat_requests_name_the_field() {
+        let check = |field: &str, edit: &dyn Fn(&mut pb::ChatRequest)| {
+            let status = chat(edit).map(|_| ()).unwrap_err();
+            assert_eq!(
+                status.code(),
+                tonic::Code::InvalidArgument,
+                "{field}: {status:?}"
+            );
+            assert!(status.message().contains(field), "{field}: {status:?}");
+        };
+        check("model", &|r| r.model.clear());
+        check("messages", &|r| r.messages.clear());
+        check("messages[0].role", &|r| {
+            r.messages[0].role = "wizard".into();
+        });
+        check("max_tokens", &|r| r.max_tokens = Some(0));
+        check("top_logprobs", &|r| r.top_logprobs = 1);
+        check("top_logprobs", &|r| {
+            r.logprobs = true;
+            r.top_logprobs = 21;
+        });
+        check("temperature", &|r| {
+            r.sampling = Some(pb::Sampling {
+                temperature: Some(2.5),
+                ..Default::default()
+            });
+        });
+        check("stop", &|r| {
+            r.sampling = Some(pb::Sampling {
+                stop: vec![String::new()],
+                ..Default::default()
+            });
+        });
+        check("tools[0].parameters", &|r| {
+            r.tools = vec![pb::Tool {
+                name: "t".into(),
+                parameters: "[1]".into(),
+                ..Default::default()
+            }];
+        });
+        check("tools[0].parameters", &|r| {
+            r.tools = vec![pb::Tool {
+                name: "t".into(),
+                parameters: "{".into(),
+                ..Default::default()
+            }];
+        });
+        check("tool_choice", &|r| {
+            r.tool_choice = Some(pb::ToolChoice {
+                choice: Some(pb::tool_choice::Choice::Mode(9)),
+            });
+        });
+        check("required", &|r| {
+            r.tool_choice = Some(pb::ToolChoice {
+                choice: Some(pb::tool_choice::Choice::Mode(
+                    pb::tool_choice::Mode::Required as i32,
+                )),
+            });
+        });
+        check("not among the offered tools", &|r| {
+            r.tool_choice = Some(pb::ToolChoice {
+                choice: Some(pb::tool_choice::Choice::Function("nope".into())),
+            });
+        });
+        check("response_format.schema", &|r| {
+            r.response_format = Some(pb::ResponseFormat {
+                r#type: pb::response_format::Type::JsonSchema as i32,
+                schema: String::new(),
+            });
+        });
+        check("response_format.schema", &|r| {
+            r.response_format = Some(pb::ResponseFormat {
+                r#type: pb::response_format::Type::Text as i32,
+                schema: "{}".into(),
+            });
+        });
+        check("multipleOf", &|r| {
+            r.response_format = Some(pb::ResponseFormat {
+                r#type: pb::response_format::Type::JsonSchema as i32,
+                schema: json!({"type": "object", "properties": {"n": {"type": "number", "multipleOf": 3}}})
+                    .to_string(),
+            });
+        });
+        check("response_format.type", &|r| {
+            r.response_format = Some(pb::ResponseFormat {
+                r#type: 7,
+                schema: String::new(),
+            });
+        });
+        check("tool result without a tool_call_id", &|r| {
+            r.messages.push(pb::Message {
+                role: "tool".into(),
+                ..Default::default()
+            });
+        });
+    }
+
+    #[test]
+    fn completions_take_one_prompt_and_default_to_sixteen_tokens() {
+        let base = || pb::CompleteRequest {
+            model: "m".into(),
+            prompt: "The sky is".into(),
+            ..Default::default()
+        };
+        let g = plan_complete(base()).unwrap();
+        assert_eq!(g.prompt, Prompt::Text("The sky is".into()));
+        assert_eq!((g.max_tokens, g.logprobs), (16, None));
+        assert_eq!(g.sampling.temperature, 0.0);
+        let g = plan_complete(pb::CompleteRequest {
+            prompt: String::new(),
+            prompt_tokens: vec![1, 2],
+            logprobs: Some(3),
+            max_tokens: Some(5),
+            ..base()
+        })
+        .unwrap();
+        assert_eq!(g.prompt, Prompt::Tokens(vec![1, 2]));
+        assert_eq!((g.max_tokens, g.logprobs), (5, Some(3)));
+        for (field, req) in [
+            (
+                "prompt",
+                pb::CompleteRequest {
+                    prompt: String::new(),
+                    ..base()
+                },
+            ),
+            (
+                "prompt",
+                pb::CompleteRequest {
+                    prompt_tokens: vec![1],
+                    ..base()
+                },
+            ),
+            (
+                "max_tokens",
+                pb::CompleteRequest {
+                    max_tokens: Some(0),
+                    ..base()
+                },
+            ),
+            (
+                "logprobs",
+                pb::CompleteRequest {
+                    logprobs: Some(6),
+                    ..base()
+                },
+            ),
+            (
+                "model",
+                pb::CompleteRequest {
+                    model: String::new(),
+                    ..base()
+                },
+            ),
+        ] {
+            let status = plan_complete(req).unwrap_err();
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+            assert!(status.message().contains(field), "{field}: {status:?}");
+        }
+    }
+
+    #[test]
+    fn model_errors_become_grpc_codes() {
+        use tonic::Code;
+        for (http, code) in [
+            (400, Code::InvalidArgument),
+            (403, Code::PermissionDenied),
+            (404, Code::NotFound),
+            (409, Code::FailedPrecondition),
+            (429, Code::ResourceExhausted),
+            (500, Code::Internal),
+            (502, Code::Internal),
+        ] {
+            let s = status(ModelError {
+                status: http,
+                code: "c",
+                message: "why".into(),
+            });
+            assert_eq!((s.code(), s.message()), (code, "why"), "{http}");
+        }
+    }
+}
