@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "aurae/discovery/v0/discovery.proto",
     "aurae/observe/v0/observe.proto",
     "aura/cells/v1/cells.proto",
+    "aura/inference/v1/inference.proto",
     "grpc/health/v1/health.proto",
 ];
 

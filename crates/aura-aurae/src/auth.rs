@@ -16,12 +16,21 @@ use tonic::codegen::http;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo, UdsConnectInfo};
 use x509_parser::prelude::{FromDer as _, GeneralName, X509Certificate};
 
+/// The gRPC service of model inference (`aura.inference.v1.Inference`).
+const INFERENCE: &str = "aura.inference.v1.Inference";
+/// The health service, open to every role.
+const HEALTH: &str = "grpc.health.v1.Health";
+
 /// What a client may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// Read-only: list, inspect, logs, wait, signal and daemon streams, discovery, health.
+    /// Read-only: list, inspect, logs, wait, signal and daemon streams, discovery, health,
+    /// and listing the models (not using them).
     Observer,
+    /// Model inference (chat, completions, embeddings, listing models) and health, and
+    /// nothing of the cells.
+    Inference,
     /// Everything, including allocating, starting, stopping and freeing.
     Admin,
 }
@@ -30,11 +39,35 @@ impl Role {
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Observer => "observer",
+            Role::Inference => "inference",
             Role::Admin => "admin",
         }
     }
 
-    /// The least role a method needs (by its gRPC path, `/package.Service/Method`).
+    /// Whether this role may call the method at `path` (`/package.Service/Method`).
+    pub fn allows(self, path: &str) -> bool {
+        let service = path.trim_start_matches('/').split('/').next().unwrap_or("");
+        match self {
+            Role::Admin => true,
+            Role::Inference => service == INFERENCE || service == HEALTH,
+            Role::Observer => Role::required(path) == Role::Observer,
+        }
+    }
+
+    /// Who may call the method at `path`, in words.
+    fn needs(path: &str) -> &'static str {
+        let service = path.trim_start_matches('/').split('/').next().unwrap_or("");
+        match Role::required(path) {
+            Role::Observer => "any role",
+            Role::Admin if service == INFERENCE => "admin or inference",
+            Role::Inference | Role::Admin => "admin",
+        }
+    }
+
+    /// The least role of the cell surfaces' order (observer, then admin) a method needs
+    /// (by its gRPC path, `/package.Service/Method`); inference methods other than
+    /// `ListModels` need admin here, and [`Role::Inference`] is also allowed them
+    /// ([`Role::allows`]).
     pub fn required(path: &str) -> Role {
         const READ: &[&str] = &[
             "/aurae.cells.v0.CellService/List",
@@ -42,11 +75,12 @@ impl Role {
             "/aura.cells.v1.Cells/Inspect",
             "/aura.cells.v1.Cells/Logs",
             "/aura.cells.v1.Cells/Wait",
+            "/aura.inference.v1.Inference/ListModels",
         ];
         let service = path.trim_start_matches('/').split('/').next().unwrap_or("");
         let writes = matches!(
             service,
-            "aurae.cells.v0.CellService" | "aura.cells.v1.Cells"
+            "aurae.cells.v0.CellService" | "aura.cells.v1.Cells" | "aura.inference.v1.Inference"
         );
         if writes && !READ.contains(&path) {
             Role::Admin
@@ -63,7 +97,10 @@ impl std::str::FromStr for Role {
         match s {
             "admin" => Ok(Role::Admin),
             "observer" => Ok(Role::Observer),
-            _ => Err(format!("`{s}` is not a role: use admin or observer")),
+            "inference" => Ok(Role::Inference),
+            _ => Err(format!(
+                "`{s}` is not a role: use admin, observer or inference"
+            )),
         }
     }
 }
@@ -129,15 +166,14 @@ impl Roles {
             .and_then(|c| c.first())
             .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
         let (who, role) = self.role_of(leaf)?;
-        let needed = Role::required(req.uri().path());
-        if role >= needed {
+        let path = req.uri().path();
+        if role.allows(path) {
             Ok(())
         } else {
             Err(Status::permission_denied(format!(
-                "client `{who}` is {} and {} needs {}",
+                "client `{who}` is {} and {path} needs {}",
                 role.as_str(),
-                req.uri().path(),
-                needed.as_str()
+                Role::needs(path)
             )))
         }
     }
@@ -228,5 +264,29 @@ mod tests {
             assert_eq!(Role::required(path), role, "{path}");
         }
         assert!(Role::Admin > Role::Observer);
+    }
+
+    #[test]
+    fn inference_is_for_admin_and_inference_and_listing_for_everyone() {
+        let chat = "/aura.inference.v1.Inference/Chat";
+        let list = "/aura.inference.v1.Inference/ListModels";
+        let health = "/grpc.health.v1.Health/Check";
+        let cells = "/aura.cells.v1.Cells/List";
+        for (role, path, allowed) in [
+            (Role::Admin, chat, true),
+            (Role::Inference, chat, true),
+            (Role::Observer, chat, false),
+            (Role::Observer, list, true),
+            (Role::Inference, list, true),
+            (Role::Inference, health, true),
+            (Role::Inference, cells, false),
+            (Role::Inference, "/aura.cells.v1.Cells/Stop", false),
+            (Role::Observer, cells, true),
+            (Role::Observer, "/aura.inference.v1.Inference/Embed", false),
+        ] {
+            assert_eq!(role.allows(path), allowed, "{role:?} {path}");
+        }
+        assert_eq!(Role::needs(chat), "admin or inference");
+        assert_eq!("inference".parse::<Role>(), Ok(Role::Inference));
     }
 }

@@ -57,13 +57,15 @@ impl GrpcConfig {
     /// that `set_role` can append to it.
     pub(crate) fn template(socket: &Path) -> String {
         format!(
-            "# The node's gRPC surfaces (Aurae v0 cells, observe, discovery; Aura's cells v1; health).\n\
+            "# The node's gRPC surfaces (Aurae v0 cells, observe, discovery; Aura's cells v1;\n\
+             # model inference; health).\n\
              # Every connection is TLS with a client certificate issued by this directory's CA.\n\
              # socket = {}   # the default: <home>/aurae.sock\n\
              # listen = \"127.0.0.1:8443\"   # also serve on TCP (same mTLS)\n\
              \n\
-             # Client certificate identity (CN or DNS SAN) = \"admin\" (everything) or \"observer\"\n\
-             # (list, inspect, logs, wait, signals, discovery, health). Others are refused.\n\
+             # Client certificate identity (CN or DNS SAN) = \"admin\" (everything), \"observer\"\n\
+             # (list, inspect, logs, wait, signals, discovery, listing models, health) or\n\
+             # \"inference\" (models: chat, completions, embeddings; and health). Others are refused.\n\
              [roles]\n\
              {} = \"admin\"\n",
             quote(&socket.to_string_lossy()),

@@ -1,15 +1,20 @@
 //! The node's gRPC cell surfaces: Aurae v0's services (`aurae.cells.v0.CellService`,
 //! `aurae.observe.v0.ObserveService`, `aurae.discovery.v0.DiscoveryService`), Aura's own
-//! richer `aura.cells.v1.Cells`, and `grpc.health.v1.Health`, over a Unix socket (and
-//! optionally TCP) with mTLS and authorisation by the client certificate's identity; and
-//! the small PKI (`aura pki`) that issues the certificates.
+//! richer `aura.cells.v1.Cells`, `grpc.health.v1.Health`, and (given the node's
+//! `ModelHost`) the model inference service `aura.inference.v1.Inference`, over a Unix
+//! socket (and optionally TCP) with mTLS and authorisation by the client certificate's
+//! identity; and the small PKI (`aura pki`) that issues the certificates.
 //!
 //! ```no_run
-//! # async fn example(cells: aura_cell::Runtime) -> Result<(), aura_aurae::Error> {
+//! # async fn example(
+//! #     cells: aura_cell::Runtime,
+//! #     models: std::sync::Arc<aura_node::models::ModelHost>,
+//! # ) -> Result<(), aura_aurae::Error> {
 //! use aura_aurae::{Options, Pki, serve};
 //!
 //! let pki = Pki::new("/var/lib/aura/pki"); // made by `aura pki init`
-//! let server = serve(cells, Options::from_pki(&pki, "/var/lib/aura/aurae.sock".into())?).await?;
+//! let options = Options::from_pki(&pki, "/var/lib/aura/aurae.sock".into())?.with_models(models);
+//! let server = serve(cells, options).await?;
 //! // ... later
 //! server.shutdown().await;
 //! # Ok(()) }
@@ -17,7 +22,7 @@
 //!
 //! Every connection is TLS with a client certificate that chains to the node's CA (no
 //! plaintext, no anonymous clients); every request is then checked against the role map
-//! (`admin` or `observer`) by the certificate's CN or DNS SANs, and unknown identities
+//! (`admin`, `observer` or `inference`) by the certificate's CN or DNS SANs, and unknown identities
 //! are refused with PERMISSION_DENIED.
 
 mod aurae;
@@ -25,6 +30,7 @@ pub mod auth;
 mod cells;
 pub mod client;
 pub mod config;
+mod inference;
 pub mod pki;
 mod server;
 pub mod tls;
@@ -34,6 +40,7 @@ pub use auth::{Role, Roles};
 pub use cells::Cells;
 pub use client::{ClientConfig, Target};
 pub use config::GrpcConfig;
+pub use inference::{Inference, RECEIPT_HEADER};
 pub use pki::{Error, Pki, Result, Validity};
 pub use server::{Options, Server, serve};
 
@@ -67,6 +74,11 @@ pub mod proto {
         pub mod cells {
             pub mod v1 {
                 tonic::include_proto!("aura.cells.v1");
+            }
+        }
+        pub mod inference {
+            pub mod v1 {
+                tonic::include_proto!("aura.inference.v1");
             }
         }
     }

@@ -19,6 +19,7 @@ use tonic::transport::server::Connected;
 use crate::aurae::{CellService, DiscoveryService, HealthService, ObserveService};
 use crate::auth::{AuthorizeLayer, Roles};
 use crate::cells::Cells;
+use crate::inference::Inference;
 use crate::pki::{Error, Pki, Result};
 use crate::proto;
 
@@ -39,6 +40,8 @@ pub struct Options {
     pub listen: Option<SocketAddr>,
     pub tls: Arc<rustls::ServerConfig>,
     pub roles: Roles,
+    /// The node's models: with them, `aura.inference.v1.Inference` is served too.
+    pub models: Option<Arc<aura_node::models::ModelHost>>,
 }
 
 impl Options {
@@ -51,7 +54,15 @@ impl Options {
             listen: config.listen,
             tls: crate::tls::server_config_from(pki)?,
             roles: Roles::new(config.roles),
+            models: None,
         })
+    }
+
+    /// Also serves inference on these models.
+    #[must_use]
+    pub fn with_models(mut self, models: Arc<aura_node::models::ModelHost>) -> Self {
+        self.models = Some(models);
+        self
     }
 }
 
@@ -60,6 +71,7 @@ impl Options {
 pub(crate) struct Shared {
     pub(crate) rt: Runtime,
     pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) models: Option<Arc<aura_node::models::ModelHost>>,
 }
 
 /// The running server.
@@ -129,6 +141,7 @@ pub async fn serve(rt: Runtime, opts: Options) -> Result<Server> {
     let shared = Shared {
         rt,
         shutdown: receiver,
+        models: opts.models.clone(),
     };
     let acceptor = TlsAcceptor::from(opts.tls.clone());
     let unix = bind_unix(&opts.socket)?;
@@ -295,6 +308,9 @@ where
         .add_service(proto::aura::cells::v1::cells_server::CellsServer::new(
             Cells(shared.clone()),
         ))
+        .add_optional_service(shared.models.clone().map(|host| {
+            proto::aura::inference::v1::inference_server::InferenceServer::new(Inference::new(host))
+        }))
         .add_service(proto::grpc::health::v1::health_server::HealthServer::new(
             HealthService(shared),
         ));

@@ -14,6 +14,8 @@
 //! - **Current.** Each request re-reads the package's signed manifest (cheap) and
 //!   reloads the model if the installed package changed, or refuses if it was removed.
 
+pub mod requests;
+
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::path::Path;

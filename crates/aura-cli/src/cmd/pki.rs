@@ -35,6 +35,7 @@ Aurae's clients and `aura cell --client-config` read.
 
 Examples:
   aura pki client ci --role observer
+  aura pki client app --role inference
   aura pki client ops --role admin --days 30"
     )]
     Client(ClientArgs),
@@ -54,7 +55,8 @@ pub(crate) struct InitArgs {
 pub(crate) struct ClientArgs {
     /// The client's name (its certificate's CN and DNS SAN)
     name: String,
-    /// What it may do: admin (everything) or observer (list, logs, wait; no changes)
+    /// What it may do: admin (everything), observer (list, logs, wait; no changes) or
+    /// inference (the models only: chat, completions, embeddings)
     /// [default: its role in grpc.toml, else observer]
     #[arg(long, value_name = "ROLE")]
     role: Option<Role>,

@@ -1,6 +1,7 @@
 //! `aura serve`: run this node: its engine (agents and missions) behind the HTTP API, and,
 //! when the cell runtime runs (root) and `aura pki init` has made `<home>/pki`, the gRPC
-//! cell API (Aurae v0 and Aura's own) on `<home>/aurae.sock` with mTLS.
+//! cell API (Aurae v0 and Aura's own) and the model inference service on
+//! `<home>/aurae.sock` with mTLS.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -144,7 +145,7 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
             listen,
             keys_file,
             limits: config.limits,
-            models: Some(models),
+            models: Some(models.clone()),
         },
         engine.clone(),
     )
@@ -154,7 +155,7 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
         None => e.into(),
     })?;
     let (grpc, grpc_note) = match &cells {
-        Some(runtime) => match grpc(home, runtime).await {
+        Some(runtime) => match grpc(home, runtime, models).await {
             Ok(served) => served,
             Err(e) => {
                 server.shutdown().await;
@@ -197,8 +198,10 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
             None => format!("reasoners {} (no default)", ready.reasoners.join(", ")),
         };
         let grpc = match (&ready.grpc_socket, &ready.grpc_tcp) {
-            (Some(socket), Some(tcp)) => format!(", gRPC cells on unix:{socket} and {tcp} (mTLS)"),
-            (Some(socket), None) => format!(", gRPC cells on unix:{socket} (mTLS)"),
+            (Some(socket), Some(tcp)) => {
+                format!(", gRPC cells and inference on unix:{socket} and {tcp} (mTLS)")
+            }
+            (Some(socket), None) => format!(", gRPC cells and inference on unix:{socket} (mTLS)"),
             _ => String::new(),
         };
         format!(
@@ -223,11 +226,12 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
     Ok(())
 }
 
-/// The gRPC cell API, served when `aura pki init` has made the certificates; a note when
+/// The gRPC cell API (and model inference beside it), served when `aura pki init` has made the certificates; a note when
 /// it is not. A PKI that is there but broken is an error: the operator asked for it.
 async fn grpc(
     home: &Home,
     cells: &Runtime,
+    models: Arc<ModelHost>,
 ) -> anyhow::Result<(Option<aura_aurae::Server>, Option<String>)> {
     let pki = crate::cmd::pki::pki(home);
     if !pki.exists() {
@@ -241,7 +245,8 @@ async fn grpc(
         None => anyhow::Error::new(e),
     };
     let options = aura_aurae::Options::from_pki(&pki, crate::cmd::pki::default_socket(home))
-        .map_err(to_error)?;
+        .map_err(to_error)?
+        .with_models(models);
     let server = aura_aurae::serve(cells.clone(), options)
         .await
         .map_err(to_error)?;

@@ -20,9 +20,9 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use aura_infer::reasoner::{ChatOptions, ChatOutcome};
-use aura_infer::{Constraint, GenerateRequest, Prompt, Sampling, TokenEvent, TokenLogprobs};
+use aura_infer::{Constraint, Prompt, TokenEvent, TokenLogprobs};
 use aura_model::ReceiptId;
-use aura_reasoner::{Delta, Finish, Message, Role, ToolCall, ToolChoice, ToolSpec};
+use aura_reasoner::{Delta, Message, ToolCall, ToolChoice, ToolSpec};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
@@ -38,18 +38,13 @@ use utoipa_axum::routes;
 use crate::AppState;
 use crate::auth::{Caller, Role as KeyRole};
 use crate::error::{ApiError, ApiJson};
+use crate::models::requests::{self, fingerprint, finish_reason, generation_finish};
 use crate::models::{ChatError, ModelCard, ModelError, ModelHost, Served};
 use crate::routes::agents::require;
 
 /// The header naming a response's usage receipt.
 pub(crate) const RECEIPT_HEADER: &str = "x-aura-receipt";
 
-/// Most inputs in one embeddings request (OpenAI's limit).
-const MAX_EMBEDDING_INPUTS: usize = 2048;
-/// Most alternatives per token in `top_logprobs` (OpenAI's limit).
-const MAX_TOP_LOGPROBS: u8 = 20;
-/// Most stop sequences (OpenAI's limit).
-const MAX_STOP: usize = 4;
 /// Default `max_tokens` of `/v1/completions`, as OpenAI's.
 const COMPLETIONS_DEFAULT_MAX_TOKENS: u32 = 16;
 
@@ -84,7 +79,7 @@ impl From<ModelError> for ApiError {
 }
 
 fn invalid(param: &str, message: impl std::fmt::Display) -> ApiError {
-    ApiError::bad_request("invalid_request", format!("{param}: {message}"))
+    requests::invalid(param, message).into()
 }
 
 fn unix_now() -> u64 {
@@ -208,17 +203,9 @@ struct SamplingParams {
 }
 
 impl SamplingParams {
-    fn check(&self) -> Result<(), ApiError> {
-        if let Some(t) = self.temperature
-            && !(t.is_finite() && (0.0..=2.0).contains(&t))
-        {
-            return Err(invalid("temperature", "must be between 0 and 2"));
-        }
-        if let Some(p) = self.top_p
-            && !(p > 0.0 && p <= 1.0)
-        {
-            return Err(invalid("top_p", "must be greater than 0 and at most 1"));
-        }
+    /// The OpenAI parameters this engine refuses unless neutral, then the shared checks;
+    /// the sampling as the engine takes it.
+    fn read(&self) -> Result<requests::Sampling, ApiError> {
         for (name, v) in [
             ("presence_penalty", self.presence_penalty),
             ("frequency_penalty", self.frequency_penalty),
@@ -236,76 +223,22 @@ impl SamplingParams {
                 "only one choice per request is supported; send several requests (with different seeds)",
             ));
         }
-        if self.top_k == Some(0) {
-            return Err(invalid("top_k", "must be at least 1"));
-        }
-        if let Some(r) = self.repetition_penalty
-            && !(r.is_finite() && r > 0.0)
-        {
-            return Err(invalid("repetition_penalty", "must be a number above 0"));
-        }
-        Ok(())
+        let sampling = requests::Sampling {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            repetition_penalty: self.repetition_penalty,
+            // OpenAI's seed is a signed integer; its bits seed the engine's stream.
+            seed: Some(self.seed.map_or(0, |s| s as u64)),
+            stop: self
+                .stop
+                .clone()
+                .map(OneOrMany::into_vec)
+                .unwrap_or_default(),
+        };
+        sampling.check()?;
+        Ok(sampling)
     }
-
-    fn stop(&self) -> Result<Vec<String>, ApiError> {
-        let stop = self
-            .stop
-            .clone()
-            .map(OneOrMany::into_vec)
-            .unwrap_or_default();
-        if stop.len() > MAX_STOP {
-            return Err(invalid("stop", format!("at most {MAX_STOP} sequences")));
-        }
-        if stop.iter().any(String::is_empty) {
-            return Err(invalid("stop", "a stop sequence is empty"));
-        }
-        Ok(stop)
-    }
-
-    /// OpenAI's seed is a signed integer; its bits seed the engine's stream.
-    fn seed(&self) -> u64 {
-        self.seed.map_or(0, |s| s as u64)
-    }
-}
-
-fn max_tokens(values: &[(&str, Option<u32>)]) -> Result<Option<u32>, ApiError> {
-    let mut chosen = None;
-    for (name, v) in values {
-        if let Some(n) = v {
-            if *n == 0 {
-                return Err(invalid(name, "must be at least 1"));
-            }
-            chosen = chosen.or(Some(*n));
-        }
-    }
-    Ok(chosen)
-}
-
-fn finish_reason(finish: &Finish) -> &'static str {
-    match finish {
-        Finish::Stop | Finish::Other(_) => "stop",
-        Finish::Length => "length",
-        Finish::ToolCalls => "tool_calls",
-        Finish::ContentFilter => "content_filter",
-    }
-}
-
-fn generation_finish(finish: aura_infer::Finish) -> &'static str {
-    match finish {
-        aura_infer::Finish::Length => "length",
-        aura_infer::Finish::Stop | aura_infer::Finish::Cancelled => "stop",
-    }
-}
-
-fn fingerprint(served: &Served) -> String {
-    let r = served.runtime();
-    format!(
-        "fp_aura_{}_{}_{}_{}",
-        r.version.replace(' ', "-"),
-        r.device,
-        r.dtype,
-        r.kernel
-    )
 }
 
 fn with_receipt(mut response: Response, id: &ReceiptId) -> Response {
@@ -481,18 +414,7 @@ fn messages(input: Vec<InMessage>) -> Result<Vec<Message>, ApiError> {
         .into_iter()
         .enumerate()
         .map(|(i, m)| {
-            let role = match m.role.as_str() {
-                "system" | "developer" => Role::System,
-                "user" => Role::User,
-                "assistant" => Role::Assistant,
-                "tool" => Role::Tool,
-                other => {
-                    return Err(invalid(
-                        &format!("messages[{i}].role"),
-                        format!("`{other}` is not one of system, developer, user, assistant, tool"),
-                    ));
-                }
-            };
+            let role = requests::role(&format!("messages[{i}].role"), &m.role)?;
             let content = match m.content {
                 None => String::new(),
                 Some(Content::Text(t)) => t,
@@ -523,15 +445,11 @@ fn messages(input: Vec<InMessage>) -> Result<Vec<Message>, ApiError> {
                             "only `function` calls are supported",
                         ));
                     }
-                    // Arguments that do not parse stay the text they were (the reasoner's
-                    // convention): nothing the caller sent is lost.
-                    let arguments = serde_json::from_str(&c.function.arguments)
-                        .unwrap_or(Value::String(c.function.arguments));
-                    Ok(ToolCall {
-                        id: c.id,
-                        name: c.function.name,
-                        arguments,
-                    })
+                    Ok(requests::tool_call(
+                        c.id,
+                        c.function.name,
+                        c.function.arguments,
+                    ))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(Message {
@@ -557,21 +475,12 @@ fn tools(input: Option<Vec<InTool>>) -> Result<Vec<ToolSpec>, ApiError> {
                     format!("`{}` is not supported; only `function` tools are", t.kind),
                 ));
             }
-            let parameters = t
-                .function
-                .parameters
-                .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
-            if !parameters.is_object() {
-                return Err(invalid(
-                    &format!("tools[{i}].function.parameters"),
-                    "must be a JSON Schema object",
-                ));
-            }
-            Ok(ToolSpec {
-                name: t.function.name,
-                description: t.function.description.unwrap_or_default(),
-                parameters,
-            })
+            Ok(requests::tool(
+                &format!("tools[{i}].function.parameters"),
+                t.function.name,
+                t.function.description,
+                t.function.parameters,
+            )?)
         })
         .collect()
 }
@@ -579,15 +488,7 @@ fn tools(input: Option<Vec<InTool>>) -> Result<Vec<ToolSpec>, ApiError> {
 fn tool_choice(value: Option<Value>) -> Result<ToolChoice, ApiError> {
     match value {
         None => Ok(ToolChoice::Auto),
-        Some(Value::String(s)) => match s.as_str() {
-            "auto" => Ok(ToolChoice::Auto),
-            "none" => Ok(ToolChoice::None),
-            "required" => Ok(ToolChoice::Required),
-            other => Err(invalid(
-                "tool_choice",
-                format!("`{other}` is not auto, none, required or a named function"),
-            )),
-        },
+        Some(Value::String(s)) => Ok(requests::tool_choice_mode("tool_choice", &s)?),
         Some(v) => v
             .pointer("/function/name")
             .and_then(Value::as_str)
@@ -614,19 +515,10 @@ fn response_format(value: Option<Value>) -> Result<Option<Constraint>, ApiError>
                 .pointer("/json_schema/schema")
                 .cloned()
                 .ok_or_else(|| invalid("response_format", "json_schema needs a `schema`"))?;
-            if !schema.is_object() {
-                return Err(invalid(
-                    "response_format.json_schema.schema",
-                    "must be a JSON Schema object",
-                ));
-            }
-            let constraint = Constraint::JsonSchema(schema);
-            // A schema the decoder cannot enforce is refused now, with the reason, rather
-            // than answered unconstrained.
-            constraint
-                .check()
-                .map_err(|e| invalid("response_format.json_schema.schema", e))?;
-            Ok(Some(constraint))
+            Ok(Some(requests::json_schema(
+                "response_format.json_schema.schema",
+                schema,
+            )?))
         }
         _ => Err(invalid(
             "response_format",
@@ -635,7 +527,8 @@ fn response_format(value: Option<Value>) -> Result<Option<Constraint>, ApiError>
     }
 }
 
-/// What a chat request becomes: the reasoner's request and the engine options.
+/// What a chat request becomes: the reasoner's request and the engine options, and how
+/// to answer.
 struct ChatPlan {
     model: String,
     request: aura_reasoner::Request,
@@ -646,44 +539,26 @@ struct ChatPlan {
 }
 
 fn plan_chat(req: ChatCompletionRequest) -> Result<ChatPlan, ApiError> {
-    req.sampling.check()?;
-    let max = max_tokens(&[
+    let sampling = req.sampling.read()?;
+    let max_tokens = requests::max_tokens(&[
         ("max_completion_tokens", req.max_completion_tokens),
         ("max_tokens", req.max_tokens),
     ])?;
-    let wants_logprobs = req.logprobs.unwrap_or(false);
     let top = req.top_logprobs.unwrap_or(0);
-    if top > MAX_TOP_LOGPROBS {
-        return Err(invalid(
-            "top_logprobs",
-            format!("must be at most {MAX_TOP_LOGPROBS}"),
-        ));
-    }
-    if top > 0 && !wants_logprobs {
-        return Err(invalid("top_logprobs", "needs `logprobs: true`"));
-    }
-    let request = aura_reasoner::Request {
+    let logprobs = requests::chat_logprobs(req.logprobs.unwrap_or(false), top)?;
+    let plan = requests::chat(requests::ChatParts {
         messages: messages(req.messages)?,
         tools: tools(req.tools)?,
         tool_choice: tool_choice(req.tool_choice)?,
-        max_tokens: max,
-        temperature: req.sampling.temperature,
-        seed: Some(req.sampling.seed()),
-        stop: req.sampling.stop()?,
-    };
-    request
-        .validate()
-        .map_err(|m| ApiError::bad_request("invalid_request", m))?;
+        format: response_format(req.response_format)?,
+        max_tokens,
+        sampling,
+        logprobs,
+    })?;
     Ok(ChatPlan {
         model: req.model,
-        options: ChatOptions {
-            top_p: req.sampling.top_p,
-            top_k: req.sampling.top_k,
-            repetition_penalty: req.sampling.repetition_penalty,
-            format: response_format(req.response_format)?,
-            logprobs: wants_logprobs.then_some(top),
-        },
-        request,
+        request: plan.request,
+        options: plan.options,
         stream: req.stream.unwrap_or(false),
         include_usage: req.stream_options.is_some_and(|o| o.include_usage),
         top_logprobs: top,
@@ -714,10 +589,7 @@ fn tool_calls_json(calls: &[ToolCall]) -> Value {
                 "type": "function",
                 "function": {
                     "name": c.name,
-                    "arguments": match &c.arguments {
-                        Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    },
+                    "arguments": requests::arguments_text(c),
                 },
             })
         })
@@ -972,7 +844,7 @@ async fn completions(
 ) -> Result<Response, ApiError> {
     caller_may_infer(&caller)?;
     let host = host(&state)?.clone();
-    req.sampling.check()?;
+    let sampling = req.sampling.read()?;
     if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
         return Err(invalid("suffix", "is not supported"));
     }
@@ -980,27 +852,11 @@ async fn completions(
         return Err(invalid("best_of", "only 1 is supported"));
     }
     let top = req.logprobs.unwrap_or(0);
-    if top > 5 {
-        return Err(invalid("logprobs", "must be at most 5"));
-    }
     let prompt = completion_prompt(&req.prompt)?;
     let echo = req.echo.unwrap_or(false);
-    let max =
-        max_tokens(&[("max_tokens", req.max_tokens)])?.unwrap_or(COMPLETIONS_DEFAULT_MAX_TOKENS);
-    let request = GenerateRequest {
-        prompt: prompt.clone(),
-        sampling: Sampling {
-            temperature: req.sampling.temperature.unwrap_or(0.0),
-            top_k: req.sampling.top_k,
-            top_p: req.sampling.top_p,
-            repetition_penalty: req.sampling.repetition_penalty,
-            seed: req.sampling.seed(),
-        },
-        max_tokens: max,
-        stop: req.sampling.stop()?,
-        constraint: None,
-        logprobs: req.logprobs.map(|_| top),
-    };
+    let max = requests::max_tokens(&[("max_tokens", req.max_tokens)])?
+        .unwrap_or(COMPLETIONS_DEFAULT_MAX_TOKENS);
+    let request = requests::completion(prompt.clone(), &sampling, max, req.logprobs.map(|_| top))?;
     let served = host.open(&req.model).await?;
     let tokenizer_text = |p: &Prompt| -> Result<String, ApiError> {
         match p {
@@ -1145,15 +1001,7 @@ async fn embeddings(
             ));
         }
     };
-    if texts.is_empty() || texts.len() > MAX_EMBEDDING_INPUTS {
-        return Err(invalid(
-            "input",
-            format!("must hold 1 to {MAX_EMBEDDING_INPUTS} texts"),
-        ));
-    }
-    if texts.iter().any(String::is_empty) {
-        return Err(invalid("input", "an input is empty"));
-    }
+    requests::embedding_inputs(&texts)?;
     let served = host.open(&req.model).await?;
     let dimension = served.encoder()?.dimension();
     if req.dimensions.is_some_and(|d| d != dimension) {
@@ -1198,6 +1046,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 
 #[cfg(test)]
 mod tests {
+    use aura_reasoner::Role;
     use proptest::prelude::*;
 
     use super::*;
