@@ -128,3 +128,157 @@ fn root_cells_on_a_node_through_the_grpc_socket() {
     drop(node);
     assert!(!socket.exists(), "the socket outlived the node");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_cells_over_http_for_operators_with_a_key() {
+    use serde_json::{Value, json};
+    let a = Aura::new();
+    a.init();
+    let key = a
+        .run(&["--json", "apikey", "create", "ops", "--role", "operator"])
+        .ok()
+        .json()["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (node, ready) = serve(&a);
+    assert_eq!(ready["cells"], true, "{ready}");
+    let http = reqwest::Client::new();
+    let call = |method: &str, path: &str, body: Option<Value>| {
+        let mut r = http
+            .request(method.parse().unwrap(), format!("{}{path}", node.url))
+            .bearer_auth(&key);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        async move {
+            let resp = r.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap();
+            (
+                status,
+                serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text)),
+            )
+        }
+    };
+
+    // Bad specs allocate nothing.
+    for (body, status) in [
+        (json!({"name": "bad name"}), 400),
+        (json!({"name": "c", "limits": {"pids_max": 0}}), 400),
+        (json!({"name": "nope/child"}), 404),
+        (json!({"name": "c", "unknown": 1}), 400),
+    ] {
+        let (got, answer) = call("POST", "/v1/cells", Some(body.clone())).await;
+        assert_eq!(got, status, "{body}: {answer}");
+        assert!(answer["error"]["message"].is_string(), "{answer}");
+    }
+    assert_eq!(call("GET", "/v1/cells", None).await.1["cells"], json!([]));
+
+    let (status, answer) = call(
+        "POST",
+        "/v1/cells",
+        Some(json!({"name": "web", "limits": {"memory_max": 134217728u64, "pids_max": 64}})),
+    )
+    .await;
+    assert_eq!(status, 201, "{answer}");
+    let (status, _) = call("POST", "/v1/cells", Some(json!({"name": "web"}))).await;
+    assert_eq!(status, 409);
+    let (status, answer) = call("POST", "/v1/cells", Some(json!({"name": "web/api"}))).await;
+    assert_eq!(status, 201, "{answer}");
+
+    // Start, wait, read the logs with their channels and timestamps.
+    let (status, started) = call(
+        "POST",
+        "/v1/cells/web%2Fapi/executables",
+        Some(json!({"name": "hello", "command": {"shell": "echo hi; echo oops >&2"}})),
+    )
+    .await;
+    assert_eq!(status, 201, "{started}");
+    assert!(started["pid"].as_i64().unwrap() > 0);
+    let (status, exited) = call(
+        "POST",
+        "/v1/cells/web%2Fapi/executables/hello/wait?timeout_ms=10000",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{exited}");
+    assert_eq!(exited["exit"]["status"]["exited"], 0, "{exited}");
+    let (_, lines) = call("GET", "/v1/cells/web%2Fapi/executables/hello/logs", None).await;
+    let lines: Vec<(String, String)> = lines
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            assert!(l["timestamp"].is_string() || l["timestamp"].is_u64(), "{l}");
+            (
+                l["channel"].as_str().unwrap().to_owned(),
+                l["line"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(lines.contains(&("stdout".into(), "hi".into())), "{lines:?}");
+    assert!(
+        lines.contains(&("stderr".into(), "oops".into())),
+        "{lines:?}"
+    );
+    // A long runner: a late follower gets the history, then it is stopped by SIGTERM.
+    let (status, _) = call(
+        "POST",
+        "/v1/cells/web/executables",
+        Some(json!({"name": "long", "command": {"argv": ["sh", "-c", "echo started; exec sleep 60"]}})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, _) = call(
+        "POST",
+        "/v1/cells/web/executables",
+        Some(json!({"name": "long", "command": {"shell": "true"}})),
+    )
+    .await;
+    assert_eq!(status, 409, "a running executable's name is taken");
+    let (status, running) = call(
+        "POST",
+        "/v1/cells/web/executables/long/wait?timeout_ms=300",
+        None,
+    )
+    .await;
+    assert_eq!(status, 202, "{running}");
+    let mut follow = http
+        .get(format!(
+            "{}/v1/cells/web/executables/long/logs?follow=true",
+            node.url
+        ))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    let first = String::from_utf8(follow.chunk().await.unwrap().unwrap().to_vec()).unwrap();
+    assert!(first.contains("\"started\""), "{first}");
+    let (status, stopped) = call(
+        "POST",
+        "/v1/cells/web/executables/long/stop",
+        Some(json!({"grace_ms": 2000})),
+    )
+    .await;
+    assert_eq!(status, 200, "{stopped}");
+    assert_eq!(
+        stopped["exit"]["status"]["signaled"],
+        libc::SIGTERM,
+        "{stopped}"
+    );
+    drop(follow);
+
+    // Usage from the cgroup, then the tree, then free.
+    let (status, web) = call("GET", "/v1/cells/web", None).await;
+    assert_eq!(status, 200, "{web}");
+    assert!(web["usage"].is_object(), "{web}");
+    let (_, tree) = call("GET", "/v1/cells", None).await;
+    assert_eq!(tree["cells"][0]["cell"]["spec"]["name"], "web", "{tree}");
+    let (status, _) = call("DELETE", "/v1/cells/web", None).await;
+    assert_eq!(status, 204);
+    let (status, _) = call("GET", "/v1/cells/web", None).await;
+    assert_eq!(status, 404);
+    assert_eq!(call("GET", "/v1/cells", None).await.1["cells"], json!([]));
+    drop(node);
+}

@@ -40,6 +40,9 @@ pub struct Options {
     /// The models served over the OpenAI-compatible API; without a host those routes
     /// answer 503.
     pub models: Option<Arc<models::ModelHost>>,
+    /// The cell runtime served at `/v1/cells` (to operators with a key); without one those
+    /// routes answer 503.
+    pub cells: Option<aura_cell::Runtime>,
 }
 
 /// Shared by every request.
@@ -50,6 +53,7 @@ pub(crate) struct AppState {
     pub(crate) limits: Limits,
     pub(crate) rate: Arc<rate::RateLimiter>,
     pub(crate) models: Option<Arc<models::ModelHost>>,
+    pub(crate) cells: Option<aura_cell::Runtime>,
 }
 
 /// The API keys, re-read from their file when it changes (at most once a second).
@@ -189,6 +193,7 @@ pub async fn serve(options: Options, engine: Handle) -> Result<Server, ServeErro
         )),
         limits: options.limits,
         models: options.models,
+        cells: options.cells,
     };
     let app = router(state);
     let listener = TcpListener::bind(options.listen)

@@ -215,6 +215,51 @@ async fn authorization_matrix() {
             Some(json!({"model": "minilm", "input": "hi"})),
             [503, 403, 503, 503, 401],
         ),
+        // Cells are for operators only; this node runs none.
+        ("GET", "/v1/cells".into(), None, [503, 403, 403, 503, 401]),
+        (
+            "POST",
+            "/v1/cells".into(),
+            Some(json!({"name": "c"})),
+            [503, 403, 403, 503, 401],
+        ),
+        ("GET", "/v1/cells/c".into(), None, [503, 403, 403, 503, 401]),
+        (
+            "DELETE",
+            "/v1/cells/c".into(),
+            None,
+            [503, 403, 403, 503, 401],
+        ),
+        (
+            "POST",
+            "/v1/cells/c/executables".into(),
+            Some(json!({"name": "e", "command": {"shell": "true"}})),
+            [503, 403, 403, 503, 401],
+        ),
+        (
+            "GET",
+            "/v1/cells/c/executables/e".into(),
+            None,
+            [503, 403, 403, 503, 401],
+        ),
+        (
+            "POST",
+            "/v1/cells/c/executables/e/stop".into(),
+            None,
+            [503, 403, 403, 503, 401],
+        ),
+        (
+            "POST",
+            "/v1/cells/c/executables/e/wait".into(),
+            None,
+            [503, 403, 403, 503, 401],
+        ),
+        (
+            "GET",
+            "/v1/cells/c/executables/e/logs".into(),
+            None,
+            [503, 403, 403, 503, 401],
+        ),
     ];
     let roles = ["operator", "approver_a", "agent_a", "operator_b", ""];
     for (method, path, body, expected) in &table {
@@ -383,12 +428,16 @@ async fn without_keys_only_loopback_is_served() {
     let dir = tempfile::tempdir().unwrap();
     let n = start_with(aura_node::Limits::default(), false).await;
     assert_eq!(n.call("GET", "/v1/agents", None, None).await.status, 200);
+    // Cells can bind host paths: without keys, no local process gets that power.
+    let cells = n.call("GET", "/v1/cells", None, None).await;
+    assert_eq!(cells.status, 403, "{:?}", cells.body);
     let err = aura_node::serve(
         aura_node::Options {
             listen: "0.0.0.0:0".parse().unwrap(),
             keys_file: dir.path().join("none.json"),
             limits: Default::default(),
             models: None,
+            cells: None,
         },
         n.engine.clone(),
     )

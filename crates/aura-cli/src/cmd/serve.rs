@@ -146,6 +146,7 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
             keys_file,
             limits: config.limits,
             models: Some(models.clone()),
+            cells: cells.clone(),
         },
         engine.clone(),
     )

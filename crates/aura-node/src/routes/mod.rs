@@ -2,6 +2,7 @@
 //! OpenAPI document at `/openapi.json` lists exactly the routes that exist.
 
 mod agents;
+mod cells;
 mod events;
 mod health;
 mod ledger;
@@ -53,6 +54,7 @@ pub(crate) fn router(state: AppState) -> axum::Router {
         .merge(events::routes())
         .merge(missions::routes())
         .merge(openai::routes())
+        .merge(cells::routes())
         .split_for_parts();
     let doc = serde_json::to_value(&api).unwrap_or_default();
     api_router

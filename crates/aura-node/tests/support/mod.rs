@@ -116,6 +116,7 @@ pub(crate) async fn start_with(limits: Limits, with_keys: bool) -> Node {
             keys_file,
             limits,
             models: None,
+            cells: None,
         },
         engine.clone(),
     )
