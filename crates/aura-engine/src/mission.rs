@@ -358,6 +358,7 @@ impl Actor {
             });
         };
         let interrupt = self.mailbox.interrupt.clone();
+        let mut stopping = s.stopping.subscribe();
         let outcome = tokio::select! {
             outcome = reasoner.turn(&request, &deltas) => outcome,
             () = interrupt.notified() => {
@@ -365,6 +366,12 @@ impl Actor {
                 // it was recorded, the inbox is handled, and the step runs again if the
                 // mission is still running.
                 self.work.push_front(Work::Step(id));
+                return;
+            }
+            _ = stopping.wait_for(|stop| *stop) => {
+                // The node is stopping: a turn that may never end (a provider that hangs)
+                // must not hold the shutdown. Nothing of it was recorded, so the next
+                // start recovers the mission as running and asks again.
                 return;
             }
         };

@@ -593,3 +593,44 @@ async fn a_reasoner_that_only_talks_fails_the_mission_after_three_turns() {
     // The last scripted turn was never asked for.
     assert_eq!(w.script.0.lock().unwrap().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_for_a_hung_turn_and_the_next_start_asks_again() {
+    let w = world().await;
+    w.script
+        .0
+        .lock()
+        .unwrap()
+        .push_back(vec![("hang", json!(null))]);
+    let id = w
+        .engine
+        .submit(w.agent, spec(&["fs.write", "mission.finish"], "hang", 600))
+        .await
+        .unwrap();
+    until(&w.engine, id, |s| s == MissionState::Running).await;
+    // The first turn is now in flight and never returns.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let World {
+        dir,
+        signer,
+        engine,
+        script,
+        ..
+    } = w;
+    tokio::time::timeout(Duration::from_secs(10), engine.shutdown())
+        .await
+        .expect("the shutdown did not wait for the hung turn");
+    drop(engine);
+    // The dropped turn left no trace; the mission is recovered as running, its reasoner is
+    // asked again (this time it answers), and it completes.
+    let engine = open_engine(dir.path(), &signer, script).await;
+    let end = until(&engine, id, MissionState::is_terminal).await;
+    assert_eq!(
+        end,
+        MissionState::Completed,
+        "{:?}",
+        engine.mission(id).unwrap().reason
+    );
+    let r = engine.replay(id).await.unwrap().unwrap();
+    assert_eq!(r.steps, 1, "only the answered turn is recorded");
+}
