@@ -838,10 +838,22 @@ impl Cgroup {
 
     /// Kills everything left in the cell (and its children) and removes its cgroups.
     pub(crate) fn destroy(&self) -> Result<()> {
-        for d in &self.dirs {
+        // Fast path: a cgroup with no process and no child cgroup left (a one-shot run
+        // whose process 1 has been reaped, a freed cell) goes with one rmdir, which the
+        // kernel refuses (EBUSY, ENOTEMPTY) while anything is still in it. Whatever it
+        // refuses takes the full path below: kill everything, remove the children, wait.
+        let left: Vec<&PathBuf> = self
+            .dirs
+            .iter()
+            .filter(|d| match fs::remove_dir(d) {
+                Ok(()) => false,
+                Err(e) => e.kind() != io::ErrorKind::NotFound,
+            })
+            .collect();
+        for d in &left {
             kill_tree(d);
         }
-        for d in &self.dirs {
+        for d in left {
             sweep_children(d)?;
             remove_dir_waiting(d, Duration::from_secs(5))?;
         }
