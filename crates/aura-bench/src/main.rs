@@ -13,6 +13,7 @@ mod missions;
 mod model;
 mod policy;
 mod reasoner;
+mod recovery;
 
 use clap::{Parser, Subcommand};
 
@@ -37,6 +38,8 @@ enum Bench {
     ModelVerify(model::Args),
     /// Missions: kernel step overhead (vs raw SQLite commits) and 3-step missions/s
     Missions(missions::Args),
+    /// Recovery: a node killed with SIGKILL with N running missions; time until all run again
+    Recovery(recovery::Args),
     /// The peer server of scripts/bench-http.sh (a minimal authenticated JSON GET)
     HttpPeer(http_peer::Args),
     /// An open-loop load generator at a fixed rate (scripts/bench-http.sh drives it)
@@ -62,6 +65,7 @@ fn main() -> anyhow::Result<()> {
         Bench::ModelVerify(args) => model::run(&args),
         Bench::Policy(args) => policy::run(&args),
         Bench::Missions(args) => rt.block_on(missions::run(args)),
+        Bench::Recovery(args) => rt.block_on(recovery::run(args)),
         Bench::HttpPeer(args) => rt.block_on(http_peer::run(args)),
         Bench::HttpLoad(args) => rt.block_on(http_load::run(args)),
     }

@@ -112,8 +112,9 @@ impl Reasoner for ByStep {
     }
 }
 
+/// Every mission's reasoner is the one given.
 #[derive(Debug)]
-struct One(Arc<ByStep>);
+struct One(Arc<dyn Reasoner>);
 
 impl Reasoners for One {
     fn get(&self, _name: &str) -> Option<Arc<dyn Reasoner>> {
@@ -131,6 +132,25 @@ struct Node {
 }
 
 async fn node(dir: &std::path::Path, script: Script) -> anyhow::Result<Node> {
+    let reasoner = Arc::new(ByStep {
+        script,
+        calls: Mutex::new(HashMap::new()),
+    });
+    let (engine, workspaces) = engine_on(dir, reasoner.clone()).await?;
+    Ok(Node {
+        engine,
+        reasoner,
+        workspaces,
+    })
+}
+
+/// An engine on the store in `dir` (created, or reopened and recovered), with the default
+/// policy set, the built-in tools and `reasoner` for every mission; returns it with its
+/// workspaces directory.
+pub(crate) async fn engine_on(
+    dir: &std::path::Path,
+    reasoner: Arc<dyn Reasoner>,
+) -> anyhow::Result<(Handle, std::path::PathBuf)> {
     std::fs::create_dir_all(dir)?;
     let signer = Arc::new(Signer::ephemeral("node", &SeededEntropy::new(1))?);
     let store = SqliteStore::open(
@@ -140,10 +160,6 @@ async fn node(dir: &std::path::Path, script: Script) -> anyhow::Result<Node> {
         Default::default(),
     )?;
     let registry = aura_tools::Registry::builtin(Default::default());
-    let reasoner = Arc::new(ByStep {
-        script,
-        calls: Mutex::new(HashMap::new()),
-    });
     let services = Services {
         policy: Arc::new(aura_engine::adapters::policy::CedarPolicy::new(Arc::new(
             aura_policy::PolicySet::defaults(),
@@ -153,7 +169,7 @@ async fn node(dir: &std::path::Path, script: Script) -> anyhow::Result<Node> {
             aura_tools::Limits::default(),
             false,
         )),
-        reasoners: Arc::new(One(reasoner.clone())),
+        reasoners: Arc::new(One(reasoner)),
     };
     let workspaces = dir.join("workspaces");
     let engine = Handle::start(
@@ -170,14 +186,10 @@ async fn node(dir: &std::path::Path, script: Script) -> anyhow::Result<Node> {
         services,
     )
     .await?;
-    Ok(Node {
-        engine,
-        reasoner,
-        workspaces,
-    })
+    Ok((engine, workspaces))
 }
 
-fn spec(tools: &[&str], workspace: Option<String>, max_steps: u32) -> MissionSpec {
+pub(crate) fn spec(tools: &[&str], workspace: Option<String>, max_steps: u32) -> MissionSpec {
     MissionSpec {
         objective: "bench".into(),
         tools: tools.iter().map(|t| (*t).to_owned()).collect(),
@@ -335,7 +347,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn create_agent(engine: &Handle, name: &str) -> anyhow::Result<AgentId> {
+pub(crate) async fn create_agent(engine: &Handle, name: &str) -> anyhow::Result<AgentId> {
     Ok(engine
         .create_agent(NewAgent {
             name: name.into(),

@@ -1,0 +1,148 @@
+//! `aura-bench recovery`: how long a node takes to have every non-terminal mission running
+//! again after it was killed with SIGKILL.
+//!
+//! A child process (this binary, `recovery --populate`) starts a node on a fresh store,
+//! creates one agent per mission, submits the missions and waits until every one of them
+//! is running with its first reasoner turn in flight (the reasoner never answers), then
+//! says so; the parent kills it with SIGKILL. The parent then starts a node on the same
+//! store and times (a) the engine's start, which replays every agent's record and
+//! recovers the non-terminal missions, and (b) the moment the last recovered mission has
+//! asked its reasoner again, i.e. is running again. The goal (durable-missions issue) is
+//! (b) ≤ 2 s for 10,000 missions.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aura_engine::ports::{ReasonRequest, Reasoner};
+use aura_kernel::{MissionState, Turn};
+
+use crate::missions::{create_agent, engine_on, spec};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Non-terminal missions the killed node leaves behind
+    #[arg(long, default_value_t = 10_000)]
+    missions: u32,
+    /// Where to put the store [default: a temporary directory]
+    #[arg(long)]
+    dir: Option<std::path::PathBuf>,
+    /// (internal) Be the node that is killed: populate `--dir`, then wait
+    #[arg(long, hide = true)]
+    populate: bool,
+}
+
+/// A reasoner that never answers, counting the turns it was asked for.
+#[derive(Debug, Default)]
+struct Silent {
+    asked: AtomicU64,
+}
+
+#[async_trait]
+impl Reasoner for Silent {
+    async fn turn(
+        &self,
+        _request: &ReasonRequest,
+        _deltas: &(dyn for<'s> Fn(&'s str) + Send + Sync),
+    ) -> Result<Turn, String> {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        std::future::pending().await
+    }
+}
+
+async fn until_asked(silent: &Silent, n: u64, limit: Duration) -> anyhow::Result<()> {
+    let start = Instant::now();
+    while silent.asked.load(Ordering::SeqCst) < n {
+        if start.elapsed() > limit {
+            anyhow::bail!(
+                "only {} of {n} missions reached their reasoner within {limit:?}",
+                silent.asked.load(Ordering::SeqCst)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(())
+}
+
+/// The node that is killed: missions submitted and running, then it waits to die.
+async fn populate(dir: &std::path::Path, missions: u32) -> anyhow::Result<()> {
+    let silent = Arc::new(Silent::default());
+    let (engine, _) = engine_on(dir, silent.clone()).await?;
+    for i in 0..missions {
+        let agent = create_agent(&engine, &format!("a{i}")).await?;
+        engine
+            .submit(agent, spec(&["fs.read", "mission.finish"], None, 10))
+            .await?;
+    }
+    until_asked(&silent, u64::from(missions), Duration::from_secs(600)).await?;
+    println!("ready");
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = args.dir.clone().unwrap_or_else(|| tmp.path().join("node"));
+    if args.populate {
+        return populate(&dir, args.missions).await;
+    }
+    println!("## Recovery after SIGKILL\n");
+    let populating = Instant::now();
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(["recovery", "--populate", "--missions"])
+        .arg(args.missions.to_string())
+        .arg("--dir")
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(
+        child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdout"))?,
+    )
+    .read_line(&mut line)?;
+    if line.trim() != "ready" {
+        let _ = child.kill();
+        anyhow::bail!("the populating node did not get ready: {line:?}");
+    }
+    child.kill()?; // SIGKILL: no shutdown, nothing flushed beyond what was committed
+    child.wait()?;
+    let populated = populating.elapsed();
+
+    let silent = Arc::new(Silent::default());
+    let start = Instant::now();
+    let (engine, _) = engine_on(&dir, silent.clone()).await?;
+    let started = start.elapsed();
+    until_asked(&silent, u64::from(args.missions), Duration::from_secs(600)).await?;
+    let all_running = start.elapsed();
+    let running = engine
+        .missions(None, None, Some(MissionState::Running))
+        .len();
+    engine.shutdown().await;
+    println!(
+        "populated by the killed node in {:.1} s: {} agents, one running mission each\n",
+        populated.as_secs_f64(),
+        args.missions
+    );
+    println!(
+        "| missions left running at SIGKILL | engine start (replay + recovery) | all running again | goal |\n|---:|---:|---:|---:|"
+    );
+    println!(
+        "| {} | {} | {} | ≤ 2 s |",
+        args.missions,
+        crate::fmt_duration(started),
+        crate::fmt_duration(all_running),
+    );
+    if running != args.missions as usize {
+        anyhow::bail!(
+            "{running} of {} missions are running after recovery",
+            args.missions
+        );
+    }
+    Ok(())
+}
