@@ -247,6 +247,9 @@ fn kind(k: &str) -> Kind {
     Kind::new(k).unwrap_or_else(|_| unreachable!("engine kinds are valid"))
 }
 
+/// Agents whose records are read and replayed at once when a node starts.
+const RECOVERY_CONCURRENCY: usize = 16;
+
 impl Handle {
     /// Starts the engine over `store`: every agent recorded in the ledger gets its actor
     /// back, resuming its stream where it ended.
@@ -277,28 +280,54 @@ impl Handle {
         let next = handle.shared.store.tree_size().await?;
         let forwarder = tokio::spawn(forward_commits(handle.shared.clone(), next));
         handle.shared.track(forwarder);
-        for head in handle.shared.store.heads().await? {
-            if head.agent.is_node() {
-                continue;
+        // Agents' records are read and replayed several at a time (the store has a pool
+        // of readers, and replay is CPU work), so a node with many agents is back
+        // quickly after a crash. Each agent's actor starts once its record is replayed.
+        let mut pending = handle.shared.store.heads().await?.into_iter();
+        let mut reading = tokio::task::JoinSet::new();
+        loop {
+            while reading.len() < RECOVERY_CONCURRENCY {
+                let Some(head) = pending.next() else { break };
+                if head.agent.is_node() {
+                    continue;
+                }
+                let handle = handle.clone();
+                reading.spawn(async move { handle.recover_agent(head).await });
             }
-            let first = handle
-                .shared
-                .store
-                .entry(EntryRef::AgentSeq(head.agent, 1))
-                .await?;
-            let Some(first) = first.filter(|e| e.entry.kind.as_str() == KIND_CREATED) else {
-                // Streams that do not start with agent.created are written by other tools
-                // (`aura ledger append`); they are not agents the engine runs.
-                continue;
+            let Some(done) = reading.join_next().await else {
+                break;
             };
-            let created: Created = serde_json::from_slice(&first.entry.body).map_err(|e| {
-                Error::Invalid(format!("the record of {} is unreadable: {e}", head.agent))
-            })?;
-            let info = info_from(head.agent, created, first.entry.recorded_at);
-            let live = handle.recover_missions(&info).await?;
-            handle.spawn_agent(info, head.seq + 1, live);
+            let recovered =
+                done.map_err(|e| Error::Invalid(format!("recovering an agent failed: {e}")))??;
+            if let Some((info, next_seq, live)) = recovered {
+                handle.spawn_agent(info, next_seq, live);
+            }
         }
         Ok(handle)
+    }
+
+    /// An agent from its record: who it is, the sequence number its next entry gets,
+    /// and its non-terminal missions. None for streams that are not agents.
+    async fn recover_agent(
+        &self,
+        head: aura_store::Head,
+    ) -> Result<Option<(AgentInfo, u64, Vec<Live>)>, Error> {
+        let first = self
+            .shared
+            .store
+            .entry(EntryRef::AgentSeq(head.agent, 1))
+            .await?;
+        let Some(first) = first.filter(|e| e.entry.kind.as_str() == KIND_CREATED) else {
+            // Streams that do not start with agent.created are written by other tools
+            // (`aura ledger append`); they are not agents the engine runs.
+            return Ok(None);
+        };
+        let created: Created = serde_json::from_slice(&first.entry.body).map_err(|e| {
+            Error::Invalid(format!("the record of {} is unreadable: {e}", head.agent))
+        })?;
+        let info = info_from(head.agent, created, first.entry.recorded_at);
+        let live = self.recover_missions(&info).await?;
+        Ok(Some((info, head.seq + 1, live)))
     }
 
     /// Replays every mission of an agent from its record. Finished missions go to the index;
