@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use aura_infer::{Constraint, Prompt, TokenEvent, TokenLogprobs};
 use aura_node::models::requests::{self, fingerprint, finish_reason, generation_finish};
-use aura_node::models::{ChatError, ModelError, ModelHost, Served};
-use aura_reasoner::{Delta, ToolChoice};
+use aura_node::models::{ChatDelta, ChatError, ModelError, ModelHost, Served};
+use aura_reasoner::ToolChoice;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -364,36 +364,30 @@ async fn stream_chat(
     tx: mpsc::Sender<Result<pb::ChatEvent, Status>>,
 ) {
     // Deltas arrive on the engine's thread; they go out in order through this channel.
-    let (dtx, mut drx) = mpsc::unbounded_channel::<Delta>();
-    let sink = move |d: Delta| {
-        let _ = dtx.send(d);
-    };
+    let (dtx, mut drx) = mpsc::unbounded_channel::<ChatDelta>();
     let forward = {
         let tx = tx.clone();
         async move {
-            let mut calls: Vec<String> = Vec::new();
+            let number = |i: usize| u32::try_from(i).unwrap_or(u32::MAX);
             while let Some(d) = drx.recv().await {
                 let event = match d {
-                    Delta::Text(t) => pb::chat_event::Event::Text(t),
-                    Delta::ToolCallStarted { id, name } => {
-                        calls.push(id.clone());
+                    ChatDelta::Text(t) => pb::chat_event::Event::Text(t),
+                    ChatDelta::CallStarted { index, id, name } => {
                         pb::chat_event::Event::ToolCall(pb::ToolCallDelta {
-                            index: u32::try_from(calls.len() - 1).unwrap_or(u32::MAX),
+                            index: number(index),
                             id,
                             name,
                             arguments: String::new(),
                         })
                     }
-                    Delta::ToolCallArguments { id, fragment } => {
-                        let index = calls.iter().position(|c| *c == id).unwrap_or(0);
+                    ChatDelta::CallArguments { index, fragment } => {
                         pb::chat_event::Event::ToolCall(pb::ToolCallDelta {
-                            index: u32::try_from(index).unwrap_or(u32::MAX),
+                            index: number(index),
                             id: String::new(),
                             name: String::new(),
                             arguments: fragment,
                         })
                     }
-                    Delta::Reset { .. } => continue,
                 };
                 if tx.send(chat_event(event)).await.is_err() {
                     break;
@@ -401,28 +395,16 @@ async fn stream_chat(
             }
         }
     };
+    // A client that goes away stops the generation; nothing is recorded then.
     let closed = tx.clone();
-    let run = {
-        let served = served.clone();
-        async move {
-            let result = {
-                let work = host.chat(
-                    &served,
-                    &plan.request,
-                    &plan.options,
-                    Some(&sink),
-                    Some(receipt),
-                );
-                tokio::select! {
-                    r = work => Some(r),
-                    () = closed.closed() => None,
-                }
-            };
-            // The last delta is in the channel; closing it ends the forwarding.
-            drop(sink);
-            result
-        }
-    };
+    let run = host.chat_streamed(
+        &served,
+        &plan.request,
+        &plan.options,
+        receipt,
+        dtx,
+        closed.closed(),
+    );
     let (result, ()) = tokio::join!(run, forward);
     let Some(result) = result else { return };
     let last = match result {

@@ -39,21 +39,7 @@ impl Drop for Node {
 /// `app` (inference) and `watcher` (observer), serving gRPC on `<home>/aurae.sock`.
 fn node(aura: &Aura) -> Node {
     aura.init();
-    aura.run(&["model", "pull", "smollm2"]).ok();
-    let minilm = aura_model::pull::cache_dir().unwrap().join("minilm");
-    assert!(
-        minilm.join("model.safetensors").is_file(),
-        "MiniLM is not in {}; run ./scripts/fetch-models.sh",
-        minilm.display()
-    );
-    aura.run(&[
-        "model",
-        "import",
-        minilm.to_str().unwrap(),
-        "--name",
-        "minilm",
-    ])
-    .ok();
+    support::install_models(aura);
     aura.run(&["pki", "init"]).ok();
     aura.run(&["pki", "client", "app", "--role", "inference"])
         .ok();

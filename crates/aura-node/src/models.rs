@@ -32,8 +32,8 @@ use aura_infer::{
 };
 use aura_model::{Authorization, Meter, Outcome, ReceiptId, Uses, Verified, io_hash};
 use aura_reasoner::{
-    DeltaSink, Error as ReasonerError, LocalConfig, LocalModels, ProviderInfo, Reasoner, Request,
-    Turn,
+    Delta, DeltaSink, Error as ReasonerError, LocalConfig, LocalModels, ProviderInfo, Reasoner,
+    Request, Turn,
 };
 use aura_store::Store;
 
@@ -43,6 +43,20 @@ pub const DEFAULT_MODEL: &str = "smollm2";
 
 /// Architectures served as text encoders (`/v1/embeddings`) rather than generators.
 const ENCODER_ARCHITECTURES: &[&str] = &["bert"];
+
+/// Whether a package of this architecture is served as a text encoder.
+fn is_encoder(architecture: &str) -> bool {
+    ENCODER_ARCHITECTURES.contains(&architecture)
+}
+
+/// What a license must allow for a package of this architecture.
+fn uses_of(architecture: &str) -> Uses {
+    if is_encoder(architecture) {
+        Uses::EMBEDDINGS
+    } else {
+        Uses::INFERENCE
+    }
+}
 
 /// Whether a package by this name is installed in `home` (verification happens on
 /// open).
@@ -279,7 +293,7 @@ impl ModelHost {
                 ModelCard {
                     name: p.name.clone(),
                     digest: p.digest(),
-                    generator: !ENCODER_ARCHITECTURES.contains(&m.architecture.as_str()),
+                    generator: !is_encoder(&m.architecture),
                     architecture: m.architecture.clone(),
                     created_at: m.created_at,
                     publisher: m.publisher.to_string(),
@@ -354,38 +368,34 @@ impl ModelHost {
     /// Refuses now, rather than at the first request, a model this node may not run.
     fn check_license(&self, served: &Served) -> Result<(), ModelError> {
         // A zero-token reservation, released at once.
-        self.authorize_tokens(served, Self::uses(served), 0)
+        self.authorize(&served.verified, &served.name, Self::uses(served), 0)
             .map(drop)
     }
 
-    fn authorize_tokens(
+    /// Reserves `tokens` of the allowance of a license this node holds for `verified`.
+    fn authorize(
         &self,
-        served: &Served,
+        verified: &Verified,
+        name: &str,
         uses: Uses,
         tokens: u64,
     ) -> Result<Authorization, ModelError> {
         self.metering
             .meter
             .authorize(
-                &served.verified,
+                verified,
                 self.registry.licenses(),
                 self.metering.node(),
                 SystemClock.now(),
                 uses,
                 tokens,
             )
-            .map_err(|e| {
-                ModelError::new(
-                    e.http_status(),
-                    e.code(),
-                    format!("model `{}`: {e}", served.name),
-                )
-            })
+            .map_err(|e| ModelError::new(e.http_status(), e.code(), format!("model `{name}`: {e}")))
     }
 
     /// Authorises a request of at most `bound` tokens on `served` against its license.
     pub fn admit(&self, served: &Arc<Served>, bound: u64) -> Result<Admitted, ModelError> {
-        let auth = self.authorize_tokens(served, Self::uses(served), bound)?;
+        let auth = self.authorize(&served.verified, &served.name, Self::uses(served), bound)?;
         Ok(Admitted {
             served: served.clone(),
             auth,
@@ -437,27 +447,10 @@ impl ModelHost {
             .registry
             .packages()
             .load(name, None, &aura_model::no_progress)?;
-        let architecture = verified.model().manifest().architecture.clone();
-        let encoder = ENCODER_ARCHITECTURES.contains(&architecture.as_str());
-        let uses = if encoder {
-            Uses::EMBEDDINGS
-        } else {
-            Uses::INFERENCE
-        };
+        let architecture = &verified.model().manifest().architecture;
+        let encoder = is_encoder(architecture);
         // The license first: an unlicensed model is never loaded.
-        self.metering
-            .meter
-            .authorize(
-                &verified,
-                self.registry.licenses(),
-                self.metering.node(),
-                SystemClock.now(),
-                uses,
-                0,
-            )
-            .map_err(|e| {
-                ModelError::new(e.http_status(), e.code(), format!("model `{name}`: {e}"))
-            })?;
+        self.authorize(&verified, name, uses_of(architecture), 0)?;
         let files = engine_files(verified.files());
         let options = LoadOptions {
             threads,
@@ -508,7 +501,7 @@ impl ModelHost {
         receipt: Option<ReceiptId>,
     ) -> Result<(ChatOutcome, ReceiptId), ChatError> {
         let generator = served.generator()?;
-        let input = serde_json::to_vec(&(request, chat_options_json(options)))
+        let input = serde_json::to_vec(&(request, options))
             .map_err(|e| ModelError::invalid(format!("cannot encode the request: {e}")))?;
         // An upper bound on the tokens the request counts: a prompt has no more tokens
         // than bytes, and generation stops at the limit.
@@ -536,6 +529,46 @@ impl ModelHost {
             )
             .await?;
         Ok((outcome, id))
+    }
+
+    /// [`ModelHost::chat`] streamed: its deltas go to `deltas` as the model writes them,
+    /// tool calls numbered in the order they began (what every wire format carries), and
+    /// the chat is given up when `gone` resolves first (the caller went away): `None`,
+    /// nothing recorded. `deltas` closes when this returns, after the last delta.
+    pub async fn chat_streamed(
+        &self,
+        served: &Arc<Served>,
+        request: &Request,
+        options: &ChatOptions,
+        receipt: ReceiptId,
+        deltas: tokio::sync::mpsc::UnboundedSender<ChatDelta>,
+        gone: impl std::future::Future<Output = ()>,
+    ) -> Option<Result<(ChatOutcome, ReceiptId), ChatError>> {
+        let calls: Mutex<Vec<String>> = Mutex::new(Vec::new());
+        let sink = move |d: Delta| {
+            let mut calls = calls.lock().unwrap_or_else(|e| e.into_inner());
+            let delta = match d {
+                Delta::Text(text) => ChatDelta::Text(text),
+                Delta::ToolCallStarted { id, name } => {
+                    calls.push(id.clone());
+                    ChatDelta::CallStarted {
+                        index: calls.len() - 1,
+                        id,
+                        name,
+                    }
+                }
+                Delta::ToolCallArguments { id, fragment } => ChatDelta::CallArguments {
+                    index: calls.iter().position(|c| *c == id).unwrap_or(0),
+                    fragment,
+                },
+                Delta::Reset { .. } => return,
+            };
+            let _ = deltas.send(delta);
+        };
+        tokio::select! {
+            r = self.chat(served, request, options, Some(&sink), Some(receipt)) => Some(r),
+            () = gone => None,
+        }
     }
 
     /// Continues a prompt on a generator, metered, sending each step to `events` as it
@@ -604,7 +637,8 @@ impl ModelHost {
             .await
             .map_err(|e| ModelError::internal(format!("the embedding thread failed: {e}")))?
             .map_err(|e| ModelError::invalid(e.to_string()))?;
-        let mut output = Vec::with_capacity(embeddings.vectors.len() * 4 * 384);
+        let mut output =
+            Vec::with_capacity(embeddings.vectors.iter().map(Vec::len).sum::<usize>() * 4);
         for v in &embeddings.vectors {
             for x in v {
                 output.extend_from_slice(&x.to_le_bytes());
@@ -627,16 +661,19 @@ impl ModelHost {
     }
 }
 
-/// The options a receipt's input hash covers (the engine-only ones; the rest are in the
-/// request).
-fn chat_options_json(options: &ChatOptions) -> serde_json::Value {
-    serde_json::json!({
-        "top_p": options.top_p,
-        "top_k": options.top_k,
-        "repetition_penalty": options.repetition_penalty,
-        "format": options.format,
-        "logprobs": options.logprobs,
-    })
+/// One piece of a streamed chat answer ([`ModelHost::chat_streamed`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChatDelta {
+    /// More text.
+    Text(String),
+    /// The `index`th tool call of the answer began.
+    CallStarted {
+        index: usize,
+        id: String,
+        name: String,
+    },
+    /// More of the `index`th call's arguments (JSON text, in pieces).
+    CallArguments { index: usize, fragment: String },
 }
 
 /// Why a chat request failed: refused by the host (license, package) or by the model.

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use aura_infer::reasoner::{ChatOptions, ChatOutcome};
 use aura_infer::{Constraint, Prompt, TokenEvent, TokenLogprobs};
 use aura_model::ReceiptId;
-use aura_reasoner::{Delta, Message, ToolCall, ToolChoice, ToolSpec};
+use aura_reasoner::{Message, ToolCall, ToolChoice, ToolSpec};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
@@ -39,7 +39,7 @@ use crate::AppState;
 use crate::auth::{Caller, Role as KeyRole};
 use crate::error::{ApiError, ApiJson};
 use crate::models::requests::{self, fingerprint, finish_reason, generation_finish};
-use crate::models::{ChatError, ModelCard, ModelError, ModelHost, Served};
+use crate::models::{ChatDelta, ChatError, ModelCard, ModelError, ModelHost, Served};
 use crate::routes::agents::require;
 
 /// The header naming a response's usage receipt.
@@ -684,28 +684,21 @@ fn stream_chat(host: Arc<ModelHost>, served: Arc<Served>, plan: ChatPlan) -> Res
             )))
             .await;
         // Deltas arrive on the engine's thread; they go out in order through this channel.
-        let (dtx, mut drx) = tokio::sync::mpsc::unbounded_channel::<Delta>();
-        let sink = move |d: Delta| {
-            let _ = dtx.send(d);
-        };
+        let (dtx, mut drx) = tokio::sync::mpsc::unbounded_channel::<ChatDelta>();
         let forward = {
             let tx = tx.clone();
             let chunk = chunk.clone();
             async move {
-                let mut calls: Vec<String> = Vec::new();
                 while let Some(d) = drx.recv().await {
                     let delta = match d {
-                        Delta::Text(t) => json!({"content": t}),
-                        Delta::ToolCallStarted { id, name } => {
-                            calls.push(id.clone());
-                            json!({"tool_calls": [{"index": calls.len() - 1, "id": id, "type": "function",
+                        ChatDelta::Text(t) => json!({"content": t}),
+                        ChatDelta::CallStarted { index, id, name } => {
+                            json!({"tool_calls": [{"index": index, "id": id, "type": "function",
                                                     "function": {"name": name, "arguments": ""}}]})
                         }
-                        Delta::ToolCallArguments { id, fragment } => {
-                            let index = calls.iter().position(|c| *c == id).unwrap_or(0);
+                        ChatDelta::CallArguments { index, fragment } => {
                             json!({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
                         }
-                        Delta::Reset { .. } => continue,
                     };
                     if tx.send(data(&chunk(delta, None))).await.is_err() {
                         break;
@@ -715,27 +708,17 @@ fn stream_chat(host: Arc<ModelHost>, served: Arc<Served>, plan: ChatPlan) -> Res
         };
         let top_logprobs = plan.top_logprobs;
         let include_usage = plan.include_usage;
+        // A caller that goes away drops the stream: stop generating (no receipt then, as
+        // nothing was delivered).
         let closed = tx.clone();
-        let run = async move {
-            let result = {
-                let work = host.chat(
-                    &served,
-                    &plan.request,
-                    &plan.options,
-                    Some(&sink),
-                    Some(receipt),
-                );
-                // A caller that goes away drops the stream: stop generating (no receipt
-                // then, as nothing was delivered).
-                tokio::select! {
-                    r = work => Some(r),
-                    () = closed.closed() => None,
-                }
-            };
-            // The last delta is in the channel; closing it ends the forwarding.
-            drop(sink);
-            result
-        };
+        let run = host.chat_streamed(
+            &served,
+            &plan.request,
+            &plan.options,
+            receipt,
+            dtx,
+            closed.closed(),
+        );
         let (result, ()) = tokio::join!(run, forward);
         let Some(result) = result else { return };
         let last = match result {
