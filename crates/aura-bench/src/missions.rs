@@ -206,6 +206,8 @@ pub(crate) fn spec(tools: &[&str], workspace: Option<String>, max_steps: u32) ->
         reasoner: String::new(),
         network: Vec::new(),
         workspace,
+        steps: None,
+        tool_steps: Default::default(),
     }
 }
 

@@ -78,7 +78,7 @@ pub use cgroup::{Mode as CgroupMode, Usage, Version as CgroupVersion};
 pub use error::{Error, ErrorKind, Result};
 pub use logs::{Channel, DaemonEvent, EventLog, LogLimits, LogLine, LogStore, Subscription};
 pub use rootfs::{masked_paths, readonly_paths};
-pub use run::{DEFAULT_OUTPUT_LIMIT, Output, RunOutcome, RunSpec, Running};
+pub use run::{DEFAULT_OUTPUT_LIMIT, Output, RunOutcome, RunSpec, Running, Stopper};
 pub use runtime::{
     Allocated, CellInfo, CellTree, DEFAULT_PATH, ExecutableInfo, ExitInfo, ExitStatus, Options,
     Runtime, SignalEvent, Started, signal_name,

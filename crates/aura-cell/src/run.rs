@@ -221,6 +221,18 @@ pub struct Output {
     pub data: Vec<u8>,
 }
 
+/// Stops a run from elsewhere (see [`Running::stopper`]).
+#[derive(Debug, Clone)]
+pub struct Stopper(Arc<Notify>);
+
+impl Stopper {
+    /// Stops the run: SIGTERM to every process, SIGKILL after the grace period. A run
+    /// that already ended is not affected.
+    pub fn stop(&self) {
+        self.0.notify_one();
+    }
+}
+
 /// A run in progress: its output as it comes, then its outcome.
 #[derive(Debug)]
 pub struct Running {
@@ -249,6 +261,11 @@ impl Running {
     /// Stops the run now: SIGTERM to every process, SIGKILL after the grace period.
     pub fn stop(&self) {
         self.stop.notify_one();
+    }
+
+    /// A handle that stops the run, usable after [`Running::wait`] took the run.
+    pub fn stopper(&self) -> Stopper {
+        Stopper(self.stop.clone())
     }
 
     /// Waits for the run to end (output not read yet is kept up to the limit).

@@ -40,8 +40,30 @@ impl CellRunner {
 impl CommandRunner for CellRunner {
     async fn run(&self, request: CommandRequest) -> Result<CommandOutput, ToolError> {
         let spec = run_spec(&request)?;
-        let outcome = self.cells.run(spec).await.map_err(|e| tool_error(&e))?;
-        Ok(command_output(outcome))
+        let running = self.cells.spawn(spec).await.map_err(|e| tool_error(&e))?;
+        // If the caller stops waiting (the node cancelled the call or gave up on it), the
+        // command must not go on running to its timeout: dropping this future stops it.
+        let stop_on_drop = StopOnDrop(Some(running.stopper()));
+        let outcome = running.wait().await;
+        stop_on_drop.disarm();
+        Ok(command_output(outcome.map_err(|e| tool_error(&e))?))
+    }
+}
+
+/// Stops a run when dropped, unless disarmed once the run ended.
+struct StopOnDrop(Option<crate::run::Stopper>);
+
+impl StopOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if let Some(stopper) = self.0.take() {
+            stopper.stop();
+        }
     }
 }
 

@@ -49,6 +49,27 @@ pub(crate) enum Inbox {
     },
     /// A mission's deadline passed.
     Deadline { mission: MissionId },
+    /// A mission's retry is due.
+    Wake { mission: MissionId },
+    /// An operator pauses, resumes or hurries a mission.
+    Control {
+        mission: MissionId,
+        control: Control,
+        by: String,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+}
+
+/// What an operator can do to a mission besides cancelling it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// No step starts until it is resumed (a step under way finishes first).
+    Pause {
+        reason: String,
+    },
+    Resume,
+    /// Waiting retries run now instead of at their due time.
+    RetryNow,
 }
 
 /// Work the actor gives itself.
@@ -187,6 +208,20 @@ impl Actor {
                 let _ = reply.send(outcome);
             }
             Inbox::Deadline { mission } => self.deadline(mission).await,
+            Inbox::Wake { mission } => {
+                if !self.work.contains(&Work::Step(mission)) {
+                    self.work.push_back(Work::Step(mission));
+                }
+            }
+            Inbox::Control {
+                mission,
+                control,
+                by,
+                reply,
+            } => {
+                let outcome = self.control(mission, control, &by).await;
+                let _ = reply.send(outcome);
+            }
         }
     }
 

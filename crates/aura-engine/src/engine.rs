@@ -18,7 +18,7 @@ use aura_store::{AppendReceipt, EntryRef, NewEntry, Seq, Store, StoredEntry};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::agent::{self, Inbox, Live};
+use crate::agent::{self, Control, Inbox, Live};
 use crate::events::{EventHub, StreamEvent, body_value};
 use crate::ports::{Policy, Reasoners, Tools};
 
@@ -654,6 +654,55 @@ impl Handle {
         rx.await.map_err(|_| Error::Closed)?
     }
 
+    /// Pauses, resumes or hurries a mission's retries (`by` names the operator).
+    pub async fn control(
+        &self,
+        mission: MissionId,
+        control: Control,
+        by: &str,
+    ) -> Result<(), Error> {
+        let agent = self
+            .mission(mission)
+            .ok_or_else(|| Error::NotFound(format!("mission {mission}")))?
+            .agent;
+        let mailbox = self.shared.mailbox(agent)?;
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        mailbox
+            .send(Inbox::Control {
+                mission,
+                control,
+                by: by.to_owned(),
+                reply,
+            })
+            .await?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Missions that need a person's look: escalated for longer than `escalated_for`,
+    /// retrying a failed step, or paused. Oldest first.
+    pub fn stuck(&self, escalated_for: Duration) -> Vec<Stuck> {
+        let now = self.shared.clock.now();
+        let missions = self
+            .shared
+            .missions
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut stuck: Vec<Stuck> = missions
+            .values()
+            .filter(|m| !m.state.is_terminal())
+            .filter_map(|m| stuck_reason(m, now, escalated_for).map(|(why, since)| (m, why, since)))
+            .map(|(m, why, since)| Stuck {
+                mission: m.id,
+                agent: m.agent,
+                state: m.state,
+                why,
+                since,
+            })
+            .collect();
+        stuck.sort_by_key(|s| s.since);
+        stuck
+    }
+
     /// Replays a mission from the ledger, reproducing every state hash.
     pub async fn replay(&self, mission: MissionId) -> Result<Result<Mission, Divergence>, Error> {
         let agent = self
@@ -698,6 +747,77 @@ impl Handle {
             .agent_entries(agent, from_seq.max(1), limit)
             .await?)
     }
+}
+
+/// A mission that needs a person's look, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Stuck {
+    pub mission: MissionId,
+    pub agent: AgentId,
+    pub state: MissionState,
+    pub why: StuckReason,
+    /// Since when (the escalation, the latest failure, the pause).
+    pub since: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StuckReason {
+    /// Waiting for an approval longer than asked.
+    Escalated {
+        action: String,
+        level: aura_identity::Level,
+    },
+    /// A step failed and waits for its next attempt (`call` is `None` for the
+    /// reasoner's turn).
+    Retrying {
+        call: Option<String>,
+        attempts: u32,
+        last_error: Option<String>,
+        retry_at: Option<Timestamp>,
+    },
+    Paused,
+}
+
+fn stuck_reason(
+    m: &Mission,
+    now: Timestamp,
+    escalated_for: Duration,
+) -> Option<(StuckReason, Timestamp)> {
+    let last_change = m.history.last().map_or(m.submitted_at, |c| c.at);
+    if m.paused {
+        let since = m.history.last().map_or(m.submitted_at, |c| c.at);
+        return Some((StuckReason::Paused, since));
+    }
+    if m.state == MissionState::Escalated
+        && let Some(e) = &m.escalation
+        && now.since(last_change) >= escalated_for
+    {
+        let why = StuckReason::Escalated {
+            action: e.action.clone(),
+            level: e.level,
+        };
+        return Some((why, last_change));
+    }
+    if let Some(c) = m.calls.iter().find(|c| c.last_error.is_some()) {
+        let why = StuckReason::Retrying {
+            call: Some(c.call.id.clone()),
+            attempts: c.attempts,
+            last_error: c.last_error.clone(),
+            retry_at: c.retry_at,
+        };
+        return Some((why, last_change));
+    }
+    if m.turn_failures > 0 {
+        let why = StuckReason::Retrying {
+            call: None,
+            attempts: m.turn_failures,
+            last_error: None,
+            retry_at: m.turn_retry_at,
+        };
+        return Some((why, last_change));
+    }
+    None
 }
 
 /// Turns a stored entry into a stream event.

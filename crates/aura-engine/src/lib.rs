@@ -20,5 +20,8 @@ mod agent;
 mod engine;
 mod mission;
 
-pub use engine::{AgentInfo, Error, Handle, NewAgent, Options, Sender, Services, stream_event};
+pub use agent::Control;
+pub use engine::{
+    AgentInfo, Error, Handle, NewAgent, Options, Sender, Services, Stuck, StuckReason, stream_event,
+};
 pub use events::{EventHub, StreamEvent};

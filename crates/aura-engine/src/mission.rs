@@ -5,6 +5,7 @@
 //! commits the step's events to the agent's stream in one append. An event the kernel
 //! refuses is never recorded; if the append fails, the mission in memory stays as it was.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -15,13 +16,14 @@ use aura_identity::{
     verify_approval,
 };
 use aura_kernel::{
-    Decision, Effect, Event, Mission, MissionSpec, MissionState, Outcome, Step, ToolCall,
+    Decision, Effect, Event, Mission, MissionSpec, MissionState, Outcome, Step, StepPolicy,
+    ToolCall, kinds,
 };
 use serde_json::Value;
 
-use crate::agent::{Actor, Inbox, Live, Work};
+use crate::agent::{Actor, Control, Inbox, Live, Work};
 use crate::engine::{Error, Sender};
-use crate::ports::{ExecContext, Proposal, Query, ReasonRequest, Target};
+use crate::ports::{ExecContext, Heartbeat, Proposal, Query, ReasonRequest, Target};
 
 /// A refusal that is not policy's: the call was malformed or not among the mission's tools.
 fn refusal(call: &ToolCall, why: String) -> Decision {
@@ -154,6 +156,8 @@ impl Actor {
             now: self.now(),
             mission_active: !live.mission.state.is_terminal(),
             network: live.mission.spec.network.clone(),
+            heartbeat: None,
+            progress: None,
         }
     }
 
@@ -255,7 +259,7 @@ impl Actor {
     /// Authorized → Running: a workspace, an execution token, the first step queued.
     pub(crate) async fn start(&mut self, id: MissionId) {
         let Ok(live) = self.live(id) else { return };
-        if live.mission.state != MissionState::Authorized {
+        if live.mission.state != MissionState::Authorized || live.mission.paused {
             return;
         }
         let mission = live.mission.clone();
@@ -306,11 +310,13 @@ impl Actor {
         }
     }
 
-    /// One reasoning step of a running mission.
+    /// One step of a running mission: the permitted calls of the latest turn if any are
+    /// left (after a restart, or when a retry is due), else the reasoner's next turn.
     pub(crate) async fn step(&mut self, id: MissionId) {
         let Ok(live) = self.live(id) else { return };
         let mission = live.mission.clone();
         match mission.state {
+            MissionState::Running if mission.paused => return,
             MissionState::Running => {}
             MissionState::Compensating => {
                 let end = if mission.cancel_requested {
@@ -327,6 +333,9 @@ impl Actor {
         if mission.deadline_passed(now) {
             return self.expire(id).await;
         }
+        if !mission.calls.is_empty() {
+            return self.run_calls(Step::begin(&mission)).await;
+        }
         if mission.budget_exhausted() {
             let step = Step::begin(&mission);
             let reason = format!(
@@ -334,6 +343,11 @@ impl Actor {
                 mission.steps, mission.tokens
             );
             return self.end(step, MissionState::Failed, Some(reason)).await;
+        }
+        if let Some(due) = mission.turn_retry_at
+            && due > now
+        {
+            return self.wake_at(id, due);
         }
         let s = self.shared.clone();
         let Some(reasoner) = s.services.reasoners.get(&mission.spec.reasoner) else {
@@ -345,13 +359,17 @@ impl Actor {
                 .end(Step::begin(&mission), MissionState::Failed, Some(reason))
                 .await;
         };
+        let policy = mission.spec.step_policy(None);
         let request = ReasonRequest {
             messages: mission.context(),
             tools: s.services.tools.specs(&mission.spec.tools),
             seed: turn_seed(id, mission.steps),
         };
         let events = s.events.clone();
+        // Each piece of streamed text is the turn's heartbeat.
+        let (beat, mut beats) = tokio::sync::mpsc::unbounded_channel::<()>();
         let deltas = move |text: &str| {
+            let _ = beat.send(());
             events.publish(crate::events::StreamEvent::Delta {
                 mission: id,
                 text: text.to_owned(),
@@ -359,33 +377,46 @@ impl Actor {
         };
         let interrupt = self.mailbox.interrupt.clone();
         let mut stopping = s.stopping.subscribe();
-        let outcome = tokio::select! {
-            outcome = reasoner.turn(&request, &deltas) => outcome,
-            () = interrupt.notified() => {
-                // A cancel or the deadline arrived: the turn is dropped before anything of
-                // it was recorded, the inbox is handled, and the step runs again if the
-                // mission is still running.
-                self.work.push_front(Work::Step(id));
-                return;
-            }
-            _ = stopping.wait_for(|stop| *stop) => {
-                // The node is stopping: a turn that may never end (a provider that hangs)
-                // must not hold the shutdown. Nothing of it was recorded, so the next
-                // start recovers the mission as running and asks again.
-                return;
+        let turn = reasoner.turn(&request, &deltas);
+        tokio::pin!(turn);
+        let limit = after(policy.start_to_close());
+        let mut silence = after(policy.heartbeat());
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut turn => break outcome.map_err(|e| (kinds::REASONER, e)),
+                Some(()) = beats.recv() => silence = after(policy.heartbeat()),
+                () = until(limit) => break Err((
+                    kinds::START_TO_CLOSE,
+                    format!("the reasoner did not answer within {} ms", policy.start_to_close_ms.unwrap_or_default()),
+                )),
+                () = until(silence) => break Err((
+                    kinds::HEARTBEAT,
+                    format!("the reasoner sent nothing for {} ms", policy.heartbeat_ms.unwrap_or_default()),
+                )),
+                () = interrupt.notified() => {
+                    // A cancel or the deadline arrived: the turn is dropped before anything
+                    // of it was recorded, the inbox is handled, and the step runs again if
+                    // the mission is still running.
+                    self.work.push_front(Work::Step(id));
+                    return;
+                }
+                _ = stopping.wait_for(|stop| *stop) => {
+                    // The node is stopping: a turn that may never end (a provider that
+                    // hangs) must not hold the shutdown. Nothing of it was recorded, so the
+                    // next start recovers the mission as running and asks again.
+                    return;
+                }
             }
         };
         let turn = match outcome {
             Ok(t) => t,
-            Err(e) => {
-                let reason = format!("the reasoner failed: {e}");
-                return self
-                    .end(Step::begin(&mission), MissionState::Failed, Some(reason))
-                    .await;
-            }
+            Err((kind, error)) => return self.turn_failed(&mission, kind, error).await,
         };
         let mut step = Step::begin(&mission);
-        if let Err(e) = step.push(Event::Turn { turn, at: now }) {
+        if let Err(e) = step.push(Event::Turn {
+            turn,
+            at: self.now(),
+        }) {
             let reason = format!("the reasoner's turn was refused: {e}");
             return self.end(step, MissionState::Failed, Some(reason)).await;
         }
@@ -400,10 +431,39 @@ impl Actor {
         self.advance(step, None).await;
     }
 
+    /// The reasoner's turn failed: recorded, and asked again when its retry policy says,
+    /// or the mission fails.
+    async fn turn_failed(&mut self, mission: &Mission, kind: &str, error: String) {
+        let at = self.now();
+        let attempt = mission.turn_failures + 1;
+        let retry_at = mission.spec.step_policy(None).retry_at(attempt, kind, at);
+        let mut step = Step::begin(mission);
+        let failure = Event::AttemptFailed {
+            call_id: None,
+            attempt,
+            kind: kind.to_owned(),
+            error: error.clone(),
+            retry_at,
+            at,
+        };
+        if step.push(failure).is_ok()
+            && let Some(due) = retry_at
+        {
+            if self.finish(step).await {
+                self.wake_at(mission.id, due);
+            }
+            return;
+        }
+        let reason = format!(
+            "the reasoner failed after {attempt} attempt{}: {kind}: {error}",
+            if attempt == 1 { "" } else { "s" }
+        );
+        self.end(step, MissionState::Failed, Some(reason)).await;
+    }
+
     /// Decides the latest turn's undecided calls in order, stopping at an escalation; then
-    /// either waits for approval or runs what was permitted, and queues the next step.
+    /// either waits for approval or runs what was permitted.
     async fn advance(&mut self, mut step: Step, approval: Option<VerifiedApproval>) {
-        let s = self.shared.clone();
         let undecided: Vec<ToolCall> = step.mission().undecided().cloned().collect();
         for call in undecided {
             let decision = self.decide_call(step.mission(), &call, approval.clone());
@@ -435,24 +495,231 @@ impl Actor {
                 at: self.now(),
             });
         }
-        let permitted: Vec<ToolCall> = step.mission().permitted().cloned().collect();
-        let mut outbound = Vec::new();
         let id = step.mission().id;
-        if !permitted.is_empty() && self.missions.get(&id).is_some_and(|l| l.token.is_none()) {
+        if step.mission().permitted().next().is_some()
+            && self.missions.get(&id).is_some_and(|l| l.token.is_none())
+        {
             let token = self.issue_token(step.mission());
             if let Some(live) = self.missions.get_mut(&id) {
                 live.token = Some(token);
             }
         }
-        for call in permitted {
-            let Some(live) = self.missions.get(&step.mission().id) else {
-                return;
+        self.run_calls(step).await;
+    }
+
+    /// Runs the latest turn's permitted calls in order, each under its retry policy, then
+    /// completes the mission or queues its next turn.
+    ///
+    /// `step` holds what is not committed yet (the turn and its decisions, an effect).
+    /// Every attempt is committed, with whatever precedes it, before its tool runs, so
+    /// that a crash leaves the record naming the call that was in flight: a recovered
+    /// mission records that attempt as interrupted and retries it, and a call whose
+    /// effect is recorded never runs again.
+    async fn run_calls(&mut self, mut step: Step) {
+        let id = step.mission().id;
+        let mut outbound = Vec::new();
+        // Progress heard from attempts in this process, newer than what was recorded.
+        let mut progress: HashMap<String, Value> = HashMap::new();
+        loop {
+            let mission = step.mission().clone();
+            if mission.state != MissionState::Running || mission.paused {
+                break;
+            }
+            let Some(call) = mission.permitted().next().cloned() else {
+                break;
             };
-            let mut ctx = self.exec_context(live);
-            ctx.now = self.now();
-            let effect = match s.services.tools.prepare(&call) {
-                Ok(proposal) => s.services.tools.execute(&ctx, &proposal).await,
-                Err(why) => Effect {
+            let Some(slot) = mission.call(&call.id).cloned() else {
+                break;
+            };
+            let policy = mission.spec.step_policy(Some(&call.name));
+            let now = self.now();
+            if slot.given_up {
+                let reason = gave_up(&call, &slot);
+                return self.end(step, MissionState::Failed, Some(reason)).await;
+            }
+            if slot.running {
+                // The attempt was in flight when the node stopped; whether the tool got
+                // to act is unknown, so it counts as a failed attempt.
+                let error = "the node stopped while the call ran".to_owned();
+                if step
+                    .push(self.attempt_failed(&call, &slot, &policy, kinds::INTERRUPTED, error))
+                    .is_err()
+                {
+                    break;
+                }
+                continue;
+            }
+            if let Some(due) = slot.retry_at
+                && due > now
+            {
+                if self.commit_step(step, &mut outbound).await {
+                    self.wake_at(id, due);
+                }
+                return;
+            }
+            if let (Some(limit), Some(due)) = (policy.schedule_to_start(), slot.due_at)
+                && now.since(due) > limit
+            {
+                let error = format!(
+                    "the call waited {} ms to start, more than its {} ms",
+                    now.since(due).as_millis(),
+                    limit.as_millis()
+                );
+                if step
+                    .push(self.attempt_failed(
+                        &call,
+                        &slot,
+                        &policy,
+                        kinds::SCHEDULE_TO_START,
+                        error,
+                    ))
+                    .is_err()
+                {
+                    break;
+                }
+                continue;
+            }
+            let attempt = slot.attempts + 1;
+            if step
+                .push(Event::Attempt {
+                    call_id: call.id.clone(),
+                    attempt,
+                    at: now,
+                })
+                .is_err()
+                || !self.commit_step(step, &mut outbound).await
+            {
+                return;
+            }
+            let last = progress.get(&call.id).cloned().or(slot.progress.clone());
+            let attempted = self.attempt(id, &call, attempt, &policy, last).await;
+            let Ok(live) = self.live(id) else { return };
+            step = Step::begin(&live.mission);
+            let Some(slot) = step.mission().call(&call.id).cloned() else {
+                break;
+            };
+            let (kind, error) = match attempted {
+                Attempted::Done(effect) => match transient_failure(&effect) {
+                    Some(failure) => failure,
+                    None => {
+                        if let Some(m) = &effect.message {
+                            outbound.push((m.to, m.body.clone()));
+                        }
+                        if let Err(e) = step.push(Event::Effect {
+                            effect,
+                            at: self.now(),
+                        }) {
+                            let reason = format!("the effect of call {} was refused: {e}", call.id);
+                            return self.end(step, MissionState::Failed, Some(reason)).await;
+                        }
+                        continue;
+                    }
+                },
+                Attempted::Failed {
+                    kind,
+                    error,
+                    progress: heard,
+                } => {
+                    if let Some(p) = heard {
+                        progress.insert(call.id.clone(), p);
+                    }
+                    (kind.to_owned(), error)
+                }
+                Attempted::Interrupted => {
+                    // A cancel or the deadline: the call is given up, the inbox handled
+                    // first, and the mission winds down from there.
+                    let error = "stopped by a cancel or the mission's deadline".to_owned();
+                    let _ = step.push(self.attempt_failed(
+                        &call,
+                        &slot,
+                        &policy,
+                        kinds::STOPPED,
+                        error,
+                    ));
+                    self.commit_step(step, &mut outbound).await;
+                    self.work.push_front(Work::Step(id));
+                    return;
+                }
+                // Nothing recorded: the next start finds the attempt running and retries.
+                Attempted::Stopping => return,
+            };
+            if step
+                .push(self.attempt_failed(&call, &slot, &policy, &kind, error))
+                .is_err()
+            {
+                break;
+            }
+        }
+        let mission = step.mission();
+        if mission.state == MissionState::Running
+            && !mission.paused
+            && mission.calls.is_empty()
+            && mission.summary.is_some()
+        {
+            let _ = step.push(Event::Transition {
+                to: MissionState::Completed,
+                reason: "objective reached".into(),
+                at: self.now(),
+            });
+        }
+        let next_turn = step.mission().state == MissionState::Running
+            && !step.mission().paused
+            && step.mission().calls.is_empty();
+        if self.commit_step(step, &mut outbound).await && next_turn {
+            self.work.push_back(Work::Step(id));
+        }
+    }
+
+    /// The record of a failed attempt, with when the next one is due under `policy`.
+    fn attempt_failed(
+        &self,
+        call: &ToolCall,
+        slot: &aura_kernel::CallState,
+        policy: &StepPolicy,
+        kind: &str,
+        error: String,
+    ) -> Event {
+        let attempt = if slot.running {
+            slot.attempts
+        } else {
+            slot.attempts + 1
+        };
+        let at = self.now();
+        Event::AttemptFailed {
+            call_id: Some(call.id.clone()),
+            attempt,
+            kind: kind.to_owned(),
+            error,
+            retry_at: policy.retry_at(attempt, kind, at),
+            at,
+        }
+    }
+
+    /// Runs one attempt of a permitted call, holding it to its timeouts and heartbeats,
+    /// and recording its heartbeats now and then.
+    async fn attempt(
+        &mut self,
+        id: MissionId,
+        call: &ToolCall,
+        attempt: u32,
+        policy: &StepPolicy,
+        progress: Option<Value>,
+    ) -> Attempted {
+        let s = self.shared.clone();
+        let Ok(live) = self.live(id) else {
+            return Attempted::Stopping;
+        };
+        let mut ctx = self.exec_context(live);
+        ctx.now = self.now();
+        ctx.progress = progress;
+        let (beat, mut beats) = tokio::sync::mpsc::unbounded_channel::<Value>();
+        ctx.heartbeat = Some(Heartbeat::new(move |details| {
+            let _ = beat.send(details);
+        }));
+        let proposal = match s.services.tools.prepare(call) {
+            Ok(p) => p,
+            Err(why) => {
+                return Attempted::Done(Effect {
                     call_id: call.id.clone(),
                     tool: call.name.clone(),
                     ok: false,
@@ -461,37 +728,84 @@ impl Actor {
                     compensation: None,
                     message: None,
                     finish: None,
+                });
+            }
+        };
+        let tools = s.services.tools.clone();
+        let run = async move { tools.execute(&ctx, &proposal).await };
+        tokio::pin!(run);
+        let interrupt = self.mailbox.interrupt.clone();
+        let mut stopping = s.stopping.subscribe();
+        let limit = after(policy.start_to_close());
+        let mut silence = after(policy.heartbeat());
+        let mut heard: Option<Value> = None;
+        let mut recorded_at: Option<tokio::time::Instant> = None;
+        loop {
+            let details = tokio::select! {
+                effect = &mut run => return Attempted::Done(effect),
+                Some(details) = beats.recv() => details,
+                () = until(limit) => return Attempted::Failed {
+                    kind: kinds::START_TO_CLOSE,
+                    error: format!("the call ran longer than {} ms", policy.start_to_close_ms.unwrap_or_default()),
+                    progress: heard,
                 },
+                () = until(silence) => return Attempted::Failed {
+                    kind: kinds::HEARTBEAT,
+                    error: format!("no heartbeat for {} ms", policy.heartbeat_ms.unwrap_or_default()),
+                    progress: heard,
+                },
+                () = interrupt.notified() => return Attempted::Interrupted,
+                _ = stopping.wait_for(|stop| *stop) => return Attempted::Stopping,
             };
-            if let Some(m) = &effect.message {
-                outbound.push((m.to, m.body.clone()));
-            }
-            if step
-                .push(Event::Effect {
-                    effect,
-                    at: self.now(),
-                })
-                .is_err()
-            {
-                break;
+            silence = after(policy.heartbeat());
+            heard = Some(details.clone());
+            if recorded_at.is_none_or(|t| t.elapsed() >= HEARTBEAT_RECORD_EVERY) {
+                recorded_at = Some(tokio::time::Instant::now());
+                self.record_heartbeat(id, call, attempt, details).await;
             }
         }
-        if step.mission().summary.is_some() && step.mission().calls.is_empty() {
-            let _ = step.push(Event::Transition {
-                to: MissionState::Completed,
-                reason: "objective reached".into(),
-                at: self.now(),
-            });
+    }
+
+    /// Records a running attempt's progress, so that a retry after a crash can read it.
+    async fn record_heartbeat(
+        &mut self,
+        id: MissionId,
+        call: &ToolCall,
+        attempt: u32,
+        details: Value,
+    ) {
+        let Ok(live) = self.live(id) else { return };
+        let mut step = Step::begin(&live.mission);
+        let heartbeat = Event::Heartbeat {
+            call_id: call.id.clone(),
+            attempt,
+            details,
+            at: self.now(),
+        };
+        // Details the kernel refuses (too large) are not recorded; the beat still counts.
+        if step.push(heartbeat).is_ok() {
+            self.finish(step).await;
         }
-        let running = step.mission().state == MissionState::Running;
-        // Messages are delivered once their effects are recorded, whatever state the
-        // mission reached (a turn may send and then finish).
-        if self.finish(step).await {
-            self.send_outbound(outbound);
-            if running {
-                self.work.push_back(Work::Step(id));
-            }
+    }
+
+    /// Commits a step, then delivers the messages its effects sent; says whether it was
+    /// recorded.
+    async fn commit_step(&mut self, step: Step, outbound: &mut Vec<(AgentId, Value)>) -> bool {
+        let recorded = self.finish(step).await;
+        if recorded {
+            self.send_outbound(std::mem::take(outbound));
         }
+        recorded
+    }
+
+    /// Asks for the mission's next step at `at` (a retry's due time).
+    fn wake_at(&self, id: MissionId, at: Timestamp) {
+        let wait = at.since(self.now());
+        let mailbox = self.mailbox.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let _ = mailbox.send(Inbox::Wake { mission: id }).await;
+        });
     }
 
     fn decide_call(
@@ -578,14 +892,21 @@ impl Actor {
                 };
                 let ctx = self.exec_context(live);
                 let compensation = c.compensation.clone().unwrap_or(Value::Null);
-                let result = self
-                    .shared
-                    .services
-                    .tools
-                    .compensate(&ctx, &c.tool, &compensation)
-                    .await;
+                let policy = step.mission().spec.step_policy(Some(&c.tool)).retry;
+                let Some((result, attempts)) =
+                    self.compensate(&ctx, &c.tool, &compensation, &policy).await
+                else {
+                    // The node is stopping: what was undone is committed, the mission
+                    // stays Compensating, and the next start goes on from there.
+                    return step;
+                };
                 if let Err(e) = &result {
-                    failures.push(format!("{} ({}): {e}", c.call_id, c.tool));
+                    failures.push(format!(
+                        "{} ({}) after {attempts} attempt{}: {e}",
+                        c.call_id,
+                        c.tool,
+                        if attempts == 1 { "" } else { "s" }
+                    ));
                 }
                 let ok = result.is_ok();
                 if step
@@ -594,6 +915,7 @@ impl Actor {
                         ok,
                         error: result.err(),
                         at: self.now(),
+                        attempts: if attempts > 1 { attempts } else { 0 },
                     })
                     .is_err()
                 {
@@ -615,6 +937,42 @@ impl Actor {
             at: self.now(),
         });
         step
+    }
+
+    /// Undoes one call, retrying under the tool's retry policy (at most
+    /// [`MAX_COMPENSATION_ATTEMPTS`] attempts however generous the policy, since the
+    /// mission is ending and its agent waits); says how it ended and after how many
+    /// attempts, or `None` if the node began stopping while it waited to retry.
+    /// Compensations restore recorded state (previous bytes, a declared command), so
+    /// running one again after a failure is safe.
+    async fn compensate(
+        &self,
+        ctx: &ExecContext,
+        tool: &str,
+        compensation: &Value,
+        policy: &aura_kernel::RetryPolicy,
+    ) -> Option<(Result<(), String>, u32)> {
+        let tools = &self.shared.services.tools;
+        let mut attempt = 1;
+        loop {
+            let result = tools.compensate(ctx, tool, compensation).await;
+            let Err(e) = &result else {
+                return Some((result, attempt));
+            };
+            let kind = e.split_once(": ").map_or("", |(k, _)| k);
+            let backoff = policy
+                .backoff(attempt, kind)
+                .filter(|_| attempt < MAX_COMPENSATION_ATTEMPTS);
+            let Some(wait) = backoff else {
+                return Some((result, attempt));
+            };
+            let mut stopping = self.shared.stopping.subscribe();
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                _ = stopping.wait_for(|stop| *stop) => return None,
+            }
+            attempt += 1;
+        }
     }
 
     /// A person answered an escalation.
@@ -748,6 +1106,51 @@ impl Actor {
         }
     }
 
+    /// An operator pauses, resumes or hurries a mission.
+    pub(crate) async fn control(
+        &mut self,
+        id: MissionId,
+        control: Control,
+        by: &str,
+    ) -> Result<(), Error> {
+        let mission = self.live(id)?.mission.clone();
+        let at = self.now();
+        let event = match &control {
+            Control::Pause { reason } => Event::Paused {
+                by: by.to_owned(),
+                reason: reason.clone(),
+                at,
+            },
+            Control::Resume => Event::Resumed {
+                by: by.to_owned(),
+                at,
+            },
+            Control::RetryNow => Event::RetryRequested {
+                by: by.to_owned(),
+                at,
+            },
+        };
+        let mut step = Step::begin(&mission);
+        step.push(event)
+            .map_err(|e| Error::Conflict(format!("mission {id}: {e}")))?;
+        if !self.finish(step).await {
+            return Err(Error::Closed);
+        }
+        if !matches!(control, Control::Pause { .. }) {
+            let work = match mission.state {
+                MissionState::Authorized => Some(Work::Start(id)),
+                MissionState::Running => Some(Work::Step(id)),
+                _ => None,
+            };
+            if let Some(work) = work
+                && !self.work.contains(&work)
+            {
+                self.work.push_back(work);
+            }
+        }
+        Ok(())
+    }
+
     /// The deadline timer fired.
     pub(crate) async fn deadline(&mut self, id: MissionId) {
         let Ok(live) = self.live(id) else { return };
@@ -794,6 +1197,73 @@ impl Actor {
                 self.finish(step).await;
             }
         }
+    }
+}
+
+/// How an attempt at a call ended.
+enum Attempted {
+    /// The tool returned an effect (which may still be a failure worth retrying).
+    Done(Effect),
+    /// The engine failed it: a timeout or a missed heartbeat.
+    Failed {
+        kind: &'static str,
+        error: String,
+        progress: Option<Value>,
+    },
+    /// A cancel or the deadline arrived while it ran; the tool was stopped.
+    Interrupted,
+    /// The node is stopping; nothing is recorded.
+    Stopping,
+}
+
+/// Tool failures that say nothing about the call itself (the network, the disk, a
+/// timeout, a defect), so another attempt may succeed. Every other failure (bad
+/// arguments, confinement, a missing file...) is the call's answer: recorded as its
+/// effect for the reasoner to work around.
+const TRANSIENT: [&str; 4] = ["timeout", "network", "io", "internal"];
+
+/// A failed effect of a transient kind, as `(kind, message)`. The registry's effects
+/// carry their error as `kind: message`.
+fn transient_failure(effect: &Effect) -> Option<(String, String)> {
+    if effect.ok {
+        return None;
+    }
+    let error = effect.error.as_deref()?;
+    let (kind, message) = error.split_once(": ")?;
+    TRANSIENT
+        .contains(&kind)
+        .then(|| (kind.to_owned(), message.to_owned()))
+}
+
+/// Why a mission fails when one of its calls ran out of attempts.
+fn gave_up(call: &ToolCall, slot: &aura_kernel::CallState) -> String {
+    format!(
+        "`{}` call {} failed after {} attempt{}: {}",
+        call.name,
+        call.id,
+        slot.attempts,
+        if slot.attempts == 1 { "" } else { "s" },
+        slot.last_error.as_deref().unwrap_or("unknown error")
+    )
+}
+
+/// The most attempts at undoing one call.
+const MAX_COMPENSATION_ATTEMPTS: u32 = 10;
+
+/// How often a running attempt's heartbeats are recorded (each is heard at once; only
+/// the record is thinned out).
+const HEARTBEAT_RECORD_EVERY: Duration = Duration::from_secs(10);
+
+/// The instant `limit` from now, if there is a limit.
+fn after(limit: Option<Duration>) -> Option<tokio::time::Instant> {
+    limit.map(|d| tokio::time::Instant::now() + d)
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

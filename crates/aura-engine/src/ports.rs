@@ -87,7 +87,16 @@ pub struct ExecContext {
     pub mission_active: bool,
     /// Hosts `http.fetch` may reach (the mission's declaration; policy decides too).
     pub network: Vec<String>,
+    /// Where the running call heartbeats; the engine fails an attempt that goes silent
+    /// longer than the mission's heartbeat timeout.
+    pub heartbeat: Option<Heartbeat>,
+    /// The last progress a previous attempt of this call reported, if any.
+    pub progress: Option<Value>,
 }
+
+/// The heartbeat line is aura-tools' own type, so that the registry's tools can use it
+/// without the engine translating every beat.
+pub use aura_tools::Heartbeat;
 
 #[async_trait]
 pub trait Tools: Send + Sync + std::fmt::Debug {

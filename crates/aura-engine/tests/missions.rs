@@ -189,6 +189,8 @@ fn spec(tools: &[&str], workspace: &str, timeout: u64) -> MissionSpec {
         reasoner: String::new(),
         network: vec![],
         workspace: Some(workspace.into()),
+        steps: None,
+        tool_steps: Default::default(),
     }
 }
 

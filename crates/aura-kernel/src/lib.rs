@@ -12,10 +12,12 @@
 //! [`replay`] re-applies a recorded mission's events and checks every state hash, naming the
 //! first entry where the kernel would now derive something different.
 
+mod durable;
 mod mission;
 mod record;
 mod state;
 
+pub use durable::{RetryPolicy, StepPolicy, kinds};
 pub use mission::{
     CallState, Change, Completed, Escalation, KernelError, Mission, is_workspace_name,
 };

@@ -40,12 +40,73 @@ fn invalid(msg: impl Into<String>) -> KernelError {
     KernelError::Invalid(msg.into())
 }
 
-/// A proposed tool call of the latest turn and, once decided, policy's decision.
+/// A proposed tool call of the latest turn and, once decided, policy's decision, and its
+/// attempts once permitted. (The attempt fields are left out of the serialised form while
+/// unused, so that records made before attempts were recorded keep their state hashes.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallState {
     pub call: ToolCall,
     pub decision: Option<Decision>,
+    /// Attempts started (or failed before they could start) so far.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempts: u32,
+    /// Whether the latest attempt started and has not ended: after a crash, the call
+    /// that was in flight.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub running: bool,
+    /// When the next attempt may start, while one is waiting out its backoff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<Timestamp>,
+    /// When the next attempt became due (for schedule-to-start timeouts). Derived from
+    /// recorded times (the turn's, an approval's, a retry's) and left out of the hashed
+    /// state, which the events themselves already commit to, so that records made before
+    /// it existed replay to the same hashes.
+    #[serde(skip)]
+    pub due_at: Option<Timestamp>,
+    /// How the latest attempt failed (`kind: message`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// The latest heartbeat's details, for the next attempt to read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Value>,
+    /// The latest attempt failed and none will follow.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub given_up: bool,
 }
+
+impl CallState {
+    fn new(call: ToolCall) -> Self {
+        CallState {
+            call,
+            decision: None,
+            attempts: 0,
+            running: false,
+            retry_at: None,
+            due_at: None,
+            last_error: None,
+            progress: None,
+            given_up: false,
+        }
+    }
+
+    fn permitted(&self) -> bool {
+        matches!(
+            self.decision.as_ref().map(|d| d.outcome),
+            Some(Outcome::Permit)
+        )
+    }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// The largest heartbeat details the kernel records.
+const MAX_PROGRESS_BYTES: usize = 4096;
 
 /// A request waiting for a person.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,6 +168,15 @@ pub struct Mission {
     pub history: Vec<Change>,
     pub events: u64,
     pub state_hash: Hash,
+    /// Failed attempts at the next reasoner turn.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub turn_failures: u32,
+    /// When the next reasoner turn may be asked, while it waits out its backoff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_retry_at: Option<Timestamp>,
+    /// An operator paused the mission.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub paused: bool,
 }
 
 /// What the state hash commits to besides the events: everything derived, but the
@@ -127,6 +197,12 @@ struct Summary<'a> {
     timed_out: bool,
     deadline: Timestamp,
     events: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    turn_failures: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    turn_retry_at: Option<Timestamp>,
+    #[serde(skip_serializing_if = "is_false")]
+    paused: bool,
 }
 
 fn json(value: &impl Serialize) -> Vec<u8> {
@@ -169,6 +245,9 @@ impl Mission {
             history: Vec::new(),
             events: 0,
             state_hash: Hash::ZERO,
+            turn_failures: 0,
+            turn_retry_at: None,
+            paused: false,
         };
         m.seal(event);
         Ok(m)
@@ -207,15 +286,21 @@ impl Mission {
 
     /// Calls permitted and not yet run, in order.
     pub fn permitted(&self) -> impl Iterator<Item = &ToolCall> {
+        self.calls.iter().filter(|c| c.permitted()).map(|c| &c.call)
+    }
+
+    /// The state of the call `id` of the latest turn.
+    pub fn call(&self, id: &str) -> Option<&CallState> {
+        self.calls.iter().find(|c| c.call.id == id)
+    }
+
+    /// The earliest time a waiting retry (of a call or of the reasoner's turn) is due.
+    pub fn next_retry(&self) -> Option<Timestamp> {
         self.calls
             .iter()
-            .filter(|c| {
-                matches!(
-                    c.decision.as_ref().map(|d| d.outcome),
-                    Some(Outcome::Permit)
-                )
-            })
-            .map(|c| &c.call)
+            .filter_map(|c| c.retry_at)
+            .chain(self.turn_retry_at)
+            .min()
     }
 
     pub fn budget_exhausted(&self) -> bool {
@@ -281,6 +366,9 @@ impl Mission {
             timed_out: self.timed_out,
             deadline: self.deadline,
             events: self.events,
+            turn_failures: self.turn_failures,
+            turn_retry_at: self.turn_retry_at,
+            paused: self.paused,
         };
         let mut h = TaggedHasher::new(Domain::State);
         h.update(&self.state_hash.0);
@@ -324,8 +412,9 @@ impl Mission {
                 self.judged = Some(decision.clone());
             }
             Event::Transition { to, reason, at } => self.transition(*to, reason, *at)?,
-            Event::Turn { turn, .. } => {
+            Event::Turn { turn, at } => {
                 self.require("a reasoner turn", &[Running])?;
+                self.require_unpaused()?;
                 if !self.calls.is_empty() {
                     return Err(invalid("the previous turn's calls are not all resolved"));
                 }
@@ -334,6 +423,13 @@ impl Mission {
                 if ids.windows(2).any(|w| w[0] == w[1]) || ids.iter().any(|id| id.is_empty()) {
                     return Err(invalid("the turn's tool call ids are empty or repeated"));
                 }
+                if let Some(due) = self.turn_retry_at
+                    && *at < due
+                {
+                    return Err(invalid("the turn was asked before its retry was due"));
+                }
+                self.turn_failures = 0;
+                self.turn_retry_at = None;
                 self.steps += 1;
                 self.tokens = self
                     .tokens
@@ -342,9 +438,10 @@ impl Mission {
                 self.calls = turn
                     .tool_calls
                     .iter()
-                    .map(|c| CallState {
-                        call: c.clone(),
-                        decision: None,
+                    .map(|c| {
+                        let mut state = CallState::new(c.clone());
+                        state.due_at = Some(*at);
+                        state
                     })
                     .collect();
                 self.push_message(Message {
@@ -422,7 +519,10 @@ impl Mission {
                 self.record_effect(effect)?;
             }
             Event::Approved {
-                approver, level, ..
+                approver,
+                level,
+                at,
+                ..
             } => {
                 self.require("an approval", &[Escalated])?;
                 let Some(esc) = self.escalation.as_mut() else {
@@ -438,6 +538,14 @@ impl Mission {
                     )));
                 }
                 esc.approved_by = Some(approver.clone());
+                let call_id = esc.call_id.clone();
+                if let Some(slot) = self
+                    .calls
+                    .iter_mut()
+                    .find(|c| Some(&c.call.id) == call_id.as_ref())
+                {
+                    slot.due_at = Some(*at);
+                }
                 if esc.call_id.is_none() {
                     // At submission there is nothing to decide again: the approval is the
                     // permission to start.
@@ -507,8 +615,150 @@ impl Mission {
                     }
                 }
             }
+            Event::Attempt {
+                call_id,
+                attempt,
+                at,
+            } => {
+                self.require("an attempt", &[Running])?;
+                self.require_unpaused()?;
+                let slot = self.permitted_slot(call_id)?;
+                if slot.running {
+                    return Err(invalid(format!(
+                        "call `{call_id}` has an attempt running already"
+                    )));
+                }
+                if *attempt != slot.attempts + 1 {
+                    return Err(invalid(format!(
+                        "call `{call_id}`'s next attempt is {}, not {attempt}",
+                        slot.attempts + 1
+                    )));
+                }
+                if slot.retry_at.is_some_and(|due| *at < due) {
+                    return Err(invalid(format!(
+                        "call `{call_id}` was attempted before its retry was due"
+                    )));
+                }
+                slot.attempts = *attempt;
+                slot.running = true;
+                slot.retry_at = None;
+            }
+            Event::AttemptFailed {
+                call_id,
+                attempt,
+                kind,
+                error,
+                retry_at,
+                at,
+            } => {
+                self.require("a failed attempt", &[Running])?;
+                if kind.is_empty() || kind.len() > 64 || error.len() > 64 * 1024 {
+                    return Err(invalid("a failure's kind or message is out of bounds"));
+                }
+                let Some(call_id) = call_id else {
+                    if !self.calls.is_empty() {
+                        return Err(invalid("a turn failed while calls are unresolved"));
+                    }
+                    if *attempt != self.turn_failures + 1 {
+                        return Err(invalid(format!(
+                            "the turn's next failed attempt is {}, not {attempt}",
+                            self.turn_failures + 1
+                        )));
+                    }
+                    let expected = self.spec.step_policy(None).retry_at(*attempt, kind, *at);
+                    check_retry_at(*retry_at, expected)?;
+                    self.turn_failures = *attempt;
+                    self.turn_retry_at = *retry_at;
+                    return Ok(());
+                };
+                let tool = self.permitted_slot(call_id)?.call.name.clone();
+                let policy = self.spec.step_policy(Some(&tool));
+                let slot = self.permitted_slot(call_id)?;
+                let expected_attempt = if slot.running {
+                    slot.attempts
+                } else {
+                    slot.attempts + 1
+                };
+                if *attempt != expected_attempt {
+                    return Err(invalid(format!(
+                        "call `{call_id}`'s failed attempt is {expected_attempt}, not {attempt}"
+                    )));
+                }
+                check_retry_at(*retry_at, policy.retry_at(*attempt, kind, *at))?;
+                slot.attempts = *attempt;
+                slot.running = false;
+                slot.retry_at = *retry_at;
+                slot.due_at = *retry_at;
+                slot.last_error = Some(format!("{kind}: {error}"));
+                slot.given_up = retry_at.is_none();
+            }
+            Event::Heartbeat {
+                call_id,
+                attempt,
+                details,
+                ..
+            } => {
+                self.require("a heartbeat", &[Running])?;
+                if json(details).len() > MAX_PROGRESS_BYTES {
+                    return Err(invalid("heartbeat details are larger than 4 KiB"));
+                }
+                let slot = self.permitted_slot(call_id)?;
+                if !slot.running || slot.attempts != *attempt {
+                    return Err(invalid(format!(
+                        "call `{call_id}` has no attempt {attempt} running"
+                    )));
+                }
+                slot.progress = Some(details.clone());
+            }
+            Event::Paused { .. } => {
+                if self.state.is_terminal() || self.paused {
+                    return Err(invalid(format!(
+                        "a {} mission{} cannot be paused",
+                        self.state,
+                        if self.paused { " that is paused" } else { "" }
+                    )));
+                }
+                self.paused = true;
+            }
+            Event::Resumed { .. } => {
+                if !self.paused {
+                    return Err(invalid("the mission is not paused"));
+                }
+                self.paused = false;
+            }
+            Event::RetryRequested { at, .. } => {
+                self.require("a retry", &[Running])?;
+                if self.next_retry().is_none() {
+                    return Err(invalid("nothing is waiting to be retried"));
+                }
+                for slot in &mut self.calls {
+                    if slot.retry_at.take().is_some() {
+                        slot.due_at = Some(*at);
+                    }
+                }
+                self.turn_retry_at = None;
+            }
         }
         Ok(())
+    }
+
+    fn require_unpaused(&self) -> Result<(), KernelError> {
+        if self.paused {
+            Err(invalid("the mission is paused"))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The permitted call `id` that has not given up, to attempt or to record about.
+    fn permitted_slot(&mut self, id: &str) -> Result<&mut CallState, KernelError> {
+        match self.calls.iter_mut().find(|c| c.call.id == id) {
+            Some(slot) if slot.permitted() && !slot.given_up => Ok(slot),
+            Some(_) => Err(invalid(format!(
+                "call `{id}` is not permitted, or was given up"
+            ))),
+            None => Err(invalid(format!("there is no call `{id}`"))),
+        }
     }
 
     fn record_effect(&mut self, effect: &Effect) -> Result<(), KernelError> {
@@ -519,10 +769,13 @@ impl Mission {
             )));
         };
         let slot = &self.calls[pos];
-        if !matches!(
-            slot.decision.as_ref().map(|d| d.outcome),
-            Some(Outcome::Permit)
-        ) {
+        if slot.attempts > 0 && !slot.running {
+            return Err(invalid(format!(
+                "call `{}` has no attempt running to record an effect of",
+                effect.call_id
+            )));
+        }
+        if !slot.permitted() {
             return Err(invalid(format!(
                 "call `{}` was not permitted",
                 effect.call_id
@@ -630,7 +883,27 @@ impl Mission {
     }
 }
 
+/// A recorded retry time must be the one the mission's policy gives.
+fn check_retry_at(
+    recorded: Option<Timestamp>,
+    expected: Option<Timestamp>,
+) -> Result<(), KernelError> {
+    if recorded == expected {
+        Ok(())
+    } else {
+        Err(invalid(
+            "the recorded retry time does not follow the mission's retry policy",
+        ))
+    }
+}
+
 fn validate_spec(spec: &MissionSpec) -> Result<(), KernelError> {
+    for policy in spec.steps.iter().chain(spec.tool_steps.values()) {
+        policy.validate().map_err(invalid)?;
+    }
+    if spec.tool_steps.len() > aura_identity::MAX_TOOLS {
+        return Err(invalid("the mission's tool_steps list is out of bounds"));
+    }
     if spec.objective.trim().is_empty() {
         return Err(invalid("a mission needs an objective"));
     }

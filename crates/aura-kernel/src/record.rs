@@ -6,6 +6,7 @@
 //! decisions, tool effects) are converted into them by the node, so that the recorded
 //! form never changes because a provider's or a tool's internals did.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aura_core::hash::Hash;
@@ -13,6 +14,8 @@ use aura_core::{AgentId, MissionId, Timestamp};
 use aura_identity::{CredentialId, Level, Namespace};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::durable::StepPolicy;
 
 /// A mission declaration: the four required fields (objective, tools, authority, timeout)
 /// and the optional ones.
@@ -40,11 +43,26 @@ pub struct MissionSpec {
     /// `None` gives the mission a fresh one of its own.
     #[serde(default)]
     pub workspace: Option<String>,
+    /// How the mission's steps (reasoner turns and tool calls) are retried and timed;
+    /// `None` for the defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<StepPolicy>,
+    /// Per tool, in place of `steps` for that tool's calls.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tool_steps: BTreeMap<String, StepPolicy>,
 }
 
 impl MissionSpec {
     pub fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout_secs)
+    }
+
+    /// The policy for calls of `tool`, or for reasoner turns when `None`.
+    pub fn step_policy(&self, tool: Option<&str>) -> StepPolicy {
+        tool.and_then(|t| self.tool_steps.get(t))
+            .or(self.steps.as_ref())
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -175,7 +193,9 @@ pub enum Event {
         at: Timestamp,
     },
     /// Policy judged the declaration (`mission.submit`).
-    Judged { decision: Decision },
+    Judged {
+        decision: Decision,
+    },
     /// The mission moved to another state.
     Transition {
         to: crate::MissionState,
@@ -183,11 +203,20 @@ pub enum Event {
         at: Timestamp,
     },
     /// The reasoner answered.
-    Turn { turn: Turn, at: Timestamp },
+    Turn {
+        turn: Turn,
+        at: Timestamp,
+    },
     /// Policy decided about one proposed tool call.
-    Decided { call_id: String, decision: Decision },
+    Decided {
+        call_id: String,
+        decision: Decision,
+    },
     /// A permitted tool call ran.
-    Effect { effect: Effect, at: Timestamp },
+    Effect {
+        effect: Effect,
+        at: Timestamp,
+    },
     /// A person approved the escalated request; the request is then decided again.
     Approved {
         approval: Value,
@@ -215,14 +244,62 @@ pub enum Event {
         at: Timestamp,
     },
     /// The mission's time ran out.
-    TimedOut { at: Timestamp },
+    TimedOut {
+        at: Timestamp,
+    },
     /// A completed call was undone (or could not be).
     Compensated {
         call_id: String,
         ok: bool,
         error: Option<String>,
         at: Timestamp,
+        /// Attempts it took (recorded when more than one).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        attempts: u32,
     },
+    /// An attempt at a permitted call starts; recorded before the tool runs, so that a
+    /// crash leaves the record saying which call was in flight.
+    Attempt {
+        call_id: String,
+        attempt: u32,
+        at: Timestamp,
+    },
+    /// An attempt failed: of a call, or of the reasoner's turn when `call_id` is `None`.
+    /// `retry_at` is when the next attempt is due, `None` when none will be made.
+    AttemptFailed {
+        call_id: Option<String>,
+        attempt: u32,
+        kind: String,
+        error: String,
+        retry_at: Option<Timestamp>,
+        at: Timestamp,
+    },
+    /// A running attempt reported progress; a retry reads the last one.
+    Heartbeat {
+        call_id: String,
+        attempt: u32,
+        details: Value,
+        at: Timestamp,
+    },
+    /// An operator paused the mission: no step starts until it is resumed.
+    Paused {
+        by: String,
+        reason: String,
+        at: Timestamp,
+    },
+    Resumed {
+        by: String,
+        at: Timestamp,
+    },
+    /// An operator asked for waiting retries to run now rather than at their due time.
+    RetryRequested {
+        by: String,
+        at: Timestamp,
+    },
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Event {
@@ -241,6 +318,12 @@ impl Event {
             Event::CancelRequested { .. } => "mission.cancel_requested",
             Event::TimedOut { .. } => "mission.timed_out",
             Event::Compensated { .. } => "mission.compensated",
+            Event::Attempt { .. } => "mission.attempt",
+            Event::AttemptFailed { .. } => "mission.attempt_failed",
+            Event::Heartbeat { .. } => "mission.heartbeat",
+            Event::Paused { .. } => "mission.paused",
+            Event::Resumed { .. } => "mission.resumed",
+            Event::RetryRequested { .. } => "mission.retry_requested",
         }
     }
 }

@@ -34,6 +34,8 @@ fn spec(tools: &[&str]) -> MissionSpec {
         reasoner: String::new(),
         network: Vec::new(),
         workspace: None,
+        steps: None,
+        tool_steps: Default::default(),
     }
 }
 
@@ -178,6 +180,7 @@ fn illegal_events_are_refused_and_leave_no_trace() {
             decision: decision("fs.read", Outcome::Permit),
         },
         Event::Compensated {
+            attempts: 0,
             call_id: "x".into(),
             ok: true,
             error: None,
@@ -290,6 +293,7 @@ fn rejection_and_cancellation_compensate_in_reverse_order() {
     assert_eq!(s.mission().next_compensation().unwrap().call_id, "b");
     assert!(
         s.push(Event::Compensated {
+            attempts: 0,
             call_id: "a".into(),
             ok: true,
             error: None,
@@ -298,6 +302,7 @@ fn rejection_and_cancellation_compensate_in_reverse_order() {
         .is_err()
     );
     s.push(Event::Compensated {
+        attempts: 0,
         call_id: "b".into(),
         ok: true,
         error: None,
@@ -305,6 +310,7 @@ fn rejection_and_cancellation_compensate_in_reverse_order() {
     })
     .unwrap();
     s.push(Event::Compensated {
+        attempts: 0,
         call_id: "a".into(),
         ok: true,
         error: None,
@@ -456,6 +462,7 @@ fn wind_down(mut s: Step, end: MissionState) -> (Mission, Vec<Recorded>) {
         s.push(transition(MissionState::Compensating)).unwrap();
         while let Some(c) = s.mission().next_compensation().cloned() {
             s.push(Event::Compensated {
+                attempts: 0,
                 call_id: c.call_id,
                 ok: true,
                 error: None,
@@ -502,6 +509,8 @@ proptest! {
                 Event::Submitted { spec, .. } => spec.objective.push('.'),
                 Event::Judged { decision } => decision.errors.push("e".into()),
                 Event::CancelRequested { reason, .. } => reason.push('?'),
+                Event::RetryRequested { by, .. } | Event::Resumed { by, .. } | Event::Paused { by, .. } => by.push('!'),
+                Event::Attempt { attempt, .. } | Event::AttemptFailed { attempt, .. } | Event::Heartbeat { attempt, .. } => *attempt += 1,
                 Event::TimedOut { at } | Event::Message { at, .. } | Event::Compensated { at, .. } => {
                     *at = Timestamp::from_nanos(at.as_nanos() + 1);
                 }
@@ -529,4 +538,23 @@ proptest! {
             Err(other) => prop_assert!(false, "unexpected divergence {}", other),
         }
     }
+}
+
+/// Records written before attempts, heartbeats and pauses were recorded (40 simulated
+/// missions, one entry body per line, a blank line between missions) still replay to
+/// the same state hashes: the new fields stay out of the hashed state while unused.
+#[test]
+fn records_made_before_attempts_existed_still_replay() {
+    let text = include_str!("fixtures/records-before-attempts.jsonl");
+    let mut missions = 0;
+    for block in text.split("\n\n").filter(|b| !b.trim().is_empty()) {
+        let records: Vec<Recorded> = block
+            .lines()
+            .map(|l| Recorded::from_body(l.as_bytes()).unwrap())
+            .collect();
+        let mission = replay(indexed(&records)).unwrap();
+        assert_eq!(mission.state_hash, records.last().unwrap().state_hash);
+        missions += 1;
+    }
+    assert_eq!(missions, 40);
 }

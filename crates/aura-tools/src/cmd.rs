@@ -235,7 +235,12 @@ impl Tool for CmdRun {
             timeout,
             output_bytes: ctx.limits.command_output_bytes,
         };
-        match runner.run(request).await {
+        let run = runner.run(request);
+        let result = match &ctx.heartbeat {
+            None => run.await,
+            Some(heartbeat) => heartbeating(run, heartbeat).await,
+        };
+        match result {
             Ok(output) => {
                 let value = serde_json::to_value(&output).unwrap_or_default();
                 let mut effect = Effect::ok(Self::NAME, id, value);
@@ -284,6 +289,29 @@ impl Tool for CmdRun {
                     output.stderr.lines().next_back().unwrap_or_default()
                 ),
             ))
+        }
+    }
+}
+
+/// How often a running command heartbeats.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+
+/// Awaits `run`, heartbeating every [`HEARTBEAT_EVERY`] with how long it has run, so the
+/// node can tell a long command from a wedged executor.
+async fn heartbeating<T>(
+    run: impl std::future::Future<Output = T>,
+    heartbeat: &crate::Heartbeat,
+) -> T {
+    let started = tokio::time::Instant::now();
+    let mut ticks = tokio::time::interval(HEARTBEAT_EVERY);
+    tokio::pin!(run);
+    loop {
+        tokio::select! {
+            out = &mut run => return out,
+            _ = ticks.tick() => {
+                let running_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                heartbeat.beat(serde_json::json!({ "running_ms": running_ms }));
+            }
         }
     }
 }

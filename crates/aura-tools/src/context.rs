@@ -26,6 +26,30 @@ pub struct ToolContext {
     pub mission_active: bool,
     pub network: NetworkGrant,
     pub limits: Limits,
+    /// Where a long-running tool reports that it is alive and how far it got; the node
+    /// fails an attempt that stops heartbeating (when the mission asks it to).
+    pub heartbeat: Option<Heartbeat>,
+}
+
+/// A tool's line back to the node while it runs: each call is a heartbeat with progress
+/// details (a small JSON value). Cheap to clone; calling it never blocks.
+#[derive(Clone)]
+pub struct Heartbeat(std::sync::Arc<dyn Fn(serde_json::Value) + Send + Sync>);
+
+impl Heartbeat {
+    pub fn new(beat: impl Fn(serde_json::Value) + Send + Sync + 'static) -> Self {
+        Heartbeat(std::sync::Arc::new(beat))
+    }
+
+    pub fn beat(&self, details: serde_json::Value) {
+        (self.0)(details);
+    }
+}
+
+impl std::fmt::Debug for Heartbeat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Heartbeat")
+    }
 }
 
 /// What network access the mission was granted. Nothing by default.

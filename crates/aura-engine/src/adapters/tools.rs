@@ -43,6 +43,7 @@ impl RegistryTools {
                 command_network: self.command_network,
             },
             limits: self.limits,
+            heartbeat: ctx.heartbeat.clone(),
         }
     }
 }

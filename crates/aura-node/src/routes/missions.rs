@@ -1,11 +1,14 @@
 //! `/v1/missions`, `/v1/approvals` and `/v1/credentials/operators`: submit and follow
 //! missions, answer escalations with signed approvals, enroll the people who approve.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use aura_core::{AgentId, MissionId, PublicKey, Timestamp};
 use aura_identity::{Approval, Credential, Level, Namespace, Signed};
-use aura_kernel::{Authority, Budget, Change, Message, Mission, MissionSpec, MissionState};
+use aura_kernel::{
+    Authority, Budget, Change, Message, Mission, MissionSpec, MissionState, StepPolicy,
+};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -47,6 +50,16 @@ pub(crate) struct SubmitMission {
     /// A named workspace of the namespace (default: a fresh one).
     #[serde(default)]
     workspace: Option<String>,
+    /// How steps are retried and timed (docs/missions.md): `retry` (`initial_interval_ms`,
+    /// `multiplier_percent`, `max_interval_ms`, `max_attempts`, `non_retryable`),
+    /// `start_to_close_ms`, `schedule_to_start_ms`, `heartbeat_ms`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    steps: Option<StepPolicy>,
+    /// Per tool name, in place of `steps` for that tool's calls.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    tool_steps: BTreeMap<String, StepPolicy>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -171,6 +184,8 @@ async fn submit(
         reasoner: req.reasoner.unwrap_or_default(),
         network: req.network,
         workspace: req.workspace,
+        steps: req.steps,
+        tool_steps: req.tool_steps,
     };
     let id = state.engine.submit(agent.id, spec).await?;
     let mission = state

@@ -114,6 +114,7 @@ impl World {
             mission_active: true,
             network: NetworkGrant::default(),
             limits: Limits::default(),
+            heartbeat: None,
         }
     }
 }
