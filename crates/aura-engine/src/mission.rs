@@ -5,7 +5,6 @@
 //! commits the step's events to the agent's stream in one append. An event the kernel
 //! refuses is never recorded; if the append fails, the mission in memory stays as it was.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -518,8 +517,6 @@ impl Actor {
     async fn run_calls(&mut self, mut step: Step) {
         let id = step.mission().id;
         let mut outbound = Vec::new();
-        // Progress heard from attempts in this process, newer than what was recorded.
-        let mut progress: HashMap<String, Value> = HashMap::new();
         loop {
             let mission = step.mission().clone();
             if mission.state != MissionState::Running || mission.paused {
@@ -591,8 +588,9 @@ impl Actor {
             {
                 return;
             }
-            let last = progress.get(&call.id).cloned().or(slot.progress.clone());
-            let attempted = self.attempt(id, &call, attempt, &policy, last).await;
+            let attempted = self
+                .attempt(id, &call, attempt, &policy, slot.progress.clone())
+                .await;
             let Ok(live) = self.live(id) else { return };
             step = Step::begin(&live.mission);
             let Some(slot) = step.mission().call(&call.id).cloned() else {
@@ -606,7 +604,7 @@ impl Actor {
                             outbound.push((m.to, m.body.clone()));
                         }
                         if let Err(e) = step.push(Event::Effect {
-                            effect,
+                            effect: *effect,
                             at: self.now(),
                         }) {
                             let reason = format!("the effect of call {} was refused: {e}", call.id);
@@ -620,8 +618,16 @@ impl Actor {
                     error,
                     progress: heard,
                 } => {
-                    if let Some(p) = heard {
-                        progress.insert(call.id.clone(), p);
+                    // The latest progress goes into the record with the failure (beats are
+                    // recorded only now and then), so the retry reads it even after a
+                    // restart.
+                    if let Some(details) = heard.filter(|d| slot.progress.as_ref() != Some(d)) {
+                        let _ = step.push(Event::Heartbeat {
+                            call_id: call.id.clone(),
+                            attempt: slot.attempts,
+                            details,
+                            at: self.now(),
+                        });
                     }
                     (kind.to_owned(), error)
                 }
@@ -719,7 +725,7 @@ impl Actor {
         let proposal = match s.services.tools.prepare(call) {
             Ok(p) => p,
             Err(why) => {
-                return Attempted::Done(Effect {
+                return Attempted::Done(Box::new(Effect {
                     call_id: call.id.clone(),
                     tool: call.name.clone(),
                     ok: false,
@@ -728,7 +734,7 @@ impl Actor {
                     compensation: None,
                     message: None,
                     finish: None,
-                });
+                }));
             }
         };
         let tools = s.services.tools.clone();
@@ -742,7 +748,7 @@ impl Actor {
         let mut recorded_at: Option<tokio::time::Instant> = None;
         loop {
             let details = tokio::select! {
-                effect = &mut run => return Attempted::Done(effect),
+                effect = &mut run => return Attempted::Done(Box::new(effect)),
                 Some(details) = beats.recv() => details,
                 () = until(limit) => return Attempted::Failed {
                     kind: kinds::START_TO_CLOSE,
@@ -1203,7 +1209,7 @@ impl Actor {
 /// How an attempt at a call ended.
 enum Attempted {
     /// The tool returned an effect (which may still be a failure worth retrying).
-    Done(Effect),
+    Done(Box<Effect>),
     /// The engine failed it: a timeout or a missed heartbeat.
     Failed {
         kind: &'static str,
