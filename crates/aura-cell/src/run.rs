@@ -221,15 +221,24 @@ pub struct Output {
     pub data: Vec<u8>,
 }
 
-/// Stops a run from elsewhere (see [`Running::stopper`]).
+/// Stops a run from elsewhere (see [`Running::stopper`]). A run that already ended is
+/// not affected.
 #[derive(Debug, Clone)]
-pub struct Stopper(Arc<Notify>);
+pub struct Stopper {
+    stop: Arc<Notify>,
+    kill: Arc<Notify>,
+}
 
 impl Stopper {
-    /// Stops the run: SIGTERM to every process, SIGKILL after the grace period. A run
-    /// that already ended is not affected.
+    /// SIGTERM to every process, SIGKILL after the grace period.
     pub fn stop(&self) {
-        self.0.notify_one();
+        self.stop.notify_one();
+    }
+
+    /// SIGKILL to the whole cell at once: for a run nobody waits for any more, where a
+    /// shell at the top would go on to its next command after its child took SIGTERM.
+    pub fn kill(&self) {
+        self.kill.notify_one();
     }
 }
 
@@ -240,6 +249,7 @@ pub struct Running {
     cgroup: crate::cgroup::Cgroup,
     output: mpsc::Receiver<Output>,
     stop: Arc<Notify>,
+    kill: Arc<Notify>,
     done: tokio::task::JoinHandle<Result<RunOutcome>>,
 }
 
@@ -265,7 +275,10 @@ impl Running {
 
     /// A handle that stops the run, usable after [`Running::wait`] took the run.
     pub fn stopper(&self) -> Stopper {
-        Stopper(self.stop.clone())
+        Stopper {
+            stop: self.stop.clone(),
+            kill: self.kill.clone(),
+        }
     }
 
     /// Waits for the run to end (output not read yet is kept up to the limit).
@@ -374,6 +387,7 @@ impl Runtime {
         let pid = process.pid;
         let (tx, rx) = mpsc::channel(64);
         let stop = Arc::new(Notify::new());
+        let kill = Arc::new(Notify::new());
         let out = spawn::async_reader(out_r)?;
         let err = spawn::async_reader(err_r)?;
         let stdin_task = match (in_w, spec.stdin) {
@@ -390,6 +404,7 @@ impl Runtime {
         let grace = self.options().stop_grace;
         let timeout = spec.timeout;
         let stop2 = stop.clone();
+        let kill2 = kill.clone();
         let cgroup_view = cgroup.clone();
         let done = tokio::spawn(async move {
             let pumps = async {
@@ -413,6 +428,7 @@ impl Runtime {
                         kill_now(&process, &cgroup).await
                     }
                     () = stop2.notified() => terminate(&process, &cgroup, grace).await,
+                    () = kill2.notified() => kill_now(&process, &cgroup).await,
                 };
                 (exit, timed_out)
             };
@@ -451,6 +467,7 @@ impl Runtime {
             cgroup: cgroup_view,
             output: rx,
             stop,
+            kill,
             done,
         })
     }

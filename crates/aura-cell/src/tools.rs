@@ -50,7 +50,7 @@ impl CommandRunner for CellRunner {
     }
 }
 
-/// Stops a run when dropped, unless disarmed once the run ended.
+/// Kills a run when dropped, unless disarmed once the run ended.
 struct StopOnDrop(Option<crate::run::Stopper>);
 
 impl StopOnDrop {
@@ -62,7 +62,7 @@ impl StopOnDrop {
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
         if let Some(stopper) = self.0.take() {
-            stopper.stop();
+            stopper.kill();
         }
     }
 }

@@ -151,3 +151,21 @@ async fn root_cmd_run_bad_requests_fail_before_anything_runs() {
     assert_eq!(std::fs::read_dir(&ws).unwrap().count(), 0, "nothing ran");
     c.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn root_cmd_run_dropped_before_the_command_ends_stops_it() {
+    let c = common::cells().await;
+    let runner = CellRunner::new(c.rt.clone());
+    let ws = c.workspace("dropped");
+    // The node stops waiting (a cancel, a missed heartbeat): the command must not go on
+    // to write its file 3 s later.
+    let r = request(&ws, "touch started; sleep 3; touch finished");
+    let waited = tokio::time::timeout(Duration::from_millis(1500), runner.run(r)).await;
+    assert!(waited.is_err(), "the command ended early: {waited:?}");
+    assert!(ws.join("started").exists(), "the command never started");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        !ws.join("finished").exists(),
+        "the command ran on after its caller went away"
+    );
+}

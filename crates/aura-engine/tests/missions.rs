@@ -42,9 +42,13 @@ impl Reasoner for Script {
             .unwrap()
             .pop_front()
             .unwrap_or_else(|| vec![("mission.finish", json!({"summary": "done"}))]);
-        // `hang` stands for a provider that never answers (its own timeouts aside).
+        // `hang` stands for a provider that never answers (its own timeouts aside), `fail`
+        // for one that answers with an error.
         if calls.first().is_some_and(|(name, _)| *name == "hang") {
             std::future::pending::<()>().await;
+        }
+        if calls.first().is_some_and(|(name, _)| *name == "fail") {
+            return Err("the provider is down".into());
         }
         Ok(Turn {
             content: "ok".into(),
@@ -635,4 +639,91 @@ async fn shutdown_does_not_wait_for_a_hung_turn_and_the_next_start_asks_again() 
     );
     let r = engine.replay(id).await.unwrap().unwrap();
     assert_eq!(r.steps, 1, "only the answered turn is recorded");
+}
+
+/// Every file under `dir` with its bytes.
+fn snapshot(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let name = path.strip_prefix(dir).unwrap().display().to_string();
+                out.insert(name, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mission_failing_at_step_k_undoes_steps_k_minus_1_to_1_in_reverse_byte_for_byte() {
+    let steps = [
+        json!({"path": "a.txt", "content": "alpha, changed"}),
+        json!({"path": "new/n.txt", "content": "brand new"}),
+        json!({"path": "sub/c.bin", "content": "\u{0}\u{1}binary\u{ff} changed"}),
+        json!({"path": "a.txt", "content": "alpha, changed twice"}),
+        json!({"path": "b.txt", "content": ""}),
+    ];
+    for k in 1..=steps.len() + 1 {
+        let w = world().await;
+        let name = format!("saga-{k}");
+        let dir = ws(&w, &name);
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("a.txt"), "alpha").unwrap();
+        std::fs::write(dir.join("b.txt"), "beta\n").unwrap();
+        std::fs::write(dir.join("sub/c.bin"), [0u8, 159, 146, 150, 255]).unwrap();
+        let before = snapshot(&dir);
+        // Steps 1..k-1 write; step k's turn fails and the mission may not retry it.
+        let mut script = w.script.0.lock().unwrap();
+        for args in steps.iter().take(k - 1) {
+            script.push_back(vec![("fs.write", args.clone())]);
+        }
+        script.push_back(vec![("fail", json!({}))]);
+        drop(script);
+        let mut mission = spec(&["fs.write", "mission.finish"], &name, 60);
+        mission.steps = Some(aura_kernel::StepPolicy {
+            retry: aura_kernel::RetryPolicy {
+                max_attempts: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        let id = w.engine.submit(w.agent, mission).await.unwrap();
+        until(&w.engine, id, MissionState::is_terminal).await;
+        let m = w.engine.mission(id).unwrap();
+        assert_eq!(m.state, MissionState::Failed, "k = {k}");
+        assert!(reason(&w, id).contains("the provider is down"), "k = {k}");
+        // Every file exactly as before (directories a write created may stay, empty).
+        assert_eq!(
+            snapshot(&dir),
+            before,
+            "k = {k}: the workspace is not restored"
+        );
+        // Exactly steps k-1 ... 1 were undone, in that order.
+        let written: Vec<String> = m.completed.iter().map(|c| c.call_id.clone()).collect();
+        assert_eq!(written.len(), k - 1);
+        assert!(m.completed.iter().all(|c| c.compensated));
+        let entries = w.engine.record(w.agent, 1, 10_000).await.unwrap();
+        let undone: Vec<String> = entries
+            .iter()
+            .filter_map(|e| aura_kernel::Recorded::from_body(&e.entry.body).ok())
+            .filter(|r| r.mission == id)
+            .filter_map(|r| match r.event {
+                aura_kernel::Event::Compensated {
+                    call_id, ok: true, ..
+                } => Some(call_id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            undone,
+            written.into_iter().rev().collect::<Vec<_>>(),
+            "k = {k}"
+        );
+        assert!(w.engine.replay(id).await.unwrap().is_ok());
+    }
 }
