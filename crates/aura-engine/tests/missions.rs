@@ -678,12 +678,13 @@ async fn a_mission_failing_at_step_k_undoes_steps_k_minus_1_to_1_in_reverse_byte
         std::fs::write(dir.join("sub/c.bin"), [0u8, 159, 146, 150, 255]).unwrap();
         let before = snapshot(&dir);
         // Steps 1..k-1 write; step k's turn fails and the mission may not retry it.
-        let mut script = w.script.0.lock().unwrap();
-        for args in steps.iter().take(k - 1) {
-            script.push_back(vec![("fs.write", args.clone())]);
+        {
+            let mut script = w.script.0.lock().unwrap();
+            for args in steps.iter().take(k - 1) {
+                script.push_back(vec![("fs.write", args.clone())]);
+            }
+            script.push_back(vec![("fail", json!({}))]);
         }
-        script.push_back(vec![("fail", json!({}))]);
-        drop(script);
         let mut mission = spec(&["fs.write", "mission.finish"], &name, 60);
         mission.steps = Some(aura_kernel::StepPolicy {
             retry: aura_kernel::RetryPolicy {
