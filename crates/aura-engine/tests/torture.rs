@@ -263,7 +263,7 @@ fn plan(agent: usize, n: usize) -> String {
     let steps = 4 + (agent + n) % 6;
     (0..steps)
         .map(|i| {
-            if (agent * 7 + n * 3 + i) % 3 == 0 {
+            if (agent * 7 + n * 3 + i).is_multiple_of(3) {
                 'c'
             } else {
                 'w'
@@ -555,7 +555,7 @@ async fn check(dir: &Path, acked: &BTreeMap<u64, String>, kills: usize, target: 
             }
             match r.event {
                 Event::Attempt { call_id, .. } => {
-                    attempts.entry((m.id, call_id)).or_default().0 += 1
+                    attempts.entry((m.id, call_id)).or_default().0 += 1;
                 }
                 Event::AttemptFailed {
                     call_id: Some(call_id),
@@ -568,7 +568,7 @@ async fn check(dir: &Path, acked: &BTreeMap<u64, String>, kills: usize, target: 
                     attempts.entry((m.id, call_id)).or_default().1 += 1;
                 }
                 Event::Effect { effect, .. } => {
-                    attempts.entry((m.id, effect.call_id)).or_default().2 = true
+                    attempts.entry((m.id, effect.call_id)).or_default().2 = true;
                 }
                 _ => {}
             }
