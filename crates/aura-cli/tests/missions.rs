@@ -203,6 +203,69 @@ fn an_escalated_delete_runs_after_a_signed_cli_approval_and_the_record_replays()
 }
 
 #[test]
+fn operators_list_stuck_missions_and_pause_and_resume_them_from_the_cli() {
+    let aura = Aura::new();
+    let node = serve(&aura);
+    let id = escalated_mission(&aura, &node);
+    let stuck = at(
+        &aura,
+        &node,
+        &["--json", "mission", "stuck", "--escalated-for", "0s"],
+    )
+    .ok()
+    .json();
+    assert_eq!(stuck[0]["mission"], id.as_str(), "{stuck}");
+    assert_eq!(stuck[0]["why"]["kind"], "escalated", "{stuck}");
+    let human = at(&aura, &node, &["mission", "stuck", "--escalated-for", "0s"]).ok();
+    assert!(
+        human
+            .stdout
+            .contains("escalated: `fs.delete` waits for approval at L3"),
+        "{}",
+        human.stdout
+    );
+    let later = at(&aura, &node, &["mission", "stuck", "--escalated-for", "1d"]).ok();
+    assert!(
+        later.stdout.contains("no mission is stuck"),
+        "{}",
+        later.stdout
+    );
+
+    at(
+        &aura,
+        &node,
+        &["mission", "pause", &id, "--reason", "look first"],
+    )
+    .ok();
+    assert_eq!(mission_json(&aura, &node, &id)["paused"], true);
+    at(&aura, &node, &["mission", "pause", &id]).one_line_error(1);
+
+    // Approved while paused: the delete waits for the resume.
+    at(
+        &aura,
+        &node,
+        &["operator", "enroll", "alice", "--level", "L3"],
+    )
+    .ok();
+    at(&aura, &node, &["approve", &id, "--as", "alice"]).ok();
+    std::thread::sleep(Duration::from_millis(500));
+    let m = mission_json(&aura, &node, &id);
+    assert_eq!(
+        (m["state"].as_str(), m["paused"].as_bool()),
+        (Some("running"), Some(true)),
+        "{m}"
+    );
+    assert!(workspace(&aura).join("build.log").exists());
+
+    at(&aura, &node, &["mission", "resume", &id]).ok();
+    wait_for(&aura, &node, &id, "completed");
+    assert!(!workspace(&aura).join("build.log").exists());
+    at(&aura, &node, &["mission", "retry", &id]).one_line_error(1);
+    let replay = at(&aura, &node, &["--json", "replay", &id]).ok().json();
+    assert_eq!(replay[0]["replay"]["ok"], true, "{replay}");
+}
+
+#[test]
 fn a_rejected_escalation_fails_the_mission_and_undoes_its_writes() {
     let aura = Aura::new();
     let node = serve(&aura);

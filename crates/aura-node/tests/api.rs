@@ -163,6 +163,31 @@ async fn authorization_matrix() {
             None,
             [200, 200, 200, 404, 401],
         ),
+        // Operator controls, on the escalated m1: paused, nothing to retry, resumed.
+        (
+            "POST",
+            format!("/v1/missions/{m1}/pause"),
+            Some(json!({"reason": "matrix"})),
+            [200, 403, 403, 404, 401],
+        ),
+        (
+            "POST",
+            format!("/v1/missions/{m1}/retry"),
+            None,
+            [409, 403, 403, 404, 401],
+        ),
+        (
+            "POST",
+            format!("/v1/missions/{m1}/resume"),
+            None,
+            [200, 403, 403, 404, 401],
+        ),
+        (
+            "GET",
+            "/v1/missions/stuck?escalated_for_secs=0".into(),
+            None,
+            [200, 403, 403, 200, 401],
+        ),
         (
             "GET",
             "/v1/approvals".into(),

@@ -30,7 +30,8 @@ enum MissionCommand {
     /// Submit a mission, from a TOML or JSON file or from flags
     ///
     /// A file holds the same fields as the flags: agent, objective, tools, timeout_secs,
-    /// and optionally level, workspace, reasoner, max_steps, max_tokens, network.
+    /// and optionally level, workspace, reasoner, max_steps, max_tokens, network, and
+    /// `steps` / `tool_steps` (retry policies and step timeouts, see docs/missions.md).
     Submit(Box<SubmitArgs>),
     /// List missions
     List {
@@ -56,6 +57,22 @@ enum MissionCommand {
         id: String,
         #[arg(long)]
         reason: Option<String>,
+    },
+    /// Pause a mission: no step starts until it is resumed (its deadline still runs)
+    Pause {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Resume a paused mission
+    Resume { id: String },
+    /// Run a mission's waiting retries now instead of at their due time
+    Retry { id: String },
+    /// List missions that need a look: escalated too long, retrying, or paused
+    Stuck {
+        /// An escalation counts as stuck after this long (e.g. 30m, 2h, 1d)
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        escalated_for: std::time::Duration,
     },
 }
 
@@ -105,6 +122,9 @@ struct MissionFile {
     max_tokens: Option<u64>,
     #[serde(default)]
     network: Vec<String>,
+    /// Retry policy and step timeouts, checked by the node.
+    steps: Option<Value>,
+    tool_steps: Option<Value>,
 }
 
 pub(crate) async fn mission(home: &Home, out: &Output, args: MissionArgs) -> anyhow::Result<()> {
@@ -151,7 +171,78 @@ pub(crate) async fn mission(home: &Home, out: &Output, args: MissionArgs) -> any
                 .await?;
             out.print(&m, || describe(&m))
         }
+        MissionCommand::Pause { id, reason } => {
+            let m: Value = client
+                .post(
+                    &format!("/v1/missions/{id}/pause"),
+                    &json!({ "reason": reason }),
+                )
+                .await?;
+            out.print(&m, || format!("paused {}\n", one_line(&m)))
+        }
+        MissionCommand::Resume { id } => {
+            let m: Value = client
+                .post(&format!("/v1/missions/{id}/resume"), &json!({}))
+                .await?;
+            out.print(&m, || format!("resumed {}\n", one_line(&m)))
+        }
+        MissionCommand::Retry { id } => {
+            let m: Value = client
+                .post(&format!("/v1/missions/{id}/retry"), &json!({}))
+                .await?;
+            out.print(&m, || format!("retrying now {}\n", one_line(&m)))
+        }
+        MissionCommand::Stuck { escalated_for } => {
+            let stuck: Value = client
+                .get(&format!(
+                    "/v1/missions/stuck?escalated_for_secs={}",
+                    escalated_for.as_secs()
+                ))
+                .await?;
+            out.print(&stuck, || describe_stuck(&stuck))
+        }
     }
+}
+
+/// One line per stuck mission: id, state, why, since.
+fn describe_stuck(stuck: &Value) -> String {
+    let rows = stuck.as_array().map(Vec::as_slice).unwrap_or_default();
+    if rows.is_empty() {
+        return "no mission is stuck\n".into();
+    }
+    let mut text = String::new();
+    for s in rows {
+        let why = &s["why"];
+        let detail = match why["kind"].as_str().unwrap_or("?") {
+            "escalated" => format!(
+                "escalated: `{}` waits for approval at {}",
+                why["action"].as_str().unwrap_or("?"),
+                why["level"].as_str().unwrap_or("?")
+            ),
+            "retrying" => format!(
+                "retrying {} after {} attempt(s){}{}",
+                why["call"].as_str().unwrap_or("the reasoner's turn"),
+                why["attempts"],
+                why["last_error"]
+                    .as_str()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default(),
+                why["retry_at"]
+                    .as_str()
+                    .map(|t| format!(" (next at {t})"))
+                    .unwrap_or_default()
+            ),
+            other => other.to_owned(),
+        };
+        text.push_str(&format!(
+            "{}  {:<11} since {}  {detail}\n",
+            s["mission"].as_str().unwrap_or("?"),
+            s["state"].as_str().unwrap_or("?"),
+            s["since"].as_str().unwrap_or("?"),
+        ));
+    }
+    text.push_str("hint: `aura mission retry ID` runs a waiting retry now; `aura mission resume ID` resumes a paused one\n");
+    text
 }
 
 async fn submit(client: &Client, out: &Output, s: SubmitArgs) -> anyhow::Result<()> {
@@ -183,6 +274,8 @@ async fn submit(client: &Client, out: &Output, s: SubmitArgs) -> anyhow::Result<
             max_steps: None,
             max_tokens: None,
             network: Vec::new(),
+            steps: None,
+            tool_steps: None,
         },
     };
     // Flags override the file.
@@ -213,6 +306,8 @@ async fn submit(client: &Client, out: &Output, s: SubmitArgs) -> anyhow::Result<
         "max_steps": f.max_steps,
         "max_tokens": f.max_tokens,
         "network": f.network,
+        "steps": f.steps,
+        "tool_steps": f.tool_steps.unwrap_or_else(|| json!({})),
     });
     let m: Value = client.post("/v1/missions", &body).await?;
     if s.watch {
@@ -264,6 +359,23 @@ fn describe(m: &Value) -> String {
     }
     if let Some(r) = m["reason"].as_str() {
         text.push_str(&format!("reason     {r}\n"));
+    }
+    if m["paused"].as_bool() == Some(true) {
+        text.push_str("paused     resume with: aura mission resume ID\n");
+    }
+    for c in m["calls"].as_array().into_iter().flatten() {
+        if let Some(error) = c["last_error"].as_str() {
+            text.push_str(&format!(
+                "call       {} `{}`: {} attempt(s), last failed: {error}{}\n",
+                c["call"]["id"].as_str().unwrap_or("?"),
+                c["call"]["name"].as_str().unwrap_or("?"),
+                c["attempts"],
+                c["retry_at"]
+                    .as_str()
+                    .map(|t| format!("; next at {t}"))
+                    .unwrap_or_default()
+            ));
+        }
     }
     if let Some(e) = m["escalation"].as_object() {
         text.push_str(&format!(

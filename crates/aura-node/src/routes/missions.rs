@@ -18,6 +18,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::agents::{require, visible_agent};
+use aura_engine::{Control, StuckReason};
+
 use crate::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, ApiJson};
@@ -104,6 +106,12 @@ pub(crate) struct MissionView {
     #[schema(value_type = Vec<Object>)]
     history: Vec<Change>,
     state_hash: String,
+    /// An operator paused it.
+    paused: bool,
+    /// The latest turn's calls not resolved yet, with their attempts, last error and
+    /// when the next retry is due.
+    #[schema(value_type = Vec<Object>)]
+    calls: Vec<aura_kernel::CallState>,
     /// The conversation, with `?detail=full`.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<Object>>)]
@@ -148,6 +156,8 @@ fn view(m: &Mission, full: bool) -> MissionView {
         escalation,
         history: m.history.clone(),
         state_hash: m.state_hash.to_hex(),
+        paused: m.paused,
+        calls: m.calls.clone(),
         conversation: full.then(|| m.conversation.iter().map(|c| Message::clone(c)).collect()),
     }
 }
@@ -301,6 +311,125 @@ async fn cancel(
         .mission(m.id)
         .ok_or_else(|| ApiError::internal("the mission vanished"))?;
     Ok(Json(view(&m, false)))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Pause {
+    /// Why, for the record.
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Pauses a mission: no step starts until it is resumed (a step under way finishes).
+/// Its deadline still runs. Operators only.
+#[utoipa::path(post, path = "/v1/missions/{id}/pause", tag = "missions", request_body = Pause,
+    params(("id" = String, Path, description = "mission id")),
+    responses((status = 200, body = MissionView), (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+async fn pause(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<Pause>,
+) -> Result<Json<MissionView>, ApiError> {
+    let reason = req
+        .reason
+        .unwrap_or_else(|| "paused through the API".into());
+    control(&state, &caller, &id, Control::Pause { reason }).await
+}
+
+/// Resumes a paused mission. Operators only.
+#[utoipa::path(post, path = "/v1/missions/{id}/resume", tag = "missions",
+    params(("id" = String, Path, description = "mission id")),
+    responses((status = 200, body = MissionView), (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+async fn resume(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<MissionView>, ApiError> {
+    control(&state, &caller, &id, Control::Resume).await
+}
+
+/// Runs a mission's waiting retries now instead of at their due time. Operators only;
+/// 409 when nothing waits.
+#[utoipa::path(post, path = "/v1/missions/{id}/retry", tag = "missions",
+    params(("id" = String, Path, description = "mission id")),
+    responses((status = 200, body = MissionView), (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+async fn retry(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<MissionView>, ApiError> {
+    control(&state, &caller, &id, Control::RetryNow).await
+}
+
+async fn control(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    control: Control,
+) -> Result<Json<MissionView>, ApiError> {
+    let m = find(state, caller, id)?;
+    require(caller, &[Role::Operator])?;
+    state.engine.control(m.id, control, &caller.name).await?;
+    let m = state
+        .engine
+        .mission(m.id)
+        .ok_or_else(|| ApiError::internal("the mission vanished"))?;
+    Ok(Json(view(&m, false)))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct StuckQuery {
+    /// An escalation counts as stuck after this many seconds (default 3600).
+    escalated_for_secs: Option<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct StuckView {
+    #[schema(value_type = String)]
+    mission: MissionId,
+    #[schema(value_type = String)]
+    agent: AgentId,
+    #[schema(value_type = String)]
+    state: MissionState,
+    /// `escalated` (with action and level), `retrying` (call, attempts, last_error,
+    /// retry_at) or `paused`.
+    #[schema(value_type = Object)]
+    why: StuckReason,
+    #[schema(value_type = String)]
+    since: Timestamp,
+}
+
+/// Missions that need a person's look: escalated too long, retrying a failed step, or
+/// paused; oldest first. Operators only, within their namespace.
+#[utoipa::path(get, path = "/v1/missions/stuck", tag = "missions", params(StuckQuery),
+    responses((status = 200, body = Vec<StuckView>), (status = 403, body = crate::error::ErrorBody)), security(("bearer" = [])))]
+async fn stuck(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<StuckQuery>,
+) -> Result<Json<Vec<StuckView>>, ApiError> {
+    require(&caller, &[Role::Operator])?;
+    let escalated_for = std::time::Duration::from_secs(q.escalated_for_secs.unwrap_or(3600));
+    let stuck = state
+        .engine
+        .stuck(escalated_for)
+        .into_iter()
+        .filter(|s| find(&state, &caller, &s.mission.to_string()).is_ok())
+        .map(|s| StuckView {
+            mission: s.mission,
+            agent: s.agent,
+            state: s.state,
+            why: s.why,
+            since: s.since,
+        })
+        .collect();
+    Ok(Json(stuck))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -472,6 +601,10 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(submit, list))
         .routes(routes!(get))
         .routes(routes!(cancel))
+        .routes(routes!(pause))
+        .routes(routes!(resume))
+        .routes(routes!(retry))
+        .routes(routes!(stuck))
         .routes(routes!(replay))
         .routes(routes!(pending))
         .routes(routes!(answer))
