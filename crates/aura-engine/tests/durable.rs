@@ -952,3 +952,34 @@ async fn operators_see_stuck_missions_retry_them_now_and_pause_and_resume_them()
         MissionState::Completed
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_cancel_stops_a_call_in_flight_then_undoes_what_completed() {
+    let w = world().await;
+    w.turns([Ok(vec!["write"]), Ok(vec!["op"])]);
+    w.tools.script("op", [Act::Hang]);
+    let id = w
+        .submit(&["write", "op", "mission.finish"], policy(1_000, 5), 600)
+        .await;
+    while w.tools.runs("op").is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    w.engine
+        .cancel(id, "op:alice", "wrong target")
+        .await
+        .unwrap();
+    assert_eq!(w.ended(id).await, MissionState::Cancelled);
+    assert_eq!(w.tools.runs("op").len(), 1, "a stopped call is not retried");
+    assert_eq!(
+        w.tools.undone.lock().unwrap().len(),
+        1,
+        "the write was undone"
+    );
+    let failed = attempts(&w.events(id).await, None).failed;
+    assert_eq!(failed.len(), 1);
+    assert_eq!((failed[0].1.as_str(), failed[0].3), ("stopped", None));
+    assert_eq!(
+        w.engine.replay(id).await.unwrap().unwrap().state,
+        MissionState::Cancelled
+    );
+}
