@@ -273,7 +273,16 @@ impl Actor {
                 )
             })
             .collect();
-        self.append(entries).await?;
+        let next_if_stored = self.next_seq + recorded.len() as u64;
+        if let Err(e) = self.append(entries).await {
+            // A commit whose outcome the store could not know (a failed fsync) may have
+            // stored the batch after all; `append` re-read the head, and if the batch is
+            // there, the record is what happened: the mission must move on with it, or
+            // the next event would be chained to a state the ledger has left behind.
+            if self.next_seq != next_if_stored {
+                return Err(e);
+            }
+        }
         self.shared.index_mission(&mission);
         if let Some(live) = self.missions.get_mut(&mission.id) {
             live.mission = mission;
