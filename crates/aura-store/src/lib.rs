@@ -7,7 +7,11 @@
 //!
 //! The central promise is [`Store::append`]: a caller's batch is appended atomically,
 //! after the agent's current head, or refused whole; and the caller hears "ok" only once
-//! the entries are durable and covered by a checkpoint the node has signed.
+//! the entries are durable and covered by a checkpoint the node has signed. An error
+//! other than [`Error::CommitFailed`] means nothing of the batch was stored. After
+//! `CommitFailed` the batch is either wholly stored or wholly absent, but which is unknown
+//! to the caller (a failed fsync leaves that open): it reads the agent's head to learn it,
+//! and the store's next append follows whatever the database holds.
 
 use std::fmt;
 
@@ -123,6 +127,12 @@ pub enum Error {
     Poisoned,
     #[error("the store's data is inconsistent: {0}")]
     Inconsistent(String),
+    /// The commit of the caller's batch failed. The batch is wholly stored or wholly
+    /// absent; read the agent's head to learn which.
+    #[error(
+        "a commit failed, so the entries may or may not be stored; read the agent's head to know"
+    )]
+    CommitFailed(#[source] std::sync::Arc<rusqlite::Error>),
     #[error("database error")]
     Sqlite(#[from] rusqlite::Error),
     #[error("{context}")]

@@ -1,7 +1,8 @@
 //! The embedded SQLite backend.
 //!
 //! One file holds the ledger (see [`schema`]). The database runs in WAL mode with
-//! `synchronous=FULL`, so a committed transaction is on disk before `COMMIT` returns.
+//! `synchronous=FULL`, so a committed transaction is on disk before `COMMIT` returns
+//! ([`Durability::NoSync`] turns that off, for benchmarks only).
 //!
 //! Writes go through a single writer thread ([`writer`]) that practises group commit:
 //! it takes every append request waiting in its queue, checks and lays out each caller's
@@ -12,6 +13,26 @@
 //!
 //! A lock file next to the database keeps a second process from opening the same store
 //! for writing: two writers would each hold their own idea of the heads.
+//!
+//! # Failpoints
+//!
+//! With the cargo feature `failpoints` (tests only; without it the `fail` crate is not
+//! linked and these compile to nothing), the append path has named failpoints, driven
+//! with `fail::cfg(name, "return")` inside a `fail::FailScenario`. Each makes one group
+//! commit fail the way a real failure at that step would, through the writer's own error
+//! handling; the callers get [`Error::CommitFailed`].
+//!
+//! | name | where | what it simulates | afterwards |
+//! |---|---|---|---|
+//! | `sqlite.append.checkpoint` | inside the transaction, before the signed checkpoint's row is written | the write of the checkpoint fails (`SQLITE_IOERR_WRITE`) | rolled back: neither the entries nor the checkpoint are stored |
+//! | `sqlite.append.before_commit` | after every row is written, before `COMMIT` | the transaction fails before it commits (`SQLITE_IOERR_WRITE`) | rolled back |
+//! | `sqlite.append.fsync` | in place of `COMMIT` | `COMMIT` reports a failed fsync (`SQLITE_IOERR_FSYNC`); `return` simulates the transaction lost, `return(kept)` simulates it on disk after all | rolled back, or (with `kept`) stored |
+//! | `sqlite.append.after_commit` | after `COMMIT` succeeded | the caller is told the commit failed although it is durable (an answer lost) | stored |
+//! | `sqlite.append.reload` | when the writer re-reads its state after any of the above | the database cannot be read back | the store refuses writes with [`Error::Poisoned`] until reopened |
+//!
+//! In every case the writer re-reads the heads, tree and last checkpoint from the database
+//! before answering, so the next append follows exactly what is stored.
+//! crates/aura-store/tests/failpoints.rs checks each one.
 
 mod schema;
 mod writer;
@@ -56,6 +77,9 @@ pub struct Options {
     pub max_group_entries: usize,
     /// SQLite page cache per connection, in KiB.
     pub cache_kib: u32,
+    /// Whether a commit waits for the disk. Anything but [`Durability::Full`] breaks the
+    /// store's promise and exists only to measure what that promise costs.
+    pub durability: Durability,
 }
 
 impl Default for Options {
@@ -63,6 +87,30 @@ impl Default for Options {
         Options {
             max_group_entries: 8192,
             cache_kib: 64 * 1024,
+            durability: Durability::Full,
+        }
+    }
+}
+
+/// How far a commit goes before the writer answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous=FULL`: `COMMIT` returns once the WAL is fsync'd, so an acknowledged
+    /// append survives a crash or a power cut. The only setting for real use.
+    #[default]
+    Full,
+    /// `synchronous=OFF`: no fsync at all. **Unsafe for real use**: a power cut or an OS
+    /// crash can lose acknowledged appends or leave the database corrupt, while every
+    /// caller was told its entries were durable. It exists so that `aura-bench
+    /// durability` can measure the cost of fsync against the same work without it.
+    NoSync,
+}
+
+impl Durability {
+    fn pragma(self) -> &'static str {
+        match self {
+            Durability::Full => "FULL",
+            Durability::NoSync => "OFF",
         }
     }
 }
@@ -120,7 +168,7 @@ impl SqliteStore {
         let path = path.into();
         let lock = lock_store(&path)?;
         create_private(&path)?;
-        let mut conn = open_connection(&path, false, options.cache_kib)?;
+        let mut conn = open_connection(&path, false, &options)?;
         schema::migrate(&mut conn).map_err(|e| migration_error(&path, e))?;
         let node_key = signer.public_key();
         match schema::meta_get(&conn, META_NODE_KEY).map_err(|e| classify(&path, e))? {
@@ -165,7 +213,7 @@ impl SqliteStore {
         if !path.exists() {
             return Err(Error::NotFound(format!("store {}", path.display())));
         }
-        let conn = open_connection(&path, true, options.cache_kib)?;
+        let conn = open_connection(&path, true, &options)?;
         schema::check_version(&conn).map_err(|e| migration_error(&path, e))?;
         let key = schema::meta_get(&conn, META_NODE_KEY)
             .map_err(|e| classify(&path, e))?
@@ -212,7 +260,7 @@ impl SqliteStore {
                 .pop();
             let mut conn = match conn {
                 Some(c) => c,
-                None => open_connection(&inner.path, true, inner.options.cache_kib)?,
+                None => open_connection(&inner.path, true, &inner.options)?,
             };
             let out = f(&mut conn, &inner.path);
             // A connection left inside a transaction by an error is not reused.
@@ -285,7 +333,7 @@ fn lock_store(path: &Path) -> Result<File, Error> {
     }
 }
 
-fn open_connection(path: &Path, read_only: bool, cache_kib: u32) -> Result<Connection, Error> {
+fn open_connection(path: &Path, read_only: bool, options: &Options) -> Result<Connection, Error> {
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
     } else {
@@ -296,7 +344,7 @@ fn open_connection(path: &Path, read_only: bool, cache_kib: u32) -> Result<Conne
     let conn = Connection::open_with_flags(path, flags).map_err(|e| classify(path, e))?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     let setup = || -> rusqlite::Result<()> {
-        conn.pragma_update(None, "cache_size", -(i64::from(cache_kib)))?;
+        conn.pragma_update(None, "cache_size", -(i64::from(options.cache_kib)))?;
         if read_only {
             conn.pragma_update(None, "query_only", true)?;
             conn.pragma_update(None, "mmap_size", 256i64 * 1024 * 1024)?;
@@ -306,7 +354,7 @@ fn open_connection(path: &Path, read_only: bool, cache_kib: u32) -> Result<Conne
             if !mode.eq_ignore_ascii_case("wal") {
                 return Err(rusqlite::Error::InvalidQuery);
             }
-            conn.pragma_update(None, "synchronous", "FULL")?;
+            conn.pragma_update(None, "synchronous", options.durability.pragma())?;
             conn.pragma_update(None, "temp_store", "MEMORY")?;
             // Checkpoint the WAL every ~40 MB rather than every 4 MB: pages rewritten by
             // many commits (index tails, heads) are then copied back once, not each time.

@@ -11,9 +11,14 @@
 //!    `synchronous=FULL`) makes them durable with one fsync;
 //! 3. only then does each caller hear its answer.
 //!
-//! If the commit fails, nothing in memory has changed (the group worked on copies), every
-//! accepted caller gets the error, and the thread reloads its state from the database, in
-//! case the failure left it unsure. If even that fails, it refuses all further writes.
+//! If the commit fails, nothing in memory has changed (the group worked on copies); the
+//! thread reloads its state from the database, since a failure at or after `COMMIT`
+//! leaves it unsure whether the group is there, then gives every accepted caller
+//! [`Error::CommitFailed`]. If even the reload fails, it refuses all further writes with
+//! [`Error::Poisoned`] until the store is opened again.
+//!
+//! The failpoints of [`super`] (cargo feature `failpoints`) sit in [`Writer::write`] and
+//! on the reload.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -34,6 +39,25 @@ use super::{State, TILE_LEVELS, load_state};
 use crate::{AppendReceipt, Appended, Committed, Error, NewEntry, Seq, StoredEntry};
 
 type Reply = oneshot::Sender<Result<AppendReceipt, Error>>;
+
+// Without the `failpoints` feature the `fail` crate is not even a dependency, and every
+// failpoint compiles to nothing.
+#[cfg(feature = "failpoints")]
+use fail::fail_point;
+#[cfg(not(feature = "failpoints"))]
+macro_rules! fail_point {
+    ($($t:tt)*) => {};
+}
+
+/// The error an injected failure returns: the SQLite result `code`, as a real failure
+/// of that kind would give it, so the writer's own handling is what gets tested.
+#[cfg(feature = "failpoints")]
+fn injected(code: std::ffi::c_int, what: &str) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(code),
+        Some(format!("{what} (injected by a failpoint)")),
+    )
+}
 
 /// A request's outcome while its group is laid out: the range of rows it owns, or why it
 /// was refused.
@@ -304,22 +328,32 @@ impl Writer {
                 }
             }
             Err(e) => {
-                let detail = e.to_string();
+                // The database may or may not hold the group (a failed fsync leaves that
+                // open); believe only what it says now. Reloaded before anyone hears of
+                // the failure, so a caller that reads its head and appends again is laid
+                // out against what is really stored.
+                match self.reload() {
+                    Ok(state) => self.state = state,
+                    Err(_) => self.poisoned = true,
+                }
+                let e = Arc::new(e);
                 for (reply, outcome) in outcomes {
                     let answer = match outcome {
-                        Ok(_) => Err(Error::Inconsistent(format!("the commit failed: {detail}"))),
+                        Ok(_) => Err(Error::CommitFailed(e.clone())),
                         Err(refused) => Err(refused),
                     };
                     let _ = reply.send(answer);
                 }
-                // The database may or may not hold the group (a failed fsync leaves that
-                // open); believe only what it says now.
-                match load_state(&self.conn, &self.path) {
-                    Ok(state) => self.state = state,
-                    Err(_) => self.poisoned = true,
-                }
             }
         }
+    }
+
+    /// The committed state, read again from the database after a failed commit.
+    fn reload(&self) -> Result<State, Error> {
+        fail_point!("sqlite.append.reload", |_| Err(Error::Inconsistent(
+            "cannot reload the store's state (injected by a failpoint)".into()
+        )));
+        load_state(&self.conn, &self.path)
     }
 
     fn write(
@@ -360,9 +394,40 @@ impl Writer {
             for (level, idx, hash) in tiles {
                 tile.execute(params![i64::from(*level), *idx as i64, hash.as_bytes()])?;
             }
+            // Writing the signed checkpoint is part of the same transaction: a failure
+            // here must take the group's entries with it.
+            fail_point!("sqlite.append.checkpoint", |_| Err(injected(
+                rusqlite::ffi::SQLITE_IOERR_WRITE,
+                "cannot write the signed checkpoint"
+            )));
             tx.prepare_cached("INSERT INTO checkpoints (tree_size, signed) VALUES (?1, ?2)")?
                 .execute(params![tree_size as i64, checkpoint])?;
         }
-        tx.commit()
+        fail_point!("sqlite.append.before_commit", |_| Err(injected(
+            rusqlite::ffi::SQLITE_IOERR_WRITE,
+            "the transaction failed before COMMIT"
+        )));
+        // A failed fsync inside COMMIT: SQLite reports SQLITE_IOERR_FSYNC. Whether the
+        // transaction then reached the disk is unknown; `return` simulates it lost (in
+        // WAL mode SQLite does not publish frames whose sync failed, and the transaction
+        // is rolled back), `return(kept)` simulates it kept (it was written before the
+        // error was reported, and is there when the database is read again).
+        #[cfg(feature = "failpoints")]
+        if let Some(kept) = fail::eval("sqlite.append.fsync", |arg| arg.as_deref() == Some("kept"))
+        {
+            if kept {
+                tx.commit()?;
+            }
+            return Err(injected(
+                rusqlite::ffi::SQLITE_IOERR_FSYNC,
+                "fsync failed during COMMIT",
+            ));
+        }
+        tx.commit()?;
+        fail_point!("sqlite.append.after_commit", |_| Err(injected(
+            rusqlite::ffi::SQLITE_IOERR,
+            "the commit succeeded but its answer was lost"
+        )));
+        Ok(())
     }
 }
