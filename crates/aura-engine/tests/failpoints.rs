@@ -1,0 +1,473 @@
+//! Missions whose commits fail at each of the store's failpoints (see `aura_store::sqlite`):
+//! the submitter hears a clear error, or the mission the engine shows is the one the
+//! ledger holds; the ledger verifies; and after a restart on the same store every
+//! mission replays and runs to its end.
+//!
+//! The engine, the real tool registry and the real SQLite store are as in missions.rs; the
+//! reasoner is a script that, at a chosen turn, arms a failpoint for the commits that
+//! follow, so the failure falls on that step's own commits whatever else the engine
+//! records. Failpoints are process-wide: nextest runs each test in its own process; under
+//! `cargo test` `FailScenario::setup` holds a global lock that serialises these tests.
+
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aura_core::door::{OsEntropy, SeededEntropy, SystemClock};
+use aura_core::hash::Hash;
+use aura_core::keystore::Signer;
+use aura_core::{AgentId, MissionId};
+use aura_engine::adapters::tools::RegistryTools;
+use aura_engine::ports::{Policy, Query, ReasonRequest, Reasoner, Reasoners};
+use aura_engine::{Handle, NewAgent, Options, Services};
+use aura_identity::{Level, Namespace, TrustSet};
+use aura_kernel::{
+    Authority, Budget, Decision, MissionSpec, MissionState, Outcome, ToolCall, Turn,
+};
+use aura_store::{SqliteStore, Verification};
+use fail::FailScenario;
+use serde_json::json;
+
+/// Turns from a script (then `mission.finish`); at turn `arm_at` it configures `failpoint`
+/// with `action` before answering.
+#[derive(Debug, Default)]
+struct Script {
+    turns: Mutex<VecDeque<Vec<(&'static str, serde_json::Value)>>>,
+    arm: Mutex<Option<(usize, &'static str, String)>>,
+    taken: AtomicUsize,
+}
+
+#[async_trait]
+impl Reasoner for Script {
+    async fn turn(
+        &self,
+        req: &ReasonRequest,
+        _deltas: &(dyn for<'s> Fn(&'s str) + Send + Sync),
+    ) -> Result<Turn, String> {
+        let n = self.taken.fetch_add(1, Ordering::SeqCst);
+        {
+            let mut arm = self.arm.lock().unwrap();
+            if arm.as_ref().is_some_and(|(at, _, _)| *at == n) {
+                let (_, name, action) = arm.take().unwrap();
+                fail::cfg(name, &action).unwrap();
+            }
+        }
+        let calls = self
+            .turns
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or_else(|| vec![("mission.finish", json!({"summary": "done"}))]);
+        let m = req.messages.len();
+        Ok(Turn {
+            content: "ok".into(),
+            tool_calls: calls
+                .into_iter()
+                .enumerate()
+                .map(|(i, (name, arguments))| ToolCall {
+                    id: format!("c{m}-{i}"),
+                    name: name.into(),
+                    arguments,
+                })
+                .collect(),
+            finish: "tool_calls".into(),
+            prompt_tokens: 10,
+            completion_tokens: 5,
+            provider: "test".into(),
+            model: "script".into(),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct OneReasoner(Arc<Script>);
+
+impl Reasoners for OneReasoner {
+    fn get(&self, name: &str) -> Option<Arc<dyn Reasoner>> {
+        (name.is_empty()).then(|| self.0.clone() as Arc<dyn Reasoner>)
+    }
+    fn describe_default(&self) -> String {
+        "test script".into()
+    }
+}
+
+/// Permits everything.
+#[derive(Debug)]
+struct PermitAll;
+
+impl Policy for PermitAll {
+    fn decide(&self, q: &Query) -> Decision {
+        let target = q
+            .target
+            .as_ref()
+            .map(|t| serde_json::to_value(t).unwrap())
+            .unwrap_or_default();
+        Decision {
+            action: q.action.clone(),
+            resource: target.clone(),
+            destructive: q.destructive,
+            outcome: Outcome::Permit,
+            deciding: vec!["test-rule".into()],
+            errors: vec![],
+            request: Hash::sha256(format!("{}{}{target}", q.mission, q.action).as_bytes()),
+        }
+    }
+}
+
+struct World {
+    dir: tempfile::TempDir,
+    signer: Arc<Signer>,
+    script: Arc<Script>,
+    engine: Handle,
+    agent: AgentId,
+}
+
+async fn open_engine(dir: &std::path::Path, signer: &Arc<Signer>, script: Arc<Script>) -> Handle {
+    let store = SqliteStore::open(
+        dir.join("ledger.db"),
+        signer.clone(),
+        Arc::new(SystemClock),
+        Default::default(),
+    )
+    .unwrap();
+    let registry = aura_tools::Registry::builtin(aura_tools::BuiltinOptions::default());
+    Handle::start(
+        Options {
+            keystore: Some(dir.join("keys")),
+            workspaces: dir.join("workspaces"),
+            ..Default::default()
+        },
+        Arc::new(store),
+        signer.clone(),
+        Arc::new(SystemClock),
+        Arc::new(OsEntropy),
+        TrustSet::new([signer.public_key()]),
+        Services {
+            policy: Arc::new(PermitAll),
+            tools: Arc::new(RegistryTools::new(
+                Arc::new(registry),
+                aura_tools::Limits::default(),
+                false,
+            )),
+            reasoners: Arc::new(OneReasoner(script)),
+        },
+    )
+    .await
+    .unwrap()
+}
+
+async fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = Arc::new(Signer::ephemeral("node", &SeededEntropy::new(1)).unwrap());
+    let script = Arc::new(Script::default());
+    let engine = open_engine(dir.path(), &signer, script.clone()).await;
+    let agent = engine
+        .create_agent(NewAgent {
+            name: "w".into(),
+            level: Level::L2,
+            namespace: Namespace::new("default").unwrap(),
+            public_key: None,
+        })
+        .await
+        .unwrap()
+        .id;
+    World {
+        dir,
+        signer,
+        script,
+        engine,
+        agent,
+    }
+}
+
+impl World {
+    /// Stops the engine and starts a new one on the same store.
+    async fn restart(self) -> World {
+        let World {
+            dir,
+            signer,
+            script,
+            engine,
+            agent,
+        } = self;
+        engine.shutdown().await;
+        // The store's lock is free once the last handle on it is gone.
+        drop(engine);
+        let engine = open_engine(dir.path(), &signer, script.clone()).await;
+        World {
+            dir,
+            signer,
+            script,
+            engine,
+            agent,
+        }
+    }
+
+    fn ws(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join("workspaces/default").join(name)
+    }
+
+    async fn submit(&self, workspace: &str) -> Result<MissionId, aura_engine::Error> {
+        let spec = MissionSpec {
+            objective: "write then read".into(),
+            tools: ["fs.write", "fs.read", "mission.finish"]
+                .map(String::from)
+                .to_vec(),
+            authority: Authority {
+                credential: None,
+                level: Level::L2,
+            },
+            timeout_secs: 120,
+            namespace: Namespace::new("default").unwrap(),
+            budget: Budget {
+                max_steps: 10,
+                max_tokens: 10_000,
+            },
+            reasoner: String::new(),
+            network: vec![],
+            workspace: Some(workspace.into()),
+            steps: None,
+            tool_steps: Default::default(),
+        };
+        self.engine.submit(self.agent, spec).await
+    }
+
+    /// Two tool steps, then `mission.finish`.
+    fn script(&self) {
+        self.script.turns.lock().unwrap().extend([
+            vec![("fs.write", json!({"path": "out.txt", "content": "written"}))],
+            vec![("fs.read", json!({"path": "out.txt"}))],
+        ]);
+    }
+
+    /// The whole ledger verifies.
+    async fn verified(&self) {
+        match self.engine.store().verify(Box::new(|_| {})).await.unwrap() {
+            Verification::Ok(_) => {}
+            Verification::Failed(f) => panic!("the ledger does not verify: {f}"),
+        }
+    }
+
+    /// Every mission the engine knows replays from the ledger to exactly the state the
+    /// engine shows.
+    async fn every_mission_is_what_the_ledger_holds(&self) {
+        for m in self.engine.missions(None, Some(self.agent), None) {
+            let replayed = self.engine.replay(m.id).await.unwrap().unwrap();
+            assert_eq!(replayed, *m, "mission {} in memory is not its record", m.id);
+        }
+    }
+
+    /// Every mission runs to its end and replays.
+    async fn every_mission_ends(&self) -> Vec<MissionState> {
+        let mut ends = Vec::new();
+        for m in self.engine.missions(None, Some(self.agent), None) {
+            ends.push(until_terminal(&self.engine, m.id).await);
+        }
+        self.every_mission_is_what_the_ledger_holds().await;
+        ends
+    }
+}
+
+async fn until_terminal(engine: &Handle, id: MissionId) -> MissionState {
+    for _ in 0..1000 {
+        if let Some(m) = engine.mission(id)
+            && m.state.is_terminal()
+        {
+            return m.state;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "mission {id} did not end: {:?}",
+        engine.mission(id).map(|m| m.state)
+    );
+}
+
+/// An error and its causes on one line, as a client would be shown it.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        line.push_str(": ");
+        line.push_str(&s.to_string());
+        source = s.source();
+    }
+    line
+}
+
+/// The commit of a mission's submission fails: the submitter hears so, in words that say
+/// the outcome is unknown; after a restart, whatever the ledger holds runs to its end (the
+/// mission, if the commit was kept after all; nothing, if it was lost), and new missions
+/// work both before and after.
+async fn submit_fails(failpoint: &'static str, action: &str, kept: bool) {
+    let scenario = FailScenario::setup();
+    let w = world().await;
+    w.script();
+    fail::cfg(failpoint, &format!("1*{action}->off")).unwrap();
+    let err = w.submit("first").await.unwrap_err();
+    let line = chain(&err);
+    assert!(line.contains("may or may not be stored"), "{line}");
+    assert!(!line.contains('\n'), "{line}");
+    w.verified().await;
+    let recorded = w.engine.store().tree_size().await.unwrap();
+
+    // The agent's next write follows what was stored.
+    w.script();
+    let second = w.submit("second").await.unwrap();
+    assert_eq!(
+        until_terminal(&w.engine, second).await,
+        MissionState::Completed
+    );
+    w.verified().await;
+
+    let w = w.restart().await;
+    let missions = w.engine.missions(None, Some(w.agent), None);
+    assert_eq!(
+        missions.len(),
+        if kept { 2 } else { 1 },
+        "after the restart: {} missions; {recorded} entries at the failure",
+        missions.len()
+    );
+    assert!(
+        w.every_mission_ends()
+            .await
+            .iter()
+            .all(|s| *s == MissionState::Completed)
+    );
+    w.verified().await;
+    scenario.teardown();
+}
+
+/// Runs a mission whose `nth` commit after the reasoner's second turn fails (0: the one
+/// recording the turn; 1: the next, whatever the engine records in it), and waits until
+/// that step is over.
+async fn fail_a_step(failpoint: &'static str, action: &str, nth: usize) -> (World, MissionId) {
+    let w = world().await;
+    w.script();
+    let spec = if nth == 0 {
+        format!("1*{action}->off")
+    } else {
+        format!("{nth}*off->1*{action}->off")
+    };
+    *w.script.arm.lock().unwrap() = Some((1, failpoint, spec));
+    // The store re-reads its state after every failed commit: counting those re-reads
+    // tells when the armed failure has happened, and that it happened once.
+    let failed = Arc::new(AtomicUsize::new(0));
+    let counter = failed.clone();
+    fail::cfg_callback("sqlite.append.reload", move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+    })
+    .unwrap();
+    let id = w.submit("m").await.unwrap();
+    for _ in 0..500 {
+        if failed.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Long enough for the engine to finish handling the failure (a few ms).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(failed.load(Ordering::SeqCst), 1, "failed commits");
+    (w, id)
+}
+
+/// A step's commit fails. The ledger verifies and the mission's record replays; where the
+/// commit was rolled back, the mission the engine shows is the one its record replays to
+/// (where it was kept, see the ignored tests below). After a restart the mission runs to
+/// completion.
+async fn step_fails(failpoint: &'static str, action: &str, nth: usize, kept: bool) {
+    let scenario = FailScenario::setup();
+    let (w, id) = fail_a_step(failpoint, action, nth).await;
+    w.verified().await;
+    let replayed = w.engine.replay(id).await.unwrap();
+    assert!(replayed.is_ok(), "{replayed:?}");
+    if !kept {
+        w.every_mission_is_what_the_ledger_holds().await;
+    }
+
+    let w = w.restart().await;
+    assert_eq!(w.every_mission_ends().await, [MissionState::Completed]);
+    assert_eq!(
+        std::fs::read_to_string(w.ws("m").join("out.txt")).unwrap(),
+        "written"
+    );
+    let m = w.engine.mission(id).unwrap();
+    assert_eq!(m.summary.as_deref(), Some("done"));
+    w.verified().await;
+    scenario.teardown();
+}
+
+macro_rules! cases {
+    ($($name:ident: $failpoint:literal, $action:literal, kept = $kept:literal;)*) => {
+        mod submit {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::submit_fails($failpoint, $action, $kept).await;
+                }
+            )*
+        }
+        mod step_turn_commit {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::step_fails($failpoint, $action, 0, $kept).await;
+                }
+            )*
+        }
+        mod step_next_commit {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::step_fails($failpoint, $action, 1, $kept).await;
+                }
+            )*
+        }
+    };
+}
+
+cases! {
+    checkpoint_write_fails: "sqlite.append.checkpoint", "return", kept = false;
+    error_before_commit: "sqlite.append.before_commit", "return", kept = false;
+    fsync_fails_and_the_commit_is_lost: "sqlite.append.fsync", "return", kept = false;
+    fsync_fails_but_the_commit_was_kept: "sqlite.append.fsync", "return(kept)", kept = true;
+    error_after_commit: "sqlite.append.after_commit", "return", kept = true;
+}
+
+// A step's commit that was stored although the store answered `CommitFailed` (a failed
+// fsync whose write reached the disk; an answer lost after COMMIT). The engine keeps the
+// mission as it was before the step, while the ledger holds the step: the two disagree
+// until a restart, and anything the engine then records for the mission (a cancel) is
+// built on the stale state, so the mission's record no longer replays and the mission is
+// lost at the next start. The fix belongs in aura-engine's actor (re-read the mission
+// from its record after a failed append); these tests say what must hold once it is made.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known defect: after CommitFailed the engine keeps the mission as it was before the step"]
+async fn a_step_kept_despite_its_error_is_what_the_engine_shows() {
+    let scenario = FailScenario::setup();
+    let (w, _) = fail_a_step("sqlite.append.after_commit", "return", 0).await;
+    w.every_mission_is_what_the_ledger_holds().await;
+    scenario.teardown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known defect: a cancel after a kept step is recorded on a stale state and breaks replay"]
+async fn a_cancel_after_a_step_kept_despite_its_error_keeps_the_record_replayable() {
+    let scenario = FailScenario::setup();
+    let (w, id) = fail_a_step("sqlite.append.after_commit", "return", 0).await;
+    w.engine.cancel(id, "operator", "stop").await.unwrap();
+    let replayed = w.engine.replay(id).await.unwrap();
+    assert!(replayed.is_ok(), "{replayed:?}");
+    w.verified().await;
+    let w = w.restart().await;
+    assert_eq!(
+        w.engine.mission(id).map(|m| m.state),
+        Some(MissionState::Cancelled)
+    );
+    scenario.teardown();
+}
