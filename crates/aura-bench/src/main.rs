@@ -5,6 +5,7 @@
 //! them as they are. Run with `cargo run --release -p aura-bench -- <benchmark>`.
 
 mod cells;
+mod durability;
 mod http_load;
 mod http_peer;
 mod infer;
@@ -38,6 +39,8 @@ enum Bench {
     ModelVerify(model::Args),
     /// Missions: kernel step overhead (vs raw SQLite commits) and 3-step missions/s
     Missions(missions::Args),
+    /// Durability: a mission step and a raw append with fsync (FULL) vs without, as a ratio
+    Durability(durability::Args),
     /// Recovery: a node killed with SIGKILL with N running missions; time until all run again
     Recovery(recovery::Args),
     /// The peer server of scripts/bench-http.sh (a minimal authenticated JSON GET)
@@ -66,6 +69,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Policy(args) => policy::run(&args),
         Bench::Missions(args) => rt.block_on(missions::run(args)),
         Bench::Recovery(args) => rt.block_on(recovery::run(args)),
+        Bench::Durability(args) => rt.block_on(durability::run(args)),
         Bench::HttpPeer(args) => rt.block_on(http_peer::run(args)),
         Bench::HttpLoad(args) => rt.block_on(http_load::run(args)),
     }

@@ -151,13 +151,22 @@ pub(crate) async fn engine_on(
     dir: &std::path::Path,
     reasoner: Arc<dyn Reasoner>,
 ) -> anyhow::Result<(Handle, std::path::PathBuf)> {
+    engine_with(dir, reasoner, Default::default()).await
+}
+
+/// [`engine_on`] with the store opened under `store` options.
+pub(crate) async fn engine_with(
+    dir: &std::path::Path,
+    reasoner: Arc<dyn Reasoner>,
+    store: aura_store::sqlite::Options,
+) -> anyhow::Result<(Handle, std::path::PathBuf)> {
     std::fs::create_dir_all(dir)?;
     let signer = Arc::new(Signer::ephemeral("node", &SeededEntropy::new(1))?);
     let store = SqliteStore::open(
         dir.join("ledger.db"),
         signer.clone(),
         Arc::new(SystemClock),
-        Default::default(),
+        store,
     )?;
     let registry = aura_tools::Registry::builtin(Default::default());
     let services = Services {

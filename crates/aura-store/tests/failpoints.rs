@@ -47,7 +47,10 @@ async fn verified(store: &SqliteStore, entries: u64) {
     }
     assert_eq!(store.tree_size().await.unwrap(), entries);
     let cp = store.latest_checkpoint().await.unwrap().unwrap();
-    assert_eq!(cp.checkpoint.tree_size, entries, "the last checkpoint covers it all");
+    assert_eq!(
+        cp.checkpoint.tree_size, entries,
+        "the last checkpoint covers it all"
+    );
     // No stray rows beside the entries: one checkpoint per successful commit.
     let conn = rusqlite::Connection::open(store.path()).unwrap();
     let over: i64 = conn
@@ -85,7 +88,11 @@ async fn check(failpoint: &str, action: &str, stored: bool) {
     fail::cfg(failpoint, action).unwrap();
     let batch: Vec<_> = (1..=FAILED_BATCH)
         .map(|i| {
-            let (who, seq) = if i % 2 == 0 { (b, i / 2) } else { (a, BEFORE + i / 2 + 1) };
+            let (who, seq) = if i % 2 == 0 {
+                (b, i / 2)
+            } else {
+                (a, BEFORE + i / 2 + 1)
+            };
             note(who, Seq::Exactly(seq), &format!("failed{i}"))
         })
         .collect();
@@ -94,7 +101,10 @@ async fn check(failpoint: &str, action: &str, stored: bool) {
 
     // A clear outcome: one line saying the result is unknown and what to do, with the
     // cause behind it.
-    assert!(matches!(err, Error::CommitFailed(_)), "{failpoint}: {err:?}");
+    assert!(
+        matches!(err, Error::CommitFailed(_)),
+        "{failpoint}: {err:?}"
+    );
     let line = err.to_string();
     assert!(!line.contains('\n'), "{line}");
     assert!(line.contains("may or may not be stored"), "{line}");
@@ -202,10 +212,17 @@ async fn concurrent(failpoint: &str, kept: bool) {
     let store = reopen(&path, store);
     let stored = bodies(&store).await;
     for body in &oks {
-        assert!(stored.contains(body), "{body} was acknowledged but is not stored");
+        assert!(
+            stored.contains(body),
+            "{body} was acknowledged but is not stored"
+        );
     }
     for body in &fails {
-        assert_eq!(stored.contains(body), kept, "{body}: failed, stored = {kept}?");
+        assert_eq!(
+            stored.contains(body),
+            kept,
+            "{body}: failed, stored = {kept}?"
+        );
     }
     let total = oks.len() + if kept { fails.len() } else { 0 };
     assert_eq!(stored.len(), total);
@@ -258,7 +275,10 @@ async fn a_store_that_cannot_reload_refuses_writes_until_reopened() {
         .await
         .unwrap_err();
     assert!(matches!(refused, Error::Poisoned), "{refused:?}");
-    assert!(refused.to_string().contains("restart to recover"), "{refused}");
+    assert!(
+        refused.to_string().contains("restart to recover"),
+        "{refused}"
+    );
     // Reads still work, and the ledger is whole.
     verified(&store, 2).await;
 

@@ -93,7 +93,7 @@ impl Default for Options {
 }
 
 /// How far a commit goes before the writer answers.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum Durability {
     /// `synchronous=FULL`: `COMMIT` returns once the WAL is fsync'd, so an acknowledged
     /// append survives a crash or a power cut. The only setting for real use.
