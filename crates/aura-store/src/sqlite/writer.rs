@@ -411,7 +411,10 @@ impl Writer {
         // transaction then reached the disk is unknown; `return` simulates it lost (in
         // WAL mode SQLite does not publish frames whose sync failed, and the transaction
         // is rolled back), `return(kept)` simulates it kept (it was written before the
-        // error was reported, and is there when the database is read again).
+        // error was reported, and is there when the database is read again). Even "lost"
+        // is only what this process sees: frames that did reach the disk could come back
+        // in WAL recovery after a crash, before the next commit overwrites them. Hence
+        // callers hear "may or may not be stored" either way.
         #[cfg(feature = "failpoints")]
         if let Some(kept) = fail::eval("sqlite.append.fsync", |arg| arg.as_deref() == Some("kept"))
         {
