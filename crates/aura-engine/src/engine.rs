@@ -971,6 +971,10 @@ impl Handle {
                 }
             }
             for (id, recs) in records {
+                // Only the agent's candidates were collected.
+                let Some(mission) = missions.get(&id) else {
+                    continue;
+                };
                 let submitted = recs.iter().find(|r| r.1).map(|r| r.0);
                 let last_transition = recs.iter().rev().find(|r| r.2).map(|r| r.0);
                 let kept: Vec<u64> = submitted.into_iter().chain(last_transition).collect();
@@ -981,7 +985,7 @@ impl Handle {
                 }
                 bytes += prune.iter().map(|r| r.3 as u64).sum::<u64>();
                 let entries = prune.iter().map(|r| r.0).collect();
-                plans.push(PrunedMission::new(&missions[&id], entries, kept));
+                plans.push(PrunedMission::new(mission, entries, kept));
             }
         }
         let mut report = PruneReport {
