@@ -397,13 +397,10 @@ impl Handle {
                         .unwrap_or_else(|e| e.into_inner())
                         .get(&id)
                         .map(PrunedMission::to_mission);
-                    match pruned {
-                        Some(Ok(mission)) => {
-                            self.shared.index_mission(&mission);
-                        }
-                        // A description that no longer makes a mission is left out, as a
-                        // record that no longer replays is.
-                        Some(Err(_)) | None => {}
+                    // A description that no longer makes a mission is left out, as a
+                    // record that no longer replays is.
+                    if let Some(Ok(mission)) = pruned {
+                        self.shared.index_mission(&mission);
                     }
                     continue;
                 }
