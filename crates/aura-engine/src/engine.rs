@@ -1,4 +1,7 @@
 //! The engine's shared state and the [`Handle`] that others hold.
+//!
+//! Pruning (`Handle::prune_missions`) lives here too: it removes the bulky bodies of old
+//! finished missions from the ledger and keeps what listing them needs (see the method).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -12,7 +15,7 @@ use aura_identity::{
     Approval, Credential, CredentialId, Level, Namespace, OperatorName, Signed, Subject, TrustSet,
     verify_credential,
 };
-use aura_kernel::{Divergence, Mission, MissionSpec, MissionState, Recorded};
+use aura_kernel::{Change, Divergence, Event, Mission, MissionSpec, MissionState, Recorded};
 use aura_ledger::entry::Kind;
 use aura_store::{AppendReceipt, EntryRef, NewEntry, Seq, Store, StoredEntry};
 use serde::{Deserialize, Serialize};
@@ -59,6 +62,10 @@ pub enum Error {
     Forbidden(String),
     #[error("{0}")]
     Conflict(String),
+    #[error(
+        "mission {0} was pruned: only its submission and its final transition are kept, so it cannot be replayed"
+    )]
+    Pruned(MissionId),
     #[error("the engine is shutting down")]
     Closed,
     #[error("the ledger refused the write")]
@@ -82,6 +89,7 @@ impl Error {
             Error::Invalid(_) => "invalid_request",
             Error::Forbidden(_) => "forbidden",
             Error::Conflict(_) => "conflict",
+            Error::Pruned(_) => "pruned",
             Error::Closed => "unavailable",
             Error::Store(e) if e.is_refusal() => "conflict",
             Error::Store(_) | Error::Keystore(_) => "internal",
@@ -132,6 +140,9 @@ struct Created {
 
 pub(crate) const KIND_CREATED: &str = "agent.created";
 pub(crate) const KIND_MESSAGE: &str = "agent.message";
+/// The node-stream entry that records a prune: which missions, which entries, and each
+/// mission as it ended.
+pub const KIND_MISSIONS_PRUNED: &str = "missions.pruned";
 
 /// What missions need from outside the engine: policy, tools and reasoners.
 #[derive(Debug, Clone)]
@@ -168,6 +179,11 @@ pub(crate) struct Shared {
     pub(crate) events: EventHub,
     pub(crate) options: Options,
     pub(crate) agents: RwLock<BTreeMap<AgentId, (AgentInfo, agent::Mailbox)>>,
+    /// Missions whose records were pruned, as the node's `missions.pruned` entries
+    /// describe them.
+    pub(crate) pruned: RwLock<BTreeMap<MissionId, PrunedMission>>,
+    /// One prune at a time, so two cannot plan over the same missions.
+    pub(crate) pruning: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -275,8 +291,13 @@ impl Handle {
             trust,
             options,
             agents: RwLock::new(BTreeMap::new()),
+            pruned: RwLock::new(BTreeMap::new()),
+            pruning: tokio::sync::Mutex::new(()),
         });
         let handle = Handle { shared };
+        // Pruned missions no longer replay; their descriptions must be known before the
+        // agents' records are read.
+        handle.load_pruned().await?;
         let next = handle.shared.store.tree_size().await?;
         let forwarder = tokio::spawn(forward_commits(handle.shared.clone(), next));
         handle.shared.track(forwarder);
@@ -339,8 +360,10 @@ impl Handle {
         loop {
             let page = self.shared.store.agent_entries(info.id, from, 1000).await?;
             for e in &page {
+                // Pruned entries have no body to read; they belonged to pruned missions.
                 if e.entry.kind.as_str().starts_with("mission.")
-                    && let Ok(r) = Recorded::from_body(&e.entry.body)
+                    && let Some(body) = e.body()
+                    && let Ok(r) = Recorded::from_body(body)
                 {
                     records
                         .entry(r.mission)
@@ -355,8 +378,32 @@ impl Handle {
         }
         let mut live = Vec::new();
         for (id, recs) in records {
-            let Ok(mission) = aura_kernel::replay(recs.iter().map(|(i, r)| (*i, r))) else {
-                continue;
+            let mission = match aura_kernel::replay(recs.iter().map(|(i, r)| (*i, r))) {
+                Ok(mission) => {
+                    // Recorded as pruned but whole: the prune itself did not happen (it
+                    // is recorded first). The next prune does it again.
+                    self.shared
+                        .pruned
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&id);
+                    mission
+                }
+                Err(_) => {
+                    let pruned = self
+                        .shared
+                        .pruned
+                        .read()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get(&id)
+                        .map(PrunedMission::to_mission);
+                    // A description that no longer makes a mission is left out, as a
+                    // record that no longer replays is.
+                    if let Some(Ok(mission)) = pruned {
+                        self.shared.index_mission(&mission);
+                    }
+                    continue;
+                }
             };
             self.shared.index_mission(&mission);
             if !mission.state.is_terminal() {
@@ -704,18 +751,26 @@ impl Handle {
     }
 
     /// Replays a mission from the ledger, reproducing every state hash.
+    /// A pruned mission answers [`Error::Pruned`]: its record is gone, which is not a
+    /// divergence.
     pub async fn replay(&self, mission: MissionId) -> Result<Result<Mission, Divergence>, Error> {
         let agent = self
             .mission(mission)
             .ok_or_else(|| Error::NotFound(format!("mission {mission}")))?
             .agent;
+        if self.is_pruned(mission) {
+            return Err(Error::Pruned(mission));
+        }
         let mut recs = Vec::new();
         let mut from = 1;
         loop {
             let page = self.shared.store.agent_entries(agent, from, 1000).await?;
             for e in &page {
                 if e.entry.kind.as_str().starts_with("mission.") {
-                    let r = Recorded::from_body(&e.entry.body).map_err(|err| {
+                    // Other missions of the agent may have been pruned; this one was not,
+                    // so none of its entries lacks a body.
+                    let Some(body) = e.body() else { continue };
+                    let r = Recorded::from_body(body).map_err(|err| {
                         Error::Invalid(format!("entry #{} does not decode: {err}", e.entry.index))
                     })?;
                     if r.mission == mission {
@@ -746,6 +801,305 @@ impl Handle {
             .store
             .agent_entries(agent, from_seq.max(1), limit)
             .await?)
+    }
+}
+
+/// A pruned mission as the node recorded it when it pruned its record: what listing it
+/// needs. Part of the `missions.pruned` entry's body, so its JSON form only grows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrunedMission {
+    pub id: MissionId,
+    pub agent: AgentId,
+    pub spec: MissionSpec,
+    pub state: MissionState,
+    pub submitted_at: Timestamp,
+    pub deadline: Timestamp,
+    pub steps: u32,
+    pub tokens: u64,
+    pub summary: Option<String>,
+    pub reason: Option<String>,
+    pub history: Vec<Change>,
+    pub events: u64,
+    pub state_hash: aura_core::hash::Hash,
+    /// The ledger entries of its record whose bodies were pruned.
+    pub entries: Vec<u64>,
+    /// The entries kept whole: its submission and its final transition.
+    pub kept: Vec<u64>,
+}
+
+impl PrunedMission {
+    fn new(m: &Mission, entries: Vec<u64>, kept: Vec<u64>) -> PrunedMission {
+        PrunedMission {
+            id: m.id,
+            agent: m.agent,
+            spec: m.spec.clone(),
+            state: m.state,
+            submitted_at: m.submitted_at,
+            deadline: m.deadline,
+            steps: m.steps,
+            tokens: m.tokens,
+            summary: m.summary.clone(),
+            reason: m.reason.clone(),
+            history: m.history.clone(),
+            events: m.events,
+            state_hash: m.state_hash,
+            entries,
+            kept,
+        }
+    }
+
+    /// The mission for the index: what was kept, with an empty conversation. Built through
+    /// the kernel's own constructor so that fields the kernel adds get their defaults.
+    fn to_mission(&self) -> Result<Mission, aura_kernel::KernelError> {
+        let mut m = Mission::submitted(&Event::Submitted {
+            mission: self.id,
+            agent: self.agent,
+            spec: self.spec.clone(),
+            at: self.submitted_at,
+        })?;
+        m.state = self.state;
+        m.deadline = self.deadline;
+        m.steps = self.steps;
+        m.tokens = self.tokens;
+        m.summary.clone_from(&self.summary);
+        m.reason.clone_from(&self.reason);
+        m.history.clone_from(&self.history);
+        m.events = self.events;
+        m.state_hash = self.state_hash;
+        Ok(m)
+    }
+}
+
+/// The body of a `missions.pruned` entry.
+#[derive(Debug, Serialize, Deserialize)]
+struct PruneRecord {
+    version: u32,
+    older_than: Timestamp,
+    missions: Vec<PrunedMission>,
+}
+
+const PRUNE_RECORD_VERSION: u32 = 1;
+
+/// Bodies of `missions.pruned` entries are split to stay well under the ledger's limit.
+const PRUNE_RECORD_BYTES: usize = 4 * 1024 * 1024;
+
+/// What [`Handle::prune_missions`] did, or would do on a dry run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PruneReport {
+    pub dry_run: bool,
+    pub older_than: Timestamp,
+    /// The missions whose records were (or would be) pruned.
+    pub missions: Vec<MissionId>,
+    /// Entries whose bodies were (or would be) removed.
+    pub entries: u64,
+    /// Entries of those missions kept whole.
+    pub kept: u64,
+    /// Bytes of bodies removed (or that would be).
+    pub bytes_freed: u64,
+}
+
+impl Handle {
+    /// The time by the engine's clock (an age given to `prune_missions` is counted from
+    /// it).
+    pub fn now(&self) -> Timestamp {
+        self.shared.clock.now()
+    }
+
+    /// Whether the mission's record was pruned (it is listed, but cannot be replayed).
+    pub fn is_pruned(&self, mission: MissionId) -> bool {
+        self.shared
+            .pruned
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&mission)
+    }
+
+    /// Prunes the records of finished missions (completed, failed or cancelled) whose last
+    /// change is before `older_than`: every `mission.*` entry of such a mission loses its
+    /// body except its `mission.submitted` entry and its final `mission.transition`,
+    /// which stay whole so that the ledger itself still says what the mission was and how
+    /// it ended. Before anything is removed, one `missions.pruned` entry in the node's
+    /// stream records which missions and entries, and each mission as it ended (its
+    /// state, history, steps, summary): that is how the node lists them after a restart,
+    /// with `pruned` set. Missions still under way, entries of other kinds and missions
+    /// pruned before are never touched, so pruning again prunes only what became old
+    /// since. A dry run reports and changes nothing.
+    pub async fn prune_missions(
+        &self,
+        older_than: Timestamp,
+        dry_run: bool,
+    ) -> Result<PruneReport, Error> {
+        let _one_at_a_time = self.shared.pruning.lock().await;
+        let mut by_agent: BTreeMap<AgentId, BTreeMap<MissionId, Arc<Mission>>> = BTreeMap::new();
+        for m in self.missions(None, None, None) {
+            let last_change = m.history.last().map_or(m.submitted_at, |c| c.at);
+            if m.state.is_terminal() && last_change < older_than && !self.is_pruned(m.id) {
+                by_agent.entry(m.agent).or_default().insert(m.id, m);
+            }
+        }
+        let mut plans: Vec<PrunedMission> = Vec::new();
+        let mut bytes = 0u64;
+        for (agent, missions) in &by_agent {
+            // Per mission: (index, is the submission, is a transition, body length).
+            let mut records: BTreeMap<MissionId, Vec<(u64, bool, bool, usize)>> = BTreeMap::new();
+            let mut from = 1;
+            loop {
+                let page = self.shared.store.agent_entries(*agent, from, 1000).await?;
+                for e in &page {
+                    if !e.entry.kind.as_str().starts_with("mission.") {
+                        continue;
+                    }
+                    let Some(body) = e.body() else { continue };
+                    let Ok(r) = Recorded::from_body(body) else {
+                        continue;
+                    };
+                    if missions.contains_key(&r.mission) {
+                        records.entry(r.mission).or_default().push((
+                            e.entry.index,
+                            matches!(r.event, Event::Submitted { .. }),
+                            matches!(r.event, Event::Transition { .. }),
+                            body.len(),
+                        ));
+                    }
+                }
+                match page.last() {
+                    Some(last) if page.len() == 1000 => from = last.entry.seq + 1,
+                    _ => break,
+                }
+            }
+            for (id, recs) in records {
+                // Only the agent's candidates were collected.
+                let Some(mission) = missions.get(&id) else {
+                    continue;
+                };
+                let submitted = recs.iter().find(|r| r.1).map(|r| r.0);
+                let last_transition = recs.iter().rev().find(|r| r.2).map(|r| r.0);
+                let kept: Vec<u64> = submitted.into_iter().chain(last_transition).collect();
+                let prune: Vec<&(u64, bool, bool, usize)> =
+                    recs.iter().filter(|r| !kept.contains(&r.0)).collect();
+                if prune.is_empty() {
+                    continue;
+                }
+                bytes += prune.iter().map(|r| r.3 as u64).sum::<u64>();
+                let entries = prune.iter().map(|r| r.0).collect();
+                plans.push(PrunedMission::new(mission, entries, kept));
+            }
+        }
+        let mut report = PruneReport {
+            dry_run,
+            older_than,
+            missions: plans.iter().map(|p| p.id).collect(),
+            entries: plans.iter().map(|p| p.entries.len() as u64).sum(),
+            kept: plans.iter().map(|p| p.kept.len() as u64).sum(),
+            bytes_freed: bytes,
+        };
+        if dry_run || plans.is_empty() {
+            return Ok(report);
+        }
+        self.record_prune(older_than, &plans).await?;
+        let indices = plans
+            .iter()
+            .flat_map(|p| p.entries.iter().copied())
+            .collect();
+        let outcome = self.shared.store.prune(indices).await?;
+        report.bytes_freed = outcome.bytes_freed;
+        for plan in plans {
+            let mission = plan.to_mission()?;
+            self.shared
+                .pruned
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(plan.id, plan);
+            // The index drops the conversation the record no longer holds, so the node
+            // shows a pruned mission the same before and after a restart.
+            self.shared.index_mission(&mission);
+        }
+        Ok(report)
+    }
+
+    /// Appends the `missions.pruned` entries describing `plans`, in one commit.
+    async fn record_prune(
+        &self,
+        older_than: Timestamp,
+        plans: &[PrunedMission],
+    ) -> Result<(), Error> {
+        let now = self.shared.clock.now();
+        let kind = kind(KIND_MISSIONS_PRUNED);
+        let mut batch = Vec::new();
+        let mut chunk: Vec<PrunedMission> = Vec::new();
+        let mut size = 0;
+        let encode = |missions: Vec<PrunedMission>| {
+            serde_json::to_vec(&PruneRecord {
+                version: PRUNE_RECORD_VERSION,
+                older_than,
+                missions,
+            })
+            .map_err(|e| Error::Invalid(format!("cannot record the prune: {e}")))
+        };
+        for plan in plans {
+            let len = serde_json::to_vec(plan)
+                .map_err(|e| Error::Invalid(format!("cannot record the prune: {e}")))?
+                .len();
+            if !chunk.is_empty() && size + len > PRUNE_RECORD_BYTES {
+                batch.push(encode(std::mem::take(&mut chunk))?);
+                size = 0;
+            }
+            size += len;
+            chunk.push(plan.clone());
+        }
+        batch.push(encode(chunk)?);
+        let batch = batch
+            .into_iter()
+            .map(|body| NewEntry {
+                agent: AgentId::NODE,
+                seq: Seq::Next,
+                kind: kind.clone(),
+                recorded_at: now,
+                body,
+            })
+            .collect();
+        self.shared.store.append(batch).await?;
+        Ok(())
+    }
+
+    /// Reads the node's `missions.pruned` entries into the engine's memory.
+    async fn load_pruned(&self) -> Result<(), Error> {
+        let mut pruned = BTreeMap::new();
+        let mut from = 1;
+        loop {
+            let page = self
+                .shared
+                .store
+                .agent_entries(AgentId::NODE, from, 1000)
+                .await?;
+            for e in &page {
+                if e.entry.kind.as_str() != KIND_MISSIONS_PRUNED {
+                    continue;
+                }
+                let record: PruneRecord = e
+                    .body()
+                    .and_then(|b| serde_json::from_slice(b).ok())
+                    .ok_or_else(|| {
+                        Error::Invalid(format!(
+                            "the node's entry #{} does not say which missions were pruned",
+                            e.entry.index
+                        ))
+                    })?;
+                for m in record.missions {
+                    pruned.insert(m.id, m);
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == 1000 => from = last.entry.seq + 1,
+                _ => break,
+            }
+        }
+        *self
+            .shared
+            .pruned
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = pruned;
+        Ok(())
     }
 }
 

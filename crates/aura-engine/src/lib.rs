@@ -22,6 +22,7 @@ mod mission;
 
 pub use agent::Control;
 pub use engine::{
-    AgentInfo, Error, Handle, NewAgent, Options, Sender, Services, Stuck, StuckReason, stream_event,
+    AgentInfo, Error, Handle, KIND_MISSIONS_PRUNED, NewAgent, Options, PruneReport, PrunedMission,
+    Sender, Services, Stuck, StuckReason, stream_event,
 };
 pub use events::{EventHub, StreamEvent};

@@ -2,13 +2,18 @@
 //!
 //! ```text
 //! [8]   magic       "AURALDGR"
-//! u8    version     = 1
+//! u8    version     = 2 (1 is still read)
 //! [32]  node key    the Ed25519 public key that signed the checkpoints
 //! frames, in commit order:
 //!   u8 1, u32+ entry encoding, [32] entry hash     an entry
+//!   u8 3, u32+ stub encoding, [32] entry hash      an entry whose body was pruned
 //!   u8 2, signed checkpoint (129 bytes)             a checkpoint
 //!   u8 0, u64 entries, u64 checkpoints              the trailer; nothing may follow
 //! ```
+//!
+//! Version 2 added the pruned-entry frame (type 3, carrying a
+//! [`PrunedEntry`](crate::entry::PrunedEntry) stub); a version 1 bundle holding one is
+//! refused. Pruned entries count as entries in the trailer.
 //!
 //! The trailer's counts make a truncated or shortened file detectable even when it ends
 //! on a frame boundary. The key in the header is informational: a verifier must be told
@@ -25,10 +30,14 @@ use crate::entry;
 use crate::verify::{Failure, Location, Reason, Summary, Verifier};
 
 pub const MAGIC: &[u8; 8] = b"AURALDGR";
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
+/// The first version, without pruned entries; still read.
+pub const VERSION_1: u8 = 1;
 const FRAME_END: u8 = 0;
 const FRAME_ENTRY: u8 = 1;
 const FRAME_CHECKPOINT: u8 = 2;
+const FRAME_PRUNED: u8 = 3;
+const MAX_STUB_LEN: usize = entry::PRUNED_FIXED_LEN + entry::MAX_KIND_LEN;
 const MAX_ENTRY_LEN: usize = entry::FIXED_LEN + entry::MAX_KIND_LEN + entry::MAX_BODY_LEN;
 
 /// Writes a bundle frame by frame.
@@ -52,9 +61,18 @@ impl<W: Write> BundleWriter<W> {
     }
 
     pub fn entry(&mut self, encoded: &[u8], hash: &Hash) -> io::Result<()> {
+        self.frame(FRAME_ENTRY, encoded, hash)
+    }
+
+    /// An entry whose body was pruned: its stub encoding and the entry hash it keeps.
+    pub fn pruned(&mut self, stub: &[u8], hash: &Hash) -> io::Result<()> {
+        self.frame(FRAME_PRUNED, stub, hash)
+    }
+
+    fn frame(&mut self, tag: u8, encoded: &[u8], hash: &Hash) -> io::Result<()> {
         let len = u32::try_from(encoded.len())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "entry too large"))?;
-        self.out.write_all(&[FRAME_ENTRY])?;
+        self.out.write_all(&[tag])?;
         self.out.write_all(&len.to_be_bytes())?;
         self.out.write_all(encoded)?;
         self.out.write_all(&hash.0)?;
@@ -82,7 +100,15 @@ impl<W: Write> BundleWriter<W> {
 /// One frame of a bundle.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
-    Entry { encoded: Vec<u8>, hash: Hash },
+    Entry {
+        encoded: Vec<u8>,
+        hash: Hash,
+    },
+    /// An entry whose body was pruned: its stub encoding and its entry hash.
+    Pruned {
+        stub: Vec<u8>,
+        hash: Hash,
+    },
     Checkpoint(SignedCheckpoint),
 }
 
@@ -91,6 +117,7 @@ pub enum Frame {
 pub struct BundleReader<R: Read> {
     input: R,
     key: PublicKey,
+    version: u8,
     entries: u64,
     checkpoints: u64,
     done: bool,
@@ -123,7 +150,7 @@ impl<R: Read> BundleReader<R> {
                 reason: Reason::Other("not an Aura ledger bundle".into()),
             });
         }
-        if header[8] != VERSION {
+        if header[8] != VERSION && header[8] != VERSION_1 {
             return Err(Failure {
                 location: at_start,
                 reason: Reason::Other(format!("unsupported bundle version {}", header[8])),
@@ -138,6 +165,7 @@ impl<R: Read> BundleReader<R> {
         Ok(BundleReader {
             input,
             key,
+            version: header[8],
             entries: 0,
             checkpoints: 0,
             done: false,
@@ -168,32 +196,12 @@ impl<R: Read> BundleReader<R> {
             .map_err(|e| io_failure(self.here(), &e))?;
         match tag[0] {
             FRAME_ENTRY => {
-                let mut len = [0u8; 4];
-                self.input
-                    .read_exact(&mut len)
-                    .map_err(|e| io_failure(self.here(), &e))?;
-                let len = u32::from_be_bytes(len) as usize;
-                if len > MAX_ENTRY_LEN {
-                    return Err(Failure {
-                        location: self.here(),
-                        reason: Reason::Other(format!(
-                            "entry frame of {len} bytes is over the limit"
-                        )),
-                    });
-                }
-                let mut encoded = vec![0u8; len];
-                self.input
-                    .read_exact(&mut encoded)
-                    .map_err(|e| io_failure(self.here(), &e))?;
-                let mut hash = [0u8; 32];
-                self.input
-                    .read_exact(&mut hash)
-                    .map_err(|e| io_failure(self.here(), &e))?;
-                self.entries += 1;
-                Ok(Some(Frame::Entry {
-                    encoded,
-                    hash: Hash(hash),
-                }))
+                let (encoded, hash) = self.read_entry_frame(MAX_ENTRY_LEN)?;
+                Ok(Some(Frame::Entry { encoded, hash }))
+            }
+            FRAME_PRUNED if self.version != VERSION_1 => {
+                let (stub, hash) = self.read_entry_frame(MAX_STUB_LEN)?;
+                Ok(Some(Frame::Pruned { stub, hash }))
             }
             FRAME_CHECKPOINT => {
                 let location = Location::Checkpoint {
@@ -260,6 +268,33 @@ impl<R: Read> BundleReader<R> {
     }
 }
 
+impl<R: Read> BundleReader<R> {
+    /// The rest of an entry or pruned-entry frame after its tag: length, bytes, hash.
+    fn read_entry_frame(&mut self, max_len: usize) -> Result<(Vec<u8>, Hash), Failure> {
+        let mut len = [0u8; 4];
+        self.input
+            .read_exact(&mut len)
+            .map_err(|e| io_failure(self.here(), &e))?;
+        let len = u32::from_be_bytes(len) as usize;
+        if len > max_len {
+            return Err(Failure {
+                location: self.here(),
+                reason: Reason::Other(format!("entry frame of {len} bytes is over the limit")),
+            });
+        }
+        let mut encoded = vec![0u8; len];
+        self.input
+            .read_exact(&mut encoded)
+            .map_err(|e| io_failure(self.here(), &e))?;
+        let mut hash = [0u8; 32];
+        self.input
+            .read_exact(&mut hash)
+            .map_err(|e| io_failure(self.here(), &e))?;
+        self.entries += 1;
+        Ok((encoded, Hash(hash)))
+    }
+}
+
 /// Verifies a whole bundle against the trusted node key.
 pub fn verify_bundle<R: Read>(input: R, trusted: &PublicKey) -> Result<Summary, Failure> {
     let mut reader = BundleReader::new(input)?;
@@ -281,6 +316,7 @@ pub fn verify_bundle<R: Read>(input: R, trusted: &PublicKey) -> Result<Summary, 
     while let Some(frame) = reader.next_frame()? {
         match frame {
             Frame::Entry { encoded, hash } => verifier.entry(&encoded, Some(&hash), |_, _| {})?,
+            Frame::Pruned { stub, hash } => verifier.pruned_entry(&stub, &hash, |_, _| {})?,
             Frame::Checkpoint(cp) => verifier.checkpoint(&cp)?,
         }
     }

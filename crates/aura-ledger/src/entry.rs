@@ -14,6 +14,21 @@
 //! The entry hash is SHA-256 over the `Entry` domain tag and this encoding. The index is
 //! inside the hashed bytes so that an entry cannot be moved to another position without
 //! changing its hash.
+//!
+//! A **pruned** entry is one whose body was removed to save space while its hash is kept
+//! (docs/ledger.md, "Pruned entries"). What remains is a [`PrunedEntry`], written in its
+//! own encoding that differs from an entry's in the first byte, so that neither can be
+//! read as the other:
+//!
+//! ```text
+//! u8       version      = 0x81 (PRUNED_VERSION: the entry version with the top bit set)
+//! u64 index, [16] agent, u64 seq, [32] prev, u8+ kind, u64 recorded_at   as in the entry
+//! u32      body_len     how long the removed body was
+//! ```
+//!
+//! The stub cannot be hashed back to the entry hash (the hash covers the body), so the hash
+//! travels beside it and is proven by what commits to it: the agent's next entry names it
+//! as `prev`, and its Merkle leaf is under every signed root.
 
 use std::fmt;
 use std::str::FromStr;
@@ -24,6 +39,9 @@ use aura_core::{AgentId, Timestamp};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub const VERSION: u8 = 1;
+
+/// The first byte of a pruned entry's stub encoding.
+pub const PRUNED_VERSION: u8 = 0x80 | VERSION;
 
 /// The largest body an entry may carry. Bulky payloads (file contents, model outputs)
 /// belong in bodies, but a ledger entry is not a blob store.
@@ -143,34 +161,7 @@ impl Entry {
                 },
             });
         }
-        let index = d.u64("index")?;
-        let agent = AgentId::from_bytes(d.array("agent")?);
-        let seq_at = d.position();
-        let seq = d.u64("seq")?;
-        if seq == 0 {
-            return Err(DecodeError {
-                offset: seq_at,
-                kind: DecodeErrorKind::Invalid {
-                    field: "seq",
-                    reason: "must start at 1",
-                },
-            });
-        }
-        let prev = d.hash("prev")?;
-        let kind_at = d.position();
-        let kind = d.bytes8("kind")?;
-        if !is_valid_kind(kind) {
-            return Err(DecodeError {
-                offset: kind_at,
-                kind: DecodeErrorKind::Invalid {
-                    field: "kind",
-                    reason: "is not 1-64 of [a-z0-9._-]",
-                },
-            });
-        }
-        // Validated as ASCII just above.
-        let kind = Kind(String::from_utf8_lossy(kind).into_owned());
-        let recorded_at = Timestamp::from_nanos(d.u64("recorded_at")?);
+        let (index, agent, seq, prev, kind, recorded_at) = decode_header(&mut d)?;
         let body = d.bytes32("body", MAX_BODY_LEN)?.to_vec();
         d.finish()?;
         Ok(Entry {
@@ -195,6 +186,131 @@ impl Entry {
     pub fn hash(&self) -> Result<Hash, BodyTooLarge> {
         Ok(Entry::hash_encoded(&self.encode()?))
     }
+}
+
+/// What is left of an entry after its body was pruned: every field but the body, and the
+/// body's length. The entry hash is kept beside it by whoever holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrunedEntry {
+    pub index: u64,
+    pub agent: AgentId,
+    pub seq: u64,
+    pub prev: Hash,
+    pub kind: Kind,
+    pub recorded_at: Timestamp,
+    /// The length of the body that was removed.
+    pub body_len: u32,
+}
+
+/// Bytes of a stub encoding that are not the kind.
+pub const PRUNED_FIXED_LEN: usize = FIXED_LEN;
+
+impl Entry {
+    /// The stub that stays when this entry's body is pruned.
+    pub fn pruned(&self) -> Result<PrunedEntry, BodyTooLarge> {
+        if self.body.len() > MAX_BODY_LEN {
+            return Err(BodyTooLarge(self.body.len()));
+        }
+        Ok(PrunedEntry {
+            index: self.index,
+            agent: self.agent,
+            seq: self.seq,
+            prev: self.prev,
+            kind: self.kind.clone(),
+            recorded_at: self.recorded_at,
+            // Checked just above.
+            body_len: self.body.len() as u32,
+        })
+    }
+}
+
+impl PrunedEntry {
+    /// The stub encoding (see the module documentation).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Encoder::with_capacity(PRUNED_FIXED_LEN + self.kind.0.len());
+        e.u8(PRUNED_VERSION)
+            .u64(self.index)
+            .raw(self.agent.as_bytes())
+            .u64(self.seq)
+            .hash(&self.prev);
+        // The kind's length was checked by `Kind::new`.
+        e.u8(self.kind.0.len() as u8).raw(self.kind.0.as_bytes());
+        e.u64(self.recorded_at.as_nanos()).u32(self.body_len);
+        e.finish()
+    }
+
+    /// Decodes one stub encoding, refusing anything else (an entry's encoding included).
+    pub fn decode(bytes: &[u8]) -> Result<PrunedEntry, DecodeError> {
+        let mut d = Decoder::new(bytes);
+        let version = d.u8("version")?;
+        if version != PRUNED_VERSION {
+            return Err(DecodeError {
+                offset: 0,
+                kind: DecodeErrorKind::UnknownVersion {
+                    field: "version",
+                    value: version.into(),
+                },
+            });
+        }
+        let header = decode_header(&mut d)?;
+        let body_len_at = d.position();
+        let body_len = d.u32("body_len")?;
+        if body_len as usize > MAX_BODY_LEN {
+            return Err(DecodeError {
+                offset: body_len_at,
+                kind: DecodeErrorKind::Invalid {
+                    field: "body_len",
+                    reason: "is over the body limit",
+                },
+            });
+        }
+        d.finish()?;
+        let (index, agent, seq, prev, kind, recorded_at) = header;
+        Ok(PrunedEntry {
+            index,
+            agent,
+            seq,
+            prev,
+            kind,
+            recorded_at,
+            body_len,
+        })
+    }
+}
+
+type Header = (u64, AgentId, u64, Hash, Kind, Timestamp);
+
+/// The fields an entry and its stub share, after the version byte.
+fn decode_header(d: &mut Decoder<'_>) -> Result<Header, DecodeError> {
+    let index = d.u64("index")?;
+    let agent = AgentId::from_bytes(d.array("agent")?);
+    let seq_at = d.position();
+    let seq = d.u64("seq")?;
+    if seq == 0 {
+        return Err(DecodeError {
+            offset: seq_at,
+            kind: DecodeErrorKind::Invalid {
+                field: "seq",
+                reason: "must start at 1",
+            },
+        });
+    }
+    let prev = d.hash("prev")?;
+    let kind_at = d.position();
+    let kind = d.bytes8("kind")?;
+    if !is_valid_kind(kind) {
+        return Err(DecodeError {
+            offset: kind_at,
+            kind: DecodeErrorKind::Invalid {
+                field: "kind",
+                reason: "is not 1-64 of [a-z0-9._-]",
+            },
+        });
+    }
+    // Validated as ASCII just above.
+    let kind = Kind(String::from_utf8_lossy(kind).into_owned());
+    let recorded_at = Timestamp::from_nanos(d.u64("recorded_at")?);
+    Ok((index, agent, seq, prev, kind, recorded_at))
 }
 
 /// The Merkle leaf of an entry: RFC 9162's leaf hash over the entry hash.
@@ -234,6 +350,24 @@ mod tests {
             let bytes = entry.encode().unwrap();
             prop_assert_eq!(bytes.len(), FIXED_LEN + entry.kind.as_str().len() + entry.body.len());
             prop_assert_eq!(Entry::decode(&bytes).unwrap(), entry);
+        }
+
+        #[test]
+        fn stubs_round_trip_and_are_never_read_as_entries(entry in arb_entry()) {
+            let stub = entry.pruned().unwrap();
+            let bytes = stub.encode();
+            prop_assert_eq!(bytes.len(), PRUNED_FIXED_LEN + entry.kind.as_str().len());
+            prop_assert_eq!(PrunedEntry::decode(&bytes).unwrap(), stub);
+            prop_assert!(Entry::decode(&bytes).is_err());
+            prop_assert!(PrunedEntry::decode(&entry.encode().unwrap()).is_err());
+        }
+
+        #[test]
+        fn decoding_arbitrary_stubs_never_panics(mut bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            if let Some(b) = bytes.first_mut() {
+                *b = PRUNED_VERSION;
+            }
+            let _ = PrunedEntry::decode(&bytes);
         }
 
         #[test]

@@ -9,6 +9,11 @@
 //! signature; and that its root is the RFC 9162 root over those entries. At the end:
 //! that every entry is covered by a signed checkpoint.
 //!
+//! A pruned entry (its body removed, its stub and hash kept) gets every check but the
+//! recomputation of its hash, which needs the body. Its stored hash is still proven: the
+//! agent's next entry must name it as `prev`, and its leaf is under every later signed
+//! root. What a pruned entry's stub says of its kind and time is not proven by anything.
+//!
 //! Memory grows with the number of agents (one head each), not with the ledger.
 
 use std::collections::HashMap;
@@ -20,7 +25,7 @@ use aura_core::{AgentId, NodeId, PublicKey};
 use serde::Serialize;
 
 use crate::checkpoint::{CheckpointError, SignedCheckpoint};
-use crate::entry::{self, Entry};
+use crate::entry::{self, Entry, PrunedEntry};
 use crate::merkle::{self, Frontier};
 
 /// Where verification failed.
@@ -143,6 +148,13 @@ pub struct Summary {
     pub checkpoints: u64,
     pub root: Hash,
     pub last_checkpoint: Option<SignedCheckpoint>,
+    /// Entries whose bodies were pruned (only their hashes were checked).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pruned: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Streaming verifier; see the module documentation for what it checks.
@@ -155,6 +167,7 @@ pub struct Verifier {
     frontier: Frontier,
     last_checkpoint: Option<SignedCheckpoint>,
     checkpoints: u64,
+    pruned: u64,
 }
 
 impl Verifier {
@@ -168,6 +181,7 @@ impl Verifier {
             frontier: Frontier::new(),
             last_checkpoint: None,
             checkpoints: 0,
+            pruned: 0,
         }
     }
 
@@ -213,58 +227,106 @@ impl Verifier {
                 },
             ));
         }
-        if entry.index != position {
+        self.link(
+            &(entry.index, entry.agent, entry.seq, entry.prev),
+            computed,
+            completed,
+        )
+    }
+
+    /// Checks the next entry when its body was pruned: `stub` is its
+    /// [`PrunedEntry`](crate::entry::PrunedEntry) encoding and `hash` the entry hash kept
+    /// beside it, which cannot be recomputed and is taken as the entry's hash.
+    pub fn pruned_entry(
+        &mut self,
+        stub: &[u8],
+        hash: &Hash,
+        completed: impl FnMut(merkle::NodeId, Hash),
+    ) -> Result<(), Failure> {
+        let stub = PrunedEntry::decode(stub).map_err(|e| Failure {
+            location: Location::Entry {
+                position: self.position,
+                agent: None,
+                seq: None,
+            },
+            reason: Reason::Malformed(e),
+        })?;
+        let header = (stub.index, stub.agent, stub.seq, stub.prev);
+        self.link(&header, *hash, completed)?;
+        self.pruned += 1;
+        Ok(())
+    }
+
+    /// The checks every entry gets, pruned or not: its place, its agent's sequence and
+    /// chain; then it becomes the agent's head and a leaf of the tree.
+    fn link(
+        &mut self,
+        &(index, agent_id, entry_seq, prev): &(u64, AgentId, u64, Hash),
+        computed: Hash,
+        completed: impl FnMut(merkle::NodeId, Hash),
+    ) -> Result<(), Failure> {
+        let position = self.position;
+        let (agent, seq) = (Some(agent_id), Some(entry_seq));
+        let fail = |agent: Option<AgentId>, seq: Option<u64>, reason: Reason| Failure {
+            location: Location::Entry {
+                position,
+                agent,
+                seq,
+            },
+            reason,
+        };
+        if index != position {
             return Err(fail(
                 agent,
                 seq,
                 Reason::WrongIndex {
                     expected: position,
-                    found: entry.index,
+                    found: index,
                 },
             ));
         }
-        match self.heads.get(&entry.agent) {
+        match self.heads.get(&agent_id) {
             None => {
-                if entry.seq != 1 {
+                if entry_seq != 1 {
                     return Err(fail(
                         agent,
                         seq,
                         Reason::SequenceGap {
                             previous: 0,
                             expected: 1,
-                            found: entry.seq,
+                            found: entry_seq,
                         },
                     ));
                 }
-                if entry.prev != Hash::ZERO {
+                if prev != Hash::ZERO {
                     return Err(fail(agent, seq, Reason::FirstEntryHasPrev));
                 }
             }
             Some(&(prev_seq, prev_hash)) => {
-                if entry.seq != prev_seq + 1 {
+                if entry_seq != prev_seq + 1 {
                     return Err(fail(
                         agent,
                         seq,
                         Reason::SequenceGap {
                             previous: prev_seq,
                             expected: prev_seq + 1,
-                            found: entry.seq,
+                            found: entry_seq,
                         },
                     ));
                 }
-                if entry.prev != prev_hash {
+                if prev != prev_hash {
                     return Err(fail(
                         agent,
                         seq,
                         Reason::BrokenChain {
                             expected: prev_hash,
-                            found: entry.prev,
+                            found: prev,
                         },
                     ));
                 }
             }
         }
-        self.heads.insert(entry.agent, (entry.seq, computed));
+        self.heads.insert(agent_id, (entry_seq, computed));
         self.frontier.push(entry::leaf_hash(&computed), completed);
         self.position += 1;
         Ok(())
@@ -327,6 +389,7 @@ impl Verifier {
             checkpoints: self.checkpoints,
             root: self.frontier.root(),
             last_checkpoint: self.last_checkpoint,
+            pruned: self.pruned,
         })
     }
 }

@@ -22,6 +22,13 @@ enum Frame {
         hash: Hash,
         position: u64,
     },
+    /// An entry whose body was pruned: its stub and hash.
+    Pruned {
+        stub: Vec<u8>,
+        hash: Hash,
+        position: u64,
+        kind_len: usize,
+    },
     Checkpoint(SignedCheckpoint),
 }
 
@@ -94,6 +101,17 @@ fn export(signer: &Signer, frames: &[Frame]) -> (Vec<u8>, Vec<Option<(u64, usize
             } => {
                 w.entry(encoded, hash).unwrap();
                 let frame_len = 1 + 4 + encoded.len() + 32;
+                owner.extend((0..frame_len).map(|offset| Some((*position, offset))));
+                len += frame_len;
+            }
+            Frame::Pruned {
+                stub,
+                hash,
+                position,
+                ..
+            } => {
+                w.pruned(stub, hash).unwrap();
+                let frame_len = 1 + 4 + stub.len() + 32;
                 owner.extend((0..frame_len).map(|offset| Some((*position, offset))));
                 len += frame_len;
             }
@@ -298,6 +316,161 @@ fn dropping_the_last_checkpoint_leaves_entries_uncovered() {
         failure
             .to_string()
             .contains("not covered by any signed checkpoint"),
+        "{failure}"
+    );
+}
+
+/// Prunes the bodies of the entries at `positions`, as a store does.
+fn prune(frames: &mut [Frame], positions: &[u64]) {
+    for f in frames.iter_mut() {
+        if let Frame::Entry {
+            encoded,
+            hash,
+            position,
+        } = f
+            && positions.contains(position)
+        {
+            let entry = Entry::decode(encoded).unwrap();
+            *f = Frame::Pruned {
+                stub: entry.pruned().unwrap().encode(),
+                hash: *hash,
+                position: *position,
+                kind_len: entry.kind.as_str().len(),
+            };
+        }
+    }
+}
+
+/// Entries of the ledger that are not their agent's first or last: pruning them leaves
+/// neighbours on both sides in their stream.
+fn inner_entries(frames: &[Frame]) -> Vec<u64> {
+    let entries: Vec<Entry> = frames
+        .iter()
+        .filter_map(|f| match f {
+            Frame::Entry { encoded, .. } => Some(Entry::decode(encoded).unwrap()),
+            _ => None,
+        })
+        .collect();
+    entries
+        .iter()
+        .filter(|e| e.seq > 1 && entries.iter().any(|l| l.agent == e.agent && l.seq > e.seq))
+        .map(|e| e.index)
+        .collect()
+}
+
+#[test]
+fn an_export_with_pruned_entries_verifies_and_counts_them() {
+    let (signer, mut frames) = random_ledger(11, 120, 4);
+    let pruned: Vec<u64> = inner_entries(&frames).into_iter().step_by(2).collect();
+    assert!(pruned.len() > 10);
+    prune(&mut frames, &pruned);
+    let (bytes, _) = export(&signer, &frames);
+    let summary = verify_bundle(&bytes[..], &signer.public_key()).unwrap();
+    assert_eq!(summary.entries, 120);
+    assert_eq!(summary.pruned, pruned.len() as u64);
+}
+
+/// Every byte of a pruned ledger that something commits to is checked: every byte of the
+/// whole entries, and of a stub its frame, version, index, agent, seq, prev, the kind's
+/// length and the kept hash. A stub's kind, time and body length are not committed to by
+/// anything once the body is gone (docs/ledger.md says so); changing them goes unnoticed.
+#[test]
+fn every_committed_byte_of_a_pruned_export_is_checked() {
+    for seed in 20..23 {
+        let (signer, mut frames) = random_ledger(seed, 30, 3);
+        let inner = inner_entries(&frames);
+        prune(&mut frames, &inner);
+        let kinds: std::collections::HashMap<u64, usize> = frames
+            .iter()
+            .filter_map(|f| match f {
+                Frame::Pruned {
+                    position, kind_len, ..
+                } => Some((*position, *kind_len)),
+                _ => None,
+            })
+            .collect();
+        let (bytes, owner) = export(&signer, &frames);
+        for i in 0..bytes.len() {
+            if let Some((position, offset)) = owner[i]
+                && let Some(k) = kinds.get(&position)
+            {
+                // Frame: tag, u32 length, stub (version, index, agent, seq, prev, kind
+                // length, kind, recorded_at, body_len), hash. The unproven fields:
+                let unproven = 5 + 1 + 8 + 16 + 8 + 32 + 1..5 + 1 + 8 + 16 + 8 + 32 + 1 + k + 8 + 4;
+                if unproven.contains(&offset) {
+                    continue;
+                }
+            }
+            for delta in [0x01u8, 0x80, 0xff] {
+                let mut b = bytes.clone();
+                b[i] ^= delta;
+                assert!(
+                    verify_bundle(&b[..], &signer.public_key()).is_err(),
+                    "seed {seed}: changing byte {i} ({:?}) by {delta:#x} went unnoticed",
+                    owner[i]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_pruned_entry_with_another_hash_breaks_its_chain() {
+    let (signer, mut frames) = random_ledger(5, 60, 3);
+    let target = inner_entries(&frames)[0];
+    prune(&mut frames, &[target]);
+    for f in &mut frames {
+        if let Frame::Pruned { hash, .. } = f {
+            hash.0[0] ^= 1;
+        }
+    }
+    let (bytes, _) = export(&signer, &frames);
+    let failure = verify_bundle(&bytes[..], &signer.public_key()).unwrap_err();
+    assert!(
+        failure
+            .to_string()
+            .contains("is not the hash of the agent's previous entry")
+            || failure.to_string().contains("is not the root"),
+        "{failure}"
+    );
+}
+
+#[test]
+fn a_pruned_body_put_back_wrong_is_detected() {
+    // Pruning drops a body; "restoring" another body in its place must not verify.
+    let (signer, mut frames) = random_ledger(6, 40, 3);
+    let target = inner_entries(&frames)[0];
+    for f in &mut frames {
+        if let Frame::Entry {
+            encoded, position, ..
+        } = f
+            && *position == target
+        {
+            let mut e = Entry::decode(encoded).unwrap();
+            e.body = b"not what was recorded".to_vec();
+            *encoded = e.encode().unwrap();
+        }
+    }
+    let (bytes, _) = export(&signer, &frames);
+    let failure = verify_bundle(&bytes[..], &signer.public_key()).unwrap_err();
+    assert_eq!(named_position(&failure.location), Some(target), "{failure}");
+}
+
+#[test]
+fn version_1_bundles_are_read_and_may_not_hold_pruned_entries() {
+    let (signer, mut frames) = random_ledger(8, 30, 3);
+    let (mut bytes, _) = export(&signer, &frames);
+    assert_eq!(bytes[8], aura_ledger::bundle::VERSION);
+    bytes[8] = aura_ledger::bundle::VERSION_1;
+    verify_bundle(&bytes[..], &signer.public_key()).unwrap();
+
+    let inner = inner_entries(&frames);
+    prune(&mut frames, &inner[..1]);
+    let (mut bytes, _) = export(&signer, &frames);
+    bytes[8] = aura_ledger::bundle::VERSION_1;
+    let failure = verify_bundle(&bytes[..], &signer.public_key()).unwrap_err();
+    assert!(
+        failure.to_string().contains("unknown frame type 3"),
         "{failure}"
     );
 }

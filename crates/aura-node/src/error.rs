@@ -157,6 +157,7 @@ impl From<aura_engine::Error> for ApiError {
             E::Invalid(_) => ApiError::bad_request("invalid_request", message),
             E::Forbidden(_) => ApiError::forbidden(message),
             E::Conflict(_) => ApiError::conflict("conflict", message),
+            E::Pruned(_) => ApiError::new(StatusCode::GONE, "gone_error", "pruned", message),
             E::Closed => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "api_error",

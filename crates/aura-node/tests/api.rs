@@ -207,6 +207,13 @@ async fn authorization_matrix() {
             Some(json!({"reason": "matrix"})),
             [200, 403, 409, 404, 401],
         ),
+        // Pruning is the whole node's: operators of every namespace only.
+        (
+            "POST",
+            "/v1/missions/prune".into(),
+            Some(json!({"older_than_secs": 86400, "dry_run": true})),
+            [200, 403, 403, 403, 401],
+        ),
         (
             "POST",
             "/v1/credentials/operators".into(),
@@ -649,4 +656,148 @@ async fn the_event_stream_resumes_from_any_sequence_number() {
             .await
             .is_err()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruning_a_cancelled_mission_keeps_it_listed_and_replay_says_gone() {
+    let n = start().await;
+    let a = n.agent_a.to_string();
+    let mission =
+        json!({"agent": a, "objective": "read", "tools": ["fs.read"], "timeout_secs": 600});
+    let held = n
+        .call(
+            "POST",
+            "/v1/missions",
+            Some("operator"),
+            Some(mission.clone()),
+        )
+        .await;
+    let done = held.body["id"].as_str().unwrap().to_owned();
+    let cancelled = n
+        .call(
+            "POST",
+            &format!("/v1/missions/{done}/cancel"),
+            Some("operator"),
+            Some(json!({"reason": "old"})),
+        )
+        .await;
+    assert_eq!(cancelled.body["state"], "cancelled", "{:?}", cancelled.body);
+    let waiting = n
+        .call("POST", "/v1/missions", Some("operator"), Some(mission))
+        .await;
+    let waiting = waiting.body["id"].as_str().unwrap().to_owned();
+
+    // Bad input is refused and changes nothing.
+    for body in [
+        json!({}),
+        json!({"older_than_secs": -1}),
+        json!({"older_than_secs": "30d"}),
+        json!({"older_than_secs": 1, "everything": true}),
+    ] {
+        let r = n
+            .call(
+                "POST",
+                "/v1/missions/prune",
+                Some("operator"),
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{body}: {:?}", r.body);
+        assert_error_shape(&r);
+    }
+    // An hour's age spares a mission cancelled just now.
+    let r = n
+        .call(
+            "POST",
+            "/v1/missions/prune",
+            Some("operator"),
+            Some(json!({"older_than_secs": 3600})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["missions"], json!([]));
+
+    let dry = n
+        .call(
+            "POST",
+            "/v1/missions/prune",
+            Some("operator"),
+            Some(json!({"older_than_secs": 0, "dry_run": true})),
+        )
+        .await;
+    assert_eq!(dry.body["missions"], json!([done]), "{:?}", dry.body);
+    let m = n
+        .call(
+            "GET",
+            &format!("/v1/missions/{done}"),
+            Some("operator"),
+            None,
+        )
+        .await;
+    assert_eq!(m.body["pruned"], false);
+
+    let r = n
+        .call(
+            "POST",
+            "/v1/missions/prune",
+            Some("operator"),
+            Some(json!({"older_than_secs": 0})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["missions"], json!([done]));
+    assert!(r.body["entries"].as_u64().unwrap() > 0, "{:?}", r.body);
+    assert!(r.body["bytes_freed"].as_u64().unwrap() > 0, "{:?}", r.body);
+
+    let m = n
+        .call(
+            "GET",
+            &format!("/v1/missions/{done}"),
+            Some("operator"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (m.body["pruned"].clone(), m.body["state"].clone()),
+        (json!(true), json!("cancelled"))
+    );
+    let listed = n.call("GET", "/v1/missions", Some("operator"), None).await;
+    let flags: Vec<(String, bool)> = listed
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["id"].as_str().unwrap().to_owned(),
+                m["pruned"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert!(flags.contains(&(done.clone(), true)), "{flags:?}");
+    assert!(flags.contains(&(waiting.clone(), false)), "{flags:?}");
+    let replay = n
+        .call(
+            "GET",
+            &format!("/v1/missions/{done}/replay"),
+            Some("operator"),
+            None,
+        )
+        .await;
+    assert_eq!(replay.status, 410, "{:?}", replay.body);
+    assert_eq!(replay.body["error"]["code"], "pruned");
+    let replay = n
+        .call(
+            "GET",
+            &format!("/v1/missions/{waiting}/replay"),
+            Some("operator"),
+            None,
+        )
+        .await;
+    assert_eq!(replay.body["ok"], true, "{:?}", replay.body);
+    // The ledger still verifies.
+    let v = n
+        .call("POST", "/v1/ledger/verify", Some("operator"), None)
+        .await;
+    assert_eq!(v.body["ok"], true, "{:?}", v.body);
 }

@@ -12,6 +12,10 @@
 //! `CommitFailed` the batch is either wholly stored or wholly absent, but which is unknown
 //! to the caller (a failed fsync leaves that open): it reads the agent's head to learn it,
 //! and the store's next append follows whatever the database holds.
+//!
+//! [`Store::prune`] is the one change to written entries: it drops bodies and keeps
+//! everything the ledger's proofs rest on (each entry's hash, its place, its chain), so a
+//! pruned ledger still verifies (docs/ledger.md, "Pruned entries").
 
 use std::fmt;
 
@@ -69,9 +73,45 @@ pub struct AppendReceipt {
 /// An entry as stored: decoded, with its encoding and hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEntry {
+    /// The entry. When it was pruned, its body is empty: check [`StoredEntry::pruned`]
+    /// before reading the body.
     pub entry: Entry,
+    /// The canonical encoding, or the stub encoding
+    /// ([`PrunedEntry`](aura_ledger::entry::PrunedEntry)) of a pruned entry; either way
+    /// what a verifier is handed.
     pub encoded: Vec<u8>,
+    /// The entry hash (of the whole entry, also when its body was pruned).
     pub hash: Hash,
+    /// Set when the body was pruned.
+    pub pruned: Option<Pruned>,
+}
+
+/// What is known of a pruned body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Pruned {
+    /// How long the body was.
+    pub body_len: u32,
+}
+
+impl StoredEntry {
+    /// The body, or `None` if it was pruned: the way to read a body that cannot mistake a
+    /// pruned one for an empty one.
+    pub fn body(&self) -> Option<&[u8]> {
+        self.pruned.is_none().then_some(self.entry.body.as_slice())
+    }
+}
+
+/// What [`Store::prune`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PruneOutcome {
+    /// Entries whose bodies were removed now.
+    pub pruned: u64,
+    /// Entries named that were pruned before (pruning is idempotent).
+    pub already_pruned: u64,
+    /// Bytes of entry encodings removed: the bodies (a stub is its entry's encoding
+    /// without the body). The database file shrinks only when vacuumed; until then SQLite
+    /// reuses the freed pages for new entries.
+    pub bytes_freed: u64,
 }
 
 /// How to name an entry.
@@ -125,6 +165,10 @@ pub enum Error {
         "writes are refused after a commit failed and the store could not reload its state; restart to recover"
     )]
     Poisoned,
+    #[error("entry #{index} was pruned: only its hash is kept")]
+    Pruned { index: u64 },
+    #[error("this store cannot {0}")]
+    Unsupported(&'static str),
     #[error("the store's data is inconsistent: {0}")]
     Inconsistent(String),
     /// The commit of the caller's batch failed. The batch is wholly stored or wholly
@@ -149,7 +193,11 @@ impl Error {
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
-            Error::SequenceConflict { .. } | Error::InvalidEntry(_) | Error::NotFound(_)
+            Error::SequenceConflict { .. }
+                | Error::InvalidEntry(_)
+                | Error::NotFound(_)
+                | Error::Pruned { .. }
+                | Error::Unsupported(_)
         )
     }
 }
@@ -235,6 +283,17 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// the backend keeps beside them. `progress` hears the number of entries checked.
     async fn verify(&self, progress: Box<dyn Fn(u64) + Send + Sync>)
     -> Result<Verification, Error>;
+
+    /// Removes the bodies of the entries at `indices`, atomically: all of them or none.
+    /// Each keeps its hash, header and place, so chains, Merkle roots and signed
+    /// checkpoints still verify; afterwards it reads back with [`StoredEntry::pruned`]
+    /// set. Entries already pruned are counted, not refused. An index past the end, or an
+    /// entry whose body no longer matches its hash (pruning it would hide the damage),
+    /// refuses the whole call.
+    async fn prune(&self, indices: Vec<u64>) -> Result<PruneOutcome, Error> {
+        let _ = indices;
+        Err(Error::Unsupported("prune entries"))
+    }
 
     /// Writes the whole ledger as an export bundle (see `aura_ledger::bundle`).
     async fn export(

@@ -382,11 +382,14 @@ struct EntryView {
     body: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     body_base64: Option<String>,
+    /// Set when the body was pruned: its length then; only the hash is kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pruned: Option<aura_store::Pruned>,
 }
 
 impl EntryView {
     fn new(e: &StoredEntry) -> Self {
-        let (body, body_base64) = if e.entry.body.is_empty() {
+        let (body, body_base64) = if e.pruned.is_some() || e.entry.body.is_empty() {
             (None, None)
         } else {
             match serde_json::from_slice::<serde_json::Value>(&e.entry.body) {
@@ -404,10 +407,14 @@ impl EntryView {
             hash: e.hash.to_hex(),
             body,
             body_base64,
+            pruned: e.pruned,
         }
     }
 
     fn body_text(&self) -> String {
+        if let Some(p) = self.pruned {
+            return format!("(pruned: {} bytes)", p.body_len);
+        }
         match (&self.body, &self.body_base64) {
             (Some(v), _) => v.to_string(),
             (None, Some(b)) => format!("base64:{b}"),
@@ -581,9 +588,13 @@ fn report(
                             c.checkpoint.time.to_rfc3339_millis()
                         )
                     });
+                    // Pruned entries were checked by their kept hashes only; say so.
+                    let entries = match s.pruned {
+                        0 => count(s.entries, "entry", "entries"),
+                        n => format!("{} ({n} pruned)", count(s.entries, "entry", "entries")),
+                    };
                     format!(
-                        "ok: {what} verifies: {} from {}, {}; root {}{signed}",
-                        count(s.entries, "entry", "entries"),
+                        "ok: {what} verifies: {entries} from {}, {}; root {}{signed}",
                         count(s.agents, "agent", "agents"),
                         count(s.checkpoints, "checkpoint", "checkpoints"),
                         s.root.short()
@@ -874,6 +885,7 @@ fn check_inclusion(out: &Output, p: &InclusionProof, key: &PublicKey) -> anyhow:
         entry: v.entry.clone(),
         encoded: p.entry.clone(),
         hash: v.entry_hash,
+        pruned: None,
     };
     #[derive(Serialize)]
     struct Valid {

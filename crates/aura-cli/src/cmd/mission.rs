@@ -71,9 +71,44 @@ enum MissionCommand {
     /// List missions that need a look: escalated too long, retrying, or paused
     Stuck {
         /// An escalation counts as stuck after this long (e.g. 30m, 2h, 1d)
-        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
-        escalated_for: std::time::Duration,
+        #[arg(long, value_name = "AGE", default_value = "1h", value_parser = parse_age)]
+        escalated_for: Duration,
     },
+    /// Prune the records of old finished missions, keeping their hashes
+    ///
+    /// Completed, failed and cancelled missions whose last change is older than the given
+    /// age lose the bodies of their ledger entries, except each one's submission and final
+    /// transition; the entries keep their hashes, so the ledger still verifies. The
+    /// missions stay listed, marked pruned, and can no longer be replayed. Needs an
+    /// operator key for all namespaces.
+    Prune {
+        /// How long ago a mission must have ended: a number and a unit (s, m, h, d or w),
+        /// like 30d or 12h
+        #[arg(long, value_name = "AGE", value_parser = parse_age)]
+        older_than: Duration,
+        /// Show what would be pruned and change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// An age like `30d`: whole units of seconds, minutes, hours, days or weeks.
+fn parse_age(s: &str) -> Result<Duration, String> {
+    let bad = || format!("`{s}` is not an age; use a number and a unit (s, m, h, d, w), like 30d");
+    let unit_at = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (n, unit) = s.split_at(unit_at);
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let unit_secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(unit_secs)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("`{s}` is too long an age"))
 }
 
 #[derive(Debug, clap::Args)]
@@ -162,6 +197,10 @@ pub(crate) async fn mission(home: &Home, out: &Output, args: MissionArgs) -> any
             out.print(&m, || describe(&m))
         }
         MissionCommand::Watch { id } => watch(&client, out, &id).await,
+        MissionCommand::Prune {
+            older_than,
+            dry_run,
+        } => prune(&client, out, older_than, dry_run).await,
         MissionCommand::Cancel { id, reason } => {
             let m: Value = client
                 .post(
@@ -243,6 +282,52 @@ fn describe_stuck(stuck: &Value) -> String {
     }
     text.push_str("hint: `aura mission retry ID` runs a waiting retry now; `aura mission resume ID` resumes a paused one\n");
     text
+}
+
+async fn prune(
+    client: &Client,
+    out: &Output,
+    older_than: Duration,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    let r: Value = client
+        .post(
+            "/v1/missions/prune",
+            &json!({ "older_than_secs": older_than.as_secs(), "dry_run": dry_run }),
+        )
+        .await?;
+    out.print(&r, || {
+        let missions: Vec<&str> = r["missions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let cutoff = r["older_than"].as_str().unwrap_or("?");
+        if missions.is_empty() {
+            return format!("nothing to prune: no unpruned mission ended before {cutoff}\n");
+        }
+        let n = missions.len() as u64;
+        let entries = r["entries"].as_u64().unwrap_or(0);
+        let bytes = r["bytes_freed"].as_u64().unwrap_or(0);
+        let mut text = format!(
+            "{} {}: {} {}, {} bytes of bodies; each keeps its submission and final transition\n",
+            if dry_run { "would prune" } else { "pruned" },
+            crate::output::count(n, "mission", "missions"),
+            crate::output::count(entries, "entry", "entries"),
+            if dry_run { "would lose their bodies" } else { "lost their bodies" },
+            bytes,
+        );
+        for m in missions {
+            text.push_str(&format!("  {m}\n"));
+        }
+        if !dry_run {
+            text.push_str(
+                "the ledger still verifies; the file gives the space back after `VACUUM` (docs/ledger.md)\n",
+            );
+        }
+        text
+    })
 }
 
 async fn submit(client: &Client, out: &Output, s: SubmitArgs) -> anyhow::Result<()> {

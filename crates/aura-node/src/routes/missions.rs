@@ -1,5 +1,6 @@
 //! `/v1/missions`, `/v1/approvals` and `/v1/credentials/operators`: submit and follow
-//! missions, answer escalations with signed approvals, enroll the people who approve.
+//! missions, answer escalations with signed approvals, enroll the people who approve;
+//! and, for operators of every namespace, prune the records of old finished missions.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -112,6 +113,9 @@ pub(crate) struct MissionView {
     /// when the next retry is due.
     #[schema(value_type = Vec<Object>)]
     calls: Vec<aura_kernel::CallState>,
+    /// The mission's record was pruned (`POST /v1/missions/prune`): it is shown as it
+    /// ended, without its conversation, and cannot be replayed.
+    pruned: bool,
     /// The conversation, with `?detail=full`.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<Object>>)]
@@ -158,6 +162,7 @@ fn view(m: &Mission, full: bool) -> MissionView {
         state_hash: m.state_hash.to_hex(),
         paused: m.paused,
         calls: m.calls.clone(),
+        pruned: false,
         conversation: full.then(|| m.conversation.iter().map(|c| Message::clone(c)).collect()),
     }
 }
@@ -252,7 +257,10 @@ async fn list(
         .iter()
         .filter(|m| visible_mission(&state, &caller, m))
         .take(limit)
-        .map(|m| view(m, false))
+        .map(|m| MissionView {
+            pruned: state.engine.is_pruned(m.id),
+            ..view(m, false)
+        })
         .collect();
     Ok(Json(out))
 }
@@ -274,7 +282,10 @@ async fn get(
     Query(q): Query<Detail>,
 ) -> Result<Json<MissionView>, ApiError> {
     let m = find(&state, &caller, &id)?;
-    Ok(Json(view(&m, q.detail.as_deref() == Some("full"))))
+    Ok(Json(MissionView {
+        pruned: state.engine.is_pruned(m.id),
+        ..view(&m, q.detail.as_deref() == Some("full"))
+    }))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -443,9 +454,10 @@ pub(crate) struct ReplayView {
     divergence: Option<String>,
 }
 
-/// Replays a mission from its record in the ledger, reproducing every state hash.
+/// Replays a mission from its record in the ledger, reproducing every state hash. A pruned
+/// mission answers 410: its record is gone.
 #[utoipa::path(get, path = "/v1/missions/{id}/replay", tag = "missions", params(("id" = String, Path, description = "mission id")),
-    responses((status = 200, body = ReplayView), (status = 404, body = crate::error::ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, body = ReplayView), (status = 404, body = crate::error::ErrorBody), (status = 410, body = crate::error::ErrorBody)), security(("bearer" = [])))]
 async fn replay(
     State(state): State<AppState>,
     caller: Caller,
@@ -465,6 +477,69 @@ async fn replay(
             state_hash: None,
             divergence: Some(d.to_string()),
         },
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PruneMissions {
+    /// Prune missions that ended (completed, failed or cancelled) at least this many
+    /// seconds ago, by the node's clock.
+    older_than_secs: u64,
+    /// Report what would be pruned and change nothing.
+    #[serde(default)]
+    dry_run: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PruneView {
+    dry_run: bool,
+    /// The cutoff: missions whose last change is before it were pruned.
+    #[schema(value_type = String)]
+    older_than: Timestamp,
+    /// The missions pruned (or that would be).
+    #[schema(value_type = Vec<String>)]
+    missions: Vec<MissionId>,
+    /// Ledger entries whose bodies were removed (or would be).
+    entries: u64,
+    /// Entries of those missions kept whole (each one's submission and final transition).
+    kept: u64,
+    bytes_freed: u64,
+}
+
+/// Prunes the records of old finished missions: their entries keep their hashes (so the
+/// ledger still verifies) and lose their bodies, except each mission's submission and
+/// final transition. The missions stay listed, marked `pruned`. Operators with every
+/// namespace only: the ledger is the whole node's.
+#[utoipa::path(post, path = "/v1/missions/prune", tag = "missions", request_body = PruneMissions,
+    responses((status = 200, body = PruneView), (status = 400, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+async fn prune(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<PruneMissions>,
+) -> Result<Json<PruneView>, ApiError> {
+    require(&caller, &[Role::Operator])?;
+    if caller.namespaces.is_some() {
+        return Err(ApiError::forbidden(
+            "pruning touches every namespace's missions; it needs an operator key for all namespaces (`*`)",
+        ));
+    }
+    let older_than = Timestamp::from_nanos(
+        state
+            .engine
+            .now()
+            .as_nanos()
+            .saturating_sub(req.older_than_secs.saturating_mul(1_000_000_000)),
+    );
+    let r = state.engine.prune_missions(older_than, req.dry_run).await?;
+    Ok(Json(PruneView {
+        dry_run: r.dry_run,
+        older_than: r.older_than,
+        missions: r.missions,
+        entries: r.entries,
+        kept: r.kept,
+        bytes_freed: r.bytes_freed,
     }))
 }
 
@@ -606,6 +681,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(retry))
         .routes(routes!(stuck))
         .routes(routes!(replay))
+        .routes(routes!(prune))
         .routes(routes!(pending))
         .routes(routes!(answer))
         .routes(routes!(enroll))

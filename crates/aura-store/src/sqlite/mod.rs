@@ -49,13 +49,16 @@ use aura_core::keystore::Signer;
 use aura_core::{AgentId, PublicKey};
 use aura_ledger::SignedCheckpoint;
 use aura_ledger::bundle::BundleWriter;
-use aura_ledger::entry::{self, Entry};
+use aura_ledger::entry::{self, Entry, PrunedEntry};
 use aura_ledger::merkle::{self, Frontier};
 use aura_ledger::proof::{ConsistencyProof, InclusionProof};
 use aura_ledger::verify::{Failure, Location, Reason, Summary, Verifier};
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
 
-use crate::{AppendReceipt, EntryRef, Error, Head, NewEntry, Store, StoredEntry, Verification};
+use crate::{
+    AppendReceipt, EntryRef, Error, Head, NewEntry, PruneOutcome, Pruned, Store, StoredEntry,
+    Verification,
+};
 use schema::MigrationError;
 
 const META_NODE_KEY: &str = "node_public_key";
@@ -518,13 +521,40 @@ fn range_hash(conn: &Connection, path: &Path, start: u64, end: u64) -> Result<Ha
     Ok(merkle::fold_range(&parts))
 }
 
-fn stored_entry(path: &Path, hash: &[u8], raw: Vec<u8>) -> Result<StoredEntry, Error> {
-    let entry = Entry::decode(&raw)
-        .map_err(|e| Error::Inconsistent(format!("a stored entry does not decode: {e}")))?;
+fn stored_entry(
+    path: &Path,
+    hash: &[u8],
+    raw: Vec<u8>,
+    pruned: bool,
+) -> Result<StoredEntry, Error> {
+    let undecodable = |e: aura_core::encoding::DecodeError| {
+        Error::Inconsistent(format!("a stored entry does not decode: {e}"))
+    };
+    let (entry, pruned) = if pruned {
+        let stub = PrunedEntry::decode(&raw).map_err(undecodable)?;
+        let entry = Entry {
+            index: stub.index,
+            agent: stub.agent,
+            seq: stub.seq,
+            prev: stub.prev,
+            kind: stub.kind,
+            recorded_at: stub.recorded_at,
+            body: Vec::new(),
+        };
+        (
+            entry,
+            Some(Pruned {
+                body_len: stub.body_len,
+            }),
+        )
+    } else {
+        (Entry::decode(&raw).map_err(undecodable)?, None)
+    };
     Ok(StoredEntry {
         entry,
         hash: hash_from(path, hash)?,
         encoded: raw,
+        pruned,
     })
 }
 
@@ -538,7 +568,12 @@ fn query_entries(
     let mut rows = stmt.query(args).map_err(|e| classify(path, e))?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
-        out.push(stored_entry(path, &row.get::<_, Vec<u8>>(0)?, row.get(1)?)?);
+        out.push(stored_entry(
+            path,
+            &row.get::<_, Vec<u8>>(0)?,
+            row.get(1)?,
+            row.get::<_, i64>(2)? != 0,
+        )?);
     }
     Ok(out)
 }
@@ -550,6 +585,7 @@ struct RawRow<'a> {
     seq: Option<i64>,
     hash: Option<&'a [u8]>,
     raw: Option<&'a [u8]>,
+    pruned: Option<i64>,
 }
 
 /// One checkpoint row as stored.
@@ -584,7 +620,8 @@ fn scan<E>(
     // A checkpoint row is fed once as many entries have been seen as its key says (the
     // checker compares the key with the signed size).
     let due = |c: &RawCheckpoint, seen: u64| c.key < 0 || (c.key as u64) <= seen;
-    let mut stmt = tx.prepare("SELECT idx, agent, seq, hash, raw FROM entries ORDER BY idx")?;
+    let mut stmt =
+        tx.prepare("SELECT idx, agent, seq, hash, raw, pruned FROM entries ORDER BY idx")?;
     let mut rows = stmt.query([]).map_err(|e| classify(path, e))?;
     let mut seen = 0u64;
     loop {
@@ -602,6 +639,7 @@ fn scan<E>(
             seq: row.get_ref(2)?.as_i64().ok(),
             hash: row.get_ref(3)?.as_blob().ok(),
             raw: row.get_ref(4)?.as_blob().ok(),
+            pruned: row.get_ref(5)?.as_i64().ok(),
         };
         if let Err(e) = on_entry(seen, &raw_row) {
             return Ok(Err(e));
@@ -616,14 +654,44 @@ fn scan<E>(
     Ok(Ok(()))
 }
 
+/// An entry row as the verifier takes it: the encoding (or stub), the stored hash, and
+/// whether the body was pruned.
+struct CheckedRow<'a> {
+    raw: &'a [u8],
+    hash: Hash,
+    pruned: bool,
+}
+
+impl CheckedRow<'_> {
+    /// Feeds the row to the verifier: a whole entry has its hash recomputed, a pruned one
+    /// is taken at its stored hash.
+    fn verify(
+        &self,
+        verifier: &mut Verifier,
+        completed: impl FnMut(merkle::NodeId, Hash),
+    ) -> Result<(), Failure> {
+        if self.pruned {
+            verifier.pruned_entry(self.raw, &self.hash, completed)
+        } else {
+            verifier.entry(self.raw, Some(&self.hash), completed)
+        }
+    }
+}
+
 /// Checks an entry row's own shape: its columns are the right types and agree with the
 /// entry they hold. Returns the encoding and stored hash for the verifier.
-fn check_row<'a>(position: u64, row: &RawRow<'a>) -> Result<(&'a [u8], Hash), Failure> {
-    let decoded = row.raw.and_then(|r| Entry::decode(r).ok());
+fn check_row<'a>(position: u64, row: &RawRow<'a>) -> Result<CheckedRow<'a>, Failure> {
+    let pruned = row.pruned;
+    let decoded = row.raw.and_then(|r| match pruned {
+        Some(0) => Entry::decode(r).ok().map(|e| (e.index, e.agent, e.seq)),
+        _ => PrunedEntry::decode(r)
+            .ok()
+            .map(|e| (e.index, e.agent, e.seq)),
+    });
     let location = Location::Entry {
         position,
-        agent: decoded.as_ref().map(|e| e.agent),
-        seq: decoded.as_ref().map(|e| e.seq),
+        agent: decoded.map(|e| e.1),
+        seq: decoded.map(|e| e.2),
     };
     let fail = |what: &str| Failure {
         location: location.clone(),
@@ -636,20 +704,25 @@ fn check_row<'a>(position: u64, row: &RawRow<'a>) -> Result<(&'a [u8], Hash), Fa
         .hash
         .and_then(Hash::from_slice)
         .ok_or_else(|| fail("its stored hash is not 32 bytes"))?;
-    if let Some(e) = decoded {
-        if row.idx != position as i64 && e.index == position {
+    let pruned = match pruned {
+        Some(0) => false,
+        Some(1) => true,
+        _ => return Err(fail("its pruned flag is neither 0 nor 1")),
+    };
+    if let Some((index, agent, seq)) = decoded {
+        if row.idx != position as i64 && index == position {
             return Err(fail(&format!(
                 "it is stored under index {} instead of {position}",
                 row.idx
             )));
         }
-        if row.agent != Some(e.agent.as_bytes().as_slice()) || row.seq != Some(e.seq as i64) {
+        if row.agent != Some(agent.as_bytes().as_slice()) || row.seq != Some(seq as i64) {
             return Err(fail(
                 "the row's agent or seq columns disagree with the entry",
             ));
         }
     }
-    Ok((raw, hash))
+    Ok(CheckedRow { raw, hash, pruned })
 }
 
 /// Checks a checkpoint row's shape and decodes it.
@@ -724,9 +797,9 @@ fn verify_store(
         conn,
         path,
         |position, row| {
-            let (raw, hash) = check_row(position, row)?;
+            let checked = check_row(position, row)?;
             let mut missing_tile = None;
-            verifier.borrow_mut().entry(raw, Some(&hash), |id, h| {
+            checked.verify(&mut verifier.borrow_mut(), |id, h| {
                 if id.level % TILE_LEVELS == 0 && missing_tile.is_none() {
                     match tiles.remove(&(id.level, id.index)) {
                         Some(stored) if stored == h => {}
@@ -734,13 +807,13 @@ fn verify_store(
                     }
                 }
             })?;
-            let entry_loc = || {
-                let e = Entry::decode(raw).ok();
-                Location::Entry {
-                    position,
-                    agent: e.as_ref().map(|e| e.agent),
-                    seq: e.map(|e| e.seq),
-                }
+            let entry_loc = || Location::Entry {
+                position,
+                agent: row
+                    .agent
+                    .and_then(|a| <[u8; 16]>::try_from(a).ok())
+                    .map(AgentId::from_bytes),
+                seq: row.seq.and_then(|s| u64::try_from(s).ok()),
             };
             if let Some(id) = missing_tile {
                 let f = Failure {
@@ -903,13 +976,13 @@ impl Store for SqliteStore {
                 EntryRef::Index(i) => query_entries(
                     conn,
                     path,
-                    "SELECT hash, raw FROM entries WHERE idx = ?1",
+                    "SELECT hash, raw, pruned FROM entries WHERE idx = ?1",
                     params![i64::try_from(i).unwrap_or(i64::MAX)],
                 )?,
                 EntryRef::AgentSeq(agent, seq) => query_entries(
                     conn,
                     path,
-                    "SELECT hash, raw FROM entries WHERE agent = ?1 AND seq = ?2",
+                    "SELECT hash, raw, pruned FROM entries WHERE agent = ?1 AND seq = ?2",
                     params![agent.as_bytes(), i64::try_from(seq).unwrap_or(i64::MAX)],
                 )?,
             };
@@ -923,7 +996,7 @@ impl Store for SqliteStore {
             query_entries(
                 conn,
                 path,
-                "SELECT hash, raw FROM entries WHERE idx >= ?1 ORDER BY idx LIMIT ?2",
+                "SELECT hash, raw, pruned FROM entries WHERE idx >= ?1 ORDER BY idx LIMIT ?2",
                 params![i64::try_from(from_index).unwrap_or(i64::MAX), limit as i64],
             )
         })
@@ -940,7 +1013,7 @@ impl Store for SqliteStore {
             query_entries(
                 conn,
                 path,
-                "SELECT hash, raw FROM entries WHERE agent = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
+                "SELECT hash, raw, pruned FROM entries WHERE agent = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
                 params![agent.as_bytes(), i64::try_from(from_seq).unwrap_or(i64::MAX), limit as i64],
             )
         })
@@ -994,14 +1067,18 @@ impl Store for SqliteStore {
                     "entry #{index} in the signed tree of {size} entries"
                 )));
             }
-            let entry: Vec<u8> = tx
+            let (entry, pruned): (Vec<u8>, i64) = tx
                 .query_row(
-                    "SELECT raw FROM entries WHERE idx = ?1",
+                    "SELECT raw, pruned FROM entries WHERE idx = ?1",
                     params![index as i64],
-                    |r| r.get(0),
+                    |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .optional()?
                 .ok_or_else(|| Error::NotFound(format!("entry #{index}")))?;
+            // A proof document carries the whole entry, which a pruned one no longer is.
+            if pruned != 0 {
+                return Err(Error::Pruned { index });
+            }
             let path_hashes = merkle::inclusion_ranges(index, size)
                 .map_err(|e| Error::Inconsistent(e.to_string()))?
                 .into_iter()
@@ -1058,6 +1135,11 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn prune(&self, indices: Vec<u64>) -> Result<PruneOutcome, Error> {
+        let writer = self.inner.writer.as_ref().ok_or(Error::ReadOnly)?;
+        writer.prune(indices).await
+    }
+
     async fn export(
         &self,
         out: Box<dyn std::io::Write + Send>,
@@ -1076,12 +1158,16 @@ impl Store for SqliteStore {
                 conn,
                 path,
                 |position, row| -> Result<(), Result<Failure, std::io::Error>> {
-                    let (raw, hash) = check_row(position, row).map_err(Ok)?;
-                    verifier
-                        .borrow_mut()
-                        .entry(raw, Some(&hash), |_, _| {})
+                    let checked = check_row(position, row).map_err(Ok)?;
+                    checked
+                        .verify(&mut verifier.borrow_mut(), |_, _| {})
                         .map_err(Ok)?;
-                    writer.borrow_mut().entry(raw, &hash).map_err(Err)?;
+                    let mut writer = writer.borrow_mut();
+                    if checked.pruned {
+                        writer.pruned(checked.raw, &checked.hash).map_err(Err)?;
+                    } else {
+                        writer.entry(checked.raw, &checked.hash).map_err(Err)?;
+                    }
                     if (position + 1) % PROGRESS_EVERY == 0 {
                         progress(position + 1);
                     }

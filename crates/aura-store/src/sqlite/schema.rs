@@ -51,6 +51,13 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (level, idx)
     ) WITHOUT ROWID;
     ",
+    // 2: pruned bodies. A pruned row keeps its `hash` and holds the entry's stub encoding
+    // (aura_ledger::entry::PrunedEntry) in `raw`; the flag says which of the two encodings
+    // `raw` holds, so that neither is ever read as the other. Adding a column with a
+    // constant default rewrites nothing, so the migration is instant on any size.
+    r"
+    ALTER TABLE entries ADD COLUMN pruned INTEGER NOT NULL DEFAULT 0;
+    ",
 ];
 
 /// Applies the migrations this file lacks. Refuses a file from a newer Aura.

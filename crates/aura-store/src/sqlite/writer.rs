@@ -11,6 +11,10 @@
 //!    `synchronous=FULL`) makes them durable with one fsync;
 //! 3. only then does each caller hear its answer.
 //!
+//! Prunes (`Store::prune`) go through the same queue, so they are ordered with appends
+//! and never race the writer's connection; each is its own transaction, and touches
+//! nothing the writer keeps in memory (hashes, heads and the tree do not change).
+//!
 //! If the commit fails, nothing in memory has changed (the group worked on copies); the
 //! thread reloads its state from the database, since a failure at or after `COMMIT`
 //! leaves it unsure whether the group is there, then gives every accepted caller
@@ -32,11 +36,11 @@ use aura_core::hash::Hash;
 use aura_core::keystore::Signer;
 use aura_ledger::Checkpoint;
 use aura_ledger::entry::{self, Entry, MAX_BODY_LEN};
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
 use super::{State, TILE_LEVELS, load_state};
-use crate::{AppendReceipt, Appended, Committed, Error, NewEntry, Seq, StoredEntry};
+use crate::{AppendReceipt, Appended, Committed, Error, NewEntry, PruneOutcome, Seq, StoredEntry};
 
 type Reply = oneshot::Sender<Result<AppendReceipt, Error>>;
 
@@ -68,10 +72,22 @@ pub(crate) struct Request {
     reply: Reply,
 }
 
+/// A request to prune bodies.
+pub(crate) struct PruneRequest {
+    indices: Vec<u64>,
+    reply: oneshot::Sender<Result<PruneOutcome, Error>>,
+}
+
+/// What the writer's queue carries.
+pub(crate) enum Job {
+    Append(Request),
+    Prune(PruneRequest),
+}
+
 /// What the store holds to talk to the writer.
 #[derive(Debug)]
 pub(crate) struct Handle {
-    tx: Option<mpsc::Sender<Request>>,
+    tx: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -84,7 +100,15 @@ impl Handle {
         }
         let (reply, rx) = oneshot::channel();
         let tx = self.tx.as_ref().ok_or(Error::Closed)?;
-        tx.send(Request { entries, reply })
+        tx.send(Job::Append(Request { entries, reply }))
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    pub(crate) async fn prune(&self, indices: Vec<u64>) -> Result<PruneOutcome, Error> {
+        let (reply, rx) = oneshot::channel();
+        let tx = self.tx.as_ref().ok_or(Error::Closed)?;
+        tx.send(Job::Prune(PruneRequest { indices, reply }))
             .map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
     }
@@ -127,7 +151,7 @@ pub(crate) fn spawn(
     state: State,
     max_group_entries: usize,
 ) -> Result<Handle, Error> {
-    let (tx, rx) = mpsc::channel::<Request>();
+    let (tx, rx) = mpsc::channel::<Job>();
     let mut writer = Writer {
         commits,
         conn,
@@ -159,21 +183,95 @@ struct Row {
 }
 
 impl Writer {
-    fn run(&mut self, rx: &mpsc::Receiver<Request>) {
-        while let Ok(first) = rx.recv() {
+    fn run(&mut self, rx: &mpsc::Receiver<Job>) {
+        // A prune found while gathering a group waits until that group is committed, so
+        // jobs keep their queue order.
+        let mut held: Option<Job> = None;
+        loop {
+            let job = match held.take() {
+                Some(job) => job,
+                None => match rx.recv() {
+                    Ok(job) => job,
+                    Err(_) => return,
+                },
+            };
+            let first = match job {
+                Job::Append(first) => first,
+                Job::Prune(p) => {
+                    let _ = p.reply.send(self.prune(&p.indices));
+                    continue;
+                }
+            };
             let mut count = first.entries.len();
             let mut group = vec![first];
             while count < self.max_group_entries {
                 match rx.try_recv() {
-                    Ok(r) => {
+                    Ok(Job::Append(r)) => {
                         count += r.entries.len();
                         group.push(r);
+                    }
+                    Ok(prune) => {
+                        held = Some(prune);
+                        break;
                     }
                     Err(_) => break,
                 }
             }
             self.commit_group(group);
         }
+    }
+
+    /// Replaces the bodies at `indices` by their stubs in one transaction.
+    fn prune(&mut self, indices: &[u64]) -> Result<PruneOutcome, Error> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        let mut indices = indices.to_vec();
+        indices.sort_unstable();
+        indices.dedup();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut outcome = PruneOutcome::default();
+        {
+            let mut read =
+                tx.prepare_cached("SELECT hash, raw, pruned FROM entries WHERE idx = ?1")?;
+            let mut write =
+                tx.prepare_cached("UPDATE entries SET raw = ?2, pruned = 1 WHERE idx = ?1")?;
+            for &index in &indices {
+                let at =
+                    i64::try_from(index).map_err(|_| Error::NotFound(format!("entry #{index}")))?;
+                let row: Option<(Vec<u8>, Vec<u8>, i64)> = read
+                    .query_row(params![at], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .optional()?;
+                let Some((hash, raw, pruned)) = row else {
+                    return Err(Error::NotFound(format!("entry #{index}")));
+                };
+                if pruned != 0 {
+                    outcome.already_pruned += 1;
+                    continue;
+                }
+                // Only a body that still matches its hash is pruned: pruning a damaged one
+                // would leave nothing to show the damage.
+                let entry = Entry::decode(&raw)
+                    .ok()
+                    .filter(|_| hash == Entry::hash_encoded(&raw).as_bytes())
+                    .ok_or_else(|| {
+                        Error::Inconsistent(format!(
+                            "entry #{index} does not match its stored hash; refusing to prune it (run `aura ledger verify`)"
+                        ))
+                    })?;
+                let stub = entry
+                    .pruned()
+                    .map_err(|e| Error::InvalidEntry(e.to_string()))?
+                    .encode();
+                write.execute(params![at, stub])?;
+                outcome.pruned += 1;
+                outcome.bytes_freed += raw.len().saturating_sub(stub.len()) as u64;
+            }
+        }
+        tx.commit()?;
+        Ok(outcome)
     }
 
     fn commit_group(&mut self, group: Vec<Request>) {
@@ -312,6 +410,7 @@ impl Writer {
                             entry: r.entry.clone(),
                             encoded: r.raw.clone(),
                             hash: r.appended.hash,
+                            pruned: None,
                         })
                         .collect();
                     let _ = self.commits.send(Arc::new(Committed {

@@ -1,0 +1,409 @@
+//! Pruning finished missions through the engine: their bulky records lose their bodies,
+//! the ledger still verifies, missions under way are untouched, and the node still lists
+//! a pruned mission (marked pruned) after a restart, while replaying it says "pruned".
+//! The reasoner and policy are the doubles of `missions.rs`.
+
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aura_core::door::{Clock as _, OsEntropy, SeededEntropy, SystemClock};
+use aura_core::hash::Hash;
+use aura_core::keystore::Signer;
+use aura_core::{AgentId, MissionId, Timestamp};
+use aura_engine::adapters::tools::RegistryTools;
+use aura_engine::ports::{Policy, Query, ReasonRequest, Reasoner, Reasoners};
+use aura_engine::{Error, Handle, NewAgent, Options, Services};
+use aura_identity::{Level, Namespace, TrustSet};
+use aura_kernel::{
+    Authority, Budget, Decision, MissionSpec, MissionState, Outcome, ToolCall, Turn,
+};
+use aura_store::{SqliteStore, Verification};
+use serde_json::json;
+
+/// Replays a fixed list of turns, then declares the mission finished.
+#[derive(Debug, Default)]
+struct Script(Mutex<VecDeque<Vec<(&'static str, serde_json::Value)>>>);
+
+#[async_trait]
+impl Reasoner for Script {
+    async fn turn(
+        &self,
+        req: &ReasonRequest,
+        deltas: &(dyn for<'s> Fn(&'s str) + Send + Sync),
+    ) -> Result<Turn, String> {
+        deltas("thinking");
+        let n = req.messages.len();
+        let calls = self
+            .0
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or_else(|| vec![("mission.finish", json!({"summary": "done"}))]);
+        // `hang` stands for a provider that never answers (its own timeouts aside), `fail`
+        // for one that answers with an error.
+        if calls.first().is_some_and(|(name, _)| *name == "hang") {
+            std::future::pending::<()>().await;
+        }
+        if calls.first().is_some_and(|(name, _)| *name == "fail") {
+            return Err("the provider is down".into());
+        }
+        Ok(Turn {
+            content: "ok".into(),
+            tool_calls: calls
+                .into_iter()
+                .enumerate()
+                .map(|(i, (name, arguments))| ToolCall {
+                    id: format!("c{n}-{i}"),
+                    name: name.into(),
+                    arguments,
+                })
+                .collect(),
+            finish: "tool_calls".into(),
+            prompt_tokens: 10,
+            completion_tokens: 5,
+            provider: "test".into(),
+            model: "script".into(),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct OneReasoner(Arc<Script>);
+
+impl Reasoners for OneReasoner {
+    fn get(&self, name: &str) -> Option<Arc<dyn Reasoner>> {
+        (name.is_empty()).then(|| self.0.clone() as Arc<dyn Reasoner>)
+    }
+    fn describe_default(&self) -> String {
+        "test script".into()
+    }
+}
+
+/// Permits everything at L1 and up, except deletes, which escalate to L3 unless approved.
+#[derive(Debug)]
+struct Rules;
+
+impl Policy for Rules {
+    fn decide(&self, q: &Query) -> Decision {
+        let outcome = match (&q.action[..], &q.approval) {
+            ("fs.delete", Some(a)) if a.level >= Level::L3 => Outcome::Permit,
+            ("fs.delete", _) => Outcome::Escalate { level: Level::L3 },
+            _ => Outcome::Permit,
+        };
+        let target = q
+            .target
+            .as_ref()
+            .map(|t| serde_json::to_value(t).unwrap())
+            .unwrap_or_default();
+        Decision {
+            action: q.action.clone(),
+            resource: target.clone(),
+            destructive: q.destructive,
+            outcome,
+            deciding: vec!["test-rule".into()],
+            errors: vec![],
+            request: Hash::sha256(format!("{}{}{target}", q.mission, q.action).as_bytes()),
+        }
+    }
+}
+
+struct World {
+    dir: tempfile::TempDir,
+    signer: Arc<Signer>,
+    engine: Handle,
+    script: Arc<Script>,
+    agent: AgentId,
+}
+
+async fn open_engine(dir: &std::path::Path, signer: &Arc<Signer>, script: Arc<Script>) -> Handle {
+    let store = SqliteStore::open(
+        dir.join("ledger.db"),
+        signer.clone(),
+        Arc::new(SystemClock),
+        Default::default(),
+    )
+    .unwrap();
+    let registry = aura_tools::Registry::builtin(aura_tools::BuiltinOptions::default());
+    Handle::start(
+        Options {
+            keystore: Some(dir.join("keys")),
+            workspaces: dir.join("workspaces"),
+            ..Default::default()
+        },
+        Arc::new(store),
+        signer.clone(),
+        Arc::new(SystemClock),
+        Arc::new(OsEntropy),
+        TrustSet::new([signer.public_key()]),
+        Services {
+            policy: Arc::new(Rules),
+            tools: Arc::new(RegistryTools::new(
+                Arc::new(registry),
+                aura_tools::Limits::default(),
+                false,
+            )),
+            reasoners: Arc::new(OneReasoner(script)),
+        },
+    )
+    .await
+    .unwrap()
+}
+
+async fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = Arc::new(Signer::ephemeral("node", &SeededEntropy::new(1)).unwrap());
+    let script = Arc::new(Script::default());
+    let engine = open_engine(dir.path(), &signer, script.clone()).await;
+    let agent = engine
+        .create_agent(NewAgent {
+            name: "w".into(),
+            level: Level::L2,
+            namespace: Namespace::new("default").unwrap(),
+            public_key: None,
+        })
+        .await
+        .unwrap()
+        .id;
+    World {
+        dir,
+        signer,
+        engine,
+        script,
+        agent,
+    }
+}
+
+fn spec(tools: &[&str], workspace: &str, timeout: u64) -> MissionSpec {
+    MissionSpec {
+        objective: "tidy the workspace".into(),
+        tools: tools.iter().map(|t| (*t).to_owned()).collect(),
+        authority: Authority {
+            credential: None,
+            level: Level::L2,
+        },
+        timeout_secs: timeout,
+        namespace: Namespace::new("default").unwrap(),
+        budget: Budget {
+            max_steps: 10,
+            max_tokens: 10_000,
+        },
+        reasoner: String::new(),
+        network: vec![],
+        workspace: Some(workspace.into()),
+        steps: None,
+        tool_steps: Default::default(),
+    }
+}
+
+async fn until(
+    engine: &Handle,
+    id: MissionId,
+    pred: impl Fn(MissionState) -> bool,
+) -> MissionState {
+    for _ in 0..500 {
+        if let Some(m) = engine.mission(id)
+            && pred(m.state)
+        {
+            return m.state;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "mission {id} did not get there: {:?}",
+        engine.mission(id).map(|m| m.state)
+    );
+}
+
+fn ws(w: &World, name: &str) -> std::path::PathBuf {
+    w.dir.path().join("workspaces/default").join(name)
+}
+
+fn in_an_hour() -> Timestamp {
+    SystemClock.now().saturating_add(Duration::from_secs(3600))
+}
+
+async fn verified(engine: &Handle) -> aura_ledger::verify::Summary {
+    match engine.store().verify(Box::new(|_| {})).await.unwrap() {
+        Verification::Ok(s) => s,
+        Verification::Failed(f) => panic!("{f}"),
+    }
+}
+
+/// Every `mission.*` entry of the agent: (index, kind, pruned).
+async fn mission_entries(engine: &Handle, agent: AgentId) -> Vec<(u64, String, bool)> {
+    engine
+        .store()
+        .agent_entries(agent, 1, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.entry.kind.as_str().starts_with("mission."))
+        .map(|e| (e.entry.index, e.entry.kind.to_string(), e.pruned.is_some()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_missions_are_pruned_running_ones_are_not_and_a_restart_still_lists_them() {
+    let w = world().await;
+    std::fs::create_dir_all(ws(&w, "one")).unwrap();
+    std::fs::create_dir_all(ws(&w, "two")).unwrap();
+    std::fs::write(ws(&w, "two").join("gone.txt"), "bye").unwrap();
+    let bulky = "x".repeat(20_000);
+    w.script.0.lock().unwrap().extend([
+        vec![("fs.write", json!({"path": "big.txt", "content": bulky}))],
+        vec![("fs.write", json!({"path": "big2.txt", "content": bulky}))],
+    ]);
+    let done = w
+        .engine
+        .submit(w.agent, spec(&["fs.write", "mission.finish"], "one", 60))
+        .await
+        .unwrap();
+    assert_eq!(
+        until(&w.engine, done, MissionState::is_terminal).await,
+        MissionState::Completed
+    );
+    w.script
+        .0
+        .lock()
+        .unwrap()
+        .push_back(vec![("fs.delete", json!({"path": "gone.txt"}))]);
+    let waiting = w
+        .engine
+        .submit(w.agent, spec(&["fs.delete", "mission.finish"], "two", 600))
+        .await
+        .unwrap();
+    until(&w.engine, waiting, |s| s == MissionState::Escalated).await;
+    let before = w.engine.mission(done).unwrap();
+    let waiting_entries = mission_entries(&w.engine, w.agent).await;
+
+    // A cutoff before the mission ended prunes nothing.
+    let none = w
+        .engine
+        .prune_missions(before.submitted_at, false)
+        .await
+        .unwrap();
+    assert!(none.missions.is_empty() && none.entries == 0, "{none:?}");
+
+    // A dry run reports and changes nothing.
+    let dry = w.engine.prune_missions(in_an_hour(), true).await.unwrap();
+    assert_eq!(dry.missions, vec![done]);
+    assert!(dry.entries >= 4 && dry.bytes_freed > 40_000, "{dry:?}");
+    assert_eq!(dry.kept, 2);
+    assert_eq!(mission_entries(&w.engine, w.agent).await, waiting_entries);
+    assert!(!w.engine.is_pruned(done));
+
+    let report = w.engine.prune_missions(in_an_hour(), false).await.unwrap();
+    assert_eq!(report.missions, vec![done]);
+    assert_eq!(report.entries, dry.entries);
+    assert!(
+        report.bytes_freed >= dry.bytes_freed,
+        "{report:?} vs {dry:?}"
+    );
+    assert!(w.engine.is_pruned(done));
+    assert!(!w.engine.is_pruned(waiting));
+
+    // Exactly the finished mission's entries lost their bodies, less its first and last.
+    let entries = mission_entries(&w.engine, w.agent).await;
+    let mut pruned_kinds = Vec::new();
+    for (index, kind, pruned) in &entries {
+        let of_done = w
+            .engine
+            .store()
+            .entry(aura_store::EntryRef::Index(*index))
+            .await
+            .unwrap()
+            .unwrap();
+        if *pruned {
+            pruned_kinds.push(kind.clone());
+        } else if let Ok(r) = aura_kernel::Recorded::from_body(of_done.body().unwrap())
+            && r.mission == done
+        {
+            assert!(
+                kind == "mission.submitted" || kind == "mission.transition",
+                "{kind} of the pruned mission was kept"
+            );
+        }
+    }
+    assert_eq!(pruned_kinds.len() as u64, report.entries);
+    assert!(
+        pruned_kinds.iter().any(|k| k == "mission.effect"),
+        "{pruned_kinds:?}"
+    );
+    let summary = verified(&w.engine).await;
+    assert_eq!(summary.pruned, report.entries);
+
+    // The pruned mission is listed as it ended; replaying it says why it cannot be.
+    let after = w.engine.mission(done).unwrap();
+    assert_eq!(
+        (
+            after.state,
+            &after.history,
+            &after.summary,
+            after.state_hash,
+            after.steps
+        ),
+        (
+            before.state,
+            &before.history,
+            &before.summary,
+            before.state_hash,
+            before.steps
+        )
+    );
+    assert!(matches!(w.engine.replay(done).await, Err(Error::Pruned(m)) if m == done));
+    w.engine.replay(waiting).await.unwrap().unwrap();
+
+    // Pruning again finds nothing new.
+    let again = w.engine.prune_missions(in_an_hour(), false).await.unwrap();
+    assert!(again.missions.is_empty(), "{again:?}");
+
+    // After a restart: the same listing, the same refusal to replay, the waiting mission
+    // still waiting.
+    let World {
+        dir,
+        signer,
+        engine,
+        script,
+        ..
+    } = w;
+    engine.shutdown().await;
+    drop(engine);
+    let engine = open_engine(dir.path(), &signer, script).await;
+    let listed = engine
+        .mission(done)
+        .expect("a pruned mission vanished on restart");
+    assert_eq!(
+        (
+            listed.state,
+            &listed.history,
+            &listed.summary,
+            listed.state_hash
+        ),
+        (
+            before.state,
+            &before.history,
+            &before.summary,
+            before.state_hash
+        )
+    );
+    assert!(engine.is_pruned(done));
+    assert!(matches!(engine.replay(done).await, Err(Error::Pruned(_))));
+    assert_eq!(
+        engine.mission(waiting).unwrap().state,
+        MissionState::Escalated
+    );
+    assert!(!engine.is_pruned(waiting));
+    engine.replay(waiting).await.unwrap().unwrap();
+    assert!(
+        engine
+            .prune_missions(in_an_hour(), false)
+            .await
+            .unwrap()
+            .missions
+            .is_empty()
+    );
+}
