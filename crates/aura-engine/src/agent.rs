@@ -19,6 +19,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::engine::{Error, KIND_MESSAGE, Sender, Shared};
 
+/// How long after a failed commit a mission's work is tried again.
+const COMMIT_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A transaction for an agent.
 #[derive(Debug)]
 pub(crate) enum Inbox {
@@ -209,8 +212,17 @@ impl Actor {
             }
             Inbox::Deadline { mission } => self.deadline(mission).await,
             Inbox::Wake { mission } => {
-                if !self.work.contains(&Work::Step(mission)) {
-                    self.work.push_back(Work::Step(mission));
+                let authorized = self
+                    .missions
+                    .get(&mission)
+                    .is_some_and(|l| l.mission.state == aura_kernel::MissionState::Authorized);
+                let work = if authorized {
+                    Work::Start(mission)
+                } else {
+                    Work::Step(mission)
+                };
+                if !self.work.contains(&work) {
+                    self.work.push_back(work);
                 }
             }
             Inbox::Control {
@@ -280,6 +292,9 @@ impl Actor {
             // there, the record is what happened: the mission must move on with it, or
             // the next event would be chained to a state the ledger has left behind.
             if self.next_seq != next_if_stored {
+                // Nothing was stored: the mission is as the ledger holds it, and its work
+                // is tried again a little later rather than left waiting for a restart.
+                self.wake_later(mission.id, COMMIT_RETRY);
                 return Err(e);
             }
         }

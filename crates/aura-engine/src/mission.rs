@@ -806,7 +806,11 @@ impl Actor {
 
     /// Asks for the mission's next step at `at` (a retry's due time).
     fn wake_at(&self, id: MissionId, at: Timestamp) {
-        let wait = at.since(self.now());
+        self.wake_later(id, at.since(self.now()));
+    }
+
+    /// Asks for the mission's next step (or its start) after `wait`.
+    pub(crate) fn wake_later(&self, id: MissionId, wait: Duration) {
         let mailbox = self.mailbox.clone();
         tokio::spawn(async move {
             tokio::time::sleep(wait).await;
