@@ -1,0 +1,231 @@
+//! The doubles and the world the engine's mission tests share: a script of reasoner
+//! turns, a small rule table for policy, and an engine over a real SQLite ledger with the
+//! real tool registry working in real workspaces.
+
+#![allow(dead_code, reason = "each test file uses its own part of the world")]
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aura_core::door::{OsEntropy, SeededEntropy, SystemClock};
+use aura_core::hash::Hash;
+use aura_core::keystore::Signer;
+use aura_core::{AgentId, MissionId};
+use aura_engine::adapters::tools::RegistryTools;
+use aura_engine::ports::{Policy, Query, ReasonRequest, Reasoner, Reasoners};
+use aura_engine::{Handle, NewAgent, Options, Services};
+use aura_identity::{Level, Namespace, TrustSet};
+use aura_kernel::{
+    Authority, Budget, Decision, MissionSpec, MissionState, Outcome, ToolCall, Turn,
+};
+use aura_store::SqliteStore;
+use serde_json::json;
+
+/// Replays a fixed list of turns, then declares the mission finished.
+#[derive(Debug, Default)]
+pub(crate) struct Script(pub Mutex<VecDeque<Vec<(&'static str, serde_json::Value)>>>);
+
+#[async_trait]
+impl Reasoner for Script {
+    async fn turn(
+        &self,
+        req: &ReasonRequest,
+        deltas: &(dyn for<'s> Fn(&'s str) + Send + Sync),
+    ) -> Result<Turn, String> {
+        deltas("thinking");
+        let n = req.messages.len();
+        let calls = self
+            .0
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or_else(|| vec![("mission.finish", json!({"summary": "done"}))]);
+        // `hang` stands for a provider that never answers (its own timeouts aside), `fail`
+        // for one that answers with an error.
+        if calls.first().is_some_and(|(name, _)| *name == "hang") {
+            std::future::pending::<()>().await;
+        }
+        if calls.first().is_some_and(|(name, _)| *name == "fail") {
+            return Err("the provider is down".into());
+        }
+        Ok(Turn {
+            content: "ok".into(),
+            tool_calls: calls
+                .into_iter()
+                .enumerate()
+                .map(|(i, (name, arguments))| ToolCall {
+                    id: format!("c{n}-{i}"),
+                    name: name.into(),
+                    arguments,
+                })
+                .collect(),
+            finish: "tool_calls".into(),
+            prompt_tokens: 10,
+            completion_tokens: 5,
+            provider: "test".into(),
+            model: "script".into(),
+        })
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct OneReasoner(pub Arc<Script>);
+
+impl Reasoners for OneReasoner {
+    fn get(&self, name: &str) -> Option<Arc<dyn Reasoner>> {
+        (name.is_empty()).then(|| self.0.clone() as Arc<dyn Reasoner>)
+    }
+    fn describe_default(&self) -> String {
+        "test script".into()
+    }
+}
+
+/// Permits everything at L1 and up, except deletes, which escalate to L3 unless approved.
+#[derive(Debug)]
+pub(crate) struct Rules;
+
+impl Policy for Rules {
+    fn decide(&self, q: &Query) -> Decision {
+        let outcome = match (&q.action[..], &q.approval) {
+            ("fs.delete", Some(a)) if a.level >= Level::L3 => Outcome::Permit,
+            ("fs.delete", _) => Outcome::Escalate { level: Level::L3 },
+            _ => Outcome::Permit,
+        };
+        let target = q
+            .target
+            .as_ref()
+            .map(|t| serde_json::to_value(t).unwrap())
+            .unwrap_or_default();
+        Decision {
+            action: q.action.clone(),
+            resource: target.clone(),
+            destructive: q.destructive,
+            outcome,
+            deciding: vec!["test-rule".into()],
+            errors: vec![],
+            request: Hash::sha256(format!("{}{}{target}", q.mission, q.action).as_bytes()),
+        }
+    }
+}
+
+pub(crate) struct World {
+    pub dir: tempfile::TempDir,
+    pub signer: Arc<Signer>,
+    pub engine: Handle,
+    pub script: Arc<Script>,
+    pub agent: AgentId,
+}
+
+pub(crate) async fn open_engine(
+    dir: &std::path::Path,
+    signer: &Arc<Signer>,
+    script: Arc<Script>,
+) -> Handle {
+    let store = SqliteStore::open(
+        dir.join("ledger.db"),
+        signer.clone(),
+        Arc::new(SystemClock),
+        Default::default(),
+    )
+    .unwrap();
+    let registry = aura_tools::Registry::builtin(aura_tools::BuiltinOptions::default());
+    Handle::start(
+        Options {
+            keystore: Some(dir.join("keys")),
+            workspaces: dir.join("workspaces"),
+            ..Default::default()
+        },
+        Arc::new(store),
+        signer.clone(),
+        Arc::new(SystemClock),
+        Arc::new(OsEntropy),
+        TrustSet::new([signer.public_key()]),
+        Services {
+            policy: Arc::new(Rules),
+            tools: Arc::new(RegistryTools::new(
+                Arc::new(registry),
+                aura_tools::Limits::default(),
+                false,
+            )),
+            reasoners: Arc::new(OneReasoner(script)),
+        },
+    )
+    .await
+    .unwrap()
+}
+
+pub(crate) async fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = Arc::new(Signer::ephemeral("node", &SeededEntropy::new(1)).unwrap());
+    let script = Arc::new(Script::default());
+    let engine = open_engine(dir.path(), &signer, script.clone()).await;
+    let agent = engine
+        .create_agent(NewAgent {
+            name: "w".into(),
+            level: Level::L2,
+            namespace: Namespace::new("default").unwrap(),
+            public_key: None,
+        })
+        .await
+        .unwrap()
+        .id;
+    World {
+        dir,
+        signer,
+        engine,
+        script,
+        agent,
+    }
+}
+
+pub(crate) fn spec(tools: &[&str], workspace: &str, timeout: u64) -> MissionSpec {
+    MissionSpec {
+        objective: "tidy the workspace".into(),
+        tools: tools.iter().map(|t| (*t).to_owned()).collect(),
+        authority: Authority {
+            credential: None,
+            level: Level::L2,
+        },
+        timeout_secs: timeout,
+        namespace: Namespace::new("default").unwrap(),
+        budget: Budget {
+            max_steps: 10,
+            max_tokens: 10_000,
+        },
+        reasoner: String::new(),
+        network: vec![],
+        workspace: Some(workspace.into()),
+        steps: None,
+        tool_steps: Default::default(),
+    }
+}
+
+pub(crate) async fn until(
+    engine: &Handle,
+    id: MissionId,
+    pred: impl Fn(MissionState) -> bool,
+) -> MissionState {
+    for _ in 0..500 {
+        if let Some(m) = engine.mission(id)
+            && pred(m.state)
+        {
+            return m.state;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "mission {id} did not get there: {:?}",
+        engine.mission(id).map(|m| m.state)
+    );
+}
+
+/// Why the mission ended (it must have a reason).
+pub(crate) fn reason(w: &World, id: MissionId) -> String {
+    w.engine.mission(id).unwrap().reason.clone().unwrap()
+}
+
+pub(crate) fn ws(w: &World, name: &str) -> std::path::PathBuf {
+    w.dir.path().join("workspaces/default").join(name)
+}
