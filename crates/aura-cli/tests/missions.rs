@@ -261,6 +261,10 @@ fn operators_list_stuck_missions_and_pause_and_resume_them_from_the_cli() {
     wait_for(&aura, &node, &id, "completed");
     assert!(!workspace(&aura).join("build.log").exists());
     at(&aura, &node, &["mission", "retry", &id]).one_line_error(1);
+    let watched = at(&aura, &node, &["mission", "watch", &id]).ok().stdout;
+    assert!(watched.contains(": look first"), "{watched}");
+    assert!(watched.contains("resumed by"), "{watched}");
+    assert!(!watched.contains("mission.attempt"), "{watched}");
     let replay = at(&aura, &node, &["--json", "replay", &id]).ok().json();
     assert_eq!(replay[0]["replay"]["ok"], true, "{replay}");
 }

@@ -644,6 +644,35 @@ fn narrate(e: &Value) -> Option<String> {
             ev["from"].as_str().unwrap_or("?"),
             ev["body"]
         ),
+        // A first attempt and heartbeats are bookkeeping; retries are news.
+        "mission.attempt" if ev["attempt"].as_u64() == Some(1) => return None,
+        "mission.heartbeat" => return None,
+        "mission.attempt" => format!(
+            "#{seq} retrying {} (attempt {})",
+            ev["call_id"].as_str().unwrap_or("?"),
+            ev["attempt"]
+        ),
+        "mission.attempt_failed" => format!(
+            "#{seq} {} attempt {} failed: {}: {}{}",
+            ev["call_id"].as_str().unwrap_or("the reasoner's turn"),
+            ev["attempt"],
+            ev["kind"].as_str().unwrap_or("?"),
+            ev["error"].as_str().unwrap_or(""),
+            ev["retry_at"].as_str().map_or_else(
+                || "; giving up".to_owned(),
+                |t| format!("; next attempt at {t}")
+            )
+        ),
+        "mission.paused" => format!(
+            "#{seq} paused by {}: {}",
+            ev["by"].as_str().unwrap_or("?"),
+            ev["reason"].as_str().unwrap_or("")
+        ),
+        "mission.resumed" => format!("#{seq} resumed by {}", ev["by"].as_str().unwrap_or("?")),
+        "mission.retry_requested" => format!(
+            "#{seq} retry now, asked by {}",
+            ev["by"].as_str().unwrap_or("?")
+        ),
         other => format!("#{seq} {other}"),
     })
 }
