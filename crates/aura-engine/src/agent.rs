@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use aura_core::{AgentId, MissionId};
 use aura_identity::{Approval, Credential, ExecutionToken, Signed};
-use aura_kernel::{Mission, MissionSpec, Recorded};
+use aura_kernel::{Mission, MissionSpec, MissionState, Recorded};
 use aura_ledger::entry::Kind;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
@@ -211,20 +211,7 @@ impl Actor {
                 let _ = reply.send(outcome);
             }
             Inbox::Deadline { mission } => self.deadline(mission).await,
-            Inbox::Wake { mission } => {
-                let authorized = self
-                    .missions
-                    .get(&mission)
-                    .is_some_and(|l| l.mission.state == aura_kernel::MissionState::Authorized);
-                let work = if authorized {
-                    Work::Start(mission)
-                } else {
-                    Work::Step(mission)
-                };
-                if !self.work.contains(&work) {
-                    self.work.push_back(work);
-                }
-            }
+            Inbox::Wake { mission } => self.queue(mission),
             Inbox::Control {
                 mission,
                 control,
@@ -234,6 +221,19 @@ impl Actor {
                 let outcome = self.control(mission, control, &by).await;
                 let _ = reply.send(outcome);
             }
+        }
+    }
+
+    /// Queues what a mission needs next, if it needs anything and it is not queued yet:
+    /// its start, or its next step (which also carries a compensating mission on).
+    pub(crate) fn queue(&mut self, id: MissionId) {
+        let work = match self.missions.get(&id).map(|l| l.mission.state) {
+            Some(MissionState::Authorized) => Work::Start(id),
+            Some(MissionState::Running | MissionState::Compensating) => Work::Step(id),
+            _ => return,
+        };
+        if !self.work.contains(&work) {
+            self.work.push_back(work);
         }
     }
 

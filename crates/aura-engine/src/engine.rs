@@ -665,40 +665,24 @@ impl Handle {
         approval: Signed<Approval>,
         credential: Signed<Credential>,
     ) -> Result<(), Error> {
-        let agent = self
-            .mission(mission)
-            .ok_or_else(|| Error::NotFound(format!("mission {mission}")))?
-            .agent;
-        let mailbox = self.shared.mailbox(agent)?;
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        mailbox
-            .send(Inbox::Answer {
-                mission,
-                approval: Box::new(approval),
-                credential: Box::new(credential),
-                reply,
-            })
-            .await?;
-        rx.await.map_err(|_| Error::Closed)?
+        self.ask_about(mission, |reply| Inbox::Answer {
+            mission,
+            approval: Box::new(approval),
+            credential: Box::new(credential),
+            reply,
+        })
+        .await
     }
 
     /// Cancels a mission; its completed steps are undone first.
     pub async fn cancel(&self, mission: MissionId, by: &str, reason: &str) -> Result<(), Error> {
-        let agent = self
-            .mission(mission)
-            .ok_or_else(|| Error::NotFound(format!("mission {mission}")))?
-            .agent;
-        let mailbox = self.shared.mailbox(agent)?;
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        mailbox
-            .send(Inbox::Cancel {
-                mission,
-                by: by.to_owned(),
-                reason: reason.to_owned(),
-                reply,
-            })
-            .await?;
-        rx.await.map_err(|_| Error::Closed)?
+        self.ask_about(mission, |reply| Inbox::Cancel {
+            mission,
+            by: by.to_owned(),
+            reason: reason.to_owned(),
+            reply,
+        })
+        .await
     }
 
     /// Pauses, resumes or hurries a mission's retries (`by` names the operator).
@@ -708,20 +692,29 @@ impl Handle {
         control: Control,
         by: &str,
     ) -> Result<(), Error> {
+        self.ask_about(mission, |reply| Inbox::Control {
+            mission,
+            control,
+            by: by.to_owned(),
+            reply,
+        })
+        .await
+    }
+
+    /// Sends a request about `mission` to the inbox of the agent that runs it, and waits
+    /// for the actor's answer.
+    async fn ask_about(
+        &self,
+        mission: MissionId,
+        request: impl FnOnce(tokio::sync::oneshot::Sender<Result<(), Error>>) -> Inbox,
+    ) -> Result<(), Error> {
         let agent = self
             .mission(mission)
             .ok_or_else(|| Error::NotFound(format!("mission {mission}")))?
             .agent;
         let mailbox = self.shared.mailbox(agent)?;
         let (reply, rx) = tokio::sync::oneshot::channel();
-        mailbox
-            .send(Inbox::Control {
-                mission,
-                control,
-                by: by.to_owned(),
-                reply,
-            })
-            .await?;
+        mailbox.send(request(reply)).await?;
         rx.await.map_err(|_| Error::Closed)?
     }
 

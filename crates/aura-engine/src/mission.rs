@@ -1147,16 +1147,7 @@ impl Actor {
             return Err(Error::Closed);
         }
         if !matches!(control, Control::Pause { .. }) {
-            let work = match mission.state {
-                MissionState::Authorized => Some(Work::Start(id)),
-                MissionState::Running => Some(Work::Step(id)),
-                _ => None,
-            };
-            if let Some(work) = work
-                && !self.work.contains(&work)
-            {
-                self.work.push_back(work);
-            }
+            self.queue(id);
         }
         Ok(())
     }
