@@ -12,6 +12,8 @@
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
+mod support;
+
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -27,7 +29,7 @@ use aura_engine::ports::{
     ExecContext, Policy, Proposal, Query, ReasonRequest, Reasoner, Reasoners, Target, ToolSpec,
     Tools,
 };
-use aura_engine::{Control, Handle, NewAgent, Options, Services, StuckReason};
+use aura_engine::{Control, Handle, Options, Services, StuckReason};
 use aura_identity::{Level, Namespace, TrustSet};
 use aura_kernel::{
     Authority, Budget, Decision, Effect, Event, MissionSpec, MissionState, Outcome, Recorded,
@@ -433,16 +435,7 @@ async fn world() -> World {
     let tools = Arc::new(ScriptedTools::default());
     let reasoner = Arc::new(ScriptedReasoner::default());
     let engine = start(dir.path(), &signer, &clock, &tools, &reasoner).await;
-    let agent = engine
-        .create_agent(NewAgent {
-            name: "d".into(),
-            level: Level::L2,
-            namespace: Namespace::new("default").unwrap(),
-            public_key: None,
-        })
-        .await
-        .unwrap()
-        .id;
+    let agent = support::create_agent(&engine).await;
     World {
         dir,
         signer,

@@ -11,24 +11,25 @@
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
+mod support;
+
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aura_core::door::{OsEntropy, SeededEntropy, SystemClock};
+use aura_core::door::SeededEntropy;
 use aura_core::hash::Hash;
 use aura_core::keystore::Signer;
 use aura_core::{AgentId, MissionId};
-use aura_engine::adapters::tools::RegistryTools;
+use aura_engine::Handle;
 use aura_engine::ports::{Policy, Query, ReasonRequest, Reasoner, Reasoners};
-use aura_engine::{Handle, NewAgent, Options, Services};
-use aura_identity::{Level, Namespace, TrustSet};
+use aura_identity::{Level, Namespace};
 use aura_kernel::{
     Authority, Budget, Decision, MissionSpec, MissionState, Outcome, ToolCall, Turn,
 };
-use aura_store::{SqliteStore, Verification};
+use aura_store::Verification;
 use fail::FailScenario;
 use serde_json::json;
 
@@ -131,37 +132,13 @@ struct World {
 }
 
 async fn open_engine(dir: &std::path::Path, signer: &Arc<Signer>, script: Arc<Script>) -> Handle {
-    let store = SqliteStore::open(
-        dir.join("ledger.db"),
-        signer.clone(),
-        Arc::new(SystemClock),
-        Default::default(),
-    )
-    .unwrap();
-    let registry = aura_tools::Registry::builtin(aura_tools::BuiltinOptions::default());
-    Handle::start(
-        Options {
-            keystore: Some(dir.join("keys")),
-            workspaces: dir.join("workspaces"),
-            ..Default::default()
-        },
-        Arc::new(store),
-        signer.clone(),
-        Arc::new(SystemClock),
-        Arc::new(OsEntropy),
-        TrustSet::new([signer.public_key()]),
-        Services {
-            policy: Arc::new(PermitAll),
-            tools: Arc::new(RegistryTools::new(
-                Arc::new(registry),
-                aura_tools::Limits::default(),
-                false,
-            )),
-            reasoners: Arc::new(OneReasoner(script)),
-        },
+    support::start_engine(
+        dir,
+        signer,
+        Arc::new(PermitAll),
+        Arc::new(OneReasoner(script)),
     )
     .await
-    .unwrap()
 }
 
 async fn world() -> World {
@@ -169,16 +146,7 @@ async fn world() -> World {
     let signer = Arc::new(Signer::ephemeral("node", &SeededEntropy::new(1)).unwrap());
     let script = Arc::new(Script::default());
     let engine = open_engine(dir.path(), &signer, script.clone()).await;
-    let agent = engine
-        .create_agent(NewAgent {
-            name: "w".into(),
-            level: Level::L2,
-            namespace: Namespace::new("default").unwrap(),
-            public_key: None,
-        })
-        .await
-        .unwrap()
-        .id;
+    let agent = support::create_agent(&engine).await;
     World {
         dir,
         signer,

@@ -123,6 +123,17 @@ pub(crate) async fn open_engine(
     signer: &Arc<Signer>,
     script: Arc<Script>,
 ) -> Handle {
+    start_engine(dir, signer, Arc::new(Rules), Arc::new(OneReasoner(script))).await
+}
+
+/// An engine over the SQLite ledger in `dir` with the real tool registry, working in
+/// `dir/workspaces`, under `policy` and `reasoners`.
+pub(crate) async fn start_engine(
+    dir: &std::path::Path,
+    signer: &Arc<Signer>,
+    policy: Arc<dyn Policy>,
+    reasoners: Arc<dyn Reasoners>,
+) -> Handle {
     let store = SqliteStore::open(
         dir.join("ledger.db"),
         signer.clone(),
@@ -143,25 +154,22 @@ pub(crate) async fn open_engine(
         Arc::new(OsEntropy),
         TrustSet::new([signer.public_key()]),
         Services {
-            policy: Arc::new(Rules),
+            policy,
             tools: Arc::new(RegistryTools::new(
                 Arc::new(registry),
                 aura_tools::Limits::default(),
                 false,
             )),
-            reasoners: Arc::new(OneReasoner(script)),
+            reasoners,
         },
     )
     .await
     .unwrap()
 }
 
-pub(crate) async fn world() -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let signer = Arc::new(Signer::ephemeral("node", &SeededEntropy::new(1)).unwrap());
-    let script = Arc::new(Script::default());
-    let engine = open_engine(dir.path(), &signer, script.clone()).await;
-    let agent = engine
+/// An agent at L2 in namespace `default`, its key kept by the node.
+pub(crate) async fn create_agent(engine: &Handle) -> AgentId {
+    engine
         .create_agent(NewAgent {
             name: "w".into(),
             level: Level::L2,
@@ -170,7 +178,15 @@ pub(crate) async fn world() -> World {
         })
         .await
         .unwrap()
-        .id;
+        .id
+}
+
+pub(crate) async fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = Arc::new(Signer::ephemeral("node", &SeededEntropy::new(1)).unwrap());
+    let script = Arc::new(Script::default());
+    let engine = open_engine(dir.path(), &signer, script.clone()).await;
+    let agent = create_agent(&engine).await;
     World {
         dir,
         signer,
