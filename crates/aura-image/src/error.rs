@@ -29,12 +29,19 @@ pub enum Error {
     /// range, an init image of the wrong size).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// The caller stopped the request (its progress callback returned `Break`).
+    #[error("cancelled")]
+    Cancelled,
     /// The load options are invalid on this machine (e.g. a kernel variant the CPU lacks).
     #[error("invalid options: {0}")]
     Options(String),
 }
 
 impl Error {
+    pub(crate) fn model(msg: impl Into<String>) -> Self {
+        Self::InvalidModel(msg.into())
+    }
+
     pub(crate) fn request(msg: impl Into<String>) -> Self {
         Self::InvalidRequest(msg.into())
     }

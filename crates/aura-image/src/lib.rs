@@ -10,10 +10,33 @@
 //! the pipeline uses them, and so can any other model that predicts noise (see the loop in
 //! the [`scheduler`] module's documentation).
 
+mod clip;
 mod error;
+pub mod kernels;
+mod load;
+mod lora;
+mod ops;
+mod pipeline;
+pub mod png;
 pub mod rng;
 pub mod scheduler;
+mod tokenizer;
+mod unet;
+mod vae;
+mod weights;
 
+pub use clip::{ClipActivation, ClipConfig};
 pub use error::{Error, Result};
+pub use kernels::{KernelVariant, WeightDtype};
+pub use load::Family;
+pub use lora::LoraFile;
+pub use pipeline::{
+    GenerateRequest, Generation, ImageModel, LoadOptions, ModelFiles, ModelInfo, Progress,
+    RuntimeFingerprint,
+};
+pub use png::{RgbImage, encode_png};
 pub use rng::AuraRng;
 pub use scheduler::{BetaSchedule, NoiseSchedule, Prediction, Scheduler, SchedulerKind, Spacing};
+pub use tokenizer::{CONTEXT_LENGTH, ClipTokenizer};
+pub use unet::UnetConfig;
+pub use vae::{VaeConfig, VaeTiling};
