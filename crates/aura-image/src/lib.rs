@@ -19,6 +19,7 @@ mod ops;
 mod pipeline;
 pub mod png;
 pub mod rng;
+mod safetensors;
 pub mod scheduler;
 mod tokenizer;
 mod unet;

@@ -22,11 +22,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use candle_core::safetensors::MmapedSafetensors;
-use candle_core::{DType, Device};
-
 use crate::error::{Error, Result};
-use crate::weights::first_line;
+use crate::safetensors::SafeFile;
 
 /// A LoRA file to merge and its strength.
 #[derive(Clone, Debug, PartialEq)]
@@ -124,23 +121,10 @@ type Read = (Vec<usize>, Vec<f32>);
 /// One module's down and up matrices and alpha, as found in a file.
 type Parts = (Option<Read>, Option<Read>, Option<f32>);
 
-fn read(st: &MmapedSafetensors, key: &str) -> Result<(Vec<usize>, Vec<f32>)> {
-    let bad = |e: candle_core::Error| {
-        Error::InvalidLora(format!("{key}: {}", first_line(&e.to_string())))
-    };
-    let t = st.load(key, &Device::Cpu).map_err(bad)?;
-    if !matches!(
-        t.dtype(),
-        DType::F32 | DType::F16 | DType::BF16 | DType::F64
-    ) {
-        return Err(Error::InvalidLora(format!("{key}: not floating point")));
-    }
-    let shape = t.dims().to_vec();
-    let data = t
-        .to_dtype(DType::F32)
-        .and_then(|t| t.flatten_all())
-        .and_then(|t| t.to_vec1::<f32>())
-        .map_err(bad)?;
+fn read(st: &SafeFile, key: &str) -> Result<Read> {
+    let (shape, data) = st
+        .read_f32(key)
+        .map_err(|e| Error::InvalidLora(e.to_string()))?;
     if data.iter().any(|v| !v.is_finite()) {
         return Err(Error::InvalidLora(format!(
             "{key}: holds a non-finite value"
@@ -186,17 +170,9 @@ impl LoraSet {
                     source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
                 });
             }
-            // SAFETY: read-only mapping of a verified file; see `Store::open`.
-            let st = unsafe { MmapedSafetensors::new(&f.path) }.map_err(|e| {
-                Error::InvalidLora(format!(
-                    "{}: {}",
-                    f.path.display(),
-                    first_line(&e.to_string())
-                ))
-            })?;
+            let st = SafeFile::open(&f.path).map_err(|e| Error::InvalidLora(e.to_string()))?;
             let mut parts: BTreeMap<String, Parts> = BTreeMap::new();
-            let mut names: Vec<String> = st.tensors().into_iter().map(|(n, _)| n).collect();
-            names.sort();
+            let names: Vec<String> = st.tensors().keys().cloned().collect();
             for key in names {
                 if ["hada_", "lokr_", "dora_scale", ".diff", "lora_mid"]
                     .iter()

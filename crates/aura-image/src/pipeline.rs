@@ -96,7 +96,8 @@ pub struct RuntimeFingerprint {
     pub backend: String,
     /// The device, `cpu`.
     pub device: String,
-    /// Weights as stored and as held, e.g. `f16->f16`.
+    /// Weights as stored (every type found, joined by `+`) and as held, e.g. `f16->f16`
+    /// or `f16+f32->f16`.
     pub dtype: String,
     /// The kernel variant (`scalar`, `avx2`, `avx512`); results are identical across
     /// variants, but a receipt says what ran.
@@ -296,9 +297,11 @@ impl ImageModel {
         let family = layout.family;
         let source = layout
             .store
-            .source_dtype
-            .clone()
-            .unwrap_or_else(|| "f32".into());
+            .source_dtypes
+            .iter()
+            .copied()
+            .collect::<Vec<_>>()
+            .join("+");
         let held = opts.dtype.name();
         let info = ModelInfo {
             family: family.name().into(),

@@ -14,13 +14,11 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use candle_core::safetensors::{Load, MmapedSafetensors};
-use candle_core::{DType, Device};
-
 use crate::error::{Error, Result};
 use crate::kernels::{self, Im2colA, PackedB, RowsA, WeightDtype};
 use crate::lora::LoraSet;
 use crate::ops::{Act, Ctx};
+use crate::safetensors::SafeFile;
 
 /// How a stored tensor becomes the internal one.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,10 +49,10 @@ pub(crate) struct Tensor {
 /// The weight files of a model and the map from internal names to their tensors.
 pub(crate) struct Store {
     paths: Vec<PathBuf>,
-    files: Vec<MmapedSafetensors>,
+    files: Vec<SafeFile>,
     map: HashMap<String, Entry>,
-    /// The stored dtype of the first tensor read (for the fingerprint).
-    pub(crate) source_dtype: Option<String>,
+    /// The stored types of the tensors read (for the fingerprint).
+    pub(crate) source_dtypes: std::collections::BTreeSet<&'static str>,
 }
 
 impl std::fmt::Debug for Store {
@@ -67,29 +65,17 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Maps the safetensors files at `paths` (headers are parsed and checked here).
+    /// Opens the safetensors files at `paths` (headers are parsed and checked here).
     pub(crate) fn open(paths: &[PathBuf]) -> Result<Self> {
-        let mut files = Vec::with_capacity(paths.len());
-        for p in paths {
-            if !p.is_file() {
-                return Err(Error::Io {
-                    path: p.clone(),
-                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
-                });
-            }
-            // SAFETY: the file is mapped read-only; like every mmap-based loader, a file
-            // changed underneath while mapped would be undefined behaviour, which is why the
-            // package layer verifies files in a store that nothing else writes.
-            let st = unsafe { MmapedSafetensors::new(p) }.map_err(|e| {
-                Error::model(format!("{}: {}", p.display(), first_line(&e.to_string())))
-            })?;
-            files.push(st);
-        }
+        let files = paths
+            .iter()
+            .map(|p| SafeFile::open(p))
+            .collect::<Result<_>>()?;
         Ok(Self {
             paths: paths.to_vec(),
             files,
             map: HashMap::new(),
-            source_dtype: None,
+            source_dtypes: Default::default(),
         })
     }
 
@@ -97,8 +83,8 @@ impl Store {
     pub(crate) fn stored(&self) -> Vec<(usize, String, Vec<usize>)> {
         let mut out = Vec::new();
         for (i, f) in self.files.iter().enumerate() {
-            for (name, view) in f.tensors() {
-                out.push((i, name, view.shape().to_vec()));
+            for (name, info) in f.tensors() {
+                out.push((i, name.clone(), info.shape.clone()));
             }
         }
         out.sort();
@@ -132,8 +118,7 @@ impl Store {
     /// The shape `internal` will have, without reading it.
     pub(crate) fn shape(&self, internal: &str) -> Option<Vec<usize>> {
         let e = self.map.get(internal)?;
-        let view = self.files[e.file].get(&e.key).ok()?;
-        let mut shape = view.shape().to_vec();
+        let mut shape = self.files[e.file].tensors().get(&e.key)?.shape.clone();
         match e.transform {
             Transform::Same => {}
             Transform::Rows { len, .. } => *shape.first_mut()? = len,
@@ -149,31 +134,11 @@ impl Store {
             .get(internal)
             .ok_or_else(|| Error::model(format!("missing tensor {internal}")))?;
         let bad = |m: String| Error::model(format!("{} ({internal}): {m}", e.key));
-        let view = self.files[e.file]
-            .get(&e.key)
-            .map_err(|x| bad(first_line(&x.to_string())))?;
-        let dtype = format!("{:?}", view.dtype()).to_lowercase();
-        if self.source_dtype.is_none() {
-            self.source_dtype = Some(dtype);
+        let file = &self.files[e.file];
+        if let Some(info) = file.tensors().get(&e.key) {
+            self.source_dtypes.insert(info.dtype.name());
         }
-        let t = view
-            .load(&Device::Cpu)
-            .map_err(|x| bad(first_line(&x.to_string())))?;
-        if !matches!(
-            t.dtype(),
-            DType::F32 | DType::F16 | DType::BF16 | DType::F64
-        ) {
-            return Err(bad(format!(
-                "weights must be floating point, not {:?}",
-                t.dtype()
-            )));
-        }
-        let shape = t.dims().to_vec();
-        let data = t
-            .to_dtype(DType::F32)
-            .and_then(|t| t.flatten_all())
-            .and_then(|t| t.to_vec1::<f32>())
-            .map_err(|x| bad(first_line(&x.to_string())))?;
+        let (shape, data) = file.read_f32(&e.key)?;
         match e.transform.clone() {
             Transform::Same => Ok(Tensor { shape, data }),
             Transform::Rows { start, len } => {
@@ -208,10 +173,6 @@ impl Store {
             }
         }
     }
-}
-
-pub(crate) fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or("").to_owned()
 }
 
 /// A linear layer `y = x W^T + b`.
