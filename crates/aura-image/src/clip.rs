@@ -219,8 +219,8 @@ impl TextEncoder {
             let h = ops::layer_norm(&x, d, layer.ln2.eps, &layer.ln2.gamma, &layer.ln2.beta);
             let mut h = layer.fc1.forward(ctx, &h, n * t);
             match self.cfg.activation {
-                ClipActivation::QuickGelu => ops::map_inplace(&mut h, ops::quick_gelu),
-                ClipActivation::Gelu => ops::map_inplace(&mut h, ops::gelu),
+                ClipActivation::QuickGelu => ops::activate(ctx, &mut h, ops::Activation::QuickGelu),
+                ClipActivation::Gelu => ops::activate(ctx, &mut h, ops::Activation::Gelu),
             }
             ops::add_inplace(&mut x, &layer.fc2.forward(ctx, &h, n * t));
         }

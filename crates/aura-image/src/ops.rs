@@ -6,12 +6,95 @@
 
 use rayon::prelude::*;
 
-use crate::kernels::{self, KernelVariant, PackedB, RowsA, WeightDtype};
+use crate::kernels::{self, KernelVariant, PackedB, RowsA};
 
 /// How a network computes: which micro-kernel runs (the thread pool is the caller's).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Ctx {
     pub(crate) variant: KernelVariant,
+}
+
+/// Defines `$name(variant, args...)`: the body compiled three times, for AVX-512, for
+/// AVX2 and for the baseline, and chosen by the kernel variant. The body is the same
+/// scalar code in every copy (Rust never fuses or reorders float operations), so the
+/// copies differ only in vector width, never in results; the wider ones only make the
+/// compiler's vectorisation of `exp` and friends wider.
+macro_rules! multiversion {
+    ($(#[$m:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$m])*
+        pub(crate) fn $name(variant: KernelVariant, $($arg: $ty),*) {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+            fn wide512($($arg: $ty),*) {
+                body($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma,f16c")]
+            fn wide256($($arg: $ty),*) {
+                body($($arg),*)
+            }
+            match variant {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the variant is only `Avx512` when the CPU has these features
+                // (`KernelVariant::detect` and `is_supported`).
+                KernelVariant::Avx512 => unsafe { wide512($($arg),*) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above, for AVX2.
+                KernelVariant::Avx2 => unsafe { wide256($($arg),*) },
+                _ => body($($arg),*),
+            }
+        }
+    };
+}
+
+/// An element-wise activation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Activation {
+    Silu,
+    Gelu,
+    QuickGelu,
+}
+
+multiversion! {
+    /// Applies `act` to every value of `x`.
+    fn activate_chunk(x: &mut [f32], act: Activation) {
+        match act {
+            Activation::Silu => x.iter_mut().for_each(|v| *v = silu(*v)),
+            Activation::Gelu => x.iter_mut().for_each(|v| *v = gelu(*v)),
+            Activation::QuickGelu => x.iter_mut().for_each(|v| *v = quick_gelu(*v)),
+        }
+    }
+}
+
+/// Applies `act` to every value, in parallel (each value on its own: order is irrelevant).
+pub(crate) fn activate(ctx: Ctx, x: &mut [f32], act: Activation) {
+    x.par_chunks_mut(CHUNK)
+        .for_each(|c| activate_chunk(ctx.variant, c, act));
+}
+
+multiversion! {
+    /// GEGLU on rows of `2 * half` values: `out = a * gelu(b)` for each row `[a, b]`.
+    fn geglu_rows(p: &[f32], out: &mut [f32], half: usize) {
+        for (o, row) in out.chunks_exact_mut(half).zip(p.chunks_exact(2 * half)) {
+            let (a, b) = row.split_at(half);
+            for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+                *o = a * gelu(b);
+            }
+        }
+    }
+}
+
+/// GEGLU of `rows` rows of `2 * half` values.
+pub(crate) fn geglu(ctx: Ctx, p: &[f32], half: usize) -> Vec<f32> {
+    let rows = p.len() / (2 * half).max(1);
+    let mut out = vec![0.0f32; rows * half];
+    let per = (CHUNK / (2 * half).max(1)).max(1);
+    out.par_chunks_mut(per * half)
+        .zip(p.par_chunks(per * 2 * half))
+        .for_each(|(o, p)| geglu_rows(ctx.variant, p, o, half));
+    out
 }
 
 /// `n` images of `h x w` pixels with `c` channels, NHWC (a sequence of tokens is an image
@@ -43,12 +126,6 @@ impl Act {
 
 /// Elements per parallel task of an element-wise operation.
 const CHUNK: usize = 1 << 14;
-
-/// Applies `f` to every value, in parallel (each value on its own: order is irrelevant).
-pub(crate) fn map_inplace(x: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
-    x.par_chunks_mut(CHUNK)
-        .for_each(|c| c.iter_mut().for_each(|v| *v = f(*v)));
-}
 
 /// `a += b`, value by value.
 pub(crate) fn add_inplace(a: &mut [f32], b: &[f32]) {
@@ -117,6 +194,7 @@ pub(crate) fn silu(x: f32) -> f32 {
 
 /// The sum of `x` in a fixed order: 16 lanes (value `i` into lane `i % 16`, in order),
 /// folded pairwise.
+#[inline(always)]
 pub(crate) fn lane_sum(x: &[f32]) -> f32 {
     let mut lanes = [0.0f32; 16];
     let mut chunks = x.chunks_exact(16);
@@ -131,6 +209,7 @@ pub(crate) fn lane_sum(x: &[f32]) -> f32 {
     fold16(lanes)
 }
 
+#[inline(always)]
 fn fold16(l: [f32; 16]) -> f32 {
     let mut w = 16;
     let mut l = l;
@@ -143,9 +222,28 @@ fn fold16(l: [f32; 16]) -> f32 {
     l[0]
 }
 
+/// Pixels whose sums one task adds up: a fixed number, so the order of every sum is
+/// the same at any thread count.
+const GN_BLOCK: usize = 256;
+
+multiversion! {
+    /// `y = (v - mean) * scale + shift` per channel (then SiLU), over whole pixels.
+    fn norm_apply(x: &mut [f32], mean: &[f32], scale: &[f32], shift: &[f32], then_silu: bool) {
+        let c = mean.len();
+        for px in x.chunks_exact_mut(c) {
+            for (((v, &m), &a), &b) in px.iter_mut().zip(mean).zip(scale).zip(shift) {
+                let y = (*v - m) * a + b;
+                *v = if then_silu { silu(y) } else { y };
+            }
+        }
+    }
+}
+
 /// Group normalisation of NHWC activations (optionally followed by SiLU), in place.
-/// Mean and variance of each (image, group) are one task's sums in f64, in pixel order.
+/// Each (image, group)'s mean and variance are sums in f64 over blocks of
+/// [`GN_BLOCK`] pixels (pixel order within a block, then block order).
 pub(crate) fn group_norm(
+    ctx: Ctx,
     x: &mut Act,
     groups: usize,
     eps: f32,
@@ -153,50 +251,67 @@ pub(crate) fn group_norm(
     beta: &[f32],
     then_silu: bool,
 ) {
-    let (c, hw) = (x.c, x.h * x.w);
+    let (n, c, hw) = (x.n, x.c, x.h * x.w);
     let cg = c / groups;
-    // Statistics per (image, group), computed in parallel, each in one fixed order.
-    let stats: Vec<(f32, f32)> = (0..x.n * groups)
-        .into_par_iter()
-        .map(|t| {
-            let (b, g) = (t / groups, t % groups);
-            let img = &x.data[b * hw * c..(b + 1) * hw * c];
-            let mut sum = [0.0f64; 8];
-            for (p, px) in img.chunks_exact(c).enumerate() {
-                let lane = &mut sum[p % 8];
-                for &v in &px[g * cg..(g + 1) * cg] {
-                    *lane += f64::from(v);
+    /// Sums of `f(image * groups + group, value)` per (image, group).
+    fn block_sums(x: &Act, groups: usize, f: impl Fn(usize, f32) -> f64 + Sync) -> Vec<f64> {
+        let (n, c, hw) = (x.n, x.c, x.h * x.w);
+        let (cg, blocks) = (c / groups, hw.div_ceil(GN_BLOCK));
+        let parts: Vec<Vec<f64>> = (0..n * blocks)
+            .into_par_iter()
+            .map(|t| {
+                let (b, k) = (t / blocks, t % blocks);
+                let p0 = b * hw + k * GN_BLOCK;
+                let p1 = b * hw + ((k + 1) * GN_BLOCK).min(hw);
+                let mut s = vec![0.0f64; groups];
+                for px in x.data[p0 * c..p1 * c].chunks_exact(c) {
+                    for (g, (sg, vals)) in s.iter_mut().zip(px.chunks_exact(cg)).enumerate() {
+                        for &v in vals {
+                            *sg += f(b * groups + g, v);
+                        }
+                    }
                 }
+                s
+            })
+            .collect();
+        let mut total = vec![0.0f64; n * groups];
+        for (t, part) in parts.iter().enumerate() {
+            let b = t / blocks;
+            for (g, v) in part.iter().enumerate() {
+                total[b * groups + g] += v;
             }
-            let count = (hw * cg) as f64;
-            let mean = sum.iter().sum::<f64>() / count;
-            let mut sq = [0.0f64; 8];
-            for (p, px) in img.chunks_exact(c).enumerate() {
-                let lane = &mut sq[p % 8];
-                for &v in &px[g * cg..(g + 1) * cg] {
-                    let d = f64::from(v) - mean;
-                    *lane += d * d;
-                }
-            }
-            let var = sq.iter().sum::<f64>() / count;
-            (mean as f32, (1.0 / (var + f64::from(eps)).sqrt()) as f32)
-        })
+        }
+        total
+    }
+    let count = (hw * cg) as f64;
+    let mean: Vec<f64> = block_sums(x, groups, |_, v| f64::from(v))
+        .iter()
+        .map(|s| s / count)
         .collect();
-    let n_img = hw * c;
-    x.data
-        .par_chunks_mut(c * 64)
-        .enumerate()
-        .for_each(|(i, chunk)| {
-            let first_px = i * 64;
-            for (p, px) in chunk.chunks_exact_mut(c).enumerate() {
-                let b = (first_px + p) * c / n_img;
-                for (ch, v) in px.iter_mut().enumerate() {
-                    let (mean, inv) = stats[b * groups + ch / cg];
-                    let y = (*v - mean) * inv * gamma[ch] + beta[ch];
-                    *v = if then_silu { silu(y) } else { y };
-                }
-            }
-        });
+    let var: Vec<f64> = block_sums(x, groups, |bg, v| {
+        let d = f64::from(v) - mean[bg];
+        d * d
+    })
+    .iter()
+    .map(|s| s / count)
+    .collect();
+    // Per image: each channel's mean, scale (1/std * gamma) and shift (beta).
+    let mut means = vec![0.0f32; n * c];
+    let mut scales = vec![0.0f32; n * c];
+    for b in 0..n {
+        for ch in 0..c {
+            let bg = b * groups + ch / cg;
+            means[b * c + ch] = mean[bg] as f32;
+            scales[b * c + ch] = (1.0 / (var[bg] + f64::from(eps)).sqrt()) as f32 * gamma[ch];
+        }
+    }
+    let rows = (CHUNK / c).max(1);
+    for b in 0..n {
+        let img = &mut x.data[b * hw * c..(b + 1) * hw * c];
+        let (m, a) = (&means[b * c..(b + 1) * c], &scales[b * c..(b + 1) * c]);
+        img.par_chunks_mut(rows * c)
+            .for_each(|chunk| norm_apply(ctx.variant, chunk, m, a, beta, then_silu));
+    }
 }
 
 /// Layer normalisation over the last dimension (`c` values per row), into a new buffer.
@@ -220,6 +335,7 @@ pub(crate) fn layer_norm(x: &[f32], c: usize, eps: f32, gamma: &[f32], beta: &[f
     out
 }
 
+multiversion! {
 /// Softmax of each row of `s` (`cols` values per row) after scaling by `scale`, in place.
 fn softmax_rows(s: &mut [f32], cols: usize, scale: f32) {
     for row in s.chunks_exact_mut(cols) {
@@ -237,6 +353,7 @@ fn softmax_rows(s: &mut [f32], cols: usize, scale: f32) {
             *v *= inv;
         }
     }
+}
 }
 
 /// Query rows per attention task: bounds the score matrix each task holds
@@ -271,8 +388,8 @@ pub(crate) fn attention(
         .map(|t| {
             let (b, h) = (t / heads, t % heads);
             let base = b * tk * stride + h * dh;
-            let kt = PackedB::from_fn(dh, tk, WeightDtype::F32, |kk, j| k[base + j * stride + kk]);
-            let vv = PackedB::from_fn(tk, dh, WeightDtype::F32, |kk, j| v[base + kk * stride + j]);
+            let kt = PackedB::from_rows_transposed(&k[base..], tk, dh, stride);
+            let vv = PackedB::from_rows(&v[base..], tk, dh, stride);
             (kt, vv)
         })
         .collect();
@@ -300,7 +417,7 @@ pub(crate) fn attention(
                     }
                 }
             }
-            softmax_rows(&mut s, tk, scale);
+            softmax_rows(ctx.variant, &mut s, tk, scale);
             let mut o = vec![0.0f32; rows * dh];
             kernels::gemm(
                 ctx.variant,
@@ -466,24 +583,39 @@ mod tests {
 
     #[test]
     fn group_norm_normalises_each_group() {
-        let (n, h, w, c, groups) = (2, 3, 5, 8, 4);
-        let data: Vec<f32> = (0..n * h * w * c)
-            .map(|i| ((i * 37) % 11) as f32 - 3.0)
-            .collect();
-        let mut x = Act::new(data, n, h, w, c);
-        group_norm(&mut x, groups, 1e-6, &[1.0; 8], &[0.0; 8], false);
-        for b in 0..n {
-            for g in 0..groups {
-                let vals: Vec<f64> = (0..h * w)
-                    .flat_map(|p| (0..c / groups).map(move |j| (p, j)))
-                    .map(|(p, j)| f64::from(x.data[(b * h * w + p) * c + g * 2 + j]))
-                    .collect();
-                let mean = vals.iter().sum::<f64>() / vals.len() as f64;
-                let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / vals.len() as f64;
-                assert!(
-                    mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-4,
-                    "{mean} {var}"
-                );
+        // One block of pixels and several (the sums are blocked by GN_BLOCK pixels).
+        for (n, h, w, c, groups) in [(2, 3, 5, 8, 4), (1, 20, 30, 8, 2)] {
+            let data: Vec<f32> = (0..n * h * w * c)
+                .map(|i| ((i * 37) % 11) as f32 - 3.0 + (i % 5) as f32 * 0.01)
+                .collect();
+            let mut x = Act::new(data, n, h, w, c);
+            let ctx = Ctx {
+                variant: KernelVariant::detect(),
+            };
+            group_norm(
+                ctx,
+                &mut x,
+                groups,
+                1e-6,
+                &vec![1.0; c],
+                &vec![0.0; c],
+                false,
+            );
+            let cg = c / groups;
+            for b in 0..n {
+                for g in 0..groups {
+                    let vals: Vec<f64> = (0..h * w)
+                        .flat_map(|p| (0..cg).map(move |j| (p, j)))
+                        .map(|(p, j)| f64::from(x.data[(b * h * w + p) * c + g * cg + j]))
+                        .collect();
+                    let mean = vals.iter().sum::<f64>() / vals.len() as f64;
+                    let var =
+                        vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / vals.len() as f64;
+                    assert!(
+                        mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-4,
+                        "{mean} {var}"
+                    );
+                }
             }
         }
     }

@@ -228,6 +228,7 @@ impl ResBlock {
     pub(crate) fn forward(&self, ctx: Ctx, x: &Act, emb: Option<&[f32]>) -> Act {
         let mut h = x.clone();
         ops::group_norm(
+            ctx,
             &mut h,
             self.groups,
             self.norm1.eps,
@@ -247,6 +248,7 @@ impl ResBlock {
             }
         }
         ops::group_norm(
+            ctx,
             &mut h,
             self.groups,
             self.norm2.eps,
@@ -376,16 +378,7 @@ impl TransformerBlock {
         let h = ops::layer_norm(x, dim, self.norm3.eps, &self.norm3.gamma, &self.norm3.beta);
         // GEGLU: the projection's first half times GELU of its second half.
         let p = self.ff_in.forward(ctx, &h, n * t);
-        let inner = p.len() / (n * t);
-        let half = inner / 2;
-        let mut g = vec![0.0f32; n * t * half];
-        g.chunks_exact_mut(half)
-            .zip(p.chunks_exact(inner))
-            .for_each(|(o, row)| {
-                for (i, o) in o.iter_mut().enumerate() {
-                    *o = row[i] * ops::gelu(row[half + i]);
-                }
-            });
+        let g = ops::geglu(ctx, &p, p.len() / (n * t) / 2);
         ops::add_inplace(x, &self.ff_out.forward(ctx, &g, n * t));
     }
 }
@@ -428,6 +421,7 @@ impl SpatialTransformer {
     fn forward(&self, ctx: Ctx, x: &Act, context: &[f32], tc: usize) -> Act {
         let mut h = x.clone();
         ops::group_norm(
+            ctx,
             &mut h,
             self.groups,
             self.norm.eps,
@@ -623,7 +617,7 @@ impl Unet {
             .flat_map(|_| ops::timestep_embedding(t, c0))
             .collect();
         let mut h = self.time_1.forward(ctx, &temb_in, n);
-        ops::map_inplace(&mut h, ops::silu);
+        ops::activate(ctx, &mut h, ops::Activation::Silu);
         let mut emb = self.time_2.forward(ctx, &h, n);
         match (&self.add, self.cfg.addition, added) {
             (Some((l1, l2)), Some((tdim, input)), Some(added)) => {
@@ -644,7 +638,7 @@ impl Unet {
                     )));
                 }
                 let mut a = l1.forward(ctx, &x, n);
-                ops::map_inplace(&mut a, ops::silu);
+                ops::activate(ctx, &mut a, ops::Activation::Silu);
                 ops::add_inplace(&mut emb, &l2.forward(ctx, &a, n));
             }
             (None, _, None) => {}
@@ -656,7 +650,7 @@ impl Unet {
             (None, ..) => return Err(Error::request("this unet takes no added conditioning")),
         }
         // Every resnet applies SiLU to the embedding before its projection: do it once.
-        ops::map_inplace(&mut emb, ops::silu);
+        ops::activate(ctx, &mut emb, ops::Activation::Silu);
         let emb = Some(&emb[..]);
 
         let mut x = self.conv_in.forward(ctx, latent);
@@ -697,6 +691,7 @@ impl Unet {
             }
         }
         ops::group_norm(
+            ctx,
             &mut x,
             self.cfg.norm_groups,
             self.norm_out.eps,

@@ -135,6 +135,7 @@ impl MidBlock {
         let x = self.res[0].forward(ctx, x, None);
         let mut h = x.clone();
         ops::group_norm(
+            ctx,
             &mut h,
             self.groups,
             self.norm.eps,
@@ -301,6 +302,7 @@ impl Vae {
         }
         x = e.mid.forward(ctx, &x);
         ops::group_norm(
+            ctx,
             &mut x,
             self.cfg.norm_groups,
             e.norm_out.eps,
@@ -341,6 +343,7 @@ impl Vae {
             }
         }
         ops::group_norm(
+            ctx,
             &mut x,
             self.cfg.norm_groups,
             d.norm_out.eps,

@@ -171,6 +171,44 @@ impl PackedB {
         Self::from_fn(k, n, dtype, |kk, j| w[j * k + kk])
     }
 
+    /// Packs `b[k][j] = src[j * stride + k]` for `n` rows of `k` values `stride` apart
+    /// (attention's keys, as the transpose they are multiplied by).
+    pub(crate) fn from_rows_transposed(src: &[f32], n: usize, k: usize, stride: usize) -> Self {
+        let np = n.div_ceil(NR);
+        let mut out = vec![0.0f32; np * k * NR];
+        for j in 0..n {
+            let row = &src[j * stride..j * stride + k];
+            let base = (j / NR) * k * NR + j % NR;
+            for (kk, &v) in row.iter().enumerate() {
+                out[base + kk * NR] = v;
+            }
+        }
+        Self {
+            k,
+            n,
+            panels: Panels::F32(out),
+        }
+    }
+
+    /// Packs `b[kk][j] = src[kk * stride + j]` for `k` rows of `n` values `stride` apart
+    /// (attention's values).
+    pub(crate) fn from_rows(src: &[f32], k: usize, n: usize, stride: usize) -> Self {
+        let np = n.div_ceil(NR);
+        let mut out = vec![0.0f32; np * k * NR];
+        for kk in 0..k {
+            let row = &src[kk * stride..kk * stride + n];
+            for (p, cols) in row.chunks(NR).enumerate() {
+                let at = p * k * NR + kk * NR;
+                out[at..at + cols.len()].copy_from_slice(cols);
+            }
+        }
+        Self {
+            k,
+            n,
+            panels: Panels::F32(out),
+        }
+    }
+
     pub(crate) fn dtype(&self) -> WeightDtype {
         match self.panels {
             Panels::F32(_) => WeightDtype::F32,
