@@ -29,7 +29,12 @@ struct Fixture {
 fn fixture(t: Tiny) -> &'static Fixture {
     static SD15: OnceLock<Fixture> = OnceLock::new();
     static SDXL: OnceLock<Fixture> = OnceLock::new();
-    let cell = if t == Tiny::Sd15 { &SD15 } else { &SDXL };
+    static SD21: OnceLock<Fixture> = OnceLock::new();
+    let cell = match t {
+        Tiny::Sd15 => &SD15,
+        Tiny::Sdxl => &SDXL,
+        Tiny::Sd21 => &SD21,
+    };
     cell.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let folder = dir.path().join("diffusers");
@@ -100,6 +105,17 @@ fn sd15_folder_and_single_file_give_the_same_png() {
     let (pa, pb) = (png(&a, &request(1)), png(&b, &request(1)));
     assert!(pa.starts_with(b"\x89PNG"));
     assert_eq!(pa, pb);
+}
+
+#[test]
+fn sd21_folder_and_single_file_give_the_same_png() {
+    // Also the v-prediction path, OpenCLIP's "!" padding and its penultimate layer.
+    let a = load(&folder(Tiny::Sd21), threads(2));
+    let b = load(&single(Tiny::Sd21), threads(2));
+    assert_eq!(a.info().family, "sd2");
+    assert_eq!(b.info().family, "sd2");
+    assert_eq!(a.schedule().prediction, aura_image::Prediction::V);
+    assert_eq!(png(&a, &request(1)), png(&b, &request(1)));
 }
 
 #[test]

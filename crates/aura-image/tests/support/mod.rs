@@ -43,6 +43,9 @@ pub(crate) enum Tiny {
     /// linear projections, two encoders (the second OpenCLIP-like with a projection),
     /// added time and pooled-text embedding.
     Sdxl,
+    /// SD 2.1's structure: SD 1.5's levels with linear projections and 64-wide heads, an
+    /// OpenCLIP-like encoder conditioned on its penultimate layer, v-prediction.
+    Sd21,
 }
 
 struct Shape {
@@ -68,6 +71,16 @@ fn shape(t: Tiny) -> Shape {
             mid_depth: 1,
             heads: vec![8, 8, 8, 8],
             linear_proj: false,
+            cross: CLIP_D,
+            add_in: None,
+        },
+        Tiny::Sd21 => Shape {
+            channels: vec![64, 64, 128, 128],
+            attn: vec![true, true, true, false],
+            depth: vec![1, 1, 1, 0],
+            mid_depth: 1,
+            heads: vec![1, 1, 2, 2],
+            linear_proj: true,
             cross: CLIP_D,
             add_in: None,
         },
@@ -475,7 +488,7 @@ pub(crate) fn write_diffusers(dir: &Path, t: Tiny, seed: u64) {
         "_class_name": "UNet2DConditionModel", "in_channels": 4, "out_channels": 4,
         "block_out_channels": s.channels, "layers_per_block": 2, "down_block_types": down,
         "up_block_types": up, "mid_block_type": "UNetMidBlock2DCrossAttn",
-        "attention_head_dim": if xl { serde_json::json!(s.heads) } else { serde_json::json!(8) },
+        "attention_head_dim": if t == Tiny::Sd15 { serde_json::json!(8) } else { serde_json::json!(s.heads) },
         "cross_attention_dim": s.cross, "use_linear_projection": s.linear_proj,
         "norm_num_groups": 32, "flip_sin_to_cos": true, "freq_shift": 0,
     });
@@ -504,9 +517,10 @@ pub(crate) fn write_diffusers(dir: &Path, t: Tiny, seed: u64) {
         DType::F16,
         &dir.join("vae/diffusion_pytorch_model.safetensors"),
     );
+    let sd2 = t == Tiny::Sd21;
     write(
         &dir.join("text_encoder/config.json"),
-        &clip_config("quick_gelu", false),
+        &clip_config(if sd2 { "gelu" } else { "quick_gelu" }, false),
     );
     random_file(
         &clip_tensors(false),
@@ -514,7 +528,10 @@ pub(crate) fn write_diffusers(dir: &Path, t: Tiny, seed: u64) {
         DType::F16,
         &dir.join("text_encoder/model.safetensors"),
     );
-    write_tokenizer(&dir.join("tokenizer"), "<|endoftext|>");
+    write_tokenizer(
+        &dir.join("tokenizer"),
+        if sd2 { "!" } else { "<|endoftext|>" },
+    );
     if xl {
         write(
             &dir.join("text_encoder_2/config.json"),
@@ -531,7 +548,8 @@ pub(crate) fn write_diffusers(dir: &Path, t: Tiny, seed: u64) {
     write(
         &dir.join("scheduler/scheduler_config.json"),
         &serde_json::json!({"_class_name": "EulerDiscreteScheduler", "beta_start": 0.00085, "beta_end": 0.012,
-            "beta_schedule": "scaled_linear", "num_train_timesteps": 1000, "prediction_type": "epsilon",
+            "beta_schedule": "scaled_linear", "num_train_timesteps": 1000,
+            "prediction_type": if sd2 { "v_prediction" } else { "epsilon" },
             "timestep_spacing": "leading", "steps_offset": 1})
         .to_string(),
     );
@@ -841,6 +859,28 @@ pub(crate) fn convert_to_single_file(dir: &Path, t: Tiny, out: &Path) {
         all.insert(format!("first_stage_model.{sd}"), v);
     }
     let te = load_all(&dir.join("text_encoder/model.safetensors"));
+    if t == Tiny::Sd21 {
+        // SD 2.x's script gives the OpenCLIP names the SDXL one does. A real SD 2.x single
+        // file holds one more layer than the diffusers encoder (which keeps the layers up
+        // to the penultimate one SD 2.x conditions on): add it, with its own weights, so
+        // the loader must leave it out to agree with the folder.
+        let mut te = te;
+        let mut rng = AuraRng::new(77);
+        for (name, shape) in clip_tensors(false) {
+            if let Some(rest) = name.strip_prefix("text_model.encoder.layers.1.") {
+                let extra = format!("text_model.encoder.layers.2.{rest}");
+                te.insert(
+                    extra.clone(),
+                    tensor(values(&extra, &shape, &mut rng), &shape, DType::F16),
+                );
+            }
+        }
+        for (k, v) in convert_open_clip(&te) {
+            all.insert(format!("cond_stage_model.model.{k}"), v);
+        }
+        save(&all, out);
+        return;
+    }
     let prefix = if xl {
         "conditioner.embedders.0.transformer."
     } else {
