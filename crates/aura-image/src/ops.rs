@@ -6,7 +6,7 @@
 
 use rayon::prelude::*;
 
-use crate::kernels::{self, KernelVariant, PackedB, RowsA};
+use crate::kernels::{self, ColsA, KernelVariant, PackedB, RowsA};
 
 /// How a network computes: which micro-kernel runs (the thread pool is the caller's).
 #[derive(Clone, Copy, Debug)]
@@ -336,24 +336,24 @@ pub(crate) fn layer_norm(x: &[f32], c: usize, eps: f32, gamma: &[f32], beta: &[f
 }
 
 multiversion! {
-/// Softmax of each row of `s` (`cols` values per row) after scaling by `scale`, in place.
-fn softmax_rows(s: &mut [f32], cols: usize, scale: f32) {
-    for row in s.chunks_exact_mut(cols) {
-        let m = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        for v in row.iter_mut() {
-            // A masked score (minus infinity) weighs exactly nothing.
-            *v = if *v == f32::NEG_INFINITY {
-                0.0
-            } else {
-                exp((*v - m) * scale)
-            };
+    /// The unnormalised softmax of each column of `s` (`rows x cols`), in place: each value
+    /// becomes `exp((v - column max) * scale)` (a masked score, minus infinity, exactly 0),
+    /// and `sums` receives each column's total, summed down the rows in order.
+    fn softmax_columns(s: &mut [f32], cols: usize, scale: f32, sums: &mut [f32]) {
+        let mut max = vec![f32::NEG_INFINITY; cols];
+        for row in s.chunks_exact(cols) {
+            for (m, &v) in max.iter_mut().zip(row) {
+                *m = m.max(v);
+            }
         }
-        let inv = 1.0 / lane_sum(row);
-        for v in row.iter_mut() {
-            *v *= inv;
+        sums.fill(0.0);
+        for row in s.chunks_exact_mut(cols) {
+            for ((v, &m), sum) in row.iter_mut().zip(&max).zip(sums.iter_mut()) {
+                *v = if *v == f32::NEG_INFINITY { 0.0 } else { exp((*v - m) * scale) };
+                *sum += *v;
+            }
         }
     }
-}
 }
 
 /// Query rows per attention task: bounds the score matrix each task holds
@@ -364,6 +364,11 @@ const QUERY_CHUNK: usize = 256;
 /// of [`QUERY_CHUNK`] queries: `q` is `n x tq x (heads * dh)`, `k` and `v` are
 /// `n x tk x (heads * dh)`. Returns `n x tq x (heads * dh)`. With `causal`, query `i`
 /// sees keys `0..=i` (the text encoder).
+///
+/// Each slice is computed transposed: scores `S^T = K Q^T` (keys by queries), a softmax
+/// down each column, then `O^T = V^T S^T` read straight from the scores, so the narrow
+/// head width is the product's row count (padded to 12) rather than its column count
+/// (padded to 32), and the scores are never copied.
 #[allow(
     clippy::too_many_arguments,
     reason = "the shapes of one attention call"
@@ -382,17 +387,6 @@ pub(crate) fn attention(
 ) -> Vec<f32> {
     let stride = heads * dh;
     let scale = 1.0 / (dh as f32).sqrt();
-    // Keys (transposed) and values of every (sequence, head), packed once for all slices.
-    let packed: Vec<(PackedB, PackedB)> = (0..n * heads)
-        .into_par_iter()
-        .map(|t| {
-            let (b, h) = (t / heads, t % heads);
-            let base = b * tk * stride + h * dh;
-            let kt = PackedB::from_rows_transposed(&k[base..], tk, dh, stride);
-            let vv = PackedB::from_rows(&v[base..], tk, dh, stride);
-            (kt, vv)
-        })
-        .collect();
     let chunks = tq.div_ceil(QUERY_CHUNK);
     let parts: Vec<Vec<f32>> = (0..n * heads * chunks)
         .into_par_iter()
@@ -401,37 +395,48 @@ pub(crate) fn attention(
             let (b, h) = (bh / heads, bh % heads);
             let r0 = ci * QUERY_CHUNK;
             let rows = QUERY_CHUNK.min(tq - r0);
-            let a = RowsA {
-                data: &q[(b * tq + r0) * stride + h * dh..],
+            let cols = rows.next_multiple_of(kernels::NR);
+            let qt = PackedB::from_rows_transposed(
+                &q[(b * tq + r0) * stride + h * dh..],
                 rows,
+                cols,
+                dh,
+                stride,
+            );
+            let keys = RowsA {
+                data: &k[b * tk * stride + h * dh..],
+                rows: tk,
                 k: dh,
                 lda: stride,
             };
-            let (kt, vv) = &packed[bh];
-            let mut s = vec![0.0f32; rows * tk];
-            kernels::gemm(ctx.variant, &a, kt, None, &mut s, false);
+            let mut st = vec![0.0f32; tk * cols];
+            kernels::gemm(ctx.variant, &keys, &qt, None, &mut st, false);
             if causal {
-                for (i, row) in s.chunks_exact_mut(tk).enumerate() {
-                    for x in row.iter_mut().skip(r0 + i + 1) {
-                        *x = f32::NEG_INFINITY;
+                for (t, row) in st.chunks_exact_mut(cols).enumerate() {
+                    for (j, x) in row.iter_mut().enumerate() {
+                        if t > r0 + j {
+                            *x = f32::NEG_INFINITY;
+                        }
                     }
                 }
             }
-            softmax_rows(ctx.variant, &mut s, tk, scale);
+            let mut sums = vec![0.0f32; cols];
+            softmax_columns(ctx.variant, &mut st, cols, scale, &mut sums);
+            let values = ColsA {
+                data: &v[b * tk * stride + h * dh..],
+                rows: dh,
+                k: tk,
+                stride,
+            };
+            let mut ot = vec![0.0f32; dh * cols];
+            kernels::gemm_rows(ctx.variant, &values, &st, tk, cols, &mut ot, false);
             let mut o = vec![0.0f32; rows * dh];
-            kernels::gemm(
-                ctx.variant,
-                &RowsA {
-                    data: &s,
-                    rows,
-                    k: tk,
-                    lda: tk,
-                },
-                vv,
-                None,
-                &mut o,
-                false,
-            );
+            for (j, orow) in o.chunks_exact_mut(dh).enumerate() {
+                let inv = 1.0 / sums[j];
+                for (d, x) in orow.iter_mut().enumerate() {
+                    *x = ot[d * cols + j] * inv;
+                }
+            }
             o
         })
         .collect();

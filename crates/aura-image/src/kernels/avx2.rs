@@ -3,7 +3,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{MR, NR};
+use super::MR;
 
 macro_rules! body {
     ($kc:expr, $a:expr, $c:expr, $ldc:expr, $load_b:expr) => {{
@@ -36,14 +36,21 @@ macro_rules! body {
 }
 
 /// # Safety
-/// The CPU supports avx2, fma and f16c; `a` holds `kc * MR` values, `b` `kc * NR`, and
+/// The CPU supports avx2, fma and f16c; `a` holds `kc * MR` values, `b` `kc` rows of 32 values `ldb` apart, and
 /// the `MR x NR` tile at `c` with row stride `ldc` is writable.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn kernel_f32(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize) {
+pub(super) unsafe fn kernel_f32(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+) {
     let load = |kk: usize| {
         // SAFETY: `kc * NR` values at `b`.
         unsafe {
-            let p = b.add(kk * NR);
+            let p = b.add(kk * ldb);
             [
                 _mm256_loadu_ps(p),
                 _mm256_loadu_ps(p.add(8)),
@@ -58,11 +65,18 @@ pub(super) unsafe fn kernel_f32(kc: usize, a: *const f32, b: *const f32, c: *mut
 /// # Safety
 /// As [`kernel_f32`], with `b` holding `kc * NR` f16 values.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn kernel_f16(kc: usize, a: *const f32, b: *const u16, c: *mut f32, ldc: usize) {
+pub(super) unsafe fn kernel_f16(
+    kc: usize,
+    a: *const f32,
+    b: *const u16,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+) {
     let load = |kk: usize| {
         // SAFETY: `kc * NR` f16 values at `b`.
         unsafe {
-            let p = b.add(kk * NR);
+            let p = b.add(kk * ldb);
             [
                 _mm256_cvtph_ps(_mm_loadu_si128(p.cast())),
                 _mm256_cvtph_ps(_mm_loadu_si128(p.add(8).cast())),

@@ -6,10 +6,10 @@
 
 use std::arch::x86_64::*;
 
-use super::{MR, NR};
+use super::MR;
 
 macro_rules! body {
-    ($kc:expr, $a:expr, $c:expr, $ldc:expr, $b:expr, $load:ident) => {{
+    ($kc:expr, $a:expr, $c:expr, $ldc:expr, $b:expr, $ldb:expr, $load:ident) => {{
         let (c, ldc) = ($c, $ldc);
         // SAFETY (whole block): the caller guarantees `kc * MR` values at `a`, `kc * NR`
         // at `b`, and an `MR x NR` tile at `c` with row stride `ldc`.
@@ -58,7 +58,7 @@ macro_rules! body {
                 row!(10, ca0, ca1);
                 row!(11, cb0, cb1);
                 ap = ap.add(MR);
-                bp = bp.add(NR);
+                bp = bp.add($ldb);
             }
             macro_rules! st {
                 ($r:expr, $x0:ident, $x1:ident) => {
@@ -100,16 +100,31 @@ unsafe fn load_f16(p: *const u16) -> (__m512, __m512) {
 }
 
 /// # Safety
-/// The CPU supports avx512f; `a` holds `kc * MR` values, `b` `kc * NR`, and the
+/// The CPU supports avx512f; `a` holds `kc * MR` values, `b` `kc` rows of `NR` values
+/// `ldb` apart, and the
 /// `MR x NR` tile at `c` with row stride `ldc` is writable.
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-pub(super) unsafe fn kernel_f32(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize) {
-    body!(kc, a, c, ldc, b, load_f32);
+pub(super) unsafe fn kernel_f32(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+) {
+    body!(kc, a, c, ldc, b, ldb, load_f32);
 }
 
 /// # Safety
 /// As [`kernel_f32`], with `b` holding `kc * NR` f16 values.
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-pub(super) unsafe fn kernel_f16(kc: usize, a: *const f32, b: *const u16, c: *mut f32, ldc: usize) {
-    body!(kc, a, c, ldc, b, load_f16);
+pub(super) unsafe fn kernel_f16(
+    kc: usize,
+    a: *const f32,
+    b: *const u16,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+) {
+    body!(kc, a, c, ldc, b, ldb, load_f16);
 }

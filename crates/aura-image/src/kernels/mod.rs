@@ -171,35 +171,23 @@ impl PackedB {
         Self::from_fn(k, n, dtype, |kk, j| w[j * k + kk])
     }
 
-    /// Packs `b[k][j] = src[j * stride + k]` for `n` rows of `k` values `stride` apart
-    /// (attention's keys, as the transpose they are multiplied by).
-    pub(crate) fn from_rows_transposed(src: &[f32], n: usize, k: usize, stride: usize) -> Self {
+    /// Packs `b[k][j] = src[j * stride + k]` for `rows` rows of `k` values `stride` apart,
+    /// as a matrix of `n >= rows` columns (the rest zero): attention's queries, as the
+    /// transpose they are multiplied by.
+    pub(crate) fn from_rows_transposed(
+        src: &[f32],
+        rows: usize,
+        n: usize,
+        k: usize,
+        stride: usize,
+    ) -> Self {
         let np = n.div_ceil(NR);
         let mut out = vec![0.0f32; np * k * NR];
-        for j in 0..n {
+        for j in 0..rows.min(n) {
             let row = &src[j * stride..j * stride + k];
             let base = (j / NR) * k * NR + j % NR;
             for (kk, &v) in row.iter().enumerate() {
                 out[base + kk * NR] = v;
-            }
-        }
-        Self {
-            k,
-            n,
-            panels: Panels::F32(out),
-        }
-    }
-
-    /// Packs `b[kk][j] = src[kk * stride + j]` for `k` rows of `n` values `stride` apart
-    /// (attention's values).
-    pub(crate) fn from_rows(src: &[f32], k: usize, n: usize, stride: usize) -> Self {
-        let np = n.div_ceil(NR);
-        let mut out = vec![0.0f32; np * k * NR];
-        for kk in 0..k {
-            let row = &src[kk * stride..kk * stride + n];
-            for (p, cols) in row.chunks(NR).enumerate() {
-                let at = p * k * NR + kk * NR;
-                out[at..at + cols.len()].copy_from_slice(cols);
             }
         }
         Self {
@@ -278,6 +266,33 @@ impl PackA for RowsA<'_> {
     }
 }
 
+/// The transpose of `k` rows of `rows` values `stride` apart: row `r` of this matrix is
+/// value `r` of every stored row (attention's values, transposed).
+pub(crate) struct ColsA<'a> {
+    pub(crate) data: &'a [f32],
+    pub(crate) rows: usize,
+    pub(crate) k: usize,
+    pub(crate) stride: usize,
+}
+
+impl PackA for ColsA<'_> {
+    fn k(&self) -> usize {
+        self.k
+    }
+    fn rows(&self) -> usize {
+        self.rows
+    }
+    fn pack_panel(&self, r0: usize, k0: usize, kc: usize, out: &mut [f32]) {
+        let live = MR.min(self.rows.saturating_sub(r0));
+        for kk in 0..kc {
+            let src = &self.data[(k0 + kk) * self.stride + r0..];
+            let dst = &mut out[kk * MR..(kk + 1) * MR];
+            dst[..live].copy_from_slice(&src[..live]);
+            dst[live..].fill(0.0);
+        }
+    }
+}
+
 /// The patches of a batch of NHWC images under a `kh x kw` kernel: one row per output
 /// pixel, `k = (ky * kw + kx) * c + ci`.
 pub(crate) struct Im2colA<'a> {
@@ -339,48 +354,100 @@ impl PackA for Im2colA<'_> {
     }
 }
 
-/// The micro-kernel's contract, shared by every variant: for the `MR x NR` tile at `c`
-/// (row stride `ldc`), `c[r][j] = fma chain over kk in 0..kc of a[kk * MR + r] *
-/// b[kk * NR + j]`, continued from the tile's current values.
+/// One right-hand panel of `kc` terms: `NR` values per term, `ldb` apart.
 #[derive(Clone, Copy)]
 enum BPanel<'a> {
     F32(&'a [f32]),
     F16(&'a [u16]),
 }
 
-fn micro(variant: KernelVariant, kc: usize, a: &[f32], b: BPanel<'_>, c: &mut [f32], ldc: usize) {
+/// The micro-kernel's contract, shared by every variant: for the `MR x NR` tile at `c`
+/// (row stride `ldc`), `c[r][j] = fma chain over kk in 0..kc of a[kk * MR + r] *
+/// b[kk * ldb + j]`, continued from the tile's current values.
+///
+/// # Safety
+/// `c` points to an `MR x NR` tile with row stride `ldc` that this call may read and
+/// write and no one else touches meanwhile.
+unsafe fn micro(
+    variant: KernelVariant,
+    kc: usize,
+    a: &[f32],
+    b: BPanel<'_>,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+) {
     debug_assert!(a.len() >= kc * MR);
-    debug_assert!(c.len() >= (MR - 1) * ldc + NR);
+    let blen = |len: usize| kc == 0 || len > (kc - 1) * ldb + NR - 1;
     match (variant, b) {
         #[cfg(target_arch = "x86_64")]
         (KernelVariant::Avx512, BPanel::F32(b)) => {
-            debug_assert!(b.len() >= kc * NR);
+            debug_assert!(blen(b.len()));
             // SAFETY: `Avx512` is only chosen when the CPU reports avx512f, avx2, fma and
-            // f16c (see `KernelVariant::detect` and `is_supported`); the slices hold the
-            // values the kernel reads and writes (checked above in debug builds, and by
-            // construction in `gemm`).
-            unsafe { avx512::kernel_f32(kc, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc) }
+            // f16c (see `KernelVariant::detect` and `is_supported`); `a` and `b` hold the
+            // values the kernel reads (by construction in `gemm`), `c` as the caller
+            // guarantees.
+            unsafe { avx512::kernel_f32(kc, a.as_ptr(), b.as_ptr(), ldb, c, ldc) }
         }
         #[cfg(target_arch = "x86_64")]
         (KernelVariant::Avx512, BPanel::F16(b)) => {
-            debug_assert!(b.len() >= kc * NR);
+            debug_assert!(blen(b.len()));
             // SAFETY: as above.
-            unsafe { avx512::kernel_f16(kc, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc) }
+            unsafe { avx512::kernel_f16(kc, a.as_ptr(), b.as_ptr(), ldb, c, ldc) }
         }
         #[cfg(target_arch = "x86_64")]
         (KernelVariant::Avx2, BPanel::F32(b)) => {
-            debug_assert!(b.len() >= kc * NR);
+            debug_assert!(blen(b.len()));
             // SAFETY: `Avx2` is only chosen when the CPU reports avx2, fma and f16c.
-            unsafe { avx2::kernel_f32(kc, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc) }
+            unsafe { avx2::kernel_f32(kc, a.as_ptr(), b.as_ptr(), ldb, c, ldc) }
         }
         #[cfg(target_arch = "x86_64")]
         (KernelVariant::Avx2, BPanel::F16(b)) => {
-            debug_assert!(b.len() >= kc * NR);
+            debug_assert!(blen(b.len()));
             // SAFETY: as above.
-            unsafe { avx2::kernel_f16(kc, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc) }
+            unsafe { avx2::kernel_f16(kc, a.as_ptr(), b.as_ptr(), ldb, c, ldc) }
         }
-        (_, BPanel::F32(b)) => scalar::kernel(kc, a, |i| b[i], c, ldc),
-        (_, BPanel::F16(b)) => scalar::kernel(kc, a, |i| f16::from_bits(b[i]).to_f32(), c, ldc),
+        // SAFETY (both): as the caller guarantees for `c`.
+        (_, BPanel::F32(b)) => unsafe { scalar::kernel(kc, a, |i| b[i], ldb, c, ldc) },
+        (_, BPanel::F16(b)) => unsafe {
+            scalar::kernel(kc, a, |i| f16::from_bits(b[i]).to_f32(), ldb, c, ldc);
+        },
+    }
+}
+
+/// The right-hand side of a product.
+#[derive(Clone, Copy)]
+enum BRef<'a> {
+    /// Packed panels.
+    Packed(&'a PackedB),
+    /// A row-major `k x n` matrix read in place (`n` a multiple of `NR`).
+    Rows { data: &'a [f32], k: usize, n: usize },
+}
+
+impl BRef<'_> {
+    fn dims(&self) -> (usize, usize) {
+        match self {
+            Self::Packed(b) => (b.k, b.n),
+            Self::Rows { k, n, .. } => (*k, *n),
+        }
+    }
+
+    /// Panel `p`'s terms `k0..k0 + kc`, and the distance between terms.
+    fn panel(&self, p: usize, k0: usize, kc: usize) -> (BPanel<'_>, usize) {
+        match self {
+            Self::Packed(b) => {
+                let at = p * b.k * NR + k0 * NR;
+                let panel = match &b.panels {
+                    Panels::F32(v) => BPanel::F32(&v[at..at + kc * NR]),
+                    Panels::F16(v) => BPanel::F16(&v[at..at + kc * NR]),
+                };
+                (panel, NR)
+            }
+            Self::Rows { data, n, .. } => {
+                let at = k0 * n + p * NR;
+                (BPanel::F32(&data[at..at + (kc - 1) * n + NR]), *n)
+            }
+        }
     }
 }
 
@@ -414,7 +481,34 @@ pub(crate) fn gemm(
     c: &mut [f32],
     parallel: bool,
 ) {
-    let (m, n, k) = (a.rows(), b.n, b.k);
+    gemm_ref(variant, a, BRef::Packed(b), bias, c, parallel);
+}
+
+/// `c (rows x n) = a * b` for a row-major `k x n` right-hand side read in place, with
+/// `n` a multiple of [`NR`] (attention's probabilities).
+pub(crate) fn gemm_rows(
+    variant: KernelVariant,
+    a: &dyn PackA,
+    b: &[f32],
+    k: usize,
+    n: usize,
+    c: &mut [f32],
+    parallel: bool,
+) {
+    assert!(n.is_multiple_of(NR) && b.len() == k * n, "gemm_rows: shape");
+    gemm_ref(variant, a, BRef::Rows { data: b, k, n }, None, c, parallel);
+}
+
+fn gemm_ref(
+    variant: KernelVariant,
+    a: &dyn PackA,
+    b: BRef<'_>,
+    bias: Option<&[f32]>,
+    c: &mut [f32],
+    parallel: bool,
+) {
+    let (k, n) = b.dims();
+    let m = a.rows();
     assert_eq!(a.k(), k, "gemm: inner dimensions differ");
     assert_eq!(c.len(), m * n, "gemm: output size");
     if let Some(bias) = bias {
@@ -472,14 +566,7 @@ pub(crate) fn gemm(
                     );
                 }
                 for p in p0..p1 {
-                    let bp = match &b.panels {
-                        Panels::F32(v) => {
-                            BPanel::F32(&v[p * k * NR + k0 * NR..p * k * NR + (k0 + kc) * NR])
-                        }
-                        Panels::F16(v) => {
-                            BPanel::F16(&v[p * k * NR + k0 * NR..p * k * NR + (k0 + kc) * NR])
-                        }
-                    };
+                    let (bp, ldb) = b.panel(p, k0, kc);
                     let col = p * NR;
                     let cols = NR.min(n - col);
                     for ip in 0..panels {
@@ -489,13 +576,7 @@ pub(crate) fn gemm(
                         if mrows == MR && cols == NR {
                             // SAFETY: this task alone owns rows r0..r0+rows and columns
                             // p0*NR..p1*NR of `c`, and the full tile lies inside `c`.
-                            let ct = unsafe {
-                                std::slice::from_raw_parts_mut(
-                                    out.at(row * n + col),
-                                    (MR - 1) * n + NR,
-                                )
-                            };
-                            micro(variant, kc, ap, bp, ct, n);
+                            unsafe { micro(variant, kc, ap, bp, ldb, out.at(row * n + col), n) };
                         } else {
                             for r in 0..mrows {
                                 // SAFETY: as above; the row segment lies inside `c`.
@@ -504,7 +585,8 @@ pub(crate) fn gemm(
                                 };
                                 tile[r * NR..r * NR + cols].copy_from_slice(src);
                             }
-                            micro(variant, kc, ap, bp, &mut tile, NR);
+                            // SAFETY: `tile` is this task's own MR x NR buffer.
+                            unsafe { micro(variant, kc, ap, bp, ldb, tile.as_mut_ptr(), NR) };
                             for r in 0..mrows {
                                 // SAFETY: as above.
                                 let dst = unsafe {

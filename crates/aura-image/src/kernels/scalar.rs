@@ -3,14 +3,29 @@
 use super::{MR, NR};
 
 /// See the contract on `micro` in the parent module.
-pub(super) fn kernel(kc: usize, a: &[f32], b: impl Fn(usize) -> f32, c: &mut [f32], ldc: usize) {
+///
+/// # Safety
+/// `c` points to an `MR x NR` tile with row stride `ldc` that the caller lets this
+/// function read and write.
+pub(super) unsafe fn kernel(
+    kc: usize,
+    a: &[f32],
+    b: impl Fn(usize) -> f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+) {
     for r in 0..MR {
         for j in 0..NR {
-            let mut acc = c[r * ldc + j];
+            // SAFETY: inside the tile, as the caller guarantees.
+            let at = unsafe { c.add(r * ldc + j) };
+            // SAFETY: as above.
+            let mut acc = unsafe { at.read() };
             for kk in 0..kc {
-                acc = a[kk * MR + r].mul_add(b(kk * NR + j), acc);
+                acc = a[kk * MR + r].mul_add(b(kk * ldb + j), acc);
             }
-            c[r * ldc + j] = acc;
+            // SAFETY: as above.
+            unsafe { at.write(acc) };
         }
     }
 }

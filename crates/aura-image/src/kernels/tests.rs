@@ -259,3 +259,30 @@ fn cpu_seconds() -> f64 {
             .unwrap_or(0.0);
     ticks / 100.0
 }
+
+#[test]
+fn in_place_right_hand_sides_and_transposed_left_hand_sides_match_the_reference() {
+    // `gemm_rows` reads a row-major k x n matrix without packing; `ColsA` packs the
+    // transpose of strided rows (attention's values). Same contract, bit for bit.
+    for &(m, n, k, stride) in &[(40, 256, 300, 320), (13, 32, 5, 13), (64, 96, 1000, 70)] {
+        let src = values(k * stride, 9);
+        let b = values(k * n, 10);
+        let packed = PackedB::from_fn(k, n, WeightDtype::F32, |kk, j| b[kk * n + j]);
+        let a_t: Vec<f32> = (0..m * k).map(|i| src[(i % k) * stride + i / k]).collect();
+        let want = reference(&a_t, m, k, &packed, None);
+        for v in variants() {
+            let mut c = vec![f32::NAN; m * n];
+            let a = ColsA {
+                data: &src,
+                rows: m,
+                k,
+                stride,
+            };
+            gemm_rows(v, &a, &b, k, n, &mut c, true);
+            assert!(
+                c.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{v:?} m={m} n={n} k={k}"
+            );
+        }
+    }
+}
