@@ -145,6 +145,8 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
             listen,
             keys_file,
             limits: config.limits,
+            allowed_hosts: config.http.allowed_hosts.clone(),
+            allowed_origins: config.http.allowed_origins.clone(),
             models: Some(models.clone()),
             cells: cells.clone(),
         },
