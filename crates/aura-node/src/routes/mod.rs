@@ -8,6 +8,8 @@ mod health;
 mod ledger;
 mod missions;
 mod openai;
+mod system;
+pub(crate) mod ui;
 
 use std::net::SocketAddr;
 
@@ -55,9 +57,11 @@ pub(crate) fn router(state: AppState) -> axum::Router {
         .merge(missions::routes())
         .merge(openai::routes())
         .merge(cells::routes())
+        .merge(system::routes())
         .split_for_parts();
     let doc = serde_json::to_value(&api).unwrap_or_default();
     api_router
+        .merge(ui::routes())
         .route(
             "/openapi.json",
             axum::routing::get(move || async move { axum::Json(doc.clone()) }),
