@@ -7,9 +7,9 @@ import { lazy, Suspense } from "preact/compat";
 import { useEffect, useState } from "preact/hooks";
 import "./styles.css";
 import { apiKey, get, needKey, setApiKey } from "./lib/api";
-import { avatarOpen } from "./lib/avatarBus";
+import { avatarEmote, avatarOpen, emotionFor } from "./lib/avatarBus";
 import { register } from "./lib/commands";
-import { restartEvents, startEvents, status } from "./lib/events";
+import { onEvents, restartEvents, startEvents, status, stream } from "./lib/events";
 import { go, route } from "./lib/router";
 import { useSignal } from "./lib/signal";
 import { toasts } from "./lib/toast";
@@ -167,6 +167,14 @@ function App() {
   useEffect(() => {
     get<{ node_id: string; version: string; tree_size: number }>("/health").then(setNode, () => {});
     startEvents();
+    // The avatar's face follows what happens to every mission, as it happens.
+    const offEvents = onEvents((batch) => {
+      for (const e of batch) {
+        if (e.type !== "entry" || e.seq < stream.liveFrom) continue;
+        const emotion = emotionFor(e.kind, e.body);
+        if (emotion) avatarEmote(emotion, 6000);
+      }
+    });
     const onKey = (e: KeyboardEvent) => {
       if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "k") {
         e.preventDefault();
@@ -174,7 +182,10 @@ function App() {
       }
     };
     addEventListener("keydown", onKey);
-    return () => removeEventListener("keydown", onKey);
+    return () => {
+      removeEventListener("keydown", onKey);
+      offEvents();
+    };
   }, []);
 
   useEffect(() => {

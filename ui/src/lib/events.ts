@@ -35,6 +35,8 @@ export const stream = {
   lastSeq: -1,
   /** Ledger indices skipped between consecutive entries (expected 0 for an all-seeing key). */
   gaps: 0,
+  /** The ledger size when the page opened: entries from here on happened while it watched. */
+  liveFrom: Number.MAX_SAFE_INTEGER,
 };
 export const status = signal<"connecting" | "live" | "down">("connecting");
 /** Bumped once per animation frame that brought events; pages re-render on it. */
@@ -129,6 +131,7 @@ export async function startEvents(history = 300): Promise<void> {
   } catch {
     // The stream still starts; it just brings no history.
   }
+  stream.liveFrom = size;
   connect(Math.max(0, size - history));
 }
 

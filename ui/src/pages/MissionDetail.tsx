@@ -3,7 +3,7 @@
 // ledger, then followed). Operators can cancel, pause, resume and hurry retries.
 import { useEffect, useRef, useState } from "preact/hooks";
 import { get, openEvents, post } from "../lib/api";
-import { avatarEmote, avatarSay, emotionFor } from "../lib/avatarBus";
+import { avatarSay } from "../lib/avatarBus";
 import { useCommands } from "../lib/commands";
 import type { EntryEvent, StreamEvent } from "../lib/events";
 import { json, time } from "../lib/format";
@@ -144,8 +144,6 @@ export function MissionDetail({ id }: { id: string }) {
         if (ev.kind === "mission.turn") text = "";
         if (ev.seq >= liveFrom) {
           if (ev.kind === "mission.turn" && ev.body?.event?.turn?.content) avatarSay(ev.body.event.turn.content);
-          const emotion = emotionFor(ev.kind, ev.body);
-          if (emotion) avatarEmote(emotion, 6000);
         }
         if (ev.kind === "mission.transition" || ev.kind.startsWith("mission.approved") || ev.kind === "mission.paused" || ev.kind === "mission.resumed") {
           clearTimeout(refresh);

@@ -8,6 +8,7 @@ mod health;
 mod ledger;
 mod missions;
 mod openai;
+mod receipts;
 mod system;
 pub(crate) mod ui;
 
@@ -58,6 +59,7 @@ pub(crate) fn router(state: AppState) -> axum::Router {
         .merge(openai::routes())
         .merge(cells::routes())
         .merge(system::routes())
+        .merge(receipts::routes())
         .split_for_parts();
     let doc = serde_json::to_value(&api).unwrap_or_default();
     api_router
