@@ -90,7 +90,7 @@ function Page({ parts }: { parts: string[] }) {
     case "approvals":
       return <Approvals />;
     case "events":
-      return <Events />;
+      return <Events from={id} />;
     case "ledger":
       return <Ledger agent={id} />;
     case "models":

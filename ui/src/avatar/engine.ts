@@ -4,7 +4,7 @@
 // tests and assistive tools can read what the face is doing.
 import * as THREE from "three";
 import type { Emotion } from "../lib/avatarBus";
-import { EXPRESSIONS, MORPHS, glowMaterial, headGeometry, hologramMaterial } from "./head";
+import { EXPRESSIONS, MORPHS, VISEME_SHAPES, glowMaterial, headGeometry, hologramMaterial } from "./head";
 import { VISEMES, visemeWeights, timelineFromText, type VisemeCue } from "./lipsync";
 import { NoSpeech, synthesize, type Speech } from "./speech";
 
@@ -28,7 +28,15 @@ export class AvatarEngine {
   private head: THREE.Mesh;
   private glow: THREE.Mesh;
   private eyes: THREE.Mesh[] = [];
+  /** The mouth's glow, opened and widened with the visemes, on the face's surface. */
+  private mouth: THREE.Mesh;
   private material = hologramMaterial();
+  private wireMaterial = (() => {
+    const m = hologramMaterial(new THREE.Color(0x7fe8ff));
+    m.wireframe = true;
+    m.uniforms.uIntensity.value = 0.35;
+    return m;
+  })();
   private clock = new THREE.Clock();
   private frame = 0;
   private resize: ResizeObserver;
@@ -54,20 +62,36 @@ export class AvatarEngine {
     this.renderer.domElement.setAttribute("role", "img");
     this.renderer.domElement.setAttribute("aria-label", "Aura's hologram head");
     host.appendChild(this.renderer.domElement);
-    this.camera.position.set(0, 0.05, 5.2);
-    this.head = new THREE.Mesh(headGeometry(), this.material);
+    this.camera.position.set(0, 0.0, 6.6);
+    const geometry = headGeometry();
+    this.head = new THREE.Mesh(geometry, this.material);
     this.head.morphTargetInfluences = new Array(MORPHS.length).fill(0);
     this.head.morphTargetDictionary = Object.fromEntries(MORPHS.map((m, i) => [m, i]));
+    // The hologram's wire lattice: the same geometry and morphs, drawn as lines, so the
+    // face's features and the mouth's shapes read at a glance.
+    const wire = new THREE.Mesh(geometry, this.wireMaterial);
+    wire.morphTargetInfluences = this.head.morphTargetInfluences;
+    wire.morphTargetDictionary = this.head.morphTargetDictionary;
+    this.head.add(wire);
     this.glow = new THREE.Mesh(new THREE.SphereGeometry(1, 48, 32), glowMaterial());
     this.glow.scale.set(0.9, 1.25, 1);
     this.scene.add(this.head, this.glow);
-    const eyeMat = new THREE.MeshBasicMaterial({ color: 0xbff4ff, transparent: true, opacity: 0.9, blending: THREE.AdditiveBlending, depthWrite: false });
+    const eyeMat = new THREE.MeshBasicMaterial({ color: 0xbff4ff, transparent: true, opacity: 0.6, blending: THREE.AdditiveBlending, depthWrite: false, depthTest: false });
     for (const x of [-0.3, 0.3]) {
       const eye = new THREE.Mesh(new THREE.SphereGeometry(0.075, 24, 16), eyeMat);
-      eye.position.set(x, 0.12, 0.7);
+      eye.scale.z = 0.5;
+      eye.position.set(x, 0.12, 0.78);
+      eye.renderOrder = 10;
       this.eyes.push(eye);
-      this.scene.add(eye);
+      this.head.add(eye);
     }
+    this.mouth = new THREE.Mesh(
+      new THREE.CircleGeometry(0.16, 48),
+      new THREE.MeshBasicMaterial({ color: 0x9ff0ff, transparent: true, opacity: 0.75, blending: THREE.AdditiveBlending, depthWrite: false, depthTest: false }),
+    );
+    this.mouth.renderOrder = 10;
+    this.mouth.position.set(0, -0.52, 0.86);
+    this.head.add(this.mouth);
     const ring = new THREE.Mesh(
       new THREE.RingGeometry(0.95, 1.0, 96),
       new THREE.MeshBasicMaterial({ color: 0x4fd8ff, transparent: true, opacity: 0.35, side: THREE.DoubleSide, blending: THREE.AdditiveBlending }),
@@ -100,19 +124,27 @@ export class AvatarEngine {
     const dt = Math.min(0.1, this.clock.getDelta());
     const t = this.clock.elapsedTime;
     this.material.uniforms.uTime.value = t;
+    this.wireMaterial.uniforms.uTime.value = t;
     const weights = this.currentWeights(dt, t);
     const infl = this.head.morphTargetInfluences!;
     MORPHS.forEach((m, i) => (infl[i] = weights[m] ?? 0));
     for (const eye of this.eyes) eye.scale.y = Math.max(0.05, 1 - (weights.blink ?? 0));
+    let open = 0.08;
+    let wide = 1;
+    for (const [v, shape] of Object.entries(VISEME_SHAPES)) {
+      const w = weights[v] ?? 0;
+      open += w * ((shape.open ?? 0) * 0.9 + (shape.round ?? 0) * 0.3 - (shape.press ?? 0) * 0.08);
+      wide += w * ((shape.wide ?? 0) * 0.45 - (shape.round ?? 0) * 0.4);
+    }
+    wide += (weights.smile ?? 0) * 0.3;
+    open += (weights.surprise ?? 0) * 0.5;
+    this.mouth.scale.set(Math.max(0.3, wide), Math.max(0.04, open), 1);
+    this.mouth.position.y = -0.52 + (weights.smile ?? 0) * 0.02 - open * 0.06;
     this.head.rotation.y = Math.sin(t * 0.4) * 0.18;
     this.head.rotation.x = Math.sin(t * 0.27) * 0.05;
     this.head.position.y = Math.sin(t * 1.1) * 0.03;
     this.glow.rotation.copy(this.head.rotation);
     this.glow.position.copy(this.head.position);
-    for (const eye of this.eyes) {
-      const x = eye.position.x;
-      eye.position.set(x * Math.cos(this.head.rotation.y) + 0.7 * Math.sin(this.head.rotation.y), 0.12 + this.head.position.y, 0.7 * Math.cos(this.head.rotation.y) - x * Math.sin(this.head.rotation.y));
-    }
     this.vrm?.update(dt, weights);
     this.renderer.render(this.scene, this.camera);
     this.publish(infl);
@@ -219,6 +251,7 @@ export class AvatarEngine {
     this.head.visible = v;
     this.glow.visible = v;
     for (const e of this.eyes) e.visible = v;
+    this.mouth.visible = v;
   }
 
   get three(): { scene: THREE.Scene; camera: THREE.PerspectiveCamera } {

@@ -24,9 +24,10 @@ function bump(p: THREE.Vector3, c: V3, r: V3): number {
 
 /** The base shape: a sphere stretched into a skull, jaw and chin, with a nose and eye sockets. */
 function shapeHead(p: THREE.Vector3): void {
-  p.y *= 1.22;
-  // Narrower at the jaw, wider at the temples.
-  const jaw = Math.max(0, -p.y) * 0.32;
+  p.y *= 1.2;
+  // A rounder cranium; narrower at the jaw.
+  if (p.y > 0) p.x *= 1 + 0.06 * Math.sin(Math.min(1, p.y) * Math.PI);
+  const jaw = Math.max(0, -p.y - 0.1) * 0.3;
   p.x *= 0.86 - jaw;
   p.z *= 0.95 - jaw * 0.4;
   // Chin forward, back of the head rounder.
@@ -38,7 +39,7 @@ function shapeHead(p: THREE.Vector3): void {
 }
 
 /** The primitive mouth shapes that visemes mix. */
-interface MouthShape {
+export interface MouthShape {
   open?: number; // jaw and lower lip down
   wide?: number; // corners out
   round?: number; // lips forward and in
@@ -47,7 +48,7 @@ interface MouthShape {
   tongue?: number; // between the teeth (th)
 }
 
-const VISEME_SHAPES: Record<string, MouthShape> = {
+export const VISEME_SHAPES: Record<string, MouthShape> = {
   sil: {},
   PP: { press: 1 },
   FF: { tuck: 1, open: 0.1 },

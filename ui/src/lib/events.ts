@@ -3,7 +3,7 @@
 // collected as they arrive and handed to the pages in batches once per animation frame,
 // which keeps the page current at thousands of events a second without rendering each.
 
-import { get, openEvents } from "./api";
+import { ApiError, apiKey, get, needKey, openEvents } from "./api";
 import { signal } from "./signal";
 
 export interface EntryEvent {
@@ -37,6 +37,8 @@ export const stream = {
   gaps: 0,
   /** The ledger size when the page opened: entries from here on happened while it watched. */
   liveFrom: Number.MAX_SAFE_INTEGER,
+  /** The ledger index the stream was last (re)started from. */
+  from: 0,
 };
 export const status = signal<"connecting" | "live" | "down">("connecting");
 /** Bumped once per animation frame that brought events; pages re-render on it. */
@@ -93,6 +95,10 @@ function accept(ev: StreamEvent): void {
 }
 
 function connect(from: number): void {
+  // One stream at a time: a new connection replaces the old.
+  const old = socket;
+  socket = null;
+  old?.close();
   status.set("connecting");
   const ws = openEvents(`?from=${from}`);
   socket = ws;
@@ -116,6 +122,14 @@ function connect(from: number): void {
   ws.onclose = () => {
     if (socket !== ws) return;
     status.set("down");
+    if (needKey.get()) {
+      // Refused for want of a key: wait for one rather than knock again.
+      const off = apiKey.subscribe(() => {
+        off();
+        connect(stream.lastSeq + 1);
+      });
+      return;
+    }
     retry = Math.min(retry + 1, 6);
     setTimeout(() => connect(stream.lastSeq + 1), 250 * 2 ** retry);
   };
@@ -132,13 +146,39 @@ export async function startEvents(history = 300): Promise<void> {
     // The stream still starts; it just brings no history.
   }
   stream.liveFrom = size;
-  connect(Math.max(0, size - history));
+  const from = Math.max(0, size - history);
+  stream.from = from;
+  // Browsers log a refused WebSocket as an error; ask over HTTP first whether this tab has
+  // the key it needs, and if not, connect once it has one.
+  try {
+    await get("/v1/agents?namespace=default");
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 401) {
+      const off = apiKey.subscribe(() => {
+        off();
+        connect(from);
+      });
+      return;
+    }
+  }
+  connect(from);
 }
 
 /** Reconnects (after the API key changed). */
 export function restartEvents(): void {
-  const old = socket;
-  socket = null;
-  old?.close();
-  connect(stream.lastSeq + 1);
+  if (started) connect(stream.lastSeq + 1);
+}
+
+/** Reads the stream again from ledger index `from` (the events page's replay): the backfill
+ *  arrives as fast as the node reads it, then the stream goes on live. */
+export function replayFrom(from: number): void {
+  started = true;
+  stream.entries = [];
+  stream.byMission.clear();
+  stream.deltas.clear();
+  stream.received = 0;
+  stream.gaps = 0;
+  stream.lastSeq = from - 1;
+  stream.from = from;
+  connect(from);
 }

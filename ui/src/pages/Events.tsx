@@ -1,12 +1,18 @@
 // The live event stream: every ledger entry the key may see, as it is committed, with the
 // counts that show nothing was dropped (received, last ledger index, gaps).
-import { useState } from "preact/hooks";
-import { status, stream, tick } from "../lib/events";
+import { useEffect, useState } from "preact/hooks";
+import { replayFrom, status, stream, tick } from "../lib/events";
+import { go } from "../lib/router";
 import { time } from "../lib/format";
 import { useSignal } from "../lib/signal";
 
-export function Events() {
+/** `#/events/N` replays the stream from ledger index N before following it live. */
+export function Events({ from }: { from?: string }) {
   useSignal(tick);
+  const [replay, setReplay] = useState(from ?? "");
+  useEffect(() => {
+    if (from !== undefined && /^\d+$/.test(from)) replayFrom(Number(from));
+  }, [from]);
   const live = useSignal(status);
   const [kind, setKind] = useState("");
   const shown = (kind ? stream.entries.filter((e) => e.kind.startsWith(kind)) : stream.entries).slice(-200).reverse();
@@ -17,6 +23,10 @@ export function Events() {
         <div>
           <dt>Stream</dt>
           <dd data-testid="stream-status">{live}</dd>
+        </div>
+        <div>
+          <dt>From index</dt>
+          <dd data-testid="events-from">{stream.from}</dd>
         </div>
         <div>
           <dt>Received</dt>
@@ -31,6 +41,19 @@ export function Events() {
           <dd data-testid="events-gaps">{stream.gaps}</dd>
         </div>
       </dl>
+      <form
+        class="inline-form"
+        onSubmit={(e) => {
+          e.preventDefault();
+          go("events", replay || "0");
+        }}
+      >
+        <label>
+          Replay from ledger index
+          <input type="number" min={0} value={replay} onInput={(e) => setReplay((e.target as HTMLInputElement).value)} />
+        </label>
+        <button type="submit">Replay</button>
+      </form>
       <label class="inline">
         Kind starts with
         <input value={kind} placeholder="mission." onInput={(e) => setKind((e.target as HTMLInputElement).value)} />

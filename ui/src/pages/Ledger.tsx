@@ -140,6 +140,11 @@ export function Ledger({ agent }: { agent?: string }) {
     try {
       const p = await get<{ proof_base64: string; entry: EntryView }>(`/v1/ledger/proof/inclusion?index=${e.index}`);
       r = await verifyInclusionDoc(fromBase64(p.proof_base64), pinned, p.entry);
+      // The row on screen must be the entry proven, not only the proof's own copy.
+      const x = r.entry;
+      if (r.ok && x && (x.index !== BigInt(e.index) || x.agent !== e.agent || x.seq !== BigInt(e.seq) || x.kind !== e.kind)) {
+        r = { ...r, ok: false, failure: `the row shows ${e.agent}:${e.seq} (${e.kind}), the proof proves ${x.agent}:${x.seq} (${x.kind})` };
+      }
     } catch (err) {
       r = { ok: false, failure: errorText(err) };
     }
@@ -278,7 +283,7 @@ export function Ledger({ agent }: { agent?: string }) {
               <td>{e.kind}</td>
               <td>{time(e.recorded_at)}</td>
               <td>
-                <button type="button" class="small-btn" onClick={() => prove(e)} aria-label={`Verify entry ${e.index} here`}>
+                <button type="button" class="small-btn" onClick={() => prove(e)} aria-label={`Verify here: entry ${e.index}`}>
                   Verify here
                 </button>{" "}
                 <Verdict r={results[e.index]} />

@@ -59,7 +59,7 @@ export function EventRow({ e }: { e: EntryEvent }) {
     case "decided":
       what = (
         <span>
-          policy on <code>{ev.decision?.action}</code> {ev.decision?.resource ? <code>{String(ev.decision.resource)}</code> : null}:{" "}
+          policy on <code>{ev.decision?.action}</code> {ev.decision?.resource ? <code class="args">{typeof ev.decision.resource === "string" ? ev.decision.resource : JSON.stringify(ev.decision.resource)}</code> : null}:{" "}
           <strong class={`outcome ${outcomeOf(ev.decision).split(" ")[0]}`}>{outcomeOf(ev.decision)}</strong>
           {ev.decision?.deciding?.length ? ` by ${ev.decision.deciding.join(", ")}` : ""}
         </span>

@@ -27,13 +27,14 @@ afterAll(async () => {
 
 const PAGES = ["", "agents", "missions", "approvals", "events", "ledger", "models", "cells", "chat", "studio", "avatar"];
 
-async function submitDemoMission(): Promise<string> {
+async function submitDemoMission(reasoner = "demo", workspace = "project"): Promise<string> {
   const m = await node.api("POST", "/v1/missions", {
+    reasoner,
     agent,
     objective: "Summarise the plan and the notes into summary.md and clean up stale files",
     tools: ["fs.list", "fs.read", "fs.write", "fs.delete", "mission.finish"],
     timeout_secs: 600,
-    workspace: "project",
+    workspace,
   });
   expect(m.status, JSON.stringify(m.body)).toBe(201);
   return m.body.id;
@@ -85,7 +86,9 @@ describe("the console", () => {
     }
     // Pages a node without some parts answers with a clear error (cells need a key and
     // root; receipts need a model) show it in the page, not in the console.
-    expect(errors.filter((e) => !/status of (401|403|404|503)/.test(e))).toEqual([]);
+    // Only failed-resource lines are allowed, never a script error: Chromium logs each API
+    // answer of 4xx/5xx, and the cells page on a keyless node is told 403 (cells need a key).
+    expect(errors.filter((e) => !/Failed to load resource: the server responded with a status of (403|503)/.test(e))).toEqual([]);
     await context.close();
   });
 
@@ -133,8 +136,8 @@ describe("missions", () => {
     // The page saw it complete live.
     await page.goto(`${node.url}/#/missions/${id}`);
     await until(async () => (await page.textContent("[data-testid=mission-state]")) === "completed", "the page to show completed");
-    const approved = await page.locator("li.k-approved").count();
-    expect(approved).toBeGreaterThan(0);
+    // Its record, backfilled from the ledger, holds the signed approval.
+    await page.waitForSelector("li.k-approved");
     await page.waitForSelector(".machine .node.current[data-state=completed]");
     await screenshot(page, "console-mission");
     expect(readFileSync(join(node.home, "workspaces/default/project/summary.md"), "utf8")).toContain("governed runtime");
@@ -147,19 +150,26 @@ describe("missions", () => {
     await page.goto(`${node.url}/#/events`);
     await until(async () => (await page.textContent("[data-testid=stream-status]")) === "live", "the stream");
     const before = Number(await page.textContent("[data-testid=events-received]"));
+    // Messages to agents of their own (so no mission's conversation sees them), spread over
+    // ten agents because each agent's record has one writer.
+    const chatters: string[] = [];
+    for (let i = 0; i < 10; i++) chatters.push((await node.api("POST", "/v1/agents", { name: `chatter-${i}`, level: "L1", namespace: "default" })).body.id);
     const N = 2500;
     const start = Date.now();
-    let sent = 0;
-    // 50 messages every 100 ms: 500 a second, each one a ledger entry and an event.
-    while (sent < N) {
-      const tickStart = Date.now();
-      const batch = [];
-      for (let i = 0; i < 50 && sent < N; i++, sent++) batch.push(node.api("POST", `/v1/agents/${agent}/messages`, { body: { n: sent } }));
-      const done = await Promise.all(batch);
-      for (const d of done) expect(d.status).toBe(201);
-      const wait = 100 - (Date.now() - tickStart);
-      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    const inflight = new Set<Promise<void>>();
+    // One message every 2 ms, sent when due: 500 a second, each one a ledger entry and an
+    // event; at most 256 requests in flight.
+    for (let i = 0; i < N; i++) {
+      const due = start + i * 2;
+      while (Date.now() < due) await new Promise((r) => setTimeout(r, Math.max(0, due - Date.now())));
+      while (inflight.size >= 256) await Promise.race(inflight);
+      const p: Promise<void> = node.api("POST", `/v1/agents/${chatters[i % 10]}/messages`, { body: { n: i } }).then((d) => {
+        expect(d.status).toBe(201);
+        inflight.delete(p);
+      });
+      inflight.add(p);
     }
+    await Promise.all(inflight);
     const rate = Math.round((N * 1000) / (Date.now() - start));
     const size = (await node.api("GET", "/health")).body.tree_size as number;
     await until(async () => Number(await page.textContent("[data-testid=events-last-seq]")) === size - 1, "the page to reach the ledger's end", 30000);
@@ -168,6 +178,24 @@ describe("missions", () => {
     record("live_events", { sent: N, offered_rate_per_s: rate, received_by_page: received, gaps });
     expect(gaps).toBe(0);
     expect(received).toBeGreaterThanOrEqual(N);
+
+    // The node commits as fast as this machine lets it; to load the page past 500 events a
+    // second whatever the machine, replay the whole ledger into it: the backfill arrives as
+    // fast as the node reads it, through the same pipeline as live events.
+    const t0 = Date.now();
+    await page.goto(`${node.url}/#/events/0`);
+    await until(
+      async () => (await page.textContent("[data-testid=events-from]")) === "0" && Number(await page.textContent("[data-testid=events-received]")) === size,
+      "the replay to reach the ledger's end",
+      60000,
+    );
+    const seconds = (Date.now() - t0) / 1000;
+    const replayed = Number(await page.textContent("[data-testid=events-received]"));
+    const replayGaps = Number(await page.textContent("[data-testid=events-gaps]"));
+    record("replayed_events", { events: replayed, seconds, rate_per_s: Math.round(replayed / seconds), gaps: replayGaps });
+    expect(replayed).toBe(size);
+    expect(replayGaps).toBe(0);
+    expect(replayed / seconds).toBeGreaterThan(500);
     expect(errors).toEqual([]);
     await context.close();
   });
@@ -182,7 +210,7 @@ describe("the ledger explorer", () => {
     const nodeKey = JSON.parse(node.cli(["--json", "key", "show"])).public_key;
     expect(pinned).toBe(nodeKey);
     const row = page.locator("tbody tr").first();
-    await row.getByRole("button", { name: /Verify entry/ }).click();
+    await row.getByRole("button", { name: /Verify here: entry/ }).click();
     await row.locator("[data-testid=proof-verified]").waitFor();
     await screenshot(page, "console-ledger");
 
@@ -196,7 +224,7 @@ describe("the ledger explorer", () => {
       await route.fulfill({ response: resp, json: body });
     });
     const second = page.locator("tbody tr").nth(1);
-    await second.getByRole("button", { name: /Verify entry/ }).click();
+    await second.getByRole("button", { name: /Verify here: entry/ }).click();
     await second.locator("[data-testid=proof-failed]").waitFor();
     await page.unroute("**/v1/ledger/proof/inclusion*");
 
@@ -215,7 +243,7 @@ describe("the chat playground", () => {
     if (process.env.AURA_UI_NO_MODEL === "1") ctx.skip();
     const { page, context, errors } = await openPage(browser);
     await page.goto(`${node.url}/#/chat`);
-    await page.waitForSelector("select option[value=smollm2]", { state: "attached" });
+    await page.waitForFunction(() => [...document.querySelectorAll("option")].some((o) => o.value === "smollm2"));
     await page.getByLabel("Max tokens").fill("48");
     await page.getByLabel("Message").fill("What is a ledger?");
     await page.getByRole("button", { name: "Send" }).click();
@@ -303,7 +331,7 @@ describe("the avatar", () => {
     await screenshot(page, "avatar");
 
     // Its face follows the missions: an escalation makes it concerned.
-    await submitDemoMission();
+    await submitDemoMission("demo2", "project2");
     await until(async () => (await page.getAttribute("[data-testid=avatar]", "data-emotion")) === "concerned", "a concerned face", 30000);
     await page.waitForTimeout(600);
     await screenshot(page, "avatar-concerned");

@@ -56,11 +56,15 @@ export async function startNode(opts: NodeOptions = {}): Promise<Node> {
   const script = join(repo, "demo/summarise.jsonl");
   writeFileSync(
     join(home, "aura.toml"),
-    `[limits]\nrequests_per_second = 100000\nburst = 100000\n\n[missions]\ndefault_reasoner = "demo"\n\n[reasoners.demo]\nprovider = "scripted"\npath = "${script}"\n`,
+    `[limits]\nrequests_per_second = 100000\nburst = 100000\n\n[missions]\ndefault_reasoner = "demo"\n\n[reasoners.demo]\nprovider = "scripted"\npath = "${script}"\n\n[reasoners.demo2]\nprovider = "scripted"\npath = "${script}"\n`,
   );
-  const ws = join(home, "workspaces/default/project");
-  mkdirSync(ws, { recursive: true });
-  for (const f of ["plan.md", "notes.md", "build.log"]) cpSync(join(repo, "demo/workspace", f), join(ws, f));
+  // A scripted reasoner answers its turns in order, once: each demo mission gets its own
+  // reasoner and its own copy of the demo's files.
+  for (const name of ["project", "project2"]) {
+    const ws = join(home, "workspaces/default", name);
+    mkdirSync(ws, { recursive: true });
+    for (const f of ["plan.md", "notes.md", "build.log"]) cpSync(join(repo, "demo/workspace", f), join(ws, f));
+  }
 
   const child = spawn(auraBin(), ["--json", "serve", "--listen", "127.0.0.1:0"], { env, stdio: ["ignore", "pipe", "inherit"] });
   const line: string = await new Promise((ok, fail) => {
@@ -109,7 +113,7 @@ export async function startNode(opts: NodeOptions = {}): Promise<Node> {
 }
 
 export async function launch(): Promise<Browser> {
-  const profile = mkdtempSync(join(tmpdir(), "aura-chromium-"));
+  // playwright-core gives every launch a fresh profile directory of its own.
   return chromium.launch({
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
     headless: true,
@@ -121,7 +125,6 @@ export async function launch(): Promise<Browser> {
       "--disable-background-networking",
       "--disable-component-update",
       "--disable-sync",
-      `--user-data-dir=${profile}`,
       // WebGL through SwiftShader, so three.js renders without a GPU.
       "--use-angle=swiftshader",
       "--enable-unsafe-swiftshader",
