@@ -78,6 +78,14 @@ register([
   },
 ]);
 
+// Ctrl-K (or Cmd-K) anywhere opens the palette; registered before the first render.
+addEventListener("keydown", (e) => {
+  if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "k") {
+    e.preventDefault();
+    paletteOpen.set(!paletteOpen.get());
+  }
+});
+
 function Page({ parts }: { parts: string[] }) {
   const [head, id] = parts;
   switch (head ?? "") {
@@ -175,17 +183,7 @@ function App() {
         if (emotion) avatarEmote(emotion, 6000);
       }
     });
-    const onKey = (e: KeyboardEvent) => {
-      if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "k") {
-        e.preventDefault();
-        paletteOpen.set(!paletteOpen.get());
-      }
-    };
-    addEventListener("keydown", onKey);
-    return () => {
-      removeEventListener("keydown", onKey);
-      offEvents();
-    };
+    return offEvents;
   }, []);
 
   useEffect(() => {

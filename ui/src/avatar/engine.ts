@@ -52,18 +52,21 @@ export class AvatarEngine {
   private blinkT = -1;
   private queue: Promise<void> = Promise.resolve();
   private published = 0;
+  /** Smoothed frame time; a slow renderer (software WebGL) gets fewer pixels instead of fewer frames. */
+  private frameMs = 16;
+  private pixelRatio = Math.min(devicePixelRatio, 2);
   vrm: VrmHandle | null = null;
   /** What the last utterance was driven by: "speech" (audio and timeline from the node) or "text". */
   mode: "idle" | "speech" | "text" = "idle";
 
   constructor(private host: HTMLElement) {
     this.renderer = new THREE.WebGLRenderer({ antialias: true, alpha: true, preserveDrawingBuffer: true });
-    this.renderer.setPixelRatio(Math.min(devicePixelRatio, 2));
+    this.renderer.setPixelRatio(this.pixelRatio);
     this.renderer.domElement.setAttribute("role", "img");
     this.renderer.domElement.setAttribute("aria-label", "Aura's hologram head");
     host.appendChild(this.renderer.domElement);
     this.camera.position.set(0, 0.0, 6.6);
-    const geometry = headGeometry();
+    const geometry = headGeometry(64);
     this.head = new THREE.Mesh(geometry, this.material);
     this.head.morphTargetInfluences = new Array(MORPHS.length).fill(0);
     this.head.morphTargetDictionary = Object.fromEntries(MORPHS.map((m, i) => [m, i]));
@@ -146,9 +149,21 @@ export class AvatarEngine {
     this.glow.rotation.copy(this.head.rotation);
     this.glow.position.copy(this.head.position);
     this.vrm?.update(dt, weights);
+    const before = performance.now();
     this.renderer.render(this.scene, this.camera);
+    this.adapt(performance.now() - before);
     this.publish(infl);
   };
+
+  private adapt(ms: number): void {
+    this.frameMs = this.frameMs * 0.8 + ms * 0.2;
+    if (this.frameMs > 30 && this.pixelRatio > 0.3) {
+      this.pixelRatio = Math.max(0.3, this.pixelRatio * 0.7);
+      this.renderer.setPixelRatio(this.pixelRatio);
+      this.fit();
+      this.frameMs = 16;
+    }
+  }
 
   private currentWeights(dt: number, t: number): Record<string, number> {
     const speaking = this.timeline.length > 0 && this.speechMs() <= this.speechEnd;

@@ -156,7 +156,7 @@ export function Chat() {
         <form class="params" aria-label="Parameters" onSubmit={(e) => e.preventDefault()}>
           <label>
             Model
-            <select value={model} onChange={(e) => setModel((e.target as HTMLSelectElement).value)}>
+            <select value={model || chatModels[0]?.id} onChange={(e) => setModel((e.target as HTMLSelectElement).value)}>
               {chatModels.map((m) => (
                 <option value={m.id}>{m.id}</option>
               ))}

@@ -235,10 +235,10 @@ export default function Studio() {
               <input type="number" min={0} value={p.seed} onInput={set("seed")} />
             </label>
             <button type="button" aria-pressed={p.seedLocked} onClick={() => setP({ ...p, seedLocked: !p.seedLocked })} title="Keep this seed for the next generations">
-              {p.seedLocked ? "🔒 Locked" : "🔓 Lock"}
+              {p.seedLocked ? "Seed locked" : "Lock seed"}
             </button>
-            <button type="button" onClick={() => setP({ ...p, seed: newSeed() })} aria-label="Roll a new seed">
-              🎲
+            <button type="button" onClick={() => setP({ ...p, seed: newSeed() })}>
+              Roll dice
             </button>
           </div>
           <label>
@@ -267,7 +267,7 @@ export default function Studio() {
           </label>
           <label>
             Model
-            <select value={p.model} onChange={set("model")}>
+            <select value={p.model || imageModels[0]?.id || ""} onChange={set("model")}>
               {imageModels.map((m) => (
                 <option value={m.id}>{m.id}</option>
               ))}

@@ -95,6 +95,7 @@ describe("the console", () => {
   it("opens the command palette with Ctrl-K and runs an action from the keyboard", async () => {
     const { page, context, errors } = await openPage(browser);
     await page.goto(node.url + "/");
+    await page.waitForFunction(() => performance.getEntriesByName("aura:interactive").length > 0);
     await page.keyboard.press("Control+k");
     await page.getByRole("combobox", { name: "Type a command" }).fill("go ledger");
     await page.keyboard.press("Enter");
@@ -269,37 +270,43 @@ describe("the avatar", () => {
     // answer (docs/ui.md) from the test, with a real WAV of silence for the audio.
     const cues = [
       { t_ms: 0, viseme: "sil" },
-      { t_ms: 150, viseme: "aa", weight: 1 },
-      { t_ms: 450, viseme: "O", weight: 0.8 },
-      { t_ms: 750, viseme: "PP" },
-      { t_ms: 1000, viseme: "E", weight: 0.9 },
-      { t_ms: 1300, viseme: "U" },
-      { t_ms: 1600, viseme: "sil" },
+      { t_ms: 200, viseme: "aa", weight: 1 },
+      { t_ms: 600, viseme: "O", weight: 0.8 },
+      { t_ms: 1000, viseme: "PP" },
+      { t_ms: 1400, viseme: "E", weight: 0.9 },
+      { t_ms: 1800, viseme: "U" },
+      { t_ms: 2200, viseme: "sil" },
     ];
-    const wav = silentWav(1.8);
+    const wav = silentWav(2.4);
     await page.route("**/v1/audio/speech", (route) =>
-      route.fulfill({ json: { audio_b64: wav.toString("base64"), visemes: cues, duration_ms: 1800 } }),
+      route.fulfill({ json: { audio_b64: wav.toString("base64"), visemes: cues, duration_ms: 2400 } }),
     );
     await page.goto(`${node.url}/#/avatar`);
     await page.waitForSelector("[data-testid=avatar] canvas");
     await page.getByRole("button", { name: "Speak" }).click();
-    const samples: { ms: number; viseme: string; weights: Record<string, number> }[] = [];
-    const t0 = Date.now();
-    while (Date.now() - t0 < 2500) {
-      const s = await page.evaluate(() => {
-        const el = document.querySelector<HTMLElement>("[data-testid=avatar]")!;
-        return { ms: el.dataset.speechMs ?? "", viseme: el.dataset.viseme ?? "", weights: JSON.parse(el.dataset.weights ?? "{}") };
-      });
-      if (s.ms !== "") samples.push({ ms: Number(s.ms), viseme: s.viseme, weights: s.weights });
-      await page.waitForTimeout(25);
-    }
+    // Sampled in the page, every frame, from what the viewport publishes of its mesh.
+    const samples: { ms: number; viseme: string; weights: Record<string, number> }[] = await page.evaluate(
+      () =>
+        new Promise((done) => {
+          const el = document.querySelector<HTMLElement>("[data-testid=avatar]")!;
+          const out: { ms: number; viseme: string; weights: Record<string, number> }[] = [];
+          const t0 = performance.now();
+          const frame = () => {
+            const ms = el.dataset.speechMs ?? "";
+            if (ms !== "" && out[out.length - 1]?.ms !== Number(ms)) out.push({ ms: Number(ms), viseme: el.dataset.viseme ?? "", weights: JSON.parse(el.dataset.weights ?? "{}") });
+            if (performance.now() - t0 < 3200) requestAnimationFrame(frame);
+            else done(out);
+          };
+          requestAnimationFrame(frame);
+        }),
+    );
     // Mid-cue (past the blend, before the next cue), the face shows the cue's viseme at its weight.
     const checked = samples.filter((s) => {
       const i = cues.findLastIndex((c) => c.t_ms <= s.ms);
-      const next = cues[i + 1]?.t_ms ?? 1800;
+      const next = cues[i + 1]?.t_ms ?? 2400;
       return i >= 0 && s.ms >= cues[i].t_ms + 90 && s.ms <= next - 40;
     });
-    expect(checked.length).toBeGreaterThan(8);
+    expect(checked.length, JSON.stringify(samples.map((x) => x.ms))).toBeGreaterThan(6);
     const seen = new Set<string>();
     for (const s of checked) {
       const cue = cues[cues.findLastIndex((c) => c.t_ms <= s.ms)];
