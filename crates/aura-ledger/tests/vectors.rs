@@ -14,9 +14,10 @@
 use aura_core::hash::{Hash, merkle_leaf};
 use aura_core::keystore::Signer;
 use aura_core::{AgentId, PublicKey, Signature, Timestamp};
-use aura_ledger::bundle::{BundleWriter, verify_bundle};
+use aura_ledger::bundle::{BundleWriter, Expect, verify_bundle, verify_bundle_with};
 use aura_ledger::entry::{Entry, Kind, leaf_hash};
 use aura_ledger::merkle::{self, MemoryTree, root_of};
+use aura_ledger::note::{self, KeyType, VerifierKey};
 use aura_ledger::proof::Proof;
 use aura_ledger::{Checkpoint, ConsistencyProof, Frontier, InclusionProof, SignedCheckpoint};
 use serde_json::{Value, json};
@@ -25,6 +26,8 @@ const PATH: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../docs/ledger-vectors.json"
 );
+const WITNESS_NAME: &str = "witness.example/w1";
+const COSIGNATURE_TIME: u64 = 1_790_000_100;
 
 fn h(s: &str) -> Hash {
     s.parse().unwrap()
@@ -141,7 +144,38 @@ fn generated(v: &Value) -> Value {
     })
     .encode();
 
+    // The last checkpoint as a signed note, cosigned by a witness.
+    let witness = Signer::from_seed_bytes("witness", &[9; 32]).unwrap();
+    let witness_key =
+        VerifierKey::new(WITNESS_NAME, KeyType::Cosignature, witness.public_key()).unwrap();
+    let signed_note = note::checkpoint_note(&checkpoints[1], &signer).unwrap();
+    let mut cosigned_note = signed_note.clone();
+    cosigned_note.add_signature(
+        note::cosign(signed_note.text(), COSIGNATURE_TIME, WITNESS_NAME, &witness).unwrap(),
+    );
+    let cosign = |cp: &SignedCheckpoint| {
+        note::cosign(
+            &note::checkpoint_text(&cp.checkpoint),
+            COSIGNATURE_TIME,
+            WITNESS_NAME,
+            &witness,
+        )
+        .unwrap()
+    };
+
     json!({
+        "note": {
+            "comment": "The checkpoint of size 3 as a C2SP signed note (docs/ledger.md, \"Checkpoints as signed notes\"), and cosigned by a witness (cosignature/v1). The witness key is Ed25519 with seed witness_seed.",
+            "text": signed_note.text(),
+            "key_id_ed25519": format!("{:08x}", VerifierKey::aura_node(key).key_id()),
+            "vkey": VerifierKey::aura_node(key).to_string(),
+            "note": signed_note.encode(),
+            "witness_seed": hex::encode([9u8; 32]),
+            "witness_name": WITNESS_NAME,
+            "witness_vkey": witness_key.to_string(),
+            "cosignature_time": COSIGNATURE_TIME,
+            "cosigned_note": cosigned_note.encode(),
+        },
         "checkpoints": checkpoints.iter().map(|c| json!({
             "tree_size": c.checkpoint.tree_size,
             "time_ns": c.checkpoint.time.as_nanos(),
@@ -157,7 +191,7 @@ fn generated(v: &Value) -> Value {
             "inclusion": {"entry_index": 1, "tree_size": 3, "hex": hex::encode(inclusion_doc)},
             "consistency": {"old": 1, "new": 3, "hex": hex::encode(consistency_doc)},
         },
-        "bundles": bundles(&signer, &entries, &encoded, &checkpoints),
+        "bundles": bundles(&signer, &entries, &encoded, &checkpoints, &cosign),
     })
 }
 
@@ -168,8 +202,9 @@ fn bundles(
     entries: &[Entry],
     encoded: &[Vec<u8>],
     checkpoints: &[SignedCheckpoint],
+    cosign: &dyn Fn(&SignedCheckpoint) -> note::NoteSignature,
 ) -> Value {
-    let write = |pruned: bool| {
+    let write = |pruned: bool, cosigned: bool| {
         let mut w = BundleWriter::new(Vec::new(), &signer.public_key()).unwrap();
         for (i, e) in encoded.iter().enumerate() {
             let hash = Entry::hash_encoded(e);
@@ -184,14 +219,19 @@ fn bundles(
                 .find(|c| c.checkpoint.tree_size == i as u64 + 1)
             {
                 w.checkpoint(cp).unwrap();
+                if cosigned {
+                    w.cosignature(&cosign(cp)).unwrap();
+                }
             }
         }
         hex::encode(w.finish().unwrap())
     };
     let version = aura_ledger::bundle::VERSION;
     json!({
-        format!("v{version}"): {"version": version, "pruned": 0, "hex": write(false)},
-        format!("v{version}_pruned"): {"version": version, "pruned": 1, "hex": write(true)},
+        format!("v{version}"): {"version": version, "pruned": 0, "hex": write(false, false)},
+        format!("v{version}_pruned"): {"version": version, "pruned": 1, "hex": write(true, false)},
+        format!("v{version}_cosigned"):
+            {"version": version, "pruned": 0, "cosigned": 2, "hex": write(false, true)},
     })
 }
 
@@ -274,6 +314,30 @@ fn rfc6962_reference_trees_and_proofs() {
     }
     // The generated roots are the reference roots.
     assert_eq!(v["rfc6962_generated"]["roots"], v["rfc6962"]["roots"]);
+    // Consistency "proofs" with empty paths, which RFC 9162's verification rejects and
+    // Aura (like c2sp.org/tlog-witness) accepts on conditions of their own.
+    for p in v["rfc6962"]["empty_paths"].as_array().unwrap() {
+        let (old, new) = (p["old"].as_u64().unwrap(), p["new"].as_u64().unwrap());
+        assert_eq!(p["rfc9162"], "rejected");
+        merkle::verify_consistency(old, new, &roots[old as usize], &roots[new as usize], &[])
+            .unwrap();
+        assert!(tree.consistency_proof(old, new).unwrap().is_empty());
+        // The conditions: old = 0 needs the empty tree's root, old = new equal roots,
+        // and neither takes a path.
+        assert!(
+            merkle::verify_consistency(old, new, &roots[1], &roots[new as usize], &[]).is_err()
+        );
+        assert!(
+            merkle::verify_consistency(
+                old,
+                new,
+                &roots[old as usize],
+                &roots[new as usize],
+                &[roots[1]]
+            )
+            .is_err()
+        );
+    }
 }
 
 #[test]
@@ -358,6 +422,26 @@ fn proof_documents_from_the_file_verify() {
     );
 }
 
+#[test]
+fn checkpoint_notes_from_the_file() {
+    let v = vectors();
+    let key = key(&v);
+    let n = &v["note"];
+    let opened = note::open_checkpoint(n["note"].as_str().unwrap().as_bytes(), &key).unwrap();
+    let expected = SignedCheckpoint::decode(&unhex(&v["checkpoints"][1]["signed_hex"])).unwrap();
+    assert_eq!(opened.checkpoint, Some(expected));
+    assert_eq!(opened.note.text(), n["text"].as_str().unwrap());
+    let vkey = VerifierKey::parse(n["vkey"].as_str().unwrap()).unwrap();
+    assert_eq!(vkey, VerifierKey::aura_node(key));
+    let witness = VerifierKey::parse(n["witness_vkey"].as_str().unwrap()).unwrap();
+    let cosigned = note::Note::parse(n["cosigned_note"].as_str().unwrap().as_bytes()).unwrap();
+    assert_eq!(
+        cosigned.verify(&witness).unwrap(),
+        n["cosignature_time"].as_u64()
+    );
+    cosigned.verify(&vkey).unwrap();
+}
+
 /// Bundles of every version ever written still verify, with the same summary.
 #[test]
 fn bundles_of_every_version_verify() {
@@ -366,6 +450,11 @@ fn bundles_of_every_version_verify() {
     let root = v["checkpoint"]["root"].as_str().unwrap();
     let bundles = v["bundles"].as_object().unwrap();
     assert!(bundles.len() >= 3, "v1, v2 and v2 pruned at least");
+    let witness = VerifierKey::parse(v["note"]["witness_vkey"].as_str().unwrap()).unwrap();
+    let expect = Expect {
+        witnesses: vec![witness],
+        heads: Vec::new(),
+    };
     for (name, b) in bundles {
         let bytes = unhex(&b["hex"]);
         assert_eq!(
@@ -373,7 +462,14 @@ fn bundles_of_every_version_verify() {
             b["version"].as_u64().unwrap(),
             "{name}"
         );
-        let s = verify_bundle(&bytes[..], &key).unwrap_or_else(|f| panic!("{name}: {f}"));
+        verify_bundle(&bytes[..], &key).unwrap_or_else(|f| panic!("{name}: {f}"));
+        let s =
+            verify_bundle_with(&bytes[..], &key, &expect).unwrap_or_else(|f| panic!("{name}: {f}"));
+        assert_eq!(
+            s.cosigned.len() as u64,
+            b["cosigned"].as_u64().unwrap_or(0),
+            "{name}"
+        );
         assert_eq!(s.entries, 3, "{name}");
         assert_eq!(s.checkpoints, 2, "{name}");
         assert_eq!(s.pruned, b["pruned"].as_u64().unwrap(), "{name}");
