@@ -14,6 +14,11 @@
 //! A lock file next to the database keeps a second process from opening the same store
 //! for writing: two writers would each hold their own idea of the heads.
 //!
+//! With [`Options::published`] set, the store keeps its latest checkpoint as a signed
+//! note in that file and refuses to open for writing a database that has fallen behind
+//! it (cut back, or restored from an older copy) or whose history differs from it; see
+//! [`publish`].
+//!
 //! # Failpoints
 //!
 //! With the cargo feature `failpoints` (tests only; without it the `fail` crate is not
@@ -34,6 +39,7 @@
 //! before answering, so the next append follows exactly what is stored.
 //! crates/aura-store/tests/failpoints.rs checks each one.
 
+pub mod publish;
 mod schema;
 mod writer;
 
@@ -83,6 +89,9 @@ pub struct Options {
     /// Whether a commit waits for the disk. Anything but [`Durability::Full`] breaks the
     /// store's promise and exists only to measure what that promise costs.
     pub durability: Durability,
+    /// Where the node publishes its latest checkpoint (a signed note; see [`publish`]),
+    /// and what opening for writing checks the database against. `None`: neither.
+    pub published: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -91,6 +100,7 @@ impl Default for Options {
             max_group_entries: 8192,
             cache_kib: 64 * 1024,
             durability: Durability::Full,
+            published: None,
         }
     }
 }
@@ -187,6 +197,17 @@ impl SqliteStore {
             }
         }
         let state = load_state(&conn, &path)?;
+        let publisher = match &options.published {
+            Some(file) => {
+                publish::check(&conn, &path, file, &node_key, &state)?;
+                Some(publish::Publisher::spawn(
+                    file.clone(),
+                    signer.clone(),
+                    state.last_checkpoint,
+                )?)
+            }
+            None => None,
+        };
         let (commits, _) = tokio::sync::broadcast::channel(COMMIT_BACKLOG);
         let writer = writer::spawn(
             commits.clone(),
@@ -196,6 +217,7 @@ impl SqliteStore {
             clock,
             state,
             options.max_group_entries,
+            publisher,
         )?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
