@@ -57,6 +57,7 @@ use aura_ledger::SignedCheckpoint;
 use aura_ledger::bundle::BundleWriter;
 use aura_ledger::entry::{self, Entry, PrunedEntry};
 use aura_ledger::merkle::{self, Frontier};
+use aura_ledger::note::NoteSignature;
 use aura_ledger::proof::{ConsistencyProof, InclusionProof};
 use aura_ledger::verify::{Failure, Location, Reason, Summary, Verifier};
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
@@ -926,6 +927,95 @@ fn verify_store(
     })
 }
 
+/// Witness cosignatures to put into an export: by tree size, the root they cosign and
+/// their signature lines.
+pub type Cosignatures = HashMap<u64, (Hash, Vec<NoteSignature>)>;
+
+impl SqliteStore {
+    /// Exports the ledger as [`Store::export`] does, with each checkpoint followed by the
+    /// cosignatures `cosignatures` holds for its size (bundle version 3). A cosignature
+    /// set whose root is not the ledger's at that size refuses the export: it is evidence
+    /// of another history, not of this one.
+    pub async fn export_cosigned(
+        &self,
+        out: Box<dyn std::io::Write + Send>,
+        cosignatures: Cosignatures,
+        progress: Box<dyn Fn(u64) + Send + Sync>,
+    ) -> Result<Summary, Error> {
+        let key = self.inner.node_key;
+        self.read(move |conn, path| {
+            let io = |source| Error::Io {
+                context: "cannot write the export".into(),
+                source,
+            };
+            let writer = std::cell::RefCell::new(BundleWriter::new(out, &key).map_err(io)?);
+            let verifier = std::cell::RefCell::new(Verifier::new(key));
+            // The export is verified as it is written: exporting a damaged ledger fails.
+            let outcome = scan(
+                conn,
+                path,
+                |position, row| -> Result<(), Result<Failure, std::io::Error>> {
+                    let checked = check_row(position, row).map_err(Ok)?;
+                    checked
+                        .verify(&mut verifier.borrow_mut(), |_, _| {})
+                        .map_err(Ok)?;
+                    let mut writer = writer.borrow_mut();
+                    if checked.pruned {
+                        writer.pruned(checked.raw, &checked.hash).map_err(Err)?;
+                    } else {
+                        writer.entry(checked.raw, &checked.hash).map_err(Err)?;
+                    }
+                    if (position + 1) % PROGRESS_EVERY == 0 {
+                        progress(position + 1);
+                    }
+                    Ok(())
+                },
+                |seen, row| {
+                    let cp = check_checkpoint_row(seen, row).map_err(Ok)?;
+                    verifier.borrow_mut().checkpoint(&cp).map_err(Ok)?;
+                    writer.borrow_mut().checkpoint(&cp).map_err(Err)?;
+                    let Some((root, sigs)) = cosignatures.get(&cp.checkpoint.tree_size) else {
+                        return Ok(());
+                    };
+                    if *root != cp.checkpoint.root {
+                        return Err(Ok(Failure {
+                            location: Location::Checkpoint {
+                                after_entries: seen,
+                                tree_size: Some(cp.checkpoint.tree_size),
+                            },
+                            reason: Reason::Other(format!(
+                                "the cosigned checkpoint of this size has root {root}, not the ledger's"
+                            )),
+                        }));
+                    }
+                    for sig in sigs {
+                        verifier.borrow_mut().cosignature(sig).map_err(Ok)?;
+                        writer.borrow_mut().cosignature(sig).map_err(Err)?;
+                    }
+                    Ok(())
+                },
+            )?;
+            match outcome {
+                Ok(()) => {}
+                Err(Ok(failure)) => {
+                    return Err(Error::Inconsistent(format!(
+                        "refusing to export: {failure}"
+                    )));
+                }
+                Err(Err(e)) => return Err(io(e)),
+            }
+            let summary = verifier
+                .into_inner()
+                .finish()
+                .map_err(|f| Error::Inconsistent(format!("refusing to export: {f}")))?;
+            writer.into_inner().finish().map_err(io)?;
+            progress(summary.entries);
+            Ok(summary)
+        })
+        .await
+    }
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     fn node_key(&self) -> PublicKey {
@@ -1167,57 +1257,7 @@ impl Store for SqliteStore {
         out: Box<dyn std::io::Write + Send>,
         progress: Box<dyn Fn(u64) + Send + Sync>,
     ) -> Result<Summary, Error> {
-        let key = self.inner.node_key;
-        self.read(move |conn, path| {
-            let io = |source| Error::Io {
-                context: "cannot write the export".into(),
-                source,
-            };
-            let writer = std::cell::RefCell::new(BundleWriter::new(out, &key).map_err(io)?);
-            let verifier = std::cell::RefCell::new(Verifier::new(key));
-            // The export is verified as it is written: exporting a damaged ledger fails.
-            let outcome = scan(
-                conn,
-                path,
-                |position, row| -> Result<(), Result<Failure, std::io::Error>> {
-                    let checked = check_row(position, row).map_err(Ok)?;
-                    checked
-                        .verify(&mut verifier.borrow_mut(), |_, _| {})
-                        .map_err(Ok)?;
-                    let mut writer = writer.borrow_mut();
-                    if checked.pruned {
-                        writer.pruned(checked.raw, &checked.hash).map_err(Err)?;
-                    } else {
-                        writer.entry(checked.raw, &checked.hash).map_err(Err)?;
-                    }
-                    if (position + 1) % PROGRESS_EVERY == 0 {
-                        progress(position + 1);
-                    }
-                    Ok(())
-                },
-                |seen, row| {
-                    let cp = check_checkpoint_row(seen, row).map_err(Ok)?;
-                    verifier.borrow_mut().checkpoint(&cp).map_err(Ok)?;
-                    writer.borrow_mut().checkpoint(&cp).map_err(Err)
-                },
-            )?;
-            match outcome {
-                Ok(()) => {}
-                Err(Ok(failure)) => {
-                    return Err(Error::Inconsistent(format!(
-                        "refusing to export: {failure}"
-                    )));
-                }
-                Err(Err(e)) => return Err(io(e)),
-            }
-            let summary = verifier
-                .into_inner()
-                .finish()
-                .map_err(|f| Error::Inconsistent(format!("refusing to export: {f}")))?;
-            writer.into_inner().finish().map_err(io)?;
-            progress(summary.entries);
-            Ok(summary)
-        })
-        .await
+        self.export_cosigned(out, Cosignatures::new(), progress)
+            .await
     }
 }
