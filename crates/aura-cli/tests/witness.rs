@@ -213,7 +213,9 @@ fn a_witness_cosigns_a_nodes_checkpoints_and_a_cut_back_export_is_caught() {
     append(&log, 3, "c");
     log.run(&["ledger", "witness", "request", "--old", "4", "-o", s(&req)])
         .ok();
-    w.run(&["ledger", "witness", "cosign", s(&req)]).ok();
+    w.run(&["ledger", "witness", "cosign", s(&req), "-o", s(&cosigned)])
+        .ok();
+    log.run(&["ledger", "witness", "attach", s(&cosigned)]).ok();
     let origin = format!(
         "aura.node/{}",
         log.run(&["--json", "key", "show"]).ok().json()["node_id"]
@@ -253,8 +255,19 @@ fn a_witness_cosigns_a_nodes_checkpoints_and_a_cut_back_export_is_caught() {
     )
     .unwrap();
     drop(conn);
-    forked.run(&["ledger", "verify"]).ok();
+    // The cosignature of 7 entries it kept shows the cut.
+    let out = forked.run(&["ledger", "verify"]).one_line_error(3);
+    assert!(
+        out.stderr.contains("cut back") && out.stderr.contains("7.note"),
+        "{}",
+        out.stderr
+    );
     append(&forked, 4, "other");
+    // Its export refuses to carry a cosignature of another history.
+    let out = forked
+        .run(&["ledger", "export", "-o", s(&file(&forked, "f.bundle"))])
+        .one_line_error(1);
+    assert!(out.stderr.contains("refusing to export"), "{}", out.stderr);
     forked
         .run(&["ledger", "witness", "request", "--old", "7", "-o", s(&req)])
         .ok();

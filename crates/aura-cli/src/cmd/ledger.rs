@@ -822,6 +822,15 @@ async fn verify_local(
             return Err(e).with_context(|| format!("cannot read {}", published.display()));
         }
     }
+    // So are the checkpoints witnesses cosigned, kept for exports.
+    for (path, bytes) in super::witness::kept_notes(home)? {
+        expect.heads.push(known_head(
+            &bytes,
+            &store.node_key(),
+            &[],
+            &path.display().to_string(),
+        )?);
+    }
     let total = store.tree_size().await?;
     let bar = out.progress(total, "verifying");
     let progress = bar.clone();

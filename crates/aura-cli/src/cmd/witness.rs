@@ -704,24 +704,33 @@ async fn attach(home: &Home, out: &Output, file: &Path) -> anyhow::Result<()> {
     )
 }
 
+/// The cosigned notes kept for exports, as files and their bytes.
+pub(crate) fn kept_notes(home: &Home) -> anyhow::Result<Vec<(PathBuf, Vec<u8>)>> {
+    let dir = cosignatures_dir(home);
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
+    };
+    let mut out = Vec::new();
+    for e in entries {
+        let path = e?.path();
+        if path.extension().and_then(|x| x.to_str()) == Some("note") {
+            let bytes = read_input(&path)?;
+            out.push((path, bytes));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// The cosignatures kept for exports, by tree size. A kept note that no longer opens is
 /// an error: it was damaged, and exporting without it would hide that.
 pub(crate) fn kept_cosignatures(home: &Home) -> anyhow::Result<aura_store::sqlite::Cosignatures> {
     let key = home.node_public_key()?;
     let origin = VerifierKey::aura_node(key).name;
     let mut out = aura_store::sqlite::Cosignatures::new();
-    let dir = cosignatures_dir(home);
-    let entries = match fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
-    };
-    for e in entries {
-        let path = e?.path();
-        if path.extension().and_then(|x| x.to_str()) != Some("note") {
-            continue;
-        }
-        let bytes = read_input(&path)?;
+    for (path, bytes) in kept_notes(home)? {
         let opened: Note = note::open_checkpoint(&bytes, &key)
             .map_err(|e| {
                 hinted(

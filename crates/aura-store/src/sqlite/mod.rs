@@ -934,8 +934,9 @@ pub type Cosignatures = HashMap<u64, (Hash, Vec<NoteSignature>)>;
 impl SqliteStore {
     /// Exports the ledger as [`Store::export`] does, with each checkpoint followed by the
     /// cosignatures `cosignatures` holds for its size (bundle version 3). A cosignature
-    /// set whose root is not the ledger's at that size refuses the export: it is evidence
-    /// of another history, not of this one.
+    /// set that fits no checkpoint of the ledger refuses the export: one with another
+    /// root, or of a size the ledger has no checkpoint of, is evidence of another
+    /// history, and one larger than the ledger of a ledger cut back.
     pub async fn export_cosigned(
         &self,
         out: Box<dyn std::io::Write + Send>,
@@ -950,6 +951,8 @@ impl SqliteStore {
             };
             let writer = std::cell::RefCell::new(BundleWriter::new(out, &key).map_err(io)?);
             let verifier = std::cell::RefCell::new(Verifier::new(key));
+            // The sizes whose cosignatures went into the export.
+            let exported = std::cell::RefCell::new(std::collections::HashSet::new());
             // The export is verified as it is written: exporting a damaged ledger fails.
             let outcome = scan(
                 conn,
@@ -992,6 +995,7 @@ impl SqliteStore {
                         verifier.borrow_mut().cosignature(sig).map_err(Ok)?;
                         writer.borrow_mut().cosignature(sig).map_err(Err)?;
                     }
+                    exported.borrow_mut().insert(cp.checkpoint.tree_size);
                     Ok(())
                 },
             )?;
@@ -1008,6 +1012,22 @@ impl SqliteStore {
                 .into_inner()
                 .finish()
                 .map_err(|f| Error::Inconsistent(format!("refusing to export: {f}")))?;
+            if let Some(size) = cosignatures
+                .keys()
+                .filter(|size| !exported.borrow().contains(size))
+                .min()
+            {
+                return Err(Error::Inconsistent(if *size > summary.entries {
+                    format!(
+                        "refusing to export: a witness cosigned a checkpoint of {size} entries, but the ledger holds {}: it was cut back",
+                        summary.entries
+                    )
+                } else {
+                    format!(
+                        "refusing to export: a witness cosigned a checkpoint of {size} entries, but the ledger has no checkpoint of that size: another history"
+                    )
+                }));
+            }
             writer.into_inner().finish().map_err(io)?;
             progress(summary.entries);
             Ok(summary)
