@@ -270,10 +270,15 @@ impl Mission {
 
     /// The next call to undo: the latest completed one not yet undone (reverse order).
     pub fn next_compensation(&self) -> Option<&Completed> {
-        self.completed
-            .iter()
-            .rev()
-            .find(|c| c.compensation.is_some() && !c.compensated && c.compensation_error.is_none())
+        self.next_compensation_at()
+            .and_then(|i| self.completed.get(i))
+    }
+
+    /// Where in `completed` the next call to undo is.
+    fn next_compensation_at(&self) -> Option<usize> {
+        self.completed.iter().rposition(|c| {
+            c.compensation.is_some() && !c.compensated && c.compensation_error.is_none()
+        })
     }
 
     /// Calls policy has not decided yet, in the reasoner's order.
@@ -594,25 +599,25 @@ impl Mission {
                 call_id, ok, error, ..
             } => {
                 self.require("a compensation", &[Compensating])?;
-                let next = self.next_compensation().map(|c| c.call_id.clone());
-                if next.as_deref() != Some(call_id.as_str()) {
+                // The entry undone is the one `next_compensation` names, found by its
+                // place: call ids may repeat from one turn to the next, and the latest
+                // completed call of that id may be one already undone.
+                let Some(c) = self
+                    .next_compensation_at()
+                    .and_then(|i| self.completed.get_mut(i))
+                    .filter(|c| &c.call_id == call_id)
+                else {
+                    let next = self.next_compensation().map(|c| c.call_id.clone());
                     return Err(invalid(format!(
                         "compensations run in reverse order: the next is {}, not `{call_id}`",
                         next.map_or_else(|| "none".to_owned(), |n| format!("`{n}`"))
                     )));
-                }
-                if let Some(c) = self
-                    .completed
-                    .iter_mut()
-                    .rev()
-                    .find(|c| &c.call_id == call_id)
-                {
-                    if *ok {
-                        c.compensated = true;
-                    } else {
-                        c.compensation_error =
-                            Some(error.clone().unwrap_or_else(|| "unknown error".into()));
-                    }
+                };
+                if *ok {
+                    c.compensated = true;
+                } else {
+                    c.compensation_error =
+                        Some(error.clone().unwrap_or_else(|| "unknown error".into()));
                 }
             }
             Event::Attempt {

@@ -321,6 +321,45 @@ fn rejection_and_cancellation_compensate_in_reverse_order() {
     assert_eq!(s.mission().state, MissionState::Cancelled);
 }
 
+/// A reasoner that gave the same call id in two turns (ids are the reasoner's, and some
+/// repeat them) left two completed calls of one id. Undoing the later one marked it; the
+/// record of undoing the earlier one marked the later one again, so the earlier one was
+/// never undone and a node winding the mission down ran its compensation forever.
+#[test]
+fn calls_of_one_id_in_two_turns_are_each_undone_once() {
+    let mut s = running();
+    for text in ["first", "second"] {
+        s.push(turn(vec![call("c1", "fs.write")], text)).unwrap();
+        s.push(Event::Decided {
+            call_id: "c1".into(),
+            decision: decision("fs.write", Outcome::Permit),
+        })
+        .unwrap();
+        s.push(effect("c1", "fs.write", true, true, None)).unwrap();
+    }
+    s.push(Event::CancelRequested {
+        by: "op".into(),
+        reason: "stop".into(),
+        at: t(10),
+    })
+    .unwrap();
+    s.push(transition(MissionState::Compensating)).unwrap();
+    for _ in 0..2 {
+        assert_eq!(s.mission().next_compensation().unwrap().call_id, "c1");
+        s.push(Event::Compensated {
+            attempts: 0,
+            call_id: "c1".into(),
+            ok: true,
+            error: None,
+            at: t(20),
+        })
+        .unwrap();
+    }
+    assert!(s.mission().completed.iter().all(|c| c.compensated));
+    assert!(s.mission().next_compensation().is_none());
+    s.push(transition(MissionState::Cancelled)).unwrap();
+}
+
 #[test]
 fn a_timeout_without_compensations_fails_directly() {
     let mut s = running();
