@@ -993,16 +993,26 @@ impl Actor {
         credential: Signed<Credential>,
     ) -> Result<(), Error> {
         let mission = self.live(id)?.mission.clone();
-        let Some(esc) = mission
+        let waiting = mission
             .escalation
             .clone()
-            .filter(|_| mission.state == MissionState::Escalated)
-        else {
+            .zip(mission.escalation_answers())
+            .filter(|_| mission.state == MissionState::Escalated);
+        let Some((esc, answers)) = waiting else {
             return Err(Error::Conflict(format!(
                 "mission {id} is {}, not waiting for approval",
                 mission.state
             )));
         };
+        // One approval answers one escalation: a second escalation, even of an identical
+        // request, needs a second decision. An approval names its mission, so the ids
+        // this mission used are the only ones it could be used again for.
+        let used = approval.statement.id;
+        if mission.used_approvals.contains(&used) {
+            return Err(Error::Forbidden(format!(
+                "approval {used} was already used in mission {id}; each escalation needs its own approval"
+            )));
+        }
         let now = self.now();
         let verified = verify_approval(
             &approval,
@@ -1012,6 +1022,7 @@ impl Actor {
             aura_identity::Escalation {
                 mission: id,
                 namespace: &mission.spec.namespace,
+                answers: &answers,
                 request: esc.request,
                 required: esc.level,
             },
