@@ -183,6 +183,13 @@ impl Actor {
             ));
         }
         spec.authority.credential = Some(cred);
+        if !(1..=MissionSpec::MAX_TIMEOUT_SECS).contains(&spec.timeout_secs) {
+            return Err(Error::Invalid(format!(
+                "`timeout_secs` is {}; it must be between 1 and {} (30 days)",
+                spec.timeout_secs,
+                MissionSpec::MAX_TIMEOUT_SECS
+            )));
+        }
         if s.services.reasoners.get(&spec.reasoner).is_none() {
             return Err(Error::Invalid(format!(
                 "no reasoner named `{}` is configured",

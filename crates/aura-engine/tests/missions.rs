@@ -264,6 +264,40 @@ async fn one_approval_cannot_approve_a_second_escalated_delete() {
     assert_eq!(w.engine.replay(id).await.unwrap().unwrap(), *m);
 }
 
+/// A mission declared with a `timeout_secs` of 2^64-1 was accepted. A declaration may ask
+/// for 1 s to 30 days; anything else is refused, naming the field, and nothing is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_beyond_thirty_days_is_refused() {
+    let w = world().await;
+    for timeout in [0, aura_kernel::MissionSpec::MAX_TIMEOUT_SECS + 1, u64::MAX] {
+        match w
+            .engine
+            .submit(w.agent, spec(&["mission.finish"], "t", timeout))
+            .await
+        {
+            Err(Error::Invalid(e)) => assert!(e.contains("`timeout_secs`"), "{e}"),
+            other => panic!("a timeout of {timeout} s: {other:?}"),
+        }
+    }
+    assert!(w.engine.missions(None, None, None).is_empty());
+    let id = w
+        .engine
+        .submit(
+            w.agent,
+            spec(
+                &["mission.finish"],
+                "t",
+                aura_kernel::MissionSpec::MAX_TIMEOUT_SECS,
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        until(&w.engine, id, MissionState::is_terminal).await,
+        MissionState::Completed
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_undoes_completed_writes_in_reverse_order() {
     let w = world().await;

@@ -1,5 +1,6 @@
-//! Answering escalations over HTTP, through a real socket: an approval must name the
-//! escalation waiting, in its own mission, in the current version.
+//! Answering escalations and declaring missions over HTTP, through a real socket: an
+//! approval must name the escalation waiting, in its own mission, in the current version;
+//! a declaration's timeout is bounded.
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
@@ -135,4 +136,27 @@ async fn an_approval_must_name_the_escalation_waiting_in_its_mission() {
     assert_ne!(r.body["state"], "escalated");
     let r = post(m1, right).await;
     assert_eq!(r.status, 409, "{:?}", r.body);
+}
+
+/// A mission declared with a `timeout_secs` of 2^64-1 was accepted. Over HTTP a timeout
+/// outside 1 s to 30 days is a 400 naming the field, and no mission is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_beyond_thirty_days_is_a_bad_request() {
+    let n = start().await;
+    for timeout in [json!(u64::MAX), json!(2_592_001), json!(0)] {
+        let r = n
+            .call(
+                "POST",
+                "/v1/missions",
+                Some("operator"),
+                Some(json!({"agent": n.agent_a.to_string(), "objective": "read", "tools": ["fs.read"], "timeout_secs": timeout})),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{timeout}: {:?}", r.body);
+        assert_error_shape(&r);
+        let message = r.body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("`timeout_secs`"), "{message}");
+    }
+    let r = n.call("GET", "/v1/missions", Some("operator"), None).await;
+    assert_eq!(r.body, json!([]));
 }

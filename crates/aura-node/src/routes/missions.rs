@@ -38,7 +38,7 @@ pub(crate) struct SubmitMission {
     /// The authority it acts under (default: the agent's credential level).
     #[schema(value_type = Option<String>)]
     level: Option<Level>,
-    /// Seconds until it times out.
+    /// Seconds until it times out: 1 to 2592000 (30 days).
     timeout_secs: u64,
     #[serde(default)]
     max_steps: Option<u32>,
