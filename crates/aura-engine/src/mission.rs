@@ -127,8 +127,14 @@ impl Actor {
         destructive: bool,
         approval: Option<VerifiedApproval>,
     ) -> Query {
+        // An agent of another namespace is, to a mission, an agent that does not exist:
+        // namespace isolation would refuse it anyway, and refusing it as unknown (with the
+        // same decision, word for word) tells the sender nothing about other namespaces.
         let target_namespace = match &target {
-            Some(Target::Agent { agent }) => self.shared.agent_namespace(*agent),
+            Some(Target::Agent { agent }) => self
+                .shared
+                .agent_namespace(*agent)
+                .filter(|ns| *ns == mission.spec.namespace),
             _ => None,
         };
         Query {
@@ -859,7 +865,13 @@ impl Actor {
         let shared = self.shared.clone();
         let from = self.agent;
         tokio::spawn(async move {
+            let namespace = shared.agent_namespace(from);
             for (to, body) in outbound {
+                // Policy never permits a message across namespaces; should a call get
+                // through anyway, its message is still not delivered (fail closed).
+                if namespace.is_none() || shared.agent_namespace(to) != namespace {
+                    continue;
+                }
                 if let Ok(mailbox) = shared.mailbox(to) {
                     let (reply, _rx) = tokio::sync::oneshot::channel();
                     let _ = mailbox

@@ -6,14 +6,14 @@
 
 use std::time::Duration;
 
-use aura_core::MissionId;
 use aura_core::Timestamp;
 use aura_core::door::{SeededEntropy, SystemClock};
 use aura_core::hash::Hash;
 use aura_core::keystore::Signer;
-use aura_engine::Error;
+use aura_core::{AgentId, MissionId};
+use aura_engine::{Error, NewAgent, Sender};
 use aura_identity::{Answers, Approval, ApprovalId, Credential, Level, Namespace, Signed, Verdict};
-use aura_kernel::MissionState;
+use aura_kernel::{Event, MissionState, Recorded, Role};
 use serde_json::json;
 
 mod support;
@@ -262,6 +262,88 @@ async fn one_approval_cannot_approve_a_second_escalated_delete() {
         ]
     );
     assert_eq!(w.engine.replay(id).await.unwrap().unwrap(), *m);
+}
+
+/// A refused `agent.send` told the sender that an agent existed in another namespace:
+/// policy refused it for crossing namespaces, where an agent that does not exist was
+/// refused as unknown. Both are now refused alike, word for word, by the mission's tool
+/// and by `Handle::send`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_of_another_namespace_is_refused_as_one_that_does_not_exist() {
+    let w = cedar_world().await;
+    let elsewhere = w
+        .engine
+        .create_agent(NewAgent {
+            name: "elsewhere".into(),
+            level: Level::L2,
+            namespace: Namespace::new("team-b").unwrap(),
+            public_key: None,
+        })
+        .await
+        .unwrap()
+        .id;
+    let nobody = AgentId::from_bytes([9; 16]);
+    w.script.0.lock().unwrap().extend([
+        vec![(
+            "agent.send",
+            json!({"to": elsewhere.to_string(), "body": "hi"}),
+        )],
+        vec![(
+            "agent.send",
+            json!({"to": nobody.to_string(), "body": "hi"}),
+        )],
+    ]);
+    let id = w
+        .engine
+        .submit(w.agent, spec(&["agent.send", "mission.finish"], "send", 60))
+        .await
+        .unwrap();
+    assert_eq!(
+        until(&w.engine, id, MissionState::is_terminal).await,
+        MissionState::Completed
+    );
+    // What the sender's reasoner was told.
+    let m = w.engine.mission(id).unwrap();
+    let told: Vec<&str> = m
+        .conversation
+        .iter()
+        .filter(|c| c.role == Role::Tool)
+        .map(|c| c.content.as_str())
+        .take(2)
+        .collect();
+    assert_eq!(told.len(), 2);
+    assert_eq!(told[0], told[1]);
+    // What the record says policy decided, the agent's id aside.
+    let mut decided = Vec::new();
+    for e in w.engine.record(w.agent, 1, 1000).await.unwrap() {
+        if e.entry.kind.as_str() == "mission.decided" {
+            let r = Recorded::from_body(e.body().unwrap()).unwrap();
+            if let Event::Decided { decision, .. } = r.event
+                && decision.action == "agent.send"
+            {
+                decided.push(serde_json::to_string(&decision).unwrap());
+            }
+        }
+    }
+    assert_eq!(decided.len(), 2);
+    assert_eq!(
+        decided[0].replace(&elsewhere.to_string(), "AGENT"),
+        decided[1].replace(&nobody.to_string(), "AGENT")
+    );
+    assert!(!decided[0].contains("team-b"), "{}", decided[0]);
+    // Nothing reached the other namespace.
+    assert_eq!(w.engine.record(elsewhere, 1, 100).await.unwrap().len(), 1);
+
+    // The engine's own delivery answers alike.
+    let send = |to| w.engine.send(to, Sender::Agent(w.agent), json!("hi"));
+    let (a, b) = (send(elsewhere).await, send(nobody).await);
+    let (Err(Error::NotFound(a)), Err(Error::NotFound(b))) = (a, b) else {
+        panic!("both are refused as not found");
+    };
+    assert_eq!(
+        a.replace(&elsewhere.to_string(), "AGENT"),
+        b.replace(&nobody.to_string(), "AGENT")
+    );
 }
 
 /// A mission declared with a `timeout_secs` of 2^64-1 was accepted. A declaration may ask
