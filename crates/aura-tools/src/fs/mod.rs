@@ -27,7 +27,7 @@ use crate::args::{parse, schema_for};
 use crate::call::{Call, Capability, Prepared, Target, ToolDescriptor};
 use crate::context::{Limits, ToolContext};
 use crate::effect::{Compensation, Effect, ErrorKind, ToolError};
-use crate::registry::{Tool, blocking};
+use crate::tool::{Tool, blocking};
 
 pub(crate) use beneath::RelPath;
 use beneath::{Opened, Workspace, type_name};
