@@ -20,8 +20,9 @@ use aura_kernel::{
 };
 use serde_json::Value;
 
-use crate::agent::{Actor, Control, Inbox, Live, Work};
-use crate::engine::{Error, Sender};
+use crate::agent::{Actor, Live, Work};
+use crate::command::{Control, Inbox, Sender};
+use crate::error::Error;
 use crate::ports::{ExecContext, Heartbeat, Proposal, Query, ReasonRequest, Target};
 
 /// A refusal that is not policy's: the call was malformed or not among the mission's tools.

@@ -1,0 +1,48 @@
+//! The engine's error: what a request to the engine can come back with.
+
+use aura_core::MissionId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(
+        "mission {0} was pruned: only its submission and its final transition are kept, so it cannot be replayed"
+    )]
+    Pruned(MissionId),
+    #[error("the engine is shutting down")]
+    Closed,
+    #[error("the ledger refused the write")]
+    Store(#[from] aura_store::Error),
+    #[error("cannot create the agent's key")]
+    Keystore(#[from] aura_core::keystore::Error),
+}
+
+impl From<aura_kernel::KernelError> for Error {
+    /// The kernel refused an event: the request that led to it was not acceptable.
+    fn from(e: aura_kernel::KernelError) -> Self {
+        Error::Invalid(e.to_string())
+    }
+}
+
+impl Error {
+    /// A short machine-readable code for API errors.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::NotFound(_) => "not_found",
+            Error::Invalid(_) => "invalid_request",
+            Error::Forbidden(_) => "forbidden",
+            Error::Conflict(_) => "conflict",
+            Error::Pruned(_) => "pruned",
+            Error::Closed => "unavailable",
+            Error::Store(e) if e.is_refusal() => "conflict",
+            Error::Store(_) | Error::Keystore(_) => "internal",
+        }
+    }
+}
