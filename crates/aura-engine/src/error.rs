@@ -22,13 +22,11 @@ pub enum Error {
     Store(#[from] aura_store::Error),
     #[error("cannot create the agent's key")]
     Keystore(#[from] aura_core::keystore::Error),
-}
-
-impl From<aura_kernel::KernelError> for Error {
-    /// The kernel refused an event: the request that led to it was not acceptable.
-    fn from(e: aura_kernel::KernelError) -> Self {
-        Error::Invalid(e.to_string())
-    }
+    /// The kernel refused an event: the request that led to it was not acceptable (an
+    /// answer to a mission in a state that takes none, say). Kept whole, so that callers
+    /// can tell which refusal it was; it reads as the kernel's own message.
+    #[error(transparent)]
+    Kernel(#[from] aura_kernel::KernelError),
 }
 
 impl Error {
@@ -36,7 +34,7 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Error::NotFound(_) => "not_found",
-            Error::Invalid(_) => "invalid_request",
+            Error::Invalid(_) | Error::Kernel(_) => "invalid_request",
             Error::Forbidden(_) => "forbidden",
             Error::Conflict(_) => "conflict",
             Error::Pruned(_) => "pruned",

@@ -551,6 +551,29 @@ async fn bad_declarations_are_refused_before_anything_is_recorded() {
     assert_eq!(w.engine.store().tree_size().await.unwrap(), before);
 }
 
+/// Regression test for the engine flattening the kernel's refusals into a string: a
+/// declaration the kernel refuses (no objective) reached callers as `Error::Invalid` with
+/// the kernel's message copied in, so nothing could tell a kernel refusal from the
+/// engine's own checks or reach the `KernelError` behind it. It is now kept whole, with
+/// the same message and API code as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declaration_the_kernel_refuses_comes_back_as_the_kernels_error() {
+    let w = world().await;
+    let before = w.engine.store().tree_size().await.unwrap();
+    let mut s = spec(&["fs.read"], "x", 60);
+    s.objective = "  ".into();
+    let err = w.engine.submit(w.agent, s).await.unwrap_err();
+    match &err {
+        Error::Kernel(aura_kernel::KernelError::Invalid(why)) => {
+            assert_eq!(why, "a mission needs an objective");
+        }
+        other => panic!("not the kernel's refusal: {other:?}"),
+    }
+    assert_eq!(err.to_string(), "a mission needs an objective");
+    assert_eq!(err.code(), "invalid_request");
+    assert_eq!(w.engine.store().tree_size().await.unwrap(), before);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_escalated_mission_survives_a_restart_and_resumes_when_approved() {
     let w = world().await;
