@@ -44,3 +44,19 @@ impl Error {
         }
     }
 }
+
+/// An error and its causes on one line, as the record keeps a failure (a cause already
+/// in the text is not repeated).
+pub(crate) fn one_line(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = s.source();
+    }
+    line
+}

@@ -22,6 +22,8 @@
 pub mod adapters;
 pub mod events;
 pub mod ports;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 
 mod agent;
 mod command;

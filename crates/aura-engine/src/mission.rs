@@ -22,8 +22,10 @@ use serde_json::Value;
 
 use crate::agent::{Actor, Live, Work};
 use crate::command::{Control, Inbox, Sender};
-use crate::error::Error;
-use crate::ports::{ExecContext, Heartbeat, Proposal, Query, ReasonRequest, Target};
+use crate::error::{Error, one_line};
+use crate::ports::{
+    ErrorKind, ExecContext, Heartbeat, Proposal, Query, ReasonRequest, Target, failed_effect,
+};
 
 /// A refusal that is not policy's: the call was malformed or not among the mission's tools.
 fn refusal(call: &ToolCall, why: String) -> Decision {
@@ -396,7 +398,7 @@ impl Actor {
         let mut silence = after(policy.heartbeat());
         let outcome = loop {
             tokio::select! {
-                outcome = &mut turn => break outcome.map_err(|e| (kinds::REASONER, e)),
+                outcome = &mut turn => break outcome.map_err(|e| (kinds::REASONER, one_line(&e))),
                 Some(()) = beats.recv() => silence = after(policy.heartbeat()),
                 () = until(limit) => break Err((
                     kinds::START_TO_CLOSE,
@@ -739,16 +741,7 @@ impl Actor {
         let proposal = match s.services.tools.prepare(call) {
             Ok(p) => p,
             Err(why) => {
-                return Attempted::Done(Box::new(Effect {
-                    call_id: call.id.clone(),
-                    tool: call.name.clone(),
-                    ok: false,
-                    output: Value::Null,
-                    error: Some(why),
-                    compensation: None,
-                    message: None,
-                    finish: None,
-                }));
+                return Attempted::Done(Box::new(failed_effect(call, why.kind, why.message)));
             }
         };
         let tools = s.services.tools.clone();
@@ -846,7 +839,7 @@ impl Actor {
         }
         let proposal: Proposal = match self.shared.services.tools.prepare(call) {
             Ok(p) => p,
-            Err(why) => return refusal(call, why),
+            Err(why) => return refusal(call, why.to_string()),
         };
         let q = self.query(
             mission,
@@ -985,16 +978,16 @@ impl Actor {
         let tools = &self.shared.services.tools;
         let mut attempt = 1;
         loop {
-            let result = tools.compensate(ctx, tool, compensation).await;
-            let Err(e) = &result else {
-                return Some((result, attempt));
+            let Err(e) = tools.compensate(ctx, tool, compensation).await else {
+                return Some((Ok(()), attempt));
             };
-            let kind = e.split_once(": ").map_or("", |(k, _)| k);
+            // The kind is the error's own, by its recorded name (as a policy's
+            // `non_retryable` names it), never a guess from the message.
             let backoff = policy
-                .backoff(attempt, kind)
+                .backoff(attempt, &e.kind.recorded_name())
                 .filter(|_| attempt < MAX_COMPENSATION_ATTEMPTS);
             let Some(wait) = backoff else {
-                return Some((result, attempt));
+                return Some((Err(e.to_string()), attempt));
             };
             let mut stopping = self.shared.stopping.subscribe();
             tokio::select! {
@@ -1248,23 +1241,31 @@ enum Attempted {
     Stopping,
 }
 
-/// Tool failures that say nothing about the call itself (the network, the disk, a
-/// timeout, a defect), so another attempt may succeed. Every other failure (bad
-/// arguments, confinement, a missing file...) is the call's answer: recorded as its
-/// effect for the reasoner to work around.
-const TRANSIENT: [&str; 4] = ["timeout", "network", "io", "internal"];
-
-/// A failed effect of a transient kind, as `(kind, message)`. The registry's effects
-/// carry their error as `kind: message`.
+/// A failed effect whose kind is transient ([`ErrorKind::is_transient`]: the network,
+/// the disk, a timeout, a defect, so another attempt may succeed), as `(kind, message)`
+/// for the attempt's failure record. Every other failure (bad arguments, confinement, a
+/// missing file...) is the call's answer: recorded as its effect for the reasoner to work
+/// around. So is a failure without a kind, or of a kind this build does not know: running
+/// a call again is never a guess.
+///
+/// The decision reads the effect's typed kind only, never its message. Records made
+/// before effects carried a kind never come here: an effect is judged once, as the tool
+/// returns it, and what was decided then is itself recorded (an `attempt_failed` with its
+/// kind, or the effect), which replay reads rather than decides again.
 fn transient_failure(effect: &Effect) -> Option<(String, String)> {
     if effect.ok {
         return None;
     }
-    let error = effect.error.as_deref()?;
-    let (kind, message) = error.split_once(": ")?;
-    TRANSIENT
-        .contains(&kind)
-        .then(|| (kind.to_owned(), message.to_owned()))
+    let name = effect.error_kind.as_deref()?;
+    let kind = ErrorKind::from_recorded_name(name).filter(|k| k.is_transient())?;
+    let error = effect.error.clone().unwrap_or_default();
+    // The message the reasoner would read starts with the kind (`network: ...`); the
+    // attempt's record keeps the kind apart, so it is left out there.
+    let prefix = format!("{}: ", kind.as_str());
+    let message = error
+        .strip_prefix(&prefix)
+        .map_or(error.clone(), str::to_owned);
+    Some((name.to_owned(), message))
 }
 
 /// Why a mission fails when one of its calls ran out of attempts.
@@ -1310,4 +1311,78 @@ fn idle_turns(conversation: &[std::sync::Arc<aura_kernel::Message>]) -> usize {
         .rev()
         .take_while(|m| m.role == aura_kernel::Role::Assistant && m.tool_calls.is_empty())
         .count()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+    use super::*;
+
+    /// A failure of `kind` as the registry reports it, made into the kernel's record by
+    /// the adapter, then written and read back as the ledger would.
+    fn through_the_record(kind: ErrorKind) -> Effect {
+        let effect = aura_tools::Effect::failed(
+            "fs.read",
+            "c1",
+            aura_tools::ToolError::new(kind, "fs.read: it failed"),
+        );
+        let recorded = crate::adapters::tools::recorded(effect);
+        let back: Effect = serde_json::from_slice(&serde_json::to_vec(&recorded).unwrap()).unwrap();
+        assert_eq!(back, recorded);
+        back
+    }
+
+    /// Regression test for retries decided from an error's text: the engine split a
+    /// failed effect's error string on `": "` and matched the head against a hard-coded
+    /// list of kinds, so a kind renamed (or a message not starting with its kind) silently
+    /// stopped being retried. Every kind now round-trips through the record, and its
+    /// typed kind alone decides, whatever the message says.
+    #[test]
+    fn every_error_kind_round_trips_through_the_record_and_the_kind_alone_decides_retries() {
+        for kind in ErrorKind::ALL {
+            let effect = through_the_record(kind);
+            assert_eq!(effect.error_kind, Some(kind.recorded_name()), "{kind:?}");
+            let decided = transient_failure(&effect);
+            assert_eq!(decided.is_some(), kind.is_transient(), "{kind:?}");
+            if let Some((name, message)) = decided {
+                assert_eq!(name, kind.recorded_name());
+                assert_eq!(message, "fs.read: it failed");
+            }
+
+            // The kind's name as people read it, in the message, is renamed: the decision
+            // does not move.
+            let renamed = Effect {
+                error: Some("renamed: fs.read: it failed".into()),
+                ..effect.clone()
+            };
+            assert_eq!(
+                transient_failure(&renamed).is_some(),
+                kind.is_transient(),
+                "{kind:?}"
+            );
+        }
+
+        // A message naming a transient kind decides nothing: the kind does.
+        let refused = Effect {
+            error: Some("network: down".into()),
+            ..through_the_record(ErrorKind::InvalidArguments)
+        };
+        assert_eq!(transient_failure(&refused), None);
+        // A failure without a kind, or of one this build does not know, is the call's
+        // answer: never run again on a guess.
+        for error_kind in [None, Some("no_such_kind".to_owned())] {
+            let unknown = Effect {
+                error_kind,
+                ..through_the_record(ErrorKind::Network)
+            };
+            assert_eq!(transient_failure(&unknown), None);
+        }
+        // A success is never a failure to retry.
+        let ok = Effect {
+            ok: true,
+            ..through_the_record(ErrorKind::Network)
+        };
+        assert_eq!(transient_failure(&ok), None);
+    }
 }

@@ -6,9 +6,9 @@
 //! which waits for each store call on the runtime's own thread: paused time advances
 //! only when every task waits on a timer, never while a commit is on disk.
 //!
-//! The tools and the reasoner are doubles defined here: each tool call follows a script
-//! of acts (succeed, fail with a kind, sleep, heartbeat, hang) and every execution is
-//! counted.
+//! The tools are a double defined here: each tool call follows a script of acts
+//! (succeed, fail with a kind, sleep, heartbeat, hang) and every execution is counted. The
+//! reasoner and the policy are aura-engine's `test_util` doubles.
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
@@ -22,18 +22,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aura_core::door::{Clock, OsEntropy, SeededEntropy, SystemClock};
-use aura_core::hash::Hash;
 use aura_core::keystore::Signer;
 use aura_core::{AgentId, MissionId, PublicKey, Timestamp};
 use aura_engine::ports::{
-    ExecContext, Policy, Proposal, Query, ReasonRequest, Reasoner, Reasoners, Target, ToolSpec,
-    Tools,
+    ErrorKind, ExecContext, Proposal, Target, ToolError, ToolSpec, Tools, failed_effect,
 };
+use aura_engine::test_util::{Answer, OneReasoner, PermitAll, ScriptedReasoner};
 use aura_engine::{Control, Handle, Options, Services, StuckReason};
 use aura_identity::{Level, Namespace, TrustSet};
 use aura_kernel::{
-    Authority, Budget, Decision, Effect, Event, MissionSpec, MissionState, Outcome, Recorded,
-    RetryPolicy, StepPolicy, ToolCall, Turn,
+    Authority, Budget, Effect, Event, MissionSpec, MissionState, Recorded, RetryPolicy, StepPolicy,
+    ToolCall,
 };
 use aura_ledger::checkpoint::SignedCheckpoint;
 use aura_ledger::proof::{ConsistencyProof, InclusionProof};
@@ -178,14 +177,15 @@ impl Store for Blocking {
 }
 
 // ---------------------------------------------------------------------------------------
-// Doubles: scripted tools and reasoner, a permissive policy.
+// Doubles: scripted tools.
 
 /// What one attempt of a tool does.
 #[derive(Debug, Clone)]
 enum Act {
     Ok,
-    /// Fails with an error of this kind (`io` and `timeout` are transient).
-    Fail(&'static str),
+    /// Fails with an error of this kind (`io` and `timeout` are transient). The message
+    /// does not name the kind: the engine must retry from the kind alone.
+    Fail(ErrorKind),
     /// Takes this long, then succeeds.
     Sleep(u64),
     /// Heartbeats `{"done": i}` every `every` ms, `beats` times, then does `then`.
@@ -229,16 +229,17 @@ impl ScriptedTools {
     }
 }
 
-fn effect(call: &ToolCall, ok: bool, error: Option<String>) -> Effect {
+fn done(call: &ToolCall) -> Effect {
     Effect {
         call_id: call.id.clone(),
         tool: call.name.clone(),
-        ok,
+        ok: true,
         output: json!({ "tool": call.name }),
-        error,
-        compensation: (ok && call.name == "write").then(|| json!({ "undo": call.id })),
+        error: None,
+        error_kind: None,
+        compensation: (call.name == "write").then(|| json!({ "undo": call.id })),
         message: None,
-        finish: (ok && call.name == "mission.finish").then(|| "done".to_owned()),
+        finish: (call.name == "mission.finish").then(|| "done".to_owned()),
     }
 }
 
@@ -255,7 +256,7 @@ impl Tools for ScriptedTools {
             .collect()
     }
 
-    fn prepare(&self, call: &ToolCall) -> Result<Proposal, String> {
+    fn prepare(&self, call: &ToolCall) -> Result<Proposal, ToolError> {
         Ok(Proposal {
             call: call.clone(),
             target: Target::Mission,
@@ -279,11 +280,11 @@ impl Tools for ScriptedTools {
             .unwrap_or(Act::Ok);
         loop {
             match act {
-                Act::Ok => return effect(call, true, None),
-                Act::Fail(kind) => return effect(call, false, Some(format!("{kind}: boom"))),
+                Act::Ok => return done(call),
+                Act::Fail(kind) => return failed_effect(call, kind, "boom"),
                 Act::Sleep(ms) => {
                     tokio::time::sleep(Duration::from_millis(ms)).await;
-                    return effect(call, true, None);
+                    return done(call);
                 }
                 Act::Beat { beats, every, then } => {
                     for i in 0..beats {
@@ -304,79 +305,12 @@ impl Tools for ScriptedTools {
         _ctx: &ExecContext,
         _tool: &str,
         compensation: &Value,
-    ) -> Result<(), String> {
+    ) -> Result<(), ToolError> {
         self.undone
             .lock()
             .unwrap()
             .push(compensation["undo"].as_str().unwrap_or_default().to_owned());
         Ok(())
-    }
-}
-
-/// Turns: each a list of calls, or a failure of the provider. Then `mission.finish`.
-#[derive(Debug, Default)]
-struct ScriptedReasoner {
-    turns: Mutex<VecDeque<Result<Vec<&'static str>, String>>>,
-    asked: Mutex<u32>,
-}
-
-#[async_trait]
-impl Reasoner for ScriptedReasoner {
-    async fn turn(
-        &self,
-        req: &ReasonRequest,
-        _deltas: &(dyn for<'s> Fn(&'s str) + Send + Sync),
-    ) -> Result<Turn, String> {
-        *self.asked.lock().unwrap() += 1;
-        let next = self.turns.lock().unwrap().pop_front();
-        let tools = next.unwrap_or(Ok(vec!["mission.finish"]))?;
-        let n = req.messages.len();
-        Ok(Turn {
-            content: String::new(),
-            tool_calls: tools
-                .into_iter()
-                .enumerate()
-                .map(|(i, name)| ToolCall {
-                    id: format!("c{n}-{i}"),
-                    name: name.into(),
-                    arguments: json!({}),
-                })
-                .collect(),
-            finish: "tool_calls".into(),
-            prompt_tokens: 1,
-            completion_tokens: 1,
-            provider: "test".into(),
-            model: "script".into(),
-        })
-    }
-}
-
-#[derive(Debug)]
-struct One(Arc<ScriptedReasoner>);
-
-impl Reasoners for One {
-    fn get(&self, name: &str) -> Option<Arc<dyn Reasoner>> {
-        name.is_empty().then(|| self.0.clone() as Arc<dyn Reasoner>)
-    }
-    fn describe_default(&self) -> String {
-        "script".into()
-    }
-}
-
-#[derive(Debug)]
-struct PermitAll;
-
-impl Policy for PermitAll {
-    fn decide(&self, q: &Query) -> Decision {
-        Decision {
-            action: q.action.clone(),
-            resource: Value::Null,
-            destructive: false,
-            outcome: Outcome::Permit,
-            deciding: vec!["permit-all".into()],
-            errors: vec![],
-            request: Hash::ZERO,
-        }
     }
 }
 
@@ -421,7 +355,7 @@ async fn start(
         Services {
             policy: Arc::new(PermitAll),
             tools: tools.clone(),
-            reasoners: Arc::new(One(reasoner.clone())),
+            reasoners: Arc::new(OneReasoner(reasoner.clone())),
         },
     )
     .await
@@ -433,7 +367,7 @@ async fn world() -> World {
     let signer = Arc::new(Signer::ephemeral("node", &SeededEntropy::new(7)).unwrap());
     let clock = Arc::new(RuntimeClock::new());
     let tools = Arc::new(ScriptedTools::default());
-    let reasoner = Arc::new(ScriptedReasoner::default());
+    let reasoner = Arc::new(ScriptedReasoner::new());
     let engine = start(dir.path(), &signer, &clock, &tools, &reasoner).await;
     let agent = support::create_agent(&engine).await;
     World {
@@ -448,8 +382,14 @@ async fn world() -> World {
 }
 
 impl World {
+    /// Turns: each a list of calls (without arguments), or a failure of the provider.
+    /// Then `mission.finish`.
     fn turns(&self, turns: impl IntoIterator<Item = Result<Vec<&'static str>, String>>) {
-        self.reasoner.turns.lock().unwrap().extend(turns);
+        self.reasoner
+            .extend(turns.into_iter().map(|turn| match turn {
+                Ok(tools) => Answer::calls(tools.into_iter().map(|t| (t, json!({})))),
+                Err(message) => Answer::Fail(message),
+            }));
     }
 
     async fn submit(&self, tools: &[&str], steps: StepPolicy, timeout_secs: u64) -> MissionId {
@@ -598,8 +538,14 @@ fn secs(a: Timestamp, b: Timestamp) -> f64 {
 async fn a_transient_failure_is_retried_with_exponential_backoff_and_every_attempt_recorded() {
     let w = world().await;
     w.turns([Ok(vec!["op"])]);
-    w.tools
-        .script("op", [Act::Fail("io"), Act::Fail("timeout"), Act::Ok]);
+    w.tools.script(
+        "op",
+        [
+            Act::Fail(ErrorKind::Io),
+            Act::Fail(ErrorKind::Timeout),
+            Act::Ok,
+        ],
+    );
     let id = w
         .submit(&["op", "mission.finish"], policy(1_000, 5), 600)
         .await;
@@ -637,9 +583,9 @@ async fn retries_run_out_then_the_mission_fails_and_undoes_what_completed() {
     w.tools.script(
         "op",
         [
-            Act::Fail("network"),
-            Act::Fail("network"),
-            Act::Fail("network"),
+            Act::Fail(ErrorKind::Network),
+            Act::Fail(ErrorKind::Network),
+            Act::Fail(ErrorKind::Network),
         ],
     );
     let id = w
@@ -672,8 +618,9 @@ async fn a_non_retryable_kind_fails_at_once_and_a_call_error_goes_to_the_reasone
     let w = world().await;
     w.turns([Ok(vec!["lookup"]), Ok(vec!["op"])]);
     // `not_found` is the call's own answer: the reasoner sees it and carries on.
-    w.tools.script("lookup", [Act::Fail("not_found")]);
-    w.tools.script("op", [Act::Fail("network"), Act::Ok]);
+    w.tools.script("lookup", [Act::Fail(ErrorKind::NotFound)]);
+    w.tools
+        .script("op", [Act::Fail(ErrorKind::Network), Act::Ok]);
     let mut p = policy(100, 5);
     p.retry.non_retryable = vec!["network".into()];
     let id = w.submit(&["lookup", "op", "mission.finish"], p, 600).await;
@@ -811,7 +758,7 @@ async fn a_call_in_flight_when_the_node_stops_is_retried_as_interrupted_after_re
 async fn a_retry_waiting_out_its_backoff_survives_a_restart() {
     let w = world().await;
     w.turns([Ok(vec!["op"])]);
-    w.tools.script("op", [Act::Fail("io"), Act::Ok]);
+    w.tools.script("op", [Act::Fail(ErrorKind::Io), Act::Ok]);
     let id = w
         .submit(&["op", "mission.finish"], policy(60_000, 5), 3_600)
         .await;
@@ -861,7 +808,7 @@ async fn a_mission_whose_time_ran_out_while_the_node_was_down_times_out_on_recov
 async fn an_attempt_that_waited_too_long_to_start_fails_its_schedule_to_start_timeout() {
     let w = world().await;
     w.turns([Ok(vec!["op"])]);
-    w.tools.script("op", [Act::Fail("io"), Act::Ok]);
+    w.tools.script("op", [Act::Fail(ErrorKind::Io), Act::Ok]);
     let mut p = policy(1_000, 5);
     p.schedule_to_start_ms = Some(5_000);
     let id = w.submit(&["op", "mission.finish"], p, 3_600).await;
@@ -880,7 +827,7 @@ async fn an_attempt_that_waited_too_long_to_start_fails_its_schedule_to_start_ti
 async fn operators_see_stuck_missions_retry_them_now_and_pause_and_resume_them() {
     let w = world().await;
     w.turns([Ok(vec!["op"])]);
-    w.tools.script("op", [Act::Fail("io"), Act::Ok]);
+    w.tools.script("op", [Act::Fail(ErrorKind::Io), Act::Ok]);
     let id = w
         .submit(&["op", "mission.finish"], policy(3_600_000, 5), 86_400)
         .await;
