@@ -7,8 +7,9 @@
 //! reasoner is a script (aura-engine's `test_util::ScriptedReasoner`) that, when a chosen
 //! turn starts, arms a failpoint for the commits that follow, so the failure falls on that
 //! step's own commits whatever else the engine records. Tests wait for turns to start,
-//! and hold the next turn while they look, rather than sleep. Failpoints are process-wide: nextest runs each test in its own process; under
-//! `cargo test` `FailScenario::setup` holds a global lock that serialises these tests.
+//! and hold the next turn while they look, rather than sleep. Failpoints are
+//! process-wide: nextest runs each test in its own process; under `cargo test`
+//! `FailScenario::setup` holds a global lock that serialises these tests.
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 

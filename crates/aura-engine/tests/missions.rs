@@ -434,14 +434,10 @@ async fn a_cancel_does_not_wait_for_a_reasoner_that_never_answers() {
         .submit(w.agent, spec(&["fs.write", "mission.finish"], "hung", 600))
         .await
         .unwrap();
-    for _ in 0..500 {
-        if ws(&w, "hung").join("a.txt").exists() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    // The second turn is now in flight and never returns.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Once the second turn has started, it is in flight and never returns; the first
+    // turn's write is done by then.
+    w.script.started(2).await;
+    assert!(ws(&w, "hung").join("a.txt").exists());
     tokio::time::timeout(
         Duration::from_secs(10),
         w.engine.cancel(id, "operator", "stuck"),
@@ -671,9 +667,9 @@ async fn shutdown_does_not_wait_for_a_hung_turn_and_the_next_start_asks_again() 
         .submit(w.agent, spec(&["fs.write", "mission.finish"], "hang", 600))
         .await
         .unwrap();
-    until(&w.engine, id, |s| s == MissionState::Running).await;
-    // The first turn is now in flight and never returns.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Once the first turn has started, it is in flight and never returns.
+    w.script.started(1).await;
+    assert_eq!(w.engine.mission(id).unwrap().state, MissionState::Running);
     let World {
         dir,
         signer,
