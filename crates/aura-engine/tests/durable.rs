@@ -186,6 +186,9 @@ enum Act {
     /// Fails with an error of this kind (`io` and `timeout` are transient). The message
     /// does not name the kind: the engine must retry from the kind alone.
     Fail(ErrorKind),
+    /// Fails as tools reported it before effects carried a kind: the kind only at the
+    /// head of the message (`not_found: ...`), no `error_kind`.
+    FailAsBefore(&'static str),
     /// Takes this long, then succeeds.
     Sleep(u64),
     /// Heartbeats `{"done": i}` every `every` ms, `beats` times, then does `then`.
@@ -282,6 +285,16 @@ impl Tools for ScriptedTools {
             match act {
                 Act::Ok => return done(call),
                 Act::Fail(kind) => return failed_effect(call, kind, "boom"),
+                Act::FailAsBefore(error) => {
+                    return Effect {
+                        ok: false,
+                        output: Value::Null,
+                        error: Some(error.to_owned()),
+                        compensation: None,
+                        finish: None,
+                        ..done(call)
+                    };
+                }
                 Act::Sleep(ms) => {
                     tokio::time::sleep(Duration::from_millis(ms)).await;
                     return done(call);
@@ -449,6 +462,17 @@ impl World {
             .map(|e| Recorded::from_body(&e.entry.body).unwrap())
             .filter(|r| r.mission == id)
             .map(|r| r.event)
+            .collect()
+    }
+
+    /// The mission's recorded entry bodies, in order, as the ledger holds them.
+    async fn bodies(&self, id: MissionId) -> Vec<String> {
+        let entries = self.engine.record(self.agent, 1, 100_000).await.unwrap();
+        entries
+            .iter()
+            .filter(|e| e.entry.kind.as_str().starts_with("mission."))
+            .filter(|e| Recorded::from_body(&e.entry.body).unwrap().mission == id)
+            .map(|e| String::from_utf8(e.entry.body.clone()).unwrap())
             .collect()
     }
 
@@ -775,6 +799,85 @@ async fn a_retry_waiting_out_its_backoff_survives_a_restart() {
     let a = attempts(&w.events(id).await, Some("c2-"));
     // Not a moment before its due time, however the restart fell.
     assert_eq!(a.started[1].1, a.failed[0].3.unwrap());
+}
+
+/// Records made before effects carried an error kind still replay and retry as before.
+/// Such a build recorded a failure that is the call's answer as an effect with its kind
+/// only at the head of the message (no `error_kind`), and a transient one as an
+/// `attempt_failed` naming its kind with the retry's due time; the engine decided each
+/// once, as the tool returned it, and replay reads the decision. A node started on such a
+/// record retries the waiting call at its recorded due time, never runs the answered call
+/// again, and replays the mission to what it holds.
+#[tokio::test(start_paused = true)]
+async fn records_made_before_effects_carried_an_error_kind_still_replay_and_retry_as_before() {
+    let w = world().await;
+    w.turns([Ok(vec!["lookup"]), Ok(vec!["op"])]);
+    w.tools
+        .script("lookup", [Act::FailAsBefore("not_found: no such file")]);
+    w.tools.script("op", [Act::Fail(ErrorKind::Io), Act::Ok]);
+    let id = w
+        .submit(
+            &["lookup", "op", "mission.finish"],
+            policy(60_000, 5),
+            3_600,
+        )
+        .await;
+    while attempts(&w.events(id).await, None).failed.is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The record so far has the shape an older build gave it: no entry names an error
+    // kind, the answered call's failure among them.
+    let before = w.bodies(id).await;
+    assert!(
+        before.iter().any(|b| b.contains("not_found: no such file")),
+        "{before:#?}"
+    );
+    assert!(
+        before.iter().all(|b| !b.contains("error_kind")),
+        "{before:#?}"
+    );
+
+    let w = w.restart(Duration::from_secs(10)).await;
+    assert_eq!(
+        w.ended(id).await,
+        MissionState::Completed,
+        "{}",
+        w.reason(id)
+    );
+    // The answered call ran once: its failure went to the reasoner, not to a retry.
+    assert_eq!(w.tools.runs("lookup").len(), 1);
+    assert_eq!(w.tools.runs("op").len(), 2);
+    let events = w.events(id).await;
+    let lookup: Vec<&Effect> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Effect { effect, .. } if effect.tool == "lookup" => Some(effect),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lookup.len(), 1, "{events:#?}");
+    assert_eq!(
+        (lookup[0].ok, lookup[0].error_kind.as_deref()),
+        (false, None)
+    );
+    let op_call = events
+        .iter()
+        .find_map(|e| match e {
+            Event::AttemptFailed { call_id, .. } => call_id.clone(),
+            _ => None,
+        })
+        .unwrap();
+    let a = attempts(&events, Some(&op_call));
+    let failed: Vec<_> = a.failed.iter().map(|f| (f.0, f.1.as_str())).collect();
+    assert_eq!(failed, [(1, "io")], "{events:#?}");
+    // The retry started at the due time recorded before the restart, not a moment before.
+    assert_eq!(a.started.len(), 2, "{events:#?}");
+    assert_eq!(a.started[1].1, a.failed[0].3.unwrap(), "{events:#?}");
+    // What the older build wrote is still there, byte for byte, and the whole record
+    // replays to the mission the node holds.
+    assert_eq!(w.bodies(id).await[..before.len()], before[..]);
+    let replayed = w.engine.replay(id).await.unwrap().unwrap();
+    assert_eq!(replayed, *w.engine.mission(id).unwrap());
 }
 
 #[tokio::test(start_paused = true)]

@@ -415,6 +415,35 @@ mod tests {
         assert_eq!(ErrorKind::from_recorded_name(""), None);
     }
 
+    /// The kinds' recorded names are a format, apart from how kinds are shown
+    /// ([`ErrorKind::as_str`]): effects and `attempt_failed` records carry them, and
+    /// missions' `non_retryable` lists name them. A renamed one would leave older records
+    /// and specs naming a kind this build does not know, so they are pinned here.
+    #[test]
+    fn recorded_names_are_pinned_because_records_and_retry_policies_name_them() {
+        let names: Vec<String> = ErrorKind::ALL
+            .into_iter()
+            .map(ErrorKind::recorded_name)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "unauthorized",
+                "unknown_tool",
+                "invalid_arguments",
+                "confinement",
+                "not_found",
+                "wrong_type",
+                "too_large",
+                "unavailable",
+                "timeout",
+                "network",
+                "io",
+                "internal",
+            ]
+        );
+    }
+
     /// The kinds the engine retries: the four the engine's hard-coded list named before
     /// the decision moved here, and no others.
     #[test]
