@@ -24,7 +24,8 @@ use crate::agent::{Actor, Live, Work};
 use crate::command::{Control, Inbox, Sender};
 use crate::error::{Error, one_line};
 use crate::ports::{
-    ErrorKind, ExecContext, Heartbeat, Proposal, Query, ReasonRequest, Target, failed_effect,
+    ErrorKind, ExecContext, Heartbeat, Proposal, Query, ReasonRequest, Target, ToolError,
+    failed_effect,
 };
 
 /// A refusal that is not policy's: the call was malformed or not among the mission's tools.
@@ -936,7 +937,7 @@ impl Actor {
                     .push(Event::Compensated {
                         call_id: c.call_id,
                         ok,
-                        error: result.err(),
+                        error: result.err().map(|e| e.to_string()),
                         at: self.now(),
                         attempts: if attempts > 1 { attempts } else { 0 },
                     })
@@ -974,7 +975,7 @@ impl Actor {
         tool: &str,
         compensation: &Value,
         policy: &aura_kernel::RetryPolicy,
-    ) -> Option<(Result<(), String>, u32)> {
+    ) -> Option<(Result<(), ToolError>, u32)> {
         let tools = &self.shared.services.tools;
         let mut attempt = 1;
         loop {
@@ -987,7 +988,7 @@ impl Actor {
                 .backoff(attempt, &e.kind.recorded_name())
                 .filter(|_| attempt < MAX_COMPENSATION_ATTEMPTS);
             let Some(wait) = backoff else {
-                return Some((Err(e.to_string()), attempt));
+                return Some((Err(e), attempt));
             };
             let mut stopping = self.shared.stopping.subscribe();
             tokio::select! {
