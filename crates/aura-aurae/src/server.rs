@@ -129,6 +129,7 @@ pub(crate) fn status(e: &aura_cell::Error) -> Status {
         K::NotFound => tonic::Code::NotFound,
         K::AlreadyExists => tonic::Code::AlreadyExists,
         K::FailedPrecondition => tonic::Code::FailedPrecondition,
+        K::PermissionDenied => tonic::Code::PermissionDenied,
         K::Unavailable => tonic::Code::Unavailable,
         K::Internal => tonic::Code::Internal,
     };

@@ -73,6 +73,7 @@ mod spawn;
 pub mod spec;
 mod sys;
 pub mod tools;
+pub mod workspace;
 
 pub use cgroup::{Mode as CgroupMode, Usage, Version as CgroupVersion};
 pub use error::{Error, ErrorKind, Result};
@@ -86,3 +87,4 @@ pub use runtime::{
 pub use spec::{
     Bind, CellName, CellSpec, Command, CpuMax, Env, ExecutableName, ExecutableSpec, Limits,
 };
+pub use workspace::{HostPaths, Swept, WorkspaceOptions, Workspaces, sweep};

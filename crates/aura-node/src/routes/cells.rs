@@ -39,6 +39,7 @@ impl From<aura_cell::Error> for ApiError {
             K::NotFound => ApiError::not_found(e.to_string()),
             K::AlreadyExists => ApiError::conflict("already_exists", e.to_string()),
             K::FailedPrecondition => ApiError::conflict("failed_precondition", e.to_string()),
+            K::PermissionDenied => ApiError::forbidden(e.to_string()),
             K::Unavailable => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "api_error",
