@@ -90,6 +90,16 @@ impl ApiError {
         ApiError::new(StatusCode::CONFLICT, "conflict_error", code, message)
     }
 
+    /// 507: the node's disk is full, so it stores nothing more until there is room.
+    pub fn disk_full(message: impl Into<String>) -> Self {
+        ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "api_error",
+            "disk_full",
+            format!("{} (hint: free space on the node's disk)", message.into()),
+        )
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -165,6 +175,7 @@ impl From<aura_engine::Error> for ApiError {
                 message,
             ),
             E::Store(s) if s.is_refusal() => ApiError::conflict("conflict", message),
+            E::Store(aura_store::Error::DiskFull { .. }) => ApiError::disk_full(message),
             _ => ApiError::internal(message),
         }
     }
@@ -175,6 +186,7 @@ impl From<aura_store::Error> for ApiError {
         let message = error_line(&e);
         match e {
             aura_store::Error::NotFound(_) => ApiError::not_found(message),
+            aura_store::Error::DiskFull { .. } => ApiError::disk_full(message),
             e if e.is_refusal() => ApiError::conflict("conflict", message),
             _ => ApiError::internal(message),
         }
