@@ -29,6 +29,7 @@ use tokio::net::TcpListener;
 pub use auth::{ApiKeys, Caller, Role};
 pub use config::{Config, Limits};
 pub use error::ApiError;
+pub use routes::cells::CellAccess;
 
 /// What the node needs to serve.
 #[derive(Debug, Clone)]
@@ -43,6 +44,8 @@ pub struct Options {
     /// The cell runtime served at `/v1/cells` (to operators with a key); without one those
     /// routes answer 503.
     pub cells: Option<aura_cell::Runtime>,
+    /// The workspaces and host paths cells may be given.
+    pub cell_access: CellAccess,
 }
 
 /// Shared by every request.
@@ -54,6 +57,7 @@ pub(crate) struct AppState {
     pub(crate) rate: Arc<rate::RateLimiter>,
     pub(crate) models: Option<Arc<models::ModelHost>>,
     pub(crate) cells: Option<aura_cell::Runtime>,
+    pub(crate) cell_access: CellAccess,
 }
 
 /// The API keys, re-read from their file when it changes (at most once a second).
@@ -194,6 +198,7 @@ pub async fn serve(options: Options, engine: Handle) -> Result<Server, ServeErro
         limits: options.limits,
         models: options.models,
         cells: options.cells,
+        cell_access: options.cell_access,
     };
     let app = router(state);
     let listener = TcpListener::bind(options.listen)

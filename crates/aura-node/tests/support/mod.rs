@@ -25,6 +25,11 @@ pub(crate) struct Node {
     pub keys: std::collections::HashMap<&'static str, String>,
     pub agent_a: AgentId,
     pub agent_b: AgentId,
+    /// The cell runtime, for nodes started with [`start_with_cells`].
+    pub cells: Option<aura_cell::Runtime>,
+    /// Host directories beside the node's home (for binds): `allowed` is in the
+    /// allowlist, `elsewhere` is not.
+    pub host: Option<tempfile::TempDir>,
 }
 
 /// The node's test policies: the defaults plus one that escalates every mission
@@ -37,6 +42,16 @@ unless { context has approval && context.approval.level >= 3 };
 "#;
 
 pub(crate) async fn start_with(limits: Limits, with_keys: bool) -> Node {
+    start_node(limits, with_keys, false).await
+}
+
+/// A node that serves cells (needs root): its home is protected, its workspaces live
+/// under `<home>/workspaces`, and `<host>/allowed` is the allowlist of host binds.
+pub(crate) async fn start_with_cells(with_keys: bool) -> Node {
+    start_node(Limits::default(), with_keys, true).await
+}
+
+async fn start_node(limits: Limits, with_keys: bool, with_cells: bool) -> Node {
     let dir = tempfile::tempdir().unwrap();
     // Real services, built as `aura serve` builds them: Cedar policy, the built-in tools,
     // and a scripted reasoner from aura.toml (never reached while missions are held).
@@ -110,13 +125,42 @@ pub(crate) async fn start_with(limits: Limits, with_keys: bool) -> Node {
         add("operator_b", Role::Operator, vec!["team-b".into()], None);
         keys.save(&keys_file).unwrap();
     }
+    let (cells, cell_access, host) = if with_cells {
+        let host = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(host.path().join("allowed/data")).unwrap();
+        std::fs::create_dir_all(host.path().join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink(dir.path(), host.path().join("allowed/home-link")).unwrap();
+        let mut opts = aura_cell::Options::new(dir.path().join("cells"));
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        opts.instance = Some(format!("test-{}-{n}", std::process::id()));
+        opts.protected = vec![dir.path().to_owned()];
+        opts.workspaces_root = Some(dir.path().join("workspaces"));
+        let rt = aura_cell::Runtime::start(opts).await.unwrap();
+        let base = rt.options().id_base;
+        let access = aura_node::CellAccess {
+            workspaces: Some(Arc::new(
+                aura_cell::Workspaces::new(aura_cell::WorkspaceOptions {
+                    root: dir.path().join("workspaces"),
+                    owner: Some((base, base)),
+                    quota: None,
+                })
+                .unwrap(),
+            )),
+            host_paths: aura_cell::HostPaths::new([host.path().join("allowed")]).unwrap(),
+        };
+        (Some(rt), access, Some(host))
+    } else {
+        (None, aura_node::CellAccess::default(), None)
+    };
     let server = aura_node::serve(
         aura_node::Options {
             listen: "127.0.0.1:0".parse().unwrap(),
             keys_file,
             limits,
             models: None,
-            cells: None,
+            cells: cells.clone(),
+            cell_access,
         },
         engine.clone(),
     )
@@ -132,6 +176,8 @@ pub(crate) async fn start_with(limits: Limits, with_keys: bool) -> Node {
         keys: names,
         agent_a: a.id,
         agent_b: b.id,
+        cells,
+        host,
     }
 }
 
