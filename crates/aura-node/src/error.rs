@@ -218,3 +218,31 @@ impl<T: Serialize> IntoResponse for ApiJson<T> {
         Json(self.0).into_response()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node whose disk filled up answered appends with 500 and "may or may not be
+    /// stored": a full disk is now 507 `disk_full` with a hint, from the store directly
+    /// and through the engine, so a client can tell it from a broken node.
+    #[test]
+    fn a_full_disk_is_answered_507_not_500() {
+        let full = || aura_store::Error::DiskFull {
+            path: "/var/lib/aura/ledger.db".into(),
+        };
+        for e in [
+            ApiError::from(full()),
+            ApiError::from(aura_engine::Error::Store(full())),
+        ] {
+            assert_eq!(e.status, StatusCode::INSUFFICIENT_STORAGE);
+            assert_eq!(e.code, "disk_full");
+            assert!(
+                e.message.contains("is full: nothing was stored"),
+                "{}",
+                e.message
+            );
+            assert!(e.message.contains("hint:"), "{}", e.message);
+        }
+    }
+}
