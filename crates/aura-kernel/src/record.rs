@@ -53,6 +53,12 @@ pub struct MissionSpec {
 }
 
 impl MissionSpec {
+    /// The longest timeout a new mission may declare: 30 days. A mission that must wait
+    /// longer (for a person, say) is better declared again than left holding its
+    /// execution token and workspace for months. The node enforces it at submission; the
+    /// kernel replays older records with longer timeouts as they were.
+    pub const MAX_TIMEOUT_SECS: u64 = 30 * 24 * 3600;
+
     pub fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout_secs)
     }
@@ -173,6 +179,12 @@ pub struct Effect {
     pub output: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Why the call failed, as a kind the tools name (aura-tools' `ErrorKind`, by its
+    /// recorded name, e.g. `network`), apart from the message. Whether a failure is
+    /// retried is decided from this, never from the message. Absent in records made
+    /// before it existed, which therefore encode, hash and replay exactly as they did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compensation: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

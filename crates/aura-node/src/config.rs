@@ -99,12 +99,21 @@ pub struct ToolsConfig {
 pub struct HttpConfig {
     /// Where the HTTP API listens. Anything but loopback needs API keys.
     pub listen: SocketAddr,
+    /// Host names (`name`, or `name:port`) requests may name besides the listen address
+    /// and, on loopback, `localhost`: the names of a reverse proxy in front of the node.
+    /// Any other `Host` is refused (DNS rebinding).
+    pub allowed_hosts: Vec<String>,
+    /// Web origins (`https://console.example.com`) whose pages may open WebSockets and
+    /// send requests that change something, besides the node's own origin.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -114,12 +123,18 @@ impl Default for HttpConfig {
 pub struct Limits {
     /// The largest request body accepted.
     pub body_bytes: usize,
-    /// Sustained requests per second per caller (API key, or address without keys).
+    /// Sustained requests per second per caller: per API key for requests whose key
+    /// verified, per source address (an IPv6 /64) for all others.
     pub requests_per_second: u32,
     /// Requests a caller may make at once above the sustained rate.
     pub burst: u32,
     /// The largest WebSocket frame and message accepted from a client.
     pub ws_frame_bytes: usize,
+    /// Seconds a client has to send a request's head (line and headers), and the most an
+    /// idle keep-alive connection is kept open.
+    pub header_timeout_secs: u64,
+    /// Seconds a client has to send a request's whole body, counted from its head.
+    pub body_timeout_secs: u64,
 }
 
 impl Default for Limits {
@@ -129,6 +144,8 @@ impl Default for Limits {
             requests_per_second: 200,
             burst: 400,
             ws_frame_bytes: 64 * 1024,
+            header_timeout_secs: 10,
+            body_timeout_secs: 30,
         }
     }
 }

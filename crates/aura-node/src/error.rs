@@ -139,8 +139,28 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The deadline of a body that did not arrive in time, if that is what `e` came from.
+fn body_timed_out(e: &(dyn std::error::Error + 'static)) -> Option<u64> {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if let Some(t) = c.downcast_ref::<crate::routes::BodyTimedOut>() {
+            return Some(t.0);
+        }
+        cause = c.source();
+    }
+    None
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
+        if let Some(secs) = body_timed_out(&r) {
+            return ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                "request_timeout",
+                format!("the request body did not arrive within {secs} seconds"),
+            );
+        }
         match &r {
             JsonRejection::BytesRejection(_) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 ApiError::new(
@@ -164,7 +184,7 @@ impl From<aura_engine::Error> for ApiError {
         let message = error_line(&e);
         match &e {
             E::NotFound(_) => ApiError::not_found(message),
-            E::Invalid(_) => ApiError::bad_request("invalid_request", message),
+            E::Invalid(_) | E::Kernel(_) => ApiError::bad_request("invalid_request", message),
             E::Forbidden(_) => ApiError::forbidden(message),
             E::Conflict(_) => ApiError::conflict("conflict", message),
             E::Pruned(_) => ApiError::new(StatusCode::GONE, "gone_error", "pruned", message),

@@ -13,6 +13,9 @@
 //!   so no usage goes unaccounted.
 //! - **Current.** Each request re-reads the package's signed manifest (cheap) and
 //!   reloads the model if the installed package changed, or refuses if it was removed.
+//! - **Stoppable.** Every generation runs under a [`Cancel`] flag of its own, set when the
+//!   request's future is dropped (the caller went away) and under the host's, set by
+//!   [`ModelHost::shutdown`]: either stops it at its next token, and nothing is recorded.
 
 pub mod requests;
 
@@ -28,7 +31,8 @@ use aura_core::hash::Hash;
 use aura_core::keystore::Signer;
 use aura_infer::reasoner::{ChatOptions, ChatOutcome, LocalReasoner};
 use aura_infer::{
-    EmbeddingModel, Embeddings, GenerateRequest, Generation, LoadOptions, Model, Prompt, TokenEvent,
+    Cancel, EmbeddingModel, Embeddings, GenerateRequest, Generation, LoadOptions, Model, Prompt,
+    TokenEvent,
 };
 use aura_model::{Authorization, Meter, Outcome, ReceiptId, Uses, Verified, io_hash};
 use aura_reasoner::{
@@ -40,6 +44,10 @@ use aura_store::Store;
 /// The package the node runs when `aura.toml` names no reasoner and it is installed
 /// (`aura model pull smollm2`).
 pub const DEFAULT_MODEL: &str = "smollm2";
+
+/// How long a package's verification is trusted while its files look unchanged; after
+/// that its files are hashed again.
+const VERIFIED_FOR: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Architectures served as text encoders (`/v1/embeddings`) rather than generators.
 const ENCODER_ARCHITECTURES: &[&str] = &["bert"];
@@ -93,6 +101,24 @@ impl ModelError {
 
     fn internal(message: impl Into<String>) -> Self {
         ModelError::new(500, "model_error", message)
+    }
+
+    fn stopping() -> Self {
+        ModelError::new(
+            503,
+            "stopping",
+            "the node is stopping; send the request again once it is back",
+        )
+    }
+}
+
+/// Cancels a request's generation when dropped: when the request's future is dropped
+/// (its caller went away), or when it ends.
+struct CancelOnDrop(Cancel);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
     }
 }
 
@@ -251,6 +277,11 @@ pub struct ModelHost {
     loaded: Mutex<BTreeMap<String, Arc<Served>>>,
     /// Held while a model loads, so two first requests load it once.
     loading: Mutex<()>,
+    /// Above every request's own flag: set when the node stops.
+    stopping: Cancel,
+    /// Packages whose files were hashed and matched, remembered while their files stay
+    /// as they were (the listing and loading share it).
+    verified: aura_model::VerifyCache,
 }
 
 impl std::fmt::Debug for ModelHost {
@@ -277,17 +308,54 @@ impl ModelHost {
             threads,
             loaded: Mutex::new(BTreeMap::new()),
             loading: Mutex::new(()),
+            stopping: Cancel::new(),
+            verified: aura_model::VerifyCache::new(VERIFIED_FOR, Arc::new(SystemClock)),
         }
     }
 
-    /// The installed packages that are models, by name. Damaged packages are left out
-    /// (`aura model list` shows them with the reason).
+    /// Stops every generation in flight at its next token (their requests fail with 503
+    /// `stopping` and leave no receipt) and refuses new ones: for a node that is stopping,
+    /// so that no generation holds it up.
+    pub fn shutdown(&self) {
+        self.stopping.cancel();
+    }
+
+    /// A flag for one request's generation, cancelled when the returned guard is dropped
+    /// or the host stops; refused once the host is stopping.
+    fn request_cancel(&self) -> Result<(Cancel, CancelOnDrop), ModelError> {
+        if self.stopping.is_cancelled() {
+            return Err(ModelError::stopping());
+        }
+        let cancel = self.stopping.child();
+        Ok((cancel.clone(), CancelOnDrop(cancel)))
+    }
+
+    /// The most tokens a context holds: what a generation can produce at most, whatever
+    /// its limit says.
+    fn context_of(generator: &LocalReasoner) -> u64 {
+        generator.model().info().context_length as u64
+    }
+
+    /// [`ModelHost::list`] on a blocking thread.
+    pub async fn list_async(self: &Arc<Self>) -> Result<Vec<ModelCard>, ModelError> {
+        let host = self.clone();
+        tokio::task::spawn_blocking(move || host.list())
+            .await
+            .map_err(|e| ModelError::internal(format!("the listing thread failed: {e}")))?
+    }
+
+    /// The installed packages that are models and can be served, by name. A package
+    /// whose manifest or any file does not match (its files are hashed the first time and
+    /// again whenever they change) is left out: `aura model list` and `aura model verify`
+    /// show it with the reason. Hashes files it has not seen: call it from a blocking
+    /// thread in async code.
     pub fn list(&self) -> Result<Vec<ModelCard>, ModelError> {
         let listed = self.registry.packages().list()?;
         Ok(listed
             .into_iter()
             .filter_map(|l| l.package.ok())
             .filter(|p| p.manifest().kind == aura_model::manifest::PackageKind::Model)
+            .filter(|p| self.verified.verify(p, &aura_model::no_progress).is_ok())
             .map(|p| {
                 let m = p.manifest();
                 ModelCard {
@@ -332,6 +400,13 @@ impl ModelHost {
                 .ok()
                 .and_then(|m| m.get(name).cloned())
                 .filter(|s| s.verified.model().digest() == installed.digest())
+                // Files changed on disk since they were verified: load again, which hashes
+                // them again (and refuses them if they no longer match).
+                .filter(|_| {
+                    host.verified
+                        .verify(&installed, &aura_model::no_progress)
+                        .is_ok()
+                })
         };
         if let Some(served) = current(self) {
             self.check_license(&served)?;
@@ -443,10 +518,10 @@ impl ModelHost {
     }
 
     fn load(&self, name: &str, threads: Option<usize>) -> Result<Served, ModelError> {
-        let verified = self
-            .registry
-            .packages()
-            .load(name, None, &aura_model::no_progress)?;
+        let verified =
+            self.registry
+                .packages()
+                .load(name, Some(&self.verified), &aura_model::no_progress)?;
         let architecture = &verified.model().manifest().architecture;
         let encoder = is_encoder(architecture);
         // The license first: an unlicensed model is never loaded.
@@ -501,18 +576,25 @@ impl ModelHost {
         receipt: Option<ReceiptId>,
     ) -> Result<(ChatOutcome, ReceiptId), ChatError> {
         let generator = served.generator()?;
+        let (cancel, _cancel_on_drop) = self.request_cancel()?;
         let input = serde_json::to_vec(&(request, options))
             .map_err(|e| ModelError::invalid(format!("cannot encode the request: {e}")))?;
         // An upper bound on the tokens the request counts: a prompt has no more tokens
-        // than bytes, and generation stops at the limit.
+        // than bytes, and generation stops at the limit or at the context's end.
         let limit = request
             .max_tokens
-            .map_or(u64::from(generator.max_tokens()), u64::from);
+            .map_or(u64::from(generator.max_tokens()), u64::from)
+            .min(Self::context_of(generator));
         let admitted = self.admit(served, (input.len() as u64).saturating_add(limit))?;
         let outcome = generator
-            .chat(request, options, deltas)
+            .chat_until(request, options, deltas, &cancel)
             .await
             .map_err(ChatError::Reasoner)?;
+        if cancel.is_cancelled() {
+            // Only the host stopping gets here (a dropped request never returns): the
+            // answer is cut short, so it is not an answer; nothing is recorded.
+            return Err(ModelError::stopping().into());
+        }
         let output = serde_json::to_vec(&outcome.turn)
             .map_err(|e| ModelError::internal(format!("cannot encode the turn: {e}")))?;
         let id = self
@@ -580,7 +662,9 @@ impl ModelHost {
         events: Option<tokio::sync::mpsc::UnboundedSender<TokenEvent>>,
         receipt: Option<ReceiptId>,
     ) -> Result<(Generation, ReceiptId), ModelError> {
-        let model = served.generator()?.model().clone();
+        let generator = served.generator()?;
+        let model = generator.model().clone();
+        let (cancel, _cancel_on_drop) = self.request_cancel()?;
         let input = serde_json::to_vec(&request)
             .map_err(|e| ModelError::invalid(format!("cannot encode the request: {e}")))?;
         let prompt_bound = match &request.prompt {
@@ -589,17 +673,26 @@ impl ModelHost {
         };
         let admitted = self.admit(
             served,
-            prompt_bound.saturating_add(u64::from(request.max_tokens)),
+            prompt_bound
+                .saturating_add(u64::from(request.max_tokens).min(Self::context_of(generator))),
         )?;
+        let stop = cancel.clone();
         let generation = tokio::task::spawn_blocking(move || {
-            model.generate(&request, &mut |event| match &events {
-                Some(tx) if tx.send(event.clone()).is_err() => ControlFlow::Break(()),
-                _ => ControlFlow::Continue(()),
-            })
+            model.generate_until(
+                &request,
+                &mut |event| match &events {
+                    Some(tx) if tx.send(event.clone()).is_err() => ControlFlow::Break(()),
+                    _ => ControlFlow::Continue(()),
+                },
+                &stop,
+            )
         })
         .await
         .map_err(|e| ModelError::internal(format!("the generating thread failed: {e}")))?
         .map_err(|e| ModelError::invalid(e.to_string()))?;
+        if generation.finish == aura_infer::Finish::Cancelled && self.stopping.is_cancelled() {
+            return Err(ModelError::stopping());
+        }
         if generation.finish == aura_infer::Finish::Cancelled {
             // Nobody received the answer; the reservation is released unrecorded.
             return Err(ModelError::new(499, "cancelled", "the caller went away"));
@@ -629,6 +722,9 @@ impl ModelHost {
         texts: Vec<String>,
     ) -> Result<(Embeddings, ReceiptId), ModelError> {
         let encoder = served.encoder()?.clone();
+        if self.stopping.is_cancelled() {
+            return Err(ModelError::stopping());
+        }
         let input = serde_json::to_vec(&texts)
             .map_err(|e| ModelError::invalid(format!("cannot encode the input: {e}")))?;
         let bound = texts.iter().map(|t| t.len() as u64 + 2).sum::<u64>();
@@ -771,6 +867,12 @@ impl Reasoner for MeteredReasoner {
                     kind: "local".into(),
                     message: e.message,
                     retryable: false,
+                },
+                // The node is stopping: the turn is asked again after it restarts.
+                ChatError::Host(e) if e.status == 503 => ReasonerError::Stream {
+                    kind: "local".into(),
+                    message: e.message,
+                    retryable: true,
                 },
                 ChatError::Host(e) => ReasonerError::Config(e.message),
             })?;

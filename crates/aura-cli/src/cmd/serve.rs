@@ -219,6 +219,8 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
             listen,
             keys_file,
             limits: config.limits,
+            allowed_hosts: config.http.allowed_hosts.clone(),
+            allowed_origins: config.http.allowed_origins.clone(),
             models: Some(models.clone()),
             cells: cells.clone(),
             cell_access: access.clone(),
@@ -231,7 +233,7 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
         None => e.into(),
     })?;
     let (grpc, grpc_note) = match &cells {
-        Some(runtime) => match grpc(home, runtime, models, access).await {
+        Some(runtime) => match grpc(home, runtime, models.clone(), access).await {
             Ok(served) => served,
             Err(e) => {
                 server.shutdown().await;
@@ -291,11 +293,16 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
         )
     })?;
     shutdown_signal().await;
+    // Missions first: their reasoner turns in flight are dropped unrecorded (asked again
+    // on the next start). Then every generation the APIs are running stops at its next
+    // token, so that no request holds the servers, which then close what is left after a
+    // short grace.
+    engine.shutdown().await;
+    models.shutdown();
     if let Some(grpc) = grpc {
         grpc.shutdown().await;
     }
     server.shutdown().await;
-    engine.shutdown().await;
     if let Some(cells) = cells {
         cells.shutdown().await;
     }

@@ -100,6 +100,28 @@ pub fn max_tokens(values: &[(&str, Option<u32>)]) -> Result<Option<u32>, ModelEr
     Ok(chosen)
 }
 
+/// Refuses a token limit the model's context cannot hold after the prompt: the generation
+/// would end at the context's end anyway, and the limit would reserve allowance for tokens
+/// that can never come. (A limit left unset runs to the default or the context's end,
+/// whichever comes first.) `param` names the field the limit came from.
+pub fn room(
+    param: &str,
+    max_tokens: u32,
+    prompt_tokens: usize,
+    context: usize,
+) -> Result<(), ModelError> {
+    let left = context.saturating_sub(prompt_tokens);
+    if usize::try_from(max_tokens).map_or(true, |m| m > left) {
+        return Err(invalid(
+            param,
+            format!(
+                "{max_tokens} is more than the {left} tokens left in this model's {context}-token context after the prompt's {prompt_tokens}; ask for at most {left}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A message's role by name (`developer` is `system`); `param` names the field.
 pub fn role(param: &str, name: &str) -> Result<Role, ModelError> {
     match name {

@@ -10,7 +10,14 @@
 //!   identical answers; with a temperature, `seed` (0 when unset) makes them repeatable.
 //! - `n` must be 1; `presence_penalty` and `frequency_penalty` are refused unless 0 (Aura
 //!   offers `repetition_penalty` and `top_k` as extensions instead): a parameter the
-//!   engine cannot honour is an error, never silently ignored.
+//!   engine cannot honour is an error, never silently ignored. So is any top-level field
+//!   the route does not know (`logit_bias`, `best_of` on chat, a typo), unless it is
+//!   `null` or holds the value that asks for nothing ([`neutral`]).
+//! - `max_tokens` (or `max_completion_tokens`) above what the context holds after the
+//!   prompt is refused, naming the field; unset, a generation runs to its default or to
+//!   the context's end.
+//! - A request whose caller goes away (a closed connection) stops generating at its next
+//!   token and leaves no receipt, streamed or not.
 //! - In a stream, log-probabilities come with the final chunk.
 //! - `system_fingerprint` is the engine's runtime fingerprint (version, backend, device,
 //!   weight format, kernel): the same fingerprint, package, input and seed give the same
@@ -123,8 +130,8 @@ pub(crate) struct ModelList {
     data: Vec<ModelObject>,
 }
 
-/// Lists the installed model packages (damaged ones are left out; `aura model list` shows
-/// them with the reason).
+/// Lists the installed model packages that can be served: a package whose manifest or
+/// any file fails its check is left out (`aura model list` shows it with the reason).
 #[utoipa::path(get, path = "/v1/models", tag = "openai",
     responses((status = 200, body = ModelList), (status = 401, body = crate::error::ErrorBody)),
     security(("bearer" = [])))]
@@ -133,7 +140,7 @@ async fn list_models(
     caller: Caller,
 ) -> Result<Json<ModelList>, ApiError> {
     caller_may_infer(&caller)?;
-    let cards = host(&state)?.list()?;
+    let cards = host(&state)?.list_async().await?;
     Ok(Json(ModelList {
         object: "list",
         data: cards.into_iter().map(ModelObject::from).collect(),
@@ -152,7 +159,8 @@ async fn get_model(
 ) -> Result<Json<ModelObject>, ApiError> {
     caller_may_infer(&caller)?;
     host(&state)?
-        .list()?
+        .list_async()
+        .await?
         .into_iter()
         .find(|c| c.name == model)
         .map(|c| Json(ModelObject::from(c)))
@@ -239,6 +247,98 @@ impl SamplingParams {
         sampling.check()?;
         Ok(sampling)
     }
+}
+
+/// The sampling parameters' names, as [`SamplingParams`] reads them.
+const SAMPLING_FIELDS: &[&str] = &[
+    "temperature",
+    "top_p",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "n",
+    "stop",
+    "top_k",
+    "repetition_penalty",
+];
+
+const CHAT_FIELDS: &[&str] = &[
+    "model",
+    "messages",
+    "tools",
+    "tool_choice",
+    "response_format",
+    "max_tokens",
+    "max_completion_tokens",
+    "logprobs",
+    "top_logprobs",
+    "stream",
+    "stream_options",
+];
+
+const COMPLETION_FIELDS: &[&str] = &[
+    "model",
+    "prompt",
+    "max_tokens",
+    "logprobs",
+    "echo",
+    "suffix",
+    "best_of",
+    "stream",
+    "stream_options",
+];
+
+const EMBEDDING_FIELDS: &[&str] = &["model", "input", "encoding_format", "dimensions"];
+
+/// Whether an OpenAI field this node does not act on holds the value that asks for
+/// nothing, so accepting it changes nothing.
+fn neutral(field: &str, value: &Value) -> bool {
+    match field {
+        "logit_bias" | "metadata" => value.as_object().is_some_and(serde_json::Map::is_empty),
+        "parallel_tool_calls" => value == &Value::Bool(true),
+        "store" => value == &Value::Bool(false),
+        _ => false,
+    }
+}
+
+/// Reads a request body into `T`, first refusing any top-level field not in `known`
+/// (and `sampling`, when the route takes sampling parameters), with a 400 that names it:
+/// a field the node would not act on must not be taken as done. `null` is as if absent.
+fn read_body<T: serde::de::DeserializeOwned>(
+    body: Value,
+    known: &[&str],
+    sampling: bool,
+) -> Result<T, ApiError> {
+    let Some(fields) = body.as_object() else {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            "the request body must be a JSON object",
+        ));
+    };
+    for (field, value) in fields {
+        let known = known.contains(&field.as_str())
+            || (sampling && SAMPLING_FIELDS.contains(&field.as_str()));
+        if known || value.is_null() || neutral(field, value) {
+            continue;
+        }
+        let why = match field.as_str() {
+            "logit_bias" => "is not supported by this engine (only an empty map is accepted)",
+            "best_of" => "is not supported on chat completions; send several requests",
+            "parallel_tool_calls" => {
+                "only `true` is supported: the model may answer with several calls"
+            }
+            _ => {
+                "is not a parameter this node knows or honours; remove it (docs/openai.md lists them)"
+            }
+        };
+        return Err(invalid(field, why));
+    }
+    serde_json::from_value(body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!("the body is not a valid request: {e}"),
+        )
+    })
 }
 
 fn with_receipt(mut response: Response, id: &ReceiptId) -> Response {
@@ -373,6 +473,7 @@ struct InFunction {
 }
 
 #[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
 struct StreamOptions {
     #[serde(default)]
     include_usage: bool,
@@ -531,6 +632,8 @@ fn response_format(value: Option<Value>) -> Result<Option<Constraint>, ApiError>
 /// to answer.
 struct ChatPlan {
     model: String,
+    /// The field the token limit came from, if one was given.
+    limit_field: &'static str,
     request: aura_reasoner::Request,
     options: ChatOptions,
     stream: bool,
@@ -544,6 +647,11 @@ fn plan_chat(req: ChatCompletionRequest) -> Result<ChatPlan, ApiError> {
         ("max_completion_tokens", req.max_completion_tokens),
         ("max_tokens", req.max_tokens),
     ])?;
+    let limit_field = if req.max_completion_tokens.is_some() {
+        "max_completion_tokens"
+    } else {
+        "max_tokens"
+    };
     let top = req.top_logprobs.unwrap_or(0);
     let logprobs = requests::chat_logprobs(req.logprobs.unwrap_or(false), top)?;
     let plan = requests::chat(requests::ChatParts {
@@ -557,6 +665,7 @@ fn plan_chat(req: ChatCompletionRequest) -> Result<ChatPlan, ApiError> {
     })?;
     Ok(ChatPlan {
         model: req.model,
+        limit_field,
         request: plan.request,
         options: plan.options,
         stream: req.stream.unwrap_or(false),
@@ -607,12 +716,27 @@ fn tool_calls_json(calls: &[ToolCall]) -> Value {
 async fn chat_completions(
     State(state): State<AppState>,
     caller: Caller,
-    ApiJson(req): ApiJson<ChatCompletionRequest>,
+    ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
     caller_may_infer(&caller)?;
     let host = host(&state)?.clone();
+    let req: ChatCompletionRequest = read_body(body, CHAT_FIELDS, true)?;
     let plan = plan_chat(req)?;
     let served = host.open(&plan.model).await?;
+    if let Some(max) = plan.request.max_tokens {
+        let generator = served.generator()?.clone();
+        let (request, options) = (plan.request.clone(), plan.options.clone());
+        // Rendering and tokenizing a long conversation is CPU work: off the async threads.
+        let prompt = tokio::task::spawn_blocking(move || {
+            generator
+                .prompt_tokens(&request, &options)
+                .map(|n| (n, generator.model().info().context_length))
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("the tokenizing thread failed: {e}")))?
+        .map_err(|e| chat_error(ChatError::Reasoner(e)))?;
+        requests::room(plan.limit_field, max, prompt.0, prompt.1)?;
+    }
     served.generator()?;
     if plan.stream {
         return Ok(stream_chat(host, served, plan));
@@ -823,10 +947,11 @@ fn completion_logprobs(logprobs: &[TokenLogprobs], top: u8, start: usize) -> Val
 async fn completions(
     State(state): State<AppState>,
     caller: Caller,
-    ApiJson(req): ApiJson<CompletionRequest>,
+    ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
     caller_may_infer(&caller)?;
     let host = host(&state)?.clone();
+    let req: CompletionRequest = read_body(body, COMPLETION_FIELDS, true)?;
     let sampling = req.sampling.read()?;
     if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
         return Err(invalid("suffix", "is not supported"));
@@ -841,6 +966,19 @@ async fn completions(
         .unwrap_or(COMPLETIONS_DEFAULT_MAX_TOKENS);
     let request = requests::completion(prompt.clone(), &sampling, max, req.logprobs.map(|_| top))?;
     let served = host.open(&req.model).await?;
+    if let Some(max) = req.max_tokens {
+        let model = served.generator()?.model().clone();
+        let text = prompt.clone();
+        let counted = tokio::task::spawn_blocking(move || match &text {
+            Prompt::Text(t) => model.tokenizer().encode(t, true).map(|ids| ids.len()),
+            Prompt::Tokens(ids) => Ok(ids.len()),
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("the tokenizing thread failed: {e}")))?
+        .map_err(|e| invalid("prompt", e))?;
+        let context = served.generator()?.model().info().context_length;
+        requests::room("max_tokens", max, counted, context)?;
+    }
     let tokenizer_text = |p: &Prompt| -> Result<String, ApiError> {
         match p {
             Prompt::Text(t) => Ok(t.clone()),
@@ -957,10 +1095,11 @@ pub(crate) struct EmbeddingsRequest {
 async fn embeddings(
     State(state): State<AppState>,
     caller: Caller,
-    ApiJson(req): ApiJson<EmbeddingsRequest>,
+    ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
     caller_may_infer(&caller)?;
     let host = host(&state)?.clone();
+    let req: EmbeddingsRequest = read_body(body, EMBEDDING_FIELDS, false)?;
     let base64 = match req.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,

@@ -42,16 +42,32 @@ unless { context has approval && context.approval.level >= 3 };
 "#;
 
 pub(crate) async fn start_with(limits: Limits, with_keys: bool) -> Node {
-    start_node(limits, with_keys, false).await
+    start_node(limits, with_keys, false, &[], &[]).await
 }
 
 /// A node that serves cells (needs root): its home is protected, its workspaces live
 /// under `<home>/workspaces`, and `<host>/allowed` is the allowlist of host binds.
 pub(crate) async fn start_with_cells(with_keys: bool) -> Node {
-    start_node(Limits::default(), with_keys, true).await
+    start_node(Limits::default(), with_keys, true, &[], &[]).await
 }
 
-async fn start_node(limits: Limits, with_keys: bool, with_cells: bool) -> Node {
+/// A node with these `[http] allowed_hosts` and `allowed_origins`.
+pub(crate) async fn start_configured(
+    limits: Limits,
+    with_keys: bool,
+    allowed_hosts: &[&str],
+    allowed_origins: &[&str],
+) -> Node {
+    start_node(limits, with_keys, false, allowed_hosts, allowed_origins).await
+}
+
+async fn start_node(
+    limits: Limits,
+    with_keys: bool,
+    with_cells: bool,
+    allowed_hosts: &[&str],
+    allowed_origins: &[&str],
+) -> Node {
     let dir = tempfile::tempdir().unwrap();
     // Real services, built as `aura serve` builds them: Cedar policy, the built-in tools,
     // and a scripted reasoner from aura.toml (never reached while missions are held).
@@ -158,6 +174,8 @@ async fn start_node(limits: Limits, with_keys: bool, with_cells: bool) -> Node {
             listen: "127.0.0.1:0".parse().unwrap(),
             keys_file,
             limits,
+            allowed_hosts: allowed_hosts.iter().map(|h| (*h).to_owned()).collect(),
+            allowed_origins: allowed_origins.iter().map(|o| (*o).to_owned()).collect(),
             models: None,
             cells: cells.clone(),
             cell_access,
@@ -218,6 +236,46 @@ impl Node {
     pub(crate) fn ws_url(&self, path: &str) -> String {
         format!("{}{path}", self.url.replacen("http://", "ws://", 1))
     }
+
+    /// The server's address, `127.0.0.1:PORT`.
+    pub(crate) fn addr(&self) -> String {
+        self.url.trim_start_matches("http://").to_owned()
+    }
+
+    /// Sends `request` as it is over a fresh connection (closed after one answer) and
+    /// returns the status and the body: for what a client library would not send.
+    pub(crate) async fn raw(&self, request: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut socket = tokio::net::TcpStream::connect(self.addr()).await.unwrap();
+        socket.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            socket.read_to_end(&mut answer),
+        )
+        .await
+        .expect("no answer within 10 s")
+        .unwrap();
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        let status = answer
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"));
+        let body = answer
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    /// Rewrites the key file without the key `name` (as `aura apikey revoke` does).
+    pub(crate) fn revoke(&self, name: &str) {
+        let path = self.dir.path().join("api-keys.json");
+        let mut keys = ApiKeys::load(&path).unwrap();
+        keys.revoke(name).unwrap();
+        keys.save(&path).unwrap();
+    }
 }
 
 /// Asserts the body is Aura's JSON error shape.
@@ -235,10 +293,11 @@ pub(crate) fn person_key(seed: u64) -> Signer {
     Signer::ephemeral("person", &SeededEntropy::new(seed)).unwrap()
 }
 
-/// A real signed answer approving `mission`'s escalation of `request`, from a person at L3
-/// in team-a whose credential the node issued: the body of `POST /v1/approvals/{mission}`.
+/// A real signed answer approving `mission`'s escalation of its declaration (`request`),
+/// from a person at L3 in team-a whose credential the node issued: the body of
+/// `POST /v1/approvals/{mission}`.
 pub(crate) fn approval(n: &Node, mission: &str, request: aura_core::hash::Hash) -> Value {
-    use aura_identity::{Approval, ApprovalId, Signed, Verdict};
+    use aura_identity::{Answers, Approval, ApprovalId, Signed, Verdict};
     let key = person_key(2);
     let credential = n
         .engine
@@ -253,6 +312,7 @@ pub(crate) fn approval(n: &Node, mission: &str, request: aura_core::hash::Hash) 
     let approval = Approval {
         id: ApprovalId::from_bytes([7; 16]),
         mission: mission.parse().unwrap(),
+        answers: Some(Answers::Declaration),
         request,
         verdict: Verdict::Approve,
         reason: "fine".into(),
