@@ -62,6 +62,27 @@ pub(crate) fn cell_spec(spec: pb::CellSpec) -> Result<CellSpec, aura_cell::Error
     Ok(out)
 }
 
+/// Turns what a caller asked for into what the cell may have. A workspace is one of the
+/// node's (`NAME` in namespace `default`, or `NAMESPACE/NAME`), made if it does not
+/// exist; an absolute path is a host path and must lie in the allowlist, as every bind's
+/// source must. The runtime itself refuses the node's home whatever gets through.
+pub(crate) async fn grant(
+    access: &aura_node::CellAccess,
+    mut spec: CellSpec,
+) -> Result<CellSpec, aura_cell::Error> {
+    if let Some(ws) = spec.workspace.take() {
+        let text = ws.to_string_lossy().into_owned();
+        spec.workspace = Some(if ws.is_absolute() {
+            access.host_paths.check(&ws)?
+        } else {
+            let (ns, name) = text.split_once('/').unwrap_or(("default", &text));
+            access.workspace(ns, name).await?
+        });
+    }
+    spec.binds = access.binds(std::mem::take(&mut spec.binds))?;
+    Ok(spec)
+}
+
 fn wire_spec(spec: &CellSpec) -> pb::CellSpec {
     let l = &spec.limits;
     let signed = |v: Option<u64>| v.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
@@ -195,6 +216,9 @@ impl pb::cells_server::Cells for Cells {
             .spec
             .ok_or_else(|| Status::invalid_argument("the request has no spec"))?;
         let spec = cell_spec(spec).map_err(|e| status(&e))?;
+        let spec = grant(&self.0.cell_access, spec)
+            .await
+            .map_err(|e| status(&e))?;
         let name = spec.name.to_string();
         let allocated = self.0.rt.allocate(spec).await.map_err(|e| status(&e))?;
         Ok(Response::new(pb::AllocateResponse {

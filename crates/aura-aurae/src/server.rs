@@ -42,6 +42,10 @@ pub struct Options {
     pub roles: Roles,
     /// The node's models: with them, `aura.inference.v1.Inference` is served too.
     pub models: Option<Arc<aura_node::models::ModelHost>>,
+    /// The workspaces and host paths cells may be given (the same as over HTTP): an
+    /// `admin` certificate is the local operator's power, but still binds only from the
+    /// allowlist, and the runtime keeps the node's home out of every cell.
+    pub cell_access: aura_node::CellAccess,
 }
 
 impl Options {
@@ -55,7 +59,15 @@ impl Options {
             tls: crate::tls::server_config_from(pki)?,
             roles: Roles::new(config.roles),
             models: None,
+            cell_access: aura_node::CellAccess::default(),
         })
+    }
+
+    /// Gives cells these workspaces and host paths.
+    #[must_use]
+    pub fn with_cell_access(mut self, access: aura_node::CellAccess) -> Self {
+        self.cell_access = access;
+        self
     }
 
     /// Also serves inference on these models.
@@ -72,6 +84,7 @@ pub(crate) struct Shared {
     pub(crate) rt: Runtime,
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) models: Option<Arc<aura_node::models::ModelHost>>,
+    pub(crate) cell_access: aura_node::CellAccess,
 }
 
 /// The running server.
@@ -124,11 +137,15 @@ pub(crate) fn status(e: &aura_cell::Error) -> Status {
         message.push_str(&format!(": {s}"));
         source = s.source();
     }
+    if let (aura_cell::ErrorKind::PermissionDenied, Some(hint)) = (e.kind(), e.hint()) {
+        message.push_str(&format!(" (hint: {hint})"));
+    }
     let code = match e.kind() {
         K::InvalidArgument => tonic::Code::InvalidArgument,
         K::NotFound => tonic::Code::NotFound,
         K::AlreadyExists => tonic::Code::AlreadyExists,
         K::FailedPrecondition => tonic::Code::FailedPrecondition,
+        K::PermissionDenied => tonic::Code::PermissionDenied,
         K::Unavailable => tonic::Code::Unavailable,
         K::Internal => tonic::Code::Internal,
     };
@@ -142,6 +159,7 @@ pub async fn serve(rt: Runtime, opts: Options) -> Result<Server> {
         rt,
         shutdown: receiver,
         models: opts.models.clone(),
+        cell_access: opts.cell_access.clone(),
     };
     let acceptor = TlsAcceptor::from(opts.tls.clone());
     let unix = bind_unix(&opts.socket)?;

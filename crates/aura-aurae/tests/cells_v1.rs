@@ -241,13 +241,13 @@ async fn root_logs_send_history_then_follow_live_lines() {
     let channel = node.admin().await;
     let mut cells = CellsClient::new(channel.clone());
     let mut observe = observe::observe_service_client::ObserveServiceClient::new(channel);
-    let workspace = node.dir.path().join("ws");
-    std::fs::create_dir(&workspace).unwrap();
+    // One of the node's workspaces, by name: made for the cell, under the node's root.
+    let workspace = node.dir.path().join("workspaces/default/ws");
     cells
         .allocate(pb::AllocateRequest {
             spec: Some(pb::CellSpec {
                 name: "talker".into(),
-                workspace: Some(workspace.to_string_lossy().into_owned()),
+                workspace: Some("ws".into()),
                 ..Default::default()
             }),
         })
@@ -301,5 +301,94 @@ async fn root_logs_send_history_then_follow_live_lines() {
     // The executable is gone, so both follows end.
     assert!(aura.message().await.unwrap().is_none());
     assert!(aurae.message().await.unwrap().is_none());
+    node.finish().await;
+}
+
+/// Over gRPC an `admin` certificate is the local operator's power, but the workspace was
+/// any host path and binds any host path, so the node's home (its keys, its database)
+/// could be mounted into a cell. Now a workspace is one of the node's (`NAME` or
+/// `NAMESPACE/NAME`) or a path from the allowlist, binds come from the allowlist, and the
+/// node's home is never mountable.
+#[tokio::test(flavor = "multi_thread")]
+async fn root_an_admin_cannot_mount_the_node_home_or_paths_outside_the_allowlist() {
+    let node = common::node().await;
+    let mut cells = CellsClient::new(node.admin().await);
+    let home = node.dir.path().to_string_lossy().into_owned();
+    let host = node.host.path().to_owned();
+    let bind = |source: &str| pb::Bind {
+        source: source.into(),
+        target: "/data".into(),
+        writable: false,
+    };
+    let keys = format!("{home}/pki");
+    let elsewhere = host.join("elsewhere").to_string_lossy().into_owned();
+    let refused = [
+        ("the home as workspace", Some(home.clone()), vec![]),
+        ("the keys as workspace", Some(keys.clone()), vec![]),
+        (
+            "a path outside the allowlist",
+            Some(elsewhere.clone()),
+            vec![],
+        ),
+        ("a relative path", Some("../pki".to_owned()), vec![]),
+        ("the home as a bind", None, vec![bind(&home)]),
+        ("the keys as a bind", None, vec![bind(&keys)]),
+        ("/ as a bind", None, vec![bind("/")]),
+        ("a bind outside the allowlist", None, vec![bind(&elsewhere)]),
+    ];
+    for (what, workspace, binds) in refused {
+        let err = cells
+            .allocate(pb::AllocateRequest {
+                spec: Some(pb::CellSpec {
+                    name: "thief".into(),
+                    workspace,
+                    binds,
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err.code(), Code::PermissionDenied | Code::InvalidArgument),
+            "{what}: {err:?}"
+        );
+    }
+    assert!(node.rt.list().await.is_empty());
+
+    // What is allowed: a node workspace by name, in a namespace, and an allowlisted bind.
+    let allowed = host.join("allowed").to_string_lossy().into_owned();
+    // A host directory as a workspace must also belong to the cells (or to an
+    // unprivileged user), never to root.
+    let mine = host.join("allowed/mine");
+    std::fs::create_dir(&mine).unwrap();
+    let base = node.rt.options().id_base;
+    std::os::unix::fs::chown(&mine, Some(base), Some(base)).unwrap();
+    let mine = mine.to_string_lossy().into_owned();
+    for (name, workspace) in [
+        ("ws-default", "build"),
+        ("ws-team", "team-a/build"),
+        ("ws-host", mine.as_str()),
+    ] {
+        cells
+            .allocate(pb::AllocateRequest {
+                spec: Some(pb::CellSpec {
+                    name: name.into(),
+                    workspace: Some(workspace.into()),
+                    binds: vec![bind(&allowed)],
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
+    }
+    for ws in ["default/build", "team-a/build"] {
+        assert!(node.dir.path().join("workspaces").join(ws).is_dir(), "{ws}");
+    }
+    for name in ["ws-default", "ws-team", "ws-host"] {
+        cells
+            .free(pb::FreeRequest { name: name.into() })
+            .await
+            .unwrap();
+    }
     node.finish().await;
 }

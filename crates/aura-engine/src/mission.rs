@@ -285,7 +285,8 @@ impl Actor {
             return self.expire(id).await;
         }
         let mut step = Step::begin(&mission);
-        if let Err(e) = std::fs::create_dir_all(&workspace) {
+        let setup = self.shared.options.workspace_setup.clone();
+        if let Err(e) = prepare_workspace(setup, &workspace, true).await {
             let reason = format!("cannot prepare the workspace {}: {e}", workspace.display());
             if step
                 .push(Event::Transition {
@@ -746,7 +747,22 @@ impl Actor {
             }
         };
         let tools = s.services.tools.clone();
-        let run = async move { tools.execute(&ctx, &proposal).await };
+        let setup = s.options.workspace_setup.clone();
+        let run = async move {
+            // A workspace whose file system a reboot unmounted is mounted again before a
+            // tool writes where it would be hidden, uncounted, on the node's own disk.
+            if let Err(e) = prepare_workspace(setup, &ctx.workspace, false).await {
+                return failed_effect(
+                    &proposal.call,
+                    ErrorKind::Unavailable,
+                    format!(
+                        "the workspace {} is not ready: {e}",
+                        ctx.workspace.display()
+                    ),
+                );
+            }
+            tools.execute(&ctx, &proposal).await
+        };
         tokio::pin!(run);
         let interrupt = self.mailbox.interrupt.clone();
         let mut stopping = s.stopping.subscribe();
@@ -977,9 +993,22 @@ impl Actor {
         policy: &aura_kernel::RetryPolicy,
     ) -> Option<(Result<(), ToolError>, u32)> {
         let tools = &self.shared.services.tools;
+        let setup = self.shared.options.workspace_setup.clone();
         let mut attempt = 1;
         loop {
-            let Err(e) = tools.compensate(ctx, tool, compensation).await else {
+            // A workspace whose file system a reboot unmounted is mounted again before a
+            // compensation writes there.
+            let result = match prepare_workspace(setup.clone(), &ctx.workspace, false).await {
+                Ok(()) => tools.compensate(ctx, tool, compensation).await,
+                Err(e) => Err(ToolError::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "the workspace {} is not ready: {e}",
+                        ctx.workspace.display()
+                    ),
+                )),
+            };
+            let Err(e) = result else {
                 return Some((Ok(()), attempt));
             };
             // The kind is the error's own, by its recorded name (as a policy's
@@ -1312,6 +1341,31 @@ fn idle_turns(conversation: &[std::sync::Arc<aura_kernel::Message>]) -> usize {
         .rev()
         .take_while(|m| m.role == aura_kernel::Role::Assistant && m.tool_calls.is_empty())
         .count()
+}
+
+/// Makes a mission's workspace ready, on a blocking thread: through the node's
+/// [`aura_tools::WorkspaceSetup`] when it has one; otherwise, when `create` (a mission
+/// starting), a plain directory, mode 0700.
+async fn prepare_workspace(
+    setup: Option<std::sync::Arc<dyn aura_tools::WorkspaceSetup>>,
+    dir: &std::path::Path,
+    create: bool,
+) -> Result<(), String> {
+    if setup.is_none() && !create {
+        return Ok(());
+    }
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || match setup {
+        Some(setup) => setup.ensure(&dir),
+        None => {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await
+    .map_err(|e| format!("preparing the workspace panicked: {e}"))?
 }
 
 #[cfg(test)]

@@ -35,6 +35,10 @@ pub struct Options {
     pub event_capacity: usize,
     /// Where missions' workspaces live: `<workspaces>/<namespace>/<workspace>`.
     pub workspaces: PathBuf,
+    /// Prepares a workspace when a mission starts and before each of its tool calls (so
+    /// a workspace file system unmounted by a reboot is mounted again before a tool
+    /// writes there); without it, a plain directory, mode 0700.
+    pub workspace_setup: Option<std::sync::Arc<dyn aura_tools::WorkspaceSetup>>,
 }
 
 impl Default for Options {
@@ -45,6 +49,7 @@ impl Default for Options {
             inbox_capacity: 1024,
             event_capacity: 4096,
             workspaces: std::env::temp_dir().join("aura-workspaces"),
+            workspace_setup: None,
         }
     }
 }

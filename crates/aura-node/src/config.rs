@@ -15,6 +15,7 @@ pub struct Config {
     pub trust: TrustConfig,
     pub missions: MissionsConfig,
     pub tools: ToolsConfig,
+    pub cells: CellsConfig,
     /// Reasoners by name: `[reasoners.NAME]` tables, each with a `provider` and that
     /// provider's settings (docs/reasoners.md). Checked when the node starts.
     pub reasoners: BTreeMap<String, toml::Table>,
@@ -27,6 +28,59 @@ pub struct MissionsConfig {
     pub default_reasoner: Option<String>,
     /// Where workspaces live (default `<home>/workspaces`).
     pub workspaces: Option<PathBuf>,
+}
+
+/// `[cells]`: what cells may be given of the host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CellsConfig {
+    /// Host directories an operator key for all namespaces (or a gRPC `admin`
+    /// certificate) may bind into cells, each with what lies under it. Symbolic links are
+    /// resolved when the node starts; a directory that holds or lies inside the node's
+    /// home is refused. Empty (the default): no host paths at all.
+    pub host_binds: Vec<PathBuf>,
+    /// The size limit of each workspace: `1G`, `512M`, or `unlimited`. Each workspace is
+    /// a file system of this size (a sparse image, loop-mounted), so a cell that writes
+    /// past it gets "no space left on device" in its workspace instead of filling the
+    /// node's disk.
+    pub workspace_quota: String,
+}
+
+impl Default for CellsConfig {
+    fn default() -> Self {
+        CellsConfig {
+            host_binds: Vec::new(),
+            workspace_quota: "1G".into(),
+        }
+    }
+}
+
+impl CellsConfig {
+    /// The quota in bytes; `None` for `unlimited`.
+    pub fn workspace_quota(&self) -> Result<Option<u64>, String> {
+        let q = self.workspace_quota.trim();
+        if q.eq_ignore_ascii_case("unlimited") {
+            return Ok(None);
+        }
+        parse_size(q).map(Some).ok_or_else(|| {
+            format!(
+                "[cells] workspace_quota `{q}` is not a size: use a number of bytes with K, M, G or T (`1G`), or `unlimited`"
+            )
+        })
+    }
+}
+
+/// `512M`-style sizes: a whole number with an optional K, M, G or T (powers of 1024).
+fn parse_size(s: &str) -> Option<u64> {
+    let (digits, shift) = match s.as_bytes().last()? {
+        b'K' | b'k' => (&s[..s.len() - 1], 10),
+        b'M' | b'm' => (&s[..s.len() - 1], 20),
+        b'G' | b'g' => (&s[..s.len() - 1], 30),
+        b'T' | b't' => (&s[..s.len() - 1], 40),
+        _ => (s, 0),
+    };
+    let n: u64 = digits.parse().ok()?;
+    n.checked_mul(1u64 << shift)
 }
 
 /// Switches for the built-in tools. Both are off by default: an operator turns on what
@@ -133,5 +187,40 @@ impl Config {
                 source,
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+    use super::*;
+
+    #[test]
+    fn workspace_quotas_parse() {
+        let q = |s: &str| {
+            CellsConfig {
+                workspace_quota: s.into(),
+                ..Default::default()
+            }
+            .workspace_quota()
+        };
+        assert_eq!(q("1G").unwrap(), Some(1 << 30));
+        assert_eq!(q("512M").unwrap(), Some(512 << 20));
+        assert_eq!(q("4096").unwrap(), Some(4096));
+        assert_eq!(q("unlimited").unwrap(), None);
+        assert_eq!(
+            CellsConfig::default().workspace_quota().unwrap(),
+            Some(1 << 30)
+        );
+        for bad in ["", "G", "1.5G", "-1G", "1X", "99999999999T"] {
+            assert!(q(bad).is_err(), "{bad}");
+        }
+        let c: Config = toml::from_str(
+            "[cells]\nhost_binds = [\"/srv/data\"]\nworkspace_quota = \"unlimited\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.cells.host_binds, vec![PathBuf::from("/srv/data")]);
+        assert!(toml::from_str::<Config>("[cells]\nbinds = []\n").is_err());
     }
 }

@@ -90,6 +90,16 @@ impl ApiError {
         ApiError::new(StatusCode::CONFLICT, "conflict_error", code, message)
     }
 
+    /// 507: the node's disk is full, so it stores nothing more until there is room.
+    pub fn disk_full(message: impl Into<String>) -> Self {
+        ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "api_error",
+            "disk_full",
+            format!("{} (hint: free space on the node's disk)", message.into()),
+        )
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -185,6 +195,7 @@ impl From<aura_engine::Error> for ApiError {
                 message,
             ),
             E::Store(s) if s.is_refusal() => ApiError::conflict("conflict", message),
+            E::Store(aura_store::Error::DiskFull { .. }) => ApiError::disk_full(message),
             _ => ApiError::internal(message),
         }
     }
@@ -195,6 +206,7 @@ impl From<aura_store::Error> for ApiError {
         let message = error_line(&e);
         match e {
             aura_store::Error::NotFound(_) => ApiError::not_found(message),
+            aura_store::Error::DiskFull { .. } => ApiError::disk_full(message),
             e if e.is_refusal() => ApiError::conflict("conflict", message),
             _ => ApiError::internal(message),
         }
@@ -224,5 +236,33 @@ pub struct ApiJson<T>(pub T);
 impl<T: Serialize> IntoResponse for ApiJson<T> {
     fn into_response(self) -> Response {
         Json(self.0).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node whose disk filled up answered appends with 500 and "may or may not be
+    /// stored": a full disk is now 507 `disk_full` with a hint, from the store directly
+    /// and through the engine, so a client can tell it from a broken node.
+    #[test]
+    fn a_full_disk_is_answered_507_not_500() {
+        let full = || aura_store::Error::DiskFull {
+            path: "/var/lib/aura/ledger.db".into(),
+        };
+        for e in [
+            ApiError::from(full()),
+            ApiError::from(aura_engine::Error::Store(full())),
+        ] {
+            assert_eq!(e.status, StatusCode::INSUFFICIENT_STORAGE);
+            assert_eq!(e.code, "disk_full");
+            assert!(
+                e.message.contains("is full: nothing was stored"),
+                "{}",
+                e.message
+            );
+            assert!(e.message.contains("hint:"), "{}", e.message);
+        }
     }
 }

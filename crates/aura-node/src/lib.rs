@@ -36,6 +36,7 @@ pub use auth::{ApiKeys, Caller, Role};
 pub use config::{Config, Limits};
 pub use error::ApiError;
 pub use guard::AccessError;
+pub use routes::cells::CellAccess;
 
 /// What the node needs to serve.
 #[derive(Debug, Clone)]
@@ -55,6 +56,8 @@ pub struct Options {
     /// The cell runtime served at `/v1/cells` (to operators with a key); without one those
     /// routes answer 503.
     pub cells: Option<aura_cell::Runtime>,
+    /// The workspaces and host paths cells may be given.
+    pub cell_access: CellAccess,
 }
 
 /// Shared by every request.
@@ -67,6 +70,7 @@ pub(crate) struct AppState {
     pub(crate) access: Arc<guard::Access>,
     pub(crate) models: Option<Arc<models::ModelHost>>,
     pub(crate) cells: Option<aura_cell::Runtime>,
+    pub(crate) cell_access: CellAccess,
     /// Turns true when the server stops: open WebSockets close.
     pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
 }
@@ -284,6 +288,7 @@ pub async fn serve(options: Options, engine: Handle) -> Result<Server, ServeErro
         limits: options.limits,
         models: options.models,
         cells: options.cells,
+        cell_access: options.cell_access,
         stopping: stopping.clone(),
     };
     let app = router(state);

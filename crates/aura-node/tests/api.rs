@@ -338,6 +338,264 @@ async fn authorization_matrix() {
     }
 }
 
+/// The cell API on a node that runs cells (needs root), per role, with host paths: an
+/// operator for all namespaces, an operator scoped to team-b, an approver and an agent of
+/// team-a, and no key. Workspaces are names of the caller's namespace, never host paths;
+/// binds need an operator for all namespaces and a source in the allowlist, and never
+/// reach the node's home; a scoped operator sees only its namespace's cells.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_cell_api_authorization_matrix() {
+    let n = support::start_with_cells(true).await;
+    let home = n.dir.path().to_owned();
+    let host = n.host.as_ref().unwrap().path().to_owned();
+    let bind = |p: &std::path::Path| json!([{"source": p, "target": "/data"}]);
+    let roles = ["operator", "approver_a", "agent_a", "operator_b", ""];
+    // (what, the request without its name, [operator, approver_a, agent_a, operator_b, none])
+    let table: Vec<(&str, Value, [u16; 5])> = vec![
+        (
+            "a workspace by name",
+            json!({"workspace": "ws"}),
+            [201, 403, 403, 201, 401],
+        ),
+        (
+            "the node's home as workspace",
+            json!({"workspace": home}),
+            [400, 403, 403, 400, 401],
+        ),
+        (
+            "the keys as workspace",
+            json!({"workspace": home.join("keys")}),
+            [400, 403, 403, 400, 401],
+        ),
+        (
+            "a path as workspace name",
+            json!({"workspace": "../../keys"}),
+            [400, 403, 403, 400, 401],
+        ),
+        (
+            "the home as a bind",
+            json!({"binds": bind(&home)}),
+            [403, 403, 403, 403, 401],
+        ),
+        (
+            "the keys as a bind",
+            json!({"binds": bind(&home.join("keys"))}),
+            [403, 403, 403, 403, 401],
+        ),
+        (
+            "/ as a bind",
+            json!({"binds": bind(std::path::Path::new("/"))}),
+            [403, 403, 403, 403, 401],
+        ),
+        (
+            "an allowed bind",
+            json!({"binds": bind(&host.join("allowed/data"))}),
+            [201, 403, 403, 403, 401],
+        ),
+        (
+            "a bind outside the allowlist",
+            json!({"binds": bind(&host.join("elsewhere"))}),
+            [403, 403, 403, 403, 401],
+        ),
+        (
+            "a link from the allowlist into the home",
+            json!({"binds": bind(&host.join("allowed/home-link/keys"))}),
+            [403, 403, 403, 403, 401],
+        ),
+        (
+            "a bind with ..",
+            json!({"binds": bind(&host.join("allowed/data/../../elsewhere"))}),
+            [400, 403, 403, 403, 401],
+        ),
+        (
+            "another team's namespace",
+            json!({"namespace": "team-a", "workspace": "ws"}),
+            [201, 403, 403, 403, 401],
+        ),
+        (
+            "its own namespace",
+            json!({"namespace": "team-b"}),
+            [201, 403, 403, 201, 401],
+        ),
+        (
+            "a bad namespace",
+            json!({"namespace": "Team A"}),
+            [400, 403, 403, 400, 401],
+        ),
+    ];
+    for (i, (what, body, expected)) in table.iter().enumerate() {
+        for (role, want) in roles.iter().zip(expected) {
+            let mut body = body.clone();
+            body["name"] = json!(
+                format!("c{i}-{}", if role.is_empty() { "none" } else { role }).replace('_', "-")
+            );
+            let key = (!role.is_empty()).then_some(*role);
+            let r = n.call("POST", "/v1/cells", key, Some(body)).await;
+            assert_eq!(r.status, *want, "{what} as {role:?}: {:?}", r.body);
+            if r.status >= 400 {
+                assert_error_shape(&r);
+            }
+        }
+    }
+    // Nothing reached the home, and the workspaces are where the node keeps them, private
+    // to the cells' root.
+    let base = n.cells.as_ref().unwrap().options().id_base;
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        for ns in ["default", "team-b", "team-a"] {
+            let ws = home.join("workspaces").join(ns).join("ws");
+            let m = std::fs::metadata(&ws).unwrap();
+            assert_eq!(
+                (m.uid(), m.mode() & 0o777),
+                (base, 0o700),
+                "{}",
+                ws.display()
+            );
+        }
+    }
+
+    // Each cell is seen and touched only by who may: c0-operator is of `default`,
+    // c0-operator-b of team-b.
+    let exe = |name: &str| json!({"name": name, "command": {"shell": "id -u > /workspace/who; cat /workspace/who"}});
+    for (cell, expected) in [
+        ("c0-operator", [200, 403, 403, 404, 401]),
+        ("c0-operator-b", [200, 403, 403, 200, 401]),
+    ] {
+        for (role, want) in roles.iter().zip(expected) {
+            let key = (!role.is_empty()).then_some(*role);
+            let e = format!("e-{}", if role.is_empty() { "none" } else { role }).replace('_', "-");
+            let created = if want == 200 { 201 } else { want };
+            for (method, path, body, status) in [
+                ("GET", format!("/v1/cells/{cell}"), None, want),
+                (
+                    "POST",
+                    format!("/v1/cells/{cell}/executables"),
+                    Some(exe(&e)),
+                    created,
+                ),
+                (
+                    "POST",
+                    format!("/v1/cells/{cell}/executables/{e}/wait?timeout_ms=10000"),
+                    None,
+                    want,
+                ),
+                (
+                    "GET",
+                    format!("/v1/cells/{cell}/executables/{e}"),
+                    None,
+                    want,
+                ),
+                (
+                    "GET",
+                    format!("/v1/cells/{cell}/executables/{e}/logs"),
+                    None,
+                    want,
+                ),
+                (
+                    "POST",
+                    format!("/v1/cells/{cell}/executables/{e}/stop"),
+                    None,
+                    want,
+                ),
+            ] {
+                let r = n.call(method, &path, key, body).await;
+                assert_eq!(
+                    r.status, status,
+                    "{method} {path} as {role:?}: {:?}",
+                    r.body
+                );
+            }
+        }
+        // A child lives in its parent's namespace; who cannot see the parent cannot nest.
+        for (role, want) in roles.iter().zip(expected) {
+            let key = (!role.is_empty()).then_some(*role);
+            let kid = format!("{cell}/kid-{}", if role.is_empty() { "none" } else { role })
+                .replace('_', "-");
+            let r = n
+                .call("POST", "/v1/cells", key, Some(json!({"name": kid})))
+                .await;
+            let want = if want == 200 { 201 } else { want };
+            assert_eq!(r.status, want, "nest in {cell} as {role:?}: {:?}", r.body);
+        }
+    }
+    // What a cell's root wrote in its workspace is the cells' root's, not the host's.
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        let who = home.join("workspaces/default/ws/who");
+        assert_eq!(std::fs::read_to_string(&who).unwrap().trim(), "0");
+        assert_eq!(std::fs::metadata(&who).unwrap().uid(), base);
+    }
+    // The tree a scoped operator sees holds its namespace's cells only.
+    let listed = n.call("GET", "/v1/cells", Some("operator_b"), None).await;
+    assert_eq!(listed.status, 200);
+    let cells = listed.body["cells"].as_array().unwrap();
+    assert!(!cells.is_empty());
+    for c in cells {
+        assert_eq!(c["cell"]["owner"], "team-b", "{c}");
+    }
+    let all = n.call("GET", "/v1/cells", Some("operator"), None).await;
+    assert!(all.body["cells"].as_array().unwrap().len() > cells.len());
+    for (cell, expected) in [
+        ("c0-operator", [204, 403, 403, 404, 401]),
+        ("c12-operator-b", [404, 403, 403, 204, 401]),
+    ] {
+        // The last one allowed frees it; later callers find nothing.
+        for (role, want) in roles.iter().zip(expected).rev() {
+            let key = (!role.is_empty()).then_some(*role);
+            let r = n
+                .call("DELETE", &format!("/v1/cells/{cell}"), key, None)
+                .await;
+            assert_eq!(r.status, want, "DELETE {cell} as {role:?}: {:?}", r.body);
+        }
+    }
+    n.cells.as_ref().unwrap().shutdown().await;
+
+    // Without keys, no local process gets cells at all.
+    let keyless = support::start_with_cells(false).await;
+    for (method, path, body) in [
+        ("GET", "/v1/cells", None),
+        (
+            "POST",
+            "/v1/cells",
+            Some(json!({"name": "c", "workspace": "ws"})),
+        ),
+    ] {
+        let r = keyless.call(method, path, None, body).await;
+        assert_eq!(r.status, 403, "{method} {path} without keys: {:?}", r.body);
+    }
+    keyless.cells.as_ref().unwrap().shutdown().await;
+}
+
+/// A namespace-scoped operator key got host root through `/v1/cells`: it allocated a cell
+/// whose workspace was the node's home (`{"name":"c2","workspace":"<home>"}` answered
+/// 201), and an executable in it read `keys/node.key` and wrote into team-b's workspace
+/// as root. The route checked the role only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_a_namespace_scoped_operator_cannot_mount_the_node_home_through_cells() {
+    let n = support::start_with_cells(true).await;
+    let home = n.dir.path().to_owned();
+    for body in [
+        json!({"name": "c2", "workspace": home}),
+        json!({"name": "c2", "workspace": home.join("keys")}),
+        json!({"name": "c2", "workspace": home.join("workspaces/team-a")}),
+        json!({"name": "c2", "binds": [{"source": home, "target": "/data"}]}),
+    ] {
+        let r = n
+            .call("POST", "/v1/cells", Some("operator_b"), Some(body.clone()))
+            .await;
+        assert!(
+            r.status == 400 || r.status == 403,
+            "{body}: {} {:?}",
+            r.status,
+            r.body
+        );
+        assert_error_shape(&r);
+    }
+    let listed = n.call("GET", "/v1/cells", Some("operator"), None).await;
+    assert_eq!(listed.body["cells"], json!([]), "a cell was allocated");
+    n.cells.as_ref().unwrap().shutdown().await;
+}
+
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -669,6 +927,7 @@ async fn without_keys_only_loopback_is_served() {
             allowed_origins: Vec::new(),
             models: None,
             cells: None,
+            cell_access: Default::default(),
         },
         n.engine.clone(),
     )

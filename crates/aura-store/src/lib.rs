@@ -200,6 +200,11 @@ pub enum Error {
         "a commit failed, so the entries may or may not be stored; read the agent's head to know"
     )]
     CommitFailed(#[source] std::sync::Arc<rusqlite::Error>),
+    /// The disk that holds the store is full: the batch was refused and nothing of it
+    /// was stored (the writer read the database again to be sure). The store goes on
+    /// refusing appends the same way until there is room, and stays whole meanwhile.
+    #[error("the disk holding {} is full: nothing was stored", path.display())]
+    DiskFull { path: std::path::PathBuf },
     #[error("database error")]
     Sqlite(#[from] rusqlite::Error),
     #[error("{context}")]

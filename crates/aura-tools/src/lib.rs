@@ -53,7 +53,7 @@ pub use call::{Call, Capability, Prepared, Target, ToolDescriptor};
 pub use cmd::{
     CmdRun, CommandOutput, CommandRequest, CommandRunner, MAX_COMMAND_BYTES, MAX_ENV, RunArgs,
 };
-pub use context::{CellLimits, Heartbeat, Limits, NetworkGrant, ToolContext};
+pub use context::{CellLimits, Heartbeat, Limits, NetworkGrant, ToolContext, WorkspaceSetup};
 pub use effect::{
     Compensation, EFFECT_VERSION, Effect, EffectVersion, ErrorKind, OutboundMessage, Outcome,
     ToolError,

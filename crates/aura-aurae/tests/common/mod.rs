@@ -19,7 +19,10 @@ pub(crate) struct Node {
     pub(crate) rt: Runtime,
     pub(crate) server: Option<Server>,
     pub(crate) pki: Pki,
+    /// The node's home: its PKI, cell state and workspaces (`<dir>/workspaces`).
     pub(crate) dir: tempfile::TempDir,
+    /// Beside the home: `allowed` is the allowlist of host binds, `elsewhere` is not.
+    pub(crate) host: tempfile::TempDir,
 }
 
 fn runtime_options(dir: &Path) -> aura_cell::Options {
@@ -62,8 +65,28 @@ pub(crate) async fn node() -> Node {
     };
     pki.issue_client("expired", Some(Role::Admin), past, &socket)
         .unwrap();
-    let rt = Runtime::start(runtime_options(dir.path())).await.unwrap();
-    let mut opts = Options::from_pki(&pki, socket.clone()).unwrap();
+    let mut rt_opts = runtime_options(dir.path());
+    rt_opts.protected = vec![dir.path().to_owned()];
+    rt_opts.workspaces_root = Some(dir.path().join("workspaces"));
+    let rt = Runtime::start(rt_opts).await.unwrap();
+    let host = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(host.path().join("allowed")).unwrap();
+    std::fs::create_dir_all(host.path().join("elsewhere")).unwrap();
+    let base = rt.options().id_base;
+    let access = aura_node::CellAccess {
+        workspaces: Some(Arc::new(
+            aura_cell::Workspaces::new(aura_cell::WorkspaceOptions {
+                root: dir.path().join("workspaces"),
+                owner: Some((base, base)),
+                quota: None,
+            })
+            .unwrap(),
+        )),
+        host_paths: aura_cell::HostPaths::new([host.path().join("allowed")]).unwrap(),
+    };
+    let mut opts = Options::from_pki(&pki, socket.clone())
+        .unwrap()
+        .with_cell_access(access);
     opts.listen = Some("127.0.0.1:0".parse().unwrap());
     let server = aura_aurae::serve(rt.clone(), opts).await.unwrap();
     assert_eq!(server.socket(), socket);
@@ -72,6 +95,7 @@ pub(crate) async fn node() -> Node {
         server: Some(server),
         pki,
         dir,
+        host,
     }
 }
 

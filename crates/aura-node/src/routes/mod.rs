@@ -2,7 +2,7 @@
 //! OpenAPI document at `/openapi.json` lists exactly the routes that exist.
 
 mod agents;
-mod cells;
+pub(crate) mod cells;
 mod events;
 mod health;
 mod ledger;

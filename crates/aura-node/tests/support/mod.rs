@@ -25,6 +25,11 @@ pub(crate) struct Node {
     pub keys: std::collections::HashMap<&'static str, String>,
     pub agent_a: AgentId,
     pub agent_b: AgentId,
+    /// The cell runtime, for nodes started with [`start_with_cells`].
+    pub cells: Option<aura_cell::Runtime>,
+    /// Host directories beside the node's home (for binds): `allowed` is in the
+    /// allowlist, `elsewhere` is not.
+    pub host: Option<tempfile::TempDir>,
 }
 
 /// The node's test policies: the defaults plus one that escalates every mission
@@ -37,13 +42,29 @@ unless { context has approval && context.approval.level >= 3 };
 "#;
 
 pub(crate) async fn start_with(limits: Limits, with_keys: bool) -> Node {
-    start_configured(limits, with_keys, &[], &[]).await
+    start_node(limits, with_keys, false, &[], &[]).await
+}
+
+/// A node that serves cells (needs root): its home is protected, its workspaces live
+/// under `<home>/workspaces`, and `<host>/allowed` is the allowlist of host binds.
+pub(crate) async fn start_with_cells(with_keys: bool) -> Node {
+    start_node(Limits::default(), with_keys, true, &[], &[]).await
 }
 
 /// A node with these `[http] allowed_hosts` and `allowed_origins`.
 pub(crate) async fn start_configured(
     limits: Limits,
     with_keys: bool,
+    allowed_hosts: &[&str],
+    allowed_origins: &[&str],
+) -> Node {
+    start_node(limits, with_keys, false, allowed_hosts, allowed_origins).await
+}
+
+async fn start_node(
+    limits: Limits,
+    with_keys: bool,
+    with_cells: bool,
     allowed_hosts: &[&str],
     allowed_origins: &[&str],
 ) -> Node {
@@ -120,6 +141,34 @@ pub(crate) async fn start_configured(
         add("operator_b", Role::Operator, vec!["team-b".into()], None);
         keys.save(&keys_file).unwrap();
     }
+    let (cells, cell_access, host) = if with_cells {
+        let host = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(host.path().join("allowed/data")).unwrap();
+        std::fs::create_dir_all(host.path().join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink(dir.path(), host.path().join("allowed/home-link")).unwrap();
+        let mut opts = aura_cell::Options::new(dir.path().join("cells"));
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        opts.instance = Some(format!("test-{}-{n}", std::process::id()));
+        opts.protected = vec![dir.path().to_owned()];
+        opts.workspaces_root = Some(dir.path().join("workspaces"));
+        let rt = aura_cell::Runtime::start(opts).await.unwrap();
+        let base = rt.options().id_base;
+        let access = aura_node::CellAccess {
+            workspaces: Some(Arc::new(
+                aura_cell::Workspaces::new(aura_cell::WorkspaceOptions {
+                    root: dir.path().join("workspaces"),
+                    owner: Some((base, base)),
+                    quota: None,
+                })
+                .unwrap(),
+            )),
+            host_paths: aura_cell::HostPaths::new([host.path().join("allowed")]).unwrap(),
+        };
+        (Some(rt), access, Some(host))
+    } else {
+        (None, aura_node::CellAccess::default(), None)
+    };
     let server = aura_node::serve(
         aura_node::Options {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -128,7 +177,8 @@ pub(crate) async fn start_configured(
             allowed_hosts: allowed_hosts.iter().map(|h| (*h).to_owned()).collect(),
             allowed_origins: allowed_origins.iter().map(|o| (*o).to_owned()).collect(),
             models: None,
-            cells: None,
+            cells: cells.clone(),
+            cell_access,
         },
         engine.clone(),
     )
@@ -144,6 +194,8 @@ pub(crate) async fn start_configured(
         keys: names,
         agent_a: a.id,
         agent_b: b.id,
+        cells,
+        host,
     }
 }
 

@@ -448,13 +448,21 @@ impl Writer {
                 // open); believe only what it says now. Reloaded before anyone hears of
                 // the failure, so a caller that reads its head and appends again is laid
                 // out against what is really stored.
+                let before = self.state.size;
                 match self.reload() {
                     Ok(state) => self.state = state,
                     Err(_) => self.poisoned = true,
                 }
+                // A full disk fails a write before the commit record is: SQLite rolls the
+                // transaction back, and the reloaded tree confirms nothing was added. Then
+                // the caller can be told so, plainly, rather than "may or may not".
+                let full = !self.poisoned && self.state.size == before && is_disk_full(&e);
                 let e = Arc::new(e);
                 for (reply, outcome) in outcomes {
                     let answer = match outcome {
+                        Ok(_) if full => Err(Error::DiskFull {
+                            path: self.path.clone(),
+                        }),
                         Ok(_) => Err(Error::CommitFailed(e.clone())),
                         Err(refused) => Err(refused),
                     };
@@ -549,4 +557,9 @@ impl Writer {
         )));
         Ok(())
     }
+}
+
+/// Whether SQLite failed because the disk (or the database's size limit) is full.
+fn is_disk_full(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull)
 }
