@@ -67,7 +67,7 @@ pub(crate) fn cell_spec(spec: pb::CellSpec) -> Result<CellSpec, aura_cell::Error
 /// exist; an absolute path is a host path and must lie in the allowlist, as every bind's
 /// source must. The runtime itself refuses the node's home whatever gets through.
 pub(crate) async fn grant(
-    access: &aura_node::CellAccess,
+    access: &aura_cell::CellAccess,
     mut spec: CellSpec,
 ) -> Result<CellSpec, aura_cell::Error> {
     if let Some(ws) = spec.workspace.take() {

@@ -45,7 +45,7 @@ pub struct Options {
     /// The workspaces and host paths cells may be given (the same as over HTTP): an
     /// `admin` certificate is the local operator's power, but still binds only from the
     /// allowlist, and the runtime keeps the node's home out of every cell.
-    pub cell_access: aura_node::CellAccess,
+    pub cell_access: aura_cell::CellAccess,
 }
 
 impl Options {
@@ -59,13 +59,13 @@ impl Options {
             tls: crate::tls::server_config_from(pki)?,
             roles: Roles::new(config.roles),
             models: None,
-            cell_access: aura_node::CellAccess::default(),
+            cell_access: aura_cell::CellAccess::default(),
         })
     }
 
     /// Gives cells these workspaces and host paths.
     #[must_use]
-    pub fn with_cell_access(mut self, access: aura_node::CellAccess) -> Self {
+    pub fn with_cell_access(mut self, access: aura_cell::CellAccess) -> Self {
         self.cell_access = access;
         self
     }
@@ -84,7 +84,7 @@ pub(crate) struct Shared {
     pub(crate) rt: Runtime,
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) models: Option<Arc<aura_node::models::ModelHost>>,
-    pub(crate) cell_access: aura_node::CellAccess,
+    pub(crate) cell_access: aura_cell::CellAccess,
 }
 
 /// The running server.

@@ -97,4 +97,4 @@ pub use runtime::{
 pub use spec::{
     Bind, CellName, CellSpec, Command, CpuMax, Env, ExecutableName, ExecutableSpec, Limits,
 };
-pub use workspace::{HostPaths, Swept, WorkspaceOptions, Workspaces, sweep};
+pub use workspace::{CellAccess, HostPaths, Swept, WorkspaceOptions, Workspaces, sweep};

@@ -27,13 +27,13 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::spec::ID_COUNT;
+use crate::spec::{Bind, ID_COUNT};
 
 /// How deep a sweep descends. Deeper directories are made inaccessible (mode 000) rather
 /// than left unswept: the walk holds one descriptor per level.
@@ -824,6 +824,49 @@ fn kind_of(dir: impl std::os::fd::AsFd, name: &str) -> FileType {
             .map(|s| s.st_mode)
             .unwrap_or(0),
     )
+}
+
+/// What the cell surfaces (aura-node's HTTP API and aura-grpc's cell services) let callers
+/// reach of the host: the node's workspaces, and the host paths an operator for all
+/// namespaces may bind. It lives here, below both surfaces, so each applies the same rules.
+#[derive(Debug, Clone, Default)]
+pub struct CellAccess {
+    /// Where cells' workspaces are made (`<root>/<namespace>/<name>`); without it a
+    /// request naming a workspace is refused.
+    pub workspaces: Option<Arc<Workspaces>>,
+    /// The allowlist of host paths (`[cells] host_binds`); empty: no binds at all.
+    pub host_paths: HostPaths,
+}
+
+impl CellAccess {
+    /// Makes the workspace `name` of `namespace` ready (on a blocking thread) and returns
+    /// its path.
+    pub async fn workspace(&self, namespace: &str, name: &str) -> Result<PathBuf> {
+        let Some(workspaces) = self.workspaces.clone() else {
+            return Err(Error::Unsupported {
+                what: "this node keeps no workspaces for cells".into(),
+                hint: "allocate the cell without a workspace".into(),
+            });
+        };
+        let (ns, name) = (namespace.to_owned(), name.to_owned());
+        tokio::task::spawn_blocking(move || workspaces.ensure(&ns, &name))
+            .await
+            .map_err(|e| Error::Io {
+                context: "preparing the workspace panicked".into(),
+                source: std::io::Error::other(e.to_string()),
+            })?
+    }
+
+    /// The binds with their sources checked against the allowlist (and made canonical).
+    pub fn binds(&self, binds: Vec<Bind>) -> Result<Vec<Bind>> {
+        binds
+            .into_iter()
+            .map(|b| {
+                let source = self.host_paths.check(&b.source)?;
+                Ok(Bind { source, ..b })
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]

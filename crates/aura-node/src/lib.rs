@@ -32,11 +32,11 @@ use axum::http::header;
 use axum::http::request::Parts;
 use tokio::net::TcpListener;
 
+pub use aura_cell::CellAccess;
 pub use auth::{ApiKeys, Caller, Role};
 pub use config::{Config, Limits};
 pub use error::ApiError;
 pub use guard::AccessError;
-pub use routes::cells::CellAccess;
 
 /// What the node needs to serve.
 #[derive(Debug, Clone)]

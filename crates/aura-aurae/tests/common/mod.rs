@@ -73,7 +73,7 @@ pub(crate) async fn node() -> Node {
     std::fs::create_dir_all(host.path().join("allowed")).unwrap();
     std::fs::create_dir_all(host.path().join("elsewhere")).unwrap();
     let base = rt.options().id_base;
-    let access = aura_node::CellAccess {
+    let access = aura_cell::CellAccess {
         workspaces: Some(Arc::new(
             aura_cell::Workspaces::new(aura_cell::WorkspaceOptions {
                 root: dir.path().join("workspaces"),

@@ -81,7 +81,7 @@ fn cell_access(
     config: &aura_node::Config,
     workspaces: &std::path::Path,
     cells: Option<&Runtime>,
-) -> anyhow::Result<(aura_node::CellAccess, Arc<Workspaces>)> {
+) -> anyhow::Result<(aura_cell::CellAccess, Arc<Workspaces>)> {
     let config_path = aura_node::Config::path(home.dir());
     let quota = config.cells.workspace_quota().map_err(|e| {
         hinted(
@@ -126,7 +126,7 @@ fn cell_access(
         ));
     }
     Ok((
-        aura_node::CellAccess {
+        aura_cell::CellAccess {
             workspaces: Some(workspaces.clone()),
             host_paths,
         },
@@ -318,7 +318,7 @@ async fn grpc(
     home: &Home,
     cells: &Runtime,
     models: Arc<ModelHost>,
-    access: aura_node::CellAccess,
+    access: aura_cell::CellAccess,
 ) -> anyhow::Result<(Option<aura_aurae::Server>, Option<String>)> {
     let pki = crate::cmd::pki::pki(home);
     if !pki.exists() {

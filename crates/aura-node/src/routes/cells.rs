@@ -15,7 +15,6 @@
 //! are named `parent/child`; in a URL the `/` is written `%2F`.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
 
 use aura_cell::{
@@ -37,52 +36,6 @@ use crate::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, ApiJson};
 use crate::routes::agents::require;
-
-/// What the cell surfaces (HTTP here, gRPC in aura-aurae) let callers reach of the host:
-/// the node's workspaces, and the host paths an operator for all namespaces may bind.
-#[derive(Debug, Clone, Default)]
-pub struct CellAccess {
-    /// Where cells' workspaces are made (`<root>/<namespace>/<name>`); without it a
-    /// request naming a workspace is refused.
-    pub workspaces: Option<Arc<aura_cell::Workspaces>>,
-    /// The allowlist of host paths (`[cells] host_binds`); empty: no binds at all.
-    pub host_paths: aura_cell::HostPaths,
-}
-
-impl CellAccess {
-    /// Makes the workspace `name` of `namespace` ready (on a blocking thread) and returns
-    /// its path.
-    pub async fn workspace(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<std::path::PathBuf, aura_cell::Error> {
-        let Some(workspaces) = self.workspaces.clone() else {
-            return Err(aura_cell::Error::Unsupported {
-                what: "this node keeps no workspaces for cells".into(),
-                hint: "allocate the cell without a workspace".into(),
-            });
-        };
-        let (ns, name) = (namespace.to_owned(), name.to_owned());
-        tokio::task::spawn_blocking(move || workspaces.ensure(&ns, &name))
-            .await
-            .map_err(|e| aura_cell::Error::Io {
-                context: "preparing the workspace panicked".into(),
-                source: std::io::Error::other(e.to_string()),
-            })?
-    }
-
-    /// The binds with their sources checked against the allowlist (and made canonical).
-    pub fn binds(&self, binds: Vec<Bind>) -> Result<Vec<Bind>, aura_cell::Error> {
-        binds
-            .into_iter()
-            .map(|b| {
-                let source = self.host_paths.check(&b.source)?;
-                Ok(Bind { source, ..b })
-            })
-            .collect()
-    }
-}
 
 /// Longest wait a caller may ask for in one request.
 const MAX_WAIT: Duration = Duration::from_secs(300);

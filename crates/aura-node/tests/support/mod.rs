@@ -154,7 +154,7 @@ async fn start_node(
         opts.workspaces_root = Some(dir.path().join("workspaces"));
         let rt = aura_cell::Runtime::start(opts).await.unwrap();
         let base = rt.options().id_base;
-        let access = aura_node::CellAccess {
+        let access = aura_cell::CellAccess {
             workspaces: Some(Arc::new(
                 aura_cell::Workspaces::new(aura_cell::WorkspaceOptions {
                     root: dir.path().join("workspaces"),
@@ -167,7 +167,7 @@ async fn start_node(
         };
         (Some(rt), access, Some(host))
     } else {
-        (None, aura_node::CellAccess::default(), None)
+        (None, aura_cell::CellAccess::default(), None)
     };
     let server = aura_node::serve(
         aura_node::Options {
