@@ -12,8 +12,8 @@ use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use aura_aurae::ClientConfig;
-use aura_aurae::proto::aura::inference::v1 as pb;
+use aura_grpc::ClientConfig;
+use aura_grpc::proto::aura::inference::v1 as pb;
 use pb::inference_client::InferenceClient;
 use serde_json::{Value, json};
 use support::Aura;
@@ -526,11 +526,11 @@ async fn root_grpc_inference_refusals_and_cancelled_streams_leave_no_receipt() {
         .unwrap_err();
     refused(status, tonic::Code::PermissionDenied, "observer");
     let config = ClientConfig::load(&aura.home().join("pki/clients/app.toml")).unwrap();
-    let mut cells = aura_aurae::proto::aura::cells::v1::cells_client::CellsClient::new(
+    let mut cells = aura_grpc::proto::aura::cells::v1::cells_client::CellsClient::new(
         config.connect().await.unwrap(),
     );
     let status = cells
-        .list(aura_aurae::proto::aura::cells::v1::ListRequest::default())
+        .list(aura_grpc::proto::aura::cells::v1::ListRequest::default())
         .await
         .unwrap_err();
     refused(status, tonic::Code::PermissionDenied, "inference");

@@ -6,10 +6,10 @@
 
 mod common;
 
-use aura_aurae::proto::aurae::cells::v0 as cells;
-use aura_aurae::proto::aurae::discovery::v0 as discovery;
-use aura_aurae::proto::aurae::observe::v0 as observe;
-use aura_aurae::proto::grpc::health::v1 as health;
+use aura_grpc::proto::aurae::cells::v0 as cells;
+use aura_grpc::proto::aurae::discovery::v0 as discovery;
+use aura_grpc::proto::aurae::observe::v0 as observe;
+use aura_grpc::proto::grpc::health::v1 as health;
 use cells::cell_service_client::CellServiceClient;
 use observe::observe_service_client::ObserveServiceClient;
 use tonic::Code;

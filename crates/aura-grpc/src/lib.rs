@@ -9,8 +9,8 @@
 //! # async fn example(
 //! #     cells: aura_cell::Runtime,
 //! #     models: std::sync::Arc<aura_node::models::ModelHost>,
-//! # ) -> Result<(), aura_aurae::Error> {
-//! use aura_aurae::{Options, Pki, serve};
+//! # ) -> Result<(), aura_grpc::Error> {
+//! use aura_grpc::{Options, Pki, serve};
 //!
 //! let pki = Pki::new("/var/lib/aura/pki"); // made by `aura pki init`
 //! let options = Options::from_pki(&pki, "/var/lib/aura/aurae.sock".into())?.with_models(models);

@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use aura_aurae::pki::InitOptions;
-use aura_aurae::{ClientConfig, Options, Pki, Role, Server, Target, Validity};
 use aura_cell::Runtime;
 use aura_core::door::{Clock as _, SystemClock};
+use aura_grpc::pki::InitOptions;
+use aura_grpc::{ClientConfig, Options, Pki, Role, Server, Target, Validity};
 use tonic::transport::Channel;
 
 pub(crate) struct Node {
@@ -65,7 +65,7 @@ pub(crate) async fn node() -> Node {
     let rt = Runtime::start(runtime_options(dir.path())).await.unwrap();
     let mut opts = Options::from_pki(&pki, socket.clone()).unwrap();
     opts.listen = Some("127.0.0.1:0".parse().unwrap());
-    let server = aura_aurae::serve(rt.clone(), opts).await.unwrap();
+    let server = aura_grpc::serve(rt.clone(), opts).await.unwrap();
     assert_eq!(server.socket(), socket);
     Node {
         rt,
@@ -81,7 +81,7 @@ impl Node {
     }
 
     /// A channel as the named client, from the Aurae client config `aura pki` wrote.
-    pub(crate) async fn connect(&self, client: &str) -> Result<Channel, aura_aurae::Error> {
+    pub(crate) async fn connect(&self, client: &str) -> Result<Channel, aura_grpc::Error> {
         ClientConfig::load(&self.pki.client(client).config)
             .unwrap()
             .connect()
@@ -96,9 +96,9 @@ impl Node {
     pub(crate) async fn admin_tcp(&self) -> Channel {
         let files = self.pki.client("admin");
         let tls =
-            aura_aurae::tls::client_config(&self.pki.ca_crt(), &files.crt, &files.key).unwrap();
+            aura_grpc::tls::client_config(&self.pki.ca_crt(), &files.crt, &files.key).unwrap();
         let addr = self.server.as_ref().unwrap().tcp_addr().unwrap();
-        aura_aurae::client::connect(Target::Tcp(addr), tls, "localhost")
+        aura_grpc::client::connect(Target::Tcp(addr), tls, "localhost")
             .await
             .unwrap()
     }
@@ -107,11 +107,11 @@ impl Node {
     pub(crate) async fn connect_with(
         &self,
         tls: Arc<rustls::ClientConfig>,
-    ) -> Result<Channel, aura_aurae::Error> {
-        aura_aurae::client::connect(
+    ) -> Result<Channel, aura_grpc::Error> {
+        aura_grpc::client::connect(
             Target::Unix(self.socket()),
             tls,
-            aura_aurae::pki::AURAE_SERVER_NAME,
+            aura_grpc::pki::AURAE_SERVER_NAME,
         )
         .await
     }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use aura_aurae::proto::aura::cells::v1 as pb;
+use aura_grpc::proto::aura::cells::v1 as pb;
 use pb::cells_client::CellsClient;
 use tonic::Code;
 
@@ -235,7 +235,7 @@ async fn root_aura_cells_report_exits_usage_and_logs() {
 /// on both Aura's `Logs` and Aurae's `GetSubProcessStream`.
 #[tokio::test(flavor = "multi_thread")]
 async fn root_logs_send_history_then_follow_live_lines() {
-    use aura_aurae::proto::aurae::observe::v0 as observe;
+    use aura_grpc::proto::aurae::observe::v0 as observe;
 
     let node = common::node().await;
     let channel = node.admin().await;

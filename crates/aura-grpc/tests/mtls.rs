@@ -9,10 +9,10 @@ mod common;
 use std::os::unix::fs::PermissionsExt as _;
 use std::sync::Arc;
 
-use aura_aurae::pki::InitOptions;
-use aura_aurae::proto::aurae::cells::v0 as cells;
-use aura_aurae::proto::grpc::health::v1 as health;
-use aura_aurae::{ClientConfig, Pki};
+use aura_grpc::pki::InitOptions;
+use aura_grpc::proto::aurae::cells::v0 as cells;
+use aura_grpc::proto::grpc::health::v1 as health;
+use aura_grpc::{ClientConfig, Pki};
 use cells::cell_service_client::CellServiceClient;
 use hyper_util::rt::TokioIo;
 use tonic::Code;
@@ -27,7 +27,7 @@ async fn health_check(channel: Channel) -> Result<(), tonic::Status> {
 
 /// Connects and makes one call: a refusal may come at either step (with TLS 1.3 the
 /// server rejects a client certificate after the client thinks the handshake is done).
-async fn refused(what: &str, connected: Result<Channel, aura_aurae::Error>) {
+async fn refused(what: &str, connected: Result<Channel, aura_grpc::Error>) {
     if let Ok(channel) = connected {
         let r = health_check(channel).await;
         assert!(r.is_err(), "{what}: the call went through");
@@ -104,7 +104,7 @@ async fn root_only_known_clients_with_valid_certificates_get_in() {
         .issue_client("admin", None, common::days(30), &node.socket())
         .unwrap();
     let tls =
-        aura_aurae::tls::client_config(&node.pki.ca_crt(), &impostor.crt, &impostor.key).unwrap();
+        aura_grpc::tls::client_config(&node.pki.ca_crt(), &impostor.crt, &impostor.key).unwrap();
     refused(
         "a certificate from another CA",
         node.connect_with(tls).await,
