@@ -1,5 +1,7 @@
-//! Compiles the gRPC interfaces (kept in aura-cell's `proto/`, next to the runtime they
-//! describe) with protox, a protobuf compiler in Rust, so building needs no `protoc`.
+//! Compiles the gRPC interfaces in this crate's own `proto/` (Aurae's v0 cell, observe
+//! and discovery services, Aura's cells v1 and inference v1, gRPC health) with protox, a
+//! protobuf compiler in Rust, so building needs no `protoc`. Nothing outside this crate's
+//! folder is read.
 
 use std::path::PathBuf;
 
@@ -13,8 +15,8 @@ const PROTOS: &[&str] = &[
 ];
 
 fn main() {
-    let root = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"))
-        .join("../aura-cell/proto");
+    let root =
+        PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it")).join("proto");
     println!("cargo:rerun-if-changed=build.rs");
     for p in PROTOS {
         println!("cargo:rerun-if-changed={}", root.join(p).display());
