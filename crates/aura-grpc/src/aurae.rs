@@ -5,7 +5,7 @@
 use aura_cell::{
     CellName, CellSpec, Channel, Command, CpuMax, ExecutableName, ExecutableSpec, Limits,
 };
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -13,34 +13,7 @@ use crate::proto::aurae::cells::v0 as cells;
 use crate::proto::aurae::discovery::v0 as discovery;
 use crate::proto::aurae::observe::v0 as observe;
 use crate::proto::grpc::health::v1 as health;
-use crate::server::{Shared, down, status};
-
-/// A server stream fed by a task.
-pub(crate) type Stream<T> = ReceiverStream<Result<T, Status>>;
-
-/// Runs `feed` as the producer of a server stream; it ends when the client goes away
-/// (the send fails) or the server shuts down.
-pub(crate) fn stream<T, F>(
-    shutdown: &watch::Receiver<bool>,
-    feed: impl FnOnce(mpsc::Sender<Result<T, Status>>) -> F,
-) -> Stream<T>
-where
-    T: Send + 'static,
-    F: Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = mpsc::channel(64);
-    let mut shutdown = shutdown.clone();
-    let closed = tx.clone();
-    let feed = feed(tx);
-    tokio::spawn(async move {
-        tokio::select! {
-            () = feed => {}
-            () = closed.closed() => {}
-            () = down(&mut shutdown) => {}
-        }
-    });
-    ReceiverStream::new(rx)
-}
+use crate::shared::{Shared, Stream, down, status, stream};
 
 /// Aurae's cell spec as Aura's. Aura always gives a cell its own pid namespace, so
 /// `isolate_process` asks for nothing more; `isolate_network` false shares the host's

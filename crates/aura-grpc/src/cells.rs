@@ -10,9 +10,8 @@ use aura_cell::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::aurae::{Stream, stream};
 use crate::proto::aura::cells::v1 as pb;
-use crate::server::{Shared, status};
+use crate::shared::{Shared, Stream, status, stream};
 
 fn cell(name: &str) -> Result<CellName, Status> {
     CellName::new(name).map_err(|e| status(&e))
@@ -261,7 +260,7 @@ impl pb::cells_server::Cells for Cells {
         let mut down = self.0.shutdown.clone();
         let exited = tokio::select! {
             r = self.0.rt.wait(&c, &e, timeout) => r.map_err(|e| status(&e))?,
-            () = crate::server::down(&mut down) => return Err(Status::unavailable("the node is shutting down")),
+            () = crate::shared::down(&mut down) => return Err(Status::unavailable("the node is shutting down")),
         };
         Ok(Response::new(pb::WaitResponse {
             exited: exited.as_ref().map(exe_info),

@@ -12,7 +12,10 @@ use tokio_rustls::TlsConnector;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::config::quote;
-use crate::pki::{AURAE_SERVER_NAME, Error, Result};
+use crate::error::{Error, Result};
+
+/// The server name Aurae's own clients verify; every server certificate carries it.
+pub const AURAE_SERVER_NAME: &str = "server.unsafe.aurae.io";
 
 /// Aurae's client config: `[auth] ca_crt, client_crt, client_key` and `[system] socket`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

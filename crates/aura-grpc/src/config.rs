@@ -8,7 +8,11 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::auth::Role;
-use crate::pki::{DEFAULT_CLIENT, Error, Result};
+use crate::error::{Error, Result};
+use crate::files::write_new;
+
+/// The client that `aura pki init` makes, with the admin role.
+pub const DEFAULT_CLIENT: &str = "admin";
 
 /// Where the gRPC surfaces listen and who may use them.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -112,7 +116,7 @@ impl GrpcConfig {
         }
         let tmp = path.with_extension("toml.new");
         let _ = std::fs::remove_file(&tmp);
-        crate::pki::write_new(&tmp, &new, 0o600)?;
+        write_new(&tmp, &new, 0o600)?;
         std::fs::rename(&tmp, path).map_err(|e| Error::io(format!("replace {}", path.display()), e))
     }
 }

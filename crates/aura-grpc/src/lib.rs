@@ -30,9 +30,12 @@ pub mod auth;
 mod cells;
 pub mod client;
 pub mod config;
+mod error;
+mod files;
 mod inference;
 pub mod pki;
 mod server;
+mod shared;
 pub mod tls;
 
 pub use aurae::{CellService, DiscoveryService, HealthService, ObserveService};
@@ -40,8 +43,9 @@ pub use auth::{Role, Roles};
 pub use cells::Cells;
 pub use client::{ClientConfig, Target};
 pub use config::GrpcConfig;
+pub use error::{Error, Result};
 pub use inference::{Inference, RECEIPT_HEADER};
-pub use pki::{Error, Pki, Result, Validity};
+pub use pki::{Pki, Validity};
 pub use server::{Options, Server, serve};
 
 /// The generated messages, servers and clients.

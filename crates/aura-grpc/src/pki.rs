@@ -12,8 +12,7 @@
 //! ```
 
 use std::fs;
-use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -26,53 +25,11 @@ use rcgen::{
 use crate::auth::Role;
 use crate::client::ClientConfig;
 use crate::config::GrpcConfig;
+use crate::error::{Error, Result};
+use crate::files::write_new;
 
-/// The server name Aurae's own clients verify; every server certificate carries it.
-pub const AURAE_SERVER_NAME: &str = "server.unsafe.aurae.io";
-
-/// The client that `aura pki init` makes, with the admin role.
-pub const DEFAULT_CLIENT: &str = "admin";
-
-/// What can go wrong issuing or loading certificates.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{what} already exists at {}", path.display())]
-    Exists { what: &'static str, path: PathBuf },
-    #[error("there is no CA at {}", .0.display())]
-    NoCa(PathBuf),
-    #[error("cannot {context}")]
-    Io {
-        context: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot make a certificate")]
-    Cert(#[source] rcgen::Error),
-}
-
-impl Error {
-    /// What the user can do about it, where there is something.
-    pub fn hint(&self) -> Option<String> {
-        match self {
-            Error::Exists { .. } => {
-                Some("remove it first if you mean to replace it (clients holding the old one stop working)".into())
-            }
-            Error::NoCa(_) => Some("make one with `aura pki init`".into()),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io {
-            context: context.into(),
-            source,
-        }
-    }
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub use crate::client::AURAE_SERVER_NAME;
+pub use crate::config::DEFAULT_CLIENT;
 
 /// When a certificate is valid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,6 +123,14 @@ impl Pki {
     /// The gRPC settings in `grpc.toml`.
     pub fn config(&self) -> Result<GrpcConfig> {
         GrpcConfig::load(&self.config_path())
+    }
+
+    /// The server side of TLS from this PKI's CA and server certificate.
+    pub fn server_tls(&self) -> Result<std::sync::Arc<rustls::ServerConfig>> {
+        if !self.exists() {
+            return Err(Error::NoCa(self.ca_crt()));
+        }
+        crate::tls::server_config(&self.ca_crt(), &self.server_crt(), &self.server_key())
     }
 
     /// Makes the CA, the server certificate and `grpc.toml` (with the `admin` client as
@@ -317,20 +282,6 @@ fn make_dir(dir: &Path) -> Result<()> {
 
 fn read(path: &Path) -> Result<String> {
     fs::read_to_string(path).map_err(|e| Error::io(format!("read {}", path.display()), e))
-}
-
-/// Writes a new file with `mode` from the start (keys are never readable by others, not
-/// even for a moment).
-pub(crate) fn write_new(path: &Path, contents: &str, mode: u32) -> Result<()> {
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(|e| Error::io(format!("create {}", path.display()), e))?;
-    f.write_all(contents.as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(|e| Error::io(format!("write {}", path.display()), e))
 }
 
 #[cfg(test)]

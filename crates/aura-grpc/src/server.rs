@@ -13,15 +13,16 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::Status;
 use tonic::transport::server::Connected;
 
 use crate::aurae::{CellService, DiscoveryService, HealthService, ObserveService};
 use crate::auth::{AuthorizeLayer, Roles};
 use crate::cells::Cells;
+use crate::error::{Error, Result};
 use crate::inference::Inference;
-use crate::pki::{Error, Pki, Result};
+use crate::pki::Pki;
 use crate::proto;
+use crate::shared::{Shared, down};
 
 /// A client gets this long to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -52,7 +53,7 @@ impl Options {
         Ok(Options {
             socket: config.socket.unwrap_or(default_socket),
             listen: config.listen,
-            tls: crate::tls::server_config_from(pki)?,
+            tls: pki.server_tls()?,
             roles: Roles::new(config.roles),
             models: None,
         })
@@ -64,14 +65,6 @@ impl Options {
         self.models = Some(models);
         self
     }
-}
-
-/// What the services share: the runtime and the shutdown signal that ends open streams.
-#[derive(Debug, Clone)]
-pub(crate) struct Shared {
-    pub(crate) rt: Runtime,
-    pub(crate) shutdown: watch::Receiver<bool>,
-    pub(crate) models: Option<Arc<aura_node::models::ModelHost>>,
 }
 
 /// The running server.
@@ -107,32 +100,6 @@ impl Server {
         }
         let _ = std::fs::remove_file(&self.socket);
     }
-}
-
-/// Resolves once the server is shutting down (or the server is gone).
-pub(crate) async fn down(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|down| *down).await;
-}
-
-/// An aura-cell error as a gRPC status: the kind picks the code, the message carries the
-/// cause.
-pub(crate) fn status(e: &aura_cell::Error) -> Status {
-    use aura_cell::ErrorKind as K;
-    let mut message = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        message.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    let code = match e.kind() {
-        K::InvalidArgument => tonic::Code::InvalidArgument,
-        K::NotFound => tonic::Code::NotFound,
-        K::AlreadyExists => tonic::Code::AlreadyExists,
-        K::FailedPrecondition => tonic::Code::FailedPrecondition,
-        K::Unavailable => tonic::Code::Unavailable,
-        K::Internal => tonic::Code::Internal,
-    };
-    Status::new(code, message)
 }
 
 /// Starts serving the runtime's cells. Returns once the listeners are bound.

@@ -11,7 +11,7 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 
-use crate::pki::{Error, Pki, Result};
+use crate::error::{Error, Result};
 
 /// gRPC is HTTP/2 only.
 const ALPN_H2: &[u8] = b"h2";
@@ -77,14 +77,6 @@ pub fn server_config(ca: &Path, crt: &Path, key_path: &Path) -> Result<Arc<rustl
         .map_err(|e| tls_error("the server certificate and key do not go together", &e))?;
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(Arc::new(config))
-}
-
-/// The server side from a PKI directory.
-pub fn server_config_from(pki: &Pki) -> Result<Arc<rustls::ServerConfig>> {
-    if !pki.exists() {
-        return Err(Error::NoCa(pki.ca_crt()));
-    }
-    server_config(&pki.ca_crt(), &pki.server_crt(), &pki.server_key())
 }
 
 /// The client side: trusts only the CA, presents the client certificate.
