@@ -9,6 +9,7 @@ const CHECKED: &[&str] = &[
     // One crate a line, sorted.
     "aura-archtest",
     "aura-grpc",
+    "aura-host",
 ];
 
 fn crates_dir() -> PathBuf {

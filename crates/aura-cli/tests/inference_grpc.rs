@@ -535,6 +535,26 @@ async fn root_grpc_inference_refusals_and_cancelled_streams_leave_no_receipt() {
         .unwrap_err();
     refused(status, tonic::Code::PermissionDenied, "inference");
 
+    // Regression: a token limit beyond the model's context, which the HTTP API refuses,
+    // was taken (and reserved) over gRPC. Both now open the model through the host's
+    // checks, which refuse it naming the field.
+    refused(
+        code(admin.chat(question(100_000)).await),
+        tonic::Code::InvalidArgument,
+        "max_tokens: 100000 is more than the",
+    );
+    let status = admin
+        .complete(pb::CompleteRequest {
+            model: "smollm2".into(),
+            prompt: "1, 2, 3,".into(),
+            max_tokens: Some(100_000),
+            ..Default::default()
+        })
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    refused(status, tonic::Code::InvalidArgument, "-token context");
+
     // Nothing refused left a receipt.
     assert_eq!(receipts(&aura), Vec::<String>::new());
 
@@ -586,5 +606,25 @@ async fn root_grpc_inference_refusals_and_cancelled_streams_leave_no_receipt() {
     let mut expected = vec![measured, done.header];
     expected.sort();
     assert_eq!(in_ledger, expected);
+
+    // A package whose file fails its hash is left out of the listing (as `GET /v1/models`
+    // leaves it out).
+    let weights = aura.home().join("models/minilm/files/model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 1;
+    let tmp = weights.with_extension("tampered");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, &weights).unwrap();
+    let listed: Vec<String> = admin
+        .list_models(pb::ListModelsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .models
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
+    assert_eq!(listed, ["smollm2"]);
     drop(node);
 }

@@ -1,18 +1,21 @@
 //! `aura.inference.v1.Inference`: the node's models over gRPC, the streaming twin of its
-//! OpenAI-compatible HTTP API. Both read their wire format into
-//! [`aura_node::models::requests`] and run on the same [`ModelHost`], so they check,
-//! refuse and answer alike; every completed request leaves one signed usage receipt.
+//! OpenAI-compatible HTTP API. Both read their wire format into [`aura_host::requests`]
+//! and run on the same [`ModelHost`] (a chat streams through [`ModelHost::chat_stream`],
+//! as the HTTP route's does), so they check, refuse and answer alike; every completed
+//! request leaves one signed usage receipt.
 
 use std::pin::Pin;
 use std::sync::Arc;
 
-use aura_infer::{Constraint, Prompt, TokenEvent, TokenLogprobs};
-use aura_node::models::requests::{self, fingerprint, finish_reason, generation_finish};
-use aura_node::models::{ChatDelta, ChatError, ModelError, ModelHost, Served};
+use aura_host::requests::{self, fingerprint, finish_reason, generation_finish};
+use aura_host::{
+    ChatDelta, ChatError, ChatEvent, Constraint, GenerateRequest, ModelError, ModelHost, Prompt,
+    ReceiptId, Served, TokenEvent, TokenLogprobs,
+};
 use aura_reasoner::ToolChoice;
 use tokio::sync::mpsc;
-use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt as _};
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
@@ -20,7 +23,7 @@ use crate::proto::aura::inference::v1 as pb;
 use pb::inference_server::Inference as InferenceApi;
 
 /// The response header naming the usage receipt (as the HTTP API's).
-pub const RECEIPT_HEADER: &str = "x-aura-receipt";
+pub const RECEIPT_HEADER: &str = aura_host::RECEIPT_HEADER;
 /// `max_tokens` of a completion that sets none (OpenAI's default).
 const COMPLETE_DEFAULT_MAX_TOKENS: u32 = 16;
 
@@ -187,9 +190,7 @@ pub(crate) fn plan_chat(req: pb::ChatRequest) -> Result<(requests::ChatPlan, u8)
 }
 
 /// A completion request as the host takes it.
-pub(crate) fn plan_complete(
-    req: pb::CompleteRequest,
-) -> Result<aura_infer::GenerateRequest, Status> {
+pub(crate) fn plan_complete(req: pb::CompleteRequest) -> Result<GenerateRequest, Status> {
     model_name(&req.model)?;
     let prompt = match (req.prompt.is_empty(), req.prompt_tokens.is_empty()) {
         (false, true) => Prompt::Text(req.prompt),
@@ -251,19 +252,18 @@ fn events<T: Send + 'static>(rx: mpsc::Receiver<Result<T, Status>>) -> Events<T>
     Box::pin(ReceiverStream::new(rx))
 }
 
-fn chat_event(event: pb::chat_event::Event) -> Result<pb::ChatEvent, Status> {
-    Ok(pb::ChatEvent { event: Some(event) })
-}
-
 #[tonic::async_trait]
 impl InferenceApi for Inference {
     async fn list_models(
         &self,
         _request: Request<pb::ListModelsRequest>,
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
+        // Hashing a package's files is blocking work, and one that fails its check is
+        // left out, as `GET /v1/models` does.
         let models = self
             .host
-            .list()
+            .list_async()
+            .await
             .map_err(status)?
             .into_iter()
             .map(|c| pb::Model {
@@ -291,16 +291,19 @@ impl InferenceApi for Inference {
         let req = request.into_inner();
         let model = req.model.clone();
         let (plan, top) = plan_chat(req)?;
-        let host = self.host.clone();
-        let served = host.open(&model).await.map_err(status)?;
-        served.generator().map_err(status)?;
-        let receipt = ModelHost::new_receipt_id();
-        let (tx, rx) = mpsc::channel(256);
-        tokio::spawn(stream_chat(host, served, plan, top, receipt, tx));
-        Ok(with_receipt(
-            Response::new(events(rx)),
-            &receipt.to_string(),
-        ))
+        // Checked as the HTTP route checks it: a model that generates, and room in its
+        // context for the token limit after the prompt.
+        let served = self
+            .host
+            .open_chat(&model, "max_tokens", &plan)
+            .await
+            .map_err(chat_status)?;
+        // The response stream drives the chat: a client that goes away drops it, which
+        // stops the generation, and no receipt is recorded.
+        let chat = self.host.chat_stream(served.clone(), plan);
+        let receipt = chat.receipt().to_string();
+        let events = chat.map(move |event| chat_event(&served, top, event));
+        Ok(with_receipt(Response::new(Box::pin(events)), &receipt))
     }
 
     type CompleteStream = Events<pb::CompleteEvent>;
@@ -312,10 +315,15 @@ impl InferenceApi for Inference {
         let req = request.into_inner();
         let model = req.model.clone();
         let top = req.logprobs.map_or(0, count);
+        // A limit left unset is the default, which is not checked against the context (as
+        // over HTTP).
+        let limit = req.max_tokens.map(|max| ("max_tokens", max));
         let generate = plan_complete(req)?;
         let host = self.host.clone();
-        let served = host.open(&model).await.map_err(status)?;
-        served.generator().map_err(status)?;
+        let served = host
+            .open_completion(&model, &generate.prompt, limit)
+            .await
+            .map_err(status)?;
         let receipt = ModelHost::new_receipt_id();
         let (tx, rx) = mpsc::channel(256);
         tokio::spawn(stream_complete(host, served, generate, top, receipt, tx));
@@ -352,68 +360,34 @@ impl InferenceApi for Inference {
     }
 }
 
-/// Runs a chat, sending its deltas as they come and the final event once the receipt is
-/// recorded. A client that goes away (the stream dropped) stops the generation, and no
-/// receipt is recorded then.
-async fn stream_chat(
-    host: Arc<ModelHost>,
-    served: Arc<Served>,
-    plan: requests::ChatPlan,
-    top: u8,
-    receipt: aura_model::ReceiptId,
-    tx: mpsc::Sender<Result<pb::ChatEvent, Status>>,
-) {
-    // Deltas arrive on the engine's thread; they go out in order through this channel.
-    let (dtx, mut drx) = mpsc::unbounded_channel::<ChatDelta>();
-    let forward = {
-        let tx = tx.clone();
-        async move {
-            let number = |i: usize| u32::try_from(i).unwrap_or(u32::MAX);
-            while let Some(d) = drx.recv().await {
-                let event = match d {
-                    ChatDelta::Text(t) => pb::chat_event::Event::Text(t),
-                    ChatDelta::CallStarted { index, id, name } => {
-                        pb::chat_event::Event::ToolCall(pb::ToolCallDelta {
-                            index: number(index),
-                            id,
-                            name,
-                            arguments: String::new(),
-                        })
-                    }
-                    ChatDelta::CallArguments { index, fragment } => {
-                        pb::chat_event::Event::ToolCall(pb::ToolCallDelta {
-                            index: number(index),
-                            id: String::new(),
-                            name: String::new(),
-                            arguments: fragment,
-                        })
-                    }
-                };
-                if tx.send(chat_event(event)).await.is_err() {
-                    break;
-                }
-            }
+/// One event of a chat's stream in the wire's terms: a delta, or the final event with the
+/// receipt id (recorded by then), or the status the chat failed with.
+fn chat_event(served: &Served, top: u8, event: ChatEvent) -> Result<pb::ChatEvent, Status> {
+    let number = |i: usize| u32::try_from(i).unwrap_or(u32::MAX);
+    let event = match event {
+        ChatEvent::Delta(ChatDelta::Text(t)) => pb::chat_event::Event::Text(t),
+        ChatEvent::Delta(ChatDelta::CallStarted { index, id, name }) => {
+            pb::chat_event::Event::ToolCall(pb::ToolCallDelta {
+                index: number(index),
+                id,
+                name,
+                arguments: String::new(),
+            })
         }
-    };
-    // A client that goes away stops the generation; nothing is recorded then.
-    let closed = tx.clone();
-    let run = host.chat_streamed(
-        &served,
-        &plan.request,
-        &plan.options,
-        receipt,
-        dtx,
-        closed.closed(),
-    );
-    let (result, ()) = tokio::join!(run, forward);
-    let Some(result) = result else { return };
-    let last = match result {
-        Ok((outcome, id)) => {
+        ChatEvent::Delta(ChatDelta::CallArguments { index, fragment }) => {
+            pb::chat_event::Event::ToolCall(pb::ToolCallDelta {
+                index: number(index),
+                id: String::new(),
+                name: String::new(),
+                arguments: fragment,
+            })
+        }
+        ChatEvent::Done(Ok((outcome, id))) => {
             let turn = outcome.turn;
-            chat_event(pb::chat_event::Event::Done(pb::ChatDone {
+            pb::chat_event::Event::Done(pb::ChatDone {
                 receipt_id: id.to_string(),
                 model: served.name().to_owned(),
-                system_fingerprint: fingerprint(&served),
+                system_fingerprint: fingerprint(served),
                 finish_reason: finish_reason(&turn.finish).to_owned(),
                 message: Some(pb::Message {
                     role: "assistant".into(),
@@ -439,20 +413,22 @@ async fn stream_chat(
                     .as_deref()
                     .map(|l| logprobs(l, top))
                     .unwrap_or_default(),
-            }))
+            })
         }
-        Err(e) => Err(chat_status(e)),
+        ChatEvent::Done(Err(e)) => return Err(chat_status(e)),
     };
-    let _ = tx.send(last).await;
+    Ok(pb::ChatEvent { event: Some(event) })
 }
 
-/// Runs a completion, streamed like [`stream_chat`].
+/// Runs a completion, sending its text as it comes and the final event once the receipt
+/// is recorded. A client that goes away (the stream dropped) stops the generation, and no
+/// receipt is recorded then.
 async fn stream_complete(
     host: Arc<ModelHost>,
     served: Arc<Served>,
-    generate: aura_infer::GenerateRequest,
+    generate: GenerateRequest,
     top: u8,
-    receipt: aura_model::ReceiptId,
+    receipt: ReceiptId,
     tx: mpsc::Sender<Result<pb::CompleteEvent, Status>>,
 ) {
     let (etx, mut erx) = mpsc::unbounded_channel::<TokenEvent>();

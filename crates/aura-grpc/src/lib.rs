@@ -8,7 +8,7 @@
 //! ```no_run
 //! # async fn example(
 //! #     cells: aura_cell::Runtime,
-//! #     models: std::sync::Arc<aura_node::models::ModelHost>,
+//! #     models: std::sync::Arc<aura_host::ModelHost>,
 //! # ) -> Result<(), aura_grpc::Error> {
 //! use aura_grpc::{Options, Pki, serve};
 //!

@@ -42,7 +42,7 @@ pub struct Options {
     pub tls: Arc<rustls::ServerConfig>,
     pub roles: Roles,
     /// The node's models: with them, `aura.inference.v1.Inference` is served too.
-    pub models: Option<Arc<aura_node::models::ModelHost>>,
+    pub models: Option<Arc<aura_host::ModelHost>>,
 }
 
 impl Options {
@@ -61,7 +61,7 @@ impl Options {
 
     /// Also serves inference on these models.
     #[must_use]
-    pub fn with_models(mut self, models: Arc<aura_node::models::ModelHost>) -> Self {
+    pub fn with_models(mut self, models: Arc<aura_host::ModelHost>) -> Self {
         self.models = Some(models);
         self
     }

@@ -16,7 +16,7 @@ use tonic::Status;
 pub(crate) struct Shared {
     pub(crate) rt: Runtime,
     pub(crate) shutdown: watch::Receiver<bool>,
-    pub(crate) models: Option<Arc<aura_node::models::ModelHost>>,
+    pub(crate) models: Option<Arc<aura_host::ModelHost>>,
 }
 
 /// Resolves once the server is shutting down (or the server is gone).

@@ -1,17 +1,25 @@
-//! The request checks and mappings every surface over a [`ModelHost`](super::ModelHost)
+//! The request checks and mappings every surface over a [`ModelHost`](crate::ModelHost)
 //! shares (the OpenAI-compatible HTTP API and the gRPC inference service alike), apart
 //! from any wire format: each surface reads its own format into these pieces and gets the
 //! reasoner's request, the engine's options and the same refusals with the same reasons.
 //!
+//! A front end opens the model of a chat or a completion with [`ModelHost::open_chat`] or
+//! [`ModelHost::open_completion`], which apply the checks that need the model (a model
+//! that generates; room in its context for the token limit), so that no front end can
+//! leave one out.
+//!
 //! Every refusal is a [`ModelError`] with status 400 whose message starts with the field
 //! it is about (`temperature: must be between 0 and 2`).
+
+use std::sync::Arc;
 
 use aura_infer::reasoner::ChatOptions;
 use aura_infer::{Constraint, GenerateRequest, Prompt};
 use aura_reasoner::{Finish, Message, Role, ToolCall, ToolChoice, ToolSpec};
 use serde_json::{Value, json};
 
-use super::{ModelError, Served};
+use crate::error::{ChatError, ModelError};
+use crate::host::{ModelHost, Served};
 
 /// Most alternatives per token in `top_logprobs` (OpenAI's limit).
 pub const MAX_TOP_LOGPROBS: u8 = 20;
@@ -120,6 +128,77 @@ pub fn room(
         ));
     }
     Ok(())
+}
+
+impl ModelHost {
+    /// The model `name`, opened for the chat `plan` and checked as every front end checks
+    /// it: a model that generates text, and, if the chat sets a token limit (read from the
+    /// field `limit_field`), room for it in the model's context after the chat's prompt
+    /// ([`room`]). The conversation is rendered and tokenized on a blocking thread.
+    pub async fn open_chat(
+        self: &Arc<Self>,
+        name: &str,
+        limit_field: &str,
+        plan: &ChatPlan,
+    ) -> Result<Arc<Served>, ChatError> {
+        let served = self.open(name).await?;
+        let generator = served.generator()?.clone();
+        if let Some(max) = plan.request.max_tokens {
+            let (request, options) = (plan.request.clone(), plan.options.clone());
+            // Rendering and tokenizing a long conversation is CPU work: off the async
+            // threads.
+            let (prompt, context) = tokio::task::spawn_blocking(move || {
+                generator
+                    .prompt_tokens(&request, &options)
+                    .map(|n| (n, generator.model().info().context_length))
+            })
+            .await
+            .map_err(|e| ModelError::internal(format!("the tokenizing thread failed: {e}")))?
+            .map_err(ChatError::Reasoner)?;
+            room(limit_field, max, prompt, context)?;
+        }
+        Ok(served)
+    }
+
+    /// The model `name`, opened for a completion of `prompt` and checked as every front
+    /// end checks it: a model that generates text, and, if the request set its token limit
+    /// (`limit`: the field and its value), room for it in the model's context after the
+    /// prompt ([`room`]). The prompt is tokenized on a blocking thread.
+    pub async fn open_completion(
+        self: &Arc<Self>,
+        name: &str,
+        prompt: &Prompt,
+        limit: Option<(&str, u32)>,
+    ) -> Result<Arc<Served>, ModelError> {
+        let served = self.open(name).await?;
+        let model = served.generator()?.model().clone();
+        if let Some((field, max)) = limit {
+            let context = model.info().context_length;
+            let prompt = prompt.clone();
+            let counted = tokio::task::spawn_blocking(move || match &prompt {
+                Prompt::Text(t) => model.tokenizer().encode(t, true).map(|ids| ids.len()),
+                Prompt::Tokens(ids) => Ok(ids.len()),
+            })
+            .await
+            .map_err(|e| ModelError::internal(format!("the tokenizing thread failed: {e}")))?
+            .map_err(|e| invalid("prompt", e))?;
+            room(field, max, counted, context)?;
+        }
+        Ok(served)
+    }
+}
+
+/// A completion prompt as text (what `echo` returns): the text, or its tokens decoded.
+pub fn prompt_text(served: &Served, prompt: &Prompt) -> Result<String, ModelError> {
+    match prompt {
+        Prompt::Text(t) => Ok(t.clone()),
+        Prompt::Tokens(ids) => served
+            .generator()?
+            .model()
+            .tokenizer()
+            .decode(ids)
+            .map_err(|e| invalid("prompt", e)),
+    }
 }
 
 /// A message's role by name (`developer` is `system`); `param` names the field.

@@ -1,45 +1,26 @@
-//! The models a node serves, in this process, from installed packages only: to missions
-//! (the `provider = "local"` reasoners) and to the OpenAI-compatible API alike, from one
-//! loaded copy per package.
-//!
-//! - **Verified before loaded.** Every file of a package (and of the expert packs it
-//!   needs) is hashed and checked against its signed manifest, and this node must hold a
-//!   license from the publisher that allows the use now; anything less is refused with
-//!   the reason. A model given by path is refused: the node only runs what it can prove
-//!   it ran.
-//! - **Metered.** Every request is authorised against its license's allowance first (a
-//!   reservation bounded by the prompt's bytes plus the token limit) and leaves a signed
-//!   usage receipt in the ledger after. A request whose receipt cannot be recorded fails,
-//!   so no usage goes unaccounted.
-//! - **Current.** Each request re-reads the package's signed manifest (cheap) and
-//!   reloads the model if the installed package changed, or refuses if it was removed.
-//! - **Stoppable.** Every generation runs under a [`Cancel`] flag of its own, set when the
-//!   request's future is dropped (the caller went away) and under the host's, set by
-//!   [`ModelHost::shutdown`]: either stops it at its next token, and nothing is recorded.
-
-pub mod requests;
+//! [`ModelHost`]: the model packages installed in a data directory, each verified and
+//! licensed before it is loaded, loaded once and shared; the metered requests on them
+//! (chat, completions, embeddings), each authorised against its license first and
+//! leaving a signed receipt after; and the cancel flags that stop a generation when its
+//! caller goes away or the node stops.
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use async_trait::async_trait;
-use aura_core::NodeId;
 use aura_core::door::{Clock, OsEntropy, SystemClock};
 use aura_core::hash::Hash;
-use aura_core::keystore::Signer;
 use aura_infer::reasoner::{ChatOptions, ChatOutcome, LocalReasoner};
 use aura_infer::{
     Cancel, EmbeddingModel, Embeddings, GenerateRequest, Generation, LoadOptions, Model, Prompt,
     TokenEvent,
 };
-use aura_model::{Authorization, Meter, Outcome, ReceiptId, Uses, Verified, io_hash};
-use aura_reasoner::{
-    Delta, DeltaSink, Error as ReasonerError, LocalConfig, LocalModels, ProviderInfo, Reasoner,
-    Request, Turn,
-};
-use aura_store::Store;
+use aura_model::{Authorization, Outcome, ReceiptId, Uses, Verified, io_hash};
+use aura_reasoner::{DeltaSink, Request};
+
+use crate::error::{ChatError, ModelError};
+use crate::metering::Metering;
 
 /// The package the node runs when `aura.toml` names no reasoner and it is installed
 /// (`aura model pull smollm2`).
@@ -75,43 +56,6 @@ pub fn is_installed(home: &Path, name: &str) -> bool {
         .is_ok()
 }
 
-/// Why a model request was refused, with the HTTP status and stable code an API answers
-/// with.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct ModelError {
-    pub status: u16,
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl ModelError {
-    fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
-        ModelError {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-
-    /// A request the engine cannot run as asked.
-    pub fn invalid(message: impl Into<String>) -> Self {
-        ModelError::new(400, "invalid_request", message)
-    }
-
-    fn internal(message: impl Into<String>) -> Self {
-        ModelError::new(500, "model_error", message)
-    }
-
-    fn stopping() -> Self {
-        ModelError::new(
-            503,
-            "stopping",
-            "the node is stopping; send the request again once it is back",
-        )
-    }
-}
-
 /// Cancels a request's generation when dropped: when the request's future is dropped
 /// (its caller went away), or when it ends.
 struct CancelOnDrop(Cancel);
@@ -119,46 +63,6 @@ struct CancelOnDrop(Cancel);
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         self.0.cancel();
-    }
-}
-
-impl From<aura_model::package::Error> for ModelError {
-    fn from(e: aura_model::package::Error) -> Self {
-        ModelError::new(e.http_status(), e.code(), e.to_string())
-    }
-}
-
-/// What recording a receipt per request takes: the ledger, the node's key and the
-/// allowance meter (opened from the receipts already in the ledger).
-#[derive(Clone)]
-pub struct Metering {
-    store: Arc<dyn Store>,
-    signer: Arc<Signer>,
-    meter: Arc<Meter>,
-}
-
-impl std::fmt::Debug for Metering {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Metering").finish_non_exhaustive()
-    }
-}
-
-impl Metering {
-    /// Opens the meter over `store`, counting every receipt already in the ledger.
-    pub async fn open(store: Arc<dyn Store>, signer: Arc<Signer>) -> Result<Self, String> {
-        let meter = Meter::open(&*store)
-            .await
-            .map_err(|e| format!("cannot read the usage receipts in the ledger: {e}"))?;
-        Ok(Metering {
-            store,
-            signer,
-            meter,
-        })
-    }
-
-    /// The node whose licenses count and whose key signs the receipts.
-    fn node(&self) -> NodeId {
-        self.signer.public_key().node_id()
     }
 }
 
@@ -273,7 +177,7 @@ pub struct Measured {
 pub struct ModelHost {
     registry: aura_model::Registry,
     metering: Metering,
-    threads: Option<usize>,
+    pub(crate) threads: Option<usize>,
     loaded: Mutex<BTreeMap<String, Arc<Served>>>,
     /// Held while a model loads, so two first requests load it once.
     loading: Mutex<()>,
@@ -380,7 +284,11 @@ impl ModelHost {
     /// [`ModelHost::open_blocking`], loading on `threads` threads if this call loads the
     /// model (a reasoner's configured `threads`); a model already loaded is shared as it is,
     /// since results do not depend on the thread count.
-    fn open_with(&self, name: &str, threads: Option<usize>) -> Result<Arc<Served>, ModelError> {
+    pub(crate) fn open_with(
+        &self,
+        name: &str,
+        threads: Option<usize>,
+    ) -> Result<Arc<Served>, ModelError> {
         if name.is_empty() || name.contains('/') {
             return Err(ModelError::new(
                 404,
@@ -613,46 +521,6 @@ impl ModelHost {
         Ok((outcome, id))
     }
 
-    /// [`ModelHost::chat`] streamed: its deltas go to `deltas` as the model writes them,
-    /// tool calls numbered in the order they began (what every wire format carries), and
-    /// the chat is given up when `gone` resolves first (the caller went away): `None`,
-    /// nothing recorded. `deltas` closes when this returns, after the last delta.
-    pub async fn chat_streamed(
-        &self,
-        served: &Arc<Served>,
-        request: &Request,
-        options: &ChatOptions,
-        receipt: ReceiptId,
-        deltas: tokio::sync::mpsc::UnboundedSender<ChatDelta>,
-        gone: impl std::future::Future<Output = ()>,
-    ) -> Option<Result<(ChatOutcome, ReceiptId), ChatError>> {
-        let calls: Mutex<Vec<String>> = Mutex::new(Vec::new());
-        let sink = move |d: Delta| {
-            let mut calls = calls.lock().unwrap_or_else(|e| e.into_inner());
-            let delta = match d {
-                Delta::Text(text) => ChatDelta::Text(text),
-                Delta::ToolCallStarted { id, name } => {
-                    calls.push(id.clone());
-                    ChatDelta::CallStarted {
-                        index: calls.len() - 1,
-                        id,
-                        name,
-                    }
-                }
-                Delta::ToolCallArguments { id, fragment } => ChatDelta::CallArguments {
-                    index: calls.iter().position(|c| *c == id).unwrap_or(0),
-                    fragment,
-                },
-                Delta::Reset { .. } => return,
-            };
-            let _ = deltas.send(delta);
-        };
-        tokio::select! {
-            r = self.chat(served, request, options, Some(&sink), Some(receipt)) => Some(r),
-            () = gone => None,
-        }
-    }
-
     /// Continues a prompt on a generator, metered, sending each step to `events` as it
     /// comes; a closed `events` channel (the caller went away) cancels the generation.
     pub async fn complete(
@@ -754,133 +622,6 @@ impl ModelHost {
             )
             .await?;
         Ok((embeddings, id))
-    }
-}
-
-/// One piece of a streamed chat answer ([`ModelHost::chat_streamed`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ChatDelta {
-    /// More text.
-    Text(String),
-    /// The `index`th tool call of the answer began.
-    CallStarted {
-        index: usize,
-        id: String,
-        name: String,
-    },
-    /// More of the `index`th call's arguments (JSON text, in pieces).
-    CallArguments { index: usize, fragment: String },
-}
-
-/// Why a chat request failed: refused by the host (license, package) or by the model.
-#[derive(Debug, thiserror::Error)]
-pub enum ChatError {
-    #[error(transparent)]
-    Host(#[from] ModelError),
-    #[error(transparent)]
-    Reasoner(ReasonerError),
-}
-
-impl ModelHost {
-    /// Opens the node's `provider = "local"` reasoners on this host's models.
-    pub fn reasoners(self: &Arc<Self>) -> Arc<dyn LocalModels> {
-        Arc::new(Reasoners(self.clone()))
-    }
-}
-
-/// [`LocalModels`] over a [`ModelHost`].
-#[derive(Debug)]
-struct Reasoners(Arc<ModelHost>);
-
-impl LocalModels for Reasoners {
-    fn open(&self, config: &LocalConfig) -> Result<Arc<dyn Reasoner>, ReasonerError> {
-        let reference = config.model.to_str().unwrap_or_default();
-        let served = self
-            .0
-            .open_with(reference, config.threads.or(self.0.threads))
-            .map_err(|e| ReasonerError::Config(e.message))?;
-        served
-            .generator()
-            .map_err(|e| ReasonerError::Config(e.message))?;
-        Ok(Arc::new(MeteredReasoner {
-            host: self.0.clone(),
-            served,
-            name: config.name.clone(),
-            max_tokens: config.max_tokens,
-        }))
-    }
-}
-
-/// A mission's local reasoner: every turn licensed, and leaving a signed receipt.
-struct MeteredReasoner {
-    host: Arc<ModelHost>,
-    served: Arc<Served>,
-    /// The name turns carry, when configured (else the package's).
-    name: Option<String>,
-    /// The configured token limit of a turn whose request sets none.
-    max_tokens: Option<u32>,
-}
-
-impl std::fmt::Debug for MeteredReasoner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MeteredReasoner")
-            .field("model", &self.served.name)
-            .finish_non_exhaustive()
-    }
-}
-
-#[async_trait]
-impl Reasoner for MeteredReasoner {
-    fn describe(&self) -> ProviderInfo {
-        ProviderInfo {
-            provider: aura_infer::reasoner::PROVIDER.to_owned(),
-            model: self
-                .name
-                .clone()
-                .unwrap_or_else(|| self.served.name.clone()),
-            base_url: None,
-        }
-    }
-
-    async fn turn(
-        &self,
-        request: &Request,
-        deltas: Option<&DeltaSink<'_>>,
-    ) -> Result<Turn, ReasonerError> {
-        let mut request = request.clone();
-        if request.max_tokens.is_none() {
-            request.max_tokens = self.max_tokens;
-        }
-        let (outcome, _) = self
-            .host
-            .chat(
-                &self.served,
-                &request,
-                &ChatOptions::default(),
-                deltas,
-                None,
-            )
-            .await
-            .map_err(|e| match e {
-                ChatError::Reasoner(e) => e,
-                ChatError::Host(e) if e.status == 500 => ReasonerError::Stream {
-                    kind: "local".into(),
-                    message: e.message,
-                    retryable: false,
-                },
-                // The node is stopping: the turn is asked again after it restarts.
-                ChatError::Host(e) if e.status == 503 => ReasonerError::Stream {
-                    kind: "local".into(),
-                    message: e.message,
-                    retryable: true,
-                },
-                ChatError::Host(e) => ReasonerError::Config(e.message),
-            })?;
-        let mut turn = outcome.turn;
-        if let Some(name) = &self.name {
-            turn.model.clone_from(name);
-        }
-        Ok(turn)
     }
 }
 
