@@ -1,5 +1,6 @@
 //! Architecture checks for Aura's crates, run as tests (a dev-only crate; nothing links
-//! it into the binary). Today one check: **no cycles among a crate's modules**.
+//! it into the binary). Two checks: **no cycles among a crate's modules**, and **the crate
+//! map in docs/ARCHITECTURE.md is the crates' dependencies** ([`deps`]).
 //!
 //! A module cycle (`server` uses `aurae`, which uses `server`) makes a crate one tangle
 //! that can only be read, tested and split as a whole. The cure is a small leaf module
@@ -22,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 mod cycles;
+pub mod deps;
 mod lex;
 mod modules;
 
