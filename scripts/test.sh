@@ -15,5 +15,14 @@ fi
 # The OpenAI compatibility test drives the node with the official Python SDK.
 ./scripts/setup-python.sh >/dev/null
 
+# The web UI is built first, so the `aura` binary the tests build embeds it; its browser
+# tests need Debian's Chromium (installed here when missing).
+./scripts/setup-ui.sh
+(cd ui && npm run build >/dev/null)
+
 cargo nextest run --workspace --profile ci "$@"
 cargo test --workspace --doc --quiet
+
+# The UI: unit tests of its proofs and lip-sync, then the browser tests against the
+# debug `aura` the workspace tests just built.
+(cd ui && npm test && AURA_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/aura" npm run test:e2e)

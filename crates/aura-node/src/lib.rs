@@ -111,7 +111,12 @@ impl KeyCache {
         let header = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        let Some(token) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
+        // Browsers cannot set headers on a WebSocket, so an upgrade may carry the key as
+        // a subprotocol instead (`aura.key.<key>`).
+        let token = header
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .or_else(|| ws_protocol_key(headers));
+        let Some(token) = token else {
             return Err(ApiError::unauthorized(
                 "this node needs an API key: send `Authorization: Bearer <key>`",
             ));
@@ -224,6 +229,34 @@ impl Server {
 /// Builds the router: every route, with its OpenAPI description.
 pub(crate) fn router(state: AppState) -> axum::Router {
     routes::router(state)
+}
+
+/// The WebSocket subprotocol the event stream speaks; the server picks it when a client
+/// offers it.
+pub const WS_PROTOCOL: &str = "aura.v1";
+
+/// The prefix of the subprotocol that carries an API key on a WebSocket handshake:
+/// browsers cannot set `Authorization` on a WebSocket, so the web UI offers
+/// `Sec-WebSocket-Protocol: aura.v1, aura.key.<key>` (as Kubernetes does with its bearer
+/// subprotocol). The key travels in a request header either way; the server never echoes
+/// it (it answers `aura.v1`).
+pub const WS_KEY_PROTOCOL: &str = "aura.key.";
+
+/// The API key a WebSocket handshake offers as a subprotocol, if it is one.
+fn ws_protocol_key(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let upgrade = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if !upgrade {
+        return None;
+    }
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| p.trim().strip_prefix(WS_KEY_PROTOCOL))
 }
 
 /// Starts serving `engine` over HTTP.

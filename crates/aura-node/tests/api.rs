@@ -52,7 +52,7 @@ async fn authorization_matrix() {
     let answer = support::approval(&n, &m1, request);
     let operator = json!({"name": "carol", "public_key": support::person_key(3).public_key().to_hex(), "level": "L3", "namespace": "team-a"});
     // (method, path, body, [operator, approver_a, agent_a, operator_b, none])
-    let table: Vec<(&str, String, Option<Value>, [u16; 5])> = vec![
+    let mut table: Vec<(&str, String, Option<Value>, [u16; 5])> = vec![
         ("GET", "/health".into(), None, [200, 200, 200, 200, 200]),
         (
             "GET",
@@ -293,6 +293,27 @@ async fn authorization_matrix() {
             [503, 403, 403, 503, 401],
         ),
     ];
+    table.extend([
+        // The machine's load, for the studio's monitor: those who may run work on it.
+        ("GET", "/v1/system".into(), None, [200, 403, 200, 200, 401]),
+        // Receipts are the node's own stream: operators of every namespace only.
+        (
+            "GET",
+            "/v1/receipts".into(),
+            None,
+            [200, 403, 403, 403, 401],
+        ),
+        // The web UI's files hold no data and no secret: served to anyone, like
+        // /openapi.json, so a browser can load the page that asks for a key. Whether or
+        // not this build embeds the UI, `/` answers a page and unknown files are 404.
+        ("GET", "/".into(), None, [200, 200, 200, 200, 200]),
+        (
+            "GET",
+            "/assets/no-such-file.js".into(),
+            None,
+            [404, 404, 404, 404, 404],
+        ),
+    ]);
     let roles = ["operator", "approver_a", "agent_a", "operator_b", ""];
     for (method, path, body, expected) in &table {
         for (role, want) in roles.iter().zip(expected) {

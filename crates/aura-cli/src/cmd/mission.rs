@@ -7,7 +7,7 @@ use std::time::Duration;
 use aura_core::door::{Clock as _, OsEntropy, SystemClock};
 use aura_core::keystore::KeyName;
 use aura_core::{MissionId, Timestamp};
-use aura_identity::{Approval, ApprovalId, Credential, Signed, Verdict};
+use aura_identity::{Answers, Approval, ApprovalId, Credential, Signed, Verdict};
 use futures_util::StreamExt as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -778,6 +778,14 @@ pub(crate) async fn answer(
         .unwrap_or_default()
         .parse()
         .map_err(|_| anyhow::anyhow!("the node sent a malformed request digest"))?;
+    // The approval names the very escalation it answers (the declaration, or one call of
+    // one turn), so that it cannot answer a later one of the same request.
+    let answers: Answers = serde_json::from_value(esc["answers"].clone()).map_err(|_| {
+        hinted(
+            "the node did not say which escalation is waiting",
+            "the node is older than this `aura`; upgrade it",
+        )
+    })?;
     let mission_id: MissionId = args
         .mission
         .parse()
@@ -790,6 +798,7 @@ pub(crate) async fn answer(
     let approval = Approval {
         id: ApprovalId::generate(&SystemClock, &OsEntropy),
         mission: mission_id,
+        answers: Some(answers.clone()),
         request,
         verdict,
         reason,
@@ -806,11 +815,12 @@ pub(crate) async fn answer(
         .await?;
     out.print(&m, || {
         format!(
-            "{} {}: mission is now {}\n",
+            "{} {} of {}: mission is now {}\n",
             match verdict {
                 Verdict::Approve => "approved",
                 Verdict::Reject => "rejected",
             },
+            answers,
             args.mission,
             m["state"].as_str().unwrap_or("?")
         )

@@ -114,6 +114,9 @@ async fn events(
     };
     let limit = state.limits.ws_frame_bytes;
     Ok(ws
+        // Browsers send their key as a subprotocol (see `crate::WS_KEY_PROTOCOL`) and fail
+        // the connection unless the server picks one of theirs: this is the one to pick.
+        .protocols([crate::WS_PROTOCOL])
         .max_frame_size(limit)
         .max_message_size(limit)
         .on_upgrade(move |socket| stream(socket, state, filter, q.from)))

@@ -8,6 +8,9 @@ mod health;
 mod ledger;
 mod missions;
 mod openai;
+mod receipts;
+mod system;
+pub(crate) mod ui;
 
 use std::net::SocketAddr;
 
@@ -59,11 +62,14 @@ pub(crate) fn router(state: AppState) -> axum::Router {
         .merge(missions::routes())
         .merge(openai::routes())
         .merge(cells::routes())
+        .merge(system::routes())
+        .merge(receipts::routes())
         .split_for_parts();
     let doc = serde_json::to_value(&api).unwrap_or_default();
     // Layers run outermost first: the host and origin checks, then who is calling and
     // their rate, then the body's deadline.
     api_router
+        .merge(ui::routes())
         .route(
             "/openapi.json",
             axum::routing::get(move || async move { axum::Json(doc.clone()) }),
