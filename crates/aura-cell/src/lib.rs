@@ -52,8 +52,8 @@
 //! [`Runtime::allocate`] a [`CellSpec`], [`Runtime::start_executable`]s in it, read their
 //! [`Runtime::logs`] (history, then follow), [`Runtime::stop`] or [`Runtime::wait`] for
 //! them, [`Runtime::inspect`] usage, [`Runtime::list`] the tree, [`Runtime::free`].
-//! These map one to one onto the Aurae v0 `CellService` (the `.proto` files are in
-//! `proto/`); the aura-aurae crate serves them over gRPC with mTLS.
+//! These map one to one onto the Aurae v0 `CellService`; the aura-grpc crate serves them
+//! over gRPC with mTLS (the `.proto` files are in its `proto/`).
 //!
 //! # Workspaces and host paths
 //!

@@ -15,7 +15,6 @@
 pub mod auth;
 pub mod config;
 pub mod error;
-pub mod models;
 pub mod services;
 
 mod guard;
@@ -52,7 +51,7 @@ pub struct Options {
     pub allowed_origins: Vec<String>,
     /// The models served over the OpenAI-compatible API; without a host those routes
     /// answer 503.
-    pub models: Option<Arc<models::ModelHost>>,
+    pub models: Option<Arc<aura_host::ModelHost>>,
     /// The cell runtime served at `/v1/cells` (to operators with a key); without one those
     /// routes answer 503.
     pub cells: Option<aura_cell::Runtime>,
@@ -68,7 +67,7 @@ pub(crate) struct AppState {
     pub(crate) limits: Limits,
     pub(crate) rate: Arc<rate::RateLimiter>,
     pub(crate) access: Arc<guard::Access>,
-    pub(crate) models: Option<Arc<models::ModelHost>>,
+    pub(crate) models: Option<Arc<aura_host::ModelHost>>,
     pub(crate) cells: Option<aura_cell::Runtime>,
     pub(crate) cell_access: CellAccess,
     /// Turns true when the server stops: open WebSockets close.

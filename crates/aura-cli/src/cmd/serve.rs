@@ -17,7 +17,7 @@ use aura_cell::{HostPaths, Options as CellOptions, Runtime, WorkspaceOptions, Wo
 use crate::hinted;
 use crate::home::Home;
 use crate::output::Output;
-use aura_node::models::{DEFAULT_MODEL, Metering, ModelHost, is_installed};
+use aura_host::{DEFAULT_MODEL, Metering, ModelHost, is_installed};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -319,7 +319,7 @@ async fn grpc(
     cells: &Runtime,
     models: Arc<ModelHost>,
     access: aura_cell::CellAccess,
-) -> anyhow::Result<(Option<aura_aurae::Server>, Option<String>)> {
+) -> anyhow::Result<(Option<aura_grpc::Server>, Option<String>)> {
     let pki = crate::cmd::pki::pki(home);
     if !pki.exists() {
         return Ok((
@@ -327,15 +327,15 @@ async fn grpc(
             Some("note: the gRPC cell API is off: run `aura pki init` to serve it".into()),
         ));
     }
-    let to_error = |e: aura_aurae::Error| match e.hint() {
+    let to_error = |e: aura_grpc::Error| match e.hint() {
         Some(h) => hinted(e.to_string(), h),
         None => anyhow::Error::new(e),
     };
-    let options = aura_aurae::Options::from_pki(&pki, crate::cmd::pki::default_socket(home))
+    let options = aura_grpc::Options::from_pki(&pki, crate::cmd::pki::default_socket(home))
         .map_err(to_error)?
         .with_models(models)
         .with_cell_access(access);
-    let server = aura_aurae::serve(cells.clone(), options)
+    let server = aura_grpc::serve(cells.clone(), options)
         .await
         .map_err(to_error)?;
     Ok((Some(server), None))

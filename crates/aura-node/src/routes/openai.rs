@@ -26,9 +26,11 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use aura_infer::reasoner::{ChatOptions, ChatOutcome};
-use aura_infer::{Constraint, Prompt, TokenEvent, TokenLogprobs};
-use aura_model::ReceiptId;
+use aura_host::requests::{self, fingerprint, finish_reason, generation_finish};
+use aura_host::{
+    ChatDelta, ChatError, ChatEvent, ChatOutcome, Constraint, ModelCard, ModelError, ModelHost,
+    Prompt, ReceiptId, Served, TokenEvent, TokenLogprobs,
+};
 use aura_reasoner::{Message, ToolCall, ToolChoice, ToolSpec};
 use axum::Json;
 use axum::extract::{Path, State};
@@ -36,6 +38,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
+use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -45,12 +48,10 @@ use utoipa_axum::routes;
 use crate::AppState;
 use crate::auth::{Caller, Role as KeyRole};
 use crate::error::{ApiError, ApiJson};
-use crate::models::requests::{self, fingerprint, finish_reason, generation_finish};
-use crate::models::{ChatDelta, ChatError, ModelCard, ModelError, ModelHost, Served};
 use crate::routes::agents::require;
 
 /// The header naming a response's usage receipt.
-pub(crate) const RECEIPT_HEADER: &str = "x-aura-receipt";
+pub(crate) const RECEIPT_HEADER: &str = aura_host::RECEIPT_HEADER;
 
 /// Default `max_tokens` of `/v1/completions`, as OpenAI's.
 const COMPLETIONS_DEFAULT_MAX_TOKENS: u32 = 16;
@@ -628,14 +629,13 @@ fn response_format(value: Option<Value>) -> Result<Option<Constraint>, ApiError>
     }
 }
 
-/// What a chat request becomes: the reasoner's request and the engine options, and how
-/// to answer.
+/// What a chat request becomes: the host's plan (the reasoner's request and the engine
+/// options), and how to answer.
 struct ChatPlan {
     model: String,
     /// The field the token limit came from, if one was given.
     limit_field: &'static str,
-    request: aura_reasoner::Request,
-    options: ChatOptions,
+    planned: requests::ChatPlan,
     stream: bool,
     include_usage: bool,
     top_logprobs: u8,
@@ -654,7 +654,7 @@ fn plan_chat(req: ChatCompletionRequest) -> Result<ChatPlan, ApiError> {
     };
     let top = req.top_logprobs.unwrap_or(0);
     let logprobs = requests::chat_logprobs(req.logprobs.unwrap_or(false), top)?;
-    let plan = requests::chat(requests::ChatParts {
+    let planned = requests::chat(requests::ChatParts {
         messages: messages(req.messages)?,
         tools: tools(req.tools)?,
         tool_choice: tool_choice(req.tool_choice)?,
@@ -666,8 +666,7 @@ fn plan_chat(req: ChatCompletionRequest) -> Result<ChatPlan, ApiError> {
     Ok(ChatPlan {
         model: req.model,
         limit_field,
-        request: plan.request,
-        options: plan.options,
+        planned,
         stream: req.stream.unwrap_or(false),
         include_usage: req.stream_options.is_some_and(|o| o.include_usage),
         top_logprobs: top,
@@ -722,27 +721,21 @@ async fn chat_completions(
     let host = host(&state)?.clone();
     let req: ChatCompletionRequest = read_body(body, CHAT_FIELDS, true)?;
     let plan = plan_chat(req)?;
-    let served = host.open(&plan.model).await?;
-    if let Some(max) = plan.request.max_tokens {
-        let generator = served.generator()?.clone();
-        let (request, options) = (plan.request.clone(), plan.options.clone());
-        // Rendering and tokenizing a long conversation is CPU work: off the async threads.
-        let prompt = tokio::task::spawn_blocking(move || {
-            generator
-                .prompt_tokens(&request, &options)
-                .map(|n| (n, generator.model().info().context_length))
-        })
+    let served = host
+        .open_chat(&plan.model, plan.limit_field, &plan.planned)
         .await
-        .map_err(|e| ApiError::internal(format!("the tokenizing thread failed: {e}")))?
-        .map_err(|e| chat_error(ChatError::Reasoner(e)))?;
-        requests::room(plan.limit_field, max, prompt.0, prompt.1)?;
-    }
-    served.generator()?;
+        .map_err(chat_error)?;
     if plan.stream {
-        return Ok(stream_chat(host, served, plan));
+        return Ok(stream_chat(&host, served, plan));
     }
     let (outcome, receipt) = host
-        .chat(&served, &plan.request, &plan.options, None, None)
+        .chat(
+            &served,
+            &plan.planned.request,
+            &plan.planned.options,
+            None,
+            None,
+        )
         .await
         .map_err(chat_error)?;
     let body = chat_completion_json(&served, &outcome, &receipt, plan.top_logprobs);
@@ -781,15 +774,16 @@ fn chat_completion_json(
     })
 }
 
-fn stream_chat(host: Arc<ModelHost>, served: Arc<Served>, plan: ChatPlan) -> Response {
-    let receipt = ModelHost::new_receipt_id();
-    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(256);
-    let id = format!("chatcmpl-{receipt}");
-    let created = unix_now();
+/// The chat as server-sent `chat.completion.chunk` events: the host's stream of deltas,
+/// each a chunk, then the finish reason and usage, then `[DONE]`. The response body
+/// drives the chat, so a caller that goes away (its body dropped) stops the generation,
+/// and no receipt is recorded.
+fn stream_chat(host: &Arc<ModelHost>, served: Arc<Served>, plan: ChatPlan) -> Response {
     let chunk = {
+        let created = unix_now();
         let model = served.name().to_owned();
         let fp = fingerprint(&served);
-        move |delta: Value, finish: Option<&str>| {
+        move |id: &str, delta: Value, finish: Option<&str>| {
             json!({
                 "id": id,
                 "object": "chat.completion.chunk",
@@ -800,72 +794,60 @@ fn stream_chat(host: Arc<ModelHost>, served: Arc<Served>, plan: ChatPlan) -> Res
             })
         }
     };
-    tokio::spawn(async move {
-        let _ = tx
-            .send(data(&chunk(
-                json!({"role": "assistant", "content": ""}),
-                None,
-            )))
-            .await;
-        // Deltas arrive on the engine's thread; they go out in order through this channel.
-        let (dtx, mut drx) = tokio::sync::mpsc::unbounded_channel::<ChatDelta>();
-        let forward = {
-            let tx = tx.clone();
-            let chunk = chunk.clone();
-            async move {
-                while let Some(d) = drx.recv().await {
-                    let delta = match d {
-                        ChatDelta::Text(t) => json!({"content": t}),
-                        ChatDelta::CallStarted { index, id, name } => {
-                            json!({"tool_calls": [{"index": index, "id": id, "type": "function",
-                                                    "function": {"name": name, "arguments": ""}}]})
-                        }
-                        ChatDelta::CallArguments { index, fragment } => {
-                            json!({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
-                        }
-                    };
-                    if tx.send(data(&chunk(delta, None))).await.is_err() {
-                        break;
+    let chat = host.chat_stream(served, plan.planned);
+    let receipt = chat.receipt();
+    let id = format!("chatcmpl-{receipt}");
+    let first = data(&chunk(
+        &id,
+        json!({"role": "assistant", "content": ""}),
+        None,
+    ));
+    let (top_logprobs, include_usage) = (plan.top_logprobs, plan.include_usage);
+    let events = chat.flat_map(move |event| {
+        let events = match event {
+            ChatEvent::Delta(d) => {
+                let delta = match d {
+                    ChatDelta::Text(t) => json!({"content": t}),
+                    ChatDelta::CallStarted { index, id, name } => {
+                        json!({"tool_calls": [{"index": index, "id": id, "type": "function",
+                                                "function": {"name": name, "arguments": ""}}]})
                     }
-                }
+                    ChatDelta::CallArguments { index, fragment } => {
+                        json!({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
+                    }
+                };
+                vec![data(&chunk(&id, delta, None))]
             }
-        };
-        let top_logprobs = plan.top_logprobs;
-        let include_usage = plan.include_usage;
-        // A caller that goes away drops the stream: stop generating (no receipt then, as
-        // nothing was delivered).
-        let closed = tx.clone();
-        let run = host.chat_streamed(
-            &served,
-            &plan.request,
-            &plan.options,
-            receipt,
-            dtx,
-            closed.closed(),
-        );
-        let (result, ()) = tokio::join!(run, forward);
-        let Some(result) = result else { return };
-        let last = match result {
-            Ok((outcome, _)) => {
+            ChatEvent::Done(Ok((outcome, _))) => {
                 let turn = &outcome.turn;
-                let mut last = chunk(json!({}), Some(finish_reason(&turn.finish)));
+                let mut last = chunk(&id, json!({}), Some(finish_reason(&turn.finish)));
                 if let Some(l) = &outcome.logprobs {
                     last["choices"][0]["logprobs"] = chat_logprobs(l, top_logprobs);
                 }
-                closing(
+                let mut closing = closing(
                     last,
                     usage_json(turn.usage.prompt_tokens, turn.usage.completion_tokens),
                     include_usage,
-                )
+                );
+                closing.push(Event::default().data("[DONE]"));
+                closing
             }
-            Err(e) => vec![error_event(&chat_error(e))],
+            ChatEvent::Done(Err(e)) => vec![
+                error_event(&chat_error(e)),
+                Event::default().data("[DONE]"),
+            ],
         };
-        for event in last {
-            let _ = tx.send(event).await;
-        }
-        let _ = tx.send(Event::default().data("[DONE]")).await;
+        futures_util::stream::iter(events)
     });
-    sse(rx, &receipt)
+    let stream = futures_util::stream::once(std::future::ready(first))
+        .chain(events)
+        .map(Ok::<_, Infallible>);
+    with_receipt(
+        Sse::new(stream)
+            .keep_alive(KeepAlive::default())
+            .into_response(),
+        &receipt,
+    )
 }
 
 // ---------------------------------------------------------------------------------------
@@ -965,33 +947,10 @@ async fn completions(
     let max = requests::max_tokens(&[("max_tokens", req.max_tokens)])?
         .unwrap_or(COMPLETIONS_DEFAULT_MAX_TOKENS);
     let request = requests::completion(prompt.clone(), &sampling, max, req.logprobs.map(|_| top))?;
-    let served = host.open(&req.model).await?;
-    if let Some(max) = req.max_tokens {
-        let model = served.generator()?.model().clone();
-        let text = prompt.clone();
-        let counted = tokio::task::spawn_blocking(move || match &text {
-            Prompt::Text(t) => model.tokenizer().encode(t, true).map(|ids| ids.len()),
-            Prompt::Tokens(ids) => Ok(ids.len()),
-        })
-        .await
-        .map_err(|e| ApiError::internal(format!("the tokenizing thread failed: {e}")))?
-        .map_err(|e| invalid("prompt", e))?;
-        let context = served.generator()?.model().info().context_length;
-        requests::room("max_tokens", max, counted, context)?;
-    }
-    let tokenizer_text = |p: &Prompt| -> Result<String, ApiError> {
-        match p {
-            Prompt::Text(t) => Ok(t.clone()),
-            Prompt::Tokens(ids) => served
-                .generator()?
-                .model()
-                .tokenizer()
-                .decode(ids)
-                .map_err(|e| invalid("prompt", e)),
-        }
-    };
+    let limit = req.max_tokens.map(|max| ("max_tokens", max));
+    let served = host.open_completion(&req.model, &prompt, limit).await?;
     let echoed = if echo {
-        tokenizer_text(&prompt)?
+        requests::prompt_text(&served, &prompt)?
     } else {
         String::new()
     };
@@ -1274,7 +1233,7 @@ mod tests {
         fn any_chat_body_is_planned_or_refused(body in chat_request()) {
             if let Ok(req) = serde_json::from_value::<ChatCompletionRequest>(body) {
                 match plan_chat(req) {
-                    Ok(plan) => prop_assert!(plan.request.validate().is_ok()),
+                    Ok(plan) => prop_assert!(plan.planned.request.validate().is_ok()),
                     Err(e) => prop_assert_eq!(e.status, StatusCode::BAD_REQUEST),
                 }
             }
@@ -1310,7 +1269,7 @@ mod tests {
         }))
         .unwrap();
         let plan = plan_chat(req).unwrap();
-        let r = &plan.request;
+        let r = &plan.planned.request;
         assert_eq!(r.messages[0].role, Role::System);
         assert_eq!(r.messages[0].content, "Be brief.");
         assert_eq!(
@@ -1323,9 +1282,9 @@ mod tests {
         assert_eq!(r.max_tokens, Some(9));
         assert_eq!(r.seed, Some(u64::MAX));
         assert_eq!(r.stop, vec!["END".to_owned()]);
-        assert_eq!(plan.options.top_p, Some(0.5));
-        assert_eq!(plan.options.format, Some(Constraint::JsonObject));
-        assert_eq!(plan.options.logprobs, Some(2));
+        assert_eq!(plan.planned.options.top_p, Some(0.5));
+        assert_eq!(plan.planned.options.format, Some(Constraint::JsonObject));
+        assert_eq!(plan.planned.options.logprobs, Some(2));
         assert!(plan.stream);
     }
 }
