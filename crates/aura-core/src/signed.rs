@@ -20,7 +20,8 @@
 //! The binary form of a signed statement is its encoding followed by the 64-byte signature;
 //! its JSON form is `{"<field>": {…}, "signature": "<128 hex digits>"}` where the field is
 //! `statement` unless the format named it otherwise first (receipts say `receipt`,
-//! licenses `license`). The signature covers the binary encoding, never the JSON, so the
+//! licenses `license`), with a `format` member too for statements kept as files of their
+//! own (licenses: `"format": "aura-license/v1"`). The signature covers the binary encoding, never the JSON, so the
 //! JSON may be re-serialised freely; [`Signed::to_json`] writes it as RFC 8785 canonical
 //! JSON all the same, so that equal statements give equal bytes wherever they are stored.
 
@@ -102,6 +103,10 @@ pub trait Statement: Sized {
     /// The name of the statement beside its signature in the JSON form.
     const FIELD: &'static str = "statement";
 
+    /// For a statement kept as a file of its own (a license), the name of the file format,
+    /// carried in the JSON form as a `format` member and required when reading it.
+    const FORMAT: Option<&'static str> = None;
+
     /// The kind this statement is signed under: [`Statement::KIND`], unless the statement
     /// is of an older version that is still read (an approval of version 1).
     fn kind(&self) -> &'static str {
@@ -122,6 +127,14 @@ pub trait Statement: Sized {
 
     /// Reads what [`Statement::encode`] wrote, refusing anything that does not validate.
     fn decode(d: &mut Decoder<'_>) -> Result<Self, DecodeError>;
+
+    /// Reads a canonical encoding that must be the whole of `bytes`.
+    fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut d = Decoder::new(bytes);
+        let statement = Self::decode(&mut d)?;
+        d.finish()?;
+        Ok(statement)
+    }
 
     /// The canonical encoding.
     fn to_bytes(&self) -> Result<Vec<u8>, Invalid> {
@@ -276,7 +289,10 @@ pub fn verify_encoding<T: Statement>(
 
 impl<T: Statement + Serialize> Serialize for Signed<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut out = s.serialize_struct("Signed", 2)?;
+        let mut out = s.serialize_struct("Signed", 2 + usize::from(T::FORMAT.is_some()))?;
+        if let Some(format) = T::FORMAT {
+            out.serialize_field("format", format)?;
+        }
         out.serialize_field(T::FIELD, &self.statement)?;
         out.serialize_field("signature", &self.signature)?;
         out.end()
@@ -297,8 +313,14 @@ impl<'de, T: Statement + Deserialize<'de>> Deserialize<'de> for Signed<T> {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Signed<T>, A::Error> {
                 let mut statement = None;
                 let mut signature = None;
+                let mut format: Option<String> = None;
                 while let Some(key) = map.next_key::<String>()? {
-                    if key == T::FIELD {
+                    if key == "format" && T::FORMAT.is_some() {
+                        if format.is_some() {
+                            return Err(de::Error::duplicate_field("format"));
+                        }
+                        format = Some(map.next_value()?);
+                    } else if key == T::FIELD {
                         if statement.is_some() {
                             return Err(de::Error::duplicate_field(T::FIELD));
                         }
@@ -313,6 +335,17 @@ impl<'de, T: Statement + Deserialize<'de>> Deserialize<'de> for Signed<T> {
                             "unknown field `{key}`, expected `{}` or `signature`",
                             T::FIELD
                         )));
+                    }
+                }
+                if let Some(want) = T::FORMAT {
+                    match format {
+                        None => return Err(de::Error::missing_field("format")),
+                        Some(f) if f != want => {
+                            return Err(de::Error::custom(format!(
+                                "unknown format `{f}` (this build reads `{want}`)"
+                            )));
+                        }
+                        Some(_) => {}
                     }
                 }
                 Ok(Signed {

@@ -509,7 +509,7 @@ impl ModelHost {
             .map_err(|e| {
                 ModelError::internal(format!("the usage receipt could not be recorded: {e}"))
             })?;
-        Ok(signed.receipt.id)
+        Ok(signed.statement.id)
     }
 
     /// A fresh receipt id, to promise before the request completes.
