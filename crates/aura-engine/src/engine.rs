@@ -538,7 +538,8 @@ impl Handle {
         now: Timestamp,
     ) -> Result<AgentInfo, Error> {
         let created = Created { name, credential };
-        let body = serde_json::to_vec(&created).map_err(|e| Error::Invalid(e.to_string()))?;
+        // Every ledger body is RFC 8785 canonical JSON: the same bytes in every build.
+        let body = aura_core::jcs::to_vec(&created).map_err(|e| Error::Invalid(e.to_string()))?;
         // The stream is new and no actor runs for it yet, so this is its only writer.
         self.shared
             .append(id, 1, vec![(kind(KIND_CREATED), body)])
@@ -1018,7 +1019,7 @@ impl Handle {
         let mut chunk: Vec<PrunedMission> = Vec::new();
         let mut size = 0;
         let encode = |missions: Vec<PrunedMission>| {
-            serde_json::to_vec(&PruneRecord {
+            aura_core::jcs::to_vec(&PruneRecord {
                 version: PRUNE_RECORD_VERSION,
                 older_than,
                 missions,
@@ -1026,7 +1027,7 @@ impl Handle {
             .map_err(|e| Error::Invalid(format!("cannot record the prune: {e}")))
         };
         for plan in plans {
-            let len = serde_json::to_vec(plan)
+            let len = aura_core::jcs::to_vec(plan)
                 .map_err(|e| Error::Invalid(format!("cannot record the prune: {e}")))?
                 .len();
             if !chunk.is_empty() && size + len > PRUNE_RECORD_BYTES {
