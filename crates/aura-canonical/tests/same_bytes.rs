@@ -243,6 +243,7 @@ fn mission_records() -> Vec<Recorded> {
             ok: true,
             output: value(r#"{"path":"notes.md","bytes":5,"created":true}"#),
             error: None,
+            error_kind: None,
             compensation: Some(value(
                 r#"{"type":"restore_file","path":"notes.md","previous":null}"#,
             )),

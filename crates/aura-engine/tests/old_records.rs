@@ -64,6 +64,7 @@ async fn make_fixture() {
 
     use aura_core::door::{Clock as _, SeededEntropy, SystemClock};
     use aura_core::keystore::Signer;
+    use aura_engine::test_util::Answer;
     use aura_identity::{Approval, ApprovalId, Level, Namespace, Signed, Verdict};
     use serde_json::json;
     use support::{cedar_world, spec, until};
@@ -72,9 +73,9 @@ async fn make_fixture() {
         return;
     }
     let w = cedar_world().await;
-    w.script.0.lock().unwrap().extend([
-        vec![("fs.write", json!({"path": "notes.md", "content": "hello"}))],
-        vec![("mission.finish", json!({"summary": "wrote the notes"}))],
+    w.script.extend([
+        Answer::call("fs.write", json!({"path": "notes.md", "content": "hello"})),
+        Answer::call("mission.finish", json!({"summary": "wrote the notes"})),
     ]);
     let one = w
         .engine
@@ -86,9 +87,9 @@ async fn make_fixture() {
     let dir = w.dir.path().join("workspaces/default/two");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("old.log"), "x").unwrap();
-    w.script.0.lock().unwrap().extend([
-        vec![("fs.delete", json!({"path": "old.log"}))],
-        vec![("mission.finish", json!({"summary": "deleted the log"}))],
+    w.script.extend([
+        Answer::call("fs.delete", json!({"path": "old.log"})),
+        Answer::call("mission.finish", json!({"summary": "deleted the log"})),
     ]);
     let two = w
         .engine
