@@ -21,6 +21,11 @@ fi
 (cd ui && npm run build >/dev/null)
 
 cargo nextest run --workspace --profile ci "$@"
+# Hashed and signed JSON must not depend on serde_json's `preserve_order` (on in the
+# workspace build, through cedar): the check crate alone, without it and with it, must
+# write the same checked-in bytes.
+cargo nextest run -p aura-canonical --profile ci
+cargo nextest run -p aura-canonical --features preserve-order --profile ci
 cargo test --workspace --doc --quiet
 
 # The UI: unit tests of its proofs and lip-sync, then the browser tests against the

@@ -12,11 +12,14 @@ pub mod door;
 pub mod encoding;
 pub mod hash;
 pub mod id;
+pub mod jcs;
 pub mod keystore;
 pub mod sign;
+pub mod signed;
 pub mod time;
 
 pub use hash::{Domain, Hash};
 pub use id::{AgentId, MissionId, NodeId};
 pub use sign::{PublicKey, Signature};
+pub use signed::{Signed, Statement};
 pub use time::Timestamp;

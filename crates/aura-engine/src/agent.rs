@@ -201,16 +201,17 @@ impl Actor {
         if recorded.is_empty() {
             return Ok(());
         }
+        // A record without a JSON form is refused whole, never written as an empty body.
         let entries = recorded
             .iter()
             .map(|r| {
-                (
+                Ok((
                     Kind::new(r.event.kind())
                         .unwrap_or_else(|_| unreachable!("kernel kinds are valid")),
-                    r.to_body(),
-                )
+                    r.to_body().map_err(|e| Error::Invalid(e.to_string()))?,
+                ))
             })
-            .collect();
+            .collect::<Result<_, Error>>()?;
         let next_if_stored = self.next_seq + recorded.len() as u64;
         if let Err(e) = self.append(entries).await {
             // A commit whose outcome the store could not know (a failed fsync) may have

@@ -329,7 +329,8 @@ impl Handle {
         now: Timestamp,
     ) -> Result<AgentInfo, Error> {
         let created = Created { name, credential };
-        let body = serde_json::to_vec(&created).map_err(|e| Error::Invalid(e.to_string()))?;
+        // Every ledger body is RFC 8785 canonical JSON: the same bytes in every build.
+        let body = aura_core::jcs::to_vec(&created).map_err(|e| Error::Invalid(e.to_string()))?;
         // The stream is new and no actor runs for it yet, so this is its only writer.
         self.shared
             .append(id, 1, vec![(kind(KIND_CREATED), body)])

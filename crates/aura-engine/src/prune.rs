@@ -311,7 +311,7 @@ async fn record(
     let mut chunk: Vec<PrunedMission> = Vec::new();
     let mut size = 0;
     let encode = |missions: Vec<PrunedMission>| {
-        serde_json::to_vec(&PruneRecord {
+        aura_core::jcs::to_vec(&PruneRecord {
             version: PRUNE_RECORD_VERSION,
             older_than,
             missions,
@@ -319,7 +319,7 @@ async fn record(
         .map_err(|e| Error::Invalid(format!("cannot record the prune: {e}")))
     };
     for plan in plans {
-        let len = serde_json::to_vec(plan)
+        let len = aura_core::jcs::to_vec(plan)
             .map_err(|e| Error::Invalid(format!("cannot record the prune: {e}")))?
             .len();
         if !chunk.is_empty() && size + len > PRUNE_RECORD_BYTES {

@@ -417,7 +417,7 @@ impl ModelHost {
             .map_err(|e| {
                 ModelError::internal(format!("the usage receipt could not be recorded: {e}"))
             })?;
-        Ok(signed.receipt.id)
+        Ok(signed.statement.id)
     }
 
     /// A fresh receipt id, to promise before the request completes.
@@ -485,7 +485,7 @@ impl ModelHost {
     ) -> Result<(ChatOutcome, ReceiptId), ChatError> {
         let generator = served.generator()?;
         let (cancel, _cancel_on_drop) = self.request_cancel()?;
-        let input = serde_json::to_vec(&(request, options))
+        let input = aura_core::jcs::to_vec(&(request, options))
             .map_err(|e| ModelError::invalid(format!("cannot encode the request: {e}")))?;
         // An upper bound on the tokens the request counts: a prompt has no more tokens
         // than bytes, and generation stops at the limit or at the context's end.
@@ -503,7 +503,7 @@ impl ModelHost {
             // answer is cut short, so it is not an answer; nothing is recorded.
             return Err(ModelError::stopping().into());
         }
-        let output = serde_json::to_vec(&outcome.turn)
+        let output = aura_core::jcs::to_vec(&outcome.turn)
             .map_err(|e| ModelError::internal(format!("cannot encode the turn: {e}")))?;
         let id = self
             .record(
@@ -533,7 +533,7 @@ impl ModelHost {
         let generator = served.generator()?;
         let model = generator.model().clone();
         let (cancel, _cancel_on_drop) = self.request_cancel()?;
-        let input = serde_json::to_vec(&request)
+        let input = aura_core::jcs::to_vec(&request)
             .map_err(|e| ModelError::invalid(format!("cannot encode the request: {e}")))?;
         let prompt_bound = match &request.prompt {
             Prompt::Text(t) => t.len() as u64,
@@ -565,7 +565,7 @@ impl ModelHost {
             // Nobody received the answer; the reservation is released unrecorded.
             return Err(ModelError::new(499, "cancelled", "the caller went away"));
         }
-        let output = serde_json::to_vec(&(&generation.tokens, &generation.text))
+        let output = aura_core::jcs::to_vec(&(&generation.tokens, &generation.text))
             .map_err(|e| ModelError::internal(format!("cannot encode the answer: {e}")))?;
         let id = self
             .record(
@@ -593,7 +593,7 @@ impl ModelHost {
         if self.stopping.is_cancelled() {
             return Err(ModelError::stopping());
         }
-        let input = serde_json::to_vec(&texts)
+        let input = aura_core::jcs::to_vec(&texts)
             .map_err(|e| ModelError::invalid(format!("cannot encode the input: {e}")))?;
         let bound = texts.iter().map(|t| t.len() as u64 + 2).sum::<u64>();
         let admitted = self.admit(served, bound)?;

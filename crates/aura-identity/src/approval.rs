@@ -31,14 +31,14 @@
 
 use aura_core::encoding::{DecodeError, DecodeErrorKind, Decoder, Encoder};
 use aura_core::hash::Hash;
+use aura_core::signed::{Issuer, Signed, Statement};
 use aura_core::{MissionId, PublicKey, Timestamp, typed_id};
 use serde::{Deserialize, Serialize};
 
 use crate::credential::{Credential, CredentialError, Subject, verify_credential};
 use crate::level::{Level, Namespace};
-use crate::statement::{
-    BadStatement, Signed, Statement, TrustSet, get_key, get_str, put_key, put_str,
-};
+
+use crate::statement::{BadStatement, TrustSet, get_key, get_str, put_key, put_str};
 
 typed_id!(
     /// An approval.
@@ -182,8 +182,8 @@ impl Statement for Approval {
         })
     }
 
-    fn signer(&self) -> &PublicKey {
-        &self.approver
+    fn issuer(&self) -> Issuer<'_> {
+        Issuer::Key(&self.approver)
     }
 }
 
@@ -268,7 +268,7 @@ pub fn verify_approval(
     if matches!(&a.answers, Some(Answers::Call { id, .. }) if id.len() > MAX_CALL_ID) {
         return Err(ApprovalError::CallIdTooLong);
     }
-    approval.verify_signature()?;
+    approval.verify_signature().map_err(BadStatement::from)?;
     let cred: &Credential = verify_credential(approver, trust, now)?;
     if cred.key != a.approver {
         return Err(ApprovalError::KeyMismatch);

@@ -16,7 +16,10 @@ use aura_identity::{Answers, Approval, ApprovalId, Level, Signed, Verdict};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::record::{Decision, Effect, Event, Message, MissionSpec, Outcome, Role, ToolCall};
+use crate::record::{
+    Decision, Effect, Event, Message, MissionSpec, Outcome, RecordFormat, Role, ToolCall,
+    Unserialisable,
+};
 use crate::state::{IllegalTransition, MissionState, check_transition};
 
 /// Why an event was refused.
@@ -185,6 +188,11 @@ pub struct Mission {
     /// so that records made before it existed replay to the same hashes.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub used_approvals: BTreeSet<ApprovalId>,
+    /// The record format the mission was submitted under; its events are recorded and its
+    /// state hashes computed in it to the end. Derived from the record (the submission's
+    /// `v`), so left out of the mission's own JSON.
+    #[serde(skip)]
+    pub format: RecordFormat,
 }
 
 /// What the state hash commits to besides the events: everything derived, but the
@@ -213,14 +221,21 @@ struct Summary<'a> {
     paused: bool,
 }
 
-fn json(value: &impl Serialize) -> Vec<u8> {
-    // These types serialise infallibly: string keys only, no floats.
-    serde_json::to_vec(value).unwrap_or_default()
+impl From<Unserialisable> for KernelError {
+    fn from(e: Unserialisable) -> Self {
+        KernelError::Invalid(e.to_string())
+    }
 }
 
 impl Mission {
-    /// A mission from its `Submitted` event.
+    /// A new mission from its `Submitted` event, recorded in the current format.
     pub fn submitted(event: &Event) -> Result<Mission, KernelError> {
+        Mission::submitted_in(event, RecordFormat::CURRENT)
+    }
+
+    /// A mission from its `Submitted` event, recorded in `format` (for replay: the format
+    /// its record was written in).
+    pub fn submitted_in(event: &Event, format: RecordFormat) -> Result<Mission, KernelError> {
         let Event::Submitted {
             mission,
             agent,
@@ -257,8 +272,9 @@ impl Mission {
             turn_retry_at: None,
             paused: false,
             used_approvals: BTreeSet::new(),
+            format,
         };
-        m.seal(event);
+        m.seal(event)?;
         Ok(m)
     }
 
@@ -266,7 +282,7 @@ impl Mission {
     pub fn apply(&self, event: &Event) -> Result<Mission, KernelError> {
         let mut m = self.clone();
         m.apply_in_place(event)?;
-        m.seal(event);
+        m.seal(event)?;
         Ok(m)
     }
 
@@ -371,16 +387,17 @@ impl Mission {
         out
     }
 
-    fn push_message(&mut self, message: Message) {
+    fn push_message(&mut self, message: Message) -> Result<(), KernelError> {
         let mut h = TaggedHasher::new(Domain::State);
         h.update(b"message");
         h.update(&self.conversation_digest.0);
-        h.update(&json(&message));
+        h.update(&self.format.json(&message)?);
         self.conversation_digest = h.finish();
         self.conversation.push(std::sync::Arc::new(message));
+        Ok(())
     }
 
-    fn seal(&mut self, event: &Event) {
+    fn seal(&mut self, event: &Event) -> Result<(), KernelError> {
         self.events += 1;
         let summary = Summary {
             state: self.state,
@@ -405,10 +422,11 @@ impl Mission {
         h.update(&self.state_hash.0);
         h.update(event.kind().as_bytes());
         h.update(&[0]);
-        h.update(&json(event));
+        h.update(&self.format.json(event)?);
         h.update(&[0]);
-        h.update(&json(&summary));
+        h.update(&self.format.json(&summary)?);
         self.state_hash = h.finish();
+        Ok(())
     }
 
     fn require(&self, event: &'static str, allowed: &[MissionState]) -> Result<(), KernelError> {
@@ -480,7 +498,7 @@ impl Mission {
                     content: turn.content.clone(),
                     tool_calls: turn.tool_calls.clone(),
                     tool_call_id: None,
-                });
+                })?;
             }
             Event::Decided { call_id, decision } => {
                 self.require("a decision", &[Running, Escalated])?;
@@ -525,7 +543,7 @@ impl Mission {
                             content,
                             tool_calls: Vec::new(),
                             tool_call_id: Some(call_id.clone()),
-                        });
+                        })?;
                     }
                     Outcome::Escalate { level } => {
                         if self
@@ -608,7 +626,7 @@ impl Mission {
                     content: format!("Message from agent {from}: {body}"),
                     tool_calls: Vec::new(),
                     tool_call_id: None,
-                });
+                })?;
             }
             Event::CancelRequested { by, reason, .. } => {
                 if self.state.is_terminal() {
@@ -739,7 +757,7 @@ impl Mission {
                 ..
             } => {
                 self.require("a heartbeat", &[Running])?;
-                if json(details).len() > MAX_PROGRESS_BYTES {
+                if self.format.json(details)?.len() > MAX_PROGRESS_BYTES {
                     return Err(invalid("heartbeat details are larger than 4 KiB"));
                 }
                 let slot = self.permitted_slot(call_id)?;
@@ -883,17 +901,20 @@ impl Mission {
             )));
         }
         self.calls.remove(pos);
-        let content = if effect.ok {
-            effect.output.to_string()
-        } else {
-            serde_json::json!({ "error": effect.error.clone().unwrap_or_default(), "output": effect.output }).to_string()
+        let content = match self.format {
+            // What the reasoner is told is part of the conversation the state hash
+            // covers, so from version 2 on it is canonical JSON too.
+            RecordFormat::V1 if effect.ok => effect.output.to_string(),
+            RecordFormat::V1 => serde_json::json!({ "error": effect.error.clone().unwrap_or_default(), "output": effect.output }).to_string(),
+            RecordFormat::V2 if effect.ok => self.format.text(&effect.output)?,
+            RecordFormat::V2 => self.format.text(&serde_json::json!({ "error": effect.error.clone().unwrap_or_default(), "output": effect.output }))?,
         };
         self.push_message(Message {
             role: Role::Tool,
             content,
             tool_calls: Vec::new(),
             tool_call_id: Some(effect.call_id.clone()),
-        });
+        })?;
         if effect.ok {
             self.completed.push(Completed {
                 call_id: effect.call_id.clone(),

@@ -700,6 +700,65 @@ fn indexed(records: &[Recorded]) -> impl Iterator<Item = (u64, &Recorded)> {
     records.iter().enumerate().map(|(i, r)| (i as u64, r))
 }
 
+#[test]
+fn new_missions_are_recorded_in_canonical_json_version_2() {
+    let (_, records) = running().finish();
+    for r in &records {
+        assert_eq!(r.v, RecordFormat::V2);
+        let body = r.to_body().unwrap();
+        assert!(
+            body.ends_with(b",\"v\":2}"),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        assert_eq!(aura_core::jcs::canonicalize(&body).unwrap(), body);
+        assert_eq!(Recorded::from_body(&body).unwrap(), *r);
+    }
+    // A version this build does not know is refused, not read as another.
+    let body = String::from_utf8(records[0].to_body().unwrap()).unwrap();
+    assert!(Recorded::from_body(body.replace("\"v\":2", "\"v\":3").as_bytes()).is_err());
+}
+
+#[test]
+fn a_record_switching_format_mid_mission_is_named() {
+    // One mission's record is in one format: an entry in another (a version 1 body spliced
+    // into a version 2 record) is a divergence, not a silent change of hashing rule.
+    let (_, mut records) = running().finish();
+    records[2].v = RecordFormat::V1;
+    assert!(matches!(
+        replay(indexed(&records)),
+        Err(Divergence::FormatChanged { entry: 2, .. })
+    ));
+}
+
+#[test]
+fn an_event_without_canonical_json_is_refused_not_hashed_as_empty() {
+    // The defect: the kernel wrote `unwrap_or_default()` of the JSON it hashes, so a value
+    // with no JSON form would have been hashed (and recorded) as an empty body. Canonical
+    // JSON refuses values nested deeper than it allows; the event must be refused.
+    let mut deep = json!(1);
+    for _ in 0..aura_core::jcs::MAX_DEPTH + 1 {
+        deep = json!([deep]);
+    }
+    let mut s = running();
+    let before = s.mission().clone();
+    let err = s
+        .push(turn(
+            vec![ToolCall {
+                id: "c1".into(),
+                name: "fs.read".into(),
+                arguments: deep,
+            }],
+            "deep",
+        ))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("cannot write the record as JSON"),
+        "{err}"
+    );
+    assert_eq!(*s.mission(), before);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(400))]
 
@@ -708,7 +767,7 @@ proptest! {
         let (mission, records) = simulate(seed);
         prop_assert!(mission.state.is_terminal());
         // Through the ledger body encoding, too.
-        let decoded: Vec<Recorded> = records.iter().map(|r| Recorded::from_body(&r.to_body()).unwrap()).collect();
+        let decoded: Vec<Recorded> = records.iter().map(|r| Recorded::from_body(&r.to_body().unwrap()).unwrap()).collect();
         prop_assert_eq!(&decoded, &records);
         let replayed = replay(indexed(&decoded)).unwrap();
         prop_assert_eq!(replayed, mission);
@@ -790,7 +849,7 @@ fn effects_recorded_without_an_error_kind_encode_as_before_and_a_kind_round_trip
     let mut failed_effects = 0;
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let record = Recorded::from_body(line.as_bytes()).unwrap();
-        assert_eq!(String::from_utf8(record.to_body()).unwrap(), line);
+        assert_eq!(String::from_utf8(record.to_body().unwrap()).unwrap(), line);
         if let Event::Effect { effect, .. } = &record.event
             && !effect.ok
         {

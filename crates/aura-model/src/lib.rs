@@ -41,6 +41,7 @@ pub mod settle;
 
 mod codec;
 mod hashing;
+mod share;
 
 use std::path::{Path, PathBuf};
 

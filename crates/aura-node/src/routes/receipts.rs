@@ -95,8 +95,7 @@ async fn list(
     let key = state.engine.node_key();
     for r in &all {
         // A receipt that does not verify is never counted.
-        r.signed
-            .verify(&key, r.index)
+        r.verify(&key)
             .map_err(|e| ApiError::internal(error_line(&e)))?;
     }
     let statements = if all.is_empty() {
@@ -144,7 +143,7 @@ async fn list(
     let receipts = all
         .iter()
         .map(|r| {
-            let x = &r.signed.receipt;
+            let x = &r.signed.statement;
             ReceiptView {
                 index: r.index,
                 id: x.id.to_string(),
