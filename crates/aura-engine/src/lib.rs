@@ -12,6 +12,8 @@
 //! The engine is IO at the edge around the pure kernel: it owns the store, the node's
 //! signer, the clock and the randomness, and hands the kernel only recorded values.
 
+#![forbid(unsafe_code)]
+
 pub mod adapters;
 pub mod events;
 pub mod ports;

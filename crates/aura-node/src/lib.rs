@@ -12,6 +12,8 @@
 //! verified key or per source address (`rate.rs`); heads and bodies must arrive in time
 //! (`server.rs`, [`Limits`]).
 
+#![forbid(unsafe_code)]
+
 pub mod auth;
 pub mod config;
 pub mod error;
