@@ -24,6 +24,7 @@ mod guard;
 mod rate;
 mod routes;
 mod server;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -4,16 +4,19 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use aura_core::Timestamp;
 use aura_core::door::{Clock as _, OsEntropy, SystemClock};
 use aura_core::keystore::KeyName;
-use aura_core::{MissionId, Timestamp};
 use aura_identity::{Answers, Approval, ApprovalId, Credential, Signed, Verdict};
+use aura_node::wire::{MissionView, PendingApproval};
 use serde_json::{Value, json};
 
 use crate::client::{Client, NodeArgs};
 use crate::hinted;
 use crate::home::Home;
 use crate::output::Output;
+
+use super::{decode, print_as};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct ApprovalsArgs {
@@ -27,24 +30,24 @@ pub(crate) async fn approvals(
     args: ApprovalsArgs,
 ) -> anyhow::Result<()> {
     let client = Client::new(home, &args.node)?;
-    let pending: Vec<Value> = client.get("/v1/approvals").await?;
-    out.print(&pending, || {
+    let pending: Value = client.get("/v1/approvals").await?;
+    print_as(out, &pending, |pending: Vec<PendingApproval>| {
         if pending.is_empty() {
             return "nothing is waiting for approval\n".into();
         }
         pending
             .iter()
             .map(|p| {
-                let e = &p["escalation"];
+                let e = &p.escalation;
                 format!(
                     "{}  needs {} for `{}` {}\n    objective: {}\n    approve: aura approve {} --as NAME   reject: aura reject {} --as NAME --reason WHY\n",
-                    p["mission"].as_str().unwrap_or("?"),
-                    e["level"].as_str().unwrap_or("?"),
-                    e["action"].as_str().unwrap_or("?"),
-                    e["arguments"],
-                    p["objective"].as_str().unwrap_or(""),
-                    p["mission"].as_str().unwrap_or("?"),
-                    p["mission"].as_str().unwrap_or("?"),
+                    p.mission,
+                    e.level,
+                    e.action,
+                    e.arguments.as_ref().unwrap_or(&Value::Null),
+                    p.objective,
+                    p.mission,
+                    p.mission,
                 )
             })
             .collect()
@@ -87,33 +90,28 @@ pub(crate) async fn answer(
     let mission: Value = client
         .get(&format!("/v1/missions/{}", args.mission))
         .await?;
-    let Some(esc) = mission["escalation"].as_object() else {
+    let mission: MissionView = decode(&mission)?;
+    let Some(esc) = mission.escalation else {
         return Err(hinted(
             format!(
                 "mission {} is {}, not waiting for approval",
-                args.mission,
-                mission["state"].as_str().unwrap_or("?")
+                args.mission, mission.state
             ),
             "`aura approvals` lists what waits",
         ));
     };
-    let request = esc["request"]
-        .as_str()
-        .unwrap_or_default()
+    let request = esc
+        .request
         .parse()
         .map_err(|_| anyhow::anyhow!("the node sent a malformed request digest"))?;
     // The approval names the very escalation it answers (the declaration, or one call of
     // one turn), so that it cannot answer a later one of the same request.
-    let answers: Answers = serde_json::from_value(esc["answers"].clone()).map_err(|_| {
+    let answers: Answers = esc.answers.ok_or_else(|| {
         hinted(
             "the node did not say which escalation is waiting",
             "the node is older than this `aura`; upgrade it",
         )
     })?;
-    let mission_id: MissionId = args
-        .mission
-        .parse()
-        .map_err(|_| anyhow::anyhow!("not a mission id"))?;
     let now: Timestamp = SystemClock.now();
     let reason = args.reason.unwrap_or_else(|| match verdict {
         Verdict::Approve => "approved".into(),
@@ -121,7 +119,7 @@ pub(crate) async fn answer(
     });
     let approval = Approval {
         id: ApprovalId::generate(&SystemClock, &OsEntropy),
-        mission: mission_id,
+        mission: mission.id,
         answers: Some(answers.clone()),
         request,
         verdict,
@@ -137,7 +135,7 @@ pub(crate) async fn answer(
             &json!({ "approval": signed, "credential": credential }),
         )
         .await?;
-    out.print(&m, || {
+    print_as(out, &m, |m: MissionView| {
         format!(
             "{} {} of {}: mission is now {}\n",
             match verdict {
@@ -146,7 +144,7 @@ pub(crate) async fn answer(
             },
             answers,
             args.mission,
-            m["state"].as_str().unwrap_or("?")
+            m.state
         )
     })
 }

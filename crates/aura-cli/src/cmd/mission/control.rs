@@ -2,11 +2,14 @@
 
 use std::time::Duration;
 
+use aura_engine::StuckReason;
+use aura_node::wire::{MissionView, StuckView};
 use serde_json::{Value, json};
 
 use crate::client::Client;
 use crate::output::Output;
 
+use super::print_as;
 use super::show::{describe, one_line};
 
 pub(super) async fn cancel(
@@ -21,7 +24,7 @@ pub(super) async fn cancel(
             &json!({ "reason": reason }),
         )
         .await?;
-    out.print(&m, || describe(&m))
+    print_as(out, &m, |m: MissionView| describe(&m))
 }
 
 pub(super) async fn pause(
@@ -36,21 +39,27 @@ pub(super) async fn pause(
             &json!({ "reason": reason }),
         )
         .await?;
-    out.print(&m, || format!("paused {}\n", one_line(&m)))
+    print_as(out, &m, |m: MissionView| {
+        format!("paused {}\n", one_line(&m))
+    })
 }
 
 pub(super) async fn resume(client: &Client, out: &Output, id: &str) -> anyhow::Result<()> {
     let m: Value = client
         .post(&format!("/v1/missions/{id}/resume"), &json!({}))
         .await?;
-    out.print(&m, || format!("resumed {}\n", one_line(&m)))
+    print_as(out, &m, |m: MissionView| {
+        format!("resumed {}\n", one_line(&m))
+    })
 }
 
 pub(super) async fn retry(client: &Client, out: &Output, id: &str) -> anyhow::Result<()> {
     let m: Value = client
         .post(&format!("/v1/missions/{id}/retry"), &json!({}))
         .await?;
-    out.print(&m, || format!("retrying now {}\n", one_line(&m)))
+    print_as(out, &m, |m: MissionView| {
+        format!("retrying now {}\n", one_line(&m))
+    })
 }
 
 pub(super) async fn stuck(
@@ -64,44 +73,43 @@ pub(super) async fn stuck(
             escalated_for.as_secs()
         ))
         .await?;
-    out.print(&stuck, || describe_stuck(&stuck))
+    print_as(out, &stuck, |stuck: Vec<StuckView>| describe_stuck(&stuck))
 }
 
 /// One line per stuck mission: id, state, why, since.
-fn describe_stuck(stuck: &Value) -> String {
-    let rows = stuck.as_array().map(Vec::as_slice).unwrap_or_default();
-    if rows.is_empty() {
+fn describe_stuck(stuck: &[StuckView]) -> String {
+    if stuck.is_empty() {
         return "no mission is stuck\n".into();
     }
     let mut text = String::new();
-    for s in rows {
-        let why = &s["why"];
-        let detail = match why["kind"].as_str().unwrap_or("?") {
-            "escalated" => format!(
-                "escalated: `{}` waits for approval at {}",
-                why["action"].as_str().unwrap_or("?"),
-                why["level"].as_str().unwrap_or("?")
-            ),
-            "retrying" => format!(
-                "retrying {} after {} attempt(s){}{}",
-                why["call"].as_str().unwrap_or("the reasoner's turn"),
-                why["attempts"],
-                why["last_error"]
-                    .as_str()
+    for s in stuck {
+        let detail = match &s.why {
+            StuckReason::Escalated { action, level } => {
+                format!("escalated: `{action}` waits for approval at {level}")
+            }
+            StuckReason::Retrying {
+                call,
+                attempts,
+                last_error,
+                retry_at,
+            } => format!(
+                "retrying {} after {attempts} attempt(s){}{}",
+                call.as_deref().unwrap_or("the reasoner's turn"),
+                last_error
+                    .as_ref()
                     .map(|e| format!(": {e}"))
                     .unwrap_or_default(),
-                why["retry_at"]
-                    .as_str()
+                retry_at
                     .map(|t| format!(" (next at {t})"))
                     .unwrap_or_default()
             ),
-            other => other.to_owned(),
+            StuckReason::Paused => "paused".to_owned(),
         };
         text.push_str(&format!(
             "{}  {:<11} since {}  {detail}\n",
-            s["mission"].as_str().unwrap_or("?"),
-            s["state"].as_str().unwrap_or("?"),
-            s["since"].as_str().unwrap_or("?"),
+            s.mission,
+            s.state.as_str(),
+            s.since,
         ));
     }
     text.push_str("hint: `aura mission retry ID` runs a waiting retry now; `aura mission resume ID` resumes a paused one\n");

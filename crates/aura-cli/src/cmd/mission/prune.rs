@@ -2,10 +2,13 @@
 
 use std::time::Duration;
 
+use aura_node::wire::PruneView;
 use serde_json::{Value, json};
 
 use crate::client::Client;
 use crate::output::Output;
+
+use super::print_as;
 
 pub(super) async fn prune(
     client: &Client,
@@ -19,29 +22,27 @@ pub(super) async fn prune(
             &json!({ "older_than_secs": older_than.as_secs(), "dry_run": dry_run }),
         )
         .await?;
-    out.print(&r, || {
-        let missions: Vec<&str> = r["missions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
-        let cutoff = r["older_than"].as_str().unwrap_or("?");
-        if missions.is_empty() {
-            return format!("nothing to prune: no unpruned mission ended before {cutoff}\n");
+    print_as(out, &r, |r: PruneView| {
+        if r.missions.is_empty() {
+            return format!(
+                "nothing to prune: no unpruned mission ended before {}\n",
+                r.older_than
+            );
         }
-        let n = missions.len() as u64;
-        let entries = r["entries"].as_u64().unwrap_or(0);
-        let bytes = r["bytes_freed"].as_u64().unwrap_or(0);
+        let n = r.missions.len() as u64;
         let mut text = format!(
             "{} {}: {} {}, {} bytes of bodies; each keeps its submission and final transition\n",
             if dry_run { "would prune" } else { "pruned" },
             crate::output::count(n, "mission", "missions"),
-            crate::output::count(entries, "entry", "entries"),
-            if dry_run { "would lose their bodies" } else { "lost their bodies" },
-            bytes,
+            crate::output::count(r.entries, "entry", "entries"),
+            if dry_run {
+                "would lose their bodies"
+            } else {
+                "lost their bodies"
+            },
+            r.bytes_freed,
         );
-        for m in missions {
+        for m in &r.missions {
             text.push_str(&format!("  {m}\n"));
         }
         if !dry_run {

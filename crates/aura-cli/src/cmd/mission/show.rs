@@ -1,9 +1,12 @@
 //! `aura mission list` and `aura mission show`: missions as the node reports them.
 
+use aura_node::wire::MissionView;
 use serde_json::Value;
 
 use crate::client::Client;
 use crate::output::Output;
+
+use super::print_as;
 
 pub(super) async fn list(
     client: &Client,
@@ -19,10 +22,10 @@ pub(super) async fn list(
     if let Some(a) = agent {
         query.push(format!("agent={a}"));
     }
-    let missions: Vec<Value> = client
+    let missions: Value = client
         .get(&format!("/v1/missions?{}", query.join("&")))
         .await?;
-    out.print(&missions, || {
+    print_as(out, &missions, |missions: Vec<MissionView>| {
         if missions.is_empty() {
             return "no missions\n".into();
         }
@@ -41,84 +44,70 @@ pub(super) async fn show(
 ) -> anyhow::Result<()> {
     let detail = if full { "?detail=full" } else { "" };
     let m: Value = client.get(&format!("/v1/missions/{id}{detail}")).await?;
-    out.print(&m, || describe(&m))
+    print_as(out, &m, |m: MissionView| describe(&m))
 }
 
-pub(super) fn one_line(m: &Value) -> String {
+/// A mission in one line: id, state, agent and the start of its objective.
+pub(super) fn one_line(m: &MissionView) -> String {
     format!(
         "{}  {:<12} {}  {}",
-        m["id"].as_str().unwrap_or("?"),
-        m["state"].as_str().unwrap_or("?"),
-        m["agent"].as_str().unwrap_or("?"),
-        m["objective"]
-            .as_str()
-            .unwrap_or("?")
-            .chars()
-            .take(60)
-            .collect::<String>()
+        m.id,
+        m.state.as_str(),
+        m.agent,
+        m.objective.chars().take(60).collect::<String>()
     )
 }
 
-pub(super) fn describe(m: &Value) -> String {
+/// A mission for people: what it is, where it stands, what it waits for, its history.
+pub(super) fn describe(m: &MissionView) -> String {
     let mut text = format!(
         "mission    {}\nagent      {}\nnamespace  {}\nstate      {}\nobjective  {}\ntools      {}\nauthority  {}\nsteps      {} ({} tokens)\n",
-        m["id"].as_str().unwrap_or("?"),
-        m["agent"].as_str().unwrap_or("?"),
-        m["namespace"].as_str().unwrap_or("?"),
-        m["state"].as_str().unwrap_or("?"),
-        m["objective"].as_str().unwrap_or("?"),
-        m["tools"]
-            .as_array()
-            .map(|t| t
-                .iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(", "))
-            .unwrap_or_default(),
-        m["level"].as_str().unwrap_or("?"),
-        m["steps"],
-        m["tokens"],
+        m.id,
+        m.agent,
+        m.namespace,
+        m.state,
+        m.objective,
+        m.tools.join(", "),
+        m.level,
+        m.steps,
+        m.tokens,
     );
-    if let Some(s) = m["summary"].as_str() {
+    if let Some(s) = &m.summary {
         text.push_str(&format!("summary    {s}\n"));
     }
-    if let Some(r) = m["reason"].as_str() {
+    if let Some(r) = &m.reason {
         text.push_str(&format!("reason     {r}\n"));
     }
-    if m["paused"].as_bool() == Some(true) {
+    if m.paused {
         text.push_str("paused     resume with: aura mission resume ID\n");
     }
-    for c in m["calls"].as_array().into_iter().flatten() {
-        if let Some(error) = c["last_error"].as_str() {
+    for c in &m.calls {
+        if let Some(error) = &c.last_error {
             text.push_str(&format!(
                 "call       {} `{}`: {} attempt(s), last failed: {error}{}\n",
-                c["call"]["id"].as_str().unwrap_or("?"),
-                c["call"]["name"].as_str().unwrap_or("?"),
-                c["attempts"],
-                c["retry_at"]
-                    .as_str()
+                c.call.id,
+                c.call.name,
+                c.attempts,
+                c.retry_at
                     .map(|t| format!("; next at {t}"))
                     .unwrap_or_default()
             ));
         }
     }
-    if let Some(e) = m["escalation"].as_object() {
+    if let Some(e) = &m.escalation {
         text.push_str(&format!(
             "waiting    for approval at {} of `{}` {}\n           approve with: aura approve {} --as NAME\n",
-            e["level"].as_str().unwrap_or("?"),
-            e["action"].as_str().unwrap_or("?"),
-            e["arguments"],
-            m["id"].as_str().unwrap_or("?")
+            e.level,
+            e.action,
+            e.arguments.as_ref().unwrap_or(&Value::Null),
+            m.id
         ));
     }
     text.push_str("history\n");
-    for c in m["history"].as_array().into_iter().flatten() {
+    for c in &m.history {
         text.push_str(&format!(
             "  {}  {} -> {}  {}\n",
-            c["at"].as_str().unwrap_or("?"),
-            c["from"].as_str().unwrap_or("?"),
-            c["to"].as_str().unwrap_or("?"),
-            c["reason"].as_str().unwrap_or("")
+            c.at, c.from, c.to, c.reason
         ));
     }
     text

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use aura_node::wire::MissionView;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -11,6 +12,7 @@ use crate::output::Output;
 
 use super::show::one_line;
 use super::watch::watch;
+use super::{decode, print_as};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct SubmitArgs {
@@ -129,10 +131,13 @@ pub(super) async fn submit(client: &Client, out: &Output, s: SubmitArgs) -> anyh
     });
     let m: Value = client.post("/v1/missions", &body).await?;
     if s.watch {
+        let id = decode::<MissionView>(&m)?.id.to_string();
         if !out.is_json() {
-            println!("submitted {}", m["id"].as_str().unwrap_or("?"));
+            println!("submitted {id}");
         }
-        return watch(client, out, m["id"].as_str().unwrap_or_default()).await;
+        return watch(client, out, &id).await;
     }
-    out.print(&m, || format!("submitted {}\n", one_line(&m)))
+    print_as(out, &m, |m: MissionView| {
+        format!("submitted {}\n", one_line(&m))
+    })
 }

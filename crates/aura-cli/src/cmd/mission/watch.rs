@@ -1,12 +1,20 @@
 //! `aura mission watch`: a mission's recorded events, narrated as they happen.
+//!
+//! The stream's events are decoded into the engine's `StreamEvent` and each mission
+//! entry's body into the kernel's `Recorded`; the narration matches every kind of event
+//! the kernel records, so a new kind does not compile until it is told here.
 
 use aura_core::MissionId;
+use aura_engine::StreamEvent;
+use aura_kernel::{Decision, Event, MissionState, Outcome, Recorded};
 use futures_util::StreamExt as _;
 use serde_json::Value;
 
 use crate::client::Client;
 use crate::hinted;
 use crate::output::Output;
+
+use super::decode;
 
 /// Prints a mission's events as they happen, from its start, until it ends.
 pub(super) async fn watch(client: &Client, out: &Output, id: &str) -> anyhow::Result<()> {
@@ -22,69 +30,86 @@ pub(super) async fn watch(client: &Client, out: &Output, id: &str) -> anyhow::Re
         let tokio_tungstenite::tungstenite::Message::Text(text) = msg else {
             continue;
         };
-        let event: Value = serde_json::from_str(&text)?;
-        if out.is_json() {
-            println!("{event}");
-        } else if event["type"] == "entry"
-            && let Some(line) = narrate(&event)
-        {
+        let raw: Value = serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("the event stream sent something not JSON: {e}"))?;
+        let recorded = match decode::<StreamEvent>(&raw)? {
+            StreamEvent::Entry {
+                seq, kind, body, ..
+            } => {
+                let recorded = if kind.starts_with("mission.") {
+                    Some(decode::<Recorded>(&body)?)
+                } else {
+                    None
+                };
+                if !out.is_json() {
+                    let line = match &recorded {
+                        Some(r) => narrate(seq, r),
+                        None => Some(format!("#{seq} {kind}")),
+                    };
+                    if let Some(line) = line {
+                        println!("{line}");
+                    }
+                }
+                recorded
+            }
             // Text deltas are not printed for people: they race the recorded entries on
             // the stream, and each turn's text is shown whole once it is recorded.
             // `--json` passes them through for programs that want them.
-            println!("{line}");
+            StreamEvent::Delta { .. } | StreamEvent::Lagged { .. } => None,
+        };
+        if out.is_json() {
+            println!("{raw}");
         }
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
-        if event["kind"] == "mission.transition" {
-            let to = event["body"]["event"]["to"].as_str().unwrap_or("");
-            let reason = event["body"]["event"]["reason"].as_str().unwrap_or("");
-            match to {
-                "completed" => return Ok(()),
-                "failed" | "cancelled" => {
-                    return Err(hinted(
-                        format!("mission {mission} {to}: {reason}"),
-                        format!("`aura mission show {mission}` shows its whole record"),
-                    ));
-                }
-                "escalated" if !out.is_json() => {
+        let Some(Recorded {
+            event: Event::Transition { to, reason, .. },
+            ..
+        }) = recorded
+        else {
+            continue;
+        };
+        match to {
+            MissionState::Completed => return Ok(()),
+            MissionState::Failed | MissionState::Cancelled => {
+                return Err(hinted(
+                    format!("mission {mission} {to}: {reason}"),
+                    format!("`aura mission show {mission}` shows its whole record"),
+                ));
+            }
+            MissionState::Escalated => {
+                if !out.is_json() {
                     println!(
                         "   waiting for a person: `aura approvals` lists it; `aura approve {mission} --as NAME` or `aura reject {mission} --as NAME` answers it"
                     );
                 }
-                _ => {}
             }
+            MissionState::Submitted
+            | MissionState::Authorized
+            | MissionState::Running
+            | MissionState::Compensating => {}
         }
     }
     Ok(())
 }
 
-/// One line for a mission event, for people.
-fn narrate(e: &Value) -> Option<String> {
-    let ev = &e["body"]["event"];
-    let seq = &e["seq"];
-    Some(match e["kind"].as_str()? {
-        "mission.submitted" => format!(
-            "#{seq} submitted: {}",
-            ev["spec"]["objective"].as_str().unwrap_or("")
-        ),
-        "mission.judged" => format!(
+/// One line for a recorded mission event, for people; `None` for bookkeeping.
+fn narrate(seq: u64, r: &Recorded) -> Option<String> {
+    Some(match &r.event {
+        Event::Submitted { spec, .. } => format!("#{seq} submitted: {}", spec.objective),
+        Event::Judged { decision } => format!(
             "#{seq} policy on the declaration: {} {}",
-            ev["decision"]["outcome"].as_str().unwrap_or("?"),
-            ids(&ev["decision"]["deciding"])
+            outcome_name(decision.outcome),
+            ids(&decision.deciding)
         ),
-        "mission.transition" => format!(
-            "#{seq} -> {} ({})",
-            ev["to"].as_str().unwrap_or("?"),
-            ev["reason"].as_str().unwrap_or("")
-        ),
-        "mission.turn" => {
-            let calls: Vec<String> = ev["turn"]["tool_calls"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|c| format!("{}({})", c["name"].as_str().unwrap_or("?"), c["arguments"]))
+        Event::Transition { to, reason, .. } => format!("#{seq} -> {to} ({reason})"),
+        Event::Turn { turn, .. } => {
+            let calls: Vec<String> = turn
+                .tool_calls
+                .iter()
+                .map(|c| format!("{}({})", c.name, c.arguments))
                 .collect();
-            let content = ev["turn"]["content"].as_str().unwrap_or("").trim();
+            let content = turn.content.trim();
             format!(
                 "#{seq} reasoner: {}{}",
                 if content.is_empty() {
@@ -95,119 +120,99 @@ fn narrate(e: &Value) -> Option<String> {
                 calls.join(", ")
             )
         }
-        "mission.decided" => {
-            let d = &ev["decision"];
-            let outcome = match d["outcome"].as_str().unwrap_or("?") {
-                "escalate" => format!("escalate to {}", d["level"].as_str().unwrap_or("?")),
-                other => other.to_owned(),
-            };
-            let errors = d["errors"]
-                .as_array()
-                .map(|e| {
-                    e.iter()
-                        .filter_map(Value::as_str)
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                })
-                .unwrap_or_default();
-            format!(
-                "#{seq} policy on {} ({}): {outcome} {}{}",
-                d["action"].as_str().unwrap_or("?"),
-                ev["call_id"].as_str().unwrap_or(""),
-                ids(&d["deciding"]),
-                if errors.is_empty() {
-                    String::new()
-                } else {
-                    format!(" — {errors}")
-                }
-            )
-        }
-        "mission.effect" => {
-            let f = &ev["effect"];
-            if f["ok"] == true {
-                let mut out = f["output"].to_string();
+        Event::Decided { call_id, decision } => decided(seq, call_id, decision),
+        Event::Effect { effect, .. } => {
+            if effect.ok {
+                let mut out = effect.output.to_string();
                 if out.chars().count() > 100 {
                     out = out.chars().take(99).collect::<String>() + "…";
                 }
-                format!("#{seq} {} ok: {out}", f["tool"].as_str().unwrap_or("?"))
+                format!("#{seq} {} ok: {out}", effect.tool)
             } else {
                 format!(
                     "#{seq} {} failed: {}",
-                    f["tool"].as_str().unwrap_or("?"),
-                    f["error"].as_str().unwrap_or("")
+                    effect.tool,
+                    effect.error.as_deref().unwrap_or("")
                 )
             }
         }
-        "mission.approved" => format!(
-            "#{seq} approved by {} at {}",
-            ev["approver"].as_str().unwrap_or("?"),
-            ev["level"].as_str().unwrap_or("?")
-        ),
-        "mission.rejected" => format!(
-            "#{seq} rejected by {}: {}",
-            ev["approver"].as_str().unwrap_or("?"),
-            ev["reason"].as_str().unwrap_or("")
-        ),
-        "mission.cancel_requested" => format!(
-            "#{seq} cancel requested by {}: {}",
-            ev["by"].as_str().unwrap_or("?"),
-            ev["reason"].as_str().unwrap_or("")
-        ),
-        "mission.timed_out" => format!("#{seq} timed out"),
-        "mission.compensated" => format!(
-            "#{seq} undid {}: {}",
-            ev["call_id"].as_str().unwrap_or("?"),
-            if ev["ok"] == true {
-                "ok".to_owned()
+        Event::Approved {
+            approver, level, ..
+        } => format!("#{seq} approved by {approver} at {level}"),
+        Event::Rejected {
+            approver, reason, ..
+        } => format!("#{seq} rejected by {approver}: {reason}"),
+        Event::CancelRequested { by, reason, .. } => {
+            format!("#{seq} cancel requested by {by}: {reason}")
+        }
+        Event::TimedOut { .. } => format!("#{seq} timed out"),
+        Event::Compensated {
+            call_id, ok, error, ..
+        } => format!(
+            "#{seq} undid {call_id}: {}",
+            if *ok {
+                "ok"
             } else {
-                ev["error"].as_str().unwrap_or("failed").to_owned()
+                error.as_deref().unwrap_or("failed")
             }
         ),
-        "mission.message" => format!(
-            "#{seq} message from {}: {}",
-            ev["from"].as_str().unwrap_or("?"),
-            ev["body"]
-        ),
+        Event::Message { from, body, .. } => format!("#{seq} message from {from}: {body}"),
         // A first attempt and heartbeats are bookkeeping; retries are news.
-        "mission.attempt" if ev["attempt"].as_u64() == Some(1) => return None,
-        "mission.heartbeat" => return None,
-        "mission.attempt" => format!(
-            "#{seq} retrying {} (attempt {})",
-            ev["call_id"].as_str().unwrap_or("?"),
-            ev["attempt"]
-        ),
-        "mission.attempt_failed" => format!(
-            "#{seq} {} attempt {} failed: {}: {}{}",
-            ev["call_id"].as_str().unwrap_or("the reasoner's turn"),
-            ev["attempt"],
-            ev["kind"].as_str().unwrap_or("?"),
-            ev["error"].as_str().unwrap_or(""),
-            ev["retry_at"].as_str().map_or_else(
+        Event::Attempt { attempt: 1, .. } | Event::Heartbeat { .. } => return None,
+        Event::Attempt {
+            call_id, attempt, ..
+        } => format!("#{seq} retrying {call_id} (attempt {attempt})"),
+        Event::AttemptFailed {
+            call_id,
+            attempt,
+            kind,
+            error,
+            retry_at,
+            ..
+        } => format!(
+            "#{seq} {} attempt {attempt} failed: {kind}: {error}{}",
+            call_id.as_deref().unwrap_or("the reasoner's turn"),
+            retry_at.map_or_else(
                 || "; giving up".to_owned(),
                 |t| format!("; next attempt at {t}")
             )
         ),
-        "mission.paused" => format!(
-            "#{seq} paused by {}: {}",
-            ev["by"].as_str().unwrap_or("?"),
-            ev["reason"].as_str().unwrap_or("")
-        ),
-        "mission.resumed" => format!("#{seq} resumed by {}", ev["by"].as_str().unwrap_or("?")),
-        "mission.retry_requested" => format!(
-            "#{seq} retry now, asked by {}",
-            ev["by"].as_str().unwrap_or("?")
-        ),
-        other => format!("#{seq} {other}"),
+        Event::Paused { by, reason, .. } => format!("#{seq} paused by {by}: {reason}"),
+        Event::Resumed { by, .. } => format!("#{seq} resumed by {by}"),
+        Event::RetryRequested { by, .. } => format!("#{seq} retry now, asked by {by}"),
     })
 }
 
-fn ids(v: &Value) -> String {
-    let list: Vec<&str> = v
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
+/// Policy's decision on one proposed call.
+fn decided(seq: u64, call_id: &str, d: &Decision) -> String {
+    let outcome = match d.outcome {
+        Outcome::Escalate { level } => format!("escalate to {level}"),
+        Outcome::Permit | Outcome::Deny => outcome_name(d.outcome).to_owned(),
+    };
+    let errors = d.errors.join("; ");
+    format!(
+        "#{seq} policy on {} ({call_id}): {outcome} {}{}",
+        d.action,
+        ids(&d.deciding),
+        if errors.is_empty() {
+            String::new()
+        } else {
+            format!(" — {errors}")
+        }
+    )
+}
+
+/// The outcome's name as recorded: `permit`, `deny` or `escalate`.
+fn outcome_name(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Permit => "permit",
+        Outcome::Deny => "deny",
+        Outcome::Escalate { .. } => "escalate",
+    }
+}
+
+/// Policy ids as `[a, b]`, or nothing when there are none.
+fn ids(list: &[String]) -> String {
     if list.is_empty() {
         String::new()
     } else {
