@@ -4,6 +4,8 @@
 //! line on stderr, then a `hint:` where the user can do something. Exit codes: 0 success,
 //! 1 error, 2 usage, 3 verification failed (the data is bad, not the command).
 
+#![forbid(unsafe_code)]
+
 mod client;
 mod cmd;
 mod home;

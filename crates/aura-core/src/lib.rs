@@ -8,6 +8,8 @@
 //! This crate does IO in exactly one place, the [`keystore`], which reads and writes key
 //! files in the data directory.
 
+#![forbid(unsafe_code)]
+
 pub mod door;
 pub mod encoding;
 pub mod hash;

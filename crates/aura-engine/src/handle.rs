@@ -631,7 +631,7 @@ pub struct Stuck {
     pub since: Timestamp,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum StuckReason {
     /// Waiting for an approval longer than asked.

@@ -19,6 +19,8 @@
 //! driver, the actor's mission transactions); `handle` (the [`Handle`]). No module uses
 //! one that uses it back (tests/module_cycles.rs checks).
 
+#![forbid(unsafe_code)]
+
 pub mod adapters;
 pub mod events;
 pub mod ports;

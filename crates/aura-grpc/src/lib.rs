@@ -25,6 +25,8 @@
 //! (`admin`, `observer` or `inference`) by the certificate's CN or DNS SANs, and unknown identities
 //! are refused with PERMISSION_DENIED.
 
+#![forbid(unsafe_code)]
+
 mod aurae;
 pub mod auth;
 mod cells;

@@ -15,6 +15,8 @@
 //! the set of issuers the node trusts ([`TrustSet`]) and the current time, and fails
 //! closed with a reason for each defect.
 
+#![forbid(unsafe_code)]
+
 mod approval;
 mod credential;
 mod level;

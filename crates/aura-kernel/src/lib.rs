@@ -12,6 +12,8 @@
 //! [`replay`] re-applies a recorded mission's events and checks every state hash, naming the
 //! first entry where the kernel would now derive something different.
 
+#![forbid(unsafe_code)]
+
 mod durable;
 mod mission;
 mod record;

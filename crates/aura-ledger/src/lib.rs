@@ -15,6 +15,8 @@
 //! The formats are specified in docs/ledger.md; the test vectors there are checked by
 //! `tests/vectors.rs`.
 
+#![forbid(unsafe_code)]
+
 pub mod bundle;
 pub mod checkpoint;
 pub mod entry;

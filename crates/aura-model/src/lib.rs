@@ -28,6 +28,8 @@
 //!
 //! Formats and rules: docs/models.md.
 
+#![forbid(unsafe_code)]
+
 pub mod gguf;
 pub mod import;
 pub mod license;

@@ -12,6 +12,8 @@
 //! verified key or per source address (`rate.rs`); heads and bodies must arrive in time
 //! (`server.rs`, [`Limits`]).
 
+#![forbid(unsafe_code)]
+
 pub mod auth;
 pub mod config;
 pub mod error;
@@ -21,6 +23,7 @@ mod guard;
 mod rate;
 mod routes;
 mod server;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

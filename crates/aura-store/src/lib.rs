@@ -17,6 +17,8 @@
 //! everything the ledger's proofs rest on (each entry's hash, its place, its chain), so a
 //! pruned ledger still verifies (docs/ledger.md, "Pruned entries").
 
+#![forbid(unsafe_code)]
+
 use std::fmt;
 
 use async_trait::async_trait;

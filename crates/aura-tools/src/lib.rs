@@ -36,6 +36,8 @@
 //! the host, and connects only to vetted public addresses. docs/tools.md describes each
 //! tool's arguments and limits, and how to add a tool.
 
+#![forbid(unsafe_code)]
+
 mod agent;
 mod args;
 mod call;
