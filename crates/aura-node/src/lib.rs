@@ -17,6 +17,7 @@ pub mod config;
 pub mod error;
 pub mod models;
 pub mod services;
+pub mod speech;
 
 mod guard;
 mod rate;
@@ -55,6 +56,8 @@ pub struct Options {
     /// The cell runtime served at `/v1/cells` (to operators with a key); without one those
     /// routes answer 503.
     pub cells: Option<aura_cell::Runtime>,
+    /// espeak-ng for `/v1/audio/speech`; without it that route answers 503.
+    pub speech: Option<speech::Speech>,
 }
 
 /// Shared by every request.
@@ -67,6 +70,7 @@ pub(crate) struct AppState {
     pub(crate) access: Arc<guard::Access>,
     pub(crate) models: Option<Arc<models::ModelHost>>,
     pub(crate) cells: Option<aura_cell::Runtime>,
+    pub(crate) speech: Option<speech::Speech>,
     /// Turns true when the server stops: open WebSockets close.
     pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
 }
@@ -284,6 +288,7 @@ pub async fn serve(options: Options, engine: Handle) -> Result<Server, ServeErro
         limits: options.limits,
         models: options.models,
         cells: options.cells,
+        speech: options.speech,
         stopping: stopping.clone(),
     };
     let app = router(state);

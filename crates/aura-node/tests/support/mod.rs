@@ -47,6 +47,17 @@ pub(crate) async fn start_configured(
     allowed_hosts: &[&str],
     allowed_origins: &[&str],
 ) -> Node {
+    start_speaking(limits, with_keys, allowed_hosts, allowed_origins, None).await
+}
+
+/// A node that speaks with `speech` (espeak-ng), otherwise as [`start_configured`].
+pub(crate) async fn start_speaking(
+    limits: Limits,
+    with_keys: bool,
+    allowed_hosts: &[&str],
+    allowed_origins: &[&str],
+    speech: Option<aura_node::speech::Speech>,
+) -> Node {
     let dir = tempfile::tempdir().unwrap();
     // Real services, built as `aura serve` builds them: Cedar policy, the built-in tools,
     // and a scripted reasoner from aura.toml (never reached while missions are held).
@@ -129,6 +140,7 @@ pub(crate) async fn start_configured(
             allowed_origins: allowed_origins.iter().map(|o| (*o).to_owned()).collect(),
             models: None,
             cells: None,
+            speech,
         },
         engine.clone(),
     )
