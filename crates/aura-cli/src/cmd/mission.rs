@@ -419,7 +419,7 @@ fn one_line(m: &Value) -> String {
     )
 }
 
-fn describe(m: &Value) -> String {
+pub(crate) fn describe(m: &Value) -> String {
     let mut text = format!(
         "mission    {}\nagent      {}\nnamespace  {}\nstate      {}\nobjective  {}\ntools      {}\nauthority  {}\nsteps      {} ({} tokens)\n",
         m["id"].as_str().unwrap_or("?"),
@@ -535,7 +535,7 @@ async fn watch(client: &Client, out: &Output, id: &str) -> anyhow::Result<()> {
 }
 
 /// One line for a mission event, for people.
-fn narrate(e: &Value) -> Option<String> {
+pub(crate) fn narrate(e: &Value) -> Option<String> {
     let ev = &e["body"]["event"];
     let seq = &e["seq"];
     Some(match e["kind"].as_str()? {
@@ -751,57 +751,14 @@ pub(crate) async fn answer(
     verdict: Verdict,
 ) -> anyhow::Result<()> {
     let client = Client::new(home, &args.node)?;
-    let name = KeyName::new(&args.approver)?;
-    let credential = read_credential(home, &name)?;
-    let key = home.signer(&name)?;
-    if credential.statement.key != key.public_key() {
-        return Err(hinted(
-            format!("the credential of `{name}` is for another key"),
-            format!("enroll again: aura operator enroll {name} --level L3"),
-        ));
-    }
-    let mission: Value = client
-        .get(&format!("/v1/missions/{}", args.mission))
-        .await?;
-    let Some(esc) = mission["escalation"].as_object() else {
-        return Err(hinted(
-            format!(
-                "mission {} is {}, not waiting for approval",
-                args.mission,
-                mission["state"].as_str().unwrap_or("?")
-            ),
-            "`aura approvals` lists what waits",
-        ));
-    };
-    let request = esc["request"]
-        .as_str()
-        .unwrap_or_default()
-        .parse()
-        .map_err(|_| anyhow::anyhow!("the node sent a malformed request digest"))?;
-    let mission_id: MissionId = args
-        .mission
-        .parse()
-        .map_err(|_| anyhow::anyhow!("not a mission id"))?;
-    let now: Timestamp = SystemClock.now();
-    let reason = args.reason.unwrap_or_else(|| match verdict {
-        Verdict::Approve => "approved".into(),
-        Verdict::Reject => "rejected".into(),
-    });
-    let approval = Approval {
-        id: ApprovalId::generate(&SystemClock, &OsEntropy),
-        mission: mission_id,
-        request,
-        verdict,
-        reason,
-        issued_at: now,
-        expires_at: now.saturating_add(Duration::from_secs(args.valid_secs)),
-        approver: key.public_key(),
-    };
-    let signed = Signed::sign(approval, &key).map_err(|e| anyhow::anyhow!("cannot sign: {e}"))?;
-    let m: Value = client
-        .post(
-            &format!("/v1/approvals/{}", args.mission),
-            &json!({ "approval": signed, "credential": credential }),
+    let approver = Approver::load(home, &args.approver)?;
+    let m = approver
+        .answer(
+            &client,
+            &args.mission,
+            verdict,
+            args.reason,
+            Duration::from_secs(args.valid_secs),
         )
         .await?;
     out.print(&m, || {
@@ -815,6 +772,85 @@ pub(crate) async fn answer(
             m["state"].as_str().unwrap_or("?")
         )
     })
+}
+
+/// A person who answers escalations: their key in this data directory and the credential
+/// `aura operator enroll` gave it. Loaded once, so that `aura tui` asks for a passphrase
+/// (if the key is sealed) before it takes over the terminal.
+pub(crate) struct Approver {
+    credential: Signed<Credential>,
+    key: aura_core::keystore::Signer,
+}
+
+impl Approver {
+    pub(crate) fn load(home: &Home, name: &str) -> anyhow::Result<Approver> {
+        let name = KeyName::new(name)?;
+        let credential = read_credential(home, &name)?;
+        let key = home.signer(&name)?;
+        if credential.statement.key != key.public_key() {
+            return Err(hinted(
+                format!("the credential of `{name}` is for another key"),
+                format!("enroll again: aura operator enroll {name} --level L3"),
+            ));
+        }
+        Ok(Approver { credential, key })
+    }
+
+    /// Signs an approval or rejection of what `mission` waits for and sends it; returns
+    /// the mission as the node has it afterwards.
+    pub(crate) async fn answer(
+        &self,
+        client: &Client,
+        mission: &str,
+        verdict: Verdict,
+        reason: Option<String>,
+        valid: Duration,
+    ) -> anyhow::Result<Value> {
+        let mission_id: MissionId = mission.parse().map_err(|_| {
+            hinted(
+                format!("`{mission}` is not a mission id"),
+                "`aura approvals` lists what waits",
+            )
+        })?;
+        let m: Value = client.get(&format!("/v1/missions/{mission_id}")).await?;
+        let Some(esc) = m["escalation"].as_object() else {
+            return Err(hinted(
+                format!(
+                    "mission {mission} is {}, not waiting for approval",
+                    m["state"].as_str().unwrap_or("?")
+                ),
+                "`aura approvals` lists what waits",
+            ));
+        };
+        let request = esc["request"]
+            .as_str()
+            .unwrap_or_default()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("the node sent a malformed request digest"))?;
+        let now: Timestamp = SystemClock.now();
+        let reason = reason.unwrap_or_else(|| match verdict {
+            Verdict::Approve => "approved".into(),
+            Verdict::Reject => "rejected".into(),
+        });
+        let approval = Approval {
+            id: ApprovalId::generate(&SystemClock, &OsEntropy),
+            mission: mission_id,
+            request,
+            verdict,
+            reason,
+            issued_at: now,
+            expires_at: now.saturating_add(valid),
+            approver: self.key.public_key(),
+        };
+        let signed =
+            Signed::sign(approval, &self.key).map_err(|e| anyhow::anyhow!("cannot sign: {e}"))?;
+        client
+            .post(
+                &format!("/v1/approvals/{mission_id}"),
+                &json!({ "approval": signed, "credential": self.credential }),
+            )
+            .await
+    }
 }
 
 fn credential_path(home: &Home, name: &KeyName) -> PathBuf {
