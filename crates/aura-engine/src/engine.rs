@@ -565,20 +565,16 @@ impl Handle {
     }
 
     /// Delivers a message into an agent's inbox; answers once it is recorded in the
-    /// agent's stream.
+    /// agent's stream. An agent may message only agents of its own namespace; to it, an
+    /// agent of another namespace does not exist, and is refused as one that does not.
     pub async fn send(&self, to: AgentId, from: Sender, body: Value) -> Result<u64, Error> {
         if let Sender::Agent(a) = &from {
             let sender = self
                 .agent(*a)
                 .ok_or_else(|| Error::NotFound(format!("agent {a}")))?;
-            let target = self
-                .agent(to)
+            self.agent(to)
+                .filter(|target| target.namespace == sender.namespace)
                 .ok_or_else(|| Error::NotFound(format!("agent {to}")))?;
-            if sender.namespace != target.namespace {
-                return Err(Error::Forbidden(
-                    "agents may only message agents of their own namespace".into(),
-                ));
-            }
         }
         let mailbox = self.shared.mailbox(to)?;
         let (reply, rx) = tokio::sync::oneshot::channel();

@@ -127,8 +127,14 @@ impl Actor {
         destructive: bool,
         approval: Option<VerifiedApproval>,
     ) -> Query {
+        // An agent of another namespace is, to a mission, an agent that does not exist:
+        // namespace isolation would refuse it anyway, and refusing it as unknown (with the
+        // same decision, word for word) tells the sender nothing about other namespaces.
         let target_namespace = match &target {
-            Some(Target::Agent { agent }) => self.shared.agent_namespace(*agent),
+            Some(Target::Agent { agent }) => self
+                .shared
+                .agent_namespace(*agent)
+                .filter(|ns| *ns == mission.spec.namespace),
             _ => None,
         };
         Query {
@@ -183,6 +189,13 @@ impl Actor {
             ));
         }
         spec.authority.credential = Some(cred);
+        if !(1..=MissionSpec::MAX_TIMEOUT_SECS).contains(&spec.timeout_secs) {
+            return Err(Error::Invalid(format!(
+                "`timeout_secs` is {}; it must be between 1 and {} (30 days)",
+                spec.timeout_secs,
+                MissionSpec::MAX_TIMEOUT_SECS
+            )));
+        }
         if s.services.reasoners.get(&spec.reasoner).is_none() {
             return Err(Error::Invalid(format!(
                 "no reasoner named `{}` is configured",
@@ -852,7 +865,13 @@ impl Actor {
         let shared = self.shared.clone();
         let from = self.agent;
         tokio::spawn(async move {
+            let namespace = shared.agent_namespace(from);
             for (to, body) in outbound {
+                // Policy never permits a message across namespaces; should a call get
+                // through anyway, its message is still not delivered (fail closed).
+                if namespace.is_none() || shared.agent_namespace(to) != namespace {
+                    continue;
+                }
                 if let Ok(mailbox) = shared.mailbox(to) {
                     let (reply, _rx) = tokio::sync::oneshot::channel();
                     let _ = mailbox
@@ -993,16 +1012,26 @@ impl Actor {
         credential: Signed<Credential>,
     ) -> Result<(), Error> {
         let mission = self.live(id)?.mission.clone();
-        let Some(esc) = mission
+        let waiting = mission
             .escalation
             .clone()
-            .filter(|_| mission.state == MissionState::Escalated)
-        else {
+            .zip(mission.escalation_answers())
+            .filter(|_| mission.state == MissionState::Escalated);
+        let Some((esc, answers)) = waiting else {
             return Err(Error::Conflict(format!(
                 "mission {id} is {}, not waiting for approval",
                 mission.state
             )));
         };
+        // One approval answers one escalation: a second escalation, even of an identical
+        // request, needs a second decision. An approval names its mission, so the ids
+        // this mission used are the only ones it could be used again for.
+        let used = approval.statement.id;
+        if mission.used_approvals.contains(&used) {
+            return Err(Error::Forbidden(format!(
+                "approval {used} was already used in mission {id}; each escalation needs its own approval"
+            )));
+        }
         let now = self.now();
         let verified = verify_approval(
             &approval,
@@ -1012,6 +1041,7 @@ impl Actor {
             aura_identity::Escalation {
                 mission: id,
                 namespace: &mission.spec.namespace,
+                answers: &answers,
                 request: esc.request,
                 required: esc.level,
             },

@@ -21,8 +21,8 @@ mod statement;
 mod token;
 
 pub use approval::{
-    Approval, ApprovalError, ApprovalId, Escalation, MAX_REASON, Verdict, VerifiedApproval,
-    verify_approval,
+    Answers, Approval, ApprovalError, ApprovalId, Escalation, MAX_CALL_ID, MAX_REASON, Verdict,
+    VerifiedApproval, verify_approval,
 };
 pub use credential::{
     Credential, CredentialError, CredentialId, InvalidOperatorName, OperatorName, Subject,

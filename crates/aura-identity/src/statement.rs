@@ -16,8 +16,15 @@ use serde::{Deserialize, Serialize};
 
 /// A statement that can be signed.
 pub trait Statement: Sized + Clone + fmt::Debug + Serialize + DeserializeOwned {
-    /// Names the kind of statement in the signed message, e.g. `credential/v1`.
+    /// Names the kind of statement in the signed message, e.g. `credential/v1`: the
+    /// kind of the current version.
     const KIND: &'static str;
+
+    /// The kind this statement is signed under: [`Statement::KIND`], unless the statement
+    /// is of an older version that it still reads (an approval of version 1).
+    fn kind(&self) -> &'static str {
+        Self::KIND
+    }
 
     /// The canonical encoding of the statement's fields.
     fn encode(&self, e: &mut Encoder);
@@ -39,7 +46,7 @@ pub trait Statement: Sized + Clone + fmt::Debug + Serialize + DeserializeOwned {
     fn signing_message(&self) -> Vec<u8> {
         let mut msg = Vec::new();
         msg.extend_from_slice(Domain::Statement.tag());
-        msg.extend_from_slice(Self::KIND.as_bytes());
+        msg.extend_from_slice(self.kind().as_bytes());
         msg.push(0);
         msg.extend_from_slice(&self.to_bytes());
         msg

@@ -8,9 +8,11 @@
 //! chains every event and commits to everything the kernel derived from them, so a replay
 //! that derives anything differently diverges at once.
 
+use std::collections::BTreeSet;
+
 use aura_core::hash::{Domain, Hash, TaggedHasher};
 use aura_core::{AgentId, MissionId, Timestamp};
-use aura_identity::Level;
+use aura_identity::{Answers, Approval, ApprovalId, Level, Signed, Verdict};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -177,6 +179,12 @@ pub struct Mission {
     /// An operator paused the mission.
     #[serde(default, skip_serializing_if = "is_false")]
     pub paused: bool,
+    /// The ids of the approvals (and rejections) the mission's record used: each answers
+    /// one escalation, so an id used once is refused after. Derived from the recorded
+    /// approvals, which the state hash already chains, and left out of the hashed summary,
+    /// so that records made before it existed replay to the same hashes.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub used_approvals: BTreeSet<ApprovalId>,
 }
 
 /// What the state hash commits to besides the events: everything derived, but the
@@ -248,6 +256,7 @@ impl Mission {
             turn_failures: 0,
             turn_retry_at: None,
             paused: false,
+            used_approvals: BTreeSet::new(),
         };
         m.seal(event);
         Ok(m)
@@ -270,10 +279,15 @@ impl Mission {
 
     /// The next call to undo: the latest completed one not yet undone (reverse order).
     pub fn next_compensation(&self) -> Option<&Completed> {
-        self.completed
-            .iter()
-            .rev()
-            .find(|c| c.compensation.is_some() && !c.compensated && c.compensation_error.is_none())
+        self.next_compensation_at()
+            .and_then(|i| self.completed.get(i))
+    }
+
+    /// Where in `completed` the next call to undo is.
+    fn next_compensation_at(&self) -> Option<usize> {
+        self.completed.iter().rposition(|c| {
+            c.compensation.is_some() && !c.compensated && c.compensation_error.is_none()
+        })
     }
 
     /// Calls policy has not decided yet, in the reasoner's order.
@@ -287,6 +301,23 @@ impl Mission {
     /// Calls permitted and not yet run, in order.
     pub fn permitted(&self) -> impl Iterator<Item = &ToolCall> {
         self.calls.iter().filter(|c| c.permitted()).map(|c| &c.call)
+    }
+
+    /// What an approval of the escalation waiting must name: the declaration, or the
+    /// escalated call with the turn that proposed it. `None` while nothing waits.
+    pub fn escalation_answers(&self) -> Option<Answers> {
+        let esc = self
+            .escalation
+            .as_ref()
+            .filter(|e| e.approved_by.is_none())?;
+        Some(match &esc.call_id {
+            None => Answers::Declaration,
+            // No turn is taken while a call waits, so the latest turn proposed it.
+            Some(id) => Answers::Call {
+                turn: self.steps,
+                id: id.clone(),
+            },
+        })
     }
 
     /// The state of the call `id` of the latest turn.
@@ -519,18 +550,22 @@ impl Mission {
                 self.record_effect(effect)?;
             }
             Event::Approved {
+                approval,
                 approver,
                 level,
                 at,
-                ..
             } => {
                 self.require("an approval", &[Escalated])?;
-                let Some(esc) = self.escalation.as_mut() else {
+                let Some(esc) = self.escalation.as_ref() else {
                     return Err(invalid("nothing is waiting for approval"));
                 };
                 if esc.approved_by.is_some() {
                     return Err(invalid("the escalation was already approved"));
                 }
+                self.use_approval(approval, Verdict::Approve)?;
+                let Some(esc) = self.escalation.as_mut() else {
+                    return Err(invalid("nothing is waiting for approval"));
+                };
                 if *level < esc.level {
                     return Err(invalid(format!(
                         "an approval at {level} cannot answer an escalation to {}",
@@ -553,12 +588,17 @@ impl Mission {
                 }
             }
             Event::Rejected {
-                approver, reason, ..
+                approval,
+                approver,
+                reason,
+                ..
             } => {
                 self.require("a rejection", &[Escalated])?;
-                if self.escalation.take().is_none() {
+                if self.escalation.is_none() {
                     return Err(invalid("nothing is waiting for approval"));
                 }
+                self.use_approval(approval, Verdict::Reject)?;
+                self.escalation = None;
                 self.reason = Some(format!("rejected by {approver}: {reason}"));
             }
             Event::Message { from, body, .. } => {
@@ -594,25 +634,25 @@ impl Mission {
                 call_id, ok, error, ..
             } => {
                 self.require("a compensation", &[Compensating])?;
-                let next = self.next_compensation().map(|c| c.call_id.clone());
-                if next.as_deref() != Some(call_id.as_str()) {
+                // The entry undone is the one `next_compensation` names, found by its
+                // place: call ids may repeat from one turn to the next, and the latest
+                // completed call of that id may be one already undone.
+                let Some(c) = self
+                    .next_compensation_at()
+                    .and_then(|i| self.completed.get_mut(i))
+                    .filter(|c| &c.call_id == call_id)
+                else {
+                    let next = self.next_compensation().map(|c| c.call_id.clone());
                     return Err(invalid(format!(
                         "compensations run in reverse order: the next is {}, not `{call_id}`",
                         next.map_or_else(|| "none".to_owned(), |n| format!("`{n}`"))
                     )));
-                }
-                if let Some(c) = self
-                    .completed
-                    .iter_mut()
-                    .rev()
-                    .find(|c| &c.call_id == call_id)
-                {
-                    if *ok {
-                        c.compensated = true;
-                    } else {
-                        c.compensation_error =
-                            Some(error.clone().unwrap_or_else(|| "unknown error".into()));
-                    }
+                };
+                if *ok {
+                    c.compensated = true;
+                } else {
+                    c.compensation_error =
+                        Some(error.clone().unwrap_or_else(|| "unknown error".into()));
                 }
             }
             Event::Attempt {
@@ -738,6 +778,61 @@ impl Mission {
                 }
                 self.turn_retry_at = None;
             }
+        }
+        Ok(())
+    }
+
+    /// Checks the signed approval an `Approved` or `Rejected` event records against the
+    /// escalation waiting, and marks its id used. The node verified the approval's
+    /// signature and credential when it arrived (that needs the clock and the trusted
+    /// keys, which the kernel has not); what the kernel checks is what the record alone
+    /// can show: that the approval is for this mission, with this verdict, for this
+    /// request and (version 2) this very escalation, and that no earlier event used it.
+    /// The kernel does not refuse version 1 approvals, which old records hold; the node
+    /// accepts no new ones.
+    fn use_approval(&mut self, recorded: &Value, verdict: Verdict) -> Result<(), KernelError> {
+        // A value without a statement is not a signed approval: the kernel's own test
+        // records carry such placeholders, and they have nothing to check.
+        if recorded.get("statement").is_none() {
+            return Ok(());
+        }
+        let signed = Signed::<Approval>::deserialize(recorded)
+            .map_err(|e| invalid(format!("the recorded approval is malformed: {e}")))?;
+        let a = &signed.statement;
+        let Some(esc) = &self.escalation else {
+            return Err(invalid("nothing is waiting for approval"));
+        };
+        if a.mission != self.id {
+            return Err(invalid(format!(
+                "approval {} is for mission {}",
+                a.id, a.mission
+            )));
+        }
+        if a.verdict != verdict {
+            return Err(invalid(format!(
+                "approval {} has the other verdict than the event records",
+                a.id
+            )));
+        }
+        if a.request != esc.request {
+            return Err(invalid(format!(
+                "approval {} answers a different request",
+                a.id
+            )));
+        }
+        if let Some(named) = &a.answers
+            && self.escalation_answers().as_ref() != Some(named)
+        {
+            return Err(invalid(format!(
+                "approval {} answers {named}, not the escalation waiting",
+                a.id
+            )));
+        }
+        if !self.used_approvals.insert(a.id) {
+            return Err(invalid(format!(
+                "approval {} was already used in this mission; each escalation needs its own",
+                a.id
+            )));
         }
         Ok(())
     }

@@ -53,6 +53,12 @@ pub struct MissionSpec {
 }
 
 impl MissionSpec {
+    /// The longest timeout a new mission may declare: 30 days. A mission that must wait
+    /// longer (for a person, say) is better declared again than left holding its
+    /// execution token and workspace for months. The node enforces it at submission; the
+    /// kernel replays older records with longer timeouts as they were.
+    pub const MAX_TIMEOUT_SECS: u64 = 30 * 24 * 3600;
+
     pub fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout_secs)
     }

@@ -171,6 +171,29 @@ pub enum Error {
     Unsupported(&'static str),
     #[error("the store's data is inconsistent: {0}")]
     Inconsistent(String),
+    /// The database holds fewer entries than a checkpoint the node published: it was cut
+    /// back, or restored from an older copy.
+    #[error(
+        "the ledger was cut back: it holds {entries} entries, but this node published a checkpoint of {published} ({})",
+        path.display()
+    )]
+    CutBack {
+        entries: u64,
+        published: u64,
+        path: std::path::PathBuf,
+    },
+    /// The database's tree at the published checkpoint's size has another root.
+    #[error(
+        "the ledger's history differs from the checkpoint of {size} entries this node published ({})",
+        path.display()
+    )]
+    Forked { size: u64, path: std::path::PathBuf },
+    /// The published checkpoint file is not a checkpoint note signed by this node.
+    #[error("the published checkpoint {} is not valid: {detail}", path.display())]
+    BadPublished {
+        path: std::path::PathBuf,
+        detail: String,
+    },
     /// The commit of the caller's batch failed. The batch is wholly stored or wholly
     /// absent; read the agent's head to learn which.
     #[error(

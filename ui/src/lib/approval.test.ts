@@ -1,33 +1,60 @@
-// The approval statement's encoding (aura-identity's approval/v1) and signature, made with
-// WebCrypto: the layout, times, and that a signature verifies and breaks on any change.
+// The approval statement's encoding (aura-identity's approval/v2) and signature, made with
+// WebCrypto: byte for byte the vectors of crates/aura-identity/tests/identity.rs
+// (`approval_encodings_match_their_test_vectors`), times, and that a signature verifies
+// and breaks on any change.
 import { describe, expect, it } from "vitest";
-import { hex, unhex } from "./bytes";
-import { approvalSigningMessage, encodeApproval, importSeed, newApprovalId, parseRfc3339Nanos, rfc3339Nanos, signApproval } from "./approval";
+import { hex, idString, unhex } from "./bytes";
+import { type Answers, approvalSigningMessage, encodeApproval, importSeed, newApprovalId, parseRfc3339Nanos, rfc3339Nanos, signApproval } from "./approval";
 
-const statement = {
-  id: "appr_01j8tpm400c5tq4r9dc5kpavkm",
-  mission: "mission_01j8tpm400c5tq4r9dc5kpavkm",
-  request: "ab".repeat(32),
+// RFC 8032's first test key, as the Rust vectors use.
+const SEED = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
+const PUBLIC = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+
+const statement = (answers: Answers) => ({
+  id: idString(new Uint8Array(16).fill(1), "appr"),
+  mission: idString(new Uint8Array(16).fill(2), "mission"),
+  answers,
+  request: "03".repeat(32),
   verdict: "approve" as "approve" | "reject",
   reason: "stale log",
-  issued_at: "2026-09-21T14:13:20.123456789Z",
-  expires_at: "2026-09-21T14:23:20.123456789Z",
-  approver: "ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c",
-};
+  issued_at: rfc3339Nanos(1_700_000_000n * 1_000_000_000n),
+  expires_at: rfc3339Nanos(1_700_000_600n * 1_000_000_000n),
+  approver: PUBLIC,
+});
+
+const IDS = "0101010101010101010101010101010102020202020202020202020202020202";
+const TAIL =
+  "03030303030303030303030303030303030303030303030303030303030303030100097374616c65206c6f6717979cfe362a000017979d89e8f37000d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+const VECTORS: [Answers, string, string][] = [
+  [
+    { kind: "call", turn: 3, id: "call_1" },
+    `02${IDS}0200000003000663616c6c5f31${TAIL}`,
+    "a6eb5ae2e9196559b50584bf1c74cd9f8cbcac1f00e8a3080f71f499af4f32ee2387d1c7ba5ee698d0b5589c6e280c4b89a03213947ce4fdb4775bd745478e01",
+  ],
+  [
+    { kind: "declaration" },
+    `02${IDS}01${TAIL}`,
+    "280639e374b2f5d6721e5da75d518a1e8bce3d68799f26ab845b5970b602b095a37f4d4fc5d6a20ceb25f7a868b76d71f6817d39dbe5fe185409382f06821a05",
+  ],
+];
 
 describe("approvals", () => {
-  it("encode as version, id, mission, request, verdict, reason, times and key", () => {
-    const b = encodeApproval(statement);
-    expect(b.length).toBe(1 + 16 + 16 + 32 + 1 + 2 + 9 + 8 + 8 + 32);
-    expect(b[0]).toBe(1);
-    expect(hex(b.subarray(1, 17))).toBe("0192356a1000617572612d6167656e74");
-    expect(b[65]).toBe(1);
-    expect(hex(b.subarray(66, 68))).toBe("0009");
-    expect(hex(b.subarray(77, 85))).toBe((1_790_000_000_123_456_789n).toString(16).padStart(16, "0"));
-    expect(hex(b.subarray(b.length - 32))).toBe(statement.approver);
-    expect(encodeApproval({ ...statement, verdict: "reject" })[65]).toBe(2);
-    const msg = approvalSigningMessage(statement);
-    expect(new TextDecoder().decode(msg.subarray(0, 30))).toBe("aura/statement/v1\0approval/v1\0");
+  it("encode and sign exactly as aura-identity's version 2 vectors", async () => {
+    const { privateKey, publicKey } = await importSeed(SEED);
+    expect(publicKey).toBe(PUBLIC);
+    for (const [answers, encoding, signature] of VECTORS) {
+      const s = statement(answers);
+      expect(hex(encodeApproval(s))).toBe(encoding);
+      expect(new TextDecoder().decode(approvalSigningMessage(s).subarray(0, 30))).toBe("aura/statement/v1\0approval/v2\0");
+      expect((await signApproval(s, privateKey)).signature).toBe(signature);
+    }
+  });
+
+  it("refuse what the node would refuse", () => {
+    const s = statement({ kind: "call", turn: 1, id: "x".repeat(4097) });
+    expect(() => encodeApproval(s)).toThrow();
+    expect(() => encodeApproval({ ...s, answers: { kind: "call", turn: -1, id: "a" } })).toThrow();
+    expect(() => encodeApproval({ ...s, answers: { kind: "declaration" }, reason: "r".repeat(4097) })).toThrow();
   });
 
   it("times round-trip at nanosecond precision", () => {
@@ -38,14 +65,16 @@ describe("approvals", () => {
     expect(newApprovalId(Date.now())).toMatch(/^appr_[0-9a-hjkmnp-tv-z]{26}$/);
   });
 
-  it("an imported seed gives the vectors' public key and signs what verifies", async () => {
+  it("a signature verifies and breaks on any change", async () => {
     const { privateKey, publicKey } = await importSeed("07".repeat(32));
-    expect(publicKey).toBe(statement.approver);
-    const signed = await signApproval(statement, privateKey);
+    const s = { ...statement({ kind: "call", turn: 2, id: "c" }), approver: publicKey };
+    const signed = await signApproval(s, privateKey);
     const key = await crypto.subtle.importKey("raw", unhex(publicKey) as BufferSource, { name: "Ed25519" }, false, ["verify"]);
-    const ok = (s: typeof statement) => crypto.subtle.verify({ name: "Ed25519" }, key, unhex(signed.signature) as BufferSource, approvalSigningMessage(s) as BufferSource);
-    expect(await ok(statement)).toBe(true);
-    expect(await ok({ ...statement, verdict: "reject" })).toBe(false);
-    expect(await ok({ ...statement, reason: "stale log!" })).toBe(false);
+    const ok = (x: typeof s) => crypto.subtle.verify({ name: "Ed25519" }, key, unhex(signed.signature) as BufferSource, approvalSigningMessage(x) as BufferSource);
+    expect(await ok(s)).toBe(true);
+    expect(await ok({ ...s, verdict: "reject" })).toBe(false);
+    expect(await ok({ ...s, reason: "stale log!" })).toBe(false);
+    expect(await ok({ ...s, answers: { kind: "call", turn: 3, id: "c" } })).toBe(false);
+    expect(await ok({ ...s, answers: { kind: "declaration" } })).toBe(false);
   });
 });

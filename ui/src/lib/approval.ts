@@ -1,20 +1,29 @@
 // Approvals signed in the browser with the approver's own Ed25519 key (WebCrypto), in
-// the canonical encoding aura-identity verifies (crates/aura-identity/src/approval.rs):
+// the canonical encoding aura-identity verifies (crates/aura-identity/src/approval.rs),
+// version 2, which names the one escalation it answers:
 //
-//   u8 version = 1, [16] id, [16] mission, [32] request digest, u8 verdict (1 approve,
-//   2 reject), u16+ reason, u64 issued_at, u64 expires_at, [32] approver key
+//   u8 version = 2, [16] id, [16] mission,
+//   u8 answers (1 the declaration, 2 a call) [, u32 turn, u16+ call id (a call only)],
+//   [32] request digest, u8 verdict (1 approve, 2 reject), u16+ reason,
+//   u64 issued_at, u64 expires_at, [32] approver key
 //
-// signed as "aura/statement/v1\0" || "approval/v1" || 0x00 || encoding. The node checks
-// the signature, the approver's credential, level, namespace, request and expiry.
+// signed as "aura/statement/v1\0" || "approval/v2" || 0x00 || encoding. The node checks
+// the signature, the approver's credential, level, namespace, the escalation, request and
+// expiry, and that the approval was not used before. (Version 1 named no escalation; the
+// node refuses it for new escalations, so the browser never makes one.)
 
 import { Writer, concat, hex, idBytes, idString, unhex, utf8 } from "./bytes";
 import { TAGS } from "./ledger";
 
 export type Verdict = "approve" | "reject";
 
+/** The escalation an approval answers, as the node's mission view names it. */
+export type Answers = { kind: "declaration" } | { kind: "call"; turn: number; id: string };
+
 export interface ApprovalStatement {
   id: string;
   mission: string;
+  answers: Answers;
   request: string;
   verdict: Verdict;
   reason: string;
@@ -57,10 +66,16 @@ export function encodeApproval(a: ApprovalStatement): Uint8Array {
   const request = unhex(a.request);
   const approver = unhex(a.approver);
   if (request.length !== 32 || approver.length !== 32) throw new Error("malformed digest or key");
-  return new Writer()
-    .u8(1)
-    .raw(idBytes(a.id, "appr"))
-    .raw(idBytes(a.mission, "mission"))
+  const w = new Writer().u8(2).raw(idBytes(a.id, "appr")).raw(idBytes(a.mission, "mission"));
+  if (a.answers.kind === "declaration") {
+    w.u8(1);
+  } else {
+    const id = utf8(a.answers.id);
+    if (id.length > 4096) throw new Error("a call id is at most 4096 bytes");
+    if (!Number.isInteger(a.answers.turn) || a.answers.turn < 0 || a.answers.turn > 0xffffffff) throw new Error("malformed turn");
+    w.u8(2).u32(a.answers.turn).u16(id.length).raw(id);
+  }
+  return w
     .raw(request)
     .u8(a.verdict === "approve" ? 1 : 2)
     .u16(reason.length)
@@ -72,7 +87,7 @@ export function encodeApproval(a: ApprovalStatement): Uint8Array {
 }
 
 export function approvalSigningMessage(a: ApprovalStatement): Uint8Array {
-  return concat(TAGS.statement, utf8("approval/v1"), Uint8Array.of(0), encodeApproval(a));
+  return concat(TAGS.statement, utf8("approval/v2"), Uint8Array.of(0), encodeApproval(a));
 }
 
 /** Signs `statement` with the approver's private key; returns the wire form `{statement, signature}`. */

@@ -101,6 +101,10 @@ export class Writer {
     this.parts.push(Uint8Array.of((v >> 8) & 0xff, v & 0xff));
     return this;
   }
+  u32(v: number): this {
+    this.parts.push(Uint8Array.of((v >>> 24) & 0xff, (v >>> 16) & 0xff, (v >>> 8) & 0xff, v & 0xff));
+    return this;
+  }
   u64(v: bigint): this {
     const b = new Uint8Array(8);
     new DataView(b.buffer).setBigUint64(0, v);

@@ -165,9 +165,14 @@ export function Approvals() {
     try {
       const nowMs = Date.now();
       const issued = BigInt(nowMs) * 1_000_000n;
+      if (!p.escalation.answers) {
+        toast("the node did not say which escalation this is; update the node", "error");
+        return;
+      }
       const statement = {
         id: newApprovalId(nowMs),
         mission: p.mission,
+        answers: p.escalation.answers,
         request: p.escalation.request,
         verdict,
         reason: reasons[p.mission] || (verdict === "approve" ? "approved in the web console" : "rejected in the web console"),

@@ -1,4 +1,5 @@
 // Missions: the list (kept current by the event stream) and the form to submit one.
+import type { Answers } from "../lib/approval";
 import { useEffect, useRef, useState } from "preact/hooks";
 import { post } from "../lib/api";
 import { useCommands } from "../lib/commands";
@@ -27,7 +28,7 @@ export interface Mission {
   reason?: string | null;
   paused: boolean;
   pruned: boolean;
-  escalation?: { action: string; level: string; request: string; call_id?: string; arguments?: unknown } | null;
+  escalation?: { action: string; level: string; request: string; call_id?: string; answers?: Answers | null; arguments?: unknown } | null;
   history: { from: string; to: string; reason?: string; at: string }[];
   calls: any[];
   state_hash: string;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use aura_core::door::{Clock as _, OsEntropy, SystemClock};
 use aura_core::keystore::KeyName;
 use aura_core::{MissionId, Timestamp};
-use aura_identity::{Approval, ApprovalId, Credential, Signed, Verdict};
+use aura_identity::{Answers, Approval, ApprovalId, Credential, Signed, Verdict};
 use futures_util::StreamExt as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -752,7 +752,7 @@ pub(crate) async fn answer(
 ) -> anyhow::Result<()> {
     let client = Client::new(home, &args.node)?;
     let approver = Approver::load(home, &args.approver)?;
-    let m = approver
+    let (answers, m) = approver
         .answer(
             &client,
             &args.mission,
@@ -763,11 +763,12 @@ pub(crate) async fn answer(
         .await?;
     out.print(&m, || {
         format!(
-            "{} {}: mission is now {}\n",
+            "{} {} of {}: mission is now {}\n",
             match verdict {
                 Verdict::Approve => "approved",
                 Verdict::Reject => "rejected",
             },
+            answers,
             args.mission,
             m["state"].as_str().unwrap_or("?")
         )
@@ -797,7 +798,7 @@ impl Approver {
     }
 
     /// Signs an approval or rejection of what `mission` waits for and sends it; returns
-    /// the mission as the node has it afterwards.
+    /// the escalation it answered and the mission as the node has it afterwards.
     pub(crate) async fn answer(
         &self,
         client: &Client,
@@ -805,7 +806,7 @@ impl Approver {
         verdict: Verdict,
         reason: Option<String>,
         valid: Duration,
-    ) -> anyhow::Result<Value> {
+    ) -> anyhow::Result<(Answers, Value)> {
         let mission_id: MissionId = mission.parse().map_err(|_| {
             hinted(
                 format!("`{mission}` is not a mission id"),
@@ -827,6 +828,14 @@ impl Approver {
             .unwrap_or_default()
             .parse()
             .map_err(|_| anyhow::anyhow!("the node sent a malformed request digest"))?;
+        // The approval names the very escalation it answers (the declaration, or one call
+        // of one turn), so that it cannot answer a later one of the same request.
+        let answers: Answers = serde_json::from_value(esc["answers"].clone()).map_err(|_| {
+            hinted(
+                "the node did not say which escalation is waiting",
+                "the node is older than this `aura`; upgrade it",
+            )
+        })?;
         let now: Timestamp = SystemClock.now();
         let reason = reason.unwrap_or_else(|| match verdict {
             Verdict::Approve => "approved".into(),
@@ -835,6 +844,7 @@ impl Approver {
         let approval = Approval {
             id: ApprovalId::generate(&SystemClock, &OsEntropy),
             mission: mission_id,
+            answers: Some(answers.clone()),
             request,
             verdict,
             reason,
@@ -844,12 +854,13 @@ impl Approver {
         };
         let signed =
             Signed::sign(approval, &self.key).map_err(|e| anyhow::anyhow!("cannot sign: {e}"))?;
-        client
+        let after = client
             .post(
                 &format!("/v1/approvals/{mission_id}"),
                 &json!({ "approval": signed, "credential": self.credential }),
             )
-            .await
+            .await?;
+        Ok((answers, after))
     }
 }
 

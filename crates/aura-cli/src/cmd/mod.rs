@@ -17,3 +17,4 @@ pub(crate) mod reasoner;
 pub(crate) mod receipts;
 pub(crate) mod serve;
 pub(crate) mod tui;
+pub(crate) mod witness;

@@ -12,7 +12,6 @@ use aura_core::{AgentId, PublicKey, Timestamp};
 use aura_model::Registry;
 use aura_model::receipt::{self, LedgerReceipt};
 use aura_model::settle::{self, SignedStatement, StatementId};
-use aura_store::sqlite::Options;
 use aura_store::{SqliteStore, Store};
 use serde::Serialize;
 
@@ -302,7 +301,7 @@ pub(crate) async fn settle(home: &Home, out: &Output, args: SettleArgs) -> anyho
             home.ledger_path(),
             signer.clone(),
             Arc::new(SystemClock),
-            Options::default(),
+            home.store_options(),
         )
         .with_context(|| format!("cannot open the ledger {}", home.ledger_path().display()))?;
         (store, Some(signer))

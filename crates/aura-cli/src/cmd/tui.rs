@@ -598,13 +598,17 @@ async fn act(
     let state = |m: &Value| m["state"].as_str().unwrap_or("?").to_owned();
     Ok(match action {
         Action::Approve(m) => {
-            let after = approver()?
+            let (answers, after) = approver()?
                 .answer(client, &m, Verdict::Approve, None, Duration::from_secs(600))
                 .await?;
-            format!("approved {}: it is now {}", short(&m), state(&after))
+            format!(
+                "approved {} ({answers}): it is now {}",
+                short(&m),
+                state(&after)
+            )
         }
         Action::Reject(m, why) => {
-            let after = approver()?
+            let (answers, after) = approver()?
                 .answer(
                     client,
                     &m,
@@ -613,7 +617,11 @@ async fn act(
                     Duration::from_secs(600),
                 )
                 .await?;
-            format!("rejected {}: it is now {}", short(&m), state(&after))
+            format!(
+                "rejected {} ({answers}): it is now {}",
+                short(&m),
+                state(&after)
+            )
         }
         Action::Cancel(m, why) => {
             let after: Value = client

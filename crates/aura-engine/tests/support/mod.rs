@@ -196,6 +196,31 @@ pub(crate) async fn world() -> World {
     }
 }
 
+/// A world whose policy is the real one: Cedar with the node's default policy set.
+pub(crate) async fn cedar_world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = Arc::new(Signer::ephemeral("node", &SeededEntropy::new(1)).unwrap());
+    let script = Arc::new(Script::default());
+    let policy = aura_engine::adapters::policy::CedarPolicy::new(Arc::new(
+        aura_policy::PolicySet::defaults(),
+    ));
+    let engine = start_engine(
+        dir.path(),
+        &signer,
+        Arc::new(policy),
+        Arc::new(OneReasoner(script.clone())),
+    )
+    .await;
+    let agent = create_agent(&engine).await;
+    World {
+        dir,
+        signer,
+        engine,
+        script,
+        agent,
+    }
+}
+
 pub(crate) fn spec(tools: &[&str], workspace: &str, timeout: u64) -> MissionSpec {
     MissionSpec {
         objective: "tidy the workspace".into(),

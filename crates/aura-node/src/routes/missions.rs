@@ -38,7 +38,7 @@ pub(crate) struct SubmitMission {
     /// The authority it acts under (default: the agent's credential level).
     #[schema(value_type = Option<String>)]
     level: Option<Level>,
-    /// Seconds until it times out.
+    /// Seconds until it times out: 1 to 2592000 (30 days).
     timeout_secs: u64,
     #[serde(default)]
     max_steps: Option<u32>,
@@ -73,6 +73,10 @@ pub(crate) struct EscalationView {
     /// The request digest an approval must sign.
     request: String,
     call_id: Option<String>,
+    /// What an approval must name as the escalation it answers (`answers` in the signed
+    /// approval): `{"kind": "declaration"}` or `{"kind": "call", "turn": N, "id": "..."}`.
+    #[schema(value_type = Object)]
+    answers: Option<aura_identity::Answers>,
     /// The proposed call's arguments, so the approver sees what they approve.
     #[schema(value_type = Option<Object>)]
     arguments: Option<serde_json::Value>,
@@ -138,6 +142,7 @@ fn view(m: &Mission, full: bool) -> MissionView {
                 level: e.level,
                 request: e.request.to_hex(),
                 call_id: e.call_id.clone(),
+                answers: m.escalation_answers(),
                 arguments,
             }
         });
@@ -594,8 +599,10 @@ pub(crate) struct Answer {
 }
 
 /// Answers a mission's escalation. The approval is checked (signature, the approver's
-/// credential and level, the request it names, expiry) before it counts; an approved
-/// request is then decided again with the approval in its context.
+/// credential and level, the escalation and the request it names, expiry, that its id was
+/// not used before in the mission) before it counts; an approved request is then decided
+/// again with the approval in its context. An approval of version 1, which names no
+/// escalation, is refused (403).
 #[utoipa::path(post, path = "/v1/approvals/{mission}", tag = "approvals", request_body = Answer,
     params(("mission" = String, Path, description = "mission id")),
     responses((status = 200, body = MissionView), (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)),

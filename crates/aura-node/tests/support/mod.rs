@@ -253,10 +253,11 @@ pub(crate) fn person_key(seed: u64) -> Signer {
     Signer::ephemeral("person", &SeededEntropy::new(seed)).unwrap()
 }
 
-/// A real signed answer approving `mission`'s escalation of `request`, from a person at L3
-/// in team-a whose credential the node issued: the body of `POST /v1/approvals/{mission}`.
+/// A real signed answer approving `mission`'s escalation of its declaration (`request`),
+/// from a person at L3 in team-a whose credential the node issued: the body of
+/// `POST /v1/approvals/{mission}`.
 pub(crate) fn approval(n: &Node, mission: &str, request: aura_core::hash::Hash) -> Value {
-    use aura_identity::{Approval, ApprovalId, Signed, Verdict};
+    use aura_identity::{Answers, Approval, ApprovalId, Signed, Verdict};
     let key = person_key(2);
     let credential = n
         .engine
@@ -271,6 +272,7 @@ pub(crate) fn approval(n: &Node, mission: &str, request: aura_core::hash::Hash) 
     let approval = Approval {
         id: ApprovalId::from_bytes([7; 16]),
         mission: mission.parse().unwrap(),
+        answers: Some(Answers::Declaration),
         request,
         verdict: Verdict::Approve,
         reason: "fine".into(),

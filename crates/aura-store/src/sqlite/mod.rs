@@ -14,6 +14,11 @@
 //! A lock file next to the database keeps a second process from opening the same store
 //! for writing: two writers would each hold their own idea of the heads.
 //!
+//! With [`Options::published`] set, the store keeps its latest checkpoint as a signed
+//! note in that file and refuses to open for writing a database that has fallen behind
+//! it (cut back, or restored from an older copy) or whose history differs from it; see
+//! [`publish`].
+//!
 //! # Failpoints
 //!
 //! With the cargo feature `failpoints` (tests only; without it the `fail` crate is not
@@ -34,6 +39,7 @@
 //! before answering, so the next append follows exactly what is stored.
 //! crates/aura-store/tests/failpoints.rs checks each one.
 
+pub mod publish;
 mod schema;
 mod writer;
 
@@ -51,6 +57,7 @@ use aura_ledger::SignedCheckpoint;
 use aura_ledger::bundle::BundleWriter;
 use aura_ledger::entry::{self, Entry, PrunedEntry};
 use aura_ledger::merkle::{self, Frontier};
+use aura_ledger::note::NoteSignature;
 use aura_ledger::proof::{ConsistencyProof, InclusionProof};
 use aura_ledger::verify::{Failure, Location, Reason, Summary, Verifier};
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
@@ -83,6 +90,9 @@ pub struct Options {
     /// Whether a commit waits for the disk. Anything but [`Durability::Full`] breaks the
     /// store's promise and exists only to measure what that promise costs.
     pub durability: Durability,
+    /// Where the node publishes its latest checkpoint (a signed note; see [`publish`]),
+    /// and what opening for writing checks the database against. `None`: neither.
+    pub published: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -91,6 +101,7 @@ impl Default for Options {
             max_group_entries: 8192,
             cache_kib: 64 * 1024,
             durability: Durability::Full,
+            published: None,
         }
     }
 }
@@ -187,6 +198,17 @@ impl SqliteStore {
             }
         }
         let state = load_state(&conn, &path)?;
+        let publisher = match &options.published {
+            Some(file) => {
+                publish::check(&conn, &path, file, &node_key, &state)?;
+                Some(publish::Publisher::spawn(
+                    file.clone(),
+                    signer.clone(),
+                    state.last_checkpoint,
+                )?)
+            }
+            None => None,
+        };
         let (commits, _) = tokio::sync::broadcast::channel(COMMIT_BACKLOG);
         let writer = writer::spawn(
             commits.clone(),
@@ -196,6 +218,7 @@ impl SqliteStore {
             clock,
             state,
             options.max_group_entries,
+            publisher,
         )?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
@@ -904,6 +927,115 @@ fn verify_store(
     })
 }
 
+/// Witness cosignatures to put into an export: by tree size, the root they cosign and
+/// their signature lines.
+pub type Cosignatures = HashMap<u64, (Hash, Vec<NoteSignature>)>;
+
+impl SqliteStore {
+    /// Exports the ledger as [`Store::export`] does, with each checkpoint followed by the
+    /// cosignatures `cosignatures` holds for its size (bundle version 3). A cosignature
+    /// set that fits no checkpoint of the ledger refuses the export: one with another
+    /// root, or of a size the ledger has no checkpoint of, is evidence of another
+    /// history, and one larger than the ledger of a ledger cut back.
+    pub async fn export_cosigned(
+        &self,
+        out: Box<dyn std::io::Write + Send>,
+        cosignatures: Cosignatures,
+        progress: Box<dyn Fn(u64) + Send + Sync>,
+    ) -> Result<Summary, Error> {
+        let key = self.inner.node_key;
+        self.read(move |conn, path| {
+            let io = |source| Error::Io {
+                context: "cannot write the export".into(),
+                source,
+            };
+            let writer = std::cell::RefCell::new(BundleWriter::new(out, &key).map_err(io)?);
+            let verifier = std::cell::RefCell::new(Verifier::new(key));
+            // The sizes whose cosignatures went into the export.
+            let exported = std::cell::RefCell::new(std::collections::HashSet::new());
+            // The export is verified as it is written: exporting a damaged ledger fails.
+            let outcome = scan(
+                conn,
+                path,
+                |position, row| -> Result<(), Result<Failure, std::io::Error>> {
+                    let checked = check_row(position, row).map_err(Ok)?;
+                    checked
+                        .verify(&mut verifier.borrow_mut(), |_, _| {})
+                        .map_err(Ok)?;
+                    let mut writer = writer.borrow_mut();
+                    if checked.pruned {
+                        writer.pruned(checked.raw, &checked.hash).map_err(Err)?;
+                    } else {
+                        writer.entry(checked.raw, &checked.hash).map_err(Err)?;
+                    }
+                    if (position + 1) % PROGRESS_EVERY == 0 {
+                        progress(position + 1);
+                    }
+                    Ok(())
+                },
+                |seen, row| {
+                    let cp = check_checkpoint_row(seen, row).map_err(Ok)?;
+                    verifier.borrow_mut().checkpoint(&cp).map_err(Ok)?;
+                    writer.borrow_mut().checkpoint(&cp).map_err(Err)?;
+                    let Some((root, sigs)) = cosignatures.get(&cp.checkpoint.tree_size) else {
+                        return Ok(());
+                    };
+                    if *root != cp.checkpoint.root {
+                        return Err(Ok(Failure {
+                            location: Location::Checkpoint {
+                                after_entries: seen,
+                                tree_size: Some(cp.checkpoint.tree_size),
+                            },
+                            reason: Reason::Other(format!(
+                                "the cosigned checkpoint of this size has root {root}, not the ledger's"
+                            )),
+                        }));
+                    }
+                    for sig in sigs {
+                        verifier.borrow_mut().cosignature(sig).map_err(Ok)?;
+                        writer.borrow_mut().cosignature(sig).map_err(Err)?;
+                    }
+                    exported.borrow_mut().insert(cp.checkpoint.tree_size);
+                    Ok(())
+                },
+            )?;
+            match outcome {
+                Ok(()) => {}
+                Err(Ok(failure)) => {
+                    return Err(Error::Inconsistent(format!(
+                        "refusing to export: {failure}"
+                    )));
+                }
+                Err(Err(e)) => return Err(io(e)),
+            }
+            let summary = verifier
+                .into_inner()
+                .finish()
+                .map_err(|f| Error::Inconsistent(format!("refusing to export: {f}")))?;
+            if let Some(size) = cosignatures
+                .keys()
+                .filter(|size| !exported.borrow().contains(size))
+                .min()
+            {
+                return Err(Error::Inconsistent(if *size > summary.entries {
+                    format!(
+                        "refusing to export: a witness cosigned a checkpoint of {size} entries, but the ledger holds {}: it was cut back",
+                        summary.entries
+                    )
+                } else {
+                    format!(
+                        "refusing to export: a witness cosigned a checkpoint of {size} entries, but the ledger has no checkpoint of that size: another history"
+                    )
+                }));
+            }
+            writer.into_inner().finish().map_err(io)?;
+            progress(summary.entries);
+            Ok(summary)
+        })
+        .await
+    }
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     fn node_key(&self) -> PublicKey {
@@ -1145,57 +1277,7 @@ impl Store for SqliteStore {
         out: Box<dyn std::io::Write + Send>,
         progress: Box<dyn Fn(u64) + Send + Sync>,
     ) -> Result<Summary, Error> {
-        let key = self.inner.node_key;
-        self.read(move |conn, path| {
-            let io = |source| Error::Io {
-                context: "cannot write the export".into(),
-                source,
-            };
-            let writer = std::cell::RefCell::new(BundleWriter::new(out, &key).map_err(io)?);
-            let verifier = std::cell::RefCell::new(Verifier::new(key));
-            // The export is verified as it is written: exporting a damaged ledger fails.
-            let outcome = scan(
-                conn,
-                path,
-                |position, row| -> Result<(), Result<Failure, std::io::Error>> {
-                    let checked = check_row(position, row).map_err(Ok)?;
-                    checked
-                        .verify(&mut verifier.borrow_mut(), |_, _| {})
-                        .map_err(Ok)?;
-                    let mut writer = writer.borrow_mut();
-                    if checked.pruned {
-                        writer.pruned(checked.raw, &checked.hash).map_err(Err)?;
-                    } else {
-                        writer.entry(checked.raw, &checked.hash).map_err(Err)?;
-                    }
-                    if (position + 1) % PROGRESS_EVERY == 0 {
-                        progress(position + 1);
-                    }
-                    Ok(())
-                },
-                |seen, row| {
-                    let cp = check_checkpoint_row(seen, row).map_err(Ok)?;
-                    verifier.borrow_mut().checkpoint(&cp).map_err(Ok)?;
-                    writer.borrow_mut().checkpoint(&cp).map_err(Err)
-                },
-            )?;
-            match outcome {
-                Ok(()) => {}
-                Err(Ok(failure)) => {
-                    return Err(Error::Inconsistent(format!(
-                        "refusing to export: {failure}"
-                    )));
-                }
-                Err(Err(e)) => return Err(io(e)),
-            }
-            let summary = verifier
-                .into_inner()
-                .finish()
-                .map_err(|f| Error::Inconsistent(format!("refusing to export: {f}")))?;
-            writer.into_inner().finish().map_err(io)?;
-            progress(summary.entries);
-            Ok(summary)
-        })
-        .await
+        self.export_cosigned(out, Cosignatures::new(), progress)
+            .await
     }
 }
