@@ -247,12 +247,24 @@ fn operators_list_stuck_missions_and_pause_and_resume_them_from_the_cli() {
         &["operator", "enroll", "alice", "--level", "L3"],
     )
     .ok();
+    // No waiting: the node answers the approval once the agent's actor has handled it,
+    // which decides the call again and, the mission being paused, leaves it unrun with
+    // nothing queued. The record shows the delete permitted and never attempted.
     at(&aura, &node, &["approve", &id, "--as", "alice"]).ok();
-    std::thread::sleep(Duration::from_millis(500));
     let m = mission_json(&aura, &node, &id);
     assert_eq!(
         (m["state"].as_str(), m["paused"].as_bool()),
         (Some("running"), Some(true)),
+        "{m}"
+    );
+    let delete = &m["calls"][0];
+    assert_eq!(
+        (
+            delete["call"]["name"].as_str(),
+            delete["decision"]["outcome"].as_str(),
+            delete["attempts"].as_u64().unwrap_or(0),
+        ),
+        (Some("fs.delete"), Some("permit"), 0),
         "{m}"
     );
     assert!(workspace(&aura).join("build.log").exists());

@@ -11,6 +11,7 @@ use aura_core::door::{SeededEntropy, SystemClock};
 use aura_core::hash::Hash;
 use aura_core::keystore::Signer;
 use aura_core::{AgentId, MissionId};
+use aura_engine::test_util::Answer;
 use aura_engine::{Error, NewAgent, Sender};
 use aura_identity::{Answers, Approval, ApprovalId, Credential, Level, Namespace, Signed, Verdict};
 use aura_kernel::{Event, MissionState, Recorded, Role};
@@ -25,12 +26,12 @@ async fn a_mission_reads_writes_and_completes() {
     let w = world().await;
     std::fs::create_dir_all(ws(&w, "one")).unwrap();
     std::fs::write(ws(&w, "one").join("notes.md"), "hello").unwrap();
-    w.script.0.lock().unwrap().extend([
-        vec![("fs.read", json!({"path": "notes.md"}))],
-        vec![(
+    w.script.extend([
+        Answer::calls([("fs.read", json!({"path": "notes.md"}))]),
+        Answer::calls([(
             "fs.write",
             json!({"path": "summary.md", "content": "notes say hello"}),
-        )],
+        )]),
     ]);
     let id = w
         .engine
@@ -60,10 +61,7 @@ async fn an_escalated_delete_waits_for_a_sufficient_approval() {
     std::fs::create_dir_all(ws(&w, "two")).unwrap();
     std::fs::write(ws(&w, "two").join("old.log"), "x").unwrap();
     w.script
-        .0
-        .lock()
-        .unwrap()
-        .push_back(vec![("fs.delete", json!({"path": "old.log"}))]);
+        .push(Answer::calls([("fs.delete", json!({"path": "old.log"}))]));
     let id = w
         .engine
         .submit(w.agent, spec(&["fs.delete", "mission.finish"], "two", 60))
@@ -171,10 +169,10 @@ async fn one_approval_cannot_approve_a_second_escalated_delete() {
     let dir = ws(&w, "twice");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("old.log"), "x").unwrap();
-    w.script.0.lock().unwrap().extend([
-        vec![("fs.delete", json!({"path": "old.log"}))],
-        vec![("fs.write", json!({"path": "old.log", "content": "again"}))],
-        vec![("fs.delete", json!({"path": "old.log"}))],
+    w.script.extend([
+        Answer::calls([("fs.delete", json!({"path": "old.log"}))]),
+        Answer::calls([("fs.write", json!({"path": "old.log", "content": "again"}))]),
+        Answer::calls([("fs.delete", json!({"path": "old.log"}))]),
     ]);
     let id = w
         .engine
@@ -283,15 +281,15 @@ async fn an_agent_of_another_namespace_is_refused_as_one_that_does_not_exist() {
         .unwrap()
         .id;
     let nobody = AgentId::from_bytes([9; 16]);
-    w.script.0.lock().unwrap().extend([
-        vec![(
+    w.script.extend([
+        Answer::calls([(
             "agent.send",
             json!({"to": elsewhere.to_string(), "body": "hi"}),
-        )],
-        vec![(
+        )]),
+        Answer::calls([(
             "agent.send",
             json!({"to": nobody.to_string(), "body": "hi"}),
-        )],
+        )]),
     ]);
     let id = w
         .engine
@@ -386,13 +384,13 @@ async fn cancelling_undoes_completed_writes_in_reverse_order() {
     std::fs::create_dir_all(ws(&w, "three")).unwrap();
     std::fs::write(ws(&w, "three").join("a.txt"), "original a").unwrap();
     // Two writes, then a delete that escalates and so holds the mission still.
-    w.script.0.lock().unwrap().extend([
-        vec![("fs.write", json!({"path": "a.txt", "content": "changed a"}))],
-        vec![(
+    w.script.extend([
+        Answer::calls([("fs.write", json!({"path": "a.txt", "content": "changed a"}))]),
+        Answer::calls([(
             "fs.write",
             json!({"path": "b/new.txt", "content": "brand new"}),
-        )],
-        vec![("fs.delete", json!({"path": "a.txt"}))],
+        )]),
+        Answer::calls([("fs.delete", json!({"path": "a.txt"}))]),
     ]);
     let id = w
         .engine
@@ -427,23 +425,19 @@ async fn cancelling_undoes_completed_writes_in_reverse_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_does_not_wait_for_a_reasoner_that_never_answers() {
     let w = world().await;
-    w.script.0.lock().unwrap().extend([
-        vec![("fs.write", json!({"path": "a.txt", "content": "new"}))],
-        vec![("hang", json!(null))],
+    w.script.extend([
+        Answer::calls([("fs.write", json!({"path": "a.txt", "content": "new"}))]),
+        Answer::Hang,
     ]);
     let id = w
         .engine
         .submit(w.agent, spec(&["fs.write", "mission.finish"], "hung", 600))
         .await
         .unwrap();
-    for _ in 0..500 {
-        if ws(&w, "hung").join("a.txt").exists() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    // The second turn is now in flight and never returns.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Once the second turn has started, it is in flight and never returns; the first
+    // turn's write is done by then.
+    w.script.started(2).await;
+    assert!(ws(&w, "hung").join("a.txt").exists());
     tokio::time::timeout(
         Duration::from_secs(10),
         w.engine.cancel(id, "operator", "stuck"),
@@ -465,11 +459,7 @@ async fn a_cancel_does_not_wait_for_a_reasoner_that_never_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deadline_does_not_wait_for_a_reasoner_that_never_answers() {
     let w = world().await;
-    w.script
-        .0
-        .lock()
-        .unwrap()
-        .push_back(vec![("hang", json!(null))]);
+    w.script.push(Answer::Hang);
     let id = w
         .engine
         .submit(w.agent, spec(&["mission.finish"], "late", 1))
@@ -487,10 +477,7 @@ async fn a_mission_past_its_deadline_fails() {
     let w = world().await;
     // The delete escalates; nobody answers; the deadline passes.
     w.script
-        .0
-        .lock()
-        .unwrap()
-        .push_back(vec![("fs.delete", json!({"path": "x"}))]);
+        .push(Answer::calls([("fs.delete", json!({"path": "x"}))]));
     let id = w
         .engine
         .submit(w.agent, spec(&["fs.delete", "mission.finish"], "four", 1))
@@ -507,10 +494,7 @@ async fn a_mission_past_its_deadline_fails() {
 async fn a_mission_that_never_finishes_runs_out_of_budget() {
     let w = world().await;
     w.script
-        .0
-        .lock()
-        .unwrap()
-        .extend((0..20).map(|_| vec![("fs.list", json!({"path": "."}))]));
+        .extend((0..20).map(|_| Answer::calls([("fs.list", json!({"path": "."}))])));
     let id = w
         .engine
         .submit(w.agent, spec(&["fs.list", "mission.finish"], "five", 60))
@@ -551,14 +535,34 @@ async fn bad_declarations_are_refused_before_anything_is_recorded() {
     assert_eq!(w.engine.store().tree_size().await.unwrap(), before);
 }
 
+/// Regression test for the engine flattening the kernel's refusals into a string: a
+/// declaration the kernel refuses (no objective) reached callers as `Error::Invalid` with
+/// the kernel's message copied in, so nothing could tell a kernel refusal from the
+/// engine's own checks or reach the `KernelError` behind it. It is now kept whole, with
+/// the same message and API code as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declaration_the_kernel_refuses_comes_back_as_the_kernels_error() {
+    let w = world().await;
+    let before = w.engine.store().tree_size().await.unwrap();
+    let mut s = spec(&["fs.read"], "x", 60);
+    s.objective = "  ".into();
+    let err = w.engine.submit(w.agent, s).await.unwrap_err();
+    match &err {
+        Error::Kernel(aura_kernel::KernelError::Invalid(why)) => {
+            assert_eq!(why, "a mission needs an objective");
+        }
+        other => panic!("not the kernel's refusal: {other:?}"),
+    }
+    assert_eq!(err.to_string(), "a mission needs an objective");
+    assert_eq!(err.code(), "invalid_request");
+    assert_eq!(w.engine.store().tree_size().await.unwrap(), before);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_escalated_mission_survives_a_restart_and_resumes_when_approved() {
     let w = world().await;
     w.script
-        .0
-        .lock()
-        .unwrap()
-        .push_back(vec![("fs.delete", json!({"path": "gone.txt"}))]);
+        .push(Answer::calls([("fs.delete", json!({"path": "gone.txt"}))]));
     std::fs::create_dir_all(ws(&w, "six")).unwrap();
     std::fs::write(ws(&w, "six").join("gone.txt"), "bye").unwrap();
     let id = w
@@ -627,14 +631,14 @@ async fn an_escalated_mission_survives_a_restart_and_resumes_when_approved() {
 async fn a_reasoner_that_only_talks_fails_the_mission_after_three_turns() {
     let w = world().await;
     // One turn with a call between idle turns resets the count; then three in a row.
-    w.script.0.lock().unwrap().extend([
-        vec![],
-        vec![],
-        vec![("fs.list", json!({"path": "."}))],
-        vec![],
-        vec![],
-        vec![],
-        vec![("fs.list", json!({"path": "."}))],
+    w.script.extend([
+        Answer::Calls(vec![]),
+        Answer::Calls(vec![]),
+        Answer::calls([("fs.list", json!({"path": "."}))]),
+        Answer::Calls(vec![]),
+        Answer::Calls(vec![]),
+        Answer::Calls(vec![]),
+        Answer::calls([("fs.list", json!({"path": "."}))]),
     ]);
     let id = w
         .engine
@@ -651,25 +655,21 @@ async fn a_reasoner_that_only_talks_fails_the_mission_after_three_turns() {
         "{why}"
     );
     // The last scripted turn was never asked for.
-    assert_eq!(w.script.0.lock().unwrap().len(), 1);
+    assert_eq!(w.script.remaining(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_does_not_wait_for_a_hung_turn_and_the_next_start_asks_again() {
     let w = world().await;
-    w.script
-        .0
-        .lock()
-        .unwrap()
-        .push_back(vec![("hang", json!(null))]);
+    w.script.push(Answer::Hang);
     let id = w
         .engine
         .submit(w.agent, spec(&["fs.write", "mission.finish"], "hang", 600))
         .await
         .unwrap();
-    until(&w.engine, id, |s| s == MissionState::Running).await;
-    // The first turn is now in flight and never returns.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Once the first turn has started, it is in flight and never returns.
+    w.script.started(1).await;
+    assert_eq!(w.engine.mission(id).unwrap().state, MissionState::Running);
     let World {
         dir,
         signer,
@@ -732,13 +732,13 @@ async fn a_mission_failing_at_step_k_undoes_steps_k_minus_1_to_1_in_reverse_byte
         std::fs::write(dir.join("sub/c.bin"), [0u8, 159, 146, 150, 255]).unwrap();
         let before = snapshot(&dir);
         // Steps 1..k-1 write; step k's turn fails and the mission may not retry it.
-        {
-            let mut script = w.script.0.lock().unwrap();
-            for args in steps.iter().take(k - 1) {
-                script.push_back(vec![("fs.write", args.clone())]);
-            }
-            script.push_back(vec![("fail", json!({}))]);
-        }
+        w.script.extend(
+            steps
+                .iter()
+                .take(k - 1)
+                .map(|args| Answer::calls([("fs.write", args.clone())])),
+        );
+        w.script.push(Answer::Fail("the provider is down".into()));
         let mut mission = spec(&["fs.write", "mission.finish"], &name, 60);
         mission.steps = Some(aura_kernel::StepPolicy {
             retry: aura_kernel::RetryPolicy {

@@ -179,6 +179,12 @@ pub struct Effect {
     pub output: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Why the call failed, as a kind the tools name (aura-tools' `ErrorKind`, by its
+    /// recorded name, e.g. `network`), apart from the message. Whether a failure is
+    /// retried is decided from this, never from the message. Absent in records made
+    /// before it existed, which therefore encode, hash and replay exactly as they did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compensation: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -83,6 +83,7 @@ fn effect(id: &str, name: &str, ok: bool, compensable: bool, finish: Option<&str
             ok,
             output: json!({"bytes": 12}),
             error: (!ok).then(|| "disk full".to_owned()),
+            error_kind: None,
             compensation: compensable.then(|| json!({"restore": "notes.md", "previous": null})),
             message: None,
             finish: finish.map(str::to_owned),
@@ -777,4 +778,39 @@ fn records_made_before_attempts_existed_still_replay() {
         missions += 1;
     }
     assert_eq!(missions, 40);
+}
+
+/// The effect's error kind is additive: every record of the fixture (made before it
+/// existed, failed effects among them) reads back without one and encodes to the very
+/// same bytes, so its entries hash and replay as before; an effect recorded with a kind
+/// keeps it.
+#[test]
+fn effects_recorded_without_an_error_kind_encode_as_before_and_a_kind_round_trips() {
+    let text = include_str!("fixtures/records-before-attempts.jsonl");
+    let mut failed_effects = 0;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let record = Recorded::from_body(line.as_bytes()).unwrap();
+        assert_eq!(String::from_utf8(record.to_body()).unwrap(), line);
+        if let Event::Effect { effect, .. } = &record.event
+            && !effect.ok
+        {
+            assert_eq!(effect.error_kind, None);
+            failed_effects += 1;
+        }
+    }
+    assert!(failed_effects > 0, "the fixture holds failed effects");
+
+    let Event::Effect { effect, .. } = effect("c1", "fs.write", false, false, None) else {
+        unreachable!("an effect");
+    };
+    let with_kind = Effect {
+        error_kind: Some("io".into()),
+        ..effect
+    };
+    let json = serde_json::to_string(&with_kind).unwrap();
+    assert!(
+        json.contains(r#""error":"disk full","error_kind":"io""#),
+        "{json}"
+    );
+    assert_eq!(serde_json::from_str::<Effect>(&json).unwrap(), with_kind);
 }

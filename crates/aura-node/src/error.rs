@@ -174,7 +174,7 @@ impl From<aura_engine::Error> for ApiError {
         let message = error_line(&e);
         match &e {
             E::NotFound(_) => ApiError::not_found(message),
-            E::Invalid(_) => ApiError::bad_request("invalid_request", message),
+            E::Invalid(_) | E::Kernel(_) => ApiError::bad_request("invalid_request", message),
             E::Forbidden(_) => ApiError::forbidden(message),
             E::Conflict(_) => ApiError::conflict("conflict", message),
             E::Pruned(_) => ApiError::new(StatusCode::GONE, "gone_error", "pruned", message),

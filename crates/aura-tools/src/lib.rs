@@ -45,6 +45,7 @@ mod effect;
 mod fs;
 pub mod http;
 mod registry;
+mod tool;
 
 pub use agent::{AgentSend, FinishArgs, MissionFinish, SendArgs};
 pub use args::schema_for;
@@ -62,5 +63,6 @@ pub use fs::{
 };
 pub use http::{FetchArgs, HttpFetch, HttpOptions, Method};
 pub use registry::{
-    BuiltinOptions, RegisterError, Registry, Tool, Unauthorized, authorize, authorize_compensation,
+    BuiltinOptions, RegisterError, Registry, Unauthorized, authorize, authorize_compensation,
 };
+pub use tool::Tool;

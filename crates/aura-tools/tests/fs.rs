@@ -644,3 +644,34 @@ proptest! {
         })?;
     }
 }
+
+/// Every file tool runs through one helper (`fs::run`), which parses the call again under
+/// the node's own limits and makes the outcome the call's effect; this table holds all
+/// four to it: a path within the preparing limit but over the node's is refused when the
+/// call runs, by every tool alike, with the effect naming the tool and the call, and
+/// nothing in the workspace changes.
+#[tokio::test]
+async fn every_file_tool_holds_its_path_to_the_nodes_limit_when_it_runs() {
+    let w = World::new();
+    let r = builtin();
+    let mut ctx = w.ctx();
+    ctx.limits = Limits {
+        path_bytes: 8,
+        ..Limits::default()
+    };
+    let long = "abcdefghijklmnop";
+    std::fs::write(w.ws(long), "kept").unwrap();
+    for (tool, arguments) in [
+        ("fs.read", json!({ "path": long })),
+        ("fs.write", json!({ "path": long, "content": "new" })),
+        ("fs.list", json!({ "path": long })),
+        ("fs.delete", json!({ "path": long })),
+    ] {
+        let e = run(&r, &ctx, tool, arguments).await;
+        assert_eq!(kind(&e), Some(ErrorKind::TooLarge), "{tool}: {e:?}");
+        assert!(message(&e).starts_with(&format!("{tool}: ")), "{e:?}");
+        assert_eq!((e.tool.as_str(), e.call_id.as_str()), (tool, "c1"), "{e:?}");
+        assert_eq!(e.compensation, None, "{tool}");
+    }
+    assert_eq!(read(&w.ws(long)).unwrap(), b"kept");
+}
