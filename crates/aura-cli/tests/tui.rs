@@ -197,8 +197,10 @@ fn an_escalation_approved_in_the_tui_completes_the_mission_on_screen() {
     assert!(screen.contains(short), "{screen}");
 
     tui.keys(&["?"]);
-    let help = tui.wait_for("Keys (any key closes)");
-    assert!(help.contains("approve the selected escalation"), "{help}");
+    // Waiting for a line of the help's body, not its title: the screen is read while the
+    // TUI may be half-way through drawing it, top to bottom.
+    let help = tui.wait_for("approve the selected escalation, signed as --as NAME");
+    assert!(help.contains("Keys (any key closes)"), "{help}");
     tui.keys(&["Escape"]);
     let screen = tui.wait_until_gone("Keys (any key closes)");
     assert!(screen.contains("Missions (newest first)"), "{screen}");
