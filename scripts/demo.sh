@@ -16,6 +16,8 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "building the web UI (npm), then aura (release) with the UI embedded"
 ./scripts/setup-ui.sh --no-browser
+# The node speaks (and the avatar lip-syncs) with Debian's espeak-ng.
+./scripts/setup-speech.sh
 (cd ui && npm run build)
 cargo build --release -p aura-cli
 AURA="${CARGO_TARGET_DIR:-target}/release/aura"

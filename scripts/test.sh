@@ -14,6 +14,8 @@ fi
 ./scripts/fetch-models.sh
 # The OpenAI compatibility test drives the node with the official Python SDK.
 ./scripts/setup-python.sh >/dev/null
+# Speech runs Debian's espeak-ng; the terminal UI's test drives `aura tui` in tmux.
+./scripts/setup-speech.sh --tmux
 
 # The web UI is built first, so the `aura` binary the tests build embeds it; its browser
 # tests need Debian's Chromium (installed here when missing).

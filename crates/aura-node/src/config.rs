@@ -16,6 +16,7 @@ pub struct Config {
     pub missions: MissionsConfig,
     pub tools: ToolsConfig,
     pub cells: CellsConfig,
+    pub speech: SpeechConfig,
     /// Reasoners by name: `[reasoners.NAME]` tables, each with a `provider` and that
     /// provider's settings (docs/reasoners.md). Checked when the node starts.
     pub reasoners: BTreeMap<String, toml::Table>,
@@ -92,6 +93,42 @@ pub struct ToolsConfig {
     pub http: bool,
     /// Whether `cmd.run` may ever give a cell a network.
     pub command_network: bool,
+}
+
+/// `[speech]`: `/v1/audio/speech` with espeak-ng, run as a separate process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpeechConfig {
+    /// Whether the node speaks at all (when espeak-ng is found).
+    pub enabled: bool,
+    /// The espeak-ng program: a path, or a name looked up on `PATH` at start.
+    pub program: PathBuf,
+    /// The most one synthesis may take before espeak-ng is killed.
+    pub timeout_secs: u64,
+    /// How many syntheses may run at once.
+    pub max_concurrent: usize,
+}
+
+impl Default for SpeechConfig {
+    fn default() -> Self {
+        let d = crate::speech::Options::default();
+        SpeechConfig {
+            enabled: true,
+            program: d.program,
+            timeout_secs: d.timeout.as_secs(),
+            max_concurrent: d.max_concurrent,
+        }
+    }
+}
+
+impl SpeechConfig {
+    pub fn options(&self) -> crate::speech::Options {
+        crate::speech::Options {
+            program: self.program.clone(),
+            timeout: std::time::Duration::from_secs(self.timeout_secs.max(1)),
+            max_concurrent: self.max_concurrent.max(1),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -18,6 +18,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod services;
+pub mod speech;
 
 mod guard;
 mod rate;
@@ -60,6 +61,8 @@ pub struct Options {
     pub cells: Option<aura_cell::Runtime>,
     /// The workspaces and host paths cells may be given.
     pub cell_access: CellAccess,
+    /// espeak-ng for `/v1/audio/speech`; without it that route answers 503.
+    pub speech: Option<speech::Speech>,
 }
 
 /// Shared by every request.
@@ -73,6 +76,7 @@ pub(crate) struct AppState {
     pub(crate) models: Option<Arc<aura_host::ModelHost>>,
     pub(crate) cells: Option<aura_cell::Runtime>,
     pub(crate) cell_access: CellAccess,
+    pub(crate) speech: Option<speech::Speech>,
     /// Turns true when the server stops: open WebSockets close.
     pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
 }
@@ -291,6 +295,7 @@ pub async fn serve(options: Options, engine: Handle) -> Result<Server, ServeErro
         models: options.models,
         cells: options.cells,
         cell_access: options.cell_access,
+        speech: options.speech,
         stopping: stopping.clone(),
     };
     let app = router(state);

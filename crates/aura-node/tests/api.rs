@@ -303,6 +303,14 @@ async fn authorization_matrix() {
             None,
             [200, 403, 403, 403, 401],
         ),
+        // Speech is for those who may run models; this node has no espeak-ng, and says
+        // so only to those (tests/speech.rs drives a node that speaks).
+        (
+            "POST",
+            "/v1/audio/speech".into(),
+            Some(json!({"input": "hi", "voice": "alloy"})),
+            [503, 403, 503, 503, 401],
+        ),
         // The web UI's files hold no data and no secret: served to anyone, like
         // /openapi.json, so a browser can load the page that asks for a key. Whether or
         // not this build embeds the UI, `/` answers a page and unknown files are 404.
@@ -928,6 +936,7 @@ async fn without_keys_only_loopback_is_served() {
             models: None,
             cells: None,
             cell_access: Default::default(),
+            speech: None,
         },
         n.engine.clone(),
     )

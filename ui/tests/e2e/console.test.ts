@@ -266,8 +266,8 @@ describe("the chat playground", () => {
 describe("the avatar", () => {
   it("follows a viseme timeline, renders, and looks concerned when a mission escalates", async () => {
     const { page, context, errors } = await openPage(browser);
-    // The node's speech is another engineer's work: this test plays the contract's JSON
-    // answer (docs/ui.md) from the test, with a real WAV of silence for the audio.
+    // A timeline fixed by the test (the contract's JSON, docs/ui.md, with a real WAV of
+    // silence), so the face can be checked cue by cue; the next test uses the node's own.
     const cues = [
       { t_ms: 0, viseme: "sil" },
       { t_ms: 200, viseme: "aa", weight: 1 },
@@ -344,6 +344,47 @@ describe("the avatar", () => {
     await until(async () => (await page.getAttribute("[data-testid=avatar]", "data-emotion")) === "concerned", "a concerned face", 30000);
     await page.waitForTimeout(600);
     await screenshot(page, "avatar-concerned");
+    expect(errors).toEqual([]);
+    await context.close();
+  });
+
+  it("speaks with the node's own voice: espeak-ng's WAV and viseme timeline drive the face", async () => {
+    const { page, context, errors } = await openPage(browser);
+    await page.goto(`${node.url}/#/avatar`);
+    await page.waitForSelector("[data-testid=avatar] canvas");
+    await page.fill("#avatar-text", "Hello from Aura. Approve the mission, please.");
+    const answered = page.waitForResponse((r) => r.url().endsWith("/v1/audio/speech"));
+    await page.getByRole("button", { name: "Speak" }).click();
+    const resp = await answered;
+    // The node's real answer (no route is faked here): 200, the contract's JSON.
+    expect(resp.status(), "is espeak-ng installed? scripts/setup-speech.sh").toBe(200);
+    const body = await resp.json();
+    const cues: { t_ms: number; viseme: string }[] = body.visemes;
+    expect(body.audio_b64.length).toBeGreaterThan(1000);
+    expect(body.duration_ms).toBeGreaterThan(1000);
+    const spoken = new Set(cues.map((c) => c.viseme).filter((v) => v !== "sil"));
+    expect(spoken.size).toBeGreaterThanOrEqual(5);
+    // What the face shows while it speaks, every frame, until the utterance ends.
+    const shown: string[] = await page.evaluate(
+      () =>
+        new Promise((done) => {
+          const el = document.querySelector<HTMLElement>("[data-testid=avatar]")!;
+          const out: string[] = [];
+          const t0 = performance.now();
+          const frame = () => {
+            const ms = el.dataset.speechMs ?? "";
+            if (ms !== "" && el.dataset.viseme) out.push(el.dataset.viseme);
+            const over = out.length > 0 && ms === "";
+            if (!over && performance.now() - t0 < 15000) requestAnimationFrame(frame);
+            else done(out);
+          };
+          requestAnimationFrame(frame);
+        }),
+    );
+    const moved = new Set(shown.filter((v) => v !== "sil"));
+    expect(moved.size, JSON.stringify(shown)).toBeGreaterThanOrEqual(3);
+    for (const v of moved) expect(spoken.has(v), `${v} is not in the node's timeline`).toBe(true);
+    record("avatar_node_speech", { cues: cues.length, duration_ms: body.duration_ms, visemes_shown: [...moved] });
     expect(errors).toEqual([]);
     await context.close();
   });

@@ -40,6 +40,8 @@ struct Ready {
     /// The gRPC cell API's Unix socket, when it is served.
     grpc_socket: Option<String>,
     grpc_tcp: Option<String>,
+    /// The espeak-ng behind `/v1/audio/speech`, when the node speaks.
+    speech: Option<String>,
 }
 
 /// What only the binary links in: the cell runner and the in-process models. Cells need
@@ -134,6 +136,23 @@ fn cell_access(
     ))
 }
 
+/// espeak-ng for `/v1/audio/speech`, unless `[speech] enabled = false`; a note when the
+/// node will not speak.
+async fn speech(config: &aura_node::Config) -> (Option<aura_node::speech::Speech>, Option<String>) {
+    if !config.speech.enabled {
+        return (None, None);
+    }
+    match aura_node::speech::Speech::start(config.speech.options()).await {
+        Ok(speech) => (Some(speech), None),
+        Err(e) => (
+            None,
+            Some(format!(
+                "note: /v1/audio/speech is off: {e} (scripts/setup-speech.sh installs espeak-ng)"
+            )),
+        ),
+    }
+}
+
 /// With no reasoner in `aura.toml`, the node runs the default local model if it is
 /// installed, so a fresh node that pulled it can run missions at once.
 fn with_default_reasoner(mut config: aura_node::Config, home: &Home) -> aura_node::Config {
@@ -212,6 +231,7 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
         services,
     )
     .await?;
+    let (speech, speech_note) = speech(&config).await;
     let keys_file = aura_node::ApiKeys::path(home.dir());
     let open = aura_node::ApiKeys::load(&keys_file)?.is_empty();
     let server = aura_node::serve(
@@ -224,6 +244,7 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
             models: Some(models.clone()),
             cells: cells.clone(),
             cell_access: access.clone(),
+            speech: speech.clone(),
         },
         engine.clone(),
     )
@@ -263,8 +284,9 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
             .as_ref()
             .and_then(|g| g.tcp_addr())
             .map(|a| a.to_string()),
+        speech: speech.map(|s| format!("espeak-ng {}", s.version())),
     };
-    for note in [cells_note, grpc_note].into_iter().flatten() {
+    for note in [cells_note, grpc_note, speech_note].into_iter().flatten() {
         eprintln!("{note}");
     }
     out.line(&ready, || {

@@ -2,6 +2,7 @@
 //! OpenAPI document at `/openapi.json` lists exactly the routes that exist.
 
 mod agents;
+mod audio;
 pub(crate) mod cells;
 mod events;
 mod health;
@@ -64,6 +65,7 @@ pub(crate) fn router(state: AppState) -> axum::Router {
         .merge(cells::routes())
         .merge(system::routes())
         .merge(receipts::routes())
+        .merge(audio::routes())
         .split_for_parts();
     let doc = serde_json::to_value(&api).unwrap_or_default();
     // Layers run outermost first: the host and origin checks, then who is calling and

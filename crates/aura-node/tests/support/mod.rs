@@ -42,13 +42,13 @@ unless { context has approval && context.approval.level >= 3 };
 "#;
 
 pub(crate) async fn start_with(limits: Limits, with_keys: bool) -> Node {
-    start_node(limits, with_keys, false, &[], &[]).await
+    start_node(limits, with_keys, false, &[], &[], None).await
 }
 
 /// A node that serves cells (needs root): its home is protected, its workspaces live
 /// under `<home>/workspaces`, and `<host>/allowed` is the allowlist of host binds.
 pub(crate) async fn start_with_cells(with_keys: bool) -> Node {
-    start_node(Limits::default(), with_keys, true, &[], &[]).await
+    start_node(Limits::default(), with_keys, true, &[], &[], None).await
 }
 
 /// A node with these `[http] allowed_hosts` and `allowed_origins`.
@@ -58,7 +58,34 @@ pub(crate) async fn start_configured(
     allowed_hosts: &[&str],
     allowed_origins: &[&str],
 ) -> Node {
-    start_node(limits, with_keys, false, allowed_hosts, allowed_origins).await
+    start_node(
+        limits,
+        with_keys,
+        false,
+        allowed_hosts,
+        allowed_origins,
+        None,
+    )
+    .await
+}
+
+/// A node that speaks with `speech` (espeak-ng), otherwise as [`start_configured`].
+pub(crate) async fn start_speaking(
+    limits: Limits,
+    with_keys: bool,
+    allowed_hosts: &[&str],
+    allowed_origins: &[&str],
+    speech: Option<aura_node::speech::Speech>,
+) -> Node {
+    start_node(
+        limits,
+        with_keys,
+        false,
+        allowed_hosts,
+        allowed_origins,
+        speech,
+    )
+    .await
 }
 
 async fn start_node(
@@ -67,6 +94,7 @@ async fn start_node(
     with_cells: bool,
     allowed_hosts: &[&str],
     allowed_origins: &[&str],
+    speech: Option<aura_node::speech::Speech>,
 ) -> Node {
     let dir = tempfile::tempdir().unwrap();
     // Real services, built as `aura serve` builds them: Cedar policy, the built-in tools,
@@ -179,6 +207,7 @@ async fn start_node(
             models: None,
             cells: cells.clone(),
             cell_access,
+            speech,
         },
         engine.clone(),
     )

@@ -25,7 +25,7 @@ use crate::hinted;
 use crate::home::Home;
 use crate::output::Output;
 
-pub(crate) use approve::{AnswerArgs, ApprovalsArgs, answer, approvals};
+pub(crate) use approve::{AnswerArgs, ApprovalsArgs, Approver, answer, approvals};
 pub(crate) use operator::{OperatorArgs, operator};
 pub(crate) use replay::{ReplayArgs, replay};
 use submit::SubmitArgs;
@@ -174,4 +174,29 @@ pub(super) fn print_as<T: DeserializeOwned>(
     }
     let typed = decode(raw)?;
     out.print(raw, || human(typed))
+}
+
+/// A mission as the node answered it, described for people (the TUI's detail pane): the
+/// same text as `aura mission show`, or the one line saying why it could not be read.
+pub(crate) fn describe(raw: &Value) -> String {
+    match decode::<aura_node::wire::MissionView>(raw) {
+        Ok(m) => show::describe(&m),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+/// One event of the node's stream narrated for people as `aura mission watch` does;
+/// `None` for bookkeeping and for what is not a recorded entry.
+pub(crate) fn narrate(raw: &Value) -> Option<String> {
+    let aura_engine::StreamEvent::Entry {
+        seq, kind, body, ..
+    } = decode::<aura_engine::StreamEvent>(raw).ok()?
+    else {
+        return None;
+    };
+    if !kind.starts_with("mission.") {
+        return Some(format!("#{seq} {kind}"));
+    }
+    let recorded = decode::<aura_kernel::Recorded>(&body).ok()?;
+    watch::narrate(seq, &recorded)
 }

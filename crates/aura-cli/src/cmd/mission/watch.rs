@@ -94,7 +94,7 @@ pub(super) async fn watch(client: &Client, out: &Output, id: &str) -> anyhow::Re
 }
 
 /// One line for a recorded mission event, for people; `None` for bookkeeping.
-fn narrate(seq: u64, r: &Recorded) -> Option<String> {
+pub(super) fn narrate(seq: u64, r: &Recorded) -> Option<String> {
     Some(match &r.event {
         Event::Submitted { spec, .. } => format!("#{seq} submitted: {}", spec.objective),
         Event::Judged { decision } => format!(
