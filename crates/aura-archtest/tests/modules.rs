@@ -8,8 +8,17 @@ use std::path::PathBuf;
 const CHECKED: &[&str] = &[
     // One crate a line, sorted.
     "aura-archtest",
+    "aura-canonical",
+    "aura-cell",
+    "aura-core",
+    "aura-engine",
     "aura-grpc",
     "aura-host",
+    "aura-identity",
+    "aura-kernel",
+    "aura-ledger",
+    "aura-model",
+    "aura-policy",
 ];
 
 fn crates_dir() -> PathBuf {

@@ -17,7 +17,7 @@
 //! `shared` (options, services and the state the handle and the actors share); `forward`
 //! (store commits to the event hub); `agent` (the actor) and `mission` (the mission
 //! driver, the actor's mission transactions); `handle` (the [`Handle`]). No module uses
-//! one that uses it back (tests/module_cycles.rs checks).
+//! one that uses it back (aura-archtest checks).
 
 #![forbid(unsafe_code)]
 
