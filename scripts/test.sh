@@ -22,7 +22,10 @@ fi
 ./scripts/setup-ui.sh
 (cd ui && npm run build >/dev/null)
 
-cargo nextest run --workspace --profile ci "$@"
+# aura-canonical is left out of the workspace run: there cedar turns serde_json's
+# `preserve_order` on for every crate, so its build is not the one its features say; it runs
+# alone below, once without that feature and once with it.
+cargo nextest run --workspace --exclude aura-canonical --profile ci "$@"
 # Hashed and signed JSON must not depend on serde_json's `preserve_order` (on in the
 # workspace build, through cedar): the check crate alone, without it and with it, must
 # write the same checked-in bytes.

@@ -77,7 +77,13 @@ fn preserve_order_is_on() -> bool {
 #[test]
 fn the_build_is_the_one_its_features_say() {
     // Without this, both runs could silently test the same build.
-    assert_eq!(preserve_order_is_on(), cfg!(feature = "preserve-order"));
+    assert_eq!(
+        preserve_order_is_on(),
+        cfg!(feature = "preserve-order"),
+        "run this crate alone (`cargo nextest run -p aura-canonical`, with and without \
+         `--features preserve-order`): in a workspace build cedar turns serde_json's \
+         preserve_order on for every crate"
+    );
 }
 
 #[test]

@@ -937,19 +937,36 @@ mod tests {
 
     #[test]
     fn the_events_page_keeps_the_newest_thousand_lines() {
+        // Entries as the node's stream sends them (the engine's own type, serialised).
+        let entry = |seq: u64, kind: &str| {
+            serde_json::to_value(aura_engine::StreamEvent::Entry {
+                seq,
+                agent: aura_core::AgentId::from_bytes([1; 16]),
+                agent_seq: seq,
+                kind: kind.into(),
+                mission: Some(aura_core::MissionId::from_bytes([2; 16])),
+                recorded_at: aura_core::Timestamp::from_secs(1_796_640_349),
+                body: json!({}),
+            })
+            .unwrap()
+        };
         let mut app = App::new("node".into(), None);
         for seq in 0..1500 {
-            app.event(&json!({"type": "entry", "seq": seq, "kind": "mission.timed_out",
-                "mission": "mission_01m9abcdefgh", "recorded_at": "2026-12-07T10:45:49.123Z", "body": {}}));
+            app.event(&entry(seq, "agent.created"));
         }
         assert_eq!(app.events.len(), EVENT_LINES);
+        let last = app.events.back().cloned().unwrap_or_default();
+        assert!(last.ends_with("#1499 agent.created"), "{last}");
         assert_eq!(
-            app.events.back().map(String::as_str),
-            Some("10:45:49  abcdefgh  #1499 timed out")
+            app.events
+                .front()
+                .map(|l| l.ends_with("#500 agent.created")),
+            Some(true)
         );
-        // Heartbeats are bookkeeping and deltas are not recorded: neither is shown.
-        app.event(&json!({"type": "entry", "seq": 1, "kind": "mission.heartbeat", "body": {}}));
+        // A mission entry whose body is no record, and deltas, are not shown.
+        app.event(&entry(1500, "mission.heartbeat"));
         app.event(&json!({"type": "delta", "mission": "m", "text": "hi"}));
         assert_eq!(app.events.len(), EVENT_LINES);
+        assert_eq!(app.events.back(), Some(&last));
     }
 }
