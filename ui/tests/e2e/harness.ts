@@ -1,7 +1,7 @@
 // The browser tests' world: a real `aura serve` (the binary cargo built, with the UI
 // embedded) on a throwaway data directory with the demo's scripted reasoner, and Debian's
 // Chromium driven by playwright-core. Nothing here stands in for the node or the browser.
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -107,9 +107,30 @@ export async function startNode(opts: NodeOptions = {}): Promise<Node> {
           r(null);
         });
       });
+      // A node leaves its workspaces' file systems mounted when it stops (their files
+      // stay where operators look); this data directory is thrown away, so they go too.
+      unmountBelow(dir);
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** Lazily unmounts every mount point below `dir`, deepest first. */
+function unmountBelow(dir: string): void {
+  let text = "";
+  try {
+    text = readFileSync("/proc/self/mountinfo", "utf8");
+  } catch {
+    return;
+  }
+  const points = text
+    .split("\n")
+    .map((line) => line.split(" ")[4])
+    .filter((p): p is string => p !== undefined && (p === dir || p.startsWith(`${dir}/`)))
+    .sort((a, b) => b.length - a.length);
+  for (const p of points) {
+    spawnSync("umount", ["-l", p]);
+  }
 }
 
 export async function launch(): Promise<Browser> {
