@@ -441,4 +441,17 @@ fn ledger_verify_names_an_approval_whose_signature_does_not_check() {
         out.stderr
     );
     assert!(out.stderr.contains("seq 2"), "{}", out.stderr);
+
+    // So does an exported bundle, checked with the node's key alone.
+    let bundle = a.dir.path().join("ledger.bundle");
+    a.run(&["ledger", "export", "-o", bundle.to_str().unwrap()])
+        .ok();
+    let out = a
+        .run(&["ledger", "verify", "--bundle", bundle.to_str().unwrap()])
+        .one_line_error(3);
+    assert!(
+        out.stderr.contains("not signed by the approver it names"),
+        "{}",
+        out.stderr
+    );
 }
