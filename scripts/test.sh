@@ -14,6 +14,25 @@ fi
 ./scripts/fetch-models.sh
 # The OpenAI compatibility test drives the node with the official Python SDK.
 ./scripts/setup-python.sh >/dev/null
+# Speech runs Debian's espeak-ng; the terminal UI's test drives `aura tui` in tmux.
+./scripts/setup-speech.sh --tmux
 
-cargo nextest run --workspace --profile ci "$@"
+# The web UI is built first, so the `aura` binary the tests build embeds it; its browser
+# tests need Debian's Chromium (installed here when missing).
+./scripts/setup-ui.sh
+(cd ui && npm run build >/dev/null)
+
+# aura-canonical is left out of the workspace run: there cedar turns serde_json's
+# `preserve_order` on for every crate, so its build is not the one its features say; it runs
+# alone below, once without that feature and once with it.
+cargo nextest run --workspace --exclude aura-canonical --profile ci "$@"
+# Hashed and signed JSON must not depend on serde_json's `preserve_order` (on in the
+# workspace build, through cedar): the check crate alone, without it and with it, must
+# write the same checked-in bytes.
+cargo nextest run -p aura-canonical --profile ci
+cargo nextest run -p aura-canonical --features preserve-order --profile ci
 cargo test --workspace --doc --quiet
+
+# The UI: unit tests of its proofs and lip-sync, then the browser tests against the
+# debug `aura` the workspace tests just built.
+(cd ui && npm test && AURA_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/aura" npm run test:e2e)

@@ -4,6 +4,9 @@
 //!   masked /proc, seccomp, no capabilities), execute /bin/true in it, wait, free it;
 //!   beside `bwrap --unshare-all --ro-bind / / /bin/true` (Debian's bubblewrap), timed
 //!   the same way (spawn to reaped), alternating the two so that both see the same noise.
+//! - The same one-shot cell with a workspace of 200 small files mounted at /workspace, as
+//!   every `cmd.run` has (the workspace belongs to the cells' root, as a node's do), so
+//!   that the cost of the workspace (its mount and the sweep after the run) shows.
 //! - Executables started per second inside one long-lived cell (start /bin/true, wait),
 //!   beside plain fork+exec of /bin/true on the host: the ceiling with no sandbox at all.
 
@@ -47,7 +50,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         rt.run(RunSpec::argv(["/bin/true"])).await?;
         bwrap_once(&args.bwrap)?;
     }
+    let ws = workspace(dir.path(), rt.options().id_base)?;
     let mut aura = Vec::with_capacity(args.runs);
+    let mut with_ws = Vec::with_capacity(args.runs);
     let mut peer = Vec::with_capacity(args.runs);
     for _ in 0..args.runs {
         let t = Instant::now();
@@ -58,9 +63,19 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             "/bin/true failed in a cell: {:?}",
             out.status
         );
+        let t = Instant::now();
+        let out = rt.run(RunSpec::argv(["/bin/true"]).workspace(&ws)).await?;
+        with_ws.push(t.elapsed());
+        anyhow::ensure!(
+            out.success(),
+            "/bin/true failed in a cell with a workspace: {:?} {}",
+            out.status,
+            out.stderr_text()
+        );
         peer.push(bwrap_once(&args.bwrap)?);
     }
     let (a50, a99) = summary(aura);
+    let (w50, w99) = summary(with_ws);
     let (b50, b99) = summary(peer);
     println!(
         "| create a hardened cell, exec /bin/true, wait, free ({} runs) | p50 | p99 |",
@@ -71,6 +86,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         "| Aura one-shot cell | {} | {} |",
         fmt_duration(a50),
         fmt_duration(a99)
+    );
+    println!(
+        "| Aura one-shot cell with a 200-file workspace (cmd.run) | {} | {} |",
+        fmt_duration(w50),
+        fmt_duration(w99)
     );
     println!(
         "| bwrap --unshare-all --ro-bind / / /bin/true | {} | {} |",
@@ -153,6 +173,30 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     println!("| Aura / plain | {:.2} | | |", rate / host_rate);
     rt.shutdown().await;
     Ok(())
+}
+
+/// A workspace as a node makes them (0700, the cells' root's), with 200 small files in
+/// ten directories for the sweep after each run to walk.
+fn workspace(dir: &std::path::Path, id_base: u32) -> anyhow::Result<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let ws = dir.join("workspace");
+    for d in 0..10 {
+        let sub = ws.join(format!("d{d}"));
+        std::fs::create_dir_all(&sub)?;
+        for f in 0..20 {
+            std::fs::write(sub.join(format!("f{f}")), b"x")?;
+        }
+    }
+    for entry in std::fs::read_dir(&ws)? {
+        let sub = entry?.path();
+        for f in std::fs::read_dir(&sub)? {
+            std::os::unix::fs::chown(f?.path(), Some(id_base), Some(id_base))?;
+        }
+        std::os::unix::fs::chown(&sub, Some(id_base), Some(id_base))?;
+    }
+    std::os::unix::fs::chown(&ws, Some(id_base), Some(id_base))?;
+    std::fs::set_permissions(&ws, std::fs::Permissions::from_mode(0o700))?;
+    Ok(ws)
 }
 
 fn bwrap_once(bwrap: &str) -> anyhow::Result<Duration> {

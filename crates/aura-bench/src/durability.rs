@@ -19,21 +19,19 @@
 //! commit), so a change in how often the engine commits shows up beside the ratio.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use aura_core::door::{SeededEntropy, SystemClock};
 use aura_core::keystore::Signer;
 use aura_core::{AgentId, MissionId, Timestamp};
-use aura_engine::ports::{ReasonRequest, Reasoner};
-use aura_kernel::{MissionState, Role, ToolCall, Turn};
+use aura_kernel::MissionState;
 use aura_ledger::entry::Kind;
 use aura_store::sqlite::{Durability, Options};
 use aura_store::{NewEntry, Seq, SqliteStore, Store};
 use serde_json::json;
 
-use crate::missions::{create_agent, engine_with, spec};
+use crate::missions::{Arrivals, by_step, create_agent, engine_with, spec};
 use crate::{fmt_duration, percentile};
 
 #[derive(Debug, clap::Args)]
@@ -53,57 +51,6 @@ pub(crate) struct Args {
     /// Where to put the databases [default: a temporary directory]
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
-}
-
-/// `fs.read` until the last step, then `mission.finish`; notes when each call arrives,
-/// per mission.
-#[derive(Debug)]
-struct Reads {
-    steps: u32,
-    calls: Mutex<HashMap<String, Vec<Instant>>>,
-}
-
-#[async_trait]
-impl Reasoner for Reads {
-    async fn turn(
-        &self,
-        request: &ReasonRequest,
-        _deltas: &(dyn for<'s> Fn(&'s str) + Send + Sync),
-    ) -> Result<Turn, String> {
-        let now = Instant::now();
-        let step = request
-            .messages
-            .iter()
-            .filter(|m| m.role == Role::Assistant)
-            .count();
-        // The system prompt names the mission.
-        let key = request
-            .messages
-            .first()
-            .map(|m| m.content.clone())
-            .unwrap_or_default();
-        if let Ok(mut calls) = self.calls.lock() {
-            calls.entry(key).or_default().push(now);
-        }
-        let (name, arguments) = if step + 1 < self.steps as usize {
-            ("fs.read", json!({"path": "data.txt"}))
-        } else {
-            ("mission.finish", json!({"summary": "done"}))
-        };
-        Ok(Turn {
-            content: String::new(),
-            tool_calls: vec![ToolCall {
-                id: format!("c{step}"),
-                name: name.to_owned(),
-                arguments,
-            }],
-            finish: "tool_calls".into(),
-            prompt_tokens: 1,
-            completion_tokens: 1,
-            provider: "scripted".into(),
-            model: "bench".into(),
-        })
-    }
 }
 
 /// What one durability setting gathered over the rounds, per workload.
@@ -157,11 +104,16 @@ async fn missions(
     steps: u32,
     tally: &mut Tally,
 ) -> anyhow::Result<()> {
-    let reasoner = Arc::new(Reads {
-        steps,
-        calls: Mutex::new(HashMap::new()),
+    // `fs.read` until the last step, then `mission.finish`.
+    let arrivals = Arrivals::default();
+    let reasoner = by_step(&arrivals, move |step| {
+        if step + 1 < steps as usize {
+            ("fs.read", json!({"path": "data.txt"}))
+        } else {
+            ("mission.finish", json!({"summary": "done"}))
+        }
     });
-    let (engine, workspaces) = engine_with(dir, reasoner.clone(), options(durability)).await?;
+    let (engine, workspaces) = engine_with(dir, Arc::new(reasoner), options(durability)).await?;
     let mut agents = Vec::new();
     for i in 0..missions {
         agents.push(create_agent(&engine, &format!("d{i}")).await?);
@@ -204,10 +156,7 @@ async fn missions(
     tally.done += u64::from(missions) * u64::from(steps);
     tally.commits += engine.store().checkpoints(before, 1_000_000).await?.len() as u64;
     {
-        let calls = reasoner
-            .calls
-            .lock()
-            .map_err(|_| anyhow::anyhow!("poisoned"))?;
+        let calls = arrivals.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
         for times in calls.values() {
             tally.samples.extend(times.windows(2).map(|w| w[1] - w[0]));
         }

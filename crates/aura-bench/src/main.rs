@@ -8,6 +8,7 @@ mod cells;
 mod durability;
 mod http_load;
 mod http_peer;
+mod image;
 mod infer;
 mod ledger;
 mod missions;
@@ -33,6 +34,11 @@ enum Bench {
     Cells(cells::Args),
     /// Inference: SmolLM2 prefill, decode and time to first token vs llama.cpp
     Infer(infer::Args),
+    /// Images: SD 1.5-shaped UNet steps and whole images vs stable-diffusion.cpp
+    Image(image::Args),
+    /// One engine measurement of `image` in a process of its own (run by `image`)
+    #[command(hide = true)]
+    ImageWorker(image::WorkerArgs),
     /// Reasoner: decoding a provider's response stream (vs eventsource-stream)
     Reasoner(reasoner::Args),
     /// Model packages: manifest verification GB/s beside sha256sum on the same files
@@ -53,9 +59,12 @@ enum Bench {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Bench::Infer(args) = cli.bench {
-        // Pure CPU work on the engine's own threads: no async runtime needed.
-        return infer::run(&args);
+    // Pure CPU work on the engines' own threads: no async runtime needed.
+    match &cli.bench {
+        Bench::Infer(args) => return infer::run(args),
+        Bench::Image(args) => return image::run(args),
+        Bench::ImageWorker(args) => return image::worker(args),
+        _ => {}
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -63,7 +72,7 @@ fn main() -> anyhow::Result<()> {
     match cli.bench {
         Bench::Ledger(args) => rt.block_on(ledger::run(args)),
         Bench::Cells(args) => rt.block_on(cells::run(args)),
-        Bench::Infer(_) => Ok(()),
+        Bench::Infer(_) | Bench::Image(_) | Bench::ImageWorker(_) => Ok(()),
         Bench::Reasoner(args) => reasoner::run(&args, &rt),
         Bench::ModelVerify(args) => model::run(&args),
         Bench::Policy(args) => policy::run(&args),

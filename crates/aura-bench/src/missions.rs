@@ -11,22 +11,22 @@
 //! 2. **Throughput.** Many 3-step missions (`fs.write`, `fs.read`, `mission.finish`)
 //!    across many agents at once: completed missions per second, submission included.
 //!
-//! The reasoner is a scripted one that answers by step number (each mission gets the same
-//! script, whatever the interleaving); its time is excluded by construction since it
-//! answers without waiting.
+//! The reasoner is aura-engine's scripted test double, answering by step number (each
+//! mission gets the same script, whatever the interleaving); its time is excluded by
+//! construction since it answers without waiting.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use aura_core::door::{OsEntropy, SeededEntropy, SystemClock};
 use aura_core::keystore::Signer;
 use aura_core::{AgentId, MissionId};
-use aura_engine::ports::{ReasonRequest, Reasoner, Reasoners};
+use aura_engine::ports::Reasoner;
+use aura_engine::test_util::{Answer, OneReasoner, ScriptedReasoner};
 use aura_engine::{Handle, NewAgent, Options, Services};
 use aura_identity::{Level, Namespace, TrustSet};
-use aura_kernel::{Authority, Budget, MissionSpec, MissionState, Role, ToolCall, Turn};
+use aura_kernel::{Authority, Budget, MissionSpec, MissionState};
 use aura_store::SqliteStore;
 use serde_json::json;
 
@@ -57,89 +57,53 @@ enum Script {
     ThreeSteps,
 }
 
-/// Answers by the number of assistant turns already in the conversation, and notes when
-/// each call arrives.
-#[derive(Debug)]
-struct ByStep {
-    script: Script,
-    calls: Mutex<HashMap<String, Vec<Instant>>>,
-}
+/// When each reasoner call of each mission arrived, keyed by the mission's system prompt
+/// (which names the mission).
+pub(crate) type Arrivals = Arc<Mutex<HashMap<String, Vec<Instant>>>>;
 
-#[async_trait]
-impl Reasoner for ByStep {
-    async fn turn(
-        &self,
-        request: &ReasonRequest,
-        _deltas: &(dyn for<'s> Fn(&'s str) + Send + Sync),
-    ) -> Result<Turn, String> {
+/// aura-engine's scripted reasoner answering by the mission's step with `answer`'s call,
+/// noting in `arrivals` when each call arrives.
+pub(crate) fn by_step(
+    arrivals: &Arrivals,
+    answer: impl Fn(usize) -> (&'static str, serde_json::Value) + Send + Sync + 'static,
+) -> ScriptedReasoner {
+    let arrivals = arrivals.clone();
+    ScriptedReasoner::by_step(move |step, request| {
         let now = Instant::now();
-        let step = request
-            .messages
-            .iter()
-            .filter(|m| m.role == Role::Assistant)
-            .count();
-        // The system prompt names the mission; it keys the timing notes.
         let key = request
             .messages
             .first()
             .map(|m| m.content.clone())
             .unwrap_or_default();
-        if let Ok(mut calls) = self.calls.lock() {
+        if let Ok(mut calls) = arrivals.lock() {
             calls.entry(key).or_default().push(now);
         }
-        let (name, arguments) = match (self.script, step) {
-            (Script::Reads, _) => ("fs.read", json!({"path": "data.txt"})),
-            (Script::ThreeSteps, 0) => (
-                "fs.write",
-                json!({"path": "out.txt", "content": "x".repeat(100)}),
-            ),
-            (Script::ThreeSteps, 1) => ("fs.read", json!({"path": "out.txt"})),
-            (Script::ThreeSteps, _) => ("mission.finish", json!({"summary": "done"})),
-        };
-        Ok(Turn {
-            content: String::new(),
-            tool_calls: vec![ToolCall {
-                id: format!("c{step}"),
-                name: name.to_owned(),
-                arguments,
-            }],
-            finish: "tool_calls".into(),
-            prompt_tokens: 1,
-            completion_tokens: 1,
-            provider: "scripted".into(),
-            model: "bench".into(),
-        })
-    }
-}
-
-/// Every mission's reasoner is the one given.
-#[derive(Debug)]
-struct One(Arc<dyn Reasoner>);
-
-impl Reasoners for One {
-    fn get(&self, _name: &str) -> Option<Arc<dyn Reasoner>> {
-        Some(self.0.clone())
-    }
-    fn describe_default(&self) -> String {
-        "scripted by step".into()
-    }
+        let (name, arguments) = answer(step);
+        Answer::call(name, arguments)
+    })
 }
 
 struct Node {
     engine: Handle,
-    reasoner: Arc<ByStep>,
+    arrivals: Arrivals,
     workspaces: std::path::PathBuf,
 }
 
 async fn node(dir: &std::path::Path, script: Script) -> anyhow::Result<Node> {
-    let reasoner = Arc::new(ByStep {
-        script,
-        calls: Mutex::new(HashMap::new()),
+    let arrivals = Arrivals::default();
+    let reasoner = by_step(&arrivals, move |step| match (script, step) {
+        (Script::Reads, _) => ("fs.read", json!({"path": "data.txt"})),
+        (Script::ThreeSteps, 0) => (
+            "fs.write",
+            json!({"path": "out.txt", "content": "x".repeat(100)}),
+        ),
+        (Script::ThreeSteps, 1) => ("fs.read", json!({"path": "out.txt"})),
+        (Script::ThreeSteps, _) => ("mission.finish", json!({"summary": "done"})),
     });
-    let (engine, workspaces) = engine_on(dir, reasoner.clone()).await?;
+    let (engine, workspaces) = engine_on(dir, Arc::new(reasoner)).await?;
     Ok(Node {
         engine,
-        reasoner,
+        arrivals,
         workspaces,
     })
 }
@@ -178,7 +142,7 @@ pub(crate) async fn engine_with(
             aura_tools::Limits::default(),
             false,
         )),
-        reasoners: Arc::new(One(reasoner)),
+        reasoners: Arc::new(OneReasoner(reasoner)),
     };
     let workspaces = dir.join("workspaces");
     let engine = Handle::start(
@@ -255,11 +219,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let state = until_terminal(&n.engine, id).await;
     let after = n.engine.store().tree_size().await?;
     let mut gaps: Vec<Duration> = {
-        let calls = n
-            .reasoner
-            .calls
-            .lock()
-            .map_err(|_| anyhow::anyhow!("poisoned"))?;
+        let calls = n.arrivals.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
         let times = calls.values().next().cloned().unwrap_or_default();
         times.windows(2).map(|w| w[1] - w[0]).collect()
     };

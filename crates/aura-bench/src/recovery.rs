@@ -13,12 +13,10 @@
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use aura_engine::ports::{ReasonRequest, Reasoner};
-use aura_kernel::{MissionState, Turn};
+use aura_engine::test_util::ScriptedReasoner;
+use aura_kernel::MissionState;
 
 use crate::missions::{create_agent, engine_on, spec};
 
@@ -35,41 +33,24 @@ pub(crate) struct Args {
     populate: bool,
 }
 
-/// A reasoner that never answers, counting the turns it was asked for.
-#[derive(Debug, Default)]
-struct Silent {
-    asked: AtomicU64,
-}
-
-#[async_trait]
-impl Reasoner for Silent {
-    async fn turn(
-        &self,
-        _request: &ReasonRequest,
-        _deltas: &(dyn for<'s> Fn(&'s str) + Send + Sync),
-    ) -> Result<Turn, String> {
-        self.asked.fetch_add(1, Ordering::SeqCst);
-        std::future::pending().await
-    }
-}
-
-async fn until_asked(silent: &Silent, n: u64, limit: Duration) -> anyhow::Result<()> {
-    let start = Instant::now();
-    while silent.asked.load(Ordering::SeqCst) < n {
-        if start.elapsed() > limit {
-            anyhow::bail!(
-                "only {} of {n} missions reached their reasoner within {limit:?}",
-                silent.asked.load(Ordering::SeqCst)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+/// Waits until `silent` (a reasoner that never answers) has been asked for `n` turns.
+async fn until_asked(silent: &ScriptedReasoner, n: u32, limit: Duration) -> anyhow::Result<()> {
+    let n = n as usize;
+    if tokio::time::timeout(limit, silent.started(n))
+        .await
+        .is_err()
+    {
+        anyhow::bail!(
+            "only {} of {n} missions reached their reasoner within {limit:?}",
+            silent.turns_started()
+        );
     }
     Ok(())
 }
 
 /// The node that is killed: missions submitted and running, then it waits to die.
 async fn populate(dir: &std::path::Path, missions: u32) -> anyhow::Result<()> {
-    let silent = Arc::new(Silent::default());
+    let silent = Arc::new(ScriptedReasoner::silent());
     let (engine, _) = engine_on(dir, silent.clone()).await?;
     for i in 0..missions {
         let agent = create_agent(&engine, &format!("a{i}")).await?;
@@ -77,7 +58,7 @@ async fn populate(dir: &std::path::Path, missions: u32) -> anyhow::Result<()> {
             .submit(agent, spec(&["fs.read", "mission.finish"], None, 10))
             .await?;
     }
-    until_asked(&silent, u64::from(missions), Duration::from_secs(600)).await?;
+    until_asked(&silent, missions, Duration::from_secs(600)).await?;
     println!("ready");
     std::future::pending::<()>().await;
     Ok(())
@@ -114,11 +95,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     child.wait()?;
     let populated = populating.elapsed();
 
-    let silent = Arc::new(Silent::default());
+    let silent = Arc::new(ScriptedReasoner::silent());
     let start = Instant::now();
     let (engine, _) = engine_on(&dir, silent.clone()).await?;
     let started = start.elapsed();
-    until_asked(&silent, u64::from(args.missions), Duration::from_secs(600)).await?;
+    until_asked(&silent, args.missions, Duration::from_secs(600)).await?;
     let all_running = start.elapsed();
     let running = engine
         .missions(None, None, Some(MissionState::Running))

@@ -227,11 +227,13 @@ pub(crate) enum Op {
         attr: u64,
         recursive: bool,
     },
-    /// The workspace: a bind id-mapped through the cell's user namespace.
+    /// A workspace owned by an unprivileged host user: a bind id-mapped through
+    /// `userns`, a user namespace that maps only that owner (never the host's root).
     IdmappedBind {
         source: CString,
         target: CString,
         attr: u64,
+        userns: RawFd,
     },
     Tmpfs {
         target: CString,
@@ -523,7 +525,7 @@ fn ignore_missing(r: Result<(), i32>) -> Result<(), i32> {
     }
 }
 
-fn run_op(op: &Op, devnull: &mut RawFd, userns_fd: RawFd, err: RawFd) -> Result<(), (Stage, i32)> {
+fn run_op(op: &Op, devnull: &mut RawFd, err: RawFd) -> Result<(), (Stage, i32)> {
     let nosym = sys::RESOLVE_BENEATH | sys::RESOLVE_NO_SYMLINKS | sys::RESOLVE_NO_MAGICLINKS;
     match op {
         Op::Mkdir { path, mode } => {
@@ -597,6 +599,7 @@ fn run_op(op: &Op, devnull: &mut RawFd, userns_fd: RawFd, err: RawFd) -> Result<
             source,
             target,
             attr,
+            userns,
         } => {
             let src = sys::openat2(
                 libc::AT_FDCWD,
@@ -608,7 +611,7 @@ fn run_op(op: &Op, devnull: &mut RawFd, userns_fd: RawFd, err: RawFd) -> Result<
             let a = sys::MountAttr {
                 attr_set: *attr | sys::MOUNT_ATTR_IDMAP,
                 propagation: libc::MS_PRIVATE,
-                userns_fd: userns_fd as u64,
+                userns_fd: *userns as u64,
                 ..Default::default()
             };
             let r = attach_clone(src, target, &a, false, err);
@@ -773,7 +776,7 @@ pub(crate) fn run_fresh(p: &Fresh) -> ! {
     );
     let mut devnull = -1;
     for op in &p.ops {
-        if let Err((stage, e)) = run_op(op, &mut devnull, p.finish.userns_fd, err) {
+        if let Err((stage, e)) = run_op(op, &mut devnull, err) {
             fail(err, stage, e);
         }
     }

@@ -43,6 +43,11 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The request asks for something its caller may not have: a host path outside the
+    /// allowlist, the node's own files, a workspace whose files a cell could turn into
+    /// the host root's.
+    #[error("{what}")]
+    Forbidden { what: String, hint: String },
     /// Another runtime holds this state directory.
     #[error("another cell runtime is using {0}")]
     Busy(String),
@@ -57,6 +62,7 @@ pub enum ErrorKind {
     NotFound,
     AlreadyExists,
     FailedPrecondition,
+    PermissionDenied,
     Unavailable,
     Internal,
 }
@@ -70,6 +76,7 @@ impl Error {
             | Error::ProcessNotFound(_) => ErrorKind::NotFound,
             Error::CellExists(_) | Error::ExecutableExists { .. } => ErrorKind::AlreadyExists,
             Error::Unsupported { .. } | Error::Busy(_) => ErrorKind::FailedPrecondition,
+            Error::Forbidden { .. } => ErrorKind::PermissionDenied,
             // A command that does not exist is the caller's mistake, not the node's.
             Error::Exec { source, .. }
                 if matches!(
@@ -87,7 +94,7 @@ impl Error {
     /// What the user can do about it, where there is something.
     pub fn hint(&self) -> Option<String> {
         match self {
-            Error::Unsupported { hint, .. } => Some(hint.clone()),
+            Error::Unsupported { hint, .. } | Error::Forbidden { hint, .. } => Some(hint.clone()),
             Error::Busy(_) => {
                 Some("stop the other aura process, or give this one its own data directory".into())
             }

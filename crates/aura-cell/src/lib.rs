@@ -52,8 +52,18 @@
 //! [`Runtime::allocate`] a [`CellSpec`], [`Runtime::start_executable`]s in it, read their
 //! [`Runtime::logs`] (history, then follow), [`Runtime::stop`] or [`Runtime::wait`] for
 //! them, [`Runtime::inspect`] usage, [`Runtime::list`] the tree, [`Runtime::free`].
-//! These map one to one onto the Aurae v0 `CellService` (the `.proto` files are in
-//! `proto/`); the aura-aurae crate serves them over gRPC with mTLS.
+//! These map one to one onto the Aurae v0 `CellService`; the aura-grpc crate serves them
+//! over gRPC with mTLS (the `.proto` files are in its `proto/`).
+//!
+//! # Workspaces and host paths
+//!
+//! Nothing a cell writes belongs to the host's root: a workspace of the cells' ids is
+//! bound as it is (a cell's root is host uid [`Options::id_base`]), one of an unprivileged
+//! user is id-mapped for that user alone, one of the host's root is refused, and what a
+//! run leaves is [`sweep`]ed of setuid bits and device nodes. [`Workspaces`] makes a
+//! node's workspaces (private, the cells' root's, each a file system of the quota's
+//! size); [`HostPaths`] is the allowlist of host paths an operator may bind; and
+//! [`Options::protected`] keeps the node's own files out of every cell.
 //!
 //! # Clean-up
 //!
@@ -73,6 +83,7 @@ mod spawn;
 pub mod spec;
 mod sys;
 pub mod tools;
+pub mod workspace;
 
 pub use cgroup::{Mode as CgroupMode, Usage, Version as CgroupVersion};
 pub use error::{Error, ErrorKind, Result};
@@ -86,3 +97,4 @@ pub use runtime::{
 pub use spec::{
     Bind, CellName, CellSpec, Command, CpuMax, Env, ExecutableName, ExecutableSpec, Limits,
 };
+pub use workspace::{CellAccess, HostPaths, Swept, WorkspaceOptions, Workspaces, sweep};

@@ -11,7 +11,10 @@
 //! /proc        a fresh proc for the cell's pid namespace; Docker's masked paths covered
 //!              by the null device or an empty read-only tmpfs, its read-only paths so
 //! /tmp         a private tmpfs (charged to the cell's memory limit)
-//! /workspace   the workspace, read-write, id-mapped through the cell's user namespace
+//! /workspace   the workspace, read-write, nosuid and nodev: a plain bind when it belongs
+//!              to the cells' ids (a node's workspaces), else an id-mapped bind that maps
+//!              only its unprivileged owner (`aura cell run --workspace` on a user's
+//!              directory); never a mapping that writes as the host's root
 //! ```
 //!
 //! There is no /sys: a cell has no business with the host's devices or firmware.
@@ -139,6 +142,8 @@ pub(crate) struct CellFs<'a> {
     pub hostname: &'a str,
     pub network: bool,
     pub workspace: Option<&'a Path>,
+    /// The user namespace of the workspace's id-mapped mount; `None` for a plain bind.
+    pub workspace_userns: Option<std::os::fd::RawFd>,
     pub binds: &'a [ResolvedBind],
     /// The cell user's ids, for /etc/passwd.
     pub uid: u32,
@@ -358,10 +363,20 @@ pub(crate) fn plan(base: &Base, cell: &CellFs<'_>) -> Result<Vec<Op>> {
 
     if let Some(ws) = cell.workspace {
         mkdir(&mut ops, "workspace")?;
-        ops.push(Op::IdmappedBind {
-            source: c(ws)?,
-            target: c("workspace")?,
-            attr: sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV,
+        let attr = sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV;
+        ops.push(match cell.workspace_userns {
+            Some(userns) => Op::IdmappedBind {
+                source: c(ws)?,
+                target: c("workspace")?,
+                attr,
+                userns,
+            },
+            None => Op::Bind {
+                source: c(ws)?,
+                target: c("workspace")?,
+                attr,
+                recursive: false,
+            },
         });
     }
 
@@ -429,6 +444,7 @@ mod tests {
                 hostname: "web",
                 network,
                 workspace: Some(Path::new("/srv/ws")),
+                workspace_userns: None,
                 binds,
                 uid: 0,
                 gid: 0,
@@ -457,7 +473,12 @@ mod tests {
         );
         assert!(text.contains(r#"Bind { source: "/usr", target: "usr""#));
         assert!(!text.contains("resolv.conf"), "no resolver without network");
-        assert!(text.contains(r#"IdmappedBind { source: "/srv/ws", target: "workspace""#));
+        assert!(
+            text.contains(
+                r#"Bind { source: "/srv/ws", target: "workspace", attr: 6, recursive: false }"#
+            ),
+            "{text}"
+        );
         assert!(text.contains("proc/kcore"));
         let with_net = format!("{:?}", cell(&[], true).unwrap());
         assert!(with_net.contains("etc/ssl"));

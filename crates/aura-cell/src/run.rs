@@ -17,10 +17,10 @@ use tokio::sync::{Notify, mpsc};
 use crate::cgroup::Usage;
 use crate::error::{Error, Result};
 use crate::logs::{Capture, Channel};
-use crate::rootfs::{self, CellFs, ResolvedBind};
-use crate::runtime::{ExitStatus, ProcessSetup, Runtime, Stdio, resolve_workspace};
+use crate::rootfs::CellFs;
+use crate::runtime::{ExitStatus, ProcessSetup, Runtime, Stdio};
 use crate::spawn;
-use crate::spec::{Bind, Command, CpuMax, Env, ID_COUNT, Limits, validate_process};
+use crate::spec::{Bind, Command, CpuMax, Env, Limits, validate_process};
 
 /// What to run, and how. Build it with [`RunSpec::shell`] or [`RunSpec::argv`] and the
 /// builder methods; everything not set is locked down: no network, no workspace, no
@@ -28,8 +28,12 @@ use crate::spec::{Bind, Command, CpuMax, Env, ID_COUNT, Limits, validate_process
 #[derive(Debug, Clone)]
 pub struct RunSpec {
     pub command: Command,
-    /// Mounted read-write at `/workspace` (id-mapped: files keep their host owners), and
-    /// the working directory. The command runs as the directory's owner.
+    /// Mounted read-write (nosuid, nodev) at `/workspace`, and the working directory. The
+    /// command runs as the directory's owner: a cell's root for a directory of the cells'
+    /// ids (host uid `id_base`, what a node's workspaces belong to), the same user for a
+    /// directory of an unprivileged host user (id-mapped, that user alone). A directory
+    /// of the host's root is refused. Setuid bits and device nodes are swept out of it
+    /// when the run ends.
     pub workspace: Option<PathBuf>,
     /// Share the host's network; otherwise only loopback.
     pub network: bool,
@@ -305,25 +309,9 @@ impl Runtime {
     /// [`Running::next_output`], then [`Running::wait`].
     pub async fn spawn(&self, spec: RunSpec) -> Result<Running> {
         spec.validate()?;
-        let workspace = resolve_workspace(spec.workspace.as_deref())?;
-        let binds: Vec<ResolvedBind> = spec
-            .binds
-            .iter()
-            .map(rootfs::resolve_bind)
-            .collect::<Result<_>>()?;
-        let (wuid, wgid) = match &workspace {
-            Some(w) => {
-                use std::os::unix::fs::MetadataExt as _;
-                let m = std::fs::metadata(w)
-                    .map_err(|e| Error::invalid(format!("workspace {}: {e}", w.display())))?;
-                if m.uid() < ID_COUNT && m.gid() < ID_COUNT {
-                    (m.uid(), m.gid())
-                } else {
-                    (0, 0)
-                }
-            }
-            None => (0, 0),
-        };
+        let binds = self.resolve_binds(&spec.binds)?;
+        let workspace = self.workspace(spec.workspace.as_deref()).await?;
+        let (wuid, wgid) = workspace.as_ref().map_or((0, 0), |w| w.ids);
         let uid = spec.uid.unwrap_or(wuid);
         let gid = spec
             .gid
@@ -363,7 +351,12 @@ impl Runtime {
         let fs_ = CellFs {
             hostname: "cell",
             network: spec.network,
-            workspace: workspace.as_deref(),
+            workspace: workspace.as_ref().map(|w| w.path.as_path()),
+            // The descriptor stays open (held by `workspace`) until the cell is cloned.
+            workspace_userns: workspace
+                .as_ref()
+                .and_then(|w| w.userns.as_ref())
+                .map(|f| std::os::fd::AsRawFd::as_raw_fd(f.as_ref())),
             binds: &binds,
             uid,
             gid,
@@ -406,6 +399,10 @@ impl Runtime {
         let stop2 = stop.clone();
         let kill2 = kill.clone();
         let cgroup_view = cgroup.clone();
+        let swept_dir = workspace.map(|w| w.path);
+        // The task holds what the sweep reports to, not the runtime (a runtime dropped
+        // while a run goes on must still be dropped, and clean up).
+        let (events, clock) = (self.inner.events.clone(), self.inner.opts.clock.clone());
         let done = tokio::spawn(async move {
             let pumps = async {
                 tokio::join!(
@@ -437,6 +434,12 @@ impl Runtime {
                 t.abort();
             }
             let exit = exit?;
+            // The command was process 1 of its cell: with it gone, nothing of the cell
+            // runs, and what it left in the workspace can be swept before anyone hears
+            // of the outcome.
+            if let Some(ws) = &swept_dir {
+                crate::runtime::sweep_logged(&events, clock.as_ref(), ws, "a run").await;
+            }
             let usage = cgroup.usage();
             // The cgroup is this run's alone, so any OOM kill in it is this run's.
             let oom_killed = usage.oom_kills > 0;

@@ -59,6 +59,14 @@ pub struct Options {
     pub log_limits: LogLimits,
     /// The size of each cell's private /tmp (its pages count against the memory limit).
     pub tmp_bytes: u64,
+    /// Host paths no cell may ever mount, whoever asks: a workspace or bind source at,
+    /// inside or above one of them is refused. The node puts its home here (its keys,
+    /// database and configuration); the state directory is always protected.
+    pub protected: Vec<PathBuf>,
+    /// The node's workspaces root, which may lie inside a protected path (by default it
+    /// is `<home>/workspaces`): cells may mount what is inside it. It must not itself hold
+    /// a protected path.
+    pub workspaces_root: Option<PathBuf>,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -72,6 +80,8 @@ impl Options {
             stop_grace: Duration::from_secs(5),
             log_limits: LogLimits::default(),
             tmp_bytes: 256 * 1024 * 1024,
+            protected: Vec::new(),
+            workspaces_root: None,
             clock: Arc::new(SystemClock),
         }
     }
@@ -167,6 +177,10 @@ pub struct ExecutableInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CellInfo {
     pub spec: CellSpec,
+    /// Whom the cell belongs to, as the surface that allocated it said (the HTTP API puts
+    /// the namespace here); `None` for cells of the local operator.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     pub cgroup_v2: bool,
     /// The host pid of the cell's process 1.
     pub init_pid: i32,
@@ -263,6 +277,7 @@ impl Exe {
 #[derive(Debug)]
 pub(crate) struct CellEntry {
     spec: CellSpec,
+    owner: Option<String>,
     cgroup: Cgroup,
     init: Arc<Process>,
     /// Closing it tells the init to end the cell; dropping the entry closes it.
@@ -290,6 +305,7 @@ impl CellEntry {
     fn info(&self, v2: bool) -> CellInfo {
         CellInfo {
             spec: self.spec.clone(),
+            owner: self.owner.clone(),
             cgroup_v2: v2,
             init_pid: self.init.pid,
             allocated_at: self.allocated_at,
@@ -314,6 +330,12 @@ pub(crate) struct Inner {
     stage: CString,
     cells: Mutex<BTreeMap<CellName, Arc<CellEntry>>>,
     pids: StdMutex<HashMap<i32, Arc<Exe>>>,
+    /// Canonical [`Options::protected`] paths, the state directory among them.
+    protected: Vec<PathBuf>,
+    /// Canonical [`Options::workspaces_root`].
+    workspaces_root: Option<PathBuf>,
+    /// User namespaces for id-mapped workspaces, by the owner (uid, gid) they map.
+    idmaps: StdMutex<HashMap<(u32, u32), Arc<OwnedFd>>>,
     pub(crate) events: Arc<EventLog>,
     signals: broadcast::Sender<SignalEvent>,
     run_counter: AtomicU64,
@@ -366,26 +388,35 @@ fn read_cap_last() -> u32 {
         .unwrap_or(63)
 }
 
-/// The owner of a workspace, as cell ids (files keep their host owners through the
-/// id-mapped mount, so running as the owner lets the cell write to it).
-fn workspace_ids(ws: &Path) -> (u32, u32) {
-    match fs::metadata(ws) {
-        Ok(m) if m.uid() < ID_COUNT && m.gid() < ID_COUNT => (m.uid(), m.gid()),
-        _ => (0, 0),
-    }
+/// How a workspace is mounted into a cell, and the ids a cell runs as by default.
+#[derive(Debug)]
+pub(crate) struct Workspace {
+    pub(crate) path: PathBuf,
+    /// The user namespace of an id-mapped mount (a directory of an unprivileged host
+    /// user); `None` for a plain bind (a directory of the cells' own ids).
+    pub(crate) userns: Option<Arc<OwnedFd>>,
+    /// Cell-side (uid, gid) of the workspace's owner.
+    pub(crate) ids: (u32, u32),
 }
 
-pub(crate) fn resolve_workspace(ws: Option<&Path>) -> Result<Option<PathBuf>> {
-    let Some(ws) = ws else { return Ok(None) };
-    let c = fs::canonicalize(ws)
-        .map_err(|e| Error::invalid(format!("workspace {} cannot be used: {e}", ws.display())))?;
-    if !c.is_dir() {
-        return Err(Error::invalid(format!(
-            "workspace {} is not a directory",
-            ws.display()
-        )));
+/// A path's canonical form; for a path that does not exist (yet), its deepest existing
+/// ancestor's canonical form with the rest appended, so that a later canonical path
+/// inside it compares as inside.
+fn canonical_or_given(p: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut cur = p;
+    loop {
+        if let Ok(c) = fs::canonicalize(cur) {
+            return rest.iter().rev().fold(c, |acc, part| acc.join(part));
+        }
+        match (cur.parent(), cur.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                cur = parent;
+            }
+            _ => return p.to_owned(),
+        }
     }
-    Ok(Some(c))
 }
 
 impl Runtime {
@@ -426,6 +457,22 @@ impl Runtime {
         fs::set_permissions(&opts.state_dir, fs::Permissions::from_mode(0o700))
             .map_err(|e| Error::io(format!("cannot restrict {}", opts.state_dir.display()), e))?;
         let lock = lock_state(&opts.state_dir)?;
+        let mut protected: Vec<PathBuf> = opts
+            .protected
+            .iter()
+            .map(|p| canonical_or_given(p))
+            .collect();
+        protected.push(canonical_or_given(&opts.state_dir));
+        let workspaces_root = opts.workspaces_root.as_deref().map(canonical_or_given);
+        if let Some(w) = &workspaces_root
+            && let Some(p) = protected.iter().find(|p| p.starts_with(w))
+        {
+            return Err(Error::invalid(format!(
+                "the workspaces root {} holds {}, which cells must never see; give workspaces a directory of their own",
+                w.display(),
+                p.display()
+            )));
+        }
 
         let h = cgroup::Hierarchies::detect(opts.cgroups)?;
         let tree = Tree::new(h, &instance)?;
@@ -477,6 +524,9 @@ impl Runtime {
                 stage,
                 cells: Mutex::new(BTreeMap::new()),
                 pids: StdMutex::new(HashMap::new()),
+                protected,
+                workspaces_root,
+                idmaps: StdMutex::new(HashMap::new()),
                 events: Arc::new(EventLog::new(1_000)),
                 signals,
                 run_counter: AtomicU64::new(0),
@@ -545,6 +595,134 @@ impl Runtime {
     /// cell has been freed.
     pub fn leftover_cgroups(&self) -> Vec<PathBuf> {
         self.inner.tree.leftovers()
+    }
+
+    /// Refuses a host path that would show a cell the node's own files: one at, inside or
+    /// above a protected path, unless it lies inside the workspaces root.
+    pub(crate) fn guard(&self, what: &str, p: &Path) -> Result<()> {
+        if let Some(w) = &self.inner.workspaces_root
+            && p.starts_with(w)
+            && p != w.as_path()
+        {
+            return Ok(());
+        }
+        if let Some(q) = self
+            .inner
+            .protected
+            .iter()
+            .find(|q| crate::workspace::overlaps(p, q))
+        {
+            return Err(Error::Forbidden {
+                what: format!(
+                    "{what} {} would show a cell {}, which holds the node's keys, database or state",
+                    p.display(),
+                    q.display()
+                ),
+                hint: "the node's home is never mountable into a cell; use a workspace, or a directory outside it".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Binds with their sources resolved and guarded.
+    pub(crate) fn resolve_binds(&self, binds: &[crate::spec::Bind]) -> Result<Vec<ResolvedBind>> {
+        binds
+            .iter()
+            .map(|b| {
+                let r = rootfs::resolve_bind(b)?;
+                self.guard("the bind source", &r.source)?;
+                Ok(r)
+            })
+            .collect()
+    }
+
+    /// Resolves a workspace and decides how to mount it. A directory of the cells' own
+    /// ids (a node's workspace) is bound as it is: a cell's root owns it, as host uid
+    /// `id_base`. A directory of an unprivileged host user is bound id-mapped so that its
+    /// owner, and only its owner, appears inside (the cell runs as that user). A
+    /// directory of the host's root is refused: whatever mapping let a cell write there
+    /// would leave files, setuid ones included, that belong to the host's root.
+    pub(crate) async fn workspace(&self, ws: Option<&Path>) -> Result<Option<Workspace>> {
+        let Some(ws) = ws else { return Ok(None) };
+        let path = fs::canonicalize(ws).map_err(|e| {
+            Error::invalid(format!("workspace {} cannot be used: {e}", ws.display()))
+        })?;
+        let meta = fs::metadata(&path)
+            .map_err(|e| Error::invalid(format!("workspace {}: {e}", ws.display())))?;
+        if !meta.is_dir() {
+            return Err(Error::invalid(format!(
+                "workspace {} is not a directory",
+                ws.display()
+            )));
+        }
+        self.guard("the workspace", &path)?;
+        let base = self.inner.opts.id_base;
+        let cell_id = |id: u32| id.checked_sub(base).filter(|i| *i < ID_COUNT);
+        let (uid, gid) = (meta.uid(), meta.gid());
+        if let Some(cu) = cell_id(uid) {
+            let cg = cell_id(gid).unwrap_or(cu);
+            return Ok(Some(Workspace {
+                path,
+                userns: None,
+                ids: (cu, cg),
+            }));
+        }
+        if uid == 0 || gid == 0 {
+            return Err(Error::Forbidden {
+                what: format!(
+                    "the workspace {} belongs to root: what a cell wrote there would be root's on the host",
+                    ws.display()
+                ),
+                hint: format!(
+                    "give it to the cells (`chown -R {base}:{base} DIR`: a cell's root is host uid {base}) or to an unprivileged user"
+                ),
+            });
+        }
+        if uid >= ID_COUNT || gid >= ID_COUNT {
+            return Err(Error::invalid(format!(
+                "the workspace {} belongs to uid {uid}, gid {gid}; a cell's ids go up to {} only",
+                ws.display(),
+                ID_COUNT - 1
+            )));
+        }
+        let userns = self.idmap(uid, gid).await?;
+        Ok(Some(Workspace {
+            path,
+            userns: Some(userns),
+            ids: (uid, gid),
+        }))
+    }
+
+    /// The user namespace for an id-mapped workspace of `uid:gid`: it maps that one
+    /// user and group (cell-side the same numbers, host-side `id_base` plus them) and
+    /// nothing else, so a cell can write there only as the owner.
+    async fn idmap(&self, uid: u32, gid: u32) -> Result<Arc<OwnedFd>> {
+        if let Some(fd) = self
+            .inner
+            .idmaps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(uid, gid))
+        {
+            return Ok(fd.clone());
+        }
+        let base = self.inner.opts.id_base;
+        let fd = self
+            .inner
+            .spawner
+            .user_namespace_with(
+                &format!("{uid} {} 1\n", base + uid),
+                &format!("{gid} {} 1\n", base + gid),
+            )
+            .await?;
+        Ok(self
+            .inner
+            .idmaps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((uid, gid))
+            .or_insert_with(|| Arc::new(fd))
+            .clone())
     }
 
     /// The process's default environment, the cell's, then the executable's own.
@@ -657,6 +835,11 @@ impl Runtime {
 
     /// Allocates a long-lived cell.
     pub async fn allocate(&self, spec: CellSpec) -> Result<Allocated> {
+        self.allocate_owned(spec, None).await
+    }
+
+    /// Allocates a long-lived cell tagged with its owner (see [`CellInfo::owner`]).
+    pub async fn allocate_owned(&self, spec: CellSpec, owner: Option<String>) -> Result<Allocated> {
         self.check_running()?;
         spec.validate()?;
         let mut cells = self.inner.cells.lock().await;
@@ -668,17 +851,12 @@ impl Runtime {
         {
             return Err(Error::CellNotFound(parent.to_string()));
         }
-        let workspace = resolve_workspace(spec.workspace.as_deref())?;
-        let binds: Vec<ResolvedBind> = spec
-            .binds
-            .iter()
-            .map(rootfs::resolve_bind)
-            .collect::<Result<_>>()?;
-        let default_ids = workspace.as_deref().map_or((0, 0), workspace_ids);
+        let workspace = self.workspace(spec.workspace.as_deref()).await?;
+        let binds = self.resolve_binds(&spec.binds)?;
         let rel: PathBuf = spec.name.parts().collect();
         let cgroup = self.inner.tree.create(&rel, &spec.limits, true)?;
         let result = self
-            .allocate_in(&spec, &cgroup, workspace.clone(), &binds, default_ids)
+            .allocate_in(&spec, owner, &cgroup, workspace, &binds)
             .await;
         match result {
             Ok(entry) => {
@@ -700,15 +878,21 @@ impl Runtime {
     async fn allocate_in(
         &self,
         spec: &CellSpec,
+        owner: Option<String>,
         cgroup: &Cgroup,
-        workspace: Option<PathBuf>,
+        workspace: Option<Workspace>,
         binds: &[ResolvedBind],
-        default_ids: (u32, u32),
     ) -> Result<CellEntry> {
+        let default_ids = workspace.as_ref().map_or((0, 0), |w| w.ids);
         let fs_ = CellFs {
             hostname: spec.name.leaf(),
             network: spec.network,
-            workspace: workspace.as_deref(),
+            workspace: workspace.as_ref().map(|w| w.path.as_path()),
+            // The descriptor stays open (held by `workspace`) until the cell is cloned.
+            workspace_userns: workspace
+                .as_ref()
+                .and_then(|w| w.userns.as_ref())
+                .map(|f| f.as_raw_fd()),
             binds,
             uid: default_ids.0,
             gid: default_ids.1,
@@ -756,12 +940,13 @@ impl Runtime {
         };
         Ok(CellEntry {
             spec: spec.clone(),
+            owner,
             cgroup: cgroup.clone(),
             init: Arc::new(init),
             lifeline: StdMutex::new(Some(life_w)),
             namespaces,
             cgroup_dir,
-            workspace,
+            workspace: workspace.map(|w| w.path),
             default_ids,
             allocated_at: self.now(),
             exes: StdMutex::new(BTreeMap::new()),
@@ -899,6 +1084,7 @@ impl Runtime {
         let signals = self.inner.signals.clone();
         let clock = self.inner.opts.clock.clone();
         let cgroup = cell.cgroup.clone();
+        let workspace = cell.workspace.clone();
         let (cname, ename, pid) = (cell_name.clone(), exe.name.clone(), exe.pid);
         tokio::spawn(async move {
             let exit = match process.wait().await {
@@ -908,6 +1094,11 @@ impl Runtime {
                     return;
                 }
             };
+            // Swept before anyone hears of the exit, so what an executable left is inert
+            // by the time its caller looks.
+            if let Some(ws) = &workspace {
+                sweep_logged(&events, clock.as_ref(), ws, &format!("{cname}/{ename}")).await;
+            }
             let status = ExitStatus::from_ended(exit.ended);
             let oom_killed =
                 status == ExitStatus::Signaled(libc::SIGKILL) && cgroup.oom_kills() > oom_before;
@@ -1143,6 +1334,15 @@ impl Runtime {
             .take();
         entry.init.signal(libc::SIGKILL);
         let _ = entry.init.wait().await;
+        if let Some(ws) = &entry.workspace {
+            sweep_logged(
+                &self.inner.events,
+                self.inner.opts.clock.as_ref(),
+                ws,
+                &format!("cell {name}"),
+            )
+            .await;
+        }
         let cgroup = entry.cgroup.clone();
         tokio::task::spawn_blocking(move || cgroup.destroy())
             .await
@@ -1278,4 +1478,23 @@ fn lock_state(dir: &Path) -> Result<fs::File> {
         return Err(Error::Busy(dir.display().to_string()));
     }
     Ok(f)
+}
+
+/// Sweeps `ws` on a blocking thread and logs what changed or why it could not.
+pub(crate) async fn sweep_logged(events: &EventLog, clock: &dyn Clock, ws: &Path, after: &str) {
+    let dir = ws.to_owned();
+    let result = tokio::task::spawn_blocking(move || crate::workspace::sweep(&dir)).await;
+    let line = match result {
+        Ok(Ok(s)) if !s.changed() => return,
+        Ok(Ok(s)) => format!(
+            "swept {} after {after}: {} setuid or setgid bits cleared, {} device nodes removed, {} directories too deep closed",
+            ws.display(),
+            s.privileges_stripped,
+            s.devices_removed,
+            s.closed_too_deep
+        ),
+        Ok(Err(e)) => format!("cannot sweep {} after {after}: {e}", ws.display()),
+        Err(e) => format!("sweeping {} after {after} panicked: {e}", ws.display()),
+    };
+    events.record(clock.now(), line);
 }

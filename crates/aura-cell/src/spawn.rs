@@ -189,14 +189,23 @@ impl Spawner {
     /// `base..base+count`, none of which is the host's root. Returns a descriptor that
     /// keeps the namespace alive.
     pub(crate) async fn user_namespace(&self, base: u32, count: u32) -> Result<OwnedFd> {
+        let map = format!("0 {base} {count}\n");
+        self.user_namespace_with(&map, &map).await
+    }
+
+    /// A user namespace with these `uid_map` and `gid_map` lines (for id-mapped mounts).
+    pub(crate) async fn user_namespace_with(
+        &self,
+        uid_map: &str,
+        gid_map: &str,
+    ) -> Result<OwnedFd> {
         let (reply, rx) = oneshot::channel();
         let child = Process::new(self.submit(Job::Userns { reply }, rx).await?)?;
-        let map = format!("0 {base} {count}\n");
         let proc = format!("/proc/{}", child.pid);
         let result = (|| {
-            std::fs::write(format!("{proc}/uid_map"), &map)
+            std::fs::write(format!("{proc}/uid_map"), uid_map)
                 .map_err(|e| Error::io("cannot write the cells' uid map", e))?;
-            std::fs::write(format!("{proc}/gid_map"), &map)
+            std::fs::write(format!("{proc}/gid_map"), gid_map)
                 .map_err(|e| Error::io("cannot write the cells' gid map", e))?;
             let ns = std::fs::File::open(format!("{proc}/ns/user"))
                 .map_err(|e| Error::io("cannot open the cells' user namespace", e))?;

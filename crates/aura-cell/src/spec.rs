@@ -449,8 +449,10 @@ pub struct CellSpec {
     /// namespace with only a loopback interface.
     #[serde(default)]
     pub network: bool,
-    /// A host directory mounted read-write at `/workspace`, id-mapped so that files keep
-    /// their host owners.
+    /// A host directory mounted read-write (nosuid, nodev) at `/workspace`: one of the
+    /// cells' ids (a node's workspace, whose owner is a cell's root), or an unprivileged
+    /// user's (id-mapped for that user alone); never the host root's (see
+    /// [`crate::RunSpec::workspace`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace: Option<PathBuf>,
     /// Extra host paths mounted into the cell (read-only unless `writable`).

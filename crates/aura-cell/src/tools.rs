@@ -10,7 +10,8 @@
 
 use async_trait::async_trait;
 use aura_tools::{
-    CellLimits, CommandOutput, CommandRequest, CommandRunner, ErrorKind as ToolErrorKind, ToolError,
+    CellLimits, CommandOutput, CommandRequest, CommandRunner, ErrorKind as ToolErrorKind,
+    ToolError, WorkspaceSetup,
 };
 
 use crate::error::{Error, ErrorKind};
@@ -47,6 +48,22 @@ impl CommandRunner for CellRunner {
         let outcome = running.wait().await;
         stop_on_drop.disarm();
         Ok(command_output(outcome.map_err(|e| tool_error(&e))?))
+    }
+}
+
+/// The engine prepares missions' workspaces through the node's [`crate::Workspaces`].
+impl WorkspaceSetup for crate::workspace::Workspaces {
+    fn ensure(&self, dir: &std::path::Path) -> Result<(), String> {
+        self.ensure_dir(dir).map_err(|e| {
+            let mut message = e.to_string();
+            if let Some(source) = std::error::Error::source(&e) {
+                message.push_str(&format!(": {source}"));
+            }
+            if let Some(hint) = e.hint() {
+                message.push_str(&format!(" (hint: {hint})"));
+            }
+            message
+        })
     }
 }
 
@@ -129,6 +146,7 @@ pub fn tool_error(e: &Error) -> ToolError {
     let kind = match e.kind() {
         ErrorKind::InvalidArgument => ToolErrorKind::InvalidArguments,
         ErrorKind::NotFound => ToolErrorKind::NotFound,
+        ErrorKind::PermissionDenied => ToolErrorKind::Confinement,
         ErrorKind::FailedPrecondition | ErrorKind::Unavailable => ToolErrorKind::Unavailable,
         ErrorKind::AlreadyExists | ErrorKind::Internal => ToolErrorKind::Io,
     };

@@ -169,3 +169,36 @@ async fn root_cmd_run_dropped_before_the_command_ends_stops_it() {
         "the command ran on after its caller went away"
     );
 }
+
+/// A mission's `cmd.run` of `cp /bin/sh /workspace/suid-sh && chmod 4755
+/// /workspace/suid-sh` left `-rwsr-xr-x root root` on the host. In a workspace the node
+/// made, the file belongs to the cells' root and its setuid bit is gone when the call
+/// returns.
+#[tokio::test(flavor = "multi_thread")]
+async fn root_cmd_run_leaves_no_setuid_root_file_in_a_mission_workspace() {
+    use std::os::unix::fs::MetadataExt as _;
+    let c = common::cells().await;
+    let base = c.rt.options().id_base;
+    let w = aura_cell::Workspaces::new(aura_cell::WorkspaceOptions {
+        root: c.dir.path().join("workspaces"),
+        owner: Some((base, base)),
+        quota: None,
+    })
+    .unwrap();
+    let ws = w.ensure("default", "m1").unwrap();
+    let runner = CellRunner::new(c.rt.clone());
+    let out = run(
+        &runner,
+        request(
+            &ws,
+            "cp /bin/sh /workspace/suid-sh && chmod 4755 /workspace/suid-sh && stat -c %a suid-sh",
+        ),
+    )
+    .await;
+    assert_eq!(out.exit_code, Some(0), "{out:?}");
+    assert_eq!(out.stdout.trim(), "4755", "the cell saw its own chmod");
+    let m = std::fs::metadata(ws.join("suid-sh")).unwrap();
+    assert_eq!((m.uid(), m.gid()), (base, base));
+    assert_eq!(m.mode() & 0o7777, 0o755);
+    c.finish().await;
+}

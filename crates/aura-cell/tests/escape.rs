@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::time::Duration;
 
 use aura_cell::{
@@ -371,4 +371,212 @@ async fn root_mount_unshare_ptrace_bpf_and_keyctl_are_blocked() {
         .await;
     assert_eq!(out.stdout_text(), "done\n", "{}", out.stdout_text());
     c.finish().await;
+}
+
+/// Runs `file -u` as an unprivileged host user (nobody, uid 65534) through setpriv, as
+/// any local user could, and returns what it prints: `id -u` prints the effective uid.
+fn effective_uid_as_nobody(file: &std::path::Path) -> String {
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(file)
+        .arg("-u")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Makes `p` and every directory above it reachable by anyone, so that the test can try
+/// what a local user could do if a workspace were within reach (a node's are 0700).
+fn reachable(p: &std::path::Path) {
+    let mut dir = Some(p);
+    while let Some(d) = dir {
+        if d == std::path::Path::new("/") || d == std::env::temp_dir() {
+            break;
+        }
+        let mode = std::fs::metadata(d).unwrap().permissions().mode();
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode | 0o755)).unwrap();
+        dir = d.parent();
+    }
+}
+
+/// Root in a cell was root on the workspace's files: the workspace was an id-mapped bind
+/// that kept host owners, so a cell's root wrote as the host's root, and a mission's
+/// `cp /usr/bin/id /workspace/suid && chmod 4755 /workspace/suid` left a setuid-root
+/// program on the host for any local user who could reach it. Now a workspace of the
+/// host's root is refused, a cell's root writes as an unprivileged host uid, and setuid
+/// bits are swept when the run ends: run by an unprivileged user, the planted program
+/// never has euid 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn root_a_setuid_binary_planted_through_a_cell_gives_no_privileges_on_the_host() {
+    let c = common::cells().await;
+    let plant =
+        "cp /usr/bin/id /workspace/suid && chmod 4755 /workspace/suid && touch /workspace/made";
+
+    // The control: a setuid-root copy made on the host does give euid 0 to nobody here,
+    // so this test can see the escape when there is one.
+    let control_dir = c.dir.path().join("control");
+    std::fs::create_dir(&control_dir).unwrap();
+    let control = control_dir.join("suid");
+    std::fs::copy("/usr/bin/id", &control).unwrap();
+    std::fs::set_permissions(&control, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    reachable(&control_dir);
+    assert_eq!(effective_uid_as_nobody(&control), "0", "setuid works here");
+
+    // A workspace of the host's root, as the node used to make them: refused, or at
+    // least nothing in it may end up the host root's.
+    let rooted = c.dir.path().join("rooted");
+    std::fs::create_dir(&rooted).unwrap();
+    reachable(&rooted);
+    match c.rt.run(RunSpec::shell(plant).workspace(&rooted)).await {
+        Err(e) => assert!(e.to_string().contains("belongs to root"), "{e}"),
+        Ok(out) => {
+            let suid = rooted.join("suid");
+            if suid.exists() {
+                assert_ne!(
+                    effective_uid_as_nobody(&suid),
+                    "0",
+                    "a cell planted a setuid-root program: {out:?}"
+                );
+            }
+        }
+    }
+
+    // A workspace of the cells' own ids, as a node makes them now (but reachable).
+    let base = c.rt.options().id_base;
+    let ws = c.workspace("ws");
+    reachable(&ws);
+    let out =
+        c.rt.run(RunSpec::shell(plant).workspace(&ws))
+            .await
+            .unwrap();
+    assert!(out.success(), "{}", out.stderr_text());
+    for f in ["suid", "made"] {
+        let m = std::fs::metadata(ws.join(f)).unwrap();
+        assert_eq!(
+            (m.uid(), m.gid()),
+            (base, base),
+            "{f} is not the cells' root's"
+        );
+    }
+    let m = std::fs::metadata(ws.join("suid")).unwrap();
+    assert_eq!(m.mode() & 0o7777, 0o755, "the setuid bit was not swept");
+    assert_ne!(effective_uid_as_nobody(&ws.join("suid")), "0");
+
+    // In a long-lived cell the bit lives until the executable ends; even then the file
+    // belongs to an unprivileged uid, so it raises nobody above that uid.
+    std::fs::remove_file(ws.join("suid")).unwrap();
+    let cell = CellName::new("planter").unwrap();
+    let mut spec = CellSpec::new(cell.clone());
+    spec.workspace = Some(ws.clone());
+    c.rt.allocate(spec).await.unwrap();
+    c.rt.start_executable(
+        &cell,
+        ExecutableSpec::new(
+            exe("plant"),
+            Command::shell(format!(
+                "{plant} && touch /workspace/planted && exec sleep 30"
+            )),
+        ),
+    )
+    .await
+    .unwrap();
+    let planted = ws.join("planted");
+    for _ in 0..200 {
+        if planted.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let m = std::fs::metadata(ws.join("suid")).unwrap();
+    assert_eq!(m.uid(), base);
+    assert_eq!(effective_uid_as_nobody(&ws.join("suid")), base.to_string());
+    c.rt.free(&cell).await.unwrap();
+    let m = std::fs::metadata(ws.join("suid")).unwrap();
+    assert_eq!(m.mode() & 0o7777, 0o755, "freeing the cell swept nothing");
+    c.finish().await;
+}
+
+/// A namespace-scoped operator allocated a cell whose workspace was the node's home and
+/// read `keys/node.key` from it. Whatever a surface lets through, the runtime never
+/// mounts the node's home (its keys, database and configuration): not as a workspace,
+/// not as a bind, not from above, not through a symbolic link; only its workspaces
+/// root, inside it, may be mounted.
+#[tokio::test(flavor = "multi_thread")]
+async fn root_the_nodes_home_is_never_mountable_into_a_cell() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(home.join("keys")).unwrap();
+    std::fs::write(home.join("keys/node.key"), "secret").unwrap();
+    std::fs::create_dir_all(home.join("workspaces/team-a/ws")).unwrap();
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(home.join("keys"), outside.join("keys-link")).unwrap();
+    let mut opts = common::options(dir.path());
+    opts.protected = vec![home.clone()];
+    opts.workspaces_root = Some(home.join("workspaces"));
+    let rt = aura_cell::Runtime::start(opts).await.unwrap();
+    let base = rt.options().id_base;
+    let ws = home.join("workspaces/team-a/ws");
+    std::os::unix::fs::chown(&ws, Some(base), Some(base)).unwrap();
+    let bind = |source: std::path::PathBuf| Bind {
+        source,
+        target: Some("/data".into()),
+        writable: false,
+    };
+
+    for (what, spec) in [
+        (
+            "the home as workspace",
+            RunSpec::shell("cat /workspace/keys/node.key").workspace(&home),
+        ),
+        (
+            "the keys as workspace",
+            RunSpec::shell("cat /workspace/node.key").workspace(home.join("keys")),
+        ),
+        (
+            "the keys as a bind",
+            RunSpec::shell("cat /data/node.key").bind(bind(home.join("keys"))),
+        ),
+        (
+            "the root above the home",
+            RunSpec::shell("true").bind(bind("/".into())),
+        ),
+        (
+            "a link into the keys",
+            RunSpec::shell("cat /data/node.key").bind(bind(outside.join("keys-link"))),
+        ),
+        (
+            "the workspaces root, beside the keys",
+            RunSpec::shell("true").bind(bind(home.join("workspaces"))),
+        ),
+    ] {
+        let err = rt.run(spec).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{what}: {err}");
+    }
+    let mut spec = CellSpec::new(CellName::new("thief").unwrap());
+    spec.workspace = Some(home.clone());
+    let err = rt.allocate(spec).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    assert!(rt.list().await.is_empty());
+
+    // A workspace inside the workspaces root is fine.
+    let out = rt
+        .run(RunSpec::shell("touch ok").workspace(&ws))
+        .await
+        .unwrap();
+    assert!(out.success(), "{}", out.stderr_text());
+    rt.shutdown().await;
+
+    // A workspaces root that holds the home is refused when the runtime starts.
+    let mut opts = common::options(dir.path());
+    opts.state_dir = dir.path().join("cells2");
+    opts.protected = vec![home.clone()];
+    opts.workspaces_root = Some(dir.path().to_owned());
+    let err = aura_cell::Runtime::start(opts).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
 }

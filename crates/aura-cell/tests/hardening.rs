@@ -154,12 +154,15 @@ async fn root_writes_outside_the_workspace_fail() {
         text.contains("tmp ok") && text.contains("workspace ok") && text.contains("mkdir ok"),
         "{text}"
     );
-    // The workspace's files belong to its host owner, as if written by them.
+    // What a cell's root writes belongs to the host uid it maps to, never to root.
     use std::os::unix::fs::MetadataExt as _;
+    let base = c.rt.options().id_base;
     let m = std::fs::metadata(ws.join("w")).unwrap();
-    assert_eq!((m.uid(), m.gid()), (0, 0));
+    assert_eq!((m.uid(), m.gid()), (base, base));
     assert_eq!(std::fs::read_to_string(ws.join("w")).unwrap(), "ok\n");
-    // A workspace owned by another user is written as that user.
+    // A workspace of an unprivileged host user is written as that user, and only as
+    // that user: the id-mapped mount maps nobody else, so the cell's root (which has no
+    // capabilities either) cannot create files there at all.
     let ws2 = c.workspace("ws2");
     std::os::unix::fs::chown(&ws2, Some(1234), Some(1234)).unwrap();
     let out =
@@ -170,6 +173,27 @@ async fn root_writes_outside_the_workspace_fail() {
     assert_eq!(out.stdout_text().trim(), "1234");
     let m = std::fs::metadata(ws2.join("f")).unwrap();
     assert_eq!((m.uid(), m.gid()), (1234, 1234));
+    let out =
+        c.rt.run(
+            RunSpec::shell("chmod 777 /workspace; touch /workspace/as-root")
+                .workspace(&ws2)
+                .cwd("/")
+                .user(0, 0),
+        )
+        .await
+        .unwrap();
+    assert!(!out.success(), "a cell's root wrote in a user's workspace");
+    assert!(!ws2.join("as-root").exists());
+    // A workspace of the host's root is refused: whatever a cell wrote there would be
+    // root's.
+    let ws3 = c.dir.path().join("rooted");
+    std::fs::create_dir(&ws3).unwrap();
+    let err =
+        c.rt.run(RunSpec::shell("touch /workspace/f").workspace(&ws3))
+            .await
+            .unwrap_err();
+    assert_eq!(err.kind(), aura_cell::ErrorKind::PermissionDenied, "{err}");
+    assert!(err.hint().unwrap().contains("chown"), "{err}");
     c.finish().await;
 }
 

@@ -55,6 +55,11 @@ impl Client {
         })
     }
 
+    /// The node's URL, without a trailing slash.
+    pub(crate) fn base(&self) -> &str {
+        &self.base
+    }
+
     /// Opens the event stream as a WebSocket.
     pub(crate) async fn events(
         &self,

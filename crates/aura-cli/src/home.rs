@@ -5,6 +5,12 @@
 //!   keys/node.key    the node's Ed25519 key (0600, optionally sealed with a passphrase)
 //!   keys/<name>.key  named extra keys
 //!   ledger.db        the embedded store (SQLite, WAL)
+//!   published/checkpoint.note
+//!                    the latest checkpoint this node published, as a signed note; the
+//!                    ledger may not fall behind it (docs/ledger.md)
+//!   cosignatures/<tree size>.note
+//!                    checkpoints cosigned by witnesses, carried into exports
+//!   witness/         this node's witness state, when it witnesses other logs
 //! ```
 
 use std::fs;
@@ -66,6 +72,20 @@ impl Home {
 
     pub(crate) fn ledger_path(&self) -> PathBuf {
         self.dir.join("ledger.db")
+    }
+
+    /// The latest checkpoint this node published, which its ledger may not fall behind.
+    pub(crate) fn published_path(&self) -> PathBuf {
+        self.dir.join("published").join("checkpoint.note")
+    }
+
+    /// How this node opens its ledger for writing: publishing its checkpoints, and
+    /// refusing a ledger that fell behind them.
+    pub(crate) fn store_options(&self) -> Options {
+        Options {
+            published: Some(self.published_path()),
+            ..Options::default()
+        }
     }
 
     pub(crate) fn is_initialized(&self) -> bool {
@@ -173,7 +193,7 @@ impl Home {
             &path,
             signer.clone(),
             Arc::new(SystemClock),
-            Options::default(),
+            self.store_options(),
         )
         .with_context(|| format!("cannot open the ledger {}", path.display()))?;
         Ok((store, signer))
@@ -222,6 +242,18 @@ pub(crate) fn store_hint(e: &aura_store::Error) -> Option<String> {
         E::WrongNode { .. } => {
             Some("this ledger belongs to another node; use that node's data directory".into())
         }
+        E::CutBack { path, .. } => Some(format!(
+            "restore the newest copy of ledger.db; to carry on from this older one on purpose, move {} away first (the newer entries are then lost)",
+            path.display()
+        )),
+        E::Forked { path, .. } => Some(format!(
+            "this ledger.db is not the history this node published; restore the right one, or move {} away to accept this one",
+            path.display()
+        )),
+        E::BadPublished { path, .. } => Some(format!(
+            "the file was damaged or replaced; restore it from a copy, or move {} away to stop checking against it",
+            path.display()
+        )),
         _ => None,
     }
 }

@@ -4,6 +4,8 @@
 //! line on stderr, then a `hint:` where the user can do something. Exit codes: 0 success,
 //! 1 error, 2 usage, 3 verification failed (the data is bad, not the command).
 
+#![forbid(unsafe_code)]
+
 mod client;
 mod cmd;
 mod home;
@@ -71,6 +73,8 @@ enum Command {
     Approve(cmd::mission::AnswerArgs),
     /// Reject an escalated mission with your signed answer
     Reject(cmd::mission::AnswerArgs),
+    /// A terminal UI for operators: missions live, approvals, events (keys: ?)
+    Tui(cmd::tui::TuiArgs),
     /// Enroll the people whose signed approvals count
     Operator(cmd::mission::OperatorArgs),
     /// Replay a mission (or every mission of an agent) from the ledger, checking every state hash
@@ -136,7 +140,7 @@ impl std::fmt::Display for VerificationFailed {
 impl std::error::Error for VerificationFailed {}
 
 /// The hint for an error, from the first error in its chain that has one.
-fn hint_for(err: &anyhow::Error) -> Option<String> {
+pub(crate) fn hint_for(err: &anyhow::Error) -> Option<String> {
     err.chain().find_map(|e| {
         if let Some(h) = e.downcast_ref::<Hinted>() {
             return Some(h.hint.clone());
@@ -251,6 +255,7 @@ async fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
         Command::Reject(args) => {
             cmd::mission::answer(&home, out, args, aura_identity::Verdict::Reject).await
         }
+        Command::Tui(args) => cmd::tui::run(&home, args).await,
         Command::Operator(args) => cmd::mission::operator(&home, out, args).await,
         Command::Replay(args) => cmd::mission::replay(&home, out, args).await,
         Command::Reasoner(c) => cmd::reasoner::run(out, c).await,

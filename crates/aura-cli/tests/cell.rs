@@ -31,8 +31,10 @@ fn root_cell_run_passes_output_and_exit_codes_through() {
 #[test]
 fn root_cell_run_writes_only_the_workspace_and_has_no_network() {
     let a = Aura::new();
+    // A user's directory: the command runs as that user, and its files stay theirs.
     let ws = a.dir.path().join("ws");
     std::fs::create_dir(&ws).unwrap();
+    std::os::unix::fs::chown(&ws, Some(1000), Some(1000)).unwrap();
     let out = a
         .run(&[
             "cell",
@@ -58,6 +60,10 @@ fn root_cell_run_writes_only_the_workspace_and_has_no_network() {
         std::fs::read_to_string(ws.join("made-here")).unwrap(),
         "cell\n"
     );
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        assert_eq!(std::fs::metadata(ws.join("made-here")).unwrap().uid(), 1000);
+    }
 }
 
 #[test]
@@ -110,6 +116,25 @@ fn root_cell_run_refuses_bad_input_with_one_line() {
         ])
         .one_line_error(1);
     assert!(out.stderr.contains("workspace"), "{}", out.stderr);
+    // A directory of the host's root: whatever a cell wrote there would be root's.
+    let rooted = a.dir.path().join("rooted");
+    std::fs::create_dir(&rooted).unwrap();
+    let out = a
+        .run(&[
+            "cell",
+            "run",
+            "--workspace",
+            rooted.to_str().unwrap(),
+            "--",
+            "true",
+        ])
+        .one_line_error(1);
+    assert!(out.stderr.contains("belongs to root"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("hint: give it to the cells"),
+        "{}",
+        out.stderr
+    );
     a.run(&["cell", "run", "--cpus", "0", "--", "true"])
         .one_line_error(1);
     a.run(&["cell", "run", "-e", "=x", "--", "true"])

@@ -168,6 +168,13 @@ async fn root_cells_over_http_for_operators_with_a_key() {
         (json!({"name": "c", "limits": {"pids_max": 0}}), 400),
         (json!({"name": "nope/child"}), 404),
         (json!({"name": "c", "unknown": 1}), 400),
+        // The node's home as a workspace (a workspace is a name, never a host path) or as
+        // a bind (the allowlist is empty, and the home is never in it).
+        (json!({"name": "c", "workspace": a.home()}), 400),
+        (
+            json!({"name": "c", "binds": [{"source": a.home(), "target": "/data"}]}),
+            403,
+        ),
     ] {
         let (got, answer) = call("POST", "/v1/cells", Some(body.clone())).await;
         assert_eq!(got, status, "{body}: {answer}");
@@ -281,4 +288,32 @@ async fn root_cells_over_http_for_operators_with_a_key() {
     assert_eq!(status, 404);
     assert_eq!(call("GET", "/v1/cells", None).await.1["cells"], json!([]));
     drop(node);
+}
+
+/// `aura serve` with `[cells] host_binds` listing the node's home (or a path above it)
+/// would have let an operator bind its keys and database into a cell: the node refuses
+/// to start, in one line with a hint, and serves nothing.
+#[test]
+fn root_serve_refuses_host_binds_that_hold_the_nodes_home() {
+    let a = Aura::new();
+    a.init();
+    let home = a.home();
+    for entry in [home.clone(), home.parent().unwrap().to_owned()] {
+        std::fs::write(
+            home.join("aura.toml"),
+            format!(
+                "[cells]\nhost_binds = [{:?}]\n",
+                entry.display().to_string()
+            ),
+        )
+        .unwrap();
+        let out = a
+            .run(&["serve", "--listen", "127.0.0.1:0"])
+            .one_line_error(1);
+        assert!(
+            out.stderr.contains("host_binds") && out.stderr.contains("node's home"),
+            "{}",
+            out.stderr
+        );
+    }
 }

@@ -12,8 +12,8 @@ use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use aura_aurae::ClientConfig;
-use aura_aurae::proto::aura::inference::v1 as pb;
+use aura_grpc::ClientConfig;
+use aura_grpc::proto::aura::inference::v1 as pb;
 use pb::inference_client::InferenceClient;
 use serde_json::{Value, json};
 use support::Aura;
@@ -526,14 +526,34 @@ async fn root_grpc_inference_refusals_and_cancelled_streams_leave_no_receipt() {
         .unwrap_err();
     refused(status, tonic::Code::PermissionDenied, "observer");
     let config = ClientConfig::load(&aura.home().join("pki/clients/app.toml")).unwrap();
-    let mut cells = aura_aurae::proto::aura::cells::v1::cells_client::CellsClient::new(
+    let mut cells = aura_grpc::proto::aura::cells::v1::cells_client::CellsClient::new(
         config.connect().await.unwrap(),
     );
     let status = cells
-        .list(aura_aurae::proto::aura::cells::v1::ListRequest::default())
+        .list(aura_grpc::proto::aura::cells::v1::ListRequest::default())
         .await
         .unwrap_err();
     refused(status, tonic::Code::PermissionDenied, "inference");
+
+    // Regression: a token limit beyond the model's context, which the HTTP API refuses,
+    // was taken (and reserved) over gRPC. Both now open the model through the host's
+    // checks, which refuse it naming the field.
+    refused(
+        code(admin.chat(question(100_000)).await),
+        tonic::Code::InvalidArgument,
+        "max_tokens: 100000 is more than the",
+    );
+    let status = admin
+        .complete(pb::CompleteRequest {
+            model: "smollm2".into(),
+            prompt: "1, 2, 3,".into(),
+            max_tokens: Some(100_000),
+            ..Default::default()
+        })
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    refused(status, tonic::Code::InvalidArgument, "-token context");
 
     // Nothing refused left a receipt.
     assert_eq!(receipts(&aura), Vec::<String>::new());
@@ -586,5 +606,25 @@ async fn root_grpc_inference_refusals_and_cancelled_streams_leave_no_receipt() {
     let mut expected = vec![measured, done.header];
     expected.sort();
     assert_eq!(in_ledger, expected);
+
+    // A package whose file fails its hash is left out of the listing (as `GET /v1/models`
+    // leaves it out).
+    let weights = aura.home().join("models/minilm/files/model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 1;
+    let tmp = weights.with_extension("tampered");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, &weights).unwrap();
+    let listed: Vec<String> = admin
+        .list_models(pb::ListModelsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .models
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
+    assert_eq!(listed, ["smollm2"]);
     drop(node);
 }

@@ -247,12 +247,24 @@ fn operators_list_stuck_missions_and_pause_and_resume_them_from_the_cli() {
         &["operator", "enroll", "alice", "--level", "L3"],
     )
     .ok();
+    // No waiting: the node answers the approval once the agent's actor has handled it,
+    // which decides the call again and, the mission being paused, leaves it unrun with
+    // nothing queued. The record shows the delete permitted and never attempted.
     at(&aura, &node, &["approve", &id, "--as", "alice"]).ok();
-    std::thread::sleep(Duration::from_millis(500));
     let m = mission_json(&aura, &node, &id);
     assert_eq!(
         (m["state"].as_str(), m["paused"].as_bool()),
         (Some("running"), Some(true)),
+        "{m}"
+    );
+    let delete = &m["calls"][0];
+    assert_eq!(
+        (
+            delete["call"]["name"].as_str(),
+            delete["decision"]["outcome"].as_str(),
+            delete["attempts"].as_u64().unwrap_or(0),
+        ),
+        (Some("fs.delete"), Some("permit"), 0),
         "{m}"
     );
     assert!(workspace(&aura).join("build.log").exists());
@@ -452,4 +464,167 @@ fn a_turn_without_a_license_fails_the_mission_needs_network() {
     drop(node);
     let receipts = aura.run(&["--json", "receipts", "list"]).ok().json();
     assert_eq!(receipts.as_array().unwrap().len(), 0, "{receipts}");
+}
+
+/// Settings that replace what changes from run to run in what people read (ids, times,
+/// hashes, the data directory, the node's port) with placeholders, as uv's snapshot tests
+/// do, so that a snapshot shows the layout and the words and nothing that varies.
+fn screen_filters(aura: &Aura, node: &Node) -> insta::Settings {
+    let mut s = insta::Settings::clone_current();
+    s.set_prepend_module_to_snapshot(false);
+    s.set_snapshot_path("snapshots/screens");
+    let home = aura.dir.path().display().to_string();
+    s.add_filter(&literal(&home), "[DATA]");
+    s.add_filter(&literal(&node.url), "[NODE]");
+    s.add_filter(r"\b([a-z]+)_[0-9a-hjkmnp-tv-z]{26}\b", "${1}_[ID]");
+    s.add_filter(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", "[TIME]");
+    s.add_filter(r"\b[0-9a-f]{64}\b", "[HASH]");
+    s.add_filter(r"\b[0-9a-f]{12}\)", "[HASH])");
+    s
+}
+
+/// `text` as a regular expression that matches exactly it.
+fn literal(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c.to_string()
+            } else {
+                format!("\\{c}")
+            }
+        })
+        .collect()
+}
+
+/// What people read of a mission, from the real binary against a real node: `mission show`
+/// while it waits and once it has ended, `mission watch`, the one-line errors with their
+/// hints, and a failing `ledger verify`. A change to any of these shows up as a snapshot
+/// to review (`cargo insta review`), not as a `?` nobody noticed.
+#[test]
+fn what_people_read_of_a_mission_is_snapshotted() {
+    let aura = Aura::new();
+    let node = serve(&aura);
+    let id = escalated_mission(&aura, &node);
+    let settings = screen_filters(&aura, &node);
+    let _bound = settings.bind_to_scope();
+
+    insta::assert_snapshot!(
+        "mission_show_escalated",
+        at(&aura, &node, &["mission", "show", &id]).ok().stdout
+    );
+    insta::assert_snapshot!("approvals", at(&aura, &node, &["approvals"]).ok().stdout);
+    insta::assert_snapshot!(
+        "mission_stuck",
+        at(&aura, &node, &["mission", "stuck", "--escalated-for", "0s"])
+            .ok()
+            .stdout
+    );
+
+    // The one-line errors with their hints.
+    at(
+        &aura,
+        &node,
+        &["operator", "enroll", "bob", "--level", "L2"],
+    )
+    .ok();
+    insta::assert_snapshot!(
+        "error_approver_below_the_level",
+        at(&aura, &node, &["approve", &id, "--as", "bob"])
+            .one_line_error(1)
+            .stderr
+    );
+    insta::assert_snapshot!(
+        "error_approver_not_enrolled",
+        at(&aura, &node, &["approve", &id, "--as", "carol"])
+            .one_line_error(1)
+            .stderr
+    );
+    insta::assert_snapshot!(
+        "error_unknown_mission",
+        at(
+            &aura,
+            &node,
+            &["mission", "show", "mission_00000000000000000000000000"]
+        )
+        .one_line_error(1)
+        .stderr
+    );
+    insta::assert_snapshot!(
+        "error_watch_not_a_mission_id",
+        at(&aura, &node, &["mission", "watch", "summary.md"])
+            .one_line_error(1)
+            .stderr
+    );
+
+    at(
+        &aura,
+        &node,
+        &["operator", "enroll", "alice", "--level", "L3"],
+    )
+    .ok();
+    let approved = at(
+        &aura,
+        &node,
+        &["approve", &id, "--as", "alice", "--reason", "stale log"],
+    )
+    .ok()
+    .stdout;
+    // The node answers with the mission as it stands just after the approval, and the
+    // scripted turn that follows may already have finished it.
+    let mut racy = insta::Settings::clone_current();
+    racy.add_filter(
+        r"mission is now (running|completed)",
+        "mission is now [running or completed]",
+    );
+    racy.bind(|| insta::assert_snapshot!("approve", approved));
+    wait_for(&aura, &node, &id, "completed");
+    insta::assert_snapshot!(
+        "mission_show_completed",
+        at(&aura, &node, &["mission", "show", &id]).ok().stdout
+    );
+    insta::assert_snapshot!(
+        "mission_watch_completed",
+        at(&aura, &node, &["mission", "watch", &id]).ok().stdout
+    );
+    insta::assert_snapshot!(
+        "error_approve_a_completed_mission",
+        at(&aura, &node, &["approve", &id, "--as", "alice"])
+            .one_line_error(1)
+            .stderr
+    );
+    insta::assert_snapshot!("replay", at(&aura, &node, &["replay", &id]).ok().stdout);
+
+    // With the node stopped: a command that needs it says how to start one, and a ledger
+    // changed behind the node's back fails verification.
+    let url = node.url.clone();
+    drop(node);
+    let mut c = aura.cmd(&["mission", "show", &id]);
+    c.env("AURA_NODE", &url);
+    insta::assert_snapshot!(
+        "error_node_not_running",
+        aura.run_with(c, None).one_line_error(1).stderr
+    );
+    let db = rusqlite::Connection::open(aura.home().join("ledger.db")).unwrap();
+    let (index, raw): (i64, Vec<u8>) = db
+        .query_row(
+            "SELECT idx, raw FROM entries ORDER BY idx LIMIT 1 OFFSET 2",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let mut entry = aura_ledger::entry::Entry::decode(&raw).unwrap();
+    let mut body = entry.body.clone();
+    let last = body.len() - 2;
+    body[last] ^= 0x01;
+    entry.body = body;
+    db.execute(
+        "UPDATE entries SET raw = ?1 WHERE idx = ?2",
+        rusqlite::params![entry.encode().unwrap(), index],
+    )
+    .unwrap();
+    drop(db);
+    insta::assert_snapshot!(
+        "error_ledger_verify_tampered",
+        aura.run(&["ledger", "verify"]).one_line_error(3).stderr
+    );
 }

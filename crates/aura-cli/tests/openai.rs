@@ -379,3 +379,278 @@ async fn an_abandoned_stream_stops_and_leaves_no_receipt() {
     assert!(!in_ledger.contains(&promised), "{in_ledger:?}");
     assert_eq!(in_ledger, vec![receipt.unwrap()]);
 }
+
+/// CPU time the process has used so far, in clock ticks (1/100 s).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split(' ').collect();
+    // utime and stime: the 14th and 15th fields, counted from the pid.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Waits until the process has used `ticks` more CPU than `from`: it is generating (a node
+/// at rest uses next to none). Polls, since a loaded machine gives it less than a core.
+async fn wait_until_busy(pid: u32, from: u64, ticks: u64) {
+    let start = std::time::Instant::now();
+    while cpu_ticks(pid) - from < ticks {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "the node was not generating"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// A prompt SmolLM2 continues for as long as it is let.
+fn counting(route: &str, max_tokens: u64) -> Value {
+    if route == "/v1/completions" {
+        json!({"model": "smollm2", "prompt": "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,", "max_tokens": max_tokens})
+    } else {
+        json!({"model": "smollm2", "max_tokens": max_tokens, "messages": [
+            {"role": "user", "content": "Count from 1 to 100000, separated by commas."}]})
+    }
+}
+
+/// Regression: `POST /v1/completions` with `max_tokens: 4294967295`, whose client gave up
+/// after 30 s, kept a core busy for 7+ minutes: a non-streamed generation ran on after its
+/// connection closed, and a limit beyond the context was taken (and reserved) as given.
+/// Now the limit is refused naming its field, and a generation whose client hangs up
+/// stops at its next token, leaving no receipt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_generation_stops_and_a_limit_beyond_the_context_is_refused() {
+    let aura = Aura::new();
+    let (node, key) = node_with_models(&aura);
+    let pid = node.child.id();
+    for (route, field) in [
+        ("/v1/completions", "max_tokens"),
+        ("/v1/chat/completions", "max_tokens"),
+    ] {
+        let (status, answer, receipt) = post(
+            &node,
+            &key,
+            route,
+            counting(route, 4_294_967_295).to_string(),
+        )
+        .await;
+        assert_eq!(status, 400, "{route}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with(&format!("{field}: ")), "{message}");
+        assert_eq!(receipt, None);
+    }
+    let mut body = counting("/v1/chat/completions", 1);
+    body["max_completion_tokens"] = json!(100_000);
+    let (status, answer, _) = post(&node, &key, "/v1/chat/completions", body.to_string()).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("max_completion_tokens: "),
+        "{answer}"
+    );
+
+    for route in ["/v1/completions", "/v1/chat/completions"] {
+        let started = cpu_ticks(pid);
+        let request = reqwest::Client::new()
+            .post(format!("{}{route}", node.url))
+            .bearer_auth(&key)
+            .json(&counting(route, 6000))
+            .send();
+        // The client waits while the node generates, then gives up.
+        let gave_up = tokio::select! {
+            r = request => Some(r),
+            () = wait_until_busy(pid, started, 50) => None,
+        };
+        assert!(gave_up.is_none(), "{route} answered: {gave_up:?}");
+        // It stops once the client is gone.
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        let before = cpu_ticks(pid);
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        let used = cpu_ticks(pid) - before;
+        assert!(
+            used < 40,
+            "{route}: the node used {used} ticks of CPU in 3 s after its client left"
+        );
+    }
+    assert!(receipts(&aura).is_empty());
+}
+
+/// Regression: on SIGTERM `aura serve` closed its listener but did not exit within 95 s
+/// while a generation was in flight (the graceful shutdown waited for it, and the runtime
+/// for its thread). Stopping now stops every generation; the node exits in seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_a_node_with_a_generation_in_flight_within_seconds() {
+    let aura = Aura::new();
+    let (mut node, key) = node_with_models(&aura);
+    // Load the model first, so that the work watched below is generation.
+    let (status, answer, _) = post(&node, &key, "/v1/chat/completions", question(&json!({}))).await;
+    assert_eq!(status, 200, "{answer}");
+    let started = cpu_ticks(node.child.id());
+    let request = {
+        let url = format!("{}/v1/completions", node.url);
+        let key = key.clone();
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(url)
+                .bearer_auth(key)
+                .json(&counting("/v1/completions", 6000))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        })
+    };
+    let pid = node.child.id();
+    wait_until_busy(pid, started, 50).await;
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(i32::try_from(pid).unwrap(), libc::SIGTERM);
+    }
+    let stopping = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = node.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopping.elapsed() < std::time::Duration::from_secs(10),
+            "aura serve was still running 10 s after SIGTERM"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    // The request was answered (503: the node is stopping) or its connection closed;
+    // either way, it left no receipt.
+    let answered = request.await.unwrap();
+    assert!(matches!(answered, Ok(503) | Err(_)), "{answered:?}");
+    assert_eq!(receipts(&aura).len(), 1, "only the first request's");
+}
+
+/// Regression: the docs say nothing is silently ignored, yet chat accepted `logit_bias`,
+/// `best_of` and unknown fields and answered 200. Each is now refused with a 400 that
+/// names the field; a field at the value that asks for nothing, or `null`, is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameters_the_node_does_not_honour_are_refused_naming_the_field() {
+    let aura = Aura::new();
+    let (node, key) = node_with_models(&aura);
+    let chat = |extra: Value| ("/v1/chat/completions", question(&extra));
+    let completion = |extra: Value| {
+        let mut body = json!({"model": "smollm2", "prompt": "Hello", "max_tokens": 4});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        ("/v1/completions", body.to_string())
+    };
+    let embedding = |extra: Value| {
+        let mut body = json!({"model": "minilm", "input": "hello"});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        ("/v1/embeddings", body.to_string())
+    };
+    for ((route, body), field) in [
+        (chat(json!({"logit_bias": {"50256": -100}})), "logit_bias"),
+        (chat(json!({"best_of": 2})), "best_of"),
+        (chat(json!({"frobnicate": true})), "frobnicate"),
+        (chat(json!({"user": "alice"})), "user"),
+        (
+            chat(json!({"parallel_tool_calls": false})),
+            "parallel_tool_calls",
+        ),
+        (completion(json!({"logit_bias": {"1": 5}})), "logit_bias"),
+        (completion(json!({"frobnicate": 1})), "frobnicate"),
+        (embedding(json!({"frobnicate": 1})), "frobnicate"),
+    ] {
+        let (status, answer, receipt) = post(&node, &key, route, body.clone()).await;
+        assert_eq!(status, 400, "{route} {body}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with(&format!("{field}: ")), "{message}");
+        assert_eq!(receipt, None, "{body}");
+    }
+    let (status, answer, _) = post(
+        &node,
+        &key,
+        "/v1/chat/completions",
+        question(&json!({"stream_options": {"include_usage": true, "x": 1}, "stream": true})),
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(receipts(&aura).is_empty());
+    // Fields at the values that ask for nothing are accepted, and answered.
+    let (status, answer, receipt) = post(
+        &node,
+        &key,
+        "/v1/chat/completions",
+        question(
+            &json!({"logit_bias": {}, "user": null, "parallel_tool_calls": true, "store": false}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(receipts(&aura), vec![receipt.unwrap()]);
+}
+
+/// Replaces a package file by a copy with one bit flipped (a new file: a loaded model may
+/// map the old one).
+fn flip_a_bit(path: &std::path::Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 1;
+    let tmp = path.with_extension("tampered");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Regression: `/v1/models` listed a package whose file failed its hash (only manifests
+/// were read). Such a package is now neither listed nor served, whether it was damaged
+/// before the node first loaded it or after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_package_whose_file_fails_its_hash_is_not_listed_or_served() {
+    let aura = Aura::new();
+    let (node, key) = node_with_models(&aura);
+    let listed = || async {
+        let resp = reqwest::Client::new()
+            .get(format!("{}/v1/models", node.url))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        let v: Value = resp.json().await.unwrap();
+        let mut ids: Vec<String> = v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(listed().await, ["minilm", "smollm2"]);
+    // Served once, so loaded in memory.
+    let (status, answer, _) = post(&node, &key, "/v1/chat/completions", question(&json!({}))).await;
+    assert_eq!(status, 200, "{answer}");
+
+    flip_a_bit(&aura.home().join("models/minilm/files/model.safetensors"));
+    let gguf = std::fs::read_dir(aura.home().join("models/smollm2/files"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "gguf"))
+        .unwrap();
+    flip_a_bit(&gguf);
+    assert_eq!(listed().await, Vec::<String>::new());
+    let resp = reqwest::Client::new()
+        .get(format!("{}/v1/models/minilm", node.url))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    let (status, answer, receipt) =
+        post(&node, &key, "/v1/chat/completions", question(&json!({}))).await;
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(
+        answer["error"]["code"], "package_integrity_failed",
+        "{answer}"
+    );
+    assert_eq!(receipt, None);
+}

@@ -60,6 +60,25 @@ pub(crate) fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_aura")
 }
 
+/// A node leaves its workspaces' file systems mounted when it stops (so that their files
+/// stay where operators look); a test's data directory is thrown away, so they go too.
+impl Drop for Aura {
+    fn drop(&mut self) {
+        let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+            return;
+        };
+        let mut points: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|p| Path::new(p).starts_with(self.dir.path()))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for p in points {
+            let _ = Command::new("umount").arg("-l").arg(p).status();
+        }
+    }
+}
+
 impl Aura {
     pub(crate) fn new() -> Self {
         Aura {

@@ -11,97 +11,27 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use aura_core::{AgentId, MissionId};
-use aura_identity::{Approval, Credential, ExecutionToken, Signed};
-use aura_kernel::{Mission, MissionSpec, MissionState, Recorded};
+use aura_identity::{ExecutionToken, Signed};
+use aura_kernel::{Mission, MissionState, Recorded};
 use aura_ledger::entry::Kind;
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use crate::engine::{Error, KIND_MESSAGE, Sender, Shared};
+use crate::command::{Inbox, Mailbox, Sender};
+use crate::error::Error;
+use crate::shared::Shared;
+
+/// The entry a message to an agent is recorded as.
+const KIND_MESSAGE: &str = "agent.message";
 
 /// How long after a failed commit a mission's work is tried again.
 const COMMIT_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// A transaction for an agent.
-#[derive(Debug)]
-pub(crate) enum Inbox {
-    /// A message from another agent or a person. Answered with its ledger index.
-    Message {
-        from: Sender,
-        body: Value,
-        reply: oneshot::Sender<Result<u64, Error>>,
-    },
-    /// A new mission for this agent.
-    Submit {
-        spec: Box<MissionSpec>,
-        reply: oneshot::Sender<Result<MissionId, Error>>,
-    },
-    /// A person's signed answer to an escalation.
-    Answer {
-        mission: MissionId,
-        approval: Box<Signed<Approval>>,
-        credential: Box<Signed<Credential>>,
-        reply: oneshot::Sender<Result<(), Error>>,
-    },
-    /// Stop a mission.
-    Cancel {
-        mission: MissionId,
-        by: String,
-        reason: String,
-        reply: oneshot::Sender<Result<(), Error>>,
-    },
-    /// A mission's deadline passed.
-    Deadline { mission: MissionId },
-    /// A mission's retry is due.
-    Wake { mission: MissionId },
-    /// An operator pauses, resumes or hurries a mission.
-    Control {
-        mission: MissionId,
-        control: Control,
-        by: String,
-        reply: oneshot::Sender<Result<(), Error>>,
-    },
-}
-
-/// What an operator can do to a mission besides cancelling it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Control {
-    /// No step starts until it is resumed (a step under way finishes first).
-    Pause {
-        reason: String,
-    },
-    Resume,
-    /// Waiting retries run now instead of at their due time.
-    RetryNow,
-}
 
 /// Work the actor gives itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Work {
     Start(MissionId),
     Step(MissionId),
-}
-
-/// The sending side of an agent's inbox.
-#[derive(Debug, Clone)]
-pub(crate) struct Mailbox {
-    tx: mpsc::Sender<Inbox>,
-    /// Woken when something that must not wait for a reasoner's turn arrives (a cancel, a
-    /// deadline): the actor drops the turn in flight, unrecorded, and handles it first.
-    pub(crate) interrupt: Arc<tokio::sync::Notify>,
-}
-
-impl Mailbox {
-    pub(crate) async fn send(&self, item: Inbox) -> Result<(), Error> {
-        let urgent = matches!(item, Inbox::Cancel { .. } | Inbox::Deadline { .. });
-        self.tx.send(item).await.map_err(|_| Error::Closed)?;
-        if urgent {
-            // Only a turn being awaited right now is interrupted; nothing is stored for
-            // later, so a later turn is never dropped for a cancel already handled.
-            self.interrupt.notify_waiters();
-        }
-        Ok(())
-    }
 }
 
 /// What the actor keeps about one of its missions besides the kernel's state.
@@ -130,11 +60,7 @@ pub(crate) fn spawn(
     next_seq: u64,
     missions: Vec<Live>,
 ) -> Mailbox {
-    let (tx, rx) = mpsc::channel(shared.options.inbox_capacity.max(1));
-    let mailbox = Mailbox {
-        tx,
-        interrupt: Arc::new(tokio::sync::Notify::new()),
-    };
+    let (mailbox, rx) = Mailbox::new(shared.options.inbox_capacity);
     let mut actor = Actor {
         shared,
         agent,
@@ -275,16 +201,17 @@ impl Actor {
         if recorded.is_empty() {
             return Ok(());
         }
+        // A record without a JSON form is refused whole, never written as an empty body.
         let entries = recorded
             .iter()
             .map(|r| {
-                (
+                Ok((
                     Kind::new(r.event.kind())
                         .unwrap_or_else(|_| unreachable!("kernel kinds are valid")),
-                    r.to_body(),
-                )
+                    r.to_body().map_err(|e| Error::Invalid(e.to_string()))?,
+                ))
             })
-            .collect();
+            .collect::<Result<_, Error>>()?;
         let next_if_stored = self.next_seq + recorded.len() as u64;
         if let Err(e) = self.append(entries).await {
             // A commit whose outcome the store could not know (a failed fsync) may have

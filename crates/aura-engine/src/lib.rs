@@ -11,18 +11,35 @@
 //!
 //! The engine is IO at the edge around the pure kernel: it owns the store, the node's
 //! signer, the clock and the randomness, and hands the kernel only recorded values.
+//!
+//! Modules, leaves first: `error`; `command` (what is sent to an agent's actor: its inbox's
+//! commands, operators' controls, the mailbox); `prune` (the pruned missions and pruning);
+//! `shared` (options, services and the state the handle and the actors share); `forward`
+//! (store commits to the event hub); `agent` (the actor) and `mission` (the mission
+//! driver, the actor's mission transactions); `handle` (the [`Handle`]). No module uses
+//! one that uses it back (aura-archtest checks).
+
+#![forbid(unsafe_code)]
 
 pub mod adapters;
 pub mod events;
 pub mod ports;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 
 mod agent;
-mod engine;
+mod command;
+mod error;
+mod forward;
+mod handle;
 mod mission;
+mod prune;
+mod shared;
 
-pub use agent::Control;
-pub use engine::{
-    AgentInfo, Error, Handle, KIND_MISSIONS_PRUNED, NewAgent, Options, PruneReport, PrunedMission,
-    Sender, Services, Stuck, StuckReason, stream_event,
-};
+pub use command::{Control, Sender};
+pub use error::Error;
 pub use events::{EventHub, StreamEvent};
+pub use forward::stream_event;
+pub use handle::{Handle, NewAgent, Stuck, StuckReason};
+pub use prune::{KIND_MISSIONS_PRUNED, PruneReport, PrunedMission};
+pub use shared::{AgentInfo, Options, Services};

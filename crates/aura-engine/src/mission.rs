@@ -20,9 +20,13 @@ use aura_kernel::{
 };
 use serde_json::Value;
 
-use crate::agent::{Actor, Control, Inbox, Live, Work};
-use crate::engine::{Error, Sender};
-use crate::ports::{ExecContext, Heartbeat, Proposal, Query, ReasonRequest, Target};
+use crate::agent::{Actor, Live, Work};
+use crate::command::{Control, Inbox, Sender};
+use crate::error::{Error, one_line};
+use crate::ports::{
+    ErrorKind, ExecContext, Heartbeat, Proposal, Query, ReasonRequest, Target, ToolError,
+    failed_effect,
+};
 
 /// A refusal that is not policy's: the call was malformed or not among the mission's tools.
 fn refusal(call: &ToolCall, why: String) -> Decision {
@@ -127,8 +131,14 @@ impl Actor {
         destructive: bool,
         approval: Option<VerifiedApproval>,
     ) -> Query {
+        // An agent of another namespace is, to a mission, an agent that does not exist:
+        // namespace isolation would refuse it anyway, and refusing it as unknown (with the
+        // same decision, word for word) tells the sender nothing about other namespaces.
         let target_namespace = match &target {
-            Some(Target::Agent { agent }) => self.shared.agent_namespace(*agent),
+            Some(Target::Agent { agent }) => self
+                .shared
+                .agent_namespace(*agent)
+                .filter(|ns| *ns == mission.spec.namespace),
             _ => None,
         };
         Query {
@@ -183,6 +193,13 @@ impl Actor {
             ));
         }
         spec.authority.credential = Some(cred);
+        if !(1..=MissionSpec::MAX_TIMEOUT_SECS).contains(&spec.timeout_secs) {
+            return Err(Error::Invalid(format!(
+                "`timeout_secs` is {}; it must be between 1 and {} (30 days)",
+                spec.timeout_secs,
+                MissionSpec::MAX_TIMEOUT_SECS
+            )));
+        }
         if s.services.reasoners.get(&spec.reasoner).is_none() {
             return Err(Error::Invalid(format!(
                 "no reasoner named `{}` is configured",
@@ -268,7 +285,8 @@ impl Actor {
             return self.expire(id).await;
         }
         let mut step = Step::begin(&mission);
-        if let Err(e) = std::fs::create_dir_all(&workspace) {
+        let setup = self.shared.options.workspace_setup.clone();
+        if let Err(e) = prepare_workspace(setup, &workspace, true).await {
             let reason = format!("cannot prepare the workspace {}: {e}", workspace.display());
             if step
                 .push(Event::Transition {
@@ -382,7 +400,7 @@ impl Actor {
         let mut silence = after(policy.heartbeat());
         let outcome = loop {
             tokio::select! {
-                outcome = &mut turn => break outcome.map_err(|e| (kinds::REASONER, e)),
+                outcome = &mut turn => break outcome.map_err(|e| (kinds::REASONER, one_line(&e))),
                 Some(()) = beats.recv() => silence = after(policy.heartbeat()),
                 () = until(limit) => break Err((
                     kinds::START_TO_CLOSE,
@@ -725,20 +743,26 @@ impl Actor {
         let proposal = match s.services.tools.prepare(call) {
             Ok(p) => p,
             Err(why) => {
-                return Attempted::Done(Box::new(Effect {
-                    call_id: call.id.clone(),
-                    tool: call.name.clone(),
-                    ok: false,
-                    output: Value::Null,
-                    error: Some(why),
-                    compensation: None,
-                    message: None,
-                    finish: None,
-                }));
+                return Attempted::Done(Box::new(failed_effect(call, why.kind, why.message)));
             }
         };
         let tools = s.services.tools.clone();
-        let run = async move { tools.execute(&ctx, &proposal).await };
+        let setup = s.options.workspace_setup.clone();
+        let run = async move {
+            // A workspace whose file system a reboot unmounted is mounted again before a
+            // tool writes where it would be hidden, uncounted, on the node's own disk.
+            if let Err(e) = prepare_workspace(setup, &ctx.workspace, false).await {
+                return failed_effect(
+                    &proposal.call,
+                    ErrorKind::Unavailable,
+                    format!(
+                        "the workspace {} is not ready: {e}",
+                        ctx.workspace.display()
+                    ),
+                );
+            }
+            tools.execute(&ctx, &proposal).await
+        };
         tokio::pin!(run);
         let interrupt = self.mailbox.interrupt.clone();
         let mut stopping = s.stopping.subscribe();
@@ -832,7 +856,7 @@ impl Actor {
         }
         let proposal: Proposal = match self.shared.services.tools.prepare(call) {
             Ok(p) => p,
-            Err(why) => return refusal(call, why),
+            Err(why) => return refusal(call, why.to_string()),
         };
         let q = self.query(
             mission,
@@ -852,7 +876,13 @@ impl Actor {
         let shared = self.shared.clone();
         let from = self.agent;
         tokio::spawn(async move {
+            let namespace = shared.agent_namespace(from);
             for (to, body) in outbound {
+                // Policy never permits a message across namespaces; should a call get
+                // through anyway, its message is still not delivered (fail closed).
+                if namespace.is_none() || shared.agent_namespace(to) != namespace {
+                    continue;
+                }
                 if let Ok(mailbox) = shared.mailbox(to) {
                     let (reply, _rx) = tokio::sync::oneshot::channel();
                     let _ = mailbox
@@ -923,7 +953,7 @@ impl Actor {
                     .push(Event::Compensated {
                         call_id: c.call_id,
                         ok,
-                        error: result.err(),
+                        error: result.err().map(|e| e.to_string()),
                         at: self.now(),
                         attempts: if attempts > 1 { attempts } else { 0 },
                     })
@@ -961,20 +991,33 @@ impl Actor {
         tool: &str,
         compensation: &Value,
         policy: &aura_kernel::RetryPolicy,
-    ) -> Option<(Result<(), String>, u32)> {
+    ) -> Option<(Result<(), ToolError>, u32)> {
         let tools = &self.shared.services.tools;
+        let setup = self.shared.options.workspace_setup.clone();
         let mut attempt = 1;
         loop {
-            let result = tools.compensate(ctx, tool, compensation).await;
-            let Err(e) = &result else {
-                return Some((result, attempt));
+            // A workspace whose file system a reboot unmounted is mounted again before a
+            // compensation writes there.
+            let result = match prepare_workspace(setup.clone(), &ctx.workspace, false).await {
+                Ok(()) => tools.compensate(ctx, tool, compensation).await,
+                Err(e) => Err(ToolError::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "the workspace {} is not ready: {e}",
+                        ctx.workspace.display()
+                    ),
+                )),
             };
-            let kind = e.split_once(": ").map_or("", |(k, _)| k);
+            let Err(e) = result else {
+                return Some((Ok(()), attempt));
+            };
+            // The kind is the error's own, by its recorded name (as a policy's
+            // `non_retryable` names it), never a guess from the message.
             let backoff = policy
-                .backoff(attempt, kind)
+                .backoff(attempt, &e.kind.recorded_name())
                 .filter(|_| attempt < MAX_COMPENSATION_ATTEMPTS);
             let Some(wait) = backoff else {
-                return Some((result, attempt));
+                return Some((Err(e), attempt));
             };
             let mut stopping = self.shared.stopping.subscribe();
             tokio::select! {
@@ -993,16 +1036,26 @@ impl Actor {
         credential: Signed<Credential>,
     ) -> Result<(), Error> {
         let mission = self.live(id)?.mission.clone();
-        let Some(esc) = mission
+        let waiting = mission
             .escalation
             .clone()
-            .filter(|_| mission.state == MissionState::Escalated)
-        else {
+            .zip(mission.escalation_answers())
+            .filter(|_| mission.state == MissionState::Escalated);
+        let Some((esc, answers)) = waiting else {
             return Err(Error::Conflict(format!(
                 "mission {id} is {}, not waiting for approval",
                 mission.state
             )));
         };
+        // One approval answers one escalation: a second escalation, even of an identical
+        // request, needs a second decision. An approval names its mission, so the ids
+        // this mission used are the only ones it could be used again for.
+        let used = approval.statement.id;
+        if mission.used_approvals.contains(&used) {
+            return Err(Error::Forbidden(format!(
+                "approval {used} was already used in mission {id}; each escalation needs its own approval"
+            )));
+        }
         let now = self.now();
         let verified = verify_approval(
             &approval,
@@ -1012,6 +1065,7 @@ impl Actor {
             aura_identity::Escalation {
                 mission: id,
                 namespace: &mission.spec.namespace,
+                answers: &answers,
                 request: esc.request,
                 required: esc.level,
             },
@@ -1217,23 +1271,31 @@ enum Attempted {
     Stopping,
 }
 
-/// Tool failures that say nothing about the call itself (the network, the disk, a
-/// timeout, a defect), so another attempt may succeed. Every other failure (bad
-/// arguments, confinement, a missing file...) is the call's answer: recorded as its
-/// effect for the reasoner to work around.
-const TRANSIENT: [&str; 4] = ["timeout", "network", "io", "internal"];
-
-/// A failed effect of a transient kind, as `(kind, message)`. The registry's effects
-/// carry their error as `kind: message`.
+/// A failed effect whose kind is transient ([`ErrorKind::is_transient`]: the network,
+/// the disk, a timeout, a defect, so another attempt may succeed), as `(kind, message)`
+/// for the attempt's failure record. Every other failure (bad arguments, confinement, a
+/// missing file...) is the call's answer: recorded as its effect for the reasoner to work
+/// around. So is a failure without a kind, or of a kind this build does not know: running
+/// a call again is never a guess.
+///
+/// The decision reads the effect's typed kind only, never its message. Records made
+/// before effects carried a kind never come here: an effect is judged once, as the tool
+/// returns it, and what was decided then is itself recorded (an `attempt_failed` with its
+/// kind, or the effect), which replay reads rather than decides again.
 fn transient_failure(effect: &Effect) -> Option<(String, String)> {
     if effect.ok {
         return None;
     }
-    let error = effect.error.as_deref()?;
-    let (kind, message) = error.split_once(": ")?;
-    TRANSIENT
-        .contains(&kind)
-        .then(|| (kind.to_owned(), message.to_owned()))
+    let name = effect.error_kind.as_deref()?;
+    let kind = ErrorKind::from_recorded_name(name).filter(|k| k.is_transient())?;
+    let error = effect.error.clone().unwrap_or_default();
+    // The message the reasoner would read starts with the kind (`network: ...`); the
+    // attempt's record keeps the kind apart, so it is left out there.
+    let prefix = format!("{}: ", kind.as_str());
+    let message = error
+        .strip_prefix(&prefix)
+        .map_or(error.clone(), str::to_owned);
+    Some((name.to_owned(), message))
 }
 
 /// Why a mission fails when one of its calls ran out of attempts.
@@ -1279,4 +1341,131 @@ fn idle_turns(conversation: &[std::sync::Arc<aura_kernel::Message>]) -> usize {
         .rev()
         .take_while(|m| m.role == aura_kernel::Role::Assistant && m.tool_calls.is_empty())
         .count()
+}
+
+/// Makes a mission's workspace ready, on a blocking thread: through the node's
+/// [`aura_tools::WorkspaceSetup`] when it has one; otherwise, when `create` (a mission
+/// starting), a plain directory, mode 0700.
+async fn prepare_workspace(
+    setup: Option<std::sync::Arc<dyn aura_tools::WorkspaceSetup>>,
+    dir: &std::path::Path,
+    create: bool,
+) -> Result<(), String> {
+    if setup.is_none() && !create {
+        return Ok(());
+    }
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || match setup {
+        Some(setup) => setup.ensure(&dir),
+        None => {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await
+    .map_err(|e| format!("preparing the workspace panicked: {e}"))?
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+    use super::*;
+
+    /// A failure of `kind` as the registry reports it, made into the kernel's record by
+    /// the adapter, then written and read back as the ledger would.
+    fn through_the_record(kind: ErrorKind) -> Effect {
+        let effect = aura_tools::Effect::failed(
+            "fs.read",
+            "c1",
+            aura_tools::ToolError::new(kind, "fs.read: it failed"),
+        );
+        let recorded = crate::adapters::tools::recorded(effect);
+        let back: Effect = serde_json::from_slice(&serde_json::to_vec(&recorded).unwrap()).unwrap();
+        assert_eq!(back, recorded);
+        back
+    }
+
+    /// Regression test for retries decided from an error's text: the engine split a
+    /// failed effect's error string on `": "` and matched the head against a hard-coded
+    /// list of kinds, so a kind renamed (or a message not starting with its kind) silently
+    /// stopped being retried. Every kind now round-trips through the record, and its
+    /// typed kind alone decides, whatever the message says.
+    #[test]
+    fn every_error_kind_round_trips_through_the_record_and_the_kind_alone_decides_retries() {
+        for kind in ErrorKind::ALL {
+            let effect = through_the_record(kind);
+            assert_eq!(effect.error_kind, Some(kind.recorded_name()), "{kind:?}");
+            let decided = transient_failure(&effect);
+            assert_eq!(decided.is_some(), kind.is_transient(), "{kind:?}");
+            if let Some((name, message)) = decided {
+                assert_eq!(name, kind.recorded_name());
+                assert_eq!(message, "fs.read: it failed");
+            }
+        }
+
+        // A message naming a transient kind decides nothing: the kind does.
+        let refused = Effect {
+            error: Some("network: down".into()),
+            ..through_the_record(ErrorKind::InvalidArguments)
+        };
+        assert_eq!(transient_failure(&refused), None);
+        // A failure without a kind, or of one this build does not know, is the call's
+        // answer: never run again on a guess.
+        for error_kind in [None, Some("no_such_kind".to_owned())] {
+            let unknown = Effect {
+                error_kind,
+                ..through_the_record(ErrorKind::Network)
+            };
+            assert_eq!(transient_failure(&unknown), None);
+        }
+        // A success is never a failure to retry.
+        let ok = Effect {
+            ok: true,
+            ..through_the_record(ErrorKind::Network)
+        };
+        assert_eq!(transient_failure(&ok), None);
+    }
+
+    /// Regression test for retries that stopped when a kind's display string was renamed:
+    /// the engine matched the head of a failed effect's message (`network: ...`, written
+    /// from `ErrorKind::as_str`) against a hard-coded list, so showing a kind under another
+    /// name, or a message not led by it, silently stopped its retries. The message is now
+    /// for people only: a transient failure whose message shows its kind under any name,
+    /// or not at all, is still retried, and recorded under the kind's recorded name (the
+    /// name missions' `non_retryable` lists use); a call's own answer shown under a
+    /// transient kind's name is still not.
+    #[test]
+    fn renaming_a_kinds_display_string_cannot_stop_its_retries() {
+        for kind in ErrorKind::ALL {
+            let effect = through_the_record(kind);
+            let shown = kind.as_str();
+            for message in [
+                format!("{shown}-renamed: fs.read: it failed"),
+                format!("{}: fs.read: it failed", shown.to_uppercase()),
+                "fs.read: it failed".to_owned(),
+                "it failed".to_owned(),
+                String::new(),
+            ] {
+                let renamed = Effect {
+                    error: Some(message.clone()),
+                    ..effect.clone()
+                };
+                let decided = transient_failure(&renamed).map(|(name, _)| name);
+                let expected = kind.is_transient().then(|| kind.recorded_name());
+                assert_eq!(decided, expected, "{kind:?} shown as {message:?}");
+            }
+        }
+        for answer in ErrorKind::ALL.into_iter().filter(|k| !k.is_transient()) {
+            for transient in ErrorKind::ALL.into_iter().filter(|k| k.is_transient()) {
+                let shown_as_transient = Effect {
+                    error: Some(format!("{}: fs.read: it failed", transient.as_str())),
+                    ..through_the_record(answer)
+                };
+                assert_eq!(transient_failure(&shown_as_transient), None, "{answer:?}");
+            }
+        }
+    }
 }

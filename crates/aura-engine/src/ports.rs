@@ -97,14 +97,35 @@ pub struct ExecContext {
 /// The heartbeat line is aura-tools' own type, so that the registry's tools can use it
 /// without the engine translating every beat.
 pub use aura_tools::Heartbeat;
+/// A tool's failure is aura-tools' own typed error: its kind decides whether a call is
+/// retried ([`ErrorKind::is_transient`]), whatever its message says.
+pub use aura_tools::{ErrorKind, ToolError};
+
+/// A failed effect of `kind` for `call`: how a [`Tools`] port reports a failure, so that
+/// the record carries the kind the engine decides retries from. An effect that fails
+/// without a kind is never retried.
+pub fn failed_effect(call: &ToolCall, kind: ErrorKind, message: impl Into<String>) -> Effect {
+    Effect {
+        call_id: call.id.clone(),
+        tool: call.name.clone(),
+        ok: false,
+        output: Value::Null,
+        error: Some(message.into()),
+        error_kind: Some(kind.recorded_name()),
+        compensation: None,
+        message: None,
+        finish: None,
+    }
+}
 
 #[async_trait]
 pub trait Tools: Send + Sync + std::fmt::Debug {
     /// Specs of the named tools that exist, for the reasoner.
     fn specs(&self, names: &[String]) -> Vec<ToolSpec>;
     /// Checks a call's arguments and says what it touches; `Err` is a reason to refuse it.
-    fn prepare(&self, call: &ToolCall) -> Result<Proposal, String>;
-    /// Runs a permitted call. Never panics; failures come back as failed effects.
+    fn prepare(&self, call: &ToolCall) -> Result<Proposal, ToolError>;
+    /// Runs a permitted call. Never panics; failures come back as failed effects, with
+    /// their kind in `error_kind` (see [`failed_effect`]).
     async fn execute(&self, ctx: &ExecContext, proposal: &Proposal) -> Effect;
     /// Undoes a completed call from its recorded compensation.
     async fn compensate(
@@ -112,7 +133,7 @@ pub trait Tools: Send + Sync + std::fmt::Debug {
         ctx: &ExecContext,
         tool: &str,
         compensation: &Value,
-    ) -> Result<(), String>;
+    ) -> Result<(), ToolError>;
 }
 
 /// What a reasoner is asked.
@@ -123,6 +144,25 @@ pub struct ReasonRequest {
     pub seed: u64,
 }
 
+/// Why a reasoner's turn failed. The engine records it, with its causes, on one line,
+/// and asks again under the mission's retry policy.
+#[derive(Debug, thiserror::Error)]
+pub enum ReasonerError {
+    /// One of aura-reasoner's providers failed.
+    #[error(transparent)]
+    Provider(#[from] aura_reasoner::Error),
+    /// Another reasoner failed (one a program or a test plugs in).
+    #[error(transparent)]
+    Other(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ReasonerError {
+    /// A failure of another reasoner, from its error or a message.
+    pub fn other(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        ReasonerError::Other(e.into())
+    }
+}
+
 #[async_trait]
 pub trait Reasoner: Send + Sync + std::fmt::Debug {
     /// One turn; `deltas` hears text as it is produced.
@@ -130,7 +170,7 @@ pub trait Reasoner: Send + Sync + std::fmt::Debug {
         &self,
         request: &ReasonRequest,
         deltas: &(dyn for<'s> Fn(&'s str) + Send + Sync),
-    ) -> Result<Turn, String>;
+    ) -> Result<Turn, ReasonerError>;
 }
 
 /// The reasoners a node has configured, by name.
@@ -169,21 +209,19 @@ impl Tools for NoTools {
         Vec::new()
     }
 
-    fn prepare(&self, call: &ToolCall) -> Result<Proposal, String> {
-        Err(format!("there is no tool `{}` on this node", call.name))
+    fn prepare(&self, call: &ToolCall) -> Result<Proposal, ToolError> {
+        Err(ToolError::new(
+            ErrorKind::UnknownTool,
+            format!("there is no tool `{}` on this node", call.name),
+        ))
     }
 
     async fn execute(&self, _ctx: &ExecContext, proposal: &Proposal) -> Effect {
-        Effect {
-            call_id: proposal.call.id.clone(),
-            tool: proposal.call.name.clone(),
-            ok: false,
-            output: Value::Null,
-            error: Some("there are no tools on this node".into()),
-            compensation: None,
-            message: None,
-            finish: None,
-        }
+        failed_effect(
+            &proposal.call,
+            ErrorKind::UnknownTool,
+            "there are no tools on this node",
+        )
     }
 
     async fn compensate(
@@ -191,8 +229,11 @@ impl Tools for NoTools {
         _ctx: &ExecContext,
         tool: &str,
         _compensation: &Value,
-    ) -> Result<(), String> {
-        Err(format!("there is no tool `{tool}` on this node"))
+    ) -> Result<(), ToolError> {
+        Err(ToolError::new(
+            ErrorKind::UnknownTool,
+            format!("there is no tool `{tool}` on this node"),
+        ))
     }
 }
 

@@ -6,9 +6,9 @@
 //! which waits for each store call on the runtime's own thread: paused time advances
 //! only when every task waits on a timer, never while a commit is on disk.
 //!
-//! The tools and the reasoner are doubles defined here: each tool call follows a script
-//! of acts (succeed, fail with a kind, sleep, heartbeat, hang) and every execution is
-//! counted.
+//! The tools are a double defined here: each tool call follows a script of acts
+//! (succeed, fail with a kind, sleep, heartbeat, hang) and every execution is counted. The
+//! reasoner and the policy are aura-engine's `test_util` doubles.
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
@@ -22,18 +22,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aura_core::door::{Clock, OsEntropy, SeededEntropy, SystemClock};
-use aura_core::hash::Hash;
 use aura_core::keystore::Signer;
 use aura_core::{AgentId, MissionId, PublicKey, Timestamp};
 use aura_engine::ports::{
-    ExecContext, Policy, Proposal, Query, ReasonRequest, Reasoner, Reasoners, Target, ToolSpec,
-    Tools,
+    ErrorKind, ExecContext, Proposal, Target, ToolError, ToolSpec, Tools, failed_effect,
 };
+use aura_engine::test_util::{Answer, OneReasoner, PermitAll, ScriptedReasoner};
 use aura_engine::{Control, Handle, Options, Services, StuckReason};
 use aura_identity::{Level, Namespace, TrustSet};
 use aura_kernel::{
-    Authority, Budget, Decision, Effect, Event, MissionSpec, MissionState, Outcome, Recorded,
-    RetryPolicy, StepPolicy, ToolCall, Turn,
+    Authority, Budget, Effect, Event, MissionSpec, MissionState, Recorded, RetryPolicy, StepPolicy,
+    ToolCall,
 };
 use aura_ledger::checkpoint::SignedCheckpoint;
 use aura_ledger::proof::{ConsistencyProof, InclusionProof};
@@ -178,14 +177,18 @@ impl Store for Blocking {
 }
 
 // ---------------------------------------------------------------------------------------
-// Doubles: scripted tools and reasoner, a permissive policy.
+// Doubles: scripted tools.
 
 /// What one attempt of a tool does.
 #[derive(Debug, Clone)]
 enum Act {
     Ok,
-    /// Fails with an error of this kind (`io` and `timeout` are transient).
-    Fail(&'static str),
+    /// Fails with an error of this kind (`io` and `timeout` are transient). The message
+    /// does not name the kind: the engine must retry from the kind alone.
+    Fail(ErrorKind),
+    /// Fails as tools reported it before effects carried a kind: the kind only at the
+    /// head of the message (`not_found: ...`), no `error_kind`.
+    FailAsBefore(&'static str),
     /// Takes this long, then succeeds.
     Sleep(u64),
     /// Heartbeats `{"done": i}` every `every` ms, `beats` times, then does `then`.
@@ -229,16 +232,17 @@ impl ScriptedTools {
     }
 }
 
-fn effect(call: &ToolCall, ok: bool, error: Option<String>) -> Effect {
+fn done(call: &ToolCall) -> Effect {
     Effect {
         call_id: call.id.clone(),
         tool: call.name.clone(),
-        ok,
+        ok: true,
         output: json!({ "tool": call.name }),
-        error,
-        compensation: (ok && call.name == "write").then(|| json!({ "undo": call.id })),
+        error: None,
+        error_kind: None,
+        compensation: (call.name == "write").then(|| json!({ "undo": call.id })),
         message: None,
-        finish: (ok && call.name == "mission.finish").then(|| "done".to_owned()),
+        finish: (call.name == "mission.finish").then(|| "done".to_owned()),
     }
 }
 
@@ -255,7 +259,7 @@ impl Tools for ScriptedTools {
             .collect()
     }
 
-    fn prepare(&self, call: &ToolCall) -> Result<Proposal, String> {
+    fn prepare(&self, call: &ToolCall) -> Result<Proposal, ToolError> {
         Ok(Proposal {
             call: call.clone(),
             target: Target::Mission,
@@ -279,11 +283,21 @@ impl Tools for ScriptedTools {
             .unwrap_or(Act::Ok);
         loop {
             match act {
-                Act::Ok => return effect(call, true, None),
-                Act::Fail(kind) => return effect(call, false, Some(format!("{kind}: boom"))),
+                Act::Ok => return done(call),
+                Act::Fail(kind) => return failed_effect(call, kind, "boom"),
+                Act::FailAsBefore(error) => {
+                    return Effect {
+                        ok: false,
+                        output: Value::Null,
+                        error: Some(error.to_owned()),
+                        compensation: None,
+                        finish: None,
+                        ..done(call)
+                    };
+                }
                 Act::Sleep(ms) => {
                     tokio::time::sleep(Duration::from_millis(ms)).await;
-                    return effect(call, true, None);
+                    return done(call);
                 }
                 Act::Beat { beats, every, then } => {
                     for i in 0..beats {
@@ -304,79 +318,12 @@ impl Tools for ScriptedTools {
         _ctx: &ExecContext,
         _tool: &str,
         compensation: &Value,
-    ) -> Result<(), String> {
+    ) -> Result<(), ToolError> {
         self.undone
             .lock()
             .unwrap()
             .push(compensation["undo"].as_str().unwrap_or_default().to_owned());
         Ok(())
-    }
-}
-
-/// Turns: each a list of calls, or a failure of the provider. Then `mission.finish`.
-#[derive(Debug, Default)]
-struct ScriptedReasoner {
-    turns: Mutex<VecDeque<Result<Vec<&'static str>, String>>>,
-    asked: Mutex<u32>,
-}
-
-#[async_trait]
-impl Reasoner for ScriptedReasoner {
-    async fn turn(
-        &self,
-        req: &ReasonRequest,
-        _deltas: &(dyn for<'s> Fn(&'s str) + Send + Sync),
-    ) -> Result<Turn, String> {
-        *self.asked.lock().unwrap() += 1;
-        let next = self.turns.lock().unwrap().pop_front();
-        let tools = next.unwrap_or(Ok(vec!["mission.finish"]))?;
-        let n = req.messages.len();
-        Ok(Turn {
-            content: String::new(),
-            tool_calls: tools
-                .into_iter()
-                .enumerate()
-                .map(|(i, name)| ToolCall {
-                    id: format!("c{n}-{i}"),
-                    name: name.into(),
-                    arguments: json!({}),
-                })
-                .collect(),
-            finish: "tool_calls".into(),
-            prompt_tokens: 1,
-            completion_tokens: 1,
-            provider: "test".into(),
-            model: "script".into(),
-        })
-    }
-}
-
-#[derive(Debug)]
-struct One(Arc<ScriptedReasoner>);
-
-impl Reasoners for One {
-    fn get(&self, name: &str) -> Option<Arc<dyn Reasoner>> {
-        name.is_empty().then(|| self.0.clone() as Arc<dyn Reasoner>)
-    }
-    fn describe_default(&self) -> String {
-        "script".into()
-    }
-}
-
-#[derive(Debug)]
-struct PermitAll;
-
-impl Policy for PermitAll {
-    fn decide(&self, q: &Query) -> Decision {
-        Decision {
-            action: q.action.clone(),
-            resource: Value::Null,
-            destructive: false,
-            outcome: Outcome::Permit,
-            deciding: vec!["permit-all".into()],
-            errors: vec![],
-            request: Hash::ZERO,
-        }
     }
 }
 
@@ -421,7 +368,7 @@ async fn start(
         Services {
             policy: Arc::new(PermitAll),
             tools: tools.clone(),
-            reasoners: Arc::new(One(reasoner.clone())),
+            reasoners: Arc::new(OneReasoner(reasoner.clone())),
         },
     )
     .await
@@ -433,7 +380,7 @@ async fn world() -> World {
     let signer = Arc::new(Signer::ephemeral("node", &SeededEntropy::new(7)).unwrap());
     let clock = Arc::new(RuntimeClock::new());
     let tools = Arc::new(ScriptedTools::default());
-    let reasoner = Arc::new(ScriptedReasoner::default());
+    let reasoner = Arc::new(ScriptedReasoner::new());
     let engine = start(dir.path(), &signer, &clock, &tools, &reasoner).await;
     let agent = support::create_agent(&engine).await;
     World {
@@ -448,8 +395,14 @@ async fn world() -> World {
 }
 
 impl World {
+    /// Turns: each a list of calls (without arguments), or a failure of the provider.
+    /// Then `mission.finish`.
     fn turns(&self, turns: impl IntoIterator<Item = Result<Vec<&'static str>, String>>) {
-        self.reasoner.turns.lock().unwrap().extend(turns);
+        self.reasoner
+            .extend(turns.into_iter().map(|turn| match turn {
+                Ok(tools) => Answer::calls(tools.into_iter().map(|t| (t, json!({})))),
+                Err(message) => Answer::Fail(message),
+            }));
     }
 
     async fn submit(&self, tools: &[&str], steps: StepPolicy, timeout_secs: u64) -> MissionId {
@@ -509,6 +462,17 @@ impl World {
             .map(|e| Recorded::from_body(&e.entry.body).unwrap())
             .filter(|r| r.mission == id)
             .map(|r| r.event)
+            .collect()
+    }
+
+    /// The mission's recorded entry bodies, in order, as the ledger holds them.
+    async fn bodies(&self, id: MissionId) -> Vec<String> {
+        let entries = self.engine.record(self.agent, 1, 100_000).await.unwrap();
+        entries
+            .iter()
+            .filter(|e| e.entry.kind.as_str().starts_with("mission."))
+            .filter(|e| Recorded::from_body(&e.entry.body).unwrap().mission == id)
+            .map(|e| String::from_utf8(e.entry.body.clone()).unwrap())
             .collect()
     }
 
@@ -598,8 +562,14 @@ fn secs(a: Timestamp, b: Timestamp) -> f64 {
 async fn a_transient_failure_is_retried_with_exponential_backoff_and_every_attempt_recorded() {
     let w = world().await;
     w.turns([Ok(vec!["op"])]);
-    w.tools
-        .script("op", [Act::Fail("io"), Act::Fail("timeout"), Act::Ok]);
+    w.tools.script(
+        "op",
+        [
+            Act::Fail(ErrorKind::Io),
+            Act::Fail(ErrorKind::Timeout),
+            Act::Ok,
+        ],
+    );
     let id = w
         .submit(&["op", "mission.finish"], policy(1_000, 5), 600)
         .await;
@@ -637,9 +607,9 @@ async fn retries_run_out_then_the_mission_fails_and_undoes_what_completed() {
     w.tools.script(
         "op",
         [
-            Act::Fail("network"),
-            Act::Fail("network"),
-            Act::Fail("network"),
+            Act::Fail(ErrorKind::Network),
+            Act::Fail(ErrorKind::Network),
+            Act::Fail(ErrorKind::Network),
         ],
     );
     let id = w
@@ -672,8 +642,9 @@ async fn a_non_retryable_kind_fails_at_once_and_a_call_error_goes_to_the_reasone
     let w = world().await;
     w.turns([Ok(vec!["lookup"]), Ok(vec!["op"])]);
     // `not_found` is the call's own answer: the reasoner sees it and carries on.
-    w.tools.script("lookup", [Act::Fail("not_found")]);
-    w.tools.script("op", [Act::Fail("network"), Act::Ok]);
+    w.tools.script("lookup", [Act::Fail(ErrorKind::NotFound)]);
+    w.tools
+        .script("op", [Act::Fail(ErrorKind::Network), Act::Ok]);
     let mut p = policy(100, 5);
     p.retry.non_retryable = vec!["network".into()];
     let id = w.submit(&["lookup", "op", "mission.finish"], p, 600).await;
@@ -811,7 +782,7 @@ async fn a_call_in_flight_when_the_node_stops_is_retried_as_interrupted_after_re
 async fn a_retry_waiting_out_its_backoff_survives_a_restart() {
     let w = world().await;
     w.turns([Ok(vec!["op"])]);
-    w.tools.script("op", [Act::Fail("io"), Act::Ok]);
+    w.tools.script("op", [Act::Fail(ErrorKind::Io), Act::Ok]);
     let id = w
         .submit(&["op", "mission.finish"], policy(60_000, 5), 3_600)
         .await;
@@ -828,6 +799,85 @@ async fn a_retry_waiting_out_its_backoff_survives_a_restart() {
     let a = attempts(&w.events(id).await, Some("c2-"));
     // Not a moment before its due time, however the restart fell.
     assert_eq!(a.started[1].1, a.failed[0].3.unwrap());
+}
+
+/// Records made before effects carried an error kind still replay and retry as before.
+/// Such a build recorded a failure that is the call's answer as an effect with its kind
+/// only at the head of the message (no `error_kind`), and a transient one as an
+/// `attempt_failed` naming its kind with the retry's due time; the engine decided each
+/// once, as the tool returned it, and replay reads the decision. A node started on such a
+/// record retries the waiting call at its recorded due time, never runs the answered call
+/// again, and replays the mission to what it holds.
+#[tokio::test(start_paused = true)]
+async fn records_made_before_effects_carried_an_error_kind_still_replay_and_retry_as_before() {
+    let w = world().await;
+    w.turns([Ok(vec!["lookup"]), Ok(vec!["op"])]);
+    w.tools
+        .script("lookup", [Act::FailAsBefore("not_found: no such file")]);
+    w.tools.script("op", [Act::Fail(ErrorKind::Io), Act::Ok]);
+    let id = w
+        .submit(
+            &["lookup", "op", "mission.finish"],
+            policy(60_000, 5),
+            3_600,
+        )
+        .await;
+    while attempts(&w.events(id).await, None).failed.is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The record so far has the shape an older build gave it: no entry names an error
+    // kind, the answered call's failure among them.
+    let before = w.bodies(id).await;
+    assert!(
+        before.iter().any(|b| b.contains("not_found: no such file")),
+        "{before:#?}"
+    );
+    assert!(
+        before.iter().all(|b| !b.contains("error_kind")),
+        "{before:#?}"
+    );
+
+    let w = w.restart(Duration::from_secs(10)).await;
+    assert_eq!(
+        w.ended(id).await,
+        MissionState::Completed,
+        "{}",
+        w.reason(id)
+    );
+    // The answered call ran once: its failure went to the reasoner, not to a retry.
+    assert_eq!(w.tools.runs("lookup").len(), 1);
+    assert_eq!(w.tools.runs("op").len(), 2);
+    let events = w.events(id).await;
+    let lookup: Vec<&Effect> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Effect { effect, .. } if effect.tool == "lookup" => Some(effect),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lookup.len(), 1, "{events:#?}");
+    assert_eq!(
+        (lookup[0].ok, lookup[0].error_kind.as_deref()),
+        (false, None)
+    );
+    let op_call = events
+        .iter()
+        .find_map(|e| match e {
+            Event::AttemptFailed { call_id, .. } => call_id.clone(),
+            _ => None,
+        })
+        .unwrap();
+    let a = attempts(&events, Some(&op_call));
+    let failed: Vec<_> = a.failed.iter().map(|f| (f.0, f.1.as_str())).collect();
+    assert_eq!(failed, [(1, "io")], "{events:#?}");
+    // The retry started at the due time recorded before the restart, not a moment before.
+    assert_eq!(a.started.len(), 2, "{events:#?}");
+    assert_eq!(a.started[1].1, a.failed[0].3.unwrap(), "{events:#?}");
+    // What the older build wrote is still there, byte for byte, and the whole record
+    // replays to the mission the node holds.
+    assert_eq!(w.bodies(id).await[..before.len()], before[..]);
+    let replayed = w.engine.replay(id).await.unwrap().unwrap();
+    assert_eq!(replayed, *w.engine.mission(id).unwrap());
 }
 
 #[tokio::test(start_paused = true)]
@@ -861,7 +911,7 @@ async fn a_mission_whose_time_ran_out_while_the_node_was_down_times_out_on_recov
 async fn an_attempt_that_waited_too_long_to_start_fails_its_schedule_to_start_timeout() {
     let w = world().await;
     w.turns([Ok(vec!["op"])]);
-    w.tools.script("op", [Act::Fail("io"), Act::Ok]);
+    w.tools.script("op", [Act::Fail(ErrorKind::Io), Act::Ok]);
     let mut p = policy(1_000, 5);
     p.schedule_to_start_ms = Some(5_000);
     let id = w.submit(&["op", "mission.finish"], p, 3_600).await;
@@ -880,7 +930,7 @@ async fn an_attempt_that_waited_too_long_to_start_fails_its_schedule_to_start_ti
 async fn operators_see_stuck_missions_retry_them_now_and_pause_and_resume_them() {
     let w = world().await;
     w.turns([Ok(vec!["op"])]);
-    w.tools.script("op", [Act::Fail("io"), Act::Ok]);
+    w.tools.script("op", [Act::Fail(ErrorKind::Io), Act::Ok]);
     let id = w
         .submit(&["op", "mission.finish"], policy(3_600_000, 5), 86_400)
         .await;

@@ -4,134 +4,45 @@
 //! mission replays and runs to its end.
 //!
 //! The engine, the real tool registry and the real SQLite store are as in missions.rs; the
-//! reasoner is a script that, at a chosen turn, arms a failpoint for the commits that
-//! follow, so the failure falls on that step's own commits whatever else the engine
-//! records. Failpoints are process-wide: nextest runs each test in its own process; under
-//! `cargo test` `FailScenario::setup` holds a global lock that serialises these tests.
+//! reasoner is a script (aura-engine's `test_util::ScriptedReasoner`) that, when a chosen
+//! turn starts, arms a failpoint for the commits that follow, so the failure falls on that
+//! step's own commits whatever else the engine records. Tests wait for turns to start,
+//! and hold the next turn while they look, rather than sleep. Failpoints are
+//! process-wide: nextest runs each test in its own process; under `cargo test`
+//! `FailScenario::setup` holds a global lock that serialises these tests.
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 mod support;
 
-use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use aura_core::door::SeededEntropy;
-use aura_core::hash::Hash;
 use aura_core::keystore::Signer;
 use aura_core::{AgentId, MissionId};
 use aura_engine::Handle;
-use aura_engine::ports::{Policy, Query, ReasonRequest, Reasoner, Reasoners};
+use aura_engine::test_util::{Answer, OneReasoner, PermitAll, ScriptedReasoner};
 use aura_identity::{Level, Namespace};
-use aura_kernel::{
-    Authority, Budget, Decision, MissionSpec, MissionState, Outcome, ToolCall, Turn,
-};
+use aura_kernel::{Authority, Budget, MissionSpec, MissionState};
 use aura_store::Verification;
 use fail::FailScenario;
 use serde_json::json;
 
-/// Turns from a script (then `mission.finish`); at the turn `arm` names it configures a
-/// failpoint before answering.
-#[derive(Debug, Default)]
-struct Script {
-    turns: Mutex<VecDeque<Vec<(&'static str, serde_json::Value)>>>,
-    arm: Mutex<Option<(usize, &'static str, String)>>,
-    taken: AtomicUsize,
-}
-
-#[async_trait]
-impl Reasoner for Script {
-    async fn turn(
-        &self,
-        req: &ReasonRequest,
-        _deltas: &(dyn for<'s> Fn(&'s str) + Send + Sync),
-    ) -> Result<Turn, String> {
-        let n = self.taken.fetch_add(1, Ordering::SeqCst);
-        {
-            let mut arm = self.arm.lock().unwrap();
-            if arm.as_ref().is_some_and(|(at, _, _)| *at == n) {
-                let (_, name, action) = arm.take().unwrap();
-                fail::cfg(name, &action).unwrap();
-            }
-        }
-        let calls = self
-            .turns
-            .lock()
-            .unwrap()
-            .pop_front()
-            .unwrap_or_else(|| vec![("mission.finish", json!({"summary": "done"}))]);
-        // `hang` stands for a provider that never answers.
-        if calls.first().is_some_and(|(name, _)| *name == "hang") {
-            std::future::pending::<()>().await;
-        }
-        let m = req.messages.len();
-        Ok(Turn {
-            content: "ok".into(),
-            tool_calls: calls
-                .into_iter()
-                .enumerate()
-                .map(|(i, (name, arguments))| ToolCall {
-                    id: format!("c{m}-{i}"),
-                    name: name.into(),
-                    arguments,
-                })
-                .collect(),
-            finish: "tool_calls".into(),
-            prompt_tokens: 10,
-            completion_tokens: 5,
-            provider: "test".into(),
-            model: "script".into(),
-        })
-    }
-}
-
-#[derive(Debug)]
-struct OneReasoner(Arc<Script>);
-
-impl Reasoners for OneReasoner {
-    fn get(&self, name: &str) -> Option<Arc<dyn Reasoner>> {
-        (name.is_empty()).then(|| self.0.clone() as Arc<dyn Reasoner>)
-    }
-    fn describe_default(&self) -> String {
-        "test script".into()
-    }
-}
-
-/// Permits everything.
-#[derive(Debug)]
-struct PermitAll;
-
-impl Policy for PermitAll {
-    fn decide(&self, q: &Query) -> Decision {
-        let target = q
-            .target
-            .as_ref()
-            .map(|t| serde_json::to_value(t).unwrap())
-            .unwrap_or_default();
-        Decision {
-            action: q.action.clone(),
-            resource: target.clone(),
-            destructive: q.destructive,
-            outcome: Outcome::Permit,
-            deciding: vec!["test-rule".into()],
-            errors: vec![],
-            request: Hash::sha256(format!("{}{}{target}", q.mission, q.action).as_bytes()),
-        }
-    }
-}
-
 struct World {
     dir: tempfile::TempDir,
     signer: Arc<Signer>,
-    script: Arc<Script>,
+    script: Arc<ScriptedReasoner>,
     engine: Handle,
     agent: AgentId,
 }
 
-async fn open_engine(dir: &std::path::Path, signer: &Arc<Signer>, script: Arc<Script>) -> Handle {
+async fn open_engine(
+    dir: &std::path::Path,
+    signer: &Arc<Signer>,
+    script: Arc<ScriptedReasoner>,
+) -> Handle {
     support::start_engine(
         dir,
         signer,
@@ -144,7 +55,7 @@ async fn open_engine(dir: &std::path::Path, signer: &Arc<Signer>, script: Arc<Sc
 async fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
     let signer = Arc::new(Signer::ephemeral("node", &SeededEntropy::new(1)).unwrap());
-    let script = Arc::new(Script::default());
+    let script = Arc::new(ScriptedReasoner::new());
     let engine = open_engine(dir.path(), &signer, script.clone()).await;
     let agent = support::create_agent(&engine).await;
     World {
@@ -210,10 +121,19 @@ impl World {
 
     /// Two tool steps, then `mission.finish`.
     fn script(&self) {
-        self.script.turns.lock().unwrap().extend([
-            vec![("fs.write", json!({"path": "out.txt", "content": "written"}))],
-            vec![("fs.read", json!({"path": "out.txt"}))],
+        self.script.extend([
+            Answer::call("fs.write", json!({"path": "out.txt", "content": "written"})),
+            Answer::call("fs.read", json!({"path": "out.txt"})),
         ]);
+    }
+
+    /// Waits until `n` reasoner turns have started (at most a minute).
+    async fn turns_started(&self, n: usize) {
+        tokio::time::timeout(Duration::from_secs(60), self.script.started(n))
+            .await
+            .unwrap_or_else(|_| {
+                panic!("only {} of {n} turns started", self.script.turns_started())
+            });
     }
 
     /// The whole ledger verifies.
@@ -341,7 +261,8 @@ async fn submit_fails(failpoint: &'static str, action: &str, kept: bool) {
 
 /// Runs a mission whose `nth` commit after the reasoner's second turn fails (0: the one
 /// recording the turn; 1: the next, whatever the engine records in it), and waits until
-/// that step is over.
+/// that step is over: until the next turn has started, which the script holds (nothing of
+/// it recorded) until the caller releases it.
 async fn fail_a_step(failpoint: &'static str, action: &str, nth: usize) -> (World, MissionId) {
     let w = world().await;
     w.script();
@@ -350,17 +271,15 @@ async fn fail_a_step(failpoint: &'static str, action: &str, nth: usize) -> (Worl
     } else {
         format!("{nth}*off->1*{action}->off")
     };
-    *w.script.arm.lock().unwrap() = Some((1, failpoint, spec));
+    w.script
+        .on_turn(1, move || fail::cfg(failpoint, &spec).unwrap());
+    w.script.hold_from(2);
     let failed = count_failures();
     let id = w.submit("m").await.unwrap();
-    for _ in 0..500 {
-        if failed.load(Ordering::SeqCst) > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    // Long enough for the engine to finish handling the failure (a few ms).
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Whether the failed commit was kept (the step goes on) or rolled back (the step is
+    // tried again a moment later), the mission's next turn comes once the failure is
+    // handled; held, it leaves the engine waiting with nothing more to record.
+    w.turns_started(3).await;
     assert_eq!(failed.load(Ordering::SeqCst), 1, "failed commits");
     (w, id)
 }
@@ -377,6 +296,7 @@ async fn step_fails(failpoint: &'static str, action: &str, nth: usize, kept: boo
     // Kept or rolled back, the mission finishes without a restart: a rolled-back step is
     // tried again a moment later.
     let _ = kept;
+    w.script.release();
     assert_eq!(until_terminal(&w.engine, id).await, MissionState::Completed);
     w.every_mission_is_what_the_ledger_holds().await;
 
@@ -440,21 +360,15 @@ async fn a_cancel_after_a_step_kept_despite_its_error_keeps_the_record_replayabl
     let w = world().await;
     w.script();
     // The third turn never answers, so the cancel finds the mission running.
-    w.script
-        .turns
-        .lock()
-        .unwrap()
-        .push_back(vec![("hang", json!(null))]);
-    *w.script.arm.lock().unwrap() = Some((1, "sqlite.append.after_commit", "1*return->off".into()));
+    w.script.push(Answer::Hang);
+    w.script.on_turn(1, || {
+        fail::cfg("sqlite.append.after_commit", "1*return->off").unwrap();
+    });
     let failed = count_failures();
     let id = w.submit("m").await.unwrap();
-    for _ in 0..500 {
-        if w.script.taken.load(Ordering::SeqCst) >= 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(w.script.taken.load(Ordering::SeqCst), 3, "turns taken");
+    // The third turn is in flight once it has started.
+    w.turns_started(3).await;
+    assert_eq!(w.script.turns_started(), 3, "turns taken");
     assert_eq!(failed.load(Ordering::SeqCst), 1, "failed commits");
     w.engine.cancel(id, "operator", "stop").await.unwrap();
     assert_eq!(w.engine.mission(id).unwrap().state, MissionState::Cancelled);

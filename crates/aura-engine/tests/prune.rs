@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use aura_core::door::{Clock as _, SystemClock};
 use aura_core::{AgentId, Timestamp};
+use aura_engine::test_util::Answer;
 use aura_engine::{Error, Handle};
 use aura_kernel::MissionState;
 use aura_store::Verification;
@@ -49,9 +50,9 @@ async fn finished_missions_are_pruned_running_ones_are_not_and_a_restart_still_l
     std::fs::create_dir_all(ws(&w, "two")).unwrap();
     std::fs::write(ws(&w, "two").join("gone.txt"), "bye").unwrap();
     let bulky = "x".repeat(20_000);
-    w.script.0.lock().unwrap().extend([
-        vec![("fs.write", json!({"path": "big.txt", "content": bulky}))],
-        vec![("fs.write", json!({"path": "big2.txt", "content": bulky}))],
+    w.script.extend([
+        Answer::calls([("fs.write", json!({"path": "big.txt", "content": bulky}))]),
+        Answer::calls([("fs.write", json!({"path": "big2.txt", "content": bulky}))]),
     ]);
     let done = w
         .engine
@@ -63,10 +64,7 @@ async fn finished_missions_are_pruned_running_ones_are_not_and_a_restart_still_l
         MissionState::Completed
     );
     w.script
-        .0
-        .lock()
-        .unwrap()
-        .push_back(vec![("fs.delete", json!({"path": "gone.txt"}))]);
+        .push(Answer::calls([("fs.delete", json!({"path": "gone.txt"}))]));
     let waiting = w
         .engine
         .submit(w.agent, spec(&["fs.delete", "mission.finish"], "two", 600))

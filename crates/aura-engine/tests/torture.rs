@@ -24,18 +24,16 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use aura_core::MissionId;
 use aura_core::door::{OsEntropy, SeededEntropy, SystemClock};
-use aura_core::hash::Hash;
 use aura_core::keystore::Signer;
 use aura_engine::adapters::tools::RegistryTools;
 use aura_engine::ports::{
-    ExecContext, Policy, Proposal, Query, ReasonRequest, Reasoner, Reasoners, Target, ToolSpec,
-    Tools,
+    ErrorKind, ExecContext, Proposal, Target, ToolError, ToolSpec, Tools, failed_effect,
 };
+use aura_engine::test_util::{self, Answer, OneReasoner, PermitAll, ScriptedReasoner};
 use aura_engine::{Handle, NewAgent, Options, Services};
 use aura_identity::{Level, Namespace, TrustSet};
 use aura_kernel::{
-    Authority, Budget, Decision, Effect, Event, MissionSpec, Outcome, Recorded, RetryPolicy, Role,
-    StepPolicy, ToolCall, Turn,
+    Authority, Budget, Effect, Event, MissionSpec, Recorded, RetryPolicy, StepPolicy, ToolCall,
 };
 use aura_store::{EntryRef, SqliteStore, Store, Verification};
 use serde_json::{Value, json};
@@ -51,28 +49,17 @@ const PER_LIFE: usize = 2;
 // The child: a node that runs missions until it is killed.
 
 /// Follows the plan in the mission's objective (`plan: wcw`: `w` writes a file, `c` runs
-/// `count.run`), one call per turn, then finishes.
-#[derive(Debug)]
-struct PlanReasoner;
-
-#[async_trait]
-impl Reasoner for PlanReasoner {
-    async fn turn(
-        &self,
-        req: &ReasonRequest,
-        _deltas: &(dyn for<'s> Fn(&'s str) + Send + Sync),
-    ) -> Result<Turn, String> {
-        let objective = req
+/// `count.run`), one call per turn, then finishes. Call ids are `s<step>`; `count.run`
+/// reads its step from them.
+fn plan_reasoner() -> ScriptedReasoner {
+    ScriptedReasoner::by_step(|step, req| {
+        let Some(objective) = req
             .messages
             .iter()
             .find_map(|m| m.content.strip_prefix("Objective: plan: "))
-            .ok_or("no plan")?
-            .to_owned();
-        let step = req
-            .messages
-            .iter()
-            .filter(|m| m.role == Role::Assistant)
-            .count();
+        else {
+            return Answer::Fail("no plan".into());
+        };
         let call = match objective.as_bytes().get(step) {
             Some(b'w') => ToolCall {
                 id: format!("s{step}"),
@@ -90,46 +77,8 @@ impl Reasoner for PlanReasoner {
                 arguments: json!({ "summary": "plan done" }),
             },
         };
-        Ok(Turn {
-            content: String::new(),
-            tool_calls: vec![call],
-            finish: "tool_calls".into(),
-            prompt_tokens: 1,
-            completion_tokens: 1,
-            provider: "torture".into(),
-            model: "plan".into(),
-        })
-    }
-}
-
-#[derive(Debug)]
-struct OnePlan;
-
-impl Reasoners for OnePlan {
-    fn get(&self, name: &str) -> Option<Arc<dyn Reasoner>> {
-        name.is_empty()
-            .then(|| Arc::new(PlanReasoner) as Arc<dyn Reasoner>)
-    }
-    fn describe_default(&self) -> String {
-        "plan".into()
-    }
-}
-
-#[derive(Debug)]
-struct PermitAll;
-
-impl Policy for PermitAll {
-    fn decide(&self, q: &Query) -> Decision {
-        Decision {
-            action: q.action.clone(),
-            resource: Value::Null,
-            destructive: false,
-            outcome: Outcome::Permit,
-            deciding: vec!["permit-all".into()],
-            errors: vec![],
-            request: Hash::ZERO,
-        }
-    }
+        Answer::Turn(test_util::turn(vec![call]))
+    })
 }
 
 /// The real tools plus `count.run`; every execution logged before it happens.
@@ -169,7 +118,7 @@ impl Tools for Counted {
         specs
     }
 
-    fn prepare(&self, call: &ToolCall) -> Result<Proposal, String> {
+    fn prepare(&self, call: &ToolCall) -> Result<Proposal, ToolError> {
         if call.name == "count.run" {
             return Ok(Proposal {
                 call: call.clone(),
@@ -190,7 +139,7 @@ impl Tools for Counted {
         // retries happen under the kills too.
         let transient = call.id.ends_with('1') || call.id.ends_with('4');
         if transient && nth == 1 {
-            return effect(call, false, Some("io: the disk hiccupped".into()));
+            return failed_effect(call, ErrorKind::Io, "the disk hiccupped");
         }
         // A command takes a while (20-110 ms), so that kills land while calls are in
         // flight.
@@ -203,7 +152,17 @@ impl Tools for Counted {
             .open(ctx.workspace.join("count.txt"))
             .unwrap();
         f.write_all(format!("{}\n", call.id).as_bytes()).unwrap();
-        effect(call, true, None)
+        Effect {
+            call_id: call.id.clone(),
+            tool: call.name.clone(),
+            ok: true,
+            output: json!({ "counted": true }),
+            error: None,
+            error_kind: None,
+            compensation: None,
+            message: None,
+            finish: None,
+        }
     }
 
     async fn compensate(
@@ -211,21 +170,8 @@ impl Tools for Counted {
         ctx: &ExecContext,
         tool: &str,
         compensation: &Value,
-    ) -> Result<(), String> {
+    ) -> Result<(), ToolError> {
         self.real.compensate(ctx, tool, compensation).await
-    }
-}
-
-fn effect(call: &ToolCall, ok: bool, error: Option<String>) -> Effect {
-    Effect {
-        call_id: call.id.clone(),
-        tool: call.name.clone(),
-        ok,
-        output: json!({ "counted": ok }),
-        error,
-        compensation: None,
-        message: None,
-        finish: None,
     }
 }
 
@@ -252,7 +198,7 @@ async fn engine(dir: &Path, store: Arc<dyn Store>, signer: Arc<Signer>) -> Handl
                 real: RegistryTools::new(Arc::new(registry), aura_tools::Limits::default(), false),
                 log: dir.join("executions.log"),
             }),
-            reasoners: Arc::new(OnePlan),
+            reasoners: Arc::new(OneReasoner(Arc::new(plan_reasoner()))),
         },
     )
     .await

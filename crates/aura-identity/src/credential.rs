@@ -8,13 +8,13 @@
 //! ```
 
 use aura_core::encoding::{DecodeError, DecodeErrorKind, Decoder, Encoder};
+use aura_core::signed::{Issuer, Signed, Statement};
 use aura_core::{AgentId, PublicKey, Timestamp, typed_id};
 use serde::{Deserialize, Serialize};
 
 use crate::level::{Level, Namespace};
-use crate::statement::{
-    BadStatement, Signed, Statement, TrustSet, get_key, get_str, put_key, put_str,
-};
+
+use crate::statement::{BadStatement, TrustSet, get_key, get_str, put_key, put_str};
 
 typed_id!(
     /// A credential.
@@ -155,8 +155,8 @@ impl Statement for Credential {
         })
     }
 
-    fn signer(&self) -> &PublicKey {
-        &self.issuer
+    fn issuer(&self) -> Issuer<'_> {
+        Issuer::Key(&self.issuer)
     }
 }
 

@@ -1,65 +1,13 @@
-//! Signed statements: the one way identity facts are signed and checked.
-//!
-//! A statement's signer signs `Domain::Statement`'s tag, the statement kind, a NUL byte and
-//! the statement's canonical encoding. The kind keeps a credential from being passed off as
-//! an approval even if the two encodings happened to coincide.
+//! Trust in signed statements: which issuers a node trusts, and why a signed statement
+//! does not hold up. The statements themselves are [`aura_core::signed`]'s: one trait, one
+//! `Signed<T>`, one rule for what a signer signs (`Domain::Statement`'s tag, the kind, a NUL
+//! byte, the canonical encoding), shared with aura-model's manifests, licenses and
+//! receipts.
 
-use std::fmt;
-
+use aura_core::PublicKey;
 use aura_core::encoding::{DecodeError, Decoder, Encoder};
-use aura_core::hash::{Domain, Hash};
-use aura_core::keystore::Signer;
 use aura_core::sign::BadSignature;
-use aura_core::{PublicKey, Signature};
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-
-/// A statement that can be signed.
-pub trait Statement: Sized + Clone + fmt::Debug + Serialize + DeserializeOwned {
-    /// Names the kind of statement in the signed message, e.g. `credential/v1`.
-    const KIND: &'static str;
-
-    /// The canonical encoding of the statement's fields.
-    fn encode(&self, e: &mut Encoder);
-
-    /// Decodes what [`Statement::encode`] wrote.
-    fn decode(d: &mut Decoder<'_>) -> Result<Self, DecodeError>;
-
-    /// The key whose signature makes this statement valid (the issuer, or the approver).
-    fn signer(&self) -> &PublicKey;
-
-    /// The canonical encoding as bytes.
-    fn to_bytes(&self) -> Vec<u8> {
-        let mut e = Encoder::new();
-        self.encode(&mut e);
-        e.finish()
-    }
-
-    /// The bytes the signer signs.
-    fn signing_message(&self) -> Vec<u8> {
-        let mut msg = Vec::new();
-        msg.extend_from_slice(Domain::Statement.tag());
-        msg.extend_from_slice(Self::KIND.as_bytes());
-        msg.push(0);
-        msg.extend_from_slice(&self.to_bytes());
-        msg
-    }
-
-    /// A stable digest of the statement (not of its signature).
-    fn digest(&self) -> Hash {
-        Hash::tagged(Domain::Statement, &self.signing_message())
-    }
-}
-
-/// A statement and its signature. On the wire (JSON) it is
-/// `{"statement": {...}, "signature": "<hex>"}`; the signature covers the canonical
-/// encoding, so any field changed in transit makes it fail.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(bound = "T: Statement")]
-pub struct Signed<T: Statement> {
-    pub statement: T,
-    pub signature: Signature,
-}
+use aura_core::signed::{self, Signed, Statement};
 
 /// A signed statement that does not hold up.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,52 +16,24 @@ pub enum BadStatement {
     WrongSigner { declared: String, found: String },
     #[error("its signer {0} is not a trusted issuer")]
     UntrustedIssuer(String),
+    #[error("it breaks a rule of its format: {0}")]
+    Invalid(String),
     #[error(transparent)]
     BadSignature(#[from] BadSignature),
 }
 
-impl<T: Statement> Signed<T> {
-    /// Signs `statement` with `signer`, which must be the key the statement names.
-    pub fn sign(statement: T, signer: &Signer) -> Result<Self, BadStatement> {
-        if signer.public_key() != *statement.signer() {
-            return Err(BadStatement::WrongSigner {
-                declared: statement.signer().fingerprint(),
-                found: signer.public_key().fingerprint(),
-            });
+impl From<signed::Error> for BadStatement {
+    fn from(e: signed::Error) -> Self {
+        match e {
+            signed::Error::WrongSigner { declared, found } => {
+                BadStatement::WrongSigner { declared, found }
+            }
+            signed::Error::BadSignature(b) => BadStatement::BadSignature(b),
+            signed::Error::Invalid(i) => BadStatement::Invalid(i.0),
+            // Identity statements name their signer's key, so this does not arise; it
+            // fails closed all the same.
+            signed::Error::NoKeyNamed(who) => BadStatement::UntrustedIssuer(who),
         }
-        let signature = signer.sign(&statement.signing_message());
-        Ok(Signed {
-            statement,
-            signature,
-        })
-    }
-
-    /// Checks the signature against the key the statement names (trust is the caller's
-    /// next question; see [`TrustSet`]).
-    pub fn verify_signature(&self) -> Result<(), BadStatement> {
-        self.statement
-            .signer()
-            .verify(&self.statement.signing_message(), &self.signature)?;
-        Ok(())
-    }
-
-    /// Canonical encoding of statement and signature.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut e = Encoder::new();
-        self.statement.encode(&mut e);
-        e.raw(&self.signature.0);
-        e.finish()
-    }
-
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let mut d = Decoder::new(bytes);
-        let statement = T::decode(&mut d)?;
-        let signature = Signature(d.array("signature")?);
-        d.finish()?;
-        Ok(Signed {
-            statement,
-            signature,
-        })
     }
 }
 
@@ -141,12 +61,14 @@ impl TrustSet {
 
     /// Signature valid and signer trusted.
     pub fn check<T: Statement>(&self, s: &Signed<T>) -> Result<(), BadStatement> {
-        if !self.contains(s.statement.signer()) {
-            return Err(BadStatement::UntrustedIssuer(
-                s.statement.signer().fingerprint(),
-            ));
-        }
-        s.verify_signature()
+        let issuer = s.statement.issuer();
+        let Some(key) = issuer.key().filter(|k| self.contains(k)) else {
+            let who = issuer
+                .key()
+                .map_or_else(|| issuer.to_string(), PublicKey::fingerprint);
+            return Err(BadStatement::UntrustedIssuer(who));
+        };
+        Ok(s.verify(key)?)
     }
 }
 

@@ -3,6 +3,8 @@
 //! final text.
 
 use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -117,6 +119,41 @@ pub enum Finish {
     Cancelled,
 }
 
+/// Stops generations from outside them, whoever holds the callback: checked before each
+/// chunk of the prompt and before each token, so a cancelled generation ends within one
+/// forward pass ([`Finish::Cancelled`]). Clones share the flag; [`Cancel::child`] makes a
+/// flag of its own that also obeys this one (one request's under a whole node's).
+#[derive(Clone, Debug, Default)]
+pub struct Cancel {
+    own: Arc<AtomicBool>,
+    above: Vec<Arc<AtomicBool>>,
+}
+
+impl Cancel {
+    pub fn new() -> Self {
+        Cancel::default()
+    }
+
+    /// Cancels this flag's generations, and its children's.
+    pub fn cancel(&self) {
+        self.own.store(true, Ordering::Release);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.own.load(Ordering::Acquire) || self.above.iter().any(|f| f.load(Ordering::Acquire))
+    }
+
+    /// A flag cancelled by its own [`Cancel::cancel`] or by this one's.
+    pub fn child(&self) -> Cancel {
+        let mut above = self.above.clone();
+        above.push(self.own.clone());
+        Cancel {
+            own: Arc::new(AtomicBool::new(false)),
+            above,
+        }
+    }
+}
+
 /// A log-probability of one token.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TopLogprob {
@@ -182,6 +219,17 @@ impl Model {
         req: &GenerateRequest,
         on_token: &mut dyn FnMut(&TokenEvent) -> ControlFlow<()>,
     ) -> Result<Generation> {
+        self.generate_until(req, on_token, &Cancel::new())
+    }
+
+    /// [`Model::generate`], ending as [`Finish::Cancelled`] once `cancel` is cancelled
+    /// (checked between chunks of the prompt and before each token).
+    pub fn generate_until(
+        &self,
+        req: &GenerateRequest,
+        on_token: &mut dyn FnMut(&TokenEvent) -> ControlFlow<()>,
+        cancel: &Cancel,
+    ) -> Result<Generation> {
         req.sampling.validate()?;
         if req.stop.iter().any(String::is_empty) {
             return Err(Error::InvalidRequest(
@@ -215,6 +263,17 @@ impl Model {
         let mut session: Session<'_> = self.session();
         let mut logits = Vec::new();
         for chunk in prompt.chunks(PREFILL_CHUNK) {
+            if cancel.is_cancelled() {
+                return Ok(Generation {
+                    tokens: Vec::new(),
+                    text: String::new(),
+                    finish: Finish::Cancelled,
+                    prompt_tokens: prompt.len() as u32,
+                    completion_tokens: 0,
+                    expert_tokens: session.expert_tokens().to_vec(),
+                    logprobs: req.logprobs.map(|_| Vec::new()),
+                });
+            }
             logits = session.feed(chunk)?;
         }
 
@@ -235,6 +294,10 @@ impl Model {
         loop {
             if steps >= req.max_tokens {
                 out.finish = Finish::Length;
+                break;
+            }
+            if cancel.is_cancelled() {
+                out.finish = Finish::Cancelled;
                 break;
             }
             sampler.penalize(&mut logits, &context, &mut seen);

@@ -63,7 +63,8 @@ pub use chat::{ChatMessage, ToolCall, ToolCallFunction, ToolDef};
 pub use embed::{DEFAULT_MAX_TOKENS as EMBEDDING_MAX_TOKENS, EmbeddingModel, Embeddings};
 pub use error::{Error, Result};
 pub use generate::{
-    Constraint, Finish, GenerateRequest, Generation, Prompt, TokenEvent, TokenLogprobs, TopLogprob,
+    Cancel, Constraint, Finish, GenerateRequest, Generation, Prompt, TokenEvent, TokenLogprobs,
+    TopLogprob,
 };
 pub use kernels::KernelVariant;
 pub use load::interleave_rotary_rows;

@@ -28,7 +28,8 @@
 //!   `ToolCallArguments` deltas if it parsed, or text if it did not. For a text turn the
 //!   streamed text is exactly the turn's content.
 //! - **Cancellation.** Dropping the `turn` future closes the channel; the generating
-//!   thread sees it at its next token and stops.
+//!   thread sees it at its next token and stops. [`LocalReasoner::chat_until`] also stops
+//!   when a [`Cancel`] flag is set (a node stopping).
 //! - **Usage** counts the real tokens: the rendered prompt's, and every generated token
 //!   including the end-of-sequence token.
 
@@ -44,7 +45,7 @@ use aura_reasoner::{
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::generate::{Constraint, Finish as GenFinish, GenerateRequest, Prompt};
+use crate::generate::{Cancel, Constraint, Finish as GenFinish, GenerateRequest, Prompt};
 use crate::{
     ChatMessage, LoadOptions, Model, ModelFiles, Sampling, ToolCallFunction, ToolDef, WeightFormat,
 };
@@ -432,6 +433,31 @@ impl LocalReasoner {
         options: &ChatOptions,
         deltas: Option<&DeltaSink<'_>>,
     ) -> Result<ChatOutcome, Error> {
+        self.chat_until(request, options, deltas, &Cancel::new())
+            .await
+    }
+
+    /// How many tokens the prompt of this request renders to (the conversation in the
+    /// model's chat template, with any answer begun for it): what the context must hold
+    /// before the first generated token.
+    pub fn prompt_tokens(&self, request: &Request, options: &ChatOptions) -> Result<usize, Error> {
+        let plan = self.plan(request, options)?;
+        self.model
+            .tokenizer()
+            .encode(&plan.prompt, true)
+            .map(|t| t.len())
+            .map_err(|e| engine_error(&e))
+    }
+
+    /// [`LocalReasoner::chat`], stopped once `cancel` is cancelled: the turn then ends
+    /// with `Finish::Other("cancelled")` and the text written so far.
+    pub async fn chat_until(
+        &self,
+        request: &Request,
+        options: &ChatOptions,
+        deltas: Option<&DeltaSink<'_>>,
+        cancel: &Cancel,
+    ) -> Result<ChatOutcome, Error> {
         let mut plan = self.plan(request, options)?;
         if plan.must_call && plan.forced.is_none() {
             // Several tools and one must be called: the model picks the name among the
@@ -448,17 +474,22 @@ impl LocalReasoner {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         let model = Arc::clone(&self.model);
         let generate = plan.generate.clone();
+        let cancel = cancel.clone();
         let worker = tokio::task::spawn_blocking(move || {
-            model.generate(&generate, &mut |event| {
-                if event.text.is_empty() {
-                    return ControlFlow::Continue(());
-                }
-                // A closed channel means the turn was dropped: stop generating.
-                match tx.send(event.text.clone()) {
-                    Ok(()) => ControlFlow::Continue(()),
-                    Err(_) => ControlFlow::Break(()),
-                }
-            })
+            model.generate_until(
+                &generate,
+                &mut |event| {
+                    if event.text.is_empty() {
+                        return ControlFlow::Continue(());
+                    }
+                    // A closed channel means the turn was dropped: stop generating.
+                    match tx.send(event.text.clone()) {
+                        Ok(()) => ControlFlow::Continue(()),
+                        Err(_) => ControlFlow::Break(()),
+                    }
+                },
+                &cancel,
+            )
         });
 
         let mut gate = Gate::new(!plan.tools.is_empty());

@@ -627,3 +627,53 @@ fn damaged_gguf_files_are_refused_without_panicking() {
     std::fs::write(&bad, b"not a gguf file at all").unwrap();
     assert!(load_err(&ModelFiles::Gguf(bad)).contains("not a readable gguf file"));
 }
+
+/// A generation stops at the next step once its [`aura_infer::Cancel`] flag, or a flag
+/// above it, is set; a flag set before it starts stops it before the prompt is read.
+#[test]
+fn a_cancelled_generation_stops_at_its_next_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = Model::load(
+        &write_safetensors(dir.path(), false, &weights(false, 31)),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let req = GenerateRequest {
+        prompt: Prompt::Tokens(prompt(&model)),
+        max_tokens: 1000,
+        ..GenerateRequest::default()
+    };
+    let node = aura_infer::Cancel::new();
+    let request = node.child();
+    let mut seen = 0;
+    let out = model
+        .generate_until(
+            &req,
+            &mut |_| {
+                seen += 1;
+                if seen == 3 {
+                    // The node stopping cancels the request's generation.
+                    node.cancel();
+                }
+                ControlFlow::Continue(())
+            },
+            &request,
+        )
+        .unwrap();
+    assert_eq!(out.finish, aura_infer::Finish::Cancelled);
+    assert_eq!(out.completion_tokens, 3);
+    assert!(request.is_cancelled());
+
+    let early = model
+        .generate_until(&req, &mut |_| ControlFlow::Continue(()), &request)
+        .unwrap();
+    assert_eq!(
+        (early.finish, early.completion_tokens),
+        (aura_infer::Finish::Cancelled, 0)
+    );
+    // A sibling's flag is its own.
+    let other = aura_infer::Cancel::new();
+    let sibling = other.child();
+    other.child().cancel();
+    assert!(!sibling.is_cancelled());
+}

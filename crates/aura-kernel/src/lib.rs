@@ -12,6 +12,8 @@
 //! [`replay`] re-applies a recorded mission's events and checks every state hash, naming the
 //! first entry where the kernel would now derive something different.
 
+#![forbid(unsafe_code)]
+
 mod durable;
 mod mission;
 mod record;
@@ -22,8 +24,8 @@ pub use mission::{
     CallState, Change, Completed, Escalation, KernelError, Mission, is_workspace_name,
 };
 pub use record::{
-    Authority, Budget, Decision, Effect, Event, Message, MissionSpec, Outbound, Outcome, Recorded,
-    Role, ToolCall, Turn,
+    Authority, Budget, Decision, Effect, Event, Message, MissionSpec, Outbound, Outcome,
+    RecordFormat, Recorded, Role, ToolCall, Turn, Unserialisable,
 };
 pub use state::{IllegalTransition, MissionState, UnknownState, check_transition};
 
@@ -42,6 +44,7 @@ impl Step {
     pub fn submit(event: Event) -> Result<Step, KernelError> {
         let mission = Mission::submitted(&event)?;
         let recorded = vec![Recorded {
+            v: mission.format,
             mission: mission.id,
             event,
             state_hash: mission.state_hash,
@@ -62,6 +65,7 @@ impl Step {
     pub fn push(&mut self, event: Event) -> Result<&Mission, KernelError> {
         self.mission = self.mission.apply(&event)?;
         self.recorded.push(Recorded {
+            v: self.mission.format,
             mission: self.mission.id,
             event,
             state_hash: self.mission.state_hash,
@@ -103,6 +107,12 @@ pub enum Divergence {
     },
     #[error("the record of the mission is empty")]
     Empty,
+    #[error("entry {entry} is recorded in format {found:?}, the mission's record in {expected:?}")]
+    FormatChanged {
+        entry: u64,
+        expected: RecordFormat,
+        found: RecordFormat,
+    },
 }
 
 /// Replays one mission from its recorded entries (`(ledger index, entry body)` in order),
@@ -113,9 +123,16 @@ pub fn replay<'a>(
     let mut mission: Option<Mission> = None;
     for (entry, rec) in records {
         let next = match &mission {
-            None => Mission::submitted(&rec.event)
+            None => Mission::submitted_in(&rec.event, rec.v)
                 .map_err(|error| Divergence::Refused { entry, error })?,
             Some(m) => {
+                if rec.v != m.format {
+                    return Err(Divergence::FormatChanged {
+                        entry,
+                        expected: m.format,
+                        found: rec.v,
+                    });
+                }
                 if rec.mission != m.id {
                     return Err(Divergence::OtherMission {
                         entry,

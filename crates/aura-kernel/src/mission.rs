@@ -8,13 +8,18 @@
 //! chains every event and commits to everything the kernel derived from them, so a replay
 //! that derives anything differently diverges at once.
 
+use std::collections::BTreeSet;
+
 use aura_core::hash::{Domain, Hash, TaggedHasher};
 use aura_core::{AgentId, MissionId, Timestamp};
-use aura_identity::Level;
+use aura_identity::{Answers, Approval, ApprovalId, Level, Signed, Verdict};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::record::{Decision, Effect, Event, Message, MissionSpec, Outcome, Role, ToolCall};
+use crate::record::{
+    Decision, Effect, Event, Message, MissionSpec, Outcome, RecordFormat, Role, ToolCall,
+    Unserialisable,
+};
 use crate::state::{IllegalTransition, MissionState, check_transition};
 
 /// Why an event was refused.
@@ -177,6 +182,17 @@ pub struct Mission {
     /// An operator paused the mission.
     #[serde(default, skip_serializing_if = "is_false")]
     pub paused: bool,
+    /// The ids of the approvals (and rejections) the mission's record used: each answers
+    /// one escalation, so an id used once is refused after. Derived from the recorded
+    /// approvals, which the state hash already chains, and left out of the hashed summary,
+    /// so that records made before it existed replay to the same hashes.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub used_approvals: BTreeSet<ApprovalId>,
+    /// The record format the mission was submitted under; its events are recorded and its
+    /// state hashes computed in it to the end. Derived from the record (the submission's
+    /// `v`), so left out of the mission's own JSON.
+    #[serde(skip)]
+    pub format: RecordFormat,
 }
 
 /// What the state hash commits to besides the events: everything derived, but the
@@ -205,14 +221,21 @@ struct Summary<'a> {
     paused: bool,
 }
 
-fn json(value: &impl Serialize) -> Vec<u8> {
-    // These types serialise infallibly: string keys only, no floats.
-    serde_json::to_vec(value).unwrap_or_default()
+impl From<Unserialisable> for KernelError {
+    fn from(e: Unserialisable) -> Self {
+        KernelError::Invalid(e.to_string())
+    }
 }
 
 impl Mission {
-    /// A mission from its `Submitted` event.
+    /// A new mission from its `Submitted` event, recorded in the current format.
     pub fn submitted(event: &Event) -> Result<Mission, KernelError> {
+        Mission::submitted_in(event, RecordFormat::CURRENT)
+    }
+
+    /// A mission from its `Submitted` event, recorded in `format` (for replay: the format
+    /// its record was written in).
+    pub fn submitted_in(event: &Event, format: RecordFormat) -> Result<Mission, KernelError> {
         let Event::Submitted {
             mission,
             agent,
@@ -248,8 +271,10 @@ impl Mission {
             turn_failures: 0,
             turn_retry_at: None,
             paused: false,
+            used_approvals: BTreeSet::new(),
+            format,
         };
-        m.seal(event);
+        m.seal(event)?;
         Ok(m)
     }
 
@@ -257,7 +282,7 @@ impl Mission {
     pub fn apply(&self, event: &Event) -> Result<Mission, KernelError> {
         let mut m = self.clone();
         m.apply_in_place(event)?;
-        m.seal(event);
+        m.seal(event)?;
         Ok(m)
     }
 
@@ -270,10 +295,15 @@ impl Mission {
 
     /// The next call to undo: the latest completed one not yet undone (reverse order).
     pub fn next_compensation(&self) -> Option<&Completed> {
-        self.completed
-            .iter()
-            .rev()
-            .find(|c| c.compensation.is_some() && !c.compensated && c.compensation_error.is_none())
+        self.next_compensation_at()
+            .and_then(|i| self.completed.get(i))
+    }
+
+    /// Where in `completed` the next call to undo is.
+    fn next_compensation_at(&self) -> Option<usize> {
+        self.completed.iter().rposition(|c| {
+            c.compensation.is_some() && !c.compensated && c.compensation_error.is_none()
+        })
     }
 
     /// Calls policy has not decided yet, in the reasoner's order.
@@ -287,6 +317,23 @@ impl Mission {
     /// Calls permitted and not yet run, in order.
     pub fn permitted(&self) -> impl Iterator<Item = &ToolCall> {
         self.calls.iter().filter(|c| c.permitted()).map(|c| &c.call)
+    }
+
+    /// What an approval of the escalation waiting must name: the declaration, or the
+    /// escalated call with the turn that proposed it. `None` while nothing waits.
+    pub fn escalation_answers(&self) -> Option<Answers> {
+        let esc = self
+            .escalation
+            .as_ref()
+            .filter(|e| e.approved_by.is_none())?;
+        Some(match &esc.call_id {
+            None => Answers::Declaration,
+            // No turn is taken while a call waits, so the latest turn proposed it.
+            Some(id) => Answers::Call {
+                turn: self.steps,
+                id: id.clone(),
+            },
+        })
     }
 
     /// The state of the call `id` of the latest turn.
@@ -340,16 +387,17 @@ impl Mission {
         out
     }
 
-    fn push_message(&mut self, message: Message) {
+    fn push_message(&mut self, message: Message) -> Result<(), KernelError> {
         let mut h = TaggedHasher::new(Domain::State);
         h.update(b"message");
         h.update(&self.conversation_digest.0);
-        h.update(&json(&message));
+        h.update(&self.format.json(&message)?);
         self.conversation_digest = h.finish();
         self.conversation.push(std::sync::Arc::new(message));
+        Ok(())
     }
 
-    fn seal(&mut self, event: &Event) {
+    fn seal(&mut self, event: &Event) -> Result<(), KernelError> {
         self.events += 1;
         let summary = Summary {
             state: self.state,
@@ -374,10 +422,11 @@ impl Mission {
         h.update(&self.state_hash.0);
         h.update(event.kind().as_bytes());
         h.update(&[0]);
-        h.update(&json(event));
+        h.update(&self.format.json(event)?);
         h.update(&[0]);
-        h.update(&json(&summary));
+        h.update(&self.format.json(&summary)?);
         self.state_hash = h.finish();
+        Ok(())
     }
 
     fn require(&self, event: &'static str, allowed: &[MissionState]) -> Result<(), KernelError> {
@@ -449,7 +498,7 @@ impl Mission {
                     content: turn.content.clone(),
                     tool_calls: turn.tool_calls.clone(),
                     tool_call_id: None,
-                });
+                })?;
             }
             Event::Decided { call_id, decision } => {
                 self.require("a decision", &[Running, Escalated])?;
@@ -494,7 +543,7 @@ impl Mission {
                             content,
                             tool_calls: Vec::new(),
                             tool_call_id: Some(call_id.clone()),
-                        });
+                        })?;
                     }
                     Outcome::Escalate { level } => {
                         if self
@@ -519,18 +568,22 @@ impl Mission {
                 self.record_effect(effect)?;
             }
             Event::Approved {
+                approval,
                 approver,
                 level,
                 at,
-                ..
             } => {
                 self.require("an approval", &[Escalated])?;
-                let Some(esc) = self.escalation.as_mut() else {
+                let Some(esc) = self.escalation.as_ref() else {
                     return Err(invalid("nothing is waiting for approval"));
                 };
                 if esc.approved_by.is_some() {
                     return Err(invalid("the escalation was already approved"));
                 }
+                self.use_approval(approval, Verdict::Approve)?;
+                let Some(esc) = self.escalation.as_mut() else {
+                    return Err(invalid("nothing is waiting for approval"));
+                };
                 if *level < esc.level {
                     return Err(invalid(format!(
                         "an approval at {level} cannot answer an escalation to {}",
@@ -553,12 +606,17 @@ impl Mission {
                 }
             }
             Event::Rejected {
-                approver, reason, ..
+                approval,
+                approver,
+                reason,
+                ..
             } => {
                 self.require("a rejection", &[Escalated])?;
-                if self.escalation.take().is_none() {
+                if self.escalation.is_none() {
                     return Err(invalid("nothing is waiting for approval"));
                 }
+                self.use_approval(approval, Verdict::Reject)?;
+                self.escalation = None;
                 self.reason = Some(format!("rejected by {approver}: {reason}"));
             }
             Event::Message { from, body, .. } => {
@@ -568,7 +626,7 @@ impl Mission {
                     content: format!("Message from agent {from}: {body}"),
                     tool_calls: Vec::new(),
                     tool_call_id: None,
-                });
+                })?;
             }
             Event::CancelRequested { by, reason, .. } => {
                 if self.state.is_terminal() {
@@ -594,25 +652,25 @@ impl Mission {
                 call_id, ok, error, ..
             } => {
                 self.require("a compensation", &[Compensating])?;
-                let next = self.next_compensation().map(|c| c.call_id.clone());
-                if next.as_deref() != Some(call_id.as_str()) {
+                // The entry undone is the one `next_compensation` names, found by its
+                // place: call ids may repeat from one turn to the next, and the latest
+                // completed call of that id may be one already undone.
+                let Some(c) = self
+                    .next_compensation_at()
+                    .and_then(|i| self.completed.get_mut(i))
+                    .filter(|c| &c.call_id == call_id)
+                else {
+                    let next = self.next_compensation().map(|c| c.call_id.clone());
                     return Err(invalid(format!(
                         "compensations run in reverse order: the next is {}, not `{call_id}`",
                         next.map_or_else(|| "none".to_owned(), |n| format!("`{n}`"))
                     )));
-                }
-                if let Some(c) = self
-                    .completed
-                    .iter_mut()
-                    .rev()
-                    .find(|c| &c.call_id == call_id)
-                {
-                    if *ok {
-                        c.compensated = true;
-                    } else {
-                        c.compensation_error =
-                            Some(error.clone().unwrap_or_else(|| "unknown error".into()));
-                    }
+                };
+                if *ok {
+                    c.compensated = true;
+                } else {
+                    c.compensation_error =
+                        Some(error.clone().unwrap_or_else(|| "unknown error".into()));
                 }
             }
             Event::Attempt {
@@ -699,7 +757,7 @@ impl Mission {
                 ..
             } => {
                 self.require("a heartbeat", &[Running])?;
-                if json(details).len() > MAX_PROGRESS_BYTES {
+                if self.format.json(details)?.len() > MAX_PROGRESS_BYTES {
                     return Err(invalid("heartbeat details are larger than 4 KiB"));
                 }
                 let slot = self.permitted_slot(call_id)?;
@@ -738,6 +796,61 @@ impl Mission {
                 }
                 self.turn_retry_at = None;
             }
+        }
+        Ok(())
+    }
+
+    /// Checks the signed approval an `Approved` or `Rejected` event records against the
+    /// escalation waiting, and marks its id used. The node verified the approval's
+    /// signature and credential when it arrived (that needs the clock and the trusted
+    /// keys, which the kernel has not); what the kernel checks is what the record alone
+    /// can show: that the approval is for this mission, with this verdict, for this
+    /// request and (version 2) this very escalation, and that no earlier event used it.
+    /// The kernel does not refuse version 1 approvals, which old records hold; the node
+    /// accepts no new ones.
+    fn use_approval(&mut self, recorded: &Value, verdict: Verdict) -> Result<(), KernelError> {
+        // A value without a statement is not a signed approval: the kernel's own test
+        // records carry such placeholders, and they have nothing to check.
+        if recorded.get("statement").is_none() {
+            return Ok(());
+        }
+        let signed = Signed::<Approval>::deserialize(recorded)
+            .map_err(|e| invalid(format!("the recorded approval is malformed: {e}")))?;
+        let a = &signed.statement;
+        let Some(esc) = &self.escalation else {
+            return Err(invalid("nothing is waiting for approval"));
+        };
+        if a.mission != self.id {
+            return Err(invalid(format!(
+                "approval {} is for mission {}",
+                a.id, a.mission
+            )));
+        }
+        if a.verdict != verdict {
+            return Err(invalid(format!(
+                "approval {} has the other verdict than the event records",
+                a.id
+            )));
+        }
+        if a.request != esc.request {
+            return Err(invalid(format!(
+                "approval {} answers a different request",
+                a.id
+            )));
+        }
+        if let Some(named) = &a.answers
+            && self.escalation_answers().as_ref() != Some(named)
+        {
+            return Err(invalid(format!(
+                "approval {} answers {named}, not the escalation waiting",
+                a.id
+            )));
+        }
+        if !self.used_approvals.insert(a.id) {
+            return Err(invalid(format!(
+                "approval {} was already used in this mission; each escalation needs its own",
+                a.id
+            )));
         }
         Ok(())
     }
@@ -788,17 +901,20 @@ impl Mission {
             )));
         }
         self.calls.remove(pos);
-        let content = if effect.ok {
-            effect.output.to_string()
-        } else {
-            serde_json::json!({ "error": effect.error.clone().unwrap_or_default(), "output": effect.output }).to_string()
+        let content = match self.format {
+            // What the reasoner is told is part of the conversation the state hash
+            // covers, so from version 2 on it is canonical JSON too.
+            RecordFormat::V1 if effect.ok => effect.output.to_string(),
+            RecordFormat::V1 => serde_json::json!({ "error": effect.error.clone().unwrap_or_default(), "output": effect.output }).to_string(),
+            RecordFormat::V2 if effect.ok => self.format.text(&effect.output)?,
+            RecordFormat::V2 => self.format.text(&serde_json::json!({ "error": effect.error.clone().unwrap_or_default(), "output": effect.output }))?,
         };
         self.push_message(Message {
             role: Role::Tool,
             content,
             tool_calls: Vec::new(),
             tool_call_id: Some(effect.call_id.clone()),
-        });
+        })?;
         if effect.ok {
             self.completed.push(Completed {
                 call_id: effect.call_id.clone(),

@@ -53,6 +53,12 @@ pub struct MissionSpec {
 }
 
 impl MissionSpec {
+    /// The longest timeout a new mission may declare: 30 days. A mission that must wait
+    /// longer (for a person, say) is better declared again than left holding its
+    /// execution token and workspace for months. The node enforces it at submission; the
+    /// kernel replays older records with longer timeouts as they were.
+    pub const MAX_TIMEOUT_SECS: u64 = 30 * 24 * 3600;
+
     pub fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout_secs)
     }
@@ -173,6 +179,12 @@ pub struct Effect {
     pub output: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Why the call failed, as a kind the tools name (aura-tools' `ErrorKind`, by its
+    /// recorded name, e.g. `network`), apart from the message. Whether a failure is
+    /// retried is decided from this, never from the message. Absent in records made
+    /// before it existed, which therefore encode, hash and replay exactly as they did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compensation: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -328,20 +340,92 @@ impl Event {
     }
 }
 
-/// The body of a mission entry: the event and the mission's state hash after it.
+/// The version of a mission's record format: how its entry bodies and the JSON its state
+/// hashes cover are written. A mission keeps the format it was submitted under, so that
+/// a mission begun before an upgrade records and replays the same way to its end.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RecordFormat {
+    /// Version 1: JSON as serde_json writes it, struct fields in declaration order and
+    /// maps in their own order. Every node build has serde_json's `preserve_order` on (a
+    /// dependency turns it on), so maps were written in the order they were built or
+    /// read; replaying such a record needs a build with that feature, as every node and
+    /// engine build has. Read and replayed, never written for a new mission.
+    #[default]
+    V1,
+    /// Version 2: RFC 8785 canonical JSON (`aura_core::jcs`), both for the entry body and
+    /// for what the state hash covers, so the bytes are the same in every build.
+    V2,
+}
+
+impl RecordFormat {
+    /// The format new missions are recorded in.
+    pub const CURRENT: RecordFormat = RecordFormat::V2;
+
+    /// Writes `value` as this format's JSON. An error, never an empty body, when a value
+    /// has no JSON form (a map with non-string keys, a non-finite number).
+    pub fn json(self, value: &impl Serialize) -> Result<Vec<u8>, Unserialisable> {
+        match self {
+            RecordFormat::V1 => {
+                serde_json::to_vec(value).map_err(|e| Unserialisable(e.to_string()))
+            }
+            RecordFormat::V2 => {
+                aura_core::jcs::to_vec(value).map_err(|e| Unserialisable(e.to_string()))
+            }
+        }
+    }
+
+    /// [`RecordFormat::json`] as text.
+    pub fn text(self, value: &impl Serialize) -> Result<String, Unserialisable> {
+        String::from_utf8(self.json(value)?).map_err(|e| Unserialisable(e.to_string()))
+    }
+
+    pub(crate) fn is_v1(&self) -> bool {
+        *self == RecordFormat::V1
+    }
+}
+
+impl Serialize for RecordFormat {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(match self {
+            RecordFormat::V1 => 1,
+            RecordFormat::V2 => 2,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for RecordFormat {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match u8::deserialize(d)? {
+            1 => Ok(RecordFormat::V1),
+            2 => Ok(RecordFormat::V2),
+            v => Err(serde::de::Error::custom(format!(
+                "unknown mission record version {v} (this build reads 1 and 2)"
+            ))),
+        }
+    }
+}
+
+/// A value has no JSON form for the record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot write the record as JSON: {0}")]
+pub struct Unserialisable(pub String);
+
+/// The body of a mission entry: the event and the mission's state hash after it, and from
+/// version 2 on the record format's version (`"v": 2`; version 1 bodies have no `v`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Recorded {
+    #[serde(default, skip_serializing_if = "RecordFormat::is_v1")]
+    pub v: RecordFormat,
     pub mission: MissionId,
     pub event: Event,
     pub state_hash: Hash,
 }
 
 impl Recorded {
-    /// The canonical body: JSON with a fixed field order and sorted object keys.
-    pub fn to_body(&self) -> Vec<u8> {
-        // Serialising these types cannot fail: no maps with non-string keys, no floats.
-        serde_json::to_vec(self).unwrap_or_default()
+    /// The body, in the record's format: for version 2, RFC 8785 canonical JSON.
+    pub fn to_body(&self) -> Result<Vec<u8>, Unserialisable> {
+        self.v.json(self)
     }
 
     pub fn from_body(body: &[u8]) -> Result<Recorded, serde_json::Error> {

@@ -7,11 +7,12 @@
 
 use aura_core::door::{Entropy as _, SeededEntropy};
 use aura_core::hash::Hash;
+use aura_core::keystore::Signer;
 use aura_core::{AgentId, MissionId, Timestamp};
-use aura_identity::{Level, Namespace};
+use aura_identity::{Answers, Approval, ApprovalId, Level, Namespace, Signed, Verdict};
 use aura_kernel::*;
 use proptest::prelude::*;
-use serde_json::json;
+use serde_json::{Value, json};
 
 fn t(secs: u64) -> Timestamp {
     Timestamp::from_secs(1_800_000_000 + secs)
@@ -82,6 +83,7 @@ fn effect(id: &str, name: &str, ok: bool, compensable: bool, finish: Option<&str
             ok,
             output: json!({"bytes": 12}),
             error: (!ok).then(|| "disk full".to_owned()),
+            error_kind: None,
             compensation: compensable.then(|| json!({"restore": "notes.md", "previous": null})),
             message: None,
             finish: finish.map(str::to_owned),
@@ -98,9 +100,47 @@ fn transition(to: MissionState) -> Event {
     }
 }
 
+/// The mission of these tests.
+const MISSION: MissionId = MissionId::from_bytes([1; 16]);
+
+/// A person's signed approval (or rejection) of the request `action` decided about (see
+/// [`decision`]), as the node records it: `answers` `None` makes a version 1 approval,
+/// which old records hold.
+fn signed(id: u8, answers: Option<Answers>, action: &str, verdict: Verdict) -> Value {
+    let key = Signer::ephemeral("alice", &SeededEntropy::new(3)).unwrap();
+    let approval = Approval {
+        id: ApprovalId::from_bytes([id; 16]),
+        mission: MISSION,
+        answers,
+        request: Hash::sha256(action.as_bytes()),
+        verdict,
+        reason: "looked at it".into(),
+        issued_at: t(4),
+        expires_at: t(600),
+        approver: key.public_key(),
+    };
+    serde_json::to_value(Signed::sign(approval, &key).unwrap()).unwrap()
+}
+
+fn call_of(turn: u32, id: &str) -> Option<Answers> {
+    Some(Answers::Call {
+        turn,
+        id: id.into(),
+    })
+}
+
+fn approved(approval: Value) -> Event {
+    Event::Approved {
+        approval,
+        approver: "alice".into(),
+        level: Level::L3,
+        at: t(5),
+    }
+}
+
 fn submit() -> Step {
     Step::submit(Event::Submitted {
-        mission: MissionId::from_bytes([1; 16]),
+        mission: MISSION,
         agent: AgentId::from_bytes([2; 16]),
         spec: spec(&["fs.read", "fs.write", "fs.delete", "mission.finish"]),
         at: t(0),
@@ -263,6 +303,138 @@ fn an_escalated_step_waits_for_approval_then_runs() {
     assert!(s.mission().escalation.is_none());
 }
 
+/// Proposes a delete `call_id` in a new turn, which policy escalates.
+fn escalate_delete(s: &mut Step, call_id: &str) {
+    s.push(turn(vec![call(call_id, "fs.delete")], "cleaning up"))
+        .unwrap();
+    s.push(Event::Decided {
+        call_id: call_id.into(),
+        decision: decision("fs.delete", Outcome::Escalate { level: Level::L3 }),
+    })
+    .unwrap();
+    s.push(transition(MissionState::Escalated)).unwrap();
+}
+
+/// The escalated delete is approved with `approval`, permitted and run.
+fn approve_and_run(s: &mut Step, call_id: &str, approval: Value) {
+    s.push(approved(approval)).unwrap();
+    s.push(Event::Decided {
+        call_id: call_id.into(),
+        decision: decision("fs.delete", Outcome::Permit),
+    })
+    .unwrap();
+    s.push(transition(MissionState::Running)).unwrap();
+    s.push(effect(call_id, "fs.delete", true, true, None))
+        .unwrap();
+}
+
+/// One signed approval answered two escalations: a delete was escalated and approved,
+/// a second delete (the same request, the same call id, in the next turn) was escalated,
+/// and the same approval was accepted again. An approval now names the escalation it
+/// answers, and its id is used once.
+#[test]
+fn one_approval_cannot_answer_a_second_escalation() {
+    let mut s = running();
+    escalate_delete(&mut s, "c1");
+    let first = signed(1, call_of(1, "c1"), "fs.delete", Verdict::Approve);
+    approve_and_run(&mut s, "c1", first.clone());
+    escalate_delete(&mut s, "c1");
+    let before = s.mission().clone();
+    let refused = |s: &mut Step, approval: Value, why: &str| {
+        let err = s.push(approved(approval)).unwrap_err().to_string();
+        assert!(err.contains(why), "{err}");
+        assert_eq!(s.mission(), &before, "a refused approval leaves no trace");
+    };
+    // The first approval again: it answers the call of turn 1.
+    refused(&mut s, first, "answers call `c1` of turn 1");
+    // Its id again, even naming this call: each escalation needs its own decision.
+    refused(
+        &mut s,
+        signed(1, call_of(2, "c1"), "fs.delete", Verdict::Approve),
+        "was already used",
+    );
+    // An approval of another call, of the declaration, of another request or mission,
+    // or a rejection recorded as an approval.
+    refused(
+        &mut s,
+        signed(2, call_of(2, "c2"), "fs.delete", Verdict::Approve),
+        "not the escalation waiting",
+    );
+    refused(
+        &mut s,
+        signed(2, Some(Answers::Declaration), "fs.delete", Verdict::Approve),
+        "not the escalation waiting",
+    );
+    refused(
+        &mut s,
+        signed(2, call_of(2, "c1"), "fs.write", Verdict::Approve),
+        "a different request",
+    );
+    refused(
+        &mut s,
+        signed(2, call_of(2, "c1"), "fs.delete", Verdict::Reject),
+        "the other verdict",
+    );
+    let mut elsewhere = signed(2, call_of(2, "c1"), "fs.delete", Verdict::Approve);
+    elsewhere["statement"]["mission"] = json!(MissionId::from_bytes([9; 16]));
+    refused(&mut s, elsewhere, "is for mission");
+    refused(
+        &mut s,
+        json!({"statement": {"id": "nonsense"}, "signature": ""}),
+        "malformed",
+    );
+    // A second approval of its own answers the second escalation.
+    approve_and_run(
+        &mut s,
+        "c1",
+        signed(2, call_of(2, "c1"), "fs.delete", Verdict::Approve),
+    );
+    let used: Vec<ApprovalId> = s.mission().used_approvals.iter().copied().collect();
+    assert_eq!(
+        used,
+        [
+            ApprovalId::from_bytes([1; 16]),
+            ApprovalId::from_bytes([2; 16])
+        ]
+    );
+    let (mission, records) = s.finish();
+    assert_eq!(replay(indexed(&records)).unwrap(), mission);
+}
+
+/// A record in which one approval answered two escalations (made by a node with the bug
+/// above: version 1 approvals, named by digest alone) replayed as if nothing were wrong.
+/// Replay now refuses it at the entry that used the approval a second time. The record
+/// was made by the kernel before the fix, so its hashes are all consistent.
+#[test]
+fn a_record_that_uses_one_approval_twice_no_longer_replays() {
+    let records: Vec<Recorded> = include_str!("fixtures/records-approval-used-twice.jsonl")
+        .lines()
+        .map(|l| Recorded::from_body(l.as_bytes()).unwrap())
+        .collect();
+    let approvals: Vec<u64> = indexed(&records)
+        .filter(|(_, r)| matches!(r.event, Event::Approved { .. }))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(approvals.len(), 2);
+    let Event::Approved { approval, .. } = &records[approvals[1] as usize].event else {
+        unreachable!()
+    };
+    assert!(approval["statement"].get("answers").is_none(), "version 1");
+    match replay(indexed(&records)) {
+        Err(Divergence::Refused { entry, error }) => {
+            assert_eq!(entry, approvals[1]);
+            assert!(error.to_string().contains("was already used"), "{error}");
+        }
+        other => panic!("the record replays: {other:?}"),
+    }
+    // Up to that entry, the record replays to its hashes.
+    let prefix = replay(indexed(&records[..approvals[1] as usize])).unwrap();
+    assert_eq!(
+        prefix.state_hash,
+        records[approvals[1] as usize - 1].state_hash
+    );
+}
+
 #[test]
 fn rejection_and_cancellation_compensate_in_reverse_order() {
     let mut s = running();
@@ -321,6 +493,45 @@ fn rejection_and_cancellation_compensate_in_reverse_order() {
     assert_eq!(s.mission().state, MissionState::Cancelled);
 }
 
+/// A reasoner that gave the same call id in two turns (ids are the reasoner's, and some
+/// repeat them) left two completed calls of one id. Undoing the later one marked it; the
+/// record of undoing the earlier one marked the later one again, so the earlier one was
+/// never undone and a node winding the mission down ran its compensation forever.
+#[test]
+fn calls_of_one_id_in_two_turns_are_each_undone_once() {
+    let mut s = running();
+    for text in ["first", "second"] {
+        s.push(turn(vec![call("c1", "fs.write")], text)).unwrap();
+        s.push(Event::Decided {
+            call_id: "c1".into(),
+            decision: decision("fs.write", Outcome::Permit),
+        })
+        .unwrap();
+        s.push(effect("c1", "fs.write", true, true, None)).unwrap();
+    }
+    s.push(Event::CancelRequested {
+        by: "op".into(),
+        reason: "stop".into(),
+        at: t(10),
+    })
+    .unwrap();
+    s.push(transition(MissionState::Compensating)).unwrap();
+    for _ in 0..2 {
+        assert_eq!(s.mission().next_compensation().unwrap().call_id, "c1");
+        s.push(Event::Compensated {
+            attempts: 0,
+            call_id: "c1".into(),
+            ok: true,
+            error: None,
+            at: t(20),
+        })
+        .unwrap();
+    }
+    assert!(s.mission().completed.iter().all(|c| c.compensated));
+    assert!(s.mission().next_compensation().is_none());
+    s.push(transition(MissionState::Cancelled)).unwrap();
+}
+
 #[test]
 fn a_timeout_without_compensations_fails_directly() {
     let mut s = running();
@@ -351,7 +562,12 @@ fn simulate(seed: u64) -> (Mission, Vec<Recorded>) {
         Outcome::Escalate { .. } => {
             s.push(transition(MissionState::Escalated)).unwrap();
             s.push(Event::Approved {
-                approval: json!({"seed": seed}),
+                approval: signed(
+                    0,
+                    Some(Answers::Declaration),
+                    "mission.submit",
+                    Verdict::Approve,
+                ),
                 approver: "alice".into(),
                 level: Level::L3,
                 at: t(1),
@@ -366,7 +582,11 @@ fn simulate(seed: u64) -> (Mission, Vec<Recorded>) {
     s.push(transition(MissionState::Running)).unwrap();
     let tools = ["fs.read", "fs.write", "fs.delete"];
     let mut n = 0;
-    for _ in 0..(1 + pick(8)) {
+    // Each escalation gets its own approval; call ids repeat from turn to turn, as some
+    // reasoners' do.
+    let mut approvals = 0;
+    for turn_no in 1..=(1 + pick(8)) {
+        n = if pick(3) == 0 { 0 } else { n };
         let calls: Vec<ToolCall> = (0..pick(4))
             .map(|_| {
                 n += 1;
@@ -391,9 +611,11 @@ fn simulate(seed: u64) -> (Mission, Vec<Recorded>) {
             .unwrap();
             if let Outcome::Escalate { .. } = outcome {
                 s.push(transition(MissionState::Escalated)).unwrap();
+                approvals += 1;
+                let answers = call_of(u32::try_from(turn_no).unwrap(), &c.id);
                 if pick(4) == 0 {
                     s.push(Event::Rejected {
-                        approval: json!({}),
+                        approval: signed(approvals, answers, &c.name, Verdict::Reject),
                         approver: "alice".into(),
                         reason: "no".into(),
                         at: t(9),
@@ -402,7 +624,7 @@ fn simulate(seed: u64) -> (Mission, Vec<Recorded>) {
                     return wind_down(s, MissionState::Failed);
                 }
                 s.push(Event::Approved {
-                    approval: json!({}),
+                    approval: signed(approvals, answers, &c.name, Verdict::Approve),
                     approver: "alice".into(),
                     level: Level::L4,
                     at: t(9),
@@ -441,8 +663,7 @@ fn simulate(seed: u64) -> (Mission, Vec<Recorded>) {
             return wind_down(s, MissionState::Failed);
         }
     }
-    n += 1;
-    let id = format!("c{n}");
+    let id = format!("c{}", n + 1);
     s.push(turn(vec![call(&id, "mission.finish")], "done"))
         .unwrap();
     s.push(Event::Decided {
@@ -479,6 +700,65 @@ fn indexed(records: &[Recorded]) -> impl Iterator<Item = (u64, &Recorded)> {
     records.iter().enumerate().map(|(i, r)| (i as u64, r))
 }
 
+#[test]
+fn new_missions_are_recorded_in_canonical_json_version_2() {
+    let (_, records) = running().finish();
+    for r in &records {
+        assert_eq!(r.v, RecordFormat::V2);
+        let body = r.to_body().unwrap();
+        assert!(
+            body.ends_with(b",\"v\":2}"),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        assert_eq!(aura_core::jcs::canonicalize(&body).unwrap(), body);
+        assert_eq!(Recorded::from_body(&body).unwrap(), *r);
+    }
+    // A version this build does not know is refused, not read as another.
+    let body = String::from_utf8(records[0].to_body().unwrap()).unwrap();
+    assert!(Recorded::from_body(body.replace("\"v\":2", "\"v\":3").as_bytes()).is_err());
+}
+
+#[test]
+fn a_record_switching_format_mid_mission_is_named() {
+    // One mission's record is in one format: an entry in another (a version 1 body spliced
+    // into a version 2 record) is a divergence, not a silent change of hashing rule.
+    let (_, mut records) = running().finish();
+    records[2].v = RecordFormat::V1;
+    assert!(matches!(
+        replay(indexed(&records)),
+        Err(Divergence::FormatChanged { entry: 2, .. })
+    ));
+}
+
+#[test]
+fn an_event_without_canonical_json_is_refused_not_hashed_as_empty() {
+    // The defect: the kernel wrote `unwrap_or_default()` of the JSON it hashes, so a value
+    // with no JSON form would have been hashed (and recorded) as an empty body. Canonical
+    // JSON refuses values nested deeper than it allows; the event must be refused.
+    let mut deep = json!(1);
+    for _ in 0..aura_core::jcs::MAX_DEPTH + 1 {
+        deep = json!([deep]);
+    }
+    let mut s = running();
+    let before = s.mission().clone();
+    let err = s
+        .push(turn(
+            vec![ToolCall {
+                id: "c1".into(),
+                name: "fs.read".into(),
+                arguments: deep,
+            }],
+            "deep",
+        ))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("cannot write the record as JSON"),
+        "{err}"
+    );
+    assert_eq!(*s.mission(), before);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(400))]
 
@@ -487,7 +767,7 @@ proptest! {
         let (mission, records) = simulate(seed);
         prop_assert!(mission.state.is_terminal());
         // Through the ledger body encoding, too.
-        let decoded: Vec<Recorded> = records.iter().map(|r| Recorded::from_body(&r.to_body()).unwrap()).collect();
+        let decoded: Vec<Recorded> = records.iter().map(|r| Recorded::from_body(&r.to_body().unwrap()).unwrap()).collect();
         prop_assert_eq!(&decoded, &records);
         let replayed = replay(indexed(&decoded)).unwrap();
         prop_assert_eq!(replayed, mission);
@@ -557,4 +837,39 @@ fn records_made_before_attempts_existed_still_replay() {
         missions += 1;
     }
     assert_eq!(missions, 40);
+}
+
+/// The effect's error kind is additive: every record of the fixture (made before it
+/// existed, failed effects among them) reads back without one and encodes to the very
+/// same bytes, so its entries hash and replay as before; an effect recorded with a kind
+/// keeps it.
+#[test]
+fn effects_recorded_without_an_error_kind_encode_as_before_and_a_kind_round_trips() {
+    let text = include_str!("fixtures/records-before-attempts.jsonl");
+    let mut failed_effects = 0;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let record = Recorded::from_body(line.as_bytes()).unwrap();
+        assert_eq!(String::from_utf8(record.to_body().unwrap()).unwrap(), line);
+        if let Event::Effect { effect, .. } = &record.event
+            && !effect.ok
+        {
+            assert_eq!(effect.error_kind, None);
+            failed_effects += 1;
+        }
+    }
+    assert!(failed_effects > 0, "the fixture holds failed effects");
+
+    let Event::Effect { effect, .. } = effect("c1", "fs.write", false, false, None) else {
+        unreachable!("an effect");
+    };
+    let with_kind = Effect {
+        error_kind: Some("io".into()),
+        ..effect
+    };
+    let json = serde_json::to_string(&with_kind).unwrap();
+    assert!(
+        json.contains(r#""error":"disk full","error_kind":"io""#),
+        "{json}"
+    );
+    assert_eq!(serde_json::from_str::<Effect>(&json).unwrap(), with_kind);
 }

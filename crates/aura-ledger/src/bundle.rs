@@ -2,22 +2,32 @@
 //!
 //! ```text
 //! [8]   magic       "AURALDGR"
-//! u8    version     = 2 (1 is still read)
+//! u8    version     = 3 (1 and 2 are still read)
 //! [32]  node key    the Ed25519 public key that signed the checkpoints
 //! frames, in commit order:
 //!   u8 1, u32+ entry encoding, [32] entry hash     an entry
 //!   u8 3, u32+ stub encoding, [32] entry hash      an entry whose body was pruned
 //!   u8 2, signed checkpoint (129 bytes)             a checkpoint
-//!   u8 0, u64 entries, u64 checkpoints              the trailer; nothing may follow
+//!   u8 4, u16+ signature line                       a witness's cosignature of the
+//!                                                   checkpoint just before it
+//!   u8 0, u64 entries, u64 checkpoints,             the trailer; nothing may follow
+//!         u64 cosignatures (version 3 only)
 //! ```
 //!
 //! Version 2 added the pruned-entry frame (type 3, carrying a
 //! [`PrunedEntry`](crate::entry::PrunedEntry) stub); a version 1 bundle holding one is
-//! refused. Pruned entries count as entries in the trailer.
+//! refused. Pruned entries count as entries in the trailer. Version 3 added the
+//! cosignature frame (type 4: a c2sp.org/signed-note signature line, without its
+//! newline, of a cosignature over the checkpoint note of the checkpoint before it; see
+//! [`crate::note`]) and the trailer's third count; a version 1 or 2 bundle holding one
+//! is refused.
 //!
 //! The trailer's counts make a truncated or shortened file detectable even when it ends
-//! on a frame boundary. The key in the header is informational: a verifier must be told
-//! which key to trust and refuses a bundle signed by any other.
+//! on a frame boundary. They are not signed: a bundle cut back to an earlier checkpoint,
+//! with its trailer rewritten, is a valid bundle (of the shorter ledger); only a newer
+//! tree head from elsewhere shows that it was cut back (see [`crate::verify`]). The key in
+//! the header is informational: a verifier must be told which key to trust and refuses a
+//! bundle signed by any other.
 
 use std::io::{self, Read, Write};
 
@@ -27,16 +37,23 @@ use aura_core::hash::Hash;
 
 use crate::checkpoint::{self, SignedCheckpoint};
 use crate::entry;
-use crate::verify::{Failure, Location, Reason, Summary, Verifier};
+use crate::note::{NoteSignature, VerifierKey};
+use crate::verify::{Failure, KnownHead, Location, Reason, Summary, Verifier};
 
 pub const MAGIC: &[u8; 8] = b"AURALDGR";
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// The first version, without pruned entries; still read.
 pub const VERSION_1: u8 = 1;
+/// The second version, without cosignatures; still read.
+pub const VERSION_2: u8 = 2;
 const FRAME_END: u8 = 0;
 const FRAME_ENTRY: u8 = 1;
 const FRAME_CHECKPOINT: u8 = 2;
 const FRAME_PRUNED: u8 = 3;
+const FRAME_COSIGNATURE: u8 = 4;
+/// The longest cosignature line: room for an ML-DSA-44 cosignature (2,432 bytes, 3,244
+/// in base64) and a long name.
+pub const MAX_COSIGNATURE_LINE: usize = 8192;
 const MAX_STUB_LEN: usize = entry::PRUNED_FIXED_LEN + entry::MAX_KIND_LEN;
 const MAX_ENTRY_LEN: usize = entry::FIXED_LEN + entry::MAX_KIND_LEN + entry::MAX_BODY_LEN;
 
@@ -46,6 +63,9 @@ pub struct BundleWriter<W: Write> {
     out: W,
     entries: u64,
     checkpoints: u64,
+    cosignatures: u64,
+    /// Whether the last frame was a checkpoint or a cosignature (a cosignature must be).
+    after_checkpoint: bool,
 }
 
 impl<W: Write> BundleWriter<W> {
@@ -57,6 +77,8 @@ impl<W: Write> BundleWriter<W> {
             out,
             entries: 0,
             checkpoints: 0,
+            cosignatures: 0,
+            after_checkpoint: false,
         })
     }
 
@@ -77,6 +99,7 @@ impl<W: Write> BundleWriter<W> {
         self.out.write_all(encoded)?;
         self.out.write_all(&hash.0)?;
         self.entries += 1;
+        self.after_checkpoint = false;
         Ok(())
     }
 
@@ -84,6 +107,24 @@ impl<W: Write> BundleWriter<W> {
         self.out.write_all(&[FRAME_CHECKPOINT])?;
         self.out.write_all(&cp.encode())?;
         self.checkpoints += 1;
+        self.after_checkpoint = true;
+        Ok(())
+    }
+
+    /// A witness's cosignature of the checkpoint just written.
+    pub fn cosignature(&mut self, sig: &NoteSignature) -> io::Result<()> {
+        let invalid = |why: &str| io::Error::new(io::ErrorKind::InvalidInput, why.to_owned());
+        if !self.after_checkpoint {
+            return Err(invalid("a cosignature must follow its checkpoint"));
+        }
+        let line = sig.line();
+        if line.len() > MAX_COSIGNATURE_LINE {
+            return Err(invalid("the cosignature line is too long"));
+        }
+        self.out.write_all(&[FRAME_COSIGNATURE])?;
+        self.out.write_all(&(line.len() as u16).to_be_bytes())?;
+        self.out.write_all(line.as_bytes())?;
+        self.cosignatures += 1;
         Ok(())
     }
 
@@ -92,6 +133,7 @@ impl<W: Write> BundleWriter<W> {
         self.out.write_all(&[FRAME_END])?;
         self.out.write_all(&self.entries.to_be_bytes())?;
         self.out.write_all(&self.checkpoints.to_be_bytes())?;
+        self.out.write_all(&self.cosignatures.to_be_bytes())?;
         self.out.flush()?;
         Ok(self.out)
     }
@@ -110,6 +152,8 @@ pub enum Frame {
         hash: Hash,
     },
     Checkpoint(SignedCheckpoint),
+    /// A witness's cosignature of the checkpoint before it.
+    Cosignature(NoteSignature),
 }
 
 /// Reads a bundle frame by frame, reporting format errors with the entry they concern.
@@ -120,6 +164,8 @@ pub struct BundleReader<R: Read> {
     version: u8,
     entries: u64,
     checkpoints: u64,
+    cosignatures: u64,
+    after_checkpoint: bool,
     done: bool,
 }
 
@@ -150,7 +196,7 @@ impl<R: Read> BundleReader<R> {
                 reason: Reason::Other("not an Aura ledger bundle".into()),
             });
         }
-        if header[8] != VERSION && header[8] != VERSION_1 {
+        if ![VERSION, VERSION_2, VERSION_1].contains(&header[8]) {
             return Err(Failure {
                 location: at_start,
                 reason: Reason::Other(format!("unsupported bundle version {}", header[8])),
@@ -168,8 +214,15 @@ impl<R: Read> BundleReader<R> {
             version: header[8],
             entries: 0,
             checkpoints: 0,
+            cosignatures: 0,
+            after_checkpoint: false,
             done: false,
         })
+    }
+
+    /// The bundle's format version.
+    pub fn version(&self) -> u8 {
+        self.version
     }
 
     /// The key named in the header (not by itself trusted).
@@ -194,6 +247,7 @@ impl<R: Read> BundleReader<R> {
         self.input
             .read_exact(&mut tag)
             .map_err(|e| io_failure(self.here(), &e))?;
+        let after_checkpoint = std::mem::replace(&mut self.after_checkpoint, false);
         match tag[0] {
             FRAME_ENTRY => {
                 let (encoded, hash) = self.read_entry_frame(MAX_ENTRY_LEN)?;
@@ -202,6 +256,40 @@ impl<R: Read> BundleReader<R> {
             FRAME_PRUNED if self.version != VERSION_1 => {
                 let (stub, hash) = self.read_entry_frame(MAX_STUB_LEN)?;
                 Ok(Some(Frame::Pruned { stub, hash }))
+            }
+            FRAME_COSIGNATURE if self.version >= VERSION => {
+                let location = Location::Checkpoint {
+                    after_entries: self.entries,
+                    tree_size: None,
+                };
+                let fail = |why: String| Failure {
+                    location: location.clone(),
+                    reason: Reason::Other(why),
+                };
+                if !after_checkpoint {
+                    return Err(fail("a cosignature follows no checkpoint".into()));
+                }
+                let mut len = [0u8; 2];
+                self.input
+                    .read_exact(&mut len)
+                    .map_err(|e| io_failure(location.clone(), &e))?;
+                let len = u16::from_be_bytes(len) as usize;
+                if len > MAX_COSIGNATURE_LINE {
+                    return Err(fail(format!(
+                        "a cosignature line of {len} bytes is over the limit"
+                    )));
+                }
+                let mut line = vec![0u8; len];
+                self.input
+                    .read_exact(&mut line)
+                    .map_err(|e| io_failure(location.clone(), &e))?;
+                let sig = std::str::from_utf8(&line)
+                    .ok()
+                    .and_then(|l| NoteSignature::parse_line(l).ok())
+                    .ok_or_else(|| fail("a cosignature line is malformed".into()))?;
+                self.cosignatures += 1;
+                self.after_checkpoint = true;
+                Ok(Some(Frame::Cosignature(sig)))
             }
             FRAME_CHECKPOINT => {
                 let location = Location::Checkpoint {
@@ -218,28 +306,34 @@ impl<R: Read> BundleReader<R> {
                     reason: Reason::Malformed(e),
                 })?;
                 self.checkpoints += 1;
+                self.after_checkpoint = true;
                 Ok(Some(Frame::Checkpoint(cp)))
             }
             FRAME_END => {
                 let location = Location::End {
                     entries: self.entries,
                 };
-                let mut counts = [0u8; 16];
+                let mut counts = [0u8; 24];
+                let counted = if self.version >= VERSION { 24 } else { 16 };
                 self.input
-                    .read_exact(&mut counts)
+                    .read_exact(&mut counts[..counted])
                     .map_err(|e| io_failure(location.clone(), &e))?;
                 let mut d = Decoder::new(&counts);
-                let (entries, checkpoints) = (
+                let (entries, checkpoints, cosignatures) = (
                     d.u64("entries").unwrap_or_default(),
                     d.u64("checkpoints").unwrap_or_default(),
+                    d.u64("cosignatures").unwrap_or_default(),
                 );
-                if entries != self.entries || checkpoints != self.checkpoints {
+                if entries != self.entries
+                    || checkpoints != self.checkpoints
+                    || cosignatures != self.cosignatures
+                {
                     return Err(Failure {
                         location,
                         reason: Reason::Other(format!(
-                            "the trailer counts {entries} entries and {checkpoints} checkpoints, \
-                             but the bundle holds {} and {}",
-                            self.entries, self.checkpoints
+                            "the trailer counts {entries} entries, {checkpoints} checkpoints and \
+                             {cosignatures} cosignatures, but the bundle holds {}, {} and {}",
+                            self.entries, self.checkpoints, self.cosignatures
                         )),
                     });
                 }
@@ -297,6 +391,25 @@ impl<R: Read> BundleReader<R> {
 
 /// Verifies a whole bundle against the trusted node key.
 pub fn verify_bundle<R: Read>(input: R, trusted: &PublicKey) -> Result<Summary, Failure> {
+    verify_bundle_with(input, trusted, &Expect::default())
+}
+
+/// What a verifier knows besides the node's key.
+#[derive(Debug, Clone, Default)]
+pub struct Expect {
+    /// Witnesses whose cosignatures in the bundle are verified (others are ignored).
+    pub witnesses: Vec<VerifierKey>,
+    /// Tree heads from elsewhere that the bundle must agree with and reach.
+    pub heads: Vec<KnownHead>,
+}
+
+/// Verifies a whole bundle against the trusted node key, the cosignatures of the trusted
+/// witnesses in it, and tree heads known from elsewhere.
+pub fn verify_bundle_with<R: Read>(
+    input: R,
+    trusted: &PublicKey,
+    expect: &Expect,
+) -> Result<Summary, Failure> {
     let mut reader = BundleReader::new(input)?;
     if reader.header_key() != *trusted {
         return Err(Failure {
@@ -312,12 +425,15 @@ pub fn verify_bundle<R: Read>(input: R, trusted: &PublicKey) -> Result<Summary, 
             )),
         });
     }
-    let mut verifier = Verifier::new(*trusted);
+    let mut verifier = Verifier::new(*trusted)
+        .with_witnesses(expect.witnesses.clone())
+        .expect_heads(expect.heads.clone());
     while let Some(frame) = reader.next_frame()? {
         match frame {
             Frame::Entry { encoded, hash } => verifier.entry(&encoded, Some(&hash), |_, _| {})?,
             Frame::Pruned { stub, hash } => verifier.pruned_entry(&stub, &hash, |_, _| {})?,
             Frame::Checkpoint(cp) => verifier.checkpoint(&cp)?,
+            Frame::Cosignature(sig) => verifier.cosignature(&sig)?,
         }
     }
     verifier.finish()

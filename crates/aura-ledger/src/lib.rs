@@ -9,16 +9,22 @@
 //! - [`verify`]: a streaming verifier that checks a whole ledger and names the first bad
 //!   entry and why.
 //! - [`bundle`]: the export file format.
+//! - [`note`]: checkpoints as C2SP signed notes, verifier keys and witness cosignatures.
+//! - [`witness`]: a witness's decision to cosign a log's new checkpoint.
 //!
 //! The formats are specified in docs/ledger.md; the test vectors there are checked by
 //! `tests/vectors.rs`.
+
+#![forbid(unsafe_code)]
 
 pub mod bundle;
 pub mod checkpoint;
 pub mod entry;
 pub mod merkle;
+pub mod note;
 pub mod proof;
 pub mod verify;
+pub mod witness;
 
 pub use checkpoint::{Checkpoint, SignedCheckpoint};
 pub use entry::{Entry, Kind};

@@ -6,8 +6,17 @@
 //! sequence number follows the previous one without a gap; and that `prev` is the hash of
 //! the agent's previous entry. For every checkpoint: that it covers exactly the entries
 //! seen so far; that it grows; that it names the node and carries the node's valid
-//! signature; and that its root is the RFC 9162 root over those entries. At the end:
-//! that every entry is covered by a signed checkpoint.
+//! signature; that its root is the RFC 9162 root over those entries; and that its time is
+//! not before the previous checkpoint's. At the end: that every entry is covered by a
+//! signed checkpoint.
+//!
+//! Two more checks need knowledge from outside the ledger, and run when the caller has
+//! it. Witness cosignatures of a checkpoint ([`Verifier::cosignature`]) are verified
+//! under the witness keys the caller trusts. Tree heads the caller holds from elsewhere
+//! ([`Verifier::expect_heads`], for example a newer checkpoint a witness cosigned) must
+//! agree with the ledger: the ledger's root at that size must be theirs (else it forked),
+//! and the ledger must reach that size (else it was cut back). Nothing inside a ledger
+//! can show that it was cut back to an earlier checkpoint: only such a head can.
 //!
 //! A pruned entry (its body removed, its stub and hash kept) gets every check but the
 //! recomputation of its hash, which needs the body. Its stored hash is still proven: the
@@ -21,12 +30,13 @@ use std::fmt;
 
 use aura_core::encoding::DecodeError;
 use aura_core::hash::Hash;
-use aura_core::{AgentId, NodeId, PublicKey};
+use aura_core::{AgentId, NodeId, PublicKey, Timestamp};
 use serde::Serialize;
 
 use crate::checkpoint::{CheckpointError, SignedCheckpoint};
 use crate::entry::{self, Entry, PrunedEntry};
 use crate::merkle::{self, Frontier};
+use crate::note::{self, NoteError, NoteSignature, VerifierKey};
 
 /// Where verification failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -108,12 +118,47 @@ pub enum Reason {
     CheckpointNotGrowing { previous: u64 },
     #[error("root {found} is not the root {expected} of the entries before it")]
     RootMismatch { expected: Hash, found: Hash },
+    #[error("its time {found} is before the previous checkpoint's {previous}")]
+    TimeGoesBack {
+        previous: Timestamp,
+        found: Timestamp,
+    },
+    #[error("the cosignature by witness {witness} does not verify: {error}")]
+    BadCosignature {
+        witness: String,
+        error: Box<NoteError>,
+    },
+    #[error(
+        "the ledger was cut back: {known} is a tree of {size} entries, but this ledger ends after {entries}"
+    )]
+    CutBack {
+        size: u64,
+        entries: u64,
+        known: String,
+    },
+    #[error(
+        "the ledger forked: its tree of {} entries has root {}, but {} has root {}",
+        .0.size, .0.found, .0.known, .0.expected
+    )]
+    Forked(Box<Fork>),
     #[error("{0}")]
     Signature(CheckpointError),
     #[error("entries from #{first_uncovered} on are not covered by any signed checkpoint")]
     Uncovered { first_uncovered: u64 },
     #[error("{0}")]
     Other(String),
+}
+
+/// Two histories: the ledger's root at a size differs from a known head's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fork {
+    pub size: u64,
+    /// The known head's root.
+    pub expected: Hash,
+    /// The ledger's root.
+    pub found: Hash,
+    /// Where the known head came from.
+    pub known: String,
 }
 
 fn missing_note(expected: u64, found: u64) -> String {
@@ -151,6 +196,34 @@ pub struct Summary {
     /// Entries whose bodies were pruned (only their hashes were checked).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub pruned: u64,
+    /// Verified cosignatures by the witnesses the caller trusts, in ledger order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cosigned: Vec<Cosigned>,
+    /// Cosignatures by witnesses the caller did not name (not checked).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unknown_cosignatures: u64,
+    /// Tree heads from elsewhere that the ledger was checked against.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub known_heads: Vec<KnownHead>,
+}
+
+/// A checkpoint a trusted witness cosigned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Cosigned {
+    pub witness: String,
+    pub tree_size: u64,
+    /// When the witness cosigned, in seconds since the Unix epoch.
+    pub time: u64,
+}
+
+/// A tree head the verifier learnt from outside the ledger (a checkpoint note the node
+/// signed, perhaps cosigned by witnesses), which the ledger must agree with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KnownHead {
+    pub tree_size: u64,
+    pub root: Hash,
+    /// Where it came from, for messages (`the checkpoint in head.note`).
+    pub source: String,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -168,6 +241,12 @@ pub struct Verifier {
     last_checkpoint: Option<SignedCheckpoint>,
     checkpoints: u64,
     pruned: u64,
+    witnesses: Vec<VerifierKey>,
+    cosigned: Vec<Cosigned>,
+    unknown_cosignatures: u64,
+    /// Known heads not yet reached, largest size first.
+    pending_heads: Vec<KnownHead>,
+    known_heads: Vec<KnownHead>,
 }
 
 impl Verifier {
@@ -182,7 +261,29 @@ impl Verifier {
             last_checkpoint: None,
             checkpoints: 0,
             pruned: 0,
+            witnesses: Vec::new(),
+            cosigned: Vec::new(),
+            unknown_cosignatures: 0,
+            pending_heads: Vec::new(),
+            known_heads: Vec::new(),
         }
+    }
+
+    /// Trusts cosignatures by these witnesses (keys of type cosignature/v1); others are
+    /// counted and ignored.
+    pub fn with_witnesses(mut self, witnesses: Vec<VerifierKey>) -> Self {
+        self.witnesses = witnesses;
+        self
+    }
+
+    /// Tree heads from outside the ledger that it must agree with: at each head's size,
+    /// the ledger's root must be the head's, and the ledger must reach every head's size.
+    /// Give them before the first entry.
+    pub fn expect_heads(mut self, mut heads: Vec<KnownHead>) -> Self {
+        heads.sort_by_key(|h| std::cmp::Reverse(h.tree_size));
+        self.known_heads = heads.clone();
+        self.pending_heads = heads;
+        self
     }
 
     pub fn entries_seen(&self) -> u64 {
@@ -329,6 +430,43 @@ impl Verifier {
         self.heads.insert(agent_id, (entry_seq, computed));
         self.frontier.push(entry::leaf_hash(&computed), completed);
         self.position += 1;
+        self.check_known_heads()
+    }
+
+    /// Compares the heads of the current size with the ledger's root.
+    fn check_known_heads(&mut self) -> Result<(), Failure> {
+        while self
+            .pending_heads
+            .last()
+            .is_some_and(|h| h.tree_size <= self.position)
+        {
+            let Some(head) = self.pending_heads.pop() else {
+                break;
+            };
+            // Heads are popped in size order, as the ledger reaches them (size 0 when
+            // the ledger ends empty or at the first entry).
+            let found = if head.tree_size == self.position {
+                self.frontier.root()
+            } else if head.tree_size == 0 {
+                merkle::empty_root()
+            } else {
+                continue;
+            };
+            if found != head.root {
+                return Err(Failure {
+                    location: Location::Checkpoint {
+                        after_entries: head.tree_size,
+                        tree_size: Some(head.tree_size),
+                    },
+                    reason: Reason::Forked(Box::new(Fork {
+                        size: head.tree_size,
+                        expected: head.root,
+                        found,
+                        known: head.source,
+                    })),
+                });
+            }
+        }
         Ok(())
     }
 
@@ -364,13 +502,77 @@ impl Verifier {
                 found: cp.checkpoint.root,
             }));
         }
+        // docs/ledger.md promises that checkpoint times never decrease; a validly signed
+        // checkpoint dated before its predecessor breaks that promise.
+        if let Some(prev) = &self.last_checkpoint
+            && cp.checkpoint.time < prev.checkpoint.time
+        {
+            return Err(fail(Reason::TimeGoesBack {
+                previous: prev.checkpoint.time,
+                found: cp.checkpoint.time,
+            }));
+        }
         self.last_checkpoint = Some(*cp);
         self.checkpoints += 1;
         Ok(())
     }
 
-    /// Ends verification: every entry must be covered by a checkpoint.
-    pub fn finish(self) -> Result<Summary, Failure> {
+    /// Checks a witness's cosignature of the last checkpoint: verified if the witness is
+    /// one the caller trusts, counted and ignored otherwise.
+    pub fn cosignature(&mut self, sig: &NoteSignature) -> Result<(), Failure> {
+        let Some(cp) = self.last_checkpoint else {
+            return Err(Failure {
+                location: Location::Checkpoint {
+                    after_entries: self.position,
+                    tree_size: None,
+                },
+                reason: Reason::Other("a cosignature follows no checkpoint".into()),
+            });
+        };
+        let Some(witness) = self
+            .witnesses
+            .iter()
+            .find(|w| w.name == sig.name && w.key_id() == sig.key_id)
+        else {
+            self.unknown_cosignatures += 1;
+            return Ok(());
+        };
+        let text = note::checkpoint_text(&cp.checkpoint);
+        let fail = |error: NoteError| Failure {
+            location: Location::Checkpoint {
+                after_entries: self.position,
+                tree_size: Some(cp.checkpoint.tree_size),
+            },
+            reason: Reason::BadCosignature {
+                witness: witness.name.clone(),
+                error: Box::new(error),
+            },
+        };
+        let time = witness.verify(&text, sig).map_err(fail)?;
+        self.cosigned.push(Cosigned {
+            witness: witness.name.clone(),
+            tree_size: cp.checkpoint.tree_size,
+            time: time.unwrap_or_default(),
+        });
+        Ok(())
+    }
+
+    /// Ends verification: every entry must be covered by a checkpoint, and the ledger
+    /// must reach every known head.
+    pub fn finish(mut self) -> Result<Summary, Failure> {
+        self.check_known_heads()?;
+        if let Some(head) = self.pending_heads.first() {
+            return Err(Failure {
+                location: Location::End {
+                    entries: self.position,
+                },
+                reason: Reason::CutBack {
+                    size: head.tree_size,
+                    entries: self.position,
+                    known: head.source.clone(),
+                },
+            });
+        }
         let covered = self.last_checkpoint.map_or(0, |c| c.checkpoint.tree_size);
         if covered != self.position {
             return Err(Failure {
@@ -390,6 +592,9 @@ impl Verifier {
             root: self.frontier.root(),
             last_checkpoint: self.last_checkpoint,
             pruned: self.pruned,
+            cosigned: self.cosigned,
+            unknown_cosignatures: self.unknown_cosignatures,
+            known_heads: self.known_heads,
         })
     }
 }

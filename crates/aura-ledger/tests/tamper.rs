@@ -456,21 +456,149 @@ fn a_pruned_body_put_back_wrong_is_detected() {
     assert_eq!(named_position(&failure.location), Some(target), "{failure}");
 }
 
+/// A bundle as an older version writes it: the version byte, and a trailer without the
+/// cosignature count (versions 1 and 2 have no cosignature frames).
+fn as_version(mut bytes: Vec<u8>, version: u8) -> Vec<u8> {
+    assert_eq!(bytes[8], aura_ledger::bundle::VERSION);
+    bytes[8] = version;
+    let cosignatures = bytes.split_off(bytes.len() - 8);
+    assert_eq!(
+        cosignatures, [0; 8],
+        "a bundle with cosignatures has no older form"
+    );
+    bytes
+}
+
 #[test]
 fn version_1_bundles_are_read_and_may_not_hold_pruned_entries() {
     let (signer, mut frames) = random_ledger(8, 30, 3);
-    let (mut bytes, _) = export(&signer, &frames);
-    assert_eq!(bytes[8], aura_ledger::bundle::VERSION);
-    bytes[8] = aura_ledger::bundle::VERSION_1;
+    let (bytes, _) = export(&signer, &frames);
+    let bytes = as_version(bytes, aura_ledger::bundle::VERSION_1);
     verify_bundle(&bytes[..], &signer.public_key()).unwrap();
 
     let inner = inner_entries(&frames);
     prune(&mut frames, &inner[..1]);
-    let (mut bytes, _) = export(&signer, &frames);
-    bytes[8] = aura_ledger::bundle::VERSION_1;
+    let (bytes, _) = export(&signer, &frames);
+    let bytes = as_version(bytes, aura_ledger::bundle::VERSION_1);
     let failure = verify_bundle(&bytes[..], &signer.public_key()).unwrap_err();
     assert!(
         failure.to_string().contains("unknown frame type 3"),
+        "{failure}"
+    );
+    // Version 2 reads the same pruned bundle.
+    let (bytes, _) = export(&signer, &frames);
+    let bytes = as_version(bytes, aura_ledger::bundle::VERSION_2);
+    verify_bundle(&bytes[..], &signer.public_key()).unwrap();
+}
+
+/// The checkpoints of a ledger, in order.
+fn checkpoints(frames: &[Frame]) -> Vec<SignedCheckpoint> {
+    frames
+        .iter()
+        .filter_map(|f| match f {
+            Frame::Checkpoint(cp) => Some(*cp),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Regression: docs/ledger.md promised that checkpoint times never decrease, but a
+/// validly signed bundle whose checkpoint times went backwards verified (found by an
+/// outside auditor).
+#[test]
+fn a_validly_signed_checkpoint_dated_before_its_predecessor_is_refused() {
+    let (signer, mut frames) = random_ledger(21, 40, 3);
+    let cps = checkpoints(&frames);
+    assert!(cps.len() >= 3);
+    let (before, target) = (cps[1], cps[2]);
+    for f in &mut frames {
+        if let Frame::Checkpoint(cp) = f
+            && *cp == target
+        {
+            let mut c = cp.checkpoint;
+            c.time = Timestamp::from_nanos(before.checkpoint.time.as_nanos() - 1);
+            *cp = c.sign(&signer);
+        }
+    }
+    let (bytes, _) = export(&signer, &frames);
+    let failure = verify_bundle(&bytes[..], &signer.public_key()).unwrap_err();
+    assert!(
+        matches!(
+            failure.reason,
+            aura_ledger::verify::Reason::TimeGoesBack { .. }
+        ),
+        "{failure}"
+    );
+    assert!(
+        matches!(failure.location, Location::Checkpoint { tree_size: Some(s), .. } if s == target.checkpoint.tree_size),
+        "{failure}"
+    );
+    // Equal times are allowed: times never decrease, they may stand still.
+    let (signer, mut frames) = random_ledger(21, 40, 3);
+    for f in &mut frames {
+        if let Frame::Checkpoint(cp) = f {
+            let mut c = cp.checkpoint;
+            c.time = Timestamp::from_secs(1_800_000_000);
+            *cp = c.sign(&signer);
+        }
+    }
+    let (bytes, _) = export(&signer, &frames);
+    verify_bundle(&bytes[..], &signer.public_key()).unwrap();
+}
+
+/// A bundle cut back to an earlier checkpoint, its trailer rewritten, is a valid bundle
+/// of the shorter ledger: nothing in it can tell. A tree head from elsewhere that is
+/// larger (here the original's last checkpoint) catches it; one that disagrees at its
+/// size catches a fork.
+#[test]
+fn a_bundle_cut_back_to_an_earlier_checkpoint_is_caught_only_by_a_newer_head() {
+    use aura_ledger::bundle::{Expect, verify_bundle_with};
+    use aura_ledger::verify::{KnownHead, Reason};
+    let (signer, frames) = random_ledger(22, 60, 3);
+    let cps = checkpoints(&frames);
+    let last = *cps.last().unwrap();
+    let cut_at = frames
+        .iter()
+        .position(|f| matches!(f, Frame::Checkpoint(cp) if *cp == cps[cps.len() / 2]))
+        .unwrap();
+    let (cut, _) = export(&signer, &frames[..=cut_at]);
+    let summary = verify_bundle(&cut[..], &signer.public_key()).unwrap();
+    assert!(summary.entries < last.checkpoint.tree_size);
+
+    let head = |cp: &SignedCheckpoint| KnownHead {
+        tree_size: cp.checkpoint.tree_size,
+        root: cp.checkpoint.root,
+        source: "the checkpoint in head.note".into(),
+    };
+    let expect = Expect {
+        witnesses: Vec::new(),
+        heads: vec![head(&last)],
+    };
+    let failure = verify_bundle_with(&cut[..], &signer.public_key(), &expect).unwrap_err();
+    assert!(
+        matches!(failure.reason, Reason::CutBack { size, entries, .. }
+            if size == last.checkpoint.tree_size && entries == summary.entries),
+        "{failure}"
+    );
+    assert!(failure.to_string().contains("cut back"), "{failure}");
+    // The whole bundle agrees with the same head, and with an older one.
+    let (whole, _) = export(&signer, &frames);
+    let expect = Expect {
+        witnesses: Vec::new(),
+        heads: vec![head(&last), head(&cps[1])],
+    };
+    let s = verify_bundle_with(&whole[..], &signer.public_key(), &expect).unwrap();
+    assert_eq!(s.known_heads.len(), 2);
+    // A head of the right size with another root: the ledger forked.
+    let mut forked = head(&cps[1]);
+    forked.root.0[0] ^= 1;
+    let expect = Expect {
+        witnesses: Vec::new(),
+        heads: vec![forked],
+    };
+    let failure = verify_bundle_with(&whole[..], &signer.public_key(), &expect).unwrap_err();
+    assert!(
+        matches!(&failure.reason, Reason::Forked(f) if f.size == cps[1].checkpoint.tree_size),
         "{failure}"
     );
 }

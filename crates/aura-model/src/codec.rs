@@ -1,26 +1,9 @@
-//! Encoding helpers shared by the manifest, license, receipt and statement formats, and
-//! the one rule for what a signer signs.
-//!
-//! Every signed document in this crate is signed the way Aura signs statements: the
-//! signer signs `Domain::Statement`'s tag, the document's kind (like `model-license/v1`),
-//! a NUL byte and the document's canonical encoding. The kind keeps a receipt from being
-//! passed off as a license even if two encodings happened to coincide.
+//! Encoding helpers shared by the manifest, license, receipt and statement formats. What
+//! a signer signs, and how a signed document is carried, is `aura_core::signed`'s one rule
+//! for every statement Aura signs.
 
 use aura_core::encoding::{DecodeError, DecodeErrorKind, Decoder, Encoder};
-use aura_core::hash::Domain;
 use aura_core::{PublicKey, Signature, Timestamp};
-
-/// The bytes a signer signs for a document of `kind` whose canonical encoding is
-/// `encoding`.
-pub(crate) fn signing_message(kind: &str, encoding: &[u8]) -> Vec<u8> {
-    let tag = Domain::Statement.tag();
-    let mut msg = Vec::with_capacity(tag.len() + kind.len() + 1 + encoding.len());
-    msg.extend_from_slice(tag);
-    msg.extend_from_slice(kind.as_bytes());
-    msg.push(0);
-    msg.extend_from_slice(encoding);
-    msg
-}
 
 /// Writes a string with a u16 length prefix. Callers validate lengths when a value is
 /// built, so the clamp below never cuts a valid value; it only keeps a bug from writing a
@@ -112,14 +95,6 @@ pub(crate) fn is_simple_name(s: &str, max: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_signing_message_names_the_kind() {
-        let a = signing_message("model-license/v1", b"x");
-        let b = signing_message("inference-receipt/v1", b"x");
-        assert_ne!(a, b);
-        assert!(a.starts_with(b"aura/statement/v1\0model-license/v1\0"));
-    }
 
     #[test]
     fn strings_round_trip_and_are_bounded() {

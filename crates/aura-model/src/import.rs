@@ -518,7 +518,7 @@ pub fn import(
     let signed = manifest.sign(ctx.signer)?;
 
     // Read-only files, the manifest last, everything synced, then one rename.
-    for f in &signed.manifest.files {
+    for f in &signed.manifest().files {
         let p = files_dir.join(&f.path);
         fs::set_permissions(&p, fs::Permissions::from_mode(0o444)).map_err(io_err(&p))?;
     }

@@ -28,6 +28,8 @@
 //!
 //! Formats and rules: docs/models.md.
 
+#![forbid(unsafe_code)]
+
 pub mod gguf;
 pub mod import;
 pub mod license;
@@ -41,6 +43,7 @@ pub mod settle;
 
 mod codec;
 mod hashing;
+mod share;
 
 use std::path::{Path, PathBuf};
 

@@ -4,8 +4,9 @@
 //! owner, who published it). It names one package by digest, the node it is for (or any
 //! node), a validity window, a token allowance, a price per 1,000 tokens in a named
 //! currency unit (an integer: money is never a float), and the uses it permits. It is
-//! signed as a statement of kind [`KIND`]; the JSON file form (`aura-license/v1`) carries
-//! the fields and the signature, which covers their canonical encoding:
+//! signed as a statement of kind [`KIND`] (an [`aura_core::signed::Signed`] license); the
+//! JSON file form (`aura-license/v1`: `{"format", "license", "signature"}`) carries the
+//! fields and the signature, which covers their canonical encoding:
 //!
 //! ```text
 //! u8   version = 1
@@ -36,12 +37,12 @@ use aura_core::door::{Clock, Entropy};
 use aura_core::encoding::{DecodeError, Decoder, Encoder};
 use aura_core::hash::Hash;
 use aura_core::keystore::Signer;
-use aura_core::{NodeId, PublicKey, Signature, Timestamp};
+use aura_core::signed::{self, Issuer, Signed, Statement};
+use aura_core::{NodeId, PublicKey, Timestamp};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec::{
-    get_key, get_signature, get_str, get_time, invalid_at, is_simple_name, put_key, put_str,
-    signing_message, unknown_version,
+    get_key, get_str, get_time, invalid_at, is_simple_name, put_key, put_str, unknown_version,
 };
 use crate::manifest::SignedManifest;
 
@@ -287,11 +288,11 @@ impl License {
         let now = clock.now();
         License {
             id: LicenseId::generate(clock, entropy),
-            licensor: signed.manifest.publisher,
+            licensor: signed.manifest().publisher,
             package: signed.digest,
-            package_name: signed.manifest.name.clone(),
+            package_name: signed.manifest().name.clone(),
             licensee: Licensee::Node(node),
-            not_before: signed.manifest.created_at.min(now),
+            not_before: signed.manifest().created_at.min(now),
             not_after: Timestamp::from_nanos(u64::MAX),
             allowance: Allowance::Unlimited,
             price_per_1000_tokens: 0,
@@ -323,13 +324,11 @@ impl License {
         Ok(())
     }
 
-    pub fn encode(&self) -> Result<Vec<u8>, Invalid> {
-        self.validate()?;
-        let mut e = Encoder::new();
+    fn encode_into(&self, e: &mut Encoder) {
         e.u8(VERSION).raw(self.id.as_bytes());
-        put_key(&mut e, &self.licensor);
+        put_key(e, &self.licensor);
         e.hash(&self.package);
-        put_str(&mut e, &self.package_name);
+        put_str(e, &self.package_name);
         match self.licensee {
             Licensee::AnyNode => {
                 e.u8(0);
@@ -349,9 +348,8 @@ impl License {
             }
         }
         e.u64(self.price_per_1000_tokens);
-        put_str(&mut e, &self.currency);
+        put_str(e, &self.currency);
         e.u32(self.uses.bits()).u64(self.issued_at.as_nanos());
-        Ok(e.finish())
     }
 
     fn decode_from(d: &mut Decoder<'_>) -> Result<License, DecodeError> {
@@ -403,13 +401,6 @@ impl License {
         Ok(license)
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<License, DecodeError> {
-        let mut d = Decoder::new(bytes);
-        let l = License::decode_from(&mut d)?;
-        d.finish()?;
-        Ok(l)
-    }
-
     /// Signs the license; `signer` must be the licensor it names.
     pub fn sign(self, signer: &Signer) -> Result<SignedLicense, Invalid> {
         if signer.public_key() != self.licensor {
@@ -420,31 +411,35 @@ impl License {
                 signer.public_key().fingerprint()
             )));
         }
-        let encoding = self.encode()?;
-        let signature = signer.sign(&signing_message(KIND, &encoding));
-        Ok(SignedLicense {
-            license: self,
-            signature,
-        })
+        Signed::sign(self, signer).map_err(|e| Invalid(e.to_string()))
     }
 }
 
-/// A license and its licensor's signature.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SignedLicense {
-    pub license: License,
-    pub signature: Signature,
+impl Statement for License {
+    const KIND: &'static str = KIND;
+    const FIELD: &'static str = "license";
+    const FORMAT: Option<&'static str> = Some(FILE_FORMAT);
+
+    fn issuer(&self) -> Issuer<'_> {
+        Issuer::Key(&self.licensor)
+    }
+
+    fn validate(&self) -> Result<(), signed::Invalid> {
+        License::validate(self).map_err(|e| signed::Invalid(e.0))
+    }
+
+    fn encode(&self, e: &mut Encoder) {
+        self.encode_into(e);
+    }
+
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        License::decode_from(d)
+    }
 }
 
-/// The JSON file form of a license.
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LicenseFile {
-    format: String,
-    license: License,
-    signature: Signature,
-}
+/// A license and its licensor's signature. Its JSON form is the file form,
+/// `{"format": "aura-license/v1", "license": {…}, "signature": "<hex>"}`.
+pub type SignedLicense = Signed<License>;
 
 /// What a license check is about: the package to run and who may license it.
 #[derive(Debug, Clone, Copy)]
@@ -597,141 +592,107 @@ impl LicenseError {
     }
 }
 
-impl SignedLicense {
-    pub fn id(&self) -> LicenseId {
-        self.license.id
-    }
+/// Whether a license's signature verifies under the licensor it names.
+pub fn verify_signature(signed: &SignedLicense) -> Result<(), LicenseError> {
+    signed
+        .verify_signature()
+        .map_err(|_| LicenseError::BadSignature {
+            license: signed.statement.id,
+        })
+}
 
-    /// Whether the signature verifies under the licensor the license names.
-    pub fn verify_signature(&self) -> Result<(), LicenseError> {
-        let bad = || LicenseError::BadSignature {
-            license: self.license.id,
-        };
-        let encoding = self.license.encode().map_err(|_| bad())?;
-        self.license
-            .licensor
-            .verify(&signing_message(KIND, &encoding), &self.signature)
-            .map_err(|_| bad())
-    }
-
-    /// Checks, in order: signature, package, licensor, node, validity window, use,
-    /// allowance (`used` tokens so far plus the request's). The first failure is the answer.
-    pub fn check(
-        &self,
-        subject: &Subject<'_>,
-        request: &Request,
-        used: u64,
-    ) -> Result<Grant, LicenseError> {
-        let l = &self.license;
-        self.verify_signature()?;
-        if l.package != subject.digest {
-            return Err(LicenseError::NotForPackage {
-                license: l.id,
-                licensed: format!("{} ({})", l.package_name, l.package.short()),
-                package: format!("{} ({})", subject.name, subject.digest.short()),
-            });
-        }
-        if l.licensor != subject.owner {
-            return Err(LicenseError::WrongLicensor {
-                license: l.id,
-                licensor: l.licensor.fingerprint(),
-                owner: subject.owner.fingerprint(),
-            });
-        }
-        if let Licensee::Node(n) = l.licensee
-            && n != request.node
-        {
-            return Err(LicenseError::WrongNode {
-                license: l.id,
-                licensee: n,
-                node: request.node,
-            });
-        }
-        if request.now < l.not_before {
-            return Err(LicenseError::NotYetValid {
-                license: l.id,
-                not_before: l.not_before,
-            });
-        }
-        if request.now > l.not_after {
-            return Err(LicenseError::Expired {
-                license: l.id,
-                not_after: l.not_after,
-            });
-        }
-        if !l.uses.contains(request.uses) {
-            return Err(LicenseError::UseNotPermitted {
-                license: l.id,
-                wanted: request.uses,
-                permitted: l.uses,
-            });
-        }
-        if let Allowance::Tokens(allowance) = l.allowance
-            && used
-                .checked_add(request.tokens)
-                .is_none_or(|total| total > allowance)
-        {
-            return Err(LicenseError::AllowanceUsedUp {
-                license: l.id,
-                allowance,
-                used,
-                requested: request.tokens,
-            });
-        }
-        Ok(Grant {
+/// Checks, in order: signature, package, licensor, node, validity window, use,
+/// allowance (`used` tokens so far plus the request's). The first failure is the answer.
+pub fn check(
+    signed: &SignedLicense,
+    subject: &Subject<'_>,
+    request: &Request,
+    used: u64,
+) -> Result<Grant, LicenseError> {
+    let l = &signed.statement;
+    verify_signature(signed)?;
+    if l.package != subject.digest {
+        return Err(LicenseError::NotForPackage {
             license: l.id,
-            licensor: l.licensor,
-            subject: l.package,
-            price_per_1000_tokens: l.price_per_1000_tokens,
-            currency: l.currency.clone(),
-            allowance: l.allowance,
+            licensed: format!("{} ({})", l.package_name, l.package.short()),
+            package: format!("{} ({})", subject.name, subject.digest.short()),
+        });
+    }
+    if l.licensor != subject.owner {
+        return Err(LicenseError::WrongLicensor {
+            license: l.id,
+            licensor: l.licensor.fingerprint(),
+            owner: subject.owner.fingerprint(),
+        });
+    }
+    if let Licensee::Node(n) = l.licensee
+        && n != request.node
+    {
+        return Err(LicenseError::WrongNode {
+            license: l.id,
+            licensee: n,
+            node: request.node,
+        });
+    }
+    if request.now < l.not_before {
+        return Err(LicenseError::NotYetValid {
+            license: l.id,
+            not_before: l.not_before,
+        });
+    }
+    if request.now > l.not_after {
+        return Err(LicenseError::Expired {
+            license: l.id,
+            not_after: l.not_after,
+        });
+    }
+    if !l.uses.contains(request.uses) {
+        return Err(LicenseError::UseNotPermitted {
+            license: l.id,
+            wanted: request.uses,
+            permitted: l.uses,
+        });
+    }
+    if let Allowance::Tokens(allowance) = l.allowance
+        && used
+            .checked_add(request.tokens)
+            .is_none_or(|total| total > allowance)
+    {
+        return Err(LicenseError::AllowanceUsedUp {
+            license: l.id,
+            allowance,
             used,
-        })
+            requested: request.tokens,
+        });
     }
+    Ok(Grant {
+        license: l.id,
+        licensor: l.licensor,
+        subject: l.package,
+        price_per_1000_tokens: l.price_per_1000_tokens,
+        currency: l.currency.clone(),
+        allowance: l.allowance,
+        used,
+    })
+}
 
-    /// The JSON file form.
-    pub fn to_json(&self) -> String {
-        let file = LicenseFile {
-            format: FILE_FORMAT.into(),
-            license: self.license.clone(),
-            signature: self.signature,
-        };
-        let mut s = serde_json::to_string_pretty(&file).unwrap_or_default();
-        s.push('\n');
-        s
-    }
+/// The file form, pretty-printed for people: the JSON form with the members in the order
+/// `format`, `license`, `signature` and the license's fields in declaration order. (Not
+/// hashed or signed: the signature covers the binary encoding. Written from structs, not
+/// maps, so the bytes do not depend on serde_json's features.)
+pub fn to_file(signed: &SignedLicense) -> Result<String, serde_json::Error> {
+    let mut s = serde_json::to_string_pretty(signed)?;
+    s.push('\n');
+    Ok(s)
+}
 
-    /// Reads the JSON file form. The signature is not checked here (see
-    /// [`SignedLicense::verify_signature`]); the fields are.
-    pub fn from_json(text: &[u8]) -> Result<SignedLicense, String> {
-        if text.len() as u64 > MAX_FILE {
-            return Err(format!("it is larger than {MAX_FILE} bytes"));
-        }
-        let file: LicenseFile = serde_json::from_slice(text).map_err(|e| e.to_string())?;
-        if file.format != FILE_FORMAT {
-            return Err(format!("unknown format `{}`", file.format));
-        }
-        file.license.validate().map_err(|e| e.to_string())?;
-        Ok(SignedLicense {
-            license: file.license,
-            signature: file.signature,
-        })
+/// Reads the file form (or any JSON form of a signed license). The signature is not
+/// checked here (see [`verify_signature`]); the fields are.
+pub fn from_file(text: &[u8]) -> Result<SignedLicense, String> {
+    if text.len() as u64 > MAX_FILE {
+        return Err(format!("it is larger than {MAX_FILE} bytes"));
     }
-
-    /// Canonical binary form: the encoding, then the signature.
-    pub fn to_bytes(&self) -> Result<Vec<u8>, Invalid> {
-        let mut out = self.license.encode()?;
-        out.extend_from_slice(&self.signature.0);
-        Ok(out)
-    }
-
-    pub fn from_bytes(bytes: &[u8]) -> Result<SignedLicense, DecodeError> {
-        let mut d = Decoder::new(bytes);
-        let license = License::decode_from(&mut d)?;
-        let signature = get_signature(&mut d)?;
-        d.finish()?;
-        Ok(SignedLicense { license, signature })
-    }
+    SignedLicense::from_json(text).map_err(|e| e.to_string())
 }
 
 /// Why the license store failed.
@@ -789,25 +750,29 @@ impl Licenses {
     /// Installs a license after checking its signature. Installing the same license twice
     /// is fine; a different license with the same id is refused.
     pub fn install(&self, signed: &SignedLicense) -> Result<PathBuf, StoreError> {
-        signed.verify_signature()?;
+        verify_signature(signed)?;
         if !self.dir.exists() {
             fs::create_dir_all(&self.dir).map_err(io_err(&self.dir))?;
             fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))
                 .map_err(io_err(&self.dir))?;
         }
-        let path = self.path_of(signed.id());
-        let json = signed.to_json();
+        let id = signed.statement.id;
+        let path = self.path_of(id);
+        let json = to_file(signed).map_err(|e| StoreError::Unreadable {
+            path: path.clone(),
+            reason: format!("cannot write the license as JSON: {e}"),
+        })?;
         match fs::read(&path) {
             Ok(existing) => {
-                return match SignedLicense::from_json(&existing) {
+                return match from_file(&existing) {
                     Ok(e) if e == *signed => Ok(path),
-                    _ => Err(StoreError::Conflict(signed.id())),
+                    _ => Err(StoreError::Conflict(id)),
                 };
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_err(&path)(e)),
         }
-        let tmp = self.dir.join(format!(".{}.partial", signed.id()));
+        let tmp = self.dir.join(format!(".{id}.partial"));
         let _ = fs::remove_file(&tmp);
         let mut f = fs::OpenOptions::new()
             .write(true)
@@ -843,7 +808,7 @@ impl Licenses {
                 continue;
             }
             let path = entry.path();
-            let license = read_limited(&path).and_then(|b| SignedLicense::from_json(&b));
+            let license = read_limited(&path).and_then(|b| from_file(&b));
             out.push(Installed { path, license });
         }
         out.sort_by(|a, b| a.path.cmp(&b.path));
@@ -859,7 +824,7 @@ impl Licenses {
             path: path.clone(),
             reason,
         })?;
-        SignedLicense::from_json(&bytes).map_err(|reason| StoreError::Unreadable { path, reason })
+        from_file(&bytes).map_err(|reason| StoreError::Unreadable { path, reason })
     }
 
     /// Picks the license to use for `subject`: among the installed licenses for its
@@ -884,7 +849,7 @@ impl Licenses {
             // package whose digest changed (a re-signed manifest) is refused as "not the
             // licensed package" rather than "no license".
             .filter(|l| {
-                l.license.package == subject.digest || l.license.package_name == subject.name
+                l.statement.package == subject.digest || l.statement.package_name == subject.name
             })
             .collect();
         if candidates.is_empty() {
@@ -895,11 +860,11 @@ impl Licenses {
         }
         candidates.sort_by(|a, b| {
             let key = |l: &License| (l.price_per_1000_tokens, l.not_after, l.id);
-            key(&a.license).cmp(&key(&b.license))
+            key(&a.statement).cmp(&key(&b.statement))
         });
         let mut best: Option<LicenseError> = None;
         for c in &candidates {
-            match c.check(subject, request, used(c.id())) {
+            match check(c, subject, request, used(c.statement.id)) {
                 Ok(grant) => return Ok(grant),
                 Err(e) => {
                     if best.as_ref().is_none_or(|b| e.stage() > b.stage()) {
@@ -957,11 +922,32 @@ mod tests {
     fn json_and_binary_forms_round_trip() {
         let k = key(1);
         let signed = terms(k.public_key()).sign(&k).unwrap();
-        let json = signed.to_json();
-        assert_eq!(SignedLicense::from_json(json.as_bytes()).unwrap(), signed);
+        let file = to_file(&signed).unwrap();
+        assert_eq!(from_file(file.as_bytes()).unwrap(), signed);
+        // The canonical JSON form is the file form without the whitespace: either reads.
+        let json = signed.to_json().unwrap();
+        assert!(json.starts_with(br#"{"format":"aura-license/v1","license":{"allowance""#));
+        assert_eq!(from_file(&json).unwrap(), signed);
         let bytes = signed.to_bytes().unwrap();
         assert_eq!(SignedLicense::from_bytes(&bytes).unwrap(), signed);
-        signed.verify_signature().unwrap();
+        verify_signature(&signed).unwrap();
+    }
+
+    /// A license file must say which format it is in.
+    #[test]
+    fn a_file_of_another_format_is_refused() {
+        let k = key(1);
+        let signed = terms(k.public_key()).sign(&k).unwrap();
+        let file = to_file(&signed).unwrap();
+        let other = file.replace("aura-license/v1", "aura-license/v9");
+        assert!(
+            from_file(other.as_bytes())
+                .unwrap_err()
+                .contains("aura-license/v9")
+        );
+        let none = file.replace("\"format\": \"aura-license/v1\",", "");
+        assert_ne!(none, file);
+        assert!(from_file(none.as_bytes()).unwrap_err().contains("format"));
     }
 
     #[test]
@@ -1014,7 +1000,8 @@ mod tests {
             let signed = l.sign(&k).unwrap();
             let bytes = signed.to_bytes().unwrap();
             prop_assert_eq!(&SignedLicense::from_bytes(&bytes).unwrap(), &signed);
-            prop_assert_eq!(&SignedLicense::from_json(signed.to_json().as_bytes()).unwrap(), &signed);
+            prop_assert_eq!(&from_file(to_file(&signed).unwrap().as_bytes()).unwrap(), &signed);
+            prop_assert_eq!(&SignedLicense::from_json(&signed.to_json().unwrap()).unwrap(), &signed);
         }
 
         #[test]
@@ -1031,7 +1018,7 @@ mod tests {
             let i = at.index(bytes.len());
             bytes[i] ^= 1 << bit;
             if let Ok(tampered) = SignedLicense::from_bytes(&bytes) {
-                prop_assert!(tampered.verify_signature().is_err());
+                prop_assert!(verify_signature(&tampered).is_err());
             }
         }
     }

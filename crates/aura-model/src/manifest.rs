@@ -7,7 +7,7 @@
 //!
 //! The **package digest** is `SHA-256("aura/model/package/v1\0" || encoding)`; licenses
 //! and receipts name a package by it. The publisher signs the encoding as a statement of
-//! kind [`KIND`] (see `codec::signing_message`). The format is specified in docs/models.md.
+//! kind [`KIND`] (see [`aura_core::signed`]). The format is specified in docs/models.md.
 //!
 //! ```text
 //! u8   version = 1
@@ -34,12 +34,13 @@ use std::fmt;
 use aura_core::encoding::{DecodeError, Decoder, Encoder};
 use aura_core::hash::{Domain, Hash};
 use aura_core::keystore::Signer;
+use aura_core::signed::{self, Issuer, Signed, Statement};
 use aura_core::{PublicKey, Signature, Timestamp};
 use serde::Serialize;
 
 use crate::codec::{
     get_count, get_key, get_signature, get_str, get_time, invalid_at, is_simple_name, put_count,
-    put_key, put_str, signing_message, unknown_version,
+    put_key, put_str, unknown_version,
 };
 
 pub const VERSION: u8 = 1;
@@ -330,12 +331,9 @@ impl Manifest {
         Ok(())
     }
 
-    /// The canonical encoding. Fails if the manifest breaks a rule of the format.
-    pub fn encode(&self) -> Result<Vec<u8>, Invalid> {
-        self.validate()?;
-        let mut e = Encoder::new();
+    fn encode_into(&self, e: &mut Encoder) {
         e.u8(VERSION);
-        put_str(&mut e, &self.name);
+        put_str(e, &self.name);
         e.u8(match self.kind {
             PackageKind::Model => 0,
             PackageKind::ExpertPack => 1,
@@ -344,14 +342,14 @@ impl Manifest {
             Format::Gguf => 1,
             Format::Safetensors => 2,
         });
-        put_str(&mut e, &self.architecture);
-        put_str(&mut e, &self.quantization);
-        put_str(&mut e, &self.license);
-        put_key(&mut e, &self.publisher);
+        put_str(e, &self.architecture);
+        put_str(e, &self.quantization);
+        put_str(e, &self.license);
+        put_key(e, &self.publisher);
         e.u64(self.created_at.as_nanos());
-        put_count(&mut e, self.files.len());
+        put_count(e, self.files.len());
         for f in &self.files {
-            put_str(&mut e, &f.path);
+            put_str(e, &f.path);
             e.u64(f.size).hash(&f.sha256).u8(match f.role {
                 FileRole::Weights => 0,
                 FileRole::Config => 1,
@@ -360,11 +358,11 @@ impl Manifest {
                 FileRole::Other => 4,
             });
         }
-        put_count(&mut e, self.tensors.len());
+        put_count(e, self.tensors.len());
         for t in &self.tensors {
-            put_str(&mut e, &t.name);
+            put_str(e, &t.name);
             e.u32(t.file);
-            put_str(&mut e, &t.dtype);
+            put_str(e, &t.dtype);
             e.u8(t.shape.len() as u8);
             for d in &t.shape {
                 e.u64(*d);
@@ -380,27 +378,26 @@ impl Manifest {
                     ExpertLayout::Split => 0,
                     ExpertLayout::Stacked => 1,
                 });
-                put_count(&mut e, x.placement.len());
+                put_count(e, x.placement.len());
                 for p in &x.placement {
                     e.u32(p.file);
-                    put_count(&mut e, p.experts.len());
+                    put_count(e, p.experts.len());
                     for ex in &p.experts {
                         e.u32(*ex);
                     }
                 }
             }
         }
-        put_count(&mut e, self.expert_packs.len());
+        put_count(e, self.expert_packs.len());
         for p in &self.expert_packs {
-            put_str(&mut e, &p.name);
+            put_str(e, &p.name);
             e.hash(&p.digest);
-            put_key(&mut e, &p.owner);
-            put_count(&mut e, p.experts.len());
+            put_key(e, &p.owner);
+            put_count(e, p.experts.len());
             for ex in &p.experts {
                 e.u32(*ex);
             }
         }
-        Ok(e.finish())
     }
 
     fn decode_from(d: &mut Decoder<'_>) -> Result<Manifest, DecodeError> {
@@ -537,16 +534,6 @@ impl Manifest {
         })
     }
 
-    /// Decodes exactly one canonical manifest encoding.
-    pub fn decode(bytes: &[u8]) -> Result<Manifest, DecodeError> {
-        let mut d = Decoder::new(bytes);
-        let m = Manifest::decode_from(&mut d)?;
-        d.finish()?;
-        m.validate()
-            .map_err(|_| invalid_at(0, "manifest", "breaks a rule of the format"))?;
-        Ok(m)
-    }
-
     /// The package digest of a canonical encoding.
     pub fn digest_of(encoding: &[u8]) -> Hash {
         Hash::tagged(Domain::ModelPackage, encoding)
@@ -562,13 +549,15 @@ impl Manifest {
                 signer.public_key().fingerprint()
             )));
         }
-        let encoding = self.encode()?;
-        let signature = signer.sign(&signing_message(KIND, &encoding));
+        let signed = Signed::sign(self, signer).map_err(|e| Invalid(e.to_string()))?;
+        let encoding = signed
+            .statement
+            .to_bytes()
+            .map_err(|e| Invalid(e.to_string()))?;
         Ok(SignedManifest {
             digest: Manifest::digest_of(&encoding),
-            manifest: self,
+            signed,
             encoding,
-            signature,
         })
     }
 
@@ -578,6 +567,30 @@ impl Manifest {
 
     pub fn file(&self, path: &str) -> Option<&FileEntry> {
         self.files.iter().find(|f| f.path == path)
+    }
+}
+
+impl Statement for Manifest {
+    const KIND: &'static str = KIND;
+
+    fn issuer(&self) -> Issuer<'_> {
+        Issuer::Key(&self.publisher)
+    }
+
+    fn validate(&self) -> Result<(), signed::Invalid> {
+        Manifest::validate(self).map_err(|e| signed::Invalid(e.0))
+    }
+
+    fn encode(&self, e: &mut Encoder) {
+        self.encode_into(e);
+    }
+
+    /// Decodes exactly one canonical manifest encoding.
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        let m = Manifest::decode_from(d)?;
+        Manifest::validate(&m)
+            .map_err(|_| invalid_at(0, "manifest", "breaks a rule of the format"))?;
+        Ok(m)
     }
 }
 
@@ -591,12 +604,13 @@ fn get_experts(d: &mut Decoder<'_>) -> Result<Vec<u32>, DecodeError> {
 }
 
 /// A manifest with its publisher's signature, as stored in a package (`manifest.aura`:
-/// the encoding followed by the 64-byte signature).
+/// the encoding followed by the 64-byte signature), with the encoding exactly as it was
+/// read or signed and the package digest over it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedManifest {
-    pub manifest: Manifest,
+    pub signed: Signed<Manifest>,
+    /// The canonical encoding the signature and the digest cover.
     pub encoding: Vec<u8>,
-    pub signature: Signature,
     pub digest: Hash,
 }
 
@@ -610,9 +624,17 @@ pub enum ManifestError {
 }
 
 impl SignedManifest {
+    pub fn manifest(&self) -> &Manifest {
+        &self.signed.statement
+    }
+
+    pub fn signature(&self) -> &Signature {
+        &self.signed.signature
+    }
+
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = self.encoding.clone();
-        out.extend_from_slice(&self.signature.0);
+        out.extend_from_slice(&self.signed.signature.0);
         out
     }
 
@@ -627,17 +649,18 @@ impl SignedManifest {
             .into());
         }
         let (encoding, sig) = bytes.split_at(bytes.len() - Signature::LEN);
-        let manifest = Manifest::decode(encoding)?;
+        let manifest = Manifest::from_bytes(encoding)?;
         let signature = get_signature(&mut Decoder::new(sig))?;
-        manifest
-            .publisher
-            .verify(&signing_message(KIND, encoding), &signature)
+        // Checked over the bytes as read: the digest covers them too.
+        signed::verify_encoding(&manifest, encoding, &signature, &manifest.publisher)
             .map_err(|_| ManifestError::BadSignature(manifest.publisher.fingerprint()))?;
         Ok(SignedManifest {
             digest: Manifest::digest_of(encoding),
-            manifest,
+            signed: Signed {
+                statement: manifest,
+                signature,
+            },
             encoding: encoding.to_vec(),
-            signature,
         })
     }
 }
@@ -737,7 +760,7 @@ pub(crate) mod tests {
         fn check(edit: impl Fn(&mut Manifest), expect: &str) {
             let mut m = sample(signer(1).public_key());
             edit(&mut m);
-            let err = m.encode().unwrap_err().to_string();
+            let err = m.to_bytes().unwrap_err().to_string();
             assert!(err.contains(expect), "expected `{expect}`, got `{err}`");
         }
         check(|m| m.name = "Bad".into(), "name");
@@ -822,13 +845,13 @@ pub(crate) mod tests {
     proptest! {
         #[test]
         fn valid_manifests_round_trip(m in arb_manifest()) {
-            let bytes = m.encode().unwrap();
-            prop_assert_eq!(Manifest::decode(&bytes).unwrap(), m);
+            let bytes = m.to_bytes().unwrap();
+            prop_assert_eq!(Manifest::from_bytes(&bytes).unwrap(), m);
         }
 
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
-            let _ = Manifest::decode(&bytes);
+            let _ = Manifest::from_bytes(&bytes);
             let _ = SignedManifest::from_bytes(&bytes);
         }
 

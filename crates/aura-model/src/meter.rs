@@ -53,7 +53,7 @@ impl Usage {
     pub async fn catch_up(&mut self, store: &dyn Store) -> Result<(), ScanError> {
         let mut found = Vec::new();
         let next = receipt::scan(store, self.next_seq, |r| {
-            found.push(r.signed.receipt);
+            found.push(r.signed.statement);
             Ok(())
         })
         .await?;

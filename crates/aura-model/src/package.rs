@@ -316,7 +316,7 @@ impl Installed {
     }
 
     pub fn manifest(&self) -> &Manifest {
-        &self.signed.manifest
+        self.signed.manifest()
     }
 }
 
@@ -338,7 +338,7 @@ impl VerifiedPackage {
     }
 
     pub fn manifest(&self) -> &Manifest {
-        &self.signed.manifest
+        self.signed.manifest()
     }
 
     pub fn dir(&self) -> &Path {
@@ -525,8 +525,8 @@ fn read_manifest(dir: &Path, name: &str) -> Result<(SignedManifest, Stat), Integ
             ManifestError::BadSignature(publisher) => Defect::ManifestSignature { publisher },
         })
     })?;
-    if signed.manifest.name != name {
-        let manifest = signed.manifest.name;
+    if signed.manifest().name != name {
+        let manifest = signed.manifest().name.clone();
         return Err(fail(Defect::NameMismatch {
             directory: name.to_owned(),
             manifest,
@@ -813,7 +813,7 @@ fn verify_dir(
             },
         ));
     }
-    let m = &signed.manifest;
+    let m = signed.manifest();
     let mut listing = Listing::default();
 
     // The package root holds the manifest and the files directory, nothing else.

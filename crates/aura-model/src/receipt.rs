@@ -3,10 +3,13 @@
 //! A receipt names the package run (digest and name), the licenses it ran under with
 //! their terms (so that settlement needs nothing but receipts), hashes of the input and
 //! output, token counts, how many tokens each expert served, the runtime's fingerprint and
-//! the time. The node signs it as a statement of kind [`KIND`] and appends it to its own
-//! ledger stream (`AgentId::NODE`) as an entry of kind [`LEDGER_KIND`], whose body is JSON
-//! with sorted keys: `{"receipt": {…fields…}, "signature": "<hex>"}`. The signature covers
-//! the canonical encoding below, so a change to any field in the body is detected.
+//! the time. The node signs it as a statement of kind [`KIND`] (an
+//! [`aura_core::signed::Signed`] receipt) and appends it to its own ledger stream
+//! (`AgentId::NODE`) as an entry of kind [`LEDGER_KIND`], whose body is the signed
+//! receipt's JSON form, `{"receipt": {…fields…}, "signature": "<hex>"}`, written as RFC 8785
+//! canonical JSON (receipts recorded before that have their members in declaration order;
+//! they read the same). The signature covers the canonical encoding below, never the JSON,
+//! so a change to any field in the body is detected.
 //!
 //! ```text
 //! u8   version = 1
@@ -26,18 +29,18 @@
 use aura_core::encoding::{DecodeError, Decoder, Encoder};
 use aura_core::hash::{Domain, Hash};
 use aura_core::keystore::Signer;
-use aura_core::{AgentId, NodeId, PublicKey, Signature, Timestamp};
+use aura_core::signed::{self, Issuer, Signed, Statement};
+use aura_core::{AgentId, NodeId, PublicKey, Timestamp, jcs};
 use aura_ledger::entry::{Kind, MAX_BODY_LEN};
 use aura_store::{NewEntry, Seq, Store, StoredEntry};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{
-    get_count, get_key, get_signature, get_str, get_time, invalid_at, put_count, put_key, put_str,
-    signing_message, unknown_version,
+    get_count, get_key, get_str, get_time, invalid_at, put_count, put_key, put_str, unknown_version,
 };
 use crate::license::{LicenseId, Uses};
 use crate::manifest::MAX_EXPERTS;
-use crate::settle::split;
+use crate::share::split;
 
 aura_core::typed_id!(
     /// A receipt.
@@ -179,16 +182,14 @@ impl Receipt {
         Ok(())
     }
 
-    pub fn encode(&self) -> Result<Vec<u8>, Invalid> {
-        self.validate()?;
-        let mut e = Encoder::new();
+    fn encode_into(&self, e: &mut Encoder) {
         e.u8(VERSION)
             .raw(self.id.as_bytes())
             .raw(self.node.as_bytes())
             .hash(&self.package);
-        put_str(&mut e, &self.package_name);
+        put_str(e, &self.package_name);
         e.u32(self.uses.bits());
-        put_count(&mut e, self.charges.len());
+        put_count(e, self.charges.len());
         for c in &self.charges {
             e.u8(match c.role {
                 Role::Model => 0,
@@ -196,10 +197,10 @@ impl Receipt {
             })
             .hash(&c.subject)
             .raw(c.license.as_bytes());
-            put_key(&mut e, &c.licensor);
+            put_key(e, &c.licensor);
             e.u64(c.price_per_1000_tokens);
-            put_str(&mut e, &c.currency);
-            put_count(&mut e, c.experts.len());
+            put_str(e, &c.currency);
+            put_count(e, c.experts.len());
             for x in &c.experts {
                 e.u32(*x);
             }
@@ -208,7 +209,7 @@ impl Receipt {
             .hash(&self.output_hash)
             .u64(self.prompt_tokens)
             .u64(self.completion_tokens);
-        put_count(&mut e, self.expert_tokens.len());
+        put_count(e, self.expert_tokens.len());
         for t in &self.expert_tokens {
             e.u64(*t);
         }
@@ -219,11 +220,10 @@ impl Receipt {
             &self.runtime.dtype,
             &self.runtime.kernel,
         ] {
-            put_str(&mut e, t);
+            put_str(e, t);
         }
         e.u64(self.started_at.as_nanos())
             .u64(self.finished_at.as_nanos());
-        Ok(e.finish())
     }
 
     fn decode_from(d: &mut Decoder<'_>) -> Result<Receipt, DecodeError> {
@@ -306,13 +306,6 @@ impl Receipt {
         Ok(r)
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Receipt, DecodeError> {
-        let mut d = Decoder::new(bytes);
-        let r = Receipt::decode_from(&mut d)?;
-        d.finish()?;
-        Ok(r)
-    }
-
     /// Prompt plus completion tokens.
     pub fn total_tokens(&self) -> u64 {
         self.prompt_tokens.saturating_add(self.completion_tokens)
@@ -349,22 +342,34 @@ impl Receipt {
                 node_key.public_key().node_id()
             )));
         }
-        let encoding = self.encode()?;
-        let signature = node_key.sign(&signing_message(KIND, &encoding));
-        Ok(SignedReceipt {
-            receipt: self,
-            signature,
-        })
+        Signed::sign(self, node_key).map_err(|e| Invalid(e.to_string()))
     }
 }
 
-/// A receipt and the node's signature.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SignedReceipt {
-    pub receipt: Receipt,
-    pub signature: Signature,
+impl Statement for Receipt {
+    const KIND: &'static str = KIND;
+    const FIELD: &'static str = "receipt";
+
+    fn issuer(&self) -> Issuer<'_> {
+        Issuer::Node(self.node)
+    }
+
+    fn validate(&self) -> Result<(), signed::Invalid> {
+        Receipt::validate(self).map_err(|e| signed::Invalid(e.0))
+    }
+
+    fn encode(&self, e: &mut Encoder) {
+        self.encode_into(e);
+    }
+
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Receipt::decode_from(d)
+    }
 }
+
+/// A receipt and the node's signature. Its JSON form is
+/// `{"receipt": {…}, "signature": "<hex>"}`.
+pub type SignedReceipt = Signed<Receipt>;
 
 /// Why a receipt does not hold up.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -386,53 +391,29 @@ pub enum ReceiptError {
     NotNodeStream { index: u64 },
 }
 
-impl SignedReceipt {
-    /// Checks the signature under `node_key`, which must be the key of the node the
-    /// receipt names.
-    pub fn verify(&self, node_key: &PublicKey, index: u64) -> Result<(), ReceiptError> {
-        let r = &self.receipt;
-        if r.node != node_key.node_id() {
-            return Err(ReceiptError::WrongNode {
-                index,
-                id: r.id,
-                named: r.node,
-                node: node_key.node_id(),
-            });
-        }
-        let encoding = r.encode().map_err(|e| ReceiptError::Malformed {
+/// Checks a receipt's signature under `node_key`, which must be the key of the node the
+/// receipt names; `index` is where the receipt is in the ledger, for the error.
+pub fn verify(
+    signed: &SignedReceipt,
+    node_key: &PublicKey,
+    index: u64,
+) -> Result<(), ReceiptError> {
+    let r = &signed.statement;
+    if r.node != node_key.node_id() {
+        return Err(ReceiptError::WrongNode {
             index,
-            reason: e.to_string(),
-        })?;
-        node_key
-            .verify(&signing_message(KIND, &encoding), &self.signature)
-            .map_err(|_| ReceiptError::BadSignature { index, id: r.id })
+            id: r.id,
+            named: r.node,
+            node: node_key.node_id(),
+        });
     }
-
-    /// The ledger body: JSON with sorted keys.
-    pub fn to_body(&self) -> Vec<u8> {
-        let value = serde_json::to_value(self).unwrap_or_default();
-        serde_json::to_vec(&value).unwrap_or_default()
-    }
-
-    pub fn from_body(body: &[u8]) -> Result<SignedReceipt, String> {
-        let s: SignedReceipt = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-        s.receipt.validate().map_err(|e| e.to_string())?;
-        Ok(s)
-    }
-
-    pub fn to_bytes(&self) -> Result<Vec<u8>, Invalid> {
-        let mut out = self.receipt.encode()?;
-        out.extend_from_slice(&self.signature.0);
-        Ok(out)
-    }
-
-    pub fn from_bytes(bytes: &[u8]) -> Result<SignedReceipt, DecodeError> {
-        let mut d = Decoder::new(bytes);
-        let receipt = Receipt::decode_from(&mut d)?;
-        let signature = get_signature(&mut d)?;
-        d.finish()?;
-        Ok(SignedReceipt { receipt, signature })
-    }
+    signed.verify(node_key).map_err(|e| match e {
+        signed::Error::Invalid(reason) => ReceiptError::Malformed {
+            index,
+            reason: Invalid(reason.0).to_string(),
+        },
+        _ => ReceiptError::BadSignature { index, id: r.id },
+    })
 }
 
 /// A receipt as found in the ledger.
@@ -442,6 +423,13 @@ pub struct LedgerReceipt {
     pub seq: u64,
     pub entry_hash: Hash,
     pub signed: SignedReceipt,
+}
+
+impl LedgerReceipt {
+    /// Checks the receipt's signature under `node_key` (see [`verify`]).
+    pub fn verify(&self, node_key: &PublicKey) -> Result<(), ReceiptError> {
+        verify(&self.signed, node_key, self.index)
+    }
 }
 
 /// The receipt in a ledger entry: `Ok(None)` for an entry of another kind, an error for a
@@ -464,9 +452,9 @@ pub fn from_entry(stored: &StoredEntry) -> Result<Option<LedgerReceipt>, Receipt
                 .into(),
         });
     }
-    let signed = SignedReceipt::from_body(&e.body).map_err(|reason| ReceiptError::Malformed {
+    let signed = SignedReceipt::from_json(&e.body).map_err(|err| ReceiptError::Malformed {
         index: e.index,
-        reason,
+        reason: err.to_string(),
     })?;
     Ok(Some(LedgerReceipt {
         index: e.index,
@@ -492,6 +480,8 @@ pub enum RecordError {
     Invalid(#[from] Invalid),
     #[error("the receipt is too large for a ledger entry")]
     TooLarge,
+    #[error("cannot write the receipt as JSON")]
+    Json(#[from] jcs::Error),
     #[error("cannot append the receipt to the ledger")]
     Store(#[from] aura_store::Error),
 }
@@ -499,8 +489,8 @@ pub enum RecordError {
 /// Appends a signed receipt to the node's stream; returns once it is durable and covered
 /// by a signed checkpoint.
 pub async fn append(store: &dyn Store, signed: &SignedReceipt) -> Result<Recorded, RecordError> {
-    signed.receipt.validate()?;
-    let body = signed.to_body();
+    signed.statement.validate()?;
+    let body = signed.to_json()?;
     if body.len() > MAX_BODY_LEN {
         return Err(RecordError::TooLarge);
     }
@@ -509,7 +499,7 @@ pub async fn append(store: &dyn Store, signed: &SignedReceipt) -> Result<Recorde
             agent: AgentId::NODE,
             seq: Seq::Next,
             kind: Kind::new(LEDGER_KIND).map_err(|e| Invalid(e.to_string()))?,
-            recorded_at: signed.receipt.finished_at,
+            recorded_at: signed.statement.finished_at,
             body,
         }])
         .await?;
@@ -518,7 +508,7 @@ pub async fn append(store: &dyn Store, signed: &SignedReceipt) -> Result<Recorde
         .first()
         .ok_or_else(|| Invalid("the store appended nothing".into()))?;
     Ok(Recorded {
-        id: signed.receipt.id,
+        id: signed.statement.id,
         index: appended.index,
         seq: appended.seq,
         entry_hash: appended.hash,
@@ -630,9 +620,9 @@ pub(crate) mod tests {
         let signed = sample(k.public_key().node_id(), k.public_key())
             .sign(&k)
             .unwrap();
-        let back = SignedReceipt::from_body(&signed.to_body()).unwrap();
+        let back = SignedReceipt::from_json(&signed.to_json().unwrap()).unwrap();
         assert_eq!(back, signed);
-        back.verify(&k.public_key(), 0).unwrap();
+        verify(&back, &k.public_key(), 0).unwrap();
         let bytes = signed.to_bytes().unwrap();
         assert_eq!(SignedReceipt::from_bytes(&bytes).unwrap(), signed);
     }
@@ -643,20 +633,20 @@ pub(crate) mod tests {
         let signed = sample(k.public_key().node_id(), k.public_key())
             .sign(&k)
             .unwrap();
-        let body = String::from_utf8(signed.to_body()).unwrap();
+        let body = String::from_utf8(signed.to_json().unwrap()).unwrap();
         let edited = body.replace("\"completion_tokens\":3", "\"completion_tokens\":2");
         assert_ne!(body, edited);
-        let back = SignedReceipt::from_body(edited.as_bytes()).unwrap();
+        let back = SignedReceipt::from_json(edited.as_bytes()).unwrap();
         assert_eq!(
-            back.verify(&k.public_key(), 5),
+            verify(&back, &k.public_key(), 5),
             Err(ReceiptError::BadSignature {
                 index: 5,
-                id: signed.receipt.id
+                id: signed.statement.id
             })
         );
         let other = Signer::ephemeral("node", &SeededEntropy::new(12)).unwrap();
         assert!(matches!(
-            signed.verify(&other.public_key(), 5),
+            verify(&signed, &other.public_key(), 5),
             Err(ReceiptError::WrongNode { .. })
         ));
     }
@@ -675,7 +665,7 @@ pub(crate) mod tests {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
             let _ = SignedReceipt::from_bytes(&bytes);
-            let _ = SignedReceipt::from_body(&bytes);
+            let _ = SignedReceipt::from_json(&bytes);
         }
 
         #[test]
@@ -694,7 +684,7 @@ pub(crate) mod tests {
             r.finished_at = Timestamp::from_nanos(t + 1);
             let signed = r.sign(&k).unwrap();
             prop_assert_eq!(&SignedReceipt::from_bytes(&signed.to_bytes().unwrap()).unwrap(), &signed);
-            prop_assert_eq!(&SignedReceipt::from_body(&signed.to_body()).unwrap(), &signed);
+            prop_assert_eq!(&SignedReceipt::from_json(&signed.to_json().unwrap()).unwrap(), &signed);
         }
 
         #[test]
@@ -705,7 +695,7 @@ pub(crate) mod tests {
             let i = at.index(bytes.len());
             bytes[i] ^= 1 << bit;
             if let Ok(t) = SignedReceipt::from_bytes(&bytes) {
-                prop_assert!(t.verify(&k.public_key(), 0).is_err());
+                prop_assert!(verify(&t, &k.public_key(), 0).is_err());
             }
         }
     }

@@ -43,7 +43,7 @@ fn fixture() -> Fixture {
             &owner,
         )
         .unwrap();
-    fs::remove_file(w.registry.licenses().path_of(own.id())).unwrap();
+    fs::remove_file(w.registry.licenses().path_of(own.statement.id)).unwrap();
     Fixture { w, owner, pkg }
 }
 
@@ -71,7 +71,7 @@ impl Fixture {
         edit(&mut l);
         let signed = l.sign(&self.owner).unwrap();
         self.w.registry.licenses().install(&signed).unwrap();
-        signed.id()
+        signed.statement.id
     }
 
     fn verified(&self) -> Verified {
@@ -234,7 +234,7 @@ fn a_license_for_another_package_is_refused() {
         uses: Uses::INFERENCE,
         tokens: 1,
     };
-    let err = signed.check(&subject, &request, 0).unwrap_err();
+    let err = aura_model::license::check(&signed, &subject, &request, 0).unwrap_err();
     assert_eq!(err.code(), "license_wrong_package");
     assert_eq!(err.http_status(), 403);
 }
@@ -291,7 +291,7 @@ fn an_allowance_used_up_is_refused_and_survives_a_restart() {
             )
             .await
             .unwrap();
-        assert_eq!(signed.receipt.charges[0].license, id);
+        assert_eq!(signed.statement.charges[0].license, id);
         assert_eq!(recorded.seq, 1);
         assert_eq!(
             meter.used(id),
@@ -363,9 +363,9 @@ fn an_imported_model_is_licensed_to_this_node_at_once() {
     let (_, own) = w
         .import_as(&gguf, &Options::default(), &w.node_key.clone())
         .unwrap();
-    assert_eq!(own.license.licensee, Licensee::Node(w.node()));
-    assert_eq!(own.license.allowance, Allowance::Unlimited);
-    assert_eq!(own.license.uses, Uses::ALL);
+    assert_eq!(own.statement.licensee, Licensee::Node(w.node()));
+    assert_eq!(own.statement.allowance, Allowance::Unlimited);
+    assert_eq!(own.statement.uses, Uses::ALL);
     common::runtime().block_on(async {
         let meter = Meter::open(&w.store()).await.unwrap();
         let v = w
@@ -422,7 +422,7 @@ fn each_expert_pack_needs_its_own_owners_license() {
     )
     .unwrap();
     // Bob withdraws his pack's license from this node.
-    fs::remove_file(w.registry.licenses().path_of(pb_own.id())).unwrap();
+    fs::remove_file(w.registry.licenses().path_of(pb_own.statement.id)).unwrap();
     common::runtime().block_on(async {
         let meter = Meter::open(&w.store()).await.unwrap();
         let v = w

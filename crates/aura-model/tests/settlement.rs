@@ -50,7 +50,7 @@ fn world() -> (World, Owners) {
                 owner,
             )
             .unwrap();
-        fs::remove_file(w.registry.licenses().path_of(own.id())).unwrap();
+        fs::remove_file(w.registry.licenses().path_of(own.statement.id)).unwrap();
         p
     };
     let pa = pack("experts-a", &[0, 1], 5, &o.alice);
@@ -65,7 +65,7 @@ fn world() -> (World, Owners) {
             &o.carol,
         )
         .unwrap();
-    fs::remove_file(w.registry.licenses().path_of(own.id())).unwrap();
+    fs::remove_file(w.registry.licenses().path_of(own.statement.id)).unwrap();
     for (i, (signer, digest, name, price)) in [
         (&o.carol, mix.digest(), "mix", 100),
         (&o.alice, pa.digest(), "experts-a", 40),
@@ -186,9 +186,9 @@ fn settlement_pays_each_owner_exactly() {
         let all = receipts(&store).await;
         assert_eq!(all.len(), 3, "one receipt per request");
         for r in &all {
-            r.signed.verify(&w.node_key.public_key(), r.index).unwrap();
-            assert_eq!(r.signed.receipt.charges.len(), 3);
-            assert_eq!(r.signed.receipt.charges[0].role, Role::Model);
+            r.verify(&w.node_key.public_key()).unwrap();
+            assert_eq!(r.signed.statement.charges.len(), 3);
+            assert_eq!(r.signed.statement.charges[0].role, Role::Model);
         }
         let from = Timestamp::from_secs(T0);
         let to = Timestamp::from_secs(T0 + 3600);
@@ -218,10 +218,10 @@ fn settlement_pays_each_owner_exactly() {
         // Per request, the expert owners' tokens add up to the request's tokens whenever
         // any expert was routed to.
         for r in &all {
-            let a = r.signed.receipt.attributed();
-            let total = r.signed.receipt.total_tokens();
+            let a = r.signed.statement.attributed();
+            let total = r.signed.statement.total_tokens();
             assert_eq!(a[0], total);
-            if r.signed.receipt.expert_tokens.iter().any(|t| *t > 0) {
+            if r.signed.statement.expert_tokens.iter().any(|t| *t > 0) {
                 assert_eq!(a[1] + a[2], total);
             }
         }
@@ -235,9 +235,7 @@ fn settlement_pays_each_owner_exactly() {
             all.iter().map(|r| (r.index, r.clone())).collect();
         let lookup = |i: u64| by_index.get(&i).cloned();
         for (signed, index) in &recorded {
-            signed
-                .verify(&w.node_key.public_key(), &lookup, Some(&all))
-                .unwrap();
+            settle::verify(signed, &w.node_key.public_key(), &lookup, Some(&all)).unwrap();
             let stored = store
                 .entry(aura_store::EntryRef::Index(*index))
                 .await
@@ -282,12 +280,12 @@ fn tampered_statements_are_detected() {
 
         // An amount edited in the signed JSON: the signature fails.
         let signed = alice.clone().sign(&w.node_key).unwrap();
-        let json = String::from_utf8(signed.to_json()).unwrap();
+        let json = String::from_utf8(signed.to_json().unwrap()).unwrap();
         let edited = json.replace("\"amount\":26", "\"amount\":2600");
         assert_ne!(json, edited);
         let forged = SignedStatement::from_json(edited.as_bytes()).unwrap();
         assert!(matches!(
-            forged.verify(&key, &lookup, Some(&all)),
+            settle::verify(&forged, &key, &lookup, Some(&all)),
             Err(StatementError::BadSignature { .. })
         ));
 
@@ -295,21 +293,20 @@ fn tampered_statements_are_detected() {
         let mut wrong = alice.clone();
         wrong.lines[0].amount += 1;
         wrong.totals[0].amount += 1;
-        let err = wrong
-            .sign(&w.node_key)
-            .unwrap()
-            .verify(&key, &lookup, Some(&all))
+        let err = settle::verify(&wrong.sign(&w.node_key).unwrap(), &key, &lookup, Some(&all))
             .unwrap_err();
         assert!(matches!(err, StatementError::WrongLine { .. }), "{err}");
 
         // Tokens claimed for a receipt that attributes fewer.
         let mut inflated = alice.clone();
         inflated.receipts[0].tokens += 1;
-        let err = inflated
-            .sign(&w.node_key)
-            .unwrap()
-            .verify(&key, &lookup, Some(&all))
-            .unwrap_err();
+        let err = settle::verify(
+            &inflated.sign(&w.node_key).unwrap(),
+            &key,
+            &lookup,
+            Some(&all),
+        )
+        .unwrap_err();
         assert!(matches!(err, StatementError::WrongCitation { .. }), "{err}");
 
         // A statement that leaves a receipt out adds up but is incomplete.
@@ -317,25 +314,26 @@ fn tampered_statements_are_detected() {
             settle::settle(&all[1..], from, to, w.node(), w.clock.now(), &mut ids()).unwrap();
         let partial_alice = by_payee(&partial)[&o.alice.public_key().to_bytes()].clone();
         let signed = partial_alice.sign(&w.node_key).unwrap();
-        signed.verify(&key, &lookup, None).unwrap();
-        let err = signed.verify(&key, &lookup, Some(&all)).unwrap_err();
+        settle::verify(&signed, &key, &lookup, None).unwrap();
+        let err = settle::verify(&signed, &key, &lookup, Some(&all)).unwrap_err();
         assert!(matches!(err, StatementError::Omits { .. }), "{err}");
 
         // Signed by another key.
         let other = key_for_tests();
         assert!(matches!(
-            alice
-                .clone()
-                .sign(&w.node_key)
-                .unwrap()
-                .verify(&other.public_key(), &lookup, None),
+            settle::verify(
+                &alice.clone().sign(&w.node_key).unwrap(),
+                &other.public_key(),
+                &lookup,
+                None
+            ),
             Err(StatementError::WrongNode { .. })
         ));
 
         // Citing a receipt the ledger does not hold.
         let empty = |_| None;
         assert!(matches!(
-            alice.sign(&w.node_key).unwrap().verify(&key, &empty, None),
+            settle::verify(&alice.sign(&w.node_key).unwrap(), &key, &empty, None),
             Err(StatementError::MissingReceipt { .. })
         ));
     });
@@ -384,9 +382,9 @@ fn a_tampered_receipt_in_the_ledger_is_detected() {
             .await
             .unwrap()
             .unwrap();
-        let signed = receipt::SignedReceipt::from_body(&stored.entry.body).unwrap();
+        let signed = receipt::SignedReceipt::from_json(&stored.entry.body).unwrap();
         assert!(matches!(
-            signed.verify(&w.node_key.public_key(), index),
+            receipt::verify(&signed, &w.node_key.public_key(), index),
             Err(ReceiptError::BadSignature { .. })
         ));
         // And the meter refuses to count usage from a ledger it cannot trust.

@@ -282,6 +282,17 @@ impl ApiKeys {
         if !constant_time_eq(&digest(token), &record.sha256) {
             return None;
         }
+        Some(Self::caller_of(record))
+    }
+
+    /// The caller the key with this id stands for now, if the key still exists. For
+    /// re-checking a caller authenticated earlier (an open WebSocket) against the current
+    /// keys: a revoked key gives `None`.
+    pub fn caller(&self, id: &str) -> Option<Caller> {
+        self.keys.iter().find(|k| k.id == id).map(Self::caller_of)
+    }
+
+    fn caller_of(record: &KeyRecord) -> Caller {
         let namespaces = if record.namespaces.iter().any(|n| n == "*") {
             None
         } else {
@@ -293,13 +304,13 @@ impl ApiKeys {
                     .collect(),
             )
         };
-        Some(Caller {
+        Caller {
             key: Some(record.id.clone()),
             name: record.name.clone(),
             role: record.role,
             namespaces,
             agent: record.agent,
-        })
+        }
     }
 }
 

@@ -15,6 +15,8 @@ pub struct Config {
     pub trust: TrustConfig,
     pub missions: MissionsConfig,
     pub tools: ToolsConfig,
+    pub cells: CellsConfig,
+    pub speech: SpeechConfig,
     /// Reasoners by name: `[reasoners.NAME]` tables, each with a `provider` and that
     /// provider's settings (docs/reasoners.md). Checked when the node starts.
     pub reasoners: BTreeMap<String, toml::Table>,
@@ -29,6 +31,59 @@ pub struct MissionsConfig {
     pub workspaces: Option<PathBuf>,
 }
 
+/// `[cells]`: what cells may be given of the host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CellsConfig {
+    /// Host directories an operator key for all namespaces (or a gRPC `admin`
+    /// certificate) may bind into cells, each with what lies under it. Symbolic links are
+    /// resolved when the node starts; a directory that holds or lies inside the node's
+    /// home is refused. Empty (the default): no host paths at all.
+    pub host_binds: Vec<PathBuf>,
+    /// The size limit of each workspace: `1G`, `512M`, or `unlimited`. Each workspace is
+    /// a file system of this size (a sparse image, loop-mounted), so a cell that writes
+    /// past it gets "no space left on device" in its workspace instead of filling the
+    /// node's disk.
+    pub workspace_quota: String,
+}
+
+impl Default for CellsConfig {
+    fn default() -> Self {
+        CellsConfig {
+            host_binds: Vec::new(),
+            workspace_quota: "1G".into(),
+        }
+    }
+}
+
+impl CellsConfig {
+    /// The quota in bytes; `None` for `unlimited`.
+    pub fn workspace_quota(&self) -> Result<Option<u64>, String> {
+        let q = self.workspace_quota.trim();
+        if q.eq_ignore_ascii_case("unlimited") {
+            return Ok(None);
+        }
+        parse_size(q).map(Some).ok_or_else(|| {
+            format!(
+                "[cells] workspace_quota `{q}` is not a size: use a number of bytes with K, M, G or T (`1G`), or `unlimited`"
+            )
+        })
+    }
+}
+
+/// `512M`-style sizes: a whole number with an optional K, M, G or T (powers of 1024).
+fn parse_size(s: &str) -> Option<u64> {
+    let (digits, shift) = match s.as_bytes().last()? {
+        b'K' | b'k' => (&s[..s.len() - 1], 10),
+        b'M' | b'm' => (&s[..s.len() - 1], 20),
+        b'G' | b'g' => (&s[..s.len() - 1], 30),
+        b'T' | b't' => (&s[..s.len() - 1], 40),
+        _ => (s, 0),
+    };
+    let n: u64 = digits.parse().ok()?;
+    n.checked_mul(1u64 << shift)
+}
+
 /// Switches for the built-in tools. Both are off by default: an operator turns on what
 /// agents may reach, and policy must still permit each call.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -40,17 +95,62 @@ pub struct ToolsConfig {
     pub command_network: bool,
 }
 
+/// `[speech]`: `/v1/audio/speech` with espeak-ng, run as a separate process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpeechConfig {
+    /// Whether the node speaks at all (when espeak-ng is found).
+    pub enabled: bool,
+    /// The espeak-ng program: a path, or a name looked up on `PATH` at start.
+    pub program: PathBuf,
+    /// The most one synthesis may take before espeak-ng is killed.
+    pub timeout_secs: u64,
+    /// How many syntheses may run at once.
+    pub max_concurrent: usize,
+}
+
+impl Default for SpeechConfig {
+    fn default() -> Self {
+        let d = crate::speech::Options::default();
+        SpeechConfig {
+            enabled: true,
+            program: d.program,
+            timeout_secs: d.timeout.as_secs(),
+            max_concurrent: d.max_concurrent,
+        }
+    }
+}
+
+impl SpeechConfig {
+    pub fn options(&self) -> crate::speech::Options {
+        crate::speech::Options {
+            program: self.program.clone(),
+            timeout: std::time::Duration::from_secs(self.timeout_secs.max(1)),
+            max_concurrent: self.max_concurrent.max(1),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// Where the HTTP API listens. Anything but loopback needs API keys.
     pub listen: SocketAddr,
+    /// Host names (`name`, or `name:port`) requests may name besides the listen address
+    /// and, on loopback, `localhost`: the names of a reverse proxy in front of the node.
+    /// Any other `Host` is refused (DNS rebinding).
+    pub allowed_hosts: Vec<String>,
+    /// Web origins (`https://console.example.com`) whose pages may open WebSockets and
+    /// send requests that change something, besides the node's own origin.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -60,12 +160,18 @@ impl Default for HttpConfig {
 pub struct Limits {
     /// The largest request body accepted.
     pub body_bytes: usize,
-    /// Sustained requests per second per caller (API key, or address without keys).
+    /// Sustained requests per second per caller: per API key for requests whose key
+    /// verified, per source address (an IPv6 /64) for all others.
     pub requests_per_second: u32,
     /// Requests a caller may make at once above the sustained rate.
     pub burst: u32,
     /// The largest WebSocket frame and message accepted from a client.
     pub ws_frame_bytes: usize,
+    /// Seconds a client has to send a request's head (line and headers), and the most an
+    /// idle keep-alive connection is kept open.
+    pub header_timeout_secs: u64,
+    /// Seconds a client has to send a request's whole body, counted from its head.
+    pub body_timeout_secs: u64,
 }
 
 impl Default for Limits {
@@ -75,6 +181,8 @@ impl Default for Limits {
             requests_per_second: 200,
             burst: 400,
             ws_frame_bytes: 64 * 1024,
+            header_timeout_secs: 10,
+            body_timeout_secs: 30,
         }
     }
 }
@@ -116,5 +224,40 @@ impl Config {
                 source,
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+    use super::*;
+
+    #[test]
+    fn workspace_quotas_parse() {
+        let q = |s: &str| {
+            CellsConfig {
+                workspace_quota: s.into(),
+                ..Default::default()
+            }
+            .workspace_quota()
+        };
+        assert_eq!(q("1G").unwrap(), Some(1 << 30));
+        assert_eq!(q("512M").unwrap(), Some(512 << 20));
+        assert_eq!(q("4096").unwrap(), Some(4096));
+        assert_eq!(q("unlimited").unwrap(), None);
+        assert_eq!(
+            CellsConfig::default().workspace_quota().unwrap(),
+            Some(1 << 30)
+        );
+        for bad in ["", "G", "1.5G", "-1G", "1X", "99999999999T"] {
+            assert!(q(bad).is_err(), "{bad}");
+        }
+        let c: Config = toml::from_str(
+            "[cells]\nhost_binds = [\"/srv/data\"]\nworkspace_quota = \"unlimited\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.cells.host_binds, vec![PathBuf::from("/srv/data")]);
+        assert!(toml::from_str::<Config>("[cells]\nbinds = []\n").is_err());
     }
 }

@@ -90,6 +90,16 @@ impl ApiError {
         ApiError::new(StatusCode::CONFLICT, "conflict_error", code, message)
     }
 
+    /// 507: the node's disk is full, so it stores nothing more until there is room.
+    pub fn disk_full(message: impl Into<String>) -> Self {
+        ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "api_error",
+            "disk_full",
+            format!("{} (hint: free space on the node's disk)", message.into()),
+        )
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -129,8 +139,28 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The deadline of a body that did not arrive in time, if that is what `e` came from.
+fn body_timed_out(e: &(dyn std::error::Error + 'static)) -> Option<u64> {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if let Some(t) = c.downcast_ref::<crate::routes::BodyTimedOut>() {
+            return Some(t.0);
+        }
+        cause = c.source();
+    }
+    None
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
+        if let Some(secs) = body_timed_out(&r) {
+            return ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                "request_timeout",
+                format!("the request body did not arrive within {secs} seconds"),
+            );
+        }
         match &r {
             JsonRejection::BytesRejection(_) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 ApiError::new(
@@ -154,7 +184,7 @@ impl From<aura_engine::Error> for ApiError {
         let message = error_line(&e);
         match &e {
             E::NotFound(_) => ApiError::not_found(message),
-            E::Invalid(_) => ApiError::bad_request("invalid_request", message),
+            E::Invalid(_) | E::Kernel(_) => ApiError::bad_request("invalid_request", message),
             E::Forbidden(_) => ApiError::forbidden(message),
             E::Conflict(_) => ApiError::conflict("conflict", message),
             E::Pruned(_) => ApiError::new(StatusCode::GONE, "gone_error", "pruned", message),
@@ -165,6 +195,7 @@ impl From<aura_engine::Error> for ApiError {
                 message,
             ),
             E::Store(s) if s.is_refusal() => ApiError::conflict("conflict", message),
+            E::Store(aura_store::Error::DiskFull { .. }) => ApiError::disk_full(message),
             _ => ApiError::internal(message),
         }
     }
@@ -175,6 +206,7 @@ impl From<aura_store::Error> for ApiError {
         let message = error_line(&e);
         match e {
             aura_store::Error::NotFound(_) => ApiError::not_found(message),
+            aura_store::Error::DiskFull { .. } => ApiError::disk_full(message),
             e if e.is_refusal() => ApiError::conflict("conflict", message),
             _ => ApiError::internal(message),
         }
@@ -204,5 +236,33 @@ pub struct ApiJson<T>(pub T);
 impl<T: Serialize> IntoResponse for ApiJson<T> {
     fn into_response(self) -> Response {
         Json(self.0).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node whose disk filled up answered appends with 500 and "may or may not be
+    /// stored": a full disk is now 507 `disk_full` with a hint, from the store directly
+    /// and through the engine, so a client can tell it from a broken node.
+    #[test]
+    fn a_full_disk_is_answered_507_not_500() {
+        let full = || aura_store::Error::DiskFull {
+            path: "/var/lib/aura/ledger.db".into(),
+        };
+        for e in [
+            ApiError::from(full()),
+            ApiError::from(aura_engine::Error::Store(full())),
+        ] {
+            assert_eq!(e.status, StatusCode::INSUFFICIENT_STORAGE);
+            assert_eq!(e.code, "disk_full");
+            assert!(
+                e.message.contains("is full: nothing was stored"),
+                "{}",
+                e.message
+            );
+            assert!(e.message.contains("hint:"), "{}", e.message);
+        }
     }
 }

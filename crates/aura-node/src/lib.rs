@@ -6,16 +6,25 @@
 //! `utoipa-axum`, so the OpenAPI document cannot miss one.
 //!
 //! Security by default: without API keys the node listens on loopback only and refuses any
-//! other address; with keys every route but `/health` and `/openapi.json` needs one.
+//! other address; with keys every route but `/health` and `/openapi.json` needs one. Every
+//! request must name a host the node answers to, and web pages of other origins may not
+//! change anything or open the event stream (`guard.rs`); requests are rate-limited per
+//! verified key or per source address (`rate.rs`); heads and bodies must arrive in time
+//! (`server.rs`, [`Limits`]).
+
+#![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod config;
 pub mod error;
-pub mod models;
 pub mod services;
+pub mod speech;
 
+mod guard;
 mod rate;
 mod routes;
+mod server;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,9 +35,11 @@ use axum::http::header;
 use axum::http::request::Parts;
 use tokio::net::TcpListener;
 
+pub use aura_cell::CellAccess;
 pub use auth::{ApiKeys, Caller, Role};
 pub use config::{Config, Limits};
 pub use error::ApiError;
+pub use guard::AccessError;
 
 /// What the node needs to serve.
 #[derive(Debug, Clone)]
@@ -37,12 +48,21 @@ pub struct Options {
     /// The API key file (`<home>/api-keys.json`); re-read when it changes.
     pub keys_file: std::path::PathBuf,
     pub limits: Limits,
+    /// Host names requests may name besides the listen address (`[http] allowed_hosts`).
+    pub allowed_hosts: Vec<String>,
+    /// Web origins whose pages may change things and open WebSockets, besides the node's
+    /// own (`[http] allowed_origins`).
+    pub allowed_origins: Vec<String>,
     /// The models served over the OpenAI-compatible API; without a host those routes
     /// answer 503.
-    pub models: Option<Arc<models::ModelHost>>,
+    pub models: Option<Arc<aura_host::ModelHost>>,
     /// The cell runtime served at `/v1/cells` (to operators with a key); without one those
     /// routes answer 503.
     pub cells: Option<aura_cell::Runtime>,
+    /// The workspaces and host paths cells may be given.
+    pub cell_access: CellAccess,
+    /// espeak-ng for `/v1/audio/speech`; without it that route answers 503.
+    pub speech: Option<speech::Speech>,
 }
 
 /// Shared by every request.
@@ -52,8 +72,13 @@ pub(crate) struct AppState {
     pub(crate) keys: Arc<KeyCache>,
     pub(crate) limits: Limits,
     pub(crate) rate: Arc<rate::RateLimiter>,
-    pub(crate) models: Option<Arc<models::ModelHost>>,
+    pub(crate) access: Arc<guard::Access>,
+    pub(crate) models: Option<Arc<aura_host::ModelHost>>,
     pub(crate) cells: Option<aura_cell::Runtime>,
+    pub(crate) cell_access: CellAccess,
+    pub(crate) speech: Option<speech::Speech>,
+    /// Turns true when the server stops: open WebSockets close.
+    pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The API keys, re-read from their file when it changes (at most once a second).
@@ -86,6 +111,43 @@ impl KeyCache {
     /// Whether the node runs without keys (then on loopback only).
     pub(crate) fn is_open(&self) -> bool {
         self.open
+    }
+
+    /// Who a request is, from its `Authorization` header: the local operator on a node
+    /// without keys, else the key's caller once its secret verified.
+    pub(crate) fn authenticate(&self, headers: &axum::http::HeaderMap) -> Result<Caller, ApiError> {
+        if self.open {
+            return Ok(Caller::local_operator());
+        }
+        let header = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        // Browsers cannot set headers on a WebSocket, so an upgrade may carry the key as
+        // a subprotocol instead (`aura.key.<key>`).
+        let token = header
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .or_else(|| ws_protocol_key(headers));
+        let Some(token) = token else {
+            return Err(ApiError::unauthorized(
+                "this node needs an API key: send `Authorization: Bearer <key>`",
+            ));
+        };
+        self.keys()
+            .authenticate(token.trim())
+            .ok_or_else(|| ApiError::unauthorized("the API key is not valid"))
+    }
+
+    /// Whether a caller authenticated earlier is still the same caller under the keys in
+    /// force now: false once its key was revoked, or its role or namespaces changed.
+    pub(crate) fn still_valid(&self, caller: &Caller) -> bool {
+        if self.open {
+            return true;
+        }
+        caller
+            .key
+            .as_deref()
+            .and_then(|id| self.keys().caller(id))
+            .is_some_and(|now| now == *caller)
     }
 
     pub(crate) fn keys(&self) -> Arc<ApiKeys> {
@@ -130,6 +192,8 @@ pub enum ServeError {
     NotLoopback(SocketAddr),
     #[error(transparent)]
     Keys(#[from] auth::KeyError),
+    #[error(transparent)]
+    Access(#[from] guard::AccessError),
     #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
@@ -146,6 +210,7 @@ impl ServeError {
             ),
             ServeError::Bind { .. } => Some("is another node running? choose another address with --listen".into()),
             ServeError::Keys(_) => Some("fix or remove the API key file (`aura apikey list` shows what it holds)".into()),
+            ServeError::Access(_) => Some("list bare host names (`aura.example.com` or `aura.example.com:8443`) in allowed_hosts and origins (`https://console.example.com`) in allowed_origins".into()),
         }
     }
 }
@@ -154,16 +219,15 @@ impl ServeError {
 #[derive(Debug)]
 pub struct Server {
     pub addr: SocketAddr,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    shutdown: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl Server {
-    /// Stops accepting, lets requests in flight finish, and waits.
-    pub async fn shutdown(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+    /// Stops accepting, closes the event streams, lets requests in flight finish for a
+    /// few seconds, closes what is still open, and waits.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
         let _ = self.task.await;
     }
 
@@ -178,12 +242,47 @@ pub(crate) fn router(state: AppState) -> axum::Router {
     routes::router(state)
 }
 
+/// The WebSocket subprotocol the event stream speaks; the server picks it when a client
+/// offers it.
+pub const WS_PROTOCOL: &str = "aura.v1";
+
+/// The prefix of the subprotocol that carries an API key on a WebSocket handshake:
+/// browsers cannot set `Authorization` on a WebSocket, so the web UI offers
+/// `Sec-WebSocket-Protocol: aura.v1, aura.key.<key>` (as Kubernetes does with its bearer
+/// subprotocol). The key travels in a request header either way; the server never echoes
+/// it (it answers `aura.v1`).
+pub const WS_KEY_PROTOCOL: &str = "aura.key.";
+
+/// The API key a WebSocket handshake offers as a subprotocol, if it is one.
+fn ws_protocol_key(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let upgrade = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if !upgrade {
+        return None;
+    }
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| p.trim().strip_prefix(WS_KEY_PROTOCOL))
+}
+
 /// Starts serving `engine` over HTTP.
 pub async fn serve(options: Options, engine: Handle) -> Result<Server, ServeError> {
     let keys = KeyCache::load(options.keys_file)?;
     if keys.is_open() && !options.listen.ip().is_loopback() {
         return Err(ServeError::NotLoopback(options.listen));
     }
+    let access = guard::Access::new(
+        options.listen,
+        &options.allowed_hosts,
+        &options.allowed_origins,
+    )?;
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let header_timeout = std::time::Duration::from_secs(options.limits.header_timeout_secs.max(1));
     let state = AppState {
         engine,
         keys: Arc::new(keys),
@@ -191,9 +290,13 @@ pub async fn serve(options: Options, engine: Handle) -> Result<Server, ServeErro
             options.limits.requests_per_second,
             options.limits.burst,
         )),
+        access: Arc::new(access),
         limits: options.limits,
         models: options.models,
         cells: options.cells,
+        cell_access: options.cell_access,
+        speech: options.speech,
+        stopping: stopping.clone(),
     };
     let app = router(state);
     let listener = TcpListener::bind(options.listen)
@@ -206,20 +309,10 @@ pub async fn serve(options: Options, engine: Handle) -> Result<Server, ServeErro
         addr: options.listen,
         source,
     })?;
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = rx.await;
-        })
-        .await
-    });
+    let task = tokio::spawn(server::run(listener, app, header_timeout, stopping));
     Ok(Server {
         addr,
-        shutdown: Some(tx),
+        shutdown: stop,
         task,
     })
 }
@@ -227,23 +320,12 @@ pub async fn serve(options: Options, engine: Handle) -> Result<Server, ServeErro
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
-        if state.keys.is_open() {
-            return Ok(Caller::local_operator());
-        }
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        let Some(token) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
-            return Err(ApiError::unauthorized(
-                "this node needs an API key: send `Authorization: Bearer <key>`",
-            ));
-        };
-        state
-            .keys
-            .keys()
-            .authenticate(token.trim())
-            .ok_or_else(|| ApiError::unauthorized("the API key is not valid"))
+    /// The caller the rate-limiting middleware authenticated (it has to know who calls
+    /// before it can pick the bucket); a request that did not pass through it is refused.
+    async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Caller, ApiError> {
+        parts.extensions.get::<routes::Authenticated>().map_or_else(
+            || Err(ApiError::unauthorized("the request was not authenticated")),
+            |a| a.0.clone(),
+        )
     }
 }

@@ -7,7 +7,7 @@ mod support;
 
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
-use support::{assert_error_shape, start, start_with};
+use support::{assert_error_shape, start, start_configured, start_with};
 
 /// Every endpoint × every role: the status each caller gets. Agent-scoped and
 /// namespace-scoped keys see only their namespace; what they may not see does not exist
@@ -52,7 +52,7 @@ async fn authorization_matrix() {
     let answer = support::approval(&n, &m1, request);
     let operator = json!({"name": "carol", "public_key": support::person_key(3).public_key().to_hex(), "level": "L3", "namespace": "team-a"});
     // (method, path, body, [operator, approver_a, agent_a, operator_b, none])
-    let table: Vec<(&str, String, Option<Value>, [u16; 5])> = vec![
+    let mut table: Vec<(&str, String, Option<Value>, [u16; 5])> = vec![
         ("GET", "/health".into(), None, [200, 200, 200, 200, 200]),
         (
             "GET",
@@ -293,6 +293,35 @@ async fn authorization_matrix() {
             [503, 403, 403, 503, 401],
         ),
     ];
+    table.extend([
+        // The machine's load, for the studio's monitor: those who may run work on it.
+        ("GET", "/v1/system".into(), None, [200, 403, 200, 200, 401]),
+        // Receipts are the node's own stream: operators of every namespace only.
+        (
+            "GET",
+            "/v1/receipts".into(),
+            None,
+            [200, 403, 403, 403, 401],
+        ),
+        // Speech is for those who may run models; this node has no espeak-ng, and says
+        // so only to those (tests/speech.rs drives a node that speaks).
+        (
+            "POST",
+            "/v1/audio/speech".into(),
+            Some(json!({"input": "hi", "voice": "alloy"})),
+            [503, 403, 503, 503, 401],
+        ),
+        // The web UI's files hold no data and no secret: served to anyone, like
+        // /openapi.json, so a browser can load the page that asks for a key. Whether or
+        // not this build embeds the UI, `/` answers a page and unknown files are 404.
+        ("GET", "/".into(), None, [200, 200, 200, 200, 200]),
+        (
+            "GET",
+            "/assets/no-such-file.js".into(),
+            None,
+            [404, 404, 404, 404, 404],
+        ),
+    ]);
     let roles = ["operator", "approver_a", "agent_a", "operator_b", ""];
     for (method, path, body, expected) in &table {
         for (role, want) in roles.iter().zip(expected) {
@@ -304,8 +333,8 @@ async fn authorization_matrix() {
             }
         }
     }
-    // The table covers every route the node documents (the event stream is a WebSocket,
-    // tested below).
+    // The table covers every route the node documents (the event stream is a WebSocket:
+    // its matrix is `event_stream_authorization_matrix`).
     let doc = n.call("GET", "/openapi.json", None, None).await.body;
     for path in doc["paths"].as_object().unwrap().keys() {
         let covered = path == "/v1/events"
@@ -315,6 +344,440 @@ async fn authorization_matrix() {
             });
         assert!(covered, "{path} is not in the authorization table");
     }
+}
+
+/// The cell API on a node that runs cells (needs root), per role, with host paths: an
+/// operator for all namespaces, an operator scoped to team-b, an approver and an agent of
+/// team-a, and no key. Workspaces are names of the caller's namespace, never host paths;
+/// binds need an operator for all namespaces and a source in the allowlist, and never
+/// reach the node's home; a scoped operator sees only its namespace's cells.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_cell_api_authorization_matrix() {
+    let n = support::start_with_cells(true).await;
+    let home = n.dir.path().to_owned();
+    let host = n.host.as_ref().unwrap().path().to_owned();
+    let bind = |p: &std::path::Path| json!([{"source": p, "target": "/data"}]);
+    let roles = ["operator", "approver_a", "agent_a", "operator_b", ""];
+    // (what, the request without its name, [operator, approver_a, agent_a, operator_b, none])
+    let table: Vec<(&str, Value, [u16; 5])> = vec![
+        (
+            "a workspace by name",
+            json!({"workspace": "ws"}),
+            [201, 403, 403, 201, 401],
+        ),
+        (
+            "the node's home as workspace",
+            json!({"workspace": home}),
+            [400, 403, 403, 400, 401],
+        ),
+        (
+            "the keys as workspace",
+            json!({"workspace": home.join("keys")}),
+            [400, 403, 403, 400, 401],
+        ),
+        (
+            "a path as workspace name",
+            json!({"workspace": "../../keys"}),
+            [400, 403, 403, 400, 401],
+        ),
+        (
+            "the home as a bind",
+            json!({"binds": bind(&home)}),
+            [403, 403, 403, 403, 401],
+        ),
+        (
+            "the keys as a bind",
+            json!({"binds": bind(&home.join("keys"))}),
+            [403, 403, 403, 403, 401],
+        ),
+        (
+            "/ as a bind",
+            json!({"binds": bind(std::path::Path::new("/"))}),
+            [403, 403, 403, 403, 401],
+        ),
+        (
+            "an allowed bind",
+            json!({"binds": bind(&host.join("allowed/data"))}),
+            [201, 403, 403, 403, 401],
+        ),
+        (
+            "a bind outside the allowlist",
+            json!({"binds": bind(&host.join("elsewhere"))}),
+            [403, 403, 403, 403, 401],
+        ),
+        (
+            "a link from the allowlist into the home",
+            json!({"binds": bind(&host.join("allowed/home-link/keys"))}),
+            [403, 403, 403, 403, 401],
+        ),
+        (
+            "a bind with ..",
+            json!({"binds": bind(&host.join("allowed/data/../../elsewhere"))}),
+            [400, 403, 403, 403, 401],
+        ),
+        (
+            "another team's namespace",
+            json!({"namespace": "team-a", "workspace": "ws"}),
+            [201, 403, 403, 403, 401],
+        ),
+        (
+            "its own namespace",
+            json!({"namespace": "team-b"}),
+            [201, 403, 403, 201, 401],
+        ),
+        (
+            "a bad namespace",
+            json!({"namespace": "Team A"}),
+            [400, 403, 403, 400, 401],
+        ),
+    ];
+    for (i, (what, body, expected)) in table.iter().enumerate() {
+        for (role, want) in roles.iter().zip(expected) {
+            let mut body = body.clone();
+            body["name"] = json!(
+                format!("c{i}-{}", if role.is_empty() { "none" } else { role }).replace('_', "-")
+            );
+            let key = (!role.is_empty()).then_some(*role);
+            let r = n.call("POST", "/v1/cells", key, Some(body)).await;
+            assert_eq!(r.status, *want, "{what} as {role:?}: {:?}", r.body);
+            if r.status >= 400 {
+                assert_error_shape(&r);
+            }
+        }
+    }
+    // Nothing reached the home, and the workspaces are where the node keeps them, private
+    // to the cells' root.
+    let base = n.cells.as_ref().unwrap().options().id_base;
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        for ns in ["default", "team-b", "team-a"] {
+            let ws = home.join("workspaces").join(ns).join("ws");
+            let m = std::fs::metadata(&ws).unwrap();
+            assert_eq!(
+                (m.uid(), m.mode() & 0o777),
+                (base, 0o700),
+                "{}",
+                ws.display()
+            );
+        }
+    }
+
+    // Each cell is seen and touched only by who may: c0-operator is of `default`,
+    // c0-operator-b of team-b.
+    let exe = |name: &str| json!({"name": name, "command": {"shell": "id -u > /workspace/who; cat /workspace/who"}});
+    for (cell, expected) in [
+        ("c0-operator", [200, 403, 403, 404, 401]),
+        ("c0-operator-b", [200, 403, 403, 200, 401]),
+    ] {
+        for (role, want) in roles.iter().zip(expected) {
+            let key = (!role.is_empty()).then_some(*role);
+            let e = format!("e-{}", if role.is_empty() { "none" } else { role }).replace('_', "-");
+            let created = if want == 200 { 201 } else { want };
+            for (method, path, body, status) in [
+                ("GET", format!("/v1/cells/{cell}"), None, want),
+                (
+                    "POST",
+                    format!("/v1/cells/{cell}/executables"),
+                    Some(exe(&e)),
+                    created,
+                ),
+                (
+                    "POST",
+                    format!("/v1/cells/{cell}/executables/{e}/wait?timeout_ms=10000"),
+                    None,
+                    want,
+                ),
+                (
+                    "GET",
+                    format!("/v1/cells/{cell}/executables/{e}"),
+                    None,
+                    want,
+                ),
+                (
+                    "GET",
+                    format!("/v1/cells/{cell}/executables/{e}/logs"),
+                    None,
+                    want,
+                ),
+                (
+                    "POST",
+                    format!("/v1/cells/{cell}/executables/{e}/stop"),
+                    None,
+                    want,
+                ),
+            ] {
+                let r = n.call(method, &path, key, body).await;
+                assert_eq!(
+                    r.status, status,
+                    "{method} {path} as {role:?}: {:?}",
+                    r.body
+                );
+            }
+        }
+        // A child lives in its parent's namespace; who cannot see the parent cannot nest.
+        for (role, want) in roles.iter().zip(expected) {
+            let key = (!role.is_empty()).then_some(*role);
+            let kid = format!("{cell}/kid-{}", if role.is_empty() { "none" } else { role })
+                .replace('_', "-");
+            let r = n
+                .call("POST", "/v1/cells", key, Some(json!({"name": kid})))
+                .await;
+            let want = if want == 200 { 201 } else { want };
+            assert_eq!(r.status, want, "nest in {cell} as {role:?}: {:?}", r.body);
+        }
+    }
+    // What a cell's root wrote in its workspace is the cells' root's, not the host's.
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        let who = home.join("workspaces/default/ws/who");
+        assert_eq!(std::fs::read_to_string(&who).unwrap().trim(), "0");
+        assert_eq!(std::fs::metadata(&who).unwrap().uid(), base);
+    }
+    // The tree a scoped operator sees holds its namespace's cells only.
+    let listed = n.call("GET", "/v1/cells", Some("operator_b"), None).await;
+    assert_eq!(listed.status, 200);
+    let cells = listed.body["cells"].as_array().unwrap();
+    assert!(!cells.is_empty());
+    for c in cells {
+        assert_eq!(c["cell"]["owner"], "team-b", "{c}");
+    }
+    let all = n.call("GET", "/v1/cells", Some("operator"), None).await;
+    assert!(all.body["cells"].as_array().unwrap().len() > cells.len());
+    for (cell, expected) in [
+        ("c0-operator", [204, 403, 403, 404, 401]),
+        ("c12-operator-b", [404, 403, 403, 204, 401]),
+    ] {
+        // The last one allowed frees it; later callers find nothing.
+        for (role, want) in roles.iter().zip(expected).rev() {
+            let key = (!role.is_empty()).then_some(*role);
+            let r = n
+                .call("DELETE", &format!("/v1/cells/{cell}"), key, None)
+                .await;
+            assert_eq!(r.status, want, "DELETE {cell} as {role:?}: {:?}", r.body);
+        }
+    }
+    n.cells.as_ref().unwrap().shutdown().await;
+
+    // Without keys, no local process gets cells at all.
+    let keyless = support::start_with_cells(false).await;
+    for (method, path, body) in [
+        ("GET", "/v1/cells", None),
+        (
+            "POST",
+            "/v1/cells",
+            Some(json!({"name": "c", "workspace": "ws"})),
+        ),
+    ] {
+        let r = keyless.call(method, path, None, body).await;
+        assert_eq!(r.status, 403, "{method} {path} without keys: {:?}", r.body);
+    }
+    keyless.cells.as_ref().unwrap().shutdown().await;
+}
+
+/// A namespace-scoped operator key got host root through `/v1/cells`: it allocated a cell
+/// whose workspace was the node's home (`{"name":"c2","workspace":"<home>"}` answered
+/// 201), and an executable in it read `keys/node.key` and wrote into team-b's workspace
+/// as root. The route checked the role only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_a_namespace_scoped_operator_cannot_mount_the_node_home_through_cells() {
+    let n = support::start_with_cells(true).await;
+    let home = n.dir.path().to_owned();
+    for body in [
+        json!({"name": "c2", "workspace": home}),
+        json!({"name": "c2", "workspace": home.join("keys")}),
+        json!({"name": "c2", "workspace": home.join("workspaces/team-a")}),
+        json!({"name": "c2", "binds": [{"source": home, "target": "/data"}]}),
+    ] {
+        let r = n
+            .call("POST", "/v1/cells", Some("operator_b"), Some(body.clone()))
+            .await;
+        assert!(
+            r.status == 400 || r.status == 403,
+            "{body}: {} {:?}",
+            r.status,
+            r.body
+        );
+        assert_error_shape(&r);
+    }
+    let listed = n.call("GET", "/v1/cells", Some("operator"), None).await;
+    assert_eq!(listed.body["cells"], json!([]), "a cell was allocated");
+    n.cells.as_ref().unwrap().shutdown().await;
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next text event of `ws`, or `None` if the server closed the socket (with the close
+/// code it gave, if any) within `secs`.
+async fn next_event(ws: &mut Socket, secs: u64) -> Result<Value, Option<u16>> {
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(secs), ws.next())
+            .await
+            .expect("nothing arrived in time");
+        match msg {
+            Some(Ok(Message::Text(t))) => return Ok(serde_json::from_str(&t).unwrap()),
+            Some(Ok(Message::Close(frame))) => return Err(frame.map(|f| u16::from(f.code))),
+            None | Some(Err(_)) => return Err(None),
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+/// The event stream's matrix: each role sees exactly the entries and deltas of the agents
+/// whose records it may read over HTTP (per role, per namespace), and a socket whose key is
+/// revoked is closed.
+///
+/// Regression: a team-a operator key received team-b mission deltas (deltas went to every
+/// operator); an agent key received another agent's record entries (the stream checked the
+/// namespace only, while `GET /v1/agents/{id}/record` answers 403); and a socket opened
+/// before `aura apikey revoke` kept streaming afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_stream_authorization_matrix() {
+    let n = start().await;
+    let a2 = n
+        .engine
+        .create_agent(aura_engine::NewAgent {
+            name: "a2".into(),
+            level: aura_identity::Level::L2,
+            namespace: aura_identity::Namespace::new("team-a").unwrap(),
+            public_key: None,
+        })
+        .await
+        .unwrap()
+        .id;
+    let agents = [("a", n.agent_a), ("a2", a2), ("b", n.agent_b)];
+    // One held mission per agent, for deltas to belong to.
+    let mut missions = Vec::new();
+    for (_, agent) in agents {
+        let m = n
+            .call(
+                "POST",
+                "/v1/missions",
+                Some("operator"),
+                Some(json!({"agent": agent.to_string(), "objective": "x", "tools": ["fs.read"], "timeout_secs": 600})),
+            )
+            .await;
+        assert_eq!(m.status, 201, "{:?}", m.body);
+        missions.push(
+            m.body["id"]
+                .as_str()
+                .unwrap()
+                .parse::<aura_core::MissionId>()
+                .unwrap(),
+        );
+    }
+    // Which agents' records each key may read (as the HTTP matrix has it).
+    let roles: [(&str, &[&str]); 4] = [
+        ("operator", &["a", "a2", "b"]),
+        ("approver_a", &["a", "a2"]),
+        ("agent_a", &["a"]),
+        ("operator_b", &["b"]),
+    ];
+    let mut sockets = Vec::new();
+    for (role, _) in roles {
+        let (mut ws, _) = tokio_tungstenite::connect_async(ws_request(
+            n.ws_url("/v1/events?from=0"),
+            &n.keys[role],
+        ))
+        .await
+        .unwrap();
+        // The first event (a backfilled entry) shows the socket is subscribed.
+        next_event(&mut ws, 10).await.unwrap();
+        sockets.push(ws);
+    }
+    for (i, (name, _)) in agents.iter().enumerate() {
+        n.engine.events().publish(aura_engine::StreamEvent::Delta {
+            mission: missions[i],
+            text: format!("delta-{name}"),
+        });
+    }
+    for (name, agent) in agents {
+        let r = n
+            .call(
+                "POST",
+                &format!("/v1/agents/{agent}/messages"),
+                Some("operator"),
+                Some(json!({"body": format!("end-{name}")})),
+            )
+            .await;
+        assert_eq!(r.status, 201);
+    }
+    let name_of = |id: &str| {
+        agents
+            .iter()
+            .find(|(_, a)| a.to_string() == id)
+            .map_or_else(|| format!("other {id}"), |(n, _)| (*n).to_owned())
+    };
+    for ((role, readable), ws) in roles.iter().zip(sockets.iter_mut()) {
+        let mut entries_of = std::collections::BTreeSet::new();
+        let mut deltas = std::collections::BTreeSet::new();
+        let mut ends = 0;
+        while ends < readable.len() {
+            let e = next_event(ws, 10)
+                .await
+                .unwrap_or_else(|c| panic!("{role}'s socket closed ({c:?})"));
+            match e["type"].as_str().unwrap() {
+                "entry" => {
+                    entries_of.insert(name_of(e["agent"].as_str().unwrap()));
+                    if e["body"]["body"]
+                        .as_str()
+                        .is_some_and(|b| b.starts_with("end-"))
+                    {
+                        ends += 1;
+                    }
+                }
+                "delta" => {
+                    deltas.insert(e["text"].as_str().unwrap().to_owned());
+                }
+                other => panic!("{role}: unexpected {other}: {e}"),
+            }
+        }
+        let want: std::collections::BTreeSet<String> =
+            readable.iter().map(|s| (*s).to_owned()).collect();
+        assert_eq!(entries_of, want, "{role} saw the entries of");
+        let want_deltas: std::collections::BTreeSet<String> =
+            readable.iter().map(|s| format!("delta-{s}")).collect();
+        assert_eq!(deltas, want_deltas, "{role} saw the deltas");
+    }
+
+    // Revoking agent_a's key closes its socket within about a second of the key file
+    // changing; the other sockets stream on.
+    n.revoke("agent_a");
+    let revoked_at = std::time::Instant::now();
+    let agent_socket = &mut sockets[2];
+    n.call(
+        "POST",
+        &format!("/v1/agents/{}/messages", n.agent_a),
+        Some("operator"),
+        Some(json!({"body": "after-revocation"})),
+    )
+    .await;
+    loop {
+        match next_event(agent_socket, 5).await {
+            Ok(e) => assert!(
+                e["body"]["body"] != "after-revocation" || revoked_at.elapsed().as_millis() < 1500,
+                "the revoked key's socket streamed on: {e}"
+            ),
+            Err(code) => {
+                assert_eq!(code, Some(1008));
+                break;
+            }
+        }
+    }
+    assert!(
+        revoked_at.elapsed() < std::time::Duration::from_secs(3),
+        "closed only after {:?}",
+        revoked_at.elapsed()
+    );
+    let e = next_event(&mut sockets[0], 10).await.unwrap();
+    assert_eq!(e["body"]["body"], "after-revocation", "{e}");
+    // And the revoked key cannot open another.
+    assert!(
+        tokio_tungstenite::connect_async(ws_request(n.ws_url("/v1/events"), &n.keys["agent_a"]))
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -468,8 +931,12 @@ async fn without_keys_only_loopback_is_served() {
             listen: "0.0.0.0:0".parse().unwrap(),
             keys_file: dir.path().join("none.json"),
             limits: Default::default(),
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
             models: None,
             cells: None,
+            cell_access: Default::default(),
+            speech: None,
         },
         n.engine.clone(),
     )
@@ -800,4 +1267,268 @@ async fn pruning_a_cancelled_mission_keeps_it_listed_and_replay_says_gone() {
         .call("POST", "/v1/ledger/verify", Some("operator"), None)
         .await;
     assert_eq!(v.body["ok"], true, "{:?}", v.body);
+}
+
+/// Regression: 500 requests with a forged secret for a real key id locked the real key out
+/// (429): the bucket was chosen by the id a request named, before its secret was checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_secret_never_uses_up_the_real_keys_bucket() {
+    let n = start_with(
+        aura_node::Limits {
+            requests_per_second: 1,
+            burst: 5,
+            ..Default::default()
+        },
+        true,
+    )
+    .await;
+    let op = n.keys["operator"].clone();
+    let forged = format!("{}x", &op[..op.len() - 1]);
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        statuses.push(
+            n.call("GET", "/v1/agents", Some(&forged), None)
+                .await
+                .status,
+        );
+    }
+    // The forger's address ran out of requests...
+    assert!(statuses[..5].iter().all(|s| *s == 401), "{statuses:?}");
+    assert_eq!(statuses[19], 429, "{statuses:?}");
+    // ...while the key's owner still has the key's whole burst.
+    for i in 0..5 {
+        let r = n.call("GET", "/v1/agents", Some("operator"), None).await;
+        assert_eq!(r.status, 200, "request {i} of the real key: {:?}", r.body);
+    }
+}
+
+/// Regression: every request naming a new fake key id got a fresh bucket of its own, so
+/// unauthenticated requests were never limited (and each left a bucket behind). They now
+/// share their address's bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_requests_are_limited_per_address_whatever_key_id_they_name() {
+    let n = start_with(
+        aura_node::Limits {
+            requests_per_second: 1,
+            burst: 5,
+            ..Default::default()
+        },
+        true,
+    )
+    .await;
+    let mut statuses = Vec::new();
+    for i in 0..10 {
+        let fake = format!("aura_fake{i}_secret");
+        statuses.push(n.call("GET", "/v1/agents", Some(&fake), None).await.status);
+    }
+    assert_eq!(&statuses[..5], &[401; 5], "{statuses:?}");
+    assert_eq!(&statuses[6..], &[429; 4], "{statuses:?}");
+    // Without any key, the same address's bucket.
+    assert_eq!(n.call("GET", "/v1/agents", None, None).await.status, 429);
+    // A real key from the same address is not held back by them.
+    assert_eq!(
+        n.call("GET", "/v1/agents", Some("operator"), None)
+            .await
+            .status,
+        200
+    );
+}
+
+/// Regression: a keyless node served a request naming `Host: attacker.example`, so a web
+/// page whose name was rebound to 127.0.0.1 (DNS rebinding) had a local operator's rights.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebound_host_name_is_refused() {
+    let n = start_configured(
+        aura_node::Limits::default(),
+        false,
+        &["aura.example.com"],
+        &[],
+    )
+    .await;
+    let port = n.addr().rsplit(':').next().unwrap().to_owned();
+    let get = |path: &str, host: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+    };
+    for (path, host, want) in [
+        ("/v1/agents", format!("attacker.example:{port}"), 421),
+        ("/v1/agents", "attacker.example".to_owned(), 421),
+        ("/v1/agents", format!("127.0.0.1:{port}"), 200),
+        ("/v1/agents", format!("localhost:{port}"), 200),
+        ("/v1/agents", "aura.example.com".to_owned(), 200),
+        // Load balancers probe /health under any name.
+        ("/health", "attacker.example".to_owned(), 200),
+    ] {
+        let (status, body) = n.raw(&get(path, &host)).await;
+        assert_eq!(status, want, "{path} for {host}: {body}");
+        if status == 421 {
+            let v: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["error"]["code"], "host_not_allowed", "{v}");
+        }
+    }
+    // HTTP/1.0 without any host is refused too.
+    let (status, _) = n.raw("GET /v1/agents HTTP/1.0\r\n\r\n").await;
+    assert_eq!(status, 400);
+}
+
+/// Regression: a WebSocket to `/v1/events` carrying `Origin: http://evil.example` streamed
+/// a keyless node's ledger to that page. Web pages of other origins may now neither open
+/// the stream nor change anything; the node's own origin, configured origins and clients
+/// that are not web pages (no `Origin`) may.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_page_of_another_origin_cannot_use_a_keyless_node() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let n = start_configured(
+        aura_node::Limits::default(),
+        false,
+        &[],
+        &["https://console.example.com"],
+    )
+    .await;
+    let own = format!("http://{}", n.addr());
+    let ws = |origin: Option<&str>| {
+        let mut req = n.ws_url("/v1/events?from=0").into_client_request().unwrap();
+        if let Some(o) = origin {
+            req.headers_mut().insert("origin", o.parse().unwrap());
+        }
+        tokio_tungstenite::connect_async(req)
+    };
+    match ws(Some("http://evil.example")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status().as_u16(), 403);
+        }
+        other => panic!("a page of another origin opened the stream: {other:?}"),
+    }
+    for origin in [
+        None,
+        Some(own.as_str()),
+        Some("https://console.example.com"),
+    ] {
+        let (mut socket, _) = ws(origin).await.unwrap();
+        next_entries(&mut socket, 1).await;
+    }
+    let create = |origin: &str, name: &str| {
+        let body = format!(r#"{{"name":"{name}","level":"L1","namespace":"team-a"}}"#);
+        format!(
+            "POST /v1/agents HTTP/1.1\r\nHost: {}\r\nOrigin: {origin}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            n.addr(),
+            body.len()
+        )
+    };
+    let (status, body) = n.raw(&create("http://evil.example", "evil")).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("origin_not_allowed"), "{body}");
+    let (status, body) = n.raw(&create("http://localhost:3000", "evil")).await;
+    assert_eq!(status, 403, "another local page is another origin: {body}");
+    let (status, body) = n.raw(&create(&own, "mine")).await;
+    assert_eq!(status, 201, "{body}");
+    let names: Vec<String> = n
+        .call("GET", "/v1/agents", None, None)
+        .await
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(!names.contains(&"evil".to_owned()), "{names:?}");
+    // A cross-origin GET changes nothing and, without CORS headers, the page cannot read it.
+    let (status, _) = n
+        .raw(&format!(
+            "GET /health HTTP/1.1\r\nHost: {}\r\nOrigin: http://evil.example\r\nConnection: close\r\n\r\n",
+            n.addr()
+        ))
+        .await;
+    assert_eq!(status, 200);
+}
+
+/// Regression: a client that sent its headers a byte at a time (or never finished them)
+/// held its connection as long as it liked (75-80 s in the report): there was no header
+/// read timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let n = start_with(
+        aura_node::Limits {
+            header_timeout_secs: 1,
+            ..Default::default()
+        },
+        true,
+    )
+    .await;
+    for opening in ["GET /health HTTP/1.1\r\nHost: localhost\r\n", ""] {
+        let mut socket = tokio::net::TcpStream::connect(n.addr()).await.unwrap();
+        socket.write_all(opening.as_bytes()).await.unwrap();
+        let started = std::time::Instant::now();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            socket.read_to_end(&mut rest),
+        )
+        .await;
+        assert!(
+            read.is_ok(),
+            "the connection ({opening:?}) was still open after 5 s"
+        );
+        assert!(started.elapsed() >= std::time::Duration::from_millis(900));
+    }
+}
+
+/// Regression: a client that announced a body and sent it slowly held its connection
+/// without limit. The body now has its deadline, and the answer says so (408).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_does_not_arrive_in_time_is_answered_408() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let n = start_with(
+        aura_node::Limits {
+            body_timeout_secs: 1,
+            ..Default::default()
+        },
+        true,
+    )
+    .await;
+    let mut socket = tokio::net::TcpStream::connect(n.addr()).await.unwrap();
+    let head = format!(
+        "POST /v1/agents HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\":",
+        n.addr(),
+        n.keys["operator"]
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        socket.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the connection was still open after 5 s")
+    .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+}
+
+/// Regression: stopping the server left open event streams running after it, and waited
+/// without limit for requests in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_server_closes_event_streams() {
+    let mut n = start().await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_request(
+        n.ws_url("/v1/events?from=0"),
+        &n.keys["operator"],
+    ))
+    .await
+    .unwrap();
+    next_event(&mut ws, 10).await.unwrap();
+    let server = n.server.take().unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(8), server.shutdown())
+        .await
+        .expect("the server did not stop");
+    loop {
+        match next_event(&mut ws, 5).await {
+            Ok(_) => {}
+            Err(code) => {
+                assert_eq!(code, Some(1001));
+                break;
+            }
+        }
+    }
 }

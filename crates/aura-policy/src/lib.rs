@@ -43,6 +43,8 @@
 //!
 //! docs/policy.md describes the schema, the decision rule and every default policy.
 
+#![forbid(unsafe_code)]
+
 mod decide;
 mod digest;
 mod request;

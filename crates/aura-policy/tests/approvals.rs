@@ -12,8 +12,8 @@ use aura_core::keystore::Signer;
 use aura_core::{Signature, Timestamp};
 use aura_identity::Level::{L2, L3, L4};
 use aura_identity::{
-    Approval, ApprovalError, ApprovalId, Credential, CredentialId, Escalation, Level, OperatorName,
-    Signed, Subject, TrustSet, Verdict, VerifiedApproval, verify_approval,
+    Answers, Approval, ApprovalError, ApprovalId, Credential, CredentialId, Escalation, Level,
+    OperatorName, Signed, Subject, TrustSet, Verdict, VerifiedApproval, verify_approval,
 };
 use aura_policy::{Outcome, PolicySet, Request, decide, request_digest};
 use common::*;
@@ -60,11 +60,18 @@ fn credential(w: &World, level: Level) -> Signed<Credential> {
     Signed::sign(c, &w.node).unwrap()
 }
 
+/// The escalated call the approvals of these tests answer.
+static CALL: std::sync::LazyLock<Answers> = std::sync::LazyLock::new(|| Answers::Call {
+    turn: 1,
+    id: "call_1".into(),
+});
+
 /// Alice's approval of `request`, valid for ten minutes from t(60).
 fn approval(w: &World, request: &Request, verdict: Verdict) -> Signed<Approval> {
     let a = Approval {
         id: ApprovalId::from_bytes([2; 16]),
         mission: MISSION,
+        answers: Some(CALL.clone()),
         request: request_digest(request),
         verdict,
         reason: "looked at the diff".to_owned(),
@@ -79,6 +86,7 @@ fn escalation(request: &Request, required: Level) -> Escalation<'_> {
     Escalation {
         mission: MISSION,
         namespace: &request.principal.namespace,
+        answers: &CALL,
         request: request_digest(request),
         required,
     }

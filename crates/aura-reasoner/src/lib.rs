@@ -46,6 +46,8 @@
 //! Without the default `http` feature the crate holds only the vocabulary, the wire
 //! decoders and the scripted provider: what the pure kernel and the fuzz targets need.
 
+#![forbid(unsafe_code)]
+
 mod config;
 mod context;
 mod error;

@@ -17,6 +17,8 @@
 //! everything the ledger's proofs rest on (each entry's hash, its place, its chain), so a
 //! pruned ledger still verifies (docs/ledger.md, "Pruned entries").
 
+#![forbid(unsafe_code)]
+
 use std::fmt;
 
 use async_trait::async_trait;
@@ -171,12 +173,40 @@ pub enum Error {
     Unsupported(&'static str),
     #[error("the store's data is inconsistent: {0}")]
     Inconsistent(String),
+    /// The database holds fewer entries than a checkpoint the node published: it was cut
+    /// back, or restored from an older copy.
+    #[error(
+        "the ledger was cut back: it holds {entries} entries, but this node published a checkpoint of {published} ({})",
+        path.display()
+    )]
+    CutBack {
+        entries: u64,
+        published: u64,
+        path: std::path::PathBuf,
+    },
+    /// The database's tree at the published checkpoint's size has another root.
+    #[error(
+        "the ledger's history differs from the checkpoint of {size} entries this node published ({})",
+        path.display()
+    )]
+    Forked { size: u64, path: std::path::PathBuf },
+    /// The published checkpoint file is not a checkpoint note signed by this node.
+    #[error("the published checkpoint {} is not valid: {detail}", path.display())]
+    BadPublished {
+        path: std::path::PathBuf,
+        detail: String,
+    },
     /// The commit of the caller's batch failed. The batch is wholly stored or wholly
     /// absent; read the agent's head to learn which.
     #[error(
         "a commit failed, so the entries may or may not be stored; read the agent's head to know"
     )]
     CommitFailed(#[source] std::sync::Arc<rusqlite::Error>),
+    /// The disk that holds the store is full: the batch was refused and nothing of it
+    /// was stored (the writer read the database again to be sure). The store goes on
+    /// refusing appends the same way until there is room, and stays whole meanwhile.
+    #[error("the disk holding {} is full: nothing was stored", path.display())]
+    DiskFull { path: std::path::PathBuf },
     #[error("database error")]
     Sqlite(#[from] rusqlite::Error),
     #[error("{context}")]

@@ -371,3 +371,41 @@ fn a_flipped_byte_in_the_file_is_detected_or_harmless() {
         "detected {detected}, harmless {harmless}"
     );
 }
+
+/// Regression: a checkpoint row replaced by a validly signed checkpoint dated before its
+/// predecessor verified, although docs/ledger.md promises that times never decrease.
+#[test]
+fn a_checkpoint_dated_before_its_predecessor_is_refused() {
+    use aura_ledger::SignedCheckpoint;
+    let dir = tempfile::tempdir().unwrap();
+    let path = copy_store(dir.path());
+    let conn = Connection::open(&path).unwrap();
+    let rows: Vec<(i64, Vec<u8>)> = conn
+        .prepare("SELECT tree_size, signed FROM checkpoints ORDER BY tree_size")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let middle = rows.len() / 2;
+    let before = SignedCheckpoint::decode(&rows[middle - 1].1).unwrap();
+    let target = SignedCheckpoint::decode(&rows[middle].1).unwrap();
+    let mut earlier = target.checkpoint;
+    earlier.time = aura_core::Timestamp::from_nanos(before.checkpoint.time.as_nanos() - 1);
+    let resigned = earlier.sign(&signer(1));
+    conn.execute(
+        "UPDATE checkpoints SET signed = ?2 WHERE tree_size = ?1",
+        params![rows[middle].0, resigned.encode().to_vec()],
+    )
+    .unwrap();
+    drop(conn);
+    let f = failure(&path);
+    assert!(
+        matches!(f.reason, aura_ledger::verify::Reason::TimeGoesBack { .. }),
+        "{f}"
+    );
+    assert!(
+        matches!(f.location, Location::Checkpoint { tree_size: Some(s), .. } if s == target.checkpoint.tree_size),
+        "{f}"
+    );
+}

@@ -14,7 +14,7 @@ use crate::args::{parse, schema_for};
 use crate::call::{Call, Capability, Prepared, Target, ToolDescriptor};
 use crate::context::ToolContext;
 use crate::effect::{Effect, ErrorKind, OutboundMessage, ToolError};
-use crate::registry::Tool;
+use crate::tool::Tool;
 
 /// Arguments of `agent.send`.
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -16,7 +16,7 @@ use crate::args::{parse, schema_for};
 use crate::call::{Call, Capability, Prepared, Target, ToolDescriptor};
 use crate::context::{CellLimits, ToolContext};
 use crate::effect::{Compensation, Effect, ErrorKind, ToolError};
-use crate::registry::Tool;
+use crate::tool::Tool;
 
 /// Longest command text accepted.
 pub const MAX_COMMAND_BYTES: usize = 16 << 10;

@@ -1,7 +1,7 @@
 //! What a tool runs with: the mission it acts for, its token, its workspace, its network
 //! grant and its limits.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aura_core::{AgentId, MissionId, Timestamp};
@@ -143,6 +143,16 @@ impl Default for Limits {
             http_timeout: Duration::from_secs(30),
         }
     }
+}
+
+/// Makes a mission's workspace ready before anything uses it. The node's implementation
+/// (aura-cell's `Workspaces`) creates it 0700, owned by the host uid a cell's root maps
+/// to, as a file system of the workspace quota's size, and mounts it again after a
+/// reboot; without one the engine makes a plain 0700 directory.
+pub trait WorkspaceSetup: Send + Sync + std::fmt::Debug {
+    /// Blocking (it may format and mount a file system). `dir` is
+    /// `<workspaces root>/<namespace>/<name>`; an error is one lowercase line.
+    fn ensure(&self, dir: &Path) -> Result<(), String>;
 }
 
 #[cfg(test)]

@@ -36,6 +36,8 @@
 //! the host, and connects only to vetted public addresses. docs/tools.md describes each
 //! tool's arguments and limits, and how to add a tool.
 
+#![forbid(unsafe_code)]
+
 mod agent;
 mod args;
 mod call;
@@ -45,6 +47,7 @@ mod effect;
 mod fs;
 pub mod http;
 mod registry;
+mod tool;
 
 pub use agent::{AgentSend, FinishArgs, MissionFinish, SendArgs};
 pub use args::schema_for;
@@ -52,7 +55,7 @@ pub use call::{Call, Capability, Prepared, Target, ToolDescriptor};
 pub use cmd::{
     CmdRun, CommandOutput, CommandRequest, CommandRunner, MAX_COMMAND_BYTES, MAX_ENV, RunArgs,
 };
-pub use context::{CellLimits, Heartbeat, Limits, NetworkGrant, ToolContext};
+pub use context::{CellLimits, Heartbeat, Limits, NetworkGrant, ToolContext, WorkspaceSetup};
 pub use effect::{
     Compensation, EFFECT_VERSION, Effect, EffectVersion, ErrorKind, OutboundMessage, Outcome,
     ToolError,
@@ -62,5 +65,6 @@ pub use fs::{
 };
 pub use http::{FetchArgs, HttpFetch, HttpOptions, Method};
 pub use registry::{
-    BuiltinOptions, RegisterError, Registry, Tool, Unauthorized, authorize, authorize_compensation,
+    BuiltinOptions, RegisterError, Registry, Unauthorized, authorize, authorize_compensation,
 };
+pub use tool::Tool;

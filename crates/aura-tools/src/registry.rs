@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use aura_core::AgentId;
 use aura_identity::{Namespace, TokenError, verify_token};
 
@@ -17,50 +16,8 @@ use crate::cmd::{CmdRun, CommandRunner};
 use crate::context::ToolContext;
 use crate::effect::{Compensation, Effect, ErrorKind, ToolError};
 use crate::http::{HttpFetch, HttpOptions};
+use crate::tool::Tool;
 use crate::{agent, fs};
-
-/// A tool. Implementations validate their arguments in [`Tool::prepare`] (no IO), do
-/// their work in [`Tool::execute`], and undo it in [`Tool::compensate`].
-#[async_trait]
-pub trait Tool: Send + Sync + fmt::Debug {
-    fn descriptor(&self) -> &ToolDescriptor;
-
-    /// Validates the call's arguments and says what it would touch. Does no IO.
-    fn prepare(&self, call: &Call) -> Result<Prepared, ToolError>;
-
-    /// Does the work and reports what happened. Every failure is an [`Effect`] with
-    /// [`crate::Outcome::Failed`]; this never panics. The registry has already checked
-    /// the token.
-    async fn execute(&self, ctx: &ToolContext, prepared: &Prepared) -> Effect;
-
-    /// Undoes a completed call from the compensation its effect recorded. Idempotent.
-    async fn compensate(
-        &self,
-        _ctx: &ToolContext,
-        _compensation: &Compensation,
-    ) -> Result<(), ToolError> {
-        Err(ToolError::new(
-            ErrorKind::Unavailable,
-            format!("{}: this tool has no compensation", self.descriptor().name),
-        ))
-    }
-}
-
-/// Runs blocking work (file system calls) on tokio's blocking threads. A panic in `f` is
-/// reported as an [`ErrorKind::Internal`] error rather than taking the caller down.
-pub(crate) async fn blocking<T, F>(tool: &str, f: F) -> Result<T, ToolError>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Result<T, ToolError> + Send + 'static,
-{
-    match tokio::task::spawn_blocking(f).await {
-        Ok(result) => result,
-        Err(e) => Err(ToolError::new(
-            ErrorKind::Internal,
-            format!("{tool}: the tool's task failed: {e}"),
-        )),
-    }
-}
 
 /// Why a call was refused before its tool ran.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -285,6 +285,32 @@ async fn device_files_are_refused_needs_root() {
     assert!(w.ws("null").exists());
 }
 
+/// The file tools ran as the node (root) and left root's files in the workspace, which the
+/// mission's commands (a cell's root, an unprivileged host uid) could then not change.
+/// What they create now belongs to the workspace's owner.
+#[tokio::test]
+async fn what_the_tools_create_belongs_to_the_workspace_owner_needs_root() {
+    use std::os::unix::fs::MetadataExt as _;
+    let w = World::new();
+    let r = builtin();
+    let ctx = w.ctx();
+    let owner = 1_000_000_000;
+    std::os::unix::fs::chown(w.ws(""), Some(owner), Some(owner))
+        .expect("giving the workspace away needs root: run this test as root, as CI does");
+    let e = run(
+        &r,
+        &ctx,
+        "fs.write",
+        json!({"path": "new/dir/file.txt", "content": "x", "create_parents": true}),
+    )
+    .await;
+    assert!(e.is_ok(), "{e:?}");
+    for p in ["new", "new/dir", "new/dir/file.txt"] {
+        let m = std::fs::metadata(w.ws(p)).unwrap();
+        assert_eq!((m.uid(), m.gid()), (owner, owner), "{p}");
+    }
+}
+
 /// A racing thread swaps a directory inside the workspace with a symbolic link to a
 /// directory outside it, over and over, while file calls go through the directory. Each
 /// call either works on the real directory or is refused; none ever reads or writes
@@ -643,4 +669,35 @@ proptest! {
             Ok(())
         })?;
     }
+}
+
+/// Every file tool runs through one helper (`fs::run`), which parses the call again under
+/// the node's own limits and makes the outcome the call's effect; this table holds all
+/// four to it: a path within the preparing limit but over the node's is refused when the
+/// call runs, by every tool alike, with the effect naming the tool and the call, and
+/// nothing in the workspace changes.
+#[tokio::test]
+async fn every_file_tool_holds_its_path_to_the_nodes_limit_when_it_runs() {
+    let w = World::new();
+    let r = builtin();
+    let mut ctx = w.ctx();
+    ctx.limits = Limits {
+        path_bytes: 8,
+        ..Limits::default()
+    };
+    let long = "abcdefghijklmnop";
+    std::fs::write(w.ws(long), "kept").unwrap();
+    for (tool, arguments) in [
+        ("fs.read", json!({ "path": long })),
+        ("fs.write", json!({ "path": long, "content": "new" })),
+        ("fs.list", json!({ "path": long })),
+        ("fs.delete", json!({ "path": long })),
+    ] {
+        let e = run(&r, &ctx, tool, arguments).await;
+        assert_eq!(kind(&e), Some(ErrorKind::TooLarge), "{tool}: {e:?}");
+        assert!(message(&e).starts_with(&format!("{tool}: ")), "{e:?}");
+        assert_eq!((e.tool.as_str(), e.call_id.as_str()), (tool, "c1"), "{e:?}");
+        assert_eq!(e.compensation, None, "{tool}");
+    }
+    assert_eq!(read(&w.ws(long)).unwrap(), b"kept");
 }

@@ -15,11 +15,14 @@ pub(crate) struct Cells {
     mounts_before: usize,
 }
 
-/// Mount points in this (the host's) mount namespace.
+/// Mount points in this (the host's) mount namespace, but for loop-mounted file systems:
+/// the workspace tests mount workspace images on the host while other tests run, and
+/// check their own clean-up.
 pub(crate) fn host_mounts() -> usize {
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
+        .filter(|l| !l.contains(" - ext4 /dev/loop"))
         .count()
 }
 
@@ -46,10 +49,14 @@ pub(crate) async fn cells() -> Cells {
 }
 
 impl Cells {
-    /// A fresh directory for a workspace.
+    /// A fresh directory for a workspace, as a node makes them: mode 0700, belonging to
+    /// the host uid a cell's root maps to.
     pub(crate) fn workspace(&self, name: &str) -> PathBuf {
         let p = self.dir.path().join(name);
         std::fs::create_dir_all(&p).unwrap();
+        let base = self.rt.options().id_base;
+        std::os::unix::fs::chown(&p, Some(base), Some(base)).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
         p
     }
 

@@ -76,7 +76,8 @@ pub(crate) struct RunArgs {
     /// Share the host's network (otherwise the cell has only loopback)
     #[arg(long)]
     network: bool,
-    /// A directory mounted read-write at /workspace, the working directory
+    /// A directory mounted read-write at /workspace, the working directory; the command
+    /// runs as its owner (not the host's root: such a directory is refused)
     #[arg(long, value_name = "DIR")]
     workspace: Option<PathBuf>,
     /// Kill the command after this many seconds

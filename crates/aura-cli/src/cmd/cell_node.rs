@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
-use aura_aurae::ClientConfig;
-use aura_aurae::proto::aura::cells::v1 as pb;
+use aura_grpc::ClientConfig;
+use aura_grpc::proto::aura::cells::v1 as pb;
 use pb::cells_client::CellsClient;
 use serde::Serialize;
 use tonic::transport::Channel;
@@ -112,7 +112,7 @@ pub(crate) struct LogsArgs {
 async fn client(home: &Home, connect: &Connect) -> anyhow::Result<CellsClient<Channel>> {
     let path = connect.client_config.clone().unwrap_or_else(|| {
         super::pki::pki(home)
-            .client(aura_aurae::pki::DEFAULT_CLIENT)
+            .client(aura_grpc::pki::DEFAULT_CLIENT)
             .config
     });
     if connect.client_config.is_none() && !path.exists() {

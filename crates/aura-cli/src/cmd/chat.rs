@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::hinted;
 use crate::home::Home;
 use crate::output::Output;
-use aura_node::models::{DEFAULT_MODEL, Metering, ModelHost, is_installed};
+use aura_host::{DEFAULT_MODEL, Metering, ModelHost, is_installed};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {

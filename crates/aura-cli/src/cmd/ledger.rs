@@ -8,9 +8,11 @@ use anyhow::Context as _;
 use aura_core::door::{Clock as _, SystemClock};
 use aura_core::{AgentId, PublicKey};
 use aura_ledger::SignedCheckpoint;
-use aura_ledger::bundle::verify_bundle;
+use aura_ledger::bundle::{Expect, verify_bundle_with};
 use aura_ledger::entry::{Kind, MAX_BODY_LEN};
+use aura_ledger::note::{KeyType, VerifierKey};
 use aura_ledger::proof::{ConsistencyProof, InclusionProof, Proof};
+use aura_ledger::verify::KnownHead;
 use aura_store::{AppendReceipt, EntryRef, NewEntry, Seq, Store as _, StoredEntry, Verification};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -71,6 +73,14 @@ pub(crate) enum Command {
         /// Trust checkpoints signed by this key (hex) [default: this node's key]
         #[arg(long, value_name = "KEY")]
         public_key: Option<String>,
+        /// Check the cosignatures of this witness (its verifier key, from `aura ledger
+        /// witness key`); repeatable
+        #[arg(long, value_name = "VKEY")]
+        witness_key: Vec<String>,
+        /// A checkpoint note of this node from elsewhere (a witness's `latest`, a copy
+        /// kept aside): the ledger must reach it and agree with it; repeatable
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Vec<PathBuf>,
     },
     /// Export the whole ledger as a bundle file that anyone can verify offline
     Export {
@@ -108,7 +118,14 @@ pub(crate) enum Command {
         public_key: Option<String>,
     },
     /// Show the latest signed checkpoint
-    Checkpoint,
+    Checkpoint {
+        /// Print it as a C2SP signed note (tlog-checkpoint), with its verifier key
+        #[arg(long)]
+        note: bool,
+    },
+    /// Witness other nodes' checkpoints, or ask witnesses to cosign this node's
+    #[command(subcommand)]
+    Witness(super::witness::Command),
 }
 
 pub(crate) async fn run(home: &Home, out: &Output, cmd: Command) -> anyhow::Result<()> {
@@ -130,13 +147,22 @@ pub(crate) async fn run(home: &Home, out: &Output, cmd: Command) -> anyhow::Resu
             agent,
         } => tail(home, out, lines, follow, agent).await,
         Command::Verify {
-            bundle: None,
+            bundle,
             public_key,
-        } => verify_local(home, out, public_key).await,
-        Command::Verify {
-            bundle: Some(file),
-            public_key,
-        } => verify_file(home, out, &file, public_key),
+            witness_key,
+            checkpoint,
+        } => {
+            if bundle.is_none() {
+                // The local ledger needs this node; say so before anything else.
+                home.require_init()?;
+            }
+            let key = trusted_key(home, public_key.clone())?;
+            let expect = expectations(&key, &witness_key, &checkpoint)?;
+            match bundle {
+                None => verify_local(home, out, public_key, expect).await,
+                Some(file) => verify_file(out, &file, &key, &expect),
+            }
+        }
         Command::Export { output } => export(home, out, &output).await,
         Command::Proof {
             entry,
@@ -145,7 +171,8 @@ pub(crate) async fn run(home: &Home, out: &Output, cmd: Command) -> anyhow::Resu
         } => proof(home, out, &entry, size, output).await,
         Command::Consistency { old, new, output } => consistency(home, out, old, new, output).await,
         Command::CheckProof { file, public_key } => check_proof(home, out, &file, public_key),
-        Command::Checkpoint => checkpoint(home, out).await,
+        Command::Checkpoint { note } => checkpoint(home, out, note).await,
+        Command::Witness(cmd) => super::witness::run(home, out, cmd).await,
     }
 }
 
@@ -593,12 +620,34 @@ fn report(
                         0 => count(s.entries, "entry", "entries"),
                         n => format!("{} ({n} pruned)", count(s.entries, "entry", "entries")),
                     };
-                    format!(
+                    let mut text = format!(
                         "ok: {what} verifies: {entries} from {}, {}; root {}{signed}",
                         count(s.agents, "agent", "agents"),
                         count(s.checkpoints, "checkpoint", "checkpoints"),
                         s.root.short()
-                    )
+                    );
+                    for c in &s.cosigned {
+                        text.push_str(&format!(
+                            "\ncosigned by {} at {} ({})",
+                            c.witness,
+                            count(c.tree_size, "entry", "entries"),
+                            aura_core::Timestamp::from_secs(c.time).to_rfc3339_millis()
+                        ));
+                    }
+                    if s.unknown_cosignatures > 0 {
+                        text.push_str(&format!(
+                            "\n{} by witnesses not given with --witness-key (not checked)",
+                            count(s.unknown_cosignatures, "cosignature", "cosignatures")
+                        ));
+                    }
+                    for h in &s.known_heads {
+                        text.push_str(&format!(
+                            "\nagrees with {} ({})",
+                            h.source,
+                            count(h.tree_size, "entry", "entries")
+                        ));
+                    }
+                    text
                 })
             })
         }
@@ -620,7 +669,134 @@ fn report(
     }
 }
 
-async fn verify_local(home: &Home, out: &Output, public_key: Option<String>) -> anyhow::Result<()> {
+/// What verification checks beyond the node's key: witnesses' cosignatures, and tree
+/// heads from elsewhere (given with `--checkpoint`, and for the local ledger the
+/// checkpoint this node published).
+fn expectations(
+    key: &PublicKey,
+    witness_keys: &[String],
+    checkpoints: &[PathBuf],
+) -> anyhow::Result<Expect> {
+    let mut witnesses = Vec::new();
+    for v in witness_keys {
+        let w = VerifierKey::parse(v).map_err(|e| {
+            hinted(
+                format!("`{v}` is not a verifier key: {e}"),
+                "give the witness's key as `aura ledger witness key` prints it",
+            )
+        })?;
+        if w.kind != KeyType::Cosignature {
+            return Err(hinted(
+                format!("`{}` is not a witness's key (type 0x04)", w.name),
+                "give the witness's key as `aura ledger witness key` prints it",
+            ));
+        }
+        witnesses.push(w);
+    }
+    let mut heads = Vec::new();
+    for file in checkpoints {
+        let bytes = super::witness::read_input(file)?;
+        heads.push(known_head(
+            &bytes,
+            key,
+            &witnesses,
+            &file.display().to_string(),
+        )?);
+    }
+    Ok(Expect { witnesses, heads })
+}
+
+/// A checkpoint note of the node with `key` as a head the ledger must agree with; its
+/// cosignatures by `witnesses` must verify, and are named in messages.
+fn known_head(
+    bytes: &[u8],
+    key: &PublicKey,
+    witnesses: &[VerifierKey],
+    from: &str,
+) -> anyhow::Result<KnownHead> {
+    let opened = aura_ledger::note::open_checkpoint(bytes, key).map_err(|e| {
+        VerificationFailed(format!(
+            "{from} is not a checkpoint note signed by this node's key: {e}"
+        ))
+    })?;
+    let mut cosigners = Vec::new();
+    for w in witnesses {
+        if opened.note.signatures_by(w).next().is_some() {
+            opened.note.verify(w).map_err(|e| {
+                VerificationFailed(format!(
+                    "{from}: the cosignature by {} does not verify: {e}",
+                    w.name
+                ))
+            })?;
+            cosigners.push(w.name.clone());
+        }
+    }
+    let source = if cosigners.is_empty() {
+        format!("the checkpoint in {from}")
+    } else {
+        format!(
+            "the checkpoint in {from}, cosigned by {}",
+            cosigners.join(", ")
+        )
+    };
+    Ok(KnownHead {
+        tree_size: opened.head.size,
+        root: opened.head.root,
+        source,
+    })
+}
+
+/// Checks a verified local ledger against tree heads from elsewhere: each head's size
+/// must be one of the ledger's signed checkpoints, with the head's root.
+async fn check_heads(
+    store: &aura_store::SqliteStore,
+    summary: aura_ledger::verify::Summary,
+    heads: &[KnownHead],
+) -> anyhow::Result<Result<aura_ledger::verify::Summary, aura_ledger::Failure>> {
+    use aura_ledger::verify::{Fork, Location, Reason};
+    for head in heads {
+        if head.tree_size > summary.entries {
+            return Ok(Err(aura_ledger::Failure {
+                location: Location::End {
+                    entries: summary.entries,
+                },
+                reason: Reason::CutBack {
+                    size: head.tree_size,
+                    entries: summary.entries,
+                    known: head.source.clone(),
+                },
+            }));
+        }
+        let root = match store.checkpoint(head.tree_size).await? {
+            Some(cp) => cp.checkpoint.root,
+            None => aura_core::hash::Hash::ZERO,
+        };
+        if root != head.root {
+            return Ok(Err(aura_ledger::Failure {
+                location: Location::Checkpoint {
+                    after_entries: head.tree_size,
+                    tree_size: Some(head.tree_size),
+                },
+                reason: Reason::Forked(Box::new(Fork {
+                    size: head.tree_size,
+                    expected: head.root,
+                    found: root,
+                    known: head.source.clone(),
+                })),
+            }));
+        }
+    }
+    let mut summary = summary;
+    summary.known_heads = heads.to_vec();
+    Ok(Ok(summary))
+}
+
+async fn verify_local(
+    home: &Home,
+    out: &Output,
+    public_key: Option<String>,
+    mut expect: Expect,
+) -> anyhow::Result<()> {
     let store = home.open_store_read_only()?;
     if let Some(k) = public_key {
         let k = trusted_key(home, Some(k))?;
@@ -630,6 +806,31 @@ async fn verify_local(home: &Home, out: &Output, public_key: Option<String>) -> 
             );
         }
     }
+    // The checkpoint this node published: the ledger may not have fallen behind it. Read
+    // before the verification's snapshot of the ledger is taken: a node serving beside
+    // this command publishes only what is committed, so the snapshot is never behind it.
+    let published = home.published_path();
+    match std::fs::read(&published) {
+        Ok(bytes) => expect.heads.push(known_head(
+            &bytes,
+            &store.node_key(),
+            &[],
+            &published.display().to_string(),
+        )?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot read {}", published.display()));
+        }
+    }
+    // So are the checkpoints witnesses cosigned, kept for exports.
+    for (path, bytes) in super::witness::kept_notes(home)? {
+        expect.heads.push(known_head(
+            &bytes,
+            &store.node_key(),
+            &[],
+            &path.display().to_string(),
+        )?);
+    }
     let total = store.tree_size().await?;
     let bar = out.progress(total, "verifying");
     let progress = bar.clone();
@@ -637,25 +838,16 @@ async fn verify_local(home: &Home, out: &Output, public_key: Option<String>) -> 
         .verify(Box::new(move |n| progress.set_position(n)))
         .await?;
     bar.finish_and_clear();
-    report(
-        out,
-        match outcome {
-            Verification::Ok(s) => Ok(s),
-            Verification::Failed(f) => Err(f),
-        },
-        "the ledger",
-    )
+    let outcome = match outcome {
+        Verification::Ok(s) => check_heads(&store, s, &expect.heads).await?,
+        Verification::Failed(f) => Err(f),
+    };
+    report(out, outcome, "the ledger")
 }
 
-fn verify_file(
-    home: &Home,
-    out: &Output,
-    file: &Path,
-    public_key: Option<String>,
-) -> anyhow::Result<()> {
-    let key = trusted_key(home, public_key)?;
+fn verify_file(out: &Output, file: &Path, key: &PublicKey, expect: &Expect) -> anyhow::Result<()> {
     let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
-    let outcome = verify_bundle(std::io::BufReader::with_capacity(1 << 20, f), &key);
+    let outcome = verify_bundle_with(std::io::BufReader::with_capacity(1 << 20, f), key, expect);
     report(out, outcome, &format!("the bundle {}", file.display()))
 }
 
@@ -672,10 +864,16 @@ async fn export(home: &Home, out: &Output, output: &Path) -> anyhow::Result<()> 
             .with_context(|| format!("cannot create {}", partial.display()))?;
         Box::new(std::io::BufWriter::with_capacity(1 << 20, f))
     };
+    // The witnesses' cosignatures this node kept travel with the checkpoints they cosign.
+    let cosignatures = super::witness::kept_cosignatures(home)?;
     let bar = out.progress(total, "exporting");
     let progress = bar.clone();
     let result = store
-        .export(sink, Box::new(move |n| progress.set_position(n)))
+        .export_cosigned(
+            sink,
+            cosignatures,
+            Box::new(move |n| progress.set_position(n)),
+        )
         .await;
     bar.finish_and_clear();
     let summary = match result {
@@ -913,7 +1111,7 @@ fn check_inclusion(out: &Output, p: &InclusionProof, key: &PublicKey) -> anyhow:
     })
 }
 
-async fn checkpoint(home: &Home, out: &Output) -> anyhow::Result<()> {
+async fn checkpoint(home: &Home, out: &Output, as_note: bool) -> anyhow::Result<()> {
     let store = home.open_store_read_only()?;
     let Some(cp) = store.latest_checkpoint().await? else {
         return Err(hinted(
@@ -921,6 +1119,26 @@ async fn checkpoint(home: &Home, out: &Output) -> anyhow::Result<()> {
             "append an entry with `aura ledger append`",
         ));
     };
+    if as_note {
+        // The note's standard signature line is made now, with the node's key.
+        let signer = home.signer(&aura_core::keystore::KeyName::node())?;
+        let note = aura_ledger::note::checkpoint_note(&cp, &signer)?.encode();
+        let vkey = VerifierKey::aura_node(signer.public_key()).to_string();
+        #[derive(Serialize)]
+        struct AsNote<'a> {
+            note: &'a str,
+            vkey: &'a str,
+            tree_size: u64,
+        }
+        return out.print(
+            &AsNote {
+                note: &note,
+                vkey: &vkey,
+                tree_size: cp.checkpoint.tree_size,
+            },
+            || note.clone(),
+        );
+    }
     out.print(&cp, || {
         format!(
             "tree size  {}\nroot       {}\nnode       {}\ntime       {}\nsignature  {}\n",

@@ -200,7 +200,7 @@ pub(crate) async fn run(home: &Home, out: &Output, cmd: Command) -> anyhow::Resu
             if install {
                 registry.licenses().install(&signed)?;
             }
-            let json = signed.to_json();
+            let json = aura_model::license::to_file(&signed)?;
             match output {
                 Some(path) => {
                     std::fs::write(&path, &json)
@@ -234,7 +234,7 @@ pub(crate) async fn run(home: &Home, out: &Output, cmd: Command) -> anyhow::Resu
             } else {
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?
             };
-            let signed = SignedLicense::from_json(&bytes).map_err(|e| {
+            let signed = aura_model::license::from_file(&bytes).map_err(|e| {
                 hinted(
                     format!("{} is not a license: {e}", file.display()),
                     "install the file `aura license issue` wrote, unchanged",
@@ -253,7 +253,7 @@ pub(crate) async fn run(home: &Home, out: &Output, cmd: Command) -> anyhow::Resu
                     v.id,
                     v.package_name,
                     &v.package[..12],
-                    signed.license.licensor.fingerprint(),
+                    signed.statement.licensor.fingerprint(),
                     path.display()
                 )
             })
@@ -266,11 +266,11 @@ pub(crate) async fn run(home: &Home, out: &Output, cmd: Command) -> anyhow::Resu
                 .map(|l| match &l.license {
                     Ok(s) => Listed {
                         license: Some(view(s)),
-                        for_this_node: Some(match s.license.licensee {
+                        for_this_node: Some(match s.statement.licensee {
                             Licensee::AnyNode => true,
                             Licensee::Node(n) => n == node,
                         }),
-                        signature_ok: Some(s.verify_signature().is_ok()),
+                        signature_ok: Some(aura_model::license::verify_signature(s).is_ok()),
                         path: l.path.display().to_string(),
                         problem: None,
                     },
@@ -408,7 +408,7 @@ struct View {
 }
 
 fn view(s: &SignedLicense) -> View {
-    let l = &s.license;
+    let l = &s.statement;
     View {
         id: l.id.to_string(),
         package: l.package.to_hex(),

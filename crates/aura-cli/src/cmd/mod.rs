@@ -16,3 +16,5 @@ pub(crate) mod policy;
 pub(crate) mod reasoner;
 pub(crate) mod receipts;
 pub(crate) mod serve;
+pub(crate) mod tui;
+pub(crate) mod witness;

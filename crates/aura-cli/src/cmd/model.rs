@@ -260,7 +260,12 @@ fn import_one(
         Err(aura_model::ImportError::Import(e)) => return Err(import_error(&e)),
         Err(e) => return Err(e.into()),
     };
-    let view = imported_view(&installed, key, license.id().to_string(), plan.skipped);
+    let view = imported_view(
+        &installed,
+        key,
+        license.statement.id.to_string(),
+        plan.skipped,
+    );
     out.print(&view, || {
         let mut text = format!(
             "{verb} {} ({}, {}, {})\ndigest      {}\nfiles       {} ({})\ntensors     {}\n",

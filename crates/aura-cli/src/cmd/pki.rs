@@ -3,9 +3,9 @@
 
 use std::path::PathBuf;
 
-use aura_aurae::pki::{DEFAULT_CLIENT, InitOptions};
-use aura_aurae::{Pki, Role, Validity};
 use aura_core::door::{Clock as _, SystemClock};
+use aura_grpc::pki::{DEFAULT_CLIENT, InitOptions};
+use aura_grpc::{Pki, Role, Validity};
 use serde::Serialize;
 
 use crate::hinted;
@@ -92,7 +92,7 @@ pub(crate) fn pki(home: &Home) -> Pki {
     Pki::new(home.dir().join("pki"))
 }
 
-fn pki_error(e: aura_aurae::Error) -> anyhow::Error {
+fn pki_error(e: aura_grpc::Error) -> anyhow::Error {
     match e.hint() {
         Some(h) => hinted(e.to_string(), h),
         None => e.into(),
@@ -122,7 +122,7 @@ fn init(home: &Home, out: &Output, args: InitArgs) -> anyhow::Result<()> {
     let validity = validity(args.days)?;
     let socket = default_socket(home);
     let mut sans = vec![
-        aura_aurae::pki::AURAE_SERVER_NAME.to_owned(),
+        aura_grpc::pki::AURAE_SERVER_NAME.to_owned(),
         "localhost".to_owned(),
     ];
     for san in &args.sans {

@@ -12,7 +12,6 @@ use aura_core::{AgentId, PublicKey, Timestamp};
 use aura_model::Registry;
 use aura_model::receipt::{self, LedgerReceipt};
 use aura_model::settle::{self, SignedStatement, StatementId};
-use aura_store::sqlite::Options;
 use aura_store::{SqliteStore, Store};
 use serde::Serialize;
 
@@ -115,11 +114,11 @@ pub(crate) async fn run(home: &Home, out: &Output, cmd: Command) -> anyhow::Resu
             let views: Vec<ReceiptView> = receipts
                 .iter()
                 .filter(|r| {
-                    let t = r.signed.receipt.finished_at;
+                    let t = r.signed.statement.finished_at;
                     from.is_none_or(|f| t >= f) && to.is_none_or(|e| t < e)
                 })
                 .map(|r| {
-                    let x = &r.signed.receipt;
+                    let x = &r.signed.statement;
                     ReceiptView {
                         index: r.index,
                         id: x.id.to_string(),
@@ -194,7 +193,7 @@ async fn verify(out: &Output, store: &SqliteStore, files: &[PathBuf]) -> anyhow:
         Err(e) => return Err(e),
     };
     for r in &receipts {
-        if let Err(e) = r.signed.verify(&key, r.index) {
+        if let Err(e) = r.verify(&key) {
             return fail(e.to_string());
         }
     }
@@ -239,7 +238,7 @@ async fn verify(out: &Output, store: &SqliteStore, files: &[PathBuf]) -> anyhow:
         }
     }
     for (place, s) in &statements {
-        if let Err(e) = s.verify(&key, &lookup, Some(&receipts)) {
+        if let Err(e) = settle::verify(s, &key, &lookup, Some(&receipts)) {
             return fail(format!("{e} ({place})"));
         }
     }
@@ -302,7 +301,7 @@ pub(crate) async fn settle(home: &Home, out: &Output, args: SettleArgs) -> anyho
             home.ledger_path(),
             signer.clone(),
             Arc::new(SystemClock),
-            Options::default(),
+            home.store_options(),
         )
         .with_context(|| format!("cannot open the ledger {}", home.ledger_path().display()))?;
         (store, Some(signer))
@@ -310,7 +309,7 @@ pub(crate) async fn settle(home: &Home, out: &Output, args: SettleArgs) -> anyho
     let receipts = all_receipts(&store).await?;
     let in_window = receipts
         .iter()
-        .filter(|r| (from..to).contains(&r.signed.receipt.finished_at))
+        .filter(|r| (from..to).contains(&r.signed.statement.finished_at))
         .count() as u64;
     let statements = settle::settle(&receipts, from, to, node, SystemClock.now(), &mut || {
         StatementId::generate(&SystemClock, &OsEntropy)
@@ -346,7 +345,7 @@ pub(crate) async fn settle(home: &Home, out: &Output, args: SettleArgs) -> anyho
             .with_context(|| format!("cannot create {}", dir.display()))?;
         for (signed, index) in recorded {
             let path = dir.join(format!("{}.json", signed.statement.id));
-            std::fs::write(&path, signed.to_json())
+            std::fs::write(&path, signed.to_json()?)
                 .with_context(|| format!("cannot write {}", path.display()))?;
             settled.statements.push(SettledStatement {
                 ledger_index: Some(index),

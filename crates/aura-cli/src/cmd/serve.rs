@@ -12,12 +12,12 @@ use aura_store::Store;
 use serde::Serialize;
 
 use aura_cell::tools::CellRunner;
-use aura_cell::{Options as CellOptions, Runtime};
+use aura_cell::{HostPaths, Options as CellOptions, Runtime, WorkspaceOptions, Workspaces};
 
 use crate::hinted;
 use crate::home::Home;
 use crate::output::Output;
-use aura_node::models::{DEFAULT_MODEL, Metering, ModelHost, is_installed};
+use aura_host::{DEFAULT_MODEL, Metering, ModelHost, is_installed};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -40,20 +40,27 @@ struct Ready {
     /// The gRPC cell API's Unix socket, when it is served.
     grpc_socket: Option<String>,
     grpc_tcp: Option<String>,
+    /// The espeak-ng behind `/v1/audio/speech`, when the node speaks.
+    speech: Option<String>,
 }
 
 /// What only the binary links in: the cell runner and the in-process models. Cells need
 /// root; without them the node still runs, with `cmd.run` refusing every call. Returns
-/// why cells are off, if they are, to say once the node is up.
+/// why cells are off, if they are, to say once the node is up. The node's home is
+/// protected: no cell ever mounts it, but for its workspaces root.
 async fn parts(
     home: &Home,
     models: &Arc<ModelHost>,
+    workspaces: &std::path::Path,
 ) -> (aura_node::services::Parts, Option<Runtime>, Option<String>) {
     let mut parts = aura_node::services::Parts {
         local: Some(models.reasoners()),
         ..Default::default()
     };
-    match Runtime::start(CellOptions::new(home.dir().join("cells"))).await {
+    let mut options = CellOptions::new(home.dir().join("cells"));
+    options.protected = vec![home.dir().to_owned()];
+    options.workspaces_root = Some(workspaces.to_owned());
+    match Runtime::start(options).await {
         Ok(cells) => {
             parts.command_runner = Some(Arc::new(CellRunner::new(cells.clone())));
             (parts, Some(cells), None)
@@ -63,6 +70,84 @@ async fn parts(
             None,
             Some(format!(
                 "note: cmd.run is off: cells cannot start here: {e}"
+            )),
+        ),
+    }
+}
+
+/// What cells may be given of the host: the node's workspaces (owned by the cells' root,
+/// each a file system of the workspace quota's size) and the allowlist of host binds,
+/// which may neither hold nor lie inside the node's home.
+fn cell_access(
+    home: &Home,
+    config: &aura_node::Config,
+    workspaces: &std::path::Path,
+    cells: Option<&Runtime>,
+) -> anyhow::Result<(aura_cell::CellAccess, Arc<Workspaces>)> {
+    let config_path = aura_node::Config::path(home.dir());
+    let quota = config.cells.workspace_quota().map_err(|e| {
+        hinted(
+            format!("{}: {e}", config_path.display()),
+            "see docs/cells.md",
+        )
+    })?;
+    // Without cells nothing but the node writes in a workspace (and cannot run as a
+    // cell's root); quotas and owners are for what cells write.
+    let owner = cells.map(|rt| (rt.options().id_base, rt.options().id_base));
+    let workspaces = Arc::new(
+        Workspaces::new(WorkspaceOptions {
+            root: workspaces.to_owned(),
+            owner,
+            quota: quota.filter(|_| cells.is_some()),
+        })
+        .map_err(|e| match e.hint() {
+            Some(h) => hinted(e.to_string(), h),
+            None => anyhow::Error::new(e),
+        })?,
+    );
+    let host_paths = HostPaths::new(&config.cells.host_binds).map_err(|e| {
+        hinted(
+            format!("[cells] host_binds in {}: {e}", config_path.display()),
+            "list existing absolute directories, outside the node's home",
+        )
+    })?;
+    let home_dir = std::fs::canonicalize(home.dir()).unwrap_or_else(|_| home.dir().to_owned());
+    if let Some(p) = host_paths
+        .allowed()
+        .iter()
+        .find(|p| p.starts_with(&home_dir) || home_dir.starts_with(p))
+    {
+        return Err(hinted(
+            format!(
+                "[cells] host_binds in {} allows {}, which holds or lies in the node's home {}",
+                config_path.display(),
+                p.display(),
+                home_dir.display()
+            ),
+            "the node's keys and database are never mountable; list directories outside it",
+        ));
+    }
+    Ok((
+        aura_cell::CellAccess {
+            workspaces: Some(workspaces.clone()),
+            host_paths,
+        },
+        workspaces,
+    ))
+}
+
+/// espeak-ng for `/v1/audio/speech`, unless `[speech] enabled = false`; a note when the
+/// node will not speak.
+async fn speech(config: &aura_node::Config) -> (Option<aura_node::speech::Speech>, Option<String>) {
+    if !config.speech.enabled {
+        return (None, None);
+    }
+    match aura_node::speech::Speech::start(config.speech.options()).await {
+        Ok(speech) => (Some(speech), None),
+        Err(e) => (
+            None,
+            Some(format!(
+                "note: /v1/audio/speech is off: {e} (scripts/setup-speech.sh installs espeak-ng)"
             )),
         ),
     }
@@ -108,26 +193,34 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
     // One host serves the missions' local reasoners and the OpenAI-compatible API, so a
     // model is loaded once.
     let models = Arc::new(ModelHost::new(home.dir(), metering, None));
-    let (parts, cells, cells_note) = parts(home, &models).await;
-    let built = aura_node::services::build(home.dir(), &config, policies, parts);
-    let (services, built) = match built {
-        Ok(built) => built,
-        Err(e) => {
-            if let Some(cells) = cells {
-                cells.shutdown().await;
-            }
-            return Err(hinted(e.message, e.hint));
-        }
-    };
     let workspaces = match &config.missions.workspaces {
         Some(dir) if dir.is_relative() => home.dir().join(dir),
         Some(dir) => dir.clone(),
         None => home.dir().join("workspaces"),
     };
+    let (parts, cells, cells_note) = parts(home, &models, &workspaces).await;
+    let built = aura_node::services::build(home.dir(), &config, policies, parts)
+        .map_err(|e| hinted(e.message, e.hint))
+        .and_then(|built| {
+            Ok((
+                built,
+                cell_access(home, &config, &workspaces, cells.as_ref())?,
+            ))
+        });
+    let ((services, built), (access, node_workspaces)) = match built {
+        Ok(built) => built,
+        Err(e) => {
+            if let Some(cells) = cells {
+                cells.shutdown().await;
+            }
+            return Err(e);
+        }
+    };
     let engine = aura_engine::Handle::start(
         aura_engine::Options {
             keystore: Some(home.keystore().dir().to_owned()),
             workspaces,
+            workspace_setup: Some(node_workspaces.clone()),
             ..Default::default()
         },
         store,
@@ -138,6 +231,7 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
         services,
     )
     .await?;
+    let (speech, speech_note) = speech(&config).await;
     let keys_file = aura_node::ApiKeys::path(home.dir());
     let open = aura_node::ApiKeys::load(&keys_file)?.is_empty();
     let server = aura_node::serve(
@@ -145,8 +239,12 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
             listen,
             keys_file,
             limits: config.limits,
+            allowed_hosts: config.http.allowed_hosts.clone(),
+            allowed_origins: config.http.allowed_origins.clone(),
             models: Some(models.clone()),
             cells: cells.clone(),
+            cell_access: access.clone(),
+            speech: speech.clone(),
         },
         engine.clone(),
     )
@@ -156,7 +254,7 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
         None => e.into(),
     })?;
     let (grpc, grpc_note) = match &cells {
-        Some(runtime) => match grpc(home, runtime, models).await {
+        Some(runtime) => match grpc(home, runtime, models.clone(), access).await {
             Ok(served) => served,
             Err(e) => {
                 server.shutdown().await;
@@ -186,8 +284,9 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
             .as_ref()
             .and_then(|g| g.tcp_addr())
             .map(|a| a.to_string()),
+        speech: speech.map(|s| format!("espeak-ng {}", s.version())),
     };
-    for note in [cells_note, grpc_note].into_iter().flatten() {
+    for note in [cells_note, grpc_note, speech_note].into_iter().flatten() {
         eprintln!("{note}");
     }
     out.line(&ready, || {
@@ -216,14 +315,22 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
         )
     })?;
     shutdown_signal().await;
+    // Missions first: their reasoner turns in flight are dropped unrecorded (asked again
+    // on the next start). Then every generation the APIs are running stops at its next
+    // token, so that no request holds the servers, which then close what is left after a
+    // short grace.
+    engine.shutdown().await;
+    models.shutdown();
     if let Some(grpc) = grpc {
         grpc.shutdown().await;
     }
     server.shutdown().await;
-    engine.shutdown().await;
     if let Some(cells) = cells {
         cells.shutdown().await;
     }
+    // Workspace file systems stay mounted, so that their files stay where operators
+    // look for them; after a reboot the node mounts each again when it is next used.
+    drop(node_workspaces);
     Ok(())
 }
 
@@ -233,7 +340,8 @@ async fn grpc(
     home: &Home,
     cells: &Runtime,
     models: Arc<ModelHost>,
-) -> anyhow::Result<(Option<aura_aurae::Server>, Option<String>)> {
+    access: aura_cell::CellAccess,
+) -> anyhow::Result<(Option<aura_grpc::Server>, Option<String>)> {
     let pki = crate::cmd::pki::pki(home);
     if !pki.exists() {
         return Ok((
@@ -241,14 +349,15 @@ async fn grpc(
             Some("note: the gRPC cell API is off: run `aura pki init` to serve it".into()),
         ));
     }
-    let to_error = |e: aura_aurae::Error| match e.hint() {
+    let to_error = |e: aura_grpc::Error| match e.hint() {
         Some(h) => hinted(e.to_string(), h),
         None => anyhow::Error::new(e),
     };
-    let options = aura_aurae::Options::from_pki(&pki, crate::cmd::pki::default_socket(home))
+    let options = aura_grpc::Options::from_pki(&pki, crate::cmd::pki::default_socket(home))
         .map_err(to_error)?
-        .with_models(models);
-    let server = aura_aurae::serve(cells.clone(), options)
+        .with_models(models)
+        .with_cell_access(access);
+    let server = aura_grpc::serve(cells.clone(), options)
         .await
         .map_err(to_error)?;
     Ok((Some(server), None))

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use aura_kernel::{Message, Role, ToolCall, Turn};
 use aura_reasoner as r;
 
-use crate::ports::{ReasonRequest, Reasoner, Reasoners, ToolSpec};
+use crate::ports::{ReasonRequest, Reasoner, ReasonerError, Reasoners, ToolSpec};
 
 /// Maps Aura's tool names to names every provider accepts, and back.
 #[derive(Debug, Default)]
@@ -116,7 +116,7 @@ impl Reasoner for ProviderReasoner {
         &self,
         req: &ReasonRequest,
         deltas: &(dyn for<'s> Fn(&'s str) + Send + Sync),
-    ) -> Result<Turn, String> {
+    ) -> Result<Turn, ReasonerError> {
         let names = WireNames::new(&req.tools);
         let request = r::Request {
             messages: req.messages.iter().map(|m| message(m, &names)).collect(),
@@ -149,11 +149,7 @@ impl Reasoner for ProviderReasoner {
             )),
             _ => {}
         };
-        let turn = self
-            .inner
-            .turn(&request, Some(&sink))
-            .await
-            .map_err(|e| crate_error_line(&e))?;
+        let turn = self.inner.turn(&request, Some(&sink)).await?;
         Ok(Turn {
             content: turn.content,
             tool_calls: turn
@@ -172,20 +168,6 @@ impl Reasoner for ProviderReasoner {
             model: turn.model,
         })
     }
-}
-
-fn crate_error_line(e: &dyn std::error::Error) -> String {
-    let mut line = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !line.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        source = s.source();
-    }
-    line
 }
 
 /// The reasoners a node has configured, by name, and which one is the default.

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use aura_kernel::{Effect, Outbound, ToolCall};
-use aura_tools::{Call, Compensation, Limits, NetworkGrant, Outcome, Registry, ToolContext};
+use aura_tools::{
+    Call, Compensation, ErrorKind, Limits, NetworkGrant, Outcome, Registry, ToolContext, ToolError,
+};
 use serde_json::Value;
 
 use crate::ports::{ExecContext, Proposal, Target, ToolSpec, Tools};
@@ -73,14 +75,17 @@ fn call(c: &ToolCall) -> Call {
     }
 }
 
-/// The kernel's record of a tool's effect.
-fn recorded(e: aura_tools::Effect) -> Effect {
-    let (ok, output, error) = match e.outcome {
-        Outcome::Ok { value } => (true, value, None),
+/// The kernel's record of a tool's effect. A failure keeps its kind apart, by its
+/// recorded name, for the engine's retry decision; the message the reasoner reads still
+/// starts with the kind as people read it.
+pub(crate) fn recorded(e: aura_tools::Effect) -> Effect {
+    let (ok, output, error, error_kind) = match e.outcome {
+        Outcome::Ok { value } => (true, value, None, None),
         Outcome::Failed { kind, message } => (
             false,
             Value::Null,
             Some(format!("{}: {message}", kind.as_str())),
+            Some(kind.recorded_name()),
         ),
     };
     Effect {
@@ -89,6 +94,7 @@ fn recorded(e: aura_tools::Effect) -> Effect {
         ok,
         output,
         error,
+        error_kind,
         compensation: e.compensation.and_then(|c| serde_json::to_value(c).ok()),
         message: e.message.map(|m| Outbound {
             to: m.to,
@@ -113,8 +119,8 @@ impl Tools for RegistryTools {
             .collect()
     }
 
-    fn prepare(&self, c: &ToolCall) -> Result<Proposal, String> {
-        let prepared = self.registry.prepare(&call(c)).map_err(|e| e.to_string())?;
+    fn prepare(&self, c: &ToolCall) -> Result<Proposal, ToolError> {
+        let prepared = self.registry.prepare(&call(c))?;
         Ok(Proposal {
             call: c.clone(),
             target: target(&prepared.target),
@@ -141,12 +147,16 @@ impl Tools for RegistryTools {
         ctx: &ExecContext,
         tool: &str,
         compensation: &Value,
-    ) -> Result<(), String> {
-        let compensation: Compensation = serde_json::from_value(compensation.clone())
-            .map_err(|e| format!("the recorded compensation is unreadable: {e}"))?;
+    ) -> Result<(), ToolError> {
+        let compensation: Compensation =
+            serde_json::from_value(compensation.clone()).map_err(|e| {
+                ToolError::new(
+                    ErrorKind::InvalidArguments,
+                    format!("the recorded compensation is unreadable: {e}"),
+                )
+            })?;
         self.registry
             .compensate(&self.context(ctx), tool, &compensation)
             .await
-            .map_err(|e| e.to_string())
     }
 }

@@ -1,86 +1,24 @@
 //! The doubles and the world the engine's mission tests share: a script of reasoner
-//! turns, a small rule table for policy, and an engine over a real SQLite ledger with the
-//! real tool registry working in real workspaces.
+//! turns (aura-engine's `test_util::ScriptedReasoner`), a small rule table for policy, and
+//! an engine over a real SQLite ledger with the real tool registry working in real
+//! workspaces.
 
 #![allow(dead_code, reason = "each test file uses its own part of the world")]
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use aura_core::door::{OsEntropy, SeededEntropy, SystemClock};
 use aura_core::hash::Hash;
 use aura_core::keystore::Signer;
 use aura_core::{AgentId, MissionId};
 use aura_engine::adapters::tools::RegistryTools;
-use aura_engine::ports::{Policy, Query, ReasonRequest, Reasoner, Reasoners};
+use aura_engine::ports::{Policy, Query, Reasoners};
+use aura_engine::test_util::{OneReasoner, ScriptedReasoner};
 use aura_engine::{Handle, NewAgent, Options, Services};
 use aura_identity::{Level, Namespace, TrustSet};
-use aura_kernel::{
-    Authority, Budget, Decision, MissionSpec, MissionState, Outcome, ToolCall, Turn,
-};
+use aura_kernel::{Authority, Budget, Decision, MissionSpec, MissionState, Outcome};
 use aura_store::SqliteStore;
-use serde_json::json;
-
-/// Replays a fixed list of turns, then declares the mission finished.
-#[derive(Debug, Default)]
-pub(crate) struct Script(pub Mutex<VecDeque<Vec<(&'static str, serde_json::Value)>>>);
-
-#[async_trait]
-impl Reasoner for Script {
-    async fn turn(
-        &self,
-        req: &ReasonRequest,
-        deltas: &(dyn for<'s> Fn(&'s str) + Send + Sync),
-    ) -> Result<Turn, String> {
-        deltas("thinking");
-        let n = req.messages.len();
-        let calls = self
-            .0
-            .lock()
-            .unwrap()
-            .pop_front()
-            .unwrap_or_else(|| vec![("mission.finish", json!({"summary": "done"}))]);
-        // `hang` stands for a provider that never answers (its own timeouts aside), `fail`
-        // for one that answers with an error.
-        if calls.first().is_some_and(|(name, _)| *name == "hang") {
-            std::future::pending::<()>().await;
-        }
-        if calls.first().is_some_and(|(name, _)| *name == "fail") {
-            return Err("the provider is down".into());
-        }
-        Ok(Turn {
-            content: "ok".into(),
-            tool_calls: calls
-                .into_iter()
-                .enumerate()
-                .map(|(i, (name, arguments))| ToolCall {
-                    id: format!("c{n}-{i}"),
-                    name: name.into(),
-                    arguments,
-                })
-                .collect(),
-            finish: "tool_calls".into(),
-            prompt_tokens: 10,
-            completion_tokens: 5,
-            provider: "test".into(),
-            model: "script".into(),
-        })
-    }
-}
-
-#[derive(Debug)]
-pub(crate) struct OneReasoner(pub Arc<Script>);
-
-impl Reasoners for OneReasoner {
-    fn get(&self, name: &str) -> Option<Arc<dyn Reasoner>> {
-        (name.is_empty()).then(|| self.0.clone() as Arc<dyn Reasoner>)
-    }
-    fn describe_default(&self) -> String {
-        "test script".into()
-    }
-}
 
 /// Permits everything at L1 and up, except deletes, which escalate to L3 unless approved.
 #[derive(Debug)]
@@ -114,14 +52,14 @@ pub(crate) struct World {
     pub dir: tempfile::TempDir,
     pub signer: Arc<Signer>,
     pub engine: Handle,
-    pub script: Arc<Script>,
+    pub script: Arc<ScriptedReasoner>,
     pub agent: AgentId,
 }
 
 pub(crate) async fn open_engine(
     dir: &std::path::Path,
     signer: &Arc<Signer>,
-    script: Arc<Script>,
+    script: Arc<ScriptedReasoner>,
 ) -> Handle {
     start_engine(dir, signer, Arc::new(Rules), Arc::new(OneReasoner(script))).await
 }
@@ -184,8 +122,33 @@ pub(crate) async fn create_agent(engine: &Handle) -> AgentId {
 pub(crate) async fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
     let signer = Arc::new(Signer::ephemeral("node", &SeededEntropy::new(1)).unwrap());
-    let script = Arc::new(Script::default());
+    let script = Arc::new(ScriptedReasoner::new());
     let engine = open_engine(dir.path(), &signer, script.clone()).await;
+    let agent = create_agent(&engine).await;
+    World {
+        dir,
+        signer,
+        engine,
+        script,
+        agent,
+    }
+}
+
+/// A world whose policy is the real one: Cedar with the node's default policy set.
+pub(crate) async fn cedar_world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = Arc::new(Signer::ephemeral("node", &SeededEntropy::new(1)).unwrap());
+    let script = Arc::new(ScriptedReasoner::new());
+    let policy = aura_engine::adapters::policy::CedarPolicy::new(Arc::new(
+        aura_policy::PolicySet::defaults(),
+    ));
+    let engine = start_engine(
+        dir.path(),
+        &signer,
+        Arc::new(policy),
+        Arc::new(OneReasoner(script.clone())),
+    )
+    .await;
     let agent = create_agent(&engine).await;
     World {
         dir,

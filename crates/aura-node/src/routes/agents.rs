@@ -296,6 +296,20 @@ pub(crate) fn visible_agent(
     Ok(agent)
 }
 
+/// Whether `caller` may read `agent`'s record: what `GET /v1/agents/{id}/record` answers
+/// 200 to (an agent of a namespace the caller may see, and for an agent key its own agent
+/// only). Streams that are no agent's (the node's own) are for operators of every
+/// namespace, as their inclusion proofs are. The event stream filters by this.
+pub(crate) fn may_read_record(state: &AppState, caller: &Caller, agent: AgentId) -> bool {
+    match state.engine.agent(agent) {
+        Some(info) => {
+            state.may_see(caller, &info.namespace)
+                && (caller.role != Role::Agent || caller.agent == Some(agent))
+        }
+        None => caller.role == Role::Operator && caller.namespaces.is_none(),
+    }
+}
+
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_agent, list_agents))

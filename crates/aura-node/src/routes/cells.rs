@@ -3,15 +3,24 @@
 //! cell, start executables in it, stop and wait for them, read their logs (history, then
 //! optionally followed as server-sent events), inspect usage, list the tree, free.
 //!
-//! Cells can bind host paths, so this is root's power: only operators with an API key may
-//! use it. A node running without keys (loopback) refuses every cell route rather than
-//! hand that power to any local process. Nested cells are named `parent/child`; in a URL
-//! the `/` is written `%2F`.
+//! Only operators with an API key may use it; a node running without keys (loopback)
+//! refuses every cell route rather than hand cells to any local process. A cell belongs
+//! to a namespace, and an operator key scoped to namespaces sees and touches only the
+//! cells of those (others do not exist for it). An API caller never names a host path
+//! for its workspace: it names one of its namespace's workspaces, which the node creates
+//! under its workspaces root, private to the cells' root and bounded by the workspace
+//! quota. Only an operator for all namespaces may bind host paths, and only from the
+//! allowlist in aura.toml (`[cells] host_binds`); the node's home, keys and database are
+//! never mountable (the runtime refuses them whatever the allowlist says). Nested cells
+//! are named `parent/child`; in a URL the `/` is written `%2F`.
 
 use std::convert::Infallible;
 use std::time::Duration;
 
-use aura_cell::{CellName, CellSpec, ExecutableName, ExecutableSpec};
+use aura_cell::{
+    Bind, CellInfo, CellName, CellSpec, CellTree, Env, ExecutableName, ExecutableSpec, Limits,
+};
+use aura_identity::Namespace;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -38,15 +47,24 @@ impl From<aura_cell::Error> for ApiError {
             K::InvalidArgument => ApiError::bad_request("invalid_cell_request", e.to_string()),
             K::NotFound => ApiError::not_found(e.to_string()),
             K::AlreadyExists => ApiError::conflict("already_exists", e.to_string()),
-            K::FailedPrecondition => ApiError::conflict("failed_precondition", e.to_string()),
+            K::FailedPrecondition => ApiError::conflict("failed_precondition", with_hint(&e)),
+            K::PermissionDenied => ApiError::forbidden(with_hint(&e)),
             K::Unavailable => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "api_error",
                 "unavailable",
-                e.to_string(),
+                with_hint(&e),
             ),
             K::Internal => ApiError::internal(e.to_string()),
         }
+    }
+}
+
+/// An error's line with its hint, where it has one.
+fn with_hint(e: &aura_cell::Error) -> String {
+    match e.hint() {
+        Some(h) => format!("{e} (hint: {h})"),
+        None => e.to_string(),
     }
 }
 
@@ -55,8 +73,7 @@ fn runtime<'a>(state: &'a AppState, caller: &Caller) -> Result<&'a aura_cell::Ru
     require(caller, &[Role::Operator])?;
     if caller.key.is_none() {
         return Err(ApiError::forbidden(
-            "the cell API needs an operator API key (cells can bind host paths); \
-             create one with `aura apikey create NAME --role operator`",
+            "the cell API needs an operator API key; create one with `aura apikey create NAME --role operator`",
         ));
     }
     state.cells.as_ref().ok_or_else(|| {
@@ -67,6 +84,96 @@ fn runtime<'a>(state: &'a AppState, caller: &Caller) -> Result<&'a aura_cell::Ru
             "this node runs no cells (the cell runtime needs root)",
         )
     })
+}
+
+/// Whether `caller` may see a cell: an operator for all namespaces sees every cell; a
+/// key scoped to namespaces sees only cells allocated in one of them (never the local
+/// operator's or the gRPC API's, which have no namespace).
+fn may_see(caller: &Caller, cell: &CellInfo) -> bool {
+    match (&caller.namespaces, &cell.owner) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(_), Some(owner)) => {
+            Namespace::new(owner).is_ok_and(|ns| caller.may_use_namespace(&ns))
+        }
+    }
+}
+
+/// The cell, if the caller may see it; a cell it may not see does not exist for it.
+async fn visible(
+    rt: &aura_cell::Runtime,
+    caller: &Caller,
+    name: &CellName,
+) -> Result<CellInfo, ApiError> {
+    let not_found = || ApiError::not_found(format!("cell `{name}` does not exist"));
+    let info = rt.inspect(name).await.map_err(|e| match e.kind() {
+        aura_cell::ErrorKind::NotFound => not_found(),
+        _ => e.into(),
+    })?;
+    if may_see(caller, &info) {
+        Ok(info)
+    } else {
+        Err(not_found())
+    }
+}
+
+/// The tree without the cells the caller may not see.
+fn visible_tree(caller: &Caller, trees: Vec<CellTree>) -> Vec<CellTree> {
+    trees
+        .into_iter()
+        .filter(|t| may_see(caller, &t.cell))
+        .map(|t| CellTree {
+            children: visible_tree(caller, t.children),
+            cell: t.cell,
+        })
+        .collect()
+}
+
+/// The namespace a new cell belongs to: the one the request names (which the key must
+/// allow), else the key's only namespace, else `default` for an operator of all.
+fn namespace_for(caller: &Caller, asked: Option<&str>) -> Result<Namespace, ApiError> {
+    match (asked, &caller.namespaces) {
+        (Some(ns), _) => {
+            let ns = Namespace::new(ns)
+                .map_err(|e| ApiError::bad_request("invalid_cell_request", e.to_string()))?;
+            if caller.may_use_namespace(&ns) {
+                Ok(ns)
+            } else {
+                Err(ApiError::forbidden(format!(
+                    "this key may not use namespace `{ns}`"
+                )))
+            }
+        }
+        (None, None) => Ok(Namespace::default_namespace()),
+        (None, Some(list)) if list.len() == 1 => Ok(list[0].clone()),
+        (None, Some(_)) => Err(ApiError::bad_request(
+            "invalid_cell_request",
+            "this key has several namespaces: say which the cell belongs to with `namespace`",
+        )),
+    }
+}
+
+/// A cell as an HTTP caller asks for it: the runtime's spec, except that the workspace
+/// is the name of one of the namespace's workspaces, never a host path.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CellRequest {
+    name: CellName,
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default)]
+    network: bool,
+    /// The namespace the cell belongs to.
+    #[serde(default)]
+    namespace: Option<String>,
+    /// A workspace of the cell's namespace, by name (made if it does not exist yet).
+    #[serde(default)]
+    workspace: Option<String>,
+    /// Host paths from the allowlist; only for an operator of all namespaces.
+    #[serde(default)]
+    binds: Vec<Bind>,
+    #[serde(default)]
+    env: Env,
 }
 
 fn cell_name(name: &str) -> Result<CellName, ApiError> {
@@ -81,7 +188,8 @@ fn json_of<T: serde::Serialize>(value: &T) -> Result<Value, ApiError> {
     serde_json::to_value(value).map_err(|e| ApiError::internal(e.to_string()))
 }
 
-/// Lists the cells as a tree (each with its executables and resource usage).
+/// Lists the cells the caller may see, as a tree (each with its executables and resource
+/// usage).
 #[utoipa::path(get, path = "/v1/cells", tag = "cells",
     responses((status = 200, description = "The cell tree"), (status = 403, body = crate::error::ErrorBody)),
     security(("bearer" = [])))]
@@ -92,27 +200,65 @@ async fn list_cells(
     let rt = runtime(&state, &caller)?;
     Ok(Json(json!({
         "cgroup_v2": rt.cgroup_version() == aura_cell::CgroupVersion::V2,
-        "cells": json_of(&rt.list().await)?,
+        "cells": json_of(&visible_tree(&caller, rt.list().await))?,
     })))
 }
 
-/// Allocates a cell from its spec (name, limits, network, workspace, binds, env).
+/// Allocates a cell: `{name, namespace?, limits?, network?, workspace?, binds?, env?}`.
+/// `workspace` names a workspace of the cell's namespace (never a host path); `binds`
+/// need an operator key for all namespaces and sources from `[cells] host_binds`.
 #[utoipa::path(post, path = "/v1/cells", tag = "cells",
-    request_body(content = Object, description = "A cell spec: {name, limits?, network?, workspace?, binds?, env?}"),
+    request_body(content = Object, description = "A cell: {name, namespace?, limits?, network?, workspace? (a name), binds?, env?}"),
     responses((status = 201, description = "Allocated"), (status = 400, body = crate::error::ErrorBody),
+        (status = 403, body = crate::error::ErrorBody),
         (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)),
     security(("bearer" = [])))]
 async fn allocate(
     State(state): State<AppState>,
     caller: Caller,
-    ApiJson(spec): ApiJson<CellSpec>,
+    ApiJson(request): ApiJson<CellRequest>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let rt = runtime(&state, &caller)?;
+    let parent = match request.name.parent() {
+        Some(p) => Some(visible(rt, &caller, &p).await?),
+        None => None,
+    };
+    // A nested cell is of its parent's namespace unless the request says otherwise.
+    let asked = request
+        .namespace
+        .as_deref()
+        .or(parent.as_ref().and_then(|p| p.owner.as_deref()));
+    let namespace = namespace_for(&caller, asked)?;
+    if let Some(parent) = &parent
+        && let Some(owner) = &parent.owner
+        && owner != namespace.as_str()
+    {
+        return Err(ApiError::bad_request(
+            "invalid_cell_request",
+            format!(
+                "a cell of namespace `{namespace}` cannot nest in `{}`, a cell of `{owner}`",
+                parent.spec.name
+            ),
+        ));
+    }
+    if !request.binds.is_empty() && caller.namespaces.is_some() {
+        return Err(ApiError::forbidden(
+            "binding host paths into a cell needs an operator key for all namespaces (hint: use a workspace)",
+        ));
+    }
+    let mut spec = CellSpec::new(request.name);
+    spec.limits = request.limits;
+    spec.network = request.network;
+    spec.env = request.env;
+    spec.binds = state.cell_access.binds(request.binds)?;
+    if let Some(ws) = &request.workspace {
+        spec.workspace = Some(state.cell_access.workspace(namespace.as_str(), ws).await?);
+    }
     let name = spec.name.to_string();
-    let allocated = rt.allocate(spec).await?;
+    let allocated = rt.allocate_owned(spec, Some(namespace.to_string())).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"name": name, "cgroup_v2": allocated.cgroup_v2})),
+        Json(json!({"name": name, "namespace": namespace, "cgroup_v2": allocated.cgroup_v2})),
     ))
 }
 
@@ -127,7 +273,9 @@ async fn inspect(
     Path(cell): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let rt = runtime(&state, &caller)?;
-    Ok(Json(json_of(&rt.inspect(&cell_name(&cell)?).await?)?))
+    Ok(Json(json_of(
+        &visible(rt, &caller, &cell_name(&cell)?).await?,
+    )?))
 }
 
 /// Frees a cell: stops what runs in it and removes its cgroups and mounts.
@@ -142,7 +290,9 @@ async fn free(
     Path(cell): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let rt = runtime(&state, &caller)?;
-    rt.free(&cell_name(&cell)?).await?;
+    let cell = cell_name(&cell)?;
+    visible(rt, &caller, &cell).await?;
+    rt.free(&cell).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -161,7 +311,9 @@ async fn start(
     ApiJson(spec): ApiJson<ExecutableSpec>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let rt = runtime(&state, &caller)?;
-    let started = rt.start_executable(&cell_name(&cell)?, spec).await?;
+    let cell = cell_name(&cell)?;
+    visible(rt, &caller, &cell).await?;
+    let started = rt.start_executable(&cell, spec).await?;
     Ok((StatusCode::CREATED, Json(json_of(&started)?)))
 }
 
@@ -176,9 +328,9 @@ async fn executable(
     Path((cell, exe)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let rt = runtime(&state, &caller)?;
-    let info = rt
-        .executable_info(&cell_name(&cell)?, &exe_name(&exe)?)
-        .await?;
+    let cell = cell_name(&cell)?;
+    visible(rt, &caller, &cell).await?;
+    let info = rt.executable_info(&cell, &exe_name(&exe)?).await?;
     Ok(Json(json_of(&info)?))
 }
 
@@ -202,6 +354,8 @@ async fn stop(
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let rt = runtime(&state, &caller)?;
+    let cell = cell_name(&cell)?;
+    visible(rt, &caller, &cell).await?;
     // The body is optional: none, or `{"grace_ms": N}`.
     let body: StopBody = if body.iter().all(u8::is_ascii_whitespace) {
         StopBody::default()
@@ -210,7 +364,7 @@ async fn stop(
             .map_err(|e| ApiError::bad_request("invalid_json", format!("the body: {e}")))?
     };
     let grace = body.grace_ms.map(Duration::from_millis);
-    let info = rt.stop(&cell_name(&cell)?, &exe_name(&exe)?, grace).await?;
+    let info = rt.stop(&cell, &exe_name(&exe)?, grace).await?;
     Ok(Json(json_of(&info)?))
 }
 
@@ -234,6 +388,7 @@ async fn wait(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let rt = runtime(&state, &caller)?;
     let (cell, exe) = (cell_name(&cell)?, exe_name(&exe)?);
+    visible(rt, &caller, &cell).await?;
     let timeout = q
         .timeout_ms
         .map_or(MAX_WAIT, Duration::from_millis)
@@ -267,7 +422,9 @@ async fn logs(
     Query(q): Query<LogsQuery>,
 ) -> Result<Response, ApiError> {
     let rt = runtime(&state, &caller)?;
-    let store = rt.logs(&cell_name(&cell)?, &exe_name(&exe)?).await?;
+    let cell = cell_name(&cell)?;
+    visible(rt, &caller, &cell).await?;
+    let store = rt.logs(&cell, &exe_name(&exe)?).await?;
     if !q.follow {
         return Ok(Json(json_of(&store.history(0))?).into_response());
     }

@@ -7,23 +7,22 @@ use std::sync::Arc;
 
 use aura_core::{AgentId, MissionId, PublicKey, Timestamp};
 use aura_identity::{Approval, Credential, Level, Namespace, Signed};
-use aura_kernel::{
-    Authority, Budget, Change, Message, Mission, MissionSpec, MissionState, StepPolicy,
-};
+use aura_kernel::{Authority, Budget, Message, Mission, MissionSpec, MissionState, StepPolicy};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::agents::{require, visible_agent};
-use aura_engine::{Control, StuckReason};
+use aura_engine::Control;
 
 use crate::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, ApiJson};
+use crate::wire::{EscalationView, MissionView, PendingApproval, PruneView, ReplayView, StuckView};
 
 /// A mission declaration.
 #[derive(Deserialize, ToSchema)]
@@ -38,7 +37,7 @@ pub(crate) struct SubmitMission {
     /// The authority it acts under (default: the agent's credential level).
     #[schema(value_type = Option<String>)]
     level: Option<Level>,
-    /// Seconds until it times out.
+    /// Seconds until it times out: 1 to 2592000 (30 days).
     timeout_secs: u64,
     #[serde(default)]
     max_steps: Option<u32>,
@@ -65,63 +64,6 @@ pub(crate) struct SubmitMission {
     tool_steps: BTreeMap<String, StepPolicy>,
 }
 
-#[derive(Serialize, ToSchema)]
-pub(crate) struct EscalationView {
-    action: String,
-    #[schema(value_type = String)]
-    level: Level,
-    /// The request digest an approval must sign.
-    request: String,
-    call_id: Option<String>,
-    /// The proposed call's arguments, so the approver sees what they approve.
-    #[schema(value_type = Option<Object>)]
-    arguments: Option<serde_json::Value>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct MissionView {
-    #[schema(value_type = String)]
-    id: MissionId,
-    #[schema(value_type = String)]
-    agent: AgentId,
-    #[schema(value_type = String)]
-    namespace: Namespace,
-    #[schema(value_type = String)]
-    state: MissionState,
-    objective: String,
-    tools: Vec<String>,
-    #[schema(value_type = String)]
-    level: Level,
-    reasoner: String,
-    workspace: Option<String>,
-    #[schema(value_type = String)]
-    submitted_at: Timestamp,
-    #[schema(value_type = String)]
-    deadline: Timestamp,
-    steps: u32,
-    tokens: u64,
-    summary: Option<String>,
-    reason: Option<String>,
-    escalation: Option<EscalationView>,
-    /// Every state change: from, to, reason, at.
-    #[schema(value_type = Vec<Object>)]
-    history: Vec<Change>,
-    state_hash: String,
-    /// An operator paused it.
-    paused: bool,
-    /// The latest turn's calls not resolved yet, with their attempts, last error and
-    /// when the next retry is due.
-    #[schema(value_type = Vec<Object>)]
-    calls: Vec<aura_kernel::CallState>,
-    /// The mission's record was pruned (`POST /v1/missions/prune`): it is shown as it
-    /// ended, without its conversation, and cannot be replayed.
-    pruned: bool,
-    /// The conversation, with `?detail=full`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<Object>>)]
-    conversation: Option<Vec<Message>>,
-}
-
 fn view(m: &Mission, full: bool) -> MissionView {
     let escalation = m
         .escalation
@@ -138,6 +80,7 @@ fn view(m: &Mission, full: bool) -> MissionView {
                 level: e.level,
                 request: e.request.to_hex(),
                 call_id: e.call_id.clone(),
+                answers: m.escalation_answers(),
                 arguments,
             }
         });
@@ -400,22 +343,6 @@ pub(crate) struct StuckQuery {
     escalated_for_secs: Option<u64>,
 }
 
-#[derive(Serialize, ToSchema)]
-pub(crate) struct StuckView {
-    #[schema(value_type = String)]
-    mission: MissionId,
-    #[schema(value_type = String)]
-    agent: AgentId,
-    #[schema(value_type = String)]
-    state: MissionState,
-    /// `escalated` (with action and level), `retrying` (call, attempts, last_error,
-    /// retry_at) or `paused`.
-    #[schema(value_type = Object)]
-    why: StuckReason,
-    #[schema(value_type = String)]
-    since: Timestamp,
-}
-
 /// Missions that need a person's look: escalated too long, retrying a failed step, or
 /// paused; oldest first. Operators only, within their namespace.
 #[utoipa::path(get, path = "/v1/missions/stuck", tag = "missions", params(StuckQuery),
@@ -441,17 +368,6 @@ async fn stuck(
         })
         .collect();
     Ok(Json(stuck))
-}
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct ReplayView {
-    /// Whether replaying the record reproduced every state hash.
-    ok: bool,
-    #[schema(value_type = String)]
-    state: Option<MissionState>,
-    state_hash: Option<String>,
-    /// Where it diverged, if it did.
-    divergence: Option<String>,
 }
 
 /// Replays a mission from its record in the ledger, reproducing every state hash. A pruned
@@ -491,22 +407,6 @@ pub(crate) struct PruneMissions {
     dry_run: bool,
 }
 
-#[derive(Serialize, ToSchema)]
-pub(crate) struct PruneView {
-    dry_run: bool,
-    /// The cutoff: missions whose last change is before it were pruned.
-    #[schema(value_type = String)]
-    older_than: Timestamp,
-    /// The missions pruned (or that would be).
-    #[schema(value_type = Vec<String>)]
-    missions: Vec<MissionId>,
-    /// Ledger entries whose bodies were removed (or would be).
-    entries: u64,
-    /// Entries of those missions kept whole (each one's submission and final transition).
-    kept: u64,
-    bytes_freed: u64,
-}
-
 /// Prunes the records of old finished missions: their entries keep their hashes (so the
 /// ledger still verifies) and lose their bodies, except each mission's submission and
 /// final transition. The missions stay listed, marked `pruned`. Operators with every
@@ -541,18 +441,6 @@ async fn prune(
         kept: r.kept,
         bytes_freed: r.bytes_freed,
     }))
-}
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct PendingApproval {
-    #[schema(value_type = String)]
-    mission: MissionId,
-    #[schema(value_type = String)]
-    agent: AgentId,
-    #[schema(value_type = String)]
-    namespace: Namespace,
-    objective: String,
-    escalation: EscalationView,
 }
 
 /// Lists escalations waiting for a person, in the caller's namespaces.
@@ -594,8 +482,10 @@ pub(crate) struct Answer {
 }
 
 /// Answers a mission's escalation. The approval is checked (signature, the approver's
-/// credential and level, the request it names, expiry) before it counts; an approved
-/// request is then decided again with the approval in its context.
+/// credential and level, the escalation and the request it names, expiry, that its id was
+/// not used before in the mission) before it counts; an approved request is then decided
+/// again with the approval in its context. An approval of version 1, which names no
+/// escalation, is refused (403).
 #[utoipa::path(post, path = "/v1/approvals/{mission}", tag = "approvals", request_body = Answer,
     params(("mission" = String, Path, description = "mission id")),
     responses((status = 200, body = MissionView), (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)),

@@ -2,24 +2,32 @@
 //! OpenAPI document at `/openapi.json` lists exactly the routes that exist.
 
 mod agents;
-mod cells;
+mod audio;
+pub(crate) mod cells;
 mod events;
 mod health;
 mod ledger;
 mod missions;
 mod openai;
+mod receipts;
+mod system;
+pub(crate) mod ui;
 
 use std::net::SocketAddr;
 
+use axum::body::Body;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt as _;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::AppState;
+use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::rate::Bucket;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -55,38 +63,90 @@ pub(crate) fn router(state: AppState) -> axum::Router {
         .merge(missions::routes())
         .merge(openai::routes())
         .merge(cells::routes())
+        .merge(system::routes())
+        .merge(receipts::routes())
+        .merge(audio::routes())
         .split_for_parts();
     let doc = serde_json::to_value(&api).unwrap_or_default();
+    // Layers run outermost first: the host and origin checks, then who is calling and
+    // their rate, then the body's deadline.
     api_router
+        .merge(ui::routes())
         .route(
             "/openapi.json",
             axum::routing::get(move || async move { axum::Json(doc.clone()) }),
         )
         .fallback(|| async { ApiError::not_found("no such route; see /openapi.json") })
-        .layer(middleware::from_fn_with_state(state.clone(), limit_rate))
         .layer(DefaultBodyLimit::max(state.limits.body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), body_deadline))
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::guard::check,
+        ))
         .with_state(state)
 }
 
-/// Refuses callers who exceed their rate, keyed by API key id or, without keys, address.
-async fn limit_rate(
+/// Who a request is, as the [`Caller`](crate::Caller) extractor hands it to handlers.
+#[derive(Debug, Clone)]
+pub(crate) struct Authenticated(pub(crate) Result<Caller, ApiError>);
+
+/// Authenticates the request, then takes a token from its caller's bucket: the key's, if
+/// its secret verified; otherwise (no key, an unknown id, a forged secret) the source
+/// address's, so that naming a key never spends that key's requests.
+async fn authenticate(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
-    let who = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer aura_"))
-        .and_then(|t| t.split('_').next())
-        .map_or_else(|| addr.ip().to_string(), |id| format!("key:{id}"));
-    match state.rate.check(&who) {
-        Ok(()) => next.run(request).await,
-        Err(retry_after) => ApiError::rate_limited(retry_after).into_response(),
+    let caller = state.keys.authenticate(request.headers());
+    let bucket = match &caller {
+        Ok(Caller { key: Some(id), .. }) => Bucket::Key(id.clone()),
+        _ => Bucket::of_address(addr.ip()),
+    };
+    if let Err(retry_after) = state.rate.check(&bucket) {
+        return ApiError::rate_limited(retry_after).into_response();
     }
+    request.extensions_mut().insert(Authenticated(caller));
+    next.run(request).await
 }
+
+/// Gives a request's body until [`Limits::body_timeout_secs`](crate::Limits) after its
+/// head to arrive; a body still arriving then fails to read, and the request is answered
+/// 408 ([`BodyTimedOut`]). A body trickled a byte at a time cannot hold a connection.
+async fn body_deadline(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let has_body = request.headers().contains_key(header::TRANSFER_ENCODING)
+        || request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    if !has_body {
+        return next.run(request).await;
+    }
+    let secs = state.limits.body_timeout_secs.max(1);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let request = request.map(|body| {
+        let frames = body.into_data_stream();
+        Body::from_stream(futures_util::stream::unfold(
+            Some(frames),
+            move |frames| async move {
+                let mut frames = frames?;
+                match tokio::time::timeout_at(deadline, frames.next()).await {
+                    Ok(Some(frame)) => Some((frame, Some(frames))),
+                    Ok(None) => None,
+                    Err(_) => Some((Err(axum::Error::new(BodyTimedOut(secs))), None)),
+                }
+            },
+        ))
+    });
+    next.run(request).await
+}
+
+/// A request body that did not arrive within its deadline.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {0} s")]
+pub(crate) struct BodyTimedOut(pub(crate) u64);
 
 /// Pagination bounds shared by list routes.
 pub(crate) const MAX_PAGE: usize = 1000;

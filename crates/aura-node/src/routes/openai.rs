@@ -10,7 +10,14 @@
 //!   identical answers; with a temperature, `seed` (0 when unset) makes them repeatable.
 //! - `n` must be 1; `presence_penalty` and `frequency_penalty` are refused unless 0 (Aura
 //!   offers `repetition_penalty` and `top_k` as extensions instead): a parameter the
-//!   engine cannot honour is an error, never silently ignored.
+//!   engine cannot honour is an error, never silently ignored. So is any top-level field
+//!   the route does not know (`logit_bias`, `best_of` on chat, a typo), unless it is
+//!   `null` or holds the value that asks for nothing ([`neutral`]).
+//! - `max_tokens` (or `max_completion_tokens`) above what the context holds after the
+//!   prompt is refused, naming the field; unset, a generation runs to its default or to
+//!   the context's end.
+//! - A request whose caller goes away (a closed connection) stops generating at its next
+//!   token and leaves no receipt, streamed or not.
 //! - In a stream, log-probabilities come with the final chunk.
 //! - `system_fingerprint` is the engine's runtime fingerprint (version, backend, device,
 //!   weight format, kernel): the same fingerprint, package, input and seed give the same
@@ -19,9 +26,11 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use aura_infer::reasoner::{ChatOptions, ChatOutcome};
-use aura_infer::{Constraint, Prompt, TokenEvent, TokenLogprobs};
-use aura_model::ReceiptId;
+use aura_host::requests::{self, fingerprint, finish_reason, generation_finish};
+use aura_host::{
+    ChatDelta, ChatError, ChatEvent, ChatOutcome, Constraint, ModelCard, ModelError, ModelHost,
+    Prompt, ReceiptId, Served, TokenEvent, TokenLogprobs,
+};
 use aura_reasoner::{Message, ToolCall, ToolChoice, ToolSpec};
 use axum::Json;
 use axum::extract::{Path, State};
@@ -29,6 +38,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
+use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -38,12 +48,10 @@ use utoipa_axum::routes;
 use crate::AppState;
 use crate::auth::{Caller, Role as KeyRole};
 use crate::error::{ApiError, ApiJson};
-use crate::models::requests::{self, fingerprint, finish_reason, generation_finish};
-use crate::models::{ChatDelta, ChatError, ModelCard, ModelError, ModelHost, Served};
 use crate::routes::agents::require;
 
 /// The header naming a response's usage receipt.
-pub(crate) const RECEIPT_HEADER: &str = "x-aura-receipt";
+pub(crate) const RECEIPT_HEADER: &str = aura_host::RECEIPT_HEADER;
 
 /// Default `max_tokens` of `/v1/completions`, as OpenAI's.
 const COMPLETIONS_DEFAULT_MAX_TOKENS: u32 = 16;
@@ -123,8 +131,8 @@ pub(crate) struct ModelList {
     data: Vec<ModelObject>,
 }
 
-/// Lists the installed model packages (damaged ones are left out; `aura model list` shows
-/// them with the reason).
+/// Lists the installed model packages that can be served: a package whose manifest or
+/// any file fails its check is left out (`aura model list` shows it with the reason).
 #[utoipa::path(get, path = "/v1/models", tag = "openai",
     responses((status = 200, body = ModelList), (status = 401, body = crate::error::ErrorBody)),
     security(("bearer" = [])))]
@@ -133,7 +141,7 @@ async fn list_models(
     caller: Caller,
 ) -> Result<Json<ModelList>, ApiError> {
     caller_may_infer(&caller)?;
-    let cards = host(&state)?.list()?;
+    let cards = host(&state)?.list_async().await?;
     Ok(Json(ModelList {
         object: "list",
         data: cards.into_iter().map(ModelObject::from).collect(),
@@ -152,7 +160,8 @@ async fn get_model(
 ) -> Result<Json<ModelObject>, ApiError> {
     caller_may_infer(&caller)?;
     host(&state)?
-        .list()?
+        .list_async()
+        .await?
         .into_iter()
         .find(|c| c.name == model)
         .map(|c| Json(ModelObject::from(c)))
@@ -239,6 +248,98 @@ impl SamplingParams {
         sampling.check()?;
         Ok(sampling)
     }
+}
+
+/// The sampling parameters' names, as [`SamplingParams`] reads them.
+const SAMPLING_FIELDS: &[&str] = &[
+    "temperature",
+    "top_p",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "n",
+    "stop",
+    "top_k",
+    "repetition_penalty",
+];
+
+const CHAT_FIELDS: &[&str] = &[
+    "model",
+    "messages",
+    "tools",
+    "tool_choice",
+    "response_format",
+    "max_tokens",
+    "max_completion_tokens",
+    "logprobs",
+    "top_logprobs",
+    "stream",
+    "stream_options",
+];
+
+const COMPLETION_FIELDS: &[&str] = &[
+    "model",
+    "prompt",
+    "max_tokens",
+    "logprobs",
+    "echo",
+    "suffix",
+    "best_of",
+    "stream",
+    "stream_options",
+];
+
+const EMBEDDING_FIELDS: &[&str] = &["model", "input", "encoding_format", "dimensions"];
+
+/// Whether an OpenAI field this node does not act on holds the value that asks for
+/// nothing, so accepting it changes nothing.
+fn neutral(field: &str, value: &Value) -> bool {
+    match field {
+        "logit_bias" | "metadata" => value.as_object().is_some_and(serde_json::Map::is_empty),
+        "parallel_tool_calls" => value == &Value::Bool(true),
+        "store" => value == &Value::Bool(false),
+        _ => false,
+    }
+}
+
+/// Reads a request body into `T`, first refusing any top-level field not in `known`
+/// (and `sampling`, when the route takes sampling parameters), with a 400 that names it:
+/// a field the node would not act on must not be taken as done. `null` is as if absent.
+fn read_body<T: serde::de::DeserializeOwned>(
+    body: Value,
+    known: &[&str],
+    sampling: bool,
+) -> Result<T, ApiError> {
+    let Some(fields) = body.as_object() else {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            "the request body must be a JSON object",
+        ));
+    };
+    for (field, value) in fields {
+        let known = known.contains(&field.as_str())
+            || (sampling && SAMPLING_FIELDS.contains(&field.as_str()));
+        if known || value.is_null() || neutral(field, value) {
+            continue;
+        }
+        let why = match field.as_str() {
+            "logit_bias" => "is not supported by this engine (only an empty map is accepted)",
+            "best_of" => "is not supported on chat completions; send several requests",
+            "parallel_tool_calls" => {
+                "only `true` is supported: the model may answer with several calls"
+            }
+            _ => {
+                "is not a parameter this node knows or honours; remove it (docs/openai.md lists them)"
+            }
+        };
+        return Err(invalid(field, why));
+    }
+    serde_json::from_value(body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!("the body is not a valid request: {e}"),
+        )
+    })
 }
 
 fn with_receipt(mut response: Response, id: &ReceiptId) -> Response {
@@ -373,6 +474,7 @@ struct InFunction {
 }
 
 #[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
 struct StreamOptions {
     #[serde(default)]
     include_usage: bool,
@@ -527,12 +629,13 @@ fn response_format(value: Option<Value>) -> Result<Option<Constraint>, ApiError>
     }
 }
 
-/// What a chat request becomes: the reasoner's request and the engine options, and how
-/// to answer.
+/// What a chat request becomes: the host's plan (the reasoner's request and the engine
+/// options), and how to answer.
 struct ChatPlan {
     model: String,
-    request: aura_reasoner::Request,
-    options: ChatOptions,
+    /// The field the token limit came from, if one was given.
+    limit_field: &'static str,
+    planned: requests::ChatPlan,
     stream: bool,
     include_usage: bool,
     top_logprobs: u8,
@@ -544,9 +647,14 @@ fn plan_chat(req: ChatCompletionRequest) -> Result<ChatPlan, ApiError> {
         ("max_completion_tokens", req.max_completion_tokens),
         ("max_tokens", req.max_tokens),
     ])?;
+    let limit_field = if req.max_completion_tokens.is_some() {
+        "max_completion_tokens"
+    } else {
+        "max_tokens"
+    };
     let top = req.top_logprobs.unwrap_or(0);
     let logprobs = requests::chat_logprobs(req.logprobs.unwrap_or(false), top)?;
-    let plan = requests::chat(requests::ChatParts {
+    let planned = requests::chat(requests::ChatParts {
         messages: messages(req.messages)?,
         tools: tools(req.tools)?,
         tool_choice: tool_choice(req.tool_choice)?,
@@ -557,8 +665,8 @@ fn plan_chat(req: ChatCompletionRequest) -> Result<ChatPlan, ApiError> {
     })?;
     Ok(ChatPlan {
         model: req.model,
-        request: plan.request,
-        options: plan.options,
+        limit_field,
+        planned,
         stream: req.stream.unwrap_or(false),
         include_usage: req.stream_options.is_some_and(|o| o.include_usage),
         top_logprobs: top,
@@ -607,18 +715,27 @@ fn tool_calls_json(calls: &[ToolCall]) -> Value {
 async fn chat_completions(
     State(state): State<AppState>,
     caller: Caller,
-    ApiJson(req): ApiJson<ChatCompletionRequest>,
+    ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
     caller_may_infer(&caller)?;
     let host = host(&state)?.clone();
+    let req: ChatCompletionRequest = read_body(body, CHAT_FIELDS, true)?;
     let plan = plan_chat(req)?;
-    let served = host.open(&plan.model).await?;
-    served.generator()?;
+    let served = host
+        .open_chat(&plan.model, plan.limit_field, &plan.planned)
+        .await
+        .map_err(chat_error)?;
     if plan.stream {
-        return Ok(stream_chat(host, served, plan));
+        return Ok(stream_chat(&host, served, plan));
     }
     let (outcome, receipt) = host
-        .chat(&served, &plan.request, &plan.options, None, None)
+        .chat(
+            &served,
+            &plan.planned.request,
+            &plan.planned.options,
+            None,
+            None,
+        )
         .await
         .map_err(chat_error)?;
     let body = chat_completion_json(&served, &outcome, &receipt, plan.top_logprobs);
@@ -657,15 +774,16 @@ fn chat_completion_json(
     })
 }
 
-fn stream_chat(host: Arc<ModelHost>, served: Arc<Served>, plan: ChatPlan) -> Response {
-    let receipt = ModelHost::new_receipt_id();
-    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(256);
-    let id = format!("chatcmpl-{receipt}");
-    let created = unix_now();
+/// The chat as server-sent `chat.completion.chunk` events: the host's stream of deltas,
+/// each a chunk, then the finish reason and usage, then `[DONE]`. The response body
+/// drives the chat, so a caller that goes away (its body dropped) stops the generation,
+/// and no receipt is recorded.
+fn stream_chat(host: &Arc<ModelHost>, served: Arc<Served>, plan: ChatPlan) -> Response {
     let chunk = {
+        let created = unix_now();
         let model = served.name().to_owned();
         let fp = fingerprint(&served);
-        move |delta: Value, finish: Option<&str>| {
+        move |id: &str, delta: Value, finish: Option<&str>| {
             json!({
                 "id": id,
                 "object": "chat.completion.chunk",
@@ -676,72 +794,60 @@ fn stream_chat(host: Arc<ModelHost>, served: Arc<Served>, plan: ChatPlan) -> Res
             })
         }
     };
-    tokio::spawn(async move {
-        let _ = tx
-            .send(data(&chunk(
-                json!({"role": "assistant", "content": ""}),
-                None,
-            )))
-            .await;
-        // Deltas arrive on the engine's thread; they go out in order through this channel.
-        let (dtx, mut drx) = tokio::sync::mpsc::unbounded_channel::<ChatDelta>();
-        let forward = {
-            let tx = tx.clone();
-            let chunk = chunk.clone();
-            async move {
-                while let Some(d) = drx.recv().await {
-                    let delta = match d {
-                        ChatDelta::Text(t) => json!({"content": t}),
-                        ChatDelta::CallStarted { index, id, name } => {
-                            json!({"tool_calls": [{"index": index, "id": id, "type": "function",
-                                                    "function": {"name": name, "arguments": ""}}]})
-                        }
-                        ChatDelta::CallArguments { index, fragment } => {
-                            json!({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
-                        }
-                    };
-                    if tx.send(data(&chunk(delta, None))).await.is_err() {
-                        break;
+    let chat = host.chat_stream(served, plan.planned);
+    let receipt = chat.receipt();
+    let id = format!("chatcmpl-{receipt}");
+    let first = data(&chunk(
+        &id,
+        json!({"role": "assistant", "content": ""}),
+        None,
+    ));
+    let (top_logprobs, include_usage) = (plan.top_logprobs, plan.include_usage);
+    let events = chat.flat_map(move |event| {
+        let events = match event {
+            ChatEvent::Delta(d) => {
+                let delta = match d {
+                    ChatDelta::Text(t) => json!({"content": t}),
+                    ChatDelta::CallStarted { index, id, name } => {
+                        json!({"tool_calls": [{"index": index, "id": id, "type": "function",
+                                                "function": {"name": name, "arguments": ""}}]})
                     }
-                }
+                    ChatDelta::CallArguments { index, fragment } => {
+                        json!({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
+                    }
+                };
+                vec![data(&chunk(&id, delta, None))]
             }
-        };
-        let top_logprobs = plan.top_logprobs;
-        let include_usage = plan.include_usage;
-        // A caller that goes away drops the stream: stop generating (no receipt then, as
-        // nothing was delivered).
-        let closed = tx.clone();
-        let run = host.chat_streamed(
-            &served,
-            &plan.request,
-            &plan.options,
-            receipt,
-            dtx,
-            closed.closed(),
-        );
-        let (result, ()) = tokio::join!(run, forward);
-        let Some(result) = result else { return };
-        let last = match result {
-            Ok((outcome, _)) => {
+            ChatEvent::Done(Ok((outcome, _))) => {
                 let turn = &outcome.turn;
-                let mut last = chunk(json!({}), Some(finish_reason(&turn.finish)));
+                let mut last = chunk(&id, json!({}), Some(finish_reason(&turn.finish)));
                 if let Some(l) = &outcome.logprobs {
                     last["choices"][0]["logprobs"] = chat_logprobs(l, top_logprobs);
                 }
-                closing(
+                let mut closing = closing(
                     last,
                     usage_json(turn.usage.prompt_tokens, turn.usage.completion_tokens),
                     include_usage,
-                )
+                );
+                closing.push(Event::default().data("[DONE]"));
+                closing
             }
-            Err(e) => vec![error_event(&chat_error(e))],
+            ChatEvent::Done(Err(e)) => vec![
+                error_event(&chat_error(e)),
+                Event::default().data("[DONE]"),
+            ],
         };
-        for event in last {
-            let _ = tx.send(event).await;
-        }
-        let _ = tx.send(Event::default().data("[DONE]")).await;
+        futures_util::stream::iter(events)
     });
-    sse(rx, &receipt)
+    let stream = futures_util::stream::once(std::future::ready(first))
+        .chain(events)
+        .map(Ok::<_, Infallible>);
+    with_receipt(
+        Sse::new(stream)
+            .keep_alive(KeepAlive::default())
+            .into_response(),
+        &receipt,
+    )
 }
 
 // ---------------------------------------------------------------------------------------
@@ -823,10 +929,11 @@ fn completion_logprobs(logprobs: &[TokenLogprobs], top: u8, start: usize) -> Val
 async fn completions(
     State(state): State<AppState>,
     caller: Caller,
-    ApiJson(req): ApiJson<CompletionRequest>,
+    ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
     caller_may_infer(&caller)?;
     let host = host(&state)?.clone();
+    let req: CompletionRequest = read_body(body, COMPLETION_FIELDS, true)?;
     let sampling = req.sampling.read()?;
     if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
         return Err(invalid("suffix", "is not supported"));
@@ -840,20 +947,10 @@ async fn completions(
     let max = requests::max_tokens(&[("max_tokens", req.max_tokens)])?
         .unwrap_or(COMPLETIONS_DEFAULT_MAX_TOKENS);
     let request = requests::completion(prompt.clone(), &sampling, max, req.logprobs.map(|_| top))?;
-    let served = host.open(&req.model).await?;
-    let tokenizer_text = |p: &Prompt| -> Result<String, ApiError> {
-        match p {
-            Prompt::Text(t) => Ok(t.clone()),
-            Prompt::Tokens(ids) => served
-                .generator()?
-                .model()
-                .tokenizer()
-                .decode(ids)
-                .map_err(|e| invalid("prompt", e)),
-        }
-    };
+    let limit = req.max_tokens.map(|max| ("max_tokens", max));
+    let served = host.open_completion(&req.model, &prompt, limit).await?;
     let echoed = if echo {
-        tokenizer_text(&prompt)?
+        requests::prompt_text(&served, &prompt)?
     } else {
         String::new()
     };
@@ -957,10 +1054,11 @@ pub(crate) struct EmbeddingsRequest {
 async fn embeddings(
     State(state): State<AppState>,
     caller: Caller,
-    ApiJson(req): ApiJson<EmbeddingsRequest>,
+    ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
     caller_may_infer(&caller)?;
     let host = host(&state)?.clone();
+    let req: EmbeddingsRequest = read_body(body, EMBEDDING_FIELDS, false)?;
     let base64 = match req.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
@@ -1135,7 +1233,7 @@ mod tests {
         fn any_chat_body_is_planned_or_refused(body in chat_request()) {
             if let Ok(req) = serde_json::from_value::<ChatCompletionRequest>(body) {
                 match plan_chat(req) {
-                    Ok(plan) => prop_assert!(plan.request.validate().is_ok()),
+                    Ok(plan) => prop_assert!(plan.planned.request.validate().is_ok()),
                     Err(e) => prop_assert_eq!(e.status, StatusCode::BAD_REQUEST),
                 }
             }
@@ -1171,7 +1269,7 @@ mod tests {
         }))
         .unwrap();
         let plan = plan_chat(req).unwrap();
-        let r = &plan.request;
+        let r = &plan.planned.request;
         assert_eq!(r.messages[0].role, Role::System);
         assert_eq!(r.messages[0].content, "Be brief.");
         assert_eq!(
@@ -1184,9 +1282,9 @@ mod tests {
         assert_eq!(r.max_tokens, Some(9));
         assert_eq!(r.seed, Some(u64::MAX));
         assert_eq!(r.stop, vec!["END".to_owned()]);
-        assert_eq!(plan.options.top_p, Some(0.5));
-        assert_eq!(plan.options.format, Some(Constraint::JsonObject));
-        assert_eq!(plan.options.logprobs, Some(2));
+        assert_eq!(plan.planned.options.top_p, Some(0.5));
+        assert_eq!(plan.planned.options.format, Some(Constraint::JsonObject));
+        assert_eq!(plan.planned.options.logprobs, Some(2));
         assert!(plan.stream);
     }
 }

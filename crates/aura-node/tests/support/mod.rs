@@ -25,6 +25,11 @@ pub(crate) struct Node {
     pub keys: std::collections::HashMap<&'static str, String>,
     pub agent_a: AgentId,
     pub agent_b: AgentId,
+    /// The cell runtime, for nodes started with [`start_with_cells`].
+    pub cells: Option<aura_cell::Runtime>,
+    /// Host directories beside the node's home (for binds): `allowed` is in the
+    /// allowlist, `elsewhere` is not.
+    pub host: Option<tempfile::TempDir>,
 }
 
 /// The node's test policies: the defaults plus one that escalates every mission
@@ -37,6 +42,60 @@ unless { context has approval && context.approval.level >= 3 };
 "#;
 
 pub(crate) async fn start_with(limits: Limits, with_keys: bool) -> Node {
+    start_node(limits, with_keys, false, &[], &[], None).await
+}
+
+/// A node that serves cells (needs root): its home is protected, its workspaces live
+/// under `<home>/workspaces`, and `<host>/allowed` is the allowlist of host binds.
+pub(crate) async fn start_with_cells(with_keys: bool) -> Node {
+    start_node(Limits::default(), with_keys, true, &[], &[], None).await
+}
+
+/// A node with these `[http] allowed_hosts` and `allowed_origins`.
+pub(crate) async fn start_configured(
+    limits: Limits,
+    with_keys: bool,
+    allowed_hosts: &[&str],
+    allowed_origins: &[&str],
+) -> Node {
+    start_node(
+        limits,
+        with_keys,
+        false,
+        allowed_hosts,
+        allowed_origins,
+        None,
+    )
+    .await
+}
+
+/// A node that speaks with `speech` (espeak-ng), otherwise as [`start_configured`].
+pub(crate) async fn start_speaking(
+    limits: Limits,
+    with_keys: bool,
+    allowed_hosts: &[&str],
+    allowed_origins: &[&str],
+    speech: Option<aura_node::speech::Speech>,
+) -> Node {
+    start_node(
+        limits,
+        with_keys,
+        false,
+        allowed_hosts,
+        allowed_origins,
+        speech,
+    )
+    .await
+}
+
+async fn start_node(
+    limits: Limits,
+    with_keys: bool,
+    with_cells: bool,
+    allowed_hosts: &[&str],
+    allowed_origins: &[&str],
+    speech: Option<aura_node::speech::Speech>,
+) -> Node {
     let dir = tempfile::tempdir().unwrap();
     // Real services, built as `aura serve` builds them: Cedar policy, the built-in tools,
     // and a scripted reasoner from aura.toml (never reached while missions are held).
@@ -110,13 +169,45 @@ pub(crate) async fn start_with(limits: Limits, with_keys: bool) -> Node {
         add("operator_b", Role::Operator, vec!["team-b".into()], None);
         keys.save(&keys_file).unwrap();
     }
+    let (cells, cell_access, host) = if with_cells {
+        let host = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(host.path().join("allowed/data")).unwrap();
+        std::fs::create_dir_all(host.path().join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink(dir.path(), host.path().join("allowed/home-link")).unwrap();
+        let mut opts = aura_cell::Options::new(dir.path().join("cells"));
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        opts.instance = Some(format!("test-{}-{n}", std::process::id()));
+        opts.protected = vec![dir.path().to_owned()];
+        opts.workspaces_root = Some(dir.path().join("workspaces"));
+        let rt = aura_cell::Runtime::start(opts).await.unwrap();
+        let base = rt.options().id_base;
+        let access = aura_cell::CellAccess {
+            workspaces: Some(Arc::new(
+                aura_cell::Workspaces::new(aura_cell::WorkspaceOptions {
+                    root: dir.path().join("workspaces"),
+                    owner: Some((base, base)),
+                    quota: None,
+                })
+                .unwrap(),
+            )),
+            host_paths: aura_cell::HostPaths::new([host.path().join("allowed")]).unwrap(),
+        };
+        (Some(rt), access, Some(host))
+    } else {
+        (None, aura_cell::CellAccess::default(), None)
+    };
     let server = aura_node::serve(
         aura_node::Options {
             listen: "127.0.0.1:0".parse().unwrap(),
             keys_file,
             limits,
+            allowed_hosts: allowed_hosts.iter().map(|h| (*h).to_owned()).collect(),
+            allowed_origins: allowed_origins.iter().map(|o| (*o).to_owned()).collect(),
             models: None,
-            cells: None,
+            cells: cells.clone(),
+            cell_access,
+            speech,
         },
         engine.clone(),
     )
@@ -132,6 +223,8 @@ pub(crate) async fn start_with(limits: Limits, with_keys: bool) -> Node {
         keys: names,
         agent_a: a.id,
         agent_b: b.id,
+        cells,
+        host,
     }
 }
 
@@ -172,6 +265,46 @@ impl Node {
     pub(crate) fn ws_url(&self, path: &str) -> String {
         format!("{}{path}", self.url.replacen("http://", "ws://", 1))
     }
+
+    /// The server's address, `127.0.0.1:PORT`.
+    pub(crate) fn addr(&self) -> String {
+        self.url.trim_start_matches("http://").to_owned()
+    }
+
+    /// Sends `request` as it is over a fresh connection (closed after one answer) and
+    /// returns the status and the body: for what a client library would not send.
+    pub(crate) async fn raw(&self, request: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut socket = tokio::net::TcpStream::connect(self.addr()).await.unwrap();
+        socket.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            socket.read_to_end(&mut answer),
+        )
+        .await
+        .expect("no answer within 10 s")
+        .unwrap();
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        let status = answer
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"));
+        let body = answer
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    /// Rewrites the key file without the key `name` (as `aura apikey revoke` does).
+    pub(crate) fn revoke(&self, name: &str) {
+        let path = self.dir.path().join("api-keys.json");
+        let mut keys = ApiKeys::load(&path).unwrap();
+        keys.revoke(name).unwrap();
+        keys.save(&path).unwrap();
+    }
 }
 
 /// Asserts the body is Aura's JSON error shape.
@@ -189,10 +322,11 @@ pub(crate) fn person_key(seed: u64) -> Signer {
     Signer::ephemeral("person", &SeededEntropy::new(seed)).unwrap()
 }
 
-/// A real signed answer approving `mission`'s escalation of `request`, from a person at L3
-/// in team-a whose credential the node issued: the body of `POST /v1/approvals/{mission}`.
+/// A real signed answer approving `mission`'s escalation of its declaration (`request`),
+/// from a person at L3 in team-a whose credential the node issued: the body of
+/// `POST /v1/approvals/{mission}`.
 pub(crate) fn approval(n: &Node, mission: &str, request: aura_core::hash::Hash) -> Value {
-    use aura_identity::{Approval, ApprovalId, Signed, Verdict};
+    use aura_identity::{Answers, Approval, ApprovalId, Signed, Verdict};
     let key = person_key(2);
     let credential = n
         .engine
@@ -207,6 +341,7 @@ pub(crate) fn approval(n: &Node, mission: &str, request: aura_core::hash::Hash) 
     let approval = Approval {
         id: ApprovalId::from_bytes([7; 16]),
         mission: mission.parse().unwrap(),
+        answers: Some(Answers::Declaration),
         request,
         verdict: Verdict::Approve,
         reason: "fine".into(),

@@ -14,6 +14,11 @@
 //! A lock file next to the database keeps a second process from opening the same store
 //! for writing: two writers would each hold their own idea of the heads.
 //!
+//! With [`Options::published`] set, the store keeps its latest checkpoint as a signed
+//! note in that file and refuses to open for writing a database that has fallen behind
+//! it (cut back, or restored from an older copy) or whose history differs from it; see
+//! [`publish`].
+//!
 //! # Failpoints
 //!
 //! With the cargo feature `failpoints` (tests only; without it the `fail` crate is not
@@ -34,7 +39,9 @@
 //! before answering, so the next append follows exactly what is stored.
 //! crates/aura-store/tests/failpoints.rs checks each one.
 
+pub mod publish;
 mod schema;
+mod verify;
 mod writer;
 
 use std::collections::HashMap;
@@ -51,6 +58,7 @@ use aura_ledger::SignedCheckpoint;
 use aura_ledger::bundle::BundleWriter;
 use aura_ledger::entry::{self, Entry, PrunedEntry};
 use aura_ledger::merkle::{self, Frontier};
+use aura_ledger::note::NoteSignature;
 use aura_ledger::proof::{ConsistencyProof, InclusionProof};
 use aura_ledger::verify::{Failure, Location, Reason, Summary, Verifier};
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
@@ -60,6 +68,7 @@ use crate::{
     Verification,
 };
 use schema::MigrationError;
+use verify::{PROGRESS_EVERY, check_checkpoint_row, check_row, scan, verify_store};
 
 const META_NODE_KEY: &str = "node_public_key";
 
@@ -83,6 +92,9 @@ pub struct Options {
     /// Whether a commit waits for the disk. Anything but [`Durability::Full`] breaks the
     /// store's promise and exists only to measure what that promise costs.
     pub durability: Durability,
+    /// Where the node publishes its latest checkpoint (a signed note; see [`publish`]),
+    /// and what opening for writing checks the database against. `None`: neither.
+    pub published: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -91,6 +103,7 @@ impl Default for Options {
             max_group_entries: 8192,
             cache_kib: 64 * 1024,
             durability: Durability::Full,
+            published: None,
         }
     }
 }
@@ -187,6 +200,17 @@ impl SqliteStore {
             }
         }
         let state = load_state(&conn, &path)?;
+        let publisher = match &options.published {
+            Some(file) => {
+                publish::check(&conn, &path, file, &node_key, &state)?;
+                Some(publish::Publisher::spawn(
+                    file.clone(),
+                    signer.clone(),
+                    state.last_checkpoint,
+                )?)
+            }
+            None => None,
+        };
         let (commits, _) = tokio::sync::broadcast::channel(COMMIT_BACKLOG);
         let writer = writer::spawn(
             commits.clone(),
@@ -196,6 +220,7 @@ impl SqliteStore {
             clock,
             state,
             options.max_group_entries,
+            publisher,
         )?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
@@ -578,330 +603,113 @@ fn query_entries(
     Ok(out)
 }
 
-/// One entry row as stored, before anything is believed about it.
-struct RawRow<'a> {
-    idx: i64,
-    agent: Option<&'a [u8]>,
-    seq: Option<i64>,
-    hash: Option<&'a [u8]>,
-    raw: Option<&'a [u8]>,
-    pruned: Option<i64>,
-}
+/// Witness cosignatures to put into an export: by tree size, the root they cosign and
+/// their signature lines.
+pub type Cosignatures = HashMap<u64, (Hash, Vec<NoteSignature>)>;
 
-/// One checkpoint row as stored.
-struct RawCheckpoint {
-    key: i64,
-    signed: Option<Vec<u8>>,
-}
-
-/// Reads the whole ledger in order inside one read transaction, feeding entry rows and
-/// checkpoint rows (each right after the entry that completes the tree it signs) to the
-/// callbacks, which stop the scan by returning an error. Rows are passed as stored, so
-/// that a checker can report damage instead of tripping over it.
-fn scan<E>(
-    conn: &mut Connection,
-    path: &Path,
-    mut on_entry: impl FnMut(u64, &RawRow<'_>) -> Result<(), E>,
-    mut on_checkpoint: impl FnMut(u64, &RawCheckpoint) -> Result<(), E>,
-) -> Result<Result<(), E>, Error> {
-    let tx = conn.transaction()?;
-    let mut cps = {
-        let mut stmt =
-            tx.prepare("SELECT tree_size, signed FROM checkpoints ORDER BY tree_size")?;
-        let mut rows = stmt.query([]).map_err(|e| classify(path, e))?;
-        let mut cps = Vec::new();
-        while let Some(row) = rows.next().map_err(|e| classify(path, e))? {
-            let key: i64 = row.get(0)?;
-            let signed = row.get_ref(1)?.as_blob().ok().map(<[u8]>::to_vec);
-            cps.push(RawCheckpoint { key, signed });
-        }
-        cps.into_iter().peekable()
-    };
-    // A checkpoint row is fed once as many entries have been seen as its key says (the
-    // checker compares the key with the signed size).
-    let due = |c: &RawCheckpoint, seen: u64| c.key < 0 || (c.key as u64) <= seen;
-    let mut stmt =
-        tx.prepare("SELECT idx, agent, seq, hash, raw, pruned FROM entries ORDER BY idx")?;
-    let mut rows = stmt.query([]).map_err(|e| classify(path, e))?;
-    let mut seen = 0u64;
-    loop {
-        while let Some(cp) = cps.next_if(|c| due(c, seen)) {
-            if let Err(e) = on_checkpoint(seen, &cp) {
-                return Ok(Err(e));
-            }
-        }
-        let Some(row) = rows.next().map_err(|e| classify(path, e))? else {
-            break;
-        };
-        let raw_row = RawRow {
-            idx: row.get(0)?,
-            agent: row.get_ref(1)?.as_blob().ok(),
-            seq: row.get_ref(2)?.as_i64().ok(),
-            hash: row.get_ref(3)?.as_blob().ok(),
-            raw: row.get_ref(4)?.as_blob().ok(),
-            pruned: row.get_ref(5)?.as_i64().ok(),
-        };
-        if let Err(e) = on_entry(seen, &raw_row) {
-            return Ok(Err(e));
-        }
-        seen += 1;
-    }
-    for cp in cps {
-        if let Err(e) = on_checkpoint(seen, &cp) {
-            return Ok(Err(e));
-        }
-    }
-    Ok(Ok(()))
-}
-
-/// An entry row as the verifier takes it: the encoding (or stub), the stored hash, and
-/// whether the body was pruned.
-struct CheckedRow<'a> {
-    raw: &'a [u8],
-    hash: Hash,
-    pruned: bool,
-}
-
-impl CheckedRow<'_> {
-    /// Feeds the row to the verifier: a whole entry has its hash recomputed, a pruned one
-    /// is taken at its stored hash.
-    fn verify(
+impl SqliteStore {
+    /// Exports the ledger as [`Store::export`] does, with each checkpoint followed by the
+    /// cosignatures `cosignatures` holds for its size (bundle version 3). A cosignature
+    /// set that fits no checkpoint of the ledger refuses the export: one with another
+    /// root, or of a size the ledger has no checkpoint of, is evidence of another
+    /// history, and one larger than the ledger of a ledger cut back.
+    pub async fn export_cosigned(
         &self,
-        verifier: &mut Verifier,
-        completed: impl FnMut(merkle::NodeId, Hash),
-    ) -> Result<(), Failure> {
-        if self.pruned {
-            verifier.pruned_entry(self.raw, &self.hash, completed)
-        } else {
-            verifier.entry(self.raw, Some(&self.hash), completed)
-        }
-    }
-}
-
-/// Checks an entry row's own shape: its columns are the right types and agree with the
-/// entry they hold. Returns the encoding and stored hash for the verifier.
-fn check_row<'a>(position: u64, row: &RawRow<'a>) -> Result<CheckedRow<'a>, Failure> {
-    let pruned = row.pruned;
-    let decoded = row.raw.and_then(|r| match pruned {
-        Some(0) => Entry::decode(r).ok().map(|e| (e.index, e.agent, e.seq)),
-        _ => PrunedEntry::decode(r)
-            .ok()
-            .map(|e| (e.index, e.agent, e.seq)),
-    });
-    let location = Location::Entry {
-        position,
-        agent: decoded.map(|e| e.1),
-        seq: decoded.map(|e| e.2),
-    };
-    let fail = |what: &str| Failure {
-        location: location.clone(),
-        reason: Reason::Other(what.to_owned()),
-    };
-    let raw = row
-        .raw
-        .ok_or_else(|| fail("its stored encoding is not a byte string"))?;
-    let hash = row
-        .hash
-        .and_then(Hash::from_slice)
-        .ok_or_else(|| fail("its stored hash is not 32 bytes"))?;
-    let pruned = match pruned {
-        Some(0) => false,
-        Some(1) => true,
-        _ => return Err(fail("its pruned flag is neither 0 nor 1")),
-    };
-    if let Some((index, agent, seq)) = decoded {
-        if row.idx != position as i64 && index == position {
-            return Err(fail(&format!(
-                "it is stored under index {} instead of {position}",
-                row.idx
-            )));
-        }
-        if row.agent != Some(agent.as_bytes().as_slice()) || row.seq != Some(seq as i64) {
-            return Err(fail(
-                "the row's agent or seq columns disagree with the entry",
-            ));
-        }
-    }
-    Ok(CheckedRow { raw, hash, pruned })
-}
-
-/// Checks a checkpoint row's shape and decodes it.
-fn check_checkpoint_row(seen: u64, row: &RawCheckpoint) -> Result<SignedCheckpoint, Failure> {
-    let location = Location::Checkpoint {
-        after_entries: seen,
-        tree_size: u64::try_from(row.key).ok(),
-    };
-    let fail = |what: String| Failure {
-        location: location.clone(),
-        reason: Reason::Other(what),
-    };
-    let bytes = row
-        .signed
-        .as_deref()
-        .ok_or_else(|| fail("it is not a byte string".into()))?;
-    let cp = SignedCheckpoint::decode(bytes).map_err(|e| Failure {
-        location: location.clone(),
-        reason: Reason::Malformed(e),
-    })?;
-    if cp.checkpoint.tree_size as i64 != row.key {
-        return Err(fail(format!(
-            "it is stored under size {} but signs a tree of {} entries",
-            row.key, cp.checkpoint.tree_size
-        )));
-    }
-    Ok(cp)
-}
-
-const PROGRESS_EVERY: u64 = 1 << 16;
-
-fn verify_store(
-    conn: &mut Connection,
-    path: &Path,
-    key: PublicKey,
-    progress: &(dyn Fn(u64) + Send + Sync),
-) -> Result<Verification, Error> {
-    // Tiles and heads are derived data; load them to compare with what the scan derives.
-    let derived_failure = |what: String| {
-        Ok(Verification::Failed(Failure {
-            location: Location::End { entries: 0 },
-            reason: Reason::Other(what),
-        }))
-    };
-    let mut tiles: HashMap<(u8, u64), Hash> = HashMap::new();
-    {
-        let mut stmt = conn.prepare("SELECT level, idx, hash FROM merkle_tiles")?;
-        let mut rows = stmt.query([]).map_err(|e| classify(path, e))?;
-        while let Some(row) = rows.next().map_err(|e| classify(path, e))? {
-            let level = row
-                .get_ref(0)?
-                .as_i64()
-                .ok()
-                .and_then(|l| u8::try_from(l).ok());
-            let idx = row
-                .get_ref(1)?
-                .as_i64()
-                .ok()
-                .and_then(|i| u64::try_from(i).ok());
-            let hash = row.get_ref(2)?.as_blob().ok().and_then(Hash::from_slice);
-            match (level, idx, hash) {
-                (Some(level), Some(idx), Some(hash)) => {
-                    tiles.insert((level, idx), hash);
-                }
-                _ => return derived_failure("a stored Merkle node row is malformed".into()),
-            }
-        }
-    }
-    let verifier = std::cell::RefCell::new(Verifier::new(key));
-    let mut tile_failure: Option<Failure> = None;
-    let outcome = scan(
-        conn,
-        path,
-        |position, row| {
-            let checked = check_row(position, row)?;
-            let mut missing_tile = None;
-            checked.verify(&mut verifier.borrow_mut(), |id, h| {
-                if id.level % TILE_LEVELS == 0 && missing_tile.is_none() {
-                    match tiles.remove(&(id.level, id.index)) {
-                        Some(stored) if stored == h => {}
-                        _ => missing_tile = Some(id),
-                    }
-                }
-            })?;
-            let entry_loc = || Location::Entry {
-                position,
-                agent: row
-                    .agent
-                    .and_then(|a| <[u8; 16]>::try_from(a).ok())
-                    .map(AgentId::from_bytes),
-                seq: row.seq.and_then(|s| u64::try_from(s).ok()),
+        out: Box<dyn std::io::Write + Send>,
+        cosignatures: Cosignatures,
+        progress: Box<dyn Fn(u64) + Send + Sync>,
+    ) -> Result<Summary, Error> {
+        let key = self.inner.node_key;
+        self.read(move |conn, path| {
+            let io = |source| Error::Io {
+                context: "cannot write the export".into(),
+                source,
             };
-            if let Some(id) = missing_tile {
-                let f = Failure {
-                    location: entry_loc(),
-                    reason: Reason::Other(format!(
-                        "the stored Merkle node at level {} index {} is missing or wrong",
-                        id.level, id.index
-                    )),
-                };
-                tile_failure = Some(f.clone());
-                return Err(f);
-            }
-            if (position + 1) % PROGRESS_EVERY == 0 {
-                progress(position + 1);
-            }
-            Ok(())
-        },
-        |seen, row| {
-            verifier
-                .borrow_mut()
-                .checkpoint(&check_checkpoint_row(seen, row)?)
-        },
-    )?;
-    let verifier = verifier.into_inner();
-    if let Err(failure) = outcome {
-        return Ok(Verification::Failed(tile_failure.unwrap_or(failure)));
-    }
-    if let Some(((level, idx), _)) = tiles.into_iter().next() {
-        return Ok(Verification::Failed(Failure {
-            location: Location::End {
-                entries: verifier.entries_seen(),
-            },
-            reason: Reason::Other(format!(
-                "a stored Merkle node (level {level} index {idx}) covers no entries"
-            )),
-        }));
-    }
-    // Every head row must name the agent's last entry, and every agent must have one.
-    let mut heads_rows = HashMap::new();
-    {
-        let mut stmt = conn.prepare("SELECT agent, seq, hash FROM heads")?;
-        let mut rows = stmt.query([]).map_err(|e| classify(path, e))?;
-        while let Some(row) = rows.next().map_err(|e| classify(path, e))? {
-            let agent = row
-                .get_ref(0)?
-                .as_blob()
-                .ok()
-                .and_then(|b| <[u8; 16]>::try_from(b).ok());
-            let seq = row
-                .get_ref(1)?
-                .as_i64()
-                .ok()
-                .and_then(|s| u64::try_from(s).ok());
-            let hash = row.get_ref(2)?.as_blob().ok().and_then(Hash::from_slice);
-            match (agent, seq, hash) {
-                (Some(agent), Some(seq), Some(hash)) => {
-                    heads_rows.insert(AgentId::from_bytes(agent), (seq, hash));
-                }
-                _ => return derived_failure("a stored head row is malformed".into()),
-            }
-        }
-    }
-    let derived = verifier.heads().clone();
-    for (agent, (seq, hash)) in &derived {
-        if heads_rows.remove(agent) != Some((*seq, *hash)) {
-            return Ok(Verification::Failed(Failure {
-                location: Location::End {
-                    entries: verifier.entries_seen(),
+            let writer = std::cell::RefCell::new(BundleWriter::new(out, &key).map_err(io)?);
+            let verifier = std::cell::RefCell::new(Verifier::new(key));
+            // The sizes whose cosignatures went into the export.
+            let exported = std::cell::RefCell::new(std::collections::HashSet::new());
+            // The export is verified as it is written: exporting a damaged ledger fails.
+            let outcome = scan(
+                conn,
+                path,
+                |position, row| -> Result<(), Result<Failure, std::io::Error>> {
+                    let checked = check_row(position, row).map_err(Ok)?;
+                    checked
+                        .verify(&mut verifier.borrow_mut(), |_, _| {})
+                        .map_err(Ok)?;
+                    let mut writer = writer.borrow_mut();
+                    if checked.pruned {
+                        writer.pruned(checked.raw, &checked.hash).map_err(Err)?;
+                    } else {
+                        writer.entry(checked.raw, &checked.hash).map_err(Err)?;
+                    }
+                    if (position + 1) % PROGRESS_EVERY == 0 {
+                        progress(position + 1);
+                    }
+                    Ok(())
                 },
-                reason: Reason::Other(format!(
-                    "the stored head of {agent} is not its last entry (seq {seq})"
-                )),
-            }));
-        }
+                |seen, row| {
+                    let cp = check_checkpoint_row(seen, row).map_err(Ok)?;
+                    verifier.borrow_mut().checkpoint(&cp).map_err(Ok)?;
+                    writer.borrow_mut().checkpoint(&cp).map_err(Err)?;
+                    let Some((root, sigs)) = cosignatures.get(&cp.checkpoint.tree_size) else {
+                        return Ok(());
+                    };
+                    if *root != cp.checkpoint.root {
+                        return Err(Ok(Failure {
+                            location: Location::Checkpoint {
+                                after_entries: seen,
+                                tree_size: Some(cp.checkpoint.tree_size),
+                            },
+                            reason: Reason::Other(format!(
+                                "the cosigned checkpoint of this size has root {root}, not the ledger's"
+                            )),
+                        }));
+                    }
+                    for sig in sigs {
+                        verifier.borrow_mut().cosignature(sig).map_err(Ok)?;
+                        writer.borrow_mut().cosignature(sig).map_err(Err)?;
+                    }
+                    exported.borrow_mut().insert(cp.checkpoint.tree_size);
+                    Ok(())
+                },
+            )?;
+            match outcome {
+                Ok(()) => {}
+                Err(Ok(failure)) => {
+                    return Err(Error::Inconsistent(format!(
+                        "refusing to export: {failure}"
+                    )));
+                }
+                Err(Err(e)) => return Err(io(e)),
+            }
+            let summary = verifier
+                .into_inner()
+                .finish()
+                .map_err(|f| Error::Inconsistent(format!("refusing to export: {f}")))?;
+            if let Some(size) = cosignatures
+                .keys()
+                .filter(|size| !exported.borrow().contains(size))
+                .min()
+            {
+                return Err(Error::Inconsistent(if *size > summary.entries {
+                    format!(
+                        "refusing to export: a witness cosigned a checkpoint of {size} entries, but the ledger holds {}: it was cut back",
+                        summary.entries
+                    )
+                } else {
+                    format!(
+                        "refusing to export: a witness cosigned a checkpoint of {size} entries, but the ledger has no checkpoint of that size: another history"
+                    )
+                }));
+            }
+            writer.into_inner().finish().map_err(io)?;
+            progress(summary.entries);
+            Ok(summary)
+        })
+        .await
     }
-    if let Some((agent, _)) = heads_rows.into_iter().next() {
-        return Ok(Verification::Failed(Failure {
-            location: Location::End {
-                entries: verifier.entries_seen(),
-            },
-            reason: Reason::Other(format!("a stored head names {agent}, which has no entries")),
-        }));
-    }
-    progress(verifier.entries_seen());
-    Ok(match verifier.finish() {
-        Ok(summary) => Verification::Ok(summary),
-        Err(f) => Verification::Failed(f),
-    })
 }
 
 #[async_trait]
@@ -1145,57 +953,7 @@ impl Store for SqliteStore {
         out: Box<dyn std::io::Write + Send>,
         progress: Box<dyn Fn(u64) + Send + Sync>,
     ) -> Result<Summary, Error> {
-        let key = self.inner.node_key;
-        self.read(move |conn, path| {
-            let io = |source| Error::Io {
-                context: "cannot write the export".into(),
-                source,
-            };
-            let writer = std::cell::RefCell::new(BundleWriter::new(out, &key).map_err(io)?);
-            let verifier = std::cell::RefCell::new(Verifier::new(key));
-            // The export is verified as it is written: exporting a damaged ledger fails.
-            let outcome = scan(
-                conn,
-                path,
-                |position, row| -> Result<(), Result<Failure, std::io::Error>> {
-                    let checked = check_row(position, row).map_err(Ok)?;
-                    checked
-                        .verify(&mut verifier.borrow_mut(), |_, _| {})
-                        .map_err(Ok)?;
-                    let mut writer = writer.borrow_mut();
-                    if checked.pruned {
-                        writer.pruned(checked.raw, &checked.hash).map_err(Err)?;
-                    } else {
-                        writer.entry(checked.raw, &checked.hash).map_err(Err)?;
-                    }
-                    if (position + 1) % PROGRESS_EVERY == 0 {
-                        progress(position + 1);
-                    }
-                    Ok(())
-                },
-                |seen, row| {
-                    let cp = check_checkpoint_row(seen, row).map_err(Ok)?;
-                    verifier.borrow_mut().checkpoint(&cp).map_err(Ok)?;
-                    writer.borrow_mut().checkpoint(&cp).map_err(Err)
-                },
-            )?;
-            match outcome {
-                Ok(()) => {}
-                Err(Ok(failure)) => {
-                    return Err(Error::Inconsistent(format!(
-                        "refusing to export: {failure}"
-                    )));
-                }
-                Err(Err(e)) => return Err(io(e)),
-            }
-            let summary = verifier
-                .into_inner()
-                .finish()
-                .map_err(|f| Error::Inconsistent(format!("refusing to export: {f}")))?;
-            writer.into_inner().finish().map_err(io)?;
-            progress(summary.entries);
-            Ok(summary)
-        })
-        .await
+        self.export_cosigned(out, Cosignatures::new(), progress)
+            .await
     }
 }

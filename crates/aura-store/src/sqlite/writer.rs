@@ -39,6 +39,7 @@ use aura_ledger::entry::{self, Entry, MAX_BODY_LEN};
 use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
+use super::publish::Publisher;
 use super::{State, TILE_LEVELS, load_state};
 use crate::{AppendReceipt, Appended, Committed, Error, NewEntry, PruneOutcome, Seq, StoredEntry};
 
@@ -140,8 +141,15 @@ struct Writer {
     state: State,
     poisoned: bool,
     max_group_entries: usize,
+    /// Hears of each durable checkpoint, to publish it; dropped (and so flushed) when the
+    /// writer stops.
+    publisher: Option<Publisher>,
 }
 
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the writer's parts, each owned by it from here on"
+)]
 pub(crate) fn spawn(
     commits: tokio::sync::broadcast::Sender<Arc<Committed>>,
     conn: Connection,
@@ -150,6 +158,7 @@ pub(crate) fn spawn(
     clock: Arc<dyn Clock>,
     state: State,
     max_group_entries: usize,
+    publisher: Option<Publisher>,
 ) -> Result<Handle, Error> {
     let (tx, rx) = mpsc::channel::<Job>();
     let mut writer = Writer {
@@ -161,6 +170,7 @@ pub(crate) fn spawn(
         state,
         poisoned: false,
         max_group_entries,
+        publisher,
     };
     let thread = std::thread::Builder::new()
         .name("aura-store-writer".into())
@@ -192,7 +202,11 @@ impl Writer {
                 Some(job) => job,
                 None => match rx.recv() {
                     Ok(job) => job,
-                    Err(_) => return,
+                    Err(_) => {
+                        // Publishes the last checkpoint and waits for the file.
+                        self.publisher.take();
+                        return;
+                    }
                 },
             };
             let first = match job {
@@ -403,6 +417,9 @@ impl Writer {
                 self.state.frontier = frontier;
                 self.state.heads.extend(overlay);
                 self.state.last_checkpoint = Some(checkpoint);
+                if let Some(p) = &self.publisher {
+                    p.committed(checkpoint);
+                }
                 if self.commits.receiver_count() > 0 {
                     let entries = rows
                         .iter()
@@ -431,13 +448,21 @@ impl Writer {
                 // open); believe only what it says now. Reloaded before anyone hears of
                 // the failure, so a caller that reads its head and appends again is laid
                 // out against what is really stored.
+                let before = self.state.size;
                 match self.reload() {
                     Ok(state) => self.state = state,
                     Err(_) => self.poisoned = true,
                 }
+                // A full disk fails a write before the commit record is: SQLite rolls the
+                // transaction back, and the reloaded tree confirms nothing was added. Then
+                // the caller can be told so, plainly, rather than "may or may not".
+                let full = !self.poisoned && self.state.size == before && is_disk_full(&e);
                 let e = Arc::new(e);
                 for (reply, outcome) in outcomes {
                     let answer = match outcome {
+                        Ok(_) if full => Err(Error::DiskFull {
+                            path: self.path.clone(),
+                        }),
                         Ok(_) => Err(Error::CommitFailed(e.clone())),
                         Err(refused) => Err(refused),
                     };
@@ -532,4 +557,9 @@ impl Writer {
         )));
         Ok(())
     }
+}
+
+/// Whether SQLite failed because the disk (or the database's size limit) is full.
+fn is_disk_full(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull)
 }

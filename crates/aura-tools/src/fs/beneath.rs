@@ -135,6 +135,10 @@ fn resolve_flags() -> ResolveFlags {
 pub(crate) struct Workspace {
     root: OwnedFd,
     tool: String,
+    /// The workspace's owner, when it is not who runs the node: what the tools create
+    /// is given to it, so that the cells working there (whose root is that owner) can
+    /// change it, and nothing in a workspace belongs to the host's root.
+    owner: Option<(rfs::Uid, rfs::Gid)>,
 }
 
 /// Whether a file exists, and if it does, its descriptor and status.
@@ -162,10 +166,25 @@ impl Workspace {
                 ),
             )
         })?;
+        let owner = rfs::fstat(&root).ok().and_then(|st| {
+            (st.st_uid != rustix::process::geteuid().as_raw())
+                .then(|| (rfs::Uid::from_raw(st.st_uid), rfs::Gid::from_raw(st.st_gid)))
+        });
         Ok(Workspace {
             root,
             tool: tool.to_owned(),
+            owner,
         })
+    }
+
+    /// Gives what a tool just created to the workspace's owner (see [`Workspace::owner`]).
+    fn give_to_owner(&self, fd: impl AsFd, shown: &str) -> Result<(), ToolError> {
+        match self.owner {
+            Some((uid, gid)) => {
+                rfs::fchown(fd, Some(uid), Some(gid)).map_err(|e| self.error(e, shown))
+            }
+            None => Ok(()),
+        }
     }
 
     /// `openat2` beneath `dir`, retrying when a concurrent rename made the kernel give up.
@@ -288,7 +307,20 @@ impl Workspace {
                 Ok(fd) => fd,
                 Err(e) if e.kind == ErrorKind::NotFound => {
                     match rfs::mkdirat(base, name.as_str(), Mode::from_raw_mode(0o755)) {
-                        Ok(()) => created.push(shown.clone()),
+                        Ok(()) => {
+                            created.push(shown.clone());
+                            if let Some((uid, gid)) = self.owner {
+                                // Not following a link someone may have put there since.
+                                rfs::chownat(
+                                    base,
+                                    name.as_str(),
+                                    Some(uid),
+                                    Some(gid),
+                                    rfs::AtFlags::SYMLINK_NOFOLLOW,
+                                )
+                                .map_err(|e| self.error(e, &shown))?;
+                            }
+                        }
                         // Someone else made it in the meantime: use theirs, but it is not
                         // ours to remove when compensating.
                         Err(Errno::EXIST) => {}
@@ -350,7 +382,10 @@ impl Workspace {
                 OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW,
                 Mode::from_raw_mode(0o644),
             ) {
-                Ok(fd) => return Ok(Opened::Created(fd)),
+                Ok(fd) => {
+                    self.give_to_owner(&fd, shown)?;
+                    return Ok(Opened::Created(fd));
+                }
                 Err(Errno::EXIST) => {}
                 Err(e) => return Err(self.error(e, shown)),
             }

@@ -12,6 +12,7 @@ use std::fs::File;
 use std::io::Read as _;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt as _;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -21,13 +22,14 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 use schemars::JsonSchema;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::args::{parse, schema_for};
 use crate::call::{Call, Capability, Prepared, Target, ToolDescriptor};
 use crate::context::{Limits, ToolContext};
 use crate::effect::{Compensation, Effect, ErrorKind, ToolError};
-use crate::registry::{Tool, blocking};
+use crate::tool::{Tool, blocking};
 
 pub(crate) use beneath::RelPath;
 use beneath::{Opened, Workspace, type_name};
@@ -112,8 +114,98 @@ pub struct DeleteArgs {
     pub path: String,
 }
 
+/// A file tool's arguments: each names one path in the workspace.
+trait PathArgs: DeserializeOwned + Send + 'static {
+    fn path(&self) -> &str;
+}
+
+macro_rules! path_args {
+    ($($args:ty),*) => {$(
+        impl PathArgs for $args {
+            fn path(&self) -> &str {
+                &self.path
+            }
+        }
+    )*};
+}
+
+path_args!(ReadArgs, WriteArgs, ListArgs, DeleteArgs);
+
 /// The most path bytes accepted while preparing, before the mission's own limit is known.
 const PREPARE_PATH_LIMIT: usize = 4096;
+
+/// Parses a file tool's arguments and the workspace path they name (at most `limit`
+/// bytes): the first step of preparing a call and of executing it.
+fn parse_path<A: PathArgs>(
+    tool: &str,
+    arguments: &serde_json::Value,
+    limit: usize,
+) -> Result<(A, RelPath), ToolError> {
+    let args: A = parse(tool, arguments)?;
+    let path = RelPath::parse(tool, args.path(), limit)?;
+    Ok((args, path))
+}
+
+/// What a file tool's work is handed on its blocking thread: the call's arguments, the
+/// path they name (checked against the node's own path limit), and where the workspace
+/// is. The workspace is opened by the work itself ([`Job::workspace`]), so that each tool
+/// keeps the order of its checks.
+struct Job<A> {
+    tool: &'static str,
+    args: A,
+    rel: RelPath,
+    /// The path as the tool's results and messages show it.
+    shown: String,
+    workspace: PathBuf,
+    limits: Limits,
+}
+
+impl<A> Job<A> {
+    /// The mission's workspace, opened so that everything beneath it is resolved with
+    /// `openat2` (see [`beneath`]).
+    fn workspace(&self) -> Result<Workspace, ToolError> {
+        Workspace::open(self.tool, &self.workspace)
+    }
+}
+
+/// What a file tool's work produced: its result for the reasoner, and how to undo it.
+type Done = (serde_json::Value, Option<Compensation>);
+
+/// Executes a file tool's call: parses its arguments again under the node's limits (the
+/// prepared call was checked against the preparing limit only), runs `work` on a
+/// blocking thread, and makes the outcome the call's effect. Every file tool runs through
+/// here, so none can forget a step.
+async fn run<A: PathArgs>(
+    tool: &'static str,
+    ctx: &ToolContext,
+    prepared: &Prepared,
+    work: impl FnOnce(Job<A>) -> Result<Done, ToolError> + Send + 'static,
+) -> Effect {
+    let arguments = prepared.call.arguments.clone();
+    let workspace = ctx.workspace.clone();
+    let limits = ctx.limits;
+    let result = blocking(tool, move || {
+        let (args, rel) = parse_path::<A>(tool, &arguments, limits.path_bytes)?;
+        let shown = rel.as_string();
+        work(Job {
+            tool,
+            args,
+            rel,
+            shown,
+            workspace,
+            limits,
+        })
+    })
+    .await;
+    match result {
+        Ok((value, compensation)) => {
+            let mut effect = Effect::ok(tool, &prepared.call.id, value);
+            effect.compensation = compensation;
+            effect
+        }
+        Err(e) => Effect::failed(tool, &prepared.call.id, e),
+    }
+}
 
 fn descriptor<A: JsonSchema>(
     name: &str,
@@ -239,21 +331,21 @@ impl Tool for FsRead {
     }
 
     fn prepare(&self, call: &Call) -> Result<Prepared, ToolError> {
-        let args: ReadArgs = parse(Self::NAME, &call.arguments)?;
-        let path = RelPath::parse(Self::NAME, &args.path, PREPARE_PATH_LIMIT)?;
+        let (_, path) = parse_path::<ReadArgs>(Self::NAME, &call.arguments, PREPARE_PATH_LIMIT)?;
         Ok(prepared(call, &path, false))
     }
 
     async fn execute(&self, ctx: &ToolContext, prepared: &Prepared) -> Effect {
-        let call = prepared.call.clone();
-        let workspace = ctx.workspace.clone();
-        let limits = ctx.limits;
-        let result = blocking(Self::NAME, move || {
-            let tool = FsRead::NAME;
-            let args: ReadArgs = parse(tool, &call.arguments)?;
-            let rel = RelPath::parse(tool, &args.path, limits.path_bytes)?;
-            let shown = rel.as_string();
-            let ws = Workspace::open(tool, &workspace)?;
+        run(Self::NAME, ctx, prepared, |job: Job<ReadArgs>| {
+            let ws = job.workspace()?;
+            let Job {
+                tool,
+                args,
+                rel,
+                shown,
+                limits,
+                ..
+            } = job;
             let Some((parent, name)) = rel.split_last() else {
                 return Err(ToolError::new(
                     ErrorKind::WrongType,
@@ -300,7 +392,7 @@ impl Tool for FsRead {
                     }
                 },
             };
-            Ok(json!({
+            let value = json!({
                 "path": shown,
                 "size": size,
                 "offset": args.offset,
@@ -308,13 +400,10 @@ impl Tool for FsRead {
                 "encoding": args.encoding.as_str(),
                 "content": content,
                 "truncated": truncated,
-            }))
+            });
+            Ok((value, None))
         })
-        .await;
-        match result {
-            Ok(value) => Effect::ok(Self::NAME, &prepared.call.id, value),
-            Err(e) => Effect::failed(Self::NAME, &prepared.call.id, e),
-        }
+        .await
     }
 }
 
@@ -352,8 +441,8 @@ impl Tool for FsWrite {
     }
 
     fn prepare(&self, call: &Call) -> Result<Prepared, ToolError> {
-        let args: WriteArgs = parse(Self::NAME, &call.arguments)?;
-        let path = RelPath::parse(Self::NAME, &args.path, PREPARE_PATH_LIMIT)?;
+        let (args, path) =
+            parse_path::<WriteArgs>(Self::NAME, &call.arguments, PREPARE_PATH_LIMIT)?;
         decode_content(Self::NAME, &args.content, args.encoding)?;
         if path.is_root() {
             return Err(root_refused(Self::NAME));
@@ -364,13 +453,10 @@ impl Tool for FsWrite {
     }
 
     async fn execute(&self, ctx: &ToolContext, prepared: &Prepared) -> Effect {
-        let call = prepared.call.clone();
-        let workspace = ctx.workspace.clone();
-        let limits = ctx.limits;
-        let result = blocking(Self::NAME, move || {
-            let tool = FsWrite::NAME;
-            let args: WriteArgs = parse(tool, &call.arguments)?;
-            let rel = RelPath::parse(tool, &args.path, limits.path_bytes)?;
+        run(Self::NAME, ctx, prepared, |job: Job<WriteArgs>| {
+            let Job {
+                tool, args, limits, ..
+            } = &job;
             let bytes = decode_content(tool, &args.content, args.encoding)?;
             if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > limits.write_bytes {
                 return Err(ToolError::new(
@@ -382,18 +468,12 @@ impl Tool for FsWrite {
                     ),
                 ));
             }
-            let ws = Workspace::open(tool, &workspace)?;
-            write_file(&ws, tool, &rel, &bytes, args.create_parents, &limits)
+            let ws = job.workspace()?;
+            let (value, compensation) =
+                write_file(&ws, tool, &job.rel, &bytes, args.create_parents, limits)?;
+            Ok((value, Some(compensation)))
         })
-        .await;
-        match result {
-            Ok((value, compensation)) => {
-                let mut effect = Effect::ok(Self::NAME, &prepared.call.id, value);
-                effect.compensation = Some(compensation);
-                effect
-            }
-            Err(e) => Effect::failed(Self::NAME, &prepared.call.id, e),
-        }
+        .await
     }
 
     async fn compensate(
@@ -605,29 +685,18 @@ impl Tool for FsList {
     }
 
     fn prepare(&self, call: &Call) -> Result<Prepared, ToolError> {
-        let args: ListArgs = parse(Self::NAME, &call.arguments)?;
-        let path = RelPath::parse(Self::NAME, &args.path, PREPARE_PATH_LIMIT)?;
+        let (_, path) = parse_path::<ListArgs>(Self::NAME, &call.arguments, PREPARE_PATH_LIMIT)?;
         Ok(prepared(call, &path, false))
     }
 
     async fn execute(&self, ctx: &ToolContext, prepared: &Prepared) -> Effect {
-        let call = prepared.call.clone();
-        let workspace = ctx.workspace.clone();
-        let limits = ctx.limits;
-        let result = blocking(Self::NAME, move || {
-            let tool = FsList::NAME;
-            let args: ListArgs = parse(tool, &call.arguments)?;
-            let rel = RelPath::parse(tool, &args.path, limits.path_bytes)?;
-            let shown = rel.as_string();
-            let ws = Workspace::open(tool, &workspace)?;
-            let dir = ws.dir_for_listing(&rel)?;
-            list(&ws, &dir, &shown, limits.list_entries)
+        run(Self::NAME, ctx, prepared, |job: Job<ListArgs>| {
+            let ws = job.workspace()?;
+            let dir = ws.dir_for_listing(&job.rel)?;
+            let value = list(&ws, &dir, &job.shown, job.limits.list_entries)?;
+            Ok((value, None))
         })
-        .await;
-        match result {
-            Ok(value) => Effect::ok(Self::NAME, &prepared.call.id, value),
-            Err(e) => Effect::failed(Self::NAME, &prepared.call.id, e),
-        }
+        .await
     }
 }
 
@@ -704,8 +773,7 @@ impl Tool for FsDelete {
     }
 
     fn prepare(&self, call: &Call) -> Result<Prepared, ToolError> {
-        let args: DeleteArgs = parse(Self::NAME, &call.arguments)?;
-        let path = RelPath::parse(Self::NAME, &args.path, PREPARE_PATH_LIMIT)?;
+        let (_, path) = parse_path::<DeleteArgs>(Self::NAME, &call.arguments, PREPARE_PATH_LIMIT)?;
         if path.is_root() {
             return Err(root_refused(Self::NAME));
         }
@@ -713,40 +781,32 @@ impl Tool for FsDelete {
     }
 
     async fn execute(&self, ctx: &ToolContext, prepared: &Prepared) -> Effect {
-        let call = prepared.call.clone();
-        let workspace = ctx.workspace.clone();
-        let limits = ctx.limits;
-        let result = blocking(Self::NAME, move || {
-            let tool = FsDelete::NAME;
-            let args: DeleteArgs = parse(tool, &call.arguments)?;
-            let rel = RelPath::parse(tool, &args.path, limits.path_bytes)?;
-            let shown = rel.as_string();
+        run(Self::NAME, ctx, prepared, |job: Job<DeleteArgs>| {
+            let Job {
+                tool,
+                ref rel,
+                ref shown,
+                limits,
+                ..
+            } = job;
             let Some((parent, name)) = rel.split_last() else {
                 return Err(root_refused(tool));
             };
-            let ws = Workspace::open(tool, &workspace)?;
+            let ws = job.workspace()?;
             let dir = ws.dir(&parent)?;
-            let (fd, stat) = ws.open_file(&dir, name, OFlags::RDONLY, &shown)?;
-            let previous = read_previous(tool, &fd, &stat, limits.write_bytes, &shown)?;
-            rfs::unlinkat(&dir, name, AtFlags::empty()).map_err(|e| ws.error(e, &shown))?;
+            let (fd, stat) = ws.open_file(&dir, name, OFlags::RDONLY, shown)?;
+            let previous = read_previous(tool, &fd, &stat, limits.write_bytes, shown)?;
+            rfs::unlinkat(&dir, name, AtFlags::empty()).map_err(|e| ws.error(e, shown))?;
             let value = json!({ "path": shown, "bytes": previous.len() });
             let compensation = Compensation::RestoreFile {
-                path: shown,
+                path: shown.clone(),
                 previous: Some(previous),
                 created_dirs: Vec::new(),
                 mode: Some(stat.st_mode & 0o7777),
             };
-            Ok((value, compensation))
+            Ok((value, Some(compensation)))
         })
-        .await;
-        match result {
-            Ok((value, compensation)) => {
-                let mut effect = Effect::ok(Self::NAME, &prepared.call.id, value);
-                effect.compensation = Some(compensation);
-                effect
-            }
-            Err(e) => Effect::failed(Self::NAME, &prepared.call.id, e),
-        }
+        .await
     }
 
     async fn compensate(

@@ -22,7 +22,7 @@ use crate::args::{parse, schema_for};
 use crate::call::{Call, Capability, Prepared, Target, ToolDescriptor};
 use crate::context::ToolContext;
 use crate::effect::{Effect, ErrorKind, ToolError};
-use crate::registry::Tool;
+use crate::tool::Tool;
 
 pub use address::{AddressClass, classify};
 
