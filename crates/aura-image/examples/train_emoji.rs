@@ -9,7 +9,9 @@
 //!
 //! Options: `--out DIR`, `--threads N`, `--seed N`, `--recipe FILE` (JSON, default: the
 //! built-in emoji recipe), `--limit-steps N`, `--eval-only WEIGHTS`, `--guidance X`,
-//! `--steps N` (sampling), `--no-eval`.
+//! `--steps N` (sampling), `--no-eval`; for experiments `--subset N` (train on every k-th
+//! emoji only), `--vae-from WEIGHTS` (keep that model's VAE) and `--validation` (evaluate on
+//! other prompts than the test's, to tune without touching the test).
 #![allow(clippy::print_stdout, reason = "a command-line tool")]
 
 use std::path::PathBuf;
@@ -46,6 +48,9 @@ fn main() -> anyhow::Result<()> {
     let mut limit = None;
     let mut eval_only = None;
     let mut no_eval = false;
+    let mut subset_of = None;
+    let mut vae_from = None;
+    let mut validation = false;
     let mut sample = SampleOptions::default();
     while let Some(a) = args.next() {
         let mut val = || {
@@ -58,6 +63,9 @@ fn main() -> anyhow::Result<()> {
             "--seed" => seed = val()?.parse()?,
             "--recipe" => recipe = serde_json::from_slice(&std::fs::read(val()?)?)?,
             "--limit-steps" => limit = Some(val()?.parse()?),
+            "--subset" => subset_of = Some(val()?.parse::<usize>()?),
+            "--vae-from" => vae_from = Some(PathBuf::from(val()?)),
+            "--validation" => validation = true,
             "--eval-only" => eval_only = Some(PathBuf::from(val()?)),
             "--guidance" => sample.guidance = val()?.parse()?,
             "--steps" => sample.steps = val()?.parse()?,
@@ -80,12 +88,23 @@ fn main() -> anyhow::Result<()> {
     let model = if let Some(path) = eval_only {
         TinyModel::from_bytes(&std::fs::read(path)?)?
     } else {
-        let set = TrainingSet::emoji(&dataset);
+        let mut set = TrainingSet::emoji(&dataset);
+        if let Some(n) = subset_of {
+            // Experiments: every k-th sample only (the digest then no longer names it).
+            let k = (set.samples.len() / n.max(1)).max(1);
+            set.samples = set.samples.into_iter().step_by(k).collect();
+            set.digest = format!("subset of {} every {k}", set.digest);
+        }
+        let reuse_vae = match &vae_from {
+            Some(p) => Some(TinyModel::from_bytes(&std::fs::read(p)?)?),
+            None => None,
+        };
         let opts = Options {
             threads,
             checkpoint_dir: Some(out.join("checkpoints")),
             embedding_cache: Some(out.join("cache")),
             limit_steps: limit,
+            reuse_vae,
         };
         let (start, cpu0) = (Instant::now(), cpu_seconds());
         let mut window = (0.0f64, 0usize);
@@ -136,8 +155,24 @@ fn main() -> anyhow::Result<()> {
     let rec = eval::reconstruction_hits(&model, &dataset, &subset);
     println!("vae reconstructions recognised: {rec}/{}", subset.len());
     let t = Instant::now();
-    let (report, images) =
-        eval::recognisability(&model, &encoder, &dataset, &eval::PROMPTS, &sample)?;
+    // The test's prompts, or (--validation) others: base emoji named neither there nor
+    // with a skin tone, from the whole set or the experiment's subset.
+    let prompts: Vec<String> = if validation {
+        let k = subset_of.map_or(1, |n| (dataset.len() / n.max(1)).max(1));
+        dataset
+            .emoji
+            .iter()
+            .step_by(k)
+            .map(|e| e.name.clone())
+            .filter(|n| !n.contains(':') && !eval::PROMPTS.contains(&n.as_str()))
+            .step_by(if subset_of.is_some() { 1 } else { 13 })
+            .take(50)
+            .collect()
+    } else {
+        eval::PROMPTS.iter().map(|p| (*p).to_owned()).collect()
+    };
+    let prompts: Vec<&str> = prompts.iter().map(String::as_str).collect();
+    let (report, images) = eval::recognisability(&model, &encoder, &dataset, &prompts, &sample)?;
     println!(
         "recognisability: {}/{} top-{} (pixel L2: {}), {:.1}s",
         report.hits,

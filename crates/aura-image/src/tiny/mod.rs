@@ -21,6 +21,7 @@ pub(crate) mod denoiser;
 pub(crate) mod gemm;
 pub(crate) mod layers;
 pub(crate) mod math;
+pub mod package;
 pub(crate) mod schedule;
 pub(crate) mod vae;
 pub(crate) mod weights;
@@ -39,9 +40,6 @@ use layers::{Param, Visit};
 
 /// The weight file's format tag (metadata `format`).
 pub const WEIGHTS_FORMAT: &str = "aura-tiny-weights/v1";
-
-/// Random streams of one seed (see [`Gaussian::new`]): sampling uses its own.
-pub(crate) const STREAM_SAMPLE: u64 = 1;
 
 /// Errors of the tiny model.
 #[derive(Debug, thiserror::Error)]
@@ -94,9 +92,18 @@ impl MiniLm {
     /// Loads the encoder from a directory holding `config.json`, `tokenizer.json` and
     /// `model.safetensors` (what `scripts/fetch-models.sh` puts in `minilm/`).
     pub fn load(dir: &Path) -> Result<Self, Error> {
-        let weights = dir.join("model.safetensors");
-        let bytes = std::fs::read(&weights).map_err(|source| Error::Io {
-            path: weights.clone(),
+        Self::load_files(
+            &dir.join("config.json"),
+            &dir.join("tokenizer.json"),
+            &dir.join("model.safetensors"),
+        )
+    }
+
+    /// Loads the encoder from its three files wherever they are (a model package names
+    /// them differently; see [`crate::tiny::package`]).
+    pub fn load_files(config: &Path, tokenizer: &Path, weights: &Path) -> Result<Self, Error> {
+        let bytes = std::fs::read(weights).map_err(|source| Error::Io {
+            path: weights.to_owned(),
             source,
         })?;
         let id = format!(
@@ -105,10 +112,10 @@ impl MiniLm {
         );
         drop(bytes);
         let files = aura_infer::ModelFiles::Safetensors {
-            config: dir.join("config.json"),
-            tokenizer: dir.join("tokenizer.json"),
+            config: config.to_owned(),
+            tokenizer: tokenizer.to_owned(),
             tokenizer_config: None,
-            weights: vec![weights],
+            weights: vec![weights.to_owned()],
         };
         let model = aura_infer::EmbeddingModel::load(&files, &aura_infer::LoadOptions::default())
             .map_err(|e| Error::TextEncoder(e.to_string()))?;
@@ -177,20 +184,14 @@ pub struct Image {
 }
 
 impl Image {
-    /// PNG bytes (deterministic for a given image).
+    /// PNG bytes: the engine's own deterministic encoder ([`crate::png`]), so the same
+    /// pixels give the same bytes whatever library versions.
     pub fn to_png(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        {
-            let mut enc = png::Encoder::new(&mut out, self.width, self.height);
-            enc.set_color(png::ColorType::Rgb);
-            enc.set_depth(png::BitDepth::Eight);
-            let written = enc
-                .write_header()
-                .and_then(|mut w| w.write_image_data(&self.rgb));
-            // Encoding into memory with a matching buffer cannot fail.
-            debug_assert!(written.is_ok());
-        }
-        out
+        crate::png::encode_png(&crate::png::RgbImage {
+            width: self.width,
+            height: self.height,
+            pixels: self.rgb.clone(),
+        })
     }
 
     /// From values in [-1, 1] (NHWC, one image).
@@ -367,8 +368,28 @@ impl TinyModel {
                 encoder.id()
             )));
         }
+        self.generate_with_progress(encoder, prompt, opts, &mut |_, _| {})
+    }
+
+    /// [`Self::generate`], calling `progress(step, steps)` after each denoising step (for
+    /// live previews and cancellation-free progress bars; it cannot change the image).
+    pub fn generate_with_progress(
+        &self,
+        encoder: &dyn TextEncoder,
+        prompt: &str,
+        opts: &SampleOptions,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Image, Error> {
+        if encoder.id() != self.text_encoder {
+            return Err(Error::TextEncoder(format!(
+                "this model was trained with {}, not {}",
+                self.text_encoder,
+                encoder.id()
+            )));
+        }
         let e = encoder.encode(&[normalize_prompt(prompt)])?;
-        let mut images = self.generate_from_embeddings(&e, &[opts.seed], opts)?;
+        let latents = self.sample_latents(&e, &[opts.seed], opts, progress)?;
+        let mut images = self.decode_latents(latents, 1);
         images
             .pop()
             .ok_or_else(|| Error::Invalid("no image".into()))
@@ -382,15 +403,18 @@ impl TinyModel {
         seeds: &[u64],
         opts: &SampleOptions,
     ) -> Result<Vec<Image>, Error> {
-        let latents = self.sample_latents(embeddings, seeds, opts)?;
-        let n = embeddings.len();
+        let latents = self.sample_latents(embeddings, seeds, opts, &mut |_, _| {})?;
+        Ok(self.decode_latents(latents, embeddings.len()))
+    }
+
+    /// Decodes `n` scaled latents into images.
+    fn decode_latents(&self, latents: Vec<f32>, n: usize) -> Vec<Image> {
         let mut z = latents;
         layers::scale(&mut z, 1.0 / self.latent_scale);
         let px = self.vae.decode(&z, n);
-        Ok(px
-            .chunks_exact(IMAGE * IMAGE * 3)
+        px.chunks_exact(IMAGE * IMAGE * 3)
             .map(|x| Image::from_signed(x, IMAGE))
-            .collect())
+            .collect()
     }
 
     /// Runs the sampler: scaled latents, `n × latent_len`.
@@ -399,6 +423,7 @@ impl TinyModel {
         embeddings: &[Vec<f32>],
         seeds: &[u64],
         opts: &SampleOptions,
+        progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Vec<f32>, Error> {
         let cfg = self.denoiser.config();
         if seeds.len() != embeddings.len() {
@@ -420,8 +445,10 @@ impl TinyModel {
         let n = embeddings.len();
         let d = cfg.latent;
         let mut z = vec![0.0; n * d];
+        // The initial noise is the image engine's: `AuraRng`'s stream 0 of the seed, the
+        // same generator every sampler in this crate draws from.
         for (row, &seed) in z.chunks_exact_mut(d).zip(seeds) {
-            Gaussian::new(seed, STREAM_SAMPLE).fill(row);
+            crate::rng::AuraRng::new(seed).fill_normal(row);
         }
         let guided = opts.guidance != 1.0;
         // Conditional rows first, then (with guidance) the unconditional ones: zero vectors.
@@ -430,7 +457,7 @@ impl TinyModel {
             text.extend(std::iter::repeat_n(0.0, n * cfg.text));
         }
         let ts = schedule::timesteps(opts.steps);
-        for w in ts.windows(2) {
+        for (step, w) in ts.windows(2).enumerate() {
             let rows = if guided { 2 * n } else { n };
             let mut zin = z.clone();
             if guided {
@@ -448,6 +475,7 @@ impl TinyModel {
                 v
             };
             schedule::ddim_step(&mut z, &v, w[0], w[1]);
+            progress(step + 1, opts.steps);
         }
         Ok(z)
     }

@@ -545,6 +545,7 @@ mod tests {
                 ff: 160,
                 blocks: 2,
                 time: 16,
+                text_input: false,
             },
             ..crate::train::Recipe::emoji()
         };

@@ -126,6 +126,10 @@ pub struct DenoiserShape {
     pub blocks: usize,
     /// Length of the noise-level embedding.
     pub time: usize,
+    /// Whether the prompt is also projected into the residual stream's start (left out
+    /// of the JSON when false, so recipes from before it keep their bytes and hashes).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub text_input: bool,
 }
 
 /// Everything that decides a training run besides the data, the text encoder and the seed.
@@ -160,25 +164,26 @@ impl Recipe {
                 ff: 1024,
                 blocks: 4,
                 time: 64,
+                text_input: true,
             },
             vae_stage: VaeStage {
-                steps: 1500,
+                steps: 400,
                 batch: 32,
                 lr: 2e-3,
-                warmup: 100,
+                warmup: 50,
                 kl_weight: 1e-4,
             },
             denoiser_stage: DenoiserStage {
-                steps: 6000,
+                steps: 5000,
                 batch: 128,
-                lr: 1e-3,
+                lr: 2e-3,
                 warmup: 200,
                 weight_decay: 0.0,
                 uncond_prob: 0.1,
                 min_snr_gamma: 5.0,
                 short_name_prob: 0.0,
             },
-            checkpoint_every: 2000,
+            checkpoint_every: 1000,
         }
     }
 
@@ -193,6 +198,7 @@ impl Recipe {
                 blocks: self.denoiser.blocks,
                 text,
                 time: self.denoiser.time,
+                text_input: self.denoiser.text_input,
             },
             text_encoder: text_encoder.to_owned(),
         }
@@ -343,7 +349,8 @@ pub struct TrainingRecord {
     pub dataset: DatasetRef,
     /// The text encoder ([`TextEncoder::id`]).
     pub text_encoder: String,
-    /// For LoRA runs, the SHA-256 of the base model's weight file.
+    /// For LoRA runs, the SHA-256 of the base model's weight file (or of the model whose
+    /// VAE a run reused).
     pub base_model: Option<String>,
     /// The recipe, as its canonical JSON value.
     pub recipe: serde_json::Value,
@@ -360,10 +367,13 @@ pub struct TrainingRecord {
 }
 
 impl TrainingRecord {
-    /// The canonical JSON (compact, fields in declaration order, recipe keys as the recipe
-    /// writes them).
+    /// The canonical JSON: compact, every object's keys in byte order (the recipe's too),
+    /// numbers as `serde_json` prints them, the same bytes whether or not a build turns on
+    /// serde_json's `preserve_order`.
     pub fn canonical_json(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+        serde_json::to_value(self)
+            .map(|v| sorted_json(&v))
+            .unwrap_or_default()
     }
 
     /// SHA-256 of the canonical JSON, hex.
@@ -372,12 +382,51 @@ impl TrainingRecord {
     }
 }
 
+/// Compact JSON of `v` with every object's keys in byte order, written out here rather than
+/// left to `serde_json`'s map, whose order a cargo feature decides.
+pub fn sorted_json(v: &serde_json::Value) -> Vec<u8> {
+    fn write(v: &serde_json::Value, out: &mut Vec<u8>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                out.push(b'{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.extend(serde_json::to_vec(k).unwrap_or_default());
+                    out.push(b':');
+                    if let Some(x) = map.get(k) {
+                        write(x, out);
+                    }
+                }
+                out.push(b'}');
+            }
+            serde_json::Value::Array(items) => {
+                out.push(b'[');
+                for (i, x) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write(x, out);
+                }
+                out.push(b']');
+            }
+            other => out.extend(serde_json::to_vec(other).unwrap_or_default()),
+        }
+    }
+    let mut out = Vec::new();
+    write(v, &mut out);
+    out
+}
+
 /// The code identity recorded in a [`TrainingRecord`].
 pub fn code_id() -> String {
     format!("aura-image {} {KERNELS}", env!("CARGO_PKG_VERSION"))
 }
 
-/// How to run (nothing here changes the result).
+/// How to run (nothing here changes the result but `reuse_vae`, which the record names).
 #[derive(Clone, Debug, Default)]
 pub struct Options {
     /// Threads (0: rayon's default).
@@ -389,6 +438,9 @@ pub struct Options {
     /// Stop each stage after this many steps (the schedule stays the full recipe's, so
     /// these are exactly the first steps of the full run).
     pub limit_steps: Option<usize>,
+    /// Skip the VAE stage and use this model's VAE and latent scale (its configuration must
+    /// be the recipe's); the record names the model it came from as `base_model`.
+    pub reuse_vae: Option<TinyModel>,
 }
 
 /// A progress report.
@@ -602,16 +654,32 @@ pub fn train(
     pool.install(|| {
         let mut model = TinyModel::new(&config, seed_mix(seed, STREAM_INIT));
         let mut checkpoints = Vec::new();
-        train_vae(
-            &mut model,
-            set,
-            recipe,
-            seed,
-            opts,
-            progress,
-            &mut checkpoints,
-        )?;
-        let latents = encode_all(&mut model, set);
+        let latents = match &opts.reuse_vae {
+            Some(from) => {
+                if from.vae.config() != recipe.vae {
+                    return Err(Error::Recipe(
+                        "the reused VAE's configuration is not the recipe's".into(),
+                    ));
+                }
+                model.vae = from.vae.clone();
+                model.latent_scale = from.latent_scale;
+                let mut latents = encode_means(&model, set);
+                tiny::layers::scale(&mut latents, model.latent_scale);
+                latents
+            }
+            None => {
+                train_vae(
+                    &mut model,
+                    set,
+                    recipe,
+                    seed,
+                    opts,
+                    progress,
+                    &mut checkpoints,
+                )?;
+                encode_all(&mut model, set)
+            }
+        };
         let data = Conditioned {
             latents: &latents,
             vectors: &vectors,
@@ -647,7 +715,7 @@ pub fn train(
                 samples: set.samples.len(),
             },
             text_encoder: encoder.id(),
-            base_model: None,
+            base_model: opts.reuse_vae.as_ref().map(TinyModel::sha256),
             recipe: serde_json::to_value(recipe).unwrap_or_default(),
             recipe_sha256: recipe.sha256(),
             seed,
