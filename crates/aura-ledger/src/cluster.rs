@@ -143,6 +143,29 @@ impl Enrollment {
 mod tests {
     use super::*;
     use aura_core::door::SeededEntropy;
+    use aura_core::hash::Hash;
+
+    /// The format's vector: keys from seeds 1 (cluster) and 2 (node), region "eu-west",
+    /// time 7 s. Ed25519 is deterministic, so the body is fixed; a change to the encoding
+    /// or the signing message changes its digest.
+    #[test]
+    fn enrollment_vector() {
+        let cluster = Signer::ephemeral("cluster", &SeededEntropy::new(1)).unwrap();
+        let node = Signer::ephemeral("node", &SeededEntropy::new(2)).unwrap();
+        let body = Enrollment {
+            cluster_key: cluster.public_key(),
+            node_key: node.public_key(),
+            time: Timestamp::from_secs(7),
+            region: "eu-west".into(),
+        }
+        .sign(&cluster)
+        .unwrap();
+        assert_eq!(body.len(), 1 + 32 + 32 + 8 + 2 + 7 + 64);
+        assert_eq!(
+            Hash::sha256(&body).to_hex(),
+            "a2a7016e20e4be24de0456e5fc34d39189312caafd10e60156300ff2ede0f159"
+        );
+    }
 
     #[test]
     fn enrollment_round_trips_and_tampering_is_refused() {

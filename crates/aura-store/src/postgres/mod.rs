@@ -135,6 +135,21 @@ impl PgStore {
         Ok(())
     }
 
+    /// The cluster key of the database at `url`, or `None` if it holds no cluster yet
+    /// (migrating its schema first, so an empty database is ready to hold one).
+    pub async fn cluster_of(url: &str) -> Result<Option<PublicKey>, Error> {
+        let config = parse_url(url)?;
+        let mut client = writer::connect(&config).await?;
+        schema::migrate(&mut client)
+            .await
+            .map_err(migration_error)?;
+        match read_cluster_key(&client).await {
+            Ok(key) => Ok(Some(key)),
+            Err(Error::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Enrolls `node` in the cluster: appends a `node.joined` entry signed by the cluster
     /// key, integrated (and its checkpoint signed) by the cluster key itself. Enrolling a
     /// key already enrolled does nothing.
