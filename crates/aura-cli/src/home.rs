@@ -288,6 +288,9 @@ pub(crate) fn store_hint(e: &aura_store::Error) -> Option<String> {
             "on the node that holds the cluster key, run `aura cluster enroll <this node's public key>`"
                 .into(),
         ),
+        E::Fenced { .. } => Some(
+            "another node owns this agent's shard now; send the request to that node".into(),
+        ),
         E::Unavailable(_) | E::Postgres(_) => {
             Some("check that the database is running and the URL is right".into())
         }

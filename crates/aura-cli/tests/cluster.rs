@@ -91,6 +91,15 @@ fn two_nodes_join_one_cluster_and_its_export_verifies_with_the_cluster_key() {
         .collect();
     assert_eq!(regions, ["eu", "us"]);
     b.run(&["cluster", "verify"]).ok();
+    let status = b.run(&["--json", "cluster", "status"]).ok().json();
+    assert_eq!(status["nodes"].as_array().unwrap().len(), 2, "{status}");
+    assert_eq!(status["shards"].as_array().unwrap().len(), 64, "{status}");
+    assert_eq!(status["cluster_key"], cluster_key.as_str());
+    let human = b.run(&["cluster", "status"]).ok().stdout;
+    assert!(
+        human.contains("region eu") && human.contains("region us"),
+        "{human}"
+    );
     let file = a.dir.path().join("cluster.bundle");
     let exported = a
         .run(&["--json", "cluster", "export", "-o", file.to_str().unwrap()])

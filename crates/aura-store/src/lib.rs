@@ -219,6 +219,12 @@ pub enum Error {
     /// The database could not be reached or refused the request; nothing was stored.
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
+    /// The agent's shard is not leased to this node at the epoch it holds (the lease
+    /// expired, or another node took the shard): nothing was stored.
+    #[error(
+        "shard {shard} is not leased to this node (its lease expired or moved); nothing was stored"
+    )]
+    Fenced { shard: u32 },
     /// The node's key is not enrolled in the cluster's log.
     #[error("node key {node} is not enrolled in this cluster")]
     NotEnrolled { node: String },

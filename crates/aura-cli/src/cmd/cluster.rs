@@ -34,6 +34,12 @@ pub(crate) enum Command {
         #[arg(long, value_name = "URL")]
         store: Option<String>,
     },
+    /// The cluster now: its nodes, who holds which shard, the log's size and last checkpoint
+    Status {
+        /// The cluster's database [default: `[store] url` in aura.toml]
+        #[arg(long, value_name = "URL")]
+        store: Option<String>,
+    },
     /// Export the cluster's whole log as a bundle that verifies with the cluster key alone
     Export {
         /// Where to write the bundle
@@ -134,6 +140,10 @@ pub(crate) async fn run(home: &Home, out: &Output, cmd: Command) -> anyhow::Resu
                 s
             })
         }
+        Command::Status { store } => {
+            let store = PgStore::open_read_only(&url(home, store)?, Options::default()).await?;
+            status(out, &store).await
+        }
         Command::Export { out: file, store } => {
             let store = PgStore::open_read_only(&url(home, store)?, Options::default()).await?;
             export(out, &store, &file).await
@@ -207,5 +217,81 @@ async fn export(out: &Output, store: &PgStore, file: &Path) -> anyhow::Result<()
             "exported {} entries and {} checkpoints to {}\ncheck it anywhere with: aura ledger verify --bundle {} --public-key {}\n",
             e.entries, e.checkpoints, e.file, e.file, e.cluster_key
         )
+    })
+}
+
+async fn status(out: &Output, store: &PgStore) -> anyhow::Result<()> {
+    let enrolled = store.enrolled().await?;
+    let shards = store.shards().await?;
+    let size = store.tree_size().await?;
+    let last = store.latest_checkpoint().await?;
+    #[derive(Serialize)]
+    struct Node {
+        node_id: String,
+        public_key: String,
+        region: String,
+        enrolled_at: String,
+        /// Shards whose lease this node holds now.
+        shards: Vec<u32>,
+    }
+    #[derive(Serialize)]
+    struct Status {
+        cluster_key: String,
+        tree_size: u64,
+        last_checkpoint: Option<String>,
+        last_checkpoint_by: Option<String>,
+        nodes: Vec<Node>,
+        shards: Vec<aura_store::postgres::ShardState>,
+        unowned_shards: usize,
+    }
+    let nodes: Vec<Node> = enrolled
+        .into_iter()
+        .map(|e| {
+            let id = e.node_key.node_id();
+            Node {
+                node_id: id.to_string(),
+                public_key: e.node_key.to_hex(),
+                region: e.region,
+                enrolled_at: e.time.to_rfc3339_millis(),
+                shards: shards
+                    .iter()
+                    .filter(|s| s.owner == Some(id) && s.expires_in_ms.is_some())
+                    .map(|s| s.shard)
+                    .collect(),
+            }
+        })
+        .collect();
+    let st = Status {
+        cluster_key: store.node_key().to_hex(),
+        tree_size: size,
+        last_checkpoint: last.map(|c| c.checkpoint.time.to_rfc3339_millis()),
+        last_checkpoint_by: last.map(|c| c.checkpoint.node.to_string()),
+        unowned_shards: shards.iter().filter(|s| s.expires_in_ms.is_none()).count(),
+        nodes,
+        shards,
+    };
+    out.print(&st, || {
+        let mut s = format!(
+            "cluster key {}\nledger      {} entries, last checkpoint {} by {}\nnodes\n",
+            st.cluster_key,
+            st.tree_size,
+            st.last_checkpoint.as_deref().unwrap_or("-"),
+            st.last_checkpoint_by.as_deref().unwrap_or("-"),
+        );
+        for n in &st.nodes {
+            s += &format!(
+                "  {}  region {}  enrolled {}  shards held {}\n",
+                n.node_id,
+                if n.region.is_empty() { "-" } else { &n.region },
+                n.enrolled_at,
+                n.shards.len()
+            );
+        }
+        s += &format!(
+            "shards      {} of {} without a live lease\n",
+            st.unowned_shards,
+            st.shards.len()
+        );
+        s
     })
 }

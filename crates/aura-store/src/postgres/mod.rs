@@ -28,6 +28,7 @@ mod writer;
 
 use std::str::FromStr as _;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aura_core::door::Clock;
@@ -55,6 +56,35 @@ const COMMIT_BACKLOG: usize = 4096;
 /// Tiles are kept at every `TILE_LEVELS`-th level of the tree, as in the SQLite store.
 pub(crate) const TILE_LEVELS: u8 = 8;
 
+/// The number of shards agents hash to (migration 2 creates their rows).
+pub const SHARDS: u32 = 64;
+
+/// The shard an agent belongs to: the first four bytes of the SHA-256 of its id, modulo
+/// [`SHARDS`].
+pub fn shard_of(agent: AgentId) -> u32 {
+    let h = Hash::sha256(agent.as_bytes());
+    let b = h.as_bytes();
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]]) % SHARDS
+}
+
+/// A shard leased to this node, at the epoch it was taken at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub shard: u32,
+    pub epoch: u64,
+}
+
+/// A shard's lease as the database has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ShardState {
+    pub shard: u32,
+    /// The node that holds (or last held) the lease.
+    pub owner: Option<aura_core::NodeId>,
+    pub epoch: u64,
+    /// How long the lease has left; `None` once it expired (or was never taken).
+    pub expires_in_ms: Option<u64>,
+}
+
 /// How the store is opened.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -62,6 +92,12 @@ pub struct Options {
     pub max_group_entries: usize,
     /// Connections kept for reads.
     pub pool_size: usize,
+    /// Fence appends by shard lease: an append to an agent is refused
+    /// ([`Error::Fenced`]) unless this store holds the lease of the agent's shard at the
+    /// epoch the database has, checked in the append's own transaction. The node's own
+    /// stream and the cluster's are not fenced (any node appends to them with
+    /// `Seq::Next`).
+    pub fenced: bool,
 }
 
 impl Default for Options {
@@ -69,6 +105,7 @@ impl Default for Options {
         Options {
             max_group_entries: 8192,
             pool_size: 8,
+            fenced: false,
         }
     }
 }
@@ -91,6 +128,8 @@ struct Inner {
     signer_key: PublicKey,
     writer: Option<writer::Handle>,
     commits: tokio::sync::broadcast::Sender<Arc<crate::Committed>>,
+    /// The shard leases this store holds, by shard: what the writer's fence checks.
+    leases: Arc<std::sync::Mutex<std::collections::HashMap<u32, u64>>>,
 }
 
 fn parse_url(url: &str) -> Result<tokio_postgres::Config, Error> {
@@ -224,6 +263,7 @@ impl PgStore {
         }
         let pool = pool(&config, options.pool_size)?;
         let (commits, _) = tokio::sync::broadcast::channel(COMMIT_BACKLOG);
+        let leases = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
         let mut store = PgStore {
             inner: Arc::new(Inner {
                 pool,
@@ -231,6 +271,7 @@ impl PgStore {
                 signer_key,
                 writer: None,
                 commits: commits.clone(),
+                leases: leases.clone(),
             }),
         };
         if !as_cluster
@@ -251,6 +292,11 @@ impl PgStore {
             signer,
             clock,
             max_group_entries: options.max_group_entries,
+            fence: options.fenced.then(|| writer::Fence {
+                owner: signer_key.node_id().as_bytes().to_vec(),
+                held: leases,
+                exempt: [AgentId::NODE, cluster::cluster_agent(&cluster_key)],
+            }),
         });
         if let Some(inner) = Arc::get_mut(&mut store.inner) {
             inner.writer = Some(handle);
@@ -274,8 +320,119 @@ impl PgStore {
                 signer_key: cluster_key,
                 writer: None,
                 commits: tokio::sync::broadcast::channel(1).0,
+                leases: Arc::default(),
             }),
         })
+    }
+
+    /// Takes (or renews) the lease of `shard` for `ttl` on the database's clock, if it is
+    /// free, expired or already this node's. Taking a shard from anyone (or taking back an
+    /// expired lease of one's own) bumps its epoch, which fences every append made under
+    /// the old one; renewing a live lease keeps it. `None`: another node holds it.
+    pub async fn acquire(&self, shard: u32, ttl: Duration) -> Result<Option<Lease>, Error> {
+        let me = self.inner.signer_key.node_id();
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                "UPDATE shards SET \
+                   epoch = CASE WHEN owner = $2 AND expires_at > now() THEN epoch ELSE epoch + 1 END, \
+                   owner = $2, \
+                   expires_at = now() + $3::FLOAT8 * interval '1 second' \
+                 WHERE shard = $1 AND (owner IS NULL OR owner = $2 OR expires_at <= now()) \
+                 RETURNING epoch",
+                &[&(shard as i32), &me.as_bytes().as_slice(), &ttl.as_secs_f64()],
+            )
+            .await?;
+        let Some(row) = row else {
+            self.forget(shard);
+            return Ok(None);
+        };
+        let lease = Lease {
+            shard,
+            epoch: row.get::<_, i64>(0) as u64,
+        };
+        self.inner
+            .leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(shard, lease.epoch);
+        Ok(Some(lease))
+    }
+
+    /// Extends a lease this node holds; `false` (and the lease is dropped here) when it
+    /// expired or moved, after which appends to the shard's agents are fenced.
+    pub async fn renew(&self, lease: Lease, ttl: Duration) -> Result<bool, Error> {
+        let me = self.inner.signer_key.node_id();
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "UPDATE shards SET expires_at = now() + $4::FLOAT8 * interval '1 second' \
+                 WHERE shard = $1 AND owner = $2 AND epoch = $3 AND expires_at > now()",
+                &[
+                    &(lease.shard as i32),
+                    &me.as_bytes().as_slice(),
+                    &(lease.epoch as i64),
+                    &ttl.as_secs_f64(),
+                ],
+            )
+            .await?;
+        if n == 0 {
+            self.forget(lease.shard);
+        }
+        Ok(n == 1)
+    }
+
+    /// Gives a lease up at once, so another node may take the shard without waiting.
+    pub async fn release(&self, lease: Lease) -> Result<(), Error> {
+        self.forget(lease.shard);
+        let me = self.inner.signer_key.node_id();
+        let c = self.client().await?;
+        c.execute(
+            "UPDATE shards SET expires_at = '-infinity' WHERE shard = $1 AND owner = $2 AND epoch = $3",
+            &[&(lease.shard as i32), &me.as_bytes().as_slice(), &(lease.epoch as i64)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Every shard's lease as the database has it now.
+    pub async fn shards(&self) -> Result<Vec<ShardState>, Error> {
+        let c = self.client().await?;
+        c.query(
+            "SELECT shard, owner, epoch, \
+                    CASE WHEN expires_at > now() \
+                      THEN EXTRACT(EPOCH FROM (expires_at - now()))::FLOAT8 ELSE -1 END \
+             FROM shards ORDER BY shard",
+            &[],
+        )
+        .await?
+        .into_iter()
+        .map(|r| {
+            let owner: Option<&[u8]> = r.get(1);
+            let owner = owner
+                .map(|b| {
+                    <[u8; 16]>::try_from(b)
+                        .map(aura_core::NodeId::from_bytes)
+                        .map_err(|_| corrupt("a shard's owner is malformed"))
+                })
+                .transpose()?;
+            let left: f64 = r.get(3);
+            Ok(ShardState {
+                shard: r.get::<_, i32>(0) as u32,
+                owner,
+                epoch: r.get::<_, i64>(2) as u64,
+                expires_in_ms: (left > 0.0).then_some((left * 1000.0) as u64),
+            })
+        })
+        .collect()
+    }
+
+    fn forget(&self, shard: u32) {
+        self.inner
+            .leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&shard);
     }
 
     /// The key this store signs checkpoints with (the node's).

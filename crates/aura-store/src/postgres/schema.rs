@@ -65,6 +65,18 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (level, idx)
     );
     ",
+    // 2: shard leases. Agents hash to SHARDS shards; a shard is leased to one node at a
+    // time. `epoch` grows by one each time the shard changes hands; `expires_at` is on
+    // the database's clock, so nodes' clocks never decide who owns a shard.
+    r"
+    CREATE TABLE shards (
+        shard      INT         PRIMARY KEY,
+        owner      BYTEA,
+        epoch      BIGINT      NOT NULL DEFAULT 0,
+        expires_at TIMESTAMPTZ NOT NULL DEFAULT '-infinity'
+    );
+    INSERT INTO shards (shard) SELECT generate_series(0, 63);
+    ",
 ];
 
 #[derive(Debug, thiserror::Error)]

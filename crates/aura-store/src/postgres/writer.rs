@@ -81,6 +81,17 @@ pub(crate) struct Writer {
     pub(crate) signer: Arc<Signer>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) max_group_entries: usize,
+    pub(crate) fence: Option<Fence>,
+}
+
+/// The shard-lease fence (see `Options::fenced`).
+pub(crate) struct Fence {
+    /// This node's id, as the `shards.owner` column holds it.
+    pub(crate) owner: Vec<u8>,
+    /// The leases the store holds: shard to epoch.
+    pub(crate) held: Arc<std::sync::Mutex<HashMap<u32, u64>>>,
+    /// Streams any node may append to (with `Seq::Next`): never fenced.
+    pub(crate) exempt: [AgentId; 2],
 }
 
 /// Starts the writer task; it ends when the last [`Handle`] is dropped.
@@ -153,7 +164,15 @@ impl Writer {
         let Some(client) = self.client.as_mut() else {
             return;
         };
-        match commit(client, &self.signer, self.clock.as_ref(), group).await {
+        match commit(
+            client,
+            &self.signer,
+            self.clock.as_ref(),
+            self.fence.as_ref(),
+            group,
+        )
+        .await
+        {
             Ok((laid, checkpoint)) => {
                 let Group { rows, outcomes, .. } = laid;
                 if let Some(cp) = checkpoint {
@@ -228,6 +247,7 @@ async fn commit(
     client: &mut Client,
     signer: &Signer,
     clock: &dyn Clock,
+    fence: Option<&Fence>,
     group: Vec<Request>,
 ) -> Result<(Group, Option<aura_ledger::SignedCheckpoint>), (Failure, Outcomes)> {
     let before = |e: tokio_postgres::Error| Failure::Before(Arc::new(e));
@@ -236,6 +256,23 @@ async fn commit(
         Ok(tx) => tx,
         Err(e) => return Err((before(e), accept_all(group))),
     };
+    // The fence, first: the shard rows of the group's agents, read FOR SHARE in this
+    // transaction, so no node can take one of these shards until this one commits, and a
+    // shard taken before is seen taken. A request touching a shard this node does not
+    // hold at the database's epoch, live, is refused whole.
+    let (group, fenced) = match fence {
+        None => (group, Vec::new()),
+        Some(f) => match check_fence(&tx, f, group).await {
+            Ok(split) => split,
+            Err((e, group)) => return Err((before(e), accept_all(group))),
+        },
+    };
+    if group.is_empty() {
+        let _ = tx.rollback().await;
+        let mut laid = layout(Vec::new(), 0, aura_ledger::Frontier::new(), &HashMap::new());
+        laid.outcomes = fenced;
+        return Ok((laid, None));
+    }
     let locked = tx
         .query_one(
             "SELECT tree_size, frontier, last_time FROM log WHERE id = 1 FOR UPDATE",
@@ -292,6 +329,7 @@ async fn commit(
     }
 
     let mut laid = layout(group, size, frontier, &current);
+    laid.outcomes.extend(fenced);
     if laid.rows.is_empty() {
         // Every request was refused; nothing to write.
         let _ = tx.rollback().await;
@@ -320,6 +358,60 @@ async fn commit(
         return Err((Failure::Commit(Arc::new(e)), outcomes));
     }
     Ok((laid, Some(checkpoint)))
+}
+
+/// Splits the group into the requests the fence lets through and the refusals of the
+/// others.
+async fn check_fence(
+    tx: &tokio_postgres::Transaction<'_>,
+    fence: &Fence,
+    group: Vec<Request>,
+) -> Result<(Vec<Request>, Outcomes), (tokio_postgres::Error, Vec<Request>)> {
+    let fenced = |a: &AgentId| !fence.exempt.contains(a);
+    let mut shards: Vec<i32> = group
+        .iter()
+        .flat_map(|r| r.entries.iter().map(|e| e.agent))
+        .filter(fenced)
+        .map(|a| super::shard_of(a) as i32)
+        .collect();
+    shards.sort_unstable();
+    shards.dedup();
+    if shards.is_empty() {
+        return Ok((group, Vec::new()));
+    }
+    let rows = match tx
+        .query(
+            "SELECT shard, epoch FROM shards \
+             WHERE shard = ANY($1) AND owner = $2 AND expires_at > now() FOR SHARE",
+            &[&shards, &fence.owner],
+        )
+        .await
+    {
+        Ok(rows) => rows,
+        Err(e) => return Err((e, group)),
+    };
+    let held = fence.held.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let live: Vec<u32> = rows
+        .iter()
+        .filter(|r| held.get(&(r.get::<_, i32>(0) as u32)) == Some(&(r.get::<_, i64>(1) as u64)))
+        .map(|r| r.get::<_, i32>(0) as u32)
+        .collect();
+    let mut through = Vec::new();
+    let mut refused = Vec::new();
+    for r in group {
+        let stale = r
+            .entries
+            .iter()
+            .map(|e| e.agent)
+            .filter(fenced)
+            .map(super::shard_of)
+            .find(|s| !live.contains(s));
+        match stale {
+            None => through.push(r),
+            Some(shard) => refused.push((r.reply, Err(Error::Fenced { shard }))),
+        }
+    }
+    Ok((through, refused))
 }
 
 fn accept_all(group: Vec<Request>) -> Outcomes {
