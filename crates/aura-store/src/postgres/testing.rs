@@ -119,13 +119,17 @@ impl TestCluster {
                 "--no-instructions",
             ],
         )
-        .output()
-        .expect("initdb runs");
-        assert!(
-            out.status.success(),
-            "initdb failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        .output();
+        // A failed initdb (a full disk, say) leaves no directory behind.
+        let failed = match &out {
+            Ok(o) if o.status.success() => None,
+            Ok(o) => Some(String::from_utf8_lossy(&o.stderr).into_owned()),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(why) = failed {
+            let _ = std::fs::remove_dir_all(&dir);
+            panic!("initdb failed: {why}");
+        }
         // The watchdog: the server runs until this test process is gone, then is stopped
         // and its directory removed.
         let script = format!(
