@@ -58,7 +58,7 @@ enum Command {
     Ledger(cmd::ledger::Command),
     /// Run this node: agents and missions behind the HTTP API
     Serve(cmd::serve::Args),
-    /// The nodes sharing one PostgreSQL store: enroll, list, verify, export
+    /// The nodes sharing one PostgreSQL store: enroll, list, status, verify, export
     #[command(subcommand)]
     Cluster(cmd::cluster::Command),
     /// Talk to an installed model in this process; every answer leaves a signed receipt
