@@ -186,9 +186,23 @@ impl Home {
         Ok(self.open_store_and_signer()?.0)
     }
 
+    /// Refuses to open the SQLite ledger of a node whose ledger is a cluster's (`[store]
+    /// url` in aura.toml): there is none, and opening would make an empty one.
+    fn refuse_if_cluster(&self) -> anyhow::Result<()> {
+        let config = aura_node::Config::load(&aura_node::Config::path(&self.dir));
+        match config.ok().and_then(|c| c.store.url) {
+            None => Ok(()),
+            Some(_) => Err(hinted(
+                "this node keeps its ledger in its cluster's PostgreSQL store, not in ledger.db",
+                "use `aura cluster status|verify|export`, or the running node's HTTP API",
+            )),
+        }
+    }
+
     /// Opens the ledger for writing and returns the node's signer with it, for the node.
     pub(crate) fn open_store_and_signer(&self) -> anyhow::Result<(SqliteStore, Arc<Signer>)> {
         self.require_init()?;
+        self.refuse_if_cluster()?;
         let signer = Arc::new(self.signer(&KeyName::node())?);
         let path = self.ledger_path();
         let store = SqliteStore::open(
@@ -247,6 +261,7 @@ impl Home {
     /// Opens the ledger for reading only: needs no passphrase and changes nothing.
     pub(crate) fn open_store_read_only(&self) -> anyhow::Result<SqliteStore> {
         self.require_init()?;
+        self.refuse_if_cluster()?;
         let path = self.ledger_path();
         let store = SqliteStore::open_read_only(&path, Options::default())
             .with_context(|| format!("cannot open the ledger {}", path.display()))?;

@@ -91,6 +91,10 @@ fn two_nodes_join_one_cluster_and_its_export_verifies_with_the_cluster_key() {
         .collect();
     assert_eq!(regions, ["eu", "us"]);
     b.run(&["cluster", "verify"]).ok();
+    // The SQLite ledger commands say where the ledger is instead of making an empty one.
+    let local = a.run(&["ledger", "verify"]).one_line_error(1);
+    assert!(local.stderr.contains("aura cluster"), "{}", local.stderr);
+    assert!(!a.home().join("ledger.db").exists());
     let status = b.run(&["--json", "cluster", "status"]).ok().json();
     assert_eq!(status["nodes"].as_array().unwrap().len(), 2, "{status}");
     assert_eq!(status["shards"].as_array().unwrap().len(), 64, "{status}");
