@@ -18,6 +18,9 @@ fi
 ./scripts/setup-python.sh >/dev/null
 # Speech runs Debian's espeak-ng; the terminal UI's test drives `aura tui` in tmux.
 ./scripts/setup-speech.sh --tmux
+# The cluster tests start their own PostgreSQL servers; here they may not skip.
+./scripts/setup-postgres.sh
+export AURA_REQUIRE_POSTGRES=1
 
 # The web UI is built first, so the `aura` binary the tests build embeds it; its browser
 # tests need Debian's Chromium (installed here when missing).

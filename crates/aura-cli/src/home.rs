@@ -4,6 +4,8 @@
 //! <home>/            mode 0700
 //!   keys/node.key    the node's Ed25519 key (0600, optionally sealed with a passphrase)
 //!   keys/<name>.key  named extra keys
+//!   keys/cluster.key the cluster key, on the node that created a PostgreSQL cluster
+//!                    (docs/cluster.md)
 //!   ledger.db        the embedded store (SQLite, WAL)
 //!   published/checkpoint.note
 //!                    the latest checkpoint this node published, as a signed note; the
@@ -184,9 +186,23 @@ impl Home {
         Ok(self.open_store_and_signer()?.0)
     }
 
+    /// Refuses to open the SQLite ledger of a node whose ledger is a cluster's (`[store]
+    /// url` in aura.toml): there is none, and opening would make an empty one.
+    fn refuse_if_cluster(&self) -> anyhow::Result<()> {
+        let config = aura_node::Config::load(&aura_node::Config::path(&self.dir));
+        match config.ok().and_then(|c| c.store.url) {
+            None => Ok(()),
+            Some(_) => Err(hinted(
+                "this node keeps its ledger in its cluster's PostgreSQL store, not in ledger.db",
+                "use `aura cluster status|verify|export`, or the running node's HTTP API",
+            )),
+        }
+    }
+
     /// Opens the ledger for writing and returns the node's signer with it, for the node.
     pub(crate) fn open_store_and_signer(&self) -> anyhow::Result<(SqliteStore, Arc<Signer>)> {
         self.require_init()?;
+        self.refuse_if_cluster()?;
         let signer = Arc::new(self.signer(&KeyName::node())?);
         let path = self.ledger_path();
         let store = SqliteStore::open(
@@ -199,9 +215,53 @@ impl Home {
         Ok((store, signer))
     }
 
+    /// The PostgreSQL URL of the cluster's store: `given` (`--store`), else `[store] url`
+    /// in aura.toml; `None` for the embedded SQLite store.
+    pub(crate) fn store_url(&self, given: Option<String>) -> anyhow::Result<Option<String>> {
+        let url = match given {
+            Some(url) => Some(url),
+            None => {
+                aura_node::Config::load(&aura_node::Config::path(&self.dir))?
+                    .store
+                    .url
+            }
+        };
+        match url {
+            Some(url) if !aura_store::postgres::is_url(&url) => Err(hinted(
+                format!("`{url}` is not a PostgreSQL URL"),
+                "give the cluster's database as postgres://USER@HOST/DB (or postgresql://...)",
+            )),
+            other => Ok(other),
+        }
+    }
+
+    /// The name of the cluster key in the keystore.
+    pub(crate) fn cluster_key_name() -> KeyName {
+        KeyName::new("cluster").unwrap_or_else(|_| KeyName::node())
+    }
+
+    /// Opens the cluster's store at `url` as this node (which must be enrolled).
+    pub(crate) async fn open_cluster_store(
+        &self,
+        url: &str,
+    ) -> anyhow::Result<(aura_store::postgres::PgStore, Arc<Signer>)> {
+        self.require_init()?;
+        let signer = Arc::new(self.signer(&KeyName::node())?);
+        let store = aura_store::postgres::PgStore::open(
+            url,
+            signer.clone(),
+            Arc::new(SystemClock),
+            aura_store::postgres::Options::default(),
+        )
+        .await
+        .context("cannot open the cluster's store")?;
+        Ok((store, signer))
+    }
+
     /// Opens the ledger for reading only: needs no passphrase and changes nothing.
     pub(crate) fn open_store_read_only(&self) -> anyhow::Result<SqliteStore> {
         self.require_init()?;
+        self.refuse_if_cluster()?;
         let path = self.ledger_path();
         let store = SqliteStore::open_read_only(&path, Options::default())
             .with_context(|| format!("cannot open the ledger {}", path.display()))?;
@@ -239,6 +299,16 @@ pub(crate) fn store_hint(e: &aura_store::Error) -> Option<String> {
             Some("stop the other aura process (a running `aura serve`?) or use its API".into())
         }
         E::Inconsistent(_) => Some("run `aura ledger verify` to find what is wrong".into()),
+        E::NotEnrolled { .. } => Some(
+            "on the node that holds the cluster key, run `aura cluster enroll <this node's public key>`"
+                .into(),
+        ),
+        E::Fenced { .. } => Some(
+            "another node owns this agent's shard now; send the request to that node".into(),
+        ),
+        E::Unavailable(_) | E::Postgres(_) => {
+            Some("check that the database is running and the URL is right".into())
+        }
         E::WrongNode { .. } => {
             Some("this ledger belongs to another node; use that node's data directory".into())
         }

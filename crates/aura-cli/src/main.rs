@@ -58,6 +58,9 @@ enum Command {
     Ledger(cmd::ledger::Command),
     /// Run this node: agents and missions behind the HTTP API
     Serve(cmd::serve::Args),
+    /// The nodes sharing one PostgreSQL store: enroll, list, status, verify, export
+    #[command(subcommand)]
+    Cluster(cmd::cluster::Command),
     /// Talk to an installed model in this process; every answer leaves a signed receipt
     Chat(cmd::chat::Args),
     /// Create agents, message them, read their records (through a running node)
@@ -247,6 +250,7 @@ async fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
         Command::Key(c) => cmd::key::run(&home, out, c),
         Command::Ledger(c) => cmd::ledger::run(&home, out, c).await,
         Command::Serve(args) => cmd::serve::run(&home, out, args).await,
+        Command::Cluster(c) => cmd::cluster::run(&home, out, c).await,
         Command::Chat(args) => cmd::chat::run(&home, out, args).await,
         Command::Agent(args) => cmd::agent::run(&home, out, args).await,
         Command::Apikey(c) => cmd::apikey::run(&home, out, c),

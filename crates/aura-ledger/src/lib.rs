@@ -19,6 +19,7 @@
 
 pub mod bundle;
 pub mod checkpoint;
+pub mod cluster;
 pub mod entry;
 pub mod merkle;
 pub mod note;

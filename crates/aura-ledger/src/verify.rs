@@ -23,6 +23,11 @@
 //! agent's next entry must name it as `prev`, and its leaf is under every later signed
 //! root. What a pruned entry's stub says of its kind and time is not proven by anything.
 //!
+//! A log written by several nodes of a cluster (see [`crate::cluster`]) is verified with
+//! the cluster key: enrollment entries signed by it teach the verifier node keys, and a
+//! checkpoint is accepted when the trusted key or a key enrolled before it signed it. An
+//! enrollment entry in the cluster's stream that the trusted key did not sign fails.
+//!
 //! Memory grows with the number of agents (one head each), not with the ledger.
 
 use std::collections::HashMap;
@@ -34,6 +39,7 @@ use aura_core::{AgentId, NodeId, PublicKey, Timestamp};
 use serde::Serialize;
 
 use crate::checkpoint::{CheckpointError, SignedCheckpoint};
+use crate::cluster;
 use crate::entry::{self, Entry, PrunedEntry};
 use crate::merkle::{self, Frontier};
 use crate::note::{self, NoteError, NoteSignature, VerifierKey};
@@ -235,6 +241,8 @@ fn is_zero(n: &u64) -> bool {
 pub struct Verifier {
     key: PublicKey,
     node: NodeId,
+    /// Node keys the trusted (cluster) key enrolled in the log so far.
+    enrolled: HashMap<NodeId, PublicKey>,
     position: u64,
     heads: HashMap<AgentId, (u64, Hash)>,
     frontier: Frontier,
@@ -255,6 +263,7 @@ impl Verifier {
         Verifier {
             node: key.node_id(),
             key,
+            enrolled: HashMap::new(),
             position: 0,
             heads: HashMap::new(),
             frontier: Frontier::new(),
@@ -332,7 +341,20 @@ impl Verifier {
             &(entry.index, entry.agent, entry.seq, entry.prev),
             computed,
             completed,
-        )
+        )?;
+        if entry.kind.as_str() == cluster::KIND && entry.agent == cluster::cluster_agent(&self.key)
+        {
+            let enrollment = cluster::Enrollment::open(&entry.body, &self.key).map_err(|e| {
+                fail(
+                    agent,
+                    seq,
+                    Reason::Other(format!("a node enrollment is not valid: {e}")),
+                )
+            })?;
+            let node = enrollment.node_key;
+            self.enrolled.insert(node.node_id(), node);
+        }
+        Ok(())
     }
 
     /// Checks the next entry when its body was pruned: `stub` is its
@@ -493,8 +515,9 @@ impl Verifier {
                 found: cp.checkpoint.tree_size,
             }));
         }
-        cp.verify(&self.key)
-            .map_err(|e| fail(Reason::Signature(e)))?;
+        // The trusted key, or a node key it enrolled earlier in the log.
+        let signer = self.enrolled.get(&cp.checkpoint.node).unwrap_or(&self.key);
+        cp.verify(signer).map_err(|e| fail(Reason::Signature(e)))?;
         let expected = self.frontier.root();
         if cp.checkpoint.root != expected {
             return Err(fail(Reason::RootMismatch {

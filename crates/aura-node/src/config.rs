@@ -17,9 +17,20 @@ pub struct Config {
     pub tools: ToolsConfig,
     pub cells: CellsConfig,
     pub speech: SpeechConfig,
+    pub store: StoreConfig,
     /// Reasoners by name: `[reasoners.NAME]` tables, each with a `provider` and that
     /// provider's settings (docs/reasoners.md). Checked when the node starts.
     pub reasoners: BTreeMap<String, toml::Table>,
+}
+
+/// Where the ledger lives: `[store]`. Without a URL, the embedded SQLite file in the data
+/// directory; with one, the PostgreSQL database this node shares with its cluster
+/// (docs/cluster.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `postgres://...` or `postgresql://...`: the cluster's database.
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

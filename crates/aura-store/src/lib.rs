@@ -30,6 +30,8 @@ use aura_ledger::proof::{ConsistencyProof, InclusionProof};
 use aura_ledger::verify::{Failure, Summary};
 use serde::Serialize;
 
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod sqlite;
 
 pub use sqlite::SqliteStore;
@@ -201,7 +203,7 @@ pub enum Error {
     #[error(
         "a commit failed, so the entries may or may not be stored; read the agent's head to know"
     )]
-    CommitFailed(#[source] std::sync::Arc<rusqlite::Error>),
+    CommitFailed(#[source] std::sync::Arc<dyn std::error::Error + Send + Sync>),
     /// The disk that holds the store is full: the batch was refused and nothing of it
     /// was stored (the writer read the database again to be sure). The store goes on
     /// refusing appends the same way until there is room, and stays whole meanwhile.
@@ -209,6 +211,23 @@ pub enum Error {
     DiskFull { path: std::path::PathBuf },
     #[error("database error")]
     Sqlite(#[from] rusqlite::Error),
+    /// The database server answered with an error, or could not be reached; nothing of
+    /// the request was stored.
+    #[cfg(feature = "postgres")]
+    #[error("database error")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// The database could not be reached or refused the request; nothing was stored.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// The agent's shard is not leased to this node at the epoch it holds (the lease
+    /// expired, or another node took the shard): nothing was stored.
+    #[error(
+        "shard {shard} is not leased to this node (its lease expired or moved); nothing was stored"
+    )]
+    Fenced { shard: u32 },
+    /// The node's key is not enrolled in the cluster's log.
+    #[error("node key {node} is not enrolled in this cluster")]
+    NotEnrolled { node: String },
     #[error("{context}")]
     Io {
         context: String,

@@ -1,5 +1,6 @@
-//! The SQLite store's behaviour: appends, reads, proofs, conflicts, concurrency,
-//! reopening, read-only access, locking and damaged files.
+//! The stores' behaviour: appends, reads, proofs, conflicts, concurrency and reopening on
+//! both backends (SQLite and PostgreSQL); read-only access, locking and damaged files of
+//! the SQLite store.
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
@@ -14,14 +15,20 @@ use aura_core::hash::Hash;
 use aura_ledger::proof::Proof;
 use aura_store::sqlite::Options;
 use aura_store::{EntryRef, Error, Seq, SqliteStore, Store, Verification};
-use common::{agent, note, open, signer};
+use common::{Ledger, agent, note, open, signer};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn append_read_prove_and_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ledger.db");
-    let s = signer(1);
-    let store = open(&path, &s);
+both_backends!(
+    append_read_prove_and_reopen,
+    a_sequence_conflict_is_refused_whole_and_changes_nothing,
+    refusals_in_a_group_leave_the_other_callers_alone,
+    concurrent_appends_keep_every_stream_whole_and_ordered,
+    proofs_from_the_store_check_offline_at_many_sizes,
+);
+
+async fn append_read_prove_and_reopen(l: Ledger) {
+    let s = l.signer.clone();
+    let b = l.base();
+    let store = l.open().await;
     let a = agent(1);
     let r1 = store
         .append(vec![
@@ -35,15 +42,15 @@ async fn append_read_prove_and_reopen() {
             .iter()
             .map(|e| (e.index, e.seq))
             .collect::<Vec<_>>(),
-        [(0, 1), (1, 2)]
+        [(b, 1), (b + 1, 2)]
     );
-    assert_eq!(r1.checkpoint.checkpoint.tree_size, 2);
+    assert_eq!(r1.checkpoint.checkpoint.tree_size, b + 2);
     r1.checkpoint.verify(&s.public_key()).unwrap();
     let r2 = store
         .append(vec![note(AgentId::NODE, Seq::Next, "node")])
         .await
         .unwrap();
-    assert_eq!(r2.entries[0].index, 2);
+    assert_eq!(r2.entries[0].index, b + 2);
 
     let e = store
         .entry(EntryRef::AgentSeq(a, 2))
@@ -53,43 +60,68 @@ async fn append_read_prove_and_reopen() {
     assert_eq!(e.entry.body, b"two");
     assert_eq!(e.entry.prev, r1.entries[0].hash);
     assert_eq!(store.head(a).await.unwrap().unwrap().seq, 2);
-    assert_eq!(store.tree_size().await.unwrap(), 3);
+    assert_eq!(store.tree_size().await.unwrap(), b + 3);
 
-    for i in 0..3 {
+    for i in b..b + 3 {
         let p = store.inclusion_proof(i, None).await.unwrap();
         let v = p.verify(&s.public_key()).unwrap();
         assert_eq!(v.entry.index, i);
         let old = store
-            .inclusion_proof(i, Some(if i < 2 { 2 } else { 3 }))
+            .inclusion_proof(i, Some(if i < b + 2 { b + 2 } else { b + 3 }))
             .await
             .unwrap();
         old.verify(&s.public_key()).unwrap();
     }
-    let c = store.consistency_proof(2, None).await.unwrap();
+    let c = store.consistency_proof(b + 2, None).await.unwrap();
     c.verify(&s.public_key()).unwrap();
     assert!(matches!(
-        store.inclusion_proof(0, Some(1)).await,
+        store.inclusion_proof(b, Some(b + 1)).await,
         Err(Error::NotFound(_))
     ));
 
-    store.close();
-    let store = open(&path, &s);
-    assert_eq!(store.tree_size().await.unwrap(), 3);
+    drop(store);
+    let store = l.open().await;
+    assert_eq!(store.tree_size().await.unwrap(), b + 3);
     let r3 = store
         .append(vec![note(a, Seq::Exactly(3), "three")])
         .await
         .unwrap();
-    assert_eq!(r3.entries[0].index, 3);
+    assert_eq!(r3.entries[0].index, b + 3);
     match store.verify(Box::new(|_| {})).await.unwrap() {
-        Verification::Ok(s) => assert_eq!((s.entries, s.agents, s.checkpoints), (4, 2, 3)),
+        Verification::Ok(s) => {
+            assert_eq!((s.entries, s.agents, s.checkpoints), (b + 4, b + 2, b + 3));
+        }
         Verification::Failed(f) => panic!("{f}"),
+    }
+    // The export verifies with the key the ledger trusts, and with no other.
+    let out = SharedBuf::default();
+    store
+        .export(Box::new(out.clone()), Box::new(|_| {}))
+        .await
+        .unwrap();
+    let bytes = out.0.lock().unwrap().clone();
+    let summary = aura_ledger::bundle::verify_bundle(&bytes[..], &l.trusted).unwrap();
+    assert_eq!(summary.entries, b + 4);
+    assert!(aura_ledger::bundle::verify_bundle(&bytes[..], &signer(99).public_key()).is_err());
+}
+
+/// A writer the test can read back after handing it to an export.
+#[derive(Clone, Default)]
+struct SharedBuf(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for SharedBuf {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sequence_conflict_is_refused_whole_and_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir.path().join("l.db"), &signer(2));
+async fn a_sequence_conflict_is_refused_whole_and_changes_nothing(l: Ledger) {
+    let b = l.base();
+    let store = l.open().await;
     let a = agent(1);
     store.append(vec![note(a, Seq::Next, "1")]).await.unwrap();
     let err = store
@@ -110,7 +142,7 @@ async fn a_sequence_conflict_is_refused_whole_and_changes_nothing() {
         ),
         "{err}"
     );
-    assert_eq!(store.tree_size().await.unwrap(), 1);
+    assert_eq!(store.tree_size().await.unwrap(), b + 1);
     assert!(store.head(agent(2)).await.unwrap().is_none());
     let err = store
         .append(vec![note(a, Seq::Exactly(1), "dup")])
@@ -126,10 +158,8 @@ async fn a_sequence_conflict_is_refused_whole_and_changes_nothing() {
     ));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refusals_in_a_group_leave_the_other_callers_alone() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir.path().join("l.db"), &signer(3));
+async fn refusals_in_a_group_leave_the_other_callers_alone(l: Ledger) {
+    let store = l.open().await;
     // Many callers race for seq 1 of the same agent: exactly one wins; every other
     // caller's own agent gets its entry regardless.
     let mut tasks = Vec::new();
@@ -156,18 +186,14 @@ async fn refusals_in_a_group_leave_the_other_callers_alone() {
         assert!(own);
     }
     assert_eq!(wins, 1);
-    assert_eq!(store.tree_size().await.unwrap(), 51);
+    assert_eq!(store.tree_size().await.unwrap(), l.base() + 51);
 }
 
 /// Many tasks append to many agents at once; afterwards (and after reopening) every
 /// acknowledged entry is there, and each agent's stream has no gaps, no duplicates and
 /// keeps the order in which each writer appended.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_appends_keep_every_stream_whole_and_ordered() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("l.db");
-    let s = signer(4);
-    let store = open(&path, &s);
+async fn concurrent_appends_keep_every_stream_whole_and_ordered(l: Ledger) {
+    let store = l.open().await;
     const WRITERS: u8 = 64;
     const PER_WRITER: usize = 60;
     let mut tasks = Vec::new();
@@ -194,13 +220,13 @@ async fn concurrent_appends_keep_every_stream_whole_and_ordered() {
     for t in tasks {
         acked.extend(t.await.unwrap());
     }
-    store.close();
+    drop(store);
 
-    let store = open(&path, &s);
+    let store = l.open().await;
     let mut streams: HashMap<AgentId, Vec<(u64, Hash, Vec<u8>)>> = HashMap::new();
     let total = store.tree_size().await.unwrap();
-    assert_eq!(total as usize, acked.len());
-    for e in store.entries(0, usize::MAX).await.unwrap() {
+    assert_eq!(total, l.base() + acked.len() as u64);
+    for e in store.entries(l.base(), usize::MAX).await.unwrap() {
         streams
             .entry(e.entry.agent)
             .or_default()
@@ -356,14 +382,12 @@ async fn a_foreign_sqlite_database_is_not_taken_over() {
     assert!(err.to_string().contains("not an Aura store"), "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn proofs_from_the_store_check_offline_at_many_sizes() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = signer(11);
-    let store = open(&dir.path().join("l.db"), &s);
+async fn proofs_from_the_store_check_offline_at_many_sizes(l: Ledger) {
+    let s = l.signer.clone();
+    let store = l.open().await;
     let mut sizes = Vec::new();
     // Uneven batches so that tiles at level 8 are completed mid-batch.
-    let mut n = 0u64;
+    let mut n = l.base();
     for b in 0..90u64 {
         let batch: Vec<_> = (0..(1 + b % 13))
             .map(|_| note(agent((b % 5) as u8), Seq::Next, "p"))
@@ -375,7 +399,7 @@ async fn proofs_from_the_store_check_offline_at_many_sizes() {
     assert!(n > 512);
     let key = s.public_key();
     for &size in sizes.iter().step_by(7) {
-        for index in [0, size / 3, size - 1] {
+        for index in [l.base(), size / 3, size - 1] {
             let p = store.inclusion_proof(index, Some(size)).await.unwrap();
             let bytes = Proof::Inclusion(p).encode();
             let Proof::Inclusion(decoded) = Proof::decode(&bytes).unwrap() else {
@@ -394,4 +418,8 @@ async fn proofs_from_the_store_check_offline_at_many_sizes() {
                 .unwrap();
         }
     }
+    assert!(matches!(
+        store.verify(Box::new(|_| {})).await.unwrap(),
+        Verification::Ok(_)
+    ));
 }

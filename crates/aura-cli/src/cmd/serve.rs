@@ -24,6 +24,10 @@ pub(crate) struct Args {
     /// Listen on this address [default: from aura.toml, else 127.0.0.1:8080]
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// Keep the ledger in this PostgreSQL database, shared with the cluster [default:
+    /// `[store] url` in aura.toml, else the SQLite file in the data directory]
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -171,7 +175,16 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
     home.require_init()?;
     let config_path = aura_node::Config::path(home.dir());
     let config = aura_node::Config::load(&config_path)?;
-    let (store, signer) = home.open_store_and_signer()?;
+    let (store, signer): (Arc<dyn Store>, _) = match home.store_url(args.store.clone())? {
+        Some(url) => {
+            let (store, signer) = home.open_cluster_store(&url).await?;
+            (Arc::new(store), signer)
+        }
+        None => {
+            let (store, signer) = home.open_store_and_signer()?;
+            (Arc::new(store), signer)
+        }
+    };
     let node_key = signer.public_key();
     let config = with_default_reasoner(config, home);
     let listen = args.listen.unwrap_or(config.http.listen);
@@ -186,7 +199,6 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
     }
     issuers.push(node_key);
     let policies = crate::cmd::policy::load(home, &[])?;
-    let store: Arc<dyn Store> = Arc::new(store);
     let metering = Metering::open(store.clone(), signer.clone())
         .await
         .map_err(anyhow::Error::msg)?;

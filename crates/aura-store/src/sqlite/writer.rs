@@ -463,7 +463,9 @@ impl Writer {
                         Ok(_) if full => Err(Error::DiskFull {
                             path: self.path.clone(),
                         }),
-                        Ok(_) => Err(Error::CommitFailed(e.clone())),
+                        Ok(_) => Err(Error::CommitFailed(
+                            e.clone() as Arc<dyn std::error::Error + Send + Sync>
+                        )),
                         Err(refused) => Err(refused),
                     };
                     let _ = reply.send(answer);
