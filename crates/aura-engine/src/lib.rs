@@ -33,6 +33,7 @@ mod error;
 mod forward;
 mod handle;
 mod mission;
+mod observe;
 mod prune;
 mod shared;
 
