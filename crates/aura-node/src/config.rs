@@ -17,9 +17,20 @@ pub struct Config {
     pub tools: ToolsConfig,
     pub cells: CellsConfig,
     pub speech: SpeechConfig,
+    pub telemetry: TelemetryConfig,
     /// Reasoners by name: `[reasoners.NAME]` tables, each with a `provider` and that
     /// provider's settings (docs/reasoners.md). Checked when the node starts.
     pub reasoners: BTreeMap<String, toml::Table>,
+}
+
+/// `[telemetry]`: where the node's traces go (docs/metrics.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// An OpenTelemetry collector's OTLP/gRPC endpoint (`http://127.0.0.1:4317`). Unset
+    /// (the default): no traces leave the node. Needs a binary built with the `otlp`
+    /// feature; one without it refuses to start when this is set.
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -171,6 +171,8 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
     home.require_init()?;
     let config_path = aura_node::Config::path(home.dir());
     let config = aura_node::Config::load(&config_path)?;
+    // Logs and traces first, so that everything the node does from here is seen.
+    let telemetry = crate::telemetry::init(&config.telemetry)?;
     let (store, signer) = home.open_store_and_signer()?;
     let node_key = signer.public_key();
     let config = with_default_reasoner(config, home);
@@ -331,6 +333,8 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
     // Workspace file systems stay mounted, so that their files stay where operators
     // look for them; after a reboot the node mounts each again when it is next used.
     drop(node_workspaces);
+    // The spans still queued for the collector are flushed.
+    drop(telemetry);
     Ok(())
 }
 
