@@ -17,6 +17,8 @@ const CHECKED: &[&str] = &[
     "aura-identity",
     "aura-kernel",
     "aura-ledger",
+    "aura-memory",
+    "aura-metrics",
     "aura-model",
     "aura-policy",
 ];

@@ -377,6 +377,7 @@ impl Runtime {
                 return Err(e);
             }
         };
+        aura_metrics::global().inc(&aura_metrics::CELL_STARTS, &["oneshot"]);
         let pid = process.pid;
         let (tx, rx) = mpsc::channel(64);
         let stop = Arc::new(Notify::new());

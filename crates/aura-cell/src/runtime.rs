@@ -1039,6 +1039,7 @@ impl Runtime {
         };
         let oom_before = cell.cgroup.oom_kills();
         let process = self.launch_join(&cell, &setup, stdio).await?;
+        aura_metrics::global().inc(&aura_metrics::CELL_STARTS, &["executable"]);
         let started_at = self.now();
         let log_path = self
             .inner

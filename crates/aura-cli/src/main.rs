@@ -10,6 +10,7 @@ mod client;
 mod cmd;
 mod home;
 mod output;
+mod telemetry;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

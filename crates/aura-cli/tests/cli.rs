@@ -329,6 +329,29 @@ fn a_corrupt_database_is_refused_and_left_alone() {
     assert_eq!(a.snapshot(), before);
 }
 
+/// `[telemetry] otlp_endpoint` in a binary built without the `otlp` feature: the node
+/// refuses to start (rather than silently export nothing) and says how to get the exporter.
+#[cfg(not(feature = "otlp"))]
+#[test]
+fn an_otlp_endpoint_in_a_build_without_otlp_is_refused() {
+    let a = Aura::new();
+    a.init().ok();
+    std::fs::write(
+        a.home().join("aura.toml"),
+        "[telemetry]\notlp_endpoint = \"http://127.0.0.1:4317\"\n",
+    )
+    .unwrap();
+    let out = a
+        .run(&["serve", "--listen", "127.0.0.1:0"])
+        .one_line_error(1);
+    assert!(
+        out.stderr.contains("built without OpenTelemetry"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("--features otlp"), "{}", out.stderr);
+}
+
 #[test]
 fn commands_before_init_explain_what_to_do() {
     let a = Aura::new();

@@ -16,6 +16,7 @@ use aura_kernel::{Mission, MissionState, Recorded};
 use aura_ledger::entry::Kind;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
+use tracing::Instrument as _;
 
 use crate::command::{Inbox, Mailbox, Sender};
 use crate::error::Error;
@@ -164,10 +165,28 @@ impl Actor {
     }
 
     async fn perform(&mut self, work: Work) {
+        let started = std::time::Instant::now();
+        let (name, mission) = match work {
+            Work::Start(m) => ("start", m),
+            Work::Step(m) => ("step", m),
+        };
+        // One span per kernel step; the policy decisions, tool calls and model requests
+        // it makes are its children, and every log line inside carries both ids.
+        let span = tracing::info_span!(
+            "kernel.step",
+            mission_id = %mission,
+            agent_id = %self.agent,
+            work = name,
+        );
         match work {
-            Work::Start(m) => self.start(m).await,
-            Work::Step(m) => self.step(m).await,
+            Work::Start(m) => self.start(m).instrument(span).await,
+            Work::Step(m) => self.step(m).instrument(span).await,
         }
+        aura_metrics::global().observe(
+            &aura_metrics::STEP_SECONDS,
+            &[name],
+            started.elapsed().as_secs_f64(),
+        );
     }
 
     /// Appends entries to this agent's stream, keeping `next_seq` true whatever happens.
@@ -225,6 +244,7 @@ impl Actor {
                 return Err(e);
             }
         }
+        crate::observe::committed(&recorded);
         self.shared.index_mission(&mission);
         if let Some(live) = self.missions.get_mut(&mission.id) {
             live.mission = mission;

@@ -34,6 +34,7 @@ mod error;
 mod forward;
 mod handle;
 mod mission;
+mod observe;
 mod prune;
 mod shared;
 

@@ -19,6 +19,7 @@ use aura_kernel::{
     ToolCall, kinds,
 };
 use serde_json::Value;
+use tracing::Instrument as _;
 
 use crate::agent::{Actor, Live, Work};
 use crate::command::{Control, Inbox, Sender};
@@ -229,7 +230,7 @@ impl Actor {
             false,
             None,
         );
-        let decision = s.services.policy.decide(&q);
+        let decision = decide_traced(&q, || s.services.policy.decide(&q));
         let outcome = decision.outcome;
         let deciding = decision.deciding.join(", ");
         step.push(Event::Judged { decision })?;
@@ -763,6 +764,16 @@ impl Actor {
             }
             tools.execute(&ctx, &proposal).await
         };
+        let span = tracing::info_span!(
+            "tool.call",
+            mission_id = %id,
+            agent_id = %self.agent,
+            tool = %call.name,
+            call_id = %call.id,
+            attempt,
+            outcome = tracing::field::Empty,
+        );
+        let run = run.instrument(span.clone());
         tokio::pin!(run);
         let interrupt = self.mailbox.interrupt.clone();
         let mut stopping = s.stopping.subscribe();
@@ -772,7 +783,10 @@ impl Actor {
         let mut recorded_at: Option<tokio::time::Instant> = None;
         loop {
             let details = tokio::select! {
-                effect = &mut run => return Attempted::Done(Box::new(effect)),
+                effect = &mut run => {
+                    span.record("outcome", crate::observe::effect_outcome(&effect));
+                    return Attempted::Done(Box::new(effect));
+                }
                 Some(details) = beats.recv() => details,
                 () = until(limit) => return Attempted::Failed {
                     kind: kinds::START_TO_CLOSE,
@@ -842,7 +856,28 @@ impl Actor {
         });
     }
 
+    /// Policy's decision on a proposed call, in a `policy.decide` span.
     fn decide_call(
+        &self,
+        mission: &Mission,
+        call: &ToolCall,
+        approval: Option<VerifiedApproval>,
+    ) -> Decision {
+        let span = tracing::info_span!(
+            "policy.decide",
+            mission_id = %mission.id,
+            agent_id = %mission.agent,
+            action = %call.name,
+            call_id = %call.id,
+            effect = tracing::field::Empty,
+        );
+        let _entered = span.enter();
+        let decision = self.decide_call_untraced(mission, call, approval);
+        span.record("effect", crate::observe::effect(&decision.outcome));
+        decision
+    }
+
+    fn decide_call_untraced(
         &self,
         mission: &Mission,
         call: &ToolCall,
@@ -1282,6 +1317,21 @@ enum Attempted {
 /// before effects carried a kind never come here: an effect is judged once, as the tool
 /// returns it, and what was decided then is itself recorded (an `attempt_failed` with its
 /// kind, or the effect), which replay reads rather than decides again.
+/// Runs a declaration's policy decision in a `policy.decide` span.
+fn decide_traced(q: &Query, decide: impl FnOnce() -> Decision) -> Decision {
+    let span = tracing::info_span!(
+        "policy.decide",
+        mission_id = %q.mission,
+        agent_id = %q.agent,
+        action = %q.action,
+        effect = tracing::field::Empty,
+    );
+    let _entered = span.enter();
+    let decision = decide();
+    span.record("effect", crate::observe::effect(&decision.outcome));
+    decision
+}
+
 fn transient_failure(effect: &Effect) -> Option<(String, String)> {
     if effect.ok {
         return None;

@@ -153,6 +153,10 @@ pub struct ModelCard {
 pub struct Admitted {
     served: Arc<Served>,
     auth: Authorization,
+    /// The request's `model.request` span, opened when it was admitted (a child of the
+    /// caller's span: a kernel step or an HTTP request) and closed with its receipt.
+    span: tracing::Span,
+    started: std::time::Instant,
 }
 
 impl Admitted {
@@ -379,9 +383,18 @@ impl ModelHost {
     /// Authorises a request of at most `bound` tokens on `served` against its license.
     pub fn admit(&self, served: &Arc<Served>, bound: u64) -> Result<Admitted, ModelError> {
         let auth = self.authorize(&served.verified, &served.name, Self::uses(served), bound)?;
+        let span = tracing::info_span!(
+            "model.request",
+            model = %served.name,
+            receipt = tracing::field::Empty,
+            prompt_tokens = tracing::field::Empty,
+            completion_tokens = tracing::field::Empty,
+        );
         Ok(Admitted {
             served: served.clone(),
             auth,
+            span,
+            started: std::time::Instant::now(),
         })
     }
 
@@ -401,6 +414,9 @@ impl ModelHost {
             expert_tokens: measured.expert_tokens,
             runtime: admitted.served.runtime.clone(),
         };
+        let span = admitted.span.clone();
+        let (model, started) = (admitted.served.name.clone(), admitted.started);
+        let (prompt, completion) = (outcome.prompt_tokens, outcome.completion_tokens);
         let id = id.unwrap_or_else(|| ReceiptId::generate(&SystemClock, &OsEntropy));
         let (signed, _) = self
             .metering
@@ -417,6 +433,27 @@ impl ModelHost {
             .map_err(|e| {
                 ModelError::internal(format!("the usage receipt could not be recorded: {e}"))
             })?;
+        // Counted once the receipt is in the ledger, so `/metrics` agrees with it.
+        let metrics = aura_metrics::global();
+        metrics.inc(&aura_metrics::MODEL_RECEIPTS, &[&model]);
+        metrics.add(
+            &aura_metrics::MODEL_TOKENS,
+            &[&model, "prompt"],
+            prompt as f64,
+        );
+        metrics.add(
+            &aura_metrics::MODEL_TOKENS,
+            &[&model, "completion"],
+            completion as f64,
+        );
+        metrics.observe(
+            &aura_metrics::MODEL_REQUEST_SECONDS,
+            &[&model],
+            started.elapsed().as_secs_f64(),
+        );
+        span.record("receipt", tracing::field::display(signed.statement.id));
+        span.record("prompt_tokens", prompt);
+        span.record("completion_tokens", completion);
         Ok(signed.statement.id)
     }
 

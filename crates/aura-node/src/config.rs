@@ -18,6 +18,7 @@ pub struct Config {
     pub cells: CellsConfig,
     pub speech: SpeechConfig,
     pub store: StoreConfig,
+    pub telemetry: TelemetryConfig,
     /// Reasoners by name: `[reasoners.NAME]` tables, each with a `provider` and that
     /// provider's settings (docs/reasoners.md). Checked when the node starts.
     pub reasoners: BTreeMap<String, toml::Table>,
@@ -31,6 +32,16 @@ pub struct Config {
 pub struct StoreConfig {
     /// `postgres://...` or `postgresql://...`: the cluster's database.
     pub url: Option<String>,
+}
+
+/// `[telemetry]`: where the node's traces go (docs/metrics.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// An OpenTelemetry collector's OTLP/gRPC endpoint (`http://127.0.0.1:4317`). Unset
+    /// (the default): no traces leave the node. Needs a binary built with the `otlp`
+    /// feature; one without it refuses to start when this is set.
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -303,6 +303,8 @@ async fn authorization_matrix() {
             None,
             [200, 403, 403, 403, 401],
         ),
+        // Metrics are the whole node's, as receipts are: operators of every namespace.
+        ("GET", "/metrics".into(), None, [200, 403, 403, 403, 401]),
         // Speech is for those who may run models; this node has no espeak-ng, and says
         // so only to those (tests/speech.rs drives a node that speaks).
         (

@@ -175,6 +175,8 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
     home.require_init()?;
     let config_path = aura_node::Config::path(home.dir());
     let config = aura_node::Config::load(&config_path)?;
+    // Logs and traces first, so that everything the node does from here is seen.
+    let telemetry = crate::telemetry::init(&config.telemetry)?;
     let (store, signer): (Arc<dyn Store>, _) = match home.store_url(args.store.clone())? {
         Some(url) => {
             let (store, signer) = home.open_cluster_store(&url).await?;
@@ -343,6 +345,8 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
     // Workspace file systems stay mounted, so that their files stay where operators
     // look for them; after a reboot the node mounts each again when it is next used.
     drop(node_workspaces);
+    // The spans still queued for the collector are flushed.
+    drop(telemetry);
     Ok(())
 }
 

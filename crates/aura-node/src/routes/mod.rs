@@ -7,6 +7,7 @@ pub(crate) mod cells;
 mod events;
 mod health;
 mod ledger;
+mod metrics;
 mod missions;
 mod openai;
 mod receipts;
@@ -66,10 +67,11 @@ pub(crate) fn router(state: AppState) -> axum::Router {
         .merge(system::routes())
         .merge(receipts::routes())
         .merge(audio::routes())
+        .merge(metrics::routes())
         .split_for_parts();
     let doc = serde_json::to_value(&api).unwrap_or_default();
-    // Layers run outermost first: the host and origin checks, then who is calling and
-    // their rate, then the body's deadline.
+    // Layers run outermost first: the request count, the host and origin checks, then who
+    // is calling and their rate, then the body's deadline.
     api_router
         .merge(ui::routes())
         .route(
@@ -84,6 +86,8 @@ pub(crate) fn router(state: AppState) -> axum::Router {
             state.clone(),
             crate::guard::check,
         ))
+        // Outermost, so refusals by the guard, authentication and rate limit are counted.
+        .layer(middleware::from_fn(metrics::count))
         .with_state(state)
 }
 

@@ -88,6 +88,16 @@ pub(crate) async fn start_speaking(
     .await
 }
 
+/// The scripted reasoner's turns for nodes started without a script of their own: one
+/// turn that finishes the mission.
+const FINISH: &str = r#"{"content": "done", "tool_calls": [{"name": "mission_finish", "arguments": {"summary": "ok"}}]}"#;
+
+/// A node (with keys) whose scripted reasoner answers `script` (JSON lines of turns, taken
+/// in order across all missions).
+pub(crate) async fn start_scripted(script: &str) -> Node {
+    start_node_scripted(Limits::default(), true, false, &[], &[], None, script).await
+}
+
 async fn start_node(
     limits: Limits,
     with_keys: bool,
@@ -96,14 +106,31 @@ async fn start_node(
     allowed_origins: &[&str],
     speech: Option<aura_node::speech::Speech>,
 ) -> Node {
+    start_node_scripted(
+        limits,
+        with_keys,
+        with_cells,
+        allowed_hosts,
+        allowed_origins,
+        speech,
+        FINISH,
+    )
+    .await
+}
+
+async fn start_node_scripted(
+    limits: Limits,
+    with_keys: bool,
+    with_cells: bool,
+    allowed_hosts: &[&str],
+    allowed_origins: &[&str],
+    speech: Option<aura_node::speech::Speech>,
+    script: &str,
+) -> Node {
     let dir = tempfile::tempdir().unwrap();
     // Real services, built as `aura serve` builds them: Cedar policy, the built-in tools,
     // and a scripted reasoner from aura.toml (never reached while missions are held).
-    std::fs::write(
-        dir.path().join("script.jsonl"),
-        r#"{"content": "done", "tool_calls": [{"name": "mission_finish", "arguments": {"summary": "ok"}}]}"#,
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("script.jsonl"), script).unwrap();
     let config: aura_node::Config =
         toml::from_str("[reasoners.script]\nprovider = \"scripted\"\npath = \"script.jsonl\"\n")
             .unwrap();

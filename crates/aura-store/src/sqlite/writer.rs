@@ -411,7 +411,15 @@ impl Writer {
         }
         .sign(&self.signer);
 
-        match self.write(&rows, &overlay, &tiles, &checkpoint.encode(), next) {
+        // The commit's latency (transaction and fsync) is the store's one metric.
+        let started = std::time::Instant::now();
+        let written = self.write(&rows, &overlay, &tiles, &checkpoint.encode(), next);
+        aura_metrics::global().observe(
+            &aura_metrics::STORE_COMMIT_SECONDS,
+            &[if written.is_ok() { "ok" } else { "failed" }],
+            started.elapsed().as_secs_f64(),
+        );
+        match written {
             Ok(()) => {
                 self.state.size = next;
                 self.state.frontier = frontier;
