@@ -6,19 +6,26 @@
 #! PYTHONPATH.
 set -euo pipefail
 
+PACKAGE=openai
 VERSION=3.54.0
+# `setup-python.sh mcp`: the official MCP SDK (`mcp`), which the MCP tests run as both
+# server and client, installed and printed the same way.
+if [ "${1:-}" = mcp ]; then
+  PACKAGE=mcp
+  VERSION=2.3.0
+fi
 ROOT="${AURA_PYTHON_LIBS:-$HOME/.cache/aura/python}"
-DEST="$ROOT/openai-$VERSION"
+DEST="$ROOT/$PACKAGE-$VERSION"
 
-if PYTHONPATH="$DEST" python3 -c "import openai, sys; sys.exit(openai.__version__ != '$VERSION')" 2>/dev/null; then
+if PYTHONPATH="$DEST" python3 -c "import importlib.metadata as m, sys; import $PACKAGE; sys.exit(m.version('$PACKAGE') != '$VERSION')" 2>/dev/null; then
   echo "$DEST"
   exit 0
 fi
-echo "openai: installing openai==$VERSION into $DEST" >&2
+echo "$PACKAGE: installing $PACKAGE==$VERSION into $DEST" >&2
 rm -rf "$DEST.part"
 mkdir -p "$ROOT"
 PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
-  --target "$DEST.part" "openai==$VERSION" >&2
+  --target "$DEST.part" "$PACKAGE==$VERSION" >&2
 rm -rf "$DEST"
 mv "$DEST.part" "$DEST"
 echo "$DEST"
