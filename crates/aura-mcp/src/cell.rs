@@ -116,8 +116,12 @@ pub async fn launch(
         // end of its stream.
         let how = match running.wait().await {
             Ok(o) => match o.status {
-                aura_cell::ExitStatus::Exited(code) => format!("the server exited with code {code}"),
-                aura_cell::ExitStatus::Signaled(sig) => format!("the server was killed by signal {sig}"),
+                aura_cell::ExitStatus::Exited(code) => {
+                    format!("the server exited with code {code}")
+                }
+                aura_cell::ExitStatus::Signaled(sig) => {
+                    format!("the server was killed by signal {sig}")
+                }
             },
             Err(e) => format!("the server's cell failed: {}", chain(&e)),
         };

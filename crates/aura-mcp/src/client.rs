@@ -220,7 +220,12 @@ impl Client {
     }
 
     /// Sends a request and waits up to `timeout` for its answer.
-    pub async fn request(&self, method: &str, params: Value, timeout: Duration) -> Result<Value, Error> {
+    pub async fn request(
+        &self,
+        method: &str,
+        params: Value,
+        timeout: Duration,
+    ) -> Result<Value, Error> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         {
@@ -336,7 +341,12 @@ impl Client {
 
     /// Calls a tool and returns the server's `CallToolResult` as it sent it (`content`,
     /// `structuredContent`, `isError`), after checking it has a `content` array.
-    pub async fn call_tool(&self, name: &str, arguments: Value, timeout: Duration) -> Result<Value, Error> {
+    pub async fn call_tool(
+        &self,
+        name: &str,
+        arguments: Value,
+        timeout: Duration,
+    ) -> Result<Value, Error> {
         let result = self
             .request(
                 "tools/call",

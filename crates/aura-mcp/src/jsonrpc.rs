@@ -146,8 +146,9 @@ impl Message {
             (None, Some(id)) => {
                 let result = match (o.remove("result"), o.remove("error")) {
                     (Some(r), None) => Ok(r),
-                    (None, Some(e)) => Err(parse_error(e)
-                        .ok_or_else(|| malformed(id.clone(), INVALID_REQUEST, "a malformed error object"))?),
+                    (None, Some(e)) => Err(parse_error(e).ok_or_else(|| {
+                        malformed(id.clone(), INVALID_REQUEST, "a malformed error object")
+                    })?),
                     _ => {
                         return Err(malformed(
                             id,
@@ -253,9 +254,18 @@ mod tests {
 
     #[test]
     fn messages_parse_strictly() {
-        check(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#, Ok("request"));
-        check(r#"{"jsonrpc":"2.0","id":"a","method":"x","params":{}}"#, Ok("request"));
-        check(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#, Ok("notification"));
+        check(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+            Ok("request"),
+        );
+        check(
+            r#"{"jsonrpc":"2.0","id":"a","method":"x","params":{}}"#,
+            Ok("request"),
+        );
+        check(
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            Ok("notification"),
+        );
         check(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#, Ok("response"));
         check(
             r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"no"}}"#,
@@ -264,15 +274,36 @@ mod tests {
         check("{", Err(PARSE_ERROR));
         check("", Err(PARSE_ERROR));
         check("[]", Err(INVALID_REQUEST));
-        check(r#"[{"jsonrpc":"2.0","id":1,"method":"x"}]"#, Err(INVALID_REQUEST));
+        check(
+            r#"[{"jsonrpc":"2.0","id":1,"method":"x"}]"#,
+            Err(INVALID_REQUEST),
+        );
         check(r#"{"id":1,"method":"x"}"#, Err(INVALID_REQUEST));
-        check(r#"{"jsonrpc":"1.0","id":1,"method":"x"}"#, Err(INVALID_REQUEST));
-        check(r#"{"jsonrpc":"2.0","id":{},"method":"x"}"#, Err(INVALID_REQUEST));
-        check(r#"{"jsonrpc":"2.0","id":1,"method":7}"#, Err(INVALID_REQUEST));
-        check(r#"{"jsonrpc":"2.0","id":1,"method":"x","params":3}"#, Err(INVALID_REQUEST));
+        check(
+            r#"{"jsonrpc":"1.0","id":1,"method":"x"}"#,
+            Err(INVALID_REQUEST),
+        );
+        check(
+            r#"{"jsonrpc":"2.0","id":{},"method":"x"}"#,
+            Err(INVALID_REQUEST),
+        );
+        check(
+            r#"{"jsonrpc":"2.0","id":1,"method":7}"#,
+            Err(INVALID_REQUEST),
+        );
+        check(
+            r#"{"jsonrpc":"2.0","id":1,"method":"x","params":3}"#,
+            Err(INVALID_REQUEST),
+        );
         check(r#"{"jsonrpc":"2.0","id":1}"#, Err(INVALID_REQUEST));
-        check(r#"{"jsonrpc":"2.0","id":1,"result":1,"error":{}}"#, Err(INVALID_REQUEST));
-        check(r#"{"jsonrpc":"2.0","id":1,"error":{"code":"x"}}"#, Err(INVALID_REQUEST));
+        check(
+            r#"{"jsonrpc":"2.0","id":1,"result":1,"error":{}}"#,
+            Err(INVALID_REQUEST),
+        );
+        check(
+            r#"{"jsonrpc":"2.0","id":1,"error":{"code":"x"}}"#,
+            Err(INVALID_REQUEST),
+        );
         check(r#"{"jsonrpc":"2.0"}"#, Err(INVALID_REQUEST));
     }
 

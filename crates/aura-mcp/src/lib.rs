@@ -20,7 +20,9 @@ pub mod cell;
 pub mod client;
 pub mod framing;
 pub mod jsonrpc;
+pub mod server;
 pub mod tool;
 
+pub use aura_tools::Tool;
 pub use client::{Client, Error, Options, RemoteTool};
-pub use tool::{McpTool, Registration, RegisterError, Server, ServerOptions, Transport};
+pub use tool::{McpTool, RegisterError, Registration, Server, ServerOptions, Transport};

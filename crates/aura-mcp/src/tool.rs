@@ -48,7 +48,9 @@ pub struct ServerOptions {
 /// Why a server could not be registered.
 #[derive(Debug, thiserror::Error)]
 pub enum RegisterError {
-    #[error("`{0}` is not a valid MCP server name: use 1-32 of a-z, 0-9, '_' and '-', starting with a letter")]
+    #[error(
+        "`{0}` is not a valid MCP server name: use 1-32 of a-z, 0-9, '_' and '-', starting with a letter"
+    )]
     InvalidName(String),
     #[error("MCP server `{server}`")]
     Server {
@@ -181,7 +183,10 @@ impl Server {
     /// Drops the connection `client` if it is still the current one (killing its cell).
     async fn drop_conn(&self, client: &Arc<Client>) {
         let mut conn = self.conn.lock().await;
-        if conn.as_ref().is_some_and(|c| Arc::ptr_eq(&c.client, client)) {
+        if conn
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(&c.client, client))
+        {
             *conn = None;
         }
     }
@@ -245,7 +250,12 @@ impl Tool for McpTool {
                 format!("{name}: the arguments must be a JSON object"),
             ));
         };
-        if let Some(required) = self.remote.input_schema.get("required").and_then(Value::as_array) {
+        if let Some(required) = self
+            .remote
+            .input_schema
+            .get("required")
+            .and_then(Value::as_array)
+        {
             for key in required.iter().filter_map(Value::as_str) {
                 if !args.contains_key(key) {
                     return Err(ToolError::new(
@@ -286,9 +296,10 @@ impl Tool for McpTool {
                     Error::TooLarge { .. } => ErrorKind::TooLarge,
                     // A server that sent too much, crashed or broke the protocol is dropped;
                     // the call is not retried on its own (the effect may have happened).
-                    Error::Rpc { .. } | Error::Protocol { .. } | Error::Closed(_) | Error::Start(_) => {
-                        ErrorKind::Unavailable
-                    }
+                    Error::Rpc { .. }
+                    | Error::Protocol { .. }
+                    | Error::Closed(_)
+                    | Error::Start(_) => ErrorKind::Unavailable,
                 };
                 Effect::failed(name, &call.id, ToolError::new(kind, format!("{name}: {e}")))
             }

@@ -35,7 +35,11 @@ struct Python {
 
 fn python() -> Python {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/setup-python.sh");
-    let out = Command::new("bash").arg(&script).arg("mcp").output().unwrap();
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg("mcp")
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{} failed: {}",
@@ -145,17 +149,24 @@ async fn root_a_stdio_server_runs_in_a_cell_and_survives_crashes_hangs_and_flood
     );
     assert_eq!(reg.tools.len(), 6);
     assert!(reg.skipped.is_empty());
-    let add = tools.iter().find(|t| t.descriptor().name == "mcp.probe.add").unwrap();
+    let add = tools
+        .iter()
+        .find(|t| t.descriptor().name == "mcp.probe.add")
+        .unwrap();
     assert_eq!(add.descriptor().parameters["required"], json!(["a", "b"]));
 
     // The server is process 1 of a cell with namespaces of its own, all of them.
     let r = srv.call("whereami", json!({})).await.unwrap();
-    let me = &r["structuredContent"];
+    let me: Value = serde_json::from_str(r["content"][0]["text"].as_str().unwrap()).unwrap();
     assert_eq!(me["pid"], json!(1), "{r}");
     for ns in ["user", "pid", "mnt", "net", "uts", "ipc", "cgroup"] {
         let inside = me["namespaces"][ns].as_str().unwrap();
         assert!(inside.starts_with(&format!("{ns}:[")), "{ns}: {inside}");
-        assert_ne!(inside, host_ns(ns), "the cell shares the host's {ns} namespace");
+        assert_ne!(
+            inside,
+            host_ns(ns),
+            "the cell shares the host's {ns} namespace"
+        );
     }
 
     let r = srv.call("add", json!({"a": 2, "b": 40})).await.unwrap();
@@ -269,7 +280,11 @@ fn mission(tools: &[&str], workspace: &str) -> MissionSpec {
     }
 }
 
-async fn until(engine: &Handle, id: MissionId, pred: impl Fn(MissionState) -> bool) -> MissionState {
+async fn until(
+    engine: &Handle,
+    id: MissionId,
+    pred: impl Fn(MissionState) -> bool,
+) -> MissionState {
     for _ in 0..3000 {
         if let Some(m) = engine.mission(id)
             && pred(m.state)
@@ -278,11 +293,19 @@ async fn until(engine: &Handle, id: MissionId, pred: impl Fn(MissionState) -> bo
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("mission {id} did not get there: {:?}", engine.mission(id).map(|m| m.state));
+    panic!(
+        "mission {id} did not get there: {:?}",
+        engine.mission(id).map(|m| m.state)
+    );
 }
 
 /// The mission's recorded decisions and effects for `tool`: (outcome, effect JSON).
-async fn recorded(engine: &Handle, agent: AgentId, id: MissionId, tool: &str) -> (Vec<Outcome>, Vec<Value>) {
+async fn recorded(
+    engine: &Handle,
+    agent: AgentId,
+    id: MissionId,
+    tool: &str,
+) -> (Vec<Outcome>, Vec<Value>) {
     let mut decisions = Vec::new();
     let mut effects = Vec::new();
     for e in engine.record(agent, 1, 10_000).await.unwrap() {
@@ -338,32 +361,54 @@ async fn root_missions_call_mcp_tools_under_cedar_and_the_ledger_records_every_c
 
     // A known server's tool is permitted at L2; the call and its result are recorded.
     script.push(Answer::call("mcp.probe.add", json!({"a": 2, "b": 3})));
-    let id = engine.submit(agent, mission(&["mcp.probe.add"], "a")).await.unwrap();
-    assert_eq!(until(&engine, id, MissionState::is_terminal).await, MissionState::Completed);
+    let id = engine
+        .submit(agent, mission(&["mcp.probe.add"], "a"))
+        .await
+        .unwrap();
+    assert_eq!(
+        until(&engine, id, MissionState::is_terminal).await,
+        MissionState::Completed
+    );
     let (decisions, effects) = recorded(&engine, agent, id, "mcp.probe.add").await;
     assert_eq!(decisions, [Outcome::Permit]);
     assert_eq!(effects.len(), 1);
     assert_eq!(effects[0]["ok"], json!(true), "{}", effects[0]);
-    assert_eq!(effects[0]["output"]["structuredContent"]["result"], json!(5), "{}", effects[0]);
+    assert_eq!(
+        effects[0]["output"]["structuredContent"]["result"],
+        json!(5),
+        "{}",
+        effects[0]
+    );
     assert!(engine.replay(id).await.unwrap().is_ok());
 
     // A denied tool is refused, never reaches the server, and the refusal is recorded.
     script.push(Answer::call("mcp.probe.echo", json!({"text": "hi"})));
-    let id = engine.submit(agent, mission(&["mcp.probe.echo"], "b")).await.unwrap();
+    let id = engine
+        .submit(agent, mission(&["mcp.probe.echo"], "b"))
+        .await
+        .unwrap();
     until(&engine, id, MissionState::is_terminal).await;
     let (decisions, effects) = recorded(&engine, agent, id, "mcp.probe.echo").await;
     assert_eq!(decisions, [Outcome::Deny]);
-    assert!(effects.iter().all(|e| e["ok"] != json!(true)), "{effects:?}");
+    assert!(
+        effects.iter().all(|e| e["ok"] != json!(true)),
+        "{effects:?}"
+    );
     let m = engine.mission(id).unwrap();
     assert!(
-        m.conversation.iter().any(|c| c.content.contains("ops.no-echo") || c.content.contains("denied")),
+        m.conversation
+            .iter()
+            .any(|c| c.content.contains("ops.no-echo") || c.content.contains("denied")),
         "{:?}",
         m.conversation
     );
 
     // An unknown server's tool escalates at L3 and runs once approved.
     script.push(Answer::call("mcp.stranger.add", json!({"a": 20, "b": 22})));
-    let id = engine.submit(agent, mission(&["mcp.stranger.add"], "c")).await.unwrap();
+    let id = engine
+        .submit(agent, mission(&["mcp.stranger.add"], "c"))
+        .await
+        .unwrap();
     assert_eq!(
         until(&engine, id, |s| s == MissionState::Escalated).await,
         MissionState::Escalated
@@ -374,7 +419,12 @@ async fn root_missions_call_mcp_tools_under_cedar_and_the_ledger_records_every_c
     assert!(effects.is_empty(), "nothing runs while escalated");
     let key = Signer::ephemeral("alice", &SeededEntropy::new(5)).unwrap();
     let cred = engine
-        .issue_operator_credential("alice", key.public_key(), Level::L3, Namespace::new("default").unwrap())
+        .issue_operator_credential(
+            "alice",
+            key.public_key(),
+            Level::L3,
+            Namespace::new("default").unwrap(),
+        )
         .unwrap();
     let now = aura_core::door::Clock::now(&SystemClock);
     let approval = Approval {
@@ -392,11 +442,20 @@ async fn root_missions_call_mcp_tools_under_cedar_and_the_ledger_records_every_c
         .answer(id, Signed::sign(approval, &key).unwrap(), cred)
         .await
         .unwrap();
-    assert_eq!(until(&engine, id, MissionState::is_terminal).await, MissionState::Completed);
+    assert_eq!(
+        until(&engine, id, MissionState::is_terminal).await,
+        MissionState::Completed
+    );
     let (decisions, effects) = recorded(&engine, agent, id, "mcp.stranger.add").await;
-    assert_eq!(decisions.first(), Some(&Outcome::Escalate { level: Level::L3 }));
+    assert_eq!(
+        decisions.first(),
+        Some(&Outcome::Escalate { level: Level::L3 })
+    );
     assert_eq!(decisions.last(), Some(&Outcome::Permit));
-    assert_eq!(effects[0]["output"]["structuredContent"]["result"], json!(42));
+    assert_eq!(
+        effects[0]["output"]["structuredContent"]["result"],
+        json!(42)
+    );
 
     // A server that crashes mid-call: a clear error in the mission, recorded; the mission
     // goes on, and the ledger replays.
@@ -408,14 +467,20 @@ async fn root_missions_call_mcp_tools_under_cedar_and_the_ledger_records_every_c
         .submit(agent, mission(&["mcp.probe.crash", "mcp.probe.add"], "d"))
         .await
         .unwrap();
-    assert_eq!(until(&engine, id, MissionState::is_terminal).await, MissionState::Completed);
+    assert_eq!(
+        until(&engine, id, MissionState::is_terminal).await,
+        MissionState::Completed
+    );
     let (_, effects) = recorded(&engine, agent, id, "mcp.probe.crash").await;
     assert_eq!(effects.len(), 1, "{effects:?}");
     assert_eq!(effects[0]["ok"], json!(false));
     let error = effects[0]["error"].as_str().unwrap();
     assert!(error.contains("exited with code 3"), "{error}");
     let (_, effects) = recorded(&engine, agent, id, "mcp.probe.add").await;
-    assert_eq!(effects[0]["output"]["structuredContent"]["result"], json!(3));
+    assert_eq!(
+        effects[0]["output"]["structuredContent"]["result"],
+        json!(3)
+    );
     assert!(engine.replay(id).await.unwrap().is_ok());
 
     drop(signer);

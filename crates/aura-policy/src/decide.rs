@@ -211,51 +211,50 @@ pub(crate) fn prepare<'c>(
     let principal = &request.principal;
 
     // The action: a known one applying to this kind of resource, or a custom tool.
-    let action = match compiled.actions.get(&request.action) {
-        Some(a) if request.action != CUSTOM_TOOL && request.action != MCP_CALL => a,
-        // An MCP server's tool, `mcp.<server>.<tool>`: its name must match the resource,
-        // so a request cannot be judged as one tool and name another.
-        _ if request.action.starts_with("mcp.") => {
-            check_tool_name(&request.action)?;
-            let Resource::McpTool { server, tool, .. } = &request.resource else {
-                return Err(refusal(format!(
-                    "the action `{}` does not apply to {}",
-                    shorten(&request.action),
-                    request.resource.kind()
-                )));
-            };
-            if request.action != format!("mcp.{server}.{tool}") {
-                return Err(refusal(format!(
-                    "the action `{}` does not name the MCP tool `{}` of server `{}`",
-                    shorten(&request.action),
-                    shorten(tool),
-                    shorten(server)
-                )));
+    let action =
+        match compiled.actions.get(&request.action) {
+            Some(a) if request.action != CUSTOM_TOOL && request.action != MCP_CALL => a,
+            // An MCP server's tool, `mcp.<server>.<tool>`: its name must match the resource,
+            // so a request cannot be judged as one tool and name another.
+            _ if request.action.starts_with("mcp.") => {
+                check_tool_name(&request.action)?;
+                let Resource::McpTool { server, tool, .. } = &request.resource else {
+                    return Err(refusal(format!(
+                        "the action `{}` does not apply to {}",
+                        shorten(&request.action),
+                        request.resource.kind()
+                    )));
+                };
+                if request.action != format!("mcp.{server}.{tool}") {
+                    return Err(refusal(format!(
+                        "the action `{}` does not name the MCP tool `{}` of server `{}`",
+                        shorten(&request.action),
+                        shorten(tool),
+                        shorten(server)
+                    )));
+                }
+                compiled.actions.get(MCP_CALL).ok_or_else(|| {
+                    refusal(format!("aura's schema lacks the action `{MCP_CALL}`"))
+                })?
             }
-            compiled
-                .actions
-                .get(MCP_CALL)
-                .ok_or_else(|| refusal(format!("aura's schema lacks the action `{MCP_CALL}`")))?
-        }
-        _ => {
-            check_tool_name(&request.action)?;
-            let reserved = request.action == CUSTOM_TOOL
-                || compiled.groups.contains(&request.action)
-                || request.action.starts_with("mission.")
-                || request.action.starts_with("record.")
-                || request.action.starts_with("aura.");
-            if reserved {
-                return Err(refusal(format!(
-                    "`{}` is not an action a request may name",
-                    shorten(&request.action)
-                )));
+            _ => {
+                check_tool_name(&request.action)?;
+                let reserved = request.action == CUSTOM_TOOL
+                    || compiled.groups.contains(&request.action)
+                    || request.action.starts_with("mission.")
+                    || request.action.starts_with("record.")
+                    || request.action.starts_with("aura.");
+                if reserved {
+                    return Err(refusal(format!(
+                        "`{}` is not an action a request may name",
+                        shorten(&request.action)
+                    )));
+                }
+                compiled.actions.get(CUSTOM_TOOL).ok_or_else(|| {
+                    refusal(format!("aura's schema lacks the action `{CUSTOM_TOOL}`"))
+                })?
             }
-            compiled
-                .actions
-                .get(CUSTOM_TOOL)
-                .ok_or_else(|| refusal(format!("aura's schema lacks the action `{CUSTOM_TOOL}`")))?
-        }
-    };
+        };
     let resource_type = request.resource.type_name();
     if !action.resources.iter().any(|r| r == resource_type) {
         return Err(refusal(format!(
