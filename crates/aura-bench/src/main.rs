@@ -17,6 +17,7 @@ mod model;
 mod policy;
 mod reasoner;
 mod recovery;
+mod speech;
 
 use clap::{Parser, Subcommand};
 
@@ -58,6 +59,9 @@ enum Bench {
     Policy(policy::Args),
     /// MCP: a governed MCP tool call (policy, ledger, cell) vs the SDK calling the server directly
     Mcp(mcp::Args),
+    /// Speech: /v1/audio/speech time to first audio byte and real-time factor vs espeak-ng
+    /// alone (scripts/bench-speech.sh starts the node)
+    Speech(speech::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -85,6 +89,7 @@ fn main() -> anyhow::Result<()> {
         Bench::HttpPeer(args) => rt.block_on(http_peer::run(args)),
         Bench::HttpLoad(args) => rt.block_on(http_load::run(args)),
         Bench::Mcp(args) => rt.block_on(mcp::run(args)),
+        Bench::Speech(args) => rt.block_on(speech::run(args)),
     }
 }
 
