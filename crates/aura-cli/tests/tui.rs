@@ -237,7 +237,9 @@ fn an_escalation_approved_in_the_tui_completes_the_mission_on_screen() {
     tui.keys(&["-l", "scout L3"]);
     tui.keys(&["Enter"]);
     tui.wait_for("created agent scout");
-    let agents = at(&aura, &node, &key, &["--json", "agent", "list"]).ok().json();
+    let agents = at(&aura, &node, &key, &["--json", "agent", "list"])
+        .ok()
+        .json();
     assert!(
         agents
             .as_array()

@@ -317,10 +317,10 @@ async fn recorded(
         }
         match r.event {
             Event::Decided { decision, .. } if decision.action == tool => {
-                decisions.push(decision.outcome)
+                decisions.push(decision.outcome);
             }
             Event::Effect { effect, .. } if effect.tool == tool => {
-                effects.push(serde_json::to_value(&effect).unwrap())
+                effects.push(serde_json::to_value(&effect).unwrap());
             }
             _ => {}
         }

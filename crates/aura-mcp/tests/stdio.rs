@@ -85,8 +85,14 @@ async fn bad_input_gets_json_rpc_errors_and_the_session_goes_on() {
     let answer: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
     assert_eq!(answer["id"], json!("s"));
     assert_eq!(answer["result"]["tools"][0]["name"], json!("add"));
+    // The client hangs up (both halves of its end): the session ends cleanly.
     drop(client_write);
-    server.await.unwrap().unwrap();
+    drop(lines);
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]
