@@ -80,23 +80,23 @@ pub struct Malformed {
     pub error: RpcError,
 }
 
-fn malformed(id: Value, code: i64, message: impl Into<String>) -> Malformed {
-    Malformed {
+fn malformed(id: Value, code: i64, message: impl Into<String>) -> Box<Malformed> {
+    Box::new(Malformed {
         id,
         error: RpcError::new(code, message),
-    }
+    })
 }
 
 impl Message {
     /// Parses one message. Batches (arrays) are refused: MCP since 2025-06-18 sends none.
-    pub fn parse(bytes: &[u8]) -> Result<Message, Malformed> {
+    pub fn parse(bytes: &[u8]) -> Result<Message, Box<Malformed>> {
         let value: Value = serde_json::from_slice(bytes)
             .map_err(|e| malformed(Value::Null, PARSE_ERROR, format!("invalid JSON: {e}")))?;
         Message::from_value(value)
     }
 
     /// Reads a message from parsed JSON.
-    pub fn from_value(value: Value) -> Result<Message, Malformed> {
+    pub fn from_value(value: Value) -> Result<Message, Box<Malformed>> {
         let Value::Object(mut o) = value else {
             return Err(malformed(
                 Value::Null,
@@ -220,9 +220,8 @@ impl Message {
 fn parse_error(v: Value) -> Option<RpcError> {
     let Value::Object(mut o) = v else { return None };
     let code = o.get("code")?.as_i64()?;
-    let message = match o.remove("message") {
-        Some(Value::String(s)) => s,
-        _ => return None,
+    let Some(Value::String(message)) = o.remove("message") else {
+        return None;
     };
     Some(RpcError {
         code,

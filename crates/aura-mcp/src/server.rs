@@ -204,7 +204,10 @@ where
             Frame::Line(line) => line,
         };
         match Message::parse(&line) {
-            Err(bad) => write(&out, &Message::error(bad.id, bad.error)).await?,
+            Err(bad) => {
+                let bad = *bad;
+                write(&out, &Message::error(bad.id, bad.error)).await?;
+            }
             Ok(message) => {
                 let dispatcher = dispatcher.clone();
                 let out = out.clone();

@@ -57,15 +57,16 @@ struct Api {
 const MAX_WAIT_SECS: u64 = 600;
 
 fn tool(name: &str, description: &str, properties: Value, required: &[&str]) -> ToolInfo {
+    let mut input_schema = json!({
+        "type": "object",
+        "required": required,
+        "additionalProperties": false,
+    });
+    input_schema["properties"] = properties;
     ToolInfo {
         name: name.into(),
         description: description.into(),
-        input_schema: json!({
-            "type": "object",
-            "properties": properties,
-            "required": required,
-            "additionalProperties": false,
-        }),
+        input_schema,
     }
 }
 
