@@ -157,6 +157,7 @@ mod tests {
                 "fs.read",
                 "fs.write",
                 "http.fetch",
+                "mcp.call",
                 "mission.cancel",
                 "mission.finish",
                 "mission.read",
@@ -170,6 +171,7 @@ mod tests {
         groups.sort_unstable();
         assert_eq!(groups, ["fs", "lifecycle", "read", "tool"]);
         assert_eq!(c.actions["fs.write"].resources, ["Path"]);
+        assert_eq!(c.actions["mcp.call"].resources, ["McpTool"]);
         assert_eq!(c.actions["record.read"].resources.len(), 2);
     }
 }
