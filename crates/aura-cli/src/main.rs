@@ -85,6 +85,9 @@ enum Command {
     /// Import, fetch, verify, list and remove signed model packages
     #[command(subcommand)]
     Model(cmd::model::Command),
+    /// Aura's own image model: train it, or LoRA adapters for it
+    #[command(subcommand)]
+    Image(cmd::image::Command),
     /// Issue, install, list and check model licenses
     #[command(subcommand)]
     License(cmd::license::Command),
@@ -263,6 +266,7 @@ async fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
         Command::Replay(args) => cmd::mission::replay(&home, out, args).await,
         Command::Reasoner(c) => cmd::reasoner::run(out, c).await,
         Command::Model(c) => cmd::model::run(&home, out, c),
+        Command::Image(c) => cmd::image::run(&home, out, c).await,
         Command::License(c) => cmd::license::run(&home, out, c).await,
         Command::Receipts(c) => cmd::receipts::run(&home, out, c).await,
         Command::Settle(args) => cmd::receipts::settle(&home, out, args).await,
