@@ -16,6 +16,7 @@ fi
 ./scripts/fetch-emoji.sh
 # The OpenAI compatibility test drives the node with the official Python SDK.
 ./scripts/setup-python.sh >/dev/null
+./scripts/setup-python.sh mcp >/dev/null
 # Speech runs Debian's espeak-ng; the terminal UI's test drives `aura tui` in tmux.
 ./scripts/setup-speech.sh --tmux
 # The cluster tests start their own PostgreSQL servers; here they may not skip.

@@ -17,6 +17,7 @@ const CHECKED: &[&str] = &[
     "aura-identity",
     "aura-kernel",
     "aura-ledger",
+    "aura-mcp",
     "aura-memory",
     "aura-metrics",
     "aura-model",

@@ -11,6 +11,7 @@ mod http_peer;
 mod image;
 mod infer;
 mod ledger;
+mod mcp;
 mod missions;
 mod model;
 mod policy;
@@ -56,6 +57,8 @@ enum Bench {
     HttpLoad(http_load::Args),
     /// Policy: decision latency with 200 policies loaded (vs Cedar's own evaluation)
     Policy(policy::Args),
+    /// MCP: a governed MCP tool call (policy, ledger, cell) vs the SDK calling the server directly
+    Mcp(mcp::Args),
     /// Speech: /v1/audio/speech time to first audio byte and real-time factor vs espeak-ng
     /// alone (scripts/bench-speech.sh starts the node)
     Speech(speech::Args),
@@ -85,6 +88,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Durability(args) => rt.block_on(durability::run(args)),
         Bench::HttpPeer(args) => rt.block_on(http_peer::run(args)),
         Bench::HttpLoad(args) => rt.block_on(http_load::run(args)),
+        Bench::Mcp(args) => rt.block_on(mcp::run(args)),
         Bench::Speech(args) => rt.block_on(speech::run(args)),
     }
 }

@@ -380,7 +380,9 @@ pub(crate) fn plan(base: &Base, cell: &CellFs<'_>) -> Result<Vec<Op>> {
         });
     }
 
-    let mut made = BTreeSet::new();
+    // `root` (the cell's /root) was made above; a bind under it (a Python installed in
+    // /root/.pyenv, say) must not make it again.
+    let mut made = BTreeSet::from([PathBuf::from("root")]);
     for b in cell.binds {
         let target = rel(&b.target);
         let mut so_far = PathBuf::new();
@@ -461,6 +463,20 @@ mod tests {
             writable: false,
             dir: true,
         }
+    }
+
+    /// Regression: a bind under /root failed to start its cell with EEXIST, because the
+    /// bind made /root again after the layout had made it.
+    #[test]
+    fn binds_under_root_do_not_make_root_twice() {
+        let ops = cell(&[bind("/root/.pyenv/x"), bind("/root/.cache/y")], false).unwrap();
+        let mut dirs = std::collections::BTreeSet::new();
+        for op in &ops {
+            if let Op::Mkdir { path, .. } = op {
+                assert!(dirs.insert(path.clone()), "{path:?} is made twice");
+            }
+        }
+        assert!(dirs.contains(&c("root/.pyenv/x").unwrap()));
     }
 
     #[test]

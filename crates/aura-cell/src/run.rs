@@ -55,6 +55,10 @@ pub struct RunSpec {
     pub output_limit: usize,
     /// Bytes fed to the command's stdin (then end-of-file); `/dev/null` when absent.
     pub stdin: Option<Vec<u8>>,
+    /// Keep the command's stdin open as a pipe the caller writes to
+    /// ([`Running::take_stdin`]) instead: for long-lived servers that read requests, such
+    /// as MCP servers over stdio. Refused together with [`RunSpec::stdin`].
+    pub stdin_pipe: bool,
 }
 
 /// The default cap on each captured stream.
@@ -75,6 +79,7 @@ impl RunSpec {
             timeout: None,
             output_limit: DEFAULT_OUTPUT_LIMIT,
             stdin: None,
+            stdin_pipe: false,
         }
     }
 
@@ -150,12 +155,23 @@ impl RunSpec {
         self
     }
 
+    /// Keeps stdin open as a pipe; see [`RunSpec::stdin_pipe`].
+    pub fn stdin_pipe(mut self) -> Self {
+        self.stdin_pipe = true;
+        self
+    }
+
     pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Self {
         self.stdin = Some(bytes.into());
         self
     }
 
     pub fn validate(&self) -> Result<()> {
+        if self.stdin_pipe && self.stdin.is_some() {
+            return Err(Error::invalid(
+                "a run takes either stdin bytes or a stdin pipe, not both",
+            ));
+        }
         self.command.validate()?;
         self.limits.validate()?;
         self.env.validate()?;
@@ -255,6 +271,7 @@ pub struct Running {
     stop: Arc<Notify>,
     kill: Arc<Notify>,
     done: tokio::task::JoinHandle<Result<RunOutcome>>,
+    stdin: Option<tokio::net::unix::pipe::Sender>,
 }
 
 impl Running {
@@ -265,6 +282,12 @@ impl Running {
     /// The cell's resource usage so far, from its cgroup.
     pub fn usage(&self) -> Usage {
         self.cgroup.usage()
+    }
+
+    /// The writing end of the command's stdin, once, for a run started with
+    /// [`RunSpec::stdin_pipe`]. Dropping it closes the command's stdin.
+    pub fn take_stdin(&mut self) -> Option<tokio::net::unix::pipe::Sender> {
+        self.stdin.take()
     }
 
     /// The next chunk of output; `None` once both streams have ended.
@@ -342,6 +365,10 @@ impl Runtime {
         let (out_r, out_w) = spawn::pipe()?;
         let (err_r, err_w) = spawn::pipe()?;
         let (in_r, in_w) = match &spec.stdin {
+            _ if spec.stdin_pipe => {
+                let (r, w) = spawn::pipe()?;
+                (r, Some(w))
+            }
             Some(_) => {
                 let (r, w) = spawn::pipe()?;
                 (r, Some(w))
@@ -384,6 +411,10 @@ impl Runtime {
         let kill = Arc::new(Notify::new());
         let out = spawn::async_reader(out_r)?;
         let err = spawn::async_reader(err_r)?;
+        let (in_w, stdin_pipe) = match in_w {
+            Some(w) if spec.stdin_pipe => (None, Some(spawn::async_writer(w)?)),
+            other => (other, None),
+        };
         let stdin_task = match (in_w, spec.stdin) {
             (Some(w), Some(bytes)) => {
                 let mut w = spawn::async_writer(w)?;
@@ -473,6 +504,7 @@ impl Runtime {
             stop,
             kill,
             done,
+            stdin: stdin_pipe,
         })
     }
 }

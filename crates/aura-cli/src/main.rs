@@ -109,6 +109,9 @@ enum Command {
     /// Make the certificates of the node's gRPC cell API (mTLS)
     #[command(subcommand)]
     Pki(cmd::pki::Command),
+    /// Serve Aura to MCP clients (Model Context Protocol) with an API key's role
+    #[command(subcommand)]
+    Mcp(cmd::mcp::Command),
 }
 
 /// An error that knows what the user could do about it.
@@ -275,5 +278,6 @@ async fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
         Command::Policy(c) => cmd::policy::run(&home, out, c),
         Command::Cell(c) => cmd::cell::run(&home, out, c).await,
         Command::Pki(c) => cmd::pki::run(&home, out, c),
+        Command::Mcp(c) => cmd::mcp::run(&home, c).await,
     }
 }

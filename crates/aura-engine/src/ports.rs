@@ -35,6 +35,11 @@ pub enum Target {
         agent: AgentId,
     },
     Mission,
+    McpTool {
+        server: String,
+        tool: String,
+        trusted: bool,
+    },
 }
 
 /// A proposed call after its arguments were checked.

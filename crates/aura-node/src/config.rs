@@ -19,6 +19,8 @@ pub struct Config {
     pub speech: SpeechConfig,
     pub store: StoreConfig,
     pub telemetry: TelemetryConfig,
+    /// `[[mcp.servers]]`: MCP servers whose tools agents may call (docs/mcp.md).
+    pub mcp: McpConfig,
     /// Reasoners by name: `[reasoners.NAME]` tables, each with a `provider` and that
     /// provider's settings (docs/reasoners.md). Checked when the node starts.
     pub reasoners: BTreeMap<String, toml::Table>,
@@ -42,6 +44,44 @@ pub struct TelemetryConfig {
     /// (the default): no traces leave the node. Needs a binary built with the `otlp`
     /// feature; one without it refuses to start when this is set.
     pub otlp_endpoint: Option<String>,
+}
+
+/// `[mcp]`: the MCP servers the operator registered. Their tools appear as
+/// `mcp.<server>.<tool>`, judged by policy like every tool (docs/mcp.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct McpConfig {
+    pub servers: Vec<McpServerConfig>,
+}
+
+/// One `[[mcp.servers]]` table: a stdio server, run inside a cell.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpServerConfig {
+    /// 1-32 of a-z, 0-9, `_` and `-`: the middle part of its tools' names.
+    pub name: String,
+    /// The program (an absolute path as the cell sees it) and its arguments.
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Host directories the cell sees read-only at the same paths (an interpreter's
+    /// prefix, the server's files); `/usr`, `/bin` and `/lib` are always there.
+    #[serde(default)]
+    pub binds: Vec<PathBuf>,
+    /// Give the cell the host's network (default: loopback only).
+    #[serde(default)]
+    pub network: bool,
+    /// The operator knows this server: the default policy lets agents at L2 call its
+    /// tools. An untrusted server's tools escalate to L3.
+    #[serde(default)]
+    pub trusted: bool,
+    /// How long one call may take before the server is taken for hung and restarted.
+    #[serde(default = "default_mcp_call_timeout")]
+    pub call_timeout_secs: u64,
+}
+
+fn default_mcp_call_timeout() -> u64 {
+    60
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

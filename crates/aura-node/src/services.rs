@@ -25,6 +25,8 @@ pub struct Parts {
     pub local: Option<Arc<dyn aura_reasoner::LocalModels>>,
     /// Reasoners added by name besides the configured ones (tests, embedders).
     pub extra_reasoners: Vec<(String, Arc<dyn aura_reasoner::Reasoner>)>,
+    /// Tools besides the built-in ones: the registered MCP servers' tools.
+    pub extra_tools: Vec<Arc<dyn aura_tools::Tool>>,
 }
 
 impl std::fmt::Debug for Parts {
@@ -33,6 +35,7 @@ impl std::fmt::Debug for Parts {
             .field("command_runner", &self.command_runner.is_some())
             .field("local", &self.local.is_some())
             .field("extra_reasoners", &self.extra_reasoners.len())
+            .field("extra_tools", &self.extra_tools.len())
             .finish()
     }
 }
@@ -75,13 +78,18 @@ pub fn build(
     let policy = CedarPolicy::new(Arc::new(policies));
 
     let cells = parts.command_runner.is_some();
-    let registry = Registry::builtin(BuiltinOptions {
+    let mut registry = Registry::builtin(BuiltinOptions {
         command_runner: parts.command_runner,
         http: HttpOptions {
             enabled: config.tools.http,
             ..HttpOptions::default()
         },
     });
+    for tool in parts.extra_tools {
+        registry
+            .register(tool)
+            .map_err(|e| refuse(e.to_string(), "give each MCP server a name of its own"))?;
+    }
     let tool_names = registry
         .descriptors()
         .iter()

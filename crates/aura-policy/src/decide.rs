@@ -34,7 +34,7 @@ use crate::request::{
     Malformed, Request, Resource, approval_fields, check_resource, check_tool_name, extra_tags,
     program_of, shorten,
 };
-use crate::schema::{self, CUSTOM_TOOL, Compiled};
+use crate::schema::{self, CUSTOM_TOOL, Compiled, MCP_CALL};
 use crate::set::{Effect, PolicyInfo, PolicySet};
 use crate::slice::Scoped;
 
@@ -211,27 +211,50 @@ pub(crate) fn prepare<'c>(
     let principal = &request.principal;
 
     // The action: a known one applying to this kind of resource, or a custom tool.
-    let action = match compiled.actions.get(&request.action) {
-        Some(a) if request.action != CUSTOM_TOOL => a,
-        _ => {
-            check_tool_name(&request.action)?;
-            let reserved = request.action == CUSTOM_TOOL
-                || compiled.groups.contains(&request.action)
-                || request.action.starts_with("mission.")
-                || request.action.starts_with("record.")
-                || request.action.starts_with("aura.");
-            if reserved {
-                return Err(refusal(format!(
-                    "`{}` is not an action a request may name",
-                    shorten(&request.action)
-                )));
+    let action =
+        match compiled.actions.get(&request.action) {
+            Some(a) if request.action != CUSTOM_TOOL && request.action != MCP_CALL => a,
+            // An MCP server's tool, `mcp.<server>.<tool>`: its name must match the resource,
+            // so a request cannot be judged as one tool and name another.
+            _ if request.action.starts_with("mcp.") => {
+                check_tool_name(&request.action)?;
+                let Resource::McpTool { server, tool, .. } = &request.resource else {
+                    return Err(refusal(format!(
+                        "the action `{}` does not apply to {}",
+                        shorten(&request.action),
+                        request.resource.kind()
+                    )));
+                };
+                if request.action != format!("mcp.{server}.{tool}") {
+                    return Err(refusal(format!(
+                        "the action `{}` does not name the MCP tool `{}` of server `{}`",
+                        shorten(&request.action),
+                        shorten(tool),
+                        shorten(server)
+                    )));
+                }
+                compiled.actions.get(MCP_CALL).ok_or_else(|| {
+                    refusal(format!("aura's schema lacks the action `{MCP_CALL}`"))
+                })?
             }
-            compiled
-                .actions
-                .get(CUSTOM_TOOL)
-                .ok_or_else(|| refusal(format!("aura's schema lacks the action `{CUSTOM_TOOL}`")))?
-        }
-    };
+            _ => {
+                check_tool_name(&request.action)?;
+                let reserved = request.action == CUSTOM_TOOL
+                    || compiled.groups.contains(&request.action)
+                    || request.action.starts_with("mission.")
+                    || request.action.starts_with("record.")
+                    || request.action.starts_with("aura.");
+                if reserved {
+                    return Err(refusal(format!(
+                        "`{}` is not an action a request may name",
+                        shorten(&request.action)
+                    )));
+                }
+                compiled.actions.get(CUSTOM_TOOL).ok_or_else(|| {
+                    refusal(format!("aura's schema lacks the action `{CUSTOM_TOOL}`"))
+                })?
+            }
+        };
     let resource_type = request.resource.type_name();
     if !action.resources.iter().any(|r| r == resource_type) {
         return Err(refusal(format!(
@@ -432,6 +455,22 @@ fn resource_entity(compiled: &Compiled, request: &Request) -> Result<(EntityUid,
         Resource::Model { name, digest } => (
             uid(&t.model, &format!("{name}@{digest}")),
             vec![string("name", name), string("digest", digest)],
+            None,
+        ),
+        Resource::McpTool {
+            server,
+            tool,
+            trusted,
+        } => (
+            uid(&t.mcp_tool, &format!("{server}/{tool}")),
+            vec![
+                string("server", server),
+                string("tool", tool),
+                (
+                    "trusted".to_owned(),
+                    RestrictedExpression::new_bool(*trusted),
+                ),
+            ],
             None,
         ),
         Resource::Mission { namespace, id } => {
@@ -700,6 +739,11 @@ mod tests {
                 name: "m".into(),
                 digest: "d".into(),
             },
+            Resource::McpTool {
+                server: "files".into(),
+                tool: "read".into(),
+                trusted: false,
+            },
             Resource::Mission {
                 namespace: ns("team-a"),
                 id: mission,
@@ -725,6 +769,8 @@ mod tests {
             for name in &names {
                 let action = if name.as_str() == CUSTOM_TOOL {
                     "acme.deploy".to_owned()
+                } else if name.as_str() == MCP_CALL {
+                    "mcp.files.read".to_owned()
                 } else {
                     (*name).clone()
                 };

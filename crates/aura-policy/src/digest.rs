@@ -15,6 +15,7 @@
 //!   4 model:   str name, str digest
 //!   5 mission: str namespace, [16] id
 //!   6 agent:   str namespace, [16] id
+//!   7 MCP tool: str server, str tool, u8 trusted
 //! u8 has mission (0/1) [, [16] mission], u8 destructive, u8 in_cell
 //! u32 n extra entries, sorted by key: str key, u8 kind (1 string, 2 other JSON,
 //!   3 unfit: nested too deeply or holding a fractional number), str text (the string,
@@ -85,6 +86,16 @@ fn encode(r: &Request) -> Vec<u8> {
             e.u8(6);
             put_str(&mut e, namespace.as_str());
             e.raw(id.as_bytes());
+        }
+        Resource::McpTool {
+            server,
+            tool,
+            trusted,
+        } => {
+            e.u8(7);
+            put_str(&mut e, server);
+            put_str(&mut e, tool);
+            e.u8(u8::from(*trusted));
         }
     }
     let c = &r.context;

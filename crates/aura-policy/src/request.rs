@@ -71,6 +71,14 @@ pub enum Resource {
     },
     /// A model package.
     Model { name: String, digest: String },
+    /// A tool of an MCP server (`mcp.<server>.<tool>`): the server's registered name,
+    /// the tool's name on that server, and whether the operator marked the server
+    /// trusted.
+    McpTool {
+        server: String,
+        tool: String,
+        trusted: bool,
+    },
     /// A mission (`mission.*`, `record.read`).
     Mission { namespace: Namespace, id: MissionId },
     /// An agent (`agent.send`, `record.read`).
@@ -85,7 +93,7 @@ impl Resource {
             | Resource::Command { namespace, .. }
             | Resource::Mission { namespace, .. }
             | Resource::Agent { namespace, .. } => Some(namespace),
-            Resource::Host { .. } | Resource::Model { .. } => None,
+            Resource::Host { .. } | Resource::Model { .. } | Resource::McpTool { .. } => None,
         }
     }
 
@@ -96,6 +104,7 @@ impl Resource {
             Resource::Command { .. } => "Command",
             Resource::Host { .. } => "Host",
             Resource::Model { .. } => "Model",
+            Resource::McpTool { .. } => "McpTool",
             Resource::Mission { .. } => "Mission",
             Resource::Agent { .. } => "Agent",
         }
@@ -108,6 +117,7 @@ impl Resource {
             Resource::Command { .. } => "a command",
             Resource::Host { .. } => "a host",
             Resource::Model { .. } => "a model",
+            Resource::McpTool { .. } => "an MCP tool",
             Resource::Mission { .. } => "a mission",
             Resource::Agent { .. } => "an agent",
         }
@@ -268,6 +278,10 @@ pub(crate) fn check_resource(resource: &Resource) -> Result<(), Malformed> {
         Resource::Model { name, digest } => {
             check_text("model name", name, false)?;
             check_text("model digest", digest, false)
+        }
+        Resource::McpTool { server, tool, .. } => {
+            check_text("MCP server name", server, false)?;
+            check_text("MCP tool name", tool, false)
         }
         Resource::Mission { .. } | Resource::Agent { .. } => Ok(()),
     }

@@ -17,6 +17,8 @@ pub(crate) const SCHEMA_TEXT: &str = include_str!("aura.cedarschema");
 
 /// The action an unknown tool is evaluated as.
 pub(crate) const CUSTOM_TOOL: &str = "tool.custom";
+/// The action every MCP server's tool (`mcp.<server>.<tool>`) is evaluated as.
+pub(crate) const MCP_CALL: &str = "mcp.call";
 
 /// Everything built from the schema once.
 pub(crate) struct Compiled {
@@ -49,6 +51,7 @@ pub(crate) struct Types {
     pub(crate) command: EntityTypeName,
     pub(crate) host: EntityTypeName,
     pub(crate) model: EntityTypeName,
+    pub(crate) mcp_tool: EntityTypeName,
     pub(crate) mission: EntityTypeName,
     pub(crate) extra: EntityTypeName,
 }
@@ -82,6 +85,7 @@ fn compile() -> Result<Compiled, String> {
         command: type_name("Command")?,
         host: type_name("Host")?,
         model: type_name("Model")?,
+        mcp_tool: type_name("McpTool")?,
         mission: type_name("Mission")?,
         extra: type_name("Extra")?,
     };
@@ -153,6 +157,7 @@ mod tests {
                 "fs.read",
                 "fs.write",
                 "http.fetch",
+                "mcp.call",
                 "mission.cancel",
                 "mission.finish",
                 "mission.read",
@@ -166,6 +171,7 @@ mod tests {
         groups.sort_unstable();
         assert_eq!(groups, ["fs", "lifecycle", "read", "tool"]);
         assert_eq!(c.actions["fs.write"].resources, ["Path"]);
+        assert_eq!(c.actions["mcp.call"].resources, ["McpTool"]);
         assert_eq!(c.actions["record.read"].resources.len(), 2);
     }
 }

@@ -680,3 +680,100 @@ fn requests_round_trip_through_json() {
     v["resource"]["namespace"] = json!("Team A");
     assert!(serde_json::from_value::<Request>(v).is_err());
 }
+
+fn mcp_tool(server: &str, tool: &str, trusted: bool) -> aura_policy::Resource {
+    aura_policy::Resource::McpTool {
+        server: server.into(),
+        tool: tool.into(),
+        trusted,
+    }
+}
+
+#[test]
+fn mcp_tools_under_the_defaults_and_an_operator_forbid() {
+    const MCP: &[&str] = &["aura.mcp.call"];
+    const UNKNOWN: &[&str] = &["aura.mcp.unknown-server.escalate"];
+    let known = || mcp_tool("files", "read", true);
+    let unknown = || mcp_tool("stranger", "read", false);
+    check(
+        &PolicySet::defaults(),
+        vec![
+            (
+                "a known server's tool at L1",
+                req(L1, "mcp.files.read", known()),
+                DENY,
+                NONE,
+            ),
+            (
+                "a known server's tool at L2",
+                req(L2, "mcp.files.read", known()),
+                PERMIT,
+                MCP,
+            ),
+            (
+                "an unknown server's tool at L2",
+                req(L2, "mcp.stranger.read", unknown()),
+                escalate(L3),
+                UNKNOWN,
+            ),
+            (
+                "an unknown server's tool at L3",
+                req(L3, "mcp.stranger.read", unknown()),
+                PERMIT,
+                MCP,
+            ),
+            // The name must be the resource's: a request cannot be judged as one tool and
+            // name another, nor use the MCP resource under another action.
+            (
+                "a name that is not the resource's",
+                req(L4, "mcp.files.write", known()),
+                DENY,
+                NONE,
+            ),
+            ("the bare action", req(L4, "mcp.call", known()), DENY, NONE),
+            (
+                "another action on an MCP tool",
+                req(L4, "fs.read", known()),
+                DENY,
+                NONE,
+            ),
+            (
+                "a custom tool on an MCP tool",
+                req(L4, "acme.deploy", known()),
+                DENY,
+                NONE,
+            ),
+            (
+                "an MCP name on a path",
+                req(L4, "mcp.files.read", path("team-a", "x")),
+                DENY,
+                NONE,
+            ),
+        ],
+    );
+    let operator = PolicySet::parse(
+        "ops.cedar",
+        r#"@id("ops.no-delete")
+forbid (principal, action == Aura::Action::"mcp.call", resource is Aura::McpTool)
+when { resource.server == "files" && resource.tool == "delete" };"#,
+    )
+    .unwrap();
+    let set = PolicySet::defaults().merge(operator).unwrap();
+    check(
+        &set,
+        vec![
+            (
+                "the forbidden tool",
+                req(L4, "mcp.files.delete", mcp_tool("files", "delete", true)),
+                DENY,
+                &["ops.no-delete"],
+            ),
+            (
+                "another tool of the server",
+                req(L2, "mcp.files.read", known()),
+                PERMIT,
+                MCP,
+            ),
+        ],
+    );
+}

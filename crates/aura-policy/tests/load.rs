@@ -143,6 +143,8 @@ fn defaults_load_cleanly_and_are_documented() {
             "aura.cmd.run",
             "aura.cmd.cell-only",
             "aura.destructive.escalate",
+            "aura.mcp.call",
+            "aura.mcp.unknown-server.escalate",
             "aura.agent.send",
             "aura.mission.finish",
             "aura.mission.lifecycle",

@@ -19,6 +19,8 @@ pub enum Capability {
     Messaging,
     /// The mission's own lifecycle (declaring it finished).
     Lifecycle,
+    /// A tool of an MCP server the operator registered (stdio servers run in a cell).
+    Mcp,
 }
 
 /// A tool as the reasoner and policy see it.
@@ -58,6 +60,13 @@ pub enum Target {
     Agent { agent: AgentId },
     /// The calling mission itself.
     Mission,
+    /// A tool of an MCP server: the server's registered name, the tool's name on it, and
+    /// whether the operator marked the server trusted.
+    McpTool {
+        server: String,
+        tool: String,
+        trusted: bool,
+    },
 }
 
 /// A call the reasoner proposed: an id it chose (unique within its step), the tool's name

@@ -11,6 +11,7 @@ pub(crate) mod init;
 pub(crate) mod key;
 pub(crate) mod ledger;
 pub(crate) mod license;
+pub(crate) mod mcp;
 pub(crate) mod mission;
 pub(crate) mod model;
 pub(crate) mod pki;

@@ -140,6 +140,87 @@ fn cell_access(
     ))
 }
 
+/// Starts the MCP servers of `[[mcp.servers]]`, each in a cell of its own, and returns
+/// their tools (`mcp.<server>.<tool>`) with what to record of each registration. A server
+/// that does not start or list its tools stops the node from starting: the operator
+/// asked for it, and a node that silently ran without it would surprise them.
+async fn mcp_servers(
+    config: &aura_node::Config,
+    cells: Option<&Runtime>,
+) -> anyhow::Result<(Vec<Arc<dyn aura_mcp::Tool>>, Vec<aura_mcp::Registration>)> {
+    let mut tools = Vec::new();
+    let mut registered = Vec::new();
+    if config.mcp.servers.is_empty() {
+        return Ok((tools, registered));
+    }
+    let Some(runtime) = cells else {
+        return Err(hinted(
+            "aura.toml registers MCP servers, but cells cannot start here",
+            "stdio MCP servers run only inside cells: run `aura serve` as root, or remove the [[mcp.servers]] tables",
+        ));
+    };
+    for s in &config.mcp.servers {
+        let options = aura_mcp::ServerOptions {
+            name: s.name.clone(),
+            trusted: s.trusted,
+            call_timeout: std::time::Duration::from_secs(s.call_timeout_secs.max(1)),
+            client: aura_mcp::Options::default(),
+            transport: aura_mcp::Transport::Cell {
+                runtime: runtime.clone(),
+                spec: aura_mcp::cell::StdioSpec {
+                    argv: s.command.clone(),
+                    env: s.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    binds: s.binds.clone(),
+                    workspace: None,
+                    network: s.network,
+                    memory_max: Some(1 << 30),
+                    pids_max: Some(256),
+                },
+            },
+        };
+        let (_server, offered, registration) =
+            aura_mcp::Server::register(options).await.map_err(|e| {
+                hinted(
+                    format!("{:#}", anyhow::Error::new(e)),
+                    "check its [[mcp.servers]] table in aura.toml (docs/mcp.md)",
+                )
+            })?;
+        tools.extend(offered);
+        registered.push(registration);
+    }
+    Ok((tools, registered))
+}
+
+/// Records each MCP server's registration (what it runs, whether it is trusted, the
+/// tools it offers) in the node's own stream, before any mission can call them.
+async fn record_mcp(
+    store: &Arc<dyn Store>,
+    registered: &[aura_mcp::Registration],
+) -> anyhow::Result<()> {
+    if registered.is_empty() {
+        return Ok(());
+    }
+    let kind = aura_ledger::Kind::new("mcp.registered")
+        .map_err(|e| anyhow::anyhow!("cannot record an MCP server: {e}"))?;
+    let now = aura_core::door::Clock::now(&SystemClock);
+    let mut batch = Vec::new();
+    for r in registered {
+        batch.push(aura_store::NewEntry {
+            agent: aura_core::AgentId::NODE,
+            seq: aura_store::Seq::Next,
+            kind: kind.clone(),
+            recorded_at: now,
+            body: aura_core::jcs::to_vec(r)
+                .map_err(|e| anyhow::anyhow!("cannot record an MCP server: {e}"))?,
+        });
+    }
+    store
+        .append(batch)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot record the MCP servers: {e}"))?;
+    Ok(())
+}
+
 /// espeak-ng for `/v1/audio/speech`, unless `[speech] enabled = false`; a note when the
 /// node will not speak.
 async fn speech(config: &aura_node::Config) -> (Option<aura_node::speech::Speech>, Option<String>) {
@@ -212,7 +293,19 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
         Some(dir) => dir.clone(),
         None => home.dir().join("workspaces"),
     };
-    let (parts, cells, cells_note) = parts(home, &models, &workspaces).await;
+    let (mut parts, cells, cells_note) = parts(home, &models, &workspaces).await;
+    let registered = match mcp_servers(&config, cells.as_ref()).await {
+        Ok((tools, registered)) => {
+            parts.extra_tools = tools;
+            registered
+        }
+        Err(e) => {
+            if let Some(cells) = cells {
+                cells.shutdown().await;
+            }
+            return Err(e);
+        }
+    };
     let built = aura_node::services::build(home.dir(), &config, policies, parts)
         .map_err(|e| hinted(e.message, e.hint))
         .and_then(|built| {
@@ -230,6 +323,7 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
             return Err(e);
         }
     };
+    record_mcp(&store, &registered).await?;
     let engine = aura_engine::Handle::start(
         aura_engine::Options {
             keystore: Some(home.keystore().dir().to_owned()),

@@ -50,6 +50,15 @@ fn resource(query: &Query) -> Result<Resource, String> {
             port: *port,
             scheme: scheme.clone(),
         },
+        Some(Target::McpTool {
+            server,
+            tool,
+            trusted,
+        }) => Resource::McpTool {
+            server: server.clone(),
+            tool: tool.clone(),
+            trusted: *trusted,
+        },
         Some(Target::Agent { agent }) => Resource::Agent {
             // An agent the node does not know has no namespace to be judged in: refuse
             // rather than guess one, so a message to nowhere is never permitted.

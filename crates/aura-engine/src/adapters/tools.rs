@@ -64,6 +64,15 @@ fn target(t: &aura_tools::Target) -> Target {
         },
         aura_tools::Target::Agent { agent } => Target::Agent { agent: *agent },
         aura_tools::Target::Mission => Target::Mission,
+        aura_tools::Target::McpTool {
+            server,
+            tool,
+            trusted,
+        } => Target::McpTool {
+            server: server.clone(),
+            tool: tool.clone(),
+            trusted: *trusted,
+        },
     }
 }
 
