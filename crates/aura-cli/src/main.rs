@@ -60,6 +60,9 @@ enum Command {
     Serve(cmd::serve::Args),
     /// Talk to an installed model in this process; every answer leaves a signed receipt
     Chat(cmd::chat::Args),
+    /// Make images with an installed image model in this process
+    #[command(subcommand)]
+    Image(cmd::image::Command),
     /// Create agents, message them, read their records (through a running node)
     Agent(cmd::agent::Args),
     /// Manage the API keys the node accepts
@@ -245,6 +248,7 @@ async fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
         Command::Ledger(c) => cmd::ledger::run(&home, out, c).await,
         Command::Serve(args) => cmd::serve::run(&home, out, args).await,
         Command::Chat(args) => cmd::chat::run(&home, out, args).await,
+        Command::Image(c) => cmd::image::run(&home, out, c).await,
         Command::Agent(args) => cmd::agent::run(&home, out, args).await,
         Command::Apikey(c) => cmd::apikey::run(&home, out, c),
         Command::Mission(args) => cmd::mission::mission(&home, out, args).await,

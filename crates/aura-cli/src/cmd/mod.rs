@@ -5,6 +5,7 @@ pub(crate) mod apikey;
 pub(crate) mod cell;
 pub(crate) mod cell_node;
 pub(crate) mod chat;
+pub(crate) mod image;
 pub(crate) mod init;
 pub(crate) mod key;
 pub(crate) mod ledger;

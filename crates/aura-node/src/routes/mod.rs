@@ -6,6 +6,7 @@ mod audio;
 pub(crate) mod cells;
 mod events;
 mod health;
+mod images;
 mod ledger;
 mod missions;
 mod openai;
@@ -66,6 +67,7 @@ pub(crate) fn router(state: AppState) -> axum::Router {
         .merge(system::routes())
         .merge(receipts::routes())
         .merge(audio::routes())
+        .merge(images::routes())
         .split_for_parts();
     let doc = serde_json::to_value(&api).unwrap_or_default();
     // Layers run outermost first: the host and origin checks, then who is calling and
