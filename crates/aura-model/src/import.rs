@@ -56,7 +56,7 @@ pub enum SourceKind {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{} is not a GGUF file, a safetensors model directory or a wheel", path.display())]
+    #[error("{} is not a GGUF file, a safetensors model directory, a diffusers folder or a wheel", path.display())]
     UnknownSource { path: PathBuf },
     #[error("a package named `{0}` is already installed")]
     Exists(String),
