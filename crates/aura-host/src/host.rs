@@ -83,7 +83,7 @@ pub enum Engine {
     /// A text encoder (embeddings).
     Encoder(Arc<EmbeddingModel>),
     /// An image model (the Images API), on the engine its architecture picks.
-    Image(crate::images::ImageEngine),
+    Image(crate::image_engine::ImageEngine),
 }
 
 /// One loaded package.
@@ -116,7 +116,7 @@ impl Served {
     pub fn generator(&self) -> Result<&LocalReasoner, ModelError> {
         match &self.engine {
             Engine::Generator(g) => Ok(g),
-            Engine::Image(_) => Err(crate::images::not_text(&self.name)),
+            Engine::Image(_) => Err(crate::image_engine::not_text(&self.name)),
             Engine::Encoder(_) => Err(ModelError::new(
                 400,
                 "model_not_generative",
@@ -132,7 +132,7 @@ impl Served {
     pub fn encoder(&self) -> Result<&Arc<EmbeddingModel>, ModelError> {
         match &self.engine {
             Engine::Encoder(e) => Ok(e),
-            Engine::Image(_) => Err(crate::images::not_text(&self.name)),
+            Engine::Image(_) => Err(crate::image_engine::not_text(&self.name)),
             Engine::Generator(_) => Err(ModelError::new(
                 400,
                 "model_not_encoder",
@@ -283,8 +283,8 @@ impl ModelHost {
                     name: p.name.clone(),
                     digest: p.digest(),
                     generator: !is_encoder(&m.architecture)
-                        && !crate::images::is_image(&m.architecture),
-                    image: crate::images::is_image(&m.architecture),
+                        && !crate::image_engine::is_image(&m.architecture),
+                    image: crate::image_engine::is_image(&m.architecture),
                     architecture: m.architecture.clone(),
                     created_at: m.created_at,
                     publisher: m.publisher.to_string(),
@@ -470,9 +470,9 @@ impl ModelHost {
         let encoder = is_encoder(architecture);
         // The license first: an unlicensed model is never loaded.
         self.authorize(&verified, name, uses_of(architecture), 0)?;
-        if crate::images::is_image(architecture) {
+        if crate::image_engine::is_image(architecture) {
             let (engine, runtime) =
-                crate::images::ImageEngine::load(name, &verified, lora, threads)?;
+                crate::image_engine::ImageEngine::load(name, &verified, lora, threads)?;
             return Ok(Served {
                 name: name.to_owned(),
                 lora: lora.map(str::to_owned),

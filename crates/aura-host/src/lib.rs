@@ -34,6 +34,7 @@
 
 mod error;
 mod host;
+mod image_engine;
 pub mod images;
 mod metering;
 mod reasoners;

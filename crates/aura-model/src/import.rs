@@ -188,8 +188,7 @@ fn safe_file_name(name: &str, fallback: &str) -> String {
     }
 }
 
-/// The file that marks a diffusers folder.
-pub const DIFFUSERS_INDEX: &str = "model_index.json";
+pub use crate::package::DIFFUSERS_INDEX;
 
 fn dir_name_of(source: &Path) -> String {
     source

@@ -51,6 +51,8 @@ pub const MANIFEST_FILE: &str = "manifest.aura";
 pub const FILES_DIR: &str = "files";
 /// How deep a package's file tree may go.
 const MAX_DEPTH: usize = 16;
+/// The file that marks a diffusers folder, and an image package.
+pub const DIFFUSERS_INDEX: &str = "model_index.json";
 /// Digest prefixes shorter than this are not accepted as references.
 pub const MIN_DIGEST_PREFIX: usize = 8;
 
@@ -753,7 +755,7 @@ fn model_files(model: &VerifiedPackage, packs: &[VerifiedPackage]) -> Result<Mod
         .manifest()
         .files
         .iter()
-        .any(|f| f.path == crate::import::DIFFUSERS_INDEX && f.role == FileRole::Config)
+        .any(|f| f.path == DIFFUSERS_INDEX && f.role == FileRole::Config)
     {
         if !packs.is_empty() || weights.is_empty() {
             return Err(incomplete(
