@@ -12,6 +12,8 @@ fi
 # The inference tests run the real SmolLM2 and MiniLM; fetch them first (a no-op when the
 # cache already holds them with the right digests).
 ./scripts/fetch-models.sh
+# The image model's tests read the emoji dataset (an npm package) from the same cache.
+./scripts/fetch-emoji.sh
 # The OpenAI compatibility test drives the node with the official Python SDK.
 ./scripts/setup-python.sh >/dev/null
 # Speech runs Debian's espeak-ng; the terminal UI's test drives `aura tui` in tmux.

@@ -16,6 +16,7 @@ mod model;
 mod policy;
 mod reasoner;
 mod recovery;
+mod speech;
 
 use clap::{Parser, Subcommand};
 
@@ -55,6 +56,9 @@ enum Bench {
     HttpLoad(http_load::Args),
     /// Policy: decision latency with 200 policies loaded (vs Cedar's own evaluation)
     Policy(policy::Args),
+    /// Speech: /v1/audio/speech time to first audio byte and real-time factor vs espeak-ng
+    /// alone (scripts/bench-speech.sh starts the node)
+    Speech(speech::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -81,6 +85,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Durability(args) => rt.block_on(durability::run(args)),
         Bench::HttpPeer(args) => rt.block_on(http_peer::run(args)),
         Bench::HttpLoad(args) => rt.block_on(http_load::run(args)),
+        Bench::Speech(args) => rt.block_on(speech::run(args)),
     }
 }
 

@@ -60,9 +60,6 @@ enum Command {
     Serve(cmd::serve::Args),
     /// Talk to an installed model in this process; every answer leaves a signed receipt
     Chat(cmd::chat::Args),
-    /// Make images with an installed image model in this process
-    #[command(subcommand)]
-    Image(cmd::image::Command),
     /// Create agents, message them, read their records (through a running node)
     Agent(cmd::agent::Args),
     /// Manage the API keys the node accepts
@@ -88,6 +85,9 @@ enum Command {
     /// Import, fetch, verify, list and remove signed model packages
     #[command(subcommand)]
     Model(cmd::model::Command),
+    /// Make images with an installed image model, or train Aura's own (and LoRA adapters)
+    #[command(subcommand)]
+    Image(cmd::image::Command),
     /// Issue, install, list and check model licenses
     #[command(subcommand)]
     License(cmd::license::Command),
@@ -248,7 +248,6 @@ async fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
         Command::Ledger(c) => cmd::ledger::run(&home, out, c).await,
         Command::Serve(args) => cmd::serve::run(&home, out, args).await,
         Command::Chat(args) => cmd::chat::run(&home, out, args).await,
-        Command::Image(c) => cmd::image::run(&home, out, c).await,
         Command::Agent(args) => cmd::agent::run(&home, out, args).await,
         Command::Apikey(c) => cmd::apikey::run(&home, out, c),
         Command::Mission(args) => cmd::mission::mission(&home, out, args).await,
@@ -264,6 +263,7 @@ async fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
         Command::Replay(args) => cmd::mission::replay(&home, out, args).await,
         Command::Reasoner(c) => cmd::reasoner::run(out, c).await,
         Command::Model(c) => cmd::model::run(&home, out, c),
+        Command::Image(c) => cmd::image::run(&home, out, c).await,
         Command::License(c) => cmd::license::run(&home, out, c).await,
         Command::Receipts(c) => cmd::receipts::run(&home, out, c).await,
         Command::Settle(args) => cmd::receipts::settle(&home, out, args).await,

@@ -377,3 +377,81 @@ fn help_texts() {
         a.run(&["ledger", "append", "--help"]).ok().stdout
     );
 }
+
+#[test]
+fn ledger_verify_names_an_approval_whose_signature_does_not_check() {
+    // Regression: `aura ledger verify` checked chains, tree and checkpoints only, though
+    // DESIGN.md promises the approvals' and credentials' signatures too: an approval altered
+    // after it was signed verified as long as the node had recorded it.
+    use aura_core::hash::Hash;
+    use aura_core::{MissionId, Timestamp};
+    use aura_identity::{Answers, Approval, ApprovalId, Level, Signed, Verdict};
+    use aura_kernel::{Event, RecordFormat, Recorded};
+    use serde_json::json;
+
+    let a = Aura::new();
+    a.init();
+    let key = aura_core::keystore::Signer::from_seed_bytes("alice", &[9; 32]).unwrap();
+    let now = Timestamp::from_secs(1_796_640_349);
+    let approval = Approval {
+        id: ApprovalId::from_bytes([7; 16]),
+        mission: MissionId::from_bytes([2; 16]),
+        answers: Some(Answers::Declaration),
+        request: Hash::ZERO,
+        verdict: Verdict::Approve,
+        reason: "fine".into(),
+        issued_at: now,
+        expires_at: now,
+        approver: key.public_key(),
+    };
+    let signed = serde_json::to_value(Signed::sign(approval, &key).unwrap()).unwrap();
+    let line = |approval: serde_json::Value| {
+        let recorded = Recorded {
+            v: RecordFormat::V2,
+            mission: MissionId::from_bytes([2; 16]),
+            event: Event::Approved {
+                approval,
+                approver: "alice".into(),
+                level: Level::L3,
+                at: now,
+            },
+            state_hash: Hash::ZERO,
+        };
+        format!(
+            "{}\n",
+            json!({"agent": "node", "kind": "mission.approved", "body": recorded})
+        )
+    };
+
+    // As signed, it checks, and the report counts it.
+    a.run_in(&["ledger", "append"], &line(signed.clone())).ok();
+    let verified = a.run(&["--json", "ledger", "verify"]).ok().json();
+    assert_eq!(verified["signatures"]["approvals"], 1, "{verified}");
+    let human = a.run(&["ledger", "verify"]).ok();
+    assert!(human.stdout.contains("1 approval"), "{}", human.stdout);
+
+    // Its reason changed after it was signed: verification fails and names the entry.
+    let mut tampered = signed;
+    tampered["statement"]["reason"] = json!("rubber-stamped");
+    a.run_in(&["ledger", "append"], &line(tampered)).ok();
+    let out = a.run(&["ledger", "verify"]).one_line_error(3);
+    assert!(
+        out.stderr.contains("not signed by the approver it names"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("seq 2"), "{}", out.stderr);
+
+    // So does an exported bundle, checked with the node's key alone.
+    let bundle = a.dir.path().join("ledger.bundle");
+    a.run(&["ledger", "export", "-o", bundle.to_str().unwrap()])
+        .ok();
+    let out = a
+        .run(&["ledger", "verify", "--bundle", bundle.to_str().unwrap()])
+        .one_line_error(3);
+    assert!(
+        out.stderr.contains("not signed by the approver it names"),
+        "{}",
+        out.stderr
+    );
+}

@@ -199,7 +199,15 @@ fn an_escalated_delete_runs_after_a_signed_cli_approval_and_the_record_replays()
         replay[0]["replay"]["state_hash"], m["state_hash"],
         "{replay}"
     );
-    at(&aura, &node, &["ledger", "verify"]).ok();
+    // Verification checks the approval's and the agent's credential's signatures too.
+    let verified = at(&aura, &node, &["--json", "ledger", "verify"])
+        .ok()
+        .json();
+    assert_eq!(verified["signatures"]["approvals"], 1, "{verified}");
+    assert!(
+        verified["signatures"]["credentials"].as_u64() >= Some(1),
+        "{verified}"
+    );
 }
 
 #[test]

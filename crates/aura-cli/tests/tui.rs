@@ -218,9 +218,36 @@ fn an_escalation_approved_in_the_tui_completes_the_mission_on_screen() {
         "the detail shows the summary:\n{screen}"
     );
     tui.keys(&["3"]);
-    let screen = tui.wait_for("-> completed");
+    tui.wait_for("Ledger tail");
+    // The tail's line (`#N -> completed (…)`), not the detail's history left on screen.
+    let screen = tui.wait_for("-> completed (objective reached)");
     assert!(screen.contains("approved by"), "{screen}");
     assert!(screen.contains(short), "{screen}");
+    // Above the tail, the latest checkpoint the node signed.
+    assert!(screen.contains("Latest signed checkpoint"), "{screen}");
+    assert!(screen.contains("tree size"), "{screen}");
+
+    // The agents page lists the mission's agent with its missions, and creates one.
+    tui.keys(&["4"]);
+    let screen = tui.wait_for("credential");
+    assert!(screen.contains("writer"), "{screen}");
+    assert!(screen.contains(short), "the agent's missions:\n{screen}");
+    tui.keys(&["n"]);
+    tui.wait_for("new agent: name");
+    tui.keys(&["-l", "scout L3"]);
+    tui.keys(&["Enter"]);
+    tui.wait_for("created agent scout");
+    let agents = at(&aura, &node, &key, &["--json", "agent", "list"])
+        .ok()
+        .json();
+    assert!(
+        agents
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["name"] == "scout" && a["level"] == "L3"),
+        "{agents}"
+    );
 
     let m = at(&aura, &node, &key, &["--json", "mission", "show", &id])
         .ok()

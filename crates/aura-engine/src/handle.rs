@@ -48,7 +48,7 @@ struct Created {
     credential: Signed<Credential>,
 }
 
-const KIND_CREATED: &str = "agent.created";
+pub(crate) const KIND_CREATED: &str = "agent.created";
 
 /// What others hold to use the engine. Cheap to clone.
 #[derive(Debug, Clone)]

@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod adapters;
+pub mod audit;
 pub mod events;
 pub mod ports;
 #[cfg(feature = "test-util")]

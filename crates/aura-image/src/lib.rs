@@ -11,6 +11,7 @@
 //! the [`scheduler`] module's documentation).
 
 mod clip;
+pub mod dataset;
 mod error;
 pub mod kernels;
 mod load;
@@ -21,11 +22,14 @@ pub mod png;
 pub mod rng;
 mod safetensors;
 pub mod scheduler;
+pub mod tiny;
 mod tokenizer;
+pub mod train;
 mod unet;
 mod vae;
 mod weights;
 
+pub use self::png::{RgbImage, encode_png};
 pub use clip::{ClipActivation, ClipConfig};
 pub use error::{Error, Result};
 pub use kernels::{KernelVariant, WeightDtype};
@@ -35,7 +39,6 @@ pub use pipeline::{
     GenerateRequest, Generation, ImageModel, LoadOptions, ModelFiles, ModelInfo, Progress,
     RuntimeFingerprint,
 };
-pub use png::{RgbImage, encode_png};
 pub use rng::AuraRng;
 pub use scheduler::{BetaSchedule, NoiseSchedule, Prediction, Scheduler, SchedulerKind, Spacing};
 pub use tokenizer::{CONTEXT_LENGTH, ClipTokenizer};

@@ -175,6 +175,9 @@ fn role_in_dir(name: &str) -> Option<FileRole> {
         "generation_config.json" | "tokenizer_config.json" | "special_tokens_map.json" => {
             Some(FileRole::Other)
         }
+        // Aura's own image model (aura-image's `tiny::package`): its text encoder's
+        // configuration and the training record of its weights.
+        "text_encoder_config.json" | "training-record.json" => Some(FileRole::Other),
         n if n.ends_with(".safetensors") => Some(FileRole::Weights),
         _ => None,
     }

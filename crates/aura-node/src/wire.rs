@@ -1,5 +1,5 @@
-//! The shapes of the node's mission answers, shared by the node that sends them and the
-//! `aura` command that reads them.
+//! The shapes of the node's answers about missions, agents and the ledger, shared by the
+//! node that sends them and the `aura` command (and its TUI) that reads them.
 //!
 //! The node serialises these types and the CLI deserialises the very same ones, so a field
 //! renamed or retyped here changes both sides at once, and a CLI that reads a field the
@@ -12,10 +12,12 @@
 //! `aura-node/tests/wire.rs` checks that each answer of a real node reads back into its
 //! type and serialises to the same JSON, field for field.
 
+use aura_core::PublicKey;
 use aura_core::{AgentId, MissionId, Timestamp};
 use aura_engine::StuckReason;
-use aura_identity::{Answers, Level, Namespace};
+use aura_identity::{Answers, Credential, Level, Namespace, Signed};
 use aura_kernel::{CallState, Change, Message, MissionState};
+use aura_ledger::SignedCheckpoint;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -133,4 +135,59 @@ pub struct PendingApproval {
     pub namespace: Namespace,
     pub objective: String,
     pub escalation: EscalationView,
+}
+
+/// An agent as `GET /v1/agents` and `GET /v1/agents/{id}` answer it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AgentView {
+    #[schema(value_type = String, example = "agent_01j8tpm400c5tq4r9dc5kpavkm")]
+    pub id: AgentId,
+    pub name: String,
+    #[schema(value_type = String)]
+    pub namespace: Namespace,
+    #[schema(value_type = String, example = "L2")]
+    pub level: Level,
+    #[schema(value_type = String)]
+    pub public_key: PublicKey,
+    /// The credential the issuer signed: `{"statement": {...}, "signature": "<hex>"}`.
+    #[schema(value_type = Object)]
+    pub credential: Signed<Credential>,
+    #[schema(value_type = String)]
+    pub created_at: Timestamp,
+}
+
+/// One ledger entry as the node shows it: its place, its chain links and its body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EntryView {
+    pub index: u64,
+    #[schema(value_type = String)]
+    pub agent: AgentId,
+    pub seq: u64,
+    pub kind: String,
+    #[schema(value_type = String)]
+    pub recorded_at: Timestamp,
+    pub prev: String,
+    pub hash: String,
+    /// The body as JSON when it is JSON, else as a string of hex.
+    #[schema(value_type = Object)]
+    pub body: serde_json::Value,
+}
+
+/// A page of an agent's record (`GET /v1/agents/{id}/record`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RecordView {
+    pub entries: Vec<EntryView>,
+    /// Pass as `from` to read on; absent at the end of the record.
+    pub next: Option<u64>,
+}
+
+/// The latest checkpoint the node signed (`GET /v1/ledger/checkpoint`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CheckpointView {
+    /// The node's public key, to check the signature with.
+    #[schema(value_type = String)]
+    pub public_key: PublicKey,
+    /// The signed checkpoint: node, tree_size, root, time, signature.
+    #[schema(value_type = Object)]
+    pub checkpoint: SignedCheckpoint,
 }

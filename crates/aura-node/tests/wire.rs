@@ -15,7 +15,10 @@ use std::time::Duration;
 
 use aura_engine::StreamEvent;
 use aura_kernel::{Event, MissionState, Recorded};
-use aura_node::wire::{MissionView, PendingApproval, PruneView, ReplayView, StuckView};
+use aura_node::wire::{
+    AgentView, CheckpointView, MissionView, PendingApproval, PruneView, RecordView, ReplayView,
+    StuckView,
+};
 use futures_util::StreamExt as _;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -219,4 +222,44 @@ async fn every_mission_answer_reads_back_into_the_wire_type_the_cli_decodes() {
         .await;
     ok(&prune, 200);
     reads_back::<PruneView>("a prune", &prune.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_and_ledger_answers_read_back_into_the_wire_types_the_cli_decodes() {
+    // Regression: `aura agent` and the TUI's agents and ledger pages read these by string
+    // keys, so a renamed field printed `?`.
+    let n = start().await;
+    let ok = |r: &support::Resp| assert_eq!(r.status, 200, "{:?}", r.body);
+    let list = n.call("GET", "/v1/agents", Some("operator"), None).await;
+    ok(&list);
+    let agents: Vec<AgentView> = reads_back("the agent list", &list.body);
+    assert!(agents.iter().any(|a| a.id == n.agent_a), "{agents:?}");
+    let one = n
+        .call(
+            "GET",
+            &format!("/v1/agents/{}", n.agent_a),
+            Some("operator"),
+            None,
+        )
+        .await;
+    ok(&one);
+    let agent: AgentView = reads_back("an agent", &one.body);
+    assert_eq!(agent.credential.statement.key, agent.public_key);
+    let record = n
+        .call(
+            "GET",
+            &format!("/v1/agents/{}/record?limit=1", n.agent_a),
+            Some("operator"),
+            None,
+        )
+        .await;
+    ok(&record);
+    let page: RecordView = reads_back("a page of an agent's record", &record.body);
+    assert_eq!(page.entries.len(), 1, "{page:?}");
+    let checkpoint = n
+        .call("GET", "/v1/ledger/checkpoint", Some("operator"), None)
+        .await;
+    ok(&checkpoint);
+    let cp: CheckpointView = reads_back("the latest checkpoint", &checkpoint.body);
+    assert!(cp.checkpoint.checkpoint.tree_size >= 1, "{cp:?}");
 }

@@ -18,6 +18,8 @@ const EMOTIONS: Record<Emotion, Partial<Record<(typeof EXPRESSIONS)[number], num
 
 export interface VrmHandle {
   update(dt: number, weights: Record<string, number>): void;
+  /** What the VRM shows: its expressions' values and its first morphed mesh's influences. */
+  state(): { expressions: Record<string, number>; morphs: number[] };
   dispose(): void;
 }
 
@@ -216,6 +218,8 @@ export class AvatarEngine {
     this.host.dataset.emotion = this.emotion;
     this.host.dataset.mode = this.mode;
     this.host.dataset.speechMs = this.timeline.length ? String(Math.round(this.speechMs())) : "";
+    if (this.vrm) this.host.dataset.vrm = JSON.stringify(this.vrm.state());
+    else delete this.host.dataset.vrm;
   }
 
   setEmotion(e: Emotion, holdMs?: number): void {

@@ -39,7 +39,22 @@ export async function loadVrm(file: File, scene: THREE.Scene): Promise<VrmHandle
     const y = head ? head.getWorldPosition(new THREE.Vector3()).y : 1.4;
     vrm.scene.position.set(0, -y, 2.2);
     const em = vrm.expressionManager;
+    // The first mesh with morph targets: what the expressions finally move, published for
+    // tests and assistive tools beside the hologram's own weights.
+    let morphed: THREE.Mesh | undefined;
+    vrm.scene.traverse((o) => {
+      if (!morphed && o instanceof THREE.Mesh && o.morphTargetInfluences?.length) morphed = o;
+    });
+    const round = (x: number) => Math.round(x * 1000) / 1000;
     return {
+      state() {
+        const expressions: Record<string, number> = {};
+        for (const name of ["aa", "ee", "ih", "oh", "ou", "blink", "happy", "angry", "sad", "surprised"]) {
+          const v = em?.getValue(name);
+          if (v) expressions[name] = round(v);
+        }
+        return { expressions, morphs: (morphed?.morphTargetInfluences ?? []).map(round) };
+      },
       update(dt, w) {
         if (em) {
           const mix: Record<string, number> = { aa: 0, ee: 0, ih: 0, oh: 0, ou: 0 };

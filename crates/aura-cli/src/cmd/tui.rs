@@ -1,19 +1,23 @@
 //! `aura tui`: a terminal UI for operators, over the node's authenticated HTTP API and
 //! event stream (the same routes, keys and roles as the web console): missions live with
-//! their detail, approvals answered with the operator's own signed approval, the live
-//! event stream, and a help screen. Keyboard only; see docs/tui.md.
+//! their detail, approvals answered with the operator's own signed approval, the ledger's
+//! latest signed checkpoint and its live tail, the agents (and creating one), and a help
+//! screen. Keyboard only; see docs/tui.md.
 //!
 //! The screen is drawn from one `App` state on the main task. Three kinds of tasks feed it
-//! through one channel: a thread reading the keyboard, a task polling the missions and
-//! approvals (woken early whenever an event arrives), and a task following the event
-//! stream, reconnecting when it breaks. Actions run as tasks of their own, so a slow node
+//! through one channel: a thread reading the keyboard, a task polling the missions,
+//! approvals, agents and checkpoint (woken early whenever an event arrives), and a task
+//! following the event stream, reconnecting when it breaks. Each stream event is decoded
+//! once, into the engine's `StreamEvent`, where it arrives. Actions run as tasks of their own, so a slow node
 //! never freezes the keys; their outcome lands on the status line.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aura_engine::StreamEvent;
 use aura_identity::Verdict;
+use aura_node::wire::{AgentView, CheckpointView};
 use futures_util::StreamExt as _;
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -24,7 +28,9 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::client::{Client, NodeArgs};
-use crate::cmd::mission::{Approver, describe, narrate};
+use crate::cmd::agent;
+use crate::cmd::decode;
+use crate::cmd::mission::{Approver, describe, read_entry};
 use crate::hinted;
 use crate::home::Home;
 
@@ -42,33 +48,41 @@ pub(crate) struct TuiArgs {
     refresh_ms: u64,
 }
 
-/// How many event lines are kept on the events page.
+/// How many lines of the ledger's tail are kept on the ledger page.
 const EVENT_LINES: usize = 1000;
 
 /// What the tasks tell the screen.
 enum Msg {
     Key(KeyEvent),
     Redraw,
-    /// The missions, the approvals and the selected mission's detail, read together.
-    Snapshot {
-        missions: anyhow::Result<Vec<Value>>,
-        approvals: anyhow::Result<Vec<Value>>,
-        detail: Option<Value>,
-    },
-    Event(Value),
+    /// The missions, the approvals, the selected mission's detail, the agents and the
+    /// latest checkpoint, read together.
+    Snapshot(Box<Snapshot>),
+    Event(StreamEvent),
     Stream(String),
     Done(anyhow::Result<String>),
+}
+
+/// One reading of what the pages show besides the live tail.
+struct Snapshot {
+    missions: anyhow::Result<Vec<Value>>,
+    approvals: anyhow::Result<Vec<Value>>,
+    detail: Option<Value>,
+    agents: anyhow::Result<Vec<AgentView>>,
+    /// `None` while the ledger is empty (or the node would not say).
+    checkpoint: Option<CheckpointView>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Page {
     Missions,
     Approvals,
-    Events,
+    Ledger,
+    Agents,
 }
 
 impl Page {
-    const ALL: [Page; 3] = [Page::Missions, Page::Approvals, Page::Events];
+    const ALL: [Page; 4] = [Page::Missions, Page::Approvals, Page::Ledger, Page::Agents];
 
     fn index(self) -> usize {
         Page::ALL.iter().position(|p| *p == self).unwrap_or(0)
@@ -81,6 +95,8 @@ enum Ask {
     Reject(String),
     Cancel(String),
     Pause(String),
+    /// `name [level] [namespace]` of an agent to create.
+    NewAgent,
 }
 
 /// An action the operator asked for, run against the node.
@@ -92,6 +108,11 @@ enum Action {
     Pause(String, String),
     Resume(String),
     Retry(String),
+    CreateAgent {
+        name: String,
+        level: String,
+        namespace: String,
+    },
 }
 
 struct App {
@@ -99,9 +120,12 @@ struct App {
     missions: Vec<Value>,
     approvals: Vec<Value>,
     detail: Option<Value>,
+    agents: Vec<AgentView>,
+    checkpoint: Option<CheckpointView>,
     events: VecDeque<String>,
     mission_list: ListState,
     approval_list: ListState,
+    agent_list: ListState,
     /// Lines scrolled up from the newest event (0: follow the newest).
     events_back: usize,
     help: bool,
@@ -120,9 +144,12 @@ impl App {
             missions: Vec::new(),
             approvals: Vec::new(),
             detail: None,
+            agents: Vec::new(),
+            checkpoint: None,
             events: VecDeque::new(),
             mission_list: ListState::default(),
             approval_list: ListState::default(),
+            agent_list: ListState::default(),
             events_back: 0,
             help: false,
             ask: None,
@@ -142,6 +169,10 @@ impl App {
     fn selected_approval(&self) -> Option<String> {
         let a = self.approvals.get(self.approval_list.selected()?)?;
         a["mission"].as_str().map(str::to_owned)
+    }
+
+    fn selected_agent(&self) -> Option<&AgentView> {
+        self.agents.get(self.agent_list.selected()?)
     }
 
     /// The mission the keys act on: the one selected on the page shown.
@@ -173,11 +204,18 @@ impl App {
             match k.code {
                 KeyCode::Esc => self.say("never mind"),
                 KeyCode::Enter => {
-                    return Some(match ask {
-                        Ask::Reject(m) => Action::Reject(m, text),
-                        Ask::Cancel(m) => Action::Cancel(m, text),
-                        Ask::Pause(m) => Action::Pause(m, text),
-                    });
+                    return match ask {
+                        Ask::Reject(m) => Some(Action::Reject(m, text)),
+                        Ask::Cancel(m) => Some(Action::Cancel(m, text)),
+                        Ask::Pause(m) => Some(Action::Pause(m, text)),
+                        Ask::NewAgent => match new_agent(&text) {
+                            Ok(action) => Some(action),
+                            Err(e) => {
+                                self.error(e);
+                                None
+                            }
+                        },
+                    };
                 }
                 KeyCode::Backspace => {
                     text.pop();
@@ -204,17 +242,24 @@ impl App {
             KeyCode::Char('?') | KeyCode::F(1) => self.help = true,
             KeyCode::Char('1') => self.page = Page::Missions,
             KeyCode::Char('2') => self.page = Page::Approvals,
-            KeyCode::Char('3') => self.page = Page::Events,
-            KeyCode::Tab => self.page = Page::ALL[(self.page.index() + 1) % 3],
-            KeyCode::BackTab => self.page = Page::ALL[(self.page.index() + 2) % 3],
+            KeyCode::Char('3') => self.page = Page::Ledger,
+            KeyCode::Char('4') => self.page = Page::Agents,
+            KeyCode::Tab => self.page = Page::ALL[(self.page.index() + 1) % Page::ALL.len()],
+            KeyCode::BackTab => {
+                self.page = Page::ALL[(self.page.index() + Page::ALL.len() - 1) % Page::ALL.len()];
+            }
             KeyCode::Down | KeyCode::Char('j') => self.step(1),
             KeyCode::Up | KeyCode::Char('k') => self.step(-1),
             KeyCode::PageDown => self.step(10),
             KeyCode::PageUp => self.step(-10),
             KeyCode::Home | KeyCode::Char('g') => self.step(isize::MIN / 2),
             KeyCode::End | KeyCode::Char('G') => self.step(isize::MAX / 2),
+            KeyCode::Char('n') if self.page == Page::Agents => {
+                self.ask = Some((Ask::NewAgent, String::new()));
+            }
             KeyCode::Char(c @ ('a' | 'r' | 'c' | 'p' | 'u' | 't')) => {
-                let Some(m) = self.target().filter(|_| self.page != Page::Events) else {
+                let on_missions = matches!(self.page, Page::Missions | Page::Approvals);
+                let Some(m) = self.target().filter(|_| on_missions) else {
                     self.error("select a mission first (1: missions, 2: approvals)");
                     return None;
                 };
@@ -237,7 +282,8 @@ impl App {
         let (len, list) = match self.page {
             Page::Missions => (self.missions.len(), &mut self.mission_list),
             Page::Approvals => (self.approvals.len(), &mut self.approval_list),
-            Page::Events => {
+            Page::Agents => (self.agents.len(), &mut self.agent_list),
+            Page::Ledger => {
                 // Down goes towards the newest line.
                 let back = self.events_back as isize - by;
                 self.events_back = back.clamp(0, self.events.len() as isize) as usize;
@@ -254,19 +300,26 @@ impl App {
         ));
     }
 
-    /// Takes in a new reading, keeping the same missions selected where they still are.
-    fn snapshot(
-        &mut self,
-        missions: anyhow::Result<Vec<Value>>,
-        approvals: anyhow::Result<Vec<Value>>,
-        detail: Option<Value>,
-    ) {
+    /// Takes in a new reading, keeping the same rows selected where they still are.
+    fn snapshot(&mut self, snap: Snapshot) {
+        let Snapshot {
+            missions,
+            approvals,
+            detail,
+            agents,
+            checkpoint,
+        } = snap;
         let mut failed = None;
         match missions {
             Ok(m) => {
                 let keep = self.selected_mission();
                 self.missions = m;
-                reselect(&mut self.mission_list, &self.missions, "id", keep);
+                reselect(
+                    &mut self.mission_list,
+                    &self.missions,
+                    json_field("id"),
+                    keep,
+                );
             }
             Err(e) => failed = Some(e),
         }
@@ -274,9 +327,30 @@ impl App {
             Ok(a) => {
                 let keep = self.selected_approval();
                 self.approvals = a;
-                reselect(&mut self.approval_list, &self.approvals, "mission", keep);
+                reselect(
+                    &mut self.approval_list,
+                    &self.approvals,
+                    json_field("mission"),
+                    keep,
+                );
             }
             Err(e) => failed = failed.or(Some(e)),
+        }
+        match agents {
+            Ok(a) => {
+                let keep = self.selected_agent().map(|a| a.id.to_string());
+                self.agents = a;
+                reselect(
+                    &mut self.agent_list,
+                    &self.agents,
+                    |a: &AgentView| Some(a.id.to_string()),
+                    keep,
+                );
+            }
+            Err(e) => failed = failed.or(Some(e)),
+        }
+        if checkpoint.is_some() {
+            self.checkpoint = checkpoint;
         }
         if detail.is_some() || self.selected_mission().is_none() {
             self.detail = detail;
@@ -294,18 +368,28 @@ impl App {
         }
     }
 
-    fn event(&mut self, e: &Value) {
-        let line = match e["type"].as_str() {
-            Some("entry") => {
-                let Some(text) = narrate(e) else { return };
-                let mission = e["mission"].as_str().map(short).unwrap_or("node");
-                let at = e["recorded_at"].as_str().unwrap_or("");
+    fn event(&mut self, e: &StreamEvent) {
+        let line = match e {
+            StreamEvent::Entry {
+                mission,
+                recorded_at,
+                ..
+            } => {
+                // An entry this aura cannot read is left out rather than shown as `?`.
+                let Some(text) = read_entry(e).ok().flatten().and_then(|r| r.line()) else {
+                    return;
+                };
+                let mission =
+                    mission.map_or_else(|| "node".to_owned(), |m| short(&m.to_string()).to_owned());
+                let at = recorded_at.to_string();
                 // "2026-12-07T10:45:49.123Z" -> "10:45:49".
-                let time = at.get(11..19).unwrap_or(at);
+                let time = at.get(11..19).unwrap_or(&at);
                 format!("{time}  {mission:<8}  {text}")
             }
-            Some("lagged") => "…  some events were missed; the stream resumed after them".into(),
-            _ => return,
+            StreamEvent::Lagged { .. } => {
+                "…  some events were missed; the stream resumed after them".into()
+            }
+            StreamEvent::Delta { .. } => return,
         };
         if self.events.len() == EVENT_LINES {
             self.events.pop_front();
@@ -327,7 +411,8 @@ impl App {
         let titles = [
             format!("1 Missions ({})", self.missions.len()),
             format!("2 Approvals ({})", self.approvals.len()),
-            "3 Events".to_owned(),
+            "3 Ledger".to_owned(),
+            format!("4 Agents ({})", self.agents.len()),
         ];
         let [tabs, right] =
             Layout::horizontal([Constraint::Min(40), Constraint::Length(44)]).areas(top);
@@ -345,7 +430,8 @@ impl App {
         match self.page {
             Page::Missions => self.draw_missions(f, body),
             Page::Approvals => self.draw_approvals(f, body),
-            Page::Events => self.draw_events(f, body),
+            Page::Ledger => self.draw_ledger(f, body),
+            Page::Agents => self.draw_agents(f, body),
         }
         let line = match &self.ask {
             Some((ask, text)) => {
@@ -353,6 +439,7 @@ impl App {
                     Ask::Reject(m) => format!("reject {} because", short(m)),
                     Ask::Cancel(m) => format!("cancel {} because", short(m)),
                     Ask::Pause(m) => format!("pause {} because", short(m)),
+                    Ask::NewAgent => "new agent: name [L1-L4] [namespace]".to_owned(),
                 };
                 Line::from(vec![
                     Span::styled(
@@ -478,7 +565,29 @@ impl App {
         );
     }
 
-    fn draw_events(&mut self, f: &mut ratatui::Frame<'_>, area: Rect) {
+    fn draw_ledger(&mut self, f: &mut ratatui::Frame<'_>, area: Rect) {
+        let [head, area] =
+            Layout::vertical([Constraint::Length(4), Constraint::Min(3)]).areas(area);
+        let text = match &self.checkpoint {
+            Some(c) => {
+                let cp = &c.checkpoint.checkpoint;
+                let root = cp.root.to_hex();
+                format!(
+                    "tree size {}  root {}…  signed {}\nby node key {} (check it offline: aura ledger verify)",
+                    cp.tree_size,
+                    root.get(..16).unwrap_or(&root),
+                    cp.time,
+                    c.public_key
+                )
+            }
+            None => "no signed checkpoint yet: the ledger is empty".to_owned(),
+        };
+        f.render_widget(
+            Paragraph::new(text)
+                .wrap(Wrap { trim: false })
+                .block(Block::bordered().title(" Latest signed checkpoint ")),
+            head,
+        );
         let rows = usize::from(area.height.saturating_sub(2));
         let end = self.events.len().saturating_sub(self.events_back);
         let start = end.saturating_sub(rows);
@@ -488,16 +597,86 @@ impl App {
             .map(|l| Line::raw(l.as_str()))
             .collect();
         let title = if self.events_back == 0 {
-            " Events (live, newest at the bottom) ".to_owned()
+            " Ledger tail (live, newest at the bottom) ".to_owned()
         } else {
-            format!(" Events ({} newer below; End follows) ", self.events_back)
+            format!(
+                " Ledger tail ({} newer below; End follows) ",
+                self.events_back
+            )
         };
         let body = if lines.is_empty() {
-            Paragraph::new("no events since the TUI started")
+            Paragraph::new("no entries recorded since the TUI started")
         } else {
             Paragraph::new(lines)
         };
         f.render_widget(body.block(Block::bordered().title(title)), area);
+    }
+
+    fn draw_agents(&mut self, f: &mut ratatui::Frame<'_>, area: Rect) {
+        let [left, right] =
+            Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)])
+                .areas(area);
+        let items: Vec<ListItem<'_>> = self
+            .agents
+            .iter()
+            .map(|a| {
+                ListItem::new(format!(
+                    "{}  {:<20} {}  {}",
+                    short(&a.id.to_string()),
+                    a.name,
+                    a.level,
+                    a.namespace
+                ))
+            })
+            .collect();
+        let title = " Agents (n new) ";
+        if items.is_empty() {
+            f.render_widget(
+                Paragraph::new("no agents yet; n creates one")
+                    .block(Block::bordered().title(title)),
+                left,
+            );
+        } else {
+            f.render_stateful_widget(
+                List::new(items)
+                    .block(Block::bordered().title(title))
+                    .highlight_style(Style::new().add_modifier(Modifier::REVERSED))
+                    .highlight_symbol("> "),
+                left,
+                &mut self.agent_list,
+            );
+        }
+        let text = match self.selected_agent() {
+            Some(a) => {
+                let id = a.id.to_string();
+                let missions: Vec<String> = self
+                    .missions
+                    .iter()
+                    .filter(|m| m["agent"].as_str() == Some(&id))
+                    .map(|m| {
+                        format!(
+                            "  {}  {:<10} {}",
+                            short(m["id"].as_str().unwrap_or("?")),
+                            m["state"].as_str().unwrap_or("?"),
+                            m["objective"].as_str().unwrap_or("")
+                        )
+                    })
+                    .collect();
+                let missions = if missions.is_empty() {
+                    "no missions listed".to_owned()
+                } else {
+                    format!("missions:\n{}", missions.join("\n"))
+                };
+                format!("{}\n{missions}", agent::describe(a))
+            }
+            None => "select an agent with the arrows or j/k".to_owned(),
+        };
+        f.render_widget(
+            Paragraph::new(text)
+                .wrap(Wrap { trim: false })
+                .block(Block::bordered().title(" Agent ")),
+            right,
+        );
     }
 
     fn draw_help(&self, f: &mut ratatui::Frame<'_>, area: Rect) {
@@ -519,13 +698,14 @@ impl App {
 }
 
 const HELP: &str = "
- 1 2 3, Tab       missions, approvals, events
- Up Down, j k     select (PgUp PgDn, g G: further); scroll the events
+ 1 2 3 4, Tab     missions, approvals, ledger, agents
+ Up Down, j k     select (PgUp PgDn, g G: further); scroll the ledger
  a                approve the selected escalation, signed as --as NAME
  r                reject it, with a reason
  c                cancel the selected mission, with a reason
  p  u             pause it (with a reason), resume it
  t                run its waiting retries now
+ n                on the agents page: create an agent (name, level, namespace)
  ?                this help
  q, Ctrl-C        quit
 
@@ -534,17 +714,50 @@ const HELP: &str = "
  refusal shows on the bottom line.
 ";
 
-/// Keeps `keep` selected if it is still listed; otherwise the same row, or the first.
-fn reselect(list: &mut ListState, rows: &[Value], field: &str, keep: Option<String>) {
+/// Keeps `keep` (a row's `key`) selected if it is still listed; otherwise the same row,
+/// or the first.
+fn reselect<T>(
+    list: &mut ListState,
+    rows: &[T],
+    key: impl Fn(&T) -> Option<String>,
+    keep: Option<String>,
+) {
     if rows.is_empty() {
         list.select(None);
         return;
     }
     let at = keep
-        .and_then(|k| rows.iter().position(|r| r[field].as_str() == Some(&k)))
+        .and_then(|k| rows.iter().position(|r| key(r).as_deref() == Some(&k)))
         .or(list.selected())
         .unwrap_or(0);
     list.select(Some(at.min(rows.len() - 1)));
+}
+
+/// A JSON row's string field, as `reselect`'s key.
+fn json_field(field: &str) -> impl Fn(&Value) -> Option<String> + '_ {
+    move |row| row[field].as_str().map(str::to_owned)
+}
+
+/// Reads `name [level] [namespace]` typed on the agents page (level L2 and namespace
+/// `default` unless given), as the web console's form defaults them.
+fn new_agent(text: &str) -> Result<Action, String> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let usage = "type a name, then optionally a level (L1-L4) and a namespace";
+    match words.as_slice() {
+        [] => Err(format!("no agent created: {usage}")),
+        [name, rest @ ..] if rest.len() <= 2 => {
+            let level = rest.first().map_or("L2", |l| l);
+            if !matches!(level, "L1" | "L2" | "L3" | "L4") {
+                return Err(format!("`{level}` is not a level: {usage}"));
+            }
+            Ok(Action::CreateAgent {
+                name: (*name).to_owned(),
+                level: level.to_owned(),
+                namespace: rest.get(1).map_or("default", |n| n).to_owned(),
+            })
+        }
+        _ => Err(format!("too many words: {usage}")),
+    }
 }
 
 fn state_style(state: &str) -> Style {
@@ -653,10 +866,25 @@ async fn act(
                 .await?;
             format!("retrying {} now", short(&m))
         }
+        Action::CreateAgent {
+            name,
+            level,
+            namespace,
+        } => {
+            let raw: Value = client
+                .post(
+                    "/v1/agents",
+                    &json!({ "name": name, "level": level, "namespace": namespace }),
+                )
+                .await?;
+            let a: AgentView = decode(&raw)?;
+            format!("created agent {} ({})", a.name, a.id)
+        }
     })
 }
 
-/// Reads the missions, the approvals and the selected mission, every `every` or when woken.
+/// Reads the missions, the approvals, the selected mission, the agents and the latest
+/// checkpoint, every `every` or when woken.
 async fn poll(
     client: Client,
     every: Duration,
@@ -675,18 +903,30 @@ async fn poll(
                 .ok(),
             None => None,
         };
+        let agents = client
+            .get::<Value>("/v1/agents")
+            .await
+            .and_then(|raw| decode::<Vec<AgentView>>(&raw));
+        // 404 while the ledger is empty; the page says so.
+        let checkpoint = client
+            .get::<Value>("/v1/ledger/checkpoint")
+            .await
+            .ok()
+            .and_then(|raw| decode::<CheckpointView>(&raw).ok());
         let missions =
             missions.map_err(|e| anyhow::anyhow!("cannot read the missions: {}", one_line(&e)));
         let approvals =
             approvals.map_err(|e| anyhow::anyhow!("cannot read the approvals: {}", one_line(&e)));
-        if tx
-            .send(Msg::Snapshot {
-                missions,
-                approvals,
-                detail,
-            })
-            .is_err()
-        {
+        let agents =
+            agents.map_err(|e| anyhow::anyhow!("cannot read the agents: {}", one_line(&e)));
+        let snapshot = Snapshot {
+            missions,
+            approvals,
+            detail,
+            agents,
+            checkpoint,
+        };
+        if tx.send(Msg::Snapshot(Box::new(snapshot))).is_err() {
             return;
         }
         tokio::select! {
@@ -730,19 +970,18 @@ async fn follow(client: Client, wake: Arc<Notify>, tx: mpsc::UnboundedSender<Msg
                     let tokio_tungstenite::tungstenite::Message::Text(text) = msg else {
                         continue;
                     };
-                    let Ok(event) = serde_json::from_str::<Value>(&text) else {
+                    // What this aura cannot read (a newer node's new kind of event) is
+                    // skipped; the entries around it still show.
+                    let Ok(event) = serde_json::from_str::<StreamEvent>(&text) else {
                         continue;
                     };
-                    if let Some(seq) = event["seq"].as_u64() {
-                        from = Some(seq + 1);
-                    }
-                    if event["type"] == "lagged"
-                        && let Some(next) = event["next_seq"].as_u64()
-                    {
-                        from = Some(next);
-                    }
-                    if event["type"] == "entry" {
-                        wake.notify_one();
+                    match &event {
+                        StreamEvent::Entry { seq, .. } => {
+                            from = Some(seq + 1);
+                            wake.notify_one();
+                        }
+                        StreamEvent::Lagged { next_seq } => from = Some(*next_seq),
+                        StreamEvent::Delta { .. } => {}
                     }
                     if tx.send(Msg::Event(event)).is_err() {
                         return;
@@ -841,11 +1080,7 @@ pub(crate) async fn run(home: &Home, args: TuiArgs) -> anyhow::Result<()> {
                     }
                 }
                 Msg::Redraw => {}
-                Msg::Snapshot {
-                    missions,
-                    approvals,
-                    detail,
-                } => app.snapshot(missions, approvals, detail),
+                Msg::Snapshot(snap) => app.snapshot(*snap),
                 Msg::Event(e) => app.event(&e),
                 Msg::Stream(s) => app.stream = s,
                 Msg::Done(Ok(text)) => app.say(text),
@@ -873,6 +1108,17 @@ mod tests {
         KeyEvent::new(c, KeyModifiers::NONE)
     }
 
+    /// A reading with these missions and approvals, no agents and no checkpoint.
+    fn snap(missions: Vec<Value>, approvals: Vec<Value>) -> Snapshot {
+        Snapshot {
+            missions: Ok(missions),
+            approvals: Ok(approvals),
+            detail: None,
+            agents: Ok(vec![]),
+            checkpoint: None,
+        }
+    }
+
     fn missions(n: usize) -> Vec<Value> {
         (0..n)
             .map(|i| json!({"id": format!("{i:08}-mission"), "state": "running", "objective": "x"}))
@@ -882,19 +1128,19 @@ mod tests {
     #[test]
     fn the_selection_follows_its_mission_when_the_list_changes() {
         let mut app = App::new("node".into(), None);
-        app.snapshot(Ok(missions(3)), Ok(vec![]), None);
+        app.snapshot(snap(missions(3), vec![]));
         app.key(key(KeyCode::Down));
         assert_eq!(app.selected_mission().as_deref(), Some("00000001-mission"));
         // A new mission arrives at the top: the same mission stays selected.
         let mut more = vec![json!({"id": "new-mission", "state": "submitted"})];
         more.extend(missions(3));
-        app.snapshot(Ok(more), Ok(vec![]), None);
+        app.snapshot(snap(more, vec![]));
         assert_eq!(app.selected_mission().as_deref(), Some("00000001-mission"));
         // Moving past the ends stays on the list.
         app.key(key(KeyCode::End));
         app.key(key(KeyCode::Down));
         assert_eq!(app.selected_mission().as_deref(), Some("00000002-mission"));
-        app.snapshot(Ok(vec![]), Ok(vec![]), None);
+        app.snapshot(snap(vec![], vec![]));
         assert_eq!(app.selected_mission(), None);
         assert!(app.key(key(KeyCode::Char('a'))).is_none());
         assert!(app.status.1, "acting on nothing says so");
@@ -903,13 +1149,10 @@ mod tests {
     #[test]
     fn reject_asks_for_a_reason_and_escape_sends_nothing() {
         let mut app = App::new("node".into(), Some("alice".into()));
-        app.snapshot(
-            Ok(missions(1)),
-            Ok(vec![
-                json!({"mission": "00000000-mission", "escalation": {}}),
-            ]),
-            None,
-        );
+        app.snapshot(snap(
+            missions(1),
+            vec![json!({"mission": "00000000-mission", "escalation": {}})],
+        ));
         app.key(key(KeyCode::Char('2')));
         assert!(app.key(key(KeyCode::Char('r'))).is_none());
         for c in "stale".chars() {
@@ -938,17 +1181,14 @@ mod tests {
     #[test]
     fn the_events_page_keeps_the_newest_thousand_lines() {
         // Entries as the node's stream sends them (the engine's own type, serialised).
-        let entry = |seq: u64, kind: &str| {
-            serde_json::to_value(aura_engine::StreamEvent::Entry {
-                seq,
-                agent: aura_core::AgentId::from_bytes([1; 16]),
-                agent_seq: seq,
-                kind: kind.into(),
-                mission: Some(aura_core::MissionId::from_bytes([2; 16])),
-                recorded_at: aura_core::Timestamp::from_secs(1_796_640_349),
-                body: json!({}),
-            })
-            .unwrap()
+        let entry = |seq: u64, kind: &str| StreamEvent::Entry {
+            seq,
+            agent: aura_core::AgentId::from_bytes([1; 16]),
+            agent_seq: seq,
+            kind: kind.into(),
+            mission: Some(aura_core::MissionId::from_bytes([2; 16])),
+            recorded_at: aura_core::Timestamp::from_secs(1_796_640_349),
+            body: json!({}),
         };
         let mut app = App::new("node".into(), None);
         for seq in 0..1500 {
@@ -965,8 +1205,53 @@ mod tests {
         );
         // A mission entry whose body is no record, and deltas, are not shown.
         app.event(&entry(1500, "mission.heartbeat"));
-        app.event(&json!({"type": "delta", "mission": "m", "text": "hi"}));
+        app.event(&StreamEvent::Delta {
+            mission: aura_core::MissionId::from_bytes([2; 16]),
+            text: "hi".into(),
+        });
         assert_eq!(app.events.len(), EVENT_LINES);
         assert_eq!(app.events.back(), Some(&last));
+    }
+
+    #[test]
+    fn n_on_the_agents_page_asks_for_an_agent_and_reads_its_level_and_namespace() {
+        let mut app = App::new("node".into(), None);
+        // Elsewhere n is nothing.
+        assert!(app.key(key(KeyCode::Char('n'))).is_none());
+        assert!(app.ask.is_none());
+        app.key(key(KeyCode::Char('4')));
+        assert_eq!(app.page, Page::Agents);
+        fn typed(app: &mut App, text: &str) -> Option<Action> {
+            app.key(key(KeyCode::Char('n')));
+            for c in text.chars() {
+                app.key(key(KeyCode::Char(c)));
+            }
+            app.key(key(KeyCode::Enter))
+        }
+        match typed(&mut app, "scout") {
+            Some(Action::CreateAgent {
+                name,
+                level,
+                namespace,
+            }) => assert_eq!(
+                (name.as_str(), level.as_str(), namespace.as_str()),
+                ("scout", "L2", "default")
+            ),
+            other => panic!("{other:?}"),
+        }
+        match typed(&mut app, "ops L3 team") {
+            Some(Action::CreateAgent {
+                level, namespace, ..
+            }) => assert_eq!((level.as_str(), namespace.as_str()), ("L3", "team")),
+            other => panic!("{other:?}"),
+        }
+        assert!(typed(&mut app, "x L9").is_none());
+        assert!(app.status.0.contains("not a level"), "{:?}", app.status);
+        assert!(typed(&mut app, "").is_none());
+        assert!(typed(&mut app, "a L1 b c").is_none());
+        assert!(app.status.0.contains("too many"), "{:?}", app.status);
+        // Mission keys do nothing on the agents page but say so.
+        assert!(app.key(key(KeyCode::Char('a'))).is_none());
+        assert!(app.status.1);
     }
 }

@@ -1,7 +1,7 @@
 //! `/v1/agents`: create agents with credentials, list and read them, send them messages,
 //! read their records.
 
-use aura_core::{AgentId, PublicKey, Timestamp};
+use aura_core::{AgentId, PublicKey};
 use aura_engine::{AgentInfo, NewAgent, Sender};
 use aura_identity::{Credential, Level, Namespace, Signed};
 use aura_store::StoredEntry;
@@ -17,24 +17,7 @@ use utoipa_axum::routes;
 use crate::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, ApiJson};
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct AgentView {
-    #[schema(value_type = String, example = "agent_01j8tpm400c5tq4r9dc5kpavkm")]
-    id: AgentId,
-    name: String,
-    #[schema(value_type = String)]
-    namespace: Namespace,
-    #[schema(value_type = String, example = "L2")]
-    level: Level,
-    #[schema(value_type = String)]
-    public_key: PublicKey,
-    /// The credential the issuer signed: `{"statement": {...}, "signature": "<hex>"}`.
-    #[schema(value_type = Object)]
-    credential: Signed<Credential>,
-    #[schema(value_type = String)]
-    created_at: Timestamp,
-}
+use crate::wire::{AgentView, EntryView, RecordView};
 
 impl From<AgentInfo> for AgentView {
     fn from(i: AgentInfo) -> Self {
@@ -204,22 +187,6 @@ pub(crate) struct RecordPage {
     limit: Option<usize>,
 }
 
-#[derive(Serialize, ToSchema)]
-pub(crate) struct EntryView {
-    index: u64,
-    #[schema(value_type = String)]
-    agent: AgentId,
-    seq: u64,
-    kind: String,
-    #[schema(value_type = String)]
-    recorded_at: Timestamp,
-    prev: String,
-    hash: String,
-    /// The body as JSON when it is JSON, else as a string of hex.
-    #[schema(value_type = Object)]
-    body: Value,
-}
-
 impl From<&StoredEntry> for EntryView {
     fn from(e: &StoredEntry) -> Self {
         EntryView {
@@ -233,13 +200,6 @@ impl From<&StoredEntry> for EntryView {
             body: aura_engine::events::body_value(&e.entry.body),
         }
     }
-}
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct RecordView {
-    entries: Vec<EntryView>,
-    /// Pass as `from` to read on; absent at the end of the record.
-    next: Option<u64>,
 }
 
 /// Reads an agent's record (its ledger stream), a page at a time.

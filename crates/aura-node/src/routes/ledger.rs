@@ -15,19 +15,11 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::agents::{EntryView, require};
+use super::agents::require;
 use crate::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct CheckpointView {
-    /// The node's public key, to check the signature with.
-    public_key: String,
-    /// The signed checkpoint: node, tree_size, root, time, signature.
-    #[schema(value_type = Object)]
-    checkpoint: SignedCheckpoint,
-}
+use crate::wire::{CheckpointView, EntryView};
 
 /// The latest checkpoint the node signed.
 #[utoipa::path(get, path = "/v1/ledger/checkpoint", tag = "ledger",
@@ -43,7 +35,7 @@ async fn checkpoint(
         .await?
         .ok_or_else(|| ApiError::not_found("the ledger is empty"))?;
     Ok(Json(CheckpointView {
-        public_key: state.engine.node_key().to_hex(),
+        public_key: state.engine.node_key(),
         checkpoint,
     }))
 }

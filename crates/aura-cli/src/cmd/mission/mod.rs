@@ -17,18 +17,19 @@ mod watch;
 
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::client::{Client, NodeArgs};
-use crate::hinted;
 use crate::home::Home;
 use crate::output::Output;
+
+use super::{decode, print_as};
 
 pub(crate) use approve::{AnswerArgs, ApprovalsArgs, Approver, answer, approvals};
 pub(crate) use operator::{OperatorArgs, operator};
 pub(crate) use replay::{ReplayArgs, replay};
 use submit::SubmitArgs;
+pub(crate) use watch::read_entry;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct MissionArgs {
@@ -149,33 +150,6 @@ pub(crate) async fn mission(home: &Home, out: &Output, args: MissionArgs) -> any
     }
 }
 
-/// Reads the node's answer as the wire type both sides share (`aura_node::wire`, the
-/// kernel's recorded events): a field it needs that is missing, or a state or event kind
-/// this `aura` does not know, is a one-line error rather than a `?` in the output. Fields
-/// it does not know are ignored, so an older `aura` still reads a newer node.
-pub(super) fn decode<T: DeserializeOwned>(raw: &Value) -> anyhow::Result<T> {
-    T::deserialize(raw).map_err(|e| {
-        hinted(
-            format!("the node's answer is not what this aura expects: {e}"),
-            "the node runs another version of aura; use the same version on both sides",
-        )
-    })
-}
-
-/// Prints the node's answer: with `--json` as the node sent it, otherwise `human` of it
-/// decoded as `T`.
-pub(super) fn print_as<T: DeserializeOwned>(
-    out: &Output,
-    raw: &Value,
-    human: impl FnOnce(T) -> String,
-) -> anyhow::Result<()> {
-    if out.is_json() {
-        return out.print(raw, String::new);
-    }
-    let typed = decode(raw)?;
-    out.print(raw, || human(typed))
-}
-
 /// A mission as the node answered it, described for people (the TUI's detail pane): the
 /// same text as `aura mission show`, or the one line saying why it could not be read.
 pub(crate) fn describe(raw: &Value) -> String {
@@ -183,20 +157,4 @@ pub(crate) fn describe(raw: &Value) -> String {
         Ok(m) => show::describe(&m),
         Err(e) => format!("{e:#}"),
     }
-}
-
-/// One event of the node's stream narrated for people as `aura mission watch` does;
-/// `None` for bookkeeping and for what is not a recorded entry.
-pub(crate) fn narrate(raw: &Value) -> Option<String> {
-    let aura_engine::StreamEvent::Entry {
-        seq, kind, body, ..
-    } = decode::<aura_engine::StreamEvent>(raw).ok()?
-    else {
-        return None;
-    };
-    if !kind.starts_with("mission.") {
-        return Some(format!("#{seq} {kind}"));
-    }
-    let recorded = decode::<aura_kernel::Recorded>(&body).ok()?;
-    watch::narrate(seq, &recorded)
 }

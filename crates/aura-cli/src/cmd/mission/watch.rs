@@ -32,31 +32,16 @@ pub(super) async fn watch(client: &Client, out: &Output, id: &str) -> anyhow::Re
         };
         let raw: Value = serde_json::from_str(&text)
             .map_err(|e| anyhow::anyhow!("the event stream sent something not JSON: {e}"))?;
-        let recorded = match decode::<StreamEvent>(&raw)? {
-            StreamEvent::Entry {
-                seq, kind, body, ..
-            } => {
-                let recorded = if kind.starts_with("mission.") {
-                    Some(decode::<Recorded>(&body)?)
-                } else {
-                    None
-                };
-                if !out.is_json() {
-                    let line = match &recorded {
-                        Some(r) => narrate(seq, r),
-                        None => Some(format!("#{seq} {kind}")),
-                    };
-                    if let Some(line) = line {
-                        println!("{line}");
-                    }
-                }
-                recorded
-            }
-            // Text deltas are not printed for people: they race the recorded entries on
-            // the stream, and each turn's text is shown whole once it is recorded.
-            // `--json` passes them through for programs that want them.
-            StreamEvent::Delta { .. } | StreamEvent::Lagged { .. } => None,
-        };
+        // Text deltas are not printed for people: they race the recorded entries on the
+        // stream, and each turn's text is shown whole once it is recorded. `--json` passes
+        // them through for programs that want them.
+        let entry = read_entry(&decode::<StreamEvent>(&raw)?)?;
+        if !out.is_json()
+            && let Some(line) = entry.as_ref().and_then(ReadEntry::line)
+        {
+            println!("{line}");
+        }
+        let recorded = entry.and_then(|e| e.recorded);
         if out.is_json() {
             println!("{raw}");
         }
@@ -93,8 +78,47 @@ pub(super) async fn watch(client: &Client, out: &Output, id: &str) -> anyhow::Re
     Ok(())
 }
 
+/// A recorded entry of the event stream, read once: its place and kind, and its mission
+/// record when it is one. Shared by `aura mission watch` and `aura tui`.
+pub(crate) struct ReadEntry {
+    pub(crate) seq: u64,
+    pub(crate) kind: String,
+    pub(crate) recorded: Option<Recorded>,
+}
+
+impl ReadEntry {
+    /// The entry narrated on one line, for people; `None` for bookkeeping.
+    pub(crate) fn line(&self) -> Option<String> {
+        match &self.recorded {
+            Some(r) => narrate(self.seq, r),
+            None => Some(format!("#{} {}", self.seq, self.kind)),
+        }
+    }
+}
+
+/// Reads a stream event's entry, decoding a mission entry's body into the kernel's
+/// `Recorded`; `None` for what is not a recorded entry (text deltas, lag notices).
+pub(crate) fn read_entry(event: &StreamEvent) -> anyhow::Result<Option<ReadEntry>> {
+    let StreamEvent::Entry {
+        seq, kind, body, ..
+    } = event
+    else {
+        return Ok(None);
+    };
+    let recorded = if kind.starts_with("mission.") {
+        Some(decode::<Recorded>(body)?)
+    } else {
+        None
+    };
+    Ok(Some(ReadEntry {
+        seq: *seq,
+        kind: kind.clone(),
+        recorded,
+    }))
+}
+
 /// One line for a recorded mission event, for people; `None` for bookkeeping.
-pub(super) fn narrate(seq: u64, r: &Recorded) -> Option<String> {
+fn narrate(seq: u64, r: &Recorded) -> Option<String> {
     Some(match &r.event {
         Event::Submitted { spec, .. } => format!("#{seq} submitted: {}", spec.objective),
         Event::Judged { decision } => format!(
