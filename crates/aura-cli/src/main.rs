@@ -89,7 +89,7 @@ enum Command {
     /// Import, fetch, verify, list and remove signed model packages
     #[command(subcommand)]
     Model(cmd::model::Command),
-    /// Aura's own image model: train it, or LoRA adapters for it
+    /// Make images with an installed image model, or train Aura's own (and LoRA adapters)
     #[command(subcommand)]
     Image(cmd::image::Command),
     /// Issue, install, list and check model licenses

@@ -38,6 +38,15 @@ fn is_encoder(architecture: &str) -> bool {
     ENCODER_ARCHITECTURES.contains(&architecture)
 }
 
+/// The loaded-model key of `name` with the LoRA `lora` of its package merged in.
+pub(crate) fn variant_key(name: &str, lora: Option<&str>) -> String {
+    match lora {
+        // `#` is in no package or file name, so keys never collide.
+        Some(l) => format!("{name}#{l}"),
+        None => name.to_owned(),
+    }
+}
+
 /// What a license must allow for a package of this architecture.
 fn uses_of(architecture: &str) -> Uses {
     if is_encoder(architecture) {
@@ -58,7 +67,7 @@ pub fn is_installed(home: &Path, name: &str) -> bool {
 
 /// Cancels a request's generation when dropped: when the request's future is dropped
 /// (its caller went away), or when it ends.
-struct CancelOnDrop(Cancel);
+pub(crate) struct CancelOnDrop(Cancel);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
@@ -73,15 +82,19 @@ pub enum Engine {
     Generator(LocalReasoner),
     /// A text encoder (embeddings).
     Encoder(Arc<EmbeddingModel>),
+    /// An image model (the Images API), on the engine its architecture picks.
+    Image(crate::image_engine::ImageEngine),
 }
 
 /// One loaded package.
 #[derive(Debug)]
 pub struct Served {
     name: String,
-    verified: Verified,
-    engine: Engine,
-    runtime: aura_model::Runtime,
+    /// The LoRA of the package merged into this copy, by name.
+    pub(crate) lora: Option<String>,
+    pub(crate) verified: Verified,
+    pub(crate) engine: Engine,
+    pub(crate) runtime: aura_model::Runtime,
 }
 
 impl Served {
@@ -103,6 +116,7 @@ impl Served {
     pub fn generator(&self) -> Result<&LocalReasoner, ModelError> {
         match &self.engine {
             Engine::Generator(g) => Ok(g),
+            Engine::Image(_) => Err(crate::image_engine::not_text(&self.name)),
             Engine::Encoder(_) => Err(ModelError::new(
                 400,
                 "model_not_generative",
@@ -118,6 +132,7 @@ impl Served {
     pub fn encoder(&self) -> Result<&Arc<EmbeddingModel>, ModelError> {
         match &self.engine {
             Engine::Encoder(e) => Ok(e),
+            Engine::Image(_) => Err(crate::image_engine::not_text(&self.name)),
             Engine::Generator(_) => Err(ModelError::new(
                 400,
                 "model_not_encoder",
@@ -141,8 +156,10 @@ pub struct ModelCard {
     pub name: String,
     pub digest: Hash,
     pub architecture: String,
-    /// Whether it generates text (else it encodes it).
+    /// Whether it generates text (else it encodes text, or makes images).
     pub generator: bool,
+    /// Whether it makes images (the Images API).
+    pub image: bool,
     pub created_at: aura_core::Timestamp,
     /// The publisher's public key, hex.
     pub publisher: String,
@@ -186,7 +203,7 @@ pub struct ModelHost {
     /// Held while a model loads, so two first requests load it once.
     loading: Mutex<()>,
     /// Above every request's own flag: set when the node stops.
-    stopping: Cancel,
+    pub(crate) stopping: Cancel,
     /// Packages whose files were hashed and matched, remembered while their files stay
     /// as they were (the listing and loading share it).
     verified: aura_model::VerifyCache,
@@ -230,7 +247,7 @@ impl ModelHost {
 
     /// A flag for one request's generation, cancelled when the returned guard is dropped
     /// or the host stops; refused once the host is stopping.
-    fn request_cancel(&self) -> Result<(Cancel, CancelOnDrop), ModelError> {
+    pub(crate) fn request_cancel(&self) -> Result<(Cancel, CancelOnDrop), ModelError> {
         if self.stopping.is_cancelled() {
             return Err(ModelError::stopping());
         }
@@ -269,7 +286,9 @@ impl ModelHost {
                 ModelCard {
                     name: p.name.clone(),
                     digest: p.digest(),
-                    generator: !is_encoder(&m.architecture),
+                    generator: !is_encoder(&m.architecture)
+                        && !crate::image_engine::is_image(&m.architecture),
+                    image: crate::image_engine::is_image(&m.architecture),
                     architecture: m.architecture.clone(),
                     created_at: m.created_at,
                     publisher: m.publisher.to_string(),
@@ -293,6 +312,18 @@ impl ModelHost {
         name: &str,
         threads: Option<usize>,
     ) -> Result<Arc<Served>, ModelError> {
+        self.open_variant(name, None, threads)
+    }
+
+    /// [`ModelHost::open_with`] for the copy of `name` with its package's LoRA `lora`
+    /// merged in (image models), each copy loaded once and kept beside the plain one.
+    pub(crate) fn open_variant(
+        &self,
+        name: &str,
+        lora: Option<&str>,
+        threads: Option<usize>,
+    ) -> Result<Arc<Served>, ModelError> {
+        let key = variant_key(name, lora);
         if name.is_empty() || name.contains('/') {
             return Err(ModelError::new(
                 404,
@@ -310,7 +341,7 @@ impl ModelHost {
             host.loaded
                 .lock()
                 .ok()
-                .and_then(|m| m.get(name).cloned())
+                .and_then(|m| m.get(&key).cloned())
                 .filter(|s| s.verified.model().digest() == installed.digest())
                 // Files changed on disk since they were verified: load again, which hashes
                 // them again (and refuses them if they no longer match).
@@ -329,9 +360,9 @@ impl ModelHost {
             self.check_license(&served)?;
             return Ok(served);
         }
-        let served = Arc::new(self.load(name, threads)?);
+        let served = Arc::new(self.load(name, lora, threads)?);
         if let Ok(mut loaded) = self.loaded.lock() {
-            loaded.insert(name.to_owned(), served.clone());
+            loaded.insert(key, served.clone());
         }
         Ok(served)
     }
@@ -347,7 +378,7 @@ impl ModelHost {
 
     fn uses(served: &Served) -> Uses {
         match served.engine {
-            Engine::Generator(_) => Uses::INFERENCE,
+            Engine::Generator(_) | Engine::Image(_) => Uses::INFERENCE,
             Engine::Encoder(_) => Uses::EMBEDDINGS,
         }
     }
@@ -462,7 +493,12 @@ impl ModelHost {
         ReceiptId::generate(&SystemClock, &OsEntropy)
     }
 
-    fn load(&self, name: &str, threads: Option<usize>) -> Result<Served, ModelError> {
+    fn load(
+        &self,
+        name: &str,
+        lora: Option<&str>,
+        threads: Option<usize>,
+    ) -> Result<Served, ModelError> {
         let verified =
             self.registry
                 .packages()
@@ -471,7 +507,23 @@ impl ModelHost {
         let encoder = is_encoder(architecture);
         // The license first: an unlicensed model is never loaded.
         self.authorize(&verified, name, uses_of(architecture), 0)?;
-        let files = engine_files(verified.files());
+        if crate::image_engine::is_image(architecture) {
+            let (engine, runtime) =
+                crate::image_engine::ImageEngine::load(name, &verified, lora, threads)?;
+            return Ok(Served {
+                name: name.to_owned(),
+                lora: lora.map(str::to_owned),
+                verified,
+                engine: Engine::Image(engine),
+                runtime,
+            });
+        }
+        if let Some(l) = lora {
+            return Err(ModelError::invalid(format!(
+                "lora: `{l}` given for model `{name}`, which takes no LoRA"
+            )));
+        }
+        let files = engine_files(verified.files())?;
         let options = LoadOptions {
             threads,
             ..LoadOptions::default()
@@ -497,6 +549,7 @@ impl ModelHost {
         };
         Ok(Served {
             name: name.to_owned(),
+            lora: None,
             verified,
             engine,
             runtime: aura_model::Runtime {
@@ -662,9 +715,16 @@ impl ModelHost {
     }
 }
 
-/// The verified files, as the engine takes them.
-fn engine_files(files: &aura_model::ModelFiles) -> aura_infer::ModelFiles {
-    match files {
+/// The verified files, as the text engine takes them.
+fn engine_files(files: &aura_model::ModelFiles) -> Result<aura_infer::ModelFiles, ModelError> {
+    Ok(match files {
+        aura_model::ModelFiles::Diffusers(_) => {
+            return Err(ModelError::new(
+                409,
+                "model_not_loadable",
+                "an image package's files are not a text model's; its architecture names no image engine",
+            ));
+        }
         aura_model::ModelFiles::Gguf(path) => aura_infer::ModelFiles::Gguf(path.clone()),
         aura_model::ModelFiles::Safetensors {
             config,
@@ -677,5 +737,5 @@ fn engine_files(files: &aura_model::ModelFiles) -> aura_infer::ModelFiles {
             tokenizer_config: None,
             weights: weights.clone(),
         },
-    }
+    })
 }

@@ -23,6 +23,10 @@
 //! - **One way to stream a chat.** [`ModelHost::chat_stream`] yields a chat's deltas,
 //!   tool calls numbered, then its end with the receipt; front ends only translate.
 //!
+//! - **Images too.** Packages whose architecture names an image engine are hosted the
+//!   same way ([`images`]): [`ModelHost::open_image`], then
+//!   [`ModelHost::generate_images`], one signed receipt per image.
+//!
 //! Every refusal is a [`ModelError`] with the HTTP status and stable code the front ends
 //! answer with (the gRPC service maps the status to its codes).
 
@@ -30,6 +34,8 @@
 
 mod error;
 mod host;
+mod image_engine;
+pub mod images;
 mod metering;
 mod reasoners;
 pub mod requests;
@@ -38,6 +44,9 @@ mod stream;
 pub use error::{ChatError, ModelError};
 pub use host::{
     Admitted, DEFAULT_MODEL, Engine, Measured, ModelCard, ModelHost, Served, is_installed,
+};
+pub use images::{
+    DEFAULT_IMAGE_MODEL, ImageEngine, ImageEvent, ImageRequest, ImagesOutcome, MadeImage, Previews,
 };
 pub use metering::Metering;
 pub use stream::{ChatDelta, ChatEvent, ChatStream};

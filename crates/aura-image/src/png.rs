@@ -4,7 +4,8 @@
 //! # Encoding (version 1)
 //!
 //! - 8-bit RGB, no interlacing; chunks IHDR, one IDAT, IEND and nothing else (no time,
-//!   no text, no gamma).
+//!   no text, no gamma); [`with_text`] adds one `iTXt` chunk after IHDR for a caller
+//!   that records provenance in the file.
 //! - Each row's filter is the one (of PNG's five, in the order None, Sub, Up, Average,
 //!   Paeth) whose filtered bytes have the smallest sum of absolute values taken as signed
 //!   bytes; ties go to the earlier filter.
@@ -77,6 +78,238 @@ pub fn encode_png(img: &RgbImage) -> Vec<u8> {
     chunk(&mut png, b"IDAT", &zlib(&raw));
     chunk(&mut png, b"IEND", &[]);
     png
+}
+
+/// The signature and IHDR chunk every PNG of ours starts with.
+const HEAD: usize = 8 + 4 + 4 + 13 + 4;
+
+/// `png` with an `iTXt` chunk (uncompressed UTF-8 text, no language tag) holding `text`
+/// under `keyword`, placed right after IHDR; None if `png` does not start with a PNG
+/// signature and IHDR, or the keyword is not 1-79 printable Latin-1 characters without
+/// leading, trailing or double spaces (PNG's rule). The pixels' encoding is untouched, so
+/// the result is as deterministic as its inputs.
+pub fn with_text(png: &[u8], keyword: &str, text: &str) -> Option<Vec<u8>> {
+    let keyword_ok = (1..=79).contains(&keyword.len())
+        && keyword.bytes().all(|b| (32..=126).contains(&b))
+        && !keyword.starts_with(' ')
+        && !keyword.ends_with(' ')
+        && !keyword.contains("  ");
+    if !keyword_ok
+        || png.len() < HEAD
+        || &png[..8] != b"\x89PNG\r\n\x1a\n"
+        || &png[12..16] != b"IHDR"
+    {
+        return None;
+    }
+    let mut data = Vec::with_capacity(keyword.len() + 5 + text.len());
+    data.extend_from_slice(keyword.as_bytes());
+    // Null separator, compression flag 0, method 0, empty language tag, empty
+    // translated keyword.
+    data.extend_from_slice(&[0, 0, 0, 0, 0]);
+    data.extend_from_slice(text.as_bytes());
+    let mut out = Vec::with_capacity(png.len() + data.len() + 12);
+    out.extend_from_slice(&png[..HEAD]);
+    chunk(&mut out, b"iTXt", &data);
+    out.extend_from_slice(&png[HEAD..]);
+    Some(out)
+}
+
+/// The text of the first uncompressed `iTXt` or `tEXt` chunk under `keyword`, if any
+/// (chunks are walked by their lengths; a truncated file ends the walk).
+pub fn text_of(png: &[u8], keyword: &str) -> Option<String> {
+    let mut at = 8;
+    while at + 12 <= png.len() {
+        let len = u32::from_be_bytes(png[at..at + 4].try_into().ok()?) as usize;
+        let kind = &png[at + 4..at + 8];
+        let data = png.get(at + 8..at.checked_add(8 + len)?)?;
+        let key = data.split(|&b| b == 0).next()?;
+        if key == keyword.as_bytes() {
+            match kind {
+                b"tEXt" => {
+                    return Some(
+                        data[key.len() + 1..]
+                            .iter()
+                            .map(|&b| char::from(b))
+                            .collect(),
+                    );
+                }
+                b"iTXt" => {
+                    let rest = data.get(key.len() + 1..)?;
+                    if rest.first() != Some(&0) {
+                        return None;
+                    }
+                    // Skip the flag, the method, the language tag and the translated
+                    // keyword (each of the last two ends with a null).
+                    let rest = rest.get(2..)?;
+                    let lang = rest.iter().position(|&b| b == 0)?;
+                    let rest = rest.get(lang + 1..)?;
+                    let translated = rest.iter().position(|&b| b == 0)?;
+                    return String::from_utf8(rest.get(translated + 1..)?.to_vec()).ok();
+                }
+                _ => {}
+            }
+        }
+        if kind == b"IEND" {
+            break;
+        }
+        at += 12 + len;
+    }
+    None
+}
+
+/// `png` without its text chunks under `keyword` (what [`with_text`] added), so that two
+/// images that differ only in their provenance compare equal; a file whose chunks do not
+/// walk to its end is returned as it is.
+pub fn without_text(png: &[u8], keyword: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(png.len());
+    if png.len() < 8 {
+        return png.to_vec();
+    }
+    out.extend_from_slice(&png[..8]);
+    let mut at = 8;
+    while at < png.len() {
+        let Some(len) = png
+            .get(at..at + 4)
+            .and_then(|b| b.try_into().ok())
+            .map(|b| u32::from_be_bytes(b) as usize)
+        else {
+            return png.to_vec();
+        };
+        let Some(whole) = png.get(at..at.saturating_add(12).saturating_add(len)) else {
+            return png.to_vec();
+        };
+        let kind = &whole[4..8];
+        let data = &whole[8..8 + len];
+        let key = data.split(|&b| b == 0).next().unwrap_or_default();
+        if !((kind == b"iTXt" || kind == b"tEXt") && key == keyword.as_bytes()) {
+            out.extend_from_slice(whole);
+        }
+        at += 12 + len;
+    }
+    out
+}
+
+/// Why a PNG could not be decoded.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DecodeError(String);
+
+/// Decodes a PNG (any non-interlaced 8-bit image: grey, grey with alpha, RGB, RGBA or
+/// palette; 16-bit samples keep their high byte) into 8-bit RGB, alpha dropped. Images of
+/// more than `max_pixels` are refused before their data is inflated. The file is
+/// untrusted input: every length and index is checked, and nothing panics.
+pub fn decode_png(png: &[u8], max_pixels: u64) -> Result<RgbImage, DecodeError> {
+    use std::io::Read as _;
+    let fail = |s: &str| Err(DecodeError(s.to_owned()));
+    if png.len() < 8 || &png[..8] != b"\x89PNG\r\n\x1a\n" {
+        return fail("it is not a PNG file (no PNG signature)");
+    }
+    let mut at = 8;
+    let mut header: Option<(u32, u32, u8, u8, u8)> = None;
+    let mut palette: Vec<u8> = Vec::new();
+    let mut idat = Vec::new();
+    let mut ended = false;
+    while at + 12 <= png.len() {
+        let len = u32::from_be_bytes([png[at], png[at + 1], png[at + 2], png[at + 3]]) as usize;
+        let Some(data) = png.get(at + 8..at.saturating_add(8).saturating_add(len)) else {
+            return fail("a chunk runs past the end of the file");
+        };
+        match &png[at + 4..at + 8] {
+            b"IHDR" if data.len() == 13 => {
+                let w = u32::from_be_bytes([data[0], data[1], data[2], data[3]]);
+                let h = u32::from_be_bytes([data[4], data[5], data[6], data[7]]);
+                if data[10] != 0 || data[11] != 0 {
+                    return fail("its compression or filter method is unknown");
+                }
+                if data[12] != 0 {
+                    return fail("it is interlaced; save it without interlacing");
+                }
+                header = Some((w, h, data[8], data[9], data[12]));
+            }
+            b"PLTE" => palette = data.to_vec(),
+            b"IDAT" => idat.extend_from_slice(data),
+            b"IEND" => {
+                ended = true;
+                break;
+            }
+            _ => {}
+        }
+        at += 12 + len;
+    }
+    let Some((w, h, depth, color, _)) = header else {
+        return fail("it has no image header");
+    };
+    if !ended {
+        return fail("it is truncated (no IEND chunk)");
+    }
+    if w == 0 || h == 0 || u64::from(w) * u64::from(h) > max_pixels {
+        return Err(DecodeError(format!(
+            "it is {w}x{h}; at most {max_pixels} pixels are accepted"
+        )));
+    }
+    let channels: usize = match (color, depth) {
+        (0, 8 | 16) => 1,
+        (2, 8 | 16) => 3,
+        (3, 8) => 1,
+        (4, 8 | 16) => 2,
+        (6, 8 | 16) => 4,
+        _ => {
+            return fail(
+                "its colour type or bit depth is not supported (use 8-bit RGB, RGBA, grey or palette)",
+            );
+        }
+    };
+    let bytes_per_sample = usize::from(depth / 8);
+    let bpp = channels * bytes_per_sample;
+    let stride = w as usize * bpp;
+    let expected = (stride + 1) * h as usize;
+    let mut raw = Vec::with_capacity(expected);
+    flate2::read::ZlibDecoder::new(&idat[..])
+        .take(expected as u64 + 1)
+        .read_to_end(&mut raw)
+        .map_err(|_| DecodeError("its image data does not inflate".into()))?;
+    if raw.len() != expected {
+        return fail("its image data is not the size its header says");
+    }
+    let mut prev = vec![0u8; stride];
+    let mut pixels = Vec::with_capacity(w as usize * h as usize * 3);
+    for row in raw.chunks_exact_mut(stride + 1) {
+        let (filter, line) = row.split_at_mut(1);
+        for i in 0..stride {
+            let a = if i >= bpp { line[i - bpp] } else { 0 };
+            let b = prev[i];
+            let c = if i >= bpp { prev[i - bpp] } else { 0 };
+            let p = match filter[0] {
+                0 => 0,
+                1 => a,
+                2 => b,
+                3 => ((u16::from(a) + u16::from(b)) / 2) as u8,
+                4 => paeth(a, b, c),
+                _ => return fail("a row has an unknown filter"),
+            };
+            line[i] = line[i].wrapping_add(p);
+        }
+        for px in line.chunks_exact(bpp) {
+            let sample = |k: usize| px[k * bytes_per_sample];
+            match (color, channels) {
+                (3, _) => {
+                    let i = usize::from(px[0]) * 3;
+                    let Some(rgb) = palette.get(i..i + 3) else {
+                        return fail("a pixel names a palette entry that does not exist");
+                    };
+                    pixels.extend_from_slice(rgb);
+                }
+                (_, 1 | 2) => pixels.extend_from_slice(&[sample(0); 3]),
+                _ => pixels.extend_from_slice(&[sample(0), sample(1), sample(2)]),
+            }
+        }
+        prev.copy_from_slice(line);
+    }
+    Ok(RgbImage {
+        width: w,
+        height: h,
+        pixels,
+    })
 }
 
 fn paeth(a: u8, b: u8, c: u8) -> u8 {
@@ -316,6 +549,8 @@ mod tests {
                 }
                 b"IDAT" => idat.extend_from_slice(data),
                 b"IEND" => {}
+                // Ancillary text, which `with_text` adds.
+                b"iTXt" => {}
                 other => panic!("unexpected chunk {other:?}"),
             }
             at += 12 + len;
@@ -395,6 +630,53 @@ mod tests {
             "3d3acfbdc4790f28beaa0135411c17c0c4620978a8598704fa2ba49101b6a459",
             "len {}",
             png.len()
+        );
+    }
+
+    #[test]
+    fn a_text_chunk_keeps_the_pixels_and_reads_back() {
+        let img = image(9, 7, 3);
+        let png = encode_png(&img);
+        let tagged =
+            with_text(&png, "aura", "{\"receipt\":\"rcpt_x\",\"prompt\":\"café\"}").unwrap();
+        assert_eq!(decode(&tagged), img);
+        assert_eq!(
+            text_of(&tagged, "aura").as_deref(),
+            Some("{\"receipt\":\"rcpt_x\",\"prompt\":\"café\"}")
+        );
+        assert_eq!(text_of(&png, "aura"), None);
+        assert_eq!(without_text(&tagged, "aura"), png);
+        assert_eq!(without_text(&tagged, "other"), tagged);
+        assert_eq!(text_of(&tagged, "other"), None);
+        assert!(with_text(&png, "", "x").is_none());
+        assert!(with_text(b"not a png", "aura", "x").is_none());
+        // Truncated files end the walk rather than panic.
+        for cut in 0..tagged.len() {
+            let _ = text_of(&tagged[..cut], "aura");
+        }
+    }
+
+    #[test]
+    fn our_pngs_decode_back_and_bad_files_are_errors() {
+        for (w, h) in [(1, 1), (9, 7), (64, 33)] {
+            let img = image(w, h, 5);
+            let png = with_text(&encode_png(&img), "aura", "x").unwrap();
+            assert_eq!(decode_png(&png, 1 << 20).unwrap(), img);
+            assert!(decode_png(&png, u64::from(w * h) - 1).is_err() || w * h == 1);
+            // Every truncation and a flipped byte anywhere are errors or images, never a
+            // panic.
+            for cut in 0..png.len() {
+                assert!(decode_png(&png[..cut], 1 << 20).is_err());
+            }
+            for i in 8..png.len() {
+                let mut bad = png.clone();
+                bad[i] ^= 0x55;
+                let _ = decode_png(&bad, 1 << 20);
+            }
+        }
+        assert_eq!(
+            decode_png(b"GIF89a", 10).unwrap_err().to_string(),
+            "it is not a PNG file (no PNG signature)"
         );
     }
 

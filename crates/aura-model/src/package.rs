@@ -51,6 +51,8 @@ pub const MANIFEST_FILE: &str = "manifest.aura";
 pub const FILES_DIR: &str = "files";
 /// How deep a package's file tree may go.
 const MAX_DEPTH: usize = 16;
+/// The file that marks a diffusers folder, and an image package.
+pub const DIFFUSERS_INDEX: &str = "model_index.json";
 /// Digest prefixes shorter than this are not accepted as references.
 pub const MIN_DIGEST_PREFIX: usize = 8;
 
@@ -65,6 +67,10 @@ pub enum ModelFiles {
         tokenizer: PathBuf,
         weights: Vec<PathBuf>,
     },
+    /// An image model as a diffusers folder: the package's `files/` directory, which
+    /// holds exactly the files its manifest lists (`model_index.json`, `unet/`, `vae/`,
+    /// `text_encoder/`, `tokenizer/`, …), each verified.
+    Diffusers(PathBuf),
 }
 
 /// One thing wrong with a package.
@@ -745,6 +751,19 @@ fn model_files(model: &VerifiedPackage, packs: &[VerifiedPackage]) -> Result<Mod
         reason: reason.to_owned(),
     };
     let weights = model.paths_with_role(FileRole::Weights);
+    if model
+        .manifest()
+        .files
+        .iter()
+        .any(|f| f.path == DIFFUSERS_INDEX && f.role == FileRole::Config)
+    {
+        if !packs.is_empty() || weights.is_empty() {
+            return Err(incomplete(
+                "an image package holds its own weights and needs no expert packs",
+            ));
+        }
+        return Ok(ModelFiles::Diffusers(model.dir.join(FILES_DIR)));
+    }
     match model.manifest().format {
         Format::Gguf => match weights.as_slice() {
             [one] if packs.is_empty() => Ok(ModelFiles::Gguf(one.clone())),

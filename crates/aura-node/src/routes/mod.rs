@@ -6,6 +6,7 @@ mod audio;
 pub(crate) mod cells;
 mod events;
 mod health;
+mod images;
 mod ledger;
 mod metrics;
 mod missions;
@@ -68,6 +69,7 @@ pub(crate) fn router(state: AppState) -> axum::Router {
         .merge(receipts::routes())
         .merge(audio::routes())
         .merge(metrics::routes())
+        .merge(images::routes())
         .split_for_parts();
     let doc = serde_json::to_value(&api).unwrap_or_default();
     // Layers run outermost first: the request count, the host and origin checks, then who

@@ -107,7 +107,8 @@ pub(crate) struct ModelObject {
     /// The signed package digest (an Aura extension).
     digest: String,
     architecture: String,
-    /// `chat` for a generator, `embedding` for a text encoder (an Aura extension).
+    /// `chat` for a generator, `embedding` for a text encoder, `image` for an image
+    /// model (an Aura extension).
     kind: &'static str,
 }
 
@@ -120,7 +121,13 @@ impl From<ModelCard> for ModelObject {
             owned_by: c.publisher,
             digest: c.digest.to_hex(),
             architecture: c.architecture,
-            kind: if c.generator { "chat" } else { "embedding" },
+            kind: if c.image {
+                "image"
+            } else if c.generator {
+                "chat"
+            } else {
+                "embedding"
+            },
         }
     }
 }
