@@ -63,8 +63,20 @@ fn key(aura: &Aura, name: &str, role: &str) -> String {
 fn root_the_mcp_sdk_drives_aura_and_a_mission_calls_an_mcp_server_in_a_cell() {
     let sdk = setup_sdk();
     let (exe, prefix) = python();
-    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../aura-mcp/tests/fixtures");
-    let fixtures = std::fs::canonicalize(fixtures).unwrap();
+    // Copied under /var/tmp: a cell sees host directories at the same paths and mounts a
+    // /tmp of its own, so a checkout under /tmp (as CI's fresh clone) cannot be bound.
+    let copy = tempfile::Builder::new()
+        .prefix("aura-mcp-fixtures-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../aura-mcp/tests/fixtures");
+    for entry in std::fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
+        }
+    }
+    let fixtures = copy.path().to_owned();
     let aura = Aura::new();
     aura.init();
     // The agent adds with the MCP server's tool, then finishes with what it read.

@@ -31,6 +31,8 @@ struct Python {
     exe: PathBuf,
     prefix: PathBuf,
     sdk: PathBuf,
+    /// The test server's files where a cell can bind them (see [`fixtures`]).
+    fixtures: tempfile::TempDir,
 }
 
 fn python() -> Python {
@@ -60,24 +62,39 @@ fn python() -> Python {
         exe: PathBuf::from(lines.next().unwrap()),
         prefix: PathBuf::from(lines.next().unwrap()),
         sdk,
+        fixtures: fixtures(),
     }
 }
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+/// A copy of `tests/fixtures` under /var/tmp. A cell sees host directories at the same
+/// paths, and it mounts a /tmp of its own, so a checkout under /tmp (as CI's fresh clone)
+/// cannot be bound where it is.
+fn fixtures() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("aura-mcp-fixtures-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    for entry in std::fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+        }
+    }
+    dir
 }
 
 /// The test server as a stdio server in a cell: the interpreter's prefix (unless it is
 /// under /usr, which every cell has), the SDK and the script bound read-only.
 fn spec(py: &Python) -> StdioSpec {
-    let mut binds = vec![py.sdk.clone(), fixtures()];
+    let mut binds = vec![py.sdk.clone(), py.fixtures.path().to_owned()];
     if !py.prefix.starts_with("/usr") {
         binds.push(py.prefix.clone());
     }
     StdioSpec {
         argv: vec![
             py.exe.display().to_string(),
-            fixtures().join("server.py").display().to_string(),
+            py.fixtures.path().join("server.py").display().to_string(),
         ],
         env: vec![("PYTHONPATH".into(), py.sdk.display().to_string())],
         binds,
