@@ -18,19 +18,6 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use support::{Aura, serve};
 
-/// Where `scripts/setup-python.sh` installed the SDK (it prints the directory).
-fn openai_sdk() -> PathBuf {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/setup-python.sh");
-    let out = Command::new("bash").arg(&script).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{} failed: {}",
-        script.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
-
 fn operator_key(aura: &Aura) -> String {
     let key = aura
         .run(&["--json", "apikey", "create", "images", "--role", "operator"])
@@ -180,7 +167,10 @@ async fn the_official_python_sdk_makes_images_streams_partials_and_gets_openai_e
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/images_sdk.py");
     let out = Command::new("python3")
         .arg(&script)
-        .env("PYTHONPATH", openai_sdk())
+        .env(
+            "PYTHONPATH",
+            support::python_libs(support::PythonLibs::OpenAi),
+        )
         .env("AURA_BASE_URL", format!("{}/v1", node.url))
         .env("AURA_API_KEY", &key)
         .env("AURA_MODEL", "sd")

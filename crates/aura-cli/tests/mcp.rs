@@ -14,22 +14,6 @@ use std::process::Command;
 
 use support::{Aura, start};
 
-fn setup_sdk() -> PathBuf {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/setup-python.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .arg("mcp")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{} failed: {}",
-        script.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
-
 /// The interpreter's real path and prefix.
 fn python() -> (String, String) {
     let out = Command::new("python3")
@@ -61,7 +45,7 @@ fn key(aura: &Aura, name: &str, role: &str) -> String {
 
 #[test]
 fn root_the_mcp_sdk_drives_aura_and_a_mission_calls_an_mcp_server_in_a_cell() {
-    let sdk = setup_sdk();
+    let sdk = support::python_libs(support::PythonLibs::Mcp);
     let (exe, prefix) = python();
     // Copied under /var/tmp: a cell sees host directories at the same paths and mounts a
     // /tmp of its own, so a checkout under /tmp (as CI's fresh clone) cannot be bound.

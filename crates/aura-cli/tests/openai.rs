@@ -42,19 +42,6 @@ fn receipts(aura: &Aura) -> Vec<String> {
         .collect()
 }
 
-/// Where `scripts/setup-python.sh` installed the SDK (it prints the directory).
-fn openai_sdk() -> PathBuf {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/setup-python.sh");
-    let out = Command::new("bash").arg(&script).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{} failed: {}",
-        script.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
-
 #[test]
 fn the_official_python_sdk_drives_models_chat_tools_completions_and_embeddings() {
     let aura = Aura::new();
@@ -62,7 +49,10 @@ fn the_official_python_sdk_drives_models_chat_tools_completions_and_embeddings()
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/openai_sdk.py");
     let out = Command::new("python3")
         .arg(&script)
-        .env("PYTHONPATH", openai_sdk())
+        .env(
+            "PYTHONPATH",
+            support::python_libs(support::PythonLibs::OpenAi),
+        )
         .env("AURA_BASE_URL", format!("{}/v1", node.url))
         .env("AURA_API_KEY", &key)
         .env("AURA_CHAT_MODEL", "smollm2")

@@ -12,19 +12,6 @@ use std::process::Command;
 use serde_json::Value;
 use support::{Aura, serve};
 
-/// Where `scripts/setup-python.sh` installed the SDK (it prints the directory).
-fn openai_sdk() -> PathBuf {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/setup-python.sh");
-    let out = Command::new("bash").arg(&script).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{} failed: {}",
-        script.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
-
 fn operator_key(aura: &Aura) -> String {
     let key = aura
         .run(&["--json", "apikey", "create", "sdk", "--role", "operator"])
@@ -52,7 +39,10 @@ fn the_official_python_sdk_gets_wav_pcm_visemes_and_openai_errors() {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/speech_sdk.py");
     let out = Command::new("python3")
         .arg(&script)
-        .env("PYTHONPATH", openai_sdk())
+        .env(
+            "PYTHONPATH",
+            support::python_libs(support::PythonLibs::OpenAi),
+        )
         .env("AURA_BASE_URL", format!("{}/v1", node.url))
         .env("AURA_API_KEY", &key)
         .output()

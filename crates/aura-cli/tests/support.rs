@@ -254,3 +254,31 @@ pub(crate) fn install_models(aura: &Aura) {
     ])
     .ok();
 }
+
+/// Which pinned Python packages `scripts/setup-python.sh` installs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum PythonLibs {
+    /// The official `openai` SDK (with prometheus-client).
+    OpenAi,
+    /// The official MCP SDK.
+    Mcp,
+}
+
+/// Where `scripts/setup-python.sh` installed `libs` (it prints the directory to put on
+/// PYTHONPATH); installs them on first use.
+pub(crate) fn python_libs(libs: PythonLibs) -> PathBuf {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/setup-python.sh");
+    let mut cmd = Command::new("bash");
+    cmd.arg(&script);
+    if let PythonLibs::Mcp = libs {
+        cmd.arg("mcp");
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{} failed: {}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
