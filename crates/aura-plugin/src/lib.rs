@@ -17,8 +17,10 @@
 
 pub mod manifest;
 pub mod package;
+#[cfg(feature = "runtime")]
 pub mod runtime;
 
 pub use manifest::{Capabilities, Limits, PluginManifest, WorkspaceAccess};
 pub use package::{PackageError, VerifiedPackage};
+#[cfg(feature = "runtime")]
 pub use runtime::{Grant, Outcome, Plugin, RunError, Runtime};
