@@ -366,3 +366,45 @@ fn the_manifest_encoding_is_canonical_and_pinned() {
     longer.push(0);
     assert!(PluginManifest::from_bytes(&longer).is_err());
 }
+
+mod hostile_bytes {
+    //! The manifest's readers on hostile bytes (the fuzz target `plugin_manifest` runs the
+    //! same properties for longer): any mutation of a valid encoding or JSON file is refused
+    //! or read back canonically, and never panics.
+    use super::*;
+    use aura_core::signed::{Signed, Statement as _};
+    use proptest::prelude::*;
+
+    fn valid() -> (Vec<u8>, Vec<u8>) {
+        let signer = publisher(8);
+        let mut m = manifest("fuzzed", &signer, WorkspaceAccess::Write);
+        m.capabilities.hosts = vec!["example.org:443".into(), "10.0.0.1:80".into()];
+        m.component_sha256 = Hash::sha256(b"x");
+        let bytes = m.to_bytes().unwrap();
+        let json = Signed::sign(m, &signer).unwrap().to_json().unwrap();
+        (bytes, json)
+    }
+
+    proptest! {
+        #[test]
+        fn mutated_manifests_are_refused_or_read_back_canonically(
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6),
+            cut in any::<usize>(),
+            json_side in any::<bool>(),
+        ) {
+            let (bytes, json) = valid();
+            let mut data = if json_side { json } else { bytes };
+            for (at, value) in flips {
+                let i = at % data.len();
+                data[i] = value;
+            }
+            data.truncate(data.len() - cut % 4);
+            if let Ok(m) = PluginManifest::from_bytes(&data) {
+                prop_assert_eq!(m.to_bytes().unwrap(), data.clone());
+            }
+            if let Ok(signed) = Signed::<PluginManifest>::from_json(&data) {
+                let _ = signed.verify_signature();
+            }
+        }
+    }
+}
