@@ -4,6 +4,10 @@
 //!   masked /proc, seccomp, no capabilities), execute /bin/true in it, wait, free it;
 //!   beside `bwrap --unshare-all --ro-bind / / /bin/true` (Debian's bubblewrap), timed
 //!   the same way (spawn to reaped), alternating the two so that both see the same noise.
+//! - The same one-shot cell the way every cell was made before root templates and spare
+//!   cgroups (`Options::root_template` false, `Options::spare_cgroups` 0): its whole root
+//!   built in the child, its cgroup made on the way; in the same rounds, so the two paths
+//!   see the same noise.
 //! - The same one-shot cell with a workspace of 200 small files mounted at /workspace, as
 //!   every `cmd.run` has (the workspace belongs to the cells' root, as a node's do), so
 //!   that the cost of the workspace (its mount and the sweep after the run) shows.
@@ -44,14 +48,27 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let mut opts = Options::new(dir.path().join("cells"));
     opts.instance = Some(format!("cli-{}", std::process::id()));
     let rt = Runtime::start(opts).await?;
+    let mut old_opts = Options::new(dir.path().join("cells-old"));
+    old_opts.instance = Some(format!("cli-{}-old", std::process::id()));
+    old_opts.root_template = false;
+    old_opts.spare_cgroups = 0;
+    let old = Runtime::start(old_opts).await?;
+    println!("load average before: {}", load_average());
+    println!();
 
     // Warm up both (page cache, the kernel's namespace caches).
     for _ in 0..10 {
         rt.run(RunSpec::argv(["/bin/true"])).await?;
+        old.run(RunSpec::argv(["/bin/true"])).await?;
         bwrap_once(&args.bwrap)?;
     }
+    anyhow::ensure!(
+        rt.root_templates() == 1,
+        "the cells did not use a root template (see the runtime's events)"
+    );
     let ws = workspace(dir.path(), rt.options().id_base)?;
     let mut aura = Vec::with_capacity(args.runs);
+    let mut scratch = Vec::with_capacity(args.runs);
     let mut with_ws = Vec::with_capacity(args.runs);
     let mut peer = Vec::with_capacity(args.runs);
     for _ in 0..args.runs {
@@ -61,6 +78,14 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         anyhow::ensure!(
             out.success(),
             "/bin/true failed in a cell: {:?}",
+            out.status
+        );
+        let t = Instant::now();
+        let out = old.run(RunSpec::argv(["/bin/true"])).await?;
+        scratch.push(t.elapsed());
+        anyhow::ensure!(
+            out.success(),
+            "/bin/true failed in a cell built from scratch: {:?}",
             out.status
         );
         let t = Instant::now();
@@ -74,7 +99,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         );
         peer.push(bwrap_once(&args.bwrap)?);
     }
+    old.shutdown().await;
     let (a50, a99) = summary(aura);
+    let (s50, s99) = summary(scratch);
     let (w50, w99) = summary(with_ws);
     let (b50, b99) = summary(peer);
     println!(
@@ -86,6 +113,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         "| Aura one-shot cell | {} | {} |",
         fmt_duration(a50),
         fmt_duration(a99)
+    );
+    println!(
+        "| Aura one-shot cell, root built from scratch, no spare cgroups (the old path) | {} | {} |",
+        fmt_duration(s50),
+        fmt_duration(s99)
     );
     println!(
         "| Aura one-shot cell with a 200-file workspace (cmd.run) | {} | {} |",
@@ -171,8 +203,17 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     );
     println!("| plain fork+exec on the host (no sandbox) | {host_rate:.0} | | |");
     println!("| Aura / plain | {:.2} | | |", rate / host_rate);
+    println!();
+    println!("load average after: {}", load_average());
     rt.shutdown().await;
     Ok(())
+}
+
+/// The first three fields of /proc/loadavg, to print beside the figures.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// A workspace as a node makes them (0700, the cells' root's), with 200 small files in
