@@ -11,8 +11,8 @@
 //!
 //! - [`Template`]: a root template (see `template.rs`). The child is born in a new mount
 //!   namespace, builds the parts of a cell's root that every cell shares (the system
-//!   directories, /dev, the empty mount points), `pivot_root`s into it, reports that it
-//!   is ready and waits to be killed; the runtime keeps its mount namespace.
+//!   directories, /dev, the empty mount points), `pivot_root`s into it and becomes the
+//!   init in `hold` mode, which stays, idle, so that its mount namespace keeps its mounts.
 //! - [`Fresh`]: a new cell. The child is born in new mount, pid, uts, ipc, net (unless
 //!   the cell has the network) namespaces, as host root. It joins its cgroup, builds the
 //!   root file system on a tmpfs, mounts a fresh `/proc` with Docker's masked and
@@ -349,6 +349,8 @@ pub(crate) struct Template {
     pub root_data: CString,
     pub ops: Vec<Op>,
     pub err_fd: RawFd,
+    /// The init in `hold` mode, with a lifeline, as a long-lived cell's process 1.
+    pub finish: Finish,
 }
 
 /// A new cell's process 1.
@@ -555,6 +557,36 @@ fn mount_fs(
     if r < 0 { Err(e) } else { Ok(()) }
 }
 
+/// Mounts a fresh proc (of the child's pid namespace) on `target` with the new mount API,
+/// which needs no path: a child on a root template has no /proc (and so no
+/// `/proc/self/fd`) until this one.
+fn mount_proc(target: &CStr) -> Result<(), i32> {
+    let fs = sys::fsopen(c"proc", sys::FSOPEN_CLOEXEC)?;
+    let r = (|| {
+        sys::fsconfig_cmd(fs, sys::FSCONFIG_CMD_CREATE)?;
+        let m = sys::fsmount(
+            fs,
+            sys::FSMOUNT_CLOEXEC,
+            sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV | sys::MOUNT_ATTR_NOEXEC,
+        )?;
+        let moved = open_target(target).and_then(|t| {
+            let r = sys::move_mount(
+                m,
+                EMPTY,
+                t,
+                EMPTY,
+                sys::MOVE_MOUNT_F_EMPTY_PATH | sys::MOVE_MOUNT_T_EMPTY_PATH,
+            );
+            sys::close(t);
+            r
+        });
+        sys::close(m);
+        moved
+    })();
+    sys::close(fs);
+    r
+}
+
 fn ignore_missing(r: Result<(), i32>) -> Result<(), i32> {
     match r {
         Err(libc::ENOENT) => Ok(()),
@@ -660,13 +692,7 @@ fn run_op(op: &Op, devnull: &mut RawFd, err: RawFd) -> Result<(), (Stage, i32)> 
             flags,
             data,
         } => mount_fs(target, c"tmpfs", *flags, Some(data)).map_err(|e| (Stage::Tmpfs, e)),
-        Op::Proc { target } => mount_fs(
-            target,
-            c"proc",
-            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-            None,
-        )
-        .map_err(|e| (Stage::Proc, e)),
+        Op::Proc { target } => mount_proc(target).map_err(|e| (Stage::Proc, e)),
         Op::MaskFile { target } => {
             if *devnull < 0 {
                 // The null device we created ourselves a moment ago; check it is one
@@ -873,26 +899,15 @@ fn build_root(stage: &CStr, root_data: &CStr, ops: &[Op], err: RawFd) {
     );
 }
 
-/// A root template's builder: builds the shared part of a cell's root, reports that it
-/// is ready (a [`Stage::Pid`] record, then the error pipe closed) and waits, doing
-/// nothing, to be killed once the runtime holds its mount namespace. Never returns.
+/// A root template's builder: builds the shared part of a cell's root, then gives up
+/// every privilege and becomes the init in `hold` mode ([`finish`]), which closes the
+/// error pipe (ready) and stays, idle, until the runtime closes its lifeline or dies: a
+/// mount namespace keeps its mounts only while a task is in it. Never returns.
 pub(crate) fn run_template(p: &Template) -> ! {
     let err = p.err_fd;
-    // SAFETY: integers. If the runtime dies before it kills us, so do we.
-    try_stage!(
-        err,
-        Stage::ParentDeath,
-        c_ret(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) })
-    );
+    try_stage!(err, Stage::SignalReset, reset_signals());
     build_root(&p.stage, &p.root_data, &p.ops, err);
-    let mut rec = [0u8; 8];
-    rec[..4].copy_from_slice(&(Stage::Pid as u32).to_ne_bytes());
-    let _ = sys::write_all(err, &rec);
-    sys::close(err);
-    loop {
-        // SAFETY: pause is async-signal-safe.
-        unsafe { libc::pause() };
-    }
+    finish(&p.finish, err)
 }
 
 /// The new cell's process 1. Never returns.
@@ -912,7 +927,11 @@ pub(crate) fn run_fresh(p: &Fresh) -> ! {
         // The root is the template's, already entered (the spawner thread's root and
         // working directory, inherited); the ops add the cell's own mounts to it.
         // SAFETY: "/" is NUL-terminated.
-        try_stage!(err, Stage::EnterRoot, c_ret(unsafe { libc::chdir(c"/".as_ptr()) }));
+        try_stage!(
+            err,
+            Stage::EnterRoot,
+            c_ret(unsafe { libc::chdir(c"/".as_ptr()) })
+        );
         run_ops(&p.ops, err);
     } else {
         build_root(&p.stage, &p.root_data, &p.ops, err);

@@ -344,6 +344,11 @@ fn tmp_op(cell: &CellFs<'_>) -> Result<Op> {
 /// A fresh /proc with Docker's masked and read-only paths.
 fn proc_ops(ops: &mut Vec<Op>) -> Result<()> {
     ops.push(Op::Proc { target: c("proc")? });
+    proc_masks(ops)
+}
+
+/// Docker's masked and read-only paths, on a /proc mounted before.
+fn proc_masks(ops: &mut Vec<Op>) -> Result<()> {
     for m in MASKED_FILES {
         ops.push(Op::MaskFile { target: c(m)? });
     }
@@ -458,8 +463,6 @@ pub(crate) struct Variant {
 }
 
 impl Variant {
-    pub(crate) const ALL: [Variant; 2] = [Variant { workspace: false }, Variant { workspace: true }];
-
     pub(crate) fn index(self) -> usize {
         usize::from(self.workspace)
     }
@@ -590,7 +593,10 @@ pub(crate) fn system_trees(base: &Base) -> Result<Vec<std::os::fd::OwnedFd>> {
 
 /// The detached trees a cell on a template needs (its descriptors, owned, and the same
 /// as raw descriptors for the plan).
-pub(crate) fn cell_trees(base: &Base, cell: &CellFs<'_>) -> Result<(Trees, Vec<std::os::fd::OwnedFd>)> {
+pub(crate) fn cell_trees(
+    base: &Base,
+    cell: &CellFs<'_>,
+) -> Result<(Trees, Vec<std::os::fd::OwnedFd>)> {
     use std::os::fd::AsRawFd as _;
     let mut owned = Vec::new();
     let mut trees = Trees::default();
@@ -632,9 +638,13 @@ pub(crate) struct Trees {
 /// directories in the shared root).
 pub(crate) fn template_cell_plan(base: &Base, cell: &CellFs<'_>, trees: &Trees) -> Result<Vec<Op>> {
     if !cell.binds.is_empty() {
-        return Err(Error::invalid("a cell with binds cannot use a root template"));
+        return Err(Error::invalid(
+            "a cell with binds cannot use a root template",
+        ));
     }
-    let mut ops = Vec::new();
+    // /proc first: the classic mounts below name their targets through /proc/self/fd,
+    // and the template has no /proc of its own.
+    let mut ops = vec![Op::Proc { target: c("proc")? }];
     let files = etc_files(base, cell);
     let bytes: usize = files.iter().map(|(_, d)| d.len()).sum();
     ops.push(Op::Tmpfs {
@@ -643,7 +653,10 @@ pub(crate) fn template_cell_plan(base: &Base, cell: &CellFs<'_>, trees: &Trees) 
         data: cstring(format!("mode=0755,size={}", (2 * bytes).max(1 << 20)))?,
     });
     etc_file_ops(files, &mut ops)?;
-    for (name, tree) in [("etc/alternatives", trees.alternatives), ("etc/ssl", trees.ssl)] {
+    for (name, tree) in [
+        ("etc/alternatives", trees.alternatives),
+        ("etc/ssl", trees.ssl),
+    ] {
         if let Some(tree) = tree {
             mkdir(&mut ops, name)?;
             ops.push(Op::Attach {
@@ -654,7 +667,7 @@ pub(crate) fn template_cell_plan(base: &Base, cell: &CellFs<'_>, trees: &Trees) 
     }
     ops.push(Op::SealMount { target: c("etc")? });
     ops.push(tmp_op(cell)?);
-    proc_ops(&mut ops)?;
+    proc_masks(&mut ops)?;
     if let Some(tree) = trees.workspace {
         ops.push(Op::Attach {
             tree,
@@ -769,32 +782,42 @@ mod tests {
         };
         let ops = template_cell_plan(&base, &fs_(&[], false), &trees).unwrap();
         let text: Vec<String> = ops.iter().map(|o| format!("{o:?}")).collect();
-        assert!(text[0].starts_with(r#"Tmpfs { target: "etc""#), "{text:?}");
+        assert_eq!(text[0], r#"Proc { target: "proc" }"#, "{text:?}");
+        assert!(text[1].starts_with(r#"Tmpfs { target: "etc""#), "{text:?}");
+        let masks = text.iter().position(|t| t.contains("proc/keys")).unwrap();
+        assert!(masks > 1, "{text:?}");
         let seal = text
             .iter()
             .position(|t| t == r#"SealMount { target: "etc" }"#)
             .unwrap();
-        let last_etc = text
-            .iter()
-            .rposition(|t| t.contains(r#""etc/"#))
-            .unwrap();
+        let last_etc = text.iter().rposition(|t| t.contains(r#""etc/"#)).unwrap();
         assert!(seal > last_etc, "{text:?}");
         assert!(text.contains(&r#"Attach { tree: 7, target: "etc/alternatives" }"#.to_owned()));
         assert_eq!(
             text.last().unwrap(),
             r#"Attach { tree: 9, target: "workspace" }"#
         );
-        assert!(!text.iter().any(|t| t.starts_with("Bind") || t.starts_with("Mkdir { path: \"usr")));
+        assert!(
+            !text
+                .iter()
+                .any(|t| t.starts_with("Bind") || t.starts_with("Mkdir { path: \"usr"))
+        );
         assert!(text.iter().any(|t| t.contains("proc/kcore")));
         static BINDS: std::sync::LazyLock<Vec<ResolvedBind>> =
             std::sync::LazyLock::new(|| vec![bind("/opt/x")]);
         assert!(template_cell_plan(&base, &fs_(&BINDS, false), &trees).is_err());
         // The template itself: system directories from trees, no /etc files, and the
         // workspace mount point only in its variant.
-        let t = format!("{:?}", template_plan(&base, Variant { workspace: false }, &[3]).unwrap());
+        let t = format!(
+            "{:?}",
+            template_plan(&base, Variant { workspace: false }, &[3]).unwrap()
+        );
         assert!(t.contains(r#"Attach { tree: 3, target: "usr" }"#), "{t}");
         assert!(!t.contains("passwd") && !t.contains("workspace"), "{t}");
-        let t = format!("{:?}", template_plan(&base, Variant { workspace: true }, &[3]).unwrap());
+        let t = format!(
+            "{:?}",
+            template_plan(&base, Variant { workspace: true }, &[3]).unwrap()
+        );
         assert!(t.contains(r#"Mkdir { path: "workspace""#), "{t}");
         assert!(template_plan(&base, Variant { workspace: true }, &[]).is_err());
     }

@@ -386,6 +386,18 @@ pub(crate) struct Stdio {
     pub(crate) stderr: OwnedFd,
 }
 
+/// A cell's process 1 (and a root template's keeper): the init in `hold` mode.
+fn hold_setup() -> ProcessSetup {
+    ProcessSetup {
+        argv: vec!["aura-cell-init".into(), "hold".into()],
+        file: String::new(),
+        env: Env::default(),
+        cwd: "/".into(),
+        uid: 0,
+        gid: 0,
+    }
+}
+
 fn instance_for(state_dir: &Path) -> String {
     use std::os::unix::ffi::OsStrExt as _;
     let canonical = fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_owned());
@@ -646,9 +658,12 @@ impl Runtime {
 
     /// Starts making spare cgroups in the background up to [`Options::spare_cgroups`].
     fn refill_spares(&self) {
-        let names = self.inner.spares.reserve(self.inner.opts.spare_cgroups, || {
-            PathBuf::from(format!("_spare-{}", self.next_run_id()))
-        });
+        let names = self
+            .inner
+            .spares
+            .reserve(self.inner.opts.spare_cgroups, || {
+                PathBuf::from(format!("_spare-{}", self.next_run_id()))
+            });
         for rel in names {
             // The task holds the runtime for the moment it takes, so that a runtime dropped
             // meanwhile sweeps the spare with the rest.
@@ -842,9 +857,21 @@ impl Runtime {
             workspace: fs_.workspace.is_some(),
         };
         let inner = &self.inner;
+        let build = || async move {
+            let stdio = self.null_stdio()?;
+            crate::template::build(
+                &inner.spawner,
+                &inner.base,
+                &inner.stage,
+                variant,
+                [stdio.stdin, stdio.stdout, stdio.stderr],
+                |fds| self.finish(&hold_setup(), fds, true),
+            )
+            .await
+        };
         inner
             .templates
-            .get(variant, &inner.spawner, &inner.base, &inner.stage, |e| {
+            .get(variant, build, |e| {
                 inner.events.record(
                     inner.opts.clock.now(),
                     format!("no root template (cells are built from scratch): {e}"),
@@ -1025,14 +1052,7 @@ impl Runtime {
             tmp_bytes: self.inner.opts.tmp_bytes,
         };
         let (life_r, life_w) = spawn::pipe()?;
-        let setup = ProcessSetup {
-            argv: vec!["aura-cell-init".into(), "hold".into()],
-            file: String::new(),
-            env: Env::default(),
-            cwd: "/".into(),
-            uid: 0,
-            gid: 0,
-        };
+        let setup = hold_setup();
         let stdio = self.null_stdio()?;
         let init = self
             .launch_fresh(cgroup, &fs_, &setup, stdio, Some(life_r))

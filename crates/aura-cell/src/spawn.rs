@@ -398,8 +398,8 @@ impl Spawner {
     /// executable and reports its pid on the error pipe.
     pub(crate) async fn join(&self, plan: Box<Join>) -> Result<Joined> {
         let (reply, rx) = oneshot::channel();
-        let direct = self.join_tx.is_some()
-            && !self.join_broken.load(std::sync::atomic::Ordering::SeqCst);
+        let direct =
+            self.join_tx.is_some() && !self.join_broken.load(std::sync::atomic::Ordering::SeqCst);
         let job = if direct {
             Job::Join { plan, reply }
         } else {
@@ -583,6 +583,19 @@ impl Process {
 
     pub(crate) fn signal(&self, sig: i32) {
         let _ = sys::pidfd_send_signal(self.fd.get_ref().as_raw_fd(), sig);
+    }
+
+    /// Kills the process and reaps it, blocking (for a process that cannot linger: it
+    /// holds no handler for SIGKILL). For clean-up in `Drop`.
+    pub(crate) fn kill_and_reap(&self) {
+        self.signal(libc::SIGKILL);
+        let fd = self.fd.get_ref().as_raw_fd();
+        for _ in 0..1000 {
+            match sys::waitid_pidfd(fd) {
+                Ok(None) | Err(libc::EINTR) => std::thread::sleep(Duration::from_millis(1)),
+                Ok(Some(_)) | Err(_) => return,
+            }
+        }
     }
 
     /// Waits for the process to exit and reaps it.

@@ -120,9 +120,14 @@ async fn root_cells_with_binds_are_built_from_scratch() {
     let c = common::cells().await;
     let (bind, _) = common::probe_bind();
     let out =
-        c.rt.run(RunSpec::shell("grep -c ' /etc ' /proc/self/mountinfo; ls /probe >/dev/null && echo bound").bind(bind))
-            .await
-            .unwrap();
+        c.rt.run(
+            RunSpec::shell(
+                "grep -c ' /etc ' /proc/self/mountinfo; ls /probe >/dev/null && echo bound",
+            )
+            .bind(bind),
+        )
+        .await
+        .unwrap();
     assert_eq!(out.stdout_text(), "0\nbound\n", "{}", out.stderr_text());
     assert_eq!(c.rt.root_templates(), 0);
     c.finish().await;
@@ -183,16 +188,14 @@ async fn exec_output(rt: &Runtime, cell: &CellName, name: &str, line: &str) -> S
 }
 
 /// Where an executable finds itself: the cell's hostname, user, privileges, cgroup,
-/// mounts and descriptors, and the namespaces it shares with the cell's process 1.
+/// mounts and descriptors, and its namespaces (which must be its cell's process 1's).
 const WHERE: &str = r#"
 hostname; id
-grep -E '^(NoNewPrivs|Seccomp|CapInh|CapPrm|CapEff|CapBnd|CapAmb):' /proc/self/status
+grep -E '^(NoNewPrivs|Seccomp|CapInh|CapPrm|CapEff|CapBnd|CapAmb):' /proc/self/status | tr -d '\t ' 
 cat /proc/self/cgroup
 awk '{print "MOUNT", $5, $6}' /proc/self/mountinfo | sort
 ls /proc/self/fd | tr '\n' ' '; echo
-for ns in cgroup ipc mnt net pid uts; do
-  [ "$(readlink /proc/1/ns/$ns)" = "$(readlink /proc/self/ns/$ns)" ] && echo "same $ns"
-done
+for ns in cgroup ipc mnt net pid uts; do echo "NS $(readlink /proc/self/ns/$ns)"; done
 test -e /proc/$PPID_HOST && echo "HOST PID VISIBLE"
 true
 "#;
@@ -212,17 +215,26 @@ async fn root_executables_land_in_their_cell_with_or_without_the_join_thread() {
         let text = exec_output(&c.rt, &name, "e1", &script).await;
         assert!(text.starts_with("joiner\n"), "{text}");
         for l in [
-            "NoNewPrivs:\t1",
-            "Seccomp:\t2",
-            "CapEff:\t0000000000000000",
-            "CapBnd:\t0000000000000000",
+            "NoNewPrivs:1\n",
+            "Seccomp:2\n",
+            "CapEff:0000000000000000\n",
+            "CapBnd:0000000000000000\n",
         ] {
             assert!(text.contains(l), "{l}: {text}");
         }
+        // The same namespaces as the cell's process 1 (seen from the host, which may look).
+        let init = c.rt.inspect(&name).await.unwrap().init_pid;
         for ns in ["cgroup", "ipc", "mnt", "net", "pid", "uts"] {
-            assert!(text.contains(&format!("same {ns}\n")), "{ns}: {text}");
+            let theirs = std::fs::read_link(format!("/proc/{init}/ns/{ns}")).unwrap();
+            let line = format!("NS {}\n", theirs.display());
+            assert!(text.contains(&line), "{ns}: {line} {text}");
         }
         assert!(!text.contains("HOST PID VISIBLE"), "{text}");
+        let text: String = text
+            .lines()
+            .filter(|l| !l.starts_with("NS "))
+            .map(|l| format!("{l}\n"))
+            .collect();
         // A second one, to see the thread came back from the first cell in between.
         let again = exec_output(&c.rt, &name, "e2", "hostname").await;
         assert_eq!(again, "joiner\n");
@@ -240,7 +252,9 @@ async fn root_the_join_thread_keeps_cells_apart() {
     let c = common::cells().await;
     let isolated = CellName::new("isolated").unwrap();
     let networked = CellName::new("networked").unwrap();
-    c.rt.allocate(CellSpec::new(isolated.clone())).await.unwrap();
+    c.rt.allocate(CellSpec::new(isolated.clone()))
+        .await
+        .unwrap();
     let mut spec = CellSpec::new(networked.clone());
     spec.network = true;
     c.rt.allocate(spec).await.unwrap();
