@@ -12,7 +12,10 @@
 //!   every `cmd.run` has (the workspace belongs to the cells' root, as a node's do), so
 //!   that the cost of the workspace (its mount and the sweep after the run) shows.
 //! - Executables started per second inside one long-lived cell (start /bin/true, wait),
-//!   beside plain fork+exec of /bin/true on the host: the ceiling with no sandbox at all.
+//!   cloned by the join thread and, in alternating halves, through an intermediate process
+//!   (`Options::join_thread` false, the old path), beside plain spawning of /bin/true on
+//!   the host (`std::process::Command`, which uses posix_spawn): the ceiling with no
+//!   sandbox at all.
 
 use std::time::{Duration, Instant};
 
@@ -52,6 +55,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     old_opts.instance = Some(format!("cli-{}-old", std::process::id()));
     old_opts.root_template = false;
     old_opts.spare_cgroups = 0;
+    old_opts.join_thread = false;
     let old = Runtime::start(old_opts).await?;
     println!("load average before: {}", load_average());
     println!();
@@ -99,7 +103,6 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         );
         peer.push(bwrap_once(&args.bwrap)?);
     }
-    old.shutdown().await;
     let (a50, a99) = summary(aura);
     let (s50, s99) = summary(scratch);
     let (w50, w99) = summary(with_ws);
@@ -136,15 +139,81 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     );
     println!();
 
-    // Executables per second in one long-lived cell.
-    let cell = CellName::new("bench")?;
+    // Executables per second in one long-lived cell: the join thread, and the old path
+    // (an intermediate process per executable), in alternating halves.
+    let half = args.executables.div_ceil(2);
+    let (mut new_time, mut old_time) = (Duration::ZERO, Duration::ZERO);
+    let (mut latencies, mut old_latencies) = (Vec::new(), Vec::new());
+    for round in 0..2 {
+        let (t, l) = executables(&rt, &format!("bench{round}"), half, args.concurrency).await?;
+        new_time += t;
+        latencies.extend(l);
+        let (t, l) = executables(&old, &format!("bench{round}"), half, args.concurrency).await?;
+        old_time += t;
+        old_latencies.extend(l);
+    }
+    old.shutdown().await;
+    let rate = (2 * half) as f64 / new_time.as_secs_f64();
+    let old_rate = (2 * half) as f64 / old_time.as_secs_f64();
+
+    let host_start = Instant::now();
+    let host_runs = args.executables;
+    let mut handles = Vec::new();
+    let per = host_runs.div_ceil(args.concurrency);
+    for _ in 0..args.concurrency {
+        handles.push(std::thread::spawn(move || -> std::io::Result<()> {
+            for _ in 0..per {
+                std::process::Command::new("/bin/true").status()?;
+            }
+            Ok(())
+        }));
+    }
+    for h in handles {
+        h.join()
+            .map_err(|_| anyhow::anyhow!("a host spawner panicked"))??;
+    }
+    let host_rate = (per * args.concurrency) as f64 / host_start.elapsed().as_secs_f64();
+    let (l50, l99) = summary(latencies);
+    let (o50, o99) = summary(old_latencies);
+    println!(
+        "| executables in one long-lived cell ({} x /bin/true, {} at once) | per second | start-to-exit p50 | p99 |",
+        args.executables, args.concurrency
+    );
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| Aura cell (join namespaces, exec via init) | {rate:.0} | {} | {} |",
+        fmt_duration(l50),
+        fmt_duration(l99)
+    );
+    println!(
+        "| Aura cell, through an intermediate process (the old path) | {old_rate:.0} | {} | {} |",
+        fmt_duration(o50),
+        fmt_duration(o99)
+    );
+    println!("| plain fork+exec on the host (no sandbox) | {host_rate:.0} | | |");
+    println!("| Aura / plain | {:.2} | | |", rate / host_rate);
+    println!();
+    println!("load average after: {}", load_average());
+    rt.shutdown().await;
+    Ok(())
+}
+
+/// Starts `n` executables of /bin/true in a fresh long-lived cell, `concurrency` at once,
+/// each waited for; returns the time they took and each one's start-to-exit latency.
+async fn executables(
+    rt: &Runtime,
+    name: &str,
+    n: usize,
+    concurrency: usize,
+) -> anyhow::Result<(Duration, Vec<Duration>)> {
+    let cell = CellName::new(name)?;
     rt.allocate(CellSpec::new(cell.clone())).await?;
     let start = Instant::now();
     let mut next = 0usize;
     let mut tasks = tokio::task::JoinSet::new();
-    let mut latencies = Vec::with_capacity(args.executables);
-    while next < args.executables || !tasks.is_empty() {
-        while next < args.executables && tasks.len() < args.concurrency {
+    let mut latencies = Vec::with_capacity(n);
+    while next < n || !tasks.is_empty() {
+        while next < n && tasks.len() < concurrency {
             let rt = rt.clone();
             let cell = cell.clone();
             let name = ExecutableName::new(&format!("e{next}"))?;
@@ -170,43 +239,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let elapsed = start.elapsed();
-    let rate = args.executables as f64 / elapsed.as_secs_f64();
     rt.free(&cell).await?;
-
-    let host_start = Instant::now();
-    let host_runs = args.executables;
-    let mut handles = Vec::new();
-    let per = host_runs.div_ceil(args.concurrency);
-    for _ in 0..args.concurrency {
-        handles.push(std::thread::spawn(move || -> std::io::Result<()> {
-            for _ in 0..per {
-                std::process::Command::new("/bin/true").status()?;
-            }
-            Ok(())
-        }));
-    }
-    for h in handles {
-        h.join()
-            .map_err(|_| anyhow::anyhow!("a host spawner panicked"))??;
-    }
-    let host_rate = (per * args.concurrency) as f64 / host_start.elapsed().as_secs_f64();
-    let (l50, l99) = summary(latencies);
-    println!(
-        "| executables in one long-lived cell ({} x /bin/true, {} at once) | per second | start-to-exit p50 | p99 |",
-        args.executables, args.concurrency
-    );
-    println!("|---|---:|---:|---:|");
-    println!(
-        "| Aura cell (join namespaces, exec via init) | {rate:.0} | {} | {} |",
-        fmt_duration(l50),
-        fmt_duration(l99)
-    );
-    println!("| plain fork+exec on the host (no sandbox) | {host_rate:.0} | | |");
-    println!("| Aura / plain | {:.2} | | |", rate / host_rate);
-    println!();
-    println!("load average after: {}", load_average());
-    rt.shutdown().await;
-    Ok(())
+    Ok((elapsed, latencies))
 }
 
 /// The first three fields of /proc/loadavg, to print beside the figures.
