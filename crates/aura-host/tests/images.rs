@@ -54,7 +54,7 @@ impl World {
     fn with(install: impl FnOnce(&std::path::Path, &std::path::Path, &Signer)) -> World {
         let dir = tempfile::tempdir().unwrap();
         let signer = Arc::new(Signer::ephemeral("node", &SeededEntropy::new(1)).unwrap());
-        install(dir.path(), &dir.path().join("home"), &*signer);
+        install(dir.path(), &dir.path().join("home"), &signer);
         let store = Arc::new(
             SqliteStore::open(
                 dir.path().join("ledger.db"),
