@@ -206,6 +206,58 @@ fn a_training_run_and_a_lora_run_leave_signed_entries_that_verify_and_name_their
         sha256_of(&again.join("model.safetensors")),
         sha256_of(&weights)
     );
+
+    // The trained model installs as the node's default image model with `pull --from`
+    // and makes images; weights that are not the ones their record names are refused.
+    let tampered = work.join("tampered");
+    std::fs::create_dir_all(&tampered).unwrap();
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(tampered.join("model.safetensors"), bytes).unwrap();
+    std::fs::copy(&record_file, tampered.join("training-record.json")).unwrap();
+    let refused = a
+        .run(&[
+            "model",
+            "pull",
+            "aura-tiny-emoji",
+            "--from",
+            tampered.to_str().unwrap(),
+        ])
+        .one_line_error(1);
+    assert!(
+        refused
+            .stderr
+            .contains("is not the model its training record names"),
+        "{}",
+        refused.stderr
+    );
+    let pulled = a
+        .run(&[
+            "--json",
+            "model",
+            "pull",
+            "aura-tiny-emoji",
+            "--from",
+            out.to_str().unwrap(),
+        ])
+        .ok()
+        .json();
+    assert_eq!(pulled["architecture"], "aura-tiny-emoji", "{pulled}");
+    let made = a
+        .run(&[
+            "--json",
+            "image",
+            "generate",
+            "a red square",
+            "--steps",
+            "2",
+            "--out",
+            work.join("images-out").to_str().unwrap(),
+        ])
+        .ok()
+        .json();
+    assert_eq!(made[0]["parameters"]["model"], "aura-tiny-emoji", "{made}");
 }
 
 #[test]

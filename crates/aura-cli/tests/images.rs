@@ -3,6 +3,9 @@
 //! import`, made into images by `aura image generate` and by `aura serve`'s Images API,
 //! driven by the official `openai` Python package (`scripts/setup-python.sh`), the A1111
 //! routes and the progress socket; every image's receipt verifies against the node's key.
+//! Aura's own tiny model (a small package with fresh weights, in the format `aura model
+//! pull aura-tiny-emoji` installs) gives the same bytes on any threads and under
+//! concurrent requests.
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
@@ -10,6 +13,8 @@ mod support;
 
 #[path = "../../aura-image/tests/support/mod.rs"]
 mod sd;
+#[path = "../../aura-image/tests/support/tiny_package.rs"]
+mod tiny_package;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -397,5 +402,101 @@ async fn a1111_routes_and_the_progress_socket_make_the_same_image() {
     assert_eq!(
         after["receipts"].as_array().unwrap().len(),
         before["receipts"].as_array().unwrap().len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tiny_model_makes_the_same_png_on_any_threads_and_under_four_concurrent_requests() {
+    let aura = Aura::new();
+    aura.init();
+    let src = tempfile::tempdir().unwrap();
+    let folder = src.path().join("aura-tiny-emoji");
+    tiny_package::write_small_package(&folder, 5);
+    let imported = aura
+        .run(&[
+            "--json",
+            "model",
+            "import",
+            folder.to_str().unwrap(),
+            "--name",
+            "aura-tiny-emoji",
+        ])
+        .ok()
+        .json();
+    assert_eq!(imported["architecture"], "aura-tiny-emoji", "{imported}");
+
+    // The CLI, no model named (the default image model), on 1, 2 and 4 threads.
+    let out = tempfile::tempdir().unwrap();
+    let cli = |threads: &str| {
+        let dir = out.path().join(threads);
+        let made = aura
+            .run(&[
+                "--json",
+                "image",
+                "generate",
+                "red apple",
+                "--seed",
+                "9",
+                "--steps",
+                "4",
+                "--threads",
+                threads,
+                "--out",
+                dir.to_str().unwrap(),
+            ])
+            .ok()
+            .json();
+        assert_eq!(made[0]["parameters"]["width"], 64, "{made}");
+        without_chunk(&std::fs::read(made[0]["path"].as_str().unwrap()).unwrap())
+    };
+    let reference = cli("1");
+    assert_eq!(cli("2"), reference);
+    assert_eq!(cli("4"), reference);
+
+    // The node: four requests at once over real sockets, the same bytes each.
+    let key = operator_key(&aura);
+    let (node, _ready) = serve(&aura);
+    let http = reqwest::Client::new();
+    let post = |body: Value| {
+        http.post(format!("{}/v1/images/generations", node.url))
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+    };
+    let request =
+        json!({"prompt": "red apple", "seed": 9, "steps": 4, "response_format": "b64_json"});
+    let answers = futures_util::future::join_all((0..4).map(|_| post(request.clone()))).await;
+    for answer in answers {
+        let answer = answer.unwrap();
+        assert_eq!(answer.status(), 200);
+        let body: Value = answer.json().await.unwrap();
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(body["data"][0]["b64_json"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(without_chunk(&png), reference);
+    }
+
+    // What the model cannot do: OpenAI-style errors naming the field, nothing made.
+    for (body, expect) in [
+        (
+            json!({"prompt": "red apple", "size": "512x512"}),
+            "size: 512x512 is not supported; this model makes 64x64 images only",
+        ),
+        (
+            json!({"prompt": "red apple", "scheduler": "euler"}),
+            "scheduler: `euler` is not one this model runs; it samples with ddim only",
+        ),
+    ] {
+        let answer = post(body).await.unwrap();
+        assert_eq!(answer.status(), 400);
+        let error: Value = answer.json().await.unwrap();
+        assert_eq!(error["error"]["message"], expect, "{error}");
+    }
+    drop(node);
+    let verified = aura.run(&["--json", "receipts", "verify"]).ok().json();
+    assert_eq!(
+        (verified["ok"].clone(), verified["receipts"].clone()),
+        (json!(true), json!(3 + 4)),
+        "{verified}"
     );
 }

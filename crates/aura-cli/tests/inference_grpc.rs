@@ -8,6 +8,9 @@
 
 mod support;
 
+#[path = "../../aura-image/tests/support/tiny_package.rs"]
+mod tiny_package;
+
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Stdio};
 use std::time::Duration;
@@ -38,8 +41,13 @@ impl Drop for Node {
 /// A node with SmolLM2 pulled, MiniLM imported as `minilm`, a PKI with clients `admin`,
 /// `app` (inference) and `watcher` (observer), serving gRPC on `<home>/aurae.sock`.
 fn node(aura: &Aura) -> Node {
+    node_with(aura, support::install_models)
+}
+
+/// [`node`] with `install` run instead of installing SmolLM2 and MiniLM.
+fn node_with(aura: &Aura, install: impl FnOnce(&Aura)) -> Node {
     aura.init();
-    support::install_models(aura);
+    install(aura);
     aura.run(&["pki", "init"]).ok();
     aura.run(&["pki", "client", "app", "--role", "inference"])
         .ok();
@@ -627,4 +635,95 @@ async fn root_grpc_inference_refusals_and_cancelled_streams_leave_no_receipt() {
         .collect();
     assert_eq!(listed, ["smollm2"]);
     drop(node);
+}
+
+/// `GenerateImage` on a small `aura-tiny-emoji` package (fresh weights): progress and a
+/// preview after every step, then the image with its receipt; the same seed gives the same
+/// image; a size the model does not make is refused before the stream, with no receipt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_grpc_generate_image_streams_previews_then_the_image_and_its_receipt() {
+    let aura = Aura::new();
+    let src = tempfile::tempdir().unwrap();
+    let node = node_with(&aura, |aura| {
+        let folder = src.path().join("aura-tiny-emoji");
+        tiny_package::write_small_package(&folder, 5);
+        let dir = folder.to_str().unwrap();
+        aura.run(&["model", "import", dir, "--name", "aura-tiny-emoji"])
+            .ok();
+    });
+    let mut app = client(&aura, "app").await;
+    let models = app
+        .list_models(pb::ListModelsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .models;
+    assert_eq!(
+        models
+            .iter()
+            .map(|m| (m.name.as_str(), m.kind()))
+            .collect::<Vec<_>>(),
+        [("aura-tiny-emoji", pb::model::Kind::Image)]
+    );
+    let request = pb::ImageRequest {
+        prompt: "red apple".into(),
+        steps: Some(4),
+        seed: Some(9),
+        every_step_preview: true,
+        ..pb::ImageRequest::default()
+    };
+    let run = |mut app: InferenceClient<Channel>, request: pb::ImageRequest| async move {
+        let mut stream = app.generate_image(request).await.unwrap().into_inner();
+        let (mut steps, mut previews, mut images) = (Vec::new(), 0, Vec::new());
+        while let Some(event) = stream.message().await.unwrap() {
+            match event.event.unwrap() {
+                pb::image_event::Event::Progress(p) => steps.push(p.step),
+                pb::image_event::Event::Preview(p) => {
+                    assert_eq!(&p.png[1..4], b"PNG");
+                    previews += 1;
+                }
+                pb::image_event::Event::Image(i) => images.push(i),
+            }
+        }
+        (steps, previews, images)
+    };
+    let (steps, previews, images) = run(app.clone(), request.clone()).await;
+    assert_eq!((steps, previews, images.len()), (vec![1, 2, 3, 4], 4, 1));
+    let image = &images[0];
+    let parameters: Value = serde_json::from_str(&image.parameters).unwrap();
+    assert_eq!(
+        (parameters["width"].clone(), parameters["seed"].clone()),
+        (json!(64), json!(9))
+    );
+    let chunk: Value =
+        serde_json::from_str(&aura_image::png::text_of(&image.png, "aura").unwrap()).unwrap();
+    assert_eq!(chunk["receipt"], image.receipt_id.as_str());
+    let (_, _, again) = run(app.clone(), request).await;
+    assert_ne!(again[0].receipt_id, image.receipt_id);
+    assert_eq!(
+        aura_image::png::without_text(&again[0].png, "aura"),
+        aura_image::png::without_text(&image.png, "aura")
+    );
+
+    let refused = app
+        .generate_image(pb::ImageRequest {
+            prompt: "red apple".into(),
+            width: Some(128),
+            height: Some(128),
+            ..pb::ImageRequest::default()
+        })
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert_eq!(
+        refused.message(),
+        "size: 128x128 is not supported; this model makes 64x64 images only"
+    );
+    drop(node);
+    let mut in_ledger = receipts(&aura);
+    in_ledger.sort();
+    let mut expected = vec![image.receipt_id.clone(), again[0].receipt_id.clone()];
+    expected.sort();
+    assert_eq!(in_ledger, expected);
 }

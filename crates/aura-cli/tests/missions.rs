@@ -7,6 +7,9 @@
 
 mod support;
 
+#[path = "../../aura-image/tests/support/tiny_package.rs"]
+mod tiny_package;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -634,5 +637,108 @@ fn what_people_read_of_a_mission_is_snapshotted() {
     insta::assert_snapshot!(
         "error_ledger_verify_tampered",
         aura.run(&["ledger", "verify"]).one_line_error(3).stderr
+    );
+}
+
+/// `image.generate` in a mission, on a small `aura-tiny-emoji` package (fresh weights): the
+/// permitted call writes its PNG into the workspace and names its receipt; a model the
+/// default policy does not permit, and a size an operator's policy forbids, are denied and
+/// write nothing (the scripted reasoner checks each tool result it reads).
+#[test]
+fn image_generate_writes_a_permitted_png_and_policy_denies_other_models_and_sizes() {
+    let aura = Aura::new();
+    aura.init();
+    let src = tempfile::tempdir().unwrap();
+    let folder = src.path().join("aura-tiny-emoji");
+    tiny_package::write_small_package(&folder, 5);
+    for name in ["aura-tiny-emoji", "other"] {
+        let dir = folder.to_str().unwrap();
+        aura.run(&["model", "import", dir, "--name", name]).ok();
+    }
+    std::fs::create_dir_all(aura.home().join("policies")).unwrap();
+    std::fs::write(
+        aura.home().join("policies/images.cedar"),
+        "@id(\"ops.small-images\")\nforbid (principal, action == Aura::Action::\"image.generate\", resource is Aura::Image)\nwhen { resource.width > 64 || resource.height > 64 };\n",
+    )
+    .unwrap();
+    let call = |args: serde_json::Value, expect: Option<&str>| {
+        let mut turn = serde_json::json!({
+            "content": "I make an image.",
+            "tool_calls": [{"name": "image_generate", "arguments": args}],
+        });
+        if let Some(e) = expect {
+            turn["expect"] = serde_json::json!({"last_tool_result_contains": e});
+        }
+        turn.to_string()
+    };
+    let script = [
+        call(
+            serde_json::json!({"prompt": "red apple", "size": "64x64", "seed": 9, "steps": 4, "path": "art/apple.png"}),
+            None,
+        ),
+        call(
+            serde_json::json!({"prompt": "red apple", "size": "64x64", "model": "other", "path": "art/other.png"}),
+            Some("rcpt_"),
+        ),
+        call(
+            serde_json::json!({"prompt": "red apple", "size": "128x128", "path": "art/big.png"}),
+            Some("denied by policy"),
+        ),
+        serde_json::json!({
+            "content": "Done.",
+            "tool_calls": [{"name": "mission_finish", "arguments": {"summary": "one apple"}}],
+            "expect": {"last_tool_result_contains": "denied by policy"},
+        })
+        .to_string(),
+    ];
+    let script_path = src.path().join("images.jsonl");
+    std::fs::write(&script_path, script.join("\n") + "\n").unwrap();
+    let config = format!(
+        "[reasoners.demo]\nprovider = \"scripted\"\npath = \"{}\"\n",
+        script_path.display()
+    );
+    let node = start(&aura, &config, "demo");
+    let agent = create_agent(&aura, &node, "artist", &["--level", "L2"]);
+    let id = submit(
+        &aura,
+        &node,
+        &agent,
+        "Draw a red apple",
+        &[
+            "--workspace",
+            "project",
+            "--tool",
+            "image.generate",
+            "--tool",
+            "mission.finish",
+        ],
+    );
+    let done = wait_for(&aura, &node, &id, "completed");
+    assert_eq!(done["summary"], "one apple", "{done}");
+    let art = workspace(&aura).join("art");
+    let png = std::fs::read(art.join("apple.png")).unwrap();
+    let chunk: serde_json::Value =
+        serde_json::from_str(&aura_image::png::text_of(&png, "aura").unwrap()).unwrap();
+    assert_eq!(chunk["parameters"]["model"], "aura-tiny-emoji");
+    assert_eq!(chunk["parameters"]["seed"], 9);
+    assert!(
+        !art.join("other.png").exists(),
+        "a denied model wrote nothing"
+    );
+    assert!(!art.join("big.png").exists(), "a denied size wrote nothing");
+    drop(node);
+    // One image, one receipt: the denied calls never reached the model.
+    let verified = aura.run(&["--json", "receipts", "verify"]).ok().json();
+    assert_eq!(
+        (verified["ok"].clone(), verified["receipts"].clone()),
+        (serde_json::json!(true), serde_json::json!(1)),
+        "{verified}"
+    );
+    let listed = aura.run(&["--json", "receipts", "list"]).ok().json();
+    assert!(
+        listed
+            .to_string()
+            .contains(chunk["receipt"].as_str().unwrap()),
+        "{listed}"
     );
 }

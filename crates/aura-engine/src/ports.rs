@@ -40,6 +40,12 @@ pub enum Target {
         tool: String,
         trusted: bool,
     },
+    Image {
+        model: String,
+        width: u32,
+        height: u32,
+        path: String,
+    },
 }
 
 /// A proposed call after its arguments were checked.

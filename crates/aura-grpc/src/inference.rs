@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use aura_host::requests::{self, fingerprint, finish_reason, generation_finish};
 use aura_host::{
-    ChatDelta, ChatError, ChatEvent, Constraint, GenerateRequest, ModelError, ModelHost, Prompt,
-    ReceiptId, Served, TokenEvent, TokenLogprobs,
+    ChatDelta, ChatError, ChatEvent, Constraint, Engine, GenerateRequest, ImageEvent, ImageRequest,
+    ModelError, ModelHost, Previews, Prompt, ReceiptId, Served, TokenEvent, TokenLogprobs,
 };
 use aura_reasoner::ToolChoice;
 use tokio::sync::mpsc;
@@ -270,7 +270,9 @@ impl InferenceApi for Inference {
                 name: c.name,
                 digest: c.digest.to_hex(),
                 architecture: c.architecture,
-                kind: if c.generator {
+                kind: if c.image {
+                    pb::model::Kind::Image
+                } else if c.generator {
                     pb::model::Kind::Chat
                 } else {
                     pb::model::Kind::Embedding
@@ -357,6 +359,117 @@ impl InferenceApi for Inference {
             usage: Some(usage(tokens, 0)),
         };
         Ok(with_receipt(Response::new(response), &receipt))
+    }
+
+    type GenerateImageStream = Events<pb::ImageEvent>;
+
+    async fn generate_image(
+        &self,
+        request: Request<pb::ImageRequest>,
+    ) -> Result<Response<Self::GenerateImageStream>, Status> {
+        let req = request.into_inner();
+        let model = Some(req.model.as_str()).filter(|m| !m.is_empty());
+        let served = self
+            .host
+            .open_image(model, req.lora.as_deref())
+            .await
+            .map_err(status)?;
+        let previews = match (req.every_step_preview, req.partial_images) {
+            (true, 0) => Previews::Every,
+            (true, _) => {
+                return Err(invalid(
+                    "partial_images",
+                    "give it or every_step_preview, not both",
+                ));
+            }
+            (false, 0) => Previews::None,
+            (false, k) => Previews::Partial(k),
+        };
+        let image_request = ImageRequest {
+            prompt: req.prompt,
+            negative_prompt: req.negative_prompt,
+            n: req.n,
+            width: req.width,
+            height: req.height,
+            steps: req.steps,
+            guidance_scale: req.guidance_scale,
+            scheduler: req.scheduler,
+            seed: req.seed,
+            previews,
+            ..ImageRequest::default()
+        };
+        // Checked before the stream starts, so a refused request is a status, as over HTTP.
+        if let Engine::Image(engine) = served.engine() {
+            image_request.check(engine).map_err(status)?;
+        }
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(stream_images(self.host.clone(), served, image_request, tx));
+        Ok(Response::new(events(rx)))
+    }
+}
+
+/// Runs an image request, passing its progress and previews on, then its images with
+/// their receipts. A client that goes away ends the task, which drops the request's
+/// future: the host stops the work at its next step and records nothing more.
+async fn stream_images(
+    host: Arc<ModelHost>,
+    served: Arc<Served>,
+    request: ImageRequest,
+    tx: mpsc::Sender<Result<pb::ImageEvent, Status>>,
+) {
+    let (progress, mut updates) = mpsc::unbounded_channel();
+    let run = host.generate_images(&served, &request, Some(progress));
+    tokio::pin!(run);
+    let event = |e: pb::image_event::Event| Ok(pb::ImageEvent { event: Some(e) });
+    let result = loop {
+        tokio::select! {
+            biased;
+            Some(update) = updates.recv() => {
+                let sent = match update {
+                    ImageEvent::Progress { image, step, steps } => Some(event(
+                        pb::image_event::Event::Progress(pb::ImageProgress { image, step, steps }),
+                    )),
+                    ImageEvent::Preview { image, step, index, png } => Some(event(
+                        pb::image_event::Event::Preview(pb::ImagePreview { image, step, index, png }),
+                    )),
+                    // Sent below with its receipt, from the outcome.
+                    ImageEvent::Image { .. } => None,
+                };
+                if let Some(e) = sent
+                    && tx.send(e).await.is_err()
+                {
+                    return;
+                }
+            }
+            result = &mut run => break result,
+        }
+    };
+    match result {
+        Ok(outcome) => {
+            for (index, image) in (0u32..).zip(outcome.images) {
+                let parameters = aura_core::jcs::to_vec(&image.parameters)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .unwrap_or_default();
+                let image = pb::Image {
+                    index,
+                    png: image.png,
+                    receipt_id: image.receipt.to_string(),
+                    seed: image.seed,
+                    parameters,
+                };
+                if tx
+                    .send(event(pb::image_event::Event::Image(image)))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+        Err(e) => {
+            let _ = tx.send(Err(status(e))).await;
+        }
     }
 }
 

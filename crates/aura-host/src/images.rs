@@ -9,9 +9,12 @@
 //!
 //! A package's manifest `architecture` picks the engine ([`ImageEngine`]):
 //! `stable-diffusion` and `stable-diffusion-xl` (diffusers folders imported with
-//! `aura model import`) run on aura-image's latent-diffusion pipeline. Aura's own tiny
-//! model (`aura-tiny-emoji`, 64x64) gets its own variant here when its engine lands in
-//! aura-image; until then its packages are refused as not loadable, naming the reason.
+//! `aura model import`) run on aura-image's latent-diffusion pipeline; Aura's own tiny
+//! model (`aura-tiny-emoji`, `aura model pull aura-tiny-emoji`) on its own engine
+//! (aura-image's `tiny::package::Pipeline`): 64x64 only, its own DDIM, guidance with
+//! negative prompts, no edits, so a request for anything else is refused with a 400 that
+//! names the field. Both take the same path here: the same checks, previews, cancellation,
+//! metering and receipts, the engine's runtime fingerprint in each receipt.
 //!
 //! # What a receipt of an image says
 //!
@@ -42,7 +45,7 @@ use crate::requests::invalid;
 pub use crate::image_engine::{
     DEFAULT_IMAGE_MODEL, DIFFUSION_ARCHITECTURES, ImageEngine, MAX_IMAGES, MAX_INIT_IMAGE_BYTES,
     MAX_PARTIAL_IMAGES, MAX_PROMPT_CHARS, MAX_SIDE, MAX_STEPS, PARAMS_FORMAT, PNG_KEYWORD,
-    TINY_ARCHITECTURE, is_image, loras_of,
+    TINY_ARCHITECTURE, is_image, loras_of, preview,
 };
 use crate::image_engine::{lora_file, not_image};
 
@@ -142,6 +145,16 @@ impl ImageRequest {
         }
         let side = engine.default_size();
         let (width, height) = (self.width.unwrap_or(side), self.height.unwrap_or(side));
+        if let Some(only) = engine.only_size()
+            && (width, height) != (only, only)
+        {
+            return Err(invalid(
+                "size",
+                format!(
+                    "{width}x{height} is not supported; this model makes {only}x{only} images only"
+                ),
+            ));
+        }
         for v in [width, height] {
             if !(64..=MAX_SIDE).contains(&v) || v % 8 != 0 {
                 return Err(invalid(
@@ -159,12 +172,14 @@ impl ImageRequest {
                 format!("must be between 1 and {MAX_STEPS}"),
             ));
         }
-        let guidance_scale = self.guidance_scale.unwrap_or(7.5);
+        let guidance_scale = self
+            .guidance_scale
+            .unwrap_or_else(|| engine.default_guidance());
         if !(guidance_scale.is_finite() && (0.0..=30.0).contains(&guidance_scale)) {
             return Err(invalid("guidance_scale", "must be between 0 and 30"));
         }
         let scheduler = match &self.scheduler {
-            None => SchedulerKind::EulerAncestral,
+            None => engine.default_scheduler(),
             Some(s) => SchedulerKind::from_name(s).ok_or_else(|| {
                 invalid(
                     "scheduler",
@@ -172,6 +187,16 @@ impl ImageRequest {
                 )
             })?,
         };
+        if !engine.runs_scheduler(scheduler) {
+            return Err(invalid(
+                "scheduler",
+                format!(
+                    "`{}` is not one this model runs; it samples with {} only",
+                    scheduler.name(),
+                    engine.default_scheduler().name()
+                ),
+            ));
+        }
         if let Previews::Partial(k) = self.previews
             && k > MAX_PARTIAL_IMAGES
         {
@@ -250,9 +275,10 @@ pub fn decode_png(bytes: &[u8]) -> Result<RgbImage, ModelError> {
 pub enum ImageEvent {
     /// `step` of `steps` done on image `image` (0-based).
     Progress { image: u32, step: u32, steps: u32 },
-    /// A preview of image `image` after `step`: a PNG from a cheap projection of the
-    /// latent (an eighth of the image's size), never from the VAE. `index` counts the
-    /// request's previews from 0.
+    /// A preview of image `image` after `step`, as PNG: for latent diffusion a cheap
+    /// projection of the latent (an eighth of the image's size), never the VAE; for the
+    /// tiny model the clean latent it predicts at that step through its own 64x64 decoder.
+    /// `index` counts the request's previews from 0.
     Preview {
         image: u32,
         step: u32,
@@ -284,36 +310,6 @@ pub struct ImagesOutcome {
     pub input_tokens: u64,
     /// UNet steps run, summed.
     pub output_tokens: u64,
-}
-
-/// Projects a latent (`4 x h x w`, SD's latent space) to RGB with a fixed linear map, the
-/// approximation preview tools use: cheap enough to run after every step.
-pub fn preview(latent: &[f32], width: u32, height: u32) -> RgbImage {
-    // Rows: the latent channels; columns: their weights for R, G and B.
-    const FACTORS: [[f32; 3]; 4] = [
-        [0.3512, 0.2297, 0.3227],
-        [0.3250, 0.4974, 0.2350],
-        [-0.2829, 0.1762, 0.2721],
-        [-0.2120, -0.2616, -0.7177],
-    ];
-    let (w, h) = ((width / 8).max(1) as usize, (height / 8).max(1) as usize);
-    let plane = w * h;
-    let mut pixels = Vec::with_capacity(plane * 3);
-    for i in 0..plane {
-        for rgb in 0..3 {
-            let mut v = 0.0f32;
-            for (c, f) in FACTORS.iter().enumerate() {
-                v += latent.get(c * plane + i).copied().unwrap_or(0.0) * f[rgb];
-            }
-            let v = ((v + 1.0) * 127.5).clamp(0.0, 255.0);
-            pixels.push(v as u8);
-        }
-    }
-    RgbImage {
-        width: w as u32,
-        height: h as u32,
-        pixels,
-    }
 }
 
 /// A float as the shortest decimal that reads back as the same `f32` (so 7.5 and 0.75
@@ -465,7 +461,6 @@ impl ModelHost {
             let stop = cancel.clone();
             let tx = events.clone();
             let steps_at = preview_steps.clone();
-            let (w, h) = (plan.width, plan.height);
             let first_preview = preview_index;
             let generation = tokio::task::spawn_blocking(move || {
                 let mut next_preview = first_preview;
@@ -476,14 +471,14 @@ impl ModelHost {
                     let Some(tx) = &tx else {
                         return ControlFlow::Continue(());
                     };
-                    let (step, steps) = (p.step as u32, p.steps as u32);
+                    let (step, steps) = (p.step, p.steps);
                     let mut sent = tx.send(ImageEvent::Progress {
                         image: index,
                         step,
                         steps,
                     });
                     if sent.is_ok() && steps_at.contains(&step) {
-                        let png = aura_image::encode_png(&preview(p.latent, w, h));
+                        let png = aura_image::encode_png(&p.preview());
                         sent = tx.send(ImageEvent::Preview {
                             image: index,
                             step,

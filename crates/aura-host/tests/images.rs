@@ -9,13 +9,15 @@
 mod image_package;
 #[path = "../../aura-image/tests/support/mod.rs"]
 mod sd;
+#[path = "../../aura-image/tests/support/tiny_package.rs"]
+mod tiny_package;
 
 use std::sync::Arc;
 
 use aura_core::door::{SeededEntropy, SystemClock};
 use aura_core::keystore::Signer;
 use aura_host::images::{PNG_KEYWORD, parse_size};
-use aura_host::{ImageEvent, ImageRequest, Metering, ModelHost, Previews};
+use aura_host::{DEFAULT_IMAGE_MODEL, ImageEvent, ImageRequest, Metering, ModelHost, Previews};
 use aura_model::io_hash;
 use aura_store::SqliteStore;
 use aura_store::sqlite::Options as StoreOptions;
@@ -31,13 +33,28 @@ impl World {
     /// A data directory with the tiny model installed as `sd` (licensed) and as
     /// `unlicensed` (no license).
     fn new() -> World {
+        World::with(|dir, home, signer| {
+            let folder = dir.join("folder");
+            write_folder(&folder);
+            import_into(home, &folder, "sd", signer, true);
+            import_into(home, &folder, "unlicensed", signer, false);
+        })
+    }
+
+    /// A data directory with a small `aura-tiny-emoji` package (fresh weights, the real
+    /// MiniLM) installed and licensed under the default image model's name.
+    fn tiny() -> World {
+        World::with(|dir, home, signer| {
+            let folder = dir.join("tiny");
+            tiny_package::write_small_package(&folder, 5);
+            import_into(home, &folder, DEFAULT_IMAGE_MODEL, signer, true);
+        })
+    }
+
+    fn with(install: impl FnOnce(&std::path::Path, &std::path::Path, &Signer)) -> World {
         let dir = tempfile::tempdir().unwrap();
         let signer = Arc::new(Signer::ephemeral("node", &SeededEntropy::new(1)).unwrap());
-        let folder = dir.path().join("folder");
-        write_folder(&folder);
-        let home = dir.path().join("home");
-        import_into(&home, &folder, "sd", &signer, true);
-        import_into(&home, &folder, "unlicensed", &signer, false);
+        install(dir.path(), &dir.path().join("home"), &signer);
         let store = Arc::new(
             SqliteStore::open(
                 dir.path().join("ledger.db"),
@@ -51,13 +68,18 @@ impl World {
     }
 
     async fn host(&self) -> Arc<ModelHost> {
+        self.host_on(1).await
+    }
+
+    /// A host whose models run on `threads` threads.
+    async fn host_on(&self, threads: usize) -> Arc<ModelHost> {
         let metering = Metering::open(self.store.clone(), self.signer.clone())
             .await
             .unwrap();
         Arc::new(ModelHost::new(
             &self.dir.path().join("home"),
             metering,
-            Some(1),
+            Some(threads),
         ))
     }
 
@@ -357,5 +379,227 @@ async fn the_packages_lora_changes_the_image_and_an_edit_starts_from_an_image() 
     assert_eq!(
         receipts.last().unwrap().signed.statement.completion_tokens,
         2
+    );
+}
+
+/// A request for the tiny model: its own size, steps and guidance unless named.
+fn tiny_request(seed: u64) -> ImageRequest {
+    ImageRequest {
+        prompt: "red apple".into(),
+        steps: Some(4),
+        seed: Some(seed),
+        ..ImageRequest::default()
+    }
+}
+
+fn width_of(png: &[u8]) -> u32 {
+    assert_eq!(&png[12..16], b"IHDR");
+    u32::from_be_bytes(png[16..20].try_into().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tiny_model_is_the_default_and_gives_the_same_png_on_any_threads_and_beside_others() {
+    let world = World::tiny();
+    let bare = |png: &[u8]| aura_image::png::without_text(png, PNG_KEYWORD);
+    let one = world.host_on(1).await;
+    let cards = one.list_async().await.unwrap();
+    let card = cards
+        .iter()
+        .find(|c| c.name == DEFAULT_IMAGE_MODEL)
+        .unwrap();
+    assert!(card.image && !card.generator, "{card:?}");
+    assert_eq!(card.architecture, "aura-tiny-emoji");
+
+    // No model named: the default image model, at its own size, steps and guidance.
+    let served = one.open_image(None, None).await.unwrap();
+    assert_eq!(served.name(), DEFAULT_IMAGE_MODEL);
+    let reference = one
+        .generate_images(&served, &tiny_request(9), None)
+        .await
+        .unwrap();
+    assert_eq!((reference.width, reference.height), (64, 64));
+    let made = &reference.images[0];
+    assert_eq!(width_of(&made.png), 64);
+    assert_eq!(made.parameters["scheduler"], "ddim");
+    assert_eq!(made.parameters["guidance_scale"], 3.0);
+    assert_eq!(made.parameters["steps"], 4);
+    let reference = bare(&made.png);
+
+    // Two and four threads, and four requests at once on four threads: the same bytes.
+    for threads in [2, 4] {
+        let host = world.host_on(threads).await;
+        let served = host.open_image(None, None).await.unwrap();
+        let again = host
+            .generate_images(&served, &tiny_request(9), None)
+            .await
+            .unwrap();
+        assert_eq!(bare(&again.images[0].png), reference, "{threads} threads");
+    }
+    let host = world.host_on(4).await;
+    let served = host.open_image(None, None).await.unwrap();
+    let runs = (0..4).map(|_| {
+        let host = host.clone();
+        let served = served.clone();
+        tokio::spawn(async move {
+            host.generate_images(&served, &tiny_request(9), None)
+                .await
+                .unwrap()
+        })
+    });
+    for run in futures_util::future::join_all(runs).await {
+        assert_eq!(bare(&run.unwrap().images[0].png), reference);
+    }
+    let other = one
+        .generate_images(&served, &tiny_request(10), None)
+        .await
+        .unwrap();
+    assert_ne!(bare(&other.images[0].png), reference, "another seed");
+
+    // Every image has its signed receipt, naming the tiny engine as what ran.
+    let receipts = world.receipts().await;
+    assert_eq!(receipts.len(), 1 + 2 + 4 + 1);
+    let r = receipts
+        .iter()
+        .find(|r| r.signed.statement.id == made.receipt)
+        .unwrap();
+    r.verify(&world.signer.public_key()).unwrap();
+    let s = &r.signed.statement;
+    assert_eq!(s.package_name, DEFAULT_IMAGE_MODEL);
+    assert_eq!(s.output_hash, io_hash(&made.png));
+    assert_eq!(
+        s.input_hash,
+        io_hash(&aura_core::jcs::to_vec(&made.parameters).unwrap())
+    );
+    assert_eq!(s.completion_tokens, 4);
+    assert!(
+        s.runtime.version.starts_with("aura-image-tiny ")
+            && s.runtime.version.ends_with("aura-tiny-weights/v1"),
+        "{:?}",
+        s.runtime
+    );
+    assert_eq!(s.runtime.kernel, "aura-tiny-kernels/v1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tiny_model_previews_at_full_size_steers_away_from_a_negative_prompt_and_refuses_what_it_cannot_do()
+ {
+    let world = World::tiny();
+    let host = world.host().await;
+    let served = host.open_image(None, None).await.unwrap();
+    let bare = |png: &[u8]| aura_image::png::without_text(png, PNG_KEYWORD);
+
+    // A preview after every step: the predicted image through the model's own decoder,
+    // at full size; the last one is the image itself.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let req = ImageRequest {
+        previews: Previews::Every,
+        ..tiny_request(3)
+    };
+    let made = host.generate_images(&served, &req, Some(tx)).await.unwrap();
+    let mut previews = Vec::new();
+    while let Some(e) = rx.recv().await {
+        if let ImageEvent::Preview { step, png, .. } = e {
+            assert_eq!(width_of(&png), 64);
+            previews.push((step, png));
+        }
+    }
+    assert_eq!(
+        previews.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
+    assert_eq!(
+        previews.last().unwrap().1,
+        bare(&made.images[0].png),
+        "at the last step the prediction is the image"
+    );
+
+    // A negative prompt takes the place of "no prompt" in guidance (fresh weights ignore
+    // their conditioning, so the picture is the same here), and its hash is in the record.
+    let steered = host
+        .generate_images(
+            &served,
+            &ImageRequest {
+                negative_prompt: "green".into(),
+                ..tiny_request(3)
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        steered.images[0].parameters["negative_prompt_sha256"],
+        aura_core::hash::Hash::sha256(b"green").to_hex()
+    );
+    assert_eq!(world.receipts().await.len(), 2);
+
+    // What the model cannot do is refused before anything runs, naming the field.
+    let check = |req: ImageRequest, expect: &str| {
+        let host = host.clone();
+        let served = served.clone();
+        let expect = expect.to_owned();
+        async move {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let e = host
+                .generate_images(&served, &req, Some(tx))
+                .await
+                .unwrap_err();
+            assert_eq!((e.status, e.message.as_str()), (400, expect.as_str()));
+            assert!(rx.recv().await.is_none(), "nothing ran for {expect}");
+        }
+    };
+    check(
+        ImageRequest {
+            width: Some(128),
+            height: Some(128),
+            ..tiny_request(1)
+        },
+        "size: 128x128 is not supported; this model makes 64x64 images only",
+    )
+    .await;
+    check(
+        ImageRequest {
+            scheduler: Some("euler".into()),
+            ..tiny_request(1)
+        },
+        "scheduler: `euler` is not one this model runs; it samples with ddim only",
+    )
+    .await;
+    let png = bare(&made.images[0].png);
+    check(
+        ImageRequest {
+            init_image: Some(png),
+            ..tiny_request(1)
+        },
+        "image: this model cannot start from an image",
+    )
+    .await;
+    assert_eq!(world.receipts().await.len(), 2);
+
+    // A caller that goes away stops the work at its next step: the image in progress is
+    // not recorded, nor any after it (ten images of 150 steps with a preview after each
+    // take long enough that dropping the receiver lands well before the end).
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let long = ImageRequest {
+        n: Some(10),
+        steps: Some(150),
+        previews: Previews::Every,
+        ..tiny_request(1)
+    };
+    let run = {
+        let host = host.clone();
+        let served = served.clone();
+        tokio::spawn(async move { host.generate_images(&served, &long, Some(tx)).await })
+    };
+    assert!(matches!(
+        rx.recv().await,
+        Some(ImageEvent::Progress { step: 1, .. })
+    ));
+    drop(rx);
+    let stopped = run.await.unwrap().unwrap_err();
+    assert_eq!(stopped.status, 499, "{stopped}");
+    let recorded = world.receipts().await.len() - 2;
+    assert!(
+        recorded < 10,
+        "{recorded} images recorded after the caller left"
     );
 }

@@ -4,56 +4,17 @@
 //! encoder are not what they claim refused.
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
-use std::path::{Path, PathBuf};
+#[path = "support/tiny_package.rs"]
+mod tiny_package;
 
-use aura_image::dataset::EmojiDataset;
+use std::ops::ControlFlow;
+
 use aura_image::tiny::package::{self, PackageConfig, Pipeline};
-use aura_image::tiny::{self, MiniLm, SampleOptions, TextEncoder, TinyModel};
-use aura_image::train::{DenoiserShape, Recipe};
+use aura_image::tiny::{MiniLm, SampleOptions, TextEncoder};
+use tiny_package::{minilm_dir, write_package};
 
-fn minilm_dir() -> PathBuf {
-    let dir = EmojiDataset::default_cache().join("minilm");
-    assert!(
-        dir.join("model.safetensors").is_file(),
-        "MiniLM is missing in {}: run scripts/fetch-models.sh",
-        dir.display()
-    );
-    dir
-}
-
-/// A small model (random weights: what is tested is the package, not the pictures).
-fn small_model(text_encoder: &str) -> TinyModel {
-    let recipe = Recipe {
-        vae: tiny::VaeConfig {
-            latent_channels: 2,
-            channels: [8, 8, 16],
-        },
-        denoiser: DenoiserShape {
-            hidden: 32,
-            ff: 48,
-            blocks: 2,
-            time: 16,
-            text_input: true,
-        },
-        ..Recipe::emoji()
-    };
-    TinyModel::new(&recipe.model_config(384, text_encoder), 5)
-}
-
-/// Writes a package's files for `weights` into `dir` (MiniLM's by symbolic link).
-fn write_package(dir: &Path, weights: &[u8]) {
-    std::fs::create_dir_all(dir).unwrap();
-    let minilm = minilm_dir();
-    let config = PackageConfig::for_weights(weights).unwrap();
-    std::fs::write(dir.join(package::CONFIG_FILE), config.to_json()).unwrap();
-    std::fs::write(dir.join(package::WEIGHTS_FILE), weights).unwrap();
-    for (from, to) in [
-        ("model.safetensors", package::TEXT_ENCODER_FILE),
-        ("config.json", package::TEXT_ENCODER_CONFIG_FILE),
-        ("tokenizer.json", package::TOKENIZER_FILE),
-    ] {
-        std::os::unix::fs::symlink(minilm.join(from), dir.join(to)).unwrap();
-    }
+fn small_model(text_encoder: &str) -> aura_image::tiny::TinyModel {
+    tiny_package::small_model(text_encoder, 5)
 }
 
 #[test]
@@ -131,4 +92,85 @@ fn packages_that_are_not_what_they_claim_are_refused() {
     write_package(tmp.path(), &weights);
     std::fs::write(tmp.path().join(package::CONFIG_FILE), b"\xff").unwrap();
     assert!(Pipeline::load(tmp.path()).is_err());
+}
+
+#[test]
+fn generate_previews_every_step_steers_with_a_negative_prompt_and_stops_when_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_package::write_small_package(tmp.path(), 5);
+    let pipeline = Pipeline::load(tmp.path()).unwrap();
+    let opts = SampleOptions {
+        seed: 3,
+        steps: 6,
+        guidance: 3.0,
+    };
+    // Without a negative prompt, the host's path is the plain one, bit for bit.
+    let plain = pipeline
+        .generate_png("red apple", &opts, &mut |_, _| {})
+        .unwrap();
+    let mut previews = Vec::new();
+    let image = pipeline
+        .generate("red apple", "", &opts, &mut |p| {
+            previews.push((p.step, p.steps, p.preview()));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(image.to_png(), plain);
+    assert_eq!(
+        previews
+            .iter()
+            .map(|(s, n, _)| (*s, *n))
+            .collect::<Vec<_>>(),
+        (1..=6).map(|s| (s, 6)).collect::<Vec<_>>()
+    );
+    assert!(
+        previews
+            .iter()
+            .all(|(_, _, p)| (p.width, p.height) == (64, 64))
+    );
+    // The last step lands on the clean latent it predicts: its preview is the image.
+    assert_eq!(previews.last().unwrap().2, image);
+
+    // A negative prompt replaces "no prompt" in guidance, and gives the same image again.
+    // (Freshly initialised weights ignore their conditioning, adaLN-Zero's gates being
+    // zero, so that it steers the picture shows only with trained weights.)
+    let steer = |negative: &str| {
+        pipeline
+            .generate("red apple", negative, &opts, &mut |_| {
+                ControlFlow::Continue(())
+            })
+            .unwrap()
+    };
+    assert_eq!(steer("green"), steer("green"));
+    assert_eq!(steer("  "), image, "a blank negative prompt is none");
+
+    // The callback stops the generation at the step it says so.
+    let mut last = 0;
+    let stopped = pipeline.generate("red apple", "", &opts, &mut |p| {
+        last = p.step;
+        if p.step == 2 {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
+    assert!(matches!(stopped, Err(aura_image::tiny::Error::Cancelled)));
+    assert_eq!(last, 2);
+
+    // On pools of 1, 2 and 4 threads: the same image.
+    for threads in [1, 2, 4] {
+        let on = Pipeline::load(tmp.path())
+            .unwrap()
+            .with_threads(threads)
+            .unwrap();
+        let again = on
+            .generate("red apple", "", &opts, &mut |_| ControlFlow::Continue(()))
+            .unwrap();
+        assert_eq!(again, image, "{threads} threads");
+    }
+    let f = pipeline.fingerprint();
+    assert_eq!(
+        (f.engine.as_str(), f.kernel.as_str()),
+        ("aura-image-tiny", "aura-tiny-kernels/v1")
+    );
 }

@@ -17,6 +17,7 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod images_tool;
 pub mod services;
 pub mod speech;
 

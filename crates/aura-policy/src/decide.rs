@@ -473,6 +473,32 @@ fn resource_entity(compiled: &Compiled, request: &Request) -> Result<(EntityUid,
             ],
             None,
         ),
+        Resource::Image {
+            namespace,
+            model,
+            width,
+            height,
+            path,
+        } => (
+            uid(
+                &t.image,
+                &format!("{namespace}:{model}:{width}x{height}:{path}"),
+            ),
+            vec![
+                ns_attr(namespace),
+                string("model", model),
+                (
+                    "width".to_owned(),
+                    RestrictedExpression::new_long(i64::from(*width)),
+                ),
+                (
+                    "height".to_owned(),
+                    RestrictedExpression::new_long(i64::from(*height)),
+                ),
+                string("path", path),
+            ],
+            Some(namespace),
+        ),
         Resource::Mission { namespace, id } => {
             let id = id.to_string();
             (
@@ -743,6 +769,13 @@ mod tests {
                 server: "files".into(),
                 tool: "read".into(),
                 trusted: false,
+            },
+            Resource::Image {
+                namespace: ns("team-a"),
+                model: "aura-tiny-emoji".into(),
+                width: 64,
+                height: 64,
+                path: "images/apple.png".into(),
             },
             Resource::Mission {
                 namespace: ns("team-a"),

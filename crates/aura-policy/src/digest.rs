@@ -16,6 +16,7 @@
 //!   5 mission: str namespace, [16] id
 //!   6 agent:   str namespace, [16] id
 //!   7 MCP tool: str server, str tool, u8 trusted
+//!   8 image:   str namespace, str model, u32 width, u32 height, str path
 //! u8 has mission (0/1) [, [16] mission], u8 destructive, u8 in_cell
 //! u32 n extra entries, sorted by key: str key, u8 kind (1 string, 2 other JSON,
 //!   3 unfit: nested too deeply or holding a fractional number), str text (the string,
@@ -96,6 +97,19 @@ fn encode(r: &Request) -> Vec<u8> {
             put_str(&mut e, server);
             put_str(&mut e, tool);
             e.u8(u8::from(*trusted));
+        }
+        Resource::Image {
+            namespace,
+            model,
+            width,
+            height,
+            path,
+        } => {
+            e.u8(8);
+            put_str(&mut e, namespace.as_str());
+            put_str(&mut e, model);
+            e.u32(*width).u32(*height);
+            put_str(&mut e, path);
         }
     }
     let c = &r.context;

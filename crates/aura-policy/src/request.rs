@@ -79,6 +79,15 @@ pub enum Resource {
         tool: String,
         trusted: bool,
     },
+    /// An image to make (`image.generate`): the image model's package name, the size in
+    /// pixels, and the normalised workspace path its PNG is written to.
+    Image {
+        namespace: Namespace,
+        model: String,
+        width: u32,
+        height: u32,
+        path: String,
+    },
     /// A mission (`mission.*`, `record.read`).
     Mission { namespace: Namespace, id: MissionId },
     /// An agent (`agent.send`, `record.read`).
@@ -90,6 +99,7 @@ impl Resource {
     pub fn namespace(&self) -> Option<&Namespace> {
         match self {
             Resource::Path { namespace, .. }
+            | Resource::Image { namespace, .. }
             | Resource::Command { namespace, .. }
             | Resource::Mission { namespace, .. }
             | Resource::Agent { namespace, .. } => Some(namespace),
@@ -105,6 +115,7 @@ impl Resource {
             Resource::Host { .. } => "Host",
             Resource::Model { .. } => "Model",
             Resource::McpTool { .. } => "McpTool",
+            Resource::Image { .. } => "Image",
             Resource::Mission { .. } => "Mission",
             Resource::Agent { .. } => "Agent",
         }
@@ -118,6 +129,7 @@ impl Resource {
             Resource::Host { .. } => "a host",
             Resource::Model { .. } => "a model",
             Resource::McpTool { .. } => "an MCP tool",
+            Resource::Image { .. } => "an image",
             Resource::Mission { .. } => "a mission",
             Resource::Agent { .. } => "an agent",
         }
@@ -282,6 +294,10 @@ pub(crate) fn check_resource(resource: &Resource) -> Result<(), Malformed> {
         Resource::McpTool { server, tool, .. } => {
             check_text("MCP server name", server, false)?;
             check_text("MCP tool name", tool, false)
+        }
+        Resource::Image { model, path, .. } => {
+            check_text("model name", model, false)?;
+            check_path(path)
         }
         Resource::Mission { .. } | Resource::Agent { .. } => Ok(()),
     }

@@ -52,6 +52,7 @@ pub(crate) struct Types {
     pub(crate) host: EntityTypeName,
     pub(crate) model: EntityTypeName,
     pub(crate) mcp_tool: EntityTypeName,
+    pub(crate) image: EntityTypeName,
     pub(crate) mission: EntityTypeName,
     pub(crate) extra: EntityTypeName,
 }
@@ -86,6 +87,7 @@ fn compile() -> Result<Compiled, String> {
         host: type_name("Host")?,
         model: type_name("Model")?,
         mcp_tool: type_name("McpTool")?,
+        image: type_name("Image")?,
         mission: type_name("Mission")?,
         extra: type_name("Extra")?,
     };
@@ -157,6 +159,7 @@ mod tests {
                 "fs.read",
                 "fs.write",
                 "http.fetch",
+                "image.generate",
                 "mcp.call",
                 "mission.cancel",
                 "mission.finish",
@@ -172,6 +175,7 @@ mod tests {
         assert_eq!(groups, ["fs", "lifecycle", "read", "tool"]);
         assert_eq!(c.actions["fs.write"].resources, ["Path"]);
         assert_eq!(c.actions["mcp.call"].resources, ["McpTool"]);
+        assert_eq!(c.actions["image.generate"].resources, ["Image"]);
         assert_eq!(c.actions["record.read"].resources.len(), 2);
     }
 }

@@ -777,3 +777,81 @@ when { resource.server == "files" && resource.tool == "delete" };"#,
         ],
     );
 }
+
+fn image(namespace: &str, model: &str, side: u32) -> aura_policy::Resource {
+    aura_policy::Resource::Image {
+        namespace: ns(namespace),
+        model: model.into(),
+        width: side,
+        height: side,
+        path: "art/apple.png".into(),
+    }
+}
+
+#[test]
+fn images_under_the_defaults_and_an_operator_size_limit() {
+    const IMAGE: &[&str] = &["aura.image.generate"];
+    check(
+        &PolicySet::defaults(),
+        vec![
+            (
+                "Aura's own model at L1",
+                req(L1, "image.generate", image("team-a", "aura-tiny-emoji", 64)),
+                DENY,
+                NONE,
+            ),
+            (
+                "Aura's own model at L2",
+                req(L2, "image.generate", image("team-a", "aura-tiny-emoji", 64)),
+                PERMIT,
+                IMAGE,
+            ),
+            (
+                "another model, even at L4",
+                req(L4, "image.generate", image("team-a", "sd15", 512)),
+                DENY,
+                NONE,
+            ),
+            (
+                "an image in another namespace's workspace",
+                req(L4, "image.generate", image("team-b", "aura-tiny-emoji", 64)),
+                DENY,
+                ISOLATION,
+            ),
+            (
+                "another action on an image",
+                req(L4, "fs.write", image("team-a", "aura-tiny-emoji", 64)),
+                DENY,
+                NONE,
+            ),
+        ],
+    );
+    let operator = PolicySet::parse(
+        "ops.cedar",
+        r#"@id("ops.sd15")
+permit (principal in Aura::Level::"L2", action == Aura::Action::"image.generate", resource is Aura::Image)
+when { resource.model == "sd15" };
+@id("ops.small-images")
+forbid (principal, action == Aura::Action::"image.generate", resource is Aura::Image)
+when { resource.width > 512 || resource.height > 512 };"#,
+    )
+    .unwrap();
+    let set = PolicySet::defaults().merge(operator).unwrap();
+    check(
+        &set,
+        vec![
+            (
+                "the permitted model at a permitted size",
+                req(L2, "image.generate", image("team-a", "sd15", 512)),
+                PERMIT,
+                &["ops.sd15"],
+            ),
+            (
+                "the permitted model too large",
+                req(L4, "image.generate", image("team-a", "sd15", 1024)),
+                DENY,
+                &["ops.small-images"],
+            ),
+        ],
+    );
+}

@@ -149,6 +149,7 @@ fn defaults_load_cleanly_and_are_documented() {
             "aura.mission.finish",
             "aura.mission.lifecycle",
             "aura.model.use",
+            "aura.image.generate",
         ]
     );
     let escalate = set.policy("aura.destructive.escalate").unwrap();

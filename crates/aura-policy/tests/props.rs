@@ -82,6 +82,15 @@ fn resource() -> impl Strategy<Value = Resource> {
             scheme
         }),
         (text(), text()).prop_map(|(name, digest)| Resource::Model { name, digest }),
+        (namespace(), text(), any::<u32>(), any::<u32>(), text()).prop_map(
+            |(namespace, model, width, height, path)| Resource::Image {
+                namespace,
+                model,
+                width,
+                height,
+                path
+            }
+        ),
         (namespace(), any::<[u8; 16]>()).prop_map(|(namespace, id)| Resource::Mission {
             namespace,
             id: MissionId::from_bytes(id)
@@ -199,6 +208,23 @@ fn well_formed() -> impl Strategy<Value = Request> {
             )),
         ("[a-z0-9-]{1,12}", "[0-9a-f]{64}")
             .prop_map(|(name, digest)| ("model.use", Resource::Model { name, digest })),
+        (
+            ns(),
+            "[a-z0-9-]{1,12}",
+            1u32..4096,
+            1u32..4096,
+            "[a-z]{1,8}\\.png"
+        )
+            .prop_map(|(namespace, model, width, height, path)| (
+                "image.generate",
+                Resource::Image {
+                    namespace,
+                    model,
+                    width,
+                    height,
+                    path
+                }
+            )),
         (
             prop::sample::select(vec![
                 "mission.submit",

@@ -60,6 +60,14 @@ pub enum Target {
     Agent { agent: AgentId },
     /// The calling mission itself.
     Mission,
+    /// An image to make: the image model's package name, the size in pixels and the
+    /// normalised workspace path its PNG is written to.
+    Image {
+        model: String,
+        width: u32,
+        height: u32,
+        path: String,
+    },
     /// A tool of an MCP server: the server's registered name, the tool's name on it, and
     /// whether the operator marked the server trusted.
     McpTool {

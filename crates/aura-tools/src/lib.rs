@@ -16,7 +16,8 @@
 //!    [`Registry::compensate`], from the [`Compensation`] each effect recorded
 //!    (`fs.write` and `fs.delete` record the previous content, byte for byte).
 //!
-//! The built-in tools ([`Registry::builtin`]):
+//! The built-in tools ([`Registry::builtin`]; `image.generate` is registered by a node
+//! that hosts models, with its [`ImageGenerator`]):
 //!
 //! | tool | target | destructive | compensation |
 //! |---|---|---|---|
@@ -28,6 +29,7 @@
 //! | `http.fetch` | host | no | none |
 //! | `agent.send` | agent | no | none |
 //! | `mission.finish` | mission | no | none |
+//! | `image.generate` | image (model, size, path) | no (the old bytes are kept) | restore the previous content, or remove the new file |
 //!
 //! File tools resolve every path with `openat2(2)` beneath the workspace (no `..`, no
 //! absolute paths, no symbolic links, a swapped-in link cannot redirect them); `cmd.run`
@@ -46,6 +48,7 @@ mod context;
 mod effect;
 mod fs;
 pub mod http;
+mod image;
 mod registry;
 mod tool;
 
@@ -64,6 +67,7 @@ pub use fs::{
     DeleteArgs, Encoding, FsDelete, FsList, FsRead, FsWrite, ListArgs, ReadArgs, WriteArgs,
 };
 pub use http::{FetchArgs, HttpFetch, HttpOptions, Method};
+pub use image::{ImageArgs, ImageGenerate, ImageGenerator, ImageJob, MadeImage};
 pub use registry::{
     BuiltinOptions, RegisterError, Registry, Unauthorized, authorize, authorize_compensation,
 };

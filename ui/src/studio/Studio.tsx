@@ -3,7 +3,8 @@
 //     stream: true, partial_images: N, seed, steps, guidance_scale, negative_prompt,
 //     scheduler, lora?}
 //   -> SSE `image_generation.partial_image` {b64_json, partial_image_index} ...,
-//      then `image_generation.completed` {b64_json, ...}; the receipt id in `x-aura-receipt`.
+//      then `image_generation.completed` {b64_json, aura: {receipt, seed, parameters}}
+//      (a streamed answer's headers go out before any receipt exists).
 // Previews show as they arrive; the gallery keeps every finished image with its
 // parameters and receipt in this browser (IndexedDB), and re-runs them with the same seed.
 import { useEffect, useRef, useState } from "preact/hooks";
@@ -29,8 +30,10 @@ interface Params {
   partial_images: number;
 }
 
-const SIZES = ["256x256", "512x512", "768x768", "1024x1024"];
-const SCHEDULERS = ["euler", "euler_a", "ddim", "dpm++_2m", "lcm"];
+// "auto" and "" leave the size and the scheduler to the model: Aura's own tiny model makes
+// 64x64 images with its own DDIM only, Stable Diffusion its native size with Euler a.
+const SIZES = ["auto", "64x64", "256x256", "512x512", "768x768", "1024x1024"];
+const SCHEDULERS = ["", "euler", "euler_a", "ddim", "dpmpp_2m", "lcm"];
 
 function newSeed(): number {
   return crypto.getRandomValues(new Uint32Array(1))[0];
@@ -110,8 +113,8 @@ export default function Studio() {
     seedLocked: false,
     steps: 20,
     guidance_scale: 7,
-    size: "512x512",
-    scheduler: "euler",
+    size: "auto",
+    scheduler: "",
     lora: "",
     partial_images: 3,
   });
@@ -152,7 +155,7 @@ export default function Studio() {
       seed,
       steps: params.steps,
       guidance_scale: params.guidance_scale,
-      scheduler: params.scheduler,
+      scheduler: params.scheduler || undefined,
     };
     if (params.lora) body.lora = params.lora;
     try {
@@ -177,7 +180,7 @@ export default function Studio() {
           setPreview(`data:image/png;base64,${data.b64_json}`);
           const image = new Blob([fromBase64(data.b64_json) as BlobPart], { type: "image/png" });
           const { seedLocked: _, ...rest } = params;
-          await saveGeneration({ id: crypto.randomUUID(), createdAt: Date.now(), params: { ...rest, seed, model: body.model }, image, receipt: receipt ?? data.receipt });
+          await saveGeneration({ id: crypto.randomUUID(), createdAt: Date.now(), params: { ...rest, seed, model: body.model }, image, receipt: receipt ?? data.aura?.receipt ?? data.receipt });
           setStatus("done");
           await loadGallery();
         } else if (type === "error" || data.error) {
@@ -253,7 +256,7 @@ export default function Studio() {
             Size
             <select value={p.size} onChange={set("size")}>
               {SIZES.map((s) => (
-                <option>{s}</option>
+                <option value={s}>{s === "auto" ? "auto (the model's size)" : s}</option>
               ))}
             </select>
           </label>
@@ -261,7 +264,7 @@ export default function Studio() {
             Scheduler
             <select value={p.scheduler} onChange={set("scheduler")}>
               {SCHEDULERS.map((s) => (
-                <option>{s}</option>
+                <option value={s}>{s || "the model's default"}</option>
               ))}
             </select>
           </label>
@@ -304,12 +307,17 @@ export default function Studio() {
       <h2>Gallery</h2>
       <ul class="gallery">
         {gallery.map((g) => (
-          <li>
+          <li data-testid="gallery-item">
             <img src={g.url} alt={String(g.params.prompt)} />
             <p class="small">
-              seed {String(g.params.seed)} · {String(g.params.steps)} steps · CFG {String(g.params.guidance_scale)} · {String(g.params.scheduler)}
+              {String(g.params.model)} · {String(g.params.size)} · seed {String(g.params.seed)} · {String(g.params.steps)} steps · CFG {String(g.params.guidance_scale)} ·{" "}
+              {String(g.params.scheduler || "default scheduler")}
             </p>
-            {g.receipt && <p class="small mono">receipt {g.receipt}</p>}
+            {g.receipt && (
+              <p class="small mono" data-testid="gallery-receipt">
+                receipt {g.receipt}
+              </p>
+            )}
             <div class="row">
               <button type="button" class="small-btn" onClick={() => generate({ ...(g.params as any), seedLocked: true })}>
                 Re-run (same seed)

@@ -15,7 +15,8 @@ let browser: Browser;
 let agent: string;
 
 beforeAll(async () => {
-  [node, browser] = await Promise.all([startNode({ withModel: process.env.AURA_UI_NO_MODEL !== "1" }), launch()]);
+  const withModel = process.env.AURA_UI_NO_MODEL !== "1";
+  [node, browser] = await Promise.all([startNode({ withModel, withImageModel: withModel }), launch()]);
   const a = await node.api("POST", "/v1/agents", { name: "writer", level: "L2", namespace: "default" });
   expect(a.status).toBe(201);
   agent = a.body.id;
@@ -451,25 +452,68 @@ describe("the avatar", () => {
 });
 
 describe("the image studio", () => {
-  it("shows partial previews and the final image", async (ctx) => {
-    const probe = await node.api("POST", "/v1/images/generations", {});
+  it("makes an image with live previews, cancels, and re-runs a gallery entry's seed to the same image", async (ctx) => {
     const models = await node.api("GET", "/v1/models");
-    const imageModels = ((models.body?.data ?? []) as { kind?: string }[]).filter((m) => m.kind === "image");
-    if (probe.status === 404 || imageModels.length === 0) {
-      // SKIPPED ON PURPOSE: the Images API exists, but this node has no image model to
-      // serve: Aura's default one (aura-tiny-emoji, docs/image-model.md) is not trained and
-      // shipped yet, and no registry carries Stable Diffusion weights. The test runs as soon
-      // as `aura model pull aura-tiny-emoji` installs a model the harness can start with.
-      console.log(`[skip] the image studio test: images API ${probe.status}, image models installed: ${imageModels.length}`);
+    const imageModels = ((models.body?.data ?? []) as { id: string; kind?: string }[]).filter((m) => m.kind === "image");
+    if (process.env.AURA_UI_NO_MODEL === "1") {
+      // Asked for: a run without models (the harness installs aura-tiny-emoji otherwise).
+      console.log("[skip] the image studio test: AURA_UI_NO_MODEL=1");
       ctx.skip();
     }
+    expect(imageModels.map((m) => m.id)).toContain("aura-tiny-emoji");
+    const receipts = async () => ((await node.api("GET", "/v1/receipts")).body.receipts as { id: string }[]).map((r) => r.id);
+    const before = await receipts();
     const { page, context, errors } = await openPage(browser);
     await page.goto(`${node.url}/#/studio`);
-    await page.getByLabel("Steps").fill("4");
+    const status = () => page.textContent("[data-testid=studio-status]");
+    const items = page.locator("[data-testid=gallery-item]");
+
+    // Generate: previews arrive while it runs, then the image, kept in the gallery with its
+    // parameters and its receipt.
+    await page.getByLabel("Steps").fill("12");
     await page.getByRole("button", { name: "Generate" }).click();
     await until(async () => Number(await page.getAttribute("[data-testid=studio-image]", "data-partials")) > 0, "a partial preview", 120000);
-    await until(async () => (await page.textContent("[data-testid=studio-status]")) === "done", "the final image", 300000);
+    await until(async () => (await status()) === "done", "the final image", 300000);
+    await until(async () => (await items.count()) === 1, "the gallery entry");
+    const first = (await items.first().textContent()) ?? "";
+    expect(first).toContain("aura-tiny-emoji");
+    expect(first).toContain("12 steps");
+    const receiptOf = async (i: number) => /^receipt (rcpt_\w+)$/.exec(((await items.nth(i).locator("[data-testid=gallery-receipt]").textContent()) ?? "").trim())?.[1];
+    const receipt = await receiptOf(0);
+    expect(receipt, first).toBeTruthy();
+    expect(await receipts()).toContain(receipt);
     await screenshot(page, "studio");
+
+    // Re-run the entry's seed: another receipt, the same pixels.
+    await items.first().getByRole("button", { name: "Re-run (same seed)" }).click();
+    await until(async () => (await items.count()) === 2, "the re-run's gallery entry", 300000);
+    const pixels = await page.evaluate(() =>
+      [...document.querySelectorAll<HTMLImageElement>("[data-testid=gallery-item] img")].map((img) => {
+        const c = document.createElement("canvas");
+        [c.width, c.height] = [img.naturalWidth, img.naturalHeight];
+        const g = c.getContext("2d")!;
+        g.drawImage(img, 0, 0);
+        return Array.from(g.getImageData(0, 0, c.width, c.height).data).join(",");
+      }),
+    );
+    expect(pixels).toHaveLength(2);
+    expect(pixels[0].length).toBeGreaterThan(0);
+    expect(pixels[0] === pixels[1], "the same seed gives the same image").toBe(true);
+    const rerun = await receiptOf(0);
+    expect(rerun).toBeTruthy();
+    expect(rerun).not.toBe(receipt);
+
+    // Cancel once the first preview is in: the node stops, records nothing, the gallery
+    // keeps what it had.
+    await page.getByLabel("Steps").fill("100");
+    await page.getByRole("button", { name: "Generate" }).click();
+    await until(async () => Number(await page.getAttribute("[data-testid=studio-image]", "data-partials")) > 0 && (await status())?.startsWith("preview"), "a preview of the long run", 120000);
+    await page.getByRole("button", { name: "Cancel" }).click();
+    await until(async () => (await status()) === "cancelled", "the cancelled status");
+    await page.waitForTimeout(1500);
+    expect(await items.count()).toBe(2);
+    expect((await receipts()).length).toBe(before.length + 2);
+    record("studio", { images: 2, cancelled: 1 });
     expect(errors).toEqual([]);
     await context.close();
   });

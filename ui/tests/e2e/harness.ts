@@ -2,8 +2,8 @@
 // embedded) on a throwaway data directory with the demo's scripted reasoner, and Debian's
 // Chromium driven by playwright-core. Nothing here stands in for the node or the browser.
 import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { homedir, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
@@ -36,6 +36,33 @@ export interface NodeOptions {
   withKey?: boolean;
   /** Install SmolLM2 from the model cache before starting (for the chat). */
   withModel?: boolean;
+  /** Install Aura's tiny image model before starting (for the image studio). */
+  withImageModel?: boolean;
+}
+
+/**
+ * Installs Aura's tiny image model, `aura-tiny-emoji`: the weights this build ships
+ * (`aura model pull aura-tiny-emoji`), or, while it ships none, weights of the first step
+ * of the default recipe (`aura image train --limit-steps 1`, from the emoji dataset and
+ * MiniLM that scripts/fetch-emoji.sh and fetch-models.sh put in the model cache) installed
+ * with `pull --from`. Training is deterministic, so its result is kept in the model cache
+ * and trained once per machine. Returns which it installed.
+ */
+function installImageModel(run: (args: string[]) => string): "shipped" | "trained" {
+  try {
+    run(["model", "pull", "aura-tiny-emoji"]);
+    return "shipped";
+  } catch (e) {
+    const stderr = String((e as { stderr?: unknown }).stderr ?? e);
+    if (!stderr.includes("ships no weights")) throw e;
+  }
+  const cache = process.env.AURA_MODEL_CACHE ?? join(homedir(), ".cache/aura/models");
+  const out = join(cache, "ui-tiny-emoji");
+  if (!existsSync(join(out, "model.safetensors")) || !existsSync(join(out, "training-record.json"))) {
+    run(["image", "train", "--limit-steps", "1", "--out", out]);
+  }
+  run(["model", "pull", "aura-tiny-emoji", "--from", out]);
+  return "trained";
 }
 
 export async function startNode(opts: NodeOptions = {}): Promise<Node> {
@@ -47,6 +74,7 @@ export async function startNode(opts: NodeOptions = {}): Promise<Node> {
     execFileSync(auraBin(), args, { env: { ...env, ...extra }, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
   run(["init"]);
   if (opts.withModel) run(["model", "pull", "smollm2"]);
+  if (opts.withImageModel) console.log(`[harness] aura-tiny-emoji: ${installImageModel(run)} weights`);
   let key: string | undefined;
   if (opts.withKey) {
     const out = JSON.parse(run(["--json", "apikey", "create", "ui-test", "--role", "operator"]));

@@ -53,6 +53,10 @@ pub(crate) enum Command {
     Pull {
         /// The model to fetch
         name: String,
+        /// For aura-tiny-emoji: the weights `aura image train --out DIR` wrote (with their
+        /// training record), instead of the ones this build ships
+        #[arg(long, value_name = "DIR")]
+        from: Option<std::path::PathBuf>,
     },
     /// Hash every file of packages and check them against their signed manifests
     Verify {
@@ -97,7 +101,7 @@ pub(crate) fn run(home: &Home, out: &Output, cmd: Command) -> anyhow::Result<()>
             };
             import_one(home, out, &registry, &path, &options, &key, "imported")
         }
-        Command::Pull { name } => pull_one(home, out, &registry, &name),
+        Command::Pull { name, from } => pull_one(home, out, &registry, &name, from.as_deref()),
         Command::Verify { packages } => verify(out, &registry, &packages),
         Command::List => list(out, &registry),
         Command::Show { package, tensors } => show(out, &registry, &package, tensors),
@@ -342,10 +346,25 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     line
 }
 
-fn pull_one(home: &Home, out: &Output, registry: &Registry, name: &str) -> anyhow::Result<()> {
+fn pull_one(
+    home: &Home,
+    out: &Output,
+    registry: &Registry,
+    name: &str,
+    from: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
     // Aura's own image model ships in the source tree, not in a wheel.
     if name == aura_image::tiny::package::ARCHITECTURE {
-        return crate::cmd::image::pull::pull(home, out, registry);
+        return crate::cmd::image::pull::pull(home, out, registry, from);
+    }
+    if from.is_some() {
+        return Err(hinted(
+            format!(
+                "--from applies to {} only",
+                aura_image::tiny::package::ARCHITECTURE
+            ),
+            format!("pull `{name}` without it"),
+        ));
     }
     let known = Known::find(name).ok_or_else(|| {
         hinted(

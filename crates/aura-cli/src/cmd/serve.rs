@@ -59,6 +59,8 @@ async fn parts(
 ) -> (aura_node::services::Parts, Option<Runtime>, Option<String>) {
     let mut parts = aura_node::services::Parts {
         local: Some(models.reasoners()),
+        // Missions make images on the same host as the Images API (`image.generate`).
+        extra_tools: vec![aura_node::images_tool::tool(models.clone())],
         ..Default::default()
     };
     let mut options = CellOptions::new(home.dir().join("cells"));
@@ -296,7 +298,7 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
     let (mut parts, cells, cells_note) = parts(home, &models, &workspaces).await;
     let registered = match mcp_servers(&config, cells.as_ref()).await {
         Ok((tools, registered)) => {
-            parts.extra_tools = tools;
+            parts.extra_tools.extend(tools);
             registered
         }
         Err(e) => {

@@ -59,6 +59,19 @@ fn resource(query: &Query) -> Result<Resource, String> {
             tool: tool.clone(),
             trusted: *trusted,
         },
+        // The PNG lands in the mission's workspace, which is in the agent's namespace.
+        Some(Target::Image {
+            model,
+            width,
+            height,
+            path,
+        }) => Resource::Image {
+            namespace,
+            model: model.clone(),
+            width: *width,
+            height: *height,
+            path: path.clone(),
+        },
         Some(Target::Agent { agent }) => Resource::Agent {
             // An agent the node does not know has no namespace to be judged in: refuse
             // rather than guess one, so a message to nowhere is never permitted.

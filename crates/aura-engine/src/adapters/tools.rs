@@ -73,6 +73,17 @@ fn target(t: &aura_tools::Target) -> Target {
             tool: tool.clone(),
             trusted: *trusted,
         },
+        aura_tools::Target::Image {
+            model,
+            width,
+            height,
+            path,
+        } => Target::Image {
+            model: model.clone(),
+            width: *width,
+            height: *height,
+            path: path.clone(),
+        },
     }
 }
 

@@ -1,6 +1,7 @@
 //! A tiny random-weight SD 1.5 diffusers folder (aura-image's test writer: diffusers'
 //! real tensor names and configs, loaded by the real loader) with a LoRA in `loras/`,
-//! imported into a data directory as a signed package. Shared by the host's, the node's
+//! imported into a data directory as a signed package (and so is any other package
+//! folder, such as aura-image's small `aura-tiny-emoji` package). Shared by the host's, the node's
 //! and the CLI's image tests through `#[path]`, next to aura-image's writer, which the
 //! including file brings in as the module `sd`.
 
@@ -53,7 +54,15 @@ pub(crate) fn import_into(
         ..Options::default()
     };
     let plan = import::plan(folder, &options).unwrap();
-    assert_eq!(plan.source_kind(), import::SourceKind::DiffusersDir);
+    // A diffusers folder, or the tiny model's files (a safetensors model directory).
+    assert!(
+        matches!(
+            plan.source_kind(),
+            import::SourceKind::DiffusersDir | import::SourceKind::SafetensorsDir
+        ),
+        "{:?}",
+        plan.source_kind()
+    );
     let ctx = Context {
         signer,
         clock: &SystemClock,

@@ -27,6 +27,7 @@ pub(crate) mod vae;
 pub(crate) mod weights;
 
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -53,6 +54,9 @@ pub enum Error {
     /// A request the model cannot serve.
     #[error("{0}")]
     Invalid(String),
+    /// The caller stopped the generation (its progress callback said so).
+    #[error("the generation was cancelled")]
+    Cancelled,
     /// A file could not be read.
     #[error("cannot read {path}")]
     Io {
@@ -204,6 +208,42 @@ impl Image {
                 .map(|v| ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8)
                 .collect(),
         }
+    }
+}
+
+/// One denoising step done, as [`TinyModel::generate_guided`] reports it.
+pub struct Progress<'a> {
+    /// Steps done.
+    pub step: usize,
+    /// Steps this generation runs.
+    pub steps: usize,
+    /// The current latent, scaled (`latent_channels x 8 x 8`, channel-major).
+    pub latent: &'a [f32],
+    /// The clean latent the model predicts at this step, scaled like `latent`.
+    predicted: &'a [f32],
+    model: &'a TinyModel,
+}
+
+impl std::fmt::Debug for Progress<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Progress")
+            .field("step", &self.step)
+            .field("steps", &self.steps)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Progress<'_> {
+    /// Where the picture is heading: the clean latent predicted at this step through the
+    /// VAE's decoder, at full size (64x64). The tiny decoder costs about as much as a few
+    /// denoising steps, so a caller asks for it only at the steps it shows.
+    pub fn preview(&self) -> Image {
+        let mut images = self.model.decode_latents(self.predicted.to_vec(), 1);
+        images.pop().unwrap_or(Image {
+            width: IMAGE as u32,
+            height: IMAGE as u32,
+            rgb: vec![0; IMAGE * IMAGE * 3],
+        })
     }
 }
 
@@ -387,8 +427,44 @@ impl TinyModel {
                 encoder.id()
             )));
         }
+        self.generate_guided(encoder, prompt, "", opts, &mut |p| {
+            progress(p.step, p.steps);
+            ControlFlow::Continue(())
+        })
+    }
+
+    /// [`Self::generate_with_progress`] with a negative prompt and a progress callback that
+    /// sees each step's latent (and can draw a preview) and may stop the generation
+    /// ([`Error::Cancelled`]).
+    ///
+    /// A non-empty `negative` prompt takes the place of the unconditional input of
+    /// classifier-free guidance (its embedding instead of the zero vector the model was
+    /// trained with as "no prompt"), so guidance pushes away from it, as Stable Diffusion's
+    /// negative prompts do; an empty one changes no bit of the image.
+    pub fn generate_guided(
+        &self,
+        encoder: &dyn TextEncoder,
+        prompt: &str,
+        negative: &str,
+        opts: &SampleOptions,
+        progress: &mut dyn FnMut(Progress<'_>) -> ControlFlow<()>,
+    ) -> Result<Image, Error> {
+        if encoder.id() != self.text_encoder {
+            return Err(Error::TextEncoder(format!(
+                "this model was trained with {}, not {}",
+                self.text_encoder,
+                encoder.id()
+            )));
+        }
         let e = encoder.encode(&[normalize_prompt(prompt)])?;
-        let latents = self.sample_latents(&e, &[opts.seed], opts, progress)?;
+        let negative = normalize_prompt(negative);
+        let uncond = if negative.is_empty() {
+            None
+        } else {
+            Some(encoder.encode(&[negative])?)
+        };
+        let latents =
+            self.sample_latents_with(&e, uncond.as_deref(), &[opts.seed], opts, progress)?;
         let mut images = self.decode_latents(latents, 1);
         images
             .pop()
@@ -425,9 +501,32 @@ impl TinyModel {
         opts: &SampleOptions,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Vec<f32>, Error> {
+        self.sample_latents_with(embeddings, None, seeds, opts, &mut |p| {
+            progress(p.step, p.steps);
+            ControlFlow::Continue(())
+        })
+    }
+
+    /// The sampler, with the unconditional inputs of guidance (`uncond`: one embedding per
+    /// prompt; zero vectors when None) and a progress callback that may stop it.
+    pub(crate) fn sample_latents_with(
+        &self,
+        embeddings: &[Vec<f32>],
+        uncond: Option<&[Vec<f32>]>,
+        seeds: &[u64],
+        opts: &SampleOptions,
+        progress: &mut dyn FnMut(Progress<'_>) -> ControlFlow<()>,
+    ) -> Result<Vec<f32>, Error> {
         let cfg = self.denoiser.config();
         if seeds.len() != embeddings.len() {
             return Err(Error::Invalid("one seed per prompt".into()));
+        }
+        if let Some(u) = uncond
+            && (u.len() != embeddings.len() || u.iter().any(|e| e.len() != cfg.text))
+        {
+            return Err(Error::Invalid(
+                "one unconditional embedding of the text's size per prompt".into(),
+            ));
         }
         if opts.steps == 0 || opts.steps > 1000 {
             return Err(Error::Invalid("steps must be between 1 and 1000".into()));
@@ -451,11 +550,16 @@ impl TinyModel {
             crate::rng::AuraRng::new(seed).fill_normal(row);
         }
         let guided = opts.guidance != 1.0;
-        // Conditional rows first, then (with guidance) the unconditional ones: zero vectors.
+        // Conditional rows first, then (with guidance) the unconditional ones: zero vectors
+        // (the model's "no prompt"), or the negative prompt's embeddings.
         let mut text: Vec<f32> = embeddings.iter().flatten().copied().collect();
         if guided {
-            text.extend(std::iter::repeat_n(0.0, n * cfg.text));
+            match uncond {
+                Some(u) => text.extend(u.iter().flatten().copied()),
+                None => text.extend(std::iter::repeat_n(0.0, n * cfg.text)),
+            }
         }
+        let mut predicted = vec![0.0f32; n * d];
         let ts = schedule::timesteps(opts.steps);
         for (step, w) in ts.windows(2).enumerate() {
             let rows = if guided { 2 * n } else { n };
@@ -474,8 +578,23 @@ impl TinyModel {
             } else {
                 v
             };
+            // The clean latent this step predicts (`x̂₀ = α z − σ v̂`), for previews only: it
+            // is computed beside the step and changes none of its numbers.
+            let (a, sg) = schedule::alpha_sigma(w[0]);
+            for ((x, z), v) in predicted.iter_mut().zip(&z).zip(&v) {
+                *x = a * z - sg * v;
+            }
             schedule::ddim_step(&mut z, &v, w[0], w[1]);
-            progress(step + 1, opts.steps);
+            let report = Progress {
+                step: step + 1,
+                steps: opts.steps,
+                latent: &z,
+                predicted: &predicted,
+                model: self,
+            };
+            if progress(report).is_break() {
+                return Err(Error::Cancelled);
+            }
         }
         Ok(z)
     }

@@ -25,12 +25,14 @@
 //! # Ok(()) }
 //! ```
 
+use std::ops::ControlFlow;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{Error, MiniLm, SampleOptions, TextEncoder, TinyModel};
+use super::{Error, Image, MiniLm, Progress, SampleOptions, TextEncoder, TinyModel};
+use crate::train::lora::LoraWeights;
 
 /// The package manifest's `architecture` (and `config.json`'s `model_type`).
 pub const ARCHITECTURE: &str = "aura-tiny-emoji";
@@ -90,6 +92,8 @@ impl PackageConfig {
 pub struct Pipeline {
     model: TinyModel,
     encoder: MiniLm,
+    /// The threads [`Pipeline::generate`] runs on (the caller's rayon pool when None).
+    pool: Option<rayon::ThreadPool>,
 }
 
 impl Pipeline {
@@ -131,12 +135,75 @@ impl Pipeline {
                 encoder.id()
             )));
         }
-        Ok(Self { model, encoder })
+        Ok(Self {
+            model,
+            encoder,
+            pool: None,
+        })
     }
 
     /// The model.
     pub fn model(&self) -> &TinyModel {
         &self.model
+    }
+
+    /// This pipeline with LoRA adapters (`aura-tiny-lora/v1`, trained on exactly this
+    /// model) merged into its denoiser at `strength` (1 = as trained).
+    pub fn with_lora(self, lora: &LoraWeights, strength: f32) -> Result<Self, Error> {
+        Ok(Self {
+            model: self.model.with_lora(lora, strength)?,
+            ..self
+        })
+    }
+
+    /// This pipeline on a pool of its own of `threads` threads (0: one per core). The
+    /// images do not depend on it.
+    pub fn with_threads(self, threads: usize) -> Result<Self, Error> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("aura-tiny-{i}"))
+            .build()
+            .map_err(|e| Error::Invalid(format!("cannot start {threads} threads: {e}")))?;
+        Ok(Self {
+            pool: Some(pool),
+            ..self
+        })
+    }
+
+    /// What runs, for receipts: the engine, its version, and the encodings results depend
+    /// on (the random stream, the PNG encoder, the weights format). The model's arithmetic
+    /// is its own scalar order whatever the CPU (`tiny/gemm.rs`), so the kernel is named
+    /// once; the thread count changes no bit and is not part of it.
+    pub fn fingerprint(&self) -> crate::RuntimeFingerprint {
+        crate::RuntimeFingerprint {
+            engine: "aura-image-tiny".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            backend: "cpu".into(),
+            device: "cpu".into(),
+            dtype: "f32->f32".into(),
+            kernel: crate::train::KERNELS.into(),
+            formats: format!("rng1 png1 {}", super::WEIGHTS_FORMAT),
+        }
+    }
+
+    /// One 64×64 image for `prompt`, guided away from `negative` when it is not empty (see
+    /// [`TinyModel::generate_guided`]); `progress` sees every step and may stop the
+    /// generation ([`Error::Cancelled`]).
+    pub fn generate(
+        &self,
+        prompt: &str,
+        negative: &str,
+        opts: &SampleOptions,
+        progress: &mut (dyn FnMut(Progress<'_>) -> ControlFlow<()> + Send),
+    ) -> Result<Image, Error> {
+        let run = |progress: &mut (dyn FnMut(Progress<'_>) -> ControlFlow<()> + Send)| {
+            self.model
+                .generate_guided(&self.encoder, prompt, negative, opts, progress)
+        };
+        match &self.pool {
+            Some(pool) => pool.install(|| run(progress)),
+            None => run(progress),
+        }
     }
 
     /// One 64×64 image for `prompt` as PNG bytes, calling `progress(step, steps)` after

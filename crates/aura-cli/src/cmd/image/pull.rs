@@ -9,6 +9,10 @@
 //! hash the model names, assembles the package's files (aura-image's `tiny::package`) in a
 //! staging directory beside the packages, and imports them like any other model: hashed,
 //! signed by the node's key, licensed to the node.
+//!
+//! `--from DIR` takes the weights and training record `aura image train --out DIR` wrote
+//! instead (a model of one's own training): they must match each other, and the package is
+//! named `aura-tiny-emoji` all the same, so it is the node's default image model.
 
 use std::path::{Path, PathBuf};
 
@@ -41,30 +45,57 @@ fn sha256_hex(bytes: &[u8]) -> String {
     aura_core::hash::Hash::sha256(bytes).to_hex()
 }
 
-pub(crate) fn pull(home: &Home, out: &Output, registry: &Registry) -> anyhow::Result<()> {
+pub(crate) fn pull(
+    home: &Home,
+    out: &Output,
+    registry: &Registry,
+    from: Option<&Path>,
+) -> anyhow::Result<()> {
     let name = package::ARCHITECTURE;
-    if package::SHIPPED_WEIGHTS_SHA256.len() != 64 {
-        return Err(hinted(
-            format!("this build of aura ships no weights for {name} yet"),
-            "train them with `aura image train` (docs/image-model.md), then import the package",
-        ));
-    }
-    let dir = shipped_dir();
-    let weights = std::fs::read(dir.join(WEIGHTS)).map_err(|e| {
+    let (weights_path, record_path) = match from {
+        // What `aura image train --out DIR` writes.
+        Some(dir) => (
+            dir.join(package::WEIGHTS_FILE),
+            dir.join(package::RECORD_FILE),
+        ),
+        None => {
+            if package::SHIPPED_WEIGHTS_SHA256.len() != 64 {
+                return Err(hinted(
+                    format!("this build of aura ships no weights for {name} yet"),
+                    format!(
+                        "train them with `aura image train --out DIR` (docs/image-model.md), then `aura model pull {name} --from DIR`"
+                    ),
+                ));
+            }
+            let dir = shipped_dir();
+            (dir.join(WEIGHTS), dir.join(RECORD))
+        }
+    };
+    let weights = std::fs::read(&weights_path).map_err(|e| {
         hinted(
-            format!("cannot read {}: {e}", dir.join(WEIGHTS).display()),
-            "run aura from its source tree, or set AURA_SHIPPED_MODELS to crates/aura-image/models",
+            format!("cannot read {}: {e}", weights_path.display()),
+            if from.is_some() {
+                "give --from the directory `aura image train --out` wrote"
+            } else {
+                "run aura from its source tree, or set AURA_SHIPPED_MODELS to crates/aura-image/models"
+            },
         )
     })?;
-    let record_bytes = std::fs::read(dir.join(RECORD))
-        .with_context(|| format!("cannot read {}", dir.join(RECORD).display()))?;
+    let record_bytes = std::fs::read(&record_path)
+        .with_context(|| format!("cannot read {}", record_path.display()))?;
     let record: TrainingRecord = serde_json::from_slice(&record_bytes)
-        .with_context(|| format!("{} is not a training record", dir.join(RECORD).display()))?;
+        .with_context(|| format!("{} is not a training record", record_path.display()))?;
     let sha = sha256_hex(&weights);
-    if sha != package::SHIPPED_WEIGHTS_SHA256 || sha != record.weights_sha256 {
+    if from.is_some() && sha != record.weights_sha256 {
+        anyhow::bail!(
+            "{} is not the model its training record names (sha-256 {sha})",
+            weights_path.display()
+        );
+    }
+    if from.is_none() && (sha != package::SHIPPED_WEIGHTS_SHA256 || sha != record.weights_sha256) {
         anyhow::bail!(
             "{} is not the model this build ships (sha-256 {sha})",
-            dir.join(WEIGHTS).display()
+            weights_path.display()
         );
     }
     let config = PackageConfig::for_weights(&weights)?;
