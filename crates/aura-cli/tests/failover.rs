@@ -33,24 +33,20 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// A script of turns that fit any mission in any order: two writes, then a finish, each
-/// after a pause, so that missions are still running when a node fails.
+/// A script of turns that fit any mission in any order (a node's missions share its
+/// script): each writes a note and finishes, after a pause as long as a small model's
+/// turn, so that missions are still running when a node fails.
 fn write_script(path: &Path) {
     let mut text = String::new();
-    for i in 0..6000 {
-        let turn = if i % 3 == 2 {
-            serde_json::json!({
-                "content": "done",
-                "tool_calls": [{"name": "mission_finish", "arguments": {"summary": "wrote two notes"}}],
-                "delay_ms": 150,
-            })
-        } else {
-            serde_json::json!({
-                "content": "a note",
-                "tool_calls": [{"name": "fs_write", "arguments": {"path": format!("note{}.txt", i % 3), "content": "x"}}],
-                "delay_ms": 150,
-            })
-        };
+    for i in 0..2000 {
+        let turn = serde_json::json!({
+            "content": "a note, then done",
+            "tool_calls": [
+                {"name": "fs_write", "arguments": {"path": format!("note{i}.txt"), "content": "x"}},
+                {"name": "mission_finish", "arguments": {"summary": "wrote a note"}},
+            ],
+            "delay_ms": 500,
+        });
         text.push_str(&turn.to_string());
         text.push('\n');
     }
@@ -329,8 +325,6 @@ fn a_killed_node_s_missions_finish_elsewhere_and_a_paused_node_is_fenced() {
     assert_eq!(live, 3, "{status}");
 
     let mut all = Vec::new();
-    let (_, on_a) = missions_on(&a, &node_a, 3, 3);
-    all.extend(on_a.iter().cloned());
     all.extend(missions_on(&b, &node_b, 3, 3).1);
     let (c_agents, on_c) = missions_on(&c, &node_c, 3, 3);
     all.extend(on_c);
@@ -343,7 +337,9 @@ fn a_killed_node_s_missions_finish_elsewhere_and_a_paused_node_is_fenced() {
         .ok()
         .json();
     assert_eq!(shown["id"], c_agents[0].as_str(), "{shown}");
-    // A's missions are still running when it dies (each takes several paced turns).
+    // A's last, so that they are still running when it dies.
+    let (_, on_a) = missions_on(&a, &node_a, 3, 4);
+    all.extend(on_a.iter().cloned());
     let before = check(&url);
     let running_on_a = on_a
         .iter()
@@ -373,7 +369,12 @@ fn a_killed_node_s_missions_finish_elsewhere_and_a_paused_node_is_fenced() {
     drop(node_a);
 
     // SIGSTOP: b sleeps past its lease with missions in flight; c takes every shard.
-    let (_, more) = missions_on(&b, &node_b, 3, 2);
+    let (_, more) = missions_on(&b, &node_b, 3, 3);
+    let before = check(&url);
+    assert!(
+        more.iter().any(|id| before.states.get(id).map(String::as_str) != Some("completed")),
+        "b's missions all finished before it was paused"
+    );
     signal(&node_b, libc::SIGSTOP);
     wait_until("c takes b's shards", Duration::from_secs(20), || {
         let held = owners(&c);
