@@ -380,13 +380,12 @@ fn a_killed_node_s_missions_finish_elsewhere_and_a_paused_node_is_fenced() {
         let held = owners(&c);
         held.get(&idc) == Some(&64)
     });
+    let log = b.dir.path().join("serve.log");
+    let logged = std::fs::read_to_string(&log).unwrap().len();
     signal(&node_b, libc::SIGCONT);
     // b notices at once that its leases are gone, and stops its agents.
-    let log = b.dir.path().join("serve.log");
     wait_until("b says it lost its leases", Duration::from_secs(10), || {
-        std::fs::read_to_string(&log)
-            .unwrap()
-            .contains("lost the leases")
+        std::fs::read_to_string(&log).unwrap()[logged..].contains("lost the leases")
     });
     let checked = wait_terminal(&url, &more, Duration::from_secs(60));
     for id in &more {
