@@ -98,19 +98,21 @@ fn signal(node: &Node, sig: i32) {
 
 /// Creates `n` agents through `node` (each lands in a shard the node holds) and submits
 /// `per_agent` missions to each; returns the agents' and the missions' ids.
-fn missions_on(
-    aura: &Aura,
-    node: &Node,
-    n: usize,
-    per_agent: usize,
-) -> (Vec<String>, Vec<String>) {
+fn missions_on(aura: &Aura, node: &Node, n: usize, per_agent: usize) -> (Vec<String>, Vec<String>) {
     let mut agents = Vec::new();
     let mut ids = Vec::new();
     for i in 0..n {
         let agent = at(
             aura,
             node,
-            &["--json", "agent", "create", &format!("w{i}"), "--level", "L2"],
+            &[
+                "--json",
+                "agent",
+                "create",
+                &format!("w{i}"),
+                "--level",
+                "L2",
+            ],
         )
         .ok()
         .json()["id"]
@@ -184,20 +186,33 @@ struct Checked {
 /// states as their records replay.
 fn check(url: &str) -> Checked {
     runtime().block_on(async {
-        let store = PgStore::open_read_only(url, Options::default()).await.unwrap();
+        let store = PgStore::open_read_only(url, Options::default())
+            .await
+            .unwrap();
         let size = store.tree_size().await.unwrap();
         // Leaf indices: unique and gapless, 0 to the tree's size.
         let all = store.entries(0, usize::MAX).await.unwrap();
         assert_eq!(all.len() as u64, size);
         for (i, e) in all.iter().enumerate() {
-            assert_eq!(e.entry.index, i as u64, "leaf indices have a gap or a repeat");
+            assert_eq!(
+                e.entry.index, i as u64,
+                "leaf indices have a gap or a repeat"
+            );
         }
         let mut states = BTreeMap::new();
         for head in store.heads().await.unwrap() {
-            let entries = store.agent_entries(head.agent, 1, usize::MAX).await.unwrap();
+            let entries = store
+                .agent_entries(head.agent, 1, usize::MAX)
+                .await
+                .unwrap();
             // Per-agent sequences: gapless, each once, ending at the head.
             for (i, e) in entries.iter().enumerate() {
-                assert_eq!(e.entry.seq, i as u64 + 1, "{}'s stream has a gap", head.agent);
+                assert_eq!(
+                    e.entry.seq,
+                    i as u64 + 1,
+                    "{}'s stream has a gap",
+                    head.agent
+                );
             }
             assert_eq!(entries.len() as u64, head.seq);
             if head.agent == AgentId::NODE {
@@ -208,7 +223,10 @@ fn check(url: &str) -> Checked {
             for e in &entries {
                 if e.entry.kind.as_str().starts_with("mission.") {
                     let r = aura_kernel::Recorded::from_body(e.body().unwrap()).unwrap();
-                    records.entry(r.mission).or_default().push((e.entry.index, r));
+                    records
+                        .entry(r.mission)
+                        .or_default()
+                        .push((e.entry.index, r));
                 }
             }
             for (id, recs) in records {
@@ -309,12 +327,16 @@ fn a_killed_node_s_missions_finish_elsewhere_and_a_paused_node_is_fenced() {
     let node_b = serve(&b, &url, &script);
     let node_c = serve(&c, &url, &script);
     // The shards spread: each node holds about a third once all three have joined.
-    wait_until("the shards spread over three nodes", Duration::from_secs(20), || {
-        let held = owners(&a);
-        [&ida, &idb, &idc]
-            .iter()
-            .all(|n| held.get(*n).is_some_and(|k| (18..=24).contains(k)))
-    });
+    wait_until(
+        "the shards spread over three nodes",
+        Duration::from_secs(20),
+        || {
+            let held = owners(&a);
+            [&ida, &idb, &idc]
+                .iter()
+                .all(|n| held.get(*n).is_some_and(|k| (18..=24).contains(k)))
+        },
+    );
     let status = a.run(&["--json", "cluster", "status"]).ok().json();
     let live = status["nodes"]
         .as_array()
@@ -350,7 +372,10 @@ fn a_killed_node_s_missions_finish_elsewhere_and_a_paused_node_is_fenced() {
             )
         })
         .count();
-    assert!(running_on_a > 0, "a's missions all finished before it was killed");
+    assert!(
+        running_on_a > 0,
+        "a's missions all finished before it was killed"
+    );
     signal(&node_a, libc::SIGKILL);
     let killed = Instant::now();
     wait_until("b and c take a's shards", Duration::from_secs(20), || {
@@ -372,7 +397,8 @@ fn a_killed_node_s_missions_finish_elsewhere_and_a_paused_node_is_fenced() {
     let (_, more) = missions_on(&b, &node_b, 3, 3);
     let before = check(&url);
     assert!(
-        more.iter().any(|id| before.states.get(id).map(String::as_str) != Some("completed")),
+        more.iter()
+            .any(|id| before.states.get(id).map(String::as_str) != Some("completed")),
         "b's missions all finished before it was paused"
     );
     signal(&node_b, libc::SIGSTOP);

@@ -116,7 +116,8 @@ pub(crate) struct Shared {
     pub(crate) pruned: Pruned,
     /// Each running actor's task, so that an agent whose lease is lost can be stopped at
     /// once, wherever it is in a transaction (as a crash would stop it).
-    pub(crate) actors: std::sync::Mutex<std::collections::HashMap<AgentId, tokio::task::AbortHandle>>,
+    pub(crate) actors:
+        std::sync::Mutex<std::collections::HashMap<AgentId, tokio::task::AbortHandle>>,
 }
 
 impl std::fmt::Debug for Shared {

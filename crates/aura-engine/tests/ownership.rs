@@ -101,8 +101,24 @@ async fn a_relinquished_agent_stops_mid_mission_and_the_adopter_finishes_it() {
         Arc::new(ScriptedReasoner::new()),
         Arc::new(ScriptedReasoner::new()),
     );
-    let a = engine(dir.path(), store.clone(), &signer, 1, &owner, script_a.clone()).await;
-    let b = engine(dir.path(), store.clone(), &signer, 2, &owner, script_b.clone()).await;
+    let a = engine(
+        dir.path(),
+        store.clone(),
+        &signer,
+        1,
+        &owner,
+        script_a.clone(),
+    )
+    .await;
+    let b = engine(
+        dir.path(),
+        store.clone(),
+        &signer,
+        2,
+        &owner,
+        script_b.clone(),
+    )
+    .await;
     let agent = a.create_agent(new_agent()).await.unwrap().id;
     // B holds nothing: it runs no agent and creates none.
     assert!(b.agents(None).is_empty());

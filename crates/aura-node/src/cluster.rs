@@ -152,9 +152,7 @@ impl Service {
         let begun = Instant::now();
         loop {
             manager.round().await;
-            if !manager.leases.shards().is_empty()
-                || begun.elapsed() >= manager.options.lease * 3
-            {
+            if !manager.leases.shards().is_empty() || begun.elapsed() >= manager.options.lease * 3 {
                 break;
             }
             tokio::time::sleep(manager.period()).await;

@@ -488,9 +488,15 @@ async fn heartbeats_owners_and_renewing_every_lease_at_once() {
         .unwrap(),
     );
     let other = signer(71);
-    PgStore::enroll(l.url(), cluster, other.public_key(), "us", Arc::new(SystemClock))
-        .await
-        .unwrap();
+    PgStore::enroll(
+        l.url(),
+        cluster,
+        other.public_key(),
+        "us",
+        Arc::new(SystemClock),
+    )
+    .await
+    .unwrap();
     let a = open_fenced(&l, &l.signer).await;
     let b = open_fenced(&l, &other).await;
     let ttl = std::time::Duration::from_millis(600);
@@ -549,8 +555,12 @@ async fn heartbeats_owners_and_renewing_every_lease_at_once() {
     // Abandoning a lease fences it here without touching the database.
     a.abandon(s1);
     assert!(matches!(
-        a.append(vec![note(in_shard(s1), Seq::Next, "abandoned")]).await,
+        a.append(vec![note(in_shard(s1), Seq::Next, "abandoned")])
+            .await,
         Err(Error::Fenced { .. })
     ));
-    assert_eq!(a.owner(s1).await.unwrap().map(|(n, _)| n), Some(a.node_id()));
+    assert_eq!(
+        a.owner(s1).await.unwrap().map(|(n, _)| n),
+        Some(a.node_id())
+    );
 }

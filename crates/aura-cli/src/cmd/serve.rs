@@ -261,8 +261,10 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
     // On a cluster's database, the engine runs only the agents of the shards whose
     // leases this node holds (docs/cluster.md); the lease manager starts once the API
     // listens, since the URL it advertises is the API's.
-    let mut cluster: Option<(aura_store::postgres::PgStore, Arc<aura_node::cluster::Leases>)> =
-        None;
+    let mut cluster: Option<(
+        aura_store::postgres::PgStore,
+        Arc<aura_node::cluster::Leases>,
+    )> = None;
     let (store, signer): (Arc<dyn Store>, _) = match home.store_url(args.store.clone())? {
         Some(url) => {
             let (store, signer) = home.open_cluster_store(&url).await?;
@@ -399,9 +401,17 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
         None => (None, None),
     };
     let membership = match cluster {
-        Some((store, leases)) => {
-            Some(join_cluster(&config, &models, server.addr, store, engine.clone(), leases).await)
-        }
+        Some((store, leases)) => Some(
+            join_cluster(
+                &config.store,
+                &models,
+                server.addr,
+                store,
+                engine.clone(),
+                leases,
+            )
+            .await,
+        ),
         None => None,
     };
     let ready = Ready {
@@ -483,7 +493,7 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
 /// advertise`), its region (from its enrollment) and its models, and takes its share of
 /// the shards before it says it is ready.
 async fn join_cluster(
-    config: &aura_node::Config,
+    config: &aura_node::config::StoreConfig,
     models: &Arc<ModelHost>,
     addr: SocketAddr,
     store: aura_store::postgres::PgStore,
@@ -505,13 +515,11 @@ async fn join_cluster(
         .unwrap_or_default();
     let options = aura_node::cluster::Options {
         lease: config
-            .store
             .lease_ms
             .map_or(aura_node::cluster::DEFAULT_LEASE, |ms| {
                 std::time::Duration::from_millis(ms.max(300))
             }),
         url: config
-            .store
             .advertise
             .clone()
             .unwrap_or_else(|| format!("http://{addr}")),

@@ -440,7 +440,12 @@ impl PgStore {
                  WHERE s.shard = held.shard AND s.epoch = held.epoch \
                    AND s.owner = $3 AND s.expires_at > now() \
                  RETURNING s.shard",
-                &[&shards, &epochs, &me.as_bytes().as_slice(), &ttl.as_secs_f64()],
+                &[
+                    &shards,
+                    &epochs,
+                    &me.as_bytes().as_slice(),
+                    &ttl.as_secs_f64(),
+                ],
             )
             .await?;
         let renewed: std::collections::HashSet<u32> =
