@@ -22,6 +22,12 @@ fi
 # The cluster tests start their own PostgreSQL servers; here they may not skip.
 ./scripts/setup-postgres.sh
 export AURA_REQUIRE_POSTGRES=1
+# The WASM plugin tests build example plugins for wasm32-wasip2.
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+  rustup target add wasm32-wasip2
+fi
+# The deployment files (Dockerfile, Kubernetes manifests), checked without a container engine.
+./scripts/check-deploy.sh
 
 # The web UI is built first, so the `aura` binary the tests build embeds it; its browser
 # tests need Debian's Chromium (installed here when missing).

@@ -21,6 +21,7 @@ const CHECKED: &[&str] = &[
     "aura-memory",
     "aura-metrics",
     "aura-model",
+    "aura-plugin",
     "aura-policy",
 ];
 

@@ -7,6 +7,7 @@ timed calls, and answers one line: a JSON list of each call's nanoseconds. Ends 
 
 import asyncio
 import json
+import os
 import sys
 import time
 
@@ -15,7 +16,10 @@ from mcp import Client, StdioServerParameters
 
 async def main():
     python, server = sys.argv[1], sys.argv[2]
-    params = StdioServerParameters(command=python, args=[server])
+    # The SDK starts servers with a short allowlist of the environment, without
+    # PYTHONPATH, so the server would not find the SDK it is written with.
+    env = {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    params = StdioServerParameters(command=python, args=[server], env=env)
     loop = asyncio.get_running_loop()
     k = 0
     async with Client(params) as client:

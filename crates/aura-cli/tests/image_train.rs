@@ -266,15 +266,61 @@ fn bad_training_input_is_refused_before_the_ledger_is_touched() {
 }
 
 #[test]
-fn pulling_the_default_image_model_says_plainly_that_no_weights_ship_yet() {
-    // Until the default weights are trained and committed (docs/image-model.md), pull
-    // refuses with one line and a hint, and installs nothing.
+fn pulling_the_default_image_model_installs_the_shipped_weights_as_a_signed_package() {
     let a = Aura::new();
     a.init();
     let out = a
-        .run(&["model", "pull", "aura-tiny-emoji"])
-        .one_line_error(1);
-    assert!(out.stderr.contains("ships no weights"), "{}", out.stderr);
+        .run(&["--json", "model", "pull", "aura-tiny-emoji"])
+        .ok()
+        .json();
+    let digest = out["digest"].as_str().unwrap().to_owned();
+    let listed = a.run(&["--json", "model", "list"]).ok().json();
+    let package = listed
+        .as_array()
+        .or_else(|| listed["models"].as_array())
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "aura-tiny-emoji")
+        .unwrap_or_else(|| panic!("the pulled model is listed: {listed}"))
+        .clone();
+    assert_eq!(package["digest"], digest.as_str(), "{package}");
+    // Pulling again finds it installed and intact, and changes nothing.
+    let again = a
+        .run(&["--json", "model", "pull", "aura-tiny-emoji"])
+        .ok()
+        .json();
+    assert_eq!(again["digest"], digest.as_str());
+    assert_eq!(again["installed"], true);
+}
+
+#[test]
+fn pulling_refuses_shipped_weights_that_are_not_the_pinned_ones() {
+    // A weight file that differs from what the build pins (here: one flipped byte) is
+    // refused with one line, and nothing is installed.
+    let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../aura-image/models");
+    let tampered = tempfile::tempdir().unwrap();
+    for f in [
+        "aura-tiny-emoji.safetensors",
+        "aura-tiny-emoji.training.json",
+    ] {
+        std::fs::copy(shipped.join(f), tampered.path().join(f)).unwrap();
+    }
+    let weights = tampered.path().join("aura-tiny-emoji.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&weights, bytes).unwrap();
+
+    let a = Aura::new();
+    a.init();
+    let mut c = a.cmd(&["model", "pull", "aura-tiny-emoji"]);
+    c.env("AURA_SHIPPED_MODELS", tampered.path());
+    let out = a.run_with(c, None).one_line_error(1);
+    assert!(
+        out.stderr.contains("is not the model this build ships"),
+        "{}",
+        out.stderr
+    );
     let listed = a.run(&["--json", "model", "list"]).ok().json();
     assert!(
         !listed.to_string().contains("aura-tiny-emoji"),

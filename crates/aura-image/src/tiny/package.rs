@@ -36,7 +36,8 @@ use super::{Error, MiniLm, SampleOptions, TextEncoder, TinyModel};
 pub const ARCHITECTURE: &str = "aura-tiny-emoji";
 /// SHA-256 of the weights Aura ships (`crates/aura-image/models/aura-tiny-emoji.safetensors`,
 /// trained by `Recipe::emoji()` with seed 0; its training record lies beside it).
-pub const SHIPPED_WEIGHTS_SHA256: &str = "unpinned";
+pub const SHIPPED_WEIGHTS_SHA256: &str =
+    "b78cb43de7d34e60445549ccef66017ce27407bee30b28b14367a02199a6d299";
 /// `config.json`'s `format`.
 pub const PACKAGE_FORMAT: &str = "aura-tiny-package/v1";
 /// The package's files.
