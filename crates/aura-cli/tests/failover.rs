@@ -192,7 +192,7 @@ fn check(url: &str) -> Checked {
         let size = store.tree_size().await.unwrap();
         // Leaf indices: unique and gapless, 0 to the tree's size.
         let all = store.entries(0, usize::MAX).await.unwrap();
-        assert_eq!(all.len() as u64, size);
+        assert!(all.len() as u64 >= size, "the log lost entries");
         for (i, e) in all.iter().enumerate() {
             assert_eq!(
                 e.entry.index, i as u64,
@@ -214,7 +214,13 @@ fn check(url: &str) -> Checked {
                     head.agent
                 );
             }
-            assert_eq!(entries.len() as u64, head.seq);
+            // The nodes keep writing while the checker reads: the stream may have grown
+            // since its head was read, never shrunk.
+            assert!(
+                entries.len() as u64 >= head.seq,
+                "{}'s stream lost entries",
+                head.agent
+            );
             if head.agent == AgentId::NODE {
                 continue;
             }
