@@ -4,11 +4,18 @@
 //!   masked /proc, seccomp, no capabilities), execute /bin/true in it, wait, free it;
 //!   beside `bwrap --unshare-all --ro-bind / / /bin/true` (Debian's bubblewrap), timed
 //!   the same way (spawn to reaped), alternating the two so that both see the same noise.
+//! - The same one-shot cell the way every cell was made before root templates and spare
+//!   cgroups (`Options::root_template` false, `Options::spare_cgroups` 0): its whole root
+//!   built in the child, its cgroup made on the way; in the same rounds, so the two paths
+//!   see the same noise.
 //! - The same one-shot cell with a workspace of 200 small files mounted at /workspace, as
 //!   every `cmd.run` has (the workspace belongs to the cells' root, as a node's do), so
 //!   that the cost of the workspace (its mount and the sweep after the run) shows.
 //! - Executables started per second inside one long-lived cell (start /bin/true, wait),
-//!   beside plain fork+exec of /bin/true on the host: the ceiling with no sandbox at all.
+//!   cloned by the join thread and, in alternating halves, through an intermediate process
+//!   (`Options::join_thread` false, the old path), beside plain spawning of /bin/true on
+//!   the host (`std::process::Command`, which uses posix_spawn): the ceiling with no
+//!   sandbox at all.
 
 use std::time::{Duration, Instant};
 
@@ -44,14 +51,28 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let mut opts = Options::new(dir.path().join("cells"));
     opts.instance = Some(format!("cli-{}", std::process::id()));
     let rt = Runtime::start(opts).await?;
+    let mut old_opts = Options::new(dir.path().join("cells-old"));
+    old_opts.instance = Some(format!("cli-{}-old", std::process::id()));
+    old_opts.root_template = false;
+    old_opts.spare_cgroups = 0;
+    old_opts.join_thread = false;
+    let old = Runtime::start(old_opts).await?;
+    println!("load average before: {}", load_average());
+    println!();
 
     // Warm up both (page cache, the kernel's namespace caches).
     for _ in 0..10 {
         rt.run(RunSpec::argv(["/bin/true"])).await?;
+        old.run(RunSpec::argv(["/bin/true"])).await?;
         bwrap_once(&args.bwrap)?;
     }
+    anyhow::ensure!(
+        rt.root_templates() == 1,
+        "the cells did not use a root template (see the runtime's events)"
+    );
     let ws = workspace(dir.path(), rt.options().id_base)?;
     let mut aura = Vec::with_capacity(args.runs);
+    let mut scratch = Vec::with_capacity(args.runs);
     let mut with_ws = Vec::with_capacity(args.runs);
     let mut peer = Vec::with_capacity(args.runs);
     for _ in 0..args.runs {
@@ -61,6 +82,14 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         anyhow::ensure!(
             out.success(),
             "/bin/true failed in a cell: {:?}",
+            out.status
+        );
+        let t = Instant::now();
+        let out = old.run(RunSpec::argv(["/bin/true"])).await?;
+        scratch.push(t.elapsed());
+        anyhow::ensure!(
+            out.success(),
+            "/bin/true failed in a cell built from scratch: {:?}",
             out.status
         );
         let t = Instant::now();
@@ -75,6 +104,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         peer.push(bwrap_once(&args.bwrap)?);
     }
     let (a50, a99) = summary(aura);
+    let (s50, s99) = summary(scratch);
     let (w50, w99) = summary(with_ws);
     let (b50, b99) = summary(peer);
     println!(
@@ -86,6 +116,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         "| Aura one-shot cell | {} | {} |",
         fmt_duration(a50),
         fmt_duration(a99)
+    );
+    println!(
+        "| Aura one-shot cell, root built from scratch, no spare cgroups (the old path) | {} | {} |",
+        fmt_duration(s50),
+        fmt_duration(s99)
     );
     println!(
         "| Aura one-shot cell with a 200-file workspace (cmd.run) | {} | {} |",
@@ -104,15 +139,81 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     );
     println!();
 
-    // Executables per second in one long-lived cell.
-    let cell = CellName::new("bench")?;
+    // Executables per second in one long-lived cell: the join thread, and the old path
+    // (an intermediate process per executable), in alternating halves.
+    let half = args.executables.div_ceil(2);
+    let (mut new_time, mut old_time) = (Duration::ZERO, Duration::ZERO);
+    let (mut latencies, mut old_latencies) = (Vec::new(), Vec::new());
+    for round in 0..2 {
+        let (t, l) = executables(&rt, &format!("bench{round}"), half, args.concurrency).await?;
+        new_time += t;
+        latencies.extend(l);
+        let (t, l) = executables(&old, &format!("bench{round}"), half, args.concurrency).await?;
+        old_time += t;
+        old_latencies.extend(l);
+    }
+    old.shutdown().await;
+    let rate = (2 * half) as f64 / new_time.as_secs_f64();
+    let old_rate = (2 * half) as f64 / old_time.as_secs_f64();
+
+    let host_start = Instant::now();
+    let host_runs = args.executables;
+    let mut handles = Vec::new();
+    let per = host_runs.div_ceil(args.concurrency);
+    for _ in 0..args.concurrency {
+        handles.push(std::thread::spawn(move || -> std::io::Result<()> {
+            for _ in 0..per {
+                std::process::Command::new("/bin/true").status()?;
+            }
+            Ok(())
+        }));
+    }
+    for h in handles {
+        h.join()
+            .map_err(|_| anyhow::anyhow!("a host spawner panicked"))??;
+    }
+    let host_rate = (per * args.concurrency) as f64 / host_start.elapsed().as_secs_f64();
+    let (l50, l99) = summary(latencies);
+    let (o50, o99) = summary(old_latencies);
+    println!(
+        "| executables in one long-lived cell ({} x /bin/true, {} at once) | per second | start-to-exit p50 | p99 |",
+        args.executables, args.concurrency
+    );
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| Aura cell (join namespaces, exec via init) | {rate:.0} | {} | {} |",
+        fmt_duration(l50),
+        fmt_duration(l99)
+    );
+    println!(
+        "| Aura cell, through an intermediate process (the old path) | {old_rate:.0} | {} | {} |",
+        fmt_duration(o50),
+        fmt_duration(o99)
+    );
+    println!("| plain fork+exec on the host (no sandbox) | {host_rate:.0} | | |");
+    println!("| Aura / plain | {:.2} | | |", rate / host_rate);
+    println!();
+    println!("load average after: {}", load_average());
+    rt.shutdown().await;
+    Ok(())
+}
+
+/// Starts `n` executables of /bin/true in a fresh long-lived cell, `concurrency` at once,
+/// each waited for; returns the time they took and each one's start-to-exit latency.
+async fn executables(
+    rt: &Runtime,
+    name: &str,
+    n: usize,
+    concurrency: usize,
+) -> anyhow::Result<(Duration, Vec<Duration>)> {
+    let cell = CellName::new(name)?;
     rt.allocate(CellSpec::new(cell.clone())).await?;
     let start = Instant::now();
     let mut next = 0usize;
     let mut tasks = tokio::task::JoinSet::new();
-    let mut latencies = Vec::with_capacity(args.executables);
-    while next < args.executables || !tasks.is_empty() {
-        while next < args.executables && tasks.len() < args.concurrency {
+    let mut latencies = Vec::with_capacity(n);
+    while next < n || !tasks.is_empty() {
+        while next < n && tasks.len() < concurrency {
             let rt = rt.clone();
             let cell = cell.clone();
             let name = ExecutableName::new(&format!("e{next}"))?;
@@ -138,41 +239,15 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let elapsed = start.elapsed();
-    let rate = args.executables as f64 / elapsed.as_secs_f64();
     rt.free(&cell).await?;
+    Ok((elapsed, latencies))
+}
 
-    let host_start = Instant::now();
-    let host_runs = args.executables;
-    let mut handles = Vec::new();
-    let per = host_runs.div_ceil(args.concurrency);
-    for _ in 0..args.concurrency {
-        handles.push(std::thread::spawn(move || -> std::io::Result<()> {
-            for _ in 0..per {
-                std::process::Command::new("/bin/true").status()?;
-            }
-            Ok(())
-        }));
-    }
-    for h in handles {
-        h.join()
-            .map_err(|_| anyhow::anyhow!("a host spawner panicked"))??;
-    }
-    let host_rate = (per * args.concurrency) as f64 / host_start.elapsed().as_secs_f64();
-    let (l50, l99) = summary(latencies);
-    println!(
-        "| executables in one long-lived cell ({} x /bin/true, {} at once) | per second | start-to-exit p50 | p99 |",
-        args.executables, args.concurrency
-    );
-    println!("|---|---:|---:|---:|");
-    println!(
-        "| Aura cell (join namespaces, exec via init) | {rate:.0} | {} | {} |",
-        fmt_duration(l50),
-        fmt_duration(l99)
-    );
-    println!("| plain fork+exec on the host (no sandbox) | {host_rate:.0} | | |");
-    println!("| Aura / plain | {:.2} | | |", rate / host_rate);
-    rt.shutdown().await;
-    Ok(())
+/// The first three fields of /proc/loadavg, to print beside the figures.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// A workspace as a node makes them (0700, the cells' root's), with 200 small files in

@@ -46,6 +46,17 @@ pub(crate) struct Args {
     /// Where to put the databases [default: a temporary directory]
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
+    /// Which runs to make: both, or one alone (`throughput` alone is what to profile:
+    /// run it under callgrind with two mission counts and take the difference per mission)
+    #[arg(long, value_enum, default_value_t = Part::Both)]
+    run: Part,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Part {
+    Both,
+    Steps,
+    Throughput,
 }
 
 /// What the scripted reasoner does.
@@ -205,7 +216,17 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         crate::ledger::cpu_model()
     );
 
-    // 1. Step overhead: one mission, many steps, nothing else running.
+    if args.run != Part::Throughput {
+        steps(&args, &dir).await?;
+    }
+    if args.run != Part::Steps {
+        throughput(&args, &dir).await?;
+    }
+    Ok(())
+}
+
+/// 1. Step overhead: one mission, many steps, nothing else running.
+async fn steps(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     let n = node(&dir.join("steps"), Script::Reads).await?;
     let agent = create_agent(&n.engine, "stepper").await?;
     let ws = n.workspaces.join("default").join("steps");
@@ -218,6 +239,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         .await?;
     let state = until_terminal(&n.engine, id).await;
     let after = n.engine.store().tree_size().await?;
+    // One signed checkpoint per commit: how many commits (and fsyncs) a step pays.
+    let step_commits = n.engine.store().checkpoints(before, 1_000_000).await?.len();
     let mut gaps: Vec<Duration> = {
         let calls = n.arrivals.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
         let times = calls.values().next().cloned().unwrap_or_default();
@@ -238,33 +261,38 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let mut raw = raw_commits(&dir.join("raw.db"), 2_000, rows_per_commit, row_bytes)?;
     raw.sort();
     println!(
-        "| one mission, {} steps ({state}) | p50 | p99 | mean |\n|---|---:|---:|---:|",
+        "| one mission, {} steps ({state}) | p50 | p99 | mean | commits per step |\n|---|---:|---:|---:|---:|",
         gaps.len() + 1
     );
     let mean = |v: &[Duration]| v.iter().sum::<Duration>() / v.len().max(1) as u32;
     println!(
-        "| Aura kernel step (turn, policy, fs.read, effect; durable + signed) | {} | {} | {} |",
+        "| Aura kernel step (turn, policy, fs.read, effect; durable + signed) | {} | {} | {} | {:.2} |",
         fmt_duration(percentile(&gaps, 50.0)),
         fmt_duration(percentile(&gaps, 99.0)),
         fmt_duration(mean(&gaps)),
+        step_commits as f64 / f64::from(args.steps.max(1)),
     );
     println!(
-        "| raw SQLite: {rows_per_commit} rows of {row_bytes} B per commit (WAL, synchronous=FULL) | {} | {} | {} |",
+        "| raw SQLite: {rows_per_commit} rows of {row_bytes} B per commit (WAL, synchronous=FULL) | {} | {} | {} | 1 |",
         fmt_duration(percentile(&raw, 50.0)),
         fmt_duration(percentile(&raw, 99.0)),
         fmt_duration(mean(&raw)),
     );
     println!(
-        "| Aura / raw (p50) | {:.2}× | | |\n",
+        "| Aura / raw (p50) | {:.2}× | | | |\n",
         percentile(&gaps, 50.0).as_secs_f64() / percentile(&raw, 50.0).as_secs_f64().max(1e-9)
     );
+    Ok(())
+}
 
-    // 2. Throughput: many 3-step missions over many agents.
+/// 2. Throughput: many 3-step missions over many agents.
+async fn throughput(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     let n = node(&dir.join("throughput"), Script::ThreeSteps).await?;
     let mut agents = Vec::new();
     for i in 0..args.agents {
         agents.push(create_agent(&n.engine, &format!("a{i}")).await?);
     }
+    let before = n.engine.store().tree_size().await?;
     let start = Instant::now();
     let mut handles = Vec::new();
     for (i, agent) in agents.iter().enumerate() {
@@ -297,16 +325,25 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         completed += h.await??;
     }
     let elapsed = start.elapsed();
+    // Commits of the whole run (submission and start included), per step; concurrent
+    // missions share commits (group commit), so this is below a lone mission's figure.
+    let commits = n
+        .engine
+        .store()
+        .checkpoints(before, 10_000_000)
+        .await?
+        .len();
     n.engine.shutdown().await;
     println!(
-        "| {} three-step missions over {} agents | completed | seconds | missions/s | steps/s |\n|---|---:|---:|---:|---:|",
+        "| {} three-step missions over {} agents | completed | seconds | missions/s | steps/s | commits per step |\n|---|---:|---:|---:|---:|---:|",
         args.missions, args.agents
     );
     println!(
-        "| Aura (submit, 3 steps each, durable + signed) | {completed} | {:.2} | {:.0} | {:.0} |",
+        "| Aura (submit, 3 steps each, durable + signed) | {completed} | {:.2} | {:.0} | {:.0} | {:.2} |",
         elapsed.as_secs_f64(),
         f64::from(completed) / elapsed.as_secs_f64(),
         f64::from(completed) * 3.0 / elapsed.as_secs_f64(),
+        commits as f64 / (f64::from(completed) * 3.0).max(1.0),
     );
     if completed != args.missions {
         anyhow::bail!(

@@ -341,6 +341,16 @@ impl Tree {
     /// Creates the cgroup `rel` (relative to the instance) with `limits`; a long-lived cell
     /// gets its `_procs` leaf. On error nothing is left behind.
     pub(crate) fn create(&self, rel: &Path, limits: &Limits, leaf: bool) -> Result<Cgroup> {
+        self.make(rel, Some(limits), leaf)
+    }
+
+    /// Creates a spare one-shot cgroup ahead of need: made and prepared (what does not
+    /// depend on limits), its limits applied when a run takes it ([`Cgroup::limit`]).
+    pub(crate) fn create_spare(&self, rel: &Path) -> Result<Cgroup> {
+        self.make(rel, None, false)
+    }
+
+    fn make(&self, rel: &Path, limits: Option<&Limits>, leaf: bool) -> Result<Cgroup> {
         let cg = Cgroup {
             version: self.h.version,
             dirs: self
@@ -370,7 +380,10 @@ impl Tree {
                 }
                 made.push(d.clone());
             }
-            cg.apply(limits)?;
+            cg.prepare()?;
+            if let Some(l) = limits {
+                cg.limit(l)?;
+            }
             if leaf {
                 if cg.version == Version::V2 {
                     enable_v2(&cg.dirs[0], &cg.enable)?;
@@ -632,7 +645,43 @@ impl Cgroup {
         }
     }
 
+    /// What every cgroup gets whatever its limits: no swap (a memory limit must mean what
+    /// it says), and on v1 the parent's CPUs and memory nodes (a new cpuset cgroup has
+    /// none, and no task can join it until both are set).
+    fn prepare(&self) -> Result<()> {
+        match self.version {
+            Version::V2 => {
+                let swap = self.dirs[0].join("memory.swap.max");
+                if swap.exists() {
+                    write_ctl(&swap, "0")?;
+                }
+            }
+            Version::V1 => {
+                if let Some(cs) = self.v1.get("cpuset") {
+                    inherit_one(cs, "cpuset.cpus")?;
+                    inherit_one(cs, "cpuset.mems")?;
+                }
+                if let Some(mem) = self.v1.get("memory") {
+                    let swappiness = mem.join("memory.swappiness");
+                    if swappiness.exists() {
+                        // Older kernels refuse this under some parents; it is best effort.
+                        let _ = fs::write(&swappiness, "0");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Prepares the cgroup and applies `l` (tests; [`Tree::create`] does both).
+    #[cfg(test)]
     fn apply(&self, l: &Limits) -> Result<()> {
+        self.prepare()?;
+        self.limit(l)
+    }
+
+    /// Writes the limits that are set (after [`Cgroup::prepare`]).
+    pub(crate) fn limit(&self, l: &Limits) -> Result<()> {
         match self.version {
             Version::V2 => {
                 let d = &self.dirs[0];
@@ -669,11 +718,6 @@ impl Cgroup {
                         write_ctl(&d.join(file), &v.to_string())?;
                     }
                 }
-                // No swap: a memory limit must mean what it says.
-                let swap = d.join("memory.swap.max");
-                if swap.exists() {
-                    write_ctl(&swap, "0")?;
-                }
                 if let Some(p) = l.pids_max {
                     write_ctl(&d.join("pids.max"), &p.to_string())?;
                 }
@@ -690,13 +734,11 @@ impl Cgroup {
                     }
                 }
                 if let Some(cs) = dir("cpuset") {
-                    match &l.cpuset_cpus {
-                        Some(c) => write_ctl(&cs.join("cpuset.cpus"), c)?,
-                        None => inherit_one(&cs, "cpuset.cpus")?,
+                    if let Some(c) = &l.cpuset_cpus {
+                        write_ctl(&cs.join("cpuset.cpus"), c)?;
                     }
-                    match &l.cpuset_mems {
-                        Some(m) => write_ctl(&cs.join("cpuset.mems"), m)?,
-                        None => inherit_one(&cs, "cpuset.mems")?,
+                    if let Some(m) = &l.cpuset_mems {
+                        write_ctl(&cs.join("cpuset.mems"), m)?;
                     }
                 }
                 if let Some(mem) = dir("memory") {
@@ -712,11 +754,6 @@ impl Cgroup {
                             write_ctl(&memsw, &v.to_string())?;
                         }
                     }
-                    let swappiness = mem.join("memory.swappiness");
-                    if swappiness.exists() {
-                        // Older kernels refuse this under some parents; it is best effort.
-                        let _ = fs::write(&swappiness, "0");
-                    }
                 }
                 if let (Some(p), Some(pids)) = (l.pids_max, dir("pids")) {
                     write_ctl(&pids.join("pids.max"), &p.to_string())?;
@@ -724,6 +761,11 @@ impl Cgroup {
             }
         }
         Ok(())
+    }
+
+    /// The cell's directory in each hierarchy.
+    pub(crate) fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
     }
 
     /// How many OOM kills the cell has seen.
@@ -858,6 +900,95 @@ impl Cgroup {
             remove_dir_waiting(d, Duration::from_secs(5))?;
         }
         Ok(())
+    }
+}
+
+/// Spare one-shot cgroups, made ahead of need on a blocking thread, so that a run does not
+/// wait for cgroupfs on its way to starting (a v1 host makes five directories and writes
+/// four files for each). A spare is used once, by one run, and removed with it: it is
+/// never reused, so a run's usage and OOM kills are its own.
+#[derive(Debug, Default)]
+pub(crate) struct Spares {
+    state: std::sync::Mutex<SpareState>,
+}
+
+#[derive(Debug, Default)]
+struct SpareState {
+    ready: Vec<Cgroup>,
+    /// The names (relative to the instance) of spares being made now.
+    making: Vec<PathBuf>,
+    /// The runtime shut down: no more spares.
+    closed: bool,
+}
+
+impl Spares {
+    fn state(&self) -> std::sync::MutexGuard<'_, SpareState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A spare, if one is ready.
+    pub(crate) fn take(&self) -> Option<Cgroup> {
+        self.state().ready.pop()
+    }
+
+    /// Names the spares to make now so that `target` are ready or being made; the caller
+    /// makes each and hands it to [`Spares::made`].
+    pub(crate) fn reserve(&self, target: usize, mut name: impl FnMut() -> PathBuf) -> Vec<PathBuf> {
+        let mut s = self.state();
+        if s.closed {
+            return Vec::new();
+        }
+        let n = target.saturating_sub(s.ready.len() + s.making.len());
+        let names: Vec<PathBuf> = (0..n).map(|_| name()).collect();
+        s.making.extend(names.iter().cloned());
+        names
+    }
+
+    /// The spare `rel` was made (or could not be): kept, or removed if the runtime shut
+    /// down meanwhile. Blocks while it removes one.
+    pub(crate) fn made(&self, rel: &Path, r: Result<Cgroup>) {
+        let doomed = {
+            let mut s = self.state();
+            s.making.retain(|m| m != rel);
+            match r {
+                Ok(cg) if !s.closed => {
+                    s.ready.push(cg);
+                    None
+                }
+                Ok(cg) => Some(cg),
+                Err(_) => None,
+            }
+        };
+        if let Some(cg) = doomed {
+            let _ = cg.destroy();
+        }
+    }
+
+    /// Refuses further spares and hands over those ready, for removal.
+    pub(crate) fn close(&self) -> Vec<Cgroup> {
+        let mut s = self.state();
+        s.closed = true;
+        std::mem::take(&mut s.ready)
+    }
+
+    /// Spares ready now.
+    pub(crate) fn ready(&self) -> usize {
+        self.state().ready.len()
+    }
+
+    /// Spares being made now.
+    pub(crate) fn making(&self) -> usize {
+        self.state().making.len()
+    }
+
+    /// Whether the cgroup directory `dir` (directly under the instance) is a spare, ready
+    /// or being made: not a leftover. A spare a run took is no longer one.
+    pub(crate) fn is_spare(&self, dir: &Path) -> bool {
+        let s = self.state();
+        s.ready.iter().any(|c| c.dirs().iter().any(|d| d == dir))
+            || dir
+                .file_name()
+                .is_some_and(|n| s.making.iter().any(|m| m.as_os_str() == n))
     }
 }
 

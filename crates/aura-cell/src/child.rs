@@ -7,15 +7,25 @@
 //! 8-byte record (the [`Stage`] that failed and the errno) on the error pipe, and the
 //! child exits with 127; success is the error pipe closing when `execve` succeeds.
 //!
-//! Two paths:
+//! Three plans:
 //!
+//! - [`Template`]: a root template (see `template.rs`). The child is born in a new mount
+//!   namespace, builds the parts of a cell's root that every cell shares (the system
+//!   directories, /dev, the empty mount points), `pivot_root`s into it and becomes the
+//!   init in `hold` mode, which stays, idle, so that its mount namespace keeps its mounts.
 //! - [`Fresh`]: a new cell. The child is born in new mount, pid, uts, ipc, net (unless
 //!   the cell has the network) namespaces, as host root. It joins its cgroup, builds the
 //!   root file system on a tmpfs, mounts a fresh `/proc` with Docker's masked and
 //!   read-only paths, `pivot_root`s into it and detaches the old root, names itself, brings
 //!   up loopback, and then, only then, enters the cell's user namespace and gives up
-//!   everything ([`finish`]).
-//! - [`Join`]: an executable in an existing cell. An intermediate child makes itself
+//!   everything ([`finish`]). On a template ([`Fresh::on_template`]) the child is cloned
+//!   from a thread inside the template's mount namespace, so its new mount namespace is a
+//!   copy of the template (a handful of private mounts, not the host's): it skips the
+//!   root, the system directories and the `pivot_root`, and adds only what is its own
+//!   (/etc, /tmp, /proc and its masks, the workspace).
+//! - [`Join`]: an executable in an existing cell. Where the runtime's join thread runs
+//!   (see `spawn.rs`), that thread enters the cell's namespaces and clones the executable
+//!   straight into them ([`run_join_direct`]). Otherwise an intermediate child makes itself
 //!   non-dumpable, joins the cell's cgroup and namespaces (held open by the runtime), and
 //!   clones the real child with `CLONE_PARENT`, so that the runtime is its parent and can
 //!   wait for it; the intermediate reports the pid and exits. The real child then runs
@@ -84,6 +94,7 @@ pub(crate) enum Stage {
     Cwd = 42,
     Seccomp = 43,
     ExecInit = 44,
+    EtcReadonly = 45,
     /// Reported by the in-cell init: the command itself could not be executed.
     Exec = 1000,
 }
@@ -91,7 +102,7 @@ pub(crate) enum Stage {
 impl Stage {
     pub(crate) fn from_u32(v: u32) -> Option<Stage> {
         use Stage::*;
-        const ALL: [Stage; 46] = [
+        const ALL: [Stage; 47] = [
             Pid,
             SignalReset,
             CgroupJoin,
@@ -137,6 +148,7 @@ impl Stage {
             Cwd,
             Seccomp,
             ExecInit,
+            EtcReadonly,
             Exec,
         ];
         ALL.into_iter().find(|s| *s as u32 == v)
@@ -193,6 +205,7 @@ impl Stage {
             Cwd => "changing to the working directory",
             Seccomp => "installing the seccomp filter",
             ExecInit => "executing the in-cell init",
+            EtcReadonly => "making /etc read-only",
             Exec => "executing the command",
         }
     }
@@ -253,6 +266,18 @@ pub(crate) enum Op {
     },
     /// Make a path read-only in place (skipped if it does not exist).
     Readonly {
+        target: CString,
+    },
+    /// Attach a detached mount tree that the parent prepared on the host (`open_tree`
+    /// with `OPEN_TREE_CLONE`, attributes already set): how a child cloned from a root
+    /// template, which cannot see the host's paths, gets a workspace or a host directory.
+    Attach {
+        tree: RawFd,
+        target: CString,
+    },
+    /// Make the mount at `target` (only that one, not those beneath) read-only, nosuid
+    /// and nodev: a cell's own /etc once its files are written.
+    SealMount {
         target: CString,
     },
 }
@@ -317,11 +342,25 @@ impl Finish {
     }
 }
 
+/// A root template's builder.
+#[derive(Debug)]
+pub(crate) struct Template {
+    pub stage: CString,
+    pub root_data: CString,
+    pub ops: Vec<Op>,
+    pub err_fd: RawFd,
+    /// The init in `hold` mode, with a lifeline, as a long-lived cell's process 1.
+    pub finish: Finish,
+}
+
 /// A new cell's process 1.
 #[derive(Debug)]
 pub(crate) struct Fresh {
     /// v1: open `cgroup.procs` files to write "0" to. v2 clones straight into the cgroup.
     pub cgroup_procs: Vec<RawFd>,
+    /// Cloned from inside a root template's mount namespace: the root is already built
+    /// and entered, and `ops` add only what is the cell's own.
+    pub on_template: bool,
     pub stage: CString,
     pub root_data: CString,
     pub ops: Vec<Op>,
@@ -518,6 +557,36 @@ fn mount_fs(
     if r < 0 { Err(e) } else { Ok(()) }
 }
 
+/// Mounts a fresh proc (of the child's pid namespace) on `target` with the new mount API,
+/// which needs no path: a child on a root template has no /proc (and so no
+/// `/proc/self/fd`) until this one.
+fn mount_proc(target: &CStr) -> Result<(), i32> {
+    let fs = sys::fsopen(c"proc", sys::FSOPEN_CLOEXEC)?;
+    let r = (|| {
+        sys::fsconfig_cmd(fs, sys::FSCONFIG_CMD_CREATE)?;
+        let m = sys::fsmount(
+            fs,
+            sys::FSMOUNT_CLOEXEC,
+            sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV | sys::MOUNT_ATTR_NOEXEC,
+        )?;
+        let moved = open_target(target).and_then(|t| {
+            let r = sys::move_mount(
+                m,
+                EMPTY,
+                t,
+                EMPTY,
+                sys::MOVE_MOUNT_F_EMPTY_PATH | sys::MOVE_MOUNT_T_EMPTY_PATH,
+            );
+            sys::close(t);
+            r
+        });
+        sys::close(m);
+        moved
+    })();
+    sys::close(fs);
+    r
+}
+
 fn ignore_missing(r: Result<(), i32>) -> Result<(), i32> {
     match r {
         Err(libc::ENOENT) => Ok(()),
@@ -623,13 +692,7 @@ fn run_op(op: &Op, devnull: &mut RawFd, err: RawFd) -> Result<(), (Stage, i32)> 
             flags,
             data,
         } => mount_fs(target, c"tmpfs", *flags, Some(data)).map_err(|e| (Stage::Tmpfs, e)),
-        Op::Proc { target } => mount_fs(
-            target,
-            c"proc",
-            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-            None,
-        )
-        .map_err(|e| (Stage::Proc, e)),
+        Op::Proc { target } => mount_proc(target).map_err(|e| (Stage::Proc, e)),
         Op::MaskFile { target } => {
             if *devnull < 0 {
                 // The null device we created ourselves a moment ago; check it is one
@@ -679,6 +742,31 @@ fn run_op(op: &Op, devnull: &mut RawFd, err: RawFd) -> Result<(), (Stage, i32)> 
             sys::close(src);
             r.map_err(|(_, e)| (Stage::ProcReadonly, e))
         }
+        Op::Attach { tree, target } => {
+            let t = open_target(target).map_err(|e| (Stage::BindTarget, e))?;
+            let moved = sys::move_mount(
+                *tree,
+                EMPTY,
+                t,
+                EMPTY,
+                sys::MOVE_MOUNT_F_EMPTY_PATH | sys::MOVE_MOUNT_T_EMPTY_PATH,
+            );
+            sys::close(t);
+            // Closed at once: an attached tree stays, and the descriptor must not linger
+            // until the init's exec.
+            sys::close(*tree);
+            moved.map_err(|e| (Stage::BindMove, e))
+        }
+        Op::SealMount { target } => {
+            let t = open_target(target).map_err(|e| (Stage::EtcReadonly, e))?;
+            let a = sys::MountAttr {
+                attr_set: sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV,
+                ..Default::default()
+            };
+            let r = sys::mount_setattr(t, EMPTY, libc::AT_EMPTY_PATH as u32, &a);
+            sys::close(t);
+            r.map_err(|e| (Stage::EtcReadonly, e))
+        }
     }
 }
 
@@ -726,19 +814,23 @@ fn loopback_up() -> Result<(), i32> {
     if r < 0 { Err(e) } else { Ok(()) }
 }
 
-/// The new cell's process 1. Never returns.
-pub(crate) fn run_fresh(p: &Fresh) -> ! {
-    let err = p.err_fd;
-    try_stage!(err, Stage::SignalReset, reset_signals());
-    // Join the cgroup before creating the cgroup namespace, so that the namespace is
-    // rooted at the cell's own cgroup.
-    try_stage!(err, Stage::CgroupJoin, join_cgroup(&p.cgroup_procs));
-    // SAFETY: unshare takes flags.
-    try_stage!(
-        err,
-        Stage::CgroupNamespace,
-        c_ret(unsafe { libc::unshare(libc::CLONE_NEWCGROUP) })
-    );
+/// Runs the root's ops in order (paths relative to the working directory, the new root).
+fn run_ops(ops: &[Op], err: RawFd) {
+    let mut devnull = -1;
+    for op in ops {
+        if let Err((stage, e)) = run_op(op, &mut devnull, err) {
+            fail(err, stage, e);
+        }
+    }
+    if devnull >= 0 {
+        sys::close(devnull);
+    }
+}
+
+/// Builds a root from scratch in a new mount namespace, a copy of the host's: every
+/// mount made private, a tmpfs at `stage` with `ops` applied, `pivot_root` into it, the
+/// host's file system detached, the root made read-only.
+fn build_root(stage: &CStr, root_data: &CStr, ops: &[Op], err: RawFd) {
     // Nothing we mount may propagate back to the host.
     // SAFETY: all pointers are NUL-terminated strings or null.
     try_stage!(
@@ -761,10 +853,10 @@ pub(crate) fn run_fresh(p: &Fresh) -> ! {
         c_ret(unsafe {
             libc::mount(
                 c"tmpfs".as_ptr(),
-                p.stage.as_ptr(),
+                stage.as_ptr(),
                 c"tmpfs".as_ptr(),
                 libc::MS_NOSUID,
-                p.root_data.as_ptr().cast(),
+                root_data.as_ptr().cast(),
             )
         })
     );
@@ -772,17 +864,9 @@ pub(crate) fn run_fresh(p: &Fresh) -> ! {
     try_stage!(
         err,
         Stage::EnterRoot,
-        c_ret(unsafe { libc::chdir(p.stage.as_ptr()) })
+        c_ret(unsafe { libc::chdir(stage.as_ptr()) })
     );
-    let mut devnull = -1;
-    for op in &p.ops {
-        if let Err((stage, e)) = run_op(op, &mut devnull, err) {
-            fail(err, stage, e);
-        }
-    }
-    if devnull >= 0 {
-        sys::close(devnull);
-    }
+    run_ops(ops, err);
     // pivot_root(".", "."), then detach the old root that now lies beneath: the host's
     // file system is gone from this mount namespace (no chroot that could be escaped).
     // SAFETY: both paths are ".".
@@ -813,6 +897,45 @@ pub(crate) fn run_fresh(p: &Fresh) -> ! {
         Stage::RootReadonly,
         sys::mount_setattr(libc::AT_FDCWD, c"/", 0, &ro)
     );
+}
+
+/// A root template's builder: builds the shared part of a cell's root, then gives up
+/// every privilege and becomes the init in `hold` mode ([`finish`]), which closes the
+/// error pipe (ready) and stays, idle, until the runtime closes its lifeline or dies: a
+/// mount namespace keeps its mounts only while a task is in it. Never returns.
+pub(crate) fn run_template(p: &Template) -> ! {
+    let err = p.err_fd;
+    try_stage!(err, Stage::SignalReset, reset_signals());
+    build_root(&p.stage, &p.root_data, &p.ops, err);
+    finish(&p.finish, err)
+}
+
+/// The new cell's process 1. Never returns.
+pub(crate) fn run_fresh(p: &Fresh) -> ! {
+    let err = p.err_fd;
+    try_stage!(err, Stage::SignalReset, reset_signals());
+    // Join the cgroup before creating the cgroup namespace, so that the namespace is
+    // rooted at the cell's own cgroup.
+    try_stage!(err, Stage::CgroupJoin, join_cgroup(&p.cgroup_procs));
+    // SAFETY: unshare takes flags.
+    try_stage!(
+        err,
+        Stage::CgroupNamespace,
+        c_ret(unsafe { libc::unshare(libc::CLONE_NEWCGROUP) })
+    );
+    if p.on_template {
+        // The root is the template's, already entered (the spawner thread's root and
+        // working directory, inherited); the ops add the cell's own mounts to it.
+        // SAFETY: "/" is NUL-terminated.
+        try_stage!(
+            err,
+            Stage::EnterRoot,
+            c_ret(unsafe { libc::chdir(c"/".as_ptr()) })
+        );
+        run_ops(&p.ops, err);
+    } else {
+        build_root(&p.stage, &p.root_data, &p.ops, err);
+    }
     let name = p.hostname.as_bytes();
     // SAFETY: name is a live slice.
     try_stage!(
@@ -823,6 +946,24 @@ pub(crate) fn run_fresh(p: &Fresh) -> ! {
     if p.loopback {
         try_stage!(err, Stage::Loopback, loopback_up());
     }
+    finish(&p.finish, err)
+}
+
+/// An executable cloned straight into its cell's namespaces by the join thread (see
+/// `spawn.rs`): it joins the cell's cgroup (v1; on v2 it was cloned into it) and runs
+/// [`finish`]. Never returns.
+pub(crate) fn run_join_direct(p: &Join) -> ! {
+    let err = p.err_fd;
+    // Until it executes, this is a copy of the runtime inside the cell's pid namespace;
+    // non-dumpable, the cell's processes cannot read or trace it through /proc.
+    // SAFETY: prctl with integers.
+    try_stage!(
+        err,
+        Stage::Dumpable,
+        c_ret(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) })
+    );
+    try_stage!(err, Stage::SignalReset, reset_signals());
+    try_stage!(err, Stage::CgroupJoin, join_cgroup(&p.cgroup_procs));
     finish(&p.finish, err)
 }
 

@@ -82,6 +82,7 @@ pub mod seccomp;
 mod spawn;
 pub mod spec;
 mod sys;
+mod template;
 pub mod tools;
 pub mod workspace;
 

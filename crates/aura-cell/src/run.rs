@@ -360,8 +360,7 @@ impl Runtime {
             uid,
             gid,
         };
-        let rel = PathBuf::from(format!("_run-{}", self.next_run_id()));
-        let cgroup = self.inner.tree.create(&rel, &spec.limits, false)?;
+        let cgroup = self.run_cgroup(&spec.limits).await?;
         let (out_r, out_w) = spawn::pipe()?;
         let (err_r, err_w) = spawn::pipe()?;
         let (in_r, in_w) = match &spec.stdin {

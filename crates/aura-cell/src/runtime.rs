@@ -22,7 +22,7 @@ use aura_core::door::{Clock, SystemClock};
 use serde::Serialize;
 use tokio::sync::{Mutex, broadcast, watch};
 
-use crate::cgroup::{self, Cgroup, Tree, Usage, Version};
+use crate::cgroup::{self, Cgroup, Spares, Tree, Usage, Version};
 use crate::child::{Finish, Fresh, Join};
 use crate::error::{Error, Result};
 use crate::logs::{Channel, EventLog, LineSplitter, LogLimits, LogStore};
@@ -30,6 +30,7 @@ use crate::rootfs::{self, CellFs, ResolvedBind};
 use crate::seccomp::{self, SockFilter};
 use crate::spawn::{self, Ended, Process, Spawner, cstring};
 use crate::spec::{CellName, CellSpec, Env, ExecutableName, ExecutableSpec, ID_COUNT};
+use crate::template::Templates;
 
 /// Instance names of short-lived runtimes, `<prefix><pid>[-<n>]`: whichever runtime starts
 /// next removes what such a runtime left if its process is gone.
@@ -67,6 +68,17 @@ pub struct Options {
     /// is `<home>/workspaces`): cells may mount what is inside it. It must not itself hold
     /// a protected path.
     pub workspaces_root: Option<PathBuf>,
+    /// Start executables in long-lived cells from a thread that enters the cell's
+    /// namespaces and clones them straight in (the default), instead of through an
+    /// intermediate process that joins the cell first (one more fork of the runtime).
+    pub join_thread: bool,
+    /// Spare cgroups for one-shot runs kept ready ahead of need (made in the background,
+    /// each used by one run only); 0 makes every run's cgroup on its way to starting.
+    pub spare_cgroups: usize,
+    /// Clone cells from pre-built root templates (the default), instead of building each
+    /// cell's root from scratch; see the crate's `template` module. Cells with extra binds,
+    /// and every cell where a template cannot be built, take the from-scratch path anyway.
+    pub root_template: bool,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -82,6 +94,9 @@ impl Options {
             tmp_bytes: 256 * 1024 * 1024,
             protected: Vec::new(),
             workspaces_root: None,
+            root_template: true,
+            spare_cgroups: 2,
+            join_thread: true,
             clock: Arc::new(SystemClock),
         }
     }
@@ -286,6 +301,9 @@ pub(crate) struct CellEntry {
     namespaces: Vec<(OwnedFd, libc::c_int)>,
     /// v2: the `_procs` cgroup directory, for CLONE_INTO_CGROUP.
     cgroup_dir: Option<OwnedFd>,
+    /// v1: the `_procs` cgroups' `cgroup.procs` files, open for writing, which an
+    /// executable writes "0" to (opened once, not for every executable).
+    procs_files: Vec<OwnedFd>,
     workspace: Option<PathBuf>,
     default_ids: (u32, u32),
     allocated_at: Timestamp,
@@ -326,6 +344,8 @@ pub(crate) struct Inner {
     devnull: OwnedFd,
     filter: Arc<Vec<SockFilter>>,
     base: rootfs::Base,
+    templates: Templates,
+    spares: Spares,
     cap_last: u32,
     stage: CString,
     cells: Mutex<BTreeMap<CellName, Arc<CellEntry>>>,
@@ -364,6 +384,18 @@ pub(crate) struct Stdio {
     pub(crate) stdin: OwnedFd,
     pub(crate) stdout: OwnedFd,
     pub(crate) stderr: OwnedFd,
+}
+
+/// A cell's process 1 (and a root template's keeper): the init in `hold` mode.
+fn hold_setup() -> ProcessSetup {
+    ProcessSetup {
+        argv: vec!["aura-cell-init".into(), "hold".into()],
+        file: String::new(),
+        env: Env::default(),
+        cwd: "/".into(),
+        uid: 0,
+        gid: 0,
+    }
 }
 
 fn instance_for(state_dir: &Path) -> String {
@@ -501,7 +533,7 @@ impl Runtime {
         }
         let stage = cstring(stage_dir.as_os_str().as_encoded_bytes())?;
 
-        let spawner = Spawner::start()?;
+        let spawner = Spawner::start(opts.root_template, opts.join_thread)?;
         let userns = spawner.user_namespace(opts.id_base, ID_COUNT).await?;
         let init_fd = spawn::init_memfd()?;
         let devnull = fs::OpenOptions::new()
@@ -520,6 +552,8 @@ impl Runtime {
                 devnull: devnull.into(),
                 filter: Arc::new(seccomp::program()),
                 base: rootfs::Base::from_host(),
+                templates: Templates::default(),
+                spares: Spares::default(),
                 cap_last: read_cap_last(),
                 stage,
                 cells: Mutex::new(BTreeMap::new()),
@@ -592,9 +626,58 @@ impl Runtime {
     }
 
     /// Cgroups left under this runtime's instance (for leak checks): empty when every
-    /// cell has been freed.
+    /// cell has been freed. Spare cgroups ready for the next runs are not leftovers.
     pub fn leftover_cgroups(&self) -> Vec<PathBuf> {
-        self.inner.tree.leftovers()
+        self.inner
+            .tree
+            .leftovers()
+            .into_iter()
+            .filter(|p| !self.inner.spares.is_spare(p))
+            .collect()
+    }
+
+    /// The cgroup for a one-shot run with `limits`: a spare if one is ready (made ahead,
+    /// in the background), else made now; either way the spares are topped up.
+    pub(crate) async fn run_cgroup(&self, limits: &crate::spec::Limits) -> Result<Cgroup> {
+        let spare = self.inner.spares.take();
+        self.refill_spares();
+        match spare {
+            Some(cg) => match cg.limit(limits) {
+                Ok(()) => Ok(cg),
+                Err(e) => {
+                    let _ = tokio::task::spawn_blocking(move || cg.destroy()).await;
+                    Err(e)
+                }
+            },
+            None => {
+                let rel = PathBuf::from(format!("_run-{}", self.next_run_id()));
+                self.inner.tree.create(&rel, limits, false)
+            }
+        }
+    }
+
+    /// Starts making spare cgroups in the background up to [`Options::spare_cgroups`].
+    fn refill_spares(&self) {
+        let names = self
+            .inner
+            .spares
+            .reserve(self.inner.opts.spare_cgroups, || {
+                PathBuf::from(format!("_spare-{}", self.next_run_id()))
+            });
+        for rel in names {
+            // The task holds the runtime for the moment it takes, so that a runtime dropped
+            // meanwhile sweeps the spare with the rest.
+            let inner = self.inner.clone();
+            tokio::task::spawn_blocking(move || {
+                let r = inner.tree.create_spare(&rel);
+                inner.spares.made(&rel, r);
+            });
+        }
+    }
+
+    /// How many spare cgroups are ready now (for tests and benchmarks).
+    pub fn spare_cgroups(&self) -> usize {
+        self.inner.spares.ready()
     }
 
     /// Refuses a host path that would show a cell the node's own files: one at, inside or
@@ -764,6 +847,44 @@ impl Runtime {
         ))
     }
 
+    /// The mount namespace of the root template `fs_` can be cloned from, if any (built
+    /// on first use); `None`: build its root from scratch.
+    async fn template_for(&self, fs_: &CellFs<'_>) -> Option<RawFd> {
+        if !self.inner.opts.root_template || !fs_.binds.is_empty() {
+            return None;
+        }
+        let variant = rootfs::Variant {
+            workspace: fs_.workspace.is_some(),
+        };
+        let inner = &self.inner;
+        let build = || async move {
+            let stdio = self.null_stdio()?;
+            crate::template::build(
+                &inner.spawner,
+                &inner.base,
+                &inner.stage,
+                variant,
+                [stdio.stdin, stdio.stdout, stdio.stderr],
+                |fds| self.finish(&hold_setup(), fds, true),
+            )
+            .await
+        };
+        inner
+            .templates
+            .get(variant, build, |e| {
+                inner.events.record(
+                    inner.opts.clock.now(),
+                    format!("no root template (cells are built from scratch): {e}"),
+                );
+            })
+            .await
+    }
+
+    /// How many root templates this runtime has built (for tests and benchmarks).
+    pub fn root_templates(&self) -> usize {
+        self.inner.templates.built()
+    }
+
     /// Starts a new cell's process 1: either the command itself (a one-shot run) or the
     /// init in `hold` mode (a long-lived cell, with `lifeline`).
     pub(crate) async fn launch_fresh(
@@ -775,7 +896,19 @@ impl Runtime {
         lifeline: Option<OwnedFd>,
     ) -> Result<Process> {
         self.check_running()?;
-        let ops = rootfs::plan(&self.inner.base, fs_)?;
+        let template = self.template_for(fs_).await;
+        // A cell on a template gets host directories as detached trees made here; the
+        // child holds its own copies of the descriptors, so ours go after the clone.
+        let (ops, trees) = match template {
+            Some(_) => {
+                let (trees, owned) = rootfs::cell_trees(&self.inner.base, fs_)?;
+                (
+                    rootfs::template_cell_plan(&self.inner.base, fs_, &trees)?,
+                    owned,
+                )
+            }
+            None => (rootfs::plan(&self.inner.base, fs_)?, Vec::new()),
+        };
         let procs: Vec<fs::File> = cgroup
             .v1_procs_files()
             .iter()
@@ -803,6 +936,7 @@ impl Runtime {
         let finish = self.finish(p, fds, lifeline.is_some())?;
         let plan = Box::new(Fresh {
             cgroup_procs: procs.iter().map(|f| f.as_raw_fd()).collect(),
+            on_template: template.is_some(),
             stage: self.inner.stage.clone(),
             root_data: cstring("mode=0755,size=16m")?,
             ops,
@@ -820,10 +954,15 @@ impl Runtime {
         let spawned = self
             .inner
             .spawner
-            .fresh(plan, flags, cgroup_dir.as_ref().map(|d| d.as_raw_fd()))
+            .fresh(
+                plan,
+                flags,
+                cgroup_dir.as_ref().map(|d| d.as_raw_fd()),
+                template,
+            )
             .await?;
         // The child has its copies; ours must close so that end-of-file can be seen.
-        drop((err_w, stdio, lifeline, procs, cgroup_dir));
+        drop((err_w, stdio, lifeline, procs, cgroup_dir, trees));
         let process = Process::new(spawned)?;
         let report = spawn::read_report(err_r).await?;
         if let Some(e) = report.error(&p.argv.join(" ")) {
@@ -884,6 +1023,19 @@ impl Runtime {
         binds: &[ResolvedBind],
     ) -> Result<CellEntry> {
         let default_ids = workspace.as_ref().map_or((0, 0), |w| w.ids);
+        // Opened before the cell's process 1 exists, so that a failure leaves nothing.
+        let procs_files: Vec<OwnedFd> = cgroup
+            .v1_procs_files()
+            .iter()
+            .map(|f| {
+                fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_CLOEXEC)
+                    .open(f)
+                    .map(OwnedFd::from)
+                    .map_err(|e| Error::io(format!("cannot open {}", f.display()), e))
+            })
+            .collect::<Result<_>>()?;
         let fs_ = CellFs {
             hostname: spec.name.leaf(),
             network: spec.network,
@@ -900,14 +1052,7 @@ impl Runtime {
             tmp_bytes: self.inner.opts.tmp_bytes,
         };
         let (life_r, life_w) = spawn::pipe()?;
-        let setup = ProcessSetup {
-            argv: vec!["aura-cell-init".into(), "hold".into()],
-            file: String::new(),
-            env: Env::default(),
-            cwd: "/".into(),
-            uid: 0,
-            gid: 0,
-        };
+        let setup = hold_setup();
         let stdio = self.null_stdio()?;
         let init = self
             .launch_fresh(cgroup, &fs_, &setup, stdio, Some(life_r))
@@ -946,6 +1091,7 @@ impl Runtime {
             lifeline: StdMutex::new(Some(life_w)),
             namespaces,
             cgroup_dir,
+            procs_files,
             workspace: workspace.map(|w| w.path),
             default_ids,
             allocated_at: self.now(),
@@ -1154,18 +1300,6 @@ impl Runtime {
         p: &ProcessSetup,
         stdio: Stdio,
     ) -> Result<Process> {
-        let procs: Vec<fs::File> = cell
-            .cgroup
-            .v1_procs_files()
-            .iter()
-            .map(|f| {
-                fs::OpenOptions::new()
-                    .write(true)
-                    .custom_flags(libc::O_CLOEXEC)
-                    .open(f)
-                    .map_err(|e| Error::io(format!("cannot open {}", f.display()), e))
-            })
-            .collect::<Result<_>>()?;
         let (err_r, err_w) = spawn::pipe()?;
         let fds = vec![
             stdio.stdin.as_raw_fd(),
@@ -1174,7 +1308,7 @@ impl Runtime {
             err_w.as_raw_fd(),
         ];
         let plan = Box::new(Join {
-            cgroup_procs: procs.iter().map(|f| f.as_raw_fd()).collect(),
+            cgroup_procs: cell.procs_files.iter().map(|f| f.as_raw_fd()).collect(),
             cgroup_fd: cell.cgroup_dir.as_ref().map(|d| d.as_raw_fd()),
             namespaces: cell
                 .namespaces
@@ -1184,10 +1318,25 @@ impl Runtime {
             err_fd: err_w.as_raw_fd(),
             finish: self.finish(p, fds, false)?,
         });
-        let intermediate = Process::new(self.inner.spawner.join(plan).await?)?;
-        drop((err_w, stdio, procs));
-        let report = spawn::read_report(err_r).await?;
-        let _ = intermediate.wait().await;
+        let joined = self.inner.spawner.join(plan).await?;
+        drop((err_w, stdio));
+        let report = match joined {
+            spawn::Joined::Direct(s) => {
+                let process = Process::new(s)?;
+                let report = spawn::read_report(err_r).await?;
+                if let Some(e) = report.error(&p.argv.join(" ")) {
+                    let _ = process.wait().await;
+                    return Err(e);
+                }
+                return Ok(process);
+            }
+            spawn::Joined::Intermediate(s) => {
+                let intermediate = Process::new(s)?;
+                let report = spawn::read_report(err_r).await?;
+                let _ = intermediate.wait().await;
+                report
+            }
+        };
         let child = match report.pid {
             Some(pid) => Some(Process::adopt(pid)?),
             None => None,
@@ -1362,6 +1511,15 @@ impl Runtime {
     /// afterwards.
     pub async fn shutdown(&self) {
         self.inner.shut_down.store(true, Ordering::SeqCst);
+        // No spare may be made once the sweep below has run: refuse new ones, and wait
+        // (briefly) for those being made, which remove themselves.
+        drop(self.inner.spares.close());
+        for _ in 0..5_000 {
+            if self.inner.spares.making() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         let top: Vec<CellName> = {
             let cells = self.inner.cells.lock().await;
             cells

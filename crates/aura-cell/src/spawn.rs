@@ -2,8 +2,10 @@
 //! sealed memfd with the in-cell init, the runtime's user namespace, pipes, and waiting
 //! for processes through pidfds.
 //!
-//! All clones happen on one dedicated thread that lives as long as the runtime and blocks
-//! every signal. Living long matters because a child's parent-death signal fires when
+//! All clones happen on two dedicated threads that live as long as the runtime and block
+//! every signal: one in the host's mount namespace, and one that moves into a root
+//! template's mount namespace before each clone, so that a cell cloned there gets a copy
+//! of the template (see `template.rs`) instead of the host's mounts. Living long matters because a child's parent-death signal fires when
 //! the *thread* that cloned it exits, and tokio's blocking threads come and go; blocking
 //! signals matters because a signal handler of the runtime must never run in a child
 //! between clone and exec (the child unblocks them just before executing).
@@ -16,7 +18,7 @@ use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::oneshot;
 
-use crate::child::{self, Fresh, Join, Stage};
+use crate::child::{self, Fresh, Join, Stage, Template};
 use crate::error::{Error, Result};
 use crate::sys;
 
@@ -30,14 +32,34 @@ pub(crate) struct Spawned {
     pub pidfd: OwnedFd,
 }
 
+/// What [`Spawner::join`] started.
+#[derive(Debug)]
+pub(crate) enum Joined {
+    Direct(Spawned),
+    Intermediate(Spawned),
+}
+
 enum Job {
     Fresh {
         plan: Box<Fresh>,
         flags: u64,
         cgroup_fd: Option<RawFd>,
+        /// On the template thread: the template's mount namespace, entered before the
+        /// clone.
+        template: Option<RawFd>,
         reply: oneshot::Sender<Result<Spawned, i32>>,
     },
+    Template {
+        plan: Box<Template>,
+        reply: oneshot::Sender<Result<Spawned, i32>>,
+    },
+    /// On the join thread.
     Join {
+        plan: Box<Join>,
+        reply: oneshot::Sender<Result<Spawned, i32>>,
+    },
+    /// Through an intermediate process, on the host thread.
+    JoinVia {
         plan: Box<Join>,
         reply: oneshot::Sender<Result<Spawned, i32>>,
     },
@@ -46,10 +68,19 @@ enum Job {
     },
 }
 
-/// The handle to the spawner thread. Dropping it ends the thread.
+/// The handle to the spawner threads. Dropping it ends them.
 #[derive(Debug)]
 pub(crate) struct Spawner {
     tx: std::sync::Mutex<mpsc::Sender<Job>>,
+    /// The join thread (see [`join_loop`]); `None` where it could not start, and then
+    /// executables join their cells through an intermediate process.
+    join_tx: Option<std::sync::Mutex<mpsc::Sender<Job>>>,
+    /// Set by the join thread if it could not return to the host's namespaces; from then
+    /// on joins take the intermediate path.
+    join_broken: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The template thread; `None` where it could not get a file-system context of its
+    /// own (then no template is used, and every cell is built from scratch).
+    template_tx: Option<std::sync::Mutex<mpsc::Sender<Job>>>,
 }
 
 impl std::fmt::Debug for Job {
@@ -99,15 +130,32 @@ fn spawner_loop(rx: &mpsc::Receiver<Job>) {
                 plan,
                 flags,
                 cgroup_fd,
+                template,
                 reply,
             } => {
+                if let Some(ns) = template {
+                    // SAFETY: setns on the template's namespace descriptor, which the
+                    // runtime holds; this thread has a file-system context of its own, so
+                    // only it moves.
+                    if unsafe { libc::setns(ns, libc::CLONE_NEWNS) } < 0 {
+                        let _ = reply.send(Err(sys::errno()));
+                        continue;
+                    }
+                }
                 let (r, pidfd) = clone_with(flags, libc::SIGCHLD as u64, cgroup_fd);
                 if let Ok(0) = r {
                     child::run_fresh(&plan);
                 }
                 let _ = reply.send(spawned(r, pidfd));
             }
-            Job::Join { plan, reply } => {
+            Job::Template { plan, reply } => {
+                let (r, pidfd) = clone_with(libc::CLONE_NEWNS as u64, libc::SIGCHLD as u64, None);
+                if let Ok(0) = r {
+                    child::run_template(&plan);
+                }
+                let _ = reply.send(spawned(r, pidfd));
+            }
+            Job::JoinVia { plan, reply } | Job::Join { plan, reply } => {
                 let (r, pidfd) = clone_with(0, libc::SIGCHLD as u64, None);
                 if let Ok(0) = r {
                     child::run_join(&plan);
@@ -131,16 +179,157 @@ fn spawner_loop(rx: &mpsc::Receiver<Job>) {
     }
 }
 
+/// The namespace types an executable joins, in the order they are entered (mount last:
+/// it moves the thread's root), with their names under `/proc/<pid>/ns`.
+const JOINED: [(libc::c_int, &str); 6] = [
+    (libc::CLONE_NEWCGROUP, "cgroup"),
+    (libc::CLONE_NEWIPC, "ipc"),
+    (libc::CLONE_NEWUTS, "uts"),
+    (libc::CLONE_NEWNET, "net"),
+    (libc::CLONE_NEWPID, "pid_for_children"),
+    (libc::CLONE_NEWNS, "mnt"),
+];
+
+/// Moves the calling thread into `cell`'s namespaces, and into the host's (`host`, in
+/// [`JOINED`]'s order) for the types the cell shares with the host (the network, for a
+/// cell that has it).
+fn enter(cell: &[(RawFd, libc::c_int)], host: &[OwnedFd]) -> Result<(), i32> {
+    for ((kind, _), h) in JOINED.iter().zip(host) {
+        let fd = cell
+            .iter()
+            .find(|(_, k)| k == kind)
+            .map_or(h.as_raw_fd(), |(fd, _)| *fd);
+        // SAFETY: setns on a namespace descriptor that the runtime (or this thread) holds.
+        if unsafe { libc::setns(fd, *kind) } < 0 {
+            return Err(sys::errno());
+        }
+    }
+    Ok(())
+}
+
+/// The join thread: for each executable, enters the cell's namespaces (all but the user
+/// namespace, which the child enters itself, single-threaded as the kernel requires),
+/// clones the executable straight into them (and, on v2, into the cell's cgroup), and
+/// returns to the host's namespaces, so that it never keeps a freed cell's namespaces
+/// (and their mounts) alive. A pid namespace entered by a thread applies to the
+/// children it clones, which is why this saves the intermediate process a join needs
+/// otherwise.
+fn join_loop(rx: &mpsc::Receiver<Job>, host: &[OwnedFd], broken: &std::sync::atomic::AtomicBool) {
+    // SAFETY: blocking every signal on this thread only.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+    }
+    while let Ok(job) = rx.recv() {
+        let Job::Join { plan, reply } = job else {
+            continue;
+        };
+        if let Err(e) = enter(&plan.namespaces, host) {
+            let _ = reply.send(Err(e));
+        } else {
+            let (r, pidfd) = clone_with(0, libc::SIGCHLD as u64, plan.cgroup_fd);
+            if let Ok(0) = r {
+                child::run_join_direct(&plan);
+            }
+            let _ = reply.send(spawned(r, pidfd));
+        }
+        if enter(&[], host).is_err() {
+            // Stuck in some cell's namespaces (which it would keep alive): hand further
+            // joins to the intermediate path. The thread stays, as the parent its
+            // executables' parent-death signal watches; joins already queued are still
+            // right, since `enter` sets every namespace type.
+            broken.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+/// Starts the join thread, if it can have namespaces of its own: a file-system context
+/// of its own (for the mount namespace) and descriptors of the host's namespaces to
+/// return to.
+fn start_join_thread(
+    broken: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Option<std::sync::Mutex<mpsc::Sender<Job>>> {
+    let (tx, rx) = mpsc::channel();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("aura-cell-join-spawner".into())
+        .spawn(move || {
+            // SAFETY: unshare with CLONE_FS affects this thread only.
+            let ok = unsafe { libc::unshare(libc::CLONE_FS) } == 0;
+            let host: Option<Vec<OwnedFd>> = ok
+                .then(|| {
+                    JOINED
+                        .iter()
+                        .map(|(_, name)| {
+                            std::fs::File::open(format!("/proc/thread-self/ns/{name}"))
+                                .map(OwnedFd::from)
+                                .ok()
+                        })
+                        .collect()
+                })
+                .flatten();
+            let _ = ready_tx.send(host.is_some());
+            if let Some(host) = host {
+                join_loop(&rx, &host, &broken);
+            }
+        })
+        .ok()?;
+    ready_rx
+        .recv()
+        .unwrap_or(false)
+        .then(|| std::sync::Mutex::new(tx))
+}
+
 impl Spawner {
-    pub(crate) fn start() -> Result<Self> {
+    /// Starts the spawner threads. `templates`: also the thread that clones cells from
+    /// root templates; `join`: also the join thread.
+    pub(crate) fn start(templates: bool, join: bool) -> Result<Self> {
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("aura-cell-spawner".into())
             .spawn(move || spawner_loop(&rx))
             .map_err(|e| Error::io("cannot start the cell spawner thread", e))?;
+        let template_tx = if templates {
+            let (ttx, trx) = mpsc::channel();
+            let (ready_tx, ready_rx) = mpsc::channel();
+            std::thread::Builder::new()
+                .name("aura-cell-template-spawner".into())
+                .spawn(move || {
+                    // Threads share one file-system context (root, working directory,
+                    // mount namespace); setns into a mount namespace needs one of our own,
+                    // so that moving this thread moves nothing else of the runtime.
+                    // SAFETY: unshare with CLONE_FS affects this thread only.
+                    let ok = unsafe { libc::unshare(libc::CLONE_FS) } == 0;
+                    let _ = ready_tx.send(ok);
+                    if ok {
+                        spawner_loop(&trx);
+                    }
+                })
+                .map_err(|e| Error::io("cannot start the cell template spawner thread", e))?;
+            ready_rx
+                .recv()
+                .unwrap_or(false)
+                .then(|| std::sync::Mutex::new(ttx))
+        } else {
+            None
+        };
+        let join_broken = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         Ok(Spawner {
             tx: std::sync::Mutex::new(tx),
+            join_tx: if join {
+                start_join_thread(join_broken.clone())
+            } else {
+                None
+            },
+            join_broken,
+            template_tx,
         })
+    }
+
+    /// Whether cells can be cloned from root templates.
+    pub(crate) fn has_template_thread(&self) -> bool {
+        self.template_tx.is_some()
     }
 
     async fn submit(
@@ -148,8 +337,22 @@ impl Spawner {
         job: Job,
         rx: oneshot::Receiver<Result<Spawned, i32>>,
     ) -> Result<Spawned> {
-        self.tx
-            .lock()
+        let on_template = matches!(
+            job,
+            Job::Fresh {
+                template: Some(_),
+                ..
+            }
+        );
+        let tx = match (&self.template_tx, on_template) {
+            (Some(t), true) => t,
+            (None, true) => return Err(Error::ShutDown),
+            (_, false) => match (&self.join_tx, &job) {
+                (Some(j), Job::Join { .. }) => j,
+                _ => &self.tx,
+            },
+        };
+        tx.lock()
             .unwrap_or_else(|e| e.into_inner())
             .send(job)
             .map_err(|_| Error::ShutDown)?;
@@ -161,11 +364,14 @@ impl Spawner {
             })
     }
 
+    /// Clones a new cell's process 1; `template`: from that root template's mount
+    /// namespace (the plan must be made for it).
     pub(crate) async fn fresh(
         &self,
         plan: Box<Fresh>,
         flags: u64,
         cgroup_fd: Option<RawFd>,
+        template: Option<RawFd>,
     ) -> Result<Spawned> {
         let (reply, rx) = oneshot::channel();
         self.submit(
@@ -173,6 +379,7 @@ impl Spawner {
                 plan,
                 flags,
                 cgroup_fd,
+                template,
                 reply,
             },
             rx,
@@ -180,9 +387,30 @@ impl Spawner {
         .await
     }
 
-    pub(crate) async fn join(&self, plan: Box<Join>) -> Result<Spawned> {
+    /// Clones a root template's builder.
+    pub(crate) async fn template(&self, plan: Box<Template>) -> Result<Spawned> {
         let (reply, rx) = oneshot::channel();
-        self.submit(Job::Join { plan, reply }, rx).await
+        self.submit(Job::Template { plan, reply }, rx).await
+    }
+
+    /// Starts an executable in a cell. `Direct`: the executable itself (the join thread
+    /// cloned it into the cell); `Intermediate`: a process that joins the cell, clones the
+    /// executable and reports its pid on the error pipe.
+    pub(crate) async fn join(&self, plan: Box<Join>) -> Result<Joined> {
+        let (reply, rx) = oneshot::channel();
+        let direct =
+            self.join_tx.is_some() && !self.join_broken.load(std::sync::atomic::Ordering::SeqCst);
+        let job = if direct {
+            Job::Join { plan, reply }
+        } else {
+            Job::JoinVia { plan, reply }
+        };
+        let s = self.submit(job, rx).await?;
+        Ok(if direct {
+            Joined::Direct(s)
+        } else {
+            Joined::Intermediate(s)
+        })
     }
 
     /// Creates the user namespace every cell enters: cell ids `0..count` map to host ids
@@ -355,6 +583,19 @@ impl Process {
 
     pub(crate) fn signal(&self, sig: i32) {
         let _ = sys::pidfd_send_signal(self.fd.get_ref().as_raw_fd(), sig);
+    }
+
+    /// Kills the process and reaps it, blocking (for a process that cannot linger: it
+    /// holds no handler for SIGKILL). For clean-up in `Drop`.
+    pub(crate) fn kill_and_reap(&self) {
+        self.signal(libc::SIGKILL);
+        let fd = self.fd.get_ref().as_raw_fd();
+        for _ in 0..1000 {
+            match sys::waitid_pidfd(fd) {
+                Ok(None) | Err(libc::EINTR) => std::thread::sleep(Duration::from_millis(1)),
+                Ok(Some(_)) | Err(_) => return,
+            }
+        }
     }
 
     /// Waits for the process to exit and reaps it.

@@ -191,6 +191,36 @@ pub(crate) fn move_mount(
     .map(drop)
 }
 
+pub(crate) const FSOPEN_CLOEXEC: u32 = 0x1;
+pub(crate) const FSCONFIG_CMD_CREATE: u32 = 6;
+pub(crate) const FSMOUNT_CLOEXEC: u32 = 0x1;
+
+pub(crate) fn fsopen(fstype: &CStr, flags: u32) -> Result<RawFd, i32> {
+    // SAFETY: fstype is NUL-terminated.
+    check(unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), flags) }).map(|fd| fd as RawFd)
+}
+
+/// `fsconfig` with a command and no key or value (`FSCONFIG_CMD_CREATE`).
+pub(crate) fn fsconfig_cmd(fs: RawFd, cmd: u32) -> Result<(), i32> {
+    // SAFETY: no key, no value.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs,
+            cmd,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        )
+    })
+    .map(drop)
+}
+
+pub(crate) fn fsmount(fs: RawFd, flags: u32, attr_flags: u64) -> Result<RawFd, i32> {
+    // SAFETY: integers.
+    check(unsafe { libc::syscall(libc::SYS_fsmount, fs, flags, attr_flags) }).map(|fd| fd as RawFd)
+}
+
 // openat2 (linux/openat2.h).
 pub(crate) const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
 pub(crate) const RESOLVE_NO_SYMLINKS: u64 = 0x04;
@@ -255,7 +285,8 @@ pub(crate) fn write_all(fd: RawFd, mut buf: &[u8]) -> Result<(), i32> {
 /// called with arguments that make it fail harmlessly; only ENOSYS counts as missing.
 pub(crate) fn missing_syscalls() -> Vec<&'static str> {
     let mut missing = Vec::new();
-    let probes: [(&'static str, libc::c_long, [libc::c_long; 3]); 7] = [
+    let probes: [(&'static str, libc::c_long, [libc::c_long; 3]); 8] = [
+        ("fsopen (Linux 5.2)", libc::SYS_fsopen, [0, -1, 0]),
         ("clone3 (Linux 5.3)", libc::SYS_clone3, [0, 0, 0]),
         ("pidfd_open (Linux 5.3)", libc::SYS_pidfd_open, [-1, 0, 0]),
         ("open_tree (Linux 5.2)", libc::SYS_open_tree, [-1, 0, 0]),

@@ -74,6 +74,11 @@ impl EventHub {
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<StreamEvent>> {
         self.tx.subscribe()
     }
+
+    /// Whether anyone listens: with no one, an event would be built only to be dropped.
+    pub fn has_subscribers(&self) -> bool {
+        self.tx.receiver_count() > 0
+    }
 }
 
 /// The body of an entry as JSON if it is JSON, else as a string of base64.

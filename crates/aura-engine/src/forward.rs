@@ -54,9 +54,16 @@ pub(crate) async fn forward_commits(
         if first > next {
             catch_up(store.as_ref(), &events, &mut next, first).await;
         }
+        // Building an event parses the entry's body; with no one subscribed it would be
+        // dropped at once, so it is not built. Nothing is lost by that: a subscriber
+        // subscribes before it reads the ledger (aura-node's event stream does), and
+        // these entries were durable before they reached us, so it reads them there.
+        let listening = events.has_subscribers();
         for e in &batch.entries {
             if e.entry.index == next {
-                events.publish(stream_event(e));
+                if listening {
+                    events.publish(stream_event(e));
+                }
                 next += 1;
             }
         }

@@ -382,6 +382,7 @@ impl Actor {
             messages: mission.context(),
             tools: s.services.tools.specs(&mission.spec.tools),
             seed: turn_seed(id, mission.steps),
+            turn: mission.steps,
         };
         let events = s.events.clone();
         // Each piece of streamed text is the turn's heartbeat.
@@ -1385,7 +1386,7 @@ async fn until(at: Option<tokio::time::Instant>) {
 const MAX_IDLE_TURNS: usize = 3;
 
 /// How many of the conversation's last messages are the reasoner's turns without a call.
-fn idle_turns(conversation: &[std::sync::Arc<aura_kernel::Message>]) -> usize {
+fn idle_turns(conversation: &aura_kernel::AppendList<aura_kernel::Message>) -> usize {
     conversation
         .iter()
         .rev()

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use aura_core::{AgentId, MissionId, Timestamp};
 use aura_identity::{ExecutionToken, Level, Namespace, Signed, TrustSet, VerifiedApproval};
-use aura_kernel::{Decision, Effect, Message, ToolCall, Turn};
+use aura_kernel::{Context, Decision, Effect, ToolCall, Turn};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -144,9 +144,13 @@ pub trait Tools: Send + Sync + std::fmt::Debug {
 /// What a reasoner is asked.
 #[derive(Debug, Clone)]
 pub struct ReasonRequest {
-    pub messages: Vec<Message>,
+    /// The mission's framing and conversation, shared with the mission rather than
+    /// copied, so that asking for a turn costs the same at any length of history.
+    pub messages: Context,
     pub tools: Vec<ToolSpec>,
     pub seed: u64,
+    /// The mission's turn: how many turns the reasoner took before this one.
+    pub turn: u32,
 }
 
 /// Why a reasoner's turn failed. The engine records it, with its causes, on one line,

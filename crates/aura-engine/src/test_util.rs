@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use aura_kernel::{Decision, Outcome, Role, ToolCall, Turn};
+use aura_kernel::{Decision, Outcome, ToolCall, Turn};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -203,14 +203,7 @@ impl Reasoner for ScriptedReasoner {
         // The sender lives as long as `self`, so waiting cannot fail.
         let _ = held.wait_for(|from| index < *from).await;
         let scripted = self.script().pop_front();
-        let answer = scripted.unwrap_or_else(|| {
-            let step = req
-                .messages
-                .iter()
-                .filter(|m| m.role == Role::Assistant)
-                .count();
-            (self.respond)(step, req)
-        });
+        let answer = scripted.unwrap_or_else(|| (self.respond)(req.turn as usize, req));
         match answer {
             Answer::Calls(calls) => {
                 let n = req.messages.len();

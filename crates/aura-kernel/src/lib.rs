@@ -15,13 +15,15 @@
 #![forbid(unsafe_code)]
 
 mod durable;
+mod list;
 mod mission;
 mod record;
 mod state;
 
 pub use durable::{RetryPolicy, StepPolicy, kinds};
+pub use list::AppendList;
 pub use mission::{
-    CallState, Change, Completed, Escalation, KernelError, Mission, is_workspace_name,
+    CallState, Change, Completed, Context, Escalation, KernelError, Mission, is_workspace_name,
 };
 pub use record::{
     Authority, Budget, Decision, Effect, Event, Message, MissionSpec, Outbound, Outcome,
@@ -40,9 +42,15 @@ pub struct Step {
 }
 
 impl Step {
-    /// The first step of a new mission: its `Submitted` event.
+    /// The first step of a new mission: its `Submitted` event, in the current format.
     pub fn submit(event: Event) -> Result<Step, KernelError> {
-        let mission = Mission::submitted(&event)?;
+        Step::submit_in(event, RecordFormat::CURRENT)
+    }
+
+    /// The first step of a new mission recorded in `format`: for test vectors and
+    /// fixtures of older formats, which a node no longer writes.
+    pub fn submit_in(event: Event, format: RecordFormat) -> Result<Step, KernelError> {
+        let mission = Mission::submitted_in(&event, format)?;
         let recorded = vec![Recorded {
             v: mission.format,
             mission: mission.id,

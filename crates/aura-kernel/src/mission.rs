@@ -16,6 +16,7 @@ use aura_identity::{Answers, Approval, ApprovalId, Level, Signed, Verdict};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::list::AppendList;
 use crate::record::{
     Decision, Effect, Event, Message, MissionSpec, Outcome, RecordFormat, Role, ToolCall,
     Unserialisable,
@@ -113,6 +114,51 @@ fn is_false(b: &bool) -> bool {
 /// The largest heartbeat details the kernel records.
 const MAX_PROGRESS_BYTES: usize = 4096;
 
+/// What a reasoner is shown for a turn: the two messages that frame the mission (the
+/// system prompt and the objective), then the conversation so far. The conversation is
+/// the mission's own, shared rather than copied, so asking for a turn costs the same at
+/// any length of history; a reasoner reads it with [`Context::iter`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Context {
+    framing: Vec<Message>,
+    conversation: AppendList<Message>,
+}
+
+impl FromIterator<Message> for Context {
+    /// A context of these messages alone (for a reasoner asked outside a mission).
+    fn from_iter<I: IntoIterator<Item = Message>>(messages: I) -> Self {
+        Context {
+            framing: Vec::new(),
+            conversation: messages.into_iter().collect(),
+        }
+    }
+}
+
+impl Context {
+    /// Every message, in order.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Message> + '_ {
+        self.framing.iter().chain(self.conversation.iter())
+    }
+
+    pub fn len(&self) -> usize {
+        self.framing.len() + self.conversation.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.framing.is_empty() && self.conversation.is_empty()
+    }
+
+    /// The first message: in a mission's context, the system message.
+    pub fn first(&self) -> Option<&Message> {
+        self.iter().next()
+    }
+
+    /// Every message, copied.
+    pub fn to_vec(&self) -> Vec<Message> {
+        self.iter().cloned().collect()
+    }
+}
+
 /// A request waiting for a person.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Escalation {
@@ -157,15 +203,21 @@ pub struct Mission {
     /// Reasoner turns taken.
     pub steps: u32,
     pub tokens: u64,
-    /// Shared, so that copying a mission (every event applies to a copy) does not copy
-    /// its conversation.
-    pub conversation: Vec<std::sync::Arc<Message>>,
+    /// Shared between copies, so that copying a mission (every event applies to a copy)
+    /// costs the same at its first step and its thousandth.
+    pub conversation: AppendList<Message>,
     pub conversation_digest: Hash,
     /// The latest turn's calls not yet resolved (denied or effected).
     pub calls: Vec<CallState>,
     pub judged: Option<Decision>,
     pub escalation: Option<Escalation>,
-    pub completed: Vec<Completed>,
+    /// Shared between copies, as the conversation is.
+    pub completed: AppendList<Completed>,
+    /// From record format 3: a running digest of every change to `completed` (a call
+    /// completed, a call undone or not), which the state hash covers in place of the
+    /// whole list. Derived from the events, so left out of the mission's own JSON.
+    #[serde(skip)]
+    pub completed_digest: Hash,
     pub summary: Option<String>,
     pub reason: Option<String>,
     pub cancel_requested: bool,
@@ -196,7 +248,8 @@ pub struct Mission {
 }
 
 /// What the state hash commits to besides the events: everything derived, but the
-/// conversation only by its digest so that hashing stays proportional to the event.
+/// conversation only by its digest so that hashing stays proportional to the event (and
+/// from record format 3 the completed calls too, by theirs).
 #[derive(Serialize)]
 struct Summary<'a> {
     state: MissionState,
@@ -206,7 +259,7 @@ struct Summary<'a> {
     calls: &'a [CallState],
     judged: &'a Option<Decision>,
     escalation: &'a Option<Escalation>,
-    completed: &'a [Completed],
+    completed: CompletedView<'a>,
     summary: &'a Option<String>,
     reason: &'a Option<String>,
     cancel_requested: bool,
@@ -219,6 +272,15 @@ struct Summary<'a> {
     turn_retry_at: Option<Timestamp>,
     #[serde(skip_serializing_if = "is_false")]
     paused: bool,
+}
+
+/// The completed calls as the state hash covers them: the whole list up to record format
+/// 2 (so hashing cost grew with the mission), its running digest from format 3.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum CompletedView<'a> {
+    List(&'a AppendList<Completed>),
+    Digest(&'a Hash),
 }
 
 impl From<Unserialisable> for KernelError {
@@ -255,12 +317,13 @@ impl Mission {
             deadline: at.saturating_add(spec.timeout()),
             steps: 0,
             tokens: 0,
-            conversation: Vec::new(),
+            conversation: AppendList::new(),
             conversation_digest: Hash::ZERO,
             calls: Vec::new(),
             judged: None,
             escalation: None,
-            completed: Vec::new(),
+            completed: AppendList::new(),
+            completed_digest: Hash::ZERO,
             summary: None,
             reason: None,
             cancel_requested: false,
@@ -301,7 +364,7 @@ impl Mission {
 
     /// Where in `completed` the next call to undo is.
     fn next_compensation_at(&self) -> Option<usize> {
-        self.completed.iter().rposition(|c| {
+        self.completed.rposition(|c| {
             c.compensation.is_some() && !c.compensated && c.compensation_error.is_none()
         })
     }
@@ -359,32 +422,35 @@ impl Mission {
     }
 
     /// What the reasoner sees: a system message framing the mission, the objective, and
-    /// the conversation so far.
-    pub fn context(&self) -> Vec<Message> {
-        let mut out = Vec::with_capacity(self.conversation.len() + 2);
-        out.push(Message {
-            role: Role::System,
-            content: format!(
-                "You are agent {agent}, carrying out mission {id} in namespace `{ns}` under authority {level}. \
+    /// the conversation so far (shared with the mission, not copied).
+    pub fn context(&self) -> Context {
+        let framing = vec![
+            Message {
+                role: Role::System,
+                content: format!(
+                    "You are agent {agent}, carrying out mission {id} in namespace `{ns}` under authority {level}. \
                  Use only the tools offered. Every call is checked against policy and recorded; a denied call \
                  comes back as an error you should work around. When the objective is reached, call \
                  `mission.finish` with a short summary of what you did.",
-                agent = self.agent,
-                id = self.id,
-                ns = self.spec.namespace,
-                level = self.spec.authority.level,
-            ),
-            tool_calls: Vec::new(),
-            tool_call_id: None,
-        });
-        out.push(Message {
-            role: Role::User,
-            content: format!("Objective: {}", self.spec.objective),
-            tool_calls: Vec::new(),
-            tool_call_id: None,
-        });
-        out.extend(self.conversation.iter().map(|m| Message::clone(m)));
-        out
+                    agent = self.agent,
+                    id = self.id,
+                    ns = self.spec.namespace,
+                    level = self.spec.authority.level,
+                ),
+                tool_calls: Vec::new(),
+                tool_call_id: None,
+            },
+            Message {
+                role: Role::User,
+                content: format!("Objective: {}", self.spec.objective),
+                tool_calls: Vec::new(),
+                tool_call_id: None,
+            },
+        ];
+        Context {
+            framing,
+            conversation: self.conversation.clone(),
+        }
     }
 
     fn push_message(&mut self, message: Message) -> Result<(), KernelError> {
@@ -393,13 +459,39 @@ impl Mission {
         h.update(&self.conversation_digest.0);
         h.update(&self.format.json(&message)?);
         self.conversation_digest = h.finish();
-        self.conversation.push(std::sync::Arc::new(message));
+        self.conversation.push(message);
         Ok(())
     }
 
-    fn seal(&mut self, event: &Event) -> Result<(), KernelError> {
-        self.events += 1;
-        let summary = Summary {
+    /// Folds a change to the completed calls into their running digest (record format 3
+    /// on; earlier formats hash the whole list instead): `what` is `completed` for a call
+    /// appended, `compensated` for the entry at `index` undone (or not).
+    fn fold_completed(&mut self, what: &[u8], index: usize) -> Result<(), KernelError> {
+        if self.format < RecordFormat::V3 {
+            return Ok(());
+        }
+        let Some(entry) = self.completed.get(index) else {
+            return Err(invalid("there is no such completed call"));
+        };
+        let mut h = TaggedHasher::new(Domain::State);
+        h.update(what);
+        h.update(&[0]);
+        h.update(&self.completed_digest.0);
+        h.update(&(index as u64).to_be_bytes());
+        h.update(&self.format.json(entry)?);
+        self.completed_digest = h.finish();
+        Ok(())
+    }
+
+    /// The state summary the state hash covers besides the event, as the JSON hashed.
+    /// From record format 3 its size does not grow with the mission's history (a test
+    /// holds it to that).
+    pub fn state_summary(&self) -> Result<Vec<u8>, KernelError> {
+        Ok(self.format.json(&self.summary())?)
+    }
+
+    fn summary(&self) -> Summary<'_> {
+        Summary {
             state: self.state,
             steps: self.steps,
             tokens: self.tokens,
@@ -407,7 +499,11 @@ impl Mission {
             calls: &self.calls,
             judged: &self.judged,
             escalation: &self.escalation,
-            completed: &self.completed,
+            completed: if self.format < RecordFormat::V3 {
+                CompletedView::List(&self.completed)
+            } else {
+                CompletedView::Digest(&self.completed_digest)
+            },
             summary: &self.summary,
             reason: &self.reason,
             cancel_requested: self.cancel_requested,
@@ -417,14 +513,18 @@ impl Mission {
             turn_failures: self.turn_failures,
             turn_retry_at: self.turn_retry_at,
             paused: self.paused,
-        };
+        }
+    }
+
+    fn seal(&mut self, event: &Event) -> Result<(), KernelError> {
+        self.events += 1;
         let mut h = TaggedHasher::new(Domain::State);
         h.update(&self.state_hash.0);
         h.update(event.kind().as_bytes());
         h.update(&[0]);
         h.update(&self.format.json(event)?);
         h.update(&[0]);
-        h.update(&self.format.json(&summary)?);
+        h.update(&self.state_summary()?);
         self.state_hash = h.finish();
         Ok(())
     }
@@ -655,23 +755,26 @@ impl Mission {
                 // The entry undone is the one `next_compensation` names, found by its
                 // place: call ids may repeat from one turn to the next, and the latest
                 // completed call of that id may be one already undone.
-                let Some(c) = self
-                    .next_compensation_at()
-                    .and_then(|i| self.completed.get_mut(i))
-                    .filter(|c| &c.call_id == call_id)
-                else {
+                let Some(index) = self.next_compensation_at().filter(|i| {
+                    self.completed
+                        .get(*i)
+                        .is_some_and(|c| &c.call_id == call_id)
+                }) else {
                     let next = self.next_compensation().map(|c| c.call_id.clone());
                     return Err(invalid(format!(
                         "compensations run in reverse order: the next is {}, not `{call_id}`",
                         next.map_or_else(|| "none".to_owned(), |n| format!("`{n}`"))
                     )));
                 };
-                if *ok {
-                    c.compensated = true;
-                } else {
-                    c.compensation_error =
-                        Some(error.clone().unwrap_or_else(|| "unknown error".into()));
-                }
+                self.completed.update(index, |c| {
+                    if *ok {
+                        c.compensated = true;
+                    } else {
+                        c.compensation_error =
+                            Some(error.clone().unwrap_or_else(|| "unknown error".into()));
+                    }
+                });
+                self.fold_completed(b"compensated", index)?;
             }
             Event::Attempt {
                 call_id,
@@ -906,8 +1009,8 @@ impl Mission {
             // covers, so from version 2 on it is canonical JSON too.
             RecordFormat::V1 if effect.ok => effect.output.to_string(),
             RecordFormat::V1 => serde_json::json!({ "error": effect.error.clone().unwrap_or_default(), "output": effect.output }).to_string(),
-            RecordFormat::V2 if effect.ok => self.format.text(&effect.output)?,
-            RecordFormat::V2 => self.format.text(&serde_json::json!({ "error": effect.error.clone().unwrap_or_default(), "output": effect.output }))?,
+            RecordFormat::V2 | RecordFormat::V3 if effect.ok => self.format.text(&effect.output)?,
+            RecordFormat::V2 | RecordFormat::V3 => self.format.text(&serde_json::json!({ "error": effect.error.clone().unwrap_or_default(), "output": effect.output }))?,
         };
         self.push_message(Message {
             role: Role::Tool,
@@ -923,6 +1026,7 @@ impl Mission {
                 compensated: false,
                 compensation_error: None,
             });
+            self.fold_completed(b"completed", self.completed.len() - 1)?;
             if let Some(summary) = &effect.finish {
                 self.summary = Some(summary.clone());
             }

@@ -353,13 +353,20 @@ pub enum RecordFormat {
     #[default]
     V1,
     /// Version 2: RFC 8785 canonical JSON (`aura_core::jcs`), both for the entry body and
-    /// for what the state hash covers, so the bytes are the same in every build.
+    /// for what the state hash covers, so the bytes are the same in every build. The
+    /// state summary holds the whole list of completed calls, so hashing a step costs
+    /// more the longer the mission. Read and replayed, never written for a new mission.
     V2,
+    /// Version 3: as version 2, but the state summary holds a running digest of the
+    /// completed calls (folded once per call completed and per call undone) in place of
+    /// the list, so hashing a step costs the same at any length of history
+    /// (docs/missions.md, "The record").
+    V3,
 }
 
 impl RecordFormat {
     /// The format new missions are recorded in.
-    pub const CURRENT: RecordFormat = RecordFormat::V2;
+    pub const CURRENT: RecordFormat = RecordFormat::V3;
 
     /// Writes `value` as this format's JSON. An error, never an empty body, when a value
     /// has no JSON form (a map with non-string keys, a non-finite number).
@@ -368,7 +375,7 @@ impl RecordFormat {
             RecordFormat::V1 => {
                 serde_json::to_vec(value).map_err(|e| Unserialisable(e.to_string()))
             }
-            RecordFormat::V2 => {
+            RecordFormat::V2 | RecordFormat::V3 => {
                 aura_core::jcs::to_vec(value).map_err(|e| Unserialisable(e.to_string()))
             }
         }
@@ -389,6 +396,7 @@ impl Serialize for RecordFormat {
         s.serialize_u8(match self {
             RecordFormat::V1 => 1,
             RecordFormat::V2 => 2,
+            RecordFormat::V3 => 3,
         })
     }
 }
@@ -398,8 +406,9 @@ impl<'de> Deserialize<'de> for RecordFormat {
         match u8::deserialize(d)? {
             1 => Ok(RecordFormat::V1),
             2 => Ok(RecordFormat::V2),
+            3 => Ok(RecordFormat::V3),
             v => Err(serde::de::Error::custom(format!(
-                "unknown mission record version {v} (this build reads 1 and 2)"
+                "unknown mission record version {v} (this build reads 1, 2 and 3)"
             ))),
         }
     }
@@ -411,7 +420,8 @@ impl<'de> Deserialize<'de> for RecordFormat {
 pub struct Unserialisable(pub String);
 
 /// The body of a mission entry: the event and the mission's state hash after it, and from
-/// version 2 on the record format's version (`"v": 2`; version 1 bodies have no `v`).
+/// version 2 on the record format's version (`"v": 2`, `"v": 3`; version 1 bodies have no
+/// `v`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Recorded {
@@ -423,7 +433,7 @@ pub struct Recorded {
 }
 
 impl Recorded {
-    /// The body, in the record's format: for version 2, RFC 8785 canonical JSON.
+    /// The body, in the record's format: from version 2, RFC 8785 canonical JSON.
     pub fn to_body(&self) -> Result<Vec<u8>, Unserialisable> {
         self.v.json(self)
     }

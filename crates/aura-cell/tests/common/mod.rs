@@ -38,9 +38,14 @@ pub(crate) fn options(dir: &Path) -> Options {
 }
 
 pub(crate) async fn cells() -> Cells {
+    cells_with(|o| o).await
+}
+
+/// A runtime with options changed by `f`.
+pub(crate) async fn cells_with(f: impl FnOnce(Options) -> Options) -> Cells {
     let dir = tempfile::tempdir().unwrap();
     let mounts_before = host_mounts();
-    let rt = Runtime::start(options(dir.path())).await.unwrap();
+    let rt = Runtime::start(f(options(dir.path()))).await.unwrap();
     Cells {
         rt,
         dir,

@@ -285,14 +285,17 @@ mod tests {
         let recorder = Arc::new(Recorder::default());
         let reasoner = ProviderReasoner::new(recorder.clone());
         let request = |tools: Vec<ToolSpec>| ReasonRequest {
-            messages: vec![Message {
+            messages: [Message {
                 role: Role::User,
                 content: "go".into(),
                 tool_calls: Vec::new(),
                 tool_call_id: None,
-            }],
+            }]
+            .into_iter()
+            .collect(),
             tools,
             seed: 1,
+            turn: 0,
         };
         let finish = ToolSpec {
             name: "mission.finish".into(),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use aura_core::{AgentId, MissionId, PublicKey, Timestamp};
 use aura_identity::{Approval, Credential, Level, Namespace, Signed};
-use aura_kernel::{Authority, Budget, Message, Mission, MissionSpec, MissionState, StepPolicy};
+use aura_kernel::{Authority, Budget, Mission, MissionSpec, MissionState, StepPolicy};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -106,7 +106,7 @@ fn view(m: &Mission, full: bool) -> MissionView {
         paused: m.paused,
         calls: m.calls.clone(),
         pruned: false,
-        conversation: full.then(|| m.conversation.iter().map(|c| Message::clone(c)).collect()),
+        conversation: full.then(|| m.conversation.iter().cloned().collect()),
     }
 }
 
