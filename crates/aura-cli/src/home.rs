@@ -247,11 +247,15 @@ impl Home {
     ) -> anyhow::Result<(aura_store::postgres::PgStore, Arc<Signer>)> {
         self.require_init()?;
         let signer = Arc::new(self.signer(&KeyName::node())?);
+        // A serving node writes its agents' streams only under the leases it holds.
         let store = aura_store::postgres::PgStore::open(
             url,
             signer.clone(),
             Arc::new(SystemClock),
-            aura_store::postgres::Options::default(),
+            aura_store::postgres::Options {
+                fenced: true,
+                ..Default::default()
+            },
         )
         .await
         .context("cannot open the cluster's store")?;

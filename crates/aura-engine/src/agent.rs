@@ -74,7 +74,13 @@ pub(crate) fn spawn(
         actor.resume(live);
     }
     let shared = actor.shared.clone();
-    shared.track(tokio::spawn(actor.run(rx)));
+    let task = tokio::spawn(actor.run(rx));
+    shared
+        .actors
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(agent, task.abort_handle());
+    shared.track(task);
     mailbox
 }
 
@@ -83,6 +89,13 @@ impl Actor {
         let mut stopping = self.shared.stopping.subscribe();
         loop {
             if *stopping.borrow() {
+                return;
+            }
+            // In a cluster, an agent whose shard this node no longer holds is not ours to
+            // write: stop before taking anything more (the node's lease manager also stops
+            // the actor at once when a renewal fails; this covers an actor that was busy).
+            if !self.shared.holds(self.agent) {
+                tracing::warn!(agent_id = %self.agent, "the agent's shard lease is gone: its actor stops");
                 return;
             }
             // Outside transactions first; then our own queued work; else wait.

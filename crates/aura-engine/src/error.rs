@@ -18,6 +18,10 @@ pub enum Error {
     Pruned(MissionId),
     #[error("the engine is shutting down")]
     Closed,
+    /// The request is for an agent this node may not run now (in a cluster, its shard is
+    /// leased to another node, or to none yet); nothing was done. Retrying helps.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("the ledger refused the write")]
     Store(#[from] aura_store::Error),
     #[error("cannot create the agent's key")]
@@ -38,7 +42,7 @@ impl Error {
             Error::Forbidden(_) => "forbidden",
             Error::Conflict(_) => "conflict",
             Error::Pruned(_) => "pruned",
-            Error::Closed => "unavailable",
+            Error::Closed | Error::Unavailable(_) => "unavailable",
             Error::Store(e) if e.is_refusal() => "conflict",
             Error::Store(_) | Error::Keystore(_) => "internal",
         }

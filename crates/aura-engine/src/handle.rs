@@ -92,6 +92,7 @@ impl Handle {
             options,
             agents: RwLock::new(BTreeMap::new()),
             pruned,
+            actors: std::sync::Mutex::new(std::collections::HashMap::new()),
         });
         let handle = Handle { shared };
         let next = handle.shared.store.tree_size().await?;
@@ -102,6 +103,18 @@ impl Handle {
             next,
         ));
         handle.shared.track(forwarder);
+        handle.adopt().await?;
+        Ok(handle)
+    }
+
+    /// Starts the actor of every agent in the ledger that this engine may run
+    /// ([`Options::ownership`]) and does not run yet, each resuming its stream and its
+    /// unfinished missions where the record leaves them. A cluster node calls it after
+    /// taking a shard's lease, so that the shard's agents carry on here; returns how many
+    /// agents it started.
+    pub async fn adopt(&self) -> Result<usize, Error> {
+        let handle = self;
+        let mut adopted = 0;
         // Agents' records are read and replayed several at a time (the store has a pool
         // of readers, and replay is CPU work), so a node with many agents is back
         // quickly after a crash. Each agent's actor starts once its record is replayed.
@@ -110,7 +123,10 @@ impl Handle {
         loop {
             while reading.len() < RECOVERY_CONCURRENCY {
                 let Some(head) = pending.next() else { break };
-                if head.agent.is_node() {
+                if head.agent.is_node()
+                    || !handle.shared.holds(head.agent)
+                    || handle.running(head.agent)
+                {
                     continue;
                 }
                 let handle = handle.clone();
@@ -121,11 +137,48 @@ impl Handle {
             };
             let recovered =
                 done.map_err(|e| Error::Invalid(format!("recovering an agent failed: {e}")))??;
-            if let Some((info, next_seq, live)) = recovered {
-                handle.spawn_agent(info, next_seq, live);
+            if let Some((info, next_seq, live)) = recovered
+                && handle.spawn_agent(info, next_seq, live)
+            {
+                adopted += 1;
             }
         }
-        Ok(handle)
+        Ok(adopted)
+    }
+
+    /// Stops at once the actor of every agent this engine may no longer run (a cluster
+    /// node calls it when a shard's lease is lost or given up), wherever each is in its
+    /// transaction, as a crash would: the new owner recovers them from the ledger. Their
+    /// missions leave this engine's index. Returns how many agents it stopped.
+    pub fn relinquish(&self) -> usize {
+        let s = &self.shared;
+        let mut agents = s.agents.write().unwrap_or_else(|e| e.into_inner());
+        let gone: Vec<AgentId> = agents.keys().copied().filter(|a| !s.holds(*a)).collect();
+        {
+            let mut actors = s.actors.lock().unwrap_or_else(|e| e.into_inner());
+            for agent in &gone {
+                if let Some(task) = actors.remove(agent) {
+                    task.abort();
+                }
+                agents.remove(agent);
+            }
+        }
+        drop(agents);
+        if !gone.is_empty() {
+            let mut missions = s.missions.write().unwrap_or_else(|e| e.into_inner());
+            missions.retain(|_, m| !gone.contains(&m.agent));
+        }
+        gone.len()
+    }
+
+    /// Whether `agent`'s actor runs here now.
+    fn running(&self, agent: AgentId) -> bool {
+        self.shared
+            .actors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&agent)
+            .is_some_and(|t| !t.is_finished())
     }
 
     /// An agent from its record: who it is, the sequence number its next entry gets,
@@ -219,13 +272,20 @@ impl Handle {
         Ok(live)
     }
 
-    fn spawn_agent(&self, info: AgentInfo, next_seq: u64, missions: Vec<Live>) {
-        let mailbox = agent::spawn(self.shared.clone(), info.id, next_seq, missions);
-        self.shared
+    /// Starts an agent's actor unless one runs already (one writer per agent); whether it
+    /// started one.
+    fn spawn_agent(&self, info: AgentInfo, next_seq: u64, missions: Vec<Live>) -> bool {
+        let mut agents = self
+            .shared
             .agents
             .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(info.id, (info, mailbox));
+            .unwrap_or_else(|e| e.into_inner());
+        if self.running(info.id) {
+            return false;
+        }
+        let mailbox = agent::spawn(self.shared.clone(), info.id, next_seq, missions);
+        agents.insert(info.id, (info, mailbox));
+        true
     }
 
     /// Stops every agent and task of the engine after the transaction each is in, and waits
@@ -271,7 +331,7 @@ impl Handle {
             ));
         }
         let s = &self.shared;
-        let id = AgentId::generate(s.clock.as_ref(), s.entropy.as_ref());
+        let id = self.new_agent_id()?;
         let key = match new.public_key {
             Some(k) => k,
             None => {
@@ -300,6 +360,24 @@ impl Handle {
         self.register(id, name.to_owned(), credential, now).await
     }
 
+    /// A fresh agent id this engine may run: in a cluster, one that falls in a shard this
+    /// node holds (a third of the ids, say, on a node of three), so the new agent's
+    /// stream is written here from its first entry.
+    fn new_agent_id(&self) -> Result<AgentId, Error> {
+        let s = &self.shared;
+        // With no lease at all no id can do; with some, a few hundred draws find one with
+        // near certainty (each draw misses with the share of shards held elsewhere).
+        for _ in 0..1024 {
+            let id = AgentId::generate(s.clock.as_ref(), s.entropy.as_ref());
+            if s.holds(id) {
+                return Ok(id);
+            }
+        }
+        Err(Error::Unavailable(
+            "this node holds no shard of the cluster yet, so it cannot create an agent; hint: retry in a few seconds, or send the request to another node (aura cluster status)".into(),
+        ))
+    }
+
     /// Registers an agent whose credential an issuer the node trusts (an organisation key)
     /// has already signed.
     pub async fn register_agent(
@@ -317,6 +395,11 @@ impl Handle {
         };
         if self.agent(id).is_some() {
             return Err(Error::Invalid(format!("{id} already exists")));
+        }
+        if !self.shared.holds(id) {
+            return Err(Error::Unavailable(format!(
+                "{id} belongs to a shard this node does not hold; hint: send the request to the node that holds it (aura cluster status)"
+            )));
         }
         self.register(id, name.to_owned(), credential, now).await
     }

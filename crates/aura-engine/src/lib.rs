@@ -44,4 +44,4 @@ pub use events::{EventHub, StreamEvent};
 pub use forward::stream_event;
 pub use handle::{Handle, NewAgent, Stuck, StuckReason};
 pub use prune::{KIND_MISSIONS_PRUNED, PruneReport, PrunedMission};
-pub use shared::{AgentInfo, Options, Services};
+pub use shared::{AgentInfo, Options, Ownership, Services};

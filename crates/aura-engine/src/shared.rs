@@ -39,6 +39,16 @@ pub struct Options {
     /// a workspace file system unmounted by a reboot is mounted again before a tool
     /// writes there); without it, a plain directory, mode 0700.
     pub workspace_setup: Option<std::sync::Arc<dyn aura_tools::WorkspaceSetup>>,
+    /// Which agents this engine may run, when it shares the ledger with other nodes (a
+    /// cluster's shard leases). Without it, every agent in the ledger is this engine's.
+    pub ownership: Option<Arc<dyn Ownership>>,
+}
+
+/// Which agents an engine may run now: in a cluster, those whose shard this node holds
+/// a live lease of. Asked before every transaction an agent's actor takes, so that an
+/// actor whose lease is gone stops before it does anything more.
+pub trait Ownership: Send + Sync + std::fmt::Debug {
+    fn holds(&self, agent: AgentId) -> bool;
 }
 
 impl Default for Options {
@@ -50,6 +60,7 @@ impl Default for Options {
             event_capacity: 4096,
             workspaces: std::env::temp_dir().join("aura-workspaces"),
             workspace_setup: None,
+            ownership: None,
         }
     }
 }
@@ -103,6 +114,10 @@ pub(crate) struct Shared {
     pub(crate) agents: RwLock<BTreeMap<AgentId, (AgentInfo, Mailbox)>>,
     /// Missions whose records were pruned, and the door pruning goes through.
     pub(crate) pruned: Pruned,
+    /// Each running actor's task, so that an agent whose lease is lost can be stopped at
+    /// once, wherever it is in a transaction (as a crash would stop it).
+    pub(crate) actors:
+        std::sync::Mutex<std::collections::HashMap<AgentId, tokio::task::AbortHandle>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -136,6 +151,14 @@ impl Shared {
             .collect();
         // Subscribers hear of the entries from the store's commit stream, in ledger order.
         Ok(self.store.append(batch).await?)
+    }
+
+    /// Whether this engine may run `agent` now (always, outside a cluster).
+    pub(crate) fn holds(&self, agent: AgentId) -> bool {
+        self.options
+            .ownership
+            .as_ref()
+            .is_none_or(|o| o.holds(agent))
     }
 
     pub(crate) fn track(&self, task: tokio::task::JoinHandle<()>) {

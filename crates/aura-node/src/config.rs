@@ -34,6 +34,12 @@ pub struct Config {
 pub struct StoreConfig {
     /// `postgres://...` or `postgresql://...`: the cluster's database.
     pub url: Option<String>,
+    /// How long a shard lease lasts unless renewed, in milliseconds (default 3000): a
+    /// dead node's agents resume on another node within about this and a third more.
+    pub lease_ms: Option<u64>,
+    /// The URL other nodes and clients reach this node's API at (default
+    /// `http://<listen address>`): where requests for the agents it runs are sent.
+    pub advertise: Option<String>,
 }
 
 /// `[telemetry]`: where the node's traces go (docs/metrics.md).

@@ -100,6 +100,29 @@ impl ApiError {
         )
     }
 
+    /// The cluster's database cannot be reached, or this node's lease of the shard moved:
+    /// nothing was done, and the same request may succeed shortly. The database's own
+    /// message stays in the node's log, not in the answer.
+    pub fn store_unavailable(e: &aura_store::Error) -> Self {
+        let (code, message) = match e {
+            aura_store::Error::Fenced { shard } => (
+                "not_owner",
+                format!(
+                    "this node no longer holds shard {shard}, so it wrote nothing (hint: retry: the request goes to the shard's new owner)"
+                ),
+            ),
+            aura_store::Error::CommitFailed(_) => (
+                "unavailable",
+                "the cluster's database failed during a commit, so the write may or may not be recorded (hint: read it back before retrying)".to_owned(),
+            ),
+            _ => (
+                "unavailable",
+                "the cluster's database is unavailable (hint: retry shortly; see the node's log for the cause)".to_owned(),
+            ),
+        };
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "api_error", code, message)
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -188,7 +211,7 @@ impl From<aura_engine::Error> for ApiError {
             E::Forbidden(_) => ApiError::forbidden(message),
             E::Conflict(_) => ApiError::conflict("conflict", message),
             E::Pruned(_) => ApiError::new(StatusCode::GONE, "gone_error", "pruned", message),
-            E::Closed => ApiError::new(
+            E::Closed | E::Unavailable(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "api_error",
                 "unavailable",
@@ -196,6 +219,10 @@ impl From<aura_engine::Error> for ApiError {
             ),
             E::Store(s) if s.is_refusal() => ApiError::conflict("conflict", message),
             E::Store(aura_store::Error::DiskFull { .. }) => ApiError::disk_full(message),
+            E::Store(s) if is_unavailable(s) => {
+                tracing::warn!(error = %message, "a request met a store error");
+                ApiError::store_unavailable(s)
+            }
             _ => ApiError::internal(message),
         }
     }
@@ -208,9 +235,25 @@ impl From<aura_store::Error> for ApiError {
             aura_store::Error::NotFound(_) => ApiError::not_found(message),
             aura_store::Error::DiskFull { .. } => ApiError::disk_full(message),
             e if e.is_refusal() => ApiError::conflict("conflict", message),
+            e if is_unavailable(&e) => {
+                tracing::warn!(error = %message, "a request met a store error");
+                ApiError::store_unavailable(&e)
+            }
             _ => ApiError::internal(message),
         }
     }
+}
+
+/// Whether a store error is the cluster's database being away or this node's lease
+/// moving (503: retry), rather than a fault of the node (500).
+fn is_unavailable(e: &aura_store::Error) -> bool {
+    matches!(
+        e,
+        aura_store::Error::Postgres(_)
+            | aura_store::Error::Unavailable(_)
+            | aura_store::Error::Fenced { .. }
+            | aura_store::Error::CommitFailed(_)
+    )
 }
 
 /// An error and its causes on one line.
@@ -242,6 +285,45 @@ impl<T: Serialize> IntoResponse for ApiJson<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A cluster node whose database went away, or whose shard lease moved under a
+    /// write, answered 500 with the database's own message: it is now 503 with a hint
+    /// (retry), through the engine and from the store, and the cause stays in the log.
+    #[test]
+    fn a_database_outage_or_a_moved_lease_is_answered_503_not_500() {
+        let errors = || {
+            [
+                (
+                    aura_store::Error::Unavailable(
+                        "pool timed out: connection refused at 10.0.0.7".into(),
+                    ),
+                    "unavailable",
+                ),
+                (aura_store::Error::Fenced { shard: 7 }, "not_owner"),
+                (
+                    aura_store::Error::CommitFailed(std::sync::Arc::new(std::io::Error::other(
+                        "connection reset",
+                    ))),
+                    "unavailable",
+                ),
+            ]
+        };
+        let answers = errors()
+            .into_iter()
+            .map(|(e, code)| (ApiError::from(e), code))
+            .chain(
+                errors()
+                    .into_iter()
+                    .map(|(e, code)| (ApiError::from(aura_engine::Error::Store(e)), code)),
+            );
+        for (answer, code) in answers {
+            assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(answer.code, code);
+            assert!(answer.message.contains("hint:"), "{}", answer.message);
+            assert!(!answer.message.contains("10.0.0.7"), "{}", answer.message);
+            assert!(!answer.message.contains("reset"), "{}", answer.message);
+        }
+    }
 
     /// A node whose disk filled up answered appends with 500 and "may or may not be
     /// stored": a full disk is now 507 `disk_full` with a hint, from the store directly

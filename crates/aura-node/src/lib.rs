@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod images_tool;
@@ -80,6 +81,8 @@ pub(crate) struct AppState {
     pub(crate) speech: Option<speech::Speech>,
     /// Turns true when the server stops: open WebSockets close.
     pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
+    /// In a cluster: where to send requests for agents this node does not run.
+    pub(crate) cluster: Option<cluster::Routing>,
 }
 
 /// The API keys, re-read from their file when it changes (at most once a second).
@@ -273,6 +276,16 @@ fn ws_protocol_key(headers: &axum::http::HeaderMap) -> Option<&str> {
 
 /// Starts serving `engine` over HTTP.
 pub async fn serve(options: Options, engine: Handle) -> Result<Server, ServeError> {
+    serve_in_cluster(options, engine, None).await
+}
+
+/// Starts serving `engine` over HTTP as a node of a cluster: requests for agents whose
+/// shard another node holds are sent there ([`cluster::route`]).
+pub async fn serve_in_cluster(
+    options: Options,
+    engine: Handle,
+    cluster: Option<cluster::Routing>,
+) -> Result<Server, ServeError> {
     let keys = KeyCache::load(options.keys_file)?;
     if keys.is_open() && !options.listen.ip().is_loopback() {
         return Err(ServeError::NotLoopback(options.listen));
@@ -298,6 +311,7 @@ pub async fn serve(options: Options, engine: Handle) -> Result<Server, ServeErro
         cell_access: options.cell_access,
         speech: options.speech,
         stopping: stopping.clone(),
+        cluster,
     };
     let app = router(state);
     let listener = TcpListener::bind(options.listen)

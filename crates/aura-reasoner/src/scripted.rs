@@ -42,6 +42,10 @@ pub struct ScriptedTurn {
     pub model: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect: Option<Expect>,
+    /// Milliseconds to think before answering, as a real model would (tests use it to
+    /// have missions in flight when a node fails); none by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -293,6 +297,9 @@ impl Reasoner for Scripted {
                 request: index + 1,
             });
         };
+        if let Some(ms) = scripted.delay_ms {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
         if let Some(expect) = &scripted.expect {
             expect
                 .check(request)

@@ -470,3 +470,97 @@ async fn appends_under_moving_leases_never_commit_for_a_stale_owner() {
         Verification::Ok(_)
     ));
 }
+
+/// What the serving nodes' lease managers rely on: heartbeats on the database's clock
+/// (live while younger than a lease, gone after `leave`), the owner of a shard with the
+/// URL it advertised, and `renew_all` renewing the leases still held in one statement
+/// while dropping (and fencing) the one another node took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_owners_and_renewing_every_lease_at_once() {
+    let Some(l) = Ledger::new(Backend::Postgres, 70).await else {
+        return;
+    };
+    let cluster = Arc::new(
+        aura_core::keystore::Signer::ephemeral(
+            "cluster",
+            &aura_core::door::SeededEntropy::new(70 + 100_000),
+        )
+        .unwrap(),
+    );
+    let other = signer(71);
+    PgStore::enroll(
+        l.url(),
+        cluster,
+        other.public_key(),
+        "us",
+        Arc::new(SystemClock),
+    )
+    .await
+    .unwrap();
+    let a = open_fenced(&l, &l.signer).await;
+    let b = open_fenced(&l, &other).await;
+    let ttl = std::time::Duration::from_millis(600);
+    assert!(a.nodes().await.unwrap().is_empty());
+    assert!(a.live_nodes(ttl).await.unwrap().is_empty());
+    let advert = |url: &str| aura_store::postgres::Advert {
+        url: url.into(),
+        region: "eu".into(),
+        models: vec!["smollm2".into()],
+        agents: 3,
+        missions: 1,
+    };
+    a.heartbeat(&advert("http://a:8080")).await.unwrap();
+    b.heartbeat(&advert("http://b:8080")).await.unwrap();
+    let nodes = a.nodes().await.unwrap();
+    assert_eq!(nodes.len(), 2);
+    let me = nodes.iter().find(|n| n.node == a.node_id()).unwrap();
+    assert_eq!(me.advert, advert("http://a:8080"));
+    assert!(me.heartbeat_ms < 1000, "{}", me.heartbeat_ms);
+    assert_eq!(a.live_nodes(ttl).await.unwrap().len(), 2);
+    b.leave().await.unwrap();
+    assert_eq!(a.live_nodes(ttl).await.unwrap(), vec![a.node_id()]);
+
+    let (s1, s2, s3) = (1, 2, 3);
+    let l1 = a.acquire(s1, ttl).await.unwrap().unwrap();
+    let l2 = a.acquire(s2, ttl).await.unwrap().unwrap();
+    assert_eq!(
+        a.owner(s1).await.unwrap(),
+        Some((a.node_id(), "http://a:8080".to_owned()))
+    );
+    assert_eq!(a.owner(s3).await.unwrap(), None);
+    // Shard 2's lease runs out and B takes it; shard 1's is renewed in time.
+    tokio::time::sleep(ttl / 2).await;
+    assert_eq!(a.renew_all(&[l1], ttl).await.unwrap(), vec![l1]);
+    tokio::time::sleep(ttl / 2 + std::time::Duration::from_millis(150)).await;
+    b.acquire(s2, ttl * 10).await.unwrap().unwrap();
+    assert_eq!(a.renew_all(&[l1, l2], ttl).await.unwrap(), vec![l1]);
+    assert_eq!(
+        a.owner(s2).await.unwrap(),
+        Some((b.node_id(), "http://b:8080".to_owned()))
+    );
+    // The lost lease is fenced here at once; the renewed one still takes appends.
+    let in_shard = |shard: u32| {
+        (0..=255u8)
+            .map(agent)
+            .find(|x| aura_store::postgres::shard_of(*x) == shard)
+            .unwrap()
+    };
+    assert!(matches!(
+        a.append(vec![note(in_shard(s2), Seq::Next, "stale")]).await,
+        Err(Error::Fenced { .. })
+    ));
+    a.append(vec![note(in_shard(s1), Seq::Next, "live")])
+        .await
+        .unwrap();
+    // Abandoning a lease fences it here without touching the database.
+    a.abandon(s1);
+    assert!(matches!(
+        a.append(vec![note(in_shard(s1), Seq::Next, "abandoned")])
+            .await,
+        Err(Error::Fenced { .. })
+    ));
+    assert_eq!(
+        a.owner(s1).await.unwrap().map(|(n, _)| n),
+        Some(a.node_id())
+    );
+}

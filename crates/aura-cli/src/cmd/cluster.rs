@@ -225,6 +225,7 @@ async fn status(out: &Output, store: &PgStore) -> anyhow::Result<()> {
     let shards = store.shards().await?;
     let size = store.tree_size().await?;
     let last = store.latest_checkpoint().await?;
+    let beats = store.nodes().await?;
     #[derive(Serialize)]
     struct Node {
         node_id: String,
@@ -233,6 +234,19 @@ async fn status(out: &Output, store: &PgStore) -> anyhow::Result<()> {
         enrolled_at: String,
         /// Shards whose lease this node holds now.
         shards: Vec<u32>,
+        /// What the node said in its last heartbeat (none before it first served):
+        /// its URL, models and load.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        url: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        models: Option<Vec<String>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        agents: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        missions: Option<u64>,
+        /// How long ago its last heartbeat was (its lag), by the database's clock.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        heartbeat_ms: Option<u64>,
     }
     #[derive(Serialize)]
     struct Status {
@@ -248,7 +262,13 @@ async fn status(out: &Output, store: &PgStore) -> anyhow::Result<()> {
         .into_iter()
         .map(|e| {
             let id = e.node_key.node_id();
+            let beat = beats.iter().find(|b| b.node == id);
             Node {
+                url: beat.map(|b| b.advert.url.clone()),
+                models: beat.map(|b| b.advert.models.clone()),
+                agents: beat.map(|b| b.advert.agents),
+                missions: beat.map(|b| b.advert.missions),
+                heartbeat_ms: beat.map(|b| b.heartbeat_ms),
                 node_id: id.to_string(),
                 public_key: e.node_key.to_hex(),
                 region: e.region,
@@ -280,13 +300,40 @@ async fn status(out: &Output, store: &PgStore) -> anyhow::Result<()> {
         );
         for n in &st.nodes {
             s += &format!(
-                "  {}  region {}  enrolled {}  shards held {}\n",
+                "  {}  region {}  enrolled {}  shards held {}{}\n",
                 n.node_id,
                 if n.region.is_empty() { "-" } else { &n.region },
                 n.enrolled_at,
-                n.shards.len()
+                n.shards.len(),
+                if n.shards.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", ranges(&n.shards))
+                }
             );
+            match (&n.url, n.heartbeat_ms) {
+                (Some(url), Some(ms)) => {
+                    let models = n.models.as_deref().unwrap_or_default();
+                    s += &format!(
+                        "    {url}  heartbeat {}  agents {}  missions {}  models {}\n",
+                        if ms >= 10 * 365 * 86_400_000 {
+                            "none (left)".to_owned()
+                        } else {
+                            format!("{ms} ms ago")
+                        },
+                        n.agents.unwrap_or(0),
+                        n.missions.unwrap_or(0),
+                        if models.is_empty() {
+                            "-".to_owned()
+                        } else {
+                            models.join(", ")
+                        },
+                    );
+                }
+                _ => s += "    never served\n",
+            }
         }
+
         s += &format!(
             "shards      {} of {} without a live lease\n",
             st.unowned_shards,
@@ -294,4 +341,40 @@ async fn status(out: &Output, store: &PgStore) -> anyhow::Result<()> {
         );
         s
     })
+}
+
+/// Sorted shard numbers as ranges: `0-5, 9, 12-13`.
+fn ranges(shards: &[u32]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < shards.len() {
+        let start = shards[i];
+        let mut end = start;
+        while i + 1 < shards.len() && shards[i + 1] == end + 1 {
+            i += 1;
+            end = shards[i];
+        }
+        out.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        i += 1;
+    }
+    out.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shard_numbers_print_as_ranges() {
+        for (shards, expect) in [
+            (&[][..], ""),
+            (&[3][..], "3"),
+            (&[0, 1, 2, 5, 7, 8][..], "0-2, 5, 7-8"),
+            (&[62, 63][..], "62-63"),
+        ] {
+            assert_eq!(super::ranges(shards), expect, "{shards:?}");
+        }
+    }
 }

@@ -260,9 +260,17 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
     let config = aura_node::Config::load(&config_path)?;
     // Logs and traces first, so that everything the node does from here is seen.
     let telemetry = crate::telemetry::init(&config.telemetry)?;
+    // On a cluster's database, the engine runs only the agents of the shards whose
+    // leases this node holds (docs/cluster.md); the lease manager starts once the API
+    // listens, since the URL it advertises is the API's.
+    let mut cluster: Option<(
+        aura_store::postgres::PgStore,
+        Arc<aura_node::cluster::Leases>,
+    )> = None;
     let (store, signer): (Arc<dyn Store>, _) = match home.store_url(args.store.clone())? {
         Some(url) => {
             let (store, signer) = home.open_cluster_store(&url).await?;
+            cluster = Some((store.clone(), Arc::default()));
             (Arc::new(store), signer)
         }
         None => {
@@ -283,6 +291,15 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
         })?);
     }
     issuers.push(node_key);
+    // In a cluster every enrolled node issues credentials (to the agents it creates, to
+    // operators), and any node may come to run those agents or check those approvals.
+    if let Some((store, _)) = &cluster {
+        let enrolled = store
+            .enrolled()
+            .await
+            .map_err(|e| anyhow::Error::new(e).context("cannot read the cluster's nodes"))?;
+        issuers.extend(enrolled.into_iter().map(|e| e.node_key));
+    }
     let policies = crate::cmd::policy::load(home, &[])?;
     let metering = Metering::open(store.clone(), signer.clone())
         .await
@@ -331,6 +348,9 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
             keystore: Some(home.keystore().dir().to_owned()),
             workspaces,
             workspace_setup: Some(node_workspaces.clone()),
+            ownership: cluster
+                .as_ref()
+                .map(|(_, leases)| leases.clone() as Arc<dyn aura_engine::Ownership>),
             ..Default::default()
         },
         store,
@@ -344,7 +364,13 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
     let (speech, speech_note) = speech(&config).await;
     let keys_file = aura_node::ApiKeys::path(home.dir());
     let open = aura_node::ApiKeys::load(&keys_file)?.is_empty();
-    let server = aura_node::serve(
+    let routing = cluster
+        .as_ref()
+        .map(|(store, leases)| aura_node::cluster::Routing {
+            leases: leases.clone(),
+            store: store.clone(),
+        });
+    let server = aura_node::serve_in_cluster(
         aura_node::Options {
             listen,
             keys_file,
@@ -357,6 +383,7 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
             speech: speech.clone(),
         },
         engine.clone(),
+        routing,
     )
     .await
     .map_err(|e| match e.hint() {
@@ -374,6 +401,20 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
             }
         },
         None => (None, None),
+    };
+    let membership = match cluster {
+        Some((store, leases)) => Some(
+            join_cluster(
+                &config.store,
+                &models,
+                server.addr,
+                store,
+                engine.clone(),
+                leases,
+            )
+            .await,
+        ),
+        None => None,
     };
     let ready = Ready {
         listening: server.addr.to_string(),
@@ -430,6 +471,10 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
     // token, so that no request holds the servers, which then close what is left after a
     // short grace.
     engine.shutdown().await;
+    // Then the shards go back, so that the other nodes take them at once.
+    if let Some(membership) = membership {
+        membership.shutdown().await;
+    }
     models.shutdown();
     if let Some(grpc) = grpc {
         grpc.shutdown().await;
@@ -444,6 +489,46 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
     // The spans still queued for the collector are flushed.
     drop(telemetry);
     Ok(())
+}
+
+/// Starts the cluster's lease manager: the node advertises its API's URL (or `[store]
+/// advertise`), its region (from its enrollment) and its models, and takes its share of
+/// the shards before it says it is ready.
+async fn join_cluster(
+    config: &aura_node::config::StoreConfig,
+    models: &Arc<ModelHost>,
+    addr: SocketAddr,
+    store: aura_store::postgres::PgStore,
+    engine: aura_engine::Handle,
+    leases: Arc<aura_node::cluster::Leases>,
+) -> aura_node::cluster::Service {
+    let me = store.signer_key();
+    let region = store
+        .enrolled()
+        .await
+        .ok()
+        .and_then(|all| all.into_iter().find(|e| e.node_key == me))
+        .map(|e| e.region)
+        .unwrap_or_default();
+    let models = models
+        .list_async()
+        .await
+        .map(|cards| cards.into_iter().map(|c| c.name).collect())
+        .unwrap_or_default();
+    let options = aura_node::cluster::Options {
+        lease: config
+            .lease_ms
+            .map_or(aura_node::cluster::DEFAULT_LEASE, |ms| {
+                std::time::Duration::from_millis(ms.max(300))
+            }),
+        url: config
+            .advertise
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}")),
+        region,
+        models,
+    };
+    aura_node::cluster::Service::start(options, store, engine, leases).await
 }
 
 /// The gRPC cell API (and model inference beside it), served when `aura pki init` has made the certificates; a note when

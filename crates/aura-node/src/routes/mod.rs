@@ -82,6 +82,11 @@ pub(crate) fn router(state: AppState) -> axum::Router {
         )
         .fallback(|| async { ApiError::not_found("no such route; see /openapi.json") })
         .layer(DefaultBodyLimit::max(state.limits.body_bytes))
+        // In a cluster, requests for another node's agents go there (once authenticated).
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::cluster::route,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), body_deadline))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(middleware::from_fn_with_state(

@@ -85,6 +85,33 @@ pub struct ShardState {
     pub expires_in_ms: Option<u64>,
 }
 
+/// What a node says of itself in its heartbeat (see [`PgStore::heartbeat`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Advert {
+    /// Where the node's HTTP API answers (`http://host:port`): other nodes send an
+    /// agent's writes there while the node holds the agent's shard.
+    pub url: String,
+    pub region: String,
+    /// The names of the models the node holds.
+    pub models: Vec<String>,
+    /// The agents whose actors the node runs.
+    pub agents: u64,
+    /// The non-terminal missions among them.
+    pub missions: u64,
+}
+
+/// A node as its last heartbeat left it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NodeState {
+    pub node: aura_core::NodeId,
+    #[serde(flatten)]
+    pub advert: Advert,
+    /// How long ago the node started serving, by the database's clock.
+    pub up_ms: u64,
+    /// How long ago its last heartbeat was, by the database's clock.
+    pub heartbeat_ms: u64,
+}
+
 /// How the store is opened.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -393,6 +420,163 @@ impl PgStore {
         )
         .await?;
         Ok(())
+    }
+
+    /// Extends every lease in `leases` in one statement; returns those still held. A
+    /// lease that expired or moved is dropped here (appends to its agents are fenced from
+    /// now on) and left out of the answer.
+    pub async fn renew_all(&self, leases: &[Lease], ttl: Duration) -> Result<Vec<Lease>, Error> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let me = self.inner.signer_key.node_id();
+        let shards: Vec<i32> = leases.iter().map(|l| l.shard as i32).collect();
+        let epochs: Vec<i64> = leases.iter().map(|l| l.epoch as i64).collect();
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "UPDATE shards s SET expires_at = now() + $4::FLOAT8 * interval '1 second' \
+                 FROM UNNEST($1::INT[], $2::BIGINT[]) AS held(shard, epoch) \
+                 WHERE s.shard = held.shard AND s.epoch = held.epoch \
+                   AND s.owner = $3 AND s.expires_at > now() \
+                 RETURNING s.shard",
+                &[
+                    &shards,
+                    &epochs,
+                    &me.as_bytes().as_slice(),
+                    &ttl.as_secs_f64(),
+                ],
+            )
+            .await?;
+        let renewed: std::collections::HashSet<u32> =
+            rows.iter().map(|r| r.get::<_, i32>(0) as u32).collect();
+        let mut kept = Vec::new();
+        for lease in leases {
+            if renewed.contains(&lease.shard) {
+                kept.push(*lease);
+            } else {
+                self.forget(lease.shard);
+            }
+        }
+        Ok(kept)
+    }
+
+    /// Drops a lease here without telling the database: appends to the shard's agents are
+    /// fenced from now on. For a node that can no longer be sure it holds the lease (its
+    /// renewal did not come back in time); the lease runs out in the database by itself.
+    pub fn abandon(&self, shard: u32) {
+        self.forget(shard);
+    }
+
+    /// This node's id, as the `shards` and `nodes` tables name it.
+    pub fn node_id(&self) -> aura_core::NodeId {
+        self.inner.signer_key.node_id()
+    }
+
+    /// Records this node's heartbeat: what it advertises, at the database's `now()`.
+    pub async fn heartbeat(&self, advert: &Advert) -> Result<(), Error> {
+        let me = self.inner.signer_key.node_id();
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO nodes (node, url, region, models, agents, missions, started_at, heartbeat_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, now(), now()) \
+             ON CONFLICT (node) DO UPDATE SET url = $2, region = $3, models = $4, agents = $5, \
+               missions = $6, heartbeat_at = now()",
+            &[
+                &me.as_bytes().as_slice(),
+                &advert.url,
+                &advert.region,
+                &advert.models,
+                &at(advert.agents),
+                &at(advert.missions),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Marks this node gone (its heartbeat far in the past), so that the others count it
+    /// out of their fair shares at once; for a node that stops cleanly.
+    pub async fn leave(&self) -> Result<(), Error> {
+        let me = self.inner.signer_key.node_id();
+        let c = self.client().await?;
+        c.execute(
+            "UPDATE nodes SET heartbeat_at = 'epoch' WHERE node = $1",
+            &[&me.as_bytes().as_slice()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Every node that ever sent a heartbeat, by id.
+    pub async fn nodes(&self) -> Result<Vec<NodeState>, Error> {
+        let c = self.client().await?;
+        c.query(
+            "SELECT node, url, region, models, agents, missions, \
+                    GREATEST(EXTRACT(EPOCH FROM (now() - started_at)), 0)::FLOAT8, \
+                    LEAST(GREATEST(EXTRACT(EPOCH FROM (now() - heartbeat_at)), 0), 1e12)::FLOAT8 \
+             FROM nodes ORDER BY node",
+            &[],
+        )
+        .await?
+        .into_iter()
+        .map(|r| {
+            let node = <[u8; 16]>::try_from(r.get::<_, &[u8]>(0))
+                .map(aura_core::NodeId::from_bytes)
+                .map_err(|_| corrupt("a node's id is malformed"))?;
+            let ms = |secs: f64| (secs * 1000.0) as u64;
+            Ok(NodeState {
+                node,
+                advert: Advert {
+                    url: r.get(1),
+                    region: r.get(2),
+                    models: r.get(3),
+                    agents: r.get::<_, i64>(4).max(0) as u64,
+                    missions: r.get::<_, i64>(5).max(0) as u64,
+                },
+                up_ms: ms(r.get(6)),
+                heartbeat_ms: ms(r.get(7)),
+            })
+        })
+        .collect()
+    }
+
+    /// The nodes whose last heartbeat is younger than `within`, by the database's clock.
+    pub async fn live_nodes(&self, within: Duration) -> Result<Vec<aura_core::NodeId>, Error> {
+        let c = self.client().await?;
+        c.query(
+            "SELECT node FROM nodes \
+             WHERE heartbeat_at > now() - $1::FLOAT8 * interval '1 second' ORDER BY node",
+            &[&within.as_secs_f64()],
+        )
+        .await?
+        .into_iter()
+        .map(|r| {
+            <[u8; 16]>::try_from(r.get::<_, &[u8]>(0))
+                .map(aura_core::NodeId::from_bytes)
+                .map_err(|_| corrupt("a node's id is malformed"))
+        })
+        .collect()
+    }
+
+    /// The node holding `shard`'s live lease now and the URL it advertised in its
+    /// heartbeat; `None` while no node holds it.
+    pub async fn owner(&self, shard: u32) -> Result<Option<(aura_core::NodeId, String)>, Error> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                "SELECT s.owner, n.url FROM shards s JOIN nodes n ON n.node = s.owner \
+                 WHERE s.shard = $1 AND s.expires_at > now()",
+                &[&(shard as i32)],
+            )
+            .await?;
+        row.map(|r| {
+            let node = <[u8; 16]>::try_from(r.get::<_, &[u8]>(0))
+                .map(aura_core::NodeId::from_bytes)
+                .map_err(|_| corrupt("a shard's owner is malformed"))?;
+            Ok((node, r.get(1)))
+        })
+        .transpose()
     }
 
     /// Every shard's lease as the database has it now.

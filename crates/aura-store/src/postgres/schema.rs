@@ -77,6 +77,22 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO shards (shard) SELECT generate_series(0, 63);
     ",
+    // 3: the nodes serving the cluster, as each last said in its heartbeat: where it
+    // answers (its advertised URL, where other nodes send an agent's writes), its
+    // region, the models it holds and its load. `heartbeat_at` is on the database's
+    // clock: a node is live while its heartbeat is younger than a lease.
+    r"
+    CREATE TABLE nodes (
+        node         BYTEA       PRIMARY KEY,
+        url          TEXT        NOT NULL,
+        region       TEXT        NOT NULL,
+        models       TEXT[]      NOT NULL,
+        agents       BIGINT      NOT NULL,
+        missions     BIGINT      NOT NULL,
+        started_at   TIMESTAMPTZ NOT NULL,
+        heartbeat_at TIMESTAMPTZ NOT NULL
+    );
+    ",
 ];
 
 #[derive(Debug, thiserror::Error)]
