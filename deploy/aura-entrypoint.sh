@@ -15,6 +15,8 @@
 #   AURA_REGION       this node's region label (default empty)
 #   AURA_LISTEN       where the API listens (default 0.0.0.0:8080; anything but loopback
 #                     needs API keys, so serve creates one, see AURA_SECRETS_DIR)
+#   AURA_ADVERTISE    the URL other nodes redirect this node's agents' requests to (written
+#                     to `[store] advertise` in aura.toml; needed when listening on 0.0.0.0)
 #   AURA_NAME         this node's name in AURA_ENROLL_DIR and AURA_SECRETS_DIR
 #                     (default: the host name)
 #   AURA_ENROLL_DIR   where nodes publish `<name>.pub` (their public key) and `<name>.region`
@@ -56,6 +58,17 @@ init_once() {
   "$AURA" init --store "$AURA_STORE" --region "$REGION" >&2
 }
 
+advertise_once() {
+  [ -n "${AURA_ADVERTISE:-}" ] || return 0
+  toml="$AURA_HOME/aura.toml"
+  grep -q '^advertise *=' "$toml" 2>/dev/null && return 0
+  if grep -q '^\[store\]' "$toml" 2>/dev/null; then
+    sed -i "/^\[store\]/a advertise = \"$AURA_ADVERTISE\"" "$toml"
+  else
+    printf '\n[store]\nadvertise = "%s"\n' "$AURA_ADVERTISE" >> "$toml"
+  fi
+}
+
 api_key_once() {
   [ -n "${AURA_SECRETS_DIR:-}" ] || return 0
   secret="$AURA_SECRETS_DIR/$NAME.key"
@@ -92,6 +105,7 @@ case "${1:-serve}" in
   serve)
     need_store
     init_once
+    advertise_once
     api_key_once
     publish_key
     wait_enrolled

@@ -95,6 +95,7 @@ fn the_entrypoint_starts_three_nodes_that_enroll_and_serve_with_their_own_keys()
     let serve = |(name, aura, listen): &(&str, Aura, String)| {
         let mut c = entry(&aura.home(), shared.path(), &store, name, &["serve"]);
         c.env("AURA_LISTEN", listen)
+            .env("AURA_ADVERTISE", format!("http://{listen}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         Running(c.spawn().unwrap())
@@ -164,6 +165,12 @@ fn the_entrypoint_starts_three_nodes_that_enroll_and_serve_with_their_own_keys()
         regions.iter().filter(|r| **r == "us").count(),
         2,
         "{listed}"
+    );
+    // Each node advertises the URL it was given, for the others' redirects.
+    let toml = std::fs::read_to_string(nodes[1].1.home().join("aura.toml")).unwrap();
+    assert!(
+        toml.contains(&format!("advertise = \"http://{}\"", nodes[1].2)),
+        "{toml}"
     );
     // A secret file is the operator's only copy: nobody else may read it.
     use std::os::unix::fs::PermissionsExt as _;
