@@ -8,7 +8,10 @@
 #     endpoint if given, else a scripted one): an agent reads and writes files under the
 #     default Cedar policy, its delete is escalated to a person, approved from the CLI
 #     with a signed approval, and the mission completes; then the mission is replayed from
-#     the ledger and the ledger verified.
+#     the ledger and the ledger verified;
+#  4. an image from Aura's own image model (aura-tiny-emoji) through the Images API, with
+#     its signed receipt; the web console and image studio are served at the node's `/`
+#     (AURA_DEMO_KEEP=1 keeps the node running at the end to look at them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -87,6 +90,9 @@ path = \"$PWD/demo/summarise.jsonl\""
 fi
 step "aura model pull smollm2: the default local model, as a signed, hash-verified package"
 "$AURA" model pull smollm2
+
+step "aura model pull aura-tiny-emoji: Aura's own image model, trained here by Aura's code (weights checked against their training record)"
+"$AURA" model pull aura-tiny-emoji
 
 step "aura serve: a node on the embedded store; local model smollm2 by default, and $REASONER_SAYS"
 cat > "$AURA_HOME/aura.toml" <<TOML
@@ -182,7 +188,27 @@ cat "$WORKSPACE/summary.md"
 step "aura replay: the mission's record re-run, every state hash reproduced"
 "$AURA" replay "$MISSION"
 
+step "an image from Aura's own model through OpenAI's Images API, with its signed receipt"
+python3 - "$AURA_NODE" <<'PY'
+import base64, json, sys, urllib.request
+body = {"model": "aura-tiny-emoji", "prompt": "red apple", "size": "64x64", "seed": 7,
+        "response_format": "b64_json"}
+req = urllib.request.Request(sys.argv[1] + "/v1/images/generations", data=json.dumps(body).encode(),
+                             headers={"content-type": "application/json"})
+with urllib.request.urlopen(req) as resp:
+    answer = json.load(resp)
+    png = base64.b64decode(answer["data"][0]["b64_json"])
+    open(".demo/red-apple.png", "wb").write(png)
+    print("wrote .demo/red-apple.png:", len(png), "bytes; receipt", resp.headers["x-aura-receipt"])
+PY
+echo "the image studio is at $AURA_NODE/#/studio (AURA_DEMO_KEEP=1 keeps the node running to look)"
+
 step "aura ledger verify: the mission's every input, decision and effect, signed"
 "$AURA" ledger verify
+
+if [ "${AURA_DEMO_KEEP:-0}" = 1 ]; then
+  step "the node keeps serving at $AURA_NODE/ (the console, the image studio, the avatar): Ctrl-C stops it"
+  wait "$NODE_PID"
+fi
 
 step "done: the demo node lives in $AURA_HOME (stopping it)"
