@@ -384,7 +384,7 @@ fn a_killed_node_s_missions_finish_elsewhere_and_a_paused_node_is_fenced() {
     );
     signal(&node_a, libc::SIGKILL);
     let killed = Instant::now();
-    wait_until("b and c take a's shards", Duration::from_secs(20), || {
+    wait_until("b and c take a's shards", Duration::from_secs(60), || {
         let held = owners(&b);
         !held.contains_key(&ida) && held.values().sum::<usize>() == 64
     });
@@ -408,7 +408,7 @@ fn a_killed_node_s_missions_finish_elsewhere_and_a_paused_node_is_fenced() {
         "b's missions all finished before it was paused"
     );
     signal(&node_b, libc::SIGSTOP);
-    wait_until("c takes b's shards", Duration::from_secs(20), || {
+    wait_until("c takes b's shards", Duration::from_secs(60), || {
         let held = owners(&c);
         held.get(&idc) == Some(&64)
     });
