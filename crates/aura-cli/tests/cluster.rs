@@ -7,17 +7,7 @@
 
 mod support;
 
-use aura_store::postgres::testing::TestCluster;
 use support::{Aura, Node, serve};
-
-fn url() -> Option<String> {
-    let cluster = TestCluster::get()?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    Some(rt.block_on(cluster.database()))
-}
 
 fn at(aura: &Aura, node: &Node, args: &[&str]) -> support::Out {
     let mut c = aura.cmd(args);
@@ -27,7 +17,7 @@ fn at(aura: &Aura, node: &Node, args: &[&str]) -> support::Out {
 
 #[test]
 fn two_nodes_join_one_cluster_and_its_export_verifies_with_the_cluster_key() {
-    let Some(url) = url() else {
+    let Some(url) = support::postgres_url() else {
         return;
     };
     let (a, b) = (Aura::new(), Aura::new());

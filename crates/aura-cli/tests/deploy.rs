@@ -12,17 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use aura_store::postgres::testing::TestCluster;
 use support::Aura;
-
-fn url() -> Option<String> {
-    let cluster = TestCluster::get()?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    Some(rt.block_on(cluster.database()))
-}
 
 fn entrypoint() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/aura-entrypoint.sh")
@@ -84,7 +74,7 @@ fn wait_serving(aura: &Aura, node: &str, key: &Path) -> String {
 
 #[test]
 fn the_entrypoint_starts_three_nodes_that_enroll_and_serve_with_their_own_keys() {
-    let Some(store) = url() else {
+    let Some(store) = support::postgres_url() else {
         return;
     };
     let shared = tempfile::tempdir().unwrap();

@@ -282,3 +282,14 @@ pub(crate) fn python_libs(libs: PythonLibs) -> PathBuf {
     );
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
+
+/// A fresh database on the tests' PostgreSQL server, or `None` where there is none (tests
+/// then return early; test.sh sets AURA_REQUIRE_POSTGRES so that CI never skips them).
+pub(crate) fn postgres_url() -> Option<String> {
+    let cluster = aura_store::postgres::testing::TestCluster::get()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    Some(rt.block_on(cluster.database()))
+}
