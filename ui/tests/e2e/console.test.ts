@@ -525,7 +525,8 @@ describe("the image studio", () => {
     const sys = (await node.api("GET", "/v1/system")).body;
     expect(sys.cpu.cores).toBeGreaterThan(0);
     expect(sys.memory.total_bytes).toBeGreaterThan(0);
-    await screenshot(page, "studio");
+    // Its own name: "studio" is the generation test's picture of a finished image.
+    await screenshot(page, "studio-resources");
     expect(errors.filter((e) => !/status of 404/.test(e))).toEqual([]);
     await context.close();
   });
