@@ -9,6 +9,7 @@ mod durability;
 mod http_load;
 mod http_peer;
 mod image;
+mod image_tiny;
 mod infer;
 mod ledger;
 mod mcp;
@@ -38,6 +39,8 @@ enum Bench {
     Infer(infer::Args),
     /// Images: SD 1.5-shaped UNet steps and whole images vs stable-diffusion.cpp
     Image(image::Args),
+    /// Images: Aura's default model (aura-tiny-emoji), prompt to 64x64 PNG, and 4 requests vs 1
+    ImageTiny(image_tiny::Args),
     /// One engine measurement of `image` in a process of its own (run by `image`)
     #[command(hide = true)]
     ImageWorker(image::WorkerArgs),
@@ -71,6 +74,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Infer(args) => return infer::run(args),
         Bench::Image(args) => return image::run(args),
         Bench::ImageWorker(args) => return image::worker(args),
+        Bench::ImageTiny(args) => return image_tiny::run(args),
         _ => {}
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -79,7 +83,7 @@ fn main() -> anyhow::Result<()> {
     match cli.bench {
         Bench::Ledger(args) => rt.block_on(ledger::run(args)),
         Bench::Cells(args) => rt.block_on(cells::run(args)),
-        Bench::Infer(_) | Bench::Image(_) | Bench::ImageWorker(_) => Ok(()),
+        Bench::Infer(_) | Bench::Image(_) | Bench::ImageWorker(_) | Bench::ImageTiny(_) => Ok(()),
         Bench::Reasoner(args) => reasoner::run(&args, &rt),
         Bench::ModelVerify(args) => model::run(&args),
         Bench::Policy(args) => policy::run(&args),
