@@ -58,16 +58,28 @@ pub struct TelemetryConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct McpConfig {
     pub servers: Vec<McpServerConfig>,
+    /// URL prefixes a streamable-HTTP server's `url` must lie under (each a whole URL, or
+    /// ending in `/`); a server elsewhere is refused when the node starts. Empty: none.
+    pub http_allowlist: Vec<String>,
 }
 
-/// One `[[mcp.servers]]` table: a stdio server, run inside a cell.
+/// One `[[mcp.servers]]` table: a stdio server run inside a cell (`command`), or a
+/// streamable-HTTP server at a URL on the allowlist (`url`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct McpServerConfig {
     /// 1-32 of a-z, 0-9, `_` and `-`: the middle part of its tools' names.
     pub name: String,
     /// The program (an absolute path as the cell sees it) and its arguments.
+    #[serde(default)]
     pub command: Vec<String>,
+    /// A streamable-HTTP server's MCP endpoint, instead of `command`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The environment variable holding the bearer token to send to `url` (so the token
+    /// stays out of aura.toml).
+    #[serde(default)]
+    pub bearer_env: Option<String>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     /// Host directories the cell sees read-only at the same paths (an interpreter's

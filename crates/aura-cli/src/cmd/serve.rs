@@ -142,7 +142,8 @@ fn cell_access(
     ))
 }
 
-/// Starts the MCP servers of `[[mcp.servers]]`, each in a cell of its own, and returns
+/// Starts the MCP servers of `[[mcp.servers]]` (stdio ones each in a cell of its own,
+/// streamable-HTTP ones by URL when the allowlist holds them), and returns
 /// their tools (`mcp.<server>.<tool>`) with what to record of each registration. A server
 /// that does not start or list its tools stops the node from starting: the operator
 /// asked for it, and a node that silently ran without it would surprise them.
@@ -152,33 +153,76 @@ async fn mcp_servers(
 ) -> anyhow::Result<(Vec<Arc<dyn aura_mcp::Tool>>, Vec<aura_mcp::Registration>)> {
     let mut tools = Vec::new();
     let mut registered = Vec::new();
-    if config.mcp.servers.is_empty() {
-        return Ok((tools, registered));
-    }
-    let Some(runtime) = cells else {
-        return Err(hinted(
-            "aura.toml registers MCP servers, but cells cannot start here",
-            "stdio MCP servers run only inside cells: run `aura serve` as root, or remove the [[mcp.servers]] tables",
-        ));
-    };
     for s in &config.mcp.servers {
+        let hint = "check its [[mcp.servers]] table in aura.toml (docs/mcp.md)";
+        let transport = match (&s.url, s.command.is_empty()) {
+            (Some(url), true) => {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(hinted(
+                        format!(
+                            "MCP server `{}`: url `{url}` is not http:// or https://",
+                            s.name
+                        ),
+                        hint,
+                    ));
+                }
+                if !aura_mcp::http::allowed(url, &config.mcp.http_allowlist) {
+                    return Err(hinted(
+                        format!(
+                            "MCP server `{}`: `{url}` is not on [mcp] http_allowlist",
+                            s.name
+                        ),
+                        "add the URL (or a prefix of it ending in /) to http_allowlist in aura.toml",
+                    ));
+                }
+                let bearer = match &s.bearer_env {
+                    None => None,
+                    Some(var) => Some(std::env::var(var).map_err(|_| {
+                        hinted(
+                            format!("MCP server `{}`: the environment has no {var}", s.name),
+                            "export the server's token in that variable before `aura serve`",
+                        )
+                    })?),
+                };
+                aura_mcp::Transport::Http(aura_mcp::http::Endpoint {
+                    url: url.clone(),
+                    bearer,
+                    connect_timeout: std::time::Duration::from_secs(10),
+                })
+            }
+            (None, false) => {
+                let Some(runtime) = cells else {
+                    return Err(hinted(
+                        "aura.toml registers stdio MCP servers, but cells cannot start here",
+                        "stdio MCP servers run only inside cells: run `aura serve` as root, or give the server a url instead",
+                    ));
+                };
+                aura_mcp::Transport::Cell {
+                    runtime: runtime.clone(),
+                    spec: aura_mcp::cell::StdioSpec {
+                        argv: s.command.clone(),
+                        env: s.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                        binds: s.binds.clone(),
+                        workspace: None,
+                        network: s.network,
+                        memory_max: Some(1 << 30),
+                        pids_max: Some(256),
+                    },
+                }
+            }
+            _ => {
+                return Err(hinted(
+                    format!("MCP server `{}` needs either a command or a url", s.name),
+                    hint,
+                ));
+            }
+        };
         let options = aura_mcp::ServerOptions {
             name: s.name.clone(),
             trusted: s.trusted,
             call_timeout: std::time::Duration::from_secs(s.call_timeout_secs.max(1)),
             client: aura_mcp::Options::default(),
-            transport: aura_mcp::Transport::Cell {
-                runtime: runtime.clone(),
-                spec: aura_mcp::cell::StdioSpec {
-                    argv: s.command.clone(),
-                    env: s.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                    binds: s.binds.clone(),
-                    workspace: None,
-                    network: s.network,
-                    memory_max: Some(1 << 30),
-                    pids_max: Some(256),
-                },
-            },
+            transport,
         };
         let (_server, offered, registration) =
             aura_mcp::Server::register(options).await.map_err(|e| {
