@@ -2,6 +2,7 @@
 
 pub(crate) mod agent;
 pub(crate) mod apikey;
+pub(crate) mod automaton;
 pub(crate) mod cell;
 pub(crate) mod cell_node;
 pub(crate) mod chat;
@@ -18,6 +19,7 @@ pub(crate) mod pki;
 pub(crate) mod policy;
 pub(crate) mod reasoner;
 pub(crate) mod receipts;
+pub(crate) mod schedule;
 pub(crate) mod serve;
 pub(crate) mod tui;
 pub(crate) mod witness;
