@@ -302,3 +302,45 @@ fn missed_instants_across_a_restart_follow_each_policy_and_never_fire_twice() {
     assert_eq!(missions.len(), fired.len(), "two firings share a mission");
     assert!(records(&aura, "failed").is_empty());
 }
+
+/// `aura chat --agent`: each message is a mission of the agent, and the conversation is
+/// read back from the node's missions, so it carries across a restart of the node (the
+/// second node's scripted reasoner asserts it was told the first exchange).
+#[test]
+fn a_chat_with_an_agent_carries_across_a_node_restart() {
+    let aura = Aura::new();
+    aura.init();
+    let script = |name: &str, text: &str| {
+        let path = aura.home().join(name);
+        std::fs::write(&path, text).unwrap();
+        format!(
+            "[reasoners.chat]\nprovider = \"scripted\"\npath = \"{}\"\n",
+            path.display()
+        )
+    };
+    let first = script(
+        "chat-1.jsonl",
+        r#"{"content": "", "tool_calls": [{"name": "mission_finish", "arguments": {"summary": "Hello Ada."}}], "expect": {"last_user_contains": "The user says:\nmy name is Ada"}}"#,
+    );
+    let node = start(&aura, &first, "chat");
+    let agent = create_agent(&aura, &node);
+    let say = |node: &Node, text: &str| {
+        let mut c = aura.cmd(&["chat", "--agent", &agent, "--conversation", "c1"]);
+        c.env("AURA_NODE", &node.url);
+        aura.run_with(c, Some(text)).ok().stdout
+    };
+    let said = say(&node, "my name is Ada\n");
+    assert!(said.contains("Hello Ada."), "{said}");
+    drop(node);
+    let second = script(
+        "chat-2.jsonl",
+        r#"{"content": "", "tool_calls": [{"name": "mission_finish", "arguments": {"summary": "Your name is Ada."}}], "expect": {"last_user_contains": "User: my name is Ada\nYou: Hello Ada.\n\nThe user says:\nwhat is my name?"}}"#,
+    );
+    let node = start(&aura, &second, "chat");
+    let said = say(&node, "what is my name?\n");
+    assert!(said.contains("Your name is Ada."), "{said}");
+    // Another conversation starts afresh, and a bad name is refused in one line.
+    let mut c = aura.cmd(&["chat", "--agent", &agent, "--conversation", "no such/name"]);
+    c.env("AURA_NODE", &node.url);
+    aura.run_with(c, Some("hi\n")).one_line_error(1);
+}

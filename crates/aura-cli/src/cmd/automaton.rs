@@ -261,7 +261,7 @@ async fn tasks(client: &Client, out: &Output, a: &TasksArgs, tools: &[String]) -
 
 /// Polls a mission until it is completed, failed or cancelled (its deadline bounds the
 /// wait; an escalated mission waits for a person, as `aura mission watch` does).
-async fn until_ended(client: &Client, id: &str, timeout_secs: u64) -> anyhow::Result<Value> {
+pub(crate) async fn until_ended(client: &Client, id: &str, timeout_secs: u64) -> anyhow::Result<Value> {
     let give_up = Instant::now() + Duration::from_secs(timeout_secs.saturating_add(30));
     loop {
         let m: Value = client.get(&format!("/v1/missions/{id}")).await?;

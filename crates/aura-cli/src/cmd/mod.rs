@@ -6,6 +6,7 @@ pub(crate) mod automaton;
 pub(crate) mod cell;
 pub(crate) mod cell_node;
 pub(crate) mod chat;
+pub(crate) mod chat_agent;
 pub(crate) mod cluster;
 pub(crate) mod image;
 pub(crate) mod init;
