@@ -545,6 +545,59 @@ mod tests {
         assert!(long.check().unwrap_err().contains("timeout_secs"));
     }
 
+    /// The vectors of docs/automatons.md: the canonical JSON bodies of `schedule.created`
+    /// and `schedule.fired`, byte for byte (RFC 8785: members sorted, no spaces).
+    #[test]
+    fn record_bodies_are_the_documented_vectors() {
+        let at = Timestamp::from_secs(1_800_000_000);
+        let schedule = Schedule {
+            id: ScheduleId::from_bytes([1; 16]),
+            name: "morning".into(),
+            agent: AgentId([3; 16]),
+            namespace: Namespace::new("default").unwrap(),
+            template: serde_json::from_str(
+                r#"{"objective":"tidy","tools":["fs.list","mission.finish"],"timeout_secs":60}"#,
+            )
+            .unwrap(),
+            trigger: Trigger::Cron {
+                expr: "0 9 * * MON-FRI".into(),
+                zone: "Europe/Paris".into(),
+            },
+            missed: Missed::CatchUpOnce,
+            created_at: at,
+            created_by: "local".into(),
+        };
+        let created = aura_core::jcs::to_vec(&Created { v: 1, schedule }).unwrap();
+        assert_eq!(
+            String::from_utf8(created).unwrap(),
+            concat!(
+                r#"{"schedule":{"agent":"agent_030c1g60r30c1g60r30c1g60r3","#,
+                r#""created_at":"2027-01-15T08:00:00.000000000Z","created_by":"local","#,
+                r#""id":"sched_01040g2081040g2081040g2081","missed":"catch-up-once","#,
+                r#""name":"morning","namespace":"default","#,
+                r#""template":{"objective":"tidy","timeout_secs":60,"tools":["fs.list","mission.finish"]},"#,
+                r#""trigger":{"expr":"0 9 * * MON-FRI","kind":"cron","zone":"Europe/Paris"}},"v":1}"#
+            )
+        );
+        let fired = aura_core::jcs::to_vec(&Fired {
+            v: 1,
+            schedule: ScheduleId::from_bytes([1; 16]),
+            due: at,
+            mission: MissionId::from_bytes([2; 16]),
+            missed: 2,
+            at: Timestamp::from_secs(1_800_000_001),
+        })
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(fired).unwrap(),
+            concat!(
+                r#"{"at":"2027-01-15T08:00:01.000000000Z","due":"2027-01-15T08:00:00.000000000Z","#,
+                r#""missed":2,"mission":"mission_02081040g2081040g2081040g2","#,
+                r#""schedule":"sched_01040g2081040g2081040g2081","v":1}"#
+            )
+        );
+    }
+
     #[test]
     fn missed_policy_names() {
         assert_eq!("skip".parse::<Missed>(), Ok(Missed::Skip));
