@@ -79,10 +79,10 @@ fn records(aura: &Aura, what: &str) -> Vec<Value> {
 /// file, fixes it, runs the tests again and finishes once they pass.
 const DEV_LOOP_SCRIPT: &str = r#"{"content": "I lay the project down.", "tool_calls": [{"name": "fs_write", "arguments": {"path": "calc.py", "content": "def add(a, b):\n    return a - b\n"}}], "expect": {"last_user_contains": "Work as a dev loop", "tools_offered": ["fs_list", "fs_read", "fs_write", "cmd_run", "mission_finish"]}}
 {"content": "And its test.", "tool_calls": [{"name": "fs_write", "arguments": {"path": "test_calc.py", "content": "import unittest\nfrom calc import add\n\nclass Add(unittest.TestCase):\n    def test_two_and_three(self):\n        self.assertEqual(add(2, 3), 5)\n\nunittest.main()\n"}}]}
-{"content": "I run the tests.", "tool_calls": [{"name": "cmd_run", "arguments": {"command": "python3 test_calc.py"}}], "expect": {"last_tool_result_contains": "test_calc.py"}}
+{"content": "I run the tests.", "tool_calls": [{"name": "cmd_run", "arguments": {"command": "python3 -B test_calc.py"}}], "expect": {"last_tool_result_contains": "test_calc.py"}}
 {"content": "They fail: add(2, 3) is -1. I read calc.py.", "tool_calls": [{"name": "fs_read", "arguments": {"path": "calc.py"}}], "expect": {"last_tool_result_contains": "AssertionError: -1 != 5"}}
-{"content": "The function subtracts. I fix it.", "tool_calls": [{"name": "fs_write", "arguments": {"path": "calc.py", "content": "def add(a, b):\n    return a + b\n"}}], "expect": {"last_tool_result_contains": "a - b"}}
-{"content": "I run the tests again.", "tool_calls": [{"name": "cmd_run", "arguments": {"command": "python3 test_calc.py"}}]}
+{"content": "The function subtracts. I fix it.", "tool_calls": [{"name": "fs_write", "arguments": {"path": "calc.py", "content": "def add(a, b):\n    \"\"\"The sum of a and b.\"\"\"\n    return a + b\n"}}], "expect": {"last_tool_result_contains": "a - b"}}
+{"content": "I run the tests again.", "tool_calls": [{"name": "cmd_run", "arguments": {"command": "python3 -B test_calc.py"}}]}
 {"content": "Green.", "tool_calls": [{"name": "mission_finish", "arguments": {"summary": "calc.add subtracted; it adds now and the tests pass"}}], "expect": {"last_tool_result_contains": "OK"}}
 "#;
 
@@ -105,7 +105,7 @@ fn root_a_dev_loop_fixes_a_failing_python_test_in_a_cell_and_replays() {
     let template = at(
         &aura,
         &node,
-        &["--json", "automaton", "dev-loop", "--test", "python3 test_calc.py", "--print-template"],
+        &["--json", "automaton", "dev-loop", "--test", "python3 -B test_calc.py", "--print-template"],
     )
     .ok()
     .json();
@@ -118,7 +118,7 @@ fn root_a_dev_loop_fixes_a_failing_python_test_in_a_cell_and_replays() {
         &node,
         &[
             "--json", "automaton", "dev-loop", "--agent", &agent, "--test",
-            "python3 test_calc.py", "--workspace", "calc", "--max-steps", "12",
+            "python3 -B test_calc.py", "--workspace", "calc", "--max-steps", "12",
         ],
     )
     .ok()
@@ -159,7 +159,8 @@ fn a_schedule_fires_through_the_node_and_is_paused_and_deleted() {
         &node,
         &[
             "--json", "schedule", "create", "--agent", &agent, "--name", "tick",
-            "--objective", "look around", "--tool", "fs.list", "--timeout", "60",
+            "--objective", "look around", "--tool", "fs.list", "--tool", "mission.finish",
+            "--timeout", "60",
             "--every", "2s",
         ],
     )
@@ -272,7 +273,8 @@ fn missed_instants_across_a_restart_follow_each_policy_and_never_fire_twice() {
         records.iter().filter(|r| r["schedule"] == id).cloned().collect()
     };
     // The first instant: skipped by `skip`, never fired by it.
-    let first_skipped = &of(&skipped, &skip)[0];
+    let skip_skipped = of(&skipped, &skip);
+    let first_skipped = &skip_skipped[0];
     let first_due = first_skipped["first"].as_str().unwrap().to_owned();
     assert!(
         of(&fired, &skip).iter().all(|f| f["due"] != first_due.as_str()),

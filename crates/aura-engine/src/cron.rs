@@ -347,6 +347,37 @@ mod tests {
         check("0 0 29 2 *", "UTC", "2026-01-01T00:00:00Z", &["2028-02-29T00:00:00Z"]);
     }
 
+    proptest::proptest! {
+        /// Any text at all is parsed or refused, never a panic.
+        #[test]
+        fn parsing_any_text_never_panics(text in ".{0,300}") {
+            let _ = Cron::parse(&text);
+        }
+
+        /// Expressions made of the fields' own characters: those that parse give instants
+        /// strictly later than asked, in every zone (Lord Howe's clocks move by half an
+        /// hour), and asking again from that instant moves on.
+        #[test]
+        fn instants_always_move_forward(
+            fields in proptest::collection::vec("[0-9*/,A-Za-z-]{1,6}", 5),
+            secs in 0i64..4_000_000_000,
+            zone in proptest::sample::select(vec![
+                "UTC", "Europe/Paris", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata",
+            ]),
+        ) {
+            if let Ok(cron) = Cron::parse(&fields.join(" ")) {
+                let tz = TimeZone::get(zone).unwrap();
+                let after = jiff::Timestamp::from_second(secs).unwrap();
+                if let Some(next) = cron.next_after(after, &tz) {
+                    proptest::prop_assert!(next > after);
+                    if let Some(again) = cron.next_after(next, &tz) {
+                        proptest::prop_assert!(again > next);
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn bad_expressions_are_refused_with_a_reason() {
         for (expr, says) in [

@@ -59,7 +59,7 @@ pub(crate) struct CreateArgs {
     #[arg(long, value_name = "EXPR", conflicts_with = "every", required_unless_present = "every")]
     cron: Option<String>,
     /// The time zone the cron expression is read in (an IANA name)
-    #[arg(long, value_name = "ZONE", default_value = "UTC", requires = "cron")]
+    #[arg(long, value_name = "ZONE", default_value = "UTC")]
     tz: String,
     /// An interval instead: a number and a unit (s, m, h, d or w), like 15m
     #[arg(long, value_name = "AGE", value_parser = parse_age)]
