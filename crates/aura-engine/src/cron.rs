@@ -354,12 +354,18 @@ mod tests {
             let _ = Cron::parse(&text);
         }
 
-        /// Expressions made of the fields' own characters: those that parse give instants
+        /// Expressions made of typical field values: those that parse give instants
         /// strictly later than asked, in every zone (Lord Howe's clocks move by half an
         /// hour), and asking again from that instant moves on.
         #[test]
         fn instants_always_move_forward(
-            fields in proptest::collection::vec("[0-9*/,A-Za-z-]{1,6}", 5),
+            fields in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "*", "*/5", "*/7", "0", "2", "30", "1-5", "1,15", "29", "MON-FRI", "SUN",
+                    "JAN,JUL", "10-20/3",
+                ]),
+                5,
+            ),
             secs in 0i64..4_000_000_000,
             zone in proptest::sample::select(vec![
                 "UTC", "Europe/Paris", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata",
