@@ -73,7 +73,7 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
             reasoner: args.reasoner,
             timeout_secs: args.timeout_secs,
         };
-        return super::chat_agent::run(home, out, chat).await;
+        return super::chat_agent::run(home, out, &chat).await;
     }
     home.require_init()?;
     if !(0.0..=2.0).contains(&args.temperature) {

@@ -92,7 +92,7 @@ fn objective(c: &AgentChat, earlier: &[(String, String)], message: &str) -> Stri
     text
 }
 
-pub(crate) async fn run(home: &Home, out: &Output, c: AgentChat) -> anyhow::Result<()> {
+pub(crate) async fn run(home: &Home, out: &Output, c: &AgentChat) -> anyhow::Result<()> {
     if c.conversation.is_empty()
         || c.conversation.len() > 64
         || !c
@@ -107,7 +107,7 @@ pub(crate) async fn run(home: &Home, out: &Output, c: AgentChat) -> anyhow::Resu
     }
     let client = Client::new(home, &c.node)?;
     let interactive = !out.is_json() && std::io::IsTerminal::is_terminal(&std::io::stdin());
-    let mut earlier = history(&client, &c).await?;
+    let mut earlier = history(&client, c).await?;
     if interactive {
         eprintln!(
             "chatting with {} (conversation `{}`, {} earlier messages); /exit or Ctrl-D ends",
@@ -138,7 +138,7 @@ pub(crate) async fn run(home: &Home, out: &Output, c: AgentChat) -> anyhow::Resu
         }
         let mut body = json!({
             "agent": c.agent,
-            "objective": objective(&c, &earlier, text),
+            "objective": objective(c, &earlier, text),
             "tools": ["mission.finish"],
             "timeout_secs": c.timeout_secs,
             "workspace": workspace(&c.conversation),
