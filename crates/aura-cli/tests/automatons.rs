@@ -200,7 +200,7 @@ fn bad_schedules_get_one_line_errors() {
     aura.init();
     let node = serve_demo(&aura);
     let agent = create_agent(&aura, &node);
-    let base = [
+    let base: [&str; 10] = [
         "schedule", "create", "--agent", &agent, "--objective", "x", "--tool", "fs.list",
         "--timeout", "60",
     ];
