@@ -346,3 +346,58 @@ fn a_chat_with_an_agent_carries_across_a_node_restart() {
     c.env("AURA_NODE", &node.url);
     aura.run_with(c, Some("hi\n")).one_line_error(1);
 }
+
+/// The task runner: one mission per task, in order; the first task that does not complete
+/// stops the run (exit 1, naming it) and the tasks after it are never submitted.
+#[test]
+fn the_task_runner_runs_tasks_in_order_and_stops_at_a_failure() {
+    let aura = Aura::new();
+    aura.init();
+    let script = aura.home().join("tasks.jsonl");
+    std::fs::write(
+        &script,
+        concat!(
+            r#"{"content": "", "tool_calls": [{"name": "mission_finish", "arguments": {"summary": "did the first"}}], "expect": {"last_user_contains": "the first task"}}"#,
+            "\n",
+            r#"{"content": "", "tool_calls": [{"name": "mission_finish", "arguments": {"summary": "did the second"}}], "expect": {"last_user_contains": "the second task"}}"#,
+            "\n",
+            // The third task's mission gets only talk: three turns without a call fail it.
+            r#"{"content": "I would rather not."}"#,
+            "\n",
+            r#"{"content": "Really not."}"#,
+            "\n",
+            r#"{"content": "No."}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    let config = format!(
+        "[reasoners.tasks]\nprovider = \"scripted\"\npath = \"{}\"\n",
+        script.display()
+    );
+    let node = start(&aura, &config, "tasks");
+    let agent = create_agent(&aura, &node);
+    let ran = at(
+        &aura,
+        &node,
+        &[
+            "automaton", "tasks", "--agent", &agent, "--task", "the first task", "--task",
+            "the second task", "--timeout", "120",
+        ],
+    )
+    .ok();
+    assert!(ran.stdout.contains("task 1/2") && ran.stdout.contains("task 2/2"), "{}", ran.stdout);
+    let stopped = at(
+        &aura,
+        &node,
+        &[
+            "automaton", "tasks", "--agent", &agent, "--task", "the third task", "--task",
+            "the fourth task", "--timeout", "120",
+        ],
+    )
+    .one_line_error(1);
+    assert!(stopped.stderr.contains("task 1 of 2 ended failed"), "{}", stopped.stderr);
+    assert!(stopped.stderr.contains("1 left undone"), "{}", stopped.stderr);
+    let missions = at(&aura, &node, &["--json", "mission", "list"]).ok().json();
+    assert_eq!(missions.as_array().unwrap().len(), 3, "the fourth task was never submitted");
+}
