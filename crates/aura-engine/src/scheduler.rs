@@ -112,7 +112,8 @@ fn decode<T: serde::de::DeserializeOwned>(index: u64, body: Option<&[u8]>) -> Re
 impl Schedules {
     /// Reads every schedule from the node's ledger stream, submits the missions of
     /// firings a crash cut short, and starts the loop (stopped with the engine). Call it
-    /// once the engine has started, so that the missions it recovered are known.
+    /// once the engine has started, so that the missions it recovered are known, and once
+    /// per engine: two schedulers would each fire the same instants.
     pub async fn start(engine: Handle) -> Result<Schedules, Error> {
         let Loaded {
             slots,

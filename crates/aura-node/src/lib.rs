@@ -303,8 +303,16 @@ pub async fn serve_in_cluster(
     )?;
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let header_timeout = std::time::Duration::from_secs(options.limits.header_timeout_secs.max(1));
+    let listener = TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: options.listen,
+            source,
+        })?;
     // Schedules start once the engine has recovered its missions, so that a firing cut
-    // short by a crash is finished under its own mission id, never twice.
+    // short by a crash is finished under its own mission id, never twice; and only once
+    // nothing else can fail, so that a node that did not start leaves no scheduler
+    // running (two would fire the same instants).
     let schedules = aura_engine::Schedules::start(engine.clone())
         .await
         .map_err(ServeError::Schedules)?;
@@ -326,12 +334,6 @@ pub async fn serve_in_cluster(
         cluster,
     };
     let app = router(state);
-    let listener = TcpListener::bind(options.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: options.listen,
-            source,
-        })?;
     let addr = listener.local_addr().map_err(|source| ServeError::Bind {
         addr: options.listen,
         source,
