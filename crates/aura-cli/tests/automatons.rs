@@ -46,7 +46,12 @@ fn create_agent(aura: &Aura, node: &Node) -> String {
 
 /// Waits (generously: CI runs on two loaded cores) until `done` holds of the value `read`
 /// gives, or panics with the last one.
-fn wait_until(what: &str, secs: u64, read: impl Fn() -> Value, done: impl Fn(&Value) -> bool) -> Value {
+fn wait_until(
+    what: &str,
+    secs: u64,
+    read: impl Fn() -> Value,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
     let start = Instant::now();
     loop {
         let v = read();
@@ -61,7 +66,9 @@ fn wait_until(what: &str, secs: u64, read: impl Fn() -> Value, done: impl Fn(&Va
 /// The node's `schedule.<what>` bodies, read from the ledger (the node may be stopped).
 fn records(aura: &Aura, what: &str) -> Vec<Value> {
     let entries = aura
-        .run(&["--json", "ledger", "show", "--agent", "node", "--limit", "100000"])
+        .run(&[
+            "--json", "ledger", "show", "--agent", "node", "--limit", "100000",
+        ])
         .ok()
         .json();
     entries
@@ -105,20 +112,42 @@ fn root_a_dev_loop_fixes_a_failing_python_test_in_a_cell_and_replays() {
     let template = at(
         &aura,
         &node,
-        &["--json", "automaton", "dev-loop", "--test", "python3 -B test_calc.py", "--print-template"],
+        &[
+            "--json",
+            "automaton",
+            "dev-loop",
+            "--test",
+            "python3 -B test_calc.py",
+            "--print-template",
+        ],
     )
     .ok()
     .json();
     assert_eq!(
         template["tools"],
-        serde_json::json!(["fs.list", "fs.read", "fs.write", "cmd.run", "mission.finish"])
+        serde_json::json!([
+            "fs.list",
+            "fs.read",
+            "fs.write",
+            "cmd.run",
+            "mission.finish"
+        ])
     );
     let submitted = at(
         &aura,
         &node,
         &[
-            "--json", "automaton", "dev-loop", "--agent", &agent, "--test",
-            "python3 -B test_calc.py", "--workspace", "calc", "--max-steps", "12",
+            "--json",
+            "automaton",
+            "dev-loop",
+            "--agent",
+            &agent,
+            "--test",
+            "python3 -B test_calc.py",
+            "--workspace",
+            "calc",
+            "--max-steps",
+            "12",
         ],
     )
     .ok()
@@ -127,21 +156,39 @@ fn root_a_dev_loop_fixes_a_failing_python_test_in_a_cell_and_replays() {
     let m = wait_until(
         "the dev loop did not finish",
         120,
-        || at(&aura, &node, &["--json", "mission", "show", &id, "--full"]).ok().json(),
-        |m| matches!(m["state"].as_str(), Some("completed" | "failed" | "cancelled")),
+        || {
+            at(&aura, &node, &["--json", "mission", "show", &id, "--full"])
+                .ok()
+                .json()
+        },
+        |m| {
+            matches!(
+                m["state"].as_str(),
+                Some("completed" | "failed" | "cancelled")
+            )
+        },
     );
     assert_eq!(m["state"], "completed", "{m}");
-    let fixed = std::fs::read_to_string(aura.home().join("workspaces/default/calc/calc.py")).unwrap();
+    let fixed =
+        std::fs::read_to_string(aura.home().join("workspaces/default/calc/calc.py")).unwrap();
     assert!(fixed.contains("a + b"), "{fixed}");
     // The conversation holds the red run before the green one.
     let conversation = m["conversation"].to_string();
-    let red = conversation.find("AssertionError").expect("the failure is in the record");
+    let red = conversation
+        .find("AssertionError")
+        .expect("the failure is in the record");
     let green = conversation.rfind("Ran 1 test").unwrap();
-    assert!(red < green && conversation[green..].contains("OK"), "{conversation}");
+    assert!(
+        red < green && conversation[green..].contains("OK"),
+        "{conversation}"
+    );
     // Replay reproduces every state hash from the ledger alone.
     let replay = at(&aura, &node, &["--json", "replay", &id]).ok().json();
     assert_eq!(replay[0]["replay"]["ok"], true, "{replay}");
-    assert_eq!(replay[0]["replay"]["state_hash"], m["state_hash"], "{replay}");
+    assert_eq!(
+        replay[0]["replay"]["state_hash"], m["state_hash"],
+        "{replay}"
+    );
     drop(node);
     aura.run(&["ledger", "verify"]).ok();
 }
@@ -158,37 +205,66 @@ fn a_schedule_fires_through_the_node_and_is_paused_and_deleted() {
         &aura,
         &node,
         &[
-            "--json", "schedule", "create", "--agent", &agent, "--name", "tick",
-            "--objective", "look around", "--tool", "fs.list", "--tool", "mission.finish",
-            "--timeout", "60",
-            "--every", "2s",
+            "--json",
+            "schedule",
+            "create",
+            "--agent",
+            &agent,
+            "--name",
+            "tick",
+            "--objective",
+            "look around",
+            "--tool",
+            "fs.list",
+            "--tool",
+            "mission.finish",
+            "--timeout",
+            "60",
+            "--every",
+            "2s",
         ],
     )
     .ok()
     .json();
     let id = created["id"].as_str().unwrap().to_owned();
-    assert_eq!(created["trigger"], serde_json::json!({"kind": "every", "secs": 2}));
+    assert_eq!(
+        created["trigger"],
+        serde_json::json!({"kind": "every", "secs": 2})
+    );
     assert_eq!(created["missed"], "skip");
     let fired = wait_until(
         "the schedule never fired",
         60,
-        || at(&aura, &node, &["--json", "schedule", "show", &id]).ok().json(),
+        || {
+            at(&aura, &node, &["--json", "schedule", "show", &id])
+                .ok()
+                .json()
+        },
         |v| v["fired"].as_u64().unwrap_or(0) >= 1,
     );
     let mission = fired["last_mission"].as_str().unwrap();
-    let m = at(&aura, &node, &["--json", "mission", "show", mission]).ok().json();
+    let m = at(&aura, &node, &["--json", "mission", "show", mission])
+        .ok()
+        .json();
     assert_eq!(m["objective"], "look around");
     assert_eq!(m["agent"], agent.as_str());
-    let paused = at(&aura, &node, &["--json", "schedule", "pause", &id]).ok().json();
+    let paused = at(&aura, &node, &["--json", "schedule", "pause", &id])
+        .ok()
+        .json();
     assert_eq!(paused["enabled"], false);
     assert!(paused["next_due"].is_null());
     let text = at(&aura, &node, &["schedule", "list"]).ok().stdout;
     assert!(text.contains(&id) && text.contains("paused"), "{text}");
     let shown = at(&aura, &node, &["schedule", "show", &id]).ok().stdout;
-    assert!(shown.contains("every 2 s") && shown.contains("look around"), "{shown}");
+    assert!(
+        shown.contains("every 2 s") && shown.contains("look around"),
+        "{shown}"
+    );
     at(&aura, &node, &["schedule", "delete", &id]).ok();
     at(&aura, &node, &["schedule", "show", &id]).one_line_error(1);
-    let listed = at(&aura, &node, &["--json", "schedule", "list"]).ok().json();
+    let listed = at(&aura, &node, &["--json", "schedule", "list"])
+        .ok()
+        .json();
     assert_eq!(listed, serde_json::json!([]));
 }
 
@@ -201,16 +277,36 @@ fn bad_schedules_get_one_line_errors() {
     let node = serve_demo(&aura);
     let agent = create_agent(&aura, &node);
     let base: [&str; 10] = [
-        "schedule", "create", "--agent", &agent, "--objective", "x", "--tool", "fs.list",
-        "--timeout", "60",
+        "schedule",
+        "create",
+        "--agent",
+        &agent,
+        "--objective",
+        "x",
+        "--tool",
+        "fs.list",
+        "--timeout",
+        "60",
     ];
     for (extra, code, says) in [
         (&["--cron", "61 * * * *"][..], 1, "outside 0-59"),
-        (&["--cron", "0 9 * * MON-FRI", "--tz", "Europe/Atlantis"][..], 1, "not a time zone"),
+        (
+            &["--cron", "0 9 * * MON-FRI", "--tz", "Europe/Atlantis"][..],
+            1,
+            "not a time zone",
+        ),
         (&["--every", "0s"][..], 1, "between 1 s"),
         (&["--every", "15 minutes"][..], 2, "not an age"),
-        (&["--every", "1m", "--missed", "sometimes"][..], 2, "sometimes"),
-        (&["--every", "1m", "--cron", "@daily"][..], 2, "cannot be used with"),
+        (
+            &["--every", "1m", "--missed", "sometimes"][..],
+            2,
+            "sometimes",
+        ),
+        (
+            &["--every", "1m", "--cron", "@daily"][..],
+            2,
+            "cannot be used with",
+        ),
         (&[][..], 2, "required"),
     ] {
         let mut args: Vec<&str> = base.to_vec();
@@ -218,7 +314,9 @@ fn bad_schedules_get_one_line_errors() {
         let out = at(&aura, &node, &args).one_line_error(code);
         assert!(out.stderr.contains(says), "{extra:?}: {}", out.stderr);
     }
-    let listed = at(&aura, &node, &["--json", "schedule", "list"]).ok().json();
+    let listed = at(&aura, &node, &["--json", "schedule", "list"])
+        .ok()
+        .json();
     assert_eq!(listed, serde_json::json!([]));
 }
 
@@ -236,8 +334,21 @@ fn missed_instants_across_a_restart_follow_each_policy_and_never_fire_twice() {
             &aura,
             &node,
             &[
-                "--json", "schedule", "create", "--agent", &agent, "--objective", "x",
-                "--tool", "fs.list", "--timeout", "60", "--every", "10s", "--missed", missed,
+                "--json",
+                "schedule",
+                "create",
+                "--agent",
+                &agent,
+                "--objective",
+                "x",
+                "--tool",
+                "fs.list",
+                "--timeout",
+                "60",
+                "--every",
+                "10s",
+                "--missed",
+                missed,
             ],
         )
         .ok()
@@ -256,11 +367,16 @@ fn missed_instants_across_a_restart_follow_each_policy_and_never_fire_twice() {
     wait_until(
         "the restarted node did not deal with the missed instants",
         60,
-        || at(&aura, &node, &["--json", "schedule", "list"]).ok().json(),
+        || {
+            at(&aura, &node, &["--json", "schedule", "list"])
+                .ok()
+                .json()
+        },
         |all| {
-            all.as_array().unwrap().iter().all(|s| {
-                s["fired"].as_u64().unwrap_or(0) + s["skipped"].as_u64().unwrap_or(0) >= 1
-            })
+            all.as_array()
+                .unwrap()
+                .iter()
+                .all(|s| s["fired"].as_u64().unwrap_or(0) + s["skipped"].as_u64().unwrap_or(0) >= 1)
         },
     );
     drop(node);
@@ -270,14 +386,20 @@ fn missed_instants_across_a_restart_follow_each_policy_and_never_fire_twice() {
     let fired = records(&aura, "fired");
     let skipped = records(&aura, "skipped");
     let of = |records: &[Value], id: &str| -> Vec<Value> {
-        records.iter().filter(|r| r["schedule"] == id).cloned().collect()
+        records
+            .iter()
+            .filter(|r| r["schedule"] == id)
+            .cloned()
+            .collect()
     };
     // The first instant: skipped by `skip`, never fired by it.
     let skip_skipped = of(&skipped, &skip);
     let first_skipped = &skip_skipped[0];
     let first_due = first_skipped["first"].as_str().unwrap().to_owned();
     assert!(
-        of(&fired, &skip).iter().all(|f| f["due"] != first_due.as_str()),
+        of(&fired, &skip)
+            .iter()
+            .all(|f| f["due"] != first_due.as_str()),
         "skip fired a missed instant: {fired:?}"
     );
     // ... and covered by exactly one firing of `catch-up-once` (at it, or at the next one
@@ -381,23 +503,55 @@ fn the_task_runner_runs_tasks_in_order_and_stops_at_a_failure() {
         &aura,
         &node,
         &[
-            "automaton", "tasks", "--agent", &agent, "--task", "the first task", "--task",
-            "the second task", "--timeout", "120",
+            "automaton",
+            "tasks",
+            "--agent",
+            &agent,
+            "--task",
+            "the first task",
+            "--task",
+            "the second task",
+            "--timeout",
+            "120",
         ],
     )
     .ok();
-    assert!(ran.stdout.contains("task 1/2") && ran.stdout.contains("task 2/2"), "{}", ran.stdout);
+    assert!(
+        ran.stdout.contains("task 1/2") && ran.stdout.contains("task 2/2"),
+        "{}",
+        ran.stdout
+    );
     let stopped = at(
         &aura,
         &node,
         &[
-            "automaton", "tasks", "--agent", &agent, "--task", "the third task", "--task",
-            "the fourth task", "--timeout", "120",
+            "automaton",
+            "tasks",
+            "--agent",
+            &agent,
+            "--task",
+            "the third task",
+            "--task",
+            "the fourth task",
+            "--timeout",
+            "120",
         ],
     )
     .one_line_error(1);
-    assert!(stopped.stderr.contains("task 1 of 2 ended failed"), "{}", stopped.stderr);
-    assert!(stopped.stderr.contains("1 left undone"), "{}", stopped.stderr);
+    assert!(
+        stopped.stderr.contains("task 1 of 2 ended failed"),
+        "{}",
+        stopped.stderr
+    );
+    assert!(
+        stopped.stderr.contains("1 left undone"),
+        "{}",
+        stopped.stderr
+    );
     let missions = at(&aura, &node, &["--json", "mission", "list"]).ok().json();
-    assert_eq!(missions.as_array().unwrap().len(), 3, "the fourth task was never submitted");
+    assert_eq!(
+        missions.as_array().unwrap().len(),
+        3,
+        "the fourth task was never submitted"
+    );
 }

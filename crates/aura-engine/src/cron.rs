@@ -116,7 +116,8 @@ impl Cron {
     fn some_month_has_a_day(&self) -> bool {
         const LONGEST: [u32; 12] = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
         (1..=12u32).any(|m| {
-            self.months & (1 << m) != 0 && (1..=LONGEST[m as usize - 1]).any(|d| self.days & (1 << d) != 0)
+            self.months & (1 << m) != 0
+                && (1..=LONGEST[m as usize - 1]).any(|d| self.days & (1 << d) != 0)
         })
     }
 
@@ -213,7 +214,10 @@ fn field(text: &str, what: &str, lo: u32, hi: u32, names: &[&str]) -> Result<u64
                     .parse()
                     .map_err(|_| bad(&format!("has the step `{s}`, which is not a number")))?;
                 if step == 0 || step > hi - lo + 1 {
-                    return Err(bad(&format!("has the step {step}, outside 1-{}", hi - lo + 1)));
+                    return Err(bad(&format!(
+                        "has the step {step}, outside 1-{}",
+                        hi - lo + 1
+                    )));
                 }
                 (r, step)
             }
@@ -334,17 +338,41 @@ mod tests {
                 "2026-01-01T09:00:00Z",
             ],
         );
-        check("0 0 1 jan,JUL *", "UTC", "2026-01-02T00:00:00Z", &["2026-07-01T00:00:00Z"]);
-        check("@weekly", "UTC", "2026-01-01T00:00:00Z", &["2026-01-04T00:00:00Z"]);
-        check("0 12 * * 7", "UTC", "2026-01-01T00:00:00Z", &["2026-01-04T12:00:00Z"]);
+        check(
+            "0 0 1 jan,JUL *",
+            "UTC",
+            "2026-01-02T00:00:00Z",
+            &["2026-07-01T00:00:00Z"],
+        );
+        check(
+            "@weekly",
+            "UTC",
+            "2026-01-01T00:00:00Z",
+            &["2026-01-04T00:00:00Z"],
+        );
+        check(
+            "0 12 * * 7",
+            "UTC",
+            "2026-01-01T00:00:00Z",
+            &["2026-01-04T12:00:00Z"],
+        );
         // Both day fields restricted: the 13th or a Friday.
         check(
             "0 0 13 * FRI",
             "UTC",
             "2026-02-01T00:00:00Z",
-            &["2026-02-06T00:00:00Z", "2026-02-13T00:00:00Z", "2026-02-20T00:00:00Z"],
+            &[
+                "2026-02-06T00:00:00Z",
+                "2026-02-13T00:00:00Z",
+                "2026-02-20T00:00:00Z",
+            ],
         );
-        check("0 0 29 2 *", "UTC", "2026-01-01T00:00:00Z", &["2028-02-29T00:00:00Z"]);
+        check(
+            "0 0 29 2 *",
+            "UTC",
+            "2026-01-01T00:00:00Z",
+            &["2028-02-29T00:00:00Z"],
+        );
     }
 
     proptest::proptest! {

@@ -156,7 +156,9 @@ impl Template {
             return Err("the template's `objective` is empty".into());
         }
         if self.tools.is_empty() {
-            return Err("the template names no tools; a mission acts only through its tools".into());
+            return Err(
+                "the template names no tools; a mission acts only through its tools".into(),
+            );
         }
         if self.tools.len() > MAX_TOOLS {
             return Err(format!("the template names more than {MAX_TOOLS} tools"));
@@ -242,7 +244,9 @@ fn to_jiff(t: Timestamp) -> Option<jiff::Timestamp> {
 }
 
 fn from_jiff(t: jiff::Timestamp) -> Option<Timestamp> {
-    u64::try_from(t.as_nanosecond()).ok().map(Timestamp::from_nanos)
+    u64::try_from(t.as_nanosecond())
+        .ok()
+        .map(Timestamp::from_nanos)
 }
 
 impl Compiled {
@@ -287,7 +291,12 @@ pub(crate) enum Action {
 /// on-time instant fires, and the earlier ones (if any) are skipped or caught up by that
 /// firing. A late latest instant fires once (catch-up-once) or is skipped with the rest
 /// (skip). Whatever the policy, a schedule fires at most once per call.
-pub(crate) fn plan(trigger: &Compiled, missed: Missed, since: Timestamp, now: Timestamp) -> Vec<Action> {
+pub(crate) fn plan(
+    trigger: &Compiled,
+    missed: Missed,
+    since: Timestamp,
+    now: Timestamp,
+) -> Vec<Action> {
     let Some(first) = trigger.next_after(since).filter(|d| *d <= now) else {
         return Vec::new();
     };
@@ -462,11 +471,48 @@ mod tests {
         // Nothing due yet.
         check(10, Missed::Skip, 0, 599, &[]);
         // On time (a second late): fires, whatever the policy.
-        check(10, Missed::Skip, 0, 601, &[Fire { due: t(10), missed: 0 }]);
-        check(10, Missed::CatchUpOnce, 0, 601, &[Fire { due: t(10), missed: 0 }]);
+        check(
+            10,
+            Missed::Skip,
+            0,
+            601,
+            &[Fire {
+                due: t(10),
+                missed: 0,
+            }],
+        );
+        check(
+            10,
+            Missed::CatchUpOnce,
+            0,
+            601,
+            &[Fire {
+                due: t(10),
+                missed: 0,
+            }],
+        );
         // Five minutes late (more than the grace): skipped, or caught up once.
-        check(10, Missed::Skip, 0, 900, &[Skip { first: t(10), last: t(10), count: 1 }]);
-        check(10, Missed::CatchUpOnce, 0, 900, &[Fire { due: t(10), missed: 0 }]);
+        check(
+            10,
+            Missed::Skip,
+            0,
+            900,
+            &[Skip {
+                first: t(10),
+                last: t(10),
+                count: 1,
+            }],
+        );
+        check(
+            10,
+            Missed::CatchUpOnce,
+            0,
+            900,
+            &[Fire {
+                due: t(10),
+                missed: 0,
+            }],
+        );
         // A stop of an hour, back a second after a due instant: the earlier five are
         // skipped or caught up by the one firing; the on-time one fires.
         check(
@@ -474,12 +520,50 @@ mod tests {
             Missed::Skip,
             0,
             3601,
-            &[Skip { first: t(10), last: t(50), count: 5 }, Fire { due: t(60), missed: 0 }],
+            &[
+                Skip {
+                    first: t(10),
+                    last: t(50),
+                    count: 5,
+                },
+                Fire {
+                    due: t(60),
+                    missed: 0,
+                },
+            ],
         );
-        check(10, Missed::CatchUpOnce, 0, 3601, &[Fire { due: t(60), missed: 5 }]);
+        check(
+            10,
+            Missed::CatchUpOnce,
+            0,
+            3601,
+            &[Fire {
+                due: t(60),
+                missed: 5,
+            }],
+        );
         // A clock jump of a day: skip fires none; catch-up-once fires exactly once.
-        check(10, Missed::Skip, 0, 86_400 + 300, &[Skip { first: t(10), last: t(1440), count: 144 }]);
-        check(10, Missed::CatchUpOnce, 0, 86_400 + 300, &[Fire { due: t(1440), missed: 143 }]);
+        check(
+            10,
+            Missed::Skip,
+            0,
+            86_400 + 300,
+            &[Skip {
+                first: t(10),
+                last: t(1440),
+                count: 144,
+            }],
+        );
+        check(
+            10,
+            Missed::CatchUpOnce,
+            0,
+            86_400 + 300,
+            &[Fire {
+                due: t(1440),
+                missed: 143,
+            }],
+        );
         // Instants already dealt with are not counted again.
         check(10, Missed::CatchUpOnce, 1440, 86_400 + 300, &[]);
     }
@@ -487,7 +571,10 @@ mod tests {
     #[test]
     fn the_grace_is_at_most_half_the_period() {
         // Every 20 s: 11 s late is more than half way to the next, so it is missed.
-        let every = Compiled::Every { every: 20, anchor: t(0) };
+        let every = Compiled::Every {
+            every: 20,
+            anchor: t(0),
+        };
         let late = Timestamp::from_nanos(t(0).as_nanos() + 31_000_000_000);
         assert_eq!(
             plan(&every, Missed::Skip, t(0), late),
@@ -503,9 +590,26 @@ mod tests {
     fn bad_triggers_are_refused_with_a_reason() {
         for (trigger, says) in [
             (Trigger::Every { secs: 0 }, "between 1 s"),
-            (Trigger::Every { secs: MAX_INTERVAL_SECS + 1 }, "between 1 s"),
-            (Trigger::Cron { expr: "* * *".into(), zone: "UTC".into() }, "has 3 fields"),
-            (Trigger::Cron { expr: "0 9 * * *".into(), zone: "Mars/Olympus".into() }, "not a time zone"),
+            (
+                Trigger::Every {
+                    secs: MAX_INTERVAL_SECS + 1,
+                },
+                "between 1 s",
+            ),
+            (
+                Trigger::Cron {
+                    expr: "* * *".into(),
+                    zone: "UTC".into(),
+                },
+                "has 3 fields",
+            ),
+            (
+                Trigger::Cron {
+                    expr: "0 9 * * *".into(),
+                    zone: "Mars/Olympus".into(),
+                },
+                "not a time zone",
+            ),
         ] {
             let err = trigger.compile(t(0)).unwrap_err();
             assert!(err.contains(says), "{trigger:?}: {err}");

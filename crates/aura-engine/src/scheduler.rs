@@ -29,8 +29,8 @@ use serde::Serialize;
 use crate::error::Error;
 use crate::handle::Handle;
 use crate::schedule::{
-    self, Action, Changed, Compiled, Created, Failed, Fired, NewSchedule, RECORD_VERSION,
-    Schedule, ScheduleId, Skipped, View,
+    self, Action, Changed, Compiled, Created, Failed, Fired, NewSchedule, RECORD_VERSION, Schedule,
+    ScheduleId, Skipped, View,
 };
 
 /// The longest the loop sleeps without looking at the clock.
@@ -263,7 +263,11 @@ impl Schedules {
         let outcome = match engine.agent(schedule.agent) {
             Some(agent) => {
                 engine
-                    .submit_as(schedule.agent, schedule.template.spec(&agent), fired.mission)
+                    .submit_as(
+                        schedule.agent,
+                        schedule.template.spec(&agent),
+                        fired.mission,
+                    )
                     .await
             }
             None => Err(Error::NotFound(format!("agent {}", schedule.agent))),
@@ -314,8 +318,7 @@ impl Schedules {
             .agent(new.agent)
             .ok_or_else(|| Error::NotFound(format!("agent {}", new.agent)))?;
         let name = new.name.trim();
-        if name.chars().count() > schedule::MAX_NAME_CHARS || name.chars().any(char::is_control)
-        {
+        if name.chars().count() > schedule::MAX_NAME_CHARS || name.chars().any(char::is_control) {
             return Err(Error::Invalid(format!(
                 "a schedule's name is at most {} printable characters",
                 schedule::MAX_NAME_CHARS
@@ -422,7 +425,12 @@ impl Schedules {
 
     /// Pauses (`enabled = false`) or resumes a schedule. Instants due while it was paused
     /// are not missed runs: a resumed schedule counts from its resumption.
-    pub async fn set_enabled(&self, id: ScheduleId, enabled: bool, by: &str) -> Result<View, Error> {
+    pub async fn set_enabled(
+        &self,
+        id: ScheduleId,
+        enabled: bool,
+        by: &str,
+    ) -> Result<View, Error> {
         let _pass = self.inner.pass.lock().await;
         let current = self
             .get(id)
@@ -509,7 +517,9 @@ async fn load(engine: &Handle) -> Result<Loaded, Error> {
                     let c: Created = decode(index, body)?;
                     let s = c.schedule;
                     let trigger = s.trigger.compile(s.created_at).map_err(|why| {
-                        Error::Invalid(format!("the schedule of the node's entry #{index} no longer reads: {why}"))
+                        Error::Invalid(format!(
+                            "the schedule of the node's entry #{index} no longer reads: {why}"
+                        ))
                     })?;
                     all.insert(s.id, s.clone());
                     slots.insert(

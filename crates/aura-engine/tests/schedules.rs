@@ -28,7 +28,11 @@ fn at(s: &str) -> Timestamp {
 }
 
 /// The engine over the ledger in `dir`, on `clock`, with its schedules started.
-async fn start(dir: &std::path::Path, signer: &Arc<Signer>, clock: &Arc<ManualClock>) -> (Handle, Schedules) {
+async fn start(
+    dir: &std::path::Path,
+    signer: &Arc<Signer>,
+    clock: &Arc<ManualClock>,
+) -> (Handle, Schedules) {
     let store = SqliteStore::open(
         dir.join("ledger.db"),
         signer.clone(),
@@ -135,7 +139,10 @@ async fn every_firing_has_its_mission(engine: &Handle) {
         .map(|r| r["mission"].as_str().unwrap().parse().unwrap())
         .collect();
     for id in &ids {
-        assert!(engine.mission(*id).is_some(), "the firing's mission {id} was never submitted");
+        assert!(
+            engine.mission(*id).is_some(),
+            "the firing's mission {id} was never submitted"
+        );
     }
     let n = ids.len();
     ids.sort();
@@ -160,7 +167,13 @@ async fn cron_instants_across_a_dst_change_a_restart_and_a_clock_jump() {
     let clock = Arc::new(ManualClock::new(at("2026-03-27T12:00:00Z")));
     let (engine, schedules) = start(dir.path(), &signer, &clock).await;
     let agent = support::create_agent(&engine).await;
-    let skip = create(&schedules, agent, cron("30 2 * * *", "Europe/Paris"), Missed::Skip).await;
+    let skip = create(
+        &schedules,
+        agent,
+        cron("30 2 * * *", "Europe/Paris"),
+        Missed::Skip,
+    )
+    .await;
     let once = create(
         &schedules,
         agent,
@@ -178,8 +191,14 @@ async fn cron_instants_across_a_dst_change_a_restart_and_a_clock_jump() {
     clock.set(at("2026-03-28T01:30:01Z"));
     schedules.tick().await.unwrap();
     schedules.tick().await.unwrap();
-    assert_eq!(fired(&engine, skip).await, [(at("2026-03-28T01:30:00Z"), 0)]);
-    assert_eq!(fired(&engine, once).await, [(at("2026-03-28T01:30:00Z"), 0)]);
+    assert_eq!(
+        fired(&engine, skip).await,
+        [(at("2026-03-28T01:30:00Z"), 0)]
+    );
+    assert_eq!(
+        fired(&engine, once).await,
+        [(at("2026-03-28T01:30:00Z"), 0)]
+    );
 
     // Stopped, and started again 30 s after Sunday's 02:30, which reads as 03:30 CEST
     // (01:30 UTC): within the grace, so on time for both policies.
@@ -187,13 +206,25 @@ async fn cron_instants_across_a_dst_change_a_restart_and_a_clock_jump() {
     drop((engine, schedules));
     clock.set(at("2026-03-29T01:30:30Z"));
     let (engine, schedules) = start(dir.path(), &signer, &clock).await;
-    assert_eq!(schedules.get(skip).unwrap().last_due, Some(at("2026-03-28T01:30:00Z")));
+    assert_eq!(
+        schedules.get(skip).unwrap().last_due,
+        Some(at("2026-03-28T01:30:00Z"))
+    );
     schedules.tick().await.unwrap();
     assert_eq!(fired(&engine, skip).await.len(), 2);
-    assert_eq!(fired(&engine, skip).await[1], (at("2026-03-29T01:30:00Z"), 0));
-    assert_eq!(fired(&engine, once).await[1], (at("2026-03-29T01:30:00Z"), 0));
+    assert_eq!(
+        fired(&engine, skip).await[1],
+        (at("2026-03-29T01:30:00Z"), 0)
+    );
+    assert_eq!(
+        fired(&engine, once).await[1],
+        (at("2026-03-29T01:30:00Z"), 0)
+    );
     // From now on 02:30 is CEST: 00:30 UTC.
-    assert_eq!(schedules.get(skip).unwrap().next_due, Some(at("2026-03-30T00:30:00Z")));
+    assert_eq!(
+        schedules.get(skip).unwrap().next_due,
+        Some(at("2026-03-30T00:30:00Z"))
+    );
 
     // Stopped for four days; the clock is noon on Thursday 2 April when it starts again.
     engine.shutdown().await;
@@ -201,7 +232,11 @@ async fn cron_instants_across_a_dst_change_a_restart_and_a_clock_jump() {
     clock.set(at("2026-04-02T12:00:00Z"));
     let (engine, schedules) = start(dir.path(), &signer, &clock).await;
     schedules.tick().await.unwrap();
-    assert_eq!(fired(&engine, skip).await.len(), 2, "skip fires none of the missed");
+    assert_eq!(
+        fired(&engine, skip).await.len(),
+        2,
+        "skip fires none of the missed"
+    );
     let skipped = records(&engine, "skipped").await;
     assert_eq!(skipped.len(), 1, "{skipped:?}");
     assert_eq!(skipped[0]["schedule"], skip.to_string());
@@ -241,14 +276,23 @@ async fn intervals_pauses_and_deletion() {
     let clock = Arc::new(ManualClock::new(t0));
     let (engine, schedules) = start(dir.path(), &signer, &clock).await;
     let agent = support::create_agent(&engine).await;
-    let every = create(&schedules, agent, Trigger::Every { secs: 900 }, Missed::Skip).await;
+    let every = create(
+        &schedules,
+        agent,
+        Trigger::Every { secs: 900 },
+        Missed::Skip,
+    )
+    .await;
     clock.set(at("2026-06-01T00:15:00Z"));
     schedules.tick().await.unwrap();
     clock.set(at("2026-06-01T00:30:10Z"));
     schedules.tick().await.unwrap();
     assert_eq!(
         fired(&engine, every).await,
-        [(at("2026-06-01T00:15:00Z"), 0), (at("2026-06-01T00:30:00Z"), 0)]
+        [
+            (at("2026-06-01T00:15:00Z"), 0),
+            (at("2026-06-01T00:30:00Z"), 0)
+        ]
     );
     // Paused for two hours: what fell due meanwhile is neither fired nor skipped.
     schedules.set_enabled(every, false, "test").await.unwrap();
@@ -260,7 +304,10 @@ async fn intervals_pauses_and_deletion() {
     assert_eq!(fired(&engine, every).await.len(), 2);
     assert!(records(&engine, "skipped").await.is_empty());
     // The interval still counts from creation: the next is 02:45.
-    assert_eq!(schedules.get(every).unwrap().next_due, Some(at("2026-06-01T02:45:00Z")));
+    assert_eq!(
+        schedules.get(every).unwrap().next_due,
+        Some(at("2026-06-01T02:45:00Z"))
+    );
     // The paused and resumed schedule survives a restart as it stands.
     engine.shutdown().await;
     drop((engine, schedules));
@@ -294,7 +341,13 @@ async fn a_firing_cut_short_by_a_crash_is_finished_once_under_its_own_id() {
     let clock = Arc::new(ManualClock::new(at("2026-06-01T00:00:00Z")));
     let (engine, schedules) = start(dir.path(), &signer, &clock).await;
     let agent = support::create_agent(&engine).await;
-    let every = create(&schedules, agent, Trigger::Every { secs: 3600 }, Missed::Skip).await;
+    let every = create(
+        &schedules,
+        agent,
+        Trigger::Every { secs: 3600 },
+        Missed::Skip,
+    )
+    .await;
     // What a node that died right after recording the firing leaves: the record, no
     // mission.
     let mission = MissionId::generate(clock.as_ref(), &SeededEntropy::new(99));
@@ -318,10 +371,20 @@ async fn a_firing_cut_short_by_a_crash_is_finished_once_under_its_own_id() {
     drop((engine, schedules));
     clock.set(at("2026-06-01T01:00:05Z"));
     let (engine, schedules) = start(dir.path(), &signer, &clock).await;
-    assert!(engine.mission(mission).is_some(), "the start finished the firing");
-    assert_eq!(schedules.get(every).unwrap().last_due, Some(at("2026-06-01T01:00:00Z")));
+    assert!(
+        engine.mission(mission).is_some(),
+        "the start finished the firing"
+    );
+    assert_eq!(
+        schedules.get(every).unwrap().last_due,
+        Some(at("2026-06-01T01:00:00Z"))
+    );
     schedules.tick().await.unwrap();
-    assert_eq!(fired(&engine, every).await.len(), 1, "the instant does not fire again");
+    assert_eq!(
+        fired(&engine, every).await.len(),
+        1,
+        "the instant does not fire again"
+    );
     engine.shutdown().await;
     drop((engine, schedules));
     let (engine, _schedules) = start(dir.path(), &signer, &clock).await;

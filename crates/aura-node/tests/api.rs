@@ -58,7 +58,12 @@ async fn authorization_matrix() {
     let mut schedule_ids = Vec::new();
     for _ in 0..2 {
         let r = n
-            .call("POST", "/v1/schedules", Some("operator"), Some(schedule.clone()))
+            .call(
+                "POST",
+                "/v1/schedules",
+                Some("operator"),
+                Some(schedule.clone()),
+            )
             .await;
         assert_eq!(r.status, 201, "{:?}", r.body);
         schedule_ids.push(r.body["id"].as_str().unwrap().to_owned());
@@ -66,7 +71,12 @@ async fn authorization_matrix() {
     let (s1, s2) = (schedule_ids[0].clone(), schedule_ids[1].clone());
     // Deleting: an approver may see but not change it, another namespace's operator does
     // not see it, the agent's own key may; then it is gone for everyone.
-    for (role, want) in [("approver_a", 403), ("operator_b", 404), ("agent_a", 200), ("operator", 404)] {
+    for (role, want) in [
+        ("approver_a", 403),
+        ("operator_b", 404),
+        ("agent_a", 200),
+        ("operator", 404),
+    ] {
         let r = n
             .call("DELETE", &format!("/v1/schedules/{s2}"), Some(role), None)
             .await;
@@ -323,7 +333,12 @@ async fn authorization_matrix() {
             Some(schedule.clone()),
             [201, 403, 201, 404, 401],
         ),
-        ("GET", "/v1/schedules".into(), None, [200, 200, 200, 200, 401]),
+        (
+            "GET",
+            "/v1/schedules".into(),
+            None,
+            [200, 200, 200, 200, 401],
+        ),
         (
             "GET",
             format!("/v1/schedules/{s1}"),
@@ -980,16 +995,29 @@ async fn schedules_refuse_bad_input_with_clear_400s() {
     let n = start().await;
     let a = n.agent_a.to_string();
     let template = json!({"objective": "read", "tools": ["fs.read"], "timeout_secs": 600});
-    let with = |trigger: Value, template: Value| {
-        json!({"agent": a, "template": template, "trigger": trigger, "paused": true})
-    };
+    let with = |trigger: Value, template: Value| json!({"agent": a, "template": template, "trigger": trigger, "paused": true});
     let cron = |expr: &str, zone: &str| json!({"kind": "cron", "expr": expr, "zone": zone});
     let cases = [
-        (with(cron("61 * * * *", "UTC"), template.clone()), "outside 0-59"),
-        (with(cron("0 9 * *", "UTC"), template.clone()), "has 4 fields"),
-        (with(cron("0 9 30 2 *", "UTC"), template.clone()), "no month"),
-        (with(cron("0 9 * * MON-FRI", "Europe/Atlantis"), template.clone()), "not a time zone"),
-        (with(json!({"kind": "every", "secs": 0}), template.clone()), "between 1 s"),
+        (
+            with(cron("61 * * * *", "UTC"), template.clone()),
+            "outside 0-59",
+        ),
+        (
+            with(cron("0 9 * *", "UTC"), template.clone()),
+            "has 4 fields",
+        ),
+        (
+            with(cron("0 9 30 2 *", "UTC"), template.clone()),
+            "no month",
+        ),
+        (
+            with(cron("0 9 * * MON-FRI", "Europe/Atlantis"), template.clone()),
+            "not a time zone",
+        ),
+        (
+            with(json!({"kind": "every", "secs": 0}), template.clone()),
+            "between 1 s",
+        ),
         (
             with(
                 json!({"kind": "every", "secs": 60}),
@@ -1011,7 +1039,12 @@ async fn schedules_refuse_bad_input_with_clear_400s() {
     ];
     for (body, says) in cases {
         let r = n
-            .call("POST", "/v1/schedules", Some("operator"), Some(body.clone()))
+            .call(
+                "POST",
+                "/v1/schedules",
+                Some("operator"),
+                Some(body.clone()),
+            )
             .await;
         assert_eq!(r.status, 400, "{body}: {:?}", r.body);
         assert_error_shape(&r);

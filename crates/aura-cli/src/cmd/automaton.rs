@@ -110,7 +110,13 @@ struct TasksArgs {
 }
 
 /// The dev loop's tools: the files, the tests in a cell, and the way out.
-const DEV_LOOP_TOOLS: [&str; 5] = ["fs.list", "fs.read", "fs.write", "cmd.run", "mission.finish"];
+const DEV_LOOP_TOOLS: [&str; 5] = [
+    "fs.list",
+    "fs.read",
+    "fs.write",
+    "cmd.run",
+    "mission.finish",
+];
 const TASK_TOOLS: [&str; 4] = ["fs.list", "fs.read", "fs.write", "mission.finish"];
 
 /// The dev loop's template: the objective says how to work; policy says what is allowed
@@ -125,7 +131,12 @@ fn dev_loop_template(a: &DevLoopArgs) -> Value {
         a.objective.trim(),
         a.test.trim()
     );
-    template(&a.common, objective, &DEV_LOOP_TOOLS.map(String::from), a.max_steps)
+    template(
+        &a.common,
+        objective,
+        &DEV_LOOP_TOOLS.map(String::from),
+        a.max_steps,
+    )
 }
 
 fn template(c: &Common, objective: String, tools: &[String], max_steps: u32) -> Value {
@@ -203,7 +214,12 @@ pub(crate) async fn run(home: &Home, out: &Output, args: AutomatonArgs) -> anyho
 }
 
 /// Runs the tasks one after the other, each as its own mission.
-async fn tasks(client: &Client, out: &Output, a: &TasksArgs, tools: &[String]) -> anyhow::Result<()> {
+async fn tasks(
+    client: &Client,
+    out: &Output,
+    a: &TasksArgs,
+    tools: &[String],
+) -> anyhow::Result<()> {
     let mut done: Vec<Value> = Vec::new();
     let mut failed = 0usize;
     for (i, task) in a.tasks.iter().enumerate() {
@@ -261,7 +277,11 @@ async fn tasks(client: &Client, out: &Output, a: &TasksArgs, tools: &[String]) -
 
 /// Polls a mission until it is completed, failed or cancelled (its deadline bounds the
 /// wait; an escalated mission waits for a person, as `aura mission watch` does).
-pub(crate) async fn until_ended(client: &Client, id: &str, timeout_secs: u64) -> anyhow::Result<Value> {
+pub(crate) async fn until_ended(
+    client: &Client,
+    id: &str,
+    timeout_secs: u64,
+) -> anyhow::Result<Value> {
     let give_up = Instant::now() + Duration::from_secs(timeout_secs.saturating_add(30));
     loop {
         let m: Value = client.get(&format!("/v1/missions/{id}")).await?;

@@ -132,7 +132,10 @@ pub(crate) async fn run(home: &Home, out: &Output, c: &AgentChat) -> anyhow::Res
         }
         if text.len() > MAX_MESSAGE {
             return Err(hinted(
-                format!("the message is {} bytes; at most {MAX_MESSAGE} are taken", text.len()),
+                format!(
+                    "the message is {} bytes; at most {MAX_MESSAGE} are taken",
+                    text.len()
+                ),
                 "send a shorter message",
             ));
         }

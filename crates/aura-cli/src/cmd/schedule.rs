@@ -56,7 +56,12 @@ pub(crate) struct CreateArgs {
     #[arg(long, default_value = "")]
     name: String,
     /// A cron expression (minute hour day-of-month month day-of-week, or @daily, ...)
-    #[arg(long, value_name = "EXPR", conflicts_with = "every", required_unless_present = "every")]
+    #[arg(
+        long,
+        value_name = "EXPR",
+        conflicts_with = "every",
+        required_unless_present = "every"
+    )]
     cron: Option<String>,
     /// The time zone the cron expression is read in (an IANA name)
     #[arg(long, value_name = "ZONE", default_value = "UTC")]
@@ -150,7 +155,10 @@ pub(crate) fn read_template(path: &std::path::Path) -> anyhow::Result<Value> {
     })?;
     if !value.is_object() {
         return Err(hinted(
-            format!("{} is not a mission template: not a table of fields", path.display()),
+            format!(
+                "{} is not a mission template: not a table of fields",
+                path.display()
+            ),
             "see `aura schedule create --help`",
         ));
     }
