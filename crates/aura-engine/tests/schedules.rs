@@ -20,7 +20,7 @@ use aura_engine::test_util::{OneReasoner, ScriptedReasoner};
 use aura_engine::{Handle, Missed, NewSchedule, Schedules, Services, Template, Trigger};
 use aura_identity::TrustSet;
 use aura_ledger::entry::Kind;
-use aura_store::{NewEntry, Seq, SqliteStore, Store};
+use aura_store::{NewEntry, Seq, SqliteStore};
 use serde_json::{Value, json};
 
 fn at(s: &str) -> Timestamp {
