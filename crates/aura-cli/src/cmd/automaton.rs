@@ -133,13 +133,13 @@ fn dev_loop_template(a: &DevLoopArgs) -> Value {
     );
     template(
         &a.common,
-        objective,
+        &objective,
         &DEV_LOOP_TOOLS.map(String::from),
         a.max_steps,
     )
 }
 
-fn template(c: &Common, objective: String, tools: &[String], max_steps: u32) -> Value {
+fn template(c: &Common, objective: &str, tools: &[String], max_steps: u32) -> Value {
     let mut t = json!({
         "objective": objective,
         "tools": tools,
@@ -201,7 +201,7 @@ pub(crate) async fn run(home: &Home, out: &Output, args: AutomatonArgs) -> anyho
                 let all: Vec<Value> = a
                     .tasks
                     .iter()
-                    .map(|task| template(&a.common, task.clone(), &tools, a.max_steps))
+                    .map(|task| template(&a.common, task, &tools, a.max_steps))
                     .collect();
                 return out.print(&all, || {
                     serde_json::to_string_pretty(&all).unwrap_or_default()
@@ -223,7 +223,7 @@ async fn tasks(
     let mut done: Vec<Value> = Vec::new();
     let mut failed = 0usize;
     for (i, task) in a.tasks.iter().enumerate() {
-        let t = template(&a.common, task.clone(), tools, a.max_steps);
+        let t = template(&a.common, task, tools, a.max_steps);
         let m: Value = client
             .post("/v1/missions", &declaration(&a.common, &t)?)
             .await?;
