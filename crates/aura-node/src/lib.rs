@@ -71,6 +71,8 @@ pub struct Options {
 #[derive(Debug, Clone)]
 pub(crate) struct AppState {
     pub(crate) engine: Handle,
+    /// The node's schedules (`/v1/schedules`), fired through `engine`.
+    pub(crate) schedules: aura_engine::Schedules,
     pub(crate) keys: Arc<KeyCache>,
     pub(crate) limits: Limits,
     pub(crate) rate: Arc<rate::RateLimiter>,
@@ -204,6 +206,9 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    /// The node's schedules could not be read back from its ledger.
+    #[error("cannot start the schedules")]
+    Schedules(#[source] aura_engine::Error),
 }
 
 impl ServeError {
@@ -215,6 +220,7 @@ impl ServeError {
             ServeError::Bind { .. } => Some("is another node running? choose another address with --listen".into()),
             ServeError::Keys(_) => Some("fix or remove the API key file (`aura apikey list` shows what it holds)".into()),
             ServeError::Access(_) => Some("list bare host names (`aura.example.com` or `aura.example.com:8443`) in allowed_hosts and origins (`https://console.example.com`) in allowed_origins".into()),
+            ServeError::Schedules(_) => Some("`aura ledger verify` checks the ledger; the entry named is the node's own".into()),
         }
     }
 }
@@ -297,8 +303,22 @@ pub async fn serve_in_cluster(
     )?;
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let header_timeout = std::time::Duration::from_secs(options.limits.header_timeout_secs.max(1));
+    let listener = TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: options.listen,
+            source,
+        })?;
+    // Schedules start once the engine has recovered its missions, so that a firing cut
+    // short by a crash is finished under its own mission id, never twice; and only once
+    // nothing else can fail, so that a node that did not start leaves no scheduler
+    // running (two would fire the same instants).
+    let schedules = aura_engine::Schedules::start(engine.clone())
+        .await
+        .map_err(ServeError::Schedules)?;
     let state = AppState {
         engine,
+        schedules,
         keys: Arc::new(keys),
         rate: Arc::new(rate::RateLimiter::new(
             options.limits.requests_per_second,
@@ -314,12 +334,6 @@ pub async fn serve_in_cluster(
         cluster,
     };
     let app = router(state);
-    let listener = TcpListener::bind(options.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: options.listen,
-            source,
-        })?;
     let addr = listener.local_addr().map_err(|source| ServeError::Bind {
         addr: options.listen,
         source,
