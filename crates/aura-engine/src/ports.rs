@@ -46,6 +46,14 @@ pub enum Target {
         height: u32,
         path: String,
     },
+    Plugin {
+        name: String,
+        version: String,
+        publisher: String,
+        digest: String,
+        workspace: String,
+        hosts: Vec<String>,
+    },
 }
 
 /// A proposed call after its arguments were checked.

@@ -23,6 +23,9 @@ pub const MAX_EXTRA_VALUE: usize = 16 * 1024;
 /// How deeply a value in [`Context::extra`] may nest arrays and objects.
 pub const MAX_EXTRA_DEPTH: usize = 32;
 
+/// The most `host:port`s a plugin resource may carry (a manifest's own bound).
+const MAX_PLUGIN_HOSTS: usize = 32;
+
 /// The longest command line, host, scheme, model name or digest a request may carry.
 const MAX_TEXT: usize = 64 * 1024;
 
@@ -88,6 +91,20 @@ pub enum Resource {
         height: u32,
         path: String,
     },
+    /// A WASM plugin installed on the node (`plugin.<name>`): its name and version, its
+    /// publisher's key and its signed manifest's digest (both hex), and the capabilities
+    /// its manifest declares: workspace access (`none`, `read` or `write`) and the
+    /// `host:port`s it may connect to. The workspace it would see is the mission's, in the
+    /// agent's namespace.
+    Plugin {
+        namespace: Namespace,
+        name: String,
+        version: String,
+        publisher: String,
+        digest: String,
+        workspace: String,
+        hosts: Vec<String>,
+    },
     /// A mission (`mission.*`, `record.read`).
     Mission { namespace: Namespace, id: MissionId },
     /// An agent (`agent.send`, `record.read`).
@@ -100,6 +117,7 @@ impl Resource {
         match self {
             Resource::Path { namespace, .. }
             | Resource::Image { namespace, .. }
+            | Resource::Plugin { namespace, .. }
             | Resource::Command { namespace, .. }
             | Resource::Mission { namespace, .. }
             | Resource::Agent { namespace, .. } => Some(namespace),
@@ -116,6 +134,7 @@ impl Resource {
             Resource::Model { .. } => "Model",
             Resource::McpTool { .. } => "McpTool",
             Resource::Image { .. } => "Image",
+            Resource::Plugin { .. } => "Plugin",
             Resource::Mission { .. } => "Mission",
             Resource::Agent { .. } => "Agent",
         }
@@ -130,6 +149,7 @@ impl Resource {
             Resource::Model { .. } => "a model",
             Resource::McpTool { .. } => "an MCP tool",
             Resource::Image { .. } => "an image",
+            Resource::Plugin { .. } => "a plugin",
             Resource::Mission { .. } => "a mission",
             Resource::Agent { .. } => "an agent",
         }
@@ -298,6 +318,35 @@ pub(crate) fn check_resource(resource: &Resource) -> Result<(), Malformed> {
         Resource::Image { model, path, .. } => {
             check_text("model name", model, false)?;
             check_path(path)
+        }
+        Resource::Plugin {
+            name,
+            version,
+            publisher,
+            digest,
+            workspace,
+            hosts,
+            ..
+        } => {
+            check_text("plugin name", name, false)?;
+            check_text("plugin version", version, false)?;
+            check_text("plugin publisher", publisher, false)?;
+            check_text("plugin digest", digest, false)?;
+            if !matches!(workspace.as_str(), "none" | "read" | "write") {
+                return Err(Malformed::new(format!(
+                    "the plugin's workspace access `{}` is not none, read or write",
+                    shorten(workspace)
+                )));
+            }
+            if hosts.len() > MAX_PLUGIN_HOSTS {
+                return Err(Malformed::new(format!(
+                    "the plugin declares more than {MAX_PLUGIN_HOSTS} hosts"
+                )));
+            }
+            for h in hosts {
+                check_text("plugin host", h, false)?;
+            }
+            Ok(())
         }
         Resource::Mission { .. } | Resource::Agent { .. } => Ok(()),
     }

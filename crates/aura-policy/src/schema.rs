@@ -19,6 +19,8 @@ pub(crate) const SCHEMA_TEXT: &str = include_str!("aura.cedarschema");
 pub(crate) const CUSTOM_TOOL: &str = "tool.custom";
 /// The action every MCP server's tool (`mcp.<server>.<tool>`) is evaluated as.
 pub(crate) const MCP_CALL: &str = "mcp.call";
+/// The action every installed WASM plugin (`plugin.<name>`) is evaluated as.
+pub(crate) const PLUGIN_CALL: &str = "plugin.call";
 
 /// Everything built from the schema once.
 pub(crate) struct Compiled {
@@ -53,6 +55,7 @@ pub(crate) struct Types {
     pub(crate) model: EntityTypeName,
     pub(crate) mcp_tool: EntityTypeName,
     pub(crate) image: EntityTypeName,
+    pub(crate) plugin: EntityTypeName,
     pub(crate) mission: EntityTypeName,
     pub(crate) extra: EntityTypeName,
 }
@@ -88,6 +91,7 @@ fn compile() -> Result<Compiled, String> {
         model: type_name("Model")?,
         mcp_tool: type_name("McpTool")?,
         image: type_name("Image")?,
+        plugin: type_name("Plugin")?,
         mission: type_name("Mission")?,
         extra: type_name("Extra")?,
     };
@@ -166,6 +170,7 @@ mod tests {
                 "mission.read",
                 "mission.submit",
                 "model.use",
+                "plugin.call",
                 "record.read",
                 "tool.custom",
             ]
@@ -176,6 +181,7 @@ mod tests {
         assert_eq!(c.actions["fs.write"].resources, ["Path"]);
         assert_eq!(c.actions["mcp.call"].resources, ["McpTool"]);
         assert_eq!(c.actions["image.generate"].resources, ["Image"]);
+        assert_eq!(c.actions["plugin.call"].resources, ["Plugin"]);
         assert_eq!(c.actions["record.read"].resources.len(), 2);
     }
 }

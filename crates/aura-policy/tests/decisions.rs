@@ -778,6 +778,132 @@ when { resource.server == "files" && resource.tool == "delete" };"#,
     );
 }
 
+fn plugin(namespace: &str, name: &str, workspace: &str, hosts: &[&str]) -> aura_policy::Resource {
+    aura_policy::Resource::Plugin {
+        namespace: ns(namespace),
+        name: name.into(),
+        version: "1.0.0".into(),
+        publisher: "ab".repeat(32),
+        digest: "cd".repeat(32),
+        workspace: workspace.into(),
+        hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
+    }
+}
+
+#[test]
+fn plugins_under_the_defaults_and_an_operator_forbid() {
+    const PLUGIN: &[&str] = &["aura.plugin.call"];
+    const POWERFUL: &[&str] = &["aura.plugin.powerful.escalate"];
+    let reader = || plugin("team-a", "wordcount", "read", &[]);
+    let writer = || plugin("team-a", "wordcount", "write", &[]);
+    let online = || plugin("team-a", "fetcher", "none", &["example.com:443"]);
+    check(
+        &PolicySet::defaults(),
+        vec![
+            (
+                "a reading plugin at L1",
+                req(L1, "plugin.wordcount", reader()),
+                DENY,
+                NONE,
+            ),
+            (
+                "a reading plugin at L2",
+                req(L2, "plugin.wordcount", reader()),
+                PERMIT,
+                PLUGIN,
+            ),
+            (
+                "a writing plugin at L2",
+                req(L2, "plugin.wordcount", writer()),
+                escalate(L3),
+                POWERFUL,
+            ),
+            (
+                "a writing plugin at L3",
+                req(L3, "plugin.wordcount", writer()),
+                PERMIT,
+                PLUGIN,
+            ),
+            (
+                "a networked plugin at L2",
+                req(L2, "plugin.fetcher", online()),
+                escalate(L3),
+                POWERFUL,
+            ),
+            // The name must be the resource's, and the resource only a plugin's.
+            (
+                "a name that is not the resource's",
+                req(L4, "plugin.other", reader()),
+                DENY,
+                NONE,
+            ),
+            (
+                "the bare action",
+                req(L4, "plugin.call", reader()),
+                DENY,
+                NONE,
+            ),
+            (
+                "a plugin name on a path",
+                req(L4, "plugin.wordcount", path("team-a", "x")),
+                DENY,
+                NONE,
+            ),
+            (
+                "another action on a plugin",
+                req(L4, "fs.read", reader()),
+                DENY,
+                NONE,
+            ),
+            (
+                "a plugin of another namespace",
+                req(
+                    L4,
+                    "plugin.wordcount",
+                    plugin("team-b", "wordcount", "read", &[]),
+                ),
+                DENY,
+                &["aura.namespace-isolation"],
+            ),
+            (
+                "a workspace access that is not one",
+                req(
+                    L4,
+                    "plugin.wordcount",
+                    plugin("team-a", "wordcount", "all", &[]),
+                ),
+                DENY,
+                NONE,
+            ),
+        ],
+    );
+    let operator = PolicySet::parse(
+        "ops.cedar",
+        r#"@id("ops.no-wordcount")
+forbid (principal, action == Aura::Action::"plugin.call", resource is Aura::Plugin)
+when { resource.name == "wordcount" };"#,
+    )
+    .unwrap();
+    let set = PolicySet::defaults().merge(operator).unwrap();
+    check(
+        &set,
+        vec![
+            (
+                "the forbidden plugin",
+                req(L4, "plugin.wordcount", reader()),
+                DENY,
+                &["ops.no-wordcount"],
+            ),
+            (
+                "another plugin",
+                req(L3, "plugin.fetcher", online()),
+                PERMIT,
+                PLUGIN,
+            ),
+        ],
+    );
+}
+
 fn image(namespace: &str, model: &str, side: u32) -> aura_policy::Resource {
     aura_policy::Resource::Image {
         namespace: ns(namespace),

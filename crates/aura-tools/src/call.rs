@@ -21,6 +21,8 @@ pub enum Capability {
     Lifecycle,
     /// A tool of an MCP server the operator registered (stdio servers run in a cell).
     Mcp,
+    /// A WASM plugin installed on the node (run on wasmtime with its manifest's limits).
+    Plugin,
 }
 
 /// A tool as the reasoner and policy see it.
@@ -74,6 +76,17 @@ pub enum Target {
         server: String,
         tool: String,
         trusted: bool,
+    },
+    /// An installed WASM plugin: its name and version, its publisher's key and its signed
+    /// manifest's digest (hex), and the capabilities the manifest declares (workspace
+    /// access `none`, `read` or `write`; `host:port`s it may connect to).
+    Plugin {
+        name: String,
+        version: String,
+        publisher: String,
+        digest: String,
+        workspace: String,
+        hosts: Vec<String>,
     },
 }
 

@@ -72,6 +72,23 @@ fn resource(query: &Query) -> Result<Resource, String> {
             height: *height,
             path: path.clone(),
         },
+        // The plugin sees the mission's workspace, which is in the agent's namespace.
+        Some(Target::Plugin {
+            name,
+            version,
+            publisher,
+            digest,
+            workspace,
+            hosts,
+        }) => Resource::Plugin {
+            namespace,
+            name: name.clone(),
+            version: version.clone(),
+            publisher: publisher.clone(),
+            digest: digest.clone(),
+            workspace: workspace.clone(),
+            hosts: hosts.clone(),
+        },
         Some(Target::Agent { agent }) => Resource::Agent {
             // An agent the node does not know has no namespace to be judged in: refuse
             // rather than guess one, so a message to nowhere is never permitted.
