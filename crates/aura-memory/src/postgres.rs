@@ -251,7 +251,14 @@ async fn insert(client: &mut Client, r: &Record) -> Result<u64, Error> {
         .execute(
             "INSERT INTO memory_items (seq, namespace, id, kind, text, vector, version) \
              VALUES ($1, $2, $3, $4, $5, $6, $1)",
-            &[&v, &r.namespace, &r.id, &r.kind, &r.text, &to_blob(&r.vector)],
+            &[
+                &v,
+                &r.namespace,
+                &r.id,
+                &r.kind,
+                &r.text,
+                &to_blob(&r.vector),
+            ],
         )
         .await;
     match inserted {

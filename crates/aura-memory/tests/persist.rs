@@ -70,8 +70,14 @@ fn search_finds_what_was_stored_and_never_another_namespaces() {
         let m = open(&opener);
         for i in 0..60u64 {
             let ns = if i % 2 == 0 { "a" } else { "b" };
-            m.store(ns, &format!("{ns}{i}"), "fact", &format!("text {i}"), &vector(i))
-                .unwrap();
+            m.store(
+                ns,
+                &format!("{ns}{i}"),
+                "fact",
+                &format!("text {i}"),
+                &vector(i),
+            )
+            .unwrap();
         }
         // The same vector in both namespaces: each finds only its own copy.
         m.store("a", "same", "fact", "a's", &vector(1000)).unwrap();
@@ -85,9 +91,20 @@ fn search_finds_what_was_stored_and_never_another_namespaces() {
                 "{name}: {hits:?}"
             );
         }
-        assert_eq!(m.search("a", &vector(1000), 1).unwrap()[0].text, "a's", "{name}");
-        assert_eq!(m.search("b", &vector(1000), 1).unwrap()[0].text, "b's", "{name}");
-        assert!(m.search("c", &vector(1000), 5).unwrap().is_empty(), "{name}");
+        assert_eq!(
+            m.search("a", &vector(1000), 1).unwrap()[0].text,
+            "a's",
+            "{name}"
+        );
+        assert_eq!(
+            m.search("b", &vector(1000), 1).unwrap()[0].text,
+            "b's",
+            "{name}"
+        );
+        assert!(
+            m.search("c", &vector(1000), 5).unwrap().is_empty(),
+            "{name}"
+        );
         let listed = m.list("a").unwrap();
         assert_eq!(listed.len(), 31, "{name}");
         assert_eq!(listed[0].id, "a0", "{name}: in the order stored");
@@ -108,7 +125,10 @@ fn forgotten_memories_are_gone_and_reopening_gives_the_same_answers() {
                 assert!(m.forget("ns", &format!("m{i}")).unwrap(), "{name}");
             }
             assert!(!m.forget("ns", "m0").unwrap(), "{name}: already forgotten");
-            assert!(!m.forget("other", "m1").unwrap(), "{name}: another namespace's");
+            assert!(
+                !m.forget("other", "m1").unwrap(),
+                "{name}: another namespace's"
+            );
             assert!(!m.contains("ns", "m0").unwrap());
             assert!(m.list("ns").unwrap().iter().all(|l| l.id != "m0"));
             (300..320u64)
@@ -155,13 +175,19 @@ fn bad_input_is_refused_and_changes_nothing() {
         );
         let mut nan = good.clone();
         nan[3] = f32::NAN;
-        assert!(matches!(m.store("ns", "nan", "fact", "x", &nan), Err(Error::NotFinite)));
+        assert!(matches!(
+            m.store("ns", "nan", "fact", "x", &nan),
+            Err(Error::NotFinite)
+        ));
         let mut inf = good.clone();
         inf[0] = f32::INFINITY;
         assert!(matches!(m.search("ns", &inf, 3), Err(Error::NotFinite)));
         m.store("ns", "one", "fact", "x", &good).unwrap();
         assert!(
-            matches!(m.store("ns", "one", "fact", "y", &good), Err(Error::Exists(_))),
+            matches!(
+                m.store("ns", "one", "fact", "y", &good),
+                Err(Error::Exists(_))
+            ),
             "{name}"
         );
         assert_eq!(persist.load().unwrap().len(), 1, "{name}");
@@ -177,27 +203,52 @@ fn nodes_sharing_a_postgres_database_see_each_others_writes() {
     let Some(url) = postgres_url() else {
         return;
     };
-    let a = Memory::open(Arc::new(PgMemory::open(&url).unwrap()), DIM, Options::default()).unwrap();
-    let b = Memory::open(Arc::new(PgMemory::open(&url).unwrap()), DIM, Options::default()).unwrap();
+    let a = Memory::open(
+        Arc::new(PgMemory::open(&url).unwrap()),
+        DIM,
+        Options::default(),
+    )
+    .unwrap();
+    let b = Memory::open(
+        Arc::new(PgMemory::open(&url).unwrap()),
+        DIM,
+        Options::default(),
+    )
+    .unwrap();
     for i in 0..40u64 {
         let node = if i % 2 == 0 { &a } else { &b };
-        node.store("ns", &format!("m{i}"), "fact", "t", &vector(i)).unwrap();
+        node.store("ns", &format!("m{i}"), "fact", "t", &vector(i))
+            .unwrap();
     }
     assert_eq!(b.search("ns", &vector(4), 1).unwrap()[0].id, "m4");
     assert_eq!(a.search("ns", &vector(5), 1).unwrap()[0].id, "m5");
     // Both nodes stored a memory under the same name: the database keeps the first.
-    assert!(matches!(a.store("ns", "m5", "fact", "t", &vector(5)), Err(Error::Exists(_))));
+    assert!(matches!(
+        a.store("ns", "m5", "fact", "t", &vector(5)),
+        Err(Error::Exists(_))
+    ));
     assert!(b.forget("ns", "m4").unwrap());
-    assert!(a.search("ns", &vector(4), 10).unwrap().iter().all(|h| h.id != "m4"));
+    assert!(
+        a.search("ns", &vector(4), 10)
+            .unwrap()
+            .iter()
+            .all(|h| h.id != "m4")
+    );
     for q in 100..110u64 {
-        assert_eq!(a.search("ns", &vector(q), 10).unwrap(), b.search("ns", &vector(q), 10).unwrap());
+        assert_eq!(
+            a.search("ns", &vector(q), 10).unwrap(),
+            b.search("ns", &vector(q), 10).unwrap()
+        );
     }
 }
 
 /// A URL that is not PostgreSQL's, and a server that is not there, are errors, not panics.
 #[test]
 fn a_bad_postgres_url_is_an_error() {
-    assert!(matches!(PgMemory::open("not a url at all"), Err(Error::Unavailable(_))));
+    assert!(matches!(
+        PgMemory::open("not a url at all"),
+        Err(Error::Unavailable(_))
+    ));
     assert!(matches!(
         PgMemory::open("postgresql://nobody@localhost/none?host=/nonexistent&port=1"),
         Err(Error::Unavailable(_))

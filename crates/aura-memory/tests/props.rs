@@ -57,11 +57,14 @@ proptest! {
                 Op::Store { ns, id, seed } => {
                     let key = (format!("ns{ns}"), format!("m{id}"));
                     let got = m.store(&key.0, &key.1, "fact", &format!("t{seed}"), &vector(*seed));
-                    if model.contains_key(&key) {
-                        prop_assert!(matches!(got, Err(Error::Exists(_))), "{got:?}");
-                    } else {
-                        prop_assert!(got.is_ok(), "{got:?}");
-                        model.insert(key, *seed);
+                    match model.entry(key) {
+                        std::collections::btree_map::Entry::Occupied(_) => {
+                            prop_assert!(matches!(got, Err(Error::Exists(_))), "{got:?}");
+                        }
+                        std::collections::btree_map::Entry::Vacant(v) => {
+                            prop_assert!(got.is_ok(), "{got:?}");
+                            v.insert(*seed);
+                        }
                     }
                 }
                 Op::Forget { ns, id } => {
