@@ -17,6 +17,7 @@
 //!   6 agent:   str namespace, [16] id
 //!   7 MCP tool: str server, str tool, u8 trusted
 //!   8 image:   str namespace, str model, u32 width, u32 height, str path
+//!   9 memory:  str namespace, str space
 //! u8 has mission (0/1) [, [16] mission], u8 destructive, u8 in_cell
 //! u32 n extra entries, sorted by key: str key, u8 kind (1 string, 2 other JSON,
 //!   3 unfit: nested too deeply or holding a fractional number), str text (the string,
@@ -110,6 +111,11 @@ fn encode(r: &Request) -> Vec<u8> {
             put_str(&mut e, model);
             e.u32(*width).u32(*height);
             put_str(&mut e, path);
+        }
+        Resource::Memory { namespace, space } => {
+            e.u8(9);
+            put_str(&mut e, namespace.as_str());
+            put_str(&mut e, space);
         }
     }
     let c = &r.context;
