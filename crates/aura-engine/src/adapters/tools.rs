@@ -84,6 +84,9 @@ fn target(t: &aura_tools::Target) -> Target {
             height: *height,
             path: path.clone(),
         },
+        aura_tools::Target::Memory { shared } => Target::Memory {
+            shared: shared.clone(),
+        },
     }
 }
 
