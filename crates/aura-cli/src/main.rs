@@ -112,6 +112,8 @@ enum Command {
     /// Serve Aura to MCP clients (Model Context Protocol) with an API key's role
     #[command(subcommand)]
     Mcp(cmd::mcp::Command),
+    /// Store, search, list and forget memories of a namespace (through a running node)
+    Memory(cmd::memory::Args),
 }
 
 /// An error that knows what the user could do about it.
@@ -279,5 +281,6 @@ async fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
         Command::Cell(c) => cmd::cell::run(&home, out, c).await,
         Command::Pki(c) => cmd::pki::run(&home, out, c),
         Command::Mcp(c) => cmd::mcp::run(&home, c).await,
+        Command::Memory(args) => cmd::memory::run(&home, out, args).await,
     }
 }
