@@ -99,7 +99,6 @@ fn resource() -> impl Strategy<Value = Resource> {
             namespace,
             id: AgentId::from_bytes(id)
         }),
-        (namespace(), text()).prop_map(|(namespace, space)| Resource::Memory { namespace, space }),
     ]
 }
 
