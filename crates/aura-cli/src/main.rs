@@ -116,6 +116,8 @@ enum Command {
     Schedule(cmd::schedule::ScheduleArgs),
     /// Run a built-in automaton (a dev loop, a task runner) as missions
     Automaton(cmd::automaton::AutomatonArgs),
+    /// Store, search, list and forget memories of a namespace (through a running node)
+    Memory(cmd::memory::Args),
 }
 
 /// An error that knows what the user could do about it.
@@ -285,5 +287,6 @@ async fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
         Command::Mcp(c) => cmd::mcp::run(&home, c).await,
         Command::Schedule(args) => cmd::schedule::run(&home, out, args).await,
         Command::Automaton(args) => cmd::automaton::run(&home, out, args).await,
+        Command::Memory(args) => cmd::memory::run(&home, out, args).await,
     }
 }

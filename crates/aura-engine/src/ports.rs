@@ -54,6 +54,11 @@ pub enum Target {
         workspace: String,
         hosts: Vec<String>,
     },
+    /// The calling agent's own memory (`shared` is `None`) or a shared space of its
+    /// namespace.
+    Memory {
+        shared: Option<String>,
+    },
 }
 
 /// A proposed call after its arguments were checked.

@@ -21,6 +21,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// `[[mcp.servers]]`: MCP servers whose tools agents may call (docs/mcp.md).
     pub mcp: McpConfig,
+    /// `[memory]`: the `memory.*` tools and `/v1/memory` (docs/memory.md).
+    pub memory: MemoryConfig,
     /// Reasoners by name: `[reasoners.NAME]` tables, each with a `provider` and that
     /// provider's settings (docs/reasoners.md). Checked when the node starts.
     pub reasoners: BTreeMap<String, toml::Table>,
@@ -173,6 +175,26 @@ pub struct ToolsConfig {
     pub http: bool,
     /// Whether `cmd.run` may ever give a cell a network.
     pub command_network: bool,
+}
+
+/// `[memory]`: the node's memory (docs/memory.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemoryConfig {
+    /// Whether the node serves memory at all (the `memory.*` tools and `/v1/memory`).
+    pub enabled: bool,
+    /// The installed text encoder memories are embedded with (default `minilm`, the name
+    /// docs give all-MiniLM-L6-v2 when importing it).
+    pub model: String,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig {
+            enabled: true,
+            model: "minilm".to_owned(),
+        }
+    }
 }
 
 /// `[speech]`: `/v1/audio/speech` with espeak-ng, run as a separate process.

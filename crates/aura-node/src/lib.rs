@@ -19,6 +19,7 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod images_tool;
+pub mod memory;
 pub mod services;
 pub mod speech;
 
@@ -65,6 +66,8 @@ pub struct Options {
     pub cell_access: CellAccess,
     /// espeak-ng for `/v1/audio/speech`; without it that route answers 503.
     pub speech: Option<speech::Speech>,
+    /// The memory served at `/v1/memory`; without it those routes answer 503.
+    pub memory: Option<Arc<memory::MemoryService>>,
 }
 
 /// Shared by every request.
@@ -81,6 +84,7 @@ pub(crate) struct AppState {
     pub(crate) cells: Option<aura_cell::Runtime>,
     pub(crate) cell_access: CellAccess,
     pub(crate) speech: Option<speech::Speech>,
+    pub(crate) memory: Option<Arc<memory::MemoryService>>,
     /// Turns true when the server stops: open WebSockets close.
     pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
     /// In a cluster: where to send requests for agents this node does not run.
@@ -330,6 +334,7 @@ pub async fn serve_in_cluster(
         cells: options.cells,
         cell_access: options.cell_access,
         speech: options.speech,
+        memory: options.memory,
         stopping: stopping.clone(),
         cluster,
     };

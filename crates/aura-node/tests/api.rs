@@ -418,6 +418,32 @@ async fn authorization_matrix() {
             None,
             [400, 403, 400, 400, 401],
         ),
+        // Memory is for operators, in the namespaces their key allows; this node serves
+        // none, and says so only to those (crates/aura-cli/tests/memory.rs drives one).
+        (
+            "GET",
+            "/v1/memory/team-a/shared:handbook".into(),
+            None,
+            [503, 403, 403, 403, 401],
+        ),
+        (
+            "POST",
+            "/v1/memory/team-a/shared:handbook".into(),
+            Some(json!({"text": "the sky is blue"})),
+            [503, 403, 403, 403, 401],
+        ),
+        (
+            "POST",
+            "/v1/memory/team-a/shared:handbook/search".into(),
+            Some(json!({"query": "sky"})),
+            [503, 403, 403, 403, 401],
+        ),
+        (
+            "POST",
+            "/v1/memory/team-a/shared:handbook/forget".into(),
+            Some(json!({"id": "m-1"})),
+            [503, 403, 403, 403, 401],
+        ),
         // The web UI's files hold no data and no secret: served to anyone, like
         // /openapi.json, so a browser can load the page that asks for a key. Whether or
         // not this build embeds the UI, `/` answers a page and unknown files are 404.
@@ -1113,6 +1139,7 @@ async fn without_keys_only_loopback_is_served() {
             cells: None,
             cell_access: Default::default(),
             speech: None,
+            memory: None,
         },
         n.engine.clone(),
     )

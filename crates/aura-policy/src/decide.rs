@@ -308,6 +308,17 @@ pub(crate) fn prepare<'c>(
         });
     }
 
+    // An agent's own memory is its alone, before anything a policy could say.
+    if let Resource::Memory { space, .. } = &request.resource
+        && space.starts_with("agent:")
+        && !is_own_space(space, request)
+    {
+        return Err(refusal(format!(
+            "the memory space `{}` is another agent's; an agent's memory is its own",
+            shorten(space)
+        )));
+    }
+
     // An approval must approve this very request.
     let approval = match &request.context.approval {
         None => None,
@@ -436,6 +447,13 @@ fn entity_set(entities: &[Entity]) -> Result<Entities, String> {
     .map_err(|e| e.to_string())
 }
 
+/// Whether `space` is the asking agent's own memory (`agent:<its id>`).
+fn is_own_space(space: &str, request: &Request) -> bool {
+    space
+        .strip_prefix("agent:")
+        .is_some_and(|id| id == request.principal.agent.to_string())
+}
+
 fn resource_entity(compiled: &Compiled, request: &Request) -> Result<(EntityUid, Entity), Refusal> {
     let t = &compiled.types;
     let ns_attr = |ns: &aura_identity::Namespace| {
@@ -557,6 +575,22 @@ fn resource_entity(compiled: &Compiled, request: &Request) -> Result<(EntityUid,
                 (
                     "network".to_owned(),
                     RestrictedExpression::new_bool(!hosts.is_empty()),
+                ),
+            ],
+            Some(namespace),
+        ),
+        Resource::Memory { namespace, space } => (
+            uid(&t.memory, &format!("{namespace}/{space}")),
+            vec![
+                ns_attr(namespace),
+                string("space", space),
+                (
+                    "own".to_owned(),
+                    RestrictedExpression::new_bool(is_own_space(space, request)),
+                ),
+                (
+                    "shared".to_owned(),
+                    RestrictedExpression::new_bool(space.starts_with("shared:")),
                 ),
             ],
             Some(namespace),
@@ -847,6 +881,14 @@ mod tests {
                 digest: "cd".repeat(32),
                 workspace: "read".into(),
                 hosts: vec!["example.com:443".into()],
+            },
+            Resource::Memory {
+                namespace: ns("team-a"),
+                space: format!("agent:{agent}"),
+            },
+            Resource::Memory {
+                namespace: ns("team-a"),
+                space: "shared:handbook".into(),
             },
             Resource::Mission {
                 namespace: ns("team-a"),

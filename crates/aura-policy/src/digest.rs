@@ -19,6 +19,7 @@
 //!   8 image:   str namespace, str model, u32 width, u32 height, str path
 //!   9 plugin:  str namespace, str name, str version, str publisher, str digest,
 //!              str workspace, u32 n hosts, each str host
+//!  10 memory:  str namespace, str space
 //! u8 has mission (0/1) [, [16] mission], u8 destructive, u8 in_cell
 //! u32 n extra entries, sorted by key: str key, u8 kind (1 string, 2 other JSON,
 //!   3 unfit: nested too deeply or holding a fractional number), str text (the string,
@@ -131,6 +132,11 @@ fn encode(r: &Request) -> Vec<u8> {
             for h in hosts {
                 put_str(&mut e, h);
             }
+        }
+        Resource::Memory { namespace, space } => {
+            e.u8(10);
+            put_str(&mut e, namespace.as_str());
+            put_str(&mut e, space);
         }
     }
     let c = &r.context;

@@ -105,6 +105,9 @@ pub enum Resource {
         workspace: String,
         hosts: Vec<String>,
     },
+    /// A memory space (`memory.*`): `agent:<agent id>` (that agent's own, which no other
+    /// agent may reach) or `shared:<name>` (a space of the namespace that operators share).
+    Memory { namespace: Namespace, space: String },
     /// A mission (`mission.*`, `record.read`).
     Mission { namespace: Namespace, id: MissionId },
     /// An agent (`agent.send`, `record.read`).
@@ -118,6 +121,7 @@ impl Resource {
             Resource::Path { namespace, .. }
             | Resource::Image { namespace, .. }
             | Resource::Plugin { namespace, .. }
+            | Resource::Memory { namespace, .. }
             | Resource::Command { namespace, .. }
             | Resource::Mission { namespace, .. }
             | Resource::Agent { namespace, .. } => Some(namespace),
@@ -135,6 +139,7 @@ impl Resource {
             Resource::McpTool { .. } => "McpTool",
             Resource::Image { .. } => "Image",
             Resource::Plugin { .. } => "Plugin",
+            Resource::Memory { .. } => "Memory",
             Resource::Mission { .. } => "Mission",
             Resource::Agent { .. } => "Agent",
         }
@@ -150,6 +155,7 @@ impl Resource {
             Resource::McpTool { .. } => "an MCP tool",
             Resource::Image { .. } => "an image",
             Resource::Plugin { .. } => "a plugin",
+            Resource::Memory { .. } => "a memory space",
             Resource::Mission { .. } => "a mission",
             Resource::Agent { .. } => "an agent",
         }
@@ -348,8 +354,42 @@ pub(crate) fn check_resource(resource: &Resource) -> Result<(), Malformed> {
             }
             Ok(())
         }
+        Resource::Memory { space, .. } => check_space(space),
         Resource::Mission { .. } | Resource::Agent { .. } => Ok(()),
     }
+}
+
+/// The longest shared memory space name, in bytes.
+pub const MAX_SPACE_NAME: usize = 64;
+
+/// Checks a memory space: `agent:<agent id>` or `shared:<name>`, the name 1-64 of
+/// lowercase letters, digits, `.`, `_` and `-`, starting with a letter or digit.
+pub(crate) fn check_space(space: &str) -> Result<(), Malformed> {
+    let ok = match space.split_once(':') {
+        Some(("agent", id)) => id.parse::<AgentId>().is_ok(),
+        Some(("shared", name)) => valid_space_name(name),
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Malformed::new(format!(
+            "the memory space `{}` is not `agent:<agent id>` or `shared:<name>`",
+            shorten(space)
+        )))
+    }
+}
+
+/// A shared memory space's name: 1-64 of lowercase letters, digits, `.`, `_` and `-`,
+/// starting with a letter or digit.
+pub fn valid_space_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= MAX_SPACE_NAME
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter().all(|&c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-')
+        })
 }
 
 /// The first word of a command line (what `Command.program` holds).
@@ -596,6 +636,32 @@ mod tests {
             Err(Unfit::Fractional)
         );
         assert!(canonical_json(&serde_json::json!([u64::MAX, i64::MIN])).is_ok());
+    }
+
+    #[test]
+    fn memory_spaces() {
+        let agent = AgentId::from_bytes([7; 16]);
+        for good in [
+            format!("agent:{agent}"),
+            "shared:handbook".into(),
+            "shared:0.x_y-z".into(),
+        ] {
+            assert_eq!(check_space(&good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "agent:",
+            "agent:nobody",
+            "shared:",
+            "shared:Handbook",
+            "shared:-x",
+            "shared:a b",
+            "episodes:x",
+            "handbook",
+            &format!("shared:{}", "a".repeat(MAX_SPACE_NAME + 1)),
+        ] {
+            assert!(check_space(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -56,6 +56,7 @@ pub(crate) struct Types {
     pub(crate) mcp_tool: EntityTypeName,
     pub(crate) image: EntityTypeName,
     pub(crate) plugin: EntityTypeName,
+    pub(crate) memory: EntityTypeName,
     pub(crate) mission: EntityTypeName,
     pub(crate) extra: EntityTypeName,
 }
@@ -92,6 +93,7 @@ fn compile() -> Result<Compiled, String> {
         mcp_tool: type_name("McpTool")?,
         image: type_name("Image")?,
         plugin: type_name("Plugin")?,
+        memory: type_name("Memory")?,
         mission: type_name("Mission")?,
         extra: type_name("Extra")?,
     };
@@ -165,6 +167,10 @@ mod tests {
                 "http.fetch",
                 "image.generate",
                 "mcp.call",
+                "memory.forget",
+                "memory.recall",
+                "memory.search",
+                "memory.store",
                 "mission.cancel",
                 "mission.finish",
                 "mission.read",
@@ -177,7 +183,8 @@ mod tests {
         );
         let mut groups: Vec<&str> = c.groups.iter().map(String::as_str).collect();
         groups.sort_unstable();
-        assert_eq!(groups, ["fs", "lifecycle", "read", "tool"]);
+        assert_eq!(groups, ["fs", "lifecycle", "memory", "read", "tool"]);
+        assert_eq!(c.actions["memory.store"].resources, ["Memory"]);
         assert_eq!(c.actions["fs.write"].resources, ["Path"]);
         assert_eq!(c.actions["mcp.call"].resources, ["McpTool"]);
         assert_eq!(c.actions["image.generate"].resources, ["Image"]);

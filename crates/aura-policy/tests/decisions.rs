@@ -981,3 +981,120 @@ when { resource.width > 512 || resource.height > 512 };"#,
         ],
     );
 }
+
+/// An agent's own memory is its alone; shared spaces open only where an operator says so;
+/// forgetting is destructive.
+#[test]
+fn memory_under_the_defaults_and_an_operator_shared_space() {
+    const OWN: &[&str] = &["aura.memory.own"];
+    let own = format!("agent:{AGENT}");
+    let other = format!("agent:{OTHER_AGENT}");
+    check(
+        &PolicySet::defaults(),
+        vec![
+            (
+                "storing in its own memory at L1",
+                req(L1, "memory.store", memory("team-a", &own)),
+                PERMIT,
+                OWN,
+            ),
+            (
+                "searching its own memory",
+                req(L1, "memory.search", memory("team-a", &own)),
+                PERMIT,
+                OWN,
+            ),
+            (
+                "recalling its own missions",
+                req(L1, "memory.recall", memory("team-a", &own)),
+                PERMIT,
+                OWN,
+            ),
+            (
+                "another agent's memory, even at L4",
+                req(L4, "memory.search", memory("team-a", &other)),
+                DENY,
+                NONE,
+            ),
+            (
+                "a shared space without an operator's policy",
+                req(L4, "memory.search", memory("team-a", "shared:handbook")),
+                DENY,
+                NONE,
+            ),
+            (
+                "its own memory named in another namespace",
+                req(L4, "memory.search", memory("team-b", &own)),
+                DENY,
+                ISOLATION,
+            ),
+            (
+                "a space that is not a space",
+                req(L4, "memory.search", memory("team-a", "handbook")),
+                DENY,
+                NONE,
+            ),
+            (
+                "another action on a memory",
+                req(L4, "fs.read", memory("team-a", &own)),
+                DENY,
+                NONE,
+            ),
+            (
+                "memory.store on a path",
+                req(L4, "memory.store", path("team-a", "x")),
+                DENY,
+                NONE,
+            ),
+        ],
+    );
+    // Forgetting is destructive: the engine asks with `destructive` set.
+    let mut forget = req(L2, "memory.forget", memory("team-a", &own));
+    forget.context.destructive = true;
+    let mut forget_l3 = forget.clone();
+    forget_l3.principal.level = L3;
+    check(
+        &PolicySet::defaults(),
+        vec![
+            ("forgetting below L3", forget, escalate(L3), DESTRUCTIVE),
+            ("forgetting at L3", forget_l3, PERMIT, OWN),
+        ],
+    );
+    let operator = PolicySet::parse(
+        "ops.cedar",
+        r#"@id("ops.handbook")
+permit (principal in Aura::Namespace::"team-a", action == Aura::Action::"memory.search", resource is Aura::Memory)
+when { resource.space == "shared:handbook" };"#,
+    )
+    .unwrap();
+    let set = PolicySet::defaults().merge(operator).unwrap();
+    check(
+        &set,
+        vec![
+            (
+                "searching the shared handbook",
+                req(L1, "memory.search", memory("team-a", "shared:handbook")),
+                PERMIT,
+                &["ops.handbook"],
+            ),
+            (
+                "writing the shared handbook",
+                req(L4, "memory.store", memory("team-a", "shared:handbook")),
+                DENY,
+                NONE,
+            ),
+            (
+                "another shared space",
+                req(L4, "memory.search", memory("team-a", "shared:secrets")),
+                DENY,
+                NONE,
+            ),
+            (
+                "another agent's memory, whatever operators permit",
+                req(L4, "memory.search", memory("team-a", &other)),
+                DENY,
+                NONE,
+            ),
+        ],
+    );
+}

@@ -152,6 +152,7 @@ fn defaults_load_cleanly_and_are_documented() {
             "aura.mission.lifecycle",
             "aura.model.use",
             "aura.image.generate",
+            "aura.memory.own",
         ]
     );
     let escalate = set.policy("aura.destructive.escalate").unwrap();

@@ -23,6 +23,8 @@ pub enum Capability {
     Mcp,
     /// A WASM plugin installed on the node (run on wasmtime with its manifest's limits).
     Plugin,
+    /// The node's memory (embedded facts, the agent's past missions).
+    Memory,
 }
 
 /// A tool as the reasoner and policy see it.
@@ -70,6 +72,9 @@ pub enum Target {
         height: u32,
         path: String,
     },
+    /// A memory space: the calling agent's own (`shared` is `None`), or the shared space
+    /// of its namespace that `shared` names.
+    Memory { shared: Option<String> },
     /// A tool of an MCP server: the server's registered name, the tool's name on it, and
     /// whether the operator marked the server trusted.
     McpTool {

@@ -14,6 +14,7 @@ pub(crate) mod key;
 pub(crate) mod ledger;
 pub(crate) mod license;
 pub(crate) mod mcp;
+pub(crate) mod memory;
 pub(crate) mod mission;
 pub(crate) mod model;
 pub(crate) mod pki;

@@ -267,6 +267,46 @@ async fn record_mcp(
     Ok(())
 }
 
+/// The node's memory (docs/memory.md), unless `[memory] enabled = false`: in the
+/// cluster's PostgreSQL database when the node has one, else in `<home>/memory.db`, its
+/// index rebuilt from the records (on a blocking thread: it reads and indexes every one).
+async fn memory(
+    home: &Home,
+    config: &aura_node::Config,
+    store_url: Option<&str>,
+    models: &Arc<ModelHost>,
+) -> anyhow::Result<Option<Arc<aura_node::memory::MemoryService>>> {
+    if !config.memory.enabled {
+        return Ok(None);
+    }
+    let url = store_url.map(str::to_owned);
+    let path = home.dir().join("memory.db");
+    let opened = tokio::task::spawn_blocking(move || {
+        let persist: Arc<dyn aura_memory::Persist> = match url {
+            Some(url) => Arc::new(aura_memory::postgres::PgMemory::open(&url)?),
+            None => Arc::new(aura_memory::SqliteMemory::open(&path)?),
+        };
+        aura_memory::Memory::open(
+            persist,
+            aura_node::memory::DIMENSION,
+            aura_memory::Options::default(),
+        )
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("the memory's task failed: {e}"))?
+    .map_err(|e| {
+        hinted(
+            format!("cannot open the node's memory: {e}"),
+            "check the database it lives in, or set `[memory] enabled = false` in aura.toml",
+        )
+    })?;
+    Ok(Some(Arc::new(aura_node::memory::MemoryService::new(
+        Arc::new(opened),
+        models.clone(),
+        config.memory.model.clone(),
+    ))))
+}
+
 /// espeak-ng for `/v1/audio/speech`, unless `[speech] enabled = false`; a note when the
 /// node will not speak.
 async fn speech(config: &aura_node::Config) -> (Option<aura_node::speech::Speech>, Option<String>) {
@@ -311,7 +351,8 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
         aura_store::postgres::PgStore,
         Arc<aura_node::cluster::Leases>,
     )> = None;
-    let (store, signer): (Arc<dyn Store>, _) = match home.store_url(args.store.clone())? {
+    let store_url = home.store_url(args.store.clone())?;
+    let (store, signer): (Arc<dyn Store>, _) = match store_url.clone() {
         Some(url) => {
             let (store, signer) = home.open_cluster_store(&url).await?;
             cluster = Some((store.clone(), Arc::default()));
@@ -357,6 +398,21 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
         None => home.dir().join("workspaces"),
     };
     let (mut parts, cells, cells_note) = parts(home, &models, &workspaces).await;
+    // Missions remember through the same memory operators reach at `/v1/memory`.
+    let memory = match memory(home, &config, store_url.as_deref(), &models).await {
+        Ok(memory) => memory,
+        Err(e) => {
+            if let Some(cells) = cells {
+                cells.shutdown().await;
+            }
+            return Err(e);
+        }
+    };
+    if let Some(memory) = &memory {
+        parts
+            .extra_tools
+            .extend(aura_node::memory::tools(memory.clone()));
+    }
     let registered = match mcp_servers(&config, cells.as_ref()).await {
         Ok((tools, registered)) => {
             parts.extra_tools.extend(tools);
@@ -405,6 +461,10 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
         services,
     )
     .await?;
+    if let Some(memory) = &memory {
+        // Episodes are made of the engine's missions, so the engine comes first.
+        memory.attach(engine.clone());
+    }
     let (speech, speech_note) = speech(&config).await;
     let keys_file = aura_node::ApiKeys::path(home.dir());
     let open = aura_node::ApiKeys::load(&keys_file)?.is_empty();
@@ -425,6 +485,7 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
             cells: cells.clone(),
             cell_access: access.clone(),
             speech: speech.clone(),
+            memory: memory.clone(),
         },
         engine.clone(),
         routing,

@@ -99,6 +99,9 @@ fn target(t: &aura_tools::Target) -> Target {
             workspace: workspace.clone(),
             hosts: hosts.clone(),
         },
+        aura_tools::Target::Memory { shared } => Target::Memory {
+            shared: shared.clone(),
+        },
     }
 }
 

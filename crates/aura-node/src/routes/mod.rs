@@ -8,6 +8,7 @@ mod events;
 mod health;
 mod images;
 mod ledger;
+mod memory;
 mod metrics;
 mod missions;
 mod openai;
@@ -72,6 +73,7 @@ pub(crate) fn router(state: AppState) -> axum::Router {
         .merge(metrics::routes())
         .merge(images::routes())
         .merge(schedules::routes())
+        .merge(memory::routes())
         .split_for_parts();
     let doc = serde_json::to_value(&api).unwrap_or_default();
     // Layers run outermost first: the request count, the host and origin checks, then who
