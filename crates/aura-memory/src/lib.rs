@@ -29,6 +29,10 @@ use std::sync::{Arc, RwLock};
 pub use hnsw::{Hnsw, Options};
 pub use store::{Persist, SqliteMemory};
 
+/// The most vectors (forgotten ones included) a namespace may hold and still be searched
+/// exactly, every vector scored, instead of through its HNSW graph.
+pub const EXACT_UP_TO: usize = 10_000;
+
 /// A memory as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
@@ -292,7 +296,8 @@ impl Memory {
     }
 
     /// The `k` memories of `namespace` most similar to `query`, most similar first. Only
-    /// `namespace`'s index is searched.
+    /// `namespace`'s index is searched: exactly (every vector scored) while it holds at
+    /// most [`EXACT_UP_TO`] vectors, by the HNSW graph above that.
     pub fn search(&self, namespace: &str, query: &[f32], k: usize) -> Result<Vec<Hit>, Error> {
         self.check(query)?;
         self.catch_up()?;
@@ -300,9 +305,15 @@ impl Memory {
         let Some(space) = state.spaces.get(namespace) else {
             return Ok(Vec::new());
         };
-        Ok(space
-            .index
-            .search(query, k)
+        // Up to EXACT_UP_TO vectors, scoring every one costs no more than walking the graph
+        // (aura-bench memory: 0.80 ms exact against 0.67 ms for the index at 10,000) and
+        // is exact, so small namespaces (most of them) get exact answers.
+        let found = if space.index.len() <= EXACT_UP_TO {
+            space.index.exact(query, k)
+        } else {
+            space.index.search(query, k)
+        };
+        Ok(found
             .into_iter()
             .map(|(node, score)| {
                 let (id, kind, text) = space.items[node as usize].clone();

@@ -1,14 +1,15 @@
 //! Properties of the memory under any sequence of stores and forgets (SQLite in memory,
 //! small vectors so that search is exhaustive): it holds exactly what a plain map says,
 //! a live memory is its own nearest neighbour, a forgotten one is never returned, bad
-//! vectors change nothing, and reopening the database gives the same memory.
+//! vectors change nothing, and reopening the database gives the same memory; exact search
+//! (which selects the k nearest before sorting them) answers what a full sort answers.
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use aura_memory::{Error, Memory, Options, Persist, SqliteMemory};
+use aura_memory::{Error, Hnsw, Memory, Options, Persist, SqliteMemory};
 use proptest::prelude::*;
 
 const DIM: usize = 8;
@@ -109,5 +110,28 @@ proptest! {
         check(&reopened)?;
         let rows = SqliteMemory::open(&path).unwrap().load().unwrap();
         prop_assert!(rows.iter().filter(|r| r.forgotten).all(|r| r.text.is_empty() && r.vector.is_empty()));
+    }
+
+    #[test]
+    fn exact_search_is_a_full_sort_cut_at_k(
+        seeds in prop::collection::vec(0..40u32, 1..50),
+        forget in prop::collection::vec(any::<bool>(), 50),
+        query in any::<u32>(),
+        k in 0..60usize,
+    ) {
+        let mut index = Hnsw::new(DIM, Options::default());
+        for (node, seed) in seeds.iter().enumerate() {
+            index.insert(&vector(*seed));
+            if forget[node] {
+                index.remove(node as u32);
+            }
+        }
+        let mut q = vector(query);
+        aura_memory::hnsw::normalize(&mut q);
+        // Asking for more than there are sorts every live node: the reference.
+        let mut all = index.exact(&q, usize::MAX);
+        prop_assert_eq!(all.len(), forget[..seeds.len()].iter().filter(|f| !**f).count());
+        all.truncate(k);
+        prop_assert_eq!(index.exact(&q, k), all);
     }
 }
