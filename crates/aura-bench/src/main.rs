@@ -5,6 +5,7 @@
 //! them as they are. Run with `cargo run --release -p aura-bench -- <benchmark>`.
 
 mod cells;
+mod cluster;
 mod durability;
 mod http_load;
 mod http_peer;
@@ -68,6 +69,8 @@ enum Bench {
     Speech(speech::Args),
     /// Memory: search p50/p99 at 10,000 and 100,000 vectors, HNSW vs exact, with recall@10
     Memory(memory::Args),
+    /// Cluster: durable appends on PostgreSQL from 1, 2 and 3 nodes vs pgbench
+    Cluster(cluster::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -102,6 +105,7 @@ fn main() -> anyhow::Result<()> {
         Bench::HttpLoad(args) => rt.block_on(http_load::run(args)),
         Bench::Mcp(args) => rt.block_on(mcp::run(args)),
         Bench::Speech(args) => rt.block_on(speech::run(args)),
+        Bench::Cluster(args) => rt.block_on(cluster::run(args)),
     }
 }
 

@@ -14,7 +14,8 @@
 //! root, so as root the cluster runs as the `postgres` user.
 //!
 //! The server runs with `fsync=off`: tests check behaviour, not the disk, and the machine
-//! is shared. Benchmarks start their own server with the defaults.
+//! is shared. Benchmarks start a server of their own with PostgreSQL's default durability
+//! ([`TestCluster::durable`]).
 
 #![allow(
     clippy::unwrap_used,
@@ -79,10 +80,22 @@ impl TestCluster {
     /// The process's server, started on first use; `None` (with the reason printed) when
     /// PostgreSQL is not installed and `AURA_REQUIRE_POSTGRES` is not set.
     pub fn get() -> Option<&'static TestCluster> {
-        CLUSTER.get_or_init(TestCluster::start).as_ref()
+        CLUSTER.get_or_init(|| TestCluster::start(false)).as_ref()
     }
 
-    fn start() -> Option<TestCluster> {
+    /// A server of the caller's own with PostgreSQL's default durability (`fsync` and full
+    /// page writes on): what a benchmark measures. Like [`TestCluster::get`]'s, it is
+    /// stopped and removed once this process is gone.
+    pub fn durable() -> Option<TestCluster> {
+        TestCluster::start(true)
+    }
+
+    /// The directory holding the server's Unix socket (a client's `-h`).
+    pub fn socket_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn start(durable: bool) -> Option<TestCluster> {
         let Some(bin) = bin_dir() else {
             let why = "PostgreSQL's server binaries are not installed (looked in AURA_PG_BIN and /usr/lib/postgresql/*/bin)";
             if std::env::var_os("AURA_REQUIRE_POSTGRES").is_some_and(|v| v == "1") {
@@ -133,12 +146,19 @@ impl TestCluster {
         // The watchdog: the server runs until this test process is gone, then is stopped
         // and its directory removed.
         let script = format!(
-            r#"{postgres} -D {data} -k {dir} -p {PORT} -c listen_addresses='' -c fsync=off -c full_page_writes=off -c max_connections=300 -c shared_buffers=32MB >{dir}/log 2>&1 &
+            r#"{postgres} -D {data} -k {dir} -p {PORT} -c listen_addresses='' {settings} -c max_connections=300 >{dir}/log 2>&1 &
 pg=$!
 while [ -d /proc/{pid} ] && kill -0 $pg 2>/dev/null; do sleep 0.5; done
 kill -INT $pg 2>/dev/null; wait $pg
 rm -rf {dir}"#,
             postgres = bin.join("postgres").display(),
+            // A benchmark's server keeps PostgreSQL's defaults; a test's trades durability
+            // and memory for speed.
+            settings = if durable {
+                ""
+            } else {
+                "-c fsync=off -c full_page_writes=off -c shared_buffers=32MB"
+            },
             data = data.display(),
             dir = dir.display(),
             pid = std::process::id(),
