@@ -183,7 +183,17 @@ async fn pgbench(
         .to_owned();
     let host = server.socket_dir().display().to_string();
     let psql = Command::new(bin.join("psql"))
-        .args(["-q", "-v", "ON_ERROR_STOP=1", "-h", &host, "-U", "postgres", "-d", &db])
+        .args([
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            &host,
+            "-U",
+            "postgres",
+            "-d",
+            &db,
+        ])
         .args(["-c", PEER_SCHEMA])
         .output()?;
     if !psql.status.success() {
