@@ -316,6 +316,7 @@ impl PgStore {
             commits,
             config,
             client: Some(client),
+            statements: None,
             signer,
             clock,
             max_group_entries: options.max_group_entries,

@@ -16,7 +16,12 @@
 //! 4. only then answer each caller.
 //!
 //! The lock is taken once per group, so its cost (a round trip and a row lock) is shared
-//! by every entry of the group, as the fsync is.
+//! by every entry of the group, as the fsync is. Every other writer of the cluster waits
+//! while it is held, so the transaction holds it for as few round trips as it can: the
+//! statements are prepared once per connection, and each phase's statements are sent
+//! together (tokio-postgres pipelines requests polled at once; PostgreSQL still runs them
+//! one after another, in the order sent): the fence's shard rows, the sequencer row and
+//! the heads in one round trip, then every write in a second, then `COMMIT`.
 //!
 //! A failure before `COMMIT` rolls the transaction back: the callers hear
 //! [`Error::Postgres`] and nothing was stored. A failure of `COMMIT` itself (a lost
@@ -37,7 +42,8 @@ use aura_ledger::Checkpoint;
 use aura_ledger::entry::{self, Entry, MAX_BODY_LEN};
 use aura_ledger::merkle::{decode_frontier, encode_frontier};
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls, Statement};
 
 use super::TILE_LEVELS;
 use crate::{AppendReceipt, Appended, Committed, Error, NewEntry, Seq, StoredEntry};
@@ -78,6 +84,8 @@ pub(crate) struct Writer {
     pub(crate) commits: tokio::sync::broadcast::Sender<Arc<Committed>>,
     pub(crate) config: tokio_postgres::Config,
     pub(crate) client: Option<Client>,
+    /// `client`'s prepared statements; `None` until prepared, and again after a reconnect.
+    pub(crate) statements: Option<Statements>,
     pub(crate) signer: Arc<Signer>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) max_group_entries: usize,
@@ -92,6 +100,58 @@ pub(crate) struct Fence {
     pub(crate) held: Arc<std::sync::Mutex<HashMap<u32, u64>>>,
     /// Streams any node may append to (with `Seq::Next`): never fenced.
     pub(crate) exempt: [AgentId; 2],
+}
+
+/// The writer's statements, prepared once per connection: a statement sent as text costs
+/// a parse round trip first, paid by every group while it holds the sequencer lock.
+pub(crate) struct Statements {
+    fence: Statement,
+    lock: Statement,
+    heads: Statement,
+    entries: Statement,
+    upsert_heads: Statement,
+    tiles: Statement,
+    checkpoint: Statement,
+    advance: Statement,
+}
+
+impl Statements {
+    /// Prepares them all in one round trip.
+    async fn prepare(client: &Client) -> Result<Statements, tokio_postgres::Error> {
+        let (fence, lock, heads, entries, upsert_heads, tiles, checkpoint, advance) = tokio::try_join!(
+            client.prepare(
+                "SELECT shard, epoch FROM shards \
+                 WHERE shard = ANY($1) AND owner = $2 AND expires_at > now() FOR SHARE"
+            ),
+            client.prepare("SELECT tree_size, frontier, last_time FROM log WHERE id = 1 FOR UPDATE"),
+            client.prepare("SELECT agent, seq, hash FROM heads WHERE agent = ANY($1)"),
+            client.prepare(
+                "INSERT INTO entries (idx, agent, seq, hash, raw) \
+                 SELECT * FROM UNNEST($1::BIGINT[], $2::BYTEA[], $3::BIGINT[], $4::BYTEA[], $5::BYTEA[])"
+            ),
+            client.prepare(
+                "INSERT INTO heads (agent, seq, hash) \
+                 SELECT * FROM UNNEST($1::BYTEA[], $2::BIGINT[], $3::BYTEA[]) \
+                 ON CONFLICT (agent) DO UPDATE SET seq = excluded.seq, hash = excluded.hash"
+            ),
+            client.prepare(
+                "INSERT INTO merkle_tiles (level, idx, hash) \
+                 SELECT * FROM UNNEST($1::SMALLINT[], $2::BIGINT[], $3::BYTEA[])"
+            ),
+            client.prepare("INSERT INTO checkpoints (tree_size, signed, node) VALUES ($1, $2, $3)"),
+            client.prepare("UPDATE log SET tree_size = $1, frontier = $2, last_time = $3 WHERE id = 1"),
+        )?;
+        Ok(Statements {
+            fence,
+            lock,
+            heads,
+            entries,
+            upsert_heads,
+            tiles,
+            checkpoint,
+            advance,
+        })
+    }
 }
 
 /// Starts the writer task; it ends when the last [`Handle`] is dropped.
@@ -150,6 +210,7 @@ impl Writer {
 
     async fn commit_group(&mut self, group: Vec<Request>) {
         if self.client.as_ref().is_none_or(Client::is_closed) {
+            self.statements = None;
             match connect(&self.config).await {
                 Ok(c) => self.client = Some(c),
                 Err(e) => {
@@ -164,8 +225,23 @@ impl Writer {
         let Some(client) = self.client.as_mut() else {
             return;
         };
+        if self.statements.is_none() {
+            match Statements::prepare(client).await {
+                Ok(st) => self.statements = Some(st),
+                Err(e) => {
+                    for r in group {
+                        let _ = r.reply.send(Err(Error::Unavailable(e.to_string())));
+                    }
+                    return;
+                }
+            }
+        }
+        let Some(statements) = self.statements.as_ref() else {
+            return;
+        };
         match commit(
             client,
+            statements,
             &self.signer,
             self.clock.as_ref(),
             self.fence.as_ref(),
@@ -245,6 +321,7 @@ type Outcomes = Vec<(Reply, Layout)>;
 /// Lays out and commits one group; see the module documentation.
 async fn commit(
     client: &mut Client,
+    st: &Statements,
     signer: &Signer,
     clock: &dyn Clock,
     fence: Option<&Fence>,
@@ -256,16 +333,40 @@ async fn commit(
         Ok(tx) => tx,
         Err(e) => return Err((before(e), accept_all(group))),
     };
-    // The fence, first: the shard rows of the group's agents, read FOR SHARE in this
-    // transaction, so no node can take one of these shards until this one commits, and a
-    // shard taken before is seen taken. A request touching a shard this node does not
-    // hold at the database's epoch, live, is refused whole.
+    let mut agents: Vec<Vec<u8>> = group
+        .iter()
+        .flat_map(|r| r.entries.iter().map(|e| e.agent.as_bytes().to_vec()))
+        .collect();
+    agents.sort_unstable();
+    agents.dedup();
+    let shards = fence.map(|f| fenced_shards(f, &group)).unwrap_or_default();
+    // One round trip for the three reads, run by PostgreSQL in this order. The fence
+    // first: the shard rows of the group's agents, read FOR SHARE in this transaction, so
+    // no node can take one of these shards until this one commits, and a shard taken
+    // before is seen taken. Then the sequencer row, FOR UPDATE: from here on no other
+    // writer assigns leaf indices. Then the heads of the group's agents, read after the
+    // lock is held (each statement sees what was committed before it started).
+    let fence_rows = async {
+        match fence {
+            Some(f) if !shards.is_empty() => tx.query(&st.fence, &[&shards, &f.owner]).await,
+            _ => Ok(Vec::new()),
+        }
+    };
+    let heads_params: [&(dyn ToSql + Sync); 1] = [&agents];
+    let read = tokio::try_join!(
+        fence_rows,
+        tx.query_one(&st.lock, &[]),
+        tx.query(&st.heads, &heads_params),
+    );
+    let (fence_rows, row, heads) = match read {
+        Ok(read) => read,
+        Err(e) => return Err((before(e), accept_all(group))),
+    };
+    // A request touching a shard this node does not hold at the database's epoch, live,
+    // is refused whole.
     let (group, fenced) = match fence {
         None => (group, Vec::new()),
-        Some(f) => match check_fence(&tx, f, group).await {
-            Ok(split) => split,
-            Err((e, group)) => return Err((before(e), accept_all(group))),
-        },
+        Some(f) => split_by_fence(f, &fence_rows, group),
     };
     if group.is_empty() {
         let _ = tx.rollback().await;
@@ -273,16 +374,6 @@ async fn commit(
         laid.outcomes = fenced;
         return Ok((laid, None));
     }
-    let locked = tx
-        .query_one(
-            "SELECT tree_size, frontier, last_time FROM log WHERE id = 1 FOR UPDATE",
-            &[],
-        )
-        .await;
-    let row = match locked {
-        Ok(row) => row,
-        Err(e) => return Err((before(e), accept_all(group))),
-    };
     let size = row.get::<_, i64>(0) as u64;
     let frontier = match decode_frontier(row.get::<_, &[u8]>(1)) {
         Ok(f) if f.size() == size => f,
@@ -294,23 +385,6 @@ async fn commit(
         }
     };
     let last_time = Timestamp::from_nanos(row.get::<_, i64>(2) as u64);
-
-    let mut agents: Vec<Vec<u8>> = group
-        .iter()
-        .flat_map(|r| r.entries.iter().map(|e| e.agent.as_bytes().to_vec()))
-        .collect();
-    agents.sort_unstable();
-    agents.dedup();
-    let heads = match tx
-        .query(
-            "SELECT agent, seq, hash FROM heads WHERE agent = ANY($1)",
-            &[&agents],
-        )
-        .await
-    {
-        Ok(rows) => rows,
-        Err(e) => return Err((before(e), accept_all(group))),
-    };
     let mut current = HashMap::new();
     for h in heads {
         let (Ok(agent), Some(hash)) = (
@@ -348,7 +422,7 @@ async fn commit(
     }
     .sign(signer);
 
-    let written = write(&tx, &laid, &checkpoint, time).await;
+    let written = write(&tx, st, &laid, &checkpoint, time).await;
     if let Err(e) = written {
         let outcomes = std::mem::take(&mut laid.outcomes);
         return Err((before(e), outcomes));
@@ -360,36 +434,26 @@ async fn commit(
     Ok((laid, Some(checkpoint)))
 }
 
-/// Splits the group into the requests the fence lets through and the refusals of the
-/// others.
-async fn check_fence(
-    tx: &tokio_postgres::Transaction<'_>,
-    fence: &Fence,
-    group: Vec<Request>,
-) -> Result<(Vec<Request>, Outcomes), (tokio_postgres::Error, Vec<Request>)> {
-    let fenced = |a: &AgentId| !fence.exempt.contains(a);
+/// The shards of the group's fenced agents, sorted.
+fn fenced_shards(fence: &Fence, group: &[Request]) -> Vec<i32> {
     let mut shards: Vec<i32> = group
         .iter()
         .flat_map(|r| r.entries.iter().map(|e| e.agent))
-        .filter(fenced)
+        .filter(|a| !fence.exempt.contains(a))
         .map(|a| super::shard_of(a) as i32)
         .collect();
     shards.sort_unstable();
     shards.dedup();
-    if shards.is_empty() {
-        return Ok((group, Vec::new()));
-    }
-    let rows = match tx
-        .query(
-            "SELECT shard, epoch FROM shards \
-             WHERE shard = ANY($1) AND owner = $2 AND expires_at > now() FOR SHARE",
-            &[&shards, &fence.owner],
-        )
-        .await
-    {
-        Ok(rows) => rows,
-        Err(e) => return Err((e, group)),
-    };
+    shards
+}
+
+/// Splits the group into the requests the fence lets through and the refusals of the
+/// others, given the shard rows this node holds live (`rows`: shard, epoch).
+fn split_by_fence(
+    fence: &Fence,
+    rows: &[tokio_postgres::Row],
+    group: Vec<Request>,
+) -> (Vec<Request>, Outcomes) {
     let held = fence.held.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let live: Vec<u32> = rows
         .iter()
@@ -403,7 +467,7 @@ async fn check_fence(
             .entries
             .iter()
             .map(|e| e.agent)
-            .filter(fenced)
+            .filter(|a| !fence.exempt.contains(a))
             .map(super::shard_of)
             .find(|s| !live.contains(s));
         match stale {
@@ -411,7 +475,7 @@ async fn check_fence(
             Some(shard) => refused.push((r.reply, Err(Error::Fenced { shard }))),
         }
     }
-    Ok((through, refused))
+    (through, refused)
 }
 
 fn accept_all(group: Vec<Request>) -> Outcomes {
@@ -523,9 +587,11 @@ fn layout(
     }
 }
 
-/// Writes a laid-out group inside the transaction, a few statements whatever its size.
+/// Writes a laid-out group inside the transaction: five statements at most whatever its
+/// size, sent together (one round trip).
 async fn write(
     tx: &tokio_postgres::Transaction<'_>,
+    st: &Statements,
     g: &Group,
     checkpoint: &aura_ledger::SignedCheckpoint,
     time: Timestamp,
@@ -543,12 +609,6 @@ async fn write(
         .map(|r| r.appended.hash.as_bytes().as_slice())
         .collect();
     let raw: Vec<&[u8]> = g.rows.iter().map(|r| r.raw.as_slice()).collect();
-    tx.execute(
-        "INSERT INTO entries (idx, agent, seq, hash, raw) \
-         SELECT * FROM UNNEST($1::BIGINT[], $2::BYTEA[], $3::BIGINT[], $4::BYTEA[], $5::BYTEA[])",
-        &[&idx, &agent, &seq, &hash, &raw],
-    )
-    .await?;
     let h_agent: Vec<&[u8]> = g.heads.keys().map(|a| a.as_bytes().as_slice()).collect();
     let h_seq: Vec<i64> = g.heads.values().map(|(s, _)| *s as i64).collect();
     let h_hash: Vec<&[u8]> = g
@@ -556,38 +616,29 @@ async fn write(
         .values()
         .map(|(_, h)| h.as_bytes().as_slice())
         .collect();
-    tx.execute(
-        "INSERT INTO heads (agent, seq, hash) \
-         SELECT * FROM UNNEST($1::BYTEA[], $2::BIGINT[], $3::BYTEA[]) \
-         ON CONFLICT (agent) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-        &[&h_agent, &h_seq, &h_hash],
-    )
-    .await?;
-    if !g.tiles.is_empty() {
-        let t_level: Vec<i16> = g.tiles.iter().map(|t| i16::from(t.0)).collect();
-        let t_idx: Vec<i64> = g.tiles.iter().map(|t| t.1 as i64).collect();
-        let t_hash: Vec<&[u8]> = g.tiles.iter().map(|t| t.2.as_bytes().as_slice()).collect();
-        tx.execute(
-            "INSERT INTO merkle_tiles (level, idx, hash) \
-             SELECT * FROM UNNEST($1::SMALLINT[], $2::BIGINT[], $3::BYTEA[])",
-            &[&t_level, &t_idx, &t_hash],
-        )
-        .await?;
-    }
+    let t_level: Vec<i16> = g.tiles.iter().map(|t| i16::from(t.0)).collect();
+    let t_idx: Vec<i64> = g.tiles.iter().map(|t| t.1 as i64).collect();
+    let t_hash: Vec<&[u8]> = g.tiles.iter().map(|t| t.2.as_bytes().as_slice()).collect();
+    let tiles = async {
+        if g.tiles.is_empty() {
+            Ok(0)
+        } else {
+            tx.execute(&st.tiles, &[&t_level, &t_idx, &t_hash]).await
+        }
+    };
     let node = checkpoint.checkpoint.node;
-    tx.execute(
-        "INSERT INTO checkpoints (tree_size, signed, node) VALUES ($1, $2, $3)",
-        &[
-            &(g.size as i64),
-            &checkpoint.encode().as_slice(),
-            &node.as_bytes().as_slice(),
-        ],
-    )
-    .await?;
-    tx.execute(
-        "UPDATE log SET tree_size = $1, frontier = $2, last_time = $3 WHERE id = 1",
-        &[&(g.size as i64), &g.frontier, &(time.as_nanos() as i64)],
-    )
-    .await?;
+    let signed = checkpoint.encode();
+    let (size, time) = (g.size as i64, time.as_nanos() as i64);
+    let entries: [&(dyn ToSql + Sync); 5] = [&idx, &agent, &seq, &hash, &raw];
+    let heads: [&(dyn ToSql + Sync); 3] = [&h_agent, &h_seq, &h_hash];
+    let cp: [&(dyn ToSql + Sync); 3] = [&size, &signed.as_slice(), &node.as_bytes().as_slice()];
+    let advance: [&(dyn ToSql + Sync); 3] = [&size, &g.frontier, &time];
+    tokio::try_join!(
+        tx.execute(&st.entries, &entries),
+        tx.execute(&st.upsert_heads, &heads),
+        tiles,
+        tx.execute(&st.checkpoint, &cp),
+        tx.execute(&st.advance, &advance),
+    )?;
     Ok(())
 }
