@@ -83,28 +83,29 @@ async fn this_crate_s_client_and_server_speak_streamable_http() {
 async fn every_bad_request_is_refused_with_its_status() {
     let url = server(4096).await;
     let http = reqwest::Client::new();
-    let post = |body: String| {
-        http.post(&url)
+    // A POST of `body` with `token` (if any) in `session` (if any).
+    let post = |body: &str, token: Option<&str>, session: Option<&str>| {
+        let mut request = http
+            .post(&url)
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
-            .body(body)
+            .body(body.to_owned());
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(session) = session {
+            request = request.header(http::SESSION_HEADER, session);
+        }
+        request
     };
     let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
     let list = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
 
     // No token; an unknown token.
-    assert_eq!(post(init.into()).send().await.unwrap().status(), 401);
-    assert_eq!(
-        post(init.into())
-            .bearer_auth("bad")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(status(post(init, None, None)).await, 401);
+    assert_eq!(status(post(init, Some("bad"), None)).await, 401);
     // A session for `good`.
-    let opened = post(init.into()).bearer_auth("good").send().await.unwrap();
+    let opened = post(init, Some("good"), None).send().await.unwrap();
     assert_eq!(opened.status(), 200);
     let session = opened.headers()[http::SESSION_HEADER]
         .to_str()
@@ -113,78 +114,24 @@ async fn every_bad_request_is_refused_with_its_status() {
     assert_eq!(session.len(), 32, "128 random bits");
     let answer: Value = opened.json().await.unwrap();
     assert_eq!(answer["result"]["serverInfo"]["name"], "adder");
+    let in_session = |body: &str| post(body, Some("good"), Some(&session));
 
     // No session; an unknown one; another token's.
-    assert_eq!(
-        post(list.into())
-            .bearer_auth("good")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        400
-    );
-    assert_eq!(
-        post(list.into())
-            .bearer_auth("good")
-            .header(http::SESSION_HEADER, "0123")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
-    assert_eq!(
-        post(list.into())
-            .bearer_auth("other")
-            .header(http::SESSION_HEADER, &session)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        403
-    );
+    assert_eq!(status(post(list, Some("good"), None)).await, 400);
+    assert_eq!(status(post(list, Some("good"), Some("0123"))).await, 404);
+    assert_eq!(status(post(list, Some("other"), Some(&session))).await, 403);
     // A page from another site (DNS rebinding) is refused; a loopback page is not.
-    let with_origin = |origin: &str| {
-        post(list.into())
-            .bearer_auth("good")
-            .header(http::SESSION_HEADER, &session)
-            .header("origin", origin)
-            .send()
-    };
-    assert_eq!(
-        with_origin("http://evil.example").await.unwrap().status(),
-        403
-    );
-    assert_eq!(
-        with_origin("http://localhost.evil.example:80")
-            .await
-            .unwrap()
-            .status(),
-        403
-    );
-    assert_eq!(
-        with_origin("http://localhost:3000").await.unwrap().status(),
-        200
-    );
+    let with_origin = |origin: &str| status(in_session(list).header("origin", origin));
+    assert_eq!(with_origin("http://evil.example").await, 403);
+    assert_eq!(with_origin("http://localhost.evil.example:80").await, 403);
+    assert_eq!(with_origin("http://localhost:3000").await, 200);
     // Oversized; malformed (a JSON-RPC error, the session going on); a notification.
     let big = format!(
         r#"{{"jsonrpc":"2.0","id":3,"method":"ping","params":{{"x":"{}"}}}}"#,
         "y".repeat(5000)
     );
-    assert_eq!(
-        post(big)
-            .bearer_auth("good")
-            .header(http::SESSION_HEADER, &session)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        413
-    );
-    let malformed: Value = post("{not json".into())
-        .bearer_auth("good")
-        .header(http::SESSION_HEADER, &session)
+    assert_eq!(status(in_session(&big)).await, 413);
+    let malformed: Value = in_session("{not json")
         .send()
         .await
         .unwrap()
@@ -192,51 +139,23 @@ async fn every_bad_request_is_refused_with_its_status() {
         .await
         .unwrap();
     assert_eq!(malformed["error"]["code"], -32700);
-    let note = post(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#.into())
-        .bearer_auth("good")
-        .header(http::SESSION_HEADER, &session)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(note.status(), 202);
-    let listed: Value = post(list.into())
-        .bearer_auth("good")
-        .header(http::SESSION_HEADER, &session)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let note = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    assert_eq!(status(in_session(note)).await, 202);
+    let listed: Value = in_session(list).send().await.unwrap().json().await.unwrap();
     assert_eq!(listed["result"]["tools"][0]["name"], "add");
     // No server-initiated stream; ending the session ends it.
-    assert_eq!(
-        http.get(&url)
-            .bearer_auth("good")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        405
-    );
+    assert_eq!(status(http.get(&url).bearer_auth("good")).await, 405);
     let end = http
         .delete(&url)
         .bearer_auth("good")
-        .header(http::SESSION_HEADER, &session)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(end.status(), 204);
-    assert_eq!(
-        post(list.into())
-            .bearer_auth("good")
-            .header(http::SESSION_HEADER, &session)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+        .header(http::SESSION_HEADER, &session);
+    assert_eq!(status(end).await, 204);
+    assert_eq!(status(in_session(list)).await, 404);
+}
+
+/// Sends `request` and gives its status.
+async fn status(request: reqwest::RequestBuilder) -> u16 {
+    request.send().await.unwrap().status().as_u16()
 }
 
 #[test]
