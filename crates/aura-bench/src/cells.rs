@@ -57,7 +57,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     old_opts.spare_cgroups = 0;
     old_opts.join_thread = false;
     let old = Runtime::start(old_opts).await?;
-    println!("load average before: {}", load_average());
+    println!("load average before: {}", crate::load_average());
     println!();
 
     // Warm up both (page cache, the kernel's namespace caches).
@@ -193,7 +193,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     println!("| plain fork+exec on the host (no sandbox) | {host_rate:.0} | | |");
     println!("| Aura / plain | {:.2} | | |", rate / host_rate);
     println!();
-    println!("load average after: {}", load_average());
+    println!("load average after: {}", crate::load_average());
     rt.shutdown().await;
     Ok(())
 }
@@ -241,13 +241,6 @@ async fn executables(
     let elapsed = start.elapsed();
     rt.free(&cell).await?;
     Ok((elapsed, latencies))
-}
-
-/// The first three fields of /proc/loadavg, to print beside the figures.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// A workspace as a node makes them (0700, the cells' root's), with 200 small files in

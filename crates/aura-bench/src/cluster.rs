@@ -299,9 +299,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         bin.parent()
             .and_then(|p| p.file_name())
             .map_or_else(|| "?".into(), |v| v.to_string_lossy().into_owned()),
-        std::fs::read_to_string("/proc/loadavg")
-            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-            .unwrap_or_else(|_| "unknown".into()),
+        crate::load_average(),
     );
     println!(
         "| nodes | round | Aura entries/s | pgbench entries/s | Aura / pgbench | entries per commit | Aura append p50 | p99 | pgbench tx p50 | p99 |"
@@ -325,11 +323,6 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             );
         }
     }
-    println!(
-        "\nload average at the end: {}",
-        std::fs::read_to_string("/proc/loadavg")
-            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-            .unwrap_or_else(|_| "unknown".into())
-    );
+    println!("\nload average at the end: {}", crate::load_average());
     Ok(())
 }

@@ -203,12 +203,6 @@ async fn appends(
     Ok(())
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
-}
-
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let dir = args.dir.clone().unwrap_or_else(|| tmp.path().to_owned());
@@ -218,7 +212,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         "machine: {} cores; {}; load average at start {}\n",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         crate::ledger::cpu_model(),
-        loadavg(),
+        crate::load_average(),
     );
     let settings = [Durability::Full, Durability::NoSync];
     // Per workload, per setting.
@@ -306,7 +300,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
          rounds' p50 ratios; {:.1} s in all; load average at the end {}",
         args.rounds,
         started.elapsed().as_secs_f64(),
-        loadavg(),
+        crate::load_average(),
     );
     Ok(())
 }

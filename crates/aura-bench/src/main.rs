@@ -109,6 +109,13 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// The first three fields of /proc/loadavg, to print beside the figures.
+pub(crate) fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 /// The p-th percentile (0-100) of sorted samples.
 pub(crate) fn percentile(sorted: &[std::time::Duration], p: f64) -> std::time::Duration {
     if sorted.is_empty() {

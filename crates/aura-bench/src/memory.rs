@@ -210,9 +210,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         args.queries,
         args.rounds,
         args.ef_search,
-        std::fs::read_to_string("/proc/loadavg")
-            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-            .unwrap_or_else(|_| "unknown".into()),
+        crate::load_average(),
     );
     println!(
         "| vectors | data | HNSW p50 | HNSW p99 | exact p50 | exact p99 | p50 speed-up | recall@10 | index build |"
