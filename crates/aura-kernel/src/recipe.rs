@@ -436,6 +436,7 @@ mod tests {
 
     use super::*;
 
+    #[allow(clippy::needless_pass_by_value, reason = "the tests hand it json! literals")]
     fn recipe(calls: Value, params: &[&str]) -> Value {
         json!({"v": 1, "name": "tidy", "version": 1, "params": params, "calls": calls})
     }
@@ -492,7 +493,7 @@ mod tests {
         assert!(
             matches!(r.expand("c7", &BTreeMap::new()), Err(RecipeError::Invalid(m)) if m.contains("needs the argument `name`"))
         );
-        let mut extra = args.clone();
+        let mut extra = args;
         extra.insert("other".into(), "x".into());
         assert!(r.expand("c7", &extra).is_err());
     }
@@ -568,7 +569,7 @@ mod tests {
             "unknown field",
         );
         check(
-            recipe(json!(vec![write.clone(); MAX_RECIPE_CALLS + 1]), &[]),
+            recipe(json!(vec![write; MAX_RECIPE_CALLS + 1]), &[]),
             "the most is 32",
         );
         let big = json!({"tool": "fs.write", "arguments": {"path": "a", "content": "x".repeat(MAX_RECIPE_BYTES)}});
