@@ -5,10 +5,14 @@
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
+use std::time::Duration;
+
+use aura_core::door::{SeededEntropy, SystemClock};
+use aura_core::keystore::Signer;
 use aura_core::{AgentId, MissionId};
 use aura_engine::NewAgent;
 use aura_engine::test_util::Answer;
-use aura_identity::{Level, Namespace};
+use aura_identity::{Approval, ApprovalId, Level, Namespace, Signed, Verdict};
 use aura_kernel::{Effect, Event, MissionSpec, MissionState, Outcome, Recorded, Role};
 use serde_json::{Value, json};
 
@@ -530,5 +534,84 @@ async fn malformed_recipes_and_runs_get_clear_errors_and_change_nothing() {
             .contains("needs the argument `path`"),
         "{run_effect:?}"
     );
+    assert!(w.engine.replay(id).await.unwrap().is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_escalated_call_of_a_recipe_waits_for_an_approval_naming_it_before_any_call_runs() {
+    let w = cedar_world().await;
+    let recipe = json!({"name": "clean", "calls": [
+        {"tool": "fs.write", "arguments": {"path": "old.log", "content": "x"}},
+        {"tool": "fs.delete", "arguments": {"path": "old.log"}}
+    ]});
+    w.script.extend([
+        Answer::call("memory.recipe.save", recipe),
+        Answer::call("recipe.run", json!({"name": "clean"})),
+    ]);
+    let id = w
+        .engine
+        .submit(
+            w.agent,
+            tools(
+                &[
+                    "memory.recipe.save",
+                    "recipe.run",
+                    "fs.write",
+                    "fs.delete",
+                    "mission.finish",
+                ],
+                "e",
+            ),
+        )
+        .await
+        .unwrap();
+    // The delete is destructive: at L2 the default set escalates it to L3, and the whole
+    // recipe waits, its write not run either.
+    until(&w.engine, id, |s| s == MissionState::Escalated).await;
+    assert!(!ws(&w, "e").join("old.log").exists());
+    let m = w.engine.mission(id).unwrap();
+    let esc = m.escalation.clone().unwrap();
+    assert_eq!(esc.level, Level::L3);
+    assert!(esc.call_id.as_deref().unwrap().ends_with("/2"), "{esc:?}");
+    let key = Signer::ephemeral("alice", &SeededEntropy::new(5)).unwrap();
+    let cred = w
+        .engine
+        .issue_operator_credential(
+            "alice",
+            key.public_key(),
+            Level::L3,
+            Namespace::new("default").unwrap(),
+        )
+        .unwrap();
+    let now = aura_core::door::Clock::now(&SystemClock);
+    let approval = Approval {
+        id: ApprovalId::from_bytes([7; 16]),
+        mission: id,
+        answers: m.escalation_answers(),
+        request: esc.request,
+        verdict: Verdict::Approve,
+        reason: "old logs go".into(),
+        issued_at: now,
+        expires_at: now.saturating_add(Duration::from_secs(600)),
+        approver: key.public_key(),
+    };
+    w.engine
+        .answer(id, Signed::sign(approval, &key).unwrap(), cred)
+        .await
+        .unwrap();
+    assert_eq!(
+        until(&w.engine, id, MissionState::is_terminal).await,
+        MissionState::Completed,
+        "{:?}",
+        w.engine.mission(id).unwrap().reason
+    );
+    assert!(
+        !ws(&w, "e").join("old.log").exists(),
+        "written, then deleted"
+    );
+    let evs = events(&w, w.agent, id).await;
+    let run = &effects(&evs, "recipe.run")[0];
+    assert!(run.ok, "{run:?}");
+    assert!(evs.iter().any(|e| matches!(e, Event::Approved { .. })));
     assert!(w.engine.replay(id).await.unwrap().is_ok());
 }
