@@ -436,7 +436,10 @@ mod tests {
 
     use super::*;
 
-    #[allow(clippy::needless_pass_by_value, reason = "the tests hand it json! literals")]
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "the tests hand it json! literals"
+    )]
     fn recipe(calls: Value, params: &[&str]) -> Value {
         json!({"v": 1, "name": "tidy", "version": 1, "params": params, "calls": calls})
     }
