@@ -430,8 +430,12 @@ async fn parameters_fill_a_recipe_saved_and_run_in_one_mission_and_replay_outliv
         runs[1]
     );
     assert!(effects(&evs, "memory.recipe.forget")[0].ok);
-    // Saving a forgotten name again makes its next version.
+    // Saving a forgotten name again makes its next version, the one in force.
     assert_eq!(effects(&evs, "memory.recipe.save")[1].output["version"], 2);
+    let book = w.engine.recipes(w.agent).await.unwrap();
+    assert_eq!(book.len(), 1);
+    assert_eq!((book[0].0.name.as_str(), book[0].0.version), ("greet", 2));
+    assert_eq!(book[0].1, book[0].0.digest().unwrap());
     // The run before the forget replays from the record: replay never reads the book.
     let m = w.engine.mission(id).unwrap();
     assert_eq!(w.engine.replay(id).await.unwrap().unwrap(), *m);
