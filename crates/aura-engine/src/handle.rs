@@ -439,6 +439,20 @@ impl Handle {
         agents.get(&id).map(|(i, _)| i.clone())
     }
 
+    /// The recipes in force in `agent`'s own memory (docs/memory.md, "Recipes"), by name,
+    /// each with its digest: read from the agent's record, where saving and forgetting
+    /// them are recorded.
+    pub async fn recipes(
+        &self,
+        agent: AgentId,
+    ) -> Result<Vec<(aura_kernel::Recipe, aura_core::hash::Hash)>, Error> {
+        if self.agent(agent).is_none() {
+            return Err(Error::NotFound(format!("agent {agent}")));
+        }
+        let book = crate::recipes::book(&self.shared, agent).await?;
+        Ok(book.into_values().filter_map(|page| page.recipe).collect())
+    }
+
     /// Delivers a message into an agent's inbox; answers once it is recorded in the
     /// agent's stream. An agent may message only agents of its own namespace; to it, an
     /// agent of another namespace does not exist, and is refused as one that does not.

@@ -15,7 +15,8 @@
 //! Modules, leaves first: `error`; `command` (what is sent to an agent's actor: its inbox's
 //! commands, operators' controls, the mailbox); `prune` (the pruned missions and pruning);
 //! `shared` (options, services and the state the handle and the actors share); `forward`
-//! (store commits to the event hub); `agent` (the actor) and `mission` (the mission
+//! (store commits to the event hub); `recipes` (procedural memory's tools and the recipe
+//! book read from an agent's record); `agent` (the actor) and `mission` (the mission
 //! driver, the actor's mission transactions); `handle` (the [`Handle`]); `cron` (cron
 //! expressions in a time zone, pure), `schedule` (schedules, their records and the
 //! missed-run rule, pure) and `scheduler` (the service that fires them through the
@@ -39,6 +40,7 @@ mod handle;
 mod mission;
 mod observe;
 mod prune;
+mod recipes;
 pub mod schedule;
 mod scheduler;
 mod shared;

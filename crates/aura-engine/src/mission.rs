@@ -25,9 +25,10 @@ use crate::agent::{Actor, Live, Work};
 use crate::command::{Control, Inbox, Sender};
 use crate::error::{Error, one_line};
 use crate::ports::{
-    ErrorKind, ExecContext, Heartbeat, Proposal, Query, ReasonRequest, Target, ToolError,
+    ErrorKind, ExecContext, Heartbeat, Proposal, Query, ReasonRequest, Target, ToolError, ToolSpec,
     failed_effect,
 };
+use crate::recipes;
 
 /// A refusal that is not policy's: the call was malformed or not among the mission's tools.
 fn refusal(call: &ToolCall, why: String) -> Decision {
@@ -155,6 +156,23 @@ impl Actor {
         }
     }
 
+    /// The specs of the named tools that exist: the node's, and the recipe tools the
+    /// engine serves itself.
+    fn tool_specs(&self, names: &[String]) -> Vec<ToolSpec> {
+        let mut specs = self.shared.services.tools.specs(names);
+        specs.extend(recipes::specs(names));
+        specs
+    }
+
+    /// Checks a call's arguments and says what it touches, for policy.
+    fn prepare_call(&self, call: &ToolCall) -> Result<Proposal, ToolError> {
+        if recipes::is_recipe_tool(&call.name) {
+            recipes::prepare(call)
+        } else {
+            self.shared.services.tools.prepare(call)
+        }
+    }
+
     fn exec_context(&self, live: &Live) -> ExecContext {
         ExecContext {
             mission: live.mission.id,
@@ -221,7 +239,7 @@ impl Actor {
                 spec.reasoner
             )));
         }
-        let known = s.services.tools.specs(&spec.tools);
+        let known = self.tool_specs(&spec.tools);
         if let Some(unknown) = spec
             .tools
             .iter()
@@ -394,7 +412,7 @@ impl Actor {
         let policy = mission.spec.step_policy(None);
         let request = ReasonRequest {
             messages: mission.context(),
-            tools: s.services.tools.specs(&mission.spec.tools),
+            tools: self.tool_specs(&mission.spec.tools),
             seed: turn_seed(id, mission.steps),
             turn: mission.steps,
         };
@@ -497,29 +515,9 @@ impl Actor {
     /// Decides the latest turn's undecided calls in order, stopping at an escalation; then
     /// either waits for approval or runs what was permitted.
     async fn advance(&mut self, mut step: Step, approval: Option<VerifiedApproval>) {
-        let undecided: Vec<ToolCall> = step.mission().undecided().cloned().collect();
-        for call in undecided {
-            let decision = self.decide_call(step.mission(), &call, approval.clone());
-            let escalates = matches!(decision.outcome, Outcome::Escalate { .. });
-            if step
-                .push(Event::Decided {
-                    call_id: call.id.clone(),
-                    decision,
-                })
-                .is_err()
-            {
-                break;
-            }
-            if escalates {
-                let reason = format!("`{}` needs approval", call.name);
-                let _ = step.push(Event::Transition {
-                    to: MissionState::Escalated,
-                    reason,
-                    at: self.now(),
-                });
-                self.finish(step).await;
-                return;
-            }
+        if self.decide_pending(&mut step, approval.as_ref()) {
+            self.finish(step).await;
+            return;
         }
         if step.mission().state == MissionState::Escalated {
             let _ = step.push(Event::Transition {
@@ -540,6 +538,39 @@ impl Actor {
         self.run_calls(step).await;
     }
 
+    /// Decides the undecided calls in order (the latest turn's, or those of a recipe just
+    /// expanded), stopping at an escalation: the mission then moves to escalated, and the
+    /// answer is `true`. Each is looked up again after every decision, because a denied
+    /// call of a recipe takes the rest of the recipe's calls with it.
+    fn decide_pending(&self, step: &mut Step, approval: Option<&VerifiedApproval>) -> bool {
+        loop {
+            let Some(call) = step.mission().undecided().next().cloned() else {
+                break;
+            };
+            let decision = self.decide_call(step.mission(), &call, approval.cloned());
+            let escalates = matches!(decision.outcome, Outcome::Escalate { .. });
+            if step
+                .push(Event::Decided {
+                    call_id: call.id.clone(),
+                    decision,
+                })
+                .is_err()
+            {
+                break;
+            }
+            if escalates {
+                let reason = format!("`{}` needs approval", call.name);
+                let _ = step.push(Event::Transition {
+                    to: MissionState::Escalated,
+                    reason,
+                    at: self.now(),
+                });
+                return true;
+            }
+        }
+        false
+    }
+
     /// Runs the latest turn's permitted calls in order, each under its retry policy, then
     /// completes the mission or queues its next turn.
     ///
@@ -556,12 +587,53 @@ impl Actor {
             if mission.state != MissionState::Running || mission.paused {
                 break;
             }
+            // A recipe whose calls are all resolved goes back to the reasoner as one
+            // result, which the kernel derives from its calls' results.
+            if let Some(effect) = mission.recipe_ready() {
+                if let Err(e) = step.push(Event::Effect {
+                    effect,
+                    at: self.now(),
+                }) {
+                    let reason = format!("the result of a recipe was refused: {e}");
+                    return self.end(step, MissionState::Failed, Some(reason)).await;
+                }
+                continue;
+            }
             let Some(call) = mission.permitted().next().cloned() else {
                 break;
             };
             let Some(slot) = mission.call(&call.id).cloned() else {
                 break;
             };
+            if call.name == aura_kernel::RUN_TOOL
+                && slot.parent.is_none()
+                && slot.recipe.is_none()
+                && slot.attempts == 0
+            {
+                // What is pending is committed first, so that the book read next sees
+                // a recipe this very mission saved a moment ago.
+                if !step.is_empty() {
+                    if !self.commit_step(step, &mut outbound).await {
+                        return;
+                    }
+                    let Ok(live) = self.live(id) else { return };
+                    step = Step::begin(&live.mission);
+                }
+                let expansion =
+                    recipes::expansion(&self.shared, self.agent, &call, self.now()).await;
+                if let Err(e) = step.push(expansion) {
+                    let reason =
+                        format!("the expansion of recipe call {} was refused: {e}", call.id);
+                    return self.end(step, MissionState::Failed, Some(reason)).await;
+                }
+                // The recipe's calls are judged now, each as if the reasoner had asked for
+                // it, before any of them runs.
+                if self.decide_pending(&mut step, None) {
+                    self.commit_step(step, &mut outbound).await;
+                    return;
+                }
+                continue;
+            }
             let policy = mission.spec.step_policy(Some(&call.name));
             let now = self.now();
             if slot.given_up {
@@ -752,6 +824,9 @@ impl Actor {
         let mut ctx = self.exec_context(live);
         ctx.now = self.now();
         ctx.progress = progress;
+        if recipes::is_recipe_tool(&call.name) {
+            return Attempted::Done(Box::new(self.recipe_book_call(&ctx, call).await));
+        }
         let (beat, mut beats) = tokio::sync::mpsc::unbounded_channel::<Value>();
         ctx.heartbeat = Some(Heartbeat::new(move |details| {
             let _ = beat.send(details);
@@ -823,6 +898,48 @@ impl Actor {
                 self.record_heartbeat(id, call, attempt, details).await;
             }
         }
+    }
+
+    /// Runs `memory.recipe.save` or `memory.recipe.forget` (a `recipe.run` reaching here
+    /// was not expanded and is refused), through the same door as every tool: the
+    /// mission's execution token, for this mission, agent and tool, while it is active.
+    async fn recipe_book_call(&self, ctx: &ExecContext, call: &ToolCall) -> Effect {
+        let refused = |why: String| {
+            failed_effect(
+                call,
+                ErrorKind::Unauthorized,
+                format!("unauthorized: {}: refused: {why}", call.name),
+            )
+        };
+        if !ctx.mission_active {
+            return refused(format!("mission {} has ended", ctx.mission));
+        }
+        match aura_identity::verify_token(
+            ctx.token.as_ref(),
+            &ctx.trust,
+            ctx.now,
+            ctx.mission,
+            &call.name,
+        ) {
+            Ok(t) if t.agent == ctx.agent && t.namespace == ctx.namespace => {}
+            Ok(_) => return refused("the execution token is another agent's".into()),
+            Err(e) => return refused(e.to_string()),
+        }
+        if call.name == aura_kernel::RUN_TOOL {
+            return failed_effect(
+                call,
+                ErrorKind::InvalidArguments,
+                format!(
+                    "invalid_arguments: {}: a recipe runs by its expansion",
+                    call.name
+                ),
+            );
+        }
+        let tools = self.shared.services.tools.clone();
+        recipes::book_call(&self.shared, self.agent, call, |t| {
+            !tools.specs(&[t.to_owned()]).is_empty()
+        })
+        .await
     }
 
     /// Records a running attempt's progress, so that a retry after a crash can read it.
@@ -904,7 +1021,7 @@ impl Actor {
                 format!("`{}` is not among the mission's tools", call.name),
             );
         }
-        let proposal: Proposal = match self.shared.services.tools.prepare(call) {
+        let proposal: Proposal = match self.prepare_call(call) {
             Ok(p) => p,
             Err(why) => return refusal(call, why.to_string()),
         };

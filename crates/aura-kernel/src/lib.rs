@@ -17,6 +17,7 @@
 mod durable;
 mod list;
 mod mission;
+mod recipe;
 mod record;
 mod state;
 
@@ -24,6 +25,11 @@ pub use durable::{RetryPolicy, StepPolicy, kinds};
 pub use list::AppendList;
 pub use mission::{
     CallState, Change, Completed, Context, Escalation, KernelError, Mission, is_workspace_name,
+};
+pub use recipe::{
+    FORGET_TOOL, MAX_PARAM_VALUE, MAX_RECIPE_BYTES, MAX_RECIPE_CALLS, MAX_RECIPE_PARAMS,
+    NOT_IN_RECIPES, RECIPE_FORMAT, RUN_TOOL, Recipe, RecipeCall, RecipeError, RecipeRun, RunArgs,
+    SAVE_TOOL, valid_recipe_name,
 };
 pub use record::{
     Authority, Budget, Decision, Effect, Event, Message, MissionSpec, Outbound, Outcome,

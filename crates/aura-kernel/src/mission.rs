@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::list::AppendList;
+use crate::recipe::{RUN_TOOL, RecipeRun, RunArgs};
 use crate::record::{
     Decision, Effect, Event, Message, MissionSpec, Outcome, RecordFormat, Role, ToolCall,
     Unserialisable,
@@ -78,6 +79,13 @@ pub struct CallState {
     /// The latest attempt failed and none will follow.
     #[serde(default, skip_serializing_if = "is_false")]
     pub given_up: bool,
+    /// For a call of a recipe: the `recipe.run` call it was expanded from. Its result goes
+    /// into that call's, not into the conversation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// For an expanded `recipe.run` call: the recipe and its calls' results so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipe: Option<RecipeRun>,
 }
 
 impl CallState {
@@ -92,6 +100,8 @@ impl CallState {
             last_error: None,
             progress: None,
             given_up: false,
+            parent: None,
+            recipe: None,
         }
     }
 
@@ -377,9 +387,74 @@ impl Mission {
             .map(|c| &c.call)
     }
 
-    /// Calls permitted and not yet run, in order.
+    /// Calls permitted and not yet run, in order. An expanded `recipe.run` call is not
+    /// run itself: its recipe's calls, which follow it, are.
     pub fn permitted(&self) -> impl Iterator<Item = &ToolCall> {
-        self.calls.iter().filter(|c| c.permitted()).map(|c| &c.call)
+        self.calls
+            .iter()
+            .filter(|c| c.permitted() && c.recipe.is_none())
+            .map(|c| &c.call)
+    }
+
+    /// The effect of an expanded `recipe.run` call whose recipe's calls are all resolved:
+    /// one result for the reasoner holding each call's (`{"recipe", "version", "digest",
+    /// "results"}`), failed with the reason when the recipe stopped early. The kernel
+    /// derives it, and refuses any other effect for that call.
+    pub fn recipe_ready(&self) -> Option<Effect> {
+        self.calls.iter().find_map(|slot| {
+            let run = slot.recipe.as_ref()?;
+            let id = &slot.call.id;
+            if self.calls.iter().any(|c| c.parent.as_ref() == Some(id)) {
+                return None;
+            }
+            Some(Effect {
+                call_id: id.clone(),
+                tool: slot.call.name.clone(),
+                ok: run.stopped.is_none(),
+                output: serde_json::json!({
+                    "recipe": run.name,
+                    "version": run.version,
+                    "digest": run.digest,
+                    "results": run.results,
+                }),
+                error: run.stopped.clone(),
+                error_kind: run.stopped_kind.clone(),
+                compensation: None,
+                message: None,
+                finish: None,
+            })
+        })
+    }
+
+    /// Stops the recipe of the `recipe.run` call `parent` after its call `inner`: the
+    /// calls left will never run.
+    fn stop_recipe(&mut self, parent: &str, inner: &ToolCall, why: &str, kind: Option<&str>) {
+        self.calls.retain(|c| c.parent.as_deref() != Some(parent));
+        if let Some(run) = self
+            .calls
+            .iter_mut()
+            .find(|c| c.call.id == parent)
+            .and_then(|c| c.recipe.as_mut())
+        {
+            let n = inner.id.rsplit('/').next().unwrap_or("?");
+            run.stopped = Some(format!(
+                "recipe `{}` stopped at call {n} of {} (`{}`, id {}): {why}",
+                run.name, run.calls, inner.name, inner.id
+            ));
+            run.stopped_kind = kind.map(str::to_owned);
+        }
+    }
+
+    /// Adds a recipe call's result to its `recipe.run` call's.
+    fn push_result(&mut self, parent: &str, result: Value) {
+        if let Some(run) = self
+            .calls
+            .iter_mut()
+            .find(|c| c.call.id == parent)
+            .and_then(|c| c.recipe.as_mut())
+        {
+            run.results.push(result);
+        }
     }
 
     /// What an approval of the escalation waiting must name: the declaration, or the
@@ -622,6 +697,8 @@ impl Mission {
                     )));
                 }
                 slot.decision = Some(decision.clone());
+                let parent = slot.parent.clone();
+                let call = slot.call.clone();
                 match decision.outcome {
                     Outcome::Permit => {
                         if approved {
@@ -633,6 +710,29 @@ impl Mission {
                             self.escalation = None;
                         }
                         self.calls.retain(|c| &c.call.id != call_id);
+                        if let Some(parent) = parent {
+                            // A recipe never widens authority: a call of it that policy
+                            // denies stops the whole recipe, and says which call it was.
+                            let mut why = "denied by policy".to_owned();
+                            if !decision.deciding.is_empty() {
+                                why.push_str(&format!(" ({})", decision.deciding.join(", ")));
+                            }
+                            if let Some(error) = decision.errors.first() {
+                                why.push_str(&format!(": {error}"));
+                            }
+                            self.push_result(
+                                &parent,
+                                serde_json::json!({
+                                    "id": call.id,
+                                    "tool": call.name,
+                                    "ok": false,
+                                    "error": "denied by policy",
+                                    "policies": decision.deciding,
+                                }),
+                            );
+                            self.stop_recipe(&parent, &call, &why, Some("unauthorized"));
+                            return Ok(());
+                        }
                         let content = serde_json::json!({
                             "error": "denied by policy",
                             "policies": decision.deciding,
@@ -784,6 +884,11 @@ impl Mission {
                 self.require("an attempt", &[Running])?;
                 self.require_unpaused()?;
                 let slot = self.permitted_slot(call_id)?;
+                if slot.recipe.is_some() {
+                    return Err(invalid(format!(
+                        "call `{call_id}` was expanded into its recipe's calls; they run, not it"
+                    )));
+                }
                 if slot.running {
                     return Err(invalid(format!(
                         "call `{call_id}` has an attempt running already"
@@ -887,6 +992,13 @@ impl Mission {
                 }
                 self.paused = false;
             }
+            Event::Expanded {
+                call_id,
+                recipe,
+                digest,
+                calls,
+                at,
+            } => self.expand(call_id, recipe, digest, calls, *at)?,
             Event::RetryRequested { at, .. } => {
                 self.require("a retry", &[Running])?;
                 if self.next_retry().is_none() {
@@ -977,6 +1089,88 @@ impl Mission {
         }
     }
 
+    /// Expands the permitted `recipe.run` call `call_id`: checks that the recorded digest
+    /// is the recipe's and the recorded calls exactly what the recipe gives for the call's
+    /// arguments, then puts those calls after it, undecided.
+    fn expand(
+        &mut self,
+        call_id: &str,
+        recipe: &crate::recipe::Recipe,
+        digest: &Hash,
+        calls: &[ToolCall],
+        at: Timestamp,
+    ) -> Result<(), KernelError> {
+        self.require("an expansion", &[MissionState::Running])?;
+        self.require_unpaused()?;
+        let Some(pos) = self.calls.iter().position(|c| c.call.id == call_id) else {
+            return Err(invalid(format!("there is no call `{call_id}` to expand")));
+        };
+        let slot = &self.calls[pos];
+        if slot.call.name != RUN_TOOL || !slot.permitted() || slot.parent.is_some() {
+            return Err(invalid(format!(
+                "call `{call_id}` is not a permitted `{RUN_TOOL}` call"
+            )));
+        }
+        if slot.recipe.is_some() || slot.attempts > 0 {
+            return Err(invalid(format!(
+                "call `{call_id}` was already expanded or attempted"
+            )));
+        }
+        let args = RunArgs::parse(&slot.call.arguments)
+            .map_err(|e| invalid(format!("call `{call_id}`: {e}")))?;
+        recipe
+            .validate()
+            .map_err(|e| invalid(format!("the recorded recipe is refused: {e}")))?;
+        if recipe.name != args.name {
+            return Err(invalid(format!(
+                "the recorded recipe is `{}`, the call runs `{}`",
+                recipe.name, args.name
+            )));
+        }
+        let derived = recipe.digest().map_err(|e| invalid(e.to_string()))?;
+        if derived != *digest {
+            return Err(invalid(format!(
+                "the recorded digest {digest} is not the recipe's ({derived})"
+            )));
+        }
+        let expected = recipe
+            .expand(call_id, &args.arguments)
+            .map_err(|e| invalid(e.to_string()))?;
+        if expected != calls {
+            return Err(invalid(
+                "the recorded calls are not what the recipe gives for the call's arguments",
+            ));
+        }
+        if calls
+            .iter()
+            .any(|c| self.calls.iter().any(|s| s.call.id == c.id))
+        {
+            return Err(invalid(format!(
+                "the ids of recipe call `{call_id}`'s calls are taken by other calls of the turn"
+            )));
+        }
+        let count = u32::try_from(calls.len()).map_err(|_| invalid("too many calls"))?;
+        self.calls[pos].recipe = Some(RecipeRun {
+            name: recipe.name.clone(),
+            version: recipe.version,
+            digest: *digest,
+            calls: count,
+            results: Vec::new(),
+            stopped: None,
+            stopped_kind: None,
+        });
+        let inner = calls.iter().map(|c| {
+            let mut state = CallState::new(c.clone());
+            state.parent = Some(call_id.to_owned());
+            state.due_at = Some(at);
+            state
+        });
+        let rest = self.calls.split_off(pos + 1);
+        self.calls.extend(inner);
+        self.calls.extend(rest);
+        Ok(())
+    }
+
     fn record_effect(&mut self, effect: &Effect) -> Result<(), KernelError> {
         let Some(pos) = self.calls.iter().position(|c| c.call.id == effect.call_id) else {
             return Err(invalid(format!(
@@ -1002,6 +1196,29 @@ impl Mission {
                 "the effect is of `{}`, the call was `{}`",
                 effect.tool, slot.call.name
             )));
+        }
+        if slot.recipe.is_some() {
+            // The result of a recipe is derived from its calls' results, never taken
+            // from the record as given.
+            if self
+                .recipe_ready()
+                .as_ref()
+                .filter(|e| e.call_id == effect.call_id)
+                != Some(effect)
+            {
+                return Err(invalid(format!(
+                    "the effect of recipe call `{}` is not its calls' results, or calls are unresolved",
+                    effect.call_id
+                )));
+            }
+        } else if slot.call.name == RUN_TOOL && slot.parent.is_none() && effect.ok {
+            return Err(invalid(format!(
+                "recipe call `{}` cannot succeed without being expanded",
+                effect.call_id
+            )));
+        }
+        if let Some(parent) = slot.parent.clone() {
+            return self.record_recipe_effect(pos, &parent, effect);
         }
         self.calls.remove(pos);
         let content = match self.format {
@@ -1030,6 +1247,45 @@ impl Mission {
             if let Some(summary) = &effect.finish {
                 self.summary = Some(summary.clone());
             }
+        }
+        Ok(())
+    }
+
+    /// Records the effect of a recipe's call: its result goes into its `recipe.run` call's,
+    /// a completed one can be undone like any call, and a failed one stops the recipe.
+    fn record_recipe_effect(
+        &mut self,
+        pos: usize,
+        parent: &str,
+        effect: &Effect,
+    ) -> Result<(), KernelError> {
+        let call = self.calls.remove(pos).call;
+        let mut result = serde_json::json!({
+            "id": effect.call_id,
+            "tool": effect.tool,
+            "ok": effect.ok,
+        });
+        if effect.ok {
+            result["output"] = effect.output.clone();
+        } else {
+            result["error"] = Value::String(effect.error.clone().unwrap_or_default());
+        }
+        self.push_result(parent, result);
+        if effect.ok {
+            self.completed.push(Completed {
+                call_id: effect.call_id.clone(),
+                tool: effect.tool.clone(),
+                compensation: effect.compensation.clone(),
+                compensated: false,
+                compensation_error: None,
+            });
+            self.fold_completed(b"completed", self.completed.len() - 1)?;
+        } else {
+            let why = format!(
+                "failed: {}",
+                effect.error.as_deref().unwrap_or("unknown error")
+            );
+            self.stop_recipe(parent, &call, &why, effect.error_kind.as_deref());
         }
         Ok(())
     }

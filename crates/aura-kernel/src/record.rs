@@ -114,6 +114,29 @@ pub struct ToolCall {
     pub arguments: Value,
 }
 
+impl crate::recipe::Recipe {
+    /// The calls a run of the recipe makes for the `recipe.run` call `call_id` with
+    /// `args`: [`Recipe::filled`](crate::recipe::Recipe::filled)'s calls, in order, with
+    /// the ids `<call_id>/1`, `<call_id>/2`, ... (Here, beside the recorded types, so that
+    /// the recipe module stays a leaf.)
+    pub fn expand(
+        &self,
+        call_id: &str,
+        args: &BTreeMap<String, String>,
+    ) -> Result<Vec<ToolCall>, crate::recipe::RecipeError> {
+        Ok(self
+            .filled(args)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| ToolCall {
+                id: format!("{call_id}/{}", i + 1),
+                name: c.tool,
+                arguments: c.arguments,
+            })
+            .collect())
+    }
+}
+
 /// A message of a mission's conversation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
@@ -308,6 +331,18 @@ pub enum Event {
         by: String,
         at: Timestamp,
     },
+    /// A permitted `recipe.run` call was expanded into its recipe's calls: the recipe as
+    /// it was read from the agent's memory, its digest, and the calls it gave for the
+    /// run's arguments (ids `<call_id>/1`, ...), each then decided, attempted and
+    /// recorded like a call of the reasoner's. The kernel checks the digest and the
+    /// expansion, so replay never reads the recipe book (docs/memory.md, "Recipes").
+    Expanded {
+        call_id: String,
+        recipe: crate::recipe::Recipe,
+        digest: Hash,
+        calls: Vec<ToolCall>,
+        at: Timestamp,
+    },
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -336,6 +371,7 @@ impl Event {
             Event::Paused { .. } => "mission.paused",
             Event::Resumed { .. } => "mission.resumed",
             Event::RetryRequested { .. } => "mission.retry_requested",
+            Event::Expanded { .. } => "mission.expanded",
         }
     }
 }

@@ -940,7 +940,7 @@ proptest! {
                 Event::CancelRequested { reason, .. } => reason.push('?'),
                 Event::RetryRequested { by, .. } | Event::Resumed { by, .. } | Event::Paused { by, .. } => by.push('!'),
                 Event::Attempt { attempt, .. } | Event::AttemptFailed { attempt, .. } | Event::Heartbeat { attempt, .. } => *attempt += 1,
-                Event::TimedOut { at } | Event::Message { at, .. } | Event::Compensated { at, .. } => {
+                Event::TimedOut { at } | Event::Message { at, .. } | Event::Compensated { at, .. } | Event::Expanded { at, .. } => {
                     *at = Timestamp::from_nanos(at.as_nanos() + 1);
                 }
             },
@@ -1084,4 +1084,178 @@ fn effects_recorded_without_an_error_kind_encode_as_before_and_a_kind_round_trip
         "{json}"
     );
     assert_eq!(serde_json::from_str::<Effect>(&json).unwrap(), with_kind);
+}
+
+/// The recipe of the recipe tests: write a note, then read it back.
+fn tidy() -> Recipe {
+    Recipe {
+        v: RECIPE_FORMAT,
+        name: "tidy".into(),
+        version: 1,
+        params: vec!["path".into()],
+        calls: vec![
+            RecipeCall {
+                tool: "fs.write".into(),
+                arguments: json!({"path": "{{path}}", "content": "hi"}),
+            },
+            RecipeCall {
+                tool: "fs.read".into(),
+                arguments: json!({"path": "{{path}}"}),
+            },
+        ],
+    }
+}
+
+/// A running mission whose turn asked for `recipe.run` of [`tidy`] as call `r1`,
+/// permitted.
+fn running_a_recipe() -> Step {
+    let mut s = running();
+    s.push(turn(
+        vec![ToolCall {
+            id: "r1".into(),
+            name: RUN_TOOL.into(),
+            arguments: json!({"name": "tidy", "arguments": {"path": "a.md"}}),
+        }],
+        "running tidy",
+    ))
+    .unwrap();
+    s.push(Event::Decided {
+        call_id: "r1".into(),
+        decision: decision(RUN_TOOL, Outcome::Permit),
+    })
+    .unwrap();
+    s
+}
+
+fn expanded(recipe: &Recipe, calls: Vec<ToolCall>) -> Event {
+    Event::Expanded {
+        call_id: "r1".into(),
+        recipe: recipe.clone(),
+        digest: recipe.digest().unwrap(),
+        calls,
+        at: t(2),
+    }
+}
+
+#[test]
+fn a_recipes_expansion_must_be_what_the_recipe_gives_and_its_result_is_derived() {
+    let mut s = running_a_recipe();
+    let recipe = tidy();
+    let args = std::collections::BTreeMap::from([("path".to_owned(), "a.md".to_owned())]);
+    let calls = recipe.expand("r1", &args).unwrap();
+    let events = s.mission().events;
+    // Tampered expansions are refused and leave no trace.
+    let mut forged = calls.clone();
+    forged[0].arguments["path"] = json!("../../etc/passwd");
+    let mut wrong_digest = expanded(&recipe, calls.clone());
+    if let Event::Expanded { digest, .. } = &mut wrong_digest {
+        digest.0[0] ^= 1;
+    }
+    let mut other = tidy();
+    other.name = "other".into();
+    for bad in [
+        expanded(&recipe, forged),
+        wrong_digest,
+        expanded(&other, other.expand("r1", &args).unwrap()),
+        expanded(&recipe, calls[..1].to_vec()),
+    ] {
+        assert!(s.push(bad).is_err());
+        assert_eq!(s.mission().events, events);
+    }
+    s.push(expanded(&recipe, calls.clone())).unwrap();
+    // The recipe's calls are the turn's now, undecided; `recipe.run` is not run itself.
+    assert_eq!(s.mission().undecided().count(), 2);
+    assert!(
+        s.push(Event::Attempt {
+            call_id: "r1".into(),
+            attempt: 1,
+            at: t(2)
+        })
+        .is_err()
+    );
+    for c in &calls {
+        s.push(Event::Decided {
+            call_id: c.id.clone(),
+            decision: decision(&c.name, Outcome::Permit),
+        })
+        .unwrap();
+    }
+    assert_eq!(
+        s.mission()
+            .permitted()
+            .map(|c| c.id.as_str())
+            .collect::<Vec<_>>(),
+        ["r1/1", "r1/2"]
+    );
+    assert!(s.mission().recipe_ready().is_none());
+    s.push(effect("r1/1", "fs.write", true, true, None))
+        .unwrap();
+    // Its result cannot be given while a call is unresolved, nor made up after.
+    assert!(s.push(effect("r1", RUN_TOOL, true, false, None)).is_err());
+    s.push(effect("r1/2", "fs.read", true, false, None))
+        .unwrap();
+    let result = s.mission().recipe_ready().unwrap();
+    assert!(result.ok);
+    assert_eq!(result.output["results"].as_array().unwrap().len(), 2);
+    let mut lie = result.clone();
+    lie.output["results"] = json!([]);
+    assert!(
+        s.push(Event::Effect {
+            effect: lie,
+            at: t(3)
+        })
+        .is_err()
+    );
+    s.push(Event::Effect {
+        effect: result,
+        at: t(3),
+    })
+    .unwrap();
+    let m = s.mission().clone();
+    assert!(m.calls.is_empty());
+    // One message for the reasoner's one call; the recipe's calls can be undone.
+    let answered: Vec<&str> = m
+        .conversation
+        .iter()
+        .filter(|msg| msg.role == Role::Tool)
+        .filter_map(|msg| msg.tool_call_id.as_deref())
+        .collect();
+    assert_eq!(answered, ["r1"]);
+    assert_eq!(m.next_compensation().unwrap().call_id, "r1/1");
+    let (m, records) = s.finish();
+    assert_eq!(replay(indexed(&records)).unwrap(), m);
+}
+
+#[test]
+fn a_denied_call_stops_its_recipe_and_names_the_call() {
+    let mut s = running_a_recipe();
+    let recipe = tidy();
+    let args = std::collections::BTreeMap::from([("path".to_owned(), "a.md".to_owned())]);
+    s.push(expanded(&recipe, recipe.expand("r1", &args).unwrap()))
+        .unwrap();
+    s.push(Event::Decided {
+        call_id: "r1/1".into(),
+        decision: decision("fs.write", Outcome::Deny),
+    })
+    .unwrap();
+    // The rest of the recipe goes with it: nothing is left to decide or run.
+    assert_eq!(s.mission().undecided().count(), 0);
+    assert_eq!(s.mission().permitted().count(), 0);
+    let result = s.mission().recipe_ready().unwrap();
+    assert!(!result.ok);
+    assert_eq!(result.error_kind.as_deref(), Some("unauthorized"));
+    let error = result.error.clone().unwrap();
+    assert!(
+        error.starts_with("recipe `tidy` stopped at call 1 of 2 (`fs.write`, id r1/1): denied by policy (default-policy)"),
+        "{error}"
+    );
+    s.push(Event::Effect {
+        effect: result,
+        at: t(3),
+    })
+    .unwrap();
+    assert!(s.mission().calls.is_empty());
+    assert!(s.mission().completed.is_empty());
+    let (m, records) = s.finish();
+    assert_eq!(replay(indexed(&records)).unwrap(), m);
 }

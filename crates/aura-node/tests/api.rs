@@ -444,6 +444,14 @@ async fn authorization_matrix() {
             Some(json!({"id": "m-1"})),
             [503, 403, 403, 403, 401],
         ),
+        // Recipes are read from the agent's record, so they need no memory model:
+        // operators of the namespace read them.
+        (
+            "GET",
+            format!("/v1/memory/team-a/recipes/{a}"),
+            None,
+            [200, 403, 403, 403, 401],
+        ),
         // The web UI's files hold no data and no secret: served to anyone, like
         // /openapi.json, so a browser can load the page that asks for a key. Whether or
         // not this build embeds the UI, `/` answers a page and unknown files are 404.

@@ -169,6 +169,8 @@ mod tests {
                 "mcp.call",
                 "memory.forget",
                 "memory.recall",
+                "memory.recipe.forget",
+                "memory.recipe.save",
                 "memory.search",
                 "memory.store",
                 "mission.cancel",
@@ -177,6 +179,7 @@ mod tests {
                 "mission.submit",
                 "model.use",
                 "plugin.call",
+                "recipe.run",
                 "record.read",
                 "tool.custom",
             ]
@@ -185,6 +188,7 @@ mod tests {
         groups.sort_unstable();
         assert_eq!(groups, ["fs", "lifecycle", "memory", "read", "tool"]);
         assert_eq!(c.actions["memory.store"].resources, ["Memory"]);
+        assert_eq!(c.actions["recipe.run"].resources, ["Memory"]);
         assert_eq!(c.actions["fs.write"].resources, ["Path"]);
         assert_eq!(c.actions["mcp.call"].resources, ["McpTool"]);
         assert_eq!(c.actions["image.generate"].resources, ["Image"]);

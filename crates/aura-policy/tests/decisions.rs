@@ -1060,6 +1060,39 @@ fn memory_under_the_defaults_and_an_operator_shared_space() {
             ("forgetting at L3", forget_l3, PERMIT, OWN),
         ],
     );
+    // Procedural memory: saving and running recipes in its own memory at L1, never in
+    // another agent's; forgetting one is destructive like forgetting a memory.
+    let mut recipe_forget = req(L2, "memory.recipe.forget", memory("team-a", &own));
+    recipe_forget.context.destructive = true;
+    check(
+        &PolicySet::defaults(),
+        vec![
+            (
+                "saving a recipe in its own memory",
+                req(L1, "memory.recipe.save", memory("team-a", &own)),
+                PERMIT,
+                OWN,
+            ),
+            (
+                "running its own recipe",
+                req(L1, "recipe.run", memory("team-a", &own)),
+                PERMIT,
+                OWN,
+            ),
+            (
+                "running another agent's recipe, even at L4",
+                req(L4, "recipe.run", memory("team-a", &other)),
+                DENY,
+                NONE,
+            ),
+            (
+                "forgetting a recipe below L3",
+                recipe_forget,
+                escalate(L3),
+                DESTRUCTIVE,
+            ),
+        ],
+    );
     let operator = PolicySet::parse(
         "ops.cedar",
         r#"@id("ops.handbook")

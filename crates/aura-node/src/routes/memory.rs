@@ -306,9 +306,53 @@ async fn forget(
     Ok(Json(answer))
 }
 
+#[utoipa::path(get, path = "/v1/memory/{namespace}/recipes/{agent}", tag = "memory",
+    params(("namespace" = String, Path, description = "The namespace"),
+        ("agent" = String, Path, description = "An agent of the namespace")),
+    responses((status = 200, description = "The recipes in force in the agent's own memory, by name (docs/memory.md, \"Recipes\")"),
+        (status = 400, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody),
+        (status = 404, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+async fn recipes(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((namespace, agent)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    require(&caller, &[Role::Operator])?;
+    let ns = Namespace::new(&namespace).map_err(|e| invalid(e.to_string()))?;
+    if !caller.may_use_namespace(&ns) {
+        return Err(ApiError::forbidden(format!(
+            "this key may not use namespace `{ns}`"
+        )));
+    }
+    let id: AgentId = agent
+        .parse()
+        .map_err(|_| invalid("that is not an agent id (agent_...)"))?;
+    // An agent of another namespace is, here, one that does not exist.
+    if state.engine.agent(id).is_none_or(|a| a.namespace != ns) {
+        return Err(ApiError::not_found(format!(
+            "there is no agent {id} in namespace {ns}"
+        )));
+    }
+    let recipes: Vec<Value> = state
+        .engine
+        .recipes(id)
+        .await?
+        .into_iter()
+        .map(|(recipe, digest)| {
+            json!({"name": recipe.name, "version": recipe.version, "digest": digest,
+                "params": recipe.params, "calls": recipe.calls.len(), "recipe": recipe})
+        })
+        .collect();
+    Ok(Json(
+        json!({"namespace": namespace, "agent": id, "recipes": recipes}),
+    ))
+}
+
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list, store))
         .routes(routes!(search))
         .routes(routes!(forget))
+        .routes(routes!(recipes))
 }

@@ -204,6 +204,18 @@ fn narrate(seq: u64, r: &Recorded) -> Option<String> {
         Event::Paused { by, reason, .. } => format!("#{seq} paused by {by}: {reason}"),
         Event::Resumed { by, .. } => format!("#{seq} resumed by {by}"),
         Event::RetryRequested { by, .. } => format!("#{seq} retry now, asked by {by}"),
+        Event::Expanded {
+            call_id,
+            recipe,
+            calls,
+            ..
+        } => format!(
+            "#{seq} {call_id}: recipe `{}` v{} expanded into {} call{}",
+            recipe.name,
+            recipe.version,
+            calls.len(),
+            if calls.len() == 1 { "" } else { "s" }
+        ),
     })
 }
 
