@@ -74,7 +74,7 @@ fn cpu_seconds() -> f64 {
     ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
-fn default_cache() -> PathBuf {
+pub(crate) fn default_cache() -> PathBuf {
     std::env::var_os("AURA_MODEL_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| {

@@ -18,6 +18,7 @@ mod memory;
 mod missions;
 mod model;
 mod policy;
+mod prompt_cache;
 mod reasoner;
 mod recovery;
 mod speech;
@@ -71,6 +72,9 @@ enum Bench {
     Memory(memory::Args),
     /// Cluster: durable appends on PostgreSQL from 1, 2 and 3 nodes vs pgbench
     Cluster(cluster::Args),
+    /// Prompt cache: a growing 8-turn SmolLM2 conversation, time to first token with the
+    /// cache vs without
+    PromptCache(prompt_cache::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -82,6 +86,7 @@ fn main() -> anyhow::Result<()> {
         Bench::ImageWorker(args) => return image::worker(args),
         Bench::ImageTiny(args) => return image_tiny::run(args),
         Bench::Memory(args) => return memory::run(args),
+        Bench::PromptCache(args) => return prompt_cache::run(args),
         _ => {}
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -94,7 +99,8 @@ fn main() -> anyhow::Result<()> {
         | Bench::Image(_)
         | Bench::ImageWorker(_)
         | Bench::ImageTiny(_)
-        | Bench::Memory(_) => Ok(()),
+        | Bench::Memory(_)
+        | Bench::PromptCache(_) => Ok(()),
         Bench::Reasoner(args) => reasoner::run(&args, &rt),
         Bench::ModelVerify(args) => model::run(&args),
         Bench::Policy(args) => policy::run(&args),

@@ -262,7 +262,17 @@ async fn concurrent_seeded_requests_answer_identically_each_with_its_receipt() {
             answer["choices"][0]["message"]["content"],
             alone.1["choices"][0]["message"]["content"]
         );
-        assert_eq!(answer["usage"], alone.1["usage"]);
+        for count in ["prompt_tokens", "completion_tokens", "total_tokens"] {
+            assert_eq!(answer["usage"][count], alone.1["usage"][count], "{count}");
+        }
+        // The same prompt again: all of it but its last token comes from the model's
+        // prompt cache, which changes nothing else in the answer.
+        let cached = &answer["usage"]["prompt_tokens_details"]["cached_tokens"];
+        assert_eq!(
+            cached.as_u64(),
+            alone.1["usage"]["prompt_tokens"].as_u64().map(|n| n - 1),
+            "{answer}"
+        );
         assert_eq!(answer["system_fingerprint"], alone.1["system_fingerprint"]);
         ids.push(receipt.unwrap());
     }

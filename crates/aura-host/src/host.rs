@@ -199,6 +199,8 @@ pub struct ModelHost {
     registry: aura_model::Registry,
     metering: Metering,
     pub(crate) threads: Option<usize>,
+    /// Each text model's prompt-cache budget in bytes (0: none).
+    prompt_cache_bytes: usize,
     loaded: Mutex<BTreeMap<String, Arc<Served>>>,
     /// Held while a model loads, so two first requests load it once.
     loading: Mutex<()>,
@@ -231,11 +233,21 @@ impl ModelHost {
             registry: aura_model::Registry::new(home),
             metering,
             threads,
+            prompt_cache_bytes: aura_infer::DEFAULT_PROMPT_CACHE_BYTES,
             loaded: Mutex::new(BTreeMap::new()),
             loading: Mutex::new(()),
             stopping: Cancel::new(),
             verified: aura_model::VerifyCache::new(VERIFIED_FOR, Arc::new(SystemClock)),
         }
+    }
+
+    /// Gives each text model loaded from now on a prompt cache of `bytes`
+    /// ([`aura_infer::DEFAULT_PROMPT_CACHE_BYTES`] unless set; 0 disables it): the KV state
+    /// of recent prompts, so that a conversation re-sending its history prefills only what
+    /// is new. Results and receipts are the same with and without it.
+    pub fn with_prompt_cache(mut self, bytes: usize) -> Self {
+        self.prompt_cache_bytes = bytes;
+        self
     }
 
     /// Stops every generation in flight at its next token (their requests fail with 503
@@ -420,6 +432,7 @@ impl ModelHost {
             receipt = tracing::field::Empty,
             prompt_tokens = tracing::field::Empty,
             completion_tokens = tracing::field::Empty,
+            cached_tokens = tracing::field::Empty,
         );
         Ok(Admitted {
             served: served.clone(),
@@ -488,6 +501,29 @@ impl ModelHost {
         Ok(signed.statement.id)
     }
 
+    /// Counts how much of a recorded generation's prompt came from the model's prompt
+    /// cache (after its receipt is in the ledger, like the other model metrics). Not in
+    /// the receipt: the cache changes no result, so receipts are the same with and
+    /// without it.
+    fn count_prompt_cache(model: &str, prompt_tokens: u64, cached_tokens: u32) {
+        let cached = u64::from(cached_tokens);
+        let metrics = aura_metrics::global();
+        metrics.inc(
+            &aura_metrics::MODEL_PROMPT_CACHE_LOOKUPS,
+            &[model, if cached > 0 { "hit" } else { "miss" }],
+        );
+        metrics.add(
+            &aura_metrics::MODEL_PROMPT_CACHE_TOKENS,
+            &[model, "cached"],
+            cached as f64,
+        );
+        metrics.add(
+            &aura_metrics::MODEL_PROMPT_CACHE_TOKENS,
+            &[model, "computed"],
+            prompt_tokens.saturating_sub(cached) as f64,
+        );
+    }
+
     /// A fresh receipt id, to promise before the request completes.
     pub fn new_receipt_id() -> ReceiptId {
         ReceiptId::generate(&SystemClock, &OsEntropy)
@@ -526,6 +562,7 @@ impl ModelHost {
         let files = engine_files(verified.files())?;
         let options = LoadOptions {
             threads,
+            prompt_cache_bytes: self.prompt_cache_bytes,
             ..LoadOptions::default()
         };
         let cannot = |e: aura_infer::Error| {
@@ -595,6 +632,9 @@ impl ModelHost {
         }
         let output = aura_core::jcs::to_vec(&outcome.turn)
             .map_err(|e| ModelError::internal(format!("cannot encode the turn: {e}")))?;
+        admitted
+            .span
+            .record("cached_tokens", u64::from(outcome.cached_tokens));
         let id = self
             .record(
                 admitted,
@@ -608,6 +648,11 @@ impl ModelHost {
                 receipt,
             )
             .await?;
+        Self::count_prompt_cache(
+            served.name(),
+            outcome.turn.usage.prompt_tokens,
+            outcome.cached_tokens,
+        );
         Ok((outcome, id))
     }
 
@@ -657,6 +702,9 @@ impl ModelHost {
         }
         let output = aura_core::jcs::to_vec(&(&generation.tokens, &generation.text))
             .map_err(|e| ModelError::internal(format!("cannot encode the answer: {e}")))?;
+        admitted
+            .span
+            .record("cached_tokens", u64::from(generation.cached_tokens));
         let id = self
             .record(
                 admitted,
@@ -670,6 +718,11 @@ impl ModelHost {
                 receipt,
             )
             .await?;
+        Self::count_prompt_cache(
+            served.name(),
+            u64::from(generation.prompt_tokens),
+            generation.cached_tokens,
+        );
         Ok((generation, id))
     }
 

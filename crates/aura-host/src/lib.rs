@@ -55,6 +55,8 @@ pub use stream::{ChatDelta, ChatEvent, ChatStream};
 // through the host without depending on the engine itself.
 /// The file an image is written as (PNG, JPEG or lossless WebP), for [`ImageRequest::output`].
 pub use aura_image::OutputFormat;
+/// The prompt cache's default budget per loaded text model ([`ModelHost::with_prompt_cache`]).
+pub use aura_infer::DEFAULT_PROMPT_CACHE_BYTES;
 pub use aura_infer::reasoner::{ChatOptions, ChatOutcome, LocalReasoner};
 pub use aura_infer::{
     Constraint, EmbeddingModel, Embeddings, GenerateRequest, Generation, Prompt, TokenEvent,

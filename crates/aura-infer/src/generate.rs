@@ -210,6 +210,11 @@ pub struct Generation {
     pub expert_tokens: Vec<u64>,
     /// Per generated token, when requested.
     pub logprobs: Option<Vec<TokenLogprobs>>,
+    /// Prompt tokens whose state came from the model's prompt cache instead of being
+    /// computed (0 on a miss). Every other field is the same with or without the cache;
+    /// receipts do not carry this one, since the cache is not an input.
+    #[serde(default)]
+    pub cached_tokens: u32,
 }
 
 impl Model {
@@ -260,18 +265,30 @@ impl Model {
             None => None,
         };
         let mut sampler = Sampler::new(req.sampling.clone());
-        let mut session: Session<'_> = self.session();
+        // The longest prefix an earlier sequence left in the prompt cache; only the rest
+        // is computed, and every value that follows is the same as without it.
+        let mut session: Session<'_> = self.session_for(&prompt);
+        let cached = session.position();
+        tracing::debug!(
+            target: "aura_infer::prompt_cache",
+            prompt_tokens = prompt.len(),
+            cached_tokens = cached,
+            "prefill"
+        );
         let mut logits = Vec::new();
-        for chunk in prompt.chunks(PREFILL_CHUNK) {
+        for chunk in prompt[cached..].chunks(PREFILL_CHUNK) {
             if cancel.is_cancelled() {
+                let expert_tokens = session.expert_tokens().to_vec();
+                self.remember(session);
                 return Ok(Generation {
                     tokens: Vec::new(),
                     text: String::new(),
                     finish: Finish::Cancelled,
                     prompt_tokens: prompt.len() as u32,
                     completion_tokens: 0,
-                    expert_tokens: session.expert_tokens().to_vec(),
+                    expert_tokens,
                     logprobs: req.logprobs.map(|_| Vec::new()),
+                    cached_tokens: cached as u32,
                 });
             }
             logits = session.feed(chunk)?;
@@ -286,6 +303,7 @@ impl Model {
             completion_tokens: 0,
             expert_tokens: Vec::new(),
             logprobs: req.logprobs.map(|_| Vec::new()),
+            cached_tokens: cached as u32,
         };
         let mut stream = TextStream::new(&req.stop);
         let mut seen = Vec::new();
@@ -335,6 +353,7 @@ impl Model {
                 out.finish = Finish::Stop;
                 out.text = stream.emitted_text().to_owned();
                 out.expert_tokens = session.expert_tokens().to_vec();
+                self.remember(session);
                 return Ok(out);
             }
             if on_token(&event).is_break() {
@@ -365,6 +384,9 @@ impl Model {
         }
         out.text = stream.emitted_text().to_owned();
         out.expert_tokens = session.expert_tokens().to_vec();
+        // The prompt and the tokens fed after it: the next turn of a conversation begins
+        // with them (as far as its re-rendered text tokenizes the same way).
+        self.remember(session);
         Ok(out)
     }
 

@@ -23,11 +23,21 @@
 //!   no reduction is ever split, and every reduction has one fixed order, identical in
 //!   every kernel variant (so even the variant does not change results; it is still in the
 //!   fingerprint);
-//! - each request has its own KV cache and runs its own matrix products: requests are
-//!   never batched together, and a token's values do not depend on how the prompt was
-//!   chunked;
+//! - each request has its own KV cache (fresh, or its own copy of a cached prefix) and
+//!   runs its own matrix products: requests are never batched together, and a token's
+//!   values do not depend on how the prompt was chunked;
 //! - sampling is sequential with ties broken by token id, drawing from a ChaCha20 stream
 //!   seeded by the request.
+//!
+//! # The prompt cache
+//!
+//! Because a position's state depends only on the token ids up to it, each model keeps
+//! the KV state of recent sequences ([`LoadOptions::prompt_cache_bytes`], 256 MiB by
+//! default, 0 to disable): a request whose prompt begins with an earlier sequence's tokens
+//! (a conversation re-sending its history every turn) prefills only the rest, with
+//! results identical bit for bit to a run without the cache. [`Generation::cached_tokens`]
+//! says how many prompt tokens were reused; [`Model::prompt_cache_stats`] counts hits,
+//! misses and tokens reused.
 //!
 //! # Use
 //!
@@ -50,6 +60,7 @@ mod generate;
 pub mod kernels;
 mod load;
 mod matrix;
+mod prompt_cache;
 pub mod reasoner;
 mod sampling;
 mod tokenizer;
@@ -69,6 +80,7 @@ pub use generate::{
 pub use kernels::KernelVariant;
 pub use load::interleave_rotary_rows;
 pub use matrix::{Format as WeightFormat, quantize_q8_0};
+pub use prompt_cache::{DEFAULT_PROMPT_CACHE_BYTES, PromptCacheStats};
 pub use sampling::Sampling;
 pub use tokenizer::Tokenizer;
 
@@ -108,7 +120,7 @@ pub enum Device {
 }
 
 /// How to load a model.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoadOptions {
     /// Threads for this model's work (a pool of its own); None takes rayon's default
     /// (RAYON_NUM_THREADS, or the CPU count). Results do not depend on it.
@@ -120,6 +132,23 @@ pub struct LoadOptions {
     pub dtype: Option<WeightFormat>,
     /// Force a kernel variant (it must be supported by the CPU); None picks the best.
     pub kernel: Option<KernelVariant>,
+    /// The most bytes of KV state the model's prompt cache keeps
+    /// ([`DEFAULT_PROMPT_CACHE_BYTES`] by default); 0 disables the cache. Results do not
+    /// depend on it, only the time to the first token of a prompt that shares a prefix
+    /// with an earlier one.
+    pub prompt_cache_bytes: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            threads: None,
+            device: Device::default(),
+            dtype: None,
+            kernel: None,
+            prompt_cache_bytes: DEFAULT_PROMPT_CACHE_BYTES,
+        }
+    }
 }
 
 /// What a loaded model is.
@@ -192,6 +221,8 @@ pub struct Model {
     fingerprint: RuntimeFingerprint,
     /// The vocabulary as constrained decoding walks it, built on first use.
     constraint_vocab: std::sync::OnceLock<std::sync::Arc<constraint::Vocab>>,
+    /// Recent sequences' KV state, shared by this model's requests.
+    prompt_cache: prompt_cache::PromptCache,
 }
 
 impl std::fmt::Debug for Model {
@@ -311,6 +342,7 @@ impl Model {
             info,
             fingerprint,
             constraint_vocab: std::sync::OnceLock::new(),
+            prompt_cache: prompt_cache::PromptCache::new(opts.prompt_cache_bytes),
         })
     }
 
@@ -387,7 +419,43 @@ impl Model {
         Session {
             model: self,
             cache: self.transformer.new_cache(),
+            tokens: Vec::new(),
         }
+    }
+
+    /// A sequence for `prompt` that starts from the longest prefix of it found in the
+    /// prompt cache (at most all but its last token), or fresh. [`Session::position`]
+    /// says how many tokens it starts with; feed it `&prompt[session.position()..]`. The
+    /// logits and state that follow are bit-identical to a fresh session's.
+    pub fn session_for(&self, prompt: &[u32]) -> Session<'_> {
+        match self.prompt_cache.lookup(prompt) {
+            Some(cache) => Session {
+                model: self,
+                tokens: prompt[..cache.len].to_vec(),
+                cache,
+            },
+            None => self.session(),
+        }
+    }
+
+    /// Keeps a finished sequence's state in the prompt cache, for later prompts that
+    /// begin with its tokens (a no-op when the cache is disabled or the state is larger
+    /// than its budget).
+    pub fn remember(&self, session: Session<'_>) {
+        debug_assert!(std::ptr::eq(session.model, self));
+        if std::ptr::eq(session.model, self) {
+            self.prompt_cache.insert(session.tokens, session.cache);
+        }
+    }
+
+    /// What the prompt cache has done since the model was loaded.
+    pub fn prompt_cache_stats(&self) -> PromptCacheStats {
+        self.prompt_cache.stats()
+    }
+
+    /// Empties the prompt cache (the counters stay).
+    pub fn clear_prompt_cache(&self) {
+        self.prompt_cache.clear();
     }
 }
 
@@ -401,11 +469,13 @@ fn computed_format(t: &transformer::Transformer) -> String {
         .to_owned()
 }
 
-/// One sequence in progress: its KV cache and expert counts.
+/// One sequence in progress: its token ids, KV cache and expert counts.
 #[derive(Debug)]
 pub struct Session<'m> {
     model: &'m Model,
     cache: transformer::KvCache,
+    /// The ids fed so far (`cache.len` of them), the prompt cache's key.
+    tokens: Vec<u32>,
 }
 
 impl Session<'_> {
@@ -414,8 +484,24 @@ impl Session<'_> {
     /// identical logits.
     pub fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
         let m = self.model;
-        m.compute
-            .install(|| m.transformer.forward(&m.compute, tokens, &mut self.cache))
+        let logits = m
+            .compute
+            .install(|| m.transformer.forward(&m.compute, tokens, &mut self.cache))?;
+        // The forward pass checks everything before it extends the cache, so on error
+        // neither the cache nor the ids changed.
+        self.tokens.extend_from_slice(tokens);
+        Ok(logits)
+    }
+
+    /// The token ids fed so far.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// SHA-256 over the sequence's state (every layer's keys and values, bit for bit, and
+    /// the expert routing): equal digests mean equal states, whatever way they were built.
+    pub fn state_digest(&self) -> [u8; 32] {
+        self.cache.digest()
     }
 
     /// Tokens fed so far.

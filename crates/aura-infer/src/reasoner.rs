@@ -277,6 +277,10 @@ pub struct ChatOutcome {
     /// The prompt the model read (the rendered conversation plus any answer begun for
     /// it), for hashing into receipts.
     pub prompt: String,
+    /// Prompt tokens reused from the model's prompt cache ([`crate::Generation::cached_tokens`]):
+    /// for the API's usage details and metrics, never for receipts or turns, which are the
+    /// same with and without the cache.
+    pub cached_tokens: u32,
 }
 
 /// One turn's inputs to the engine and to the output parser.
@@ -385,8 +389,11 @@ fn choose_tool(model: &Model, opening: &str, names: &[String]) -> crate::Result<
     for name in names {
         alive.push((name.clone(), tokenizer.encode(&format!("{name}\""), false)?));
     }
-    let mut session = model.session();
-    let mut logits = session.feed(&tokenizer.encode(opening, true)?)?;
+    // The opening is the conversation's prompt plus the call's beginning: start from what
+    // the prompt cache holds of it.
+    let opening = tokenizer.encode(opening, true)?;
+    let mut session = model.session_for(&opening);
+    let mut logits = session.feed(&opening[session.position()..])?;
     let mut position = 0;
     loop {
         alive.retain(|(_, ids)| ids.len() > position);
@@ -583,6 +590,7 @@ impl LocalReasoner {
             logprobs: generation.logprobs,
             expert_tokens: generation.expert_tokens,
             prompt: plan.prompt,
+            cached_tokens: generation.cached_tokens,
         })
     }
 }

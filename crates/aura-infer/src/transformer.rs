@@ -132,14 +132,94 @@ pub(crate) struct Transformer {
 }
 
 /// The per-request state: keys and values of every position so far, per layer.
-#[derive(Debug)]
+///
+/// Position `p`'s keys and values depend only on the tokens at positions `0..=p` (never
+/// on later tokens, on how the tokens were chunked or on the thread count), so the first
+/// `n` positions of a cache are exactly the cache of its first `n` tokens: that is what
+/// lets the prompt cache ([`crate::prompt_cache`]) hand a new request a prefix of an
+/// earlier request's state ([`KvCache::prefix`]).
+#[derive(Clone, Debug)]
 pub(crate) struct KvCache {
     /// Per layer: `len × n_kv_head × head_dim` keys, then the same for values.
-    keys: Vec<Vec<f32>>,
-    values: Vec<Vec<f32>>,
+    pub(crate) keys: Vec<Vec<f32>>,
+    pub(crate) values: Vec<Vec<f32>>,
     pub(crate) len: usize,
     /// Tokens routed to each expert, summed over layers (empty for dense models).
     pub(crate) expert_tokens: Vec<u64>,
+    /// Per position, per expert: in how many layers that position's token was routed to
+    /// the expert (`len × n_expert`; empty for dense models). Kept so that a prefix of the
+    /// cache also has its exact expert counts, which receipts carry.
+    pub(crate) routed: Vec<u32>,
+}
+
+impl KvCache {
+    /// The cache of the first `n` positions (`n <= self.len`): a copy, so the original
+    /// (shared by the prompt cache) is never written.
+    pub(crate) fn prefix(&self, n: usize) -> KvCache {
+        debug_assert!(n <= self.len);
+        let n = n.min(self.len);
+        let per_position = |layer: &Vec<f32>| layer.len().checked_div(self.len).unwrap_or(0);
+        let cut = |layers: &[Vec<f32>]| -> Vec<Vec<f32>> {
+            layers
+                .iter()
+                .map(|l| l[..n * per_position(l)].to_vec())
+                .collect()
+        };
+        let experts = self.expert_tokens.len();
+        let routed = self.routed[..n * experts].to_vec();
+        let mut expert_tokens = vec![0u64; experts];
+        for row in routed.chunks_exact(experts.max(1)) {
+            for (total, &r) in expert_tokens.iter_mut().zip(row) {
+                *total += u64::from(r);
+            }
+        }
+        KvCache {
+            keys: cut(&self.keys),
+            values: cut(&self.values),
+            len: n,
+            expert_tokens,
+            routed,
+        }
+    }
+
+    /// Releases spare capacity (the vectors grew by doubling while the sequence was fed),
+    /// so that what the prompt cache holds is what it counts.
+    pub(crate) fn shrink_to_fit(&mut self) {
+        for l in self.keys.iter_mut().chain(self.values.iter_mut()) {
+            l.shrink_to_fit();
+        }
+        self.routed.shrink_to_fit();
+    }
+
+    /// Bytes of memory the cache holds (capacity, not length: what it really costs).
+    pub(crate) fn bytes(&self) -> usize {
+        let floats: usize = self
+            .keys
+            .iter()
+            .chain(self.values.iter())
+            .map(Vec::capacity)
+            .sum();
+        floats * 4 + self.routed.capacity() * 4 + self.expert_tokens.len() * 8
+    }
+
+    /// SHA-256 over the cache's contents: length, then every layer's keys and values as
+    /// little-endian f32 bits, then the routing counts. Two caches with equal digests hold
+    /// the same state bit for bit (the determinism tests compare them).
+    pub(crate) fn digest(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update((self.len as u64).to_le_bytes());
+        for layer in self.keys.iter().chain(self.values.iter()) {
+            h.update((layer.len() as u64).to_le_bytes());
+            for v in layer {
+                h.update(v.to_bits().to_le_bytes());
+            }
+        }
+        for r in &self.routed {
+            h.update(r.to_le_bytes());
+        }
+        h.finalize().into()
+    }
 }
 
 impl Transformer {
@@ -255,6 +335,7 @@ impl Transformer {
             values: vec![Vec::new(); self.config.n_layer],
             len: 0,
             expert_tokens: vec![0; self.config.n_expert],
+            routed: Vec::new(),
         }
     }
 
@@ -320,6 +401,8 @@ impl Transformer {
         let mut o = vec![0.0f32; t * c.dim];
         let pos0 = cache.len;
         let rope = self.rope_table(pos0, t);
+        // Per new token, per expert: layers that routed it there (MoE models only).
+        let mut routed = vec![0u32; t * c.n_expert];
         for (li, layer) in self.layers.iter().enumerate() {
             rms_norm(cx, &x, &layer.attn_norm, c.eps, &mut h);
             layer.wq.matmul(cx, &h, t, &mut q);
@@ -351,21 +434,18 @@ impl Transformer {
                     experts,
                     top_k,
                 } => {
-                    self.moe(
-                        cx,
-                        router,
-                        experts,
-                        *top_k,
-                        &h,
-                        t,
-                        &mut o,
-                        &mut cache.expert_tokens,
-                    );
+                    self.moe(cx, router, experts, *top_k, &h, t, &mut o, &mut routed);
                 }
             }
             add_in_place(&mut x, &o);
         }
         cache.len += t;
+        for row in routed.chunks_exact(c.n_expert.max(1)) {
+            for (total, &r) in cache.expert_tokens.iter_mut().zip(row) {
+                *total += u64::from(r);
+            }
+        }
+        cache.routed.extend_from_slice(&routed);
         // Only the last token's logits are needed to continue.
         let last = &x[(t - 1) * c.dim..];
         let mut normed = vec![0.0f32; c.dim];
@@ -466,6 +546,7 @@ impl Transformer {
 
     /// The mixture-of-experts block: per token the router's `top_k` experts (ties to the
     /// lower index), weighted by the softmax of their router logits, summed in rank order.
+    /// `routed[token × experts + e]` counts the tokens each expert served.
     #[allow(
         clippy::too_many_arguments,
         reason = "the block's inputs are all distinct"
@@ -479,7 +560,7 @@ impl Transformer {
         h: &[f32],
         t: usize,
         out: &mut [f32],
-        counts: &mut [u64],
+        routed: &mut [u32],
     ) {
         let c = &self.config;
         let ne = experts.len();
@@ -514,7 +595,9 @@ impl Transformer {
             if picked.is_empty() {
                 continue;
             }
-            counts[e] += picked.len() as u64;
+            for (ti, _) in &picked {
+                routed[ti * ne + e] += 1;
+            }
             let xs: Vec<f32> = picked
                 .iter()
                 .flat_map(|(ti, _)| &h[ti * c.dim..(ti + 1) * c.dim])
@@ -590,3 +673,6 @@ fn swiglu(
     }
     down.matmul(cx, &g, t, out);
 }
+
+#[cfg(test)]
+mod tests;

@@ -384,3 +384,53 @@ async fn a_required_call_among_several_tools_names_an_offered_tool() {
     }
     eprintln!("{turn:?}");
 }
+
+/// A mission's conversation through the local reasoner: every turn re-sends the whole
+/// history (the system prompt, the questions, the answers so far). With the prompt cache
+/// each turn after the first prefills only what is new; the turns and their streamed
+/// deltas are the same as without it, at one and two threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_growing_conversation_gives_the_same_turns_with_and_without_the_prompt_cache() {
+    let open = |threads: usize, bytes: usize| {
+        let model = Model::load(
+            &ModelFiles::Gguf(smollm2_path()),
+            &LoadOptions {
+                threads: Some(threads),
+                prompt_cache_bytes: bytes,
+                ..LoadOptions::default()
+            },
+        )
+        .unwrap();
+        LocalReasoner::new(Arc::new(model), "smollm2-135m")
+    };
+    async fn talk(r: &LocalReasoner) -> Vec<(Turn, Vec<Delta>)> {
+        let mut messages = vec![Message::system("You answer briefly.")];
+        let mut out = Vec::new();
+        for q in [
+            "Which planet is the largest?",
+            "How many moons does it have?",
+            "Which of them is the biggest?",
+        ] {
+            messages.push(Message::user(q));
+            let request = Request {
+                max_tokens: Some(10),
+                ..Request::new(messages.clone())
+            };
+            let (t, deltas) = turn(r, &request).await;
+            messages.push(Message::assistant(t.content.clone(), Vec::new()));
+            out.push((t, deltas));
+        }
+        out
+    }
+    let reference = talk(&open(1, 0)).await;
+    for (t, deltas) in &reference {
+        assert_eq!(text_of(deltas), t.content);
+    }
+    for threads in [1, 2] {
+        let cached = open(threads, aura_infer::DEFAULT_PROMPT_CACHE_BYTES);
+        assert_eq!(talk(&cached).await, reference, "{threads} threads");
+        let stats = cached.model().prompt_cache_stats();
+        assert_eq!((stats.hits, stats.misses), (2, 1), "{stats:?}");
+        assert!(stats.tokens_reused > 0);
+    }
+}

@@ -451,11 +451,14 @@ fn json_object_constraint_yields_a_parseable_object() {
             // Cut by max_tokens: still a prefix of an object.
             assert!(out.text.starts_with('{'), "{}", out.text);
         }
+        // The same request again (its prompt now in the prompt cache): the same output.
         assert_eq!(
-            model
-                .generate(&req, &mut |_| ControlFlow::Continue(()))
-                .unwrap(),
-            out
+            uncached(
+                model
+                    .generate(&req, &mut |_| ControlFlow::Continue(()))
+                    .unwrap()
+            ),
+            uncached(out)
         );
     }
     // A schema keyword the constraint cannot enforce is refused, not ignored.
@@ -516,14 +519,24 @@ fn constrained(
     let out = model
         .generate(&req, &mut |_| ControlFlow::Continue(()))
         .unwrap();
-    // Determinism: the same request gives the same output.
+    // Determinism: the same request gives the same output (the second one's prompt from
+    // the prompt cache).
     assert_eq!(
-        model
-            .generate(&req, &mut |_| ControlFlow::Continue(()))
-            .unwrap(),
-        out
+        uncached(
+            model
+                .generate(&req, &mut |_| ControlFlow::Continue(()))
+                .unwrap()
+        ),
+        uncached(out.clone())
     );
     out
+}
+
+/// A generation with its prompt-cache count cleared: the one field that may differ between
+/// a run that found its prompt in the cache and one that did not.
+fn uncached(mut g: aura_infer::Generation) -> aura_infer::Generation {
+    g.cached_tokens = 0;
+    g
 }
 
 #[test]
@@ -653,4 +666,280 @@ fn tool_call_constraint_names_a_tool_with_valid_arguments() {
         .generate(&optional, &mut |_| ControlFlow::Continue(()))
         .unwrap_err();
     assert!(err.to_string().contains("`required: false`"), "{err}");
+}
+
+/// A small deterministic generator for split points; the seed is printed on failure.
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// SHA-256 over the logits of `steps` greedy steps after `first`, continuing `session`.
+fn greedy_digest(session: &mut aura_infer::Session<'_>, first: Vec<f32>, steps: usize) -> String {
+    let mut hasher = Sha256::new();
+    let mut logits = first;
+    for _ in 0..steps {
+        for l in &logits {
+            hasher.update(l.to_le_bytes());
+        }
+        let next = (0..logits.len())
+            .max_by(|&a, &b| logits[a].total_cmp(&logits[b]).then(b.cmp(&a)))
+            .unwrap();
+        logits = session.feed(&[next as u32]).unwrap();
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// The ground truth under the prompt cache: a prefill of `[0..n)` then `[n..m)` over the
+/// same cache is the prefill of `[0..m)`, logits and KV state bit for bit, wherever `n`
+/// falls (random split points; the seed is in the message), and what follows (greedy
+/// steps) is too.
+#[test]
+fn prefill_split_at_random_points_gives_identical_logits_and_state() {
+    let model = shared();
+    let prompt = chat_prompt(
+        model,
+        "List three things a lighthouse keeper does every day.",
+    );
+    let mut whole = model.session();
+    let whole_logits = whole.feed(&prompt).unwrap();
+    let whole_state = whole.state_digest();
+    let whole_steps = greedy_digest(&mut whole, whole_logits.clone(), 3);
+    let mut seed = 0x5eed_0001u64;
+    for round in 0..6 {
+        let mut cuts: Vec<usize> = (0..1 + round % 3)
+            .map(|_| 1 + (xorshift(&mut seed) as usize) % (prompt.len() - 1))
+            .collect();
+        cuts.sort_unstable();
+        cuts.dedup();
+        let mut s = model.session();
+        let mut logits = Vec::new();
+        let mut start = 0;
+        for &end in cuts.iter().chain(std::iter::once(&prompt.len())) {
+            logits = s.feed(&prompt[start..end]).unwrap();
+            start = end;
+        }
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert!(
+            bits(&logits) == bits(&whole_logits),
+            "logits differ for cuts {cuts:?} (seed state {seed:#x})"
+        );
+        assert_eq!(s.state_digest(), whole_state, "state, cuts {cuts:?}");
+        assert_eq!(s.tokens(), prompt.as_slice());
+        assert_eq!(
+            greedy_digest(&mut s, logits, 3),
+            whole_steps,
+            "cuts {cuts:?}"
+        );
+    }
+}
+
+/// A conversation that re-sends its growing history every turn, as a mission's local
+/// reasoner does: four turns, each the previous prompt plus the answer and a new
+/// question.
+const QUESTIONS: [&str; 4] = [
+    "What is the capital of France?",
+    "And how many people live there?",
+    "Name one museum in that city.",
+    "Thank you. Summarise our talk in one sentence.",
+];
+
+/// One turn's result as compared with and without the cache: the tokens, the streamed
+/// tokens, and a hash of every step's log-probabilities (five alternatives each), which
+/// come from the step's logits.
+#[derive(Debug, PartialEq)]
+struct TurnResult {
+    tokens: Vec<u32>,
+    streamed: Vec<u32>,
+    text: String,
+    logprobs: String,
+    prompt_tokens: u32,
+    completion_tokens: u32,
+}
+
+fn conversation(model: &Model, sampling: &Sampling) -> Vec<(TurnResult, u32)> {
+    let mut history = Vec::new();
+    let mut out = Vec::new();
+    for q in QUESTIONS {
+        history.push(ChatMessage::new("user", q));
+        let text = model.render_chat(&history, &[], true).unwrap();
+        let req = GenerateRequest {
+            prompt: Prompt::Text(text),
+            sampling: sampling.clone(),
+            max_tokens: 12,
+            logprobs: Some(5),
+            ..GenerateRequest::default()
+        };
+        let mut streamed = Vec::new();
+        let g = model
+            .generate(&req, &mut |ev| {
+                streamed.extend(ev.token);
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        let mut h = Sha256::new();
+        for lp in g.logprobs.as_deref().unwrap_or_default() {
+            h.update(lp.token.to_le_bytes());
+            h.update(lp.logprob.to_bits().to_le_bytes());
+            for t in &lp.top {
+                h.update(t.token.to_le_bytes());
+                h.update(t.logprob.to_bits().to_le_bytes());
+            }
+        }
+        history.push(ChatMessage::new("assistant", g.text.clone()));
+        out.push((
+            TurnResult {
+                tokens: g.tokens,
+                streamed,
+                text: g.text,
+                logprobs: hex::encode(h.finalize()),
+                prompt_tokens: g.prompt_tokens,
+                completion_tokens: g.completion_tokens,
+            },
+            g.cached_tokens,
+        ));
+    }
+    out
+}
+
+fn with_cache(threads: usize, bytes: usize) -> Model {
+    load(&LoadOptions {
+        threads: Some(threads),
+        prompt_cache_bytes: bytes,
+        ..LoadOptions::default()
+    })
+}
+
+#[test]
+fn a_growing_conversation_is_bit_identical_with_and_without_the_prompt_cache() {
+    let reference: Vec<TurnResult> = conversation(&with_cache(1, 0), &Sampling::default())
+        .into_iter()
+        .map(|(r, cached)| {
+            assert_eq!(cached, 0, "the disabled cache reused tokens");
+            r
+        })
+        .collect();
+    for r in &reference {
+        assert_eq!(
+            r.tokens, r.streamed,
+            "streamed tokens differ from the result"
+        );
+    }
+    for threads in [1, 2] {
+        for sampling in [Sampling::default(), sampled(7)] {
+            let cached = with_cache(threads, aura_infer::DEFAULT_PROMPT_CACHE_BYTES);
+            let got = conversation(&cached, &sampling);
+            let uncached = if sampling == Sampling::default() {
+                None
+            } else {
+                Some(conversation(&with_cache(threads, 0), &sampling))
+            };
+            for (turn, (result, reused)) in got.iter().enumerate() {
+                let want = match &uncached {
+                    None => &reference[turn],
+                    Some(u) => &u[turn].0,
+                };
+                assert_eq!(result, want, "turn {turn}, {threads} threads, {sampling:?}");
+                if turn == 0 {
+                    assert_eq!(*reused, 0, "the first turn found an empty cache");
+                } else {
+                    // Every turn but the first reuses the previous turn's prompt (its
+                    // answer too, as far as it re-tokenizes the same way). The previous
+                    // prompt ends in a newline that an answer opening with a newline
+                    // would merge with, hence the one token of slack.
+                    let previous = got[turn - 1].0.prompt_tokens;
+                    assert!(
+                        *reused + 1 >= previous && *reused < result.prompt_tokens,
+                        "turn {turn} reused {reused} of {} tokens (the previous prompt had {previous})",
+                        result.prompt_tokens
+                    );
+                }
+            }
+            let stats = cached.prompt_cache_stats();
+            assert_eq!(stats.hits, 3, "{stats:?}");
+            assert_eq!(stats.misses, 1, "{stats:?}");
+            assert!(
+                stats.entries >= 1 && stats.bytes <= stats.budget,
+                "{stats:?}"
+            );
+        }
+    }
+}
+
+/// The logits of every turn of the conversation, and the KV state they leave, through
+/// sessions started from the cache against fresh sessions.
+#[test]
+fn cached_sessions_give_the_logits_and_state_of_fresh_ones() {
+    let cached = with_cache(2, aura_infer::DEFAULT_PROMPT_CACHE_BYTES);
+    let fresh = shared();
+    let mut history = Vec::new();
+    for (turn, q) in QUESTIONS.iter().enumerate() {
+        history.push(ChatMessage::new("user", *q));
+        let prompt = chat_prompt_of(fresh, &history);
+        let mut a = fresh.session();
+        let la = a.feed(&prompt).unwrap();
+        let mut b = cached.session_for(&prompt);
+        assert_eq!(b.position() > 0, turn > 0, "turn {turn}");
+        let lb = b.feed(&prompt[b.position()..]).unwrap();
+        assert_eq!(b.state_digest(), a.state_digest(), "turn {turn}");
+        let (da, db) = (greedy_digest(&mut a, la, 6), greedy_digest(&mut b, lb, 6));
+        assert_eq!(da, db, "turn {turn}");
+        // The answer as the model wrote it (greedy), for the next turn's history.
+        let answer = fresh
+            .tokenizer()
+            .decode(&a.tokens()[prompt.len()..])
+            .unwrap();
+        history.push(ChatMessage::new("assistant", answer));
+        cached.remember(b);
+    }
+}
+
+fn chat_prompt_of(model: &Model, history: &[ChatMessage]) -> Vec<u32> {
+    let text = model.render_chat(history, &[], true).unwrap();
+    model.tokenizer().encode(&text, true).unwrap()
+}
+
+/// Concurrent requests sharing one cached prefix each copy it: none changes what another
+/// computes, and each gets what it gets alone without a cache.
+#[test]
+fn concurrent_requests_on_a_shared_cached_prefix_give_their_uncached_tokens() {
+    let cached = with_cache(2, aura_infer::DEFAULT_PROMPT_CACHE_BYTES);
+    let plain = shared_uncached();
+    let system = "You are a terse assistant who answers in five words.";
+    let prompts: Vec<Vec<u32>> = (0..6)
+        .map(|i| {
+            chat_prompt_of(
+                plain,
+                &[
+                    ChatMessage::new("system", system),
+                    ChatMessage::new("user", format!("Give me fact {i} about owls.")),
+                ],
+            )
+        })
+        .collect();
+    let alone: Vec<(Vec<u32>, Vec<u32>)> = prompts
+        .iter()
+        .map(|p| run(plain, p, Sampling::default(), 8))
+        .collect();
+    // Warm the cache with the shared system prompt.
+    let _ = run(&cached, &prompts[0], Sampling::default(), 8);
+    let together: Vec<(Vec<u32>, Vec<u32>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = prompts
+            .iter()
+            .map(|p| {
+                let cached = &cached;
+                s.spawn(move || run(cached, p, Sampling::default(), 8))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(together, alone);
+    assert!(cached.prompt_cache_stats().hits >= 6);
+}
+
+fn shared_uncached() -> &'static Model {
+    static MODEL: OnceLock<Model> = OnceLock::new();
+    MODEL.get_or_init(|| with_cache(1, 0))
 }

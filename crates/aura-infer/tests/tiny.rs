@@ -396,6 +396,13 @@ fn generate(model: &Model, seed: u64, max_tokens: u32) -> aura_infer::Generation
         .unwrap()
 }
 
+/// A generation with its prompt-cache count cleared: the one field that may differ between
+/// a run that found its prompt in the cache and one that did not.
+fn uncached(mut g: aura_infer::Generation) -> aura_infer::Generation {
+    g.cached_tokens = 0;
+    g
+}
+
 fn with_threads(n: usize) -> LoadOptions {
     LoadOptions {
         threads: Some(n),
@@ -466,7 +473,15 @@ fn a_tiny_llama_generates_from_quantized_gguf() {
         assert_eq!(out.text, m.tokenizer().decode(&out.tokens).unwrap());
         // Quantized logits are close to, not equal to, the f32 ones.
         assert_ne!(digest(&m, &prompt(&m), 1).0, reference.0);
-        assert_eq!(generate(&m, 5, 16), out, "{name}: same seed, same output");
+        assert_eq!(out.cached_tokens, 0, "a fresh model's cache is empty");
+        // The second run reuses the first one's prompt from the prompt cache, and
+        // gives the same result.
+        let again = generate(&m, 5, 16);
+        assert!(
+            again.cached_tokens > 0,
+            "{name}: the prompt cache was not used"
+        );
+        assert_eq!(uncached(again), out, "{name}: same seed, same output");
         let text = m
             .render_chat(&[aura_infer::ChatMessage::new("user", "  hi ")], &[], true)
             .unwrap();
@@ -542,7 +557,11 @@ fn a_tiny_mixtral_assembled_from_expert_shards_counts_tokens_per_expert() {
         &LoadOptions::default(),
     )
     .unwrap();
-    assert_eq!(generate(&q, 9, 8), generate(&q, 9, 8));
+    // Expert counts (receipts carry them) are the same when the prompt comes from the
+    // prompt cache.
+    let (first, second) = (generate(&q, 9, 8), generate(&q, 9, 8));
+    assert!(second.cached_tokens > 0);
+    assert_eq!(uncached(second), first);
 }
 
 fn load_err(files: &ModelFiles) -> String {

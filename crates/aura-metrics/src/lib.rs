@@ -116,6 +116,21 @@ pub const MODEL_REQUEST_SECONDS: Family = Family {
     kind: Kind::Histogram,
     labels: &["model"],
 };
+/// Prompt tokens of completed text generations, by where their state came from: reused
+/// from the model's prompt cache or computed (prefilled).
+pub const MODEL_PROMPT_CACHE_TOKENS: Family = Family {
+    name: "aura_model_prompt_cache_tokens_total",
+    help: "Prompt tokens of recorded generations, by model and source (cached: reused from the prompt cache; computed: prefilled).",
+    kind: Kind::Counter,
+    labels: &["model", "source"],
+};
+/// Completed text generations by whether their prompt began with a cached prefix.
+pub const MODEL_PROMPT_CACHE_LOOKUPS: Family = Family {
+    name: "aura_model_prompt_cache_lookups_total",
+    help: "Recorded generations by model and whether the prompt cache held a prefix of their prompt (hit) or not (miss).",
+    kind: Kind::Counter,
+    labels: &["model", "outcome"],
+};
 /// Cells started.
 pub const CELL_STARTS: Family = Family {
     name: "aura_cell_starts_total",
@@ -162,6 +177,8 @@ pub const FAMILIES: &[Family] = &[
     MODEL_RECEIPTS,
     MODEL_TOKENS,
     MODEL_REQUEST_SECONDS,
+    MODEL_PROMPT_CACHE_TOKENS,
+    MODEL_PROMPT_CACHE_LOOKUPS,
     CELL_STARTS,
     STORE_COMMIT_SECONDS,
     HTTP_REQUESTS,

@@ -23,6 +23,8 @@ pub struct Config {
     pub mcp: McpConfig,
     /// `[memory]`: the `memory.*` tools and `/v1/memory` (docs/memory.md).
     pub memory: MemoryConfig,
+    /// `[models]`: how the node runs its text models (docs/openai.md).
+    pub models: ModelsConfig,
     /// Reasoners by name: `[reasoners.NAME]` tables, each with a `provider` and that
     /// provider's settings (docs/reasoners.md). Checked when the node starts.
     pub reasoners: BTreeMap<String, toml::Table>,
@@ -197,6 +199,31 @@ impl Default for MemoryConfig {
     }
 }
 
+/// `[models]`: how the node runs its text models.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelsConfig {
+    /// MiB of KV state each loaded text model keeps in its prompt cache, so that a
+    /// conversation re-sending its history prefills only what is new (results are the
+    /// same without it); 0 disables the cache.
+    pub prompt_cache_mib: u64,
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        ModelsConfig {
+            prompt_cache_mib: (aura_host::DEFAULT_PROMPT_CACHE_BYTES >> 20) as u64,
+        }
+    }
+}
+
+impl ModelsConfig {
+    /// The prompt cache's budget in bytes (saturating on absurd values).
+    pub fn prompt_cache_bytes(&self) -> usize {
+        usize::try_from(self.prompt_cache_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
+    }
+}
+
 /// `[speech]`: `/v1/audio/speech` with espeak-ng, run as a separate process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -361,5 +388,28 @@ mod tests {
         .unwrap();
         assert_eq!(c.cells.host_binds, vec![PathBuf::from("/srv/data")]);
         assert!(toml::from_str::<Config>("[cells]\nbinds = []\n").is_err());
+    }
+
+    #[test]
+    fn the_prompt_cache_budget_defaults_to_256_mib_and_0_turns_it_off() {
+        assert_eq!(Config::default().models.prompt_cache_bytes(), 256 << 20);
+        let c: Config = toml::from_str("[models]\nprompt_cache_mib = 0\n").unwrap();
+        assert_eq!(c.models.prompt_cache_bytes(), 0);
+        let c: Config = toml::from_str("[models]\nprompt_cache_mib = 1024\n").unwrap();
+        assert_eq!(c.models.prompt_cache_bytes(), 1 << 30);
+        // Absurd values saturate rather than wrap.
+        let c: Config =
+            toml::from_str("[models]\nprompt_cache_mib = 9223372036854775807\n").unwrap();
+        assert_eq!(c.models.prompt_cache_bytes(), usize::MAX);
+        for bad in [
+            "prompt_cache_mib = -1",
+            "prompt_cache_mib = \"big\"",
+            "cache = 1",
+        ] {
+            assert!(
+                toml::from_str::<Config>(&format!("[models]\n{bad}\n")).is_err(),
+                "{bad}"
+            );
+        }
     }
 }

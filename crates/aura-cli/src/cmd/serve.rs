@@ -391,7 +391,10 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
         .map_err(anyhow::Error::msg)?;
     // One host serves the missions' local reasoners and the OpenAI-compatible API, so a
     // model is loaded once.
-    let models = Arc::new(ModelHost::new(home.dir(), metering, None));
+    let models = Arc::new(
+        ModelHost::new(home.dir(), metering, None)
+            .with_prompt_cache(config.models.prompt_cache_bytes()),
+    );
     let workspaces = match &config.missions.workspaces {
         Some(dir) if dir.is_relative() => home.dir().join(dir),
         Some(dir) => dir.clone(),

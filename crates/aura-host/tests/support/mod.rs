@@ -212,6 +212,17 @@ impl World {
         ))
     }
 
+    /// [`World::host`] with each text model's prompt cache given `bytes` (0: none).
+    pub(crate) async fn host_with_prompt_cache(&self, bytes: usize) -> Arc<ModelHost> {
+        let metering = Metering::open(self.store.clone(), self.signer.clone())
+            .await
+            .unwrap();
+        Arc::new(
+            ModelHost::new(&self.dir.path().join("home"), metering, Some(1))
+                .with_prompt_cache(bytes),
+        )
+    }
+
     /// How many usage receipts the ledger holds.
     pub(crate) async fn receipts(&self) -> u64 {
         aura_model::Meter::open(&*self.store)

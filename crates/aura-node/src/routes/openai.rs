@@ -687,11 +687,15 @@ fn chat_error(e: ChatError) -> ApiError {
     }
 }
 
-fn usage_json(prompt: u64, completion: u64) -> Value {
+/// OpenAI's usage object. `cached` is how many prompt tokens came from the model's prompt
+/// cache (`prompt_tokens_details.cached_tokens`, as OpenAI reports its own prompt
+/// caching); the receipt does not carry it, since the answer is the same either way.
+fn usage_json(prompt: u64, completion: u64, cached: u32) -> Value {
     json!({
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached},
     })
 }
 
@@ -777,7 +781,7 @@ fn chat_completion_json(
             "logprobs": outcome.logprobs.as_deref().map(|l| chat_logprobs(l, top_logprobs)),
             "finish_reason": finish_reason(&turn.finish),
         }],
-        "usage": usage_json(turn.usage.prompt_tokens, turn.usage.completion_tokens),
+        "usage": usage_json(turn.usage.prompt_tokens, turn.usage.completion_tokens, outcome.cached_tokens),
     })
 }
 
@@ -833,7 +837,11 @@ fn stream_chat(host: &Arc<ModelHost>, served: Arc<Served>, plan: ChatPlan) -> Re
                 }
                 let mut closing = closing(
                     last,
-                    usage_json(turn.usage.prompt_tokens, turn.usage.completion_tokens),
+                    usage_json(
+                        turn.usage.prompt_tokens,
+                        turn.usage.completion_tokens,
+                        outcome.cached_tokens,
+                    ),
                     include_usage,
                 );
                 closing.push(Event::default().data("[DONE]"));
@@ -1004,7 +1012,11 @@ async fn completions(
                     }
                     closing(
                         last,
-                        usage_json(u64::from(g.prompt_tokens), u64::from(g.completion_tokens)),
+                        usage_json(
+                            u64::from(g.prompt_tokens),
+                            u64::from(g.completion_tokens),
+                            g.cached_tokens,
+                        ),
                         include_usage,
                     )
                 }
@@ -1031,7 +1043,7 @@ async fn completions(
             "logprobs": generation.logprobs.as_deref().map(|l| completion_logprobs(l, top, echoed.len())),
             "finish_reason": generation_finish(generation.finish),
         }],
-        "usage": usage_json(u64::from(generation.prompt_tokens), u64::from(generation.completion_tokens)),
+        "usage": usage_json(u64::from(generation.prompt_tokens), u64::from(generation.completion_tokens), generation.cached_tokens),
     });
     Ok(with_receipt(Json(body).into_response(), &receipt))
 }
