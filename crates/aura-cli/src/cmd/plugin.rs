@@ -153,6 +153,14 @@ fn refusal(e: installed::Error) -> anyhow::Error {
             e.to_string(),
             "fix or remove the file, then trust the publishers again with `aura plugin trust`",
         ),
+        installed::Error::BadName(_) => hinted(
+            e.to_string(),
+            "a plugin's name is 1 to 64 lowercase letters, digits or `-`; `aura plugin list` shows them",
+        ),
+        installed::Error::BadPublisherName => hinted(
+            e.to_string(),
+            "pass --name with a short name for the publisher",
+        ),
         other => anyhow::Error::new(other),
     }
 }
@@ -269,13 +277,22 @@ pub(crate) fn run(home: &Home, out: &Output, command: Command) -> anyhow::Result
         } => {
             let t = read_template(&manifest)?;
             let signer = home.signer(&KeyName::new(&key)?)?;
-            let wasm = std::fs::read(&component).map_err(|e| {
+            let unreadable = |e: std::io::Error| {
                 hinted(
                     format!("cannot read {}: {e}", component.display()),
                     "give the component built for wasm32-wasip2",
                 )
-            })?;
-            if wasm.len() as u64 > aura_plugin::manifest::MAX_COMPONENT {
+            };
+            // The size first, so an oversized file is refused before it is read.
+            let size = std::fs::metadata(&component).map_err(unreadable)?.len();
+            let wasm = if size > aura_plugin::manifest::MAX_COMPONENT {
+                Vec::new()
+            } else {
+                std::fs::read(&component).map_err(unreadable)?
+            };
+            if size > aura_plugin::manifest::MAX_COMPONENT
+                || wasm.len() as u64 > aura_plugin::manifest::MAX_COMPONENT
+            {
                 return Err(hinted(
                     format!(
                         "{} is larger than the {} bytes a package may hold",

@@ -332,15 +332,13 @@ struct Plugins {
 /// The installed WASM plugins (`aura plugin install`) as tools `plugin.<name>`, each
 /// package verified again against the publishers trusted now; a plugin that no longer
 /// verifies (its publisher untrusted, its files changed) is not served, with a note.
-fn plugins(home: &Home) -> anyhow::Result<Plugins> {
-    let opened = crate::cmd::plugin::plugin_dir(home)
-        .open_all()
-        .map_err(|e| {
-            hinted(
-                format!("cannot read the installed plugins: {e}"),
-                "`aura plugin list` shows what is wrong; fix or remove it",
-            )
-        })?;
+fn plugins(installed: &aura_plugin::installed::Installed) -> anyhow::Result<Plugins> {
+    let opened = installed.open_all().map_err(|e| {
+        hinted(
+            format!("cannot read the installed plugins: {e}"),
+            "`aura plugin list` shows what is wrong; fix or remove it",
+        )
+    })?;
     let mut found = Plugins::default();
     if opened.is_empty() {
         return Ok(found);
@@ -511,11 +509,17 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
             .extra_tools
             .extend(aura_node::memory::tools(memory.clone()));
     }
-    // The installed WASM plugins, verified again now, as tools `plugin.<name>`.
-    let plugged = plugins(home).map(|found| {
-        parts.extra_tools.extend(found.tools);
-        (found.loaded, found.notes)
-    });
+    // The installed WASM plugins, verified again now, as tools `plugin.<name>`; compiling
+    // their components is CPU work, so it runs off the async threads.
+    let installed = crate::cmd::plugin::plugin_dir(home);
+    let plugged = tokio::task::spawn_blocking(move || plugins(&installed))
+        .await
+        .map_err(|e| anyhow::anyhow!("the plugins' task failed: {e}"))
+        .and_then(|found| found)
+        .map(|found| {
+            parts.extra_tools.extend(found.tools);
+            (found.loaded, found.notes)
+        });
     let (plugins_loaded, plugin_notes) = match plugged {
         Ok(p) => p,
         Err(e) => {
