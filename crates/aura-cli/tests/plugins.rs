@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::{Aura, Node, start};
+use support::{Aura, Node, serve};
 
 /// The examples' components, built into the target directory (shared with aura-plugin's
 /// tests, so the second build is a no-op).
@@ -64,7 +64,7 @@ fn pack(
     name: &str,
     wasm: &Path,
     key: &str,
-    schema: serde_json::Value,
+    schema: &serde_json::Value,
 ) -> PathBuf {
     let template = dir.join(format!("{name}.json"));
     std::fs::write(
@@ -127,7 +127,7 @@ fn a_mission_calls_an_installed_plugin_and_each_escape_of_a_hostile_one_is_a_cle
         "wordcount",
         &wordcount,
         "acme",
-        wc_schema.clone(),
+        &wc_schema,
     );
     let hostile_pkg = pack(
         &aura,
@@ -135,17 +135,17 @@ fn a_mission_calls_an_installed_plugin_and_each_escape_of_a_hostile_one_is_a_cle
         "hostile",
         &hostile,
         "acme",
-        json!({"type": "object", "required": ["do"]}),
+        &json!({"type": "object", "required": ["do"]}),
     );
     // The same component under another name, which an operator's policy forbids.
-    let banned = pack(&aura, src.path(), "banned", &wordcount, "acme", wc_schema);
+    let banned = pack(&aura, src.path(), "banned", &wordcount, "acme", &wc_schema);
     let strangers = pack(
         &aura,
         src.path(),
         "strangers",
         &wordcount,
         "mallory",
-        json!({"type": "object"}),
+        &json!({"type": "object"}),
     );
     let installed = aura.home().join("plugins/installed");
 
@@ -296,7 +296,16 @@ fn a_mission_calls_an_installed_plugin_and_each_escape_of_a_hostile_one_is_a_cle
         "[reasoners.demo]\nprovider = \"scripted\"\npath = \"{}\"\n",
         script_path.display()
     );
-    let node = start(&aura, &config, "demo");
+    std::fs::write(aura.home().join("aura.toml"), &config).unwrap();
+    let (node, ready) = serve(&aura);
+    assert_eq!(ready["default_reasoner"], "demo", "{ready}");
+    // Served from the start: every installed plugin is one of the node's tools.
+    for tool in ["plugin.banned", "plugin.hostile", "plugin.wordcount"] {
+        assert!(
+            ready["tools"].as_array().unwrap().iter().any(|t| t == tool),
+            "{tool} is not served: {ready}"
+        );
+    }
     let ws = aura.home().join("workspaces/default/project");
     std::fs::create_dir_all(&ws).unwrap();
     std::fs::write(ws.join("notes.txt"), "one two three\nfour five\n").unwrap();
@@ -394,18 +403,56 @@ fn a_mission_calls_an_installed_plugin_and_each_escape_of_a_hostile_one_is_a_cle
     let verified = aura.run(&["--json", "ledger", "verify"]).ok().json();
     assert_eq!(verified["ok"], true, "{verified}");
 
-    // Revoked trust: the installed plugins are refused from then on, and removal works.
-    aura.run(&["plugin", "untrust", "acme"]).ok();
+    // Revoked trust: the installed plugins are refused from then on (listed as refused,
+    // not served by the next start, not installable), and removal works.
+    let untrusted = aura
+        .run(&["--json", "plugin", "untrust", "acme"])
+        .ok()
+        .json();
+    assert_eq!(untrusted["removed"], true, "{untrusted}");
     let listed = aura.run(&["--json", "plugin", "list"]).ok().json();
+    let plugins = listed["plugins"].as_array().unwrap();
+    assert_eq!(plugins.len(), 3, "{listed}");
     assert!(
-        listed["plugins"]
+        plugins
+            .iter()
+            .all(|p| p["ok"] == false && p["error"].as_str().unwrap().contains("is not trusted")),
+        "{listed}"
+    );
+    let (node, ready) = serve(&aura);
+    assert!(
+        !ready["tools"]
             .as_array()
             .unwrap()
             .iter()
-            .all(|p| p["ok"] == false),
+            .any(|t| t.as_str().unwrap().starts_with("plugin.")),
+        "an untrusted publisher's plugin is served: {ready}"
+    );
+    drop(node);
+    let out = aura
+        .run(&["plugin", "install", "--replace", wc.to_str().unwrap()])
+        .one_line_error(1);
+    assert!(out.stderr.contains("is not trusted"), "{}", out.stderr);
+    assert!(installed.join("wordcount/plugin.wasm").exists());
+
+    aura.run(&["plugin", "remove", "banned"]).ok();
+    let out = aura.run(&["plugin", "remove", "banned"]).one_line_error(1);
+    assert!(out.stderr.contains("no plugin named"), "{}", out.stderr);
+    assert!(!installed.join("banned").exists());
+    // A name is never a path: nothing outside the plugins' directory can be removed.
+    aura.run(&["plugin", "remove", "../installed"])
+        .one_line_error(1);
+    assert!(installed.join("wordcount").exists());
+    let listed = aura.run(&["plugin", "list"]).ok().stdout;
+    assert!(
+        listed.contains("hostile") && !listed.contains("banned"),
         "{listed}"
     );
-    aura.run(&["plugin", "remove", "banned"]).ok();
-    aura.run(&["plugin", "remove", "banned"]).one_line_error(1);
-    assert!(!installed.join("banned").exists());
+}
+
+/// `aura plugin --help` lists the subcommands with one line each.
+#[test]
+fn plugin_help_is_stable() {
+    let aura = Aura::new();
+    insta::assert_snapshot!("plugin_help", aura.run(&["plugin", "--help"]).ok().stdout);
 }
