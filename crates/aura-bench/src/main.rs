@@ -17,6 +17,7 @@ mod mcp;
 mod memory;
 mod missions;
 mod model;
+mod plugin;
 mod policy;
 mod prompt_cache;
 mod reasoner;
@@ -65,6 +66,8 @@ enum Bench {
     Policy(policy::Args),
     /// MCP: a governed MCP tool call (policy, ledger, cell) vs the SDK calling the server directly
     Mcp(mcp::Args),
+    /// Plugins: a WASM plugin call (wordcount) vs the same logic as a native tool, ABAB
+    Plugin(plugin::Args),
     /// Speech: /v1/audio/speech time to first audio byte and real-time factor vs espeak-ng
     /// alone (scripts/bench-speech.sh starts the node)
     Speech(speech::Args),
@@ -112,6 +115,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Mcp(args) => rt.block_on(mcp::run(args)),
         Bench::Speech(args) => rt.block_on(speech::run(args)),
         Bench::Cluster(args) => rt.block_on(cluster::run(args)),
+        Bench::Plugin(args) => rt.block_on(plugin::run(args)),
     }
 }
 

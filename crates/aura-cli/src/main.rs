@@ -118,6 +118,9 @@ enum Command {
     Automaton(cmd::automaton::AutomatonArgs),
     /// Store, search, list and forget memories of a namespace (through a running node)
     Memory(cmd::memory::Args),
+    /// Make, trust, install, list and remove WASM plugins (tools as signed components)
+    #[command(subcommand)]
+    Plugin(cmd::plugin::Command),
 }
 
 /// An error that knows what the user could do about it.
@@ -288,5 +291,6 @@ async fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
         Command::Schedule(args) => cmd::schedule::run(&home, out, args).await,
         Command::Automaton(args) => cmd::automaton::run(&home, out, args).await,
         Command::Memory(args) => cmd::memory::run(&home, out, args).await,
+        Command::Plugin(c) => cmd::plugin::run(&home, out, c),
     }
 }

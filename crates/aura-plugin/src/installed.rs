@@ -220,12 +220,21 @@ impl Installed {
             std::fs::write(&m, json).map_err(Self::write_err(&m))?;
             let c = staging.join(COMPONENT_FILE);
             std::fs::write(&c, &package.component).map_err(Self::write_err(&c))?;
-            if dest.exists() {
-                let old = root.join(format!(".old-{name}-{}", std::process::id()));
-                std::fs::rename(&dest, &old).map_err(Self::write_err(&dest))?;
-                let _ = std::fs::remove_dir_all(&old);
+            if !dest.exists() {
+                return std::fs::rename(&staging, &dest).map_err(Self::write_err(&dest));
             }
-            std::fs::rename(&staging, &dest).map_err(Self::write_err(&dest))
+            // Replacing: the old plugin is moved aside, not deleted, until the new one is
+            // in place, and moved back if it cannot be, so a failed replace leaves the
+            // plugin that was installed.
+            let old = root.join(format!(".old-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&old);
+            std::fs::rename(&dest, &old).map_err(Self::write_err(&dest))?;
+            if let Err(e) = std::fs::rename(&staging, &dest) {
+                let _ = std::fs::rename(&old, &dest);
+                return Err(Self::write_err(&dest)(e));
+            }
+            let _ = std::fs::remove_dir_all(&old);
+            Ok(())
         })();
         if let Err(e) = written {
             let _ = std::fs::remove_dir_all(&staging);

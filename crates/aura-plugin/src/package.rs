@@ -38,9 +38,8 @@ pub enum PackageError {
     Manifest(String),
     #[error("the manifest's signature does not hold: {0}")]
     Signature(String),
-    #[error(
-        "the publisher {0} is not trusted by this node; hint: `aura plugin trust <key>` if you trust it"
-    )]
+    /// The CLI adds the hint (`aura plugin trust <key>`); a Display is one line.
+    #[error("the publisher {0} is not trusted by this node")]
     Untrusted(String),
     #[error(
         "{COMPONENT_FILE} is not the component the manifest names (sha-256 {found}, size {size})"
@@ -66,14 +65,24 @@ fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, PackageError> {
     if !meta.is_file() {
         return Err(read(std::io::Error::other("not a regular file")));
     }
+    let too_large = |size| PackageError::TooLarge {
+        path: path.to_owned(),
+        size,
+        max,
+    };
     if meta.len() > max {
-        return Err(PackageError::TooLarge {
-            path: path.to_owned(),
-            size: meta.len(),
-            max,
-        });
+        return Err(too_large(meta.len()));
     }
-    std::fs::read(path).map_err(read)
+    // Read through one handle, at most one byte past the limit: a file swapped or grown
+    // after the check above cannot make the node read more than `max`.
+    let file = std::fs::File::open(path).map_err(read)?;
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, max + 1), &mut bytes)
+        .map_err(read)?;
+    if bytes.len() as u64 > max {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
 }
 
 /// Opens and checks the package in `dir`; `trusted` are the publisher keys the node

@@ -18,6 +18,7 @@ pub(crate) mod memory;
 pub(crate) mod mission;
 pub(crate) mod model;
 pub(crate) mod pki;
+pub(crate) mod plugin;
 pub(crate) mod policy;
 pub(crate) mod reasoner;
 pub(crate) mod receipts;

@@ -307,6 +307,102 @@ async fn memory(
     ))))
 }
 
+/// What the node records of each plugin it serves, in its own stream, before any mission
+/// can call it.
+#[derive(Serialize)]
+struct PluginLoaded {
+    name: String,
+    version: String,
+    tool: String,
+    digest: String,
+    publisher: String,
+    workspace: &'static str,
+    hosts: Vec<String>,
+}
+
+/// The installed plugins a node serves: the tools, what to record of each, and a note for
+/// each plugin it refused.
+#[derive(Default)]
+struct Plugins {
+    tools: Vec<Arc<dyn aura_mcp::Tool>>,
+    loaded: Vec<PluginLoaded>,
+    notes: Vec<String>,
+}
+
+/// The installed WASM plugins (`aura plugin install`) as tools `plugin.<name>`, each
+/// package verified again against the publishers trusted now; a plugin that no longer
+/// verifies (its publisher untrusted, its files changed) is not served, with a note.
+fn plugins(installed: &aura_plugin::installed::Installed) -> anyhow::Result<Plugins> {
+    let opened = installed.open_all().map_err(|e| {
+        hinted(
+            format!("cannot read the installed plugins: {e}"),
+            "`aura plugin list` shows what is wrong; fix or remove it",
+        )
+    })?;
+    let mut found = Plugins::default();
+    if opened.is_empty() {
+        return Ok(found);
+    }
+    let runtime = aura_plugin::Runtime::new()
+        .map_err(|e| anyhow::anyhow!("cannot start the WASM plugin runtime: {e}"))?;
+    for (name, package) in opened {
+        let package = match package {
+            Ok(p) => p,
+            Err(e) => {
+                found
+                    .notes
+                    .push(format!("note: plugin `{name}` is not served: {e}"));
+                continue;
+            }
+        };
+        match aura_plugin::PluginTool::new(runtime.clone(), &package) {
+            Ok(tool) => {
+                let m = &package.manifest.statement;
+                found.loaded.push(PluginLoaded {
+                    name: m.name.clone(),
+                    version: m.version.clone(),
+                    tool: m.tool_name(),
+                    digest: package.digest.to_hex(),
+                    publisher: m.publisher.to_hex(),
+                    workspace: m.capabilities.workspace.as_str(),
+                    hosts: m.capabilities.hosts.clone(),
+                });
+                found.tools.push(Arc::new(tool));
+            }
+            Err(e) => found
+                .notes
+                .push(format!("note: plugin `{name}` is not served: {e}")),
+        }
+    }
+    Ok(found)
+}
+
+/// Records each plugin the node serves (`plugin.loaded`) in the node's own stream.
+async fn record_plugins(store: &Arc<dyn Store>, loaded: &[PluginLoaded]) -> anyhow::Result<()> {
+    if loaded.is_empty() {
+        return Ok(());
+    }
+    let kind = aura_ledger::Kind::new("plugin.loaded")
+        .map_err(|e| anyhow::anyhow!("cannot record a plugin: {e}"))?;
+    let now = aura_core::door::Clock::now(&SystemClock);
+    let mut batch = Vec::new();
+    for p in loaded {
+        batch.push(aura_store::NewEntry {
+            agent: aura_core::AgentId::NODE,
+            seq: aura_store::Seq::Next,
+            kind: kind.clone(),
+            recorded_at: now,
+            body: aura_core::jcs::to_vec(p)
+                .map_err(|e| anyhow::anyhow!("cannot record a plugin: {e}"))?,
+        });
+    }
+    store
+        .append(batch)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot record the plugins: {e}"))?;
+    Ok(())
+}
+
 /// espeak-ng for `/v1/audio/speech`, unless `[speech] enabled = false`; a note when the
 /// node will not speak.
 async fn speech(config: &aura_node::Config) -> (Option<aura_node::speech::Speech>, Option<String>) {
@@ -416,6 +512,26 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
             .extra_tools
             .extend(aura_node::memory::tools(memory.clone()));
     }
+    // The installed WASM plugins, verified again now, as tools `plugin.<name>`; compiling
+    // their components is CPU work, so it runs off the async threads.
+    let installed = crate::cmd::plugin::plugin_dir(home);
+    let plugged = tokio::task::spawn_blocking(move || plugins(&installed))
+        .await
+        .map_err(|e| anyhow::anyhow!("the plugins' task failed: {e}"))
+        .and_then(|found| found)
+        .map(|found| {
+            parts.extra_tools.extend(found.tools);
+            (found.loaded, found.notes)
+        });
+    let (plugins_loaded, plugin_notes) = match plugged {
+        Ok(p) => p,
+        Err(e) => {
+            if let Some(cells) = cells {
+                cells.shutdown().await;
+            }
+            return Err(e);
+        }
+    };
     let registered = match mcp_servers(&config, cells.as_ref()).await {
         Ok((tools, registered)) => {
             parts.extra_tools.extend(tools);
@@ -446,6 +562,7 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
         }
     };
     record_mcp(&store, &registered).await?;
+    record_plugins(&store, &plugins_loaded).await?;
     let engine = aura_engine::Handle::start(
         aura_engine::Options {
             keystore: Some(home.keystore().dir().to_owned()),
@@ -545,7 +662,11 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
             .map(|a| a.to_string()),
         speech: speech.map(|s| format!("espeak-ng {}", s.version())),
     };
-    for note in [cells_note, grpc_note, speech_note].into_iter().flatten() {
+    for note in [cells_note, grpc_note, speech_note]
+        .into_iter()
+        .flatten()
+        .chain(plugin_notes)
+    {
         eprintln!("{note}");
     }
     out.line(&ready, || {
