@@ -36,6 +36,7 @@ mod handle;
 mod mission;
 mod observe;
 mod prune;
+mod recorded;
 mod shared;
 
 pub use command::{Control, Sender};
