@@ -40,6 +40,10 @@ pub struct StoreConfig {
     /// The URL other nodes and clients reach this node's API at (default
     /// `http://<listen address>`): where requests for the agents it runs are sent.
     pub advertise: Option<String>,
+    /// Answer requests for another node's agents with `307` to that node instead of
+    /// forwarding them over the node-to-node channel (the default); the client then needs
+    /// an API key valid on that node too.
+    pub redirect: bool,
 }
 
 /// `[telemetry]`: where the node's traces go (docs/metrics.md).

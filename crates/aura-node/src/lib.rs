@@ -19,9 +19,12 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod images_tool;
+pub mod node_token;
+pub mod remote_reasoner;
 pub mod services;
 pub mod speech;
 
+mod forward;
 mod guard;
 mod rate;
 mod routes;
