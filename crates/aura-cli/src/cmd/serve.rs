@@ -398,8 +398,8 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
         aura_node::Options {
             listen,
             keys_file,
-            limits: config.limits,
             allowed_hosts: allowed_hosts(&config),
+            limits: config.limits,
             allowed_origins: config.http.allowed_origins.clone(),
             models: Some(models.clone()),
             cells: cells.clone(),
