@@ -9,9 +9,11 @@ mod durability;
 mod http_load;
 mod http_peer;
 mod image;
+mod image_tiny;
 mod infer;
 mod ledger;
 mod mcp;
+mod memory;
 mod missions;
 mod model;
 mod policy;
@@ -38,6 +40,8 @@ enum Bench {
     Infer(infer::Args),
     /// Images: SD 1.5-shaped UNet steps and whole images vs stable-diffusion.cpp
     Image(image::Args),
+    /// Images: Aura's default model (aura-tiny-emoji), prompt to 64x64 PNG, and 4 requests vs 1
+    ImageTiny(image_tiny::Args),
     /// One engine measurement of `image` in a process of its own (run by `image`)
     #[command(hide = true)]
     ImageWorker(image::WorkerArgs),
@@ -62,6 +66,8 @@ enum Bench {
     /// Speech: /v1/audio/speech time to first audio byte and real-time factor vs espeak-ng
     /// alone (scripts/bench-speech.sh starts the node)
     Speech(speech::Args),
+    /// Memory: search p50/p99 at 10,000 and 100,000 vectors, HNSW vs exact, with recall@10
+    Memory(memory::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -71,6 +77,8 @@ fn main() -> anyhow::Result<()> {
         Bench::Infer(args) => return infer::run(args),
         Bench::Image(args) => return image::run(args),
         Bench::ImageWorker(args) => return image::worker(args),
+        Bench::ImageTiny(args) => return image_tiny::run(args),
+        Bench::Memory(args) => return memory::run(args),
         _ => {}
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -79,7 +87,11 @@ fn main() -> anyhow::Result<()> {
     match cli.bench {
         Bench::Ledger(args) => rt.block_on(ledger::run(args)),
         Bench::Cells(args) => rt.block_on(cells::run(args)),
-        Bench::Infer(_) | Bench::Image(_) | Bench::ImageWorker(_) => Ok(()),
+        Bench::Infer(_)
+        | Bench::Image(_)
+        | Bench::ImageWorker(_)
+        | Bench::ImageTiny(_)
+        | Bench::Memory(_) => Ok(()),
         Bench::Reasoner(args) => reasoner::run(&args, &rt),
         Bench::ModelVerify(args) => model::run(&args),
         Bench::Policy(args) => policy::run(&args),

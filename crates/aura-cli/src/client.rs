@@ -44,15 +44,16 @@ impl Client {
                 format!("http://{}", config.http.listen)
             }
         };
+        Client::at(base, args.api_key.clone())
+    }
+
+    /// A client of the node at `base` (no trailing slash) with the API key `key`.
+    pub(crate) fn at(base: String, key: Option<String>) -> anyhow::Result<Client> {
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(5))
             .build()
             .map_err(|e| anyhow::anyhow!("cannot build an HTTP client: {e}"))?;
-        Ok(Client {
-            base,
-            key: args.api_key.clone(),
-            http,
-        })
+        Ok(Client { base, key, http })
     }
 
     /// The node's URL, without a trailing slash.
@@ -110,6 +111,10 @@ impl Client {
     ) -> anyhow::Result<T> {
         self.send(self.request(reqwest::Method::POST, path).json(body))
             .await
+    }
+
+    pub(crate) async fn delete<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.send(self.request(reqwest::Method::DELETE, path)).await
     }
 
     async fn send<T: DeserializeOwned>(

@@ -112,6 +112,12 @@ enum Command {
     /// Serve Aura to MCP clients (Model Context Protocol) with an API key's role
     #[command(subcommand)]
     Mcp(cmd::mcp::Command),
+    /// Submit missions on a schedule: cron in a time zone, or every so often
+    Schedule(cmd::schedule::ScheduleArgs),
+    /// Run a built-in automaton (a dev loop, a task runner) as missions
+    Automaton(cmd::automaton::AutomatonArgs),
+    /// Store, search, list and forget memories of a namespace (through a running node)
+    Memory(cmd::memory::Args),
 }
 
 /// An error that knows what the user could do about it.
@@ -279,5 +285,8 @@ async fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
         Command::Cell(c) => cmd::cell::run(&home, out, c).await,
         Command::Pki(c) => cmd::pki::run(&home, out, c),
         Command::Mcp(c) => cmd::mcp::run(&home, c).await,
+        Command::Schedule(args) => cmd::schedule::run(&home, out, args).await,
+        Command::Automaton(args) => cmd::automaton::run(&home, out, args).await,
+        Command::Memory(args) => cmd::memory::run(&home, out, args).await,
     }
 }

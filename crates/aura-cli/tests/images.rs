@@ -162,6 +162,56 @@ fn aura_image_generate_writes_the_same_png_for_the_same_seed_with_its_receipt() 
         unlicensed.stderr
     );
     aura.run(&["image", "generate", "x"]).one_line_error(1);
+
+    // --format writes JPEG or lossless WebP with the same record; a quality for a lossless
+    // format is refused before anything runs.
+    let jpeg = aura
+        .run(&[
+            "--json",
+            "image",
+            "generate",
+            "a red fox",
+            "--model",
+            "sd",
+            "--size",
+            "64x64",
+            "--steps",
+            "2",
+            "--format",
+            "jpeg",
+            "--quality",
+            "70",
+            "--out",
+            out.path().join("j").to_str().unwrap(),
+        ])
+        .ok()
+        .json();
+    let path = jpeg[0]["path"].as_str().unwrap();
+    assert!(path.ends_with("image-0.jpg"), "{path}");
+    let record: Value = serde_json::from_str(
+        &aura_image::encode::jpeg_text(&std::fs::read(path).unwrap(), "aura").unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["receipt"], jpeg[0]["receipt"]);
+    assert_eq!(record["parameters"]["output_compression"], 70);
+    let lossless = aura
+        .run(&[
+            "image",
+            "generate",
+            "x",
+            "--model",
+            "sd",
+            "--format",
+            "webp",
+            "--quality",
+            "50",
+        ])
+        .one_line_error(1);
+    assert!(
+        lossless.stderr.contains("--quality: applies to jpeg"),
+        "{}",
+        lossless.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,8 +246,41 @@ async fn the_official_python_sdk_makes_images_streams_partials_and_gets_openai_e
             "prompt",
             "no model package `no-such-model` is installed",
             "model `unlicensed`",
-            "response_format"
+            "response_format",
+            "output_format",
+            "output_compression"
         ])
+    );
+
+    // JPEG and WebP carry the same record as the PNG, naming their own receipts; the
+    // lossless WebP decodes to exactly the PNG's pixels (the same request and seed).
+    let b64 = |k: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(facts[k].as_str().unwrap())
+            .unwrap()
+    };
+    let (png, jpeg, webp) = (b64("png_b64"), b64("jpeg_b64"), b64("webp_b64"));
+    let record = |text: Option<String>| -> Value { serde_json::from_str(&text.unwrap()).unwrap() };
+    let (jpeg_record, webp_record) = (
+        record(aura_image::encode::jpeg_text(&jpeg, "aura")),
+        record(aura_image::encode::webp_text(&webp, "aura")),
+    );
+    assert_eq!(&jpeg[..3], [0xFF, 0xD8, 0xFF]);
+    assert_eq!(jpeg_record["parameters"]["output_format"], "jpeg");
+    assert_eq!(jpeg_record["parameters"]["output_compression"], 80);
+    assert_eq!(webp_record["parameters"]["output_format"], "webp");
+    assert_ne!(jpeg_record["receipt"], webp_record["receipt"]);
+    // Apart from the file format, the parameters are the PNG's.
+    let mut same = webp_record["parameters"].clone();
+    same.as_object_mut().unwrap().remove("output_format");
+    assert_eq!(same, facts["parameters"]);
+    let mut decoder = image_webp::WebPDecoder::new(std::io::Cursor::new(webp.as_slice())).unwrap();
+    let mut pixels = vec![0; decoder.output_buffer_size().unwrap()];
+    decoder.read_image(&mut pixels).unwrap();
+    let decoded = aura_image::png::decode_png(&png, 1 << 20).unwrap();
+    assert_eq!(
+        pixels, decoded.pixels,
+        "the WebP is the PNG's image, losslessly"
     );
 
     // The receipt the PNG names is in the ledger, signed by the node, and its hashes are
@@ -213,15 +296,16 @@ async fn the_official_python_sdk_makes_images_streams_partials_and_gets_openai_e
         .await
         .unwrap();
     let listed = receipts["receipts"].as_array().unwrap();
-    // Refusals recorded nothing: one receipt per image made (1 + 1 + 1 + 2 + 1 + 1 + 1).
-    assert_eq!(listed.len(), 8, "{receipts}");
+    // Refusals recorded nothing: one receipt per image made (1 + 1 + 1 + 2 + 1 + 1 + 1,
+    // then a JPEG and a WebP).
+    assert_eq!(listed.len(), 10, "{receipts}");
     assert!(listed.iter().any(|r| r["id"] == facts["receipt"]));
     drop(node);
     // Every receipt's signature holds (the hashes are checked in aura-host's tests).
     let verified = aura.run(&["--json", "receipts", "verify"]).ok().json();
     assert_eq!(
         (verified["ok"].clone(), verified["receipts"].clone()),
-        (json!(true), json!(8)),
+        (json!(true), json!(10)),
         "{verified}"
     );
     let listed = aura.run(&["--json", "receipts", "list"]).ok().json();

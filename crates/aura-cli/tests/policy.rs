@@ -332,7 +332,7 @@ fn check_loads_policies_from_files_and_the_data_directory() {
     let j = check(&a, &fetch, "permit", &["team-a.fetch-docs"]);
     assert_eq!(j["deciding_policies"][0]["source"], "policies/docs.cedar");
     let listed = a.run(&["--json", "policy", "list"]).ok().json();
-    assert_eq!(listed.as_array().unwrap().len(), 15);
+    assert_eq!(listed.as_array().unwrap().len(), 18);
     // ...so the same file again is a duplicate.
     let mut args = vec!["policy", "check"];
     args.extend_from_slice(&with_file);
@@ -452,7 +452,7 @@ fn defaults_and_schema_print_as_they_are() {
     // ids are the defaults' own, which validation (against the defaults) reports.
     let file = write(&a, "defaults.cedar", &defaults);
     let out = a.run(&["policy", "validate", s(&file)]).one_line_error(1);
-    assert_eq!(out.stdout.lines().count(), 14, "{}", out.stdout);
+    assert_eq!(out.stdout.lines().count(), 17, "{}", out.stdout);
     assert!(
         out.stdout
             .lines()

@@ -128,8 +128,8 @@ impl Actor {
                 let outcome = self.message(from, body).await;
                 let _ = reply.send(outcome);
             }
-            Inbox::Submit { spec, reply } => {
-                let outcome = self.submit(*spec).await;
+            Inbox::Submit { spec, id, reply } => {
+                let outcome = self.submit(*spec, id).await;
                 let _ = reply.send(outcome);
             }
             Inbox::Answer {

@@ -33,9 +33,11 @@ pub(crate) enum Inbox {
         body: Value,
         reply: oneshot::Sender<Result<u64, Error>>,
     },
-    /// A new mission for this agent.
+    /// A new mission for this agent, under `id` if one was drawn in advance (a
+    /// schedule's firing records it first); an id already known is answered as submitted.
     Submit {
         spec: Box<MissionSpec>,
+        id: Option<MissionId>,
         reply: oneshot::Sender<Result<MissionId, Error>>,
     },
     /// A person's signed answer to an escalation.

@@ -485,11 +485,33 @@ impl Handle {
 
     /// Submits a mission for `agent`; answers once it is recorded and judged.
     pub async fn submit(&self, agent: AgentId, spec: MissionSpec) -> Result<MissionId, Error> {
+        self.submit_with(agent, spec, None).await
+    }
+
+    /// Submits a mission under an id drawn in advance, as a schedule's firing does (the
+    /// firing records the id first). A mission already known by that id is answered as
+    /// submitted, so a submission repeated after a crash never makes a second mission.
+    pub async fn submit_as(
+        &self,
+        agent: AgentId,
+        spec: MissionSpec,
+        id: MissionId,
+    ) -> Result<MissionId, Error> {
+        self.submit_with(agent, spec, Some(id)).await
+    }
+
+    async fn submit_with(
+        &self,
+        agent: AgentId,
+        spec: MissionSpec,
+        id: Option<MissionId>,
+    ) -> Result<MissionId, Error> {
         let mailbox = self.shared.mailbox(agent)?;
         let (reply, rx) = tokio::sync::oneshot::channel();
         mailbox
             .send(Inbox::Submit {
                 spec: Box::new(spec),
+                id,
                 reply,
             })
             .await?;

@@ -16,13 +16,16 @@
 //! commands, operators' controls, the mailbox); `prune` (the pruned missions and pruning);
 //! `shared` (options, services and the state the handle and the actors share); `forward`
 //! (store commits to the event hub); `agent` (the actor) and `mission` (the mission
-//! driver, the actor's mission transactions); `handle` (the [`Handle`]). No module uses
-//! one that uses it back (aura-archtest checks).
+//! driver, the actor's mission transactions); `handle` (the [`Handle`]); `cron` (cron
+//! expressions in a time zone, pure), `schedule` (schedules, their records and the
+//! missed-run rule, pure) and `scheduler` (the service that fires them through the
+//! handle). No module uses one that uses it back (aura-archtest checks).
 
 #![forbid(unsafe_code)]
 
 pub mod adapters;
 pub mod audit;
+pub mod cron;
 pub mod events;
 pub mod ports;
 #[cfg(feature = "test-util")]
@@ -37,6 +40,8 @@ mod mission;
 mod observe;
 mod prune;
 mod recorded;
+pub mod schedule;
+mod scheduler;
 mod shared;
 
 pub use command::{Control, Sender};
@@ -45,4 +50,6 @@ pub use events::{EventHub, StreamEvent};
 pub use forward::stream_event;
 pub use handle::{Handle, NewAgent, Stuck, StuckReason};
 pub use prune::{KIND_MISSIONS_PRUNED, PruneReport, PrunedMission};
+pub use schedule::{Missed, NewSchedule, Schedule, ScheduleId, Template, Trigger};
+pub use scheduler::{Firing, Schedules};
 pub use shared::{AgentInfo, Options, Ownership, Services};

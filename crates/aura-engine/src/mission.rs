@@ -172,8 +172,22 @@ impl Actor {
     }
 
     /// A new mission: declaration, policy's judgement, and the first transition.
-    pub(crate) async fn submit(&mut self, mut spec: MissionSpec) -> Result<MissionId, Error> {
+    pub(crate) async fn submit(
+        &mut self,
+        mut spec: MissionSpec,
+        id: Option<MissionId>,
+    ) -> Result<MissionId, Error> {
         let s = self.shared.clone();
+        if let Some(id) = id {
+            let known = self.missions.contains_key(&id)
+                || s.missions
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains_key(&id);
+            if known {
+                return Ok(id);
+            }
+        }
         let info = s.agent_info(self.agent)?;
         if spec.namespace != info.namespace {
             return Err(Error::Forbidden(format!(
@@ -216,7 +230,7 @@ impl Actor {
             return Err(Error::Invalid(format!("there is no tool `{unknown}`")));
         }
         let now = self.now();
-        let id = MissionId::generate(s.clock.as_ref(), s.entropy.as_ref());
+        let id = id.unwrap_or_else(|| MissionId::generate(s.clock.as_ref(), s.entropy.as_ref()));
         let mut step = Step::submit(Event::Submitted {
             mission: id,
             agent: self.agent,

@@ -46,6 +46,19 @@ pub enum Target {
         height: u32,
         path: String,
     },
+    Plugin {
+        name: String,
+        version: String,
+        publisher: String,
+        digest: String,
+        workspace: String,
+        hosts: Vec<String>,
+    },
+    /// The calling agent's own memory (`shared` is `None`) or a shared space of its
+    /// namespace.
+    Memory {
+        shared: Option<String>,
+    },
 }
 
 /// A proposed call after its arguments were checked.

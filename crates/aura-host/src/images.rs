@@ -81,6 +81,8 @@ pub struct ImageRequest {
     /// The starting image of an edit, as PNG bytes.
     pub init_image: Option<Vec<u8>>,
     pub previews: Previews,
+    /// The file each image is written as (PNG unless asked; previews are always PNG).
+    pub output: aura_image::OutputFormat,
 }
 
 /// Parses an OpenAI `size` (`WIDTHxHEIGHT`, or `auto` for the model's default).
@@ -119,6 +121,7 @@ pub struct ImagePlan {
     negative_prompt: String,
     init: Option<(RgbImage, Hash)>,
     previews: Previews,
+    output: aura_image::OutputFormat,
 }
 
 impl ImageRequest {
@@ -253,6 +256,7 @@ impl ImageRequest {
             negative_prompt: self.negative_prompt.clone(),
             init,
             previews: self.previews,
+            output: self.output,
         })
     }
 }
@@ -285,14 +289,16 @@ pub enum ImageEvent {
         index: u32,
         png: Vec<u8>,
     },
-    /// Image `image` is done.
+    /// Image `image` is done: its file, as [`MadeImage::png`].
     Image { image: u32, png: Vec<u8> },
 }
 
 /// One image made.
 #[derive(Debug, Clone)]
 pub struct MadeImage {
-    /// The PNG, with its `aura` text chunk.
+    /// The image file with its `aura` record: a PNG (its `iTXt` chunk) unless the request's
+    /// [`ImageRequest::output`] asked for JPEG (a comment segment) or WebP (its XMP chunk);
+    /// see [`aura_image::encode`].
     pub png: Vec<u8>,
     pub seed: u64,
     pub receipt: ReceiptId,
@@ -368,6 +374,15 @@ impl ImagePlan {
         if let (Some(s), Some((_, digest))) = (self.strength, &self.init) {
             r["strength"] = decimal(s);
             r["init_image_sha256"] = json!(digest.to_hex());
+        }
+        // Named only when not PNG, so a PNG's record is what it always was.
+        match self.output {
+            aura_image::OutputFormat::Png => {}
+            aura_image::OutputFormat::Jpeg { quality } => {
+                r["output_format"] = json!("jpeg");
+                r["output_compression"] = json!(quality);
+            }
+            aura_image::OutputFormat::Webp => r["output_format"] = json!("webp"),
         }
         r
     }
@@ -518,8 +533,14 @@ impl ModelHost {
             .map_err(|e| ModelError::internal(format!("cannot encode the parameters: {e}")))?;
             let chunk = String::from_utf8(chunk)
                 .map_err(|e| ModelError::internal(format!("cannot encode the parameters: {e}")))?;
-            let png = aura_image::png::with_text(&generation.png, PNG_KEYWORD, &chunk)
-                .ok_or_else(|| ModelError::internal("the engine's PNG has no header"))?;
+            let png = match plan.output {
+                aura_image::OutputFormat::Png => {
+                    aura_image::png::with_text(&generation.png, PNG_KEYWORD, &chunk)
+                        .ok_or_else(|| ModelError::internal("the engine's PNG has no header"))?
+                }
+                other => aura_image::encode::encode(&generation.image, other, PNG_KEYWORD, &chunk)
+                    .map_err(|e| ModelError::internal(format!("cannot write the image: {e}")))?,
+            };
             let id = self
                 .record(
                     admitted,

@@ -53,6 +53,8 @@ pub use stream::{ChatDelta, ChatEvent, ChatStream};
 
 // The engine's types that the host's API hands out or takes, so that a front end works
 // through the host without depending on the engine itself.
+/// The file an image is written as (PNG, JPEG or lossless WebP), for [`ImageRequest::output`].
+pub use aura_image::OutputFormat;
 pub use aura_infer::reasoner::{ChatOptions, ChatOutcome, LocalReasoner};
 pub use aura_infer::{
     Constraint, EmbeddingModel, Embeddings, GenerateRequest, Generation, Prompt, TokenEvent,

@@ -12,6 +12,7 @@
 
 mod clip;
 pub mod dataset;
+pub mod encode;
 mod error;
 pub mod kernels;
 mod load;
@@ -29,6 +30,7 @@ mod unet;
 mod vae;
 mod weights;
 
+pub use self::encode::OutputFormat;
 pub use self::png::{RgbImage, encode_png};
 pub use clip::{ClipActivation, ClipConfig};
 pub use error::{Error, Result};

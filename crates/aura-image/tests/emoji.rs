@@ -2,7 +2,8 @@
 //! `scripts/fetch-emoji.sh`) with the real MiniLM (`scripts/fetch-models.sh`): the dataset
 //! reads as pinned, the first training steps of the default recipe are the same at one and
 //! two threads and pinned by hash, the shipped weights are the ones their training record
-//! names, and they draw at least 35 of 50 named emoji recognisably.
+//! names, they draw at least 35 of 50 named emoji recognisably, and a negative prompt
+//! steers them away from the emoji it names.
 //!
 //! Retraining the shipped weights (a deliberate change of recipe or arithmetic): `aura image
 //! train --out DIR`, then copy `model.safetensors` and `training-record.json` to
@@ -179,5 +180,50 @@ fn the_default_model_draws_at_least_35_of_50_named_emoji_recognisably() {
         report.hits >= eval::REQUIRED_HITS,
         "{} of 50 prompts drew their emoji within the 5 nearest of 3,786 images",
         report.hits
+    );
+}
+
+#[test]
+fn a_negative_prompt_steers_the_default_model_away_from_what_it_names() {
+    let (weights, _) = shipped();
+    let model = TinyModel::from_bytes(&weights).unwrap();
+    let report = eval::negative_steering(
+        &model,
+        &minilm(),
+        &dataset(),
+        &eval::STEERING_PAIRS,
+        &SampleOptions::default(),
+    )
+    .unwrap();
+    for s in &report {
+        eprintln!(
+            "{:<14} not {:<24} distance to it {:>10.0} -> {:>10.0}, own rank {}",
+            s.prompt, s.negative, s.without, s.with, s.rank_with
+        );
+    }
+    let moved = report.iter().filter(|s| s.moved_away()).count();
+    // Every pair's picture changes; at least 8 of the 10 move away from the emoji their
+    // negative prompt names (a negative prompt that did nothing, or pulled towards what it
+    // names, would fail this).
+    assert!(
+        report.iter().all(|s| s.with != s.without),
+        "a negative prompt left a picture unchanged"
+    );
+    assert!(
+        moved >= 8,
+        "{moved} of 10 pictures moved away from their negative prompt's emoji"
+    );
+    // Steered, the pictures are still the prompts' own emoji (a negative prompt that merely
+    // spoiled the picture would move it away from everything, the prompt's emoji included).
+    let recognised = report.iter().filter(|s| s.rank_with <= eval::TOP).count();
+    assert!(
+        recognised >= 7,
+        "only {recognised} of 10 steered pictures are still their prompt's emoji"
+    );
+    let before: f64 = report.iter().map(|s| s.without).sum();
+    let after: f64 = report.iter().map(|s| s.with).sum();
+    assert!(
+        after > before,
+        "on average the pictures came closer: {before} -> {after}"
     );
 }

@@ -6,6 +6,8 @@
 //! - [`client`]: a client over a byte stream (initialize, `tools/list`, `tools/call`,
 //!   deadlines, pings, a connection that closes for good on the first protocol fault).
 //! - [`cell`]: stdio servers started inside a hardened cell (aura-cell).
+//! - [`http`]: the streamable HTTP transport, as a client (a bridge under [`Client`]) and
+//!   as a server (`aura mcp serve --http`).
 //! - [`tool`]: a registered server's tools as Aura tools, `mcp.<server>.<tool>`, judged by
 //!   policy as `mcp.call` on an `McpTool` resource and recorded like every call.
 //! - [`server`]: Aura as an MCP server: the dispatcher for any [`server::Handler`] and the
@@ -19,6 +21,7 @@
 pub mod cell;
 pub mod client;
 pub mod framing;
+pub mod http;
 pub mod jsonrpc;
 pub mod server;
 pub mod tool;

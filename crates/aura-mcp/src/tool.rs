@@ -30,6 +30,9 @@ pub enum Transport {
         runtime: aura_cell::Runtime,
         spec: StdioSpec,
     },
+    /// A streamable-HTTP server at a URL (checked against the operator's allowlist by
+    /// whoever builds this).
+    Http(crate::http::Endpoint),
 }
 
 /// A registered server.
@@ -153,6 +156,7 @@ impl Server {
     fn describe(&self) -> String {
         match &self.options.transport {
             Transport::Cell { spec, .. } => format!("stdio in a cell: {}", spec.argv.join(" ")),
+            Transport::Http(endpoint) => format!("streamable HTTP: {}", endpoint.url),
         }
     }
 
@@ -174,6 +178,12 @@ impl Server {
                     _process: Some(process),
                 }
             }
+            Transport::Http(endpoint) => Conn {
+                client: Arc::new(
+                    crate::http::connect(endpoint.clone(), self.options.client.clone()).await?,
+                ),
+                _process: None,
+            },
         };
         let client = fresh.client.clone();
         *conn = Some(fresh);

@@ -7,36 +7,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use aura_mcp::jsonrpc::RpcError;
-use aura_mcp::server::{Handler, ToolInfo, ToolOutput, serve_stdio};
+mod support;
+
+use aura_mcp::server::serve_stdio;
 use aura_mcp::{Client, Options};
 use serde_json::{Value, json};
+use support::Adder;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
-
-struct Adder;
-
-#[async_trait]
-impl Handler for Adder {
-    fn info(&self) -> (String, String) {
-        ("adder".into(), "1".into())
-    }
-
-    fn tools(&self) -> Vec<ToolInfo> {
-        vec![ToolInfo {
-            name: "add".into(),
-            description: "adds".into(),
-            input_schema: json!({"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}}),
-        }]
-    }
-
-    async fn call(&self, _name: &str, args: Value) -> Result<ToolOutput, RpcError> {
-        match (args["a"].as_i64(), args["b"].as_i64()) {
-            (Some(a), Some(b)) => Ok(ToolOutput::ok(json!({"sum": a + b}))),
-            _ => Ok(ToolOutput::error("a and b must be integers")),
-        }
-    }
-}
 
 #[tokio::test]
 async fn bad_input_gets_json_rpc_errors_and_the_session_goes_on() {

@@ -4,15 +4,23 @@
 //!
 //! The index ([`hnsw::Hnsw`]) is a hierarchical navigable small world graph written here,
 //! deterministic given the insertion order; its recall@10 against exact search is tested
-//! (`tests/recall.rs`) and benchmarked. Records persist behind [`store::Persist`]
-//! ([`store::SqliteMemory`] in the node's data directory), and the index is rebuilt from
-//! them in insertion order when [`Memory::open`] runs, so it is the same graph after a
-//! restart. Embedding the text (MiniLM through aura-host) and recording each write in the
-//! ledger are the caller's part: this crate stores, forgets and searches vectors.
+//! (`tests/recall.rs`) and benchmarked (`aura-bench memory`). Records persist behind
+//! [`store::Persist`] ([`store::SqliteMemory`] in the node's data directory,
+//! [`postgres::PgMemory`] in a cluster's database), and the index is built from them in
+//! the database's order: a write goes to the database first and reaches the index by
+//! reading back what changed since the index last looked ([`Persist::since`]), so the
+//! graph is the same after a restart and on every node of a cluster. Embedding the text
+//! (MiniLM through aura-host) and recording each write in the ledger are the caller's
+//! part: this crate stores, forgets, lists and searches vectors.
+//!
+//! Every method blocks (database IO, graph search): async callers run them on blocking
+//! threads.
 
 #![forbid(unsafe_code)]
 
 pub mod hnsw;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod store;
 
 use std::collections::BTreeMap;
@@ -26,6 +34,9 @@ pub use store::{Persist, SqliteMemory};
 pub struct Record {
     /// Its position in insertion order (assigned by the store).
     pub seq: u64,
+    /// When it last changed, on the same counter as `seq`: its `seq` when stored, a later
+    /// number when forgotten. [`Persist::since`] reads changes by it.
+    pub version: u64,
     pub namespace: String,
     /// The caller's name for it, unique in its namespace.
     pub id: String,
@@ -48,10 +59,22 @@ pub struct Hit {
     pub score: f32,
 }
 
+/// A live memory as [`Memory::list`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub id: String,
+    pub kind: String,
+    pub text: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("the memory database failed")]
     Sqlite(#[from] rusqlite::Error),
+    /// The PostgreSQL database could not be reached or refused a statement; nothing was
+    /// changed by the call that reports it.
+    #[error("the memory database is unavailable: {0}")]
+    Unavailable(String),
     #[error("the memory database is damaged: {0}")]
     Corrupt(String),
     #[error("a memory named `{0}` already exists in this namespace")]
@@ -71,17 +94,27 @@ struct Space {
     by_id: BTreeMap<String, u32>,
 }
 
+/// Every namespace's index, and how far into the database's changes they are.
+#[derive(Debug, Default)]
+struct State {
+    spaces: BTreeMap<String, Space>,
+    /// The highest `seq` indexed: a changed record at or below it is a forget.
+    max_seq: u64,
+    /// The highest `version` read back.
+    cursor: u64,
+}
+
 /// The memory: every namespace's index, over a [`Persist`].
 #[derive(Debug)]
 pub struct Memory {
     persist: Arc<dyn Persist>,
     dim: usize,
     options: Options,
-    spaces: RwLock<BTreeMap<String, Space>>,
+    state: RwLock<State>,
 }
 
 impl Memory {
-    /// Opens the memory over `persist`, rebuilding each namespace's index from its records
+    /// Opens the memory over `persist`, building each namespace's index from its records
     /// in insertion order (forgotten ones inserted as zero vectors, then removed, so the
     /// graph is the one built before).
     pub fn open(persist: Arc<dyn Persist>, dim: usize, options: Options) -> Result<Memory, Error> {
@@ -89,63 +122,84 @@ impl Memory {
             persist,
             dim,
             options,
-            spaces: RwLock::new(BTreeMap::new()),
+            state: RwLock::new(State::default()),
         };
-        let records = memory.persist.load()?;
         {
-            let mut spaces = memory.spaces.write().unwrap_or_else(|e| e.into_inner());
-            for r in records {
-                let vector = if r.forgotten {
-                    vec![0.0; dim]
-                } else {
-                    r.vector
-                };
-                if vector.len() != dim {
-                    return Err(Error::Corrupt(format!(
-                        "memory `{}` has {} dimensions, not {dim}",
-                        r.id,
-                        vector.len()
-                    )));
-                }
-                let space = Self::space(&mut spaces, &r.namespace, dim, options);
-                let node = space.index.insert(&vector);
-                space.items.push((r.id.clone(), r.kind, r.text));
-                if r.forgotten {
-                    space.index.remove(node);
-                } else {
-                    space.by_id.insert(r.id, node);
-                }
-            }
+            let mut state = memory.state.write().unwrap_or_else(|e| e.into_inner());
+            memory.refresh(&mut state)?;
         }
         Ok(memory)
-    }
-
-    fn space<'a>(
-        spaces: &'a mut BTreeMap<String, Space>,
-        namespace: &str,
-        dim: usize,
-        options: Options,
-    ) -> &'a mut Space {
-        spaces.entry(namespace.to_owned()).or_insert_with(|| Space {
-            index: Hnsw::new(dim, options),
-            items: Vec::new(),
-            by_id: BTreeMap::new(),
-        })
     }
 
     pub fn dim(&self) -> usize {
         self.dim
     }
 
-    /// Stores a memory in `namespace`: persisted first, then indexed.
-    pub fn store(
-        &self,
-        namespace: &str,
-        id: &str,
-        kind: &str,
-        text: &str,
-        vector: &[f32],
-    ) -> Result<u64, Error> {
+    /// Applies what changed in the database since the index last looked: new records are
+    /// inserted in `seq` order, forgotten ones removed. Idempotent: a failure part way
+    /// leaves the cursor where it was, and applying a record twice changes nothing.
+    fn refresh(&self, state: &mut State) -> Result<(), Error> {
+        let changed = self.persist.since(state.cursor)?;
+        let mut cursor = state.cursor;
+        for r in changed {
+            cursor = cursor.max(r.version);
+            if r.seq <= state.max_seq {
+                // Known already: only a forget can have changed it.
+                if r.forgotten
+                    && let Some(space) = state.spaces.get_mut(&r.namespace)
+                    && let Some(node) = space.by_id.remove(&r.id)
+                {
+                    space.index.remove(node);
+                    space.items[node as usize].2.clear();
+                }
+                continue;
+            }
+            let vector = if r.forgotten {
+                vec![0.0; self.dim]
+            } else {
+                r.vector
+            };
+            if vector.len() != self.dim {
+                return Err(Error::Corrupt(format!(
+                    "memory `{}` has {} dimensions, not {}",
+                    r.id,
+                    vector.len(),
+                    self.dim
+                )));
+            }
+            let (dim, options) = (self.dim, self.options);
+            let space = state
+                .spaces
+                .entry(r.namespace.clone())
+                .or_insert_with(|| Space {
+                    index: Hnsw::new(dim, options),
+                    items: Vec::new(),
+                    by_id: BTreeMap::new(),
+                });
+            let node = space.index.insert(&vector);
+            space.items.push((r.id.clone(), r.kind, r.text));
+            if r.forgotten {
+                space.index.remove(node);
+            } else {
+                space.by_id.insert(r.id, node);
+            }
+            state.max_seq = r.seq;
+        }
+        state.cursor = cursor;
+        Ok(())
+    }
+
+    /// Brings the index up to date where other processes write the same database (a
+    /// cluster's nodes), so a search sees what another node stored or forgot.
+    fn catch_up(&self) -> Result<(), Error> {
+        if self.persist.shared() {
+            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+            self.refresh(&mut state)?;
+        }
+        Ok(())
+    }
+
+    fn check(&self, vector: &[f32]) -> Result<(), Error> {
         if vector.len() != self.dim {
             return Err(Error::Dimension {
                 got: vector.len(),
@@ -155,10 +209,26 @@ impl Memory {
         if vector.iter().any(|x| !x.is_finite()) {
             return Err(Error::NotFinite);
         }
-        // The write lock is held across the database write, so the index's insertion order
-        // is the database's.
-        let mut spaces = self.spaces.write().unwrap_or_else(|e| e.into_inner());
-        if spaces
+        Ok(())
+    }
+
+    /// Stores a memory in `namespace`: persisted first, then indexed from the database.
+    /// Returns its `seq`.
+    pub fn store(
+        &self,
+        namespace: &str,
+        id: &str,
+        kind: &str,
+        text: &str,
+        vector: &[f32],
+    ) -> Result<u64, Error> {
+        self.check(vector)?;
+        // The write lock is held across the database write, so that this process indexes
+        // records in the database's order.
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        self.refresh(&mut state)?;
+        if state
+            .spaces
             .get(namespace)
             .is_some_and(|s| s.by_id.contains_key(id))
         {
@@ -166,6 +236,7 @@ impl Memory {
         }
         let seq = self.persist.insert(&Record {
             seq: 0,
+            version: 0,
             namespace: namespace.to_owned(),
             id: id.to_owned(),
             kind: kind.to_owned(),
@@ -173,47 +244,60 @@ impl Memory {
             vector: vector.to_vec(),
             forgotten: false,
         })?;
-        let space = Self::space(&mut spaces, namespace, self.dim, self.options);
-        let node = space.index.insert(vector);
-        space
-            .items
-            .push((id.to_owned(), kind.to_owned(), text.to_owned()));
-        space.by_id.insert(id.to_owned(), node);
+        self.refresh(&mut state)?;
         Ok(seq)
     }
 
     /// Forgets the memory `id` of `namespace`; false if it has none by that name.
     pub fn forget(&self, namespace: &str, id: &str) -> Result<bool, Error> {
-        let mut spaces = self.spaces.write().unwrap_or_else(|e| e.into_inner());
-        let Some(space) = spaces.get_mut(namespace) else {
-            return Ok(false);
-        };
-        let Some(&node) = space.by_id.get(id) else {
-            return Ok(false);
-        };
-        if !self.persist.forget(namespace, id)? {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        self.refresh(&mut state)?;
+        let live = state
+            .spaces
+            .get(namespace)
+            .is_some_and(|s| s.by_id.contains_key(id));
+        if !live || !self.persist.forget(namespace, id)? {
             return Ok(false);
         }
-        space.index.remove(node);
-        space.by_id.remove(id);
-        space.items[node as usize].2.clear();
+        self.refresh(&mut state)?;
         Ok(true)
+    }
+
+    /// Whether `namespace` holds a live memory named `id`.
+    pub fn contains(&self, namespace: &str, id: &str) -> Result<bool, Error> {
+        self.catch_up()?;
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        Ok(state
+            .spaces
+            .get(namespace)
+            .is_some_and(|s| s.by_id.contains_key(id)))
+    }
+
+    /// The live memories of `namespace`, in the order they were stored.
+    pub fn list(&self, namespace: &str) -> Result<Vec<Listed>, Error> {
+        self.catch_up()?;
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let Some(space) = state.spaces.get(namespace) else {
+            return Ok(Vec::new());
+        };
+        let mut nodes: Vec<u32> = space.by_id.values().copied().collect();
+        nodes.sort_unstable();
+        Ok(nodes
+            .into_iter()
+            .map(|n| {
+                let (id, kind, text) = space.items[n as usize].clone();
+                Listed { id, kind, text }
+            })
+            .collect())
     }
 
     /// The `k` memories of `namespace` most similar to `query`, most similar first. Only
     /// `namespace`'s index is searched.
     pub fn search(&self, namespace: &str, query: &[f32], k: usize) -> Result<Vec<Hit>, Error> {
-        if query.len() != self.dim {
-            return Err(Error::Dimension {
-                got: query.len(),
-                want: self.dim,
-            });
-        }
-        if query.iter().any(|x| !x.is_finite()) {
-            return Err(Error::NotFinite);
-        }
-        let spaces = self.spaces.read().unwrap_or_else(|e| e.into_inner());
-        let Some(space) = spaces.get(namespace) else {
+        self.check(query)?;
+        self.catch_up()?;
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let Some(space) = state.spaces.get(namespace) else {
             return Ok(Vec::new());
         };
         Ok(space

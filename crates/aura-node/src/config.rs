@@ -21,6 +21,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// `[[mcp.servers]]`: MCP servers whose tools agents may call (docs/mcp.md).
     pub mcp: McpConfig,
+    /// `[memory]`: the `memory.*` tools and `/v1/memory` (docs/memory.md).
+    pub memory: MemoryConfig,
     /// Reasoners by name: `[reasoners.NAME]` tables, each with a `provider` and that
     /// provider's settings (docs/reasoners.md). Checked when the node starts.
     pub reasoners: BTreeMap<String, toml::Table>,
@@ -62,16 +64,28 @@ pub struct TelemetryConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct McpConfig {
     pub servers: Vec<McpServerConfig>,
+    /// URL prefixes a streamable-HTTP server's `url` must lie under (each a whole URL, or
+    /// ending in `/`); a server elsewhere is refused when the node starts. Empty: none.
+    pub http_allowlist: Vec<String>,
 }
 
-/// One `[[mcp.servers]]` table: a stdio server, run inside a cell.
+/// One `[[mcp.servers]]` table: a stdio server run inside a cell (`command`), or a
+/// streamable-HTTP server at a URL on the allowlist (`url`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct McpServerConfig {
     /// 1-32 of a-z, 0-9, `_` and `-`: the middle part of its tools' names.
     pub name: String,
     /// The program (an absolute path as the cell sees it) and its arguments.
+    #[serde(default)]
     pub command: Vec<String>,
+    /// A streamable-HTTP server's MCP endpoint, instead of `command`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The environment variable holding the bearer token to send to `url` (so the token
+    /// stays out of aura.toml).
+    #[serde(default)]
+    pub bearer_env: Option<String>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     /// Host directories the cell sees read-only at the same paths (an interpreter's
@@ -165,6 +179,26 @@ pub struct ToolsConfig {
     pub http: bool,
     /// Whether `cmd.run` may ever give a cell a network.
     pub command_network: bool,
+}
+
+/// `[memory]`: the node's memory (docs/memory.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemoryConfig {
+    /// Whether the node serves memory at all (the `memory.*` tools and `/v1/memory`).
+    pub enabled: bool,
+    /// The installed text encoder memories are embedded with (default `minilm`, the name
+    /// docs give all-MiniLM-L6-v2 when importing it).
+    pub model: String,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig {
+            enabled: true,
+            model: "minilm".to_owned(),
+        }
+    }
 }
 
 /// `[speech]`: `/v1/audio/speech` with espeak-ng, run as a separate process.

@@ -19,6 +19,7 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod images_tool;
+pub mod memory;
 pub mod node_token;
 pub mod remote_reasoner;
 pub mod services;
@@ -68,12 +69,16 @@ pub struct Options {
     pub cell_access: CellAccess,
     /// espeak-ng for `/v1/audio/speech`; without it that route answers 503.
     pub speech: Option<speech::Speech>,
+    /// The memory served at `/v1/memory`; without it those routes answer 503.
+    pub memory: Option<Arc<memory::MemoryService>>,
 }
 
 /// Shared by every request.
 #[derive(Debug, Clone)]
 pub(crate) struct AppState {
     pub(crate) engine: Handle,
+    /// The node's schedules (`/v1/schedules`), fired through `engine`.
+    pub(crate) schedules: aura_engine::Schedules,
     pub(crate) keys: Arc<KeyCache>,
     pub(crate) limits: Limits,
     pub(crate) rate: Arc<rate::RateLimiter>,
@@ -82,6 +87,7 @@ pub(crate) struct AppState {
     pub(crate) cells: Option<aura_cell::Runtime>,
     pub(crate) cell_access: CellAccess,
     pub(crate) speech: Option<speech::Speech>,
+    pub(crate) memory: Option<Arc<memory::MemoryService>>,
     /// Turns true when the server stops: open WebSockets close.
     pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
     /// In a cluster: where to send requests for agents this node does not run.
@@ -207,6 +213,9 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    /// The node's schedules could not be read back from its ledger.
+    #[error("cannot start the schedules")]
+    Schedules(#[source] aura_engine::Error),
 }
 
 impl ServeError {
@@ -218,6 +227,7 @@ impl ServeError {
             ServeError::Bind { .. } => Some("is another node running? choose another address with --listen".into()),
             ServeError::Keys(_) => Some("fix or remove the API key file (`aura apikey list` shows what it holds)".into()),
             ServeError::Access(_) => Some("list bare host names (`aura.example.com` or `aura.example.com:8443`) in allowed_hosts and origins (`https://console.example.com`) in allowed_origins".into()),
+            ServeError::Schedules(_) => Some("`aura ledger verify` checks the ledger; the entry named is the node's own".into()),
         }
     }
 }
@@ -300,8 +310,22 @@ pub async fn serve_in_cluster(
     )?;
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let header_timeout = std::time::Duration::from_secs(options.limits.header_timeout_secs.max(1));
+    let listener = TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: options.listen,
+            source,
+        })?;
+    // Schedules start once the engine has recovered its missions, so that a firing cut
+    // short by a crash is finished under its own mission id, never twice; and only once
+    // nothing else can fail, so that a node that did not start leaves no scheduler
+    // running (two would fire the same instants).
+    let schedules = aura_engine::Schedules::start(engine.clone())
+        .await
+        .map_err(ServeError::Schedules)?;
     let state = AppState {
         engine,
+        schedules,
         keys: Arc::new(keys),
         rate: Arc::new(rate::RateLimiter::new(
             options.limits.requests_per_second,
@@ -313,16 +337,11 @@ pub async fn serve_in_cluster(
         cells: options.cells,
         cell_access: options.cell_access,
         speech: options.speech,
+        memory: options.memory,
         stopping: stopping.clone(),
         cluster,
     };
     let app = router(state);
-    let listener = TcpListener::bind(options.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: options.listen,
-            source,
-        })?;
     let addr = listener.local_addr().map_err(|source| ServeError::Bind {
         addr: options.listen,
         source,

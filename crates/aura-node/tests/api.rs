@@ -51,6 +51,37 @@ async fn authorization_matrix() {
     let m2 = doomed.body["id"].as_str().unwrap().to_owned();
     let answer = support::approval(&n, &m1, request);
     let operator = json!({"name": "carol", "public_key": support::person_key(3).public_key().to_hex(), "level": "L3", "namespace": "team-a"});
+    // Schedules of agent a, created paused (and due only daily) so none fires here.
+    let schedule = json!({"agent": a, "name": "matrix", "paused": true,
+        "template": {"objective": "read", "tools": ["fs.read"], "timeout_secs": 600},
+        "trigger": {"kind": "every", "secs": 86400}});
+    let mut schedule_ids = Vec::new();
+    for _ in 0..2 {
+        let r = n
+            .call(
+                "POST",
+                "/v1/schedules",
+                Some("operator"),
+                Some(schedule.clone()),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        schedule_ids.push(r.body["id"].as_str().unwrap().to_owned());
+    }
+    let (s1, s2) = (schedule_ids[0].clone(), schedule_ids[1].clone());
+    // Deleting: an approver may see but not change it, another namespace's operator does
+    // not see it, the agent's own key may; then it is gone for everyone.
+    for (role, want) in [
+        ("approver_a", 403),
+        ("operator_b", 404),
+        ("agent_a", 200),
+        ("operator", 404),
+    ] {
+        let r = n
+            .call("DELETE", &format!("/v1/schedules/{s2}"), Some(role), None)
+            .await;
+        assert_eq!(r.status, want, "DELETE schedule as {role}: {:?}", r.body);
+    }
     // (method, path, body, [operator, approver_a, agent_a, operator_b, none])
     let mut table: Vec<(&str, String, Option<Value>, [u16; 5])> = vec![
         ("GET", "/health".into(), None, [200, 200, 200, 200, 200]),
@@ -293,6 +324,46 @@ async fn authorization_matrix() {
             [503, 403, 403, 503, 401],
         ),
     ];
+    // Schedules follow missions: operators and the agent's own key change them, whoever
+    // sees the namespace reads them.
+    table.extend([
+        (
+            "POST",
+            "/v1/schedules".into(),
+            Some(schedule.clone()),
+            [201, 403, 201, 404, 401],
+        ),
+        (
+            "GET",
+            "/v1/schedules".into(),
+            None,
+            [200, 200, 200, 200, 401],
+        ),
+        (
+            "GET",
+            format!("/v1/schedules/{s1}"),
+            None,
+            [200, 200, 200, 404, 401],
+        ),
+        (
+            "POST",
+            format!("/v1/schedules/{s1}/resume"),
+            None,
+            [200, 403, 200, 404, 401],
+        ),
+        (
+            "POST",
+            format!("/v1/schedules/{s1}/pause"),
+            None,
+            [200, 403, 200, 404, 401],
+        ),
+        (
+            "DELETE",
+            format!("/v1/schedules/{s1}"),
+            None,
+            [200, 404, 404, 404, 401],
+        ),
+    ]);
     table.extend([
         // The machine's load, for the studio's monitor: those who may run work on it.
         ("GET", "/v1/system".into(), None, [200, 403, 200, 200, 401]),
@@ -346,6 +417,32 @@ async fn authorization_matrix() {
             "/v1/images/ws".into(),
             None,
             [400, 403, 400, 400, 401],
+        ),
+        // Memory is for operators, in the namespaces their key allows; this node serves
+        // none, and says so only to those (crates/aura-cli/tests/memory.rs drives one).
+        (
+            "GET",
+            "/v1/memory/team-a/shared:handbook".into(),
+            None,
+            [503, 403, 403, 403, 401],
+        ),
+        (
+            "POST",
+            "/v1/memory/team-a/shared:handbook".into(),
+            Some(json!({"text": "the sky is blue"})),
+            [503, 403, 403, 403, 401],
+        ),
+        (
+            "POST",
+            "/v1/memory/team-a/shared:handbook/search".into(),
+            Some(json!({"query": "sky"})),
+            [503, 403, 403, 403, 401],
+        ),
+        (
+            "POST",
+            "/v1/memory/team-a/shared:handbook/forget".into(),
+            Some(json!({"id": "m-1"})),
+            [503, 403, 403, 403, 401],
         ),
         // The web UI's files hold no data and no secret: served to anyone, like
         // /openapi.json, so a browser can load the page that asks for a key. Whether or
@@ -916,6 +1013,75 @@ async fn bad_input_gets_json_errors_and_changes_nothing() {
     );
 }
 
+/// Schedules that could never run are refused with a 400 that says why, and nothing is
+/// created: a bad cron expression, an unknown time zone, a zero interval, an oversized
+/// template, an unknown tool, an unknown missed-run policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_refuse_bad_input_with_clear_400s() {
+    let n = start().await;
+    let a = n.agent_a.to_string();
+    let template = json!({"objective": "read", "tools": ["fs.read"], "timeout_secs": 600});
+    let with = |trigger: Value, template: Value| json!({"agent": a, "template": template, "trigger": trigger, "paused": true});
+    let cron = |expr: &str, zone: &str| json!({"kind": "cron", "expr": expr, "zone": zone});
+    let cases = [
+        (
+            with(cron("61 * * * *", "UTC"), template.clone()),
+            "outside 0-59",
+        ),
+        (
+            with(cron("0 9 * *", "UTC"), template.clone()),
+            "has 4 fields",
+        ),
+        (
+            with(cron("0 9 30 2 *", "UTC"), template.clone()),
+            "no month",
+        ),
+        (
+            with(cron("0 9 * * MON-FRI", "Europe/Atlantis"), template.clone()),
+            "not a time zone",
+        ),
+        (
+            with(json!({"kind": "every", "secs": 0}), template.clone()),
+            "between 1 s",
+        ),
+        (
+            with(
+                json!({"kind": "every", "secs": 60}),
+                json!({"objective": "x".repeat(70_000), "tools": ["fs.read"], "timeout_secs": 600}),
+            ),
+            "at most 65536",
+        ),
+        (
+            with(
+                json!({"kind": "every", "secs": 60}),
+                json!({"objective": "x", "tools": ["fs.teleport"], "timeout_secs": 600}),
+            ),
+            "no tool `fs.teleport`",
+        ),
+        (
+            json!({"agent": a, "template": template, "trigger": {"kind": "every", "secs": 60}, "missed": "sometimes"}),
+            "",
+        ),
+    ];
+    for (body, says) in cases {
+        let r = n
+            .call(
+                "POST",
+                "/v1/schedules",
+                Some("operator"),
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{body}: {:?}", r.body);
+        assert_error_shape(&r);
+        let message = r.body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{body}: {message}");
+        assert!(!message.contains('\n'), "one line: {message}");
+    }
+    let listed = n.call("GET", "/v1/schedules", Some("operator"), None).await;
+    assert_eq!(listed.body, json!([]), "nothing was created");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callers_over_their_rate_are_told_when_to_come_back() {
     let n = start_with(
@@ -973,6 +1139,7 @@ async fn without_keys_only_loopback_is_served() {
             cells: None,
             cell_access: Default::default(),
             speech: None,
+            memory: None,
         },
         n.engine.clone(),
     )

@@ -408,3 +408,309 @@ mod hostile_bytes {
         }
     }
 }
+
+mod as_a_tool {
+    //! A plugin as the tool `plugin.<name>` behind aura-tools' registry: its arguments are
+    //! checked against the manifest's schema, its target names the plugin and what it
+    //! declares, the registry's token check stands in front of it, and every runtime
+    //! failure is a failed effect with its own kind and a one-line reason.
+    use std::sync::Arc;
+
+    use super::*;
+    use aura_core::{AgentId, MissionId, Timestamp};
+    use aura_identity::{ExecutionToken, Namespace, Signed, TokenId, TrustSet};
+    use aura_plugin::PluginTool;
+    use aura_tools::{
+        Call, ErrorKind, Limits as ToolLimits, NetworkGrant, Outcome, Registry, Target, ToolContext,
+    };
+
+    fn context(node: &Signer, ws: &Path, tools: &[&str]) -> ToolContext {
+        let token = ExecutionToken {
+            id: TokenId::from_bytes([9; 16]),
+            mission: MissionId::from_bytes([5; 16]),
+            agent: AgentId::from_bytes([3; 16]),
+            namespace: Namespace::new("team-a").unwrap(),
+            tools: tools.iter().map(|s| (*s).to_owned()).collect(),
+            issued_at: Timestamp::from_secs(1_800_000_000),
+            expires_at: Timestamp::from_secs(1_800_003_600),
+            issuer: node.public_key(),
+        };
+        ToolContext {
+            mission: MissionId::from_bytes([5; 16]),
+            agent: AgentId::from_bytes([3; 16]),
+            namespace: Namespace::new("team-a").unwrap(),
+            workspace: ws.to_owned(),
+            token: Some(Signed::sign(token, node).unwrap()),
+            trust: TrustSet::new([node.public_key()]),
+            now: Timestamp::from_secs(1_800_000_010),
+            mission_active: true,
+            network: NetworkGrant::default(),
+            limits: ToolLimits::default(),
+            heartbeat: None,
+        }
+    }
+
+    fn call(tool: &str, arguments: serde_json::Value) -> Call {
+        Call {
+            id: "c1".into(),
+            tool: tool.into(),
+            arguments,
+        }
+    }
+
+    fn failure(effect: &aura_tools::Effect) -> (ErrorKind, String) {
+        match &effect.outcome {
+            Outcome::Failed { kind, message } => (*kind, message.clone()),
+            Outcome::Ok { value } => panic!("expected a failure, got {value}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn calls_are_checked_judged_by_target_and_their_failures_are_clear_effects() {
+        let tmp = tempfile::tempdir().unwrap();
+        let signer = publisher(20);
+        let node = publisher(21);
+        let mut m = manifest("wordcount", &signer, WorkspaceAccess::Read);
+        m.input_schema = json!({
+            "type": "object",
+            "properties": {"path": {"type": "string"}, "save_to": {"type": "string"}},
+            "required": ["path"],
+            "additionalProperties": false
+        });
+        let wc = package::open(
+            &packed(tmp.path(), "wordcount", m, &signer),
+            &[signer.public_key()],
+        )
+        .unwrap();
+        let mut h = manifest("hostile", &signer, WorkspaceAccess::Read);
+        h.input_schema = json!({"type": "object", "required": ["do"]});
+        let hostile = package::open(
+            &packed(tmp.path(), "hostile", h, &signer),
+            &[signer.public_key()],
+        )
+        .unwrap();
+        let rt = runtime();
+        let mut registry = Registry::new();
+        registry
+            .register(Arc::new(PluginTool::new(rt.clone(), &wc).unwrap()))
+            .unwrap();
+        registry
+            .register(Arc::new(PluginTool::new(rt, &hostile).unwrap()))
+            .unwrap();
+        let d = registry
+            .get("plugin.wordcount")
+            .unwrap()
+            .descriptor()
+            .clone();
+        assert_eq!(d.needs, aura_tools::Capability::Plugin);
+        assert!(!d.destructive, "a read-only plugin destroys nothing");
+
+        let ws = tmp.path().join("ws");
+        std::fs::create_dir(&ws).unwrap();
+        std::fs::write(ws.join("notes.txt"), "one two three\n").unwrap();
+        let ctx = context(&node, &ws, &["plugin.wordcount", "plugin.hostile"]);
+
+        // Arguments that do not fit the schema are refused before policy or the plugin.
+        for (args, why) in [
+            (json!({}), "`path` is required"),
+            (json!({"path": 3}), "expected string"),
+            (
+                json!({"path": "a", "shell": "rm"}),
+                "`shell` is not an argument",
+            ),
+            (json!("notes.txt"), "must be a JSON object"),
+        ] {
+            let err = registry
+                .prepare(&call("plugin.wordcount", args))
+                .unwrap_err();
+            assert_eq!(err.kind, ErrorKind::InvalidArguments, "{err}");
+            assert!(err.message.contains(why), "{err}");
+        }
+
+        // The target names the plugin, its publisher, digest and declared capabilities.
+        let prepared = registry
+            .prepare(&call("plugin.wordcount", json!({"path": "notes.txt"})))
+            .unwrap();
+        assert_eq!(
+            prepared.target,
+            Target::Plugin {
+                name: "wordcount".into(),
+                version: "1.0.0".into(),
+                publisher: signer.public_key().to_hex(),
+                digest: wc.digest.to_hex(),
+                workspace: "read".into(),
+                hosts: vec![],
+            }
+        );
+        let done = registry.execute(&ctx, &prepared).await;
+        assert_eq!(
+            done.outcome,
+            Outcome::Ok {
+                value: json!({"path": "notes.txt", "lines": 1, "words": 3, "bytes": 14})
+            }
+        );
+
+        // No token for the plugin: it never runs.
+        let other = context(&node, &ws, &["fs.read"]);
+        let (kind, _) = failure(&registry.execute(&other, &prepared).await);
+        assert_eq!(kind, ErrorKind::Unauthorized);
+
+        // Each escape attempt is a failed effect with its reason, and nothing panics.
+        let run = async |args: serde_json::Value| {
+            let p = registry.prepare(&call("plugin.hostile", args)).unwrap();
+            failure(&registry.execute(&ctx, &p).await)
+        };
+        let (kind, msg) = run(json!({"do": "spin"})).await;
+        assert_eq!(kind, ErrorKind::TooLarge);
+        assert!(
+            msg.contains("plugin.hostile: the plugin ran out of fuel"),
+            "{msg}"
+        );
+        let (kind, msg) = run(json!({"do": "allocate"})).await;
+        assert_eq!(kind, ErrorKind::TooLarge);
+        assert!(
+            msg.contains("more than its 33554432 bytes of memory"),
+            "{msg}"
+        );
+        let (kind, msg) = run(json!({"do": "read", "path": "/etc/passwd"})).await;
+        assert_eq!(kind, ErrorKind::Unavailable);
+        assert!(msg.contains("cannot read /etc/passwd"), "{msg}");
+        let (_, msg) = run(json!({"do": "read", "path": "/workspace/../../etc/passwd"})).await;
+        assert!(msg.contains("cannot read"), "{msg}");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (_, msg) = run(json!({"do": "dial", "addr": addr})).await;
+        assert!(msg.contains("cannot connect to"), "{msg}");
+        listener.set_nonblocking(true).unwrap();
+        assert!(listener.accept().is_err(), "nothing connected");
+        let (kind, msg) = run(json!({"do": "write"})).await;
+        assert_eq!(kind, ErrorKind::Unavailable, "{msg}");
+        assert!(msg.starts_with("plugin.hostile: the plugin"), "{msg}");
+        assert!(!ws.join("planted.txt").exists());
+        let (_, msg) = run(json!({"do": "garbage"})).await;
+        assert!(msg.contains("not JSON"), "{msg}");
+        // And the plugin still answers after all that.
+        let p = registry
+            .prepare(&call("plugin.hostile", json!({"do": "hello"})))
+            .unwrap();
+        assert_eq!(
+            registry.execute(&ctx, &p).await.outcome,
+            Outcome::Ok {
+                value: json!({"echo": "hello"})
+            }
+        );
+    }
+
+    #[test]
+    fn installed_plugins_are_verified_when_installed_and_again_when_opened() {
+        use aura_plugin::installed::{Error, Installed};
+        let tmp = tempfile::tempdir().unwrap();
+        let signer = publisher(30);
+        let src = packed(
+            tmp.path(),
+            "wordcount",
+            manifest("wordcount", &signer, WorkspaceAccess::Read),
+            &signer,
+        );
+        let node = Installed::new(tmp.path().join("home/plugins"));
+        let installed = || node.dir().join("installed/wordcount");
+
+        // An untrusted publisher's package is refused and nothing is written.
+        let err = node.install(&src, false).unwrap_err();
+        assert!(
+            matches!(err, Error::Package(PackageError::Untrusted(_))),
+            "{err}"
+        );
+        assert!(!installed().exists());
+        assert!(node.open_all().unwrap().is_empty());
+
+        assert!(node.trust(signer.public_key(), "acme").unwrap());
+        assert!(
+            !node.trust(signer.public_key(), "acme tools").unwrap(),
+            "trusted again: renamed"
+        );
+        assert_eq!(node.publishers().unwrap()[0].name, "acme tools");
+
+        // A tampered copy and an unsigned (edited) manifest are refused.
+        let tampered = tmp.path().join("tampered");
+        std::fs::create_dir(&tampered).unwrap();
+        let mut wasm = std::fs::read(src.join(package::COMPONENT_FILE)).unwrap();
+        wasm[200] ^= 1;
+        std::fs::write(tampered.join(package::COMPONENT_FILE), &wasm).unwrap();
+        std::fs::copy(
+            src.join(package::MANIFEST_FILE),
+            tampered.join(package::MANIFEST_FILE),
+        )
+        .unwrap();
+        let err = node.install(&tampered, false).unwrap_err();
+        assert!(
+            matches!(err, Error::Package(PackageError::Tampered { .. })),
+            "{err}"
+        );
+        let json_text = std::fs::read_to_string(src.join(package::MANIFEST_FILE)).unwrap();
+        let sig_at = json_text.find("\"signature\"").unwrap();
+        let unsigned = tmp.path().join("unsigned");
+        std::fs::create_dir(&unsigned).unwrap();
+        std::fs::copy(
+            src.join(package::COMPONENT_FILE),
+            unsigned.join(package::COMPONENT_FILE),
+        )
+        .unwrap();
+        let mut forged = json_text.clone();
+        forged.replace_range(
+            sig_at + 13..sig_at + 15,
+            if &json_text[sig_at + 13..sig_at + 15] == "00" {
+                "11"
+            } else {
+                "00"
+            },
+        );
+        std::fs::write(unsigned.join(package::MANIFEST_FILE), forged).unwrap();
+        let err = node.install(&unsigned, false).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Package(PackageError::Signature(_) | PackageError::Manifest(_))
+            ),
+            "{err}"
+        );
+        assert!(!installed().exists());
+
+        // The genuine package installs once; again only with replace.
+        let pkg = node.install(&src, false).unwrap();
+        assert_eq!(pkg.manifest.statement.name, "wordcount");
+        assert!(matches!(node.install(&src, false), Err(Error::Exists(_))));
+        node.install(&src, true).unwrap();
+        let all = node.open_all().unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].1.as_ref().unwrap().digest, pkg.digest);
+
+        // Changed on disk after install: refused when opened.
+        std::fs::write(installed().join(package::COMPONENT_FILE), &wasm).unwrap();
+        assert!(matches!(
+            node.open_all().unwrap()[0].1,
+            Err(PackageError::Tampered { .. })
+        ));
+        node.install(&src, true).unwrap();
+
+        // Revoking the publisher refuses its installed plugin from then on.
+        assert!(node.untrust(&signer.public_key()).unwrap());
+        assert!(!node.untrust(&signer.public_key()).unwrap());
+        assert!(matches!(
+            node.open_all().unwrap()[0].1,
+            Err(PackageError::Untrusted(_))
+        ));
+
+        node.remove("wordcount").unwrap();
+        assert!(!installed().exists());
+        assert!(matches!(
+            node.remove("wordcount"),
+            Err(Error::NotInstalled(_))
+        ));
+        assert!(matches!(node.remove("../home"), Err(Error::BadName(_))));
+
+        // A damaged list of publishers is an error, not an empty trust.
+        std::fs::write(node.dir().join("publishers.json"), "{\"format\": 1").unwrap();
+        assert!(matches!(node.trusted_keys(), Err(Error::Publishers { .. })));
+    }
+}

@@ -34,7 +34,7 @@ use crate::request::{
     Malformed, Request, Resource, approval_fields, check_resource, check_tool_name, extra_tags,
     program_of, shorten,
 };
-use crate::schema::{self, CUSTOM_TOOL, Compiled, MCP_CALL};
+use crate::schema::{self, CUSTOM_TOOL, Compiled, MCP_CALL, PLUGIN_CALL};
 use crate::set::{Effect, PolicyInfo, PolicySet};
 use crate::slice::Scoped;
 
@@ -213,7 +213,35 @@ pub(crate) fn prepare<'c>(
     // The action: a known one applying to this kind of resource, or a custom tool.
     let action =
         match compiled.actions.get(&request.action) {
-            Some(a) if request.action != CUSTOM_TOOL && request.action != MCP_CALL => a,
+            Some(a)
+                if request.action != CUSTOM_TOOL
+                    && request.action != MCP_CALL
+                    && request.action != PLUGIN_CALL =>
+            {
+                a
+            }
+            // An installed plugin, `plugin.<name>`: as for MCP tools, its name must match
+            // the resource's.
+            _ if request.action.starts_with("plugin.") => {
+                check_tool_name(&request.action)?;
+                let Resource::Plugin { name, .. } = &request.resource else {
+                    return Err(refusal(format!(
+                        "the action `{}` does not apply to {}",
+                        shorten(&request.action),
+                        request.resource.kind()
+                    )));
+                };
+                if request.action != format!("plugin.{name}") {
+                    return Err(refusal(format!(
+                        "the action `{}` does not name the plugin `{}`",
+                        shorten(&request.action),
+                        shorten(name)
+                    )));
+                }
+                compiled.actions.get(PLUGIN_CALL).ok_or_else(|| {
+                    refusal(format!("aura's schema lacks the action `{PLUGIN_CALL}`"))
+                })?
+            }
             // An MCP server's tool, `mcp.<server>.<tool>`: its name must match the resource,
             // so a request cannot be judged as one tool and name another.
             _ if request.action.starts_with("mcp.") => {
@@ -278,6 +306,17 @@ pub(crate) fn prepare<'c>(
                 principal.namespace
             ),
         });
+    }
+
+    // An agent's own memory is its alone, before anything a policy could say.
+    if let Resource::Memory { space, .. } = &request.resource
+        && space.starts_with("agent:")
+        && !is_own_space(space, request)
+    {
+        return Err(refusal(format!(
+            "the memory space `{}` is another agent's; an agent's memory is its own",
+            shorten(space)
+        )));
     }
 
     // An approval must approve this very request.
@@ -408,6 +447,13 @@ fn entity_set(entities: &[Entity]) -> Result<Entities, String> {
     .map_err(|e| e.to_string())
 }
 
+/// Whether `space` is the asking agent's own memory (`agent:<its id>`).
+fn is_own_space(space: &str, request: &Request) -> bool {
+    space
+        .strip_prefix("agent:")
+        .is_some_and(|id| id == request.principal.agent.to_string())
+}
+
 fn resource_entity(compiled: &Compiled, request: &Request) -> Result<(EntityUid, Entity), Refusal> {
     let t = &compiled.types;
     let ns_attr = |ns: &aura_identity::Namespace| {
@@ -496,6 +542,56 @@ fn resource_entity(compiled: &Compiled, request: &Request) -> Result<(EntityUid,
                     RestrictedExpression::new_long(i64::from(*height)),
                 ),
                 string("path", path),
+            ],
+            Some(namespace),
+        ),
+        Resource::Plugin {
+            namespace,
+            name,
+            version,
+            publisher,
+            digest,
+            workspace,
+            hosts,
+        } => (
+            uid(&t.plugin, &format!("{namespace}:{name}@{digest}")),
+            vec![
+                ns_attr(namespace),
+                string("name", name),
+                string("version", version),
+                string("publisher", publisher),
+                string("digest", digest),
+                string("workspace", workspace),
+                (
+                    "hosts".to_owned(),
+                    RestrictedExpression::new_set(
+                        hosts
+                            .iter()
+                            .map(|h| RestrictedExpression::new_string(h.clone())),
+                    ),
+                ),
+                // Derived, so policies need no empty-set literal (which Cedar's
+                // validator refuses).
+                (
+                    "network".to_owned(),
+                    RestrictedExpression::new_bool(!hosts.is_empty()),
+                ),
+            ],
+            Some(namespace),
+        ),
+        Resource::Memory { namespace, space } => (
+            uid(&t.memory, &format!("{namespace}/{space}")),
+            vec![
+                ns_attr(namespace),
+                string("space", space),
+                (
+                    "own".to_owned(),
+                    RestrictedExpression::new_bool(is_own_space(space, request)),
+                ),
+                (
+                    "shared".to_owned(),
+                    RestrictedExpression::new_bool(space.starts_with("shared:")),
+                ),
             ],
             Some(namespace),
         ),
@@ -777,6 +873,23 @@ mod tests {
                 height: 64,
                 path: "images/apple.png".into(),
             },
+            Resource::Plugin {
+                namespace: ns("team-a"),
+                name: "wordcount".into(),
+                version: "1.0.0".into(),
+                publisher: "ab".repeat(32),
+                digest: "cd".repeat(32),
+                workspace: "read".into(),
+                hosts: vec!["example.com:443".into()],
+            },
+            Resource::Memory {
+                namespace: ns("team-a"),
+                space: format!("agent:{agent}"),
+            },
+            Resource::Memory {
+                namespace: ns("team-a"),
+                space: "shared:handbook".into(),
+            },
             Resource::Mission {
                 namespace: ns("team-a"),
                 id: mission,
@@ -804,6 +917,8 @@ mod tests {
                     "acme.deploy".to_owned()
                 } else if name.as_str() == MCP_CALL {
                     "mcp.files.read".to_owned()
+                } else if name.as_str() == PLUGIN_CALL {
+                    "plugin.wordcount".to_owned()
                 } else {
                     (*name).clone()
                 };

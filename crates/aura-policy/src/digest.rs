@@ -17,6 +17,9 @@
 //!   6 agent:   str namespace, [16] id
 //!   7 MCP tool: str server, str tool, u8 trusted
 //!   8 image:   str namespace, str model, u32 width, u32 height, str path
+//!   9 plugin:  str namespace, str name, str version, str publisher, str digest,
+//!              str workspace, u32 n hosts, each str host
+//!  10 memory:  str namespace, str space
 //! u8 has mission (0/1) [, [16] mission], u8 destructive, u8 in_cell
 //! u32 n extra entries, sorted by key: str key, u8 kind (1 string, 2 other JSON,
 //!   3 unfit: nested too deeply or holding a fractional number), str text (the string,
@@ -111,6 +114,30 @@ fn encode(r: &Request) -> Vec<u8> {
             e.u32(*width).u32(*height);
             put_str(&mut e, path);
         }
+        Resource::Plugin {
+            namespace,
+            name,
+            version,
+            publisher,
+            digest,
+            workspace,
+            hosts,
+        } => {
+            e.u8(9);
+            put_str(&mut e, namespace.as_str());
+            for s in [name, version, publisher, digest, workspace] {
+                put_str(&mut e, s);
+            }
+            e.u32(u32::try_from(hosts.len()).unwrap_or(u32::MAX));
+            for h in hosts {
+                put_str(&mut e, h);
+            }
+        }
+        Resource::Memory { namespace, space } => {
+            e.u8(10);
+            put_str(&mut e, namespace.as_str());
+            put_str(&mut e, space);
+        }
     }
     let c = &r.context;
     match &c.mission {
@@ -180,6 +207,34 @@ mod tests {
             request_digest(&request()).to_hex(),
             "39b6c550fd7d07c70cd26d1e4b7e1539d298704685bfa89efe59da50ea7d8cef"
         );
+    }
+
+    /// The plugin resource's vector, computed the same way (Python's hashlib over the
+    /// layout in this file's header, kind 9).
+    #[test]
+    fn plugin_digest_vector_is_stable() {
+        let mut r = request();
+        r.action = "plugin.wordcount".into();
+        r.resource = Resource::Plugin {
+            namespace: ns("team-a"),
+            name: "wordcount".into(),
+            version: "1.0.0".into(),
+            publisher: "ab".repeat(32),
+            digest: "cd".repeat(32),
+            workspace: "read".into(),
+            hosts: vec!["example.com:443".into()],
+        };
+        assert_eq!(
+            request_digest(&r).to_hex(),
+            "d4f5c5c8f9f4dffaae971c121bd27f859465995d2ba50f2a9ff702a0a77c9e2f"
+        );
+        // Each of the plugin's fields is in the digest.
+        let base = request_digest(&r);
+        let Resource::Plugin { hosts, .. } = &mut r.resource else {
+            unreachable!()
+        };
+        hosts.clear();
+        assert_ne!(request_digest(&r), base);
     }
 
     #[test]

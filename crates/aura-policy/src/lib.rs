@@ -60,6 +60,7 @@ pub use request::{
     Context, MAX_EXTRA_DEPTH, MAX_EXTRA_ENTRIES, MAX_EXTRA_VALUE, MAX_PATH, Principal, Request,
     Resource,
 };
+pub use request::{MAX_SPACE_NAME, valid_space_name};
 pub use set::{Effect, LoadError, MAX_POLICY_FILE, PolicyInfo, PolicySet, Problem};
 
 /// The policy id under which [`decide`] reports a request that crosses namespaces.

@@ -23,6 +23,9 @@ pub const MAX_EXTRA_VALUE: usize = 16 * 1024;
 /// How deeply a value in [`Context::extra`] may nest arrays and objects.
 pub const MAX_EXTRA_DEPTH: usize = 32;
 
+/// The most `host:port`s a plugin resource may carry (a manifest's own bound).
+const MAX_PLUGIN_HOSTS: usize = 32;
+
 /// The longest command line, host, scheme, model name or digest a request may carry.
 const MAX_TEXT: usize = 64 * 1024;
 
@@ -88,6 +91,23 @@ pub enum Resource {
         height: u32,
         path: String,
     },
+    /// A WASM plugin installed on the node (`plugin.<name>`): its name and version, its
+    /// publisher's key and its signed manifest's digest (both hex), and the capabilities
+    /// its manifest declares: workspace access (`none`, `read` or `write`) and the
+    /// `host:port`s it may connect to. The workspace it would see is the mission's, in the
+    /// agent's namespace.
+    Plugin {
+        namespace: Namespace,
+        name: String,
+        version: String,
+        publisher: String,
+        digest: String,
+        workspace: String,
+        hosts: Vec<String>,
+    },
+    /// A memory space (`memory.*`): `agent:<agent id>` (that agent's own, which no other
+    /// agent may reach) or `shared:<name>` (a space of the namespace that operators share).
+    Memory { namespace: Namespace, space: String },
     /// A mission (`mission.*`, `record.read`).
     Mission { namespace: Namespace, id: MissionId },
     /// An agent (`agent.send`, `record.read`).
@@ -100,6 +120,8 @@ impl Resource {
         match self {
             Resource::Path { namespace, .. }
             | Resource::Image { namespace, .. }
+            | Resource::Plugin { namespace, .. }
+            | Resource::Memory { namespace, .. }
             | Resource::Command { namespace, .. }
             | Resource::Mission { namespace, .. }
             | Resource::Agent { namespace, .. } => Some(namespace),
@@ -116,6 +138,8 @@ impl Resource {
             Resource::Model { .. } => "Model",
             Resource::McpTool { .. } => "McpTool",
             Resource::Image { .. } => "Image",
+            Resource::Plugin { .. } => "Plugin",
+            Resource::Memory { .. } => "Memory",
             Resource::Mission { .. } => "Mission",
             Resource::Agent { .. } => "Agent",
         }
@@ -130,6 +154,8 @@ impl Resource {
             Resource::Model { .. } => "a model",
             Resource::McpTool { .. } => "an MCP tool",
             Resource::Image { .. } => "an image",
+            Resource::Plugin { .. } => "a plugin",
+            Resource::Memory { .. } => "a memory space",
             Resource::Mission { .. } => "a mission",
             Resource::Agent { .. } => "an agent",
         }
@@ -299,8 +325,71 @@ pub(crate) fn check_resource(resource: &Resource) -> Result<(), Malformed> {
             check_text("model name", model, false)?;
             check_path(path)
         }
+        Resource::Plugin {
+            name,
+            version,
+            publisher,
+            digest,
+            workspace,
+            hosts,
+            ..
+        } => {
+            check_text("plugin name", name, false)?;
+            check_text("plugin version", version, false)?;
+            check_text("plugin publisher", publisher, false)?;
+            check_text("plugin digest", digest, false)?;
+            if !matches!(workspace.as_str(), "none" | "read" | "write") {
+                return Err(Malformed::new(format!(
+                    "the plugin's workspace access `{}` is not none, read or write",
+                    shorten(workspace)
+                )));
+            }
+            if hosts.len() > MAX_PLUGIN_HOSTS {
+                return Err(Malformed::new(format!(
+                    "the plugin declares more than {MAX_PLUGIN_HOSTS} hosts"
+                )));
+            }
+            for h in hosts {
+                check_text("plugin host", h, false)?;
+            }
+            Ok(())
+        }
+        Resource::Memory { space, .. } => check_space(space),
         Resource::Mission { .. } | Resource::Agent { .. } => Ok(()),
     }
+}
+
+/// The longest shared memory space name, in bytes.
+pub const MAX_SPACE_NAME: usize = 64;
+
+/// Checks a memory space: `agent:<agent id>` or `shared:<name>`, the name 1-64 of
+/// lowercase letters, digits, `.`, `_` and `-`, starting with a letter or digit.
+pub(crate) fn check_space(space: &str) -> Result<(), Malformed> {
+    let ok = match space.split_once(':') {
+        Some(("agent", id)) => id.parse::<AgentId>().is_ok(),
+        Some(("shared", name)) => valid_space_name(name),
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Malformed::new(format!(
+            "the memory space `{}` is not `agent:<agent id>` or `shared:<name>`",
+            shorten(space)
+        )))
+    }
+}
+
+/// A shared memory space's name: 1-64 of lowercase letters, digits, `.`, `_` and `-`,
+/// starting with a letter or digit.
+pub fn valid_space_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= MAX_SPACE_NAME
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter().all(|&c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-')
+        })
 }
 
 /// The first word of a command line (what `Command.program` holds).
@@ -547,6 +636,32 @@ mod tests {
             Err(Unfit::Fractional)
         );
         assert!(canonical_json(&serde_json::json!([u64::MAX, i64::MIN])).is_ok());
+    }
+
+    #[test]
+    fn memory_spaces() {
+        let agent = AgentId::from_bytes([7; 16]);
+        for good in [
+            format!("agent:{agent}"),
+            "shared:handbook".into(),
+            "shared:0.x_y-z".into(),
+        ] {
+            assert_eq!(check_space(&good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "agent:",
+            "agent:nobody",
+            "shared:",
+            "shared:Handbook",
+            "shared:-x",
+            "shared:a b",
+            "episodes:x",
+            "handbook",
+            &format!("shared:{}", "a".repeat(MAX_SPACE_NAME + 1)),
+        ] {
+            assert!(check_space(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

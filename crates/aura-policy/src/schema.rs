@@ -19,6 +19,8 @@ pub(crate) const SCHEMA_TEXT: &str = include_str!("aura.cedarschema");
 pub(crate) const CUSTOM_TOOL: &str = "tool.custom";
 /// The action every MCP server's tool (`mcp.<server>.<tool>`) is evaluated as.
 pub(crate) const MCP_CALL: &str = "mcp.call";
+/// The action every installed WASM plugin (`plugin.<name>`) is evaluated as.
+pub(crate) const PLUGIN_CALL: &str = "plugin.call";
 
 /// Everything built from the schema once.
 pub(crate) struct Compiled {
@@ -53,6 +55,8 @@ pub(crate) struct Types {
     pub(crate) model: EntityTypeName,
     pub(crate) mcp_tool: EntityTypeName,
     pub(crate) image: EntityTypeName,
+    pub(crate) plugin: EntityTypeName,
+    pub(crate) memory: EntityTypeName,
     pub(crate) mission: EntityTypeName,
     pub(crate) extra: EntityTypeName,
 }
@@ -88,6 +92,8 @@ fn compile() -> Result<Compiled, String> {
         model: type_name("Model")?,
         mcp_tool: type_name("McpTool")?,
         image: type_name("Image")?,
+        plugin: type_name("Plugin")?,
+        memory: type_name("Memory")?,
         mission: type_name("Mission")?,
         extra: type_name("Extra")?,
     };
@@ -161,21 +167,28 @@ mod tests {
                 "http.fetch",
                 "image.generate",
                 "mcp.call",
+                "memory.forget",
+                "memory.recall",
+                "memory.search",
+                "memory.store",
                 "mission.cancel",
                 "mission.finish",
                 "mission.read",
                 "mission.submit",
                 "model.use",
+                "plugin.call",
                 "record.read",
                 "tool.custom",
             ]
         );
         let mut groups: Vec<&str> = c.groups.iter().map(String::as_str).collect();
         groups.sort_unstable();
-        assert_eq!(groups, ["fs", "lifecycle", "read", "tool"]);
+        assert_eq!(groups, ["fs", "lifecycle", "memory", "read", "tool"]);
+        assert_eq!(c.actions["memory.store"].resources, ["Memory"]);
         assert_eq!(c.actions["fs.write"].resources, ["Path"]);
         assert_eq!(c.actions["mcp.call"].resources, ["McpTool"]);
         assert_eq!(c.actions["image.generate"].resources, ["Image"]);
+        assert_eq!(c.actions["plugin.call"].resources, ["Plugin"]);
         assert_eq!(c.actions["record.read"].resources.len(), 2);
     }
 }

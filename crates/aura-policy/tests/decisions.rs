@@ -778,6 +778,132 @@ when { resource.server == "files" && resource.tool == "delete" };"#,
     );
 }
 
+fn plugin(namespace: &str, name: &str, workspace: &str, hosts: &[&str]) -> aura_policy::Resource {
+    aura_policy::Resource::Plugin {
+        namespace: ns(namespace),
+        name: name.into(),
+        version: "1.0.0".into(),
+        publisher: "ab".repeat(32),
+        digest: "cd".repeat(32),
+        workspace: workspace.into(),
+        hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
+    }
+}
+
+#[test]
+fn plugins_under_the_defaults_and_an_operator_forbid() {
+    const PLUGIN: &[&str] = &["aura.plugin.call"];
+    const POWERFUL: &[&str] = &["aura.plugin.powerful.escalate"];
+    let reader = || plugin("team-a", "wordcount", "read", &[]);
+    let writer = || plugin("team-a", "wordcount", "write", &[]);
+    let online = || plugin("team-a", "fetcher", "none", &["example.com:443"]);
+    check(
+        &PolicySet::defaults(),
+        vec![
+            (
+                "a reading plugin at L1",
+                req(L1, "plugin.wordcount", reader()),
+                DENY,
+                NONE,
+            ),
+            (
+                "a reading plugin at L2",
+                req(L2, "plugin.wordcount", reader()),
+                PERMIT,
+                PLUGIN,
+            ),
+            (
+                "a writing plugin at L2",
+                req(L2, "plugin.wordcount", writer()),
+                escalate(L3),
+                POWERFUL,
+            ),
+            (
+                "a writing plugin at L3",
+                req(L3, "plugin.wordcount", writer()),
+                PERMIT,
+                PLUGIN,
+            ),
+            (
+                "a networked plugin at L2",
+                req(L2, "plugin.fetcher", online()),
+                escalate(L3),
+                POWERFUL,
+            ),
+            // The name must be the resource's, and the resource only a plugin's.
+            (
+                "a name that is not the resource's",
+                req(L4, "plugin.other", reader()),
+                DENY,
+                NONE,
+            ),
+            (
+                "the bare action",
+                req(L4, "plugin.call", reader()),
+                DENY,
+                NONE,
+            ),
+            (
+                "a plugin name on a path",
+                req(L4, "plugin.wordcount", path("team-a", "x")),
+                DENY,
+                NONE,
+            ),
+            (
+                "another action on a plugin",
+                req(L4, "fs.read", reader()),
+                DENY,
+                NONE,
+            ),
+            (
+                "a plugin of another namespace",
+                req(
+                    L4,
+                    "plugin.wordcount",
+                    plugin("team-b", "wordcount", "read", &[]),
+                ),
+                DENY,
+                &["aura.namespace-isolation"],
+            ),
+            (
+                "a workspace access that is not one",
+                req(
+                    L4,
+                    "plugin.wordcount",
+                    plugin("team-a", "wordcount", "all", &[]),
+                ),
+                DENY,
+                NONE,
+            ),
+        ],
+    );
+    let operator = PolicySet::parse(
+        "ops.cedar",
+        r#"@id("ops.no-wordcount")
+forbid (principal, action == Aura::Action::"plugin.call", resource is Aura::Plugin)
+when { resource.name == "wordcount" };"#,
+    )
+    .unwrap();
+    let set = PolicySet::defaults().merge(operator).unwrap();
+    check(
+        &set,
+        vec![
+            (
+                "the forbidden plugin",
+                req(L4, "plugin.wordcount", reader()),
+                DENY,
+                &["ops.no-wordcount"],
+            ),
+            (
+                "another plugin",
+                req(L3, "plugin.fetcher", online()),
+                PERMIT,
+                PLUGIN,
+            ),
+        ],
+    );
+}
+
 fn image(namespace: &str, model: &str, side: u32) -> aura_policy::Resource {
     aura_policy::Resource::Image {
         namespace: ns(namespace),
@@ -851,6 +977,123 @@ when { resource.width > 512 || resource.height > 512 };"#,
                 req(L4, "image.generate", image("team-a", "sd15", 1024)),
                 DENY,
                 &["ops.small-images"],
+            ),
+        ],
+    );
+}
+
+/// An agent's own memory is its alone; shared spaces open only where an operator says so;
+/// forgetting is destructive.
+#[test]
+fn memory_under_the_defaults_and_an_operator_shared_space() {
+    const OWN: &[&str] = &["aura.memory.own"];
+    let own = format!("agent:{AGENT}");
+    let other = format!("agent:{OTHER_AGENT}");
+    check(
+        &PolicySet::defaults(),
+        vec![
+            (
+                "storing in its own memory at L1",
+                req(L1, "memory.store", memory("team-a", &own)),
+                PERMIT,
+                OWN,
+            ),
+            (
+                "searching its own memory",
+                req(L1, "memory.search", memory("team-a", &own)),
+                PERMIT,
+                OWN,
+            ),
+            (
+                "recalling its own missions",
+                req(L1, "memory.recall", memory("team-a", &own)),
+                PERMIT,
+                OWN,
+            ),
+            (
+                "another agent's memory, even at L4",
+                req(L4, "memory.search", memory("team-a", &other)),
+                DENY,
+                NONE,
+            ),
+            (
+                "a shared space without an operator's policy",
+                req(L4, "memory.search", memory("team-a", "shared:handbook")),
+                DENY,
+                NONE,
+            ),
+            (
+                "its own memory named in another namespace",
+                req(L4, "memory.search", memory("team-b", &own)),
+                DENY,
+                ISOLATION,
+            ),
+            (
+                "a space that is not a space",
+                req(L4, "memory.search", memory("team-a", "handbook")),
+                DENY,
+                NONE,
+            ),
+            (
+                "another action on a memory",
+                req(L4, "fs.read", memory("team-a", &own)),
+                DENY,
+                NONE,
+            ),
+            (
+                "memory.store on a path",
+                req(L4, "memory.store", path("team-a", "x")),
+                DENY,
+                NONE,
+            ),
+        ],
+    );
+    // Forgetting is destructive: the engine asks with `destructive` set.
+    let mut forget = req(L2, "memory.forget", memory("team-a", &own));
+    forget.context.destructive = true;
+    let mut forget_l3 = forget.clone();
+    forget_l3.principal.level = L3;
+    check(
+        &PolicySet::defaults(),
+        vec![
+            ("forgetting below L3", forget, escalate(L3), DESTRUCTIVE),
+            ("forgetting at L3", forget_l3, PERMIT, OWN),
+        ],
+    );
+    let operator = PolicySet::parse(
+        "ops.cedar",
+        r#"@id("ops.handbook")
+permit (principal in Aura::Namespace::"team-a", action == Aura::Action::"memory.search", resource is Aura::Memory)
+when { resource.space == "shared:handbook" };"#,
+    )
+    .unwrap();
+    let set = PolicySet::defaults().merge(operator).unwrap();
+    check(
+        &set,
+        vec![
+            (
+                "searching the shared handbook",
+                req(L1, "memory.search", memory("team-a", "shared:handbook")),
+                PERMIT,
+                &["ops.handbook"],
+            ),
+            (
+                "writing the shared handbook",
+                req(L4, "memory.store", memory("team-a", "shared:handbook")),
+                DENY,
+                NONE,
+            ),
+            (
+                "another shared space",
+                req(L4, "memory.search", memory("team-a", "shared:secrets")),
+                DENY,
+                NONE,
+            ),
+            (
+                "another agent's memory, whatever operators permit",
+                req(L4, "memory.search", memory("team-a", &other)),
+                DENY,
+                NONE,
             ),
         ],
     );

@@ -145,11 +145,14 @@ fn defaults_load_cleanly_and_are_documented() {
             "aura.destructive.escalate",
             "aura.mcp.call",
             "aura.mcp.unknown-server.escalate",
+            "aura.plugin.call",
+            "aura.plugin.powerful.escalate",
             "aura.agent.send",
             "aura.mission.finish",
             "aura.mission.lifecycle",
             "aura.model.use",
             "aura.image.generate",
+            "aura.memory.own",
         ]
     );
     let escalate = set.policy("aura.destructive.escalate").unwrap();

@@ -66,8 +66,31 @@ fn action() -> impl Strategy<Value = String> {
     ]
 }
 
+/// A plugin resource with any text in it.
+fn plugin_resource() -> impl Strategy<Value = Resource> {
+    (
+        namespace(),
+        (text(), text(), text(), text(), text()),
+        prop::collection::vec(text(), 0..3),
+    )
+        .prop_map(
+            |(namespace, (name, version, publisher, digest, workspace), hosts)| Resource::Plugin {
+                namespace,
+                name,
+                version,
+                publisher,
+                digest,
+                workspace,
+                hosts,
+            },
+        )
+        .boxed()
+}
+
 fn resource() -> impl Strategy<Value = Resource> {
-    prop_oneof![
+    // Two groups, boxed: one union of eight arms of tuples makes a value tree too large
+    // for a debug test thread's stack.
+    let others = prop_oneof![
         (namespace(), text()).prop_map(|(namespace, path)| Resource::Path { namespace, path }),
         (namespace(), text(), any::<bool>()).prop_map(|(namespace, command, network)| {
             Resource::Command {
@@ -99,7 +122,8 @@ fn resource() -> impl Strategy<Value = Resource> {
             namespace,
             id: AgentId::from_bytes(id)
         }),
-    ]
+    ];
+    prop_oneof![7 => others.boxed(), 1 => plugin_resource().boxed()]
 }
 
 fn json() -> impl Strategy<Value = Value> {
@@ -168,7 +192,8 @@ fn well_formed() -> impl Strategy<Value = Request> {
             .prop_map(|s| Namespace::new(s).unwrap())
     };
     let path = "(prod|notes|secrets|src)(/[a-z.]{1,5}){0,3}";
-    let resource = prop_oneof![
+    // Two groups, boxed, as in `resource`.
+    let others = prop_oneof![
         (
             prop::sample::select(vec![
                 "fs.read",
@@ -254,6 +279,32 @@ fn well_formed() -> impl Strategy<Value = Request> {
                 }
             )),
     ];
+    let plugin = (
+        ns(),
+        prop::sample::select(vec!["wordcount", "fetcher"]),
+        prop::sample::select(vec!["none", "read", "write"]),
+        prop::collection::vec("[a-z]{1,6}\\.example\\.com:443", 0..2),
+    )
+        .prop_map(|(namespace, name, workspace, hosts)| {
+            (
+                if name == "wordcount" {
+                    "plugin.wordcount"
+                } else {
+                    "plugin.fetcher"
+                },
+                Resource::Plugin {
+                    namespace,
+                    name: name.to_owned(),
+                    version: "1.0.0".to_owned(),
+                    publisher: "ab".repeat(32),
+                    digest: "cd".repeat(32),
+                    workspace: workspace.to_owned(),
+                    hosts,
+                },
+            )
+        })
+        .boxed();
+    let resource = prop_oneof![7 => others.boxed(), 1 => plugin];
     let value = prop_oneof![
         any::<i64>().prop_map(Value::from),
         any::<bool>().prop_map(Value::from),

@@ -21,6 +21,10 @@ pub enum Capability {
     Lifecycle,
     /// A tool of an MCP server the operator registered (stdio servers run in a cell).
     Mcp,
+    /// A WASM plugin installed on the node (run on wasmtime with its manifest's limits).
+    Plugin,
+    /// The node's memory (embedded facts, the agent's past missions).
+    Memory,
 }
 
 /// A tool as the reasoner and policy see it.
@@ -68,12 +72,26 @@ pub enum Target {
         height: u32,
         path: String,
     },
+    /// A memory space: the calling agent's own (`shared` is `None`), or the shared space
+    /// of its namespace that `shared` names.
+    Memory { shared: Option<String> },
     /// A tool of an MCP server: the server's registered name, the tool's name on it, and
     /// whether the operator marked the server trusted.
     McpTool {
         server: String,
         tool: String,
         trusted: bool,
+    },
+    /// An installed WASM plugin: its name and version, its publisher's key and its signed
+    /// manifest's digest (hex), and the capabilities the manifest declares (workspace
+    /// access `none`, `read` or `write`; `host:port`s it may connect to).
+    Plugin {
+        name: String,
+        version: String,
+        publisher: String,
+        digest: String,
+        workspace: String,
+        hosts: Vec<String>,
     },
 }
 

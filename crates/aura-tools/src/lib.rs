@@ -17,7 +17,8 @@
 //!    (`fs.write` and `fs.delete` record the previous content, byte for byte).
 //!
 //! The built-in tools ([`Registry::builtin`]; `image.generate` is registered by a node
-//! that hosts models, with its [`ImageGenerator`]):
+//! that hosts models, with its [`ImageGenerator`], and the `memory.*` tools by a node with
+//! a memory, with its [`MemoryBackend`]):
 //!
 //! | tool | target | destructive | compensation |
 //! |---|---|---|---|
@@ -30,6 +31,8 @@
 //! | `agent.send` | agent | no | none |
 //! | `mission.finish` | mission | no | none |
 //! | `image.generate` | image (model, size, path) | no (the old bytes are kept) | restore the previous content, or remove the new file |
+//! | `memory.store`, `memory.search`, `memory.recall` | memory (own or a shared space) | no | none |
+//! | `memory.forget` | memory (own or a shared space) | yes | none |
 //!
 //! File tools resolve every path with `openat2(2)` beneath the workspace (no `..`, no
 //! absolute paths, no symbolic links, a swapped-in link cannot redirect them); `cmd.run`
@@ -49,6 +52,7 @@ mod effect;
 mod fs;
 pub mod http;
 mod image;
+mod memory;
 mod registry;
 mod tool;
 
@@ -68,6 +72,11 @@ pub use fs::{
 };
 pub use http::{FetchArgs, HttpFetch, HttpOptions, Method};
 pub use image::{ImageArgs, ImageGenerate, ImageGenerator, ImageJob, MadeImage};
+pub use memory::{
+    DEFAULT_K, ForgetArgs, MAX_K, MAX_MEMORY_TEXT, MAX_QUERY, MemoryBackend, MemorySpace,
+    MemoryTool, RecallArgs, Remembered, SearchArgs, StoreArgs, memory_tools, text_sha256,
+    valid_memory_id, valid_space_name,
+};
 pub use registry::{
     BuiltinOptions, RegisterError, Registry, Unauthorized, authorize, authorize_compensation,
 };

@@ -4,7 +4,8 @@
 //! the ledger, so the node must not be running on the same data directory.
 //!
 //! One line of input is one message; `/reset` forgets the conversation, `/exit` (or the
-//! end of input) ends the chat. With `--json` each answer is one JSON line.
+//! end of input) ends the chat. With `--json` each answer is one JSON line. With
+//! `--agent` the chat goes through a running node instead (`chat_agent.rs`).
 
 use std::io::{BufRead as _, Write as _};
 use std::sync::Arc;
@@ -38,6 +39,21 @@ pub(crate) struct Args {
     /// Threads for the model's work (answers do not depend on it) [default: all cores]
     #[arg(long)]
     threads: Option<usize>,
+    /// Talk to an agent through the running node instead: each message is a mission of
+    /// the agent, and the conversation lives in the ledger (it survives restarts)
+    #[arg(long, value_name = "AGENT")]
+    agent: Option<String>,
+    /// With --agent: the conversation to start or continue
+    #[arg(long, value_name = "NAME", default_value = "default")]
+    conversation: String,
+    /// With --agent: a reasoner configured on the node (default: the node's)
+    #[arg(long, value_name = "NAME")]
+    reasoner: Option<String>,
+    /// With --agent: seconds each message's mission may take
+    #[arg(long = "timeout", value_name = "SECS", default_value_t = 300)]
+    timeout_secs: u64,
+    #[command(flatten)]
+    node: crate::client::NodeArgs,
 }
 
 #[derive(Serialize)]
@@ -49,6 +65,16 @@ struct Answer<'a> {
 }
 
 pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result<()> {
+    if let Some(agent) = args.agent {
+        let chat = super::chat_agent::AgentChat {
+            node: args.node,
+            agent,
+            conversation: args.conversation,
+            reasoner: args.reasoner,
+            timeout_secs: args.timeout_secs,
+        };
+        return super::chat_agent::run(home, out, &chat).await;
+    }
     home.require_init()?;
     if !(0.0..=2.0).contains(&args.temperature) {
         return Err(hinted(

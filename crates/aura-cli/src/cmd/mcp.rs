@@ -1,8 +1,10 @@
-//! `aura mcp serve`: Aura as an MCP server over stdio, for MCP clients (assistants,
-//! IDEs, the official SDKs). Each tool is one call of a running node's HTTP API made
-//! with the API key given (`--api-key` or `AURA_API_KEY`), so an MCP client can do
-//! exactly what that key's role allows, and the node records and judges everything as it
-//! does for any client. The protocol is aura-mcp's; this file is the mapping of tools to
+//! `aura mcp serve`: Aura as an MCP server over stdio, or over streamable HTTP with
+//! `--http`, for MCP clients (assistants, IDEs, the official SDKs). Each tool is one call
+//! of a running node's HTTP API made with an API key: over stdio the one given
+//! (`--api-key` or `AURA_API_KEY`); over HTTP the one each client sends as its bearer
+//! token (checked with the node when its session opens), so an MCP client can do exactly
+//! what that key's role allows, and the node records and judges everything as it does for
+//! any client. The protocol is aura-mcp's; this file is the mapping of tools to
 //! the API. docs/mcp.md lists the tools.
 
 use std::sync::Arc;
@@ -18,7 +20,7 @@ use crate::home::Home;
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum Command {
-    /// Serve MCP over stdin and stdout, acting on a running node with an API key
+    /// Serve MCP over stdin and stdout (or streamable HTTP with --http), acting on a running node with an API key
     Serve(ServeArgs),
 }
 
@@ -29,10 +31,57 @@ pub(crate) struct ServeArgs {
     /// The largest message accepted, in bytes
     #[arg(long, default_value_t = aura_mcp::jsonrpc::MAX_MESSAGE)]
     max_message: usize,
+    /// Serve streamable HTTP at http://ADDR/mcp instead of stdio; each client sends an API key of the node as its bearer token
+    #[arg(long, value_name = "ADDR")]
+    http: Option<std::net::SocketAddr>,
+}
+
+/// Opens an HTTP session for a client's API key, once the node has accepted the key.
+struct KeySessions {
+    /// The node's URL.
+    base: String,
+}
+
+#[async_trait]
+impl aura_mcp::http::Sessions for KeySessions {
+    async fn open(&self, token: &str) -> Result<Arc<dyn Handler>, String> {
+        let client =
+            Client::at(self.base.clone(), Some(token.to_owned())).map_err(|e| e.to_string())?;
+        // Every role may list agents; no key may not: a cheap check of the key.
+        client
+            .get::<Value>("/v1/agents")
+            .await
+            .map_err(|e| format!("the node refused this key: {e:#}"))?;
+        Ok(Arc::new(Api { client }))
+    }
 }
 
 pub(crate) async fn run(home: &Home, command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Serve(args) if args.http.is_some() => {
+            let addr = args.http.unwrap_or_else(|| unreachable!());
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                crate::hinted(
+                    format!("cannot listen on {addr}: {e}"),
+                    "choose a free address, such as --http 127.0.0.1:8765",
+                )
+            })?;
+            let bound = listener.local_addr()?;
+            if !bound.ip().is_loopback() {
+                eprintln!(
+                    "warning: serving MCP on {bound}, beyond this machine: every client still needs an API key, but use TLS in front of it"
+                );
+            }
+            eprintln!("serving MCP (streamable HTTP) at http://{bound}/mcp");
+            let sessions = Arc::new(KeySessions {
+                base: Client::new(home, &args.node)?.base().to_owned(),
+            });
+            aura_mcp::http::serve(listener, sessions, args.max_message, async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("the MCP server failed: {e}"))
+        }
         Command::Serve(args) => {
             let client = Client::new(home, &args.node)?;
             let handler = Arc::new(Api { client });

@@ -2,9 +2,11 @@
 
 pub(crate) mod agent;
 pub(crate) mod apikey;
+pub(crate) mod automaton;
 pub(crate) mod cell;
 pub(crate) mod cell_node;
 pub(crate) mod chat;
+pub(crate) mod chat_agent;
 pub(crate) mod cluster;
 pub(crate) mod image;
 pub(crate) mod init;
@@ -12,12 +14,14 @@ pub(crate) mod key;
 pub(crate) mod ledger;
 pub(crate) mod license;
 pub(crate) mod mcp;
+pub(crate) mod memory;
 pub(crate) mod mission;
 pub(crate) mod model;
 pub(crate) mod pki;
 pub(crate) mod policy;
 pub(crate) mod reasoner;
 pub(crate) mod receipts;
+pub(crate) mod schedule;
 pub(crate) mod serve;
 pub(crate) mod tui;
 pub(crate) mod witness;

@@ -142,7 +142,8 @@ fn cell_access(
     ))
 }
 
-/// Starts the MCP servers of `[[mcp.servers]]`, each in a cell of its own, and returns
+/// Starts the MCP servers of `[[mcp.servers]]` (stdio ones each in a cell of its own,
+/// streamable-HTTP ones by URL when the allowlist holds them), and returns
 /// their tools (`mcp.<server>.<tool>`) with what to record of each registration. A server
 /// that does not start or list its tools stops the node from starting: the operator
 /// asked for it, and a node that silently ran without it would surprise them.
@@ -152,33 +153,76 @@ async fn mcp_servers(
 ) -> anyhow::Result<(Vec<Arc<dyn aura_mcp::Tool>>, Vec<aura_mcp::Registration>)> {
     let mut tools = Vec::new();
     let mut registered = Vec::new();
-    if config.mcp.servers.is_empty() {
-        return Ok((tools, registered));
-    }
-    let Some(runtime) = cells else {
-        return Err(hinted(
-            "aura.toml registers MCP servers, but cells cannot start here",
-            "stdio MCP servers run only inside cells: run `aura serve` as root, or remove the [[mcp.servers]] tables",
-        ));
-    };
     for s in &config.mcp.servers {
+        let hint = "check its [[mcp.servers]] table in aura.toml (docs/mcp.md)";
+        let transport = match (&s.url, s.command.is_empty()) {
+            (Some(url), true) => {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(hinted(
+                        format!(
+                            "MCP server `{}`: url `{url}` is not http:// or https://",
+                            s.name
+                        ),
+                        hint,
+                    ));
+                }
+                if !aura_mcp::http::allowed(url, &config.mcp.http_allowlist) {
+                    return Err(hinted(
+                        format!(
+                            "MCP server `{}`: `{url}` is not on [mcp] http_allowlist",
+                            s.name
+                        ),
+                        "add the URL (or a prefix of it ending in /) to http_allowlist in aura.toml",
+                    ));
+                }
+                let bearer = match &s.bearer_env {
+                    None => None,
+                    Some(var) => Some(std::env::var(var).map_err(|_| {
+                        hinted(
+                            format!("MCP server `{}`: the environment has no {var}", s.name),
+                            "export the server's token in that variable before `aura serve`",
+                        )
+                    })?),
+                };
+                aura_mcp::Transport::Http(aura_mcp::http::Endpoint {
+                    url: url.clone(),
+                    bearer,
+                    connect_timeout: std::time::Duration::from_secs(10),
+                })
+            }
+            (None, false) => {
+                let Some(runtime) = cells else {
+                    return Err(hinted(
+                        "aura.toml registers stdio MCP servers, but cells cannot start here",
+                        "stdio MCP servers run only inside cells: run `aura serve` as root, or give the server a url instead",
+                    ));
+                };
+                aura_mcp::Transport::Cell {
+                    runtime: runtime.clone(),
+                    spec: aura_mcp::cell::StdioSpec {
+                        argv: s.command.clone(),
+                        env: s.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                        binds: s.binds.clone(),
+                        workspace: None,
+                        network: s.network,
+                        memory_max: Some(1 << 30),
+                        pids_max: Some(256),
+                    },
+                }
+            }
+            _ => {
+                return Err(hinted(
+                    format!("MCP server `{}` needs either a command or a url", s.name),
+                    hint,
+                ));
+            }
+        };
         let options = aura_mcp::ServerOptions {
             name: s.name.clone(),
             trusted: s.trusted,
             call_timeout: std::time::Duration::from_secs(s.call_timeout_secs.max(1)),
             client: aura_mcp::Options::default(),
-            transport: aura_mcp::Transport::Cell {
-                runtime: runtime.clone(),
-                spec: aura_mcp::cell::StdioSpec {
-                    argv: s.command.clone(),
-                    env: s.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                    binds: s.binds.clone(),
-                    workspace: None,
-                    network: s.network,
-                    memory_max: Some(1 << 30),
-                    pids_max: Some(256),
-                },
-            },
+            transport,
         };
         let (_server, offered, registration) =
             aura_mcp::Server::register(options).await.map_err(|e| {
@@ -221,6 +265,46 @@ async fn record_mcp(
         .await
         .map_err(|e| anyhow::anyhow!("cannot record the MCP servers: {e}"))?;
     Ok(())
+}
+
+/// The node's memory (docs/memory.md), unless `[memory] enabled = false`: in the
+/// cluster's PostgreSQL database when the node has one, else in `<home>/memory.db`, its
+/// index rebuilt from the records (on a blocking thread: it reads and indexes every one).
+async fn memory(
+    home: &Home,
+    config: &aura_node::Config,
+    store_url: Option<&str>,
+    models: &Arc<ModelHost>,
+) -> anyhow::Result<Option<Arc<aura_node::memory::MemoryService>>> {
+    if !config.memory.enabled {
+        return Ok(None);
+    }
+    let url = store_url.map(str::to_owned);
+    let path = home.dir().join("memory.db");
+    let opened = tokio::task::spawn_blocking(move || {
+        let persist: Arc<dyn aura_memory::Persist> = match url {
+            Some(url) => Arc::new(aura_memory::postgres::PgMemory::open(&url)?),
+            None => Arc::new(aura_memory::SqliteMemory::open(&path)?),
+        };
+        aura_memory::Memory::open(
+            persist,
+            aura_node::memory::DIMENSION,
+            aura_memory::Options::default(),
+        )
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("the memory's task failed: {e}"))?
+    .map_err(|e| {
+        hinted(
+            format!("cannot open the node's memory: {e}"),
+            "check the database it lives in, or set `[memory] enabled = false` in aura.toml",
+        )
+    })?;
+    Ok(Some(Arc::new(aura_node::memory::MemoryService::new(
+        Arc::new(opened),
+        models.clone(),
+        config.memory.model.clone(),
+    ))))
 }
 
 /// espeak-ng for `/v1/audio/speech`, unless `[speech] enabled = false`; a note when the
@@ -267,7 +351,8 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
         aura_store::postgres::PgStore,
         Arc<aura_node::cluster::Leases>,
     )> = None;
-    let (store, signer): (Arc<dyn Store>, _) = match home.store_url(args.store.clone())? {
+    let store_url = home.store_url(args.store.clone())?;
+    let (store, signer): (Arc<dyn Store>, _) = match store_url.clone() {
         Some(url) => {
             let (store, signer) = home.open_cluster_store(&url).await?;
             cluster = Some((store.clone(), Arc::default()));
@@ -343,6 +428,21 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
             routing.clone(),
         ));
     }
+    // Missions remember through the same memory operators reach at `/v1/memory`.
+    let memory = match memory(home, &config, store_url.as_deref(), &models).await {
+        Ok(memory) => memory,
+        Err(e) => {
+            if let Some(cells) = cells {
+                cells.shutdown().await;
+            }
+            return Err(e);
+        }
+    };
+    if let Some(memory) = &memory {
+        parts
+            .extra_tools
+            .extend(aura_node::memory::tools(memory.clone()));
+    }
     let registered = match mcp_servers(&config, cells.as_ref()).await {
         Ok((tools, registered)) => {
             parts.extra_tools.extend(tools);
@@ -391,6 +491,10 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
         services,
     )
     .await?;
+    if let Some(memory) = &memory {
+        // Episodes are made of the engine's missions, so the engine comes first.
+        memory.attach(engine.clone());
+    }
     let (speech, speech_note) = speech(&config).await;
     let keys_file = aura_node::ApiKeys::path(home.dir());
     let open = aura_node::ApiKeys::load(&keys_file)?.is_empty();
@@ -405,6 +509,7 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
             cells: cells.clone(),
             cell_access: access.clone(),
             speech: speech.clone(),
+            memory: memory.clone(),
         },
         engine.clone(),
         routing,

@@ -100,6 +100,15 @@ edited = provenance(base64.b64decode(edit.data[0].b64_json))["parameters"]
 assert edited["strength"] == 0.5 and len(edited["init_image_sha256"]) == 64, edited
 assert edit.usage.output_tokens == 2, edit.usage
 
+# JPEG and lossless WebP, each carrying its receipt id and parameters like the PNG's
+# chunk (a JPEG comment segment; WebP's XMP chunk): handed to the Rust side to check.
+jpeg = client.images.generate(model=model, prompt="a red fox", size="64x64", output_format="jpeg", output_compression=80, extra_body=aura)
+assert jpeg.output_format == "jpeg", jpeg.output_format
+facts["jpeg_b64"] = jpeg.data[0].b64_json
+webp = client.images.generate(model=model, prompt="a red fox", size="64x64", output_format="webp", extra_body=aura)
+assert webp.output_format == "webp", webp.output_format
+facts["webp_b64"] = webp.data[0].b64_json
+
 # Refusals are OpenAI errors the SDK raises as such.
 refused = []
 for call, exc, code in [
@@ -109,6 +118,8 @@ for call, exc, code in [
     (lambda: client.images.generate(model="no-such-model", prompt="x", size="64x64"), openai.NotFoundError, "model_not_found"),
     (lambda: client.images.generate(model="unlicensed", prompt="x", size="64x64"), openai.PermissionDeniedError, None),
     (lambda: client.images.generate(model=model, prompt="x", response_format="url"), openai.BadRequestError, "invalid_request"),
+    (lambda: client.images.generate(model=model, prompt="x", output_format="gif"), openai.BadRequestError, "invalid_request"),
+    (lambda: client.images.generate(model=model, prompt="x", output_format="webp", output_compression=50), openai.BadRequestError, "invalid_request"),
 ]:
     try:
         call()

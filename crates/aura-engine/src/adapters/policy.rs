@@ -72,6 +72,32 @@ fn resource(query: &Query) -> Result<Resource, String> {
             height: *height,
             path: path.clone(),
         },
+        // The plugin sees the mission's workspace, which is in the agent's namespace.
+        Some(Target::Plugin {
+            name,
+            version,
+            publisher,
+            digest,
+            workspace,
+            hosts,
+        }) => Resource::Plugin {
+            namespace,
+            name: name.clone(),
+            version: version.clone(),
+            publisher: publisher.clone(),
+            digest: digest.clone(),
+            workspace: workspace.clone(),
+            hosts: hosts.clone(),
+        },
+        // An agent's own memory is named by its id, so that policy (and the check before
+        // it) can tell it from another agent's; shared spaces by their name.
+        Some(Target::Memory { shared }) => Resource::Memory {
+            namespace,
+            space: match shared {
+                None => format!("agent:{}", query.agent),
+                Some(name) => format!("shared:{name}"),
+            },
+        },
         Some(Target::Agent { agent }) => Resource::Agent {
             // An agent the node does not know has no namespace to be judged in: refuse
             // rather than guess one, so a message to nowhere is never permitted.
@@ -204,6 +230,41 @@ mod tests {
                 assert!(!d.errors.is_empty() || !d.deciding.is_empty(), "{d:?}");
             }
         }
+    }
+
+    #[test]
+    fn memory_is_the_agents_own_unless_an_operator_shares_a_space() {
+        let policy = CedarPolicy::new(Arc::new(PolicySet::defaults()));
+        let own = policy.decide(&query(
+            Level::L1,
+            "memory.store",
+            Target::Memory { shared: None },
+            false,
+        ));
+        assert_eq!(own.outcome, Outcome::Permit, "{own:?}");
+        assert_eq!(
+            own.resource["space"],
+            format!("agent:{}", AgentId::from_bytes([1; 16]))
+        );
+        let shared = policy.decide(&query(
+            Level::L4,
+            "memory.search",
+            Target::Memory {
+                shared: Some("handbook".into()),
+            },
+            false,
+        ));
+        assert_eq!(shared.outcome, Outcome::Deny, "{shared:?}");
+        let forget = policy.decide(&query(
+            Level::L2,
+            "memory.forget",
+            Target::Memory { shared: None },
+            true,
+        ));
+        assert!(
+            matches!(forget.outcome, Outcome::Escalate { .. }),
+            "{forget:?}"
+        );
     }
 
     #[test]

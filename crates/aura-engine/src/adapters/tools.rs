@@ -84,6 +84,24 @@ fn target(t: &aura_tools::Target) -> Target {
             height: *height,
             path: path.clone(),
         },
+        aura_tools::Target::Plugin {
+            name,
+            version,
+            publisher,
+            digest,
+            workspace,
+            hosts,
+        } => Target::Plugin {
+            name: name.clone(),
+            version: version.clone(),
+            publisher: publisher.clone(),
+            digest: digest.clone(),
+            workspace: workspace.clone(),
+            hosts: hosts.clone(),
+        },
+        aura_tools::Target::Memory { shared } => Target::Memory {
+            shared: shared.clone(),
+        },
     }
 }
 

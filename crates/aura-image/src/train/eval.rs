@@ -222,6 +222,103 @@ pub fn recognisability(
     ))
 }
 
+/// Pairs of a prompt and a negative prompt naming a look-alike emoji, for
+/// [`negative_steering`]: each negative is what the prompt's picture could drift towards
+/// (another face, another fruit, another instrument), so guidance away from it has
+/// something to push against.
+pub const STEERING_PAIRS: [(&str, &str); 10] = [
+    ("dog face", "cat face"),
+    ("cherries", "strawberry"),
+    ("grinning face", "face with tears of joy"),
+    ("violin", "guitar"),
+    ("bicycle", "automobile"),
+    ("watermelon", "strawberry"),
+    ("pig face", "monkey face"),
+    ("snowman", "ghost"),
+    ("fire", "maple leaf"),
+    ("banana", "pineapple"),
+];
+
+/// What a negative prompt did to one prompt's picture.
+#[derive(Clone, Debug, Serialize)]
+pub struct Steering {
+    /// The prompt.
+    pub prompt: String,
+    /// The negative prompt (an emoji name).
+    pub negative: String,
+    /// Distance from the picture drawn without a negative prompt to the negative's emoji
+    /// (block-averaged, as the recognisability test measures).
+    pub without: f64,
+    /// The same for the picture drawn with it (same seed, steps and guidance).
+    pub with: f64,
+    /// Rank of the prompt's own emoji among all images for the picture drawn with the
+    /// negative prompt (1 = nearest): steering away from one emoji must not stop the
+    /// picture from being the prompt's.
+    pub rank_with: usize,
+}
+
+impl Steering {
+    /// The negative prompt moved the picture away from what it names.
+    pub fn moved_away(&self) -> bool {
+        self.with > self.without
+    }
+}
+
+/// Draws each pair's prompt twice with the same options (seed = `opts.seed` + its index),
+/// once without and once with its negative prompt, and measures how far each picture is
+/// from the emoji the negative prompt names: classifier-free guidance from the negative
+/// prompt's embedding instead of the empty prompt's should push the picture away from it.
+pub fn negative_steering(
+    model: &TinyModel,
+    encoder: &dyn TextEncoder,
+    dataset: &EmojiDataset,
+    pairs: &[(&str, &str)],
+    opts: &SampleOptions,
+) -> Result<Vec<Steering>, tiny::Error> {
+    let refs: Vec<Features> = dataset
+        .emoji
+        .iter()
+        .map(|e| features(&dataset::rgba_on_white(&e.rgba)))
+        .collect();
+    let named = |text: &str| -> Result<Vec<usize>, tiny::Error> {
+        let name = tiny::normalize_prompt(text);
+        let idx: Vec<usize> = (0..dataset.emoji.len())
+            .filter(|&i| dataset.emoji[i].name == name)
+            .collect();
+        if idx.is_empty() {
+            return Err(tiny::Error::Invalid(format!("no emoji is named {name:?}")));
+        }
+        Ok(idx)
+    };
+    let mut out = Vec::with_capacity(pairs.len());
+    for (i, &(prompt, negative)) in pairs.iter().enumerate() {
+        let own = named(prompt)?;
+        let avoided = named(negative)?;
+        let opts = SampleOptions {
+            seed: opts.seed.wrapping_add(i as u64),
+            ..*opts
+        };
+        let distance = |image: &Image| {
+            let f = features(&image.rgb);
+            avoided
+                .iter()
+                .map(|&t| sq(&refs[t].small, &f.small))
+                .fold(f64::INFINITY, f64::min)
+        };
+        let mut go_on = |_: tiny::Progress<'_>| std::ops::ControlFlow::Continue(());
+        let without = model.generate_guided(encoder, prompt, "", &opts, &mut go_on)?;
+        let with = model.generate_guided(encoder, prompt, negative, &opts, &mut go_on)?;
+        out.push(Steering {
+            prompt: prompt.to_owned(),
+            negative: negative.to_owned(),
+            without: distance(&without),
+            with: distance(&with),
+            rank_with: rank(&refs, &with.rgb, &own).0,
+        });
+    }
+    Ok(out)
+}
+
 /// How many of the given samples the VAE alone reconstructs recognisably (their
 /// reconstruction's rank within [`TOP`]): the ceiling for the whole model.
 pub fn reconstruction_hits(model: &TinyModel, dataset: &EmojiDataset, indices: &[usize]) -> usize {

@@ -6,8 +6,9 @@
 //! which many tools speak.
 //!
 //! What differs from OpenAI, on purpose (docs/images.md):
-//! - `response_format` is `b64_json` only (the node hosts no image URLs) and
-//!   `output_format` is `png` only (its encoder is Aura's deterministic one).
+//! - `response_format` is `b64_json` only (the node hosts no image URLs). `output_format`
+//!   is `png` (Aura's deterministic encoder), `jpeg` (quality = `output_compression`) or
+//!   `webp` (lossless, so `output_compression` must be 100); partial images are PNG.
 //! - Aura's fields: `seed` (0 when unset, so the same request gives the same image),
 //!   `steps`, `guidance_scale`, `negative_prompt`, `scheduler`, `strength` (edits) and
 //!   `lora` (one of the package's own LoRAs). Any other unknown field is refused.
@@ -153,12 +154,11 @@ fn read_openai(fields: &Map<String, Value>, edit: bool) -> Result<Read, ApiError
         &["b64_json"],
         "only b64_json is supported (this node hosts no image URLs)",
     )?;
-    only(
-        fields,
-        "output_format",
-        &["png"],
-        "only png is supported (Aura's deterministic encoder)",
-    )?;
+    let output = aura_host::OutputFormat::parse(
+        string(fields, "output_format")?.as_deref().unwrap_or("png"),
+        uint(fields, "output_compression", 100)?.map(|c| c as u8),
+    )
+    .map_err(|(field, why)| invalid(field, why))?;
     only(
         fields,
         "quality",
@@ -177,12 +177,6 @@ fn read_openai(fields: &Map<String, Value>, edit: bool) -> Result<Read, ApiError
         &["auto", "low"],
         "must be auto or low",
     )?;
-    if uint(fields, "output_compression", 100)?.is_some_and(|c| c != 100) {
-        return Err(invalid(
-            "output_compression",
-            "applies to jpeg and webp, which this node does not write",
-        ));
-    }
     string(fields, "user")?;
     let (width, height) = match string(fields, "size")? {
         None => (None, None),
@@ -238,6 +232,7 @@ fn read_openai(fields: &Map<String, Value>, edit: bool) -> Result<Read, ApiError
                 Some(k) if k > 0 => Previews::Partial(k as u32),
                 _ => Previews::None,
             },
+            output,
         },
         stream,
     })
@@ -304,12 +299,12 @@ fn b64(bytes: &[u8]) -> String {
 }
 
 /// OpenAI's answer to a request that was not streamed.
-fn images_response(outcome: &ImagesOutcome) -> Response {
+fn images_response(outcome: &ImagesOutcome, output: aura_host::OutputFormat) -> Response {
     let body = json!({
         "created": unix_now(),
         "data": outcome.images.iter().map(|i| json!({"b64_json": b64(&i.png), "revised_prompt": null})).collect::<Vec<_>>(),
         "background": "opaque",
-        "output_format": "png",
+        "output_format": output.name(),
         "size": format!("{}x{}", outcome.width, outcome.height),
         "usage": usage(outcome.input_tokens, outcome.output_tokens),
         "aura": {
@@ -328,7 +323,7 @@ async fn run(state: &AppState, read: Read, kind: &'static str) -> Result<Respons
     let served = open(&host, &read).await?;
     if !read.stream {
         let outcome = host.generate_images(&served, &read.request, None).await?;
-        return Ok(images_response(&outcome));
+        return Ok(images_response(&outcome, read.request.output));
     }
     // Checked before the stream starts, so a bad request is an ordinary error answer.
     if let aura_host::Engine::Image(engine) = served.engine() {
@@ -385,7 +380,7 @@ async fn run(state: &AppState, read: Read, kind: &'static str) -> Result<Respons
                         "b64_json": b64(&image.png),
                         "background": "opaque",
                         "created_at": created,
-                        "output_format": "png",
+                        "output_format": request.output.name(),
                         "quality": "auto",
                         "size": size,
                         "usage": usage(outcome.input_tokens / per, outcome.output_tokens / per),
@@ -428,7 +423,7 @@ fn caller_may_generate(caller: &Caller) -> Result<(), ApiError> {
 }
 
 /// Makes images from a prompt. OpenAI's Images API (`prompt`, `model`, `n`, `size`,
-/// `response_format` b64_json, `output_format` png, `stream` with `partial_images`), plus
+/// `response_format` b64_json, `output_format` png, jpeg or webp, `stream` with `partial_images`), plus
 /// Aura's `seed`, `steps`, `guidance_scale`, `negative_prompt`, `scheduler` and `lora`.
 #[utoipa::path(post, path = "/v1/images/generations", tag = "openai",
     request_body(content = Object, description = "OpenAI's image generation request, plus Aura's seed, steps, guidance_scale, negative_prompt, scheduler, lora"),
@@ -725,6 +720,8 @@ fn read_a1111(fields: &Map<String, Value>, img2img: bool) -> Result<Read, ApiErr
             strength,
             init_image,
             previews: Previews::None,
+            // A1111's clients read `images` as PNG.
+            output: aura_host::OutputFormat::Png,
         },
         stream: false,
     })

@@ -8,10 +8,12 @@ mod events;
 mod health;
 mod images;
 mod ledger;
+mod memory;
 mod metrics;
 mod missions;
 mod openai;
 mod receipts;
+mod schedules;
 mod system;
 pub(crate) mod ui;
 
@@ -70,6 +72,8 @@ pub(crate) fn router(state: AppState) -> axum::Router {
         .merge(audio::routes())
         .merge(metrics::routes())
         .merge(images::routes())
+        .merge(schedules::routes())
+        .merge(memory::routes())
         .split_for_parts();
     let doc = serde_json::to_value(&api).unwrap_or_default();
     // Layers run outermost first: the request count, the host and origin checks, then who

@@ -235,6 +235,7 @@ async fn start_node_scripted(
             cells: cells.clone(),
             cell_access,
             speech,
+            memory: None,
         },
         engine.clone(),
     )

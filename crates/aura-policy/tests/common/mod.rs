@@ -93,3 +93,11 @@ impl With for Request {
         self
     }
 }
+
+/// A memory space of `namespace`: `agent:<id>` or `shared:<name>`.
+pub(crate) fn memory(namespace: &str, space: &str) -> Resource {
+    Resource::Memory {
+        namespace: ns(namespace),
+        space: space.to_owned(),
+    }
+}

@@ -2,8 +2,10 @@
 //! `spin` (loop forever), `sleep` (block past any timeout), `allocate` (grow memory
 //! without end), `write` (write into the workspace), `escape` (read a host file outside
 //! the workspace), `connect` (open a TCP connection to `addr`), `flood` (write stdout
-//! without end), `garbage` (answer with something that is not JSON), `fail` (exit 3).
-//! Each succeeds only if the host lets it, and then says so in its answer.
+//! without end), `garbage` (answer with something that is not JSON), `fail` (exit 3),
+//! `read` (read the file `path`, failing with the reason if it cannot) and `dial` (connect
+//! to `addr`, failing with the reason if it cannot). Each succeeds only if the host lets
+//! it, and then says so in its answer.
 
 use std::io::{Read as _, Write as _};
 
@@ -48,6 +50,26 @@ fn main() {
         "flood" => loop {
             std::io::stdout().write_all(&[b'x'; 65536]).unwrap();
         },
+        "read" => {
+            let path = arg(&input, "path");
+            match std::fs::read(path) {
+                Ok(bytes) => println!("{{\"read\":{}}}", bytes.len()),
+                Err(e) => {
+                    eprintln!("cannot read {path}: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        "dial" => {
+            let addr = arg(&input, "addr");
+            match std::net::TcpStream::connect(addr) {
+                Ok(_) => println!("{{\"dialled\":true}}"),
+                Err(e) => {
+                    eprintln!("cannot connect to {addr}: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
         "garbage" => println!("this is not json"),
         "fail" => {
             eprintln!("failing on purpose");

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use aura_host::images::parse_size;
-use aura_host::{ImageEvent, ImageRequest, Metering, ModelHost, Previews};
+use aura_host::{ImageEvent, ImageRequest, Metering, ModelHost, OutputFormat, Previews};
 use aura_store::Store;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -54,9 +54,15 @@ pub(crate) struct Args {
     /// How much of the schedule image-to-image runs (0 < strength <= 1)
     #[arg(long)]
     strength: Option<f32>,
-    /// Where to write the images: a directory (image-<seed>.png in it) [default: .]
+    /// Where to write the images: a directory (image-<seed>.png, .jpg or .webp in it) [default: .]
     #[arg(short, long, default_value = ".")]
     out: PathBuf,
+    /// The file format: png, jpeg or webp (lossless); each carries its receipt id and parameters
+    #[arg(long, default_value = "png")]
+    format: String,
+    /// JPEG quality, 1-100 (only with --format jpeg) [default: 100]
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
+    quality: Option<u8>,
     /// Threads for the model's work (images do not depend on it) [default: all cores]
     #[arg(long)]
     threads: Option<usize>,
@@ -89,6 +95,18 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
             )
         })?),
     };
+    // Checked before anything opens, so a bad format costs nothing.
+    let output = OutputFormat::parse(&args.format, args.quality).map_err(|(field, why)| {
+        let flag = if field == "output_format" {
+            "--format"
+        } else {
+            "--quality"
+        };
+        hinted(
+            format!("{flag}: {why}"),
+            "--format png, jpeg or webp; --quality 1-100 with jpeg only",
+        )
+    })?;
     std::fs::create_dir_all(&args.out)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", args.out.display()))?;
     let (store, signer) = home.open_store_and_signer()?;
@@ -125,6 +143,7 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
         strength: args.strength,
         init_image,
         previews: Previews::None,
+        output,
     };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let show = !out.is_json() && std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -171,7 +190,12 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
     let _ = progress.await;
     let mut made = Vec::new();
     for image in &outcome.images {
-        let path = args.out.join(format!("image-{}.png", image.seed));
+        let extension = match output {
+            OutputFormat::Png => "png",
+            OutputFormat::Jpeg { .. } => "jpg",
+            OutputFormat::Webp => "webp",
+        };
+        let path = args.out.join(format!("image-{}.{extension}", image.seed));
         std::fs::write(&path, &image.png)
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
         made.push(Made {

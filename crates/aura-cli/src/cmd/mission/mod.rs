@@ -107,7 +107,7 @@ enum MissionCommand {
 }
 
 /// An age like `30d`: whole units of seconds, minutes, hours, days or weeks.
-fn parse_age(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_age(s: &str) -> Result<Duration, String> {
     let bad = || format!("`{s}` is not an age; use a number and a unit (s, m, h, d, w), like 30d");
     let unit_at = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
     let (n, unit) = s.split_at(unit_at);
@@ -148,6 +148,16 @@ pub(crate) async fn mission(home: &Home, out: &Output, args: MissionArgs) -> any
             control::stuck(&client, out, escalated_for).await
         }
     }
+}
+
+/// One line for a mission, as `aura mission list` prints it (the automatons use it).
+pub(crate) fn describe_one_line(m: &aura_node::wire::MissionView) -> String {
+    show::one_line(m)
+}
+
+/// Follows a mission live until it ends, as `aura mission watch` does.
+pub(crate) async fn watch_mission(client: &Client, out: &Output, id: &str) -> anyhow::Result<()> {
+    watch::watch(client, out, id).await
 }
 
 /// A mission as the node answered it, described for people (the TUI's detail pane): the
