@@ -62,6 +62,10 @@ pub(crate) struct SubmitMission {
     #[serde(default)]
     #[schema(value_type = Object)]
     tool_steps: BTreeMap<String, StepPolicy>,
+    /// The mission's boundary in a cluster: the regions whose nodes may run it (default:
+    /// any). A node outside them refuses it (403) and never runs it (docs/cluster.md).
+    #[serde(default)]
+    regions: Vec<String>,
 }
 
 fn view(m: &Mission, full: bool) -> MissionView {
@@ -107,6 +111,7 @@ fn view(m: &Mission, full: bool) -> MissionView {
         calls: m.calls.clone(),
         pruned: false,
         conversation: full.then(|| m.conversation.iter().cloned().collect()),
+        regions: m.spec.regions.clone(),
     }
 }
 
@@ -127,6 +132,7 @@ async fn submit(
         ));
     }
     let spec = MissionSpec {
+        regions: req.regions,
         objective: req.objective,
         tools: req.tools,
         authority: Authority {
