@@ -602,3 +602,237 @@ fn a_model_held_only_by_b_is_served_by_b_and_fails_clearly_once_b_is_gone() {
         r.text
     );
 }
+
+/// A mission's boundary (`regions`) with two labelled nodes, a in `eu` and b in `us`: a
+/// mission bounded to `eu` for the agent b runs is refused by b (forwarded there by a),
+/// and nothing of it is recorded; bounded to `us`, the same agent's mission runs on b;
+/// bounded to `eu`, a's agent's mission runs on a, even submitted through b.
+#[test]
+fn a_mission_whose_boundary_excludes_a_node_s_region_never_runs_there() {
+    let Some(p) = pair() else {
+        return;
+    };
+    let scripts = write_scripts(p.a.dir.path());
+    let node_a = serve(&p.a, &p.url, &scripted(&scripts));
+    let node_b = serve(&p.b, &p.url, &scripted(&scripts));
+    wait_spread(&p);
+    let on_b = create_agent(&node_b, &p.key_b, "worker-us");
+    let on_a = create_agent(&node_a, &p.key_a, "worker-eu");
+    let bounded = |agent: &str, regions: &[&str]| {
+        let mut m = mission_for(agent, "demo");
+        m["regions"] = json!(regions);
+        m
+    };
+    let missions_of = |agent: &str| {
+        let r = call(
+            "GET",
+            &format!("{}/v1/missions?agent={agent}", node_a.url),
+            Some(&p.key_a),
+            &[],
+            None,
+        );
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.json().as_array().unwrap().len()
+    };
+
+    // Bounded to eu, for b's agent (b is in us): refused by b, through a.
+    let r = call(
+        "POST",
+        &format!("{}/v1/missions", node_a.url),
+        Some(&p.key_a),
+        &[],
+        Some(&bounded(&on_b, &["eu"])),
+    );
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert_eq!(r.header("aura-served-by").as_deref(), Some(p.id_b.as_str()));
+    let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.contains("may run only in region eu; this node is in region us")
+            && message.contains("hint:"),
+        "{message}"
+    );
+    assert_eq!(missions_of(&on_b), 0, "a refused mission was recorded");
+    // A malformed boundary is refused before anything runs.
+    let r = call(
+        "POST",
+        &format!("{}/v1/missions", node_a.url),
+        Some(&p.key_a),
+        &[],
+        Some(&bounded(&on_b, &["us", "us"])),
+    );
+    assert_eq!(r.status, 400, "{}", r.text);
+
+    // Bounded to us: b runs it to the end.
+    let r = call(
+        "POST",
+        &format!("{}/v1/missions", node_a.url),
+        Some(&p.key_a),
+        &[],
+        Some(&bounded(&on_b, &["us"])),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.header("aura-served-by").as_deref(), Some(p.id_b.as_str()));
+    assert_eq!(r.json()["regions"], json!(["us"]));
+    let in_us = r.json()["id"].as_str().unwrap().to_owned();
+    wait_until("the us mission completes", Duration::from_secs(90), || {
+        mission_state(&node_a, &p.key_a, &in_us) == "completed"
+    });
+
+    // Bounded to eu, for a's agent, submitted to b: b forwards it, a runs it.
+    let r = call(
+        "POST",
+        &format!("{}/v1/missions", node_b.url),
+        Some(&p.key_b),
+        &[],
+        Some(&bounded(&on_a, &["eu", "ap"])),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.header("aura-served-by").as_deref(), Some(p.id_a.as_str()));
+    let in_eu = r.json()["id"].as_str().unwrap().to_owned();
+    wait_until("the eu mission completes", Duration::from_secs(90), || {
+        mission_state(&node_b, &p.key_b, &in_eu) == "completed"
+    });
+}
+
+/// Sends `n` embeddings requests for `model` with the request ids `<prefix>0`… (four at
+/// a time); returns, in order, each answer's status and the model that served it.
+fn embed_many(node: &Node, key: &str, model: &str, prefix: &str, n: usize) -> Vec<(u16, String)> {
+    runtime().block_on(async {
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let url = format!("{}/v1/embeddings", node.url);
+        let body = json!({"model": model, "input": "a cat"}).to_string();
+        let ask = |i: usize| {
+            let req = client
+                .post(&url)
+                .bearer_auth(key)
+                .header("content-type", "application/json")
+                .header("x-request-id", format!("{prefix}{i}"))
+                .body(body.clone());
+            async move {
+                let r = req.send().await.unwrap();
+                let status = r.status().as_u16();
+                let served = r
+                    .headers()
+                    .get("aura-model")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                let _ = r.bytes().await;
+                (status, served)
+            }
+        };
+        let mut out = Vec::with_capacity(n);
+        for chunk in (0..n).collect::<Vec<_>>().chunks(4) {
+            let answers = futures_util::future::join_all(chunk.iter().map(|i| ask(*i))).await;
+            out.extend(answers);
+        }
+        out
+    })
+}
+
+/// A canary alias on one node: `emb` sends 10% of requests to `minilm-canary` (MiniLM
+/// imported a second time), chosen by request id. Over 1,000 requests the split is within
+/// 5 points of 10%, each request on the side its id gives; once the canary's package
+/// fails its hash, its requests fail, the alias rolls back to `minilm` after its window,
+/// the rollback is in the node's ledger, and it holds after a restart.
+#[test]
+fn a_canary_alias_takes_its_share_and_rolls_back_when_its_package_fails() {
+    let aura = Aura::new();
+    aura.init();
+    let minilm = aura_model::pull::cache_dir().unwrap().join("minilm");
+    assert!(
+        minilm.join("model.safetensors").is_file(),
+        "MiniLM is not in {}; run ./scripts/fetch-models.sh",
+        minilm.display()
+    );
+    for name in ["minilm", "minilm-canary"] {
+        aura.run(&["model", "import", minilm.to_str().unwrap(), "--name", name])
+            .ok();
+    }
+    let key = aura
+        .run(&["--json", "apikey", "create", "ops", "--role", "operator"])
+        .ok()
+        .json()["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    std::fs::write(
+        aura.home().join("aura.toml"),
+        "[aliases.emb]\nmodel = \"minilm\"\ncanary = \"minilm-canary\"\ncanary_percent = 10\nrollback_error_percent = 50\nrollback_window = 8\n",
+    )
+    .unwrap();
+    let (node, _) = support::serve(&aura);
+
+    let answers = embed_many(&node, &key, "emb", "req-", 1000);
+    let mut canary = 0;
+    for (i, (status, served)) in answers.iter().enumerate() {
+        assert_eq!(*status, 200, "request {i}");
+        let expect = if aura_node::canary::canary_bucket("emb", &format!("req-{i}")) < 1000 {
+            canary += 1;
+            "minilm-canary"
+        } else {
+            "minilm"
+        };
+        assert_eq!(served, expect, "request {i}");
+    }
+    assert!((50..=150).contains(&canary), "{canary} of 1,000 to the canary");
+    // A model's own name is not an alias: served as it is, no `aura-model`.
+    let plain = embed_many(&node, &key, "minilm", "plain-", 4);
+    assert!(plain.iter().all(|(s, m)| *s == 200 && m.is_empty()), "{plain:?}");
+
+    // The canary's package is damaged: its requests fail, until the alias rolls back.
+    let weights = aura.home().join("models/minilm-canary/files/model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 1;
+    let tmp = weights.with_extension("tampered");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, &weights).unwrap();
+    let answers = embed_many(&node, &key, "emb", "after-", 400);
+    let failed: Vec<usize> = (0..answers.len()).filter(|i| answers[*i].0 != 200).collect();
+    assert!(
+        failed.len() >= 5 && failed.len() <= 8,
+        "the canary failed {} times before it rolled back: {failed:?}",
+        failed.len()
+    );
+    for i in &failed {
+        assert_eq!(answers[*i].1, "minilm-canary", "{:?}", answers[*i]);
+    }
+    // After the rollback every request is the stable model's, canary side or not.
+    let last = *failed.last().unwrap();
+    assert!(
+        answers[last + 1..].iter().all(|(s, m)| *s == 200 && m == "minilm"),
+        "{:?}",
+        &answers[last + 1..]
+    );
+    let rollbacks = || {
+        let entries = aura
+            .run(&["--json", "ledger", "show", "--agent", "node", "--limit", "100000"])
+            .ok()
+            .json();
+        entries
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "model.alias.rolled_back")
+            .map(|e| e["body"].clone())
+            .collect::<Vec<_>>()
+    };
+    let recorded = rollbacks();
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert_eq!(recorded[0]["alias"], "emb");
+    assert_eq!(recorded[0]["canary"], "minilm-canary");
+    assert_eq!(recorded[0]["model"], "minilm");
+    assert_eq!(recorded[0]["window"], 8);
+    assert!(recorded[0]["errors"].as_u64().unwrap() >= 5, "{recorded:?}");
+
+    // Restarted, the node remembers: the canary's side goes to the stable model.
+    drop(node);
+    let (node, _) = support::serve(&aura);
+    let answers = embed_many(&node, &key, "emb", "req-", 200);
+    assert!(
+        answers.iter().all(|(s, m)| *s == 200 && m == "minilm"),
+        "{answers:?}"
+    );
+    assert_eq!(rollbacks().len(), 1);
+}

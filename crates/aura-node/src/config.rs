@@ -26,6 +26,10 @@ pub struct Config {
     /// Reasoners by name: `[reasoners.NAME]` tables, each with a `provider` and that
     /// provider's settings (docs/reasoners.md). Checked when the node starts.
     pub reasoners: BTreeMap<String, toml::Table>,
+    /// Model aliases by name: `[aliases.NAME]` tables, each a stable model and optionally
+    /// a canary with its share and rollback threshold (docs/openai.md). Checked when the
+    /// node starts.
+    pub aliases: BTreeMap<String, crate::canary::AliasConfig>,
 }
 
 /// Where the ledger lives: `[store]`. Without a URL, the embedded SQLite file in the data

@@ -588,7 +588,7 @@ pub(crate) async fn route(State(state): State<AppState>, request: Request, next:
 }
 
 /// The routes whose requests name a model to run.
-fn is_inference(request: &Request) -> bool {
+pub(crate) fn is_inference(request: &Request) -> bool {
     *request.method() == Method::POST
         && matches!(
             request.uri().path(),

@@ -388,6 +388,10 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
         issuers.extend(enrolled.into_iter().map(|e| e.node_key));
     }
     let policies = crate::cmd::policy::load(home, &[])?;
+    let aliases = Arc::new(
+        aura_node::canary::Aliases::new(&config.aliases)
+            .map_err(|e| hinted(e, "fix the alias in aura.toml; docs/openai.md explains `[aliases]`"))?,
+    );
     let metering = Metering::open(store.clone(), signer.clone())
         .await
         .map_err(anyhow::Error::msg)?;
@@ -399,6 +403,12 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
         Some(dir) => dir.clone(),
         None => home.dir().join("workspaces"),
     };
+    // In a cluster, the node's region (its enrollment's) bounds where missions run and
+    // which requests it serves (docs/cluster.md).
+    let region = match &cluster {
+        Some((store, _)) => Some(region_of(store).await),
+        None => None,
+    };
     // In a cluster, requests and reasoner turns go to the node that serves them, over the
     // node-to-node channel (docs/cluster.md).
     let routing = match &cluster {
@@ -409,7 +419,7 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
                 routing_signer,
                 aura_node::cluster::RouteOptions {
                     redirect: config.store.redirect,
-                    region: region_of(store).await,
+                    region: region.clone().unwrap_or_default(),
                     lease: lease(&config.store),
                 },
             )
@@ -481,6 +491,9 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
             ownership: cluster
                 .as_ref()
                 .map(|(_, leases)| leases.clone() as Arc<dyn aura_engine::Ownership>),
+            // An enrollment without a region label is in no region: bounded missions
+            // are refused there.
+            region: region.filter(|r| !r.is_empty()),
             ..Default::default()
         },
         store,
@@ -494,6 +507,12 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
     if let Some(memory) = &memory {
         // Episodes are made of the engine's missions, so the engine comes first.
         memory.attach(engine.clone());
+    }
+    // A canary rolled back before (by this node or, in a cluster, another) stays so.
+    match aliases.recall_from(engine.store().as_ref()).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(canaries = n, "canaries rolled back before stay rolled back"),
+        Err(e) => tracing::warn!(error = %e, "cannot read the canary rollbacks from the ledger"),
     }
     let (speech, speech_note) = speech(&config).await;
     let keys_file = aura_node::ApiKeys::path(home.dir());
@@ -510,6 +529,7 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
             cell_access: access.clone(),
             speech: speech.clone(),
             memory: memory.clone(),
+            aliases: Some(aliases.clone()),
         },
         engine.clone(),
         routing,

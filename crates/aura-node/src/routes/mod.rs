@@ -91,6 +91,12 @@ pub(crate) fn router(state: AppState) -> axum::Router {
             state.clone(),
             crate::cluster::route,
         ))
+        // Model aliases resolve to their stable or canary model before routing (once
+        // authenticated; docs/openai.md).
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::canary::resolve,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), body_deadline))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(middleware::from_fn_with_state(
