@@ -567,11 +567,28 @@ fn a_model_held_only_by_b_is_served_by_b_and_fails_clearly_once_b_is_gone() {
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(r.header("aura-served-by"), None);
     let mission = r.json()["id"].as_str().unwrap().to_owned();
-    wait_until(
-        "the mission's turn runs on b",
-        Duration::from_secs(180),
-        || receipts(&node_b, &p.key_b).len() > before,
-    );
+    // A mission that ended without a turn on b says why (its record and a's log).
+    let start = Instant::now();
+    while receipts(&node_b, &p.key_b).len() <= before {
+        let r = call(
+            "GET",
+            &format!("{}/v1/missions/{mission}?detail=full", node_a.url),
+            Some(&p.key_a),
+            &[],
+            None,
+        );
+        let ended = r.json()["state"] == "failed";
+        if ended || start.elapsed() > Duration::from_secs(180) {
+            let log = std::fs::read_to_string(p.a.dir.path().join("serve.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            panic!(
+                "the mission's turn did not run on b: {}\na's log, last lines first:\n{}",
+                r.text,
+                tail.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
     // The mission is a's, read on a.
     mission_state(&node_a, &p.key_a, &mission);
 
