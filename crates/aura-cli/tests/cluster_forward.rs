@@ -792,13 +792,21 @@ fn a_canary_alias_takes_its_share_and_rolls_back_when_its_package_fails() {
         };
         assert_eq!(served, expect, "request {i}");
     }
-    assert!((50..=150).contains(&canary), "{canary} of 1,000 to the canary");
+    assert!(
+        (50..=150).contains(&canary),
+        "{canary} of 1,000 to the canary"
+    );
     // A model's own name is not an alias: served as it is, no `aura-model`.
     let plain = embed_many(&node, &key, "minilm", "plain-", 4);
-    assert!(plain.iter().all(|(s, m)| *s == 200 && m.is_empty()), "{plain:?}");
+    assert!(
+        plain.iter().all(|(s, m)| *s == 200 && m.is_empty()),
+        "{plain:?}"
+    );
 
     // The canary's package is damaged: its requests fail, until the alias rolls back.
-    let weights = aura.home().join("models/minilm-canary/files/model.safetensors");
+    let weights = aura
+        .home()
+        .join("models/minilm-canary/files/model.safetensors");
     let mut bytes = std::fs::read(&weights).unwrap();
     let at = bytes.len() / 2;
     bytes[at] ^= 1;
@@ -806,7 +814,9 @@ fn a_canary_alias_takes_its_share_and_rolls_back_when_its_package_fails() {
     std::fs::write(&tmp, bytes).unwrap();
     std::fs::rename(&tmp, &weights).unwrap();
     let answers = embed_many(&node, &key, "emb", "after-", 400);
-    let failed: Vec<usize> = (0..answers.len()).filter(|i| answers[*i].0 != 200).collect();
+    let failed: Vec<usize> = (0..answers.len())
+        .filter(|i| answers[*i].0 != 200)
+        .collect();
     assert!(
         failed.len() >= 5 && failed.len() <= 8,
         "the canary failed {} times before it rolled back: {failed:?}",
@@ -818,13 +828,17 @@ fn a_canary_alias_takes_its_share_and_rolls_back_when_its_package_fails() {
     // After the rollback every request is the stable model's, canary side or not.
     let last = *failed.last().unwrap();
     assert!(
-        answers[last + 1..].iter().all(|(s, m)| *s == 200 && m == "minilm"),
+        answers[last + 1..]
+            .iter()
+            .all(|(s, m)| *s == 200 && m == "minilm"),
         "{:?}",
         &answers[last + 1..]
     );
     let rollbacks = || {
         let entries = aura
-            .run(&["--json", "ledger", "show", "--agent", "node", "--limit", "100000"])
+            .run(&[
+                "--json", "ledger", "show", "--agent", "node", "--limit", "100000",
+            ])
             .ok()
             .json();
         entries

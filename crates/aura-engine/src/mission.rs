@@ -359,7 +359,8 @@ impl Actor {
     /// reason, and does nothing more here: true. An operator resumes it once a node inside
     /// its boundary holds its agent; resumed here, it is paused again.
     async fn hold_outside_boundary(&mut self, mission: &Mission) -> bool {
-        let Some(why) = outside_boundary(&mission.spec.regions, self.shared.options.region.as_deref())
+        let Some(why) =
+            outside_boundary(&mission.spec.regions, self.shared.options.region.as_deref())
         else {
             return false;
         };
@@ -375,7 +376,9 @@ impl Actor {
                     let (m, r) = step.finish();
                     let _ = self.commit(m, r).await;
                 }
-                Err(e) => tracing::warn!(mission = %mission.id, error = %e, "cannot pause a mission outside its boundary"),
+                Err(e) => {
+                    tracing::warn!(mission = %mission.id, error = %e, "cannot pause a mission outside its boundary")
+                }
             }
         }
         tracing::warn!(mission = %mission.id, "{why}: not run on this node");
@@ -1494,9 +1497,7 @@ pub(crate) fn check_regions(regions: &[String]) -> Result<(), Error> {
         )));
     }
     for (i, r) in regions.iter().enumerate() {
-        let fits = (1..=64).contains(&r.len())
-            && r.trim() == r
-            && !r.chars().any(char::is_control);
+        let fits = (1..=64).contains(&r.len()) && r.trim() == r && !r.chars().any(char::is_control);
         if !fits {
             return Err(Error::Invalid(format!(
                 "`regions` holds {r:?}, which is not a region label (1 to 64 bytes of text, as nodes are enrolled with)"
@@ -1518,7 +1519,9 @@ pub(crate) fn outside_boundary(regions: &[String], region: Option<&str>) -> Opti
     }
     let within = regions.join(", ");
     Some(match region {
-        Some(r) => format!("the mission may run only in region {within}; this node is in region {r}"),
+        Some(r) => {
+            format!("the mission may run only in region {within}; this node is in region {r}")
+        }
         None => format!(
             "the mission may run only in region {within}; this node is in no cluster region"
         ),
@@ -1656,12 +1659,7 @@ mod tests {
         assert!(ok(&[]).is_ok());
         assert!(ok(&["eu", "us-east-1", "ap"]).is_ok());
         assert!(ok(&["x".repeat(64).as_str()]).is_ok());
-        for bad in [
-            vec![""],
-            vec![" eu"],
-            vec!["eu\n"],
-            vec!["eu", "eu"],
-        ] {
+        for bad in [vec![""], vec![" eu"], vec!["eu\n"], vec!["eu", "eu"]] {
             let e = ok(&bad).unwrap_err();
             assert!(matches!(e, Error::Invalid(_)), "{bad:?}: {e:?}");
         }

@@ -297,10 +297,16 @@ async fn a_mission_never_runs_on_a_node_outside_its_boundary() {
         "{why:?}"
     );
     // Resumed by an operator there, it is paused again; no turn ever starts on us.
-    us.control(id, aura_engine::Control::Resume, "ops").await.unwrap();
+    us.control(id, aura_engine::Control::Resume, "ops")
+        .await
+        .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     paused(&us).await;
-    assert_eq!(script_us.turns_started(), 0, "a turn ran outside the boundary");
+    assert_eq!(
+        script_us.turns_started(),
+        0,
+        "a turn ran outside the boundary"
+    );
     // A new bounded mission is refused on us, and nothing of it is recorded.
     let head = store.head(agent).await.unwrap().unwrap().seq;
     let refused = us.submit(agent, bounded(&["eu"])).await.unwrap_err();
@@ -322,7 +328,9 @@ async fn a_mission_never_runs_on_a_node_outside_its_boundary() {
     assert_eq!(us.relinquish(), 1);
     assert_eq!(eu.adopt().await.unwrap(), 1);
     script_eu.push(Answer::finish());
-    eu.control(id, aura_engine::Control::Resume, "ops").await.unwrap();
+    eu.control(id, aura_engine::Control::Resume, "ops")
+        .await
+        .unwrap();
     assert_eq!(
         until(&eu, id, |s| s.is_terminal()).await,
         MissionState::Completed

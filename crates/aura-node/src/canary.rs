@@ -322,7 +322,10 @@ impl Aliases {
     /// Reads the rollbacks recorded in the node's own stream (`store`'s) and recalls them.
     /// An entry that does not decode is skipped with a warning: it cannot un-roll-back a
     /// canary, only fail to roll one back, and the rollback is recorded again then.
-    pub async fn recall_from(&self, store: &dyn aura_store::Store) -> Result<usize, aura_store::Error> {
+    pub async fn recall_from(
+        &self,
+        store: &dyn aura_store::Store,
+    ) -> Result<usize, aura_store::Error> {
         if self.is_empty() {
             return Ok(0);
         }
@@ -336,7 +339,10 @@ impl Aliases {
                 }
                 match e.body().map(serde_json::from_slice::<RolledBack>) {
                     Some(Ok(r)) => recorded.push(r),
-                    _ => tracing::warn!(index = e.entry.index, "a canary rollback entry does not decode; skipped"),
+                    _ => tracing::warn!(
+                        index = e.entry.index,
+                        "a canary rollback entry does not decode; skipped"
+                    ),
                 }
             }
             match page.last() {
@@ -369,10 +375,15 @@ fn request_id(headers: &axum::http::HeaderMap) -> Result<String, ApiError> {
     match headers.get(REQUEST_ID_HEADER) {
         Some(v) => {
             let id = v.to_str().unwrap_or_default();
-            if id.is_empty() || id.len() > MAX_REQUEST_ID || !id.bytes().all(|b| b.is_ascii_graphic()) {
+            if id.is_empty()
+                || id.len() > MAX_REQUEST_ID
+                || !id.bytes().all(|b| b.is_ascii_graphic())
+            {
                 return Err(ApiError::bad_request(
                     "invalid_request_id",
-                    format!("`{REQUEST_ID_HEADER}` must be 1 to {MAX_REQUEST_ID} visible ASCII characters"),
+                    format!(
+                        "`{REQUEST_ID_HEADER}` must be 1 to {MAX_REQUEST_ID} visible ASCII characters"
+                    ),
                 ));
             }
             Ok(id.to_owned())
@@ -415,9 +426,16 @@ fn narrowed(request: Option<&str>, alias: &[String]) -> Result<Option<String>, A
 /// becomes the chosen target, the alias's regions bound the request, and the answer
 /// names the model (`aura-model`) and the request's id. Requests another node forwarded
 /// were resolved there and pass as they are.
-pub(crate) async fn resolve(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub(crate) async fn resolve(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     if state.aliases.is_empty()
-        || request.extensions().get::<crate::forward::Forwarded>().is_some()
+        || request
+            .extensions()
+            .get::<crate::forward::Forwarded>()
+            .is_some()
         || !crate::forward::is_inference(&request)
         || !matches!(
             request.extensions().get::<Authenticated>(),
@@ -442,20 +460,34 @@ pub(crate) async fn resolve(State(state): State<AppState>, request: Request, nex
     // Not JSON, or no model: the handler says what is wrong.
     let mut json: serde_json::Value = match serde_json::from_slice(&bytes) {
         Ok(v) => v,
-        Err(_) => return next.run(Request::from_parts(parts, Body::from(bytes))).await,
+        Err(_) => {
+            return next
+                .run(Request::from_parts(parts, Body::from(bytes)))
+                .await;
+        }
     };
-    let Some(name) = json.get("model").and_then(|m| m.as_str()).map(str::to_owned) else {
-        return next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    let Some(name) = json
+        .get("model")
+        .and_then(|m| m.as_str())
+        .map(str::to_owned)
+    else {
+        return next
+            .run(Request::from_parts(parts, Body::from(bytes)))
+            .await;
     };
     if !state.aliases.by_name.contains_key(&name) {
-        return next.run(Request::from_parts(parts, Body::from(bytes))).await;
+        return next
+            .run(Request::from_parts(parts, Body::from(bytes)))
+            .await;
     }
     let id = match request_id(&parts.headers) {
         Ok(id) => id,
         Err(e) => return e.into_response(),
     };
     let Some(resolved) = state.aliases.resolve(&name, &id) else {
-        return next.run(Request::from_parts(parts, Body::from(bytes))).await;
+        return next
+            .run(Request::from_parts(parts, Body::from(bytes)))
+            .await;
     };
     // The alias's regions bound the request's (a header that is not text is left for the
     // router to refuse).
@@ -498,9 +530,10 @@ pub(crate) async fn resolve(State(state): State<AppState>, request: Request, nex
         response.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
     if resolved.canary
-        && let Some(rollback) = state
-            .aliases
-            .outcome(&resolved.alias, is_failure(status), status.as_u16())
+        && let Some(rollback) =
+            state
+                .aliases
+                .outcome(&resolved.alias, is_failure(status), status.as_u16())
     {
         record_rollback(&state, &rollback).await;
     }
@@ -625,7 +658,10 @@ mod tests {
         let a = aliases(100.0, 4, 50.0);
         // Fewer than four seen, then two failures in four: 50% does not pass 50%.
         for failed in [false, false, true, true] {
-            assert_eq!(a.outcome("chat", failed, if failed { 503 } else { 200 }), None);
+            assert_eq!(
+                a.outcome("chat", failed, if failed { 503 } else { 200 }),
+                None
+            );
         }
         assert!(!a.is_rolled_back("chat"));
         // A third failure in the last four: 75%.
@@ -694,7 +730,10 @@ mod tests {
         check(|c| c.canary = Some("stable".into()), "`canary`");
         check(|c| c.canary_percent = 101.0, "canary_percent");
         check(|c| c.canary_percent = f64::NAN, "canary_percent");
-        check(|c| c.rollback_error_percent = -1.0, "rollback_error_percent");
+        check(
+            |c| c.rollback_error_percent = -1.0,
+            "rollback_error_percent",
+        );
         check(|c| c.rollback_window = 0, "rollback_window");
         check(|c| c.regions = vec![String::new()], "regions");
     }
@@ -705,8 +744,14 @@ mod tests {
         assert_eq!(narrowed(None, &[]).unwrap(), None);
         assert_eq!(narrowed(Some("us"), &[]).unwrap().as_deref(), Some("us"));
         assert_eq!(narrowed(None, &eu).unwrap().as_deref(), Some("eu,ch"));
-        assert_eq!(narrowed(Some("us, ch"), &eu).unwrap().as_deref(), Some("ch"));
-        assert_eq!(narrowed(Some("us"), &eu).unwrap_err().status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            narrowed(Some("us, ch"), &eu).unwrap().as_deref(),
+            Some("ch")
+        );
+        assert_eq!(
+            narrowed(Some("us"), &eu).unwrap_err().status,
+            StatusCode::FORBIDDEN
+        );
     }
 
     #[test]
@@ -719,7 +764,11 @@ mod tests {
         assert_eq!(request_id(&h).unwrap(), "abc-1");
         for bad in ["", "a b", &"x".repeat(129)] {
             h.insert(REQUEST_ID_HEADER, HeaderValue::from_str(bad).unwrap());
-            assert_eq!(request_id(&h).unwrap_err().status, StatusCode::BAD_REQUEST, "{bad:?}");
+            assert_eq!(
+                request_id(&h).unwrap_err().status,
+                StatusCode::BAD_REQUEST,
+                "{bad:?}"
+            );
         }
     }
 }

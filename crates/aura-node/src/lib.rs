@@ -15,11 +15,11 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod canary;
 pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod images_tool;
-pub mod canary;
 pub mod memory;
 pub mod node_token;
 pub mod remote_reasoner;

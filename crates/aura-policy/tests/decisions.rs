@@ -1132,14 +1132,54 @@ when { context has node_region && context.node_region != "eu" };
     check(
         &set,
         vec![
-            ("unbounded, no cluster", at(None, None, "mission.submit", m()), PERMIT, LIFECYCLE),
-            ("unbounded, in us", at(Some("us"), None, "mission.submit", m()), PERMIT, LIFECYCLE),
-            ("bounded to eu, in eu", at(Some("eu"), Some(&["eu", "ap"]), "mission.submit", m()), PERMIT, LIFECYCLE),
-            ("bounded to eu, in us", at(Some("us"), Some(&["eu"]), "mission.submit", m()), DENY, BOUNDS),
-            ("bounded, no region known", at(None, Some(&["eu"]), "mission.submit", m()), DENY, BOUNDS),
-            ("a write in eu", at(Some("eu"), None, "fs.write", w()), PERMIT, WRITE),
-            ("a write in us", at(Some("us"), None, "fs.write", w()), DENY, EU_ONLY),
-            ("a write outside a cluster", at(None, None, "fs.write", w()), PERMIT, WRITE),
+            (
+                "unbounded, no cluster",
+                at(None, None, "mission.submit", m()),
+                PERMIT,
+                LIFECYCLE,
+            ),
+            (
+                "unbounded, in us",
+                at(Some("us"), None, "mission.submit", m()),
+                PERMIT,
+                LIFECYCLE,
+            ),
+            (
+                "bounded to eu, in eu",
+                at(Some("eu"), Some(&["eu", "ap"]), "mission.submit", m()),
+                PERMIT,
+                LIFECYCLE,
+            ),
+            (
+                "bounded to eu, in us",
+                at(Some("us"), Some(&["eu"]), "mission.submit", m()),
+                DENY,
+                BOUNDS,
+            ),
+            (
+                "bounded, no region known",
+                at(None, Some(&["eu"]), "mission.submit", m()),
+                DENY,
+                BOUNDS,
+            ),
+            (
+                "a write in eu",
+                at(Some("eu"), None, "fs.write", w()),
+                PERMIT,
+                WRITE,
+            ),
+            (
+                "a write in us",
+                at(Some("us"), None, "fs.write", w()),
+                DENY,
+                EU_ONLY,
+            ),
+            (
+                "a write outside a cluster",
+                at(None, None, "fs.write", w()),
+                PERMIT,
+                WRITE,
+            ),
         ],
     );
 }

@@ -389,8 +389,12 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
     }
     let policies = crate::cmd::policy::load(home, &[])?;
     let aliases = Arc::new(
-        aura_node::canary::Aliases::new(&config.aliases)
-            .map_err(|e| hinted(e, "fix the alias in aura.toml; docs/openai.md explains `[aliases]`"))?,
+        aura_node::canary::Aliases::new(&config.aliases).map_err(|e| {
+            hinted(
+                e,
+                "fix the alias in aura.toml; docs/openai.md explains `[aliases]`",
+            )
+        })?,
     );
     let metering = Metering::open(store.clone(), signer.clone())
         .await
