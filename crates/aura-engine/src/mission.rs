@@ -377,7 +377,7 @@ impl Actor {
                     let _ = self.commit(m, r).await;
                 }
                 Err(e) => {
-                    tracing::warn!(mission = %mission.id, error = %e, "cannot pause a mission outside its boundary")
+                    tracing::warn!(mission = %mission.id, error = %e, "cannot pause a mission outside its boundary");
                 }
             }
         }

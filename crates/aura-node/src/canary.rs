@@ -445,26 +445,20 @@ pub(crate) async fn resolve(
         return next.run(request).await;
     }
     let (mut parts, body) = request.into_parts();
-    let bytes = match axum::body::to_bytes(body, state.limits.body_bytes).await {
-        Ok(b) => b,
-        Err(_) => {
-            return ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "invalid_request_error",
-                "body_too_large",
-                "the request body is larger than this node accepts, or did not arrive",
-            )
-            .into_response();
-        }
+    let Ok(bytes) = axum::body::to_bytes(body, state.limits.body_bytes).await else {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            "body_too_large",
+            "the request body is larger than this node accepts, or did not arrive",
+        )
+        .into_response();
     };
     // Not JSON, or no model: the handler says what is wrong.
-    let mut json: serde_json::Value = match serde_json::from_slice(&bytes) {
-        Ok(v) => v,
-        Err(_) => {
-            return next
-                .run(Request::from_parts(parts, Body::from(bytes)))
-                .await;
-        }
+    let Ok(mut json) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return next
+            .run(Request::from_parts(parts, Body::from(bytes)))
+            .await;
     };
     let Some(name) = json
         .get("model")
