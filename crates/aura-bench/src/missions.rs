@@ -175,6 +175,7 @@ pub(crate) async fn engine_with(
 
 pub(crate) fn spec(tools: &[&str], workspace: Option<String>, max_steps: u32) -> MissionSpec {
     MissionSpec {
+        regions: Vec::new(),
         objective: "bench".into(),
         tools: tools.iter().map(|t| (*t).to_owned()).collect(),
         authority: Authority {

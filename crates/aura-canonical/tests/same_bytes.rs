@@ -175,6 +175,7 @@ fn a_manifest_is_the_same_bytes() {
 /// with keys out of order, as they arrive.
 fn mission_records(format: RecordFormat) -> Vec<Recorded> {
     let spec = MissionSpec {
+        regions: Vec::new(),
         objective: "write the notes".into(),
         tools: vec!["fs.write".into(), "mission.finish".into()],
         authority: Authority {

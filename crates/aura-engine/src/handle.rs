@@ -43,7 +43,7 @@ pub struct NewAgent {
 /// The first entry of every agent's stream.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Created {
+pub(crate) struct Created {
     name: String,
     credential: Signed<Credential>,
 }
@@ -172,7 +172,7 @@ impl Handle {
     }
 
     /// Whether `agent`'s actor runs here now.
-    fn running(&self, agent: AgentId) -> bool {
+    pub(crate) fn running(&self, agent: AgentId) -> bool {
         self.shared
             .actors
             .lock()
@@ -810,7 +810,7 @@ fn stuck_reason(
     None
 }
 
-fn info_from(id: AgentId, created: Created, at: Timestamp) -> AgentInfo {
+pub(crate) fn info_from(id: AgentId, created: Created, at: Timestamp) -> AgentInfo {
     let c = &created.credential.statement;
     AgentInfo {
         id,

@@ -41,6 +41,7 @@ mod mission;
 mod observe;
 mod prune;
 mod recipes;
+mod recorded;
 pub mod schedule;
 mod scheduler;
 mod shared;

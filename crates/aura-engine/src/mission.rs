@@ -153,6 +153,8 @@ impl Actor {
             destructive,
             mission: mission.id,
             approval,
+            node_region: self.shared.options.region.clone(),
+            regions: mission.spec.regions.clone(),
         }
     }
 
@@ -231,6 +233,13 @@ impl Actor {
                 "`timeout_secs` is {}; it must be between 1 and {} (30 days)",
                 spec.timeout_secs,
                 MissionSpec::MAX_TIMEOUT_SECS
+            )));
+        }
+        check_regions(&spec.regions)?;
+        if let Some(why) = outside_boundary(&spec.regions, s.options.region.as_deref()) {
+            return Err(Error::Forbidden(format!(
+                "{why} (hint: agent {} runs on this node; submit the mission for an agent of a node inside its boundary, or widen `regions`)",
+                self.agent
             )));
         }
         if s.services.reasoners.get(&spec.reasoner).is_none() {
@@ -313,6 +322,9 @@ impl Actor {
         }
         let mission = live.mission.clone();
         let workspace = live.workspace.clone();
+        if self.hold_outside_boundary(&mission).await {
+            return;
+        }
         let now = self.now();
         if mission.deadline_passed(now) {
             return self.expire(id).await;
@@ -360,11 +372,49 @@ impl Actor {
         }
     }
 
+    /// A mission this node may not run (its boundary excludes the node's region: it came
+    /// here by a failover or a rebalance, since submission refuses it) is paused, with the
+    /// reason, and does nothing more here: true. An operator resumes it once a node inside
+    /// its boundary holds its agent; resumed here, it is paused again.
+    async fn hold_outside_boundary(&mut self, mission: &Mission) -> bool {
+        let Some(why) =
+            outside_boundary(&mission.spec.regions, self.shared.options.region.as_deref())
+        else {
+            return false;
+        };
+        if !mission.paused {
+            let mut step = Step::begin(mission);
+            let paused = step.push(Event::Paused {
+                by: self.shared.signer.public_key().node_id().to_string(),
+                reason: why.clone(),
+                at: self.now(),
+            });
+            match paused {
+                Ok(_) => {
+                    let (m, r) = step.finish();
+                    let _ = self.commit(m, r).await;
+                }
+                Err(e) => {
+                    tracing::warn!(mission = %mission.id, error = %e, "cannot pause a mission outside its boundary");
+                }
+            }
+        }
+        tracing::warn!(mission = %mission.id, "{why}: not run on this node");
+        true
+    }
+
     /// One step of a running mission: the permitted calls of the latest turn if any are
     /// left (after a restart, or when a retry is due), else the reasoner's next turn.
     pub(crate) async fn step(&mut self, id: MissionId) {
         let Ok(live) = self.live(id) else { return };
         let mission = live.mission.clone();
+        // A running mission that came to a node outside its boundary takes no step here.
+        if mission.state == MissionState::Running
+            && !mission.paused
+            && self.hold_outside_boundary(&mission).await
+        {
+            return;
+        }
         match mission.state {
             MissionState::Running if mission.paused => return,
             MissionState::Running => {}
@@ -1550,6 +1600,51 @@ async fn prepare_workspace(
     .map_err(|e| format!("preparing the workspace panicked: {e}"))?
 }
 
+/// The most regions a mission's boundary may name.
+pub(crate) const MAX_REGIONS: usize = 16;
+
+/// Checks a boundary's labels as a node's enrollment would take them: 1 to 64 bytes of
+/// printable text each (no control characters, no surrounding spaces), at most
+/// [`MAX_REGIONS`], none twice.
+pub(crate) fn check_regions(regions: &[String]) -> Result<(), Error> {
+    if regions.len() > MAX_REGIONS {
+        return Err(Error::Invalid(format!(
+            "`regions` names {} regions; at most {MAX_REGIONS} are allowed",
+            regions.len()
+        )));
+    }
+    for (i, r) in regions.iter().enumerate() {
+        let fits = (1..=64).contains(&r.len()) && r.trim() == r && !r.chars().any(char::is_control);
+        if !fits {
+            return Err(Error::Invalid(format!(
+                "`regions` holds {r:?}, which is not a region label (1 to 64 bytes of text, as nodes are enrolled with)"
+            )));
+        }
+        if regions[..i].contains(r) {
+            return Err(Error::Invalid(format!("`regions` names {r:?} twice")));
+        }
+    }
+    Ok(())
+}
+
+/// Why a mission bounded to `regions` may not run on a node in `region`; `None` when it
+/// may (no boundary, or the node's region inside it). A node whose region is unknown (not
+/// in a cluster) is outside every boundary: the check fails closed.
+pub(crate) fn outside_boundary(regions: &[String], region: Option<&str>) -> Option<String> {
+    if regions.is_empty() || region.is_some_and(|r| regions.iter().any(|b| b == r)) {
+        return None;
+    }
+    let within = regions.join(", ");
+    Some(match region {
+        Some(r) => {
+            format!("the mission may run only in region {within}; this node is in region {r}")
+        }
+        None => format!(
+            "the mission may run only in region {within}; this node is in no cluster region"
+        ),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
@@ -1649,5 +1744,44 @@ mod tests {
                 assert_eq!(transient_failure(&shown_as_transient), None, "{answer:?}");
             }
         }
+    }
+
+    /// One check helper: a boundary and a node's region, and whether a mission so bounded
+    /// may run there.
+    fn runs(regions: &[&str], node: Option<&str>, expect: bool) {
+        let regions: Vec<String> = regions.iter().map(|r| (*r).to_owned()).collect();
+        let why = outside_boundary(&regions, node);
+        assert_eq!(why.is_none(), expect, "{regions:?} on {node:?}: {why:?}");
+        if let Some(why) = why {
+            assert!(why.contains(&regions.join(", ")), "{why}");
+        }
+    }
+
+    #[test]
+    fn a_mission_runs_only_inside_its_boundary() {
+        runs(&[], None, true);
+        runs(&[], Some("us"), true);
+        runs(&["eu"], Some("eu"), true);
+        runs(&["eu", "us"], Some("us"), true);
+        runs(&["eu"], Some("us"), false);
+        runs(&["eu"], Some("EU"), false);
+        // Fails closed: a node in no cluster region is inside no boundary.
+        runs(&["eu"], None, false);
+        runs(&["eu"], Some(""), false);
+    }
+
+    #[test]
+    fn boundaries_are_checked_as_region_labels() {
+        let ok = |r: &[&str]| check_regions(&r.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
+        assert!(ok(&[]).is_ok());
+        assert!(ok(&["eu", "us-east-1", "ap"]).is_ok());
+        assert!(ok(&["x".repeat(64).as_str()]).is_ok());
+        for bad in [vec![""], vec![" eu"], vec!["eu\n"], vec!["eu", "eu"]] {
+            let e = ok(&bad).unwrap_err();
+            assert!(matches!(e, Error::Invalid(_)), "{bad:?}: {e:?}");
+        }
+        assert!(ok(&["x".repeat(65).as_str()]).is_err());
+        let many: Vec<String> = (0..=MAX_REGIONS).map(|i| format!("r{i}")).collect();
+        assert!(check_regions(&many).is_err());
     }
 }

@@ -83,6 +83,10 @@ pub struct Query {
     pub destructive: bool,
     pub mission: MissionId,
     pub approval: Option<VerifiedApproval>,
+    /// The region of the node deciding, in a cluster (`Options::region`).
+    pub node_region: Option<String>,
+    /// The mission's boundary (`MissionSpec::regions`); empty: none.
+    pub regions: Vec<String>,
 }
 
 pub trait Policy: Send + Sync + std::fmt::Debug {

@@ -123,6 +123,7 @@ impl Template {
     /// request, so that a fired mission is judged exactly like a submitted one.
     pub fn spec(&self, agent: &AgentInfo) -> MissionSpec {
         MissionSpec {
+            regions: Vec::new(),
             objective: self.objective.clone(),
             tools: self.tools.clone(),
             authority: Authority {

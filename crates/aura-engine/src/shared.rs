@@ -42,6 +42,11 @@ pub struct Options {
     /// Which agents this engine may run, when it shares the ledger with other nodes (a
     /// cluster's shard leases). Without it, every agent in the ledger is this engine's.
     pub ownership: Option<Arc<dyn Ownership>>,
+    /// This node's region label in a cluster (its enrollment's), which missions' boundaries
+    /// (`MissionSpec::regions`) are checked against and policy sees as
+    /// `context.node_region`. `None` outside a cluster: a mission with a boundary is then
+    /// refused, since no region can be shown to lie inside it.
+    pub region: Option<String>,
 }
 
 /// Which agents an engine may run now: in a cluster, those whose shard this node holds
@@ -61,6 +66,7 @@ impl Default for Options {
             workspaces: std::env::temp_dir().join("aura-workspaces"),
             workspace_setup: None,
             ownership: None,
+            region: None,
         }
     }
 }

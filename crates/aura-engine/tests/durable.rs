@@ -407,6 +407,7 @@ impl World {
 
     async fn submit(&self, tools: &[&str], steps: StepPolicy, timeout_secs: u64) -> MissionId {
         let spec = MissionSpec {
+            regions: Vec::new(),
             objective: "work".into(),
             tools: tools.iter().map(|t| (*t).to_owned()).collect(),
             authority: Authority {

@@ -96,6 +96,7 @@ impl World {
 
     async fn submit(&self, workspace: &str) -> Result<MissionId, aura_engine::Error> {
         let spec = MissionSpec {
+            regions: Vec::new(),
             objective: "write then read".into(),
             tools: ["fs.write", "fs.read", "mission.finish"]
                 .map(String::from)

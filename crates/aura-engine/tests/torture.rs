@@ -220,6 +220,7 @@ fn plan(agent: usize, n: usize) -> String {
 
 fn spec(plan: &str) -> MissionSpec {
     MissionSpec {
+        regions: Vec::new(),
         objective: format!("plan: {plan}"),
         tools: vec![
             "fs.write".into(),

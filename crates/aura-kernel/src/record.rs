@@ -50,6 +50,12 @@ pub struct MissionSpec {
     /// Per tool, in place of `steps` for that tool's calls.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tool_steps: BTreeMap<String, StepPolicy>,
+    /// The mission's boundary in a cluster: the region labels of the nodes it may run on
+    /// (as nodes are enrolled with). Empty: anywhere. A node outside them refuses it, and
+    /// one that comes to hold it later (a failover) pauses it rather than run it. Left
+    /// out of the encoding when empty, so records written before it encode as they were.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<String>,
 }
 
 impl MissionSpec {

@@ -20,6 +20,7 @@ fn t(secs: u64) -> Timestamp {
 
 fn spec(tools: &[&str]) -> MissionSpec {
     MissionSpec {
+        regions: Vec::new(),
         objective: "summarise the workspace".into(),
         tools: tools.iter().map(|s| (*s).to_owned()).collect(),
         authority: Authority {

@@ -277,6 +277,7 @@ fn mission(tools: &[&str], workspace: &str) -> MissionSpec {
     let mut tools: Vec<String> = tools.iter().map(|t| (*t).to_owned()).collect();
     tools.push("mission.finish".into());
     MissionSpec {
+        regions: Vec::new(),
         objective: "use the MCP tools".into(),
         tools,
         authority: Authority {

@@ -42,8 +42,23 @@ pub struct Options {
     /// Where this node's HTTP API answers, as other nodes should reach it.
     pub url: String,
     pub region: String,
-    /// The models this node holds, by name.
+    /// The models this node holds, as `name@digest` (the package digest, hex): what it
+    /// advertises when it has no host to ask.
     pub models: Vec<String>,
+    /// The host of this node's models: asked again at every heartbeat, so that a model
+    /// installed or removed while the node runs is advertised as it is.
+    pub host: Option<Arc<aura_host::ModelHost>>,
+}
+
+/// How a node advertises a model it holds: its name and its package's digest.
+pub fn advertised(card: &aura_host::ModelCard) -> String {
+    format!("{}@{}", card.name, card.digest.to_hex())
+}
+
+/// Whether an advertised model (`name@digest`, or a bare name from an older node) is the
+/// model a request names (by name, as the OpenAI API names models).
+pub fn advert_matches(advert: &str, requested: &str) -> bool {
+    advert.split_once('@').map_or(advert, |(name, _)| name) == requested
 }
 
 /// The leases this node holds, with the local deadline of each: the instant its last
@@ -131,6 +146,9 @@ struct Manager {
     store: PgStore,
     engine: Engine,
     leases: Arc<Leases>,
+    /// The listing of the host's models under way, if one is: it runs beside the rounds,
+    /// since hashing a newly installed model's files may take longer than a lease.
+    listing: Option<tokio::task::JoinHandle<Option<Vec<String>>>>,
 }
 
 impl Service {
@@ -143,11 +161,20 @@ impl Service {
         engine: Engine,
         leases: Arc<Leases>,
     ) -> Service {
+        let mut options = options;
+        // The models are listed once before the first heartbeat (hashing their files the
+        // first time), then beside the rounds.
+        if let Some(host) = &options.host
+            && let Ok(cards) = host.list_async().await
+        {
+            options.models = cards.iter().map(advertised).collect();
+        }
         let mut manager = Manager {
             options,
             store,
             engine,
             leases,
+            listing: None,
         };
         let begun = Instant::now();
         loop {
@@ -253,6 +280,7 @@ impl Manager {
             .iter()
             .filter(|m| !m.state.is_terminal())
             .count() as u64;
+        self.refresh_models();
         let advert = Advert {
             url: self.options.url.clone(),
             region: self.options.region.clone(),
@@ -279,6 +307,31 @@ impl Manager {
         } else if held.len() < share {
             self.take(share - held.len()).await;
         }
+    }
+
+    /// Takes the models the last listing found, if it finished, and starts the next one;
+    /// never waits for one. A listing that failed keeps the models advertised before.
+    fn refresh_models(&mut self) {
+        use futures_util::FutureExt as _;
+        let Some(host) = &self.options.host else {
+            return;
+        };
+        if let Some(task) = self.listing.take() {
+            if !task.is_finished() {
+                self.listing = Some(task);
+                return;
+            }
+            if let Some(Ok(Some(models))) = task.now_or_never() {
+                self.options.models = models;
+            }
+        }
+        let host = host.clone();
+        self.listing = Some(tokio::spawn(async move {
+            host.list_async()
+                .await
+                .ok()
+                .map(|cards| cards.iter().map(advertised).collect())
+        }));
     }
 
     /// Gives up `shards` (a node joined): their agents stop first, then the leases are
@@ -356,125 +409,7 @@ impl Manager {
     }
 }
 
-/// What the HTTP API needs to send an agent's requests to the node that runs it.
-#[derive(Debug, Clone)]
-pub struct Routing {
-    pub leases: Arc<Leases>,
-    pub store: PgStore,
-}
-
-/// The agent a request is about, if it names one: `/v1/agents/{id}/…`, a mission this
-/// node knows (`/v1/missions/{id}/…`), or the `agent` of a mission submitted with
-/// `POST /v1/missions` (the body is read, within the node's body limit, and put back).
-async fn agent_of(
-    state: &crate::AppState,
-    request: axum::extract::Request,
-) -> Result<(Option<AgentId>, axum::extract::Request), crate::ApiError> {
-    let path = request.uri().path().to_owned();
-    let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
-    match parts.as_slice() {
-        ["", "v1", "agents", id, ..] => Ok((id.parse().ok(), request)),
-        ["", "v1", "missions", id, ..] => {
-            let agent = id
-                .parse()
-                .ok()
-                .and_then(|m| state.engine.mission(m))
-                .map(|m| m.agent);
-            Ok((agent, request))
-        }
-        ["", "v1", "missions"] if *request.method() == axum::http::Method::POST => {
-            let (parts, body) = request.into_parts();
-            let bytes = axum::body::to_bytes(body, state.limits.body_bytes)
-                .await
-                .map_err(|_| {
-                    crate::ApiError::new(
-                        axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-                        "invalid_request_error",
-                        "body_too_large",
-                        "the request body is larger than this node accepts, or did not arrive",
-                    )
-                })?;
-            #[derive(serde::Deserialize)]
-            struct Named {
-                agent: Option<String>,
-            }
-            let agent = serde_json::from_slice::<Named>(&bytes)
-                .ok()
-                .and_then(|n| n.agent)
-                .and_then(|a| a.parse().ok());
-            Ok((
-                agent,
-                axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes)),
-            ))
-        }
-        _ => Ok((None, request)),
-    }
-}
-
-/// Sends requests about agents this node does not run to the node that does: a `307`
-/// to the owner's advertised URL (the method and body are kept), or a `503` with a hint
-/// while the agent's shard has no live owner (a failover in progress). Requests about
-/// agents this node runs, and every other request, go on to their handlers (the ledger's
-/// routes, `/v1/ledger/…`, read the shared database on any node).
-pub(crate) async fn route(
-    axum::extract::State(state): axum::extract::State<crate::AppState>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::response::IntoResponse as _;
-    let Some(routing) = state.cluster.clone() else {
-        return next.run(request).await;
-    };
-    let (agent, request) = match agent_of(&state, request).await {
-        Ok(found) => found,
-        Err(e) => return e.into_response(),
-    };
-    let Some(agent) = agent else {
-        return next.run(request).await;
-    };
-    if routing.leases.holds_shard(shard_of(agent)) {
-        return next.run(request).await;
-    }
-    let shard = shard_of(agent);
-    let me = routing.store.node_id();
-    match routing.store.owner(shard).await {
-        Ok(Some((owner, url))) if owner != me => {
-            let target = format!(
-                "{}{}",
-                url.trim_end_matches('/'),
-                request
-                    .uri()
-                    .path_and_query()
-                    .map_or("", axum::http::uri::PathAndQuery::as_str)
-            );
-            let mut response = crate::ApiError::new(
-                axum::http::StatusCode::TEMPORARY_REDIRECT,
-                "api_error",
-                "moved",
-                format!(
-                    "agent {agent} runs on node {owner} (hint: send the request to {target}; clients that follow redirects do)"
-                ),
-            )
-            .into_response();
-            if let Ok(location) = axum::http::HeaderValue::from_str(&target) {
-                response
-                    .headers_mut()
-                    .insert(axum::http::header::LOCATION, location);
-            }
-            response
-        }
-        Ok(_) => {
-            let mut e = crate::ApiError::new(
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                "api_error",
-                "no_owner",
-                format!(
-                    "agent {agent}'s shard {shard} is between owners (a node failed or the cluster is rebalancing) (hint: retry in a few seconds)"
-                ),
-            );
-            e.retry_after = Some(1);
-            e.into_response()
-        }
-        Err(e) => crate::ApiError::store_unavailable(&e).into_response(),
-    }
-}
+// Routing requests to the node that serves them lives in `forward.rs`; the names stay
+// here, where the cluster's other parts are.
+pub(crate) use crate::forward::route;
+pub use crate::forward::{REGIONS_HEADER, RouteOptions, Routing, SERVED_BY_HEADER};

@@ -28,6 +28,10 @@ pub struct Config {
     /// Reasoners by name: `[reasoners.NAME]` tables, each with a `provider` and that
     /// provider's settings (docs/reasoners.md). Checked when the node starts.
     pub reasoners: BTreeMap<String, toml::Table>,
+    /// Model aliases by name: `[aliases.NAME]` tables, each a stable model and optionally
+    /// a canary with its share and rollback threshold (docs/openai.md). Checked when the
+    /// node starts.
+    pub aliases: BTreeMap<String, crate::canary::AliasConfig>,
 }
 
 /// Where the ledger lives: `[store]`. Without a URL, the embedded SQLite file in the data
@@ -44,6 +48,10 @@ pub struct StoreConfig {
     /// The URL other nodes and clients reach this node's API at (default
     /// `http://<listen address>`): where requests for the agents it runs are sent.
     pub advertise: Option<String>,
+    /// Answer requests for another node's agents with `307` to that node instead of
+    /// forwarding them over the node-to-node channel (the default); the client then needs
+    /// an API key valid on that node too.
+    pub redirect: bool,
 }
 
 /// `[telemetry]`: where the node's traces go (docs/metrics.md).

@@ -15,14 +15,18 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod canary;
 pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod images_tool;
 pub mod memory;
+pub mod node_token;
+pub mod remote_reasoner;
 pub mod services;
 pub mod speech;
 
+mod forward;
 mod guard;
 mod rate;
 mod routes;
@@ -68,6 +72,8 @@ pub struct Options {
     pub speech: Option<speech::Speech>,
     /// The memory served at `/v1/memory`; without it those routes answer 503.
     pub memory: Option<Arc<memory::MemoryService>>,
+    /// Model aliases and their canaries (`[aliases]`, docs/openai.md); none without.
+    pub aliases: Option<Arc<canary::Aliases>>,
 }
 
 /// Shared by every request.
@@ -85,6 +91,8 @@ pub(crate) struct AppState {
     pub(crate) cell_access: CellAccess,
     pub(crate) speech: Option<speech::Speech>,
     pub(crate) memory: Option<Arc<memory::MemoryService>>,
+    /// Model aliases, resolved before inference requests are routed.
+    pub(crate) aliases: Arc<canary::Aliases>,
     /// Turns true when the server stops: open WebSockets close.
     pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
     /// In a cluster: where to send requests for agents this node does not run.
@@ -335,6 +343,7 @@ pub async fn serve_in_cluster(
         cell_access: options.cell_access,
         speech: options.speech,
         memory: options.memory,
+        aliases: options.aliases.unwrap_or_default(),
         stopping: stopping.clone(),
         cluster,
     };

@@ -80,6 +80,9 @@ pub struct MissionView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<Object>>)]
     pub conversation: Option<Vec<Message>>,
+    /// The regions whose nodes may run it (its boundary in a cluster); absent: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -1148,6 +1148,7 @@ async fn without_keys_only_loopback_is_served() {
             cell_access: Default::default(),
             speech: None,
             memory: None,
+            aliases: None,
         },
         n.engine.clone(),
     )

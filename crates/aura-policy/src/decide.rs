@@ -417,6 +417,25 @@ pub(crate) fn prepare<'c>(
             RestrictedExpression::new_string(m.to_string()),
         ));
     }
+    // Where the request is judged and the mission's boundary (docs/cluster.md): present
+    // only in a cluster and for a mission with a boundary, so `context has regions`
+    // reads "the mission is bounded".
+    if let Some(region) = &c.node_region {
+        context.push((
+            "node_region".to_owned(),
+            RestrictedExpression::new_string(region.clone()),
+        ));
+    }
+    if let Some(regions) = &c.regions {
+        context.push((
+            "regions".to_owned(),
+            RestrictedExpression::new_set(
+                regions
+                    .iter()
+                    .map(|r| RestrictedExpression::new_string(r.clone())),
+            ),
+        ));
+    }
     Ok(Prepared {
         principal: principal_uid,
         action,

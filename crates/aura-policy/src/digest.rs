@@ -26,9 +26,10 @@
 //!   or compact JSON with sorted keys; empty for kind 3)
 //! ```
 //!
-//! The approval itself is left out: it answers the request, it is not part of it. The
-//! encoding never fails and reads no map in hash order, so the digest is stable across
-//! processes and versions of serde_json. Requests whose extra values are unfit all share
+//! The approval itself is left out: it answers the request, it is not part of it; so are
+//! the node's region and the mission's boundary (where it is judged, and a part of the
+//! mission the mission id names). The encoding never fails and reads no map in hash
+//! order, so the digest is stable across processes and versions of serde_json. Requests whose extra values are unfit all share
 //! one encoding of those values; `decide` denies them, so no approval can be asked for.
 
 use aura_core::encoding::Encoder;

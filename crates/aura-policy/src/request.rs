@@ -184,6 +184,16 @@ pub struct Context {
     /// are, other values as compact JSON with sorted keys. Numbers must be integers.
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub extra: serde_json::Map<String, serde_json::Value>,
+    /// In a cluster: the region label of the node deciding (`context.node_region`). Like
+    /// the approval, it is not part of the request's digest: it says where the request
+    /// is judged, not what is asked, so an approval still answers it after a failover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_region: Option<String>,
+    /// The mission's boundary, the regions it may run in (`context.regions`), when it has
+    /// one. Not part of the digest either: it is part of the mission's declaration, which
+    /// the mission's id names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regions: Option<Vec<String>>,
 }
 
 /// Why a request cannot be put to Cedar.

@@ -1131,3 +1131,88 @@ when { resource.space == "shared:handbook" };"#,
         ],
     );
 }
+
+/// In a cluster, policy sees the deciding node's region (`context.node_region`) and a
+/// mission's boundary (`context.regions`), and may keep work out of regions with them;
+/// outside a cluster, or for a mission without a boundary, the attributes are absent.
+#[test]
+fn policies_see_the_node_s_region_and_the_mission_s_boundary() {
+    let user = PolicySet::parse(
+        "regions.cedar",
+        r#"
+@id("stay-in-bounds")
+forbid (principal, action == Aura::Action::"mission.submit", resource)
+when { context has regions && !(context has node_region && context.regions.contains(context.node_region)) };
+@id("eu-only-writes")
+forbid (principal, action == Aura::Action::"fs.write", resource)
+when { context has node_region && context.node_region != "eu" };
+"#,
+    )
+    .unwrap();
+    assert!(user.warnings().is_empty(), "{:?}", user.warnings());
+    let set = PolicySet::defaults().merge(user).unwrap();
+    let at = |node: Option<&str>, regions: Option<&[&str]>, action: &str, resource| {
+        let mut r = req(L2, action, resource);
+        r.context.node_region = node.map(str::to_owned);
+        r.context.regions = regions.map(|r| r.iter().map(|s| (*s).to_owned()).collect());
+        r
+    };
+    const BOUNDS: &[&str] = &["stay-in-bounds"];
+    const EU_ONLY: &[&str] = &["eu-only-writes"];
+    const LIFECYCLE: &[&str] = &["aura.mission.lifecycle"];
+    let m = || mission("team-a");
+    let w = || path("team-a", "x.md");
+    check(
+        &set,
+        vec![
+            (
+                "unbounded, no cluster",
+                at(None, None, "mission.submit", m()),
+                PERMIT,
+                LIFECYCLE,
+            ),
+            (
+                "unbounded, in us",
+                at(Some("us"), None, "mission.submit", m()),
+                PERMIT,
+                LIFECYCLE,
+            ),
+            (
+                "bounded to eu, in eu",
+                at(Some("eu"), Some(&["eu", "ap"]), "mission.submit", m()),
+                PERMIT,
+                LIFECYCLE,
+            ),
+            (
+                "bounded to eu, in us",
+                at(Some("us"), Some(&["eu"]), "mission.submit", m()),
+                DENY,
+                BOUNDS,
+            ),
+            (
+                "bounded, no region known",
+                at(None, Some(&["eu"]), "mission.submit", m()),
+                DENY,
+                BOUNDS,
+            ),
+            (
+                "a write in eu",
+                at(Some("eu"), None, "fs.write", w()),
+                PERMIT,
+                WRITE,
+            ),
+            (
+                "a write in us",
+                at(Some("us"), None, "fs.write", w()),
+                DENY,
+                EU_ONLY,
+            ),
+            (
+                "a write outside a cluster",
+                at(None, None, "fs.write", w()),
+                PERMIT,
+                WRITE,
+            ),
+        ],
+    );
+}

@@ -178,6 +178,8 @@ fn hostile() -> impl Strategy<Value = Request> {
                         in_cell,
                         approval: None,
                         extra: extra.into_iter().collect(),
+                        node_region: None,
+                        regions: None,
                     },
                 }
             },
@@ -331,6 +333,8 @@ fn well_formed() -> impl Strategy<Value = Request> {
                     in_cell,
                     approval: None,
                     extra: extra.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+                    node_region: None,
+                    regions: None,
                 },
             },
         )

@@ -235,7 +235,7 @@ async fn status(out: &Output, store: &PgStore) -> anyhow::Result<()> {
         /// Shards whose lease this node holds now.
         shards: Vec<u32>,
         /// What the node said in its last heartbeat (none before it first served):
-        /// its URL, models and load.
+        /// its URL, models (`name@package digest`) and load.
         #[serde(skip_serializing_if = "Option::is_none")]
         url: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -326,7 +326,18 @@ async fn status(out: &Output, store: &PgStore) -> anyhow::Result<()> {
                         if models.is_empty() {
                             "-".to_owned()
                         } else {
-                            models.join(", ")
+                            // `name@digest`, the digest cut to 12 digits for people
+                            // (`--json` has it whole).
+                            models
+                                .iter()
+                                .map(|m| match m.split_once('@') {
+                                    Some((name, digest)) => {
+                                        format!("{name}@{}", digest.get(..12).unwrap_or(digest))
+                                    }
+                                    None => m.clone(),
+                                })
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         },
                     );
                 }

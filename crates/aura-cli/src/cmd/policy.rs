@@ -370,6 +370,8 @@ fn request_from_flags(args: &CheckArgs) -> anyhow::Result<Request> {
             in_cell: args.in_cell,
             approval: None,
             extra,
+            node_region: None,
+            regions: None,
         },
     })
 }

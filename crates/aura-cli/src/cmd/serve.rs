@@ -460,6 +460,8 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
         }
     };
     let node_key = signer.public_key();
+    // Forwarded requests are signed with the node's key (docs/cluster.md, node tokens).
+    let routing_signer = signer.clone();
     let config = with_default_reasoner(config, home);
     let listen = args.listen.unwrap_or(config.http.listen);
     let mut issuers = Vec::new();
@@ -482,6 +484,14 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
         issuers.extend(enrolled.into_iter().map(|e| e.node_key));
     }
     let policies = crate::cmd::policy::load(home, &[])?;
+    let aliases = Arc::new(
+        aura_node::canary::Aliases::new(&config.aliases).map_err(|e| {
+            hinted(
+                e,
+                "fix the alias in aura.toml; docs/openai.md explains `[aliases]`",
+            )
+        })?,
+    );
     let metering = Metering::open(store.clone(), signer.clone())
         .await
         .map_err(anyhow::Error::msg)?;
@@ -496,7 +506,41 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
         Some(dir) => dir.clone(),
         None => home.dir().join("workspaces"),
     };
+    // In a cluster, the node's region (its enrollment's) bounds where missions run and
+    // which requests it serves (docs/cluster.md).
+    let region = match &cluster {
+        Some((store, _)) => Some(region_of(store).await),
+        None => None,
+    };
+    // In a cluster, requests and reasoner turns go to the node that serves them, over the
+    // node-to-node channel (docs/cluster.md).
+    let routing = match &cluster {
+        Some((store, leases)) => Some(
+            aura_node::cluster::Routing::new(
+                leases.clone(),
+                store.clone(),
+                routing_signer,
+                aura_node::cluster::RouteOptions {
+                    redirect: config.store.redirect,
+                    region: region.clone().unwrap_or_default(),
+                    lease: lease(&config.store),
+                },
+            )
+            .map_err(anyhow::Error::msg)?,
+        ),
+        None => None,
+    };
     let (mut parts, cells, cells_note) = parts(home, &models, &workspaces).await;
+    // A mission's local reasoner on a model another node holds runs its turns there.
+    if let Some(routing) = &routing
+        && let Some(local) = parts.local.take()
+    {
+        parts.local = Some(aura_node::remote_reasoner::ClusterModels::opener(
+            local,
+            models.clone(),
+            routing.clone(),
+        ));
+    }
     // Missions remember through the same memory operators reach at `/v1/memory`.
     let memory = match memory(home, &config, store_url.as_deref(), &models).await {
         Ok(memory) => memory,
@@ -571,6 +615,9 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
             ownership: cluster
                 .as_ref()
                 .map(|(_, leases)| leases.clone() as Arc<dyn aura_engine::Ownership>),
+            // An enrollment without a region label is in no region: bounded missions
+            // are refused there.
+            region: region.filter(|r| !r.is_empty()),
             ..Default::default()
         },
         store,
@@ -585,27 +632,28 @@ pub(crate) async fn run(home: &Home, out: &Output, args: Args) -> anyhow::Result
         // Episodes are made of the engine's missions, so the engine comes first.
         memory.attach(engine.clone());
     }
+    // A canary rolled back before (by this node or, in a cluster, another) stays so.
+    match aliases.recall_from(engine.store().as_ref()).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(canaries = n, "canaries rolled back before stay rolled back"),
+        Err(e) => tracing::warn!(error = %e, "cannot read the canary rollbacks from the ledger"),
+    }
     let (speech, speech_note) = speech(&config).await;
     let keys_file = aura_node::ApiKeys::path(home.dir());
     let open = aura_node::ApiKeys::load(&keys_file)?.is_empty();
-    let routing = cluster
-        .as_ref()
-        .map(|(store, leases)| aura_node::cluster::Routing {
-            leases: leases.clone(),
-            store: store.clone(),
-        });
     let server = aura_node::serve_in_cluster(
         aura_node::Options {
             listen,
             keys_file,
+            allowed_hosts: allowed_hosts(&config),
             limits: config.limits,
-            allowed_hosts: config.http.allowed_hosts.clone(),
             allowed_origins: config.http.allowed_origins.clone(),
             models: Some(models.clone()),
             cells: cells.clone(),
             cell_access: access.clone(),
             speech: speech.clone(),
             memory: memory.clone(),
+            aliases: Some(aliases.clone()),
         },
         engine.clone(),
         routing,
@@ -731,33 +779,57 @@ async fn join_cluster(
     engine: aura_engine::Handle,
     leases: Arc<aura_node::cluster::Leases>,
 ) -> aura_node::cluster::Service {
-    let me = store.signer_key();
-    let region = store
-        .enrolled()
-        .await
-        .ok()
-        .and_then(|all| all.into_iter().find(|e| e.node_key == me))
-        .map(|e| e.region)
-        .unwrap_or_default();
-    let models = models
-        .list_async()
-        .await
-        .map(|cards| cards.into_iter().map(|c| c.name).collect())
-        .unwrap_or_default();
+    let region = region_of(&store).await;
     let options = aura_node::cluster::Options {
-        lease: config
-            .lease_ms
-            .map_or(aura_node::cluster::DEFAULT_LEASE, |ms| {
-                std::time::Duration::from_millis(ms.max(300))
-            }),
+        lease: lease(config),
         url: config
             .advertise
             .clone()
             .unwrap_or_else(|| format!("http://{addr}")),
         region,
-        models,
+        // Listed at every heartbeat, as `name@digest`.
+        models: Vec::new(),
+        host: Some(models.clone()),
     };
     aura_node::cluster::Service::start(options, store, engine, leases).await
+}
+
+/// The host names the node answers to: `[http] allowed_hosts`, and the host of `[store]
+/// advertise`, since the cluster's other nodes forward requests to that URL.
+fn allowed_hosts(config: &aura_node::Config) -> Vec<String> {
+    let mut hosts = config.http.allowed_hosts.clone();
+    if let Some(authority) = config
+        .store
+        .advertise
+        .as_deref()
+        .and_then(|url| url.split_once("://"))
+        .and_then(|(_, rest)| rest.split(['/', '?', '#']).next())
+        .filter(|a| !a.is_empty() && !a.contains('@'))
+    {
+        hosts.push(authority.to_owned());
+    }
+    hosts
+}
+
+/// This node's region, as its enrollment in the cluster's log says.
+async fn region_of(store: &aura_store::postgres::PgStore) -> String {
+    let me = store.signer_key();
+    store
+        .enrolled()
+        .await
+        .ok()
+        .and_then(|all| all.into_iter().find(|e| e.node_key == me))
+        .map(|e| e.region)
+        .unwrap_or_default()
+}
+
+/// The cluster's lease, from `[store] lease_ms` (at least 300 ms).
+fn lease(config: &aura_node::config::StoreConfig) -> std::time::Duration {
+    config
+        .lease_ms
+        .map_or(aura_node::cluster::DEFAULT_LEASE, |ms| {
+            std::time::Duration::from_millis(ms.max(300))
+        })
 }
 
 /// The gRPC cell API (and model inference beside it), served when `aura pki init` has made the certificates; a note when

@@ -151,6 +151,8 @@ impl Policy for CedarPolicy {
                 in_cell,
                 approval: query.approval.clone(),
                 extra: serde_json::Map::new(),
+                node_region: query.node_region.clone(),
+                regions: (!query.regions.is_empty()).then(|| query.regions.clone()),
             },
         };
         let decision = decide(&self.policies, &request);
@@ -191,6 +193,8 @@ mod tests {
             destructive,
             mission: MissionId::from_bytes([2; 16]),
             approval: None,
+            node_region: None,
+            regions: Vec::new(),
         }
     }
 
@@ -290,5 +294,34 @@ mod tests {
         assert_ne!(a.request, b.request);
         let again = policy.decide(&query(Level::L2, "fs.delete", path("a.md"), true));
         assert_eq!(a.request, again.request);
+    }
+
+    /// The node's region and the mission's boundary reach Cedar as `context.node_region`
+    /// and `context.regions`, and stay out of the request's digest (an approval answers
+    /// the request wherever the mission runs).
+    #[test]
+    fn policies_see_the_node_s_region_and_the_mission_s_boundary() {
+        let user = PolicySet::parse(
+            "regions.cedar",
+            r#"@id("writes-in-eu-only")
+forbid (principal, action == Aura::Action::"fs.write", resource)
+when { context has regions && context.regions.contains("eu")
+       && !(context has node_region && context.node_region == "eu") };"#,
+        )
+        .unwrap();
+        let policy = CedarPolicy::new(Arc::new(PolicySet::defaults().merge(user).unwrap()));
+        let at = |node: Option<&str>, regions: &[&str]| {
+            let mut q = query(Level::L2, "fs.write", path("notes.md"), false);
+            q.node_region = node.map(str::to_owned);
+            q.regions = regions.iter().map(|r| (*r).to_owned()).collect();
+            policy.decide(&q)
+        };
+        assert_eq!(at(Some("eu"), &["eu"]).outcome, Outcome::Permit);
+        assert_eq!(at(Some("us"), &[]).outcome, Outcome::Permit);
+        let denied = at(Some("us"), &["eu", "us"]);
+        assert_eq!(denied.outcome, Outcome::Deny, "{denied:?}");
+        assert_eq!(denied.deciding, ["writes-in-eu-only"]);
+        assert_eq!(at(None, &["eu"]).outcome, Outcome::Deny);
+        assert_eq!(at(Some("eu"), &["eu"]).request, at(None, &[]).request);
     }
 }

@@ -161,6 +161,7 @@ pub(crate) async fn cedar_world() -> World {
 
 pub(crate) fn spec(tools: &[&str], workspace: &str, timeout: u64) -> MissionSpec {
     MissionSpec {
+        regions: Vec::new(),
         objective: "tidy the workspace".into(),
         tools: tools.iter().map(|t| (*t).to_owned()).collect(),
         authority: Authority {

@@ -117,9 +117,19 @@ async fn list_agents(
                 .map_err(|e| ApiError::bad_request("invalid_namespace", e.to_string()))
         })
         .transpose()?;
-    let visible = state
-        .engine
-        .agents(filter.as_ref())
+    let mut all = state.engine.agents(filter.as_ref());
+    // In a cluster, the agents other nodes run, from their records in the shared database.
+    if state.cluster.is_some() {
+        let elsewhere = state.engine.recorded_agents(None).await?;
+        all.extend(
+            elsewhere
+                .into_iter()
+                .filter(|a| filter.as_ref().is_none_or(|n| &a.namespace == n)),
+        );
+        all.sort_by_key(|a| a.id);
+        all.dedup_by_key(|a| a.id);
+    }
+    let visible = all
         .into_iter()
         .filter(|a| state.may_see(&caller, &a.namespace))
         .map(AgentView::from)

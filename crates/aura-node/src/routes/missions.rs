@@ -62,6 +62,10 @@ pub(crate) struct SubmitMission {
     #[serde(default)]
     #[schema(value_type = Object)]
     tool_steps: BTreeMap<String, StepPolicy>,
+    /// The mission's boundary in a cluster: the regions whose nodes may run it (default:
+    /// any). A node outside them refuses it (403) and never runs it (docs/cluster.md).
+    #[serde(default)]
+    regions: Vec<String>,
 }
 
 fn view(m: &Mission, full: bool) -> MissionView {
@@ -107,6 +111,7 @@ fn view(m: &Mission, full: bool) -> MissionView {
         calls: m.calls.clone(),
         pruned: false,
         conversation: full.then(|| m.conversation.iter().cloned().collect()),
+        regions: m.spec.regions.clone(),
     }
 }
 
@@ -127,6 +132,7 @@ async fn submit(
         ));
     }
     let spec = MissionSpec {
+        regions: req.regions,
         objective: req.objective,
         tools: req.tools,
         authority: Authority {
@@ -194,9 +200,23 @@ async fn list(
         })
         .transpose()?;
     let limit = super::page(q.limit);
-    let out = state
-        .engine
-        .missions(ns.as_ref(), agent, want_state)
+    let mut all = state.engine.missions(ns.as_ref(), agent, want_state);
+    // In a cluster, the missions of the agents other nodes run, from their records in
+    // the shared database.
+    if state.cluster.is_some() {
+        let elsewhere = state.engine.recorded_missions(agent).await?;
+        all.extend(
+            elsewhere
+                .into_iter()
+                .filter(|m| ns.as_ref().is_none_or(|n| &m.spec.namespace == n))
+                .filter(|m| want_state.is_none_or(|s| m.state == s))
+                .map(Arc::new),
+        );
+        // Newest first; an agent that moved between the two reads is listed once.
+        all.sort_by_key(|m| std::cmp::Reverse(m.id));
+        all.dedup_by_key(|m| m.id);
+    }
+    let out = all
         .iter()
         .filter(|m| visible_mission(&state, &caller, m))
         .take(limit)
@@ -224,7 +244,7 @@ async fn get(
     Path(id): Path<String>,
     Query(q): Query<Detail>,
 ) -> Result<Json<MissionView>, ApiError> {
-    let m = find(&state, &caller, &id)?;
+    let m = find_anywhere(&state, &caller, &id).await?;
     Ok(Json(MissionView {
         pruned: state.engine.is_pruned(m.id),
         ..view(&m, q.detail.as_deref() == Some("full"))
@@ -451,9 +471,25 @@ async fn pending(
     caller: Caller,
 ) -> Result<Json<Vec<PendingApproval>>, ApiError> {
     require(&caller, &[Role::Operator, Role::Approver])?;
-    let out = state
+    let mut all = state
         .engine
-        .missions(None, None, Some(MissionState::Escalated))
+        .missions(None, None, Some(MissionState::Escalated));
+    // In a cluster, the escalations of missions other nodes run too: an answer sent to
+    // this node is forwarded to the mission's node.
+    if state.cluster.is_some() {
+        all.extend(
+            state
+                .engine
+                .recorded_missions(None)
+                .await?
+                .into_iter()
+                .filter(|m| m.state == MissionState::Escalated)
+                .map(Arc::new),
+        );
+        all.sort_by_key(|m| std::cmp::Reverse(m.id));
+        all.dedup_by_key(|m| m.id);
+    }
+    let out = all
         .iter()
         .filter(|m| visible_mission(&state, &caller, m))
         .filter_map(|m| {
@@ -559,6 +595,30 @@ fn find(state: &AppState, caller: &Caller, id: &str) -> Result<Arc<Mission>, Api
         return Err(not_found());
     }
     Ok(m)
+}
+
+/// [`find`], and in a cluster, when this node does not run the mission's agent, the
+/// mission as its record in the shared database replays.
+async fn find_anywhere(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<Arc<Mission>, ApiError> {
+    let not_here = match find(state, caller, id) {
+        Ok(m) => return Ok(m),
+        Err(e) => e,
+    };
+    let Some(mission) = state
+        .cluster
+        .as_ref()
+        .and_then(|_| id.parse::<MissionId>().ok())
+    else {
+        return Err(not_here);
+    };
+    match state.engine.recorded_mission(mission).await? {
+        Some(m) if visible_mission(state, caller, &m) => Ok(Arc::new(m)),
+        _ => Err(not_here),
+    }
 }
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {

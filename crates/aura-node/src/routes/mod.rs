@@ -91,6 +91,12 @@ pub(crate) fn router(state: AppState) -> axum::Router {
             state.clone(),
             crate::cluster::route,
         ))
+        // Model aliases resolve to their stable or canary model before routing (once
+        // authenticated; docs/openai.md).
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::canary::resolve,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), body_deadline))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(middleware::from_fn_with_state(
@@ -115,6 +121,19 @@ async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
+    // A request another node of the cluster forwarded: its node token, not a key, says
+    // who the caller is (the forwarding node authenticated them and charged their rate).
+    if let Some(token) = request.headers().get(crate::node_token::HEADER) {
+        let token = token.to_str().unwrap_or_default().to_owned();
+        return match forwarded(&state, &token, request).await {
+            Ok(request) => next.run(request).await,
+            // A refused token spends its source address's requests, as a forged key does.
+            Err(e) => match state.rate.check(&Bucket::of_address(addr.ip())) {
+                Ok(()) => e.into_response(),
+                Err(retry_after) => ApiError::rate_limited(retry_after).into_response(),
+            },
+        };
+    }
     let caller = state.keys.authenticate(request.headers());
     let bucket = match &caller {
         Ok(Caller { key: Some(id), .. }) => Bucket::Key(id.clone()),
@@ -125,6 +144,54 @@ async fn authenticate(
     }
     request.extensions_mut().insert(Authenticated(caller));
     next.run(request).await
+}
+
+/// Checks a forwarded request's node token against the request (its body is read, within
+/// the node's limit, and put back) and marks the request with the caller the token vouches
+/// for. Refused (401) on a node outside a cluster, and for any token that does not hold.
+async fn forwarded(state: &AppState, token: &str, request: Request) -> Result<Request, ApiError> {
+    let Some(routing) = &state.cluster else {
+        return Err(ApiError::unauthorized(
+            "this node is not in a cluster: it accepts no node tokens",
+        ));
+    };
+    // The signature first, so that a body is awaited only for a token an enrolled node
+    // signed; then the body, within the node's deadline for bodies.
+    routing.precheck(token).await?;
+    let (mut parts, body) = request.into_parts();
+    let secs = state.limits.body_timeout_secs.max(1);
+    let body = tokio::time::timeout(
+        std::time::Duration::from_secs(secs),
+        axum::body::to_bytes(body, state.limits.body_bytes),
+    )
+    .await
+    .map_err(|_| {
+        ApiError::new(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            "request_timeout",
+            format!("the request body did not arrive within {secs} seconds"),
+        )
+    })?
+    .map_err(|_| {
+        ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            "body_too_large",
+            "the request body is larger than this node accepts, or did not arrive",
+        )
+    })?;
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", axum::http::uri::PathAndQuery::as_str)
+        .to_owned();
+    let (caller, from) = routing
+        .accept(token, parts.method.as_str(), &path, &body)
+        .await?;
+    parts.extensions.insert(Authenticated(Ok(caller)));
+    parts.extensions.insert(crate::forward::Forwarded(from));
+    Ok(Request::from_parts(parts, Body::from(body)))
 }
 
 /// Gives a request's body until [`Limits::body_timeout_secs`](crate::Limits) after its

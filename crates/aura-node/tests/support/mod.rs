@@ -236,6 +236,7 @@ async fn start_node_scripted(
             cell_access,
             speech,
             memory: None,
+            aliases: None,
         },
         engine.clone(),
     )

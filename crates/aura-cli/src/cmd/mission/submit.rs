@@ -40,6 +40,9 @@ pub(crate) struct SubmitArgs {
     reasoner: Option<String>,
     #[arg(long)]
     max_steps: Option<u32>,
+    /// In a cluster: a region whose nodes may run it (repeat; default: any)
+    #[arg(long = "region", value_name = "REGION")]
+    regions: Vec<String>,
     /// Follow the mission until it ends
     #[arg(long)]
     watch: bool,
@@ -63,6 +66,9 @@ struct MissionFile {
     /// Retry policy and step timeouts, checked by the node.
     steps: Option<Value>,
     tool_steps: Option<Value>,
+    /// The regions whose nodes may run it (its boundary in a cluster).
+    #[serde(default)]
+    regions: Vec<String>,
 }
 
 pub(super) async fn submit(client: &Client, out: &Output, s: SubmitArgs) -> anyhow::Result<()> {
@@ -96,6 +102,7 @@ pub(super) async fn submit(client: &Client, out: &Output, s: SubmitArgs) -> anyh
             network: Vec::new(),
             steps: None,
             tool_steps: None,
+            regions: Vec::new(),
         },
     };
     // Flags override the file.
@@ -109,6 +116,9 @@ pub(super) async fn submit(client: &Client, out: &Output, s: SubmitArgs) -> anyh
     f.workspace = s.workspace.or(f.workspace);
     f.reasoner = s.reasoner.or(f.reasoner);
     f.max_steps = s.max_steps.or(f.max_steps);
+    if !s.regions.is_empty() {
+        f.regions = s.regions;
+    }
     let missing = |what: &str| {
         hinted(
             format!("the mission needs {what}"),
@@ -128,6 +138,7 @@ pub(super) async fn submit(client: &Client, out: &Output, s: SubmitArgs) -> anyh
         "network": f.network,
         "steps": f.steps,
         "tool_steps": f.tool_steps.unwrap_or_else(|| json!({})),
+        "regions": f.regions,
     });
     let m: Value = client.post("/v1/missions", &body).await?;
     if s.watch {
