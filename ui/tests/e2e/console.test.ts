@@ -185,6 +185,10 @@ describe("missions", () => {
     // The node commits as fast as this machine lets it; to load the page past 500 events a
     // second whatever the machine, replay the whole ledger into it: the backfill arrives as
     // fast as the node reads it, through the same pipeline as live events.
+    // A fresh page load, not a hash change: within the same page the live view's counters
+    // stay on screen until the replay view resets them, and once they equalled the ledger's
+    // size, so the wait below ended on the old view's figures.
+    await page.goto("about:blank");
     const t0 = Date.now();
     await page.goto(`${node.url}/#/events/0`);
     await until(
