@@ -209,35 +209,15 @@ impl Writer {
     }
 
     async fn commit_group(&mut self, group: Vec<Request>) {
-        if self.client.as_ref().is_none_or(Client::is_closed) {
-            self.statements = None;
-            match connect(&self.config).await {
-                Ok(c) => self.client = Some(c),
-                Err(e) => {
-                    let e = Arc::new(e);
-                    for r in group {
-                        let _ = r.reply.send(Err(Error::Unavailable(e.to_string())));
-                    }
-                    return;
+        let ready = ready(&mut self.client, &mut self.statements, &self.config).await;
+        let (client, statements) = match ready {
+            Ok(ready) => ready,
+            Err(e) => {
+                for r in group {
+                    let _ = r.reply.send(Err(Error::Unavailable(e.clone())));
                 }
+                return;
             }
-        }
-        let Some(client) = self.client.as_mut() else {
-            return;
-        };
-        if self.statements.is_none() {
-            match Statements::prepare(client).await {
-                Ok(st) => self.statements = Some(st),
-                Err(e) => {
-                    for r in group {
-                        let _ = r.reply.send(Err(Error::Unavailable(e.to_string())));
-                    }
-                    return;
-                }
-            }
-        }
-        let Some(statements) = self.statements.as_ref() else {
-            return;
         };
         match commit(
             client,
@@ -294,6 +274,34 @@ impl Writer {
             }
         }
     }
+}
+
+/// The writer's connection, made again if it broke, with its statements prepared (again,
+/// after a reconnect); or why there is none.
+async fn ready<'w>(
+    client: &'w mut Option<Client>,
+    statements: &'w mut Option<Statements>,
+    config: &tokio_postgres::Config,
+) -> Result<(&'w mut Client, &'w Statements), String> {
+    if client.as_ref().is_some_and(Client::is_closed) {
+        *client = None;
+    }
+    let client = match client {
+        Some(c) => c,
+        None => {
+            *statements = None;
+            client.insert(connect(config).await.map_err(|e| e.to_string())?)
+        }
+    };
+    let statements = match statements {
+        Some(st) => st,
+        None => statements.insert(
+            Statements::prepare(client)
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
+    };
+    Ok((client, statements))
 }
 
 /// How a group's transaction failed.
