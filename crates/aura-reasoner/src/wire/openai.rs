@@ -71,7 +71,9 @@ pub fn request_body(request: &Request, options: &BodyOptions<'_>) -> Value {
         body.insert("temperature".into(), json!(t));
     }
     if let Some(seed) = request.seed {
-        body.insert("seed".into(), seed.into());
+        // OpenAI's seed is a signed 64-bit integer: send the seed's bits as one, so a seed
+        // above i64::MAX is not refused (Aura's own API reads the bits back as they were).
+        body.insert("seed".into(), (seed as i64).into());
     }
     if !request.stop.is_empty() {
         body.insert("stop".into(), json!(request.stop));
@@ -655,6 +657,20 @@ mod tests {
                 "stream_options": {"include_usage": true},
             })
         );
+    }
+
+    /// Regression: a seed above i64::MAX went out as an unsigned integer, which an
+    /// OpenAI-compatible server (Aura's own, in a cluster's remote turns) refuses; its bits
+    /// go out as OpenAI's signed seed.
+    #[test]
+    fn a_seed_goes_out_as_a_signed_integer_with_the_same_bits() {
+        let mut request = Request::new(vec![Message::user("hi")]);
+        for (seed, sent) in [(7u64, 7i64), (u64::MAX, -1), (1 << 63, i64::MIN)] {
+            request.seed = Some(seed);
+            let body = request_body(&request, &options(false));
+            assert_eq!(body["seed"], json!(sent), "seed {seed}");
+            assert_eq!(body["seed"].as_i64().map(|s| s as u64), Some(seed));
+        }
     }
 
     /// Regression: an assistant message that only called tools was sent with `"content":
